@@ -1,0 +1,477 @@
+//! ITU-T G.711 pulse code modulation: µ-law (RTP `PCMU`) and A-law (RTP `PCMA`).
+//!
+//! Two layers:
+//!
+//! - **Sample functions** ([`ulaw_encode_sample`], [`ulaw_decode_sample`],
+//!   [`alaw_encode_sample`], [`alaw_decode_sample`]) compute the companding law
+//!   (segment search, mantissa, sign) exactly as the ITU-T G.191 Software Tool
+//!   Library `g711.c` does (`ulaw_compress`, `ulaw_expand`, `alaw_compress`,
+//!   `alaw_expand`). They are `const fn`, written from the standard, and are the
+//!   single source of truth.
+//! - **Frame functions** ([`ulaw_encode`], [`ulaw_decode`], [`alaw_encode`],
+//!   [`alaw_decode`]) are what the lanes call. They look each sample up in a
+//!   table that the compiler builds *from the sample functions* at compile time,
+//!   so the fast path cannot drift from the computed one (the unit tests also
+//!   compare them over every input).
+//!
+//! Linear samples are signed 16-bit PCM. G.711 quantises a 14-bit (µ-law) or
+//! 13-bit (A-law) uniform signal; as in G.191, those are the most significant
+//! bits of the 16-bit word (`x >> 2`, `x >> 3`) and the ignored low bits are
+//! truncated. Decoded samples are left-justified back into 16 bits, so µ-law
+//! decodes to ±32124 at most and A-law to ±32256.
+//!
+//! Negative samples take their magnitude by one's complement (`!x`), as G.191
+//! does for both laws. That makes the quantiser exactly mirror-symmetric over the
+//! whole `i16` range (`x` and `!x == -1 - x` get the same code but for the sign
+//! bit; `-32768` mirrors `32767`), and puts `-4..=-1` on µ-law's "negative zero"
+//! code `0x7F`. Sun's widely copied `g711.c` (and Python's `audioop`) use the
+//! two's-complement magnitude for µ-law instead, which moves some negative
+//! inputs one step; `tests/g711_bitexact.rs` documents that difference.
+//!
+//! Real-time contract: every function here is safe to call on the real-time
+//! thread. None allocates, locks or panics, for any input.
+
+// ---------------------------------------------------------------------------
+// Sample functions: the law, computed.
+// ---------------------------------------------------------------------------
+
+/// Encodes one linear sample to a G.711 µ-law code (the companding law computed,
+/// not looked up).
+///
+/// Uses the 14 most significant bits of `x`. Positive samples (and zero) get
+/// sign bit `0x80`; `0` encodes to `0xFF`, `-1` to `0x7F`, `32767` to `0x80` and
+/// `-32768` to `0x00`. Bit-exact with ITU-T G.191 `ulaw_compress`.
+///
+/// Real-time safe; never panics. For whole frames prefer [`ulaw_encode`], which
+/// is table-driven.
+pub const fn ulaw_encode_sample(x: i16) -> u8 {
+    // G.191: 14-bit right-justified magnitude; one's complement for negative
+    // samples so the quantiser is symmetric about -0.5 over the i16 range.
+    let (magnitude, sign_bit) = if x < 0 {
+        ((!x >> 2) as i32, 0x00)
+    } else {
+        ((x >> 2) as i32, 0x80)
+    };
+    // G.711 Table 2: adding 33 (the offset between the µ-law and A-law decision
+    // values) turns the µ-law segments into power-of-two intervals. The top
+    // decision value is 8159 + 33 = 8192; clip below it.
+    let mut biased = magnitude + 33;
+    if biased > 0x1FFF {
+        biased = 0x1FFF;
+    }
+    // Segment search: segment s (1..=8) covers biased values [2^(s+4), 2^(s+5)),
+    // its step is 2^s.
+    let mut segment = 1;
+    let mut rest = biased >> 6;
+    while rest != 0 {
+        segment += 1;
+        rest >>= 1;
+    }
+    // G.711 Table 2 character signals: µ-law transmits every bit but the sign
+    // inverted, hence 7 - (segment - 1) and 15 - mantissa.
+    let high_nibble = 8 - segment;
+    let low_nibble = 0x0F - ((biased >> segment) & 0x0F);
+    ((high_nibble << 4) | low_nibble | sign_bit) as u8
+}
+
+/// Decodes one G.711 µ-law code to a linear sample, left-justified in 16 bits.
+///
+/// `0x80` decodes to `32124`, `0x00` to `-32124`; both zero codes (`0xFF`, and
+/// `0x7F`, "negative zero") decode to `0`. Bit-exact with ITU-T G.191
+/// `ulaw_expand`.
+///
+/// Real-time safe; never panics. For whole frames prefer [`ulaw_decode`].
+pub const fn ulaw_decode_sample(c: u8) -> i16 {
+    // G.711 Table 2: all bits but the sign are sent inverted.
+    let inverted = !c;
+    let exponent = ((inverted >> 4) & 0x07) as i32;
+    let mantissa = (inverted & 0x0F) as i32;
+    // 14-bit step of segment `exponent + 1` is 2^(exponent + 1); times 4 to
+    // left-justify in 16 bits.
+    let step = 4 << (exponent + 1);
+    // Leading '1', mantissa, half a step to land mid-interval (the quantised
+    // value of Table 2), minus the bias 33 (scaled by 4) added by the encoder.
+    // At most 16384 + 15 * 1024 + 512 - 132 = 32124: fits i16.
+    let magnitude = (0x80 << exponent) + step * mantissa + step / 2 - 4 * 33;
+    if c & 0x80 == 0 {
+        -magnitude as i16
+    } else {
+        magnitude as i16
+    }
+}
+
+/// Encodes one linear sample to a G.711 A-law code (the companding law
+/// computed, not looked up).
+///
+/// Uses the 13 most significant bits of `x`. The returned code already has the
+/// even bits inverted as transmitted on the line: `0` encodes to `0xD5`, `-1`
+/// to `0x55`, `32767` to `0xAA` and `-32768` to `0x2A`. Bit-exact with ITU-T
+/// G.191 `alaw_compress`.
+///
+/// Real-time safe; never panics. For whole frames prefer [`alaw_encode`], which
+/// is table-driven.
+pub const fn alaw_encode_sample(x: i16) -> u8 {
+    // 13 MSBs, x >> 3, in sign-magnitude with one's complement for negative
+    // samples (G.191); the lowest bit of the 13-bit word is below A-law's finest
+    // step, so the magnitude that is quantised is 12 bits: 0..=4095 >> 1.
+    let (sign_bit, x13) = if x < 0 {
+        (0x00, !x >> 3)
+    } else {
+        (0x80, x >> 3)
+    };
+    let mut value = (x13 >> 1) as i32; // 0..=2047
+                                       // G.711 Table 1: the first two segments share the finest step, so values
+                                       // below 16 are sent as-is with exponent 0.
+    if value > 15 {
+        // Segment search: shift the mantissa down until it is 5 bits with a
+        // leading '1' (16..=31); the shift count is the exponent.
+        let mut exponent = 1;
+        while value > 31 {
+            value >>= 1;
+            exponent += 1;
+        }
+        // Drop the implicit leading '1', place the exponent above the mantissa.
+        value = (exponent << 4) | (value - 16);
+    }
+    // G.711 Table 1 character signals: A-law inverts the even bits (0x55).
+    ((value | sign_bit) ^ 0x55) as u8
+}
+
+/// Decodes one G.711 A-law code (as received, even bits inverted) to a linear
+/// sample, left-justified in 16 bits.
+///
+/// `0xD5` decodes to `8`, `0x55` to `-8`, `0xAA` to `32256`, `0x2A` to
+/// `-32256`. Bit-exact with ITU-T G.191 `alaw_expand`.
+///
+/// Real-time safe; never panics. For whole frames prefer [`alaw_decode`].
+pub const fn alaw_decode_sample(c: u8) -> i16 {
+    // G.711 Table 1: undo the even-bit inversion.
+    let code = c ^ 0x55;
+    let exponent = ((code >> 4) & 0x07) as i32;
+    let mut mantissa = (code & 0x0F) as i32;
+    if exponent > 0 {
+        // Restore the implicit leading '1' of segments above the first.
+        mantissa += 16;
+    }
+    // Left-justify in 16 bits and add half a step (8 = half of the finest step
+    // 16): the quantised value sits mid-interval.
+    let mut magnitude = (mantissa << 4) + 8;
+    if exponent > 1 {
+        magnitude <<= exponent - 1;
+    }
+    // At most (31 * 16 + 8) << 6 = 32256: fits i16. Sign bit set means positive.
+    if c & 0x80 != 0 {
+        magnitude as i16
+    } else {
+        -magnitude as i16
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tables, built at compile time from the sample functions.
+// ---------------------------------------------------------------------------
+
+/// Entries in the µ-law encode table: one per 14-bit input, `x >> 2`.
+const ULAW_ENCODE_LEN: usize = 1 << 14;
+/// Entries in the A-law encode table: one per 13-bit input, `x >> 3`.
+const ALAW_ENCODE_LEN: usize = 1 << 13;
+
+/// µ-law code for every 14-bit input, indexed by `(x as u16) >> 2` (the 14 MSBs
+/// as an unsigned bit pattern). 16 KiB.
+static ULAW_ENCODE_TABLE: [u8; ULAW_ENCODE_LEN] = build_ulaw_encode_table();
+/// A-law code for every 13-bit input, indexed by `(x as u16) >> 3`. 8 KiB.
+static ALAW_ENCODE_TABLE: [u8; ALAW_ENCODE_LEN] = build_alaw_encode_table();
+/// Linear sample for every µ-law code.
+static ULAW_DECODE_TABLE: [i16; 256] = build_ulaw_decode_table();
+/// Linear sample for every A-law code.
+static ALAW_DECODE_TABLE: [i16; 256] = build_alaw_decode_table();
+
+const fn build_ulaw_encode_table() -> [u8; ULAW_ENCODE_LEN] {
+    let mut table = [0u8; ULAW_ENCODE_LEN];
+    let mut i = 0;
+    while i < ULAW_ENCODE_LEN {
+        // Entry i serves every x whose 14 MSBs are i; the 2 LSBs do not affect
+        // the code (one's complement commutes with the arithmetic shift), so
+        // x = i << 2 stands for all four.
+        table[i] = ulaw_encode_sample((i << 2) as u16 as i16);
+        i += 1;
+    }
+    table
+}
+
+const fn build_alaw_encode_table() -> [u8; ALAW_ENCODE_LEN] {
+    let mut table = [0u8; ALAW_ENCODE_LEN];
+    let mut i = 0;
+    while i < ALAW_ENCODE_LEN {
+        table[i] = alaw_encode_sample((i << 3) as u16 as i16);
+        i += 1;
+    }
+    table
+}
+
+const fn build_ulaw_decode_table() -> [i16; 256] {
+    let mut table = [0i16; 256];
+    let mut c = 0;
+    while c < 256 {
+        table[c] = ulaw_decode_sample(c as u8);
+        c += 1;
+    }
+    table
+}
+
+const fn build_alaw_decode_table() -> [i16; 256] {
+    let mut table = [0i16; 256];
+    let mut c = 0;
+    while c < 256 {
+        table[c] = alaw_decode_sample(c as u8);
+        c += 1;
+    }
+    table
+}
+
+// ---------------------------------------------------------------------------
+// Frame functions: table driven, what the lanes call.
+// ---------------------------------------------------------------------------
+
+/// Encodes a frame of linear samples to µ-law, one code byte per sample.
+///
+/// Processes `min(pcm.len(), out.len())` samples and returns that count; extra
+/// input or output is left untouched (callers size `out` to the frame once, at
+/// setup). Output is identical to [`ulaw_encode_sample`] on every sample.
+///
+/// Called on the real-time thread: no allocation, no panic, one table lookup
+/// per sample.
+pub fn ulaw_encode(pcm: &[i16], out: &mut [u8]) -> usize {
+    let n = pcm.len().min(out.len());
+    for (code, &x) in out.iter_mut().zip(pcm) {
+        // The index is at most 0xFFFF >> 2 = 16383 < 16384, which the compiler
+        // can see, so no bounds check is emitted.
+        *code = ULAW_ENCODE_TABLE[usize::from(x as u16 >> 2)];
+    }
+    n
+}
+
+/// Decodes a frame of µ-law codes to linear samples.
+///
+/// Processes `min(codes.len(), out.len())` codes and returns that count; extra
+/// input or output is left untouched. Output is identical to
+/// [`ulaw_decode_sample`] on every code.
+///
+/// Called on the real-time thread: no allocation, no panic.
+pub fn ulaw_decode(codes: &[u8], out: &mut [i16]) -> usize {
+    let n = codes.len().min(out.len());
+    for (x, &code) in out.iter_mut().zip(codes) {
+        *x = ULAW_DECODE_TABLE[usize::from(code)];
+    }
+    n
+}
+
+/// Encodes a frame of linear samples to A-law (even bits inverted, as sent),
+/// one code byte per sample.
+///
+/// Processes `min(pcm.len(), out.len())` samples and returns that count; extra
+/// input or output is left untouched. Output is identical to
+/// [`alaw_encode_sample`] on every sample.
+///
+/// Called on the real-time thread: no allocation, no panic, one table lookup
+/// per sample.
+pub fn alaw_encode(pcm: &[i16], out: &mut [u8]) -> usize {
+    let n = pcm.len().min(out.len());
+    for (code, &x) in out.iter_mut().zip(pcm) {
+        // Index at most 0xFFFF >> 3 = 8191 < 8192: no bounds check emitted.
+        *code = ALAW_ENCODE_TABLE[usize::from(x as u16 >> 3)];
+    }
+    n
+}
+
+/// Decodes a frame of A-law codes (as received) to linear samples.
+///
+/// Processes `min(codes.len(), out.len())` codes and returns that count; extra
+/// input or output is left untouched. Output is identical to
+/// [`alaw_decode_sample`] on every code.
+///
+/// Called on the real-time thread: no allocation, no panic.
+pub fn alaw_decode(codes: &[u8], out: &mut [i16]) -> usize {
+    let n = codes.len().min(out.len());
+    for (x, &code) in out.iter_mut().zip(codes) {
+        *x = ALAW_DECODE_TABLE[usize::from(code)];
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_inputs() -> impl Iterator<Item = i16> {
+        i16::MIN..=i16::MAX
+    }
+
+    #[test]
+    fn ulaw_frame_encode_matches_sample_encode_for_every_input() {
+        let pcm: Vec<i16> = all_inputs().collect();
+        let mut codes = vec![0u8; pcm.len()];
+        assert_eq!(ulaw_encode(&pcm, &mut codes), 65536);
+        for (&x, &c) in pcm.iter().zip(&codes) {
+            assert_eq!(c, ulaw_encode_sample(x), "x = {x}");
+        }
+    }
+
+    #[test]
+    fn alaw_frame_encode_matches_sample_encode_for_every_input() {
+        let pcm: Vec<i16> = all_inputs().collect();
+        let mut codes = vec![0u8; pcm.len()];
+        assert_eq!(alaw_encode(&pcm, &mut codes), 65536);
+        for (&x, &c) in pcm.iter().zip(&codes) {
+            assert_eq!(c, alaw_encode_sample(x), "x = {x}");
+        }
+    }
+
+    #[test]
+    fn frame_decode_matches_sample_decode_for_every_code() {
+        let codes: Vec<u8> = (0..=255).collect();
+        let mut pcm = [0i16; 256];
+        assert_eq!(ulaw_decode(&codes, &mut pcm), 256);
+        for (&c, &x) in codes.iter().zip(&pcm) {
+            assert_eq!(x, ulaw_decode_sample(c), "code {c:#04x}");
+        }
+        assert_eq!(alaw_decode(&codes, &mut pcm), 256);
+        for (&c, &x) in codes.iter().zip(&pcm) {
+            assert_eq!(x, alaw_decode_sample(c), "code {c:#04x}");
+        }
+    }
+
+    #[test]
+    fn frame_functions_process_the_shorter_of_input_and_output() {
+        let pcm = [1000i16; 10];
+        let mut codes = [0u8; 4];
+        assert_eq!(ulaw_encode(&pcm, &mut codes), 4);
+        assert_eq!(alaw_encode(&pcm[..2], &mut codes), 2);
+        assert_eq!(codes[2], ulaw_encode_sample(1000), "untouched tail");
+        let mut out = [7i16; 3];
+        assert_eq!(ulaw_decode(&codes, &mut out), 3);
+        assert_eq!(alaw_decode(&codes[..1], &mut out), 1);
+        assert_eq!(ulaw_encode(&[], &mut codes), 0);
+        assert_eq!(alaw_decode(&codes, &mut []), 0);
+    }
+
+    /// Values checked by hand against G.711 Table 1 (A-law) and Table 2 (µ-law),
+    /// scaled to 16 bits (µ-law ×4 from the 14-bit table, A-law ×8 from the
+    /// 13-bit ±4096 table).
+    #[test]
+    fn hand_checked_values_from_the_standard() {
+        // µ-law: zero is 1111 1111 (Table 2, all bits but the sign inverted);
+        // the "negative zero" 0111 1111 also decodes to 0.
+        assert_eq!(ulaw_encode_sample(0), 0xFF);
+        assert_eq!(ulaw_encode_sample(3), 0xFF);
+        assert_eq!(ulaw_encode_sample(-1), 0x7F);
+        assert_eq!(ulaw_encode_sample(-4), 0x7F);
+        assert_eq!(ulaw_decode_sample(0xFF), 0);
+        assert_eq!(ulaw_decode_sample(0x7F), 0);
+        // First step: 14-bit input 1 -> quantised value 2 (x4 = 8).
+        assert_eq!(ulaw_encode_sample(4), 0xFE);
+        assert_eq!(ulaw_decode_sample(0xFE), 8);
+        // Segment boundary at decision value 31: 30 -> quantised 30 (code 0xF0),
+        // 31 -> first value of the next segment, quantised 33 (code 0xEF).
+        assert_eq!(ulaw_encode_sample(30 * 4), 0xF0);
+        assert_eq!(ulaw_decode_sample(0xF0), 30 * 4);
+        assert_eq!(ulaw_encode_sample(31 * 4), 0xEF);
+        assert_eq!(ulaw_decode_sample(0xEF), 33 * 4);
+        // Full scale: decision value 8159, largest quantised value 8031.
+        assert_eq!(ulaw_encode_sample(i16::MAX), 0x80);
+        assert_eq!(ulaw_encode_sample(i16::MIN), 0x00);
+        assert_eq!(ulaw_decode_sample(0x80), 8031 * 4);
+        assert_eq!(ulaw_decode_sample(0x00), -32124);
+
+        // A-law: first interval's character signal is 1101 0101 (even bits
+        // inverted), quantised value 1 of 4096 (x8 = 8).
+        assert_eq!(alaw_encode_sample(0), 0xD5);
+        assert_eq!(alaw_encode_sample(15), 0xD5);
+        assert_eq!(alaw_encode_sample(-1), 0x55);
+        assert_eq!(alaw_decode_sample(0xD5), 8);
+        assert_eq!(alaw_decode_sample(0x55), -8);
+        // End of the second (equal-step) segment and start of the third:
+        // 16-bit 511 is 4096-scale 63 -> quantised 63; 512 -> 64..66 -> 66.
+        assert_eq!(alaw_encode_sample(511), 0x9F ^ 0x55);
+        assert_eq!(alaw_decode_sample(0x9F ^ 0x55), 63 * 8);
+        assert_eq!(alaw_encode_sample(512), 0xA0 ^ 0x55);
+        assert_eq!(alaw_decode_sample(0xA0 ^ 0x55), 66 * 8);
+        // Full scale: largest quantised value 4032 (x8 = 32256).
+        assert_eq!(alaw_encode_sample(i16::MAX), 0xAA);
+        assert_eq!(alaw_encode_sample(i16::MIN), 0x2A);
+        assert_eq!(alaw_decode_sample(0xAA), 32256);
+        assert_eq!(alaw_decode_sample(0x2A), -32256);
+    }
+
+    #[test]
+    fn encoders_are_mirror_symmetric_under_ones_complement() {
+        // G.191: negative x takes magnitude !x, so x and -1 - x differ only in
+        // the sign bit, across the whole i16 range (-32768 mirrors 32767).
+        for x in 0..=i16::MAX {
+            assert_eq!(
+                ulaw_encode_sample(!x),
+                ulaw_encode_sample(x) & 0x7F,
+                "x = {x}"
+            );
+            assert_eq!(
+                alaw_encode_sample(!x),
+                alaw_encode_sample(x) ^ 0x80,
+                "x = {x}"
+            );
+        }
+    }
+
+    #[test]
+    fn decoders_are_sign_symmetric() {
+        for c in 0..=0x7Fu8 {
+            assert_eq!(ulaw_decode_sample(c), -ulaw_decode_sample(c | 0x80));
+            assert_eq!(alaw_decode_sample(c), -alaw_decode_sample(c | 0x80));
+        }
+    }
+
+    #[test]
+    fn decode_encode_decode_round_trips_for_every_code() {
+        for c in 0..=255u8 {
+            let x = ulaw_decode_sample(c);
+            assert_eq!(
+                ulaw_decode_sample(ulaw_encode_sample(x)),
+                x,
+                "µ-law {c:#04x}"
+            );
+            // Codes come back exactly, except negative zero 0x7F: its value 0
+            // re-encodes as positive zero 0xFF.
+            let expected = if c == 0x7F { 0xFF } else { c };
+            assert_eq!(ulaw_encode_sample(x), expected, "µ-law {c:#04x}");
+
+            let x = alaw_decode_sample(c);
+            assert_eq!(
+                alaw_decode_sample(alaw_encode_sample(x)),
+                x,
+                "A-law {c:#04x}"
+            );
+            assert_eq!(alaw_encode_sample(x), c, "A-law {c:#04x}");
+        }
+    }
+
+    #[test]
+    fn quantisation_is_monotonic_and_within_half_a_step() {
+        let mut prev_u = i16::MIN;
+        let mut prev_a = i16::MIN;
+        for x in all_inputs() {
+            let u = ulaw_decode_sample(ulaw_encode_sample(x));
+            let a = alaw_decode_sample(alaw_encode_sample(x));
+            assert!(u >= prev_u && a >= prev_a, "not monotonic at x = {x}");
+            prev_u = u;
+            prev_a = a;
+            // Largest step is 1024 in 16-bit units for both laws (µ-law 256 x 4,
+            // A-law 128 x 8): the error is at most half of it plus the
+            // truncated low bits, until µ-law clips above its top decision
+            // value 8159 x 4 = 32636 (A-law's range covers all of i16).
+            let (x, u, a) = (i32::from(x), i32::from(u), i32::from(a));
+            if x.abs() <= 32636 {
+                assert!((x - u).abs() <= 512 + 4, "µ-law error at x = {x}: {u}");
+            }
+            assert!((x - a).abs() <= 512 + 8, "A-law error at x = {x}: {a}");
+        }
+    }
+}

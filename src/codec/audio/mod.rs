@@ -1,0 +1,3 @@
+//! Audio codec implementations. Each works on whole frames with caller-owned buffers.
+
+pub mod g711;

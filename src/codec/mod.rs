@@ -1,0 +1,212 @@
+//! Codecs: the closed set media-core knows, their RTP parameters, and the real-time
+//! encoder/decoder enums the lanes call.
+//!
+//! Dispatch is a `match` on a closed enum ([`AnyEncoder`], [`AnyDecoder`]) once per
+//! frame, never a virtual call per sample. Codec states are built on the control plane
+//! ([`AnyEncoder::new`], [`AnyDecoder::new`]) and moved to a lane whole.
+
+pub mod audio;
+
+use crate::types::{PayloadType, Ptime, SampleRate};
+
+/// A codec media-core can process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Codec {
+    /// ITU-T G.711 µ-law, 8 kHz.
+    Pcmu,
+    /// ITU-T G.711 A-law, 8 kHz.
+    Pcma,
+}
+
+/// Static description of a codec, as offered in SDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodecInfo {
+    /// The codec.
+    pub codec: Codec,
+    /// The SDP encoding name (`a=rtpmap` spelling; compared case-insensitively).
+    pub encoding_name: &'static str,
+    /// RTP clock rate in Hz (what RTP timestamps count).
+    pub clock_rate_hz: u32,
+    /// Audio sampling rate media-core processes the codec at.
+    pub sample_rate: SampleRate,
+    /// Channels.
+    pub channels: u8,
+    /// The static payload type from RFC 3551, if any.
+    pub static_payload_type: Option<PayloadType>,
+}
+
+const SUPPORTED: [CodecInfo; 2] = [
+    CodecInfo {
+        codec: Codec::Pcmu,
+        encoding_name: "PCMU",
+        clock_rate_hz: 8000,
+        sample_rate: SampleRate::HZ_8000,
+        channels: 1,
+        static_payload_type: Some(PayloadType::PCMU),
+    },
+    CodecInfo {
+        codec: Codec::Pcma,
+        encoding_name: "PCMA",
+        clock_rate_hz: 8000,
+        sample_rate: SampleRate::HZ_8000,
+        channels: 1,
+        static_payload_type: Some(PayloadType::PCMA),
+    },
+];
+
+/// Every codec this build supports, in default preference order.
+pub fn supported_codecs() -> &'static [CodecInfo] {
+    &SUPPORTED
+}
+
+impl Codec {
+    /// The codec's static description.
+    pub fn info(self) -> &'static CodecInfo {
+        match self {
+            Codec::Pcmu => &SUPPORTED[0],
+            Codec::Pcma => &SUPPORTED[1],
+        }
+    }
+
+    /// Samples per channel in one frame of `ptime` at the processing rate.
+    pub fn frame_samples(self, ptime: Ptime) -> usize {
+        self.info().sample_rate.samples_in(ptime)
+    }
+
+    /// RTP timestamp units per frame of `ptime`.
+    pub fn timestamp_step(self, ptime: Ptime) -> u32 {
+        self.info().clock_rate_hz / 1000 * ptime.ms()
+    }
+
+    /// Upper bound of the encoded payload size of one frame of `ptime`.
+    pub fn max_payload_bytes(self, ptime: Ptime) -> usize {
+        match self {
+            // One byte per sample (G.711 is 64 kbit/s at 8 kHz).
+            Codec::Pcmu | Codec::Pcma => self.frame_samples(ptime),
+        }
+    }
+}
+
+/// A negotiated payload type bound to a codec (one `a=rtpmap` line, resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CodecSpec {
+    /// The RTP payload type used on the wire.
+    pub payload_type: PayloadType,
+    /// The codec it carries.
+    pub codec: Codec,
+}
+
+impl CodecSpec {
+    /// PCMU on its static payload type 0.
+    pub const PCMU: CodecSpec = CodecSpec {
+        payload_type: PayloadType::PCMU,
+        codec: Codec::Pcmu,
+    };
+    /// PCMA on its static payload type 8.
+    pub const PCMA: CodecSpec = CodecSpec {
+        payload_type: PayloadType::PCMA,
+        codec: Codec::Pcma,
+    };
+}
+
+/// Why a frame could not be encoded or decoded. Copy and allocation free: the lane
+/// counts it and carries on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The output buffer is smaller than the frame needs.
+    #[error("output buffer too small: need {needed}, have {actual}")]
+    OutputTooSmall {
+        /// Needed length.
+        needed: usize,
+        /// Offered length.
+        actual: usize,
+    },
+    /// The payload is not valid for this codec.
+    #[error("corrupt payload")]
+    CorruptPayload,
+}
+
+/// A decoder of any supported codec. Built on the control plane; `decode` is real-time safe.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnyDecoder {
+    /// G.711 µ-law (stateless).
+    Pcmu,
+    /// G.711 A-law (stateless).
+    Pcma,
+}
+
+impl AnyDecoder {
+    /// Builds a decoder. Control plane.
+    pub fn new(codec: Codec) -> Self {
+        match codec {
+            Codec::Pcmu => AnyDecoder::Pcmu,
+            Codec::Pcma => AnyDecoder::Pcma,
+        }
+    }
+
+    /// The codec decoded.
+    pub fn codec(&self) -> Codec {
+        match self {
+            AnyDecoder::Pcmu => Codec::Pcmu,
+            AnyDecoder::Pcma => Codec::Pcma,
+        }
+    }
+
+    /// Decodes one payload into `out`, returning samples written. A payload longer than
+    /// `out` is truncated to `out` (the lane counts the size mismatch).
+    /// Called on the real-time thread.
+    #[inline]
+    pub fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
+        Ok(match self {
+            AnyDecoder::Pcmu => audio::g711::ulaw_decode(payload, out),
+            AnyDecoder::Pcma => audio::g711::alaw_decode(payload, out),
+        })
+    }
+}
+
+/// An encoder of any supported codec. Built on the control plane; `encode` is real-time safe.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnyEncoder {
+    /// G.711 µ-law (stateless).
+    Pcmu,
+    /// G.711 A-law (stateless).
+    Pcma,
+}
+
+impl AnyEncoder {
+    /// Builds an encoder. Control plane.
+    pub fn new(codec: Codec) -> Self {
+        match codec {
+            Codec::Pcmu => AnyEncoder::Pcmu,
+            Codec::Pcma => AnyEncoder::Pcma,
+        }
+    }
+
+    /// The codec encoded.
+    pub fn codec(&self) -> Codec {
+        match self {
+            AnyEncoder::Pcmu => Codec::Pcmu,
+            AnyEncoder::Pcma => Codec::Pcma,
+        }
+    }
+
+    /// Encodes one frame of PCM into `out`, returning the payload length.
+    /// Called on the real-time thread.
+    #[inline]
+    pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
+        if out.len() < pcm.len() {
+            return Err(CodecError::OutputTooSmall {
+                needed: pcm.len(),
+                actual: out.len(),
+            });
+        }
+        Ok(match self {
+            AnyEncoder::Pcmu => audio::g711::ulaw_encode(pcm, out),
+            AnyEncoder::Pcma => audio::g711::alaw_encode(pcm, out),
+        })
+    }
+}

@@ -1,0 +1,808 @@
+//! The control plane: [`MediaEngine`] creates, updates, bridges and destroys sessions.
+//!
+//! It is not real-time. It allocates every object a session needs, sends it to the
+//! session's lane through the lane's command ring, and frees what lanes hand back on their
+//! retire rings. No call waits on a lane, except [`MediaEngine::flush`] and
+//! [`MediaEngine::stop`], which wait at most the timeout given (`flush`) or one tick plus
+//! the drain of queued work (`stop`). So the engine is safe to use from async code: every
+//! other call takes a short, uncontended mutex and returns.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::codec::{supported_codecs, CodecInfo};
+use crate::integration::{EgressHandle, IngressHandle};
+use crate::runtime::lane::{self, Lane, LaneConfig, LaneControl};
+use crate::runtime::msg::{Bundle, Op};
+use crate::runtime::stats::{LaneStats, SessionStats};
+use crate::runtime::sync::Ordering;
+use crate::runtime::thread::{self, Running, ThreadPlan, ThreadStartHook};
+use crate::runtime::{ClockMode, Topology};
+use crate::session::{MediaSessionParams, Route, SessionParts};
+use crate::types::{DialogId, Ptime, SessionId};
+use crate::{Error, Result};
+
+pub use crate::runtime::msg::LaneEvent as EngineEvent;
+
+/// Engine configuration. Every capacity is fixed when the engine is built.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Number of lanes (session shards, each with its own thread or threads).
+    pub lanes: usize,
+    /// Session slots per lane.
+    pub sessions_per_lane: usize,
+    /// Stage-to-thread mapping.
+    pub topology: Topology,
+    /// Real-time threads or a virtual clock stepped by the caller.
+    pub clock: ClockMode,
+    /// Cores to pin lane threads to, assigned in order (lane 0's thread(s) first); empty
+    /// leaves threads unpinned.
+    pub cores: Vec<usize>,
+    /// Try to raise lane thread priority (failure is reported, not fatal).
+    pub raise_priority: bool,
+    /// Largest RTP payload accepted or produced, bytes.
+    pub max_payload_bytes: usize,
+    /// Largest frame in samples (all channels); default 1920 = 48 kHz stereo 20 ms.
+    pub max_frame_samples: usize,
+    /// Ingress packet slots per lane; `None` = 4 per session + 256.
+    pub packet_slots_per_lane: Option<usize>,
+    /// Frame slots per lane; `None` = enough for the topology.
+    pub frame_slots_per_lane: Option<usize>,
+    /// Egress packet slots per lane; `None` = 4 per session + 256.
+    pub egress_slots_per_lane: Option<usize>,
+    /// Commands in flight per lane.
+    pub command_capacity: usize,
+    /// Events buffered per lane and producing stage.
+    pub event_capacity: usize,
+    /// Default jitter (reorder) buffer delay, frames.
+    pub jitter_delay_frames: u16,
+    /// Relay payloads without decoding when both legs of a bridge use the same codec.
+    pub relay_same_codec: bool,
+    /// Run on each lane thread at start (e.g. allocation accounting in tests).
+    pub on_thread_start: Option<ThreadStartHook>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            lanes: 1,
+            sessions_per_lane: 1024,
+            topology: Topology::Fused,
+            clock: ClockMode::Realtime,
+            cores: Vec::new(),
+            raise_priority: true,
+            max_payload_bytes: 1280,
+            max_frame_samples: 1920,
+            packet_slots_per_lane: None,
+            frame_slots_per_lane: None,
+            egress_slots_per_lane: None,
+            command_capacity: 1024,
+            event_capacity: 4096,
+            jitter_delay_frames: 3,
+            relay_same_codec: true,
+            on_thread_start: None,
+        }
+    }
+}
+
+impl EngineConfig {
+    fn lane_config(&self, lane: u16) -> LaneConfig {
+        let s = self.sessions_per_lane;
+        LaneConfig {
+            lane,
+            sessions: s,
+            max_payload_bytes: self.max_payload_bytes,
+            max_frame_samples: self.max_frame_samples,
+            packet_slots: self.packet_slots_per_lane.unwrap_or(4 * s + 256),
+            frame_slots: self.frame_slots_per_lane.unwrap_or(match self.topology {
+                // A fused lane holds at most one chunk of frames per direction.
+                Topology::Fused => 4 * lane::FUSED_CHUNK,
+                // A split lane may have a whole tick of frames in flight.
+                Topology::Split => 2 * s + 64,
+            }),
+            egress_slots: self.egress_slots_per_lane.unwrap_or(4 * s + 256),
+            command_capacity: self.command_capacity,
+            event_capacity: self.event_capacity,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.lanes == 0 || self.lanes > usize::from(u16::MAX) {
+            return Err(Error::InvalidConfig("lanes must be 1..=65535"));
+        }
+        if self.sessions_per_lane == 0 || self.sessions_per_lane >= 1 << 24 {
+            return Err(Error::InvalidConfig("sessions_per_lane must be 1..2^24"));
+        }
+        if self.command_capacity < 4 {
+            return Err(Error::InvalidConfig("command_capacity must be at least 4"));
+        }
+        if self.max_frame_samples < 80 || self.max_payload_bytes < 80 {
+            return Err(Error::InvalidConfig(
+                "max_frame_samples and max_payload_bytes must be at least 80",
+            ));
+        }
+        if self.frame_slots_per_lane == Some(0)
+            || self.packet_slots_per_lane == Some(0)
+            || self.egress_slots_per_lane == Some(0)
+        {
+            return Err(Error::InvalidConfig("slot counts must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// What the engine can do (for SDP offers and capacity planning).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaCapabilities {
+    /// Codecs, in preference order.
+    pub codecs: &'static [CodecInfo],
+    /// Supported packetisation times.
+    pub ptimes: &'static [Ptime],
+    /// Total session slots.
+    pub max_sessions: usize,
+    /// Lanes.
+    pub lanes: usize,
+    /// Largest payload, bytes.
+    pub max_payload_bytes: usize,
+}
+
+/// A created session: its id plus what it was created for. Plain data, cheap to clone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MediaSessionHandle {
+    /// The session.
+    pub id: SessionId,
+    /// The dialog it serves.
+    pub dialog: DialogId,
+}
+
+impl MediaSessionHandle {
+    /// The lane the session runs on: push its packets through that lane's ingress handle.
+    pub fn lane(&self) -> usize {
+        self.id.lane()
+    }
+}
+
+struct SessionRecord {
+    dialog: DialogId,
+    params: MediaSessionParams,
+    peer: Option<SessionId>,
+}
+
+enum LaneRun {
+    Idle(Box<Lane>),
+    Threads(Running),
+    /// Lost: a lane thread panicked.
+    Gone,
+}
+
+struct LaneState {
+    ctl: LaneControl,
+    run: LaneRun,
+    free_slots: Vec<u32>,
+    generations: Vec<u32>,
+    live: usize,
+    next_seq: u64,
+    retired_seq: u64,
+    outstanding: usize,
+    handles: Option<(IngressHandle, EgressHandle)>,
+}
+
+struct Inner {
+    lanes: Vec<LaneState>,
+    sessions: HashMap<SessionId, SessionRecord>,
+    dialogs: HashMap<DialogId, SessionId>,
+    running: bool,
+    events: VecDeque<EngineEvent>,
+    rng: u64,
+}
+
+/// The media engine: control plane over a fixed set of lanes.
+pub struct MediaEngine {
+    config: EngineConfig,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for MediaEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaEngine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+impl MediaEngine {
+    /// Builds the engine and allocates every lane's slabs, rings and session tables.
+    /// Nothing runs until [`MediaEngine::start`].
+    pub fn new(config: EngineConfig) -> Result<Self> {
+        config.validate()?;
+        let mut lanes = Vec::with_capacity(config.lanes);
+        for i in 0..config.lanes {
+            let (lane, ctl, ing, eg) = lane::build(&config.lane_config(i as u16));
+            let s = config.sessions_per_lane;
+            lanes.push(LaneState {
+                ctl,
+                run: LaneRun::Idle(Box::new(lane)),
+                free_slots: (0..s as u32).rev().collect(),
+                generations: vec![0; s],
+                live: 0,
+                next_seq: 0,
+                retired_seq: 0,
+                outstanding: 0,
+                handles: Some((IngressHandle::new(ing, i as u16), EgressHandle::new(eg))),
+            });
+        }
+        let seed = Instant::now().elapsed().as_nanos() as u64
+            ^ (std::process::id() as u64) << 32
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x9E37_79B9_7F4A_7C15);
+        Ok(MediaEngine {
+            config,
+            inner: Mutex::new(Inner {
+                lanes,
+                sessions: HashMap::new(),
+                dialogs: HashMap::new(),
+                running: false,
+                events: VecDeque::new(),
+                rng: seed | 1,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // The data behind the mutex stays consistent across a panic in a caller.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The configuration the engine was built with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Takes lane `lane`'s transport handles (once; `None` afterwards or if out of range).
+    pub fn take_rtp_handles(&self, lane: usize) -> Option<(IngressHandle, EgressHandle)> {
+        self.lock().lanes.get_mut(lane)?.handles.take()
+    }
+
+    /// Starts the lanes: spawns pinned threads (real-time clock) or readies them for
+    /// [`MediaEngine::step`] (virtual clock).
+    pub fn start(&self) -> Result<()> {
+        let mut g = self.lock();
+        if g.running {
+            return Err(Error::EngineAlreadyRunning);
+        }
+        if self.config.clock == ClockMode::Realtime {
+            let per_lane = match self.config.topology {
+                Topology::Fused => 1,
+                Topology::Split => 4,
+            };
+            for i in 0..g.lanes.len() {
+                let cores = (0..per_lane)
+                    .map(|k| {
+                        (!self.config.cores.is_empty()).then(|| {
+                            self.config.cores[(i * per_lane + k) % self.config.cores.len()]
+                        })
+                    })
+                    .collect();
+                let plan = ThreadPlan {
+                    lane: i as u16,
+                    cores,
+                    raise_priority: self.config.raise_priority,
+                    on_start: self.config.on_thread_start,
+                };
+                let ls = &mut g.lanes[i];
+                ls.ctl.shared.stop.store(false, Ordering::Release);
+                for d in &ls.ctl.shared.stage_done {
+                    d.store(false, Ordering::Release);
+                }
+                let LaneRun::Idle(lane) = std::mem::replace(&mut ls.run, LaneRun::Gone) else {
+                    continue;
+                };
+                ls.run = LaneRun::Threads(thread::start(*lane, self.config.topology, plan)?);
+            }
+        }
+        g.running = true;
+        Ok(())
+    }
+
+    /// Stops the lanes: each applies its queued commands, drains its rings and exits; the
+    /// threads are joined and their state comes back to this thread. Sessions survive a
+    /// stop and resume on the next `start`.
+    pub fn stop(&self) -> Result<()> {
+        let mut g = self.lock();
+        if !g.running {
+            return Err(Error::EngineNotRunning);
+        }
+        for ls in g.lanes.iter_mut() {
+            ls.ctl.shared.stop.store(true, Ordering::Release);
+        }
+        for ls in g.lanes.iter_mut() {
+            if let LaneRun::Threads(_) = ls.run {
+                let LaneRun::Threads(r) = std::mem::replace(&mut ls.run, LaneRun::Gone) else {
+                    unreachable!()
+                };
+                ls.run = match r.join() {
+                    Some(lane) => LaneRun::Idle(Box::new(lane)),
+                    None => {
+                        log::error!(
+                            "lane {} thread panicked; its sessions are lost",
+                            ls.ctl.shared.lane
+                        );
+                        LaneRun::Gone
+                    }
+                };
+            } else if let LaneRun::Idle(lane) = &mut ls.run {
+                lane.drain();
+            }
+        }
+        g.running = false;
+        let inner = &mut *g;
+        for ls in inner.lanes.iter_mut() {
+            Self::collect(ls, &mut inner.events);
+        }
+        Ok(())
+    }
+
+    /// True between `start` and `stop`.
+    pub fn is_running(&self) -> bool {
+        self.lock().running
+    }
+
+    /// Virtual clock only: runs `ticks` lane ticks (each [`Ptime::TICK_MS`] of media time)
+    /// on every lane, on the calling thread, as fast as possible.
+    pub fn step(&self, ticks: u64) -> Result<()> {
+        let mut g = self.lock();
+        if !g.running {
+            return Err(Error::EngineNotRunning);
+        }
+        if self.config.clock != ClockMode::Virtual {
+            return Err(Error::InvalidConfig("step needs ClockMode::Virtual"));
+        }
+        let topology = self.config.topology;
+        let inner = &mut *g;
+        for ls in inner.lanes.iter_mut() {
+            if let LaneRun::Idle(lane) = &mut ls.run {
+                for _ in 0..ticks {
+                    let t = lane.shared().counters.ticks.get();
+                    match topology {
+                        Topology::Fused => lane.tick_fused(t),
+                        Topology::Split => {
+                            lane.jitter.begin_tick(t);
+                            lane.jitter.playout(usize::MAX);
+                            lane.decode.run();
+                            lane.dsp.run();
+                            lane.encode.run();
+                        }
+                    }
+                    lane.shared().counters.ticks.inc();
+                }
+            }
+            Self::collect(ls, &mut inner.events);
+        }
+        Ok(())
+    }
+
+    /// Frees what a lane retired, returns slots of destroyed sessions and gathers events.
+    fn collect(ls: &mut LaneState, events: &mut VecDeque<EngineEvent>) {
+        while let Ok(b) = ls.ctl.retire.pop() {
+            ls.outstanding -= 1;
+            ls.retired_seq = ls.retired_seq.max(b.seq);
+            if b.op == Op::Destroy {
+                ls.free_slots.push(b.id.slot);
+            }
+            drop(b);
+        }
+        for ring in ls.ctl.events.iter_mut() {
+            while let Ok(e) = ring.pop() {
+                if events.len() >= 65_536 {
+                    events.pop_front();
+                }
+                events.push_back(e);
+            }
+        }
+    }
+
+    fn send(ls: &mut LaneState, bundle: Box<Bundle>) -> Result<()> {
+        if ls.outstanding >= ls.ctl.commands.buffer().capacity() {
+            return Err(Error::RingFull { ring: "commands" });
+        }
+        match ls.ctl.commands.push(bundle) {
+            Ok(()) => {
+                ls.outstanding += 1;
+                Ok(())
+            }
+            Err(_) => Err(Error::RingFull { ring: "commands" }),
+        }
+    }
+
+    fn check_params(&self, p: &MediaSessionParams) -> Result<()> {
+        let tx = p.tx.codec;
+        for spec in p.rx_codecs().iter().chain(std::iter::once(&p.tx)) {
+            let c = spec.codec;
+            if c.info().sample_rate.samples_in(p.ptime) * usize::from(c.info().channels)
+                > self.config.max_frame_samples
+            {
+                return Err(Error::PayloadTooLarge {
+                    limit: self.config.max_frame_samples,
+                    actual: c.frame_samples(p.ptime),
+                });
+            }
+            if c.max_payload_bytes(p.ptime) > self.config.max_payload_bytes {
+                return Err(Error::PayloadTooLarge {
+                    limit: self.config.max_payload_bytes,
+                    actual: c.max_payload_bytes(p.ptime),
+                });
+            }
+            if c.info().sample_rate != tx.info().sample_rate {
+                return Err(Error::UnsupportedParameters {
+                    codec: c,
+                    reason: "receive and send codecs must share a sample rate",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a session for `dialog` on the least-loaded lane and queues it there. Returns
+    /// once queued (the lane installs it at its next tick; packets pushed from now on
+    /// reach it).
+    ///
+    /// Errors: [`Error::EngineNotRunning`], [`Error::DuplicateDialog`],
+    /// [`Error::CapacityExhausted`], [`Error::PayloadTooLarge`] (frame or payload beyond the
+    /// configured slot sizes), [`Error::UnsupportedParameters`], [`Error::RingFull`].
+    pub fn create_media_session(
+        &self,
+        dialog: DialogId,
+        params: MediaSessionParams,
+    ) -> Result<MediaSessionHandle> {
+        self.check_params(&params)?;
+        let mut g = self.lock();
+        if !g.running {
+            return Err(Error::EngineNotRunning);
+        }
+        if g.dialogs.contains_key(&dialog) {
+            return Err(Error::DuplicateDialog(dialog));
+        }
+        let inner = &mut *g;
+        for ls in inner.lanes.iter_mut() {
+            Self::collect(ls, &mut inner.events);
+        }
+        let lane = inner
+            .lanes
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !l.free_slots.is_empty() && !matches!(l.run, LaneRun::Gone))
+            .min_by_key(|(_, l)| l.live)
+            .map(|(i, _)| i)
+            .ok_or(Error::CapacityExhausted {
+                capacity: self.config.lanes * self.config.sessions_per_lane,
+            })?;
+        let r1 = xorshift(&mut inner.rng);
+        let ls = &mut inner.lanes[lane];
+        if ls.outstanding >= ls.ctl.commands.buffer().capacity() {
+            return Err(Error::RingFull { ring: "commands" });
+        }
+        // Invariant: the filter above chose a lane with a free slot.
+        let slot = ls.free_slots.pop().expect("lane has a free slot");
+        let generation = (ls.generations[slot as usize] + 1) & 0xFF_FFFF;
+        ls.generations[slot as usize] = generation;
+        let id = SessionId::from_parts(lane as u16, slot, generation);
+        ls.next_seq += 1;
+        let mut b = Bundle::new(ls.next_seq, Op::Create, id);
+        // RFC 3550 §5.1: SSRC, initial sequence number and timestamp are random.
+        let ssrc = params.tx_ssrc.unwrap_or(r1 as u32);
+        let parts = SessionParts::build(
+            &params,
+            generation,
+            slot,
+            self.config.jitter_delay_frames,
+            ssrc,
+            (r1 >> 32) as u16,
+            (r1 >> 40) as u32 ^ (r1 as u32).rotate_left(7),
+        );
+        b.jitter = Some(parts.jitter);
+        b.decode = Some(parts.decode);
+        b.dsp = Some(parts.dsp);
+        b.encode = Some(parts.encode);
+        if let Err(e) = Self::send(ls, b) {
+            ls.free_slots.push(slot);
+            return Err(e);
+        }
+        ls.live += 1;
+        inner.sessions.insert(
+            id,
+            SessionRecord {
+                dialog,
+                params,
+                peer: None,
+            },
+        );
+        inner.dialogs.insert(dialog, id);
+        Ok(MediaSessionHandle { id, dialog })
+    }
+
+    /// Replaces a session's codecs, ptime or processing (a re-INVITE). Receive buffer
+    /// contents, SSRC and sequence numbering continue. Bridged peers are re-routed.
+    pub fn update_media_session(&self, id: SessionId, params: MediaSessionParams) -> Result<()> {
+        self.check_params(&params)?;
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let rec = inner.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
+        if let Some(peer) = rec.peer.filter(|p| *p != id) {
+            let pp = &inner.sessions[&peer].params;
+            if pp.ptime != params.ptime
+                || pp.tx.codec.info().sample_rate != params.tx.codec.info().sample_rate
+            {
+                return Err(Error::BridgeMismatch {
+                    a: id,
+                    b: peer,
+                    reason: "update would change ptime or sample rate of a bridged session",
+                });
+            }
+        }
+        let peer = rec.peer;
+        let ls = &mut inner.lanes[id.lane()];
+        ls.next_seq += 1;
+        let mut b = Bundle::new(ls.next_seq, Op::Update, id);
+        let parts = SessionParts::build(
+            &params,
+            id.generation,
+            id.slot,
+            self.config.jitter_delay_frames,
+            0,
+            0,
+            0,
+        );
+        b.jitter = Some(parts.jitter);
+        b.decode = Some(parts.decode);
+        b.dsp = Some(parts.dsp);
+        b.encode = Some(parts.encode);
+        Self::send(ls, b)?;
+        // Invariant: checked above.
+        inner.sessions.get_mut(&id).expect("record exists").params = params;
+        if let Some(peer) = peer {
+            // The peer's audio now feeds a different encoder: refresh its route.
+            self.route(inner, peer, Some(id))?;
+        }
+        Ok(())
+    }
+
+    fn route(&self, inner: &mut Inner, from: SessionId, to: Option<SessionId>) -> Result<()> {
+        let route = to.map(|t| Route {
+            dst_slot: t.slot,
+            dst_codec: inner.sessions[&t].params.tx.codec,
+            relay_ok: self.config.relay_same_codec,
+        });
+        let ls = &mut inner.lanes[from.lane()];
+        ls.next_seq += 1;
+        let mut b = Bundle::new(ls.next_seq, Op::Route, from);
+        b.route = route;
+        Self::send(ls, b)
+    }
+
+    /// Bridges two sessions on the same lane into a call: each one's decoded audio feeds
+    /// the other's encoder (relayed without decoding when codecs match). `a == b` makes
+    /// an echo session. Existing bridges of either session are dissolved first.
+    pub fn bridge(&self, a: SessionId, b: SessionId) -> Result<()> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let ra = inner.sessions.get(&a).ok_or(Error::UnknownSession(a))?;
+        let rb = inner.sessions.get(&b).ok_or(Error::UnknownSession(b))?;
+        if a.lane != b.lane {
+            return Err(Error::BridgeMismatch {
+                a,
+                b,
+                reason: "sessions are on different lanes",
+            });
+        }
+        if ra.params.ptime != rb.params.ptime {
+            return Err(Error::BridgeMismatch {
+                a,
+                b,
+                reason: "different ptime (repacketisation not supported)",
+            });
+        }
+        if ra.params.tx.codec.info().sample_rate != rb.params.tx.codec.info().sample_rate {
+            return Err(Error::BridgeMismatch {
+                a,
+                b,
+                reason: "different sample rates (resampling not supported yet)",
+            });
+        }
+        let ls = &inner.lanes[a.lane()];
+        if ls.outstanding + 4 > ls.ctl.commands.buffer().capacity() {
+            return Err(Error::RingFull { ring: "commands" });
+        }
+        for s in [a, b] {
+            if let Some(old) = inner.sessions[&s].peer {
+                if old != a && old != b {
+                    inner.sessions.get_mut(&old).expect("peer record").peer = None;
+                    self.route(inner, old, None)?;
+                }
+            }
+        }
+        self.route(inner, a, Some(b))?;
+        if a != b {
+            self.route(inner, b, Some(a))?;
+        }
+        inner.sessions.get_mut(&a).expect("checked").peer = Some(b);
+        inner.sessions.get_mut(&b).expect("checked").peer = Some(a);
+        Ok(())
+    }
+
+    /// Dissolves the bridge `id` is part of (both directions). No-op if not bridged.
+    pub fn unbridge(&self, id: SessionId) -> Result<()> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let peer = inner
+            .sessions
+            .get(&id)
+            .ok_or(Error::UnknownSession(id))?
+            .peer;
+        if let Some(p) = peer {
+            self.route(inner, id, None)?;
+            inner.sessions.get_mut(&id).expect("checked").peer = None;
+            if p != id {
+                self.route(inner, p, None)?;
+                if let Some(r) = inner.sessions.get_mut(&p) {
+                    r.peer = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Destroys a session. Its slot is reused only after the lane hands the session's state
+    /// back, so late packets for the old id can never reach a new session.
+    pub fn destroy_media_session(&self, id: SessionId) -> Result<()> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let rec = inner.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
+        let peer = rec.peer.filter(|p| *p != id);
+        let ls = &inner.lanes[id.lane()];
+        if ls.outstanding + 2 > ls.ctl.commands.buffer().capacity() {
+            return Err(Error::RingFull { ring: "commands" });
+        }
+        if let Some(p) = peer {
+            self.route(inner, p, None)?;
+            if let Some(r) = inner.sessions.get_mut(&p) {
+                r.peer = None;
+            }
+        }
+        let ls = &mut inner.lanes[id.lane()];
+        ls.next_seq += 1;
+        let b = Bundle::new(ls.next_seq, Op::Destroy, id);
+        Self::send(ls, b)?;
+        ls.live -= 1;
+        let rec = inner.sessions.remove(&id).expect("checked");
+        inner.dialogs.remove(&rec.dialog);
+        Ok(())
+    }
+
+    /// The session serving `dialog`, if any.
+    pub fn session_for_dialog(&self, dialog: DialogId) -> Option<SessionId> {
+        self.lock().dialogs.get(&dialog).copied()
+    }
+
+    /// Waits until every lane has applied every command queued so far, at most `timeout`
+    /// per call (virtual clock: applies them immediately). Then frees retired state.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut g = self.lock();
+            let inner = &mut *g;
+            let mut pending = None;
+            for (i, ls) in inner.lanes.iter_mut().enumerate() {
+                if let LaneRun::Idle(lane) = &mut ls.run {
+                    lane.drain();
+                }
+                Self::collect(ls, &mut inner.events);
+                if ls.outstanding > 0 && matches!(ls.run, LaneRun::Threads(_)) {
+                    pending = Some(i);
+                }
+            }
+            let Some(lane) = pending else { return Ok(()) };
+            drop(g);
+            if Instant::now() >= deadline {
+                return Err(Error::AckTimeout {
+                    lane,
+                    waited_ms: timeout.as_millis() as u64,
+                });
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+
+    /// Codecs this engine supports, in preference order.
+    pub fn get_supported_codecs(&self) -> &'static [CodecInfo] {
+        supported_codecs()
+    }
+
+    /// What this engine can do.
+    pub fn get_media_capabilities(&self) -> MediaCapabilities {
+        const PTIMES: [Ptime; 5] = [
+            Ptime::MS_10,
+            Ptime::MS_20,
+            Ptime::MS_30,
+            Ptime::MS_40,
+            Ptime::MS_60,
+        ];
+        MediaCapabilities {
+            codecs: supported_codecs(),
+            ptimes: &PTIMES,
+            max_sessions: self.config.lanes * self.config.sessions_per_lane,
+            lanes: self.config.lanes,
+            max_payload_bytes: self.config.max_payload_bytes,
+        }
+    }
+
+    /// Counters of a live session, read without stopping its lane. A session created but
+    /// not yet installed by its lane reads as all zeros.
+    pub fn session_stats(&self, id: SessionId) -> Result<SessionStats> {
+        let g = self.lock();
+        if !g.sessions.contains_key(&id) {
+            return Err(Error::UnknownSession(id));
+        }
+        let cell = &g.lanes[id.lane()].ctl.shared.sessions[id.slot as usize];
+        Ok(cell.snapshot(id.generation).unwrap_or_default())
+    }
+
+    /// Counters of a lane, read without stopping it. `None` if out of range.
+    pub fn lane_stats(&self, lane: usize) -> Option<LaneStats> {
+        Some(self.lock().lanes.get(lane)?.ctl.shared.counters.snapshot())
+    }
+
+    /// Live sessions per lane.
+    pub fn lane_loads(&self) -> Vec<usize> {
+        self.lock().lanes.iter().map(|l| l.live).collect()
+    }
+
+    /// Live sessions.
+    pub fn session_count(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// Free session slots (slots of destroyed sessions come back once their lane retires them).
+    pub fn free_session_slots(&self) -> usize {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        for ls in inner.lanes.iter_mut() {
+            Self::collect(ls, &mut inner.events);
+        }
+        inner.lanes.iter().map(|l| l.free_slots.len()).sum()
+    }
+
+    /// Takes the next lane event (session started/stopped, overruns, pinning failures).
+    pub fn poll_event(&self) -> Option<EngineEvent> {
+        let mut g = self.lock();
+        if g.events.is_empty() {
+            let inner = &mut *g;
+            for ls in inner.lanes.iter_mut() {
+                Self::collect(ls, &mut inner.events);
+            }
+        }
+        g.events.pop_front()
+    }
+
+    /// Drains every pending event.
+    pub fn events(&self) -> impl Iterator<Item = EngineEvent> + '_ {
+        std::iter::from_fn(move || self.poll_event())
+    }
+}
+
+impl Drop for MediaEngine {
+    fn drop(&mut self) {
+        if self.lock().running {
+            let _ = self.stop();
+        }
+    }
+}

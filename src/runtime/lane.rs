@@ -1,0 +1,877 @@
+//! One lane: four stages (jitter → decode → DSP → encode) joined by SPSC rings.
+//!
+//! Each stage is plain state plus a `run`-style method that drains its input ring; none
+//! of them spawns threads, sleeps or reads a clock, so the same code runs fused on one
+//! thread ([`Lane::tick_fused`]), split over four threads (`runtime::thread`) or stepped
+//! by a virtual clock. Commands travel the same rings as the data, so every stage applies
+//! a command in order with the frames around it, and the last stage acknowledges it.
+//!
+//! Every push that carries a slab token or a command has ring space reserved for it by
+//! construction (rings are sized to the token counts), so it cannot fail; pushes that
+//! carry only "nothing to play" notices are skipped and counted when a stage is backed up.
+
+use rtrb::{Consumer, Producer, RingBuffer};
+
+use super::msg::{Bundle, Downstream, EgressSlot, FrameSlot, LaneEvent, Op, PacketSlot, ToDecode};
+use super::slab::{Slab, Token};
+use super::stats::{LaneCounters, SessionCell, SessionCounters};
+use super::sync::{Arc, AtomicBool, AtomicU64, Ordering};
+use crate::buffer::{InsertOutcome, Playout};
+use crate::rtp::{write_header, RtpPacket, RTP_HEADER_LEN};
+use crate::session::{DecodePart, DspPart, EncodePart, JitterPart};
+use crate::types::SessionId;
+
+/// Sessions played per chunk in a fused lane before the later stages drain, so frames
+/// stay cache-hot and the frame slab need not hold a whole tick.
+pub const FUSED_CHUNK: usize = 64;
+
+/// Sizes of one lane's fixed resources.
+#[derive(Debug, Clone, Copy)]
+pub struct LaneConfig {
+    /// Lane index.
+    pub lane: u16,
+    /// Session slots.
+    pub sessions: usize,
+    /// Largest RTP payload accepted and produced, bytes.
+    pub max_payload_bytes: usize,
+    /// Largest frame, samples (all channels).
+    pub max_frame_samples: usize,
+    /// Ingress packet slots.
+    pub packet_slots: usize,
+    /// Frame slots.
+    pub frame_slots: usize,
+    /// Egress packet slots.
+    pub egress_slots: usize,
+    /// Commands in flight.
+    pub command_capacity: usize,
+    /// Events buffered per producing stage.
+    pub event_capacity: usize,
+}
+
+impl LaneConfig {
+    /// Largest RTP packet accepted: payload plus the largest header (12 bytes, 15 CSRCs,
+    /// and a generous extension allowance).
+    pub fn max_packet_bytes(&self) -> usize {
+        self.max_payload_bytes + RTP_HEADER_LEN + 60 + 4 + 256
+    }
+}
+
+/// State shared between a lane's threads and the control plane.
+#[derive(Debug)]
+pub struct Shared {
+    /// Lane index.
+    pub lane: u16,
+    /// Set by the control plane to stop the lane.
+    pub stop: AtomicBool,
+    /// Highest command sequence number the last stage applied.
+    pub acked: AtomicU64,
+    /// Per stage: set when the stage's thread has exited (split topology).
+    pub stage_done: [AtomicBool; 4],
+    /// Lane counters.
+    pub counters: LaneCounters,
+    /// Session counter blocks, one per slot.
+    pub sessions: Box<[SessionCell]>,
+}
+
+impl Shared {
+    fn new(lane: u16, sessions: usize) -> Self {
+        Shared {
+            lane,
+            stop: AtomicBool::new(false),
+            acked: AtomicU64::new(0),
+            stage_done: std::array::from_fn(|_| AtomicBool::new(false)),
+            counters: LaneCounters::default(),
+            sessions: (0..sessions).map(|_| SessionCell::default()).collect(),
+        }
+    }
+
+    #[inline]
+    fn sc(&self, slot: u32) -> &SessionCounters {
+        &self.sessions[slot as usize].counters
+    }
+}
+
+fn push_event(events: &mut Producer<LaneEvent>, counters: &LaneCounters, ev: LaneEvent) {
+    if events.push(ev).is_err() {
+        counters.events_dropped.inc();
+    }
+}
+
+/// Pushes a bundle on; if that ever failed (a sizing bug) the bundle is leaked rather than
+/// freed on the real-time thread, and counted.
+fn push_cmd<T>(out: &mut Producer<T>, counters: &LaneCounters, msg: T) {
+    if let Err(rtrb::PushError::Full(m)) = out.push(msg) {
+        counters.internal_ring_full.inc();
+        std::mem::forget(m);
+    }
+}
+
+/// Jitter stage: ingests packets, owns the receive buffers, and plays due sessions.
+pub struct JitterStage {
+    tick: u64,
+    cursor: usize,
+    sessions: Box<[Option<JitterPart<Token>>]>,
+    commands: Consumer<Box<Bundle>>,
+    ingress: Consumer<Token>,
+    packets: Arc<Slab<PacketSlot>>,
+    released: Producer<Token>,
+    out: Producer<ToDecode>,
+    reserve: usize,
+    events: Producer<LaneEvent>,
+    shared: Arc<Shared>,
+}
+
+enum Ingest {
+    Malformed,
+    Packet {
+        session: u64,
+        seq: u16,
+        ssrc: u32,
+        pt: u8,
+        len: usize,
+    },
+}
+
+impl JitterStage {
+    /// Starts tick `tick`: applies queued commands and ingests every queued packet.
+    /// Called on the real-time thread.
+    pub fn begin_tick(&mut self, tick: u64) {
+        self.tick = tick;
+        self.cursor = 0;
+        self.drain_commands();
+        self.drain_ingress();
+    }
+
+    fn drain_commands(&mut self) {
+        while let Ok(b) = self.commands.pop() {
+            self.apply(b);
+        }
+    }
+
+    fn apply(&mut self, mut b: Box<Bundle>) {
+        let slot = b.id.slot as usize;
+        let released = &mut self.released;
+        let counters = &self.shared.counters;
+        let mut release = |t: Token| {
+            if released.push(t).is_err() {
+                counters.internal_ring_full.inc();
+            }
+        };
+        match b.op {
+            Op::Create => {
+                self.shared.sessions[slot].begin_generation(b.id.generation);
+                let old = std::mem::replace(&mut self.sessions[slot], b.jitter.take());
+                if let Some(mut old) = old {
+                    old.buffer.flush(&mut release);
+                    b.jitter = Some(old);
+                }
+            }
+            Op::Update => {
+                if let (Some(mut new), Some(cur)) = (b.jitter.take(), self.sessions[slot].as_mut())
+                {
+                    // Keep what is buffered and the stream identity across a re-INVITE.
+                    std::mem::swap(&mut new.buffer, &mut cur.buffer);
+                    new.rx_ssrc = cur.rx_ssrc;
+                    new.generation = cur.generation;
+                    b.jitter = Some(std::mem::replace(cur, new));
+                }
+            }
+            Op::Destroy => {
+                if let Some(mut old) = self.sessions[slot].take() {
+                    old.buffer.flush(&mut release);
+                    b.jitter = Some(old);
+                }
+            }
+            Op::Route | Op::Barrier => {}
+        }
+        push_cmd(&mut self.out, &self.shared.counters, ToDecode::Cmd(b));
+    }
+
+    fn release(&mut self, t: Token) {
+        if self.released.push(t).is_err() {
+            self.shared.counters.internal_ring_full.inc();
+        }
+    }
+
+    fn lookup(&self, session: u64) -> Option<u32> {
+        let id = SessionId::from_u64(session);
+        let part = self.sessions.get(id.slot as usize)?.as_ref()?;
+        (id.lane == self.shared.lane && part.generation & 0xFF_FFFF == id.generation)
+            .then_some(id.slot)
+    }
+
+    fn drain_ingress(&mut self) {
+        let mut redrained = false;
+        while let Ok(mut tok) = self.ingress.pop() {
+            let verdict = self.packets.with_mut(&mut tok, |p| {
+                let Some(bytes) = p.bytes.get(..p.len) else {
+                    return Ingest::Malformed;
+                };
+                match RtpPacket::parse(bytes) {
+                    Err(_) => Ingest::Malformed,
+                    Ok(pkt) => {
+                        p.payload_offset = pkt.payload_offset();
+                        p.payload_len = pkt.payload().len();
+                        p.payload_type = pkt.payload_type();
+                        Ingest::Packet {
+                            session: p.session,
+                            seq: pkt.sequence(),
+                            ssrc: pkt.ssrc(),
+                            pt: pkt.payload_type(),
+                            len: p.payload_len,
+                        }
+                    }
+                }
+            });
+            let Ingest::Packet {
+                session,
+                seq,
+                ssrc,
+                pt,
+                len,
+            } = verdict
+            else {
+                self.shared.counters.malformed.inc();
+                self.release(tok);
+                continue;
+            };
+            let mut slot = self.lookup(session);
+            if slot.is_none() && !redrained {
+                // The create may have been queued after this tick drained commands.
+                redrained = true;
+                self.drain_commands();
+                slot = self.lookup(session);
+            }
+            let Some(slot) = slot else {
+                self.shared.counters.unknown_session.inc();
+                self.release(tok);
+                continue;
+            };
+            self.insert(slot, tok, seq, ssrc, pt, len);
+        }
+    }
+
+    fn insert(&mut self, slot: u32, tok: Token, seq: u16, ssrc: u32, pt: u8, len: usize) {
+        let sc = self.shared.sc(slot);
+        let released = &mut self.released;
+        let counters = &self.shared.counters;
+        let mut release = |t: Token| {
+            if released.push(t).is_err() {
+                counters.internal_ring_full.inc();
+            }
+        };
+        // Invariant: `lookup` returned this slot because it holds a part.
+        let Some(part) = self.sessions[slot as usize].as_mut() else {
+            release(tok);
+            return;
+        };
+        if !part.accepts(pt) {
+            sc.rx_unsupported_pt.inc();
+            release(tok);
+            return;
+        }
+        sc.rx_packets.inc();
+        sc.rx_payload_bytes.add(len as u64);
+        if len == 0 {
+            // A keepalive: it counts as received but there is nothing to decode.
+            sc.rx_empty_payloads.inc();
+            release(tok);
+            return;
+        }
+        if part.rx_ssrc != Some(ssrc) {
+            if part.rx_ssrc.is_some() {
+                // A new stream (RFC 3550 §8.2): its sequence space is unrelated.
+                sc.rx_resyncs.inc();
+                part.buffer.reset(&mut release);
+            }
+            part.rx_ssrc = Some(ssrc);
+        }
+        match part.buffer.insert(seq, tok, &mut release) {
+            InsertOutcome::Stored => {}
+            InsertOutcome::Late(t) => {
+                sc.rx_late.inc();
+                release(t);
+            }
+            InsertOutcome::Duplicate(t) => {
+                sc.rx_duplicates.inc();
+                release(t);
+            }
+            InsertOutcome::Resynced => sc.rx_resyncs.inc(),
+        }
+    }
+
+    /// Plays up to `limit` due sessions from where the last call stopped; returns true if
+    /// due sessions remain in this tick. Called on the real-time thread.
+    pub fn playout(&mut self, limit: usize) -> bool {
+        let n = self.sessions.len();
+        let mut done = 0;
+        while self.cursor < n && done < limit {
+            let i = self.cursor;
+            self.cursor += 1;
+            let Some(part) = self.sessions[i].as_mut() else {
+                continue;
+            };
+            if !part.due(self.tick) {
+                continue;
+            }
+            done += 1;
+            match part.buffer.playout() {
+                Playout::Idle => {}
+                Playout::Packet { item, first } => {
+                    let msg = ToDecode::Play {
+                        slot: i as u32,
+                        pkt: item,
+                        first,
+                    };
+                    if let Err(rtrb::PushError::Full(ToDecode::Play { pkt, .. })) =
+                        self.out.push(msg)
+                    {
+                        self.shared.counters.internal_ring_full.inc();
+                        self.release(pkt);
+                    }
+                }
+                Playout::Missing => {
+                    if self.out.slots() > self.reserve {
+                        let _ = self.out.push(ToDecode::Missing { slot: i as u32 });
+                    } else {
+                        self.shared.counters.stage_backlog_drops.inc();
+                    }
+                }
+            }
+        }
+        self.cursor < n
+    }
+
+    /// Applies commands only (used while stopping).
+    pub fn drain_commands_only(&mut self) {
+        self.drain_commands();
+    }
+
+    /// Events from this stage (overruns, pinning) are pushed here.
+    pub fn push_event(&mut self, ev: LaneEvent) {
+        push_event(&mut self.events, &self.shared.counters, ev);
+    }
+
+    /// The lane's shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+/// Decode stage: turns played packets into frames (or relays payloads) and routes them.
+pub struct DecodeStage {
+    sessions: Box<[Option<DecodePart>]>,
+    input: Consumer<ToDecode>,
+    packets: Arc<Slab<PacketSlot>>,
+    pkt_return: Producer<Token>,
+    frames: Arc<Slab<FrameSlot>>,
+    frame_free: Consumer<Token>,
+    out: Producer<Downstream>,
+    reserve: usize,
+    shared: Arc<Shared>,
+}
+
+impl DecodeStage {
+    /// Drains the input ring; returns messages handled. Called on the real-time thread.
+    pub fn run(&mut self) -> usize {
+        let mut n = 0;
+        while let Ok(msg) = self.input.pop() {
+            n += 1;
+            match msg {
+                ToDecode::Play { slot, pkt, first } => self.play(slot, pkt, first),
+                ToDecode::Missing { slot } => {
+                    if let Some(part) = self.sessions[slot as usize].as_ref() {
+                        self.shared.sc(slot).frames_missing.inc();
+                        if let Some(r) = part.route {
+                            self.push_missing(slot, r.dst_slot);
+                        }
+                    }
+                }
+                ToDecode::Cmd(b) => self.apply(b),
+            }
+        }
+        if n > 0 {
+            self.shared
+                .counters
+                .frame_slots_free
+                .set(self.frame_free.slots() as u64);
+        }
+        n
+    }
+
+    fn push_missing(&mut self, src: u32, dst: u32) {
+        if self.out.slots() > self.reserve {
+            let _ = self.out.push(Downstream::Missing { src, dst });
+        } else {
+            self.shared.counters.stage_backlog_drops.inc();
+        }
+    }
+
+    fn apply(&mut self, mut b: Box<Bundle>) {
+        let slot = b.id.slot as usize;
+        match b.op {
+            Op::Create => {
+                b.decode = std::mem::replace(&mut self.sessions[slot], b.decode.take());
+            }
+            Op::Update => {
+                if let (Some(mut new), Some(cur)) = (b.decode.take(), self.sessions[slot].as_mut())
+                {
+                    new.route = cur.route;
+                    b.decode = Some(std::mem::replace(cur, new));
+                }
+            }
+            Op::Destroy => b.decode = self.sessions[slot].take(),
+            Op::Route => {
+                if let Some(part) = self.sessions[slot].as_mut() {
+                    part.route = b.route;
+                }
+            }
+            Op::Barrier => {}
+        }
+        push_cmd(&mut self.out, &self.shared.counters, Downstream::Cmd(b));
+    }
+
+    fn return_packet(&mut self, pkt: Token) {
+        if self.pkt_return.push(pkt).is_err() {
+            self.shared.counters.internal_ring_full.inc();
+        }
+    }
+
+    fn play(&mut self, slot: u32, pkt: Token, first: bool) {
+        let Some(part) = self.sessions[slot as usize].as_mut() else {
+            self.return_packet(pkt);
+            return;
+        };
+        let sc = &self.shared.sessions[slot as usize].counters;
+        let Some(route) = part.route else {
+            sc.no_sink.inc();
+            self.return_packet(pkt);
+            return;
+        };
+        let Ok(mut frame) = self.frame_free.pop() else {
+            sc.slab_exhausted.inc();
+            self.return_packet(pkt);
+            self.push_missing(slot, route.dst_slot);
+            return;
+        };
+        let frame_samples = part.frame_samples;
+        let relay_allowed = route.relay_ok && part.dsp_passthrough;
+        self.packets.with(&pkt, |p| {
+            self.frames.with_mut(&mut frame, |f| {
+                f.marker = first;
+                let payload = p.payload();
+                let Some(dec) = part.decoder(p.payload_type) else {
+                    // The jitter stage only admits negotiated payload types.
+                    sc.codec_errors.inc();
+                    f.relay = false;
+                    f.samples = frame_samples;
+                    f.pcm[..frame_samples].fill(0);
+                    return;
+                };
+                if relay_allowed
+                    && dec.codec() == route.dst_codec
+                    && payload.len() <= f.payload.len()
+                {
+                    f.relay = true;
+                    f.payload[..payload.len()].copy_from_slice(payload);
+                    f.payload_len = payload.len();
+                    sc.frames_relayed.inc();
+                } else {
+                    f.relay = false;
+                    let out = &mut f.pcm[..frame_samples];
+                    let got = dec.decode(payload, out).unwrap_or_else(|_| {
+                        sc.codec_errors.inc();
+                        0
+                    });
+                    if got != frame_samples || payload.len() != frame_samples {
+                        sc.size_mismatches.inc();
+                        out[got.min(frame_samples)..].fill(0);
+                    }
+                    f.samples = frame_samples;
+                    sc.frames_decoded.inc();
+                }
+            })
+        });
+        self.return_packet(pkt);
+        let msg = Downstream::Frame {
+            src: slot,
+            dst: route.dst_slot,
+            frame,
+        };
+        if self.out.push(msg).is_err() {
+            self.shared.counters.internal_ring_full.inc();
+        }
+    }
+}
+
+/// DSP stage: runs each received frame through its session's processing chain.
+pub struct DspStage {
+    sessions: Box<[Option<DspPart>]>,
+    input: Consumer<Downstream>,
+    frames: Arc<Slab<FrameSlot>>,
+    out: Producer<Downstream>,
+    shared: Arc<Shared>,
+}
+
+impl DspStage {
+    /// Drains the input ring as far as the output has room. Called on the real-time thread.
+    pub fn run(&mut self) -> usize {
+        let mut n = 0;
+        while self.out.slots() > 0 {
+            let Ok(mut msg) = self.input.pop() else { break };
+            n += 1;
+            match &mut msg {
+                Downstream::Frame { src, frame, .. } => {
+                    if let Some(part) = self.sessions[*src as usize].as_mut() {
+                        self.frames.with_mut(frame, |f| {
+                            if !f.relay {
+                                part.chain.process(&mut f.pcm[..f.samples]);
+                            }
+                        });
+                        self.shared.sc(*src).frames_processed.inc();
+                    }
+                }
+                Downstream::Missing { .. } => {}
+                Downstream::Cmd(b) => {
+                    let slot = b.id.slot as usize;
+                    match b.op {
+                        Op::Create => {
+                            b.dsp = std::mem::replace(&mut self.sessions[slot], b.dsp.take())
+                        }
+                        Op::Update => {
+                            if let (Some(new), Some(cur)) =
+                                (b.dsp.take(), self.sessions[slot].as_mut())
+                            {
+                                b.dsp = Some(std::mem::replace(cur, new));
+                            }
+                        }
+                        Op::Destroy => b.dsp = self.sessions[slot].take(),
+                        Op::Route | Op::Barrier => {}
+                    }
+                }
+            }
+            // Cannot fail: checked for room above and this is the only producer.
+            push_cmd(&mut self.out, &self.shared.counters, msg);
+        }
+        n
+    }
+}
+
+/// Encode stage: encodes (or copies relayed payloads) into egress packets, owns the RTP
+/// send state, acknowledges commands and retires what the stages removed.
+pub struct EncodeStage {
+    sessions: Box<[Option<EncodePart>]>,
+    input: Consumer<Downstream>,
+    frames: Arc<Slab<FrameSlot>>,
+    frame_return: Producer<Token>,
+    egress_free: Consumer<Token>,
+    egress: Producer<Token>,
+    egress_slab: Arc<Slab<EgressSlot>>,
+    spare: Option<Token>,
+    retire: Producer<Box<Bundle>>,
+    events: Producer<LaneEvent>,
+    shared: Arc<Shared>,
+}
+
+impl EncodeStage {
+    /// Drains the input ring; returns messages handled. Called on the real-time thread.
+    pub fn run(&mut self) -> usize {
+        let mut n = 0;
+        while let Ok(msg) = self.input.pop() {
+            n += 1;
+            match msg {
+                Downstream::Frame { dst, frame, .. } => {
+                    self.encode(dst, &frame);
+                    if self.frame_return.push(frame).is_err() {
+                        self.shared.counters.internal_ring_full.inc();
+                    }
+                }
+                Downstream::Missing { dst, .. } => {
+                    if let Some(part) = self.sessions[dst as usize].as_mut() {
+                        part.skip_frame();
+                    }
+                }
+                Downstream::Cmd(b) => self.apply(b),
+            }
+        }
+        n
+    }
+
+    fn apply(&mut self, mut b: Box<Bundle>) {
+        let slot = b.id.slot as usize;
+        let counters = &self.shared.counters;
+        match b.op {
+            Op::Create => {
+                b.encode = std::mem::replace(&mut self.sessions[slot], b.encode.take());
+                push_event(&mut self.events, counters, LaneEvent::SessionStarted(b.id));
+            }
+            Op::Update => {
+                if let (Some(mut new), Some(cur)) = (b.encode.take(), self.sessions[slot].as_mut())
+                {
+                    // RTP send state continues across a codec change (RFC 3550 §5.1:
+                    // sequence numbers stay contiguous; same SSRC).
+                    new.ssrc = cur.ssrc;
+                    new.sequence = cur.sequence;
+                    new.timestamp = cur.timestamp;
+                    new.generation = cur.generation;
+                    new.marker_next = true;
+                    b.encode = Some(std::mem::replace(cur, new));
+                }
+            }
+            Op::Destroy => {
+                b.encode = self.sessions[slot].take();
+                push_event(&mut self.events, counters, LaneEvent::SessionStopped(b.id));
+            }
+            Op::Route | Op::Barrier => {}
+        }
+        counters.commands_applied.inc();
+        let seq = b.seq;
+        push_cmd(&mut self.retire, counters, b);
+        self.shared.acked.store(seq, Ordering::Release);
+    }
+
+    fn encode(&mut self, dst: u32, frame: &Token) {
+        let Some(part) = self.sessions[dst as usize].as_mut() else {
+            return;
+        };
+        let sc = &self.shared.sessions[dst as usize].counters;
+        let Some(mut et) = self.spare.take().or_else(|| self.egress_free.pop().ok()) else {
+            sc.tx_egress_full.inc();
+            part.skip_frame();
+            return;
+        };
+        let lane = self.shared.lane;
+        let ok = self.frames.with(frame, |f| {
+            self.egress_slab.with_mut(&mut et, |e| {
+                let body = &mut e.bytes[RTP_HEADER_LEN..];
+                let n = if f.relay {
+                    let Some(dst) = body.get_mut(..f.payload_len) else {
+                        return None;
+                    };
+                    dst.copy_from_slice(&f.payload[..f.payload_len]);
+                    f.payload_len
+                } else {
+                    part.encoder.encode(&f.pcm[..f.samples], body).ok()?
+                };
+                let h = part.next_header(f.marker);
+                // Cannot fail: slots are at least header-sized by construction.
+                write_header(&h, &mut e.bytes).ok()?;
+                e.header = h;
+                e.len = RTP_HEADER_LEN + n;
+                e.session = SessionId::from_parts(lane, dst, part.generation);
+                Some(n)
+            })
+        });
+        match ok {
+            Some(n) => {
+                sc.tx_packets.inc();
+                sc.tx_payload_bytes.add(n as u64);
+                if self.egress.push(et).is_err() {
+                    self.shared.counters.internal_ring_full.inc();
+                }
+            }
+            None => {
+                sc.codec_errors.inc();
+                part.skip_frame();
+                self.spare = Some(et);
+            }
+        }
+    }
+}
+
+/// The four stages of a lane.
+pub struct Lane {
+    /// Jitter stage.
+    pub jitter: JitterStage,
+    /// Decode stage.
+    pub decode: DecodeStage,
+    /// DSP stage.
+    pub dsp: DspStage,
+    /// Encode stage.
+    pub encode: EncodeStage,
+}
+
+impl Lane {
+    /// Runs one tick with every stage on the calling thread, in chunks of
+    /// [`FUSED_CHUNK`] sessions. Called on the real-time thread.
+    pub fn tick_fused(&mut self, tick: u64) {
+        self.jitter.begin_tick(tick);
+        loop {
+            let more = self.jitter.playout(FUSED_CHUNK);
+            self.decode.run();
+            self.dsp.run();
+            self.encode.run();
+            if !more {
+                break;
+            }
+        }
+    }
+
+    /// Runs the later stages until every ring is empty (commands applied and acknowledged).
+    pub fn drain(&mut self) {
+        self.jitter.drain_commands_only();
+        while self.decode.run() + self.dsp.run() + self.encode.run() > 0 {}
+    }
+
+    /// The lane's shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.jitter.shared
+    }
+}
+
+/// The control plane's end of a lane.
+pub struct LaneControl {
+    /// Commands to the jitter stage.
+    pub commands: Producer<Box<Bundle>>,
+    /// Bundles coming back.
+    pub retire: Consumer<Box<Bundle>>,
+    /// Events from the ticking stage and from the encode stage.
+    pub events: [Consumer<LaneEvent>; 2],
+    /// Shared state.
+    pub shared: Arc<Shared>,
+}
+
+/// The transport's receive end: free packet slots come back on two rings.
+pub struct IngressParts {
+    /// Packets to the jitter stage.
+    pub ingress: Producer<Token>,
+    /// Slots released by the jitter stage (late, duplicate, malformed, flushed).
+    pub free_from_jitter: Consumer<Token>,
+    /// Slots returned by the decode stage after playout.
+    pub free_from_decode: Consumer<Token>,
+    /// Packet storage.
+    pub slab: Arc<Slab<PacketSlot>>,
+    /// Shared state.
+    pub shared: Arc<Shared>,
+}
+
+/// The transport's send end.
+pub struct EgressParts {
+    /// Packets from the encode stage.
+    pub egress: Consumer<Token>,
+    /// Slots back to the encode stage.
+    pub free: Producer<Token>,
+    /// Packet storage.
+    pub slab: Arc<Slab<EgressSlot>>,
+}
+
+fn none_table<T>(n: usize) -> Box<[Option<T>]> {
+    (0..n).map(|_| None).collect()
+}
+
+/// Builds a lane and the ends of its rings. Control plane: allocates everything the lane
+/// will ever use.
+pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts) {
+    let shared = Arc::new(Shared::new(cfg.lane, cfg.sessions));
+    let max_packet = cfg.max_packet_bytes();
+    let (mut packets, pkt_tokens) = Slab::new(cfg.packet_slots, |_| PacketSlot::new(max_packet));
+    packets.set_hint(max_packet);
+    let packets = Arc::new(packets);
+    let (frames, frame_tokens) = Slab::new(cfg.frame_slots, |_| {
+        FrameSlot::new(cfg.max_frame_samples, cfg.max_payload_bytes)
+    });
+    let frames = Arc::new(frames);
+    let egress_bytes = RTP_HEADER_LEN + cfg.max_payload_bytes;
+    let (egress_slab, egress_tokens) =
+        Slab::new(cfg.egress_slots, |_| EgressSlot::new(egress_bytes));
+    let egress_slab = Arc::new(egress_slab);
+
+    let cmd = cfg.command_capacity;
+    let (cmd_tx, cmd_rx) = RingBuffer::new(cmd);
+    let (retire_tx, retire_rx) = RingBuffer::new(cmd);
+    let (ev_j_tx, ev_j_rx) = RingBuffer::new(cfg.event_capacity);
+    let (ev_e_tx, ev_e_rx) = RingBuffer::new(cfg.event_capacity);
+    let (ing_tx, ing_rx) = RingBuffer::new(cfg.packet_slots);
+    let (rel_j_tx, rel_j_rx) = RingBuffer::new(cfg.packet_slots);
+    let (rel_d_tx, rel_d_rx) = RingBuffer::new(cfg.packet_slots);
+    let free_from_jitter = rel_j_rx;
+    // All packet slots start free, on the jitter release ring.
+    let mut rel_j_tx = rel_j_tx;
+    for t in pkt_tokens {
+        // Cannot fail: the ring holds exactly packet_slots.
+        let _ = rel_j_tx.push(t);
+    }
+    let jd_reserve = cfg.packet_slots + cmd;
+    let (jd_tx, jd_rx) = RingBuffer::new(jd_reserve + cfg.sessions + 16);
+    let down_reserve = cfg.frame_slots + cmd;
+    let (dp_tx, dp_rx) = RingBuffer::new(down_reserve + cfg.sessions + 16);
+    let (pe_tx, pe_rx) = RingBuffer::new(down_reserve + cfg.sessions + 16);
+    let (fr_tx, fr_rx) = RingBuffer::new(cfg.frame_slots);
+    let mut fr_tx = fr_tx;
+    for t in frame_tokens {
+        let _ = fr_tx.push(t);
+    }
+    let (eg_free_tx, eg_free_rx) = RingBuffer::new(cfg.egress_slots);
+    let mut eg_free_tx = eg_free_tx;
+    for t in egress_tokens {
+        let _ = eg_free_tx.push(t);
+    }
+    let (eg_tx, eg_rx) = RingBuffer::new(cfg.egress_slots);
+
+    let lane = Lane {
+        jitter: JitterStage {
+            tick: 0,
+            cursor: 0,
+            sessions: (0..cfg.sessions).map(|_| None).collect(),
+            commands: cmd_rx,
+            ingress: ing_rx,
+            packets: packets.clone(),
+            released: rel_j_tx,
+            out: jd_tx,
+            reserve: jd_reserve,
+            events: ev_j_tx,
+            shared: shared.clone(),
+        },
+        decode: DecodeStage {
+            sessions: none_table(cfg.sessions),
+            input: jd_rx,
+            packets: packets.clone(),
+            pkt_return: rel_d_tx,
+            frames: frames.clone(),
+            frame_free: fr_rx,
+            out: dp_tx,
+            reserve: down_reserve,
+            shared: shared.clone(),
+        },
+        dsp: DspStage {
+            sessions: none_table(cfg.sessions),
+            input: dp_rx,
+            frames: frames.clone(),
+            out: pe_tx,
+            shared: shared.clone(),
+        },
+        encode: EncodeStage {
+            sessions: none_table(cfg.sessions),
+            input: pe_rx,
+            frames,
+            frame_return: fr_tx,
+            egress_free: eg_free_rx,
+            egress: eg_tx,
+            egress_slab: egress_slab.clone(),
+            spare: None,
+            retire: retire_tx,
+            events: ev_e_tx,
+            shared: shared.clone(),
+        },
+    };
+    shared.counters.frame_slots_free.set(cfg.frame_slots as u64);
+    let control = LaneControl {
+        commands: cmd_tx,
+        retire: retire_rx,
+        events: [ev_j_rx, ev_e_rx],
+        shared: shared.clone(),
+    };
+    let ingress = IngressParts {
+        ingress: ing_tx,
+        free_from_jitter,
+        free_from_decode: rel_d_rx,
+        slab: packets,
+        shared,
+    };
+    let egress = EgressParts {
+        egress: eg_rx,
+        free: eg_free_tx,
+        slab: egress_slab,
+    };
+    (lane, control, ingress, egress)
+}

@@ -1,0 +1,239 @@
+//! What travels on a lane's rings: slot types of the three slabs, stage messages and
+//! the command bundle.
+
+use super::slab::Token;
+use crate::rtp::RtpHeader;
+use crate::session::{DecodePart, DspPart, EncodePart, JitterPart, Route};
+use crate::types::SessionId;
+
+/// A received packet, copied in by the ingress handle. The jitter stage fills the parsed fields.
+#[derive(Debug)]
+pub struct PacketSlot {
+    /// Session the transport addressed it to (packed [`SessionId`]).
+    pub session: u64,
+    /// Arrival time reported by the transport (ns, transport's clock; 0 if unknown).
+    pub arrival_ns: u64,
+    /// Bytes used in `bytes`.
+    pub len: usize,
+    /// The raw RTP packet.
+    pub bytes: Box<[u8]>,
+    /// Parsed: payload offset in `bytes`.
+    pub payload_offset: usize,
+    /// Parsed: payload length (padding removed).
+    pub payload_len: usize,
+    /// Parsed: payload type.
+    pub payload_type: u8,
+}
+
+impl PacketSlot {
+    /// An empty slot able to hold `max_packet_bytes`. Control plane.
+    pub fn new(max_packet_bytes: usize) -> Self {
+        PacketSlot {
+            session: 0,
+            arrival_ns: 0,
+            len: 0,
+            bytes: vec![0; max_packet_bytes].into_boxed_slice(),
+            payload_offset: 0,
+            payload_len: 0,
+            payload_type: 0,
+        }
+    }
+
+    /// The parsed payload.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[self.payload_offset..self.payload_offset + self.payload_len]
+    }
+}
+
+/// A frame of audio (or of relayed payload) between decode and encode.
+#[derive(Debug)]
+pub struct FrameSlot {
+    /// PCM samples (the first `samples` are valid).
+    pub pcm: Box<[i16]>,
+    /// Valid samples.
+    pub samples: usize,
+    /// Encoded payload for relay (the first `payload_len` bytes are valid).
+    pub payload: Box<[u8]>,
+    /// Valid payload bytes; used when `relay` is set.
+    pub payload_len: usize,
+    /// The frame carries an encoded payload to relay instead of PCM.
+    pub relay: bool,
+    /// First frame of a talkspurt or (re)started stream.
+    pub marker: bool,
+}
+
+impl FrameSlot {
+    /// An empty frame slot. Control plane.
+    pub fn new(max_samples: usize, max_payload_bytes: usize) -> Self {
+        FrameSlot {
+            pcm: vec![0; max_samples].into_boxed_slice(),
+            samples: 0,
+            payload: vec![0; max_payload_bytes].into_boxed_slice(),
+            payload_len: 0,
+            relay: false,
+            marker: false,
+        }
+    }
+}
+
+/// An RTP packet produced for sending.
+#[derive(Debug)]
+pub struct EgressSlot {
+    /// The session it belongs to.
+    pub session: SessionId,
+    /// Its header fields.
+    pub header: RtpHeader,
+    /// Bytes used in `bytes`.
+    pub len: usize,
+    /// The whole RTP packet (header + payload).
+    pub bytes: Box<[u8]>,
+}
+
+impl EgressSlot {
+    /// An empty slot. Control plane.
+    pub fn new(max_packet_bytes: usize) -> Self {
+        EgressSlot {
+            session: SessionId::from_parts(0, 0, 0),
+            header: RtpHeader {
+                marker: false,
+                payload_type: 0,
+                sequence: 0,
+                timestamp: 0,
+                ssrc: 0,
+            },
+            len: 0,
+            bytes: vec![0; max_packet_bytes].into_boxed_slice(),
+        }
+    }
+}
+
+/// What a command does at each stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Install a new session in `slot` (every part present).
+    Create,
+    /// Swap in the present parts, keeping receive buffer contents and RTP send state.
+    Update,
+    /// Remove the session; each stage moves its part into the bundle.
+    Destroy,
+    /// Set the decode route of `slot`.
+    Route,
+    /// No effect on sessions; used to wait for everything queued before it.
+    Barrier,
+}
+
+/// A control-plane command travelling down the lane with the data, so it is applied
+/// by each stage in order with the frames around it. The bundle returns to the control
+/// plane on the retire ring, carrying whatever the stages retired, and is freed there.
+#[derive(Debug)]
+pub struct Bundle {
+    /// Command sequence number (acknowledged by the last stage).
+    pub seq: u64,
+    /// Operation.
+    pub op: Op,
+    /// Session id concerned.
+    pub id: SessionId,
+    /// Jitter part (in: new; out: retired).
+    pub jitter: Option<JitterPart<Token>>,
+    /// Decode part.
+    pub decode: Option<DecodePart>,
+    /// DSP part.
+    pub dsp: Option<DspPart>,
+    /// Encode part.
+    pub encode: Option<EncodePart>,
+    /// For [`Op::Route`]: the new route.
+    pub route: Option<Route>,
+}
+
+impl Bundle {
+    /// An empty bundle for `op` on `id`. Control plane.
+    pub fn new(seq: u64, op: Op, id: SessionId) -> Box<Self> {
+        Box::new(Bundle {
+            seq,
+            op,
+            id,
+            jitter: None,
+            decode: None,
+            dsp: None,
+            encode: None,
+            route: None,
+        })
+    }
+}
+
+/// Jitter stage → decode stage.
+#[derive(Debug)]
+pub enum ToDecode {
+    /// Play this packet for session `slot`.
+    Play {
+        /// Session slot.
+        slot: u32,
+        /// Packet slot.
+        pkt: Token,
+        /// First frame of a (re)started stream.
+        first: bool,
+    },
+    /// Session `slot` has nothing to play this frame period.
+    Missing {
+        /// Session slot.
+        slot: u32,
+    },
+    /// A command.
+    Cmd(Box<Bundle>),
+}
+
+/// Decode → DSP → encode.
+#[derive(Debug)]
+pub enum Downstream {
+    /// A frame from session `src` for the encoder of session `dst`.
+    Frame {
+        /// Receiving session.
+        src: u32,
+        /// Sending session.
+        dst: u32,
+        /// Frame slot.
+        frame: Token,
+    },
+    /// Nothing this period from `src` for `dst`.
+    Missing {
+        /// Receiving session.
+        src: u32,
+        /// Sending session.
+        dst: u32,
+    },
+    /// A command.
+    Cmd(Box<Bundle>),
+}
+
+/// What lanes report to the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LaneEvent {
+    /// A session was installed on its lane and is processing.
+    SessionStarted(SessionId),
+    /// A session was removed from its lane; its final counters are still readable until
+    /// its slot is reused.
+    SessionStopped(SessionId),
+    /// A tick finished after its deadline.
+    DeadlineOverrun {
+        /// Lane.
+        lane: u16,
+        /// Tick number.
+        tick: u64,
+        /// How late it finished, ns.
+        late_ns: u64,
+    },
+    /// The lane could not be pinned to its core (reported once; the lane still runs).
+    PinFailed {
+        /// Lane.
+        lane: u16,
+        /// The core requested.
+        core: usize,
+    },
+    /// The lane could not raise its thread priority (reported once; the lane still runs).
+    PriorityFailed {
+        /// Lane.
+        lane: u16,
+    },
+}

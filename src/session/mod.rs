@@ -1,0 +1,253 @@
+//! A media session's state, split by the lane stage that owns each part.
+//!
+//! The control plane builds a [`SessionParts`] (every allocation happens there) and the
+//! lane's stages each take their part: the jitter stage the receive buffer, the decode
+//! stage the decoders and bridge route, the DSP stage the processing chain, the encode
+//! stage the encoder and the RTP send state. In a split lane each part is touched by one
+//! thread only; in a fused lane all by the same thread.
+
+use arrayvec::ArrayVec;
+
+use crate::buffer::JitterBuffer;
+use crate::codec::{AnyDecoder, AnyEncoder, Codec, CodecSpec};
+use crate::processing::audio::{DspChain, DspConfig};
+use crate::types::{PayloadType, Ptime};
+
+/// Most payload types one session accepts on receive (its negotiated rtpmap set).
+pub const MAX_RX_CODECS: usize = 4;
+
+/// What a session sends and receives (control plane input).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaSessionParams {
+    /// The codec and payload type this session sends.
+    pub tx: CodecSpec,
+    /// Payload types accepted on receive. Empty means "the same as `tx`". A sender may
+    /// switch among these at any packet without signalling (RFC 3264 §5.1).
+    pub rx: ArrayVec<CodecSpec, MAX_RX_CODECS>,
+    /// Packetisation time of both directions.
+    pub ptime: Ptime,
+    /// SSRC to send with; `None` lets the engine pick one.
+    pub tx_ssrc: Option<u32>,
+    /// Frames to prebuffer before playout (fixed-delay buffer); `None` uses the engine default.
+    pub jitter_delay_frames: Option<u16>,
+    /// Voice processing applied to audio received on this session.
+    pub dsp: DspConfig,
+}
+
+impl MediaSessionParams {
+    /// A session sending and receiving `codec` at `ptime`, no processing.
+    pub fn new(codec: CodecSpec, ptime: Ptime) -> Self {
+        MediaSessionParams {
+            tx: codec,
+            rx: ArrayVec::new(),
+            ptime,
+            tx_ssrc: None,
+            jitter_delay_frames: None,
+            dsp: DspConfig::default(),
+        }
+    }
+
+    /// Adds an accepted receive payload type (builder style).
+    pub fn with_rx(mut self, spec: CodecSpec) -> Self {
+        if !self.rx.contains(&spec) && !self.rx.is_full() {
+            self.rx.push(spec);
+        }
+        self
+    }
+
+    /// The receive set, with the empty-means-tx rule applied.
+    pub fn rx_codecs(&self) -> ArrayVec<CodecSpec, MAX_RX_CODECS> {
+        if self.rx.is_empty() {
+            let mut v = ArrayVec::new();
+            v.push(self.tx);
+            v
+        } else {
+            self.rx.clone()
+        }
+    }
+}
+
+/// Jitter-stage part: receive filtering and the reorder buffer of packet slots.
+#[derive(Debug)]
+pub struct JitterPart<T> {
+    /// Generation of the session this part belongs to.
+    pub generation: u32,
+    /// Accepted receive payload types.
+    pub rx_pts: ArrayVec<u8, MAX_RX_CODECS>,
+    /// SSRC of the current receive stream (`None` until the first packet).
+    pub rx_ssrc: Option<u32>,
+    /// The jitter buffer, holding packet slots.
+    pub buffer: JitterBuffer<T>,
+    /// Frame period in lane ticks.
+    pub ptime_ticks: u32,
+    /// Which tick within the period this session plays on (spreads load).
+    pub phase: u32,
+}
+
+impl<T> JitterPart<T> {
+    /// True if this session plays a frame on lane tick `tick`.
+    #[inline]
+    pub fn due(&self, tick: u64) -> bool {
+        tick % u64::from(self.ptime_ticks) == u64::from(self.phase)
+    }
+
+    /// True if `pt` is negotiated for receive.
+    #[inline]
+    pub fn accepts(&self, pt: u8) -> bool {
+        self.rx_pts.contains(&pt)
+    }
+}
+
+/// Where a session's decoded audio goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Slot of the session whose encoder receives the audio (may be the same session: echo).
+    pub dst_slot: u32,
+    /// That session's send codec, to decide payload relay.
+    pub dst_codec: Codec,
+    /// True if the destination applies no DSP, so relay is allowed.
+    pub relay_ok: bool,
+}
+
+/// Decode-stage part.
+#[derive(Debug)]
+pub struct DecodePart {
+    /// One decoder per accepted payload type (stateful codecs keep state per PT).
+    pub decoders: ArrayVec<(u8, AnyDecoder), MAX_RX_CODECS>,
+    /// Samples per frame.
+    pub frame_samples: usize,
+    /// Where decoded audio goes; `None` drops it (counted as no sink).
+    pub route: Option<Route>,
+    /// True when this session's DSP chain is the identity (relay allowed from here).
+    pub dsp_passthrough: bool,
+}
+
+impl DecodePart {
+    /// The decoder for payload type `pt`.
+    #[inline]
+    pub fn decoder(&mut self, pt: u8) -> Option<&mut AnyDecoder> {
+        self.decoders
+            .iter_mut()
+            .find(|(p, _)| *p == pt)
+            .map(|(_, d)| d)
+    }
+}
+
+/// DSP-stage part.
+#[derive(Debug)]
+pub struct DspPart {
+    /// The processing chain for audio received on this session.
+    pub chain: DspChain,
+}
+
+/// Encode-stage part: the encoder and the RTP send state media-core owns.
+#[derive(Debug)]
+pub struct EncodePart {
+    /// Generation of the session this part belongs to.
+    pub generation: u32,
+    /// The encoder.
+    pub encoder: AnyEncoder,
+    /// Payload type sent.
+    pub payload_type: PayloadType,
+    /// SSRC sent.
+    pub ssrc: u32,
+    /// Next sequence number.
+    pub sequence: u16,
+    /// Timestamp of the next frame.
+    pub timestamp: u32,
+    /// Timestamp units per frame.
+    pub timestamp_step: u32,
+    /// Samples per frame.
+    pub frame_samples: usize,
+    /// Set the marker bit on the next packet (start of a talkspurt, RFC 3551 §4.1).
+    pub marker_next: bool,
+}
+
+impl EncodePart {
+    /// Returns the header fields for the next packet and advances sequence and timestamp.
+    #[inline]
+    pub fn next_header(&mut self, marker: bool) -> crate::rtp::RtpHeader {
+        let h = crate::rtp::RtpHeader {
+            marker: marker || std::mem::take(&mut self.marker_next),
+            payload_type: self.payload_type.get(),
+            sequence: self.sequence,
+            timestamp: self.timestamp,
+            ssrc: self.ssrc,
+        };
+        self.sequence = self.sequence.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(self.timestamp_step);
+        h
+    }
+
+    /// Advances the timestamp over a frame period that sends nothing (a lost frame), so
+    /// the receiver sees the gap (RFC 3550 §5.1: timestamps track sampling time).
+    #[inline]
+    pub fn skip_frame(&mut self) {
+        self.timestamp = self.timestamp.wrapping_add(self.timestamp_step);
+    }
+}
+
+/// All parts of one session, as built by the control plane.
+#[derive(Debug)]
+pub struct SessionParts<T> {
+    /// Jitter-stage part.
+    pub jitter: JitterPart<T>,
+    /// Decode-stage part.
+    pub decode: DecodePart,
+    /// DSP-stage part.
+    pub dsp: DspPart,
+    /// Encode-stage part.
+    pub encode: EncodePart,
+}
+
+impl<T> SessionParts<T> {
+    /// Builds every part for `params` (control plane: may allocate).
+    pub fn build(
+        params: &MediaSessionParams,
+        generation: u32,
+        phase: u32,
+        default_delay_frames: u16,
+        ssrc: u32,
+        initial_seq: u16,
+        initial_ts: u32,
+    ) -> Self {
+        let rx = params.rx_codecs();
+        let tx = params.tx.codec;
+        let dsp = DspChain::new(&params.dsp);
+        SessionParts {
+            jitter: JitterPart {
+                generation,
+                rx_pts: rx.iter().map(|s| s.payload_type.get()).collect(),
+                rx_ssrc: None,
+                buffer: JitterBuffer::new(
+                    params.jitter_delay_frames.unwrap_or(default_delay_frames),
+                    // Declare the stream stopped after ~200 ms with nothing to play.
+                    (200 / params.ptime.ms()).max(2) as u16,
+                ),
+                ptime_ticks: params.ptime.ticks(),
+                phase: phase % params.ptime.ticks(),
+            },
+            decode: DecodePart {
+                decoders: rx
+                    .iter()
+                    .map(|s| (s.payload_type.get(), AnyDecoder::new(s.codec)))
+                    .collect(),
+                frame_samples: tx.frame_samples(params.ptime),
+                route: None,
+                dsp_passthrough: dsp.is_passthrough(),
+            },
+            dsp: DspPart { chain: dsp },
+            encode: EncodePart {
+                generation,
+                encoder: AnyEncoder::new(tx),
+                payload_type: params.tx.payload_type,
+                ssrc,
+                sequence: initial_seq,
+                timestamp: initial_ts,
+                timestamp_step: tx.timestamp_step(params.ptime),
+                frame_samples: tx.frame_samples(params.ptime),
+                marker_next: true,
+            },
+        }
+    }
+}

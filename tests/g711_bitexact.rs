@@ -1,0 +1,237 @@
+//! G.711 bit-exactness against an independent implementation.
+//!
+//! The reference tables in `tests/data/g711/` were produced by
+//! `scripts/gen_g711_reference.py` with CPython 3.11's `audioop` module (C code
+//! derived from Sun Microsystems' `g711.c`; no code shared with media-core).
+//! See `tests/data/g711/README.txt`.
+//!
+//! Result: A-law encode (65,536 inputs), µ-law and A-law decode (256 codes each)
+//! and µ-law encode of every non-negative input agree bit for bit. µ-law encode
+//! of negative inputs disagrees on exactly 508 inputs, on purpose; see
+//! [`ulaw_negative_inputs_follow_g191_not_sun`] for why media-core is right.
+
+use media_core::codec::audio::g711::{
+    alaw_decode, alaw_decode_sample, alaw_encode, alaw_encode_sample, ulaw_decode,
+    ulaw_decode_sample, ulaw_encode, ulaw_encode_sample,
+};
+
+/// `audioop.lin2ulaw` of every s16 from -32768 to 32767, in order.
+static ULAW_ENCODE_REF: &[u8; 65536] = include_bytes!("data/g711/ulaw_encode.bin");
+/// `audioop.lin2alaw` of every s16 from -32768 to 32767, in order.
+static ALAW_ENCODE_REF: &[u8; 65536] = include_bytes!("data/g711/alaw_encode.bin");
+/// `audioop.ulaw2lin` of codes 0..=255, s16le.
+static ULAW_DECODE_REF: &[u8; 512] = include_bytes!("data/g711/ulaw_decode.bin");
+/// `audioop.alaw2lin` of codes 0..=255, s16le.
+static ALAW_DECODE_REF: &[u8; 512] = include_bytes!("data/g711/alaw_decode.bin");
+
+/// Every i16 in the order the encode tables use.
+fn all_inputs() -> Vec<i16> {
+    (i16::MIN..=i16::MAX).collect()
+}
+
+/// Reference code for input `x`.
+fn encode_ref(table: &[u8; 65536], x: i16) -> u8 {
+    table[usize::from(x as u16 ^ 0x8000)]
+}
+
+/// Reference decode table as samples.
+fn decode_ref(table: &[u8; 512]) -> Vec<i16> {
+    table
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+#[test]
+fn alaw_encode_matches_reference_for_every_input() {
+    let pcm = all_inputs();
+    let mut frame = vec![0u8; pcm.len()];
+    assert_eq!(alaw_encode(&pcm, &mut frame), 65536);
+    for (&x, &code) in pcm.iter().zip(&frame) {
+        let expected = encode_ref(ALAW_ENCODE_REF, x);
+        assert_eq!(code, expected, "frame encode, x = {x}");
+        assert_eq!(alaw_encode_sample(x), expected, "sample encode, x = {x}");
+    }
+}
+
+#[test]
+fn ulaw_encode_matches_reference_for_every_non_negative_input() {
+    let pcm = all_inputs();
+    let mut frame = vec![0u8; pcm.len()];
+    assert_eq!(ulaw_encode(&pcm, &mut frame), 65536);
+    for (&x, &code) in pcm.iter().zip(&frame) {
+        assert_eq!(code, ulaw_encode_sample(x), "frame vs sample, x = {x}");
+        if x >= 0 {
+            assert_eq!(code, encode_ref(ULAW_ENCODE_REF, x), "x = {x}");
+        }
+    }
+}
+
+/// µ-law, negative inputs: where media-core and `audioop` differ, and why.
+///
+/// ITU-T G.711 (Table 2) defines µ-law on a sign-magnitude scale and says
+/// nothing about two's-complement words. The ITU's own reference code, G.191 STL
+/// `ulaw_compress`, takes the magnitude of a negative sample as the one's
+/// complement `(!x) >> 2`; so does every implementation for A-law, Sun's and
+/// `audioop`'s `lin2alaw` included (`-pcm_val - 1`), which is why A-law agrees
+/// everywhere. Sun's `linear2ulaw` (hence `audioop.lin2ulaw`) instead uses the
+/// two's-complement magnitude `-(x >> 2)`, one larger than G.191's for every
+/// negative input.
+///
+/// G.191's choice reads the i16 word `x` as the interval `[x, x + 1)`, so the
+/// quantiser is exactly mirror-symmetric about -0.5: `x` and `-1 - x` give the
+/// same code but for the sign, `-32768` mirrors `32767` without an extra clip,
+/// and no input lands exactly on a decision value. Sun's is symmetric about 0
+/// and breaks the resulting ties at odd decision values away from zero, which
+/// makes `-4..=-1` encode to `0x7E` (-8) instead of negative zero `0x7F` (0),
+/// and is inconsistent with its own A-law. media-core follows G.191 (the
+/// ITU-T reference, used to produce ITU test vectors), so this test checks:
+///
+/// 1. every negative input's code is the reference code of its mirror `!x`
+///    (a non-negative input, where the reference is authoritative) with the
+///    sign bit cleared; and
+/// 2. the raw disagreements with the reference are exactly the expected ones:
+///    508 inputs, all negative, in -31612..=-1 (four inputs at each of the 127
+///    decision values that the off-by-one magnitude crosses; below -31612 both
+///    saturate alike), each one code step apart, and the reference's code for
+///    `x` is ours for `x - 4` (its magnitude, one 14-bit unit larger).
+#[test]
+fn ulaw_negative_inputs_follow_g191_not_sun() {
+    let mut disagreements = Vec::new();
+    for x in i16::MIN..0 {
+        let ours = ulaw_encode_sample(x);
+        let mirror = encode_ref(ULAW_ENCODE_REF, !x);
+        assert_eq!(ours, mirror & 0x7F, "x = {x}, mirror {}", !x);
+
+        let reference = encode_ref(ULAW_ENCODE_REF, x);
+        if ours != reference {
+            disagreements.push(x);
+            // Negative codes grow towards zero: reference is one step larger
+            // in magnitude.
+            assert_eq!(ours, reference + 1, "x = {x}");
+        }
+        if x >= -32764 {
+            assert_eq!(reference, ulaw_encode_sample(x - 4), "x = {x}");
+        }
+    }
+    assert_eq!(disagreements.len(), 508);
+    assert_eq!(disagreements.first(), Some(&-31612));
+    assert_eq!(disagreements.last(), Some(&-1));
+    // Smallest-magnitude case, by hand: x = -1 is 14-bit -1. G.191: magnitude
+    // !(-1) >> 2 = 0 -> negative zero 0x7F. Sun: -(-1) = 1 -> 0x7E.
+    assert_eq!(ulaw_encode_sample(-1), 0x7F);
+    assert_eq!(encode_ref(ULAW_ENCODE_REF, -1), 0x7E);
+}
+
+#[test]
+fn ulaw_decode_matches_reference_for_every_code() {
+    let expected = decode_ref(ULAW_DECODE_REF);
+    let codes: Vec<u8> = (0..=255).collect();
+    let mut frame = [0i16; 256];
+    assert_eq!(ulaw_decode(&codes, &mut frame), 256);
+    for c in 0..=255u8 {
+        let i = usize::from(c);
+        assert_eq!(frame[i], expected[i], "frame decode, code {c:#04x}");
+        assert_eq!(
+            ulaw_decode_sample(c),
+            expected[i],
+            "sample decode, code {c:#04x}"
+        );
+    }
+}
+
+#[test]
+fn alaw_decode_matches_reference_for_every_code() {
+    let expected = decode_ref(ALAW_DECODE_REF);
+    let codes: Vec<u8> = (0..=255).collect();
+    let mut frame = [0i16; 256];
+    assert_eq!(alaw_decode(&codes, &mut frame), 256);
+    for c in 0..=255u8 {
+        let i = usize::from(c);
+        assert_eq!(frame[i], expected[i], "frame decode, code {c:#04x}");
+        assert_eq!(
+            alaw_decode_sample(c),
+            expected[i],
+            "sample decode, code {c:#04x}"
+        );
+    }
+}
+
+#[test]
+fn decoded_levels_re_encode_to_themselves() {
+    let ulaw_ref = decode_ref(ULAW_DECODE_REF);
+    for c in 0..=255u8 {
+        // µ-law 0x7F and 0xFF both decode to 0, so compare decoded values: the
+        // code comes back exactly except 0x7F -> 0xFF.
+        let x = ulaw_decode_sample(c);
+        let mut code = [0u8; 1];
+        ulaw_encode(&[x], &mut code);
+        let mut back = [0i16; 1];
+        ulaw_decode(&code, &mut back);
+        assert_eq!(back[0], x, "µ-law code {c:#04x}");
+        assert_eq!(code[0], if c == 0x7F { 0xFF } else { c }, "µ-law {c:#04x}");
+        // The reference agrees on the decoded level of our re-encoding.
+        assert_eq!(ulaw_ref[usize::from(code[0])], x);
+
+        let x = alaw_decode_sample(c);
+        alaw_encode(&[x], &mut code);
+        alaw_decode(&code, &mut back);
+        assert_eq!(back[0], x, "A-law code {c:#04x}");
+        assert_eq!(code[0], c, "A-law code {c:#04x}");
+        assert_eq!(
+            encode_ref(ALAW_ENCODE_REF, x),
+            c,
+            "reference A-law {c:#04x}"
+        );
+    }
+}
+
+#[test]
+fn hand_checked_values_agree_with_the_reference() {
+    // (input, code) pairs worked out from G.711 Tables 1 and 2; see the unit
+    // test in src/codec/audio/g711.rs for the derivations.
+    for (x, code) in [
+        (0, 0xFF),
+        (4, 0xFE),
+        (120, 0xF0),
+        (124, 0xEF),
+        (32767, 0x80),
+        (-32768, 0x00),
+    ] {
+        assert_eq!(ulaw_encode_sample(x), code, "µ-law {x}");
+        assert_eq!(encode_ref(ULAW_ENCODE_REF, x), code, "reference µ-law {x}");
+    }
+    for (x, code) in [
+        (0, 0xD5),
+        (-1, 0x55),
+        (511, 0xCA),
+        (512, 0xF5),
+        (32767, 0xAA),
+        (-32768, 0x2A),
+    ] {
+        assert_eq!(alaw_encode_sample(x), code, "A-law {x}");
+        assert_eq!(encode_ref(ALAW_ENCODE_REF, x), code, "reference A-law {x}");
+    }
+    let ulaw = decode_ref(ULAW_DECODE_REF);
+    for (code, x) in [
+        (0x00, -32124),
+        (0x80, 32124),
+        (0x7F, 0),
+        (0xFF, 0),
+        (0xEF, 132),
+    ] {
+        assert_eq!(ulaw_decode_sample(code), x, "µ-law {code:#04x}");
+        assert_eq!(ulaw[usize::from(code)], x, "reference µ-law {code:#04x}");
+    }
+    let alaw = decode_ref(ALAW_DECODE_REF);
+    for (code, x) in [
+        (0x55, -8),
+        (0xD5, 8),
+        (0xAA, 32256),
+        (0x2A, -32256),
+        (0xF5, 528),
+    ] {
+        assert_eq!(alaw_decode_sample(code), x, "A-law {code:#04x}");
+        assert_eq!(alaw[usize::from(code)], x, "reference A-law {code:#04x}");
+    }
+}

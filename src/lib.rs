@@ -46,8 +46,10 @@
 
 pub mod buffer;
 pub mod codec;
+#[cfg(not(loom))]
 pub mod engine;
 pub mod error;
+#[cfg(not(loom))]
 pub mod integration;
 pub mod processing;
 pub mod quality;
@@ -57,8 +59,12 @@ pub mod session;
 pub mod types;
 
 pub use codec::{Codec, CodecInfo, CodecSpec};
-pub use engine::{EngineConfig, EngineEvent, MediaCapabilities, MediaEngine, MediaSessionHandle};
+#[cfg(not(loom))]
+pub use engine::{
+    EngineConfig, EngineEvent, MediaCapabilities, MediaEngine, MediaSessionHandle, Placement,
+};
 pub use error::{Error, Result};
+#[cfg(not(loom))]
 pub use integration::{EgressHandle, IngressHandle, OutboundPacket};
 pub use runtime::{ClockMode, Topology};
 pub use session::MediaSessionParams;

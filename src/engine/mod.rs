@@ -7,6 +7,9 @@
 //! the drain of queued work (`stop`). So the engine is safe to use from async code: every
 //! other call takes a short, uncontended mutex and returns.
 
+// The control plane is not real-time: a short, uncontended mutex serialises its calls.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -145,6 +148,19 @@ pub struct MediaCapabilities {
     pub lanes: usize,
     /// Largest payload, bytes.
     pub max_payload_bytes: usize,
+}
+
+/// Where a new session goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// The lane with the fewest live sessions (ties: lowest index).
+    #[default]
+    LeastLoaded,
+    /// A given lane.
+    Lane(usize),
+    /// The lane of an existing session (the other leg of a call: bridged sessions must
+    /// share a lane so audio never crosses cores).
+    With(SessionId),
 }
 
 /// A created session: its id plus what it was created for. Plain data, cheap to clone.
@@ -368,8 +384,7 @@ impl MediaEngine {
             return Err(Error::InvalidConfig("step needs ClockMode::Virtual"));
         }
         let topology = self.config.topology;
-        let inner = &mut *g;
-        for ls in inner.lanes.iter_mut() {
+        for ls in g.lanes.iter_mut() {
             if let LaneRun::Idle(lane) = &mut ls.run {
                 for _ in 0..ticks {
                     let t = lane.shared().counters.ticks.get();
@@ -386,7 +401,8 @@ impl MediaEngine {
                     lane.shared().counters.ticks.inc();
                 }
             }
-            Self::collect(ls, &mut inner.events);
+            // Retired state is freed by the next control call, not here: `step` is the
+            // lane's work and must not free (zero-allocation test).
         }
         Ok(())
     }
@@ -464,6 +480,56 @@ impl MediaEngine {
         dialog: DialogId,
         params: MediaSessionParams,
     ) -> Result<MediaSessionHandle> {
+        self.create_media_session_at(dialog, params, Placement::LeastLoaded)
+    }
+
+    /// Creates both legs of a gateway call on one lane (the least-loaded with two free
+    /// slots) and bridges them. Either both are created or neither.
+    pub fn create_call(
+        &self,
+        a: (DialogId, MediaSessionParams),
+        b: (DialogId, MediaSessionParams),
+    ) -> Result<(MediaSessionHandle, MediaSessionHandle)> {
+        let lane = {
+            let mut g = self.lock();
+            let inner = &mut *g;
+            for ls in inner.lanes.iter_mut() {
+                Self::collect(ls, &mut inner.events);
+            }
+            inner
+                .lanes
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.free_slots.len() >= 2 && !matches!(l.run, LaneRun::Gone))
+                .min_by_key(|(_, l)| l.live)
+                .map(|(i, _)| i)
+                .ok_or(Error::CapacityExhausted {
+                    capacity: self.config.lanes * self.config.sessions_per_lane,
+                })?
+        };
+        let ha = self.create_media_session_at(a.0, a.1, Placement::Lane(lane))?;
+        let hb = match self.create_media_session_at(b.0, b.1, Placement::Lane(lane)) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = self.destroy_media_session(ha.id);
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.bridge(ha.id, hb.id) {
+            let _ = self.destroy_media_session(ha.id);
+            let _ = self.destroy_media_session(hb.id);
+            return Err(e);
+        }
+        Ok((ha, hb))
+    }
+
+    /// Creates a session placed as `placement` says. See [`MediaEngine::create_media_session`].
+    pub fn create_media_session_at(
+        &self,
+        dialog: DialogId,
+        params: MediaSessionParams,
+        placement: Placement,
+    ) -> Result<MediaSessionHandle> {
         self.check_params(&params)?;
         let mut g = self.lock();
         if !g.running {
@@ -476,16 +542,39 @@ impl MediaEngine {
         for ls in inner.lanes.iter_mut() {
             Self::collect(ls, &mut inner.events);
         }
-        let lane = inner
-            .lanes
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| !l.free_slots.is_empty() && !matches!(l.run, LaneRun::Gone))
-            .min_by_key(|(_, l)| l.live)
-            .map(|(i, _)| i)
-            .ok_or(Error::CapacityExhausted {
-                capacity: self.config.lanes * self.config.sessions_per_lane,
-            })?;
+        let exhausted = Error::CapacityExhausted {
+            capacity: self.config.lanes * self.config.sessions_per_lane,
+        };
+        let usable = |l: &LaneState| !l.free_slots.is_empty() && !matches!(l.run, LaneRun::Gone);
+        let lane = match placement {
+            Placement::LeastLoaded => inner
+                .lanes
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| usable(l))
+                .min_by_key(|(_, l)| l.live)
+                .map(|(i, _)| i)
+                .ok_or(exhausted)?,
+            Placement::Lane(i) => {
+                let l = inner
+                    .lanes
+                    .get(i)
+                    .ok_or(Error::InvalidConfig("no such lane"))?;
+                if !usable(l) {
+                    return Err(exhausted);
+                }
+                i
+            }
+            Placement::With(other) => {
+                if !inner.sessions.contains_key(&other) {
+                    return Err(Error::UnknownSession(other));
+                }
+                if !usable(&inner.lanes[other.lane()]) {
+                    return Err(exhausted);
+                }
+                other.lane()
+            }
+        };
         let r1 = xorshift(&mut inner.rng);
         let ls = &mut inner.lanes[lane];
         if ls.outstanding >= ls.ctl.commands.buffer().capacity() {

@@ -645,9 +645,7 @@ impl EncodeStage {
             self.egress_slab.with_mut(&mut et, |e| {
                 let body = &mut e.bytes[RTP_HEADER_LEN..];
                 let n = if f.relay {
-                    let Some(dst) = body.get_mut(..f.payload_len) else {
-                        return None;
-                    };
+                    let dst = body.get_mut(..f.payload_len)?;
                     dst.copy_from_slice(&f.payload[..f.payload_len]);
                     f.payload_len
                 } else {

@@ -159,27 +159,20 @@ fn tick_loop(shared: &Shared, mut f: impl FnMut(u64, Option<(u64, u64)>)) {
 }
 
 /// Polls a downstream stage until its upstream stage is done and its input is drained.
-fn poll_loop(shared: &Shared, upstream: usize, mine: usize, mut run: impl FnMut() -> usize) {
-    let mut idle = 0u32;
-    loop {
-        if run() > 0 {
-            idle = 0;
-            continue;
-        }
-        if shared.stage_done[upstream].load(Ordering::Acquire) {
-            // Everything upstream pushed happened before `done`; drain it and leave.
-            while run() > 0 {}
-            break;
-        }
-        idle += 1;
-        if idle < 2_000 {
-            std::hint::spin_loop();
-        } else {
-            // Bounded back-off: a short timed sleep, never an unbounded block.
-            sleep_until_ns(monotonic_ns() + 50_000);
-        }
-    }
-    shared.stage_done[mine].store(true, Ordering::Release);
+fn poll_loop(shared: &Shared, upstream: usize, mine: usize, run: impl FnMut() -> usize) {
+    super::shutdown::run_until_upstream_done(
+        &shared.stage_done[upstream],
+        &shared.stage_done[mine],
+        run,
+        |empty| {
+            if empty < 2_000 {
+                std::hint::spin_loop();
+            } else {
+                // Bounded back-off: a short timed sleep, never an unbounded block.
+                sleep_until_ns(monotonic_ns() + 50_000);
+            }
+        },
+    );
 }
 
 fn spawn<T: Send + 'static>(

@@ -167,8 +167,9 @@ impl EncodePart {
     /// Returns the header fields for the next packet and advances sequence and timestamp.
     #[inline]
     pub fn next_header(&mut self, marker: bool) -> crate::rtp::RtpHeader {
+        let pending = std::mem::take(&mut self.marker_next);
         let h = crate::rtp::RtpHeader {
-            marker: marker || std::mem::take(&mut self.marker_next),
+            marker: marker || pending,
             payload_type: self.payload_type.get(),
             sequence: self.sequence,
             timestamp: self.timestamp,

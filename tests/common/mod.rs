@@ -1,0 +1,77 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use media_core::codec::audio::g711;
+use media_core::rtp::{write_header, RtpHeader};
+
+/// Builds an RTP packet into `out`.
+pub fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.resize(12 + payload.len(), 0);
+    let h = RtpHeader {
+        marker,
+        payload_type: pt,
+        sequence: seq,
+        timestamp: ts,
+        ssrc,
+    };
+    write_header(&h, out).unwrap();
+    out[12..].copy_from_slice(payload);
+}
+
+/// A deterministic test signal: a 440 Hz-ish tone plus a slow sweep, 8 kHz, `n` samples from `start`.
+pub fn signal(start: usize, n: usize) -> Vec<i16> {
+    (start..start + n)
+        .map(|i| {
+            let t = i as f64 / 8000.0;
+            let v = (2.0 * std::f64::consts::PI * 440.0 * t).sin() * 8000.0
+                + (2.0 * std::f64::consts::PI * (200.0 + (i % 8000) as f64 * 0.1) * t).sin()
+                    * 3000.0;
+            v as i16
+        })
+        .collect()
+}
+
+/// µ-law payload of frame `k` (160 samples) of [`signal`].
+pub fn ulaw_frame(k: usize) -> Vec<u8> {
+    let pcm = signal(k * 160, 160);
+    let mut out = vec![0u8; 160];
+    g711::ulaw_encode(&pcm, &mut out);
+    out
+}
+
+/// A-law payload of frame `k` of [`signal`].
+pub fn alaw_frame(k: usize) -> Vec<u8> {
+    let pcm = signal(k * 160, 160);
+    let mut out = vec![0u8; 160];
+    g711::alaw_encode(&pcm, &mut out);
+    out
+}
+
+/// A packet popped from egress, copied out.
+#[derive(Debug, Clone)]
+pub struct Out {
+    pub session: media_core::SessionId,
+    pub header: RtpHeader,
+    pub bytes: Vec<u8>,
+}
+
+impl Out {
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[12..]
+    }
+}
+
+pub fn drain(egress: &mut media_core::EgressHandle) -> Vec<Out> {
+    let mut v = Vec::new();
+    while let Some(p) = egress.pop() {
+        let mut bytes = vec![0u8; p.len()];
+        p.copy_to(&mut bytes).unwrap();
+        v.push(Out {
+            session: p.session(),
+            header: p.header(),
+            bytes,
+        });
+    }
+    v
+}

@@ -1,0 +1,711 @@
+//! End-to-end behaviour of the engine: transcoding, relay, lifecycle, bad input.
+
+#![allow(clippy::disallowed_methods)] // tests pace traffic with sleeps
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use media_core::codec::audio::g711;
+use media_core::{
+    ClockMode, CodecSpec, DialogId, EngineConfig, EngineEvent, Error, MediaEngine,
+    MediaSessionParams, PayloadType, Ptime, SessionId, Topology,
+};
+
+fn virtual_engine(sessions: usize) -> MediaEngine {
+    let e = MediaEngine::new(EngineConfig {
+        clock: ClockMode::Virtual,
+        sessions_per_lane: sessions,
+        ..Default::default()
+    })
+    .unwrap();
+    e.start().unwrap();
+    e
+}
+
+fn call(e: &MediaEngine, d: u64, a: CodecSpec, b: CodecSpec) -> (SessionId, SessionId) {
+    let (sa, sb) = e
+        .create_call(
+            (DialogId(d), MediaSessionParams::new(a, Ptime::MS_20)),
+            (DialogId(d + 1), MediaSessionParams::new(b, Ptime::MS_20)),
+        )
+        .unwrap();
+    assert_eq!(sa.lane(), sb.lane());
+    (sa.id, sb.id)
+}
+
+#[test]
+fn pcmu_in_pcma_out_is_the_g711_transcode_of_the_input() {
+    let e = virtual_engine(8);
+    let (a, b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMA);
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    let mut out = Vec::new();
+    for k in 0..50usize {
+        rtp(
+            0,
+            1000 + k as u16,
+            5000 + 160 * k as u32,
+            42,
+            k == 0,
+            &ulaw_frame(k),
+            &mut pkt,
+        );
+        ing.push(a, &pkt).unwrap();
+        e.step(2).unwrap();
+        out.extend(drain(&mut eg));
+    }
+    e.step(10).unwrap();
+    out.extend(drain(&mut eg));
+    assert_eq!(out.len(), 50, "one PCMA packet per PCMU packet");
+    for (k, p) in out.iter().enumerate() {
+        assert_eq!(p.session, b);
+        assert_eq!(p.header.payload_type, 8);
+        assert_eq!(
+            p.header.sequence,
+            out[0].header.sequence.wrapping_add(k as u16)
+        );
+        assert_eq!(
+            p.header.timestamp,
+            out[0].header.timestamp.wrapping_add(160 * k as u32)
+        );
+        assert_eq!(p.header.ssrc, out[0].header.ssrc);
+        assert_eq!(
+            p.header.marker,
+            k == 0,
+            "marker only on the first packet (k={k})"
+        );
+        let mut pcm = [0i16; 160];
+        g711::ulaw_decode(&ulaw_frame(k), &mut pcm);
+        let mut expect = [0u8; 160];
+        g711::alaw_encode(&pcm, &mut expect);
+        assert_eq!(p.payload(), &expect[..], "frame {k}");
+    }
+    let s = e.session_stats(a).unwrap();
+    assert_eq!(
+        (s.rx_packets, s.frames_decoded, s.frames_relayed),
+        (50, 50, 0)
+    );
+    assert_eq!(e.session_stats(b).unwrap().tx_packets, 50);
+}
+
+#[test]
+fn same_codec_bridge_relays_payload_bytes_unchanged() {
+    let e = virtual_engine(8);
+    let (a, b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMU);
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    let mut out = Vec::new();
+    for k in 0..20usize {
+        rtp(
+            0,
+            k as u16,
+            160 * k as u32,
+            1,
+            false,
+            &ulaw_frame(k),
+            &mut pkt,
+        );
+        ing.push(b, &pkt).unwrap();
+        e.step(2).unwrap();
+        out.extend(drain(&mut eg));
+    }
+    e.step(10).unwrap();
+    out.extend(drain(&mut eg));
+    assert_eq!(out.len(), 20);
+    for (k, p) in out.iter().enumerate() {
+        assert_eq!(p.session, a);
+        assert_eq!(p.payload(), &ulaw_frame(k)[..]);
+    }
+    let s = e.session_stats(b).unwrap();
+    assert_eq!((s.frames_relayed, s.frames_decoded), (20, 0));
+}
+
+#[test]
+fn reordered_packets_play_in_order_and_losses_leave_timestamp_gaps() {
+    let e = virtual_engine(8);
+    let (a, _b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMU);
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    // Send order: 0 2 1 3 5 4 (6 lost) 7 8 9 ...
+    let order: Vec<usize> = vec![0, 2, 1, 3, 5, 4, 7, 8, 9, 10, 11];
+    let mut out = Vec::new();
+    for &k in &order {
+        rtp(
+            0,
+            100 + k as u16,
+            160 * k as u32,
+            9,
+            false,
+            &ulaw_frame(k),
+            &mut pkt,
+        );
+        ing.push(a, &pkt).unwrap();
+        e.step(2).unwrap();
+        out.extend(drain(&mut eg));
+    }
+    e.step(20).unwrap();
+    out.extend(drain(&mut eg));
+    let frames: Vec<usize> = out
+        .iter()
+        .map(|p| {
+            (0..12)
+                .find(|&k| p.payload() == &ulaw_frame(k)[..])
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(frames, vec![0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11]);
+    let ts0 = out[0].header.timestamp;
+    for (p, k) in out.iter().zip(&frames) {
+        assert_eq!(
+            p.header.timestamp.wrapping_sub(ts0),
+            160 * *k as u32,
+            "gap kept for the lost frame"
+        );
+    }
+    let seq: Vec<u16> = out
+        .iter()
+        .map(|p| p.header.sequence.wrapping_sub(out[0].header.sequence))
+        .collect();
+    assert_eq!(
+        seq,
+        (0..11).collect::<Vec<u16>>(),
+        "our own sequence numbers stay contiguous"
+    );
+    assert!(e.session_stats(a).unwrap().frames_missing >= 1);
+}
+
+#[test]
+fn keepalive_with_empty_payload_is_counted_not_decoded() {
+    // FIELD-BUGS 23: a 12-byte keepalive updates RTP stats, never reaches the decoder.
+    let e = virtual_engine(4);
+    let (a, _b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMA);
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    rtp(0, 1, 160, 5, false, &[], &mut pkt);
+    ing.push(a, &pkt).unwrap();
+    e.step(10).unwrap();
+    let s = e.session_stats(a).unwrap();
+    assert_eq!(
+        (s.rx_packets, s.rx_empty_payloads, s.frames_decoded),
+        (1, 1, 0)
+    );
+    assert!(drain(&mut eg).is_empty());
+}
+
+#[test]
+fn payload_type_switch_without_signalling_switches_decoder_on_that_packet() {
+    // FIELD-BUGS 50: both 0 and 8 negotiated; the sender switches PT mid-stream.
+    let e = virtual_engine(4);
+    let pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20)
+        .with_rx(CodecSpec::PCMU)
+        .with_rx(CodecSpec::PCMA);
+    let a = e.create_media_session(DialogId(1), pa).unwrap().id;
+    let b = e
+        .create_media_session(
+            DialogId(2),
+            MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+        )
+        .unwrap()
+        .id;
+    e.bridge(a, b).unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    let mut out = Vec::new();
+    for k in 0..10usize {
+        let (pt, payload) = if k < 5 {
+            (0, ulaw_frame(k))
+        } else {
+            (8, alaw_frame(k))
+        };
+        rtp(
+            pt,
+            1095 + k as u16,
+            160 * k as u32,
+            3,
+            false,
+            &payload,
+            &mut pkt,
+        );
+        ing.push(a, &pkt).unwrap();
+        e.step(2).unwrap();
+        out.extend(drain(&mut eg));
+    }
+    e.step(10).unwrap();
+    out.extend(drain(&mut eg));
+    assert_eq!(
+        out.len(),
+        10,
+        "no frame lost at the switch, no buffer reset"
+    );
+    for (k, p) in out.iter().enumerate() {
+        let expect = if k < 5 {
+            ulaw_frame(k)
+        } else {
+            let mut pcm = [0i16; 160];
+            g711::alaw_decode(&alaw_frame(k), &mut pcm);
+            let mut u = vec![0u8; 160];
+            g711::ulaw_encode(&pcm, &mut u);
+            u
+        };
+        assert_eq!(p.payload(), &expect[..], "frame {k}");
+    }
+    let s = e.session_stats(a).unwrap();
+    assert_eq!(
+        (s.frames_relayed, s.frames_decoded, s.rx_resyncs),
+        (5, 5, 0)
+    );
+}
+
+#[test]
+fn echo_session_returns_its_own_audio() {
+    let e = virtual_engine(4);
+    let a = e
+        .create_media_session(
+            DialogId(1),
+            MediaSessionParams::new(CodecSpec::PCMA, Ptime::MS_20),
+        )
+        .unwrap()
+        .id;
+    e.bridge(a, a).unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    for k in 0..5usize {
+        rtp(
+            8,
+            k as u16,
+            160 * k as u32,
+            3,
+            false,
+            &alaw_frame(k),
+            &mut pkt,
+        );
+        ing.push(a, &pkt).unwrap();
+        e.step(2).unwrap();
+    }
+    e.step(10).unwrap();
+    let out = drain(&mut eg);
+    assert_eq!(out.len(), 5);
+    assert!(out.iter().all(|p| p.session == a));
+}
+
+#[test]
+fn bad_input_is_counted_or_refused_and_never_disturbs_another_session() {
+    let e = MediaEngine::new(EngineConfig {
+        clock: ClockMode::Virtual,
+        sessions_per_lane: 4,
+        packet_slots_per_lane: Some(64),
+        max_payload_bytes: 320,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        e.create_media_session(
+            DialogId(9),
+            MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20)
+        ),
+        Err(Error::EngineNotRunning)
+    );
+    e.start().unwrap();
+    assert_eq!(e.start(), Err(Error::EngineAlreadyRunning));
+    let (good_a, good_b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMA);
+    let (bad_a, _bad_b) = call(&e, 3, CodecSpec::PCMU, CodecSpec::PCMU);
+    // Capacity: 4 slots, all used.
+    assert!(matches!(
+        e.create_media_session(
+            DialogId(5),
+            MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20)
+        ),
+        Err(Error::CapacityExhausted { capacity: 4 })
+    ));
+    assert_eq!(
+        e.create_media_session(
+            DialogId(1),
+            MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20)
+        ),
+        Err(Error::DuplicateDialog(DialogId(1)))
+    );
+    // 60 ms PCMU = 480 bytes > max_payload_bytes 320: refused up front.
+    assert!(matches!(
+        e.update_media_session(
+            good_a,
+            MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_60)
+        ),
+        Err(Error::PayloadTooLarge {
+            limit: 320,
+            actual: 480
+        })
+    ));
+    let ghost = SessionId::from_parts(0, 3, 999);
+    assert_eq!(
+        e.destroy_media_session(ghost),
+        Err(Error::UnknownSession(ghost))
+    );
+    assert!(e.session_stats(ghost).is_err());
+
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    assert!(e.take_rtp_handles(0).is_none(), "handles are taken once");
+    let mut pkt = Vec::new();
+    let mut good_out = Vec::new();
+    let mut k_good = 0usize;
+    let feed_good = |ing: &mut media_core::IngressHandle, k: usize, pkt: &mut Vec<u8>| {
+        rtp(0, k as u16, 160 * k as u32, 77, false, &ulaw_frame(k), pkt);
+        ing.push(good_a, pkt).unwrap();
+    };
+    let mut step = |e: &MediaEngine,
+                    ing: &mut media_core::IngressHandle,
+                    pkt: &mut Vec<u8>,
+                    out: &mut Vec<Out>,
+                    eg: &mut media_core::EgressHandle| {
+        feed_good(ing, k_good, pkt);
+        k_good += 1;
+        e.step(2).unwrap();
+        out.extend(drain(eg).into_iter().filter(|p| p.session == good_b));
+    };
+    step(&e, &mut ing, &mut pkt, &mut good_out, &mut eg);
+
+    // Malformed RTP: version 1, truncated header, evil padding.
+    ing.push(bad_a, &[0x40; 20]).unwrap();
+    ing.push(bad_a, &[0x80, 0, 0]).unwrap();
+    let mut evil = vec![0xA0u8, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0xFF];
+    ing.push(bad_a, &evil).unwrap();
+    step(&e, &mut ing, &mut pkt, &mut good_out, &mut eg);
+    assert_eq!(e.lane_stats(0).unwrap().malformed, 3);
+
+    // Oversized packet: typed error, counted.
+    let big = vec![0x80u8; 2000];
+    assert!(matches!(
+        ing.push(bad_a, &big),
+        Err(Error::PayloadTooLarge { .. })
+    ));
+    assert_eq!(e.lane_stats(0).unwrap().ingress_too_large, 1);
+
+    // Unknown session ids (stale generation, other lane, slot out of range).
+    rtp(0, 1, 1, 1, false, &[0xFF; 160], &mut pkt);
+    for id in [
+        SessionId::from_parts(0, good_a.slot(), good_a.generation() + 1),
+        SessionId::from_parts(3, 0, 1),
+        SessionId::from_parts(0, 4000, 1),
+    ] {
+        ing.push(id, &pkt).unwrap();
+    }
+    // Unsupported payload type on a live session.
+    rtp(18, 1, 1, 1, false, &[0x55; 20], &mut pkt);
+    ing.push(bad_a, &pkt).unwrap();
+    step(&e, &mut ing, &mut pkt, &mut good_out, &mut eg);
+    assert_eq!(e.lane_stats(0).unwrap().unknown_session, 3);
+    assert_eq!(e.session_stats(bad_a).unwrap().rx_unsupported_pt, 1);
+
+    // Absurd sequence and timestamp jumps and garbage payload bytes on the bad session.
+    for (i, seq) in [5u16, 40000, 7, 65535, 12345].into_iter().enumerate() {
+        let garbage: Vec<u8> = (0..160).map(|j| (j * 37 + i * 11) as u8).collect();
+        rtp(
+            0,
+            seq,
+            (i as u32).wrapping_mul(0x9E37_79B9),
+            1,
+            false,
+            &garbage,
+            &mut pkt,
+        );
+        ing.push(bad_a, &pkt).unwrap();
+        step(&e, &mut ing, &mut pkt, &mut good_out, &mut eg);
+    }
+    assert!(e.session_stats(bad_a).unwrap().rx_resyncs >= 3);
+
+    // A full ingress ring: push without stepping until refused.
+    rtp(0, 1, 1, 1, false, &[0xFF; 160], &mut pkt);
+    let mut refused = 0;
+    for _ in 0..100 {
+        if let Err(err) = ing.push(bad_a, &pkt) {
+            assert_eq!(err, Error::RingFull { ring: "ingress" });
+            refused += 1;
+        }
+    }
+    assert!(refused > 0);
+    assert_eq!(e.lane_stats(0).unwrap().ingress_full, refused);
+    // The lane drains the flood at its next tick; the transport's pushes succeed again.
+    e.step(2).unwrap();
+    assert!(ing.free_slots() > 0);
+
+    for _ in 0..20 {
+        step(&e, &mut ing, &mut pkt, &mut good_out, &mut eg);
+    }
+    // The good session lost nothing, in order, exact transcode of its input.
+    let n = good_out.len();
+    assert!(n >= 20, "good session kept flowing ({n} packets)");
+    for (k, p) in good_out.iter().enumerate() {
+        let mut pcm = [0i16; 160];
+        g711::ulaw_decode(&ulaw_frame(k), &mut pcm);
+        let mut a = [0u8; 160];
+        g711::alaw_encode(&pcm, &mut a);
+        assert_eq!(p.payload(), &a[..], "good frame {k}");
+    }
+    let gs = e.session_stats(good_a).unwrap();
+    assert_eq!(
+        (
+            gs.rx_late,
+            gs.rx_duplicates,
+            gs.rx_resyncs,
+            gs.rx_unsupported_pt
+        ),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(gs.frames_missing, 0);
+    evil.clear();
+}
+
+#[test]
+fn a_thousand_create_destroy_cycles_return_every_slot() {
+    let e = MediaEngine::new(EngineConfig {
+        clock: ClockMode::Virtual,
+        sessions_per_lane: 8,
+        lanes: 2,
+        command_capacity: 64,
+        ..Default::default()
+    })
+    .unwrap();
+    e.start().unwrap();
+    let mut handles: Vec<_> = (0..2).map(|l| e.take_rtp_handles(l).unwrap()).collect();
+    let packet_slots: Vec<usize> = handles.iter().map(|(i, _)| i.free_slots()).collect();
+    let egress_cap: Vec<usize> = handles.iter().map(|(_, o)| o.capacity()).collect();
+    let mut pkt = Vec::new();
+    for cycle in 0..1000u64 {
+        let (a, b) = call(
+            &e,
+            cycle * 2,
+            CodecSpec::PCMU,
+            if cycle % 2 == 0 {
+                CodecSpec::PCMA
+            } else {
+                CodecSpec::PCMU
+            },
+        );
+        for k in 0..(cycle % 5) as usize {
+            rtp(
+                0,
+                k as u16,
+                160 * k as u32,
+                1,
+                false,
+                &ulaw_frame(k),
+                &mut pkt,
+            );
+            handles[a.lane()].0.push(a, &pkt).unwrap();
+        }
+        e.step(1 + cycle % 4).unwrap();
+        for (_, eg) in handles.iter_mut() {
+            drain(eg);
+        }
+        e.destroy_media_session(a).unwrap();
+        e.destroy_media_session(b).unwrap();
+        if cycle % 97 == 0 {
+            e.flush(Duration::from_secs(1)).unwrap();
+        }
+    }
+    e.flush(Duration::from_secs(1)).unwrap();
+    for (_, eg) in handles.iter_mut() {
+        drain(eg);
+    }
+    assert_eq!(e.session_count(), 0);
+    assert_eq!(e.free_session_slots(), 16, "every session slot back");
+    for (l, (ing, eg)) in handles.iter().enumerate() {
+        assert_eq!(
+            ing.free_slots(),
+            packet_slots[l],
+            "packet slots back on lane {l}"
+        );
+        assert_eq!(
+            eg.free_slots(),
+            egress_cap[l],
+            "egress slots back on lane {l}"
+        );
+        let st = e.lane_stats(l).unwrap();
+        assert_eq!(
+            st.frame_slots_free as usize,
+            4 * media_core::runtime::lane::FUSED_CHUNK,
+            "frame slots back"
+        );
+        assert_eq!(st.internal_ring_full, 0);
+    }
+    let started = e
+        .events()
+        .filter(|ev| matches!(ev, EngineEvent::SessionStarted(_)))
+        .count();
+    assert!(started > 0);
+}
+
+fn realtime(topology: Topology) -> MediaEngine {
+    MediaEngine::new(EngineConfig {
+        topology,
+        sessions_per_lane: 64,
+        lanes: 2,
+        raise_priority: false,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn traffic_while_churning(topology: Topology) {
+    let e = realtime(topology);
+    e.start().unwrap();
+    let (mut ing0, mut eg0) = e.take_rtp_handles(0).unwrap();
+    let (mut ing1, mut eg1) = e.take_rtp_handles(1).unwrap();
+    let mut calls: Vec<(SessionId, SessionId)> = (0..8)
+        .map(|i| call(&e, 100 + 2 * i, CodecSpec::PCMU, CodecSpec::PCMA))
+        .collect();
+    let mut pkt = Vec::new();
+    let mut received = 0usize;
+    let mut dialog = 1000;
+    for k in 0..60usize {
+        for &(a, _) in &calls {
+            rtp(
+                0,
+                k as u16,
+                160 * k as u32,
+                a.slot(),
+                false,
+                &ulaw_frame(k),
+                &mut pkt,
+            );
+            let ing = if a.lane() == 0 { &mut ing0 } else { &mut ing1 };
+            ing.push(a, &pkt).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        received += drain(&mut eg0).len() + drain(&mut eg1).len();
+        // Churn while traffic flows: destroy one call, create another, update a third.
+        if k % 10 == 5 {
+            let (a, b) = calls.remove(0);
+            e.destroy_media_session(a).unwrap();
+            e.destroy_media_session(b).unwrap();
+            calls.push(call(&e, dialog, CodecSpec::PCMU, CodecSpec::PCMU));
+            dialog += 2;
+            let (_, b) = calls[0];
+            e.update_media_session(b, MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20))
+                .unwrap();
+        }
+    }
+    e.flush(Duration::from_secs(2)).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    received += drain(&mut eg0).len() + drain(&mut eg1).len();
+    // 8 calls × 60 frames sent; churned calls lose at most their prebuffered frames.
+    assert!(received >= 8 * 60 * 8 / 10, "received {received}");
+    for l in 0..2 {
+        let st = e.lane_stats(l).unwrap();
+        assert!(st.ticks > 50, "lane {l} ticked");
+        assert_eq!(st.internal_ring_full, 0);
+        assert_eq!(
+            st.unknown_session, 0,
+            "no packet of a live session was refused"
+        );
+    }
+    e.stop().unwrap();
+}
+
+#[test]
+fn sessions_are_created_updated_and_destroyed_while_traffic_flows_fused() {
+    traffic_while_churning(Topology::Fused);
+}
+
+#[test]
+fn sessions_are_created_updated_and_destroyed_while_traffic_flows_split() {
+    traffic_while_churning(Topology::Split);
+}
+
+#[test]
+fn engine_starts_and_stops_twenty_times_keeping_its_sessions() {
+    for topology in [Topology::Fused, Topology::Split] {
+        let e = realtime(topology);
+        let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+        e.start().unwrap();
+        let (a, b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMA);
+        e.stop().unwrap();
+        let mut pkt = Vec::new();
+        let mut seq = 0u16;
+        for round in 0..20 {
+            e.start().unwrap();
+            for _ in 0..3 {
+                rtp(
+                    0,
+                    seq,
+                    160 * u32::from(seq),
+                    5,
+                    false,
+                    &ulaw_frame(seq as usize),
+                    &mut pkt,
+                );
+                ing.push(a, &pkt).unwrap();
+                seq += 1;
+            }
+            std::thread::sleep(Duration::from_millis(15));
+            e.stop().unwrap();
+            assert!(!e.is_running(), "round {round}");
+        }
+        assert_eq!(e.stop(), Err(Error::EngineNotRunning));
+        assert_eq!(e.session_count(), 2);
+        assert!(e.session_stats(a).unwrap().rx_packets > 0);
+        drain(&mut eg);
+        let _ = b;
+    }
+}
+
+#[test]
+fn capabilities_list_g711_and_every_ptime() {
+    let e = virtual_engine(4);
+    let caps = e.get_media_capabilities();
+    assert_eq!(caps.max_sessions, 4);
+    assert!(caps
+        .codecs
+        .iter()
+        .any(|c| c.encoding_name == "PCMU" && c.static_payload_type == Some(PayloadType::PCMU)));
+    assert!(e
+        .get_supported_codecs()
+        .iter()
+        .any(|c| c.encoding_name == "PCMA"));
+    assert_eq!(caps.ptimes.len(), 5);
+}
+
+#[test]
+fn bridging_refuses_mismatched_sessions() {
+    let e = MediaEngine::new(EngineConfig {
+        clock: ClockMode::Virtual,
+        lanes: 2,
+        sessions_per_lane: 4,
+        ..Default::default()
+    })
+    .unwrap();
+    e.start().unwrap();
+    let a = e
+        .create_media_session(
+            DialogId(1),
+            MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+        )
+        .unwrap();
+    let b = e
+        .create_media_session(
+            DialogId(2),
+            MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+        )
+        .unwrap();
+    assert_ne!(
+        a.lane(),
+        b.lane(),
+        "least-loaded placement spreads sessions"
+    );
+    assert!(matches!(
+        e.bridge(a.id, b.id),
+        Err(Error::BridgeMismatch { .. })
+    ));
+    let c = e
+        .create_media_session(
+            DialogId(3),
+            MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_30),
+        )
+        .unwrap();
+    assert_eq!(c.lane(), a.lane());
+    assert!(matches!(
+        e.bridge(a.id, c.id),
+        Err(Error::BridgeMismatch { .. })
+    ));
+}

@@ -1,0 +1,280 @@
+//! Non-negotiable 1: after warm-up, lane threads never allocate or free.
+//!
+//! A counting global allocator counts allocations and frees made on threads marked as
+//! lane threads (via the engine's thread-start hook, or around `step` for the virtual
+//! clock). Many sessions run through every codec and DSP path — PCMU↔PCMA transcoding,
+//! same-codec relay, the gain DSP path — with reordered, lost, duplicated, malformed and
+//! unknown-session packets, while the control plane creates, updates and destroys
+//! sessions. Every new hot-path feature extends this test.
+
+#![allow(clippy::disallowed_methods)] // tests pace traffic with sleeps
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+use media_core::processing::audio::DspConfig;
+use media_core::runtime::thread::LaneThread;
+use media_core::{
+    ClockMode, CodecSpec, DialogId, EgressHandle, EngineConfig, IngressHandle, MediaEngine,
+    MediaSessionParams, Ptime, SessionId, Topology,
+};
+
+struct Counting;
+
+thread_local! {
+    static ON_LANE: Cell<bool> = const { Cell::new(false) };
+}
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static FREES: AtomicU64 = AtomicU64::new(0);
+
+fn on_lane() -> bool {
+    ON_LANE.try_with(|c| c.get()).unwrap_or(false)
+}
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if on_lane() {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        if on_lane() {
+            FREES.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        if on_lane() {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+            FREES.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn mark_lane_thread(_: LaneThread) {
+    ON_LANE.with(|c| c.set(true));
+}
+
+fn counts() -> (u64, u64) {
+    (
+        ALLOCS.load(Ordering::Relaxed),
+        FREES.load(Ordering::Relaxed),
+    )
+}
+
+/// Creates `calls` bridged calls cycling through every path; returns (a, b) ids.
+fn make_calls(e: &MediaEngine, calls: usize, dialog0: u64) -> Vec<(SessionId, SessionId)> {
+    (0..calls)
+        .map(|i| {
+            let d = dialog0 + 2 * i as u64;
+            let (pa, pb) = match i % 4 {
+                // Transcode PCMU -> PCMA and back.
+                0 => (CodecSpec::PCMU, CodecSpec::PCMA),
+                // Same codec: payload relay.
+                1 => (CodecSpec::PCMU, CodecSpec::PCMU),
+                2 => (CodecSpec::PCMA, CodecSpec::PCMA),
+                // PCMA <-> PCMU with the DSP gain path (no relay).
+                _ => (CodecSpec::PCMA, CodecSpec::PCMU),
+            };
+            let mut a = MediaSessionParams::new(pa, Ptime::MS_20);
+            if i % 4 == 3 {
+                a.dsp = DspConfig { rx_gain_db: -6.0 };
+            }
+            let b = MediaSessionParams::new(pb, Ptime::MS_20)
+                .with_rx(pb)
+                .with_rx(CodecSpec::PCMU)
+                .with_rx(CodecSpec::PCMA);
+            let (ha, hb) = e
+                .create_call((DialogId(d), a), (DialogId(d + 1), b))
+                .unwrap();
+            (ha.id, hb.id)
+        })
+        .collect()
+}
+
+/// One 20 ms round of traffic: every leg of every call sends frame `k`, with reordering
+/// (pairs swapped every 7th frame), loss (every 13th), duplicates (every 17th), a
+/// malformed packet and an unknown-session packet per round.
+fn traffic_round(
+    calls: &[(SessionId, SessionId)],
+    k: usize,
+    handles: &mut [(IngressHandle, EgressHandle)],
+    pkt: &mut Vec<u8>,
+    held: &mut Vec<(SessionId, Vec<u8>)>,
+) {
+    for &(a, b) in calls {
+        for (leg, s) in [(0u32, a), (1, b)] {
+            let frame = if s.slot() % 2 == 0 {
+                ulaw_frame(k % 50)
+            } else {
+                alaw_frame(k % 50)
+            };
+            let pt = if s.slot() % 2 == 0 { 0 } else { 8 };
+            let _ = leg;
+            rtp(
+                pt,
+                k as u16,
+                (160 * k) as u32,
+                s.slot() + 1000,
+                false,
+                &frame,
+                pkt,
+            );
+            if k % 13 == 0 {
+                continue;
+            }
+            let ing = &mut handles[s.lane()].0;
+            if k % 7 == 0 {
+                held.push((s, pkt.clone()));
+                continue;
+            }
+            let _ = ing.push(s, pkt);
+            if k % 17 == 0 {
+                let _ = ing.push(s, pkt);
+            }
+        }
+    }
+    for (s, p) in held.drain(..) {
+        let _ = handles[s.lane()].0.push(s, &p);
+    }
+    for (ing, _) in handles.iter_mut() {
+        let _ = ing.push(SessionId::from_parts(0, 9999, 1), pkt);
+        let _ = ing.push(calls[0].0, &[0x80, 1, 2]);
+    }
+}
+
+fn drain_all(handles: &mut [(IngressHandle, EgressHandle)]) -> usize {
+    let mut n = 0;
+    for (_, eg) in handles.iter_mut() {
+        while let Some(p) = eg.pop() {
+            n += p.len().min(1);
+        }
+    }
+    n
+}
+
+#[test]
+fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
+    for topology in [Topology::Fused, Topology::Split] {
+        let e = MediaEngine::new(EngineConfig {
+            clock: ClockMode::Virtual,
+            topology,
+            lanes: 2,
+            sessions_per_lane: 96,
+            ..Default::default()
+        })
+        .unwrap();
+        e.start().unwrap();
+        let mut handles: Vec<_> = (0..2).map(|l| e.take_rtp_handles(l).unwrap()).collect();
+        let mut calls = make_calls(&e, 80, 0); // 160 sessions
+        let mut pkt = Vec::with_capacity(2048);
+        let mut held = Vec::with_capacity(1024);
+        let mut sent = 0;
+        let mut measured = (0, 0);
+        let mut dialog = 10_000;
+        for k in 0..600usize {
+            traffic_round(&calls, k, &mut handles, &mut pkt, &mut held);
+            if k == 100 {
+                measured = counts();
+            }
+            // Control-plane churn during the measured window (allocates on this thread,
+            // outside the marked region).
+            if k > 100 && k % 50 == 0 {
+                let (a, b) = calls.remove(0);
+                e.destroy_media_session(a).unwrap();
+                e.destroy_media_session(b).unwrap();
+                calls.extend(make_calls(&e, 1, dialog));
+                dialog += 2;
+                let (_, b) = calls[3];
+                e.update_media_session(b, MediaSessionParams::new(CodecSpec::PCMA, Ptime::MS_20))
+                    .unwrap();
+            }
+            ON_LANE.with(|c| c.set(true));
+            e.step(2).unwrap();
+            ON_LANE.with(|c| c.set(false));
+            sent += drain_all(&mut handles);
+        }
+        let after = counts();
+        assert!(
+            sent > 60_000,
+            "{topology:?}: traffic flowed ({sent} packets)"
+        );
+        assert_eq!(
+            (after.0 - measured.0, after.1 - measured.1),
+            (0, 0),
+            "{topology:?}: allocations/frees on the lane path during 1000 steady-state ticks"
+        );
+        let st = e.lane_stats(0).unwrap();
+        assert!(st.malformed > 0 && st.unknown_session > 0);
+    }
+}
+
+#[test]
+fn realtime_lane_threads_do_not_allocate_in_steady_state() {
+    for topology in [Topology::Fused, Topology::Split] {
+        let e = MediaEngine::new(EngineConfig {
+            topology,
+            lanes: 2,
+            sessions_per_lane: 80,
+            raise_priority: false,
+            on_thread_start: Some(mark_lane_thread),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut handles: Vec<_> = (0..2).map(|l| e.take_rtp_handles(l).unwrap()).collect();
+        e.start().unwrap();
+        let mut calls = make_calls(&e, 60, 0); // 120 sessions
+        let mut pkt = Vec::with_capacity(2048);
+        let mut held = Vec::with_capacity(1024);
+        let mut sent = 0;
+        let mut dialog = 10_000;
+        // Warm-up: 0.4 s.
+        for k in 0..20usize {
+            traffic_round(&calls, k, &mut handles, &mut pkt, &mut held);
+            std::thread::sleep(Duration::from_millis(20));
+            drain_all(&mut handles);
+        }
+        let before = counts();
+        let ticks0 = e.lane_stats(0).unwrap().ticks;
+        for k in 20..170usize {
+            traffic_round(&calls, k, &mut handles, &mut pkt, &mut held);
+            if k % 30 == 0 {
+                let (a, b) = calls.remove(0);
+                e.destroy_media_session(a).unwrap();
+                e.destroy_media_session(b).unwrap();
+                calls.extend(make_calls(&e, 1, dialog));
+                dialog += 2;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            sent += drain_all(&mut handles);
+        }
+        e.flush(Duration::from_secs(2)).unwrap();
+        let after = counts();
+        let ticks = e.lane_stats(0).unwrap().ticks - ticks0;
+        e.stop().unwrap();
+        assert!(ticks >= 250, "{topology:?}: lane ticked ({ticks})");
+        assert!(
+            sent > 10_000,
+            "{topology:?}: traffic flowed ({sent} packets)"
+        );
+        assert_eq!(
+            (after.0 - before.0, after.1 - before.1),
+            (0, 0),
+            "{topology:?}: allocations/frees on lane threads in steady state"
+        );
+    }
+}

@@ -24,5 +24,8 @@ fn gen1_snapshot_vs_begin2() {
         }
         w.join().unwrap();
     });
-    eprintln!("iterations {}", N.load(std::sync::atomic::Ordering::Relaxed));
+    eprintln!(
+        "iterations {}",
+        N.load(std::sync::atomic::Ordering::Relaxed)
+    );
 }

@@ -409,14 +409,7 @@ impl MediaEngine {
 
     /// Frees what a lane retired, returns slots of destroyed sessions and gathers events.
     fn collect(ls: &mut LaneState, events: &mut VecDeque<EngineEvent>) {
-        while let Ok(b) = ls.ctl.retire.pop() {
-            ls.outstanding -= 1;
-            ls.retired_seq = ls.retired_seq.max(b.seq);
-            if b.op == Op::Destroy {
-                ls.free_slots.push(b.id.slot);
-            }
-            drop(b);
-        }
+        Self::collect_retired(ls);
         for ring in ls.ctl.events.iter_mut() {
             while let Ok(e) = ring.pop() {
                 if events.len() >= 65_536 {
@@ -427,8 +420,32 @@ impl MediaEngine {
         }
     }
 
+    /// True if `need` more commands fit. A lane that is not running on threads (virtual
+    /// clock, or stopped) applies its queued commands here to make room.
+    fn has_room(ls: &mut LaneState, need: usize) -> bool {
+        let cap = ls.ctl.commands.buffer().capacity();
+        if ls.outstanding + need > cap {
+            if let LaneRun::Idle(lane) = &mut ls.run {
+                lane.drain();
+                Self::collect_retired(ls);
+            }
+        }
+        ls.outstanding + need <= cap
+    }
+
+    fn collect_retired(ls: &mut LaneState) {
+        while let Ok(b) = ls.ctl.retire.pop() {
+            ls.outstanding -= 1;
+            ls.retired_seq = ls.retired_seq.max(b.seq);
+            if b.op == Op::Destroy {
+                ls.free_slots.push(b.id.slot);
+            }
+            drop(b);
+        }
+    }
+
     fn send(ls: &mut LaneState, bundle: Box<Bundle>) -> Result<()> {
-        if ls.outstanding >= ls.ctl.commands.buffer().capacity() {
+        if !Self::has_room(ls, 1) {
             return Err(Error::RingFull { ring: "commands" });
         }
         match ls.ctl.commands.push(bundle) {
@@ -577,7 +594,7 @@ impl MediaEngine {
         };
         let r1 = xorshift(&mut inner.rng);
         let ls = &mut inner.lanes[lane];
-        if ls.outstanding >= ls.ctl.commands.buffer().capacity() {
+        if !Self::has_room(ls, 1) {
             return Err(Error::RingFull { ring: "commands" });
         }
         // Invariant: the filter above chose a lane with a free slot.
@@ -707,8 +724,8 @@ impl MediaEngine {
                 reason: "different sample rates (resampling not supported yet)",
             });
         }
-        let ls = &inner.lanes[a.lane()];
-        if ls.outstanding + 4 > ls.ctl.commands.buffer().capacity() {
+        let ls = &mut inner.lanes[a.lane()];
+        if !Self::has_room(ls, 4) {
             return Err(Error::RingFull { ring: "commands" });
         }
         for s in [a, b] {
@@ -757,8 +774,8 @@ impl MediaEngine {
         let inner = &mut *g;
         let rec = inner.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
         let peer = rec.peer.filter(|p| *p != id);
-        let ls = &inner.lanes[id.lane()];
-        if ls.outstanding + 2 > ls.ctl.commands.buffer().capacity() {
+        let ls = &mut inner.lanes[id.lane()];
+        if !Self::has_room(ls, 2) {
             return Err(Error::RingFull { ring: "commands" });
         }
         if let Some(p) = peer {

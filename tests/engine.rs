@@ -1,6 +1,5 @@
 //! End-to-end behaviour of the engine: transcoding, relay, lifecycle, bad input.
 
-#![allow(clippy::disallowed_methods)] // tests pace traffic with sleeps
 
 mod common;
 

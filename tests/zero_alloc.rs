@@ -7,7 +7,6 @@
 //! unknown-session packets, while the control plane creates, updates and destroys
 //! sessions. Every new hot-path feature extends this test.
 
-#![allow(clippy::disallowed_methods)] // tests pace traffic with sleeps
 
 mod common;
 

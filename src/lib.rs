@@ -69,3 +69,8 @@ pub use integration::{EgressHandle, IngressHandle, OutboundPacket};
 pub use runtime::{ClockMode, Topology};
 pub use session::MediaSessionParams;
 pub use types::{DialogId, LaneId, PayloadType, Ptime, SampleRate, SessionId};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

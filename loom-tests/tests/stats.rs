@@ -2,30 +2,26 @@
 use loom::thread;
 use media_core::runtime::stats::SessionCell;
 use media_core::runtime::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 #[test]
 fn gen1_snapshot_vs_begin2() {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static N: AtomicUsize = AtomicUsize::new(0);
     loom::model(|| {
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        N.fetch_add(1, Relaxed);
         let cell = Arc::new(SessionCell::default());
         cell.begin_generation(1);
+        cell.counters.rx_packets.add(100);
         let w = {
             let cell = cell.clone();
             thread::spawn(move || {
-                cell.counters.rx_packets.add(100);
                 cell.begin_generation(2);
-                cell.counters.tx_packets.add(1);
             })
         };
         if let Some(s) = cell.snapshot(1) {
-            assert!(s.rx_packets == 0 || s.rx_packets == 100, "{s:?}");
-            assert_eq!(s.tx_packets, 0, "{s:?}");
+            assert!(s.rx_packets == 100, "{s:?}");
         }
         w.join().unwrap();
     });
-    eprintln!(
-        "iterations {}",
-        N.load(std::sync::atomic::Ordering::Relaxed)
-    );
+    eprintln!("iterations {}", N.load(Relaxed));
 }

@@ -1,6 +1,5 @@
 //! End-to-end behaviour of the engine: transcoding, relay, lifecycle, bad input.
 
-
 mod common;
 
 use std::time::Duration;

@@ -1,14 +1,21 @@
-//! G.711 bit-exactness against an independent implementation.
+//! G.711 bit-exactness against two independent implementations.
 //!
-//! The reference tables in `tests/data/g711/` were produced by
-//! `scripts/gen_g711_reference.py` with CPython 3.11's `audioop` module (C code
-//! derived from Sun Microsystems' `g711.c`; no code shared with media-core).
-//! See `tests/data/g711/README.txt`.
+//! 1. `tests/data/g711/{ulaw,alaw}_{encode,decode}.bin`: produced by
+//!    `scripts/gen_g711_reference.py` with CPython 3.11's `audioop` module (C
+//!    code derived from Sun Microsystems' `g711.c`).
+//! 2. `tests/data/g711/spandsp_*.bin`: produced by `scripts/gen_g711_spandsp.sh`
+//!    with spandsp 0.0.6 (Debian `libspandsp-dev`; Steve Underwood's
+//!    `linear_to_ulaw`, `linear_to_alaw`, `ulaw_to_linear`, `alaw_to_linear`).
+//!
+//! Neither shares code with media-core. See `tests/data/g711/README.txt`.
 //!
 //! Result: A-law encode (65,536 inputs), µ-law and A-law decode (256 codes each)
-//! and µ-law encode of every non-negative input agree bit for bit. µ-law encode
-//! of negative inputs disagrees on exactly 508 inputs, on purpose; see
-//! [`ulaw_negative_inputs_follow_g191_not_sun`] for why media-core is right.
+//! and µ-law encode of every non-negative input agree bit for bit with both.
+//! µ-law encode of negative inputs is where the three differ, because G.711
+//! does not say how a two's-complement word maps to its sign-magnitude scale:
+//! media-core follows ITU-T G.191 (one's complement), `audioop` differs on 508
+//! negative inputs ([`ulaw_negative_inputs_follow_g191_not_sun`]) and spandsp
+//! on 127 of those 508 ([`ulaw_encode_matches_spandsp_except_at_negative_decision_values`]).
 
 use media_core::codec::audio::g711::{
     alaw_decode, alaw_decode_sample, alaw_encode, alaw_encode_sample, ulaw_decode,
@@ -23,6 +30,15 @@ static ALAW_ENCODE_REF: &[u8; 65536] = include_bytes!("data/g711/alaw_encode.bin
 static ULAW_DECODE_REF: &[u8; 512] = include_bytes!("data/g711/ulaw_decode.bin");
 /// `audioop.alaw2lin` of codes 0..=255, s16le.
 static ALAW_DECODE_REF: &[u8; 512] = include_bytes!("data/g711/alaw_decode.bin");
+
+/// spandsp `linear_to_ulaw` of every s16 from -32768 to 32767, in order.
+static SPANDSP_ULAW_ENCODE: &[u8; 65536] = include_bytes!("data/g711/spandsp_ulaw_encode.bin");
+/// spandsp `linear_to_alaw` of every s16 from -32768 to 32767, in order.
+static SPANDSP_ALAW_ENCODE: &[u8; 65536] = include_bytes!("data/g711/spandsp_alaw_encode.bin");
+/// spandsp `ulaw_to_linear` of codes 0..=255, s16le.
+static SPANDSP_ULAW_DECODE: &[u8; 512] = include_bytes!("data/g711/spandsp_ulaw_decode.bin");
+/// spandsp `alaw_to_linear` of codes 0..=255, s16le.
+static SPANDSP_ALAW_DECODE: &[u8; 512] = include_bytes!("data/g711/spandsp_alaw_decode.bin");
 
 /// Every i16 in the order the encode tables use.
 fn all_inputs() -> Vec<i16> {
@@ -234,4 +250,181 @@ fn hand_checked_values_agree_with_the_reference() {
         assert_eq!(alaw_decode_sample(code), x, "A-law {code:#04x}");
         assert_eq!(alaw[usize::from(code)], x, "reference A-law {code:#04x}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// spandsp
+// ---------------------------------------------------------------------------
+
+/// The 127 interior µ-law decision values of G.711 Table 2, as 14-bit
+/// magnitudes: segment `s` (1..=8) has step `2^s` and ends at `2^(s+5) - 33`,
+/// so its decision values are `2^(s+4) - 33 + j * 2^s` for `j` in 1..=16
+/// (1, 3, .., 31, 35, .., 95, 103, .., 8159). The last, 8159, is the overload
+/// point, not a boundary between two codes, so it is left out.
+fn ulaw_decision_values() -> Vec<i32> {
+    let mut values = Vec::new();
+    for s in 1..=8 {
+        for j in 1..=16 {
+            values.push((1 << (s + 4)) - 33 + j * (1 << s));
+        }
+    }
+    assert_eq!(values.pop(), Some(8159));
+    values
+}
+
+#[test]
+fn alaw_encode_matches_spandsp_for_every_input() {
+    let pcm = all_inputs();
+    let mut frame = vec![0u8; pcm.len()];
+    assert_eq!(alaw_encode(&pcm, &mut frame), 65536);
+    for (&x, &code) in pcm.iter().zip(&frame) {
+        let expected = encode_ref(SPANDSP_ALAW_ENCODE, x);
+        assert_eq!(code, expected, "frame encode, x = {x}");
+        assert_eq!(alaw_encode_sample(x), expected, "sample encode, x = {x}");
+    }
+}
+
+#[test]
+fn ulaw_decode_matches_spandsp_for_every_code() {
+    let expected = decode_ref(SPANDSP_ULAW_DECODE);
+    let codes: Vec<u8> = (0..=255).collect();
+    let mut frame = [0i16; 256];
+    assert_eq!(ulaw_decode(&codes, &mut frame), 256);
+    for c in 0..=255u8 {
+        let i = usize::from(c);
+        assert_eq!(frame[i], expected[i], "frame decode, code {c:#04x}");
+        assert_eq!(
+            ulaw_decode_sample(c),
+            expected[i],
+            "sample decode, code {c:#04x}"
+        );
+    }
+}
+
+#[test]
+fn alaw_decode_matches_spandsp_for_every_code() {
+    let expected = decode_ref(SPANDSP_ALAW_DECODE);
+    let codes: Vec<u8> = (0..=255).collect();
+    let mut frame = [0i16; 256];
+    assert_eq!(alaw_decode(&codes, &mut frame), 256);
+    for c in 0..=255u8 {
+        let i = usize::from(c);
+        assert_eq!(frame[i], expected[i], "frame decode, code {c:#04x}");
+        assert_eq!(
+            alaw_decode_sample(c),
+            expected[i],
+            "sample decode, code {c:#04x}"
+        );
+    }
+}
+
+/// µ-law encode against spandsp: identical on 65,409 of 65,536 inputs; the
+/// other 127 are ties that G.711 leaves to the implementation.
+///
+/// spandsp's `linear_to_ulaw` quantises the exact magnitude of the word:
+/// `132 + |x|` for both signs (132 = 4 * 33, the µ-law bias scaled to 16
+/// bits), then truncates. So it is mirror-symmetric about 0 (`x` and `-x` get
+/// the same code but for the sign), and its 14-bit magnitude for a negative
+/// `x` is `|x| >> 2`. G.191 (media-core) uses `(!x) >> 2 = (|x| - 1) >> 2`:
+/// the word `x` is the interval `[x, x + 1)`, whose magnitude lies below `|x|`.
+/// (Sun/`audioop` uses `-(x >> 2)`, the ceiling of `|x| / 4`.)
+///
+/// The two agree unless `|x|` is a multiple of 4 whose quarter is a decision
+/// value `d` of G.711 Table 2, i.e. `x = -4d` sits exactly on the (scaled)
+/// boundary between two codes. There spandsp takes the upper interval (as
+/// everyone does for `+4d`), G.191 the lower. This test checks:
+///
+/// 1. every non-negative input and `-32768` match exactly (frame and sample);
+/// 2. for every negative `x > -32768`, spandsp's code is ours for `x - 1`:
+///    spandsp reads the word as `(x - 1, x]` where G.191 reads `[x, x + 1)`;
+/// 3. spandsp is exactly mirror-symmetric about 0;
+/// 4. the disagreements are exactly `x = -4d` for the 127 interior decision
+///    values `d` (from -31612 = -4 * 7903 to -4 = -4 * 1), one code step
+///    apart, ours the smaller magnitude; at each of them spandsp agrees with
+///    `audioop`, and at the other 381 of `audioop`'s 508 disagreements spandsp
+///    agrees with media-core.
+///
+/// spandsp is itself inconsistent between its laws: `linear_to_alaw` takes
+/// `-x - 1` (one's complement, like G.191), which is why A-law agrees
+/// everywhere. media-core stays with G.191, the ITU-T reference, for both.
+#[test]
+fn ulaw_encode_matches_spandsp_except_at_negative_decision_values() {
+    let pcm = all_inputs();
+    let mut frame = vec![0u8; pcm.len()];
+    assert_eq!(ulaw_encode(&pcm, &mut frame), 65536);
+
+    let decision_values = ulaw_decision_values();
+    assert_eq!(decision_values.len(), 127);
+    // The decision values are where spandsp's (and our) codes change on the
+    // positive side, where everyone agrees.
+    for d in 1..8192 {
+        let changes = encode_ref(SPANDSP_ULAW_ENCODE, (4 * d) as i16)
+            != encode_ref(SPANDSP_ULAW_ENCODE, (4 * d - 1) as i16);
+        assert_eq!(changes, decision_values.contains(&d), "d = {d}");
+    }
+    let expected: Vec<i16> = decision_values
+        .iter()
+        .rev()
+        .map(|&d| (-4 * d) as i16)
+        .collect();
+
+    let mut disagreements = Vec::new();
+    let mut sided_with_us = 0;
+    for (&x, &code) in pcm.iter().zip(&frame) {
+        let ours = ulaw_encode_sample(x);
+        assert_eq!(code, ours, "frame vs sample, x = {x}");
+        let spandsp = encode_ref(SPANDSP_ULAW_ENCODE, x);
+        if x >= 0 || x == i16::MIN {
+            assert_eq!(ours, spandsp, "x = {x}");
+            continue;
+        }
+        assert_eq!(spandsp, ulaw_encode_sample(x - 1), "x = {x}");
+        assert_eq!(
+            spandsp,
+            encode_ref(SPANDSP_ULAW_ENCODE, -x) & 0x7F,
+            "x = {x}"
+        );
+        let sun = encode_ref(ULAW_ENCODE_REF, x);
+        if ours != spandsp {
+            disagreements.push(x);
+            // Negative codes grow towards zero: spandsp is one step larger in
+            // magnitude, and agrees with audioop here.
+            assert_eq!(ours, spandsp + 1, "x = {x}");
+            assert_eq!(spandsp, sun, "x = {x}");
+        } else if ours != sun {
+            // The rest of audioop's off-by-one inputs: spandsp sides with us.
+            assert_ne!(x % 4, 0, "x = {x}");
+            sided_with_us += 1;
+        }
+    }
+    assert_eq!(disagreements, expected);
+    assert_eq!(sided_with_us, 381);
+    assert_eq!(disagreements.first(), Some(&-31612));
+    assert_eq!(disagreements.last(), Some(&-4));
+
+    // By hand. x = -4 is 14-bit -1 exactly. G.191: magnitude !(-4) >> 2 = 0 ->
+    // negative zero 0x7F. spandsp: 132 + 4 = 136 = 0b1000_1000, segment 0,
+    // mantissa (136 >> 3) & 0xF = 1 -> 0x7F ^ 0x01 = 0x7E. At x = -3 both give
+    // 0x7F (spandsp: 135 >> 3 = 16, mantissa 0); audioop gives 0x7E for both.
+    assert_eq!(ulaw_encode_sample(-4), 0x7F);
+    assert_eq!(encode_ref(SPANDSP_ULAW_ENCODE, -4), 0x7E);
+    assert_eq!(ulaw_encode_sample(-3), 0x7F);
+    assert_eq!(encode_ref(SPANDSP_ULAW_ENCODE, -3), 0x7F);
+    assert_eq!(encode_ref(ULAW_ENCODE_REF, -3), 0x7E);
+}
+
+#[test]
+fn spandsp_and_audioop_tables_agree_except_ulaw_encode() {
+    // Two independent references, same answers where media-core agrees with
+    // both; µ-law encode differs only on negative inputs.
+    assert_eq!(SPANDSP_ALAW_ENCODE, ALAW_ENCODE_REF);
+    assert_eq!(SPANDSP_ULAW_DECODE, ULAW_DECODE_REF);
+    assert_eq!(SPANDSP_ALAW_DECODE, ALAW_DECODE_REF);
+    let differ: Vec<i16> = all_inputs()
+        .into_iter()
+        .filter(|&x| encode_ref(SPANDSP_ULAW_ENCODE, x) != encode_ref(ULAW_ENCODE_REF, x))
+        .collect();
+    // 3 of every 4 inputs in each of audioop's 127 groups of 4.
+    assert_eq!(differ.len(), 381);
+    assert!(differ.iter().all(|&x| x < 0 && x % 4 != 0));
 }

@@ -7,7 +7,6 @@
 //! unknown-session packets, while the control plane creates, updates and destroys
 //! sessions. Every new hot-path feature extends this test.
 
-
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};

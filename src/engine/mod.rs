@@ -18,7 +18,7 @@ use crate::codec::{supported_codecs, CodecInfo};
 use crate::integration::{EgressHandle, IngressHandle};
 use crate::runtime::lane::{self, Lane, LaneConfig, LaneControl};
 use crate::runtime::msg::{Bundle, Op};
-use crate::runtime::stats::{LaneStats, SessionStats};
+use crate::runtime::stats::{HistogramSnapshot, LaneStats, SessionStats};
 use crate::runtime::sync::Ordering;
 use crate::runtime::thread::{self, Running, ThreadPlan, ThreadStartHook};
 use crate::runtime::{ClockMode, Topology};
@@ -388,6 +388,7 @@ impl MediaEngine {
             if let LaneRun::Idle(lane) = &mut ls.run {
                 for _ in 0..ticks {
                     let t = lane.shared().counters.ticks.get();
+                    let t0 = crate::runtime::clock::monotonic_ns();
                     match topology {
                         Topology::Fused => lane.tick_fused(t),
                         Topology::Split => {
@@ -398,7 +399,12 @@ impl MediaEngine {
                             lane.encode.run();
                         }
                     }
-                    lane.shared().counters.ticks.inc();
+                    let dt = crate::runtime::clock::monotonic_ns() - t0;
+                    let sh = lane.shared();
+                    sh.counters.ticks.inc();
+                    sh.counters.last_tick_ns.set(dt);
+                    sh.counters.max_tick_ns.max(dt);
+                    sh.tick_ns.record(dt);
                 }
             }
             // Retired state is freed by the next control call, not here: `step` is the
@@ -865,6 +871,12 @@ impl MediaEngine {
     /// Counters of a lane, read without stopping it. `None` if out of range.
     pub fn lane_stats(&self, lane: usize) -> Option<LaneStats> {
         Some(self.lock().lanes.get(lane)?.ctl.shared.counters.snapshot())
+    }
+
+    /// Distribution of a lane's tick processing times (ns) since it was built; take two
+    /// snapshots and [`HistogramSnapshot::since`] for a window. `None` if out of range.
+    pub fn lane_tick_histogram(&self, lane: usize) -> Option<HistogramSnapshot> {
+        Some(self.lock().lanes.get(lane)?.ctl.shared.tick_ns.snapshot())
     }
 
     /// Live sessions per lane.

@@ -14,7 +14,7 @@ use rtrb::{Consumer, Producer, RingBuffer};
 
 use super::msg::{Bundle, Downstream, EgressSlot, FrameSlot, LaneEvent, Op, PacketSlot, ToDecode};
 use super::slab::{Slab, Token};
-use super::stats::{LaneCounters, SessionCell, SessionCounters};
+use super::stats::{LaneCounters, SessionCell, SessionCounters, TickHistogram};
 use super::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 use crate::buffer::{InsertOutcome, Playout};
 use crate::rtp::{write_header, RtpPacket, RTP_HEADER_LEN};
@@ -69,6 +69,8 @@ pub struct Shared {
     pub stage_done: [AtomicBool; 4],
     /// Lane counters.
     pub counters: LaneCounters,
+    /// Tick processing times (ns), written by the ticking thread.
+    pub tick_ns: TickHistogram,
     /// Session counter blocks, one per slot.
     pub sessions: Box<[SessionCell]>,
 }
@@ -81,6 +83,7 @@ impl Shared {
             acked: AtomicU64::new(0),
             stage_done: std::array::from_fn(|_| AtomicBool::new(false)),
             counters: LaneCounters::default(),
+            tick_ns: TickHistogram::default(),
             sessions: (0..sessions).map(|_| SessionCell::default()).collect(),
         }
     }

@@ -196,3 +196,151 @@ impl SessionCell {
         (s2 == want).then_some(snap)
     }
 }
+
+/// Sub-buckets per power of two in [`TickHistogram`] (relative precision 1/16 ≈ 6%).
+const SUB: usize = 16;
+/// Buckets: values up to 2^44 ns (~4.9 hours) are distinguished.
+const BUCKETS: usize = SUB * 42;
+
+/// A log-linear histogram of tick processing times in nanoseconds, written by the lane's
+/// ticking thread only (single writer, like [`Counter`]) and read by anyone. Recording is
+/// two loads and two stores; no allocation after construction.
+#[derive(Debug)]
+pub struct TickHistogram {
+    buckets: Box<[Counter]>,
+}
+
+impl Default for TickHistogram {
+    fn default() -> Self {
+        TickHistogram {
+            buckets: (0..BUCKETS).map(|_| Counter::new()).collect(),
+        }
+    }
+}
+
+fn bucket_of(v: u64) -> usize {
+    if v < SUB as u64 {
+        return v as usize;
+    }
+    let msb = 63 - v.leading_zeros() as usize; // >= 4
+    let shift = msb - 4;
+    let sub = ((v >> shift) as usize) & (SUB - 1);
+    ((shift + 1) * SUB + sub).min(BUCKETS - 1)
+}
+
+/// The largest value that falls in bucket `i`.
+fn bucket_high(i: usize) -> u64 {
+    if i < SUB {
+        return i as u64;
+    }
+    let shift = i / SUB - 1;
+    let sub = (i % SUB) as u64;
+    (((SUB as u64) | sub) << shift) + (1u64 << shift) - 1
+}
+
+impl TickHistogram {
+    /// Records one value. Single writer. Real-time safe.
+    #[inline]
+    pub fn record(&self, ns: u64) {
+        self.buckets[bucket_of(ns)].inc();
+    }
+
+    /// Copies the bucket counts (each read atomic).
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            counts: self.buckets.iter().map(|c| c.get()).collect(),
+        }
+    }
+}
+
+/// A copy of a [`TickHistogram`], for percentiles and differences between two moments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    counts: Vec<u64>,
+}
+
+impl HistogramSnapshot {
+    /// Values recorded.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The value at quantile `q` (0.0..=1.0), as the upper edge of its bucket (so an
+    /// over-estimate by at most 1/16); 0 when empty.
+    pub fn quantile(&self, q: f64) -> u64 {
+        let total = self.count();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return bucket_high(i);
+            }
+        }
+        bucket_high(BUCKETS - 1)
+    }
+
+    /// The largest recorded value's bucket edge; 0 when empty.
+    pub fn max(&self) -> u64 {
+        self.counts
+            .iter()
+            .rposition(|&c| c > 0)
+            .map(bucket_high)
+            .unwrap_or(0)
+    }
+
+    /// What was recorded after `earlier` (both from the same histogram).
+    pub fn since(&self, earlier: &HistogramSnapshot) -> HistogramSnapshot {
+        HistogramSnapshot {
+            counts: self
+                .counts
+                .iter()
+                .zip(&earlier.counts)
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_monotonic_and_within_six_percent() {
+        let mut last = 0;
+        for v in (0..2_000_000u64).step_by(37).chain([1 << 40, u64::MAX / 2]) {
+            let b = bucket_of(v);
+            assert!(b >= last || v > 1 << 43, "monotonic at {v}");
+            last = b;
+            let hi = bucket_high(b);
+            if v < 1 << 43 {
+                assert!(hi >= v, "{v} within bucket {b} (high {hi})");
+                assert!(
+                    (hi - v) as f64 <= v as f64 / 16.0 + 1.0,
+                    "{v}: edge {hi} too far"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn quantiles_follow_recorded_values() {
+        let h = TickHistogram::default();
+        for v in 1..=1000u64 {
+            h.record(v * 1000);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count(), 1000);
+        let p50 = s.quantile(0.5);
+        assert!((500_000..=532_000).contains(&p50), "p50 {p50}");
+        let p999 = s.quantile(0.999);
+        assert!((999_000..=1_065_000).contains(&p999), "p99.9 {p999}");
+        assert!(s.max() >= 1_000_000);
+        h.record(5);
+        assert_eq!(h.snapshot().since(&s).count(), 1);
+    }
+}

@@ -707,3 +707,13 @@ fn bridging_refuses_mismatched_sessions() {
         Err(Error::BridgeMismatch { .. })
     ));
 }
+
+#[test]
+fn per_session_hot_state_fits_the_budget() {
+    let bytes = media_core::runtime::lane::session_state_bytes();
+    println!("per-session hot state: {bytes} bytes");
+    assert!(
+        bytes <= 2048,
+        "G.711 session hot state {bytes} B exceeds 2 KiB"
+    );
+}

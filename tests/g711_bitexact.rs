@@ -428,3 +428,44 @@ fn spandsp_and_audioop_tables_agree_except_ulaw_encode() {
     assert_eq!(differ.len(), 381);
     assert!(differ.iter().all(|&x| x < 0 && x % 4 != 0));
 }
+
+// Output of the ITU-T G.191 Software Tool Library `g711.c` (v3.01: `ulaw_compress`,
+// `alaw_compress`, `ulaw_expand`, `alaw_expand`), compiled separately from media-core; see
+// data/g711/README.txt. This is the standard's own reference code: media-core must match it
+// on every input and every code, with no exceptions.
+static G191_ULAW_ENCODE: &[u8; 65536] = include_bytes!("data/g711/g191_ulaw_encode.bin");
+static G191_ALAW_ENCODE: &[u8; 65536] = include_bytes!("data/g711/g191_alaw_encode.bin");
+static G191_ULAW_DECODE: &[u8; 512] = include_bytes!("data/g711/g191_ulaw_decode.bin");
+static G191_ALAW_DECODE: &[u8; 512] = include_bytes!("data/g711/g191_alaw_decode.bin");
+
+#[test]
+fn every_input_and_code_is_bit_exact_with_the_itu_g191_reference_code() {
+    let mut u = vec![0u8; 65536];
+    let mut a = vec![0u8; 65536];
+    let all = all_inputs();
+    g711::ulaw_encode(&all, &mut u);
+    g711::alaw_encode(&all, &mut a);
+    assert!(
+        u[..] == G191_ULAW_ENCODE[..],
+        "µ-law encode differs from G.191"
+    );
+    assert!(
+        a[..] == G191_ALAW_ENCODE[..],
+        "A-law encode differs from G.191"
+    );
+    let codes: Vec<u8> = (0..=255).collect();
+    let mut du = vec![0i16; 256];
+    let mut da = vec![0i16; 256];
+    g711::ulaw_decode(&codes, &mut du);
+    g711::alaw_decode(&codes, &mut da);
+    assert_eq!(
+        du,
+        decode_ref(G191_ULAW_DECODE),
+        "µ-law decode differs from G.191"
+    );
+    assert_eq!(
+        da,
+        decode_ref(G191_ALAW_DECODE),
+        "A-law decode differs from G.191"
+    );
+}

@@ -56,6 +56,16 @@ impl LaneConfig {
     }
 }
 
+/// Bytes of per-session state a lane holds in its tables (the four stage parts and the
+/// counter block), excluding slab slots in flight. This is the "hot state" walked each tick.
+pub fn session_state_bytes() -> usize {
+    std::mem::size_of::<Option<JitterPart<Token>>>()
+        + std::mem::size_of::<Option<DecodePart>>()
+        + std::mem::size_of::<Option<DspPart>>()
+        + std::mem::size_of::<Option<EncodePart>>()
+        + std::mem::size_of::<SessionCell>()
+}
+
 /// State shared between a lane's threads and the control plane.
 #[derive(Debug)]
 pub struct Shared {

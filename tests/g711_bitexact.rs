@@ -17,6 +17,7 @@
 //! negative inputs ([`ulaw_negative_inputs_follow_g191_not_sun`]) and spandsp
 //! on 127 of those 508 ([`ulaw_encode_matches_spandsp_except_at_negative_decision_values`]).
 
+use media_core::codec::audio::g711;
 use media_core::codec::audio::g711::{
     alaw_decode, alaw_decode_sample, alaw_encode, alaw_encode_sample, ulaw_decode,
     ulaw_decode_sample, ulaw_encode, ulaw_encode_sample,

@@ -123,6 +123,12 @@ fn push_cmd<T>(out: &mut Producer<T>, counters: &LaneCounters, msg: T) {
 pub struct JitterStage {
     tick: u64,
     cursor: usize,
+    /// `tick % n` for n = 0..=6 (index by a session's ptime in ticks), computed once per tick
+    /// so the playout scan does no division.
+    tick_mod: [u8; 7],
+    /// Per slot: 0 when empty, else `ptime_ticks << 4 | phase`. A compact array so the
+    /// playout scan touches one byte per slot and only due sessions' state.
+    sched: Box<[u8]>,
     sessions: Box<[Option<JitterPart<Token>>]>,
     commands: Consumer<Box<Bundle>>,
     ingress: Consumer<Token>,
@@ -151,6 +157,9 @@ impl JitterStage {
     pub fn begin_tick(&mut self, tick: u64) {
         self.tick = tick;
         self.cursor = 0;
+        for (n, m) in self.tick_mod.iter_mut().enumerate().skip(1) {
+            *m = (tick % n as u64) as u8;
+        }
         self.drain_commands();
         self.drain_ingress();
     }
@@ -197,6 +206,10 @@ impl JitterStage {
             }
             Op::Route | Op::Barrier => {}
         }
+        self.sched[slot] = self.sessions[slot]
+            .as_ref()
+            .map(|p| ((p.ptime_ticks as u8) << 4) | (p.phase as u8 & 0xF))
+            .unwrap_or(0);
         push_cmd(&mut self.out, &self.shared.counters, ToDecode::Cmd(b));
     }
 
@@ -321,12 +334,13 @@ impl JitterStage {
         while self.cursor < n && done < limit {
             let i = self.cursor;
             self.cursor += 1;
+            let s = self.sched[i];
+            if s == 0 || self.tick_mod[usize::from(s >> 4)] != s & 0xF {
+                continue;
+            }
             let Some(part) = self.sessions[i].as_mut() else {
                 continue;
             };
-            if !part.due(self.tick) {
-                continue;
-            }
             done += 1;
             match part.buffer.playout() {
                 Playout::Idle => {}
@@ -823,6 +837,8 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
         jitter: JitterStage {
             tick: 0,
             cursor: 0,
+            tick_mod: [0; 7],
+            sched: vec![0; cfg.sessions].into_boxed_slice(),
             sessions: (0..cfg.sessions).map(|_| None).collect(),
             commands: cmd_rx,
             ingress: ing_rx,

@@ -717,3 +717,94 @@ fn per_session_hot_state_fits_the_budget() {
         "G.711 session hot state {bytes} B exceeds 2 KiB"
     );
 }
+
+#[test]
+fn every_supported_ptime_sends_one_packet_per_ptime() {
+    for ms in [10u32, 20, 30, 40, 60] {
+        let e = virtual_engine(4);
+        let p = Ptime::from_ms(ms).unwrap();
+        let n = (ms * 8) as usize;
+        let (a, b) = e
+            .create_call(
+                (DialogId(1), MediaSessionParams::new(CodecSpec::PCMU, p)),
+                (DialogId(2), MediaSessionParams::new(CodecSpec::PCMA, p)),
+            )
+            .unwrap();
+        let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+        let mut pkt = Vec::new();
+        let mut out = Vec::new();
+        let frames = 600 / ms as usize; // 600 ms of audio
+        for k in 0..frames {
+            let payload: Vec<u8> = (0..n).map(|i| ((i + k) % 251) as u8).collect();
+            rtp(0, k as u16, (n * k) as u32, 1, false, &payload, &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+            e.step(u64::from(ms / 10)).unwrap();
+            out.extend(drain(&mut eg));
+        }
+        e.step(40).unwrap();
+        out.extend(drain(&mut eg));
+        assert_eq!(out.len(), frames, "{ms} ms: one packet out per packet in");
+        for (k, o) in out.iter().enumerate() {
+            assert_eq!(o.session, b.id);
+            assert_eq!(o.payload().len(), n, "{ms} ms payload size");
+            assert_eq!(
+                o.header.timestamp.wrapping_sub(out[0].header.timestamp),
+                (n * k) as u32
+            );
+        }
+        assert_eq!(e.session_stats(a.id).unwrap().size_mismatches, 0);
+    }
+}
+
+#[test]
+fn frame_slab_exhaustion_is_a_counted_drop_not_an_allocation() {
+    // One frame slot, split topology stepped inline: every tick decodes more frames than
+    // there are slots before the encoder returns any.
+    let e = MediaEngine::new(EngineConfig {
+        clock: ClockMode::Virtual,
+        topology: Topology::Split,
+        sessions_per_lane: 8,
+        frame_slots_per_lane: Some(1),
+        ..Default::default()
+    })
+    .unwrap();
+    e.start().unwrap();
+    let calls: Vec<_> = (0..4)
+        .map(|i| call(&e, 10 * i, CodecSpec::PCMU, CodecSpec::PCMA))
+        .collect();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    for k in 0..20usize {
+        for &(a, _) in &calls {
+            rtp(
+                0,
+                k as u16,
+                160 * k as u32,
+                1,
+                false,
+                &ulaw_frame(k),
+                &mut pkt,
+            );
+            ing.push(a, &pkt).unwrap();
+        }
+        e.step(2).unwrap();
+        drain(&mut eg);
+    }
+    let exhausted: u64 = calls
+        .iter()
+        .map(|&(a, _)| e.session_stats(a).unwrap().slab_exhausted)
+        .sum();
+    let decoded: u64 = calls
+        .iter()
+        .map(|&(a, _)| e.session_stats(a).unwrap().frames_decoded)
+        .sum();
+    assert!(exhausted > 0, "slab exhaustion counted");
+    assert!(decoded > 0, "the one slot keeps circulating");
+    assert_eq!(e.lane_stats(0).unwrap().internal_ring_full, 0);
+    e.flush(Duration::from_secs(1)).unwrap();
+    assert_eq!(
+        e.lane_stats(0).unwrap().frame_slots_free,
+        1,
+        "the slot came back"
+    );
+}

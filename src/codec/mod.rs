@@ -98,6 +98,23 @@ pub struct CodecSpec {
 }
 
 impl CodecSpec {
+    /// The codec of a static payload type (RFC 3551 §6), for an SDP `m=` line that lists a
+    /// static type without an `a=rtpmap`.
+    ///
+    /// Errors: [`Error::UnsupportedPayloadType`](crate::Error::UnsupportedPayloadType) for a
+    /// dynamic type or a static one this engine has no codec for. Recover: leave it out of
+    /// the answer.
+    pub fn from_static(pt: PayloadType) -> Result<CodecSpec, crate::Error> {
+        supported_codecs()
+            .iter()
+            .find(|c| c.static_payload_type == Some(pt))
+            .map(|c| CodecSpec {
+                payload_type: pt,
+                codec: c.codec,
+            })
+            .ok_or(crate::Error::UnsupportedPayloadType(pt))
+    }
+
     /// PCMU on its static payload type 0.
     pub const PCMU: CodecSpec = CodecSpec {
         payload_type: PayloadType::PCMU,
@@ -208,5 +225,40 @@ impl AnyEncoder {
             AnyEncoder::Pcmu => audio::g711::ulaw_encode(pcm, out),
             AnyEncoder::Pcma => audio::g711::alaw_encode(pcm, out),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_payload_types_resolve_and_others_are_typed_errors() {
+        assert_eq!(
+            CodecSpec::from_static(PayloadType::PCMU),
+            Ok(CodecSpec::PCMU)
+        );
+        assert_eq!(
+            CodecSpec::from_static(PayloadType::PCMA),
+            Ok(CodecSpec::PCMA)
+        );
+        let l16 = PayloadType::new(11).unwrap();
+        assert_eq!(
+            CodecSpec::from_static(l16),
+            Err(crate::Error::UnsupportedPayloadType(l16))
+        );
+        let dynamic = PayloadType::new(101).unwrap();
+        assert!(CodecSpec::from_static(dynamic).is_err());
+    }
+
+    #[test]
+    fn frame_geometry_follows_ptime() {
+        for (ms, samples) in [(10, 80), (20, 160), (30, 240), (40, 320), (60, 480)] {
+            let p = Ptime::from_ms(ms).unwrap();
+            assert_eq!(Codec::Pcmu.frame_samples(p), samples);
+            assert_eq!(Codec::Pcma.timestamp_step(p), samples as u32);
+            assert_eq!(Codec::Pcma.max_payload_bytes(p), samples);
+        }
+        assert!(Ptime::from_ms(25).is_none());
     }
 }

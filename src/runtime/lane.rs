@@ -417,12 +417,10 @@ impl DecodeStage {
                 ToDecode::Cmd(b) => self.apply(b),
             }
         }
-        if n > 0 {
-            self.shared
-                .counters
-                .frame_slots_free
-                .set(self.frame_free.slots() as u64);
-        }
+        self.shared
+            .counters
+            .frame_slots_free
+            .set(self.frame_free.slots() as u64);
         n
     }
 

@@ -1,4 +1,9 @@
-//! Quality monitoring. Today: the per-session and per-lane counters the lanes publish
-//! (re-exported from the runtime); loss, jitter and MOS estimation build on them.
+//! Quality monitoring: RFC 3550 receive statistics, the ITU-T G.107 E-model, RFC 3611
+//! VoIP metrics, and a seeded network impairment model for tests and simulations.
+
+pub mod emodel;
+pub mod impairment;
+pub mod rtp_stats;
+pub mod xr;
 
 pub use crate::runtime::stats::{LaneStats, SessionStats};

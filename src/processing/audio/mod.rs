@@ -1,5 +1,8 @@
 //! The per-session voice processing chain run by the lane's DSP stage.
 
+pub mod plc;
+pub mod tsm;
+
 use super::effects::Gain;
 
 /// Settings for a session's DSP chain (control plane).

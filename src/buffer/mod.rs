@@ -7,6 +7,7 @@
 //! calls; the fixed-delay [`ReorderBuffer`] is today's implementation, to be replaced by
 //! an adaptive one behind the same calls.
 
+pub mod adaptive;
 pub mod reorder;
 
 pub use reorder::{InsertOutcome, Playout, ReorderBuffer};

@@ -1,0 +1,766 @@
+//! An adaptive jitter buffer for encoded packets, in the spirit of WebRTC NetEq.
+//!
+//! It holds encoded packets keyed by RTP timestamp (so a decoder sees them in order and a
+//! concealment stage can look ahead), measures arrival jitter, and tells its caller, once per
+//! decode, what to do next: decode the packet that continues the timeline, conceal a packet
+//! that is missing while later ones wait, fill an empty buffer, or wait while prebuffering.
+//! It also says, from the buffered level against the target delay, whether the caller should
+//! shorten (accelerate) or lengthen (expand) audio by time-scale modification.
+//!
+//! The **target delay** is the `quantile` (default 95%) of the relative packet delay
+//! distribution: each packet's delay relative to the fastest recent packet
+//! (arrival − timestamp, minus a running minimum that may creep up 2% of elapsed media time so
+//! a slow sender clock is followed), collected in 10 ms buckets with exponential forgetting.
+//! It is clamped to `[min_delay_ms, max_delay_ms]`. Delay is *applied* without glitches:
+//! at a talkspurt start (marker bit after the buffer ran dry) the timeline re-anchors and
+//! prebuffers exactly the target, and during speech the caller accelerates or expands by
+//! whole pitch periods.
+//!
+//! Everything is timestamp arithmetic modulo 2^32 (wrap-safe) in the stream's RTP clock.
+//! Capacity is fixed (`N` packets); no allocation, no clock reads: pure logic.
+
+/// Configuration of an [`AdaptiveBuffer`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JitterConfig {
+    /// RTP clock rate of the stream, Hz.
+    pub clock_rate_hz: u32,
+    /// Lowest target delay, ms.
+    pub min_delay_ms: u32,
+    /// Highest target delay, ms.
+    pub max_delay_ms: u32,
+    /// Target delay before any jitter has been measured, ms.
+    pub initial_delay_ms: u32,
+    /// Quantile of the relative delay distribution used as target (0.5..0.999).
+    pub quantile: f32,
+    /// Per-packet forgetting factor of the delay histogram (closer to 1 = longer memory).
+    pub forget_factor: f32,
+}
+
+impl Default for JitterConfig {
+    fn default() -> Self {
+        JitterConfig {
+            clock_rate_hz: 8000,
+            min_delay_ms: 20,
+            max_delay_ms: 500,
+            initial_delay_ms: 60,
+            quantile: 0.95,
+            forget_factor: 0.995,
+        }
+    }
+}
+
+const BUCKET_MS: f64 = 10.0;
+const BUCKETS: usize = 64;
+
+/// Estimates the target playout delay from packet arrival times (see module docs).
+#[derive(Debug, Clone)]
+pub struct DelayManager {
+    hist: [f32; BUCKETS],
+    mass: f32,
+    reference: Option<(u64, u32)>,
+    ts_offset: i64,
+    last_ts: u32,
+    min_rel_ms: f64,
+    packets: u64,
+    target_ms: u32,
+    last_jitter_ms: f64,
+    cfg: JitterConfig,
+}
+
+impl DelayManager {
+    /// A fresh estimator.
+    pub fn new(cfg: JitterConfig) -> Self {
+        DelayManager {
+            hist: [0.0; BUCKETS],
+            mass: 0.0,
+            reference: None,
+            ts_offset: 0,
+            last_ts: 0,
+            min_rel_ms: 0.0,
+            packets: 0,
+            target_ms: cfg
+                .initial_delay_ms
+                .clamp(cfg.min_delay_ms, cfg.max_delay_ms),
+            last_jitter_ms: 0.0,
+            cfg,
+        }
+    }
+
+    /// Records a packet with RTP timestamp `ts` arriving at `arrival_ns` (any monotonic
+    /// timebase; 0 means unknown and is ignored), carrying `dur_ms` of audio.
+    pub fn update(&mut self, ts: u32, arrival_ns: u64, dur_ms: f64) {
+        if arrival_ns == 0 {
+            return;
+        }
+        let (a0, t0) = *self.reference.get_or_insert((arrival_ns, ts));
+        // Extend the timestamp relative to the reference through wraps.
+        let step = i64::from(ts.wrapping_sub(self.last_ts) as i32);
+        self.ts_offset = if self.packets == 0 {
+            i64::from(ts.wrapping_sub(t0) as i32)
+        } else {
+            self.ts_offset + step
+        };
+        self.last_ts = ts;
+        let media_ms = self.ts_offset as f64 * 1000.0 / f64::from(self.cfg.clock_rate_hz);
+        let wall_ms = arrival_ns.wrapping_sub(a0) as i64 as f64 / 1e6;
+        let rel = wall_ms - media_ms;
+        self.min_rel_ms = if self.packets == 0 {
+            rel
+        } else {
+            rel.min(self.min_rel_ms + 0.02 * dur_ms.max(0.0))
+        };
+        self.packets += 1;
+        let jitter = (rel - self.min_rel_ms).max(0.0);
+        self.last_jitter_ms = jitter;
+        let b = ((jitter / BUCKET_MS) as usize).min(BUCKETS - 1);
+        let f = self.cfg.forget_factor;
+        for h in self.hist.iter_mut() {
+            *h *= f;
+        }
+        self.hist[b] += 1.0 - f;
+        self.mass = self.mass * f + (1.0 - f);
+        if self.packets >= 8 {
+            let want = self.cfg.quantile * self.mass;
+            let mut acc = 0.0;
+            let mut k = BUCKETS - 1;
+            for (i, h) in self.hist.iter().enumerate() {
+                acc += h;
+                if acc >= want {
+                    k = i;
+                    break;
+                }
+            }
+            let q_ms = ((k + 1) as f64 * BUCKET_MS) as u32;
+            self.target_ms = q_ms.clamp(self.cfg.min_delay_ms, self.cfg.max_delay_ms);
+        }
+    }
+
+    /// Forgets the timing reference (new stream) but keeps the learned distribution.
+    pub fn reanchor(&mut self) {
+        self.reference = None;
+        self.packets = self.packets.min(8);
+        self.ts_offset = 0;
+    }
+
+    /// Current target delay, ms.
+    pub fn target_ms(&self) -> u32 {
+        self.target_ms
+    }
+
+    /// Relative delay of the most recent packet above the running minimum, ms.
+    pub fn last_jitter_ms(&self) -> f64 {
+        self.last_jitter_ms
+    }
+
+    /// Overrides the bounds (quality adaptation). The current target is re-clamped.
+    pub fn set_bounds(&mut self, min_ms: u32, max_ms: u32) {
+        self.cfg.min_delay_ms = min_ms.min(max_ms);
+        self.cfg.max_delay_ms = max_ms.max(min_ms);
+        self.target_ms = self
+            .target_ms
+            .clamp(self.cfg.min_delay_ms, self.cfg.max_delay_ms);
+    }
+}
+
+/// What happened to an inserted packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Insert<T> {
+    /// Stored for playout.
+    Stored,
+    /// Its audio has already been played or concealed; handed back.
+    Late(T),
+    /// A packet with this timestamp is already held; the new one is handed back.
+    Duplicate(T),
+    /// Stored after the stream was resynchronised (timestamp jump, restart); older items
+    /// went to the release callback.
+    Resynced,
+    /// Stored, but the buffer was full: the oldest packet was dropped (to release) and its
+    /// audio will be skipped.
+    Overflowed,
+}
+
+/// What the caller should do to produce more audio.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next<T> {
+    /// Nothing to play yet (no stream, or prebuffering): output silence or comfort noise,
+    /// and do not count it as loss.
+    Wait,
+    /// Decode this packet; it continues the timeline.
+    Decode {
+        /// The packet.
+        item: T,
+        /// Its RTP timestamp.
+        ts: u32,
+        /// Its duration in timestamp units.
+        dur_ts: u32,
+        /// First packet of a talkspurt or (re)started stream.
+        first: bool,
+    },
+    /// The packet due now is missing while later ones are buffered: conceal `dur_ts`.
+    Conceal {
+        /// Duration to conceal, timestamp units.
+        dur_ts: u32,
+    },
+    /// Nothing is buffered: conceal or play comfort noise for `dur_ts` (the timeline moves on).
+    Empty {
+        /// Duration to fill, timestamp units.
+        dur_ts: u32,
+    },
+}
+
+/// Time-scale advice from the buffer level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adapt {
+    /// Level near target.
+    Hold,
+    /// Level above target: remove audio (accelerate, or drop silence).
+    Shorten,
+    /// Level below target: add audio (preemptive expand).
+    Lengthen,
+}
+
+#[derive(Debug)]
+struct Entry<T> {
+    ts: u32,
+    dur: u32,
+    first: bool,
+    item: T,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No stream yet, or stream stopped and waiting for the next talkspurt.
+    Idle,
+    /// Anchored at `next_ts`, waiting until `waited_ts` reaches the target.
+    Prebuffer,
+    /// Playing.
+    Playing,
+}
+
+/// Adaptive jitter buffer of encoded packets (see module docs). `N` is the packet capacity.
+#[derive(Debug)]
+pub struct AdaptiveBuffer<T, const N: usize = 32> {
+    slots: [Option<Entry<T>>; N],
+    held: usize,
+    state: State,
+    next_ts: u32,
+    waited_ts: u32,
+    empty_run_ts: u32,
+    delay: DelayManager,
+    clock_rate: u32,
+    /// Beyond this many ms behind the playout point a packet is a restarted stream, not late.
+    late_window_ts: u32,
+    /// Beyond this many ms ahead of the playout point a packet resynchronises the stream.
+    ahead_window_ts: u32,
+    /// After this long with nothing buffered, the next packet starts a new talkspurt.
+    idle_after_ts: u32,
+}
+
+impl<T, const N: usize> AdaptiveBuffer<T, N> {
+    /// A buffer for one receive stream. Control plane (built inline, no allocation).
+    pub fn new(cfg: JitterConfig) -> Self {
+        let ms = |v: u32| v.saturating_mul(cfg.clock_rate_hz / 1000);
+        AdaptiveBuffer {
+            slots: std::array::from_fn(|_| None),
+            held: 0,
+            state: State::Idle,
+            next_ts: 0,
+            waited_ts: 0,
+            empty_run_ts: 0,
+            delay: DelayManager::new(cfg),
+            clock_rate: cfg.clock_rate_hz,
+            late_window_ts: ms(3000),
+            ahead_window_ts: ms(cfg.max_delay_ms.max(1000) + 1000),
+            idle_after_ts: ms(200),
+        }
+    }
+
+    fn ts_per_ms(&self) -> u32 {
+        (self.clock_rate / 1000).max(1)
+    }
+
+    /// Packets held.
+    pub fn len(&self) -> usize {
+        self.held
+    }
+
+    /// True when no packet is held.
+    pub fn is_empty(&self) -> bool {
+        self.held == 0
+    }
+
+    /// The delay estimator.
+    pub fn delay(&self) -> &DelayManager {
+        &self.delay
+    }
+
+    /// The delay estimator, mutably (bounds adaptation).
+    pub fn delay_mut(&mut self) -> &mut DelayManager {
+        &mut self.delay
+    }
+
+    /// Target delay in timestamp units.
+    pub fn target_ts(&self) -> u32 {
+        self.delay.target_ms() * self.ts_per_ms()
+    }
+
+    /// True while playing (not idle or prebuffering).
+    pub fn is_playing(&self) -> bool {
+        self.state == State::Playing
+    }
+
+    /// Timestamp of the next audio to decode (meaningful once started).
+    pub fn next_ts(&self) -> u32 {
+        self.next_ts
+    }
+
+    /// Audio buffered ahead of the decode point, in timestamp units: from `next_ts` to the
+    /// end of the newest packet (gaps included: they will be filled or concealed).
+    pub fn buffered_ts(&self) -> u32 {
+        let mut end = 0u32;
+        for e in self.slots.iter().flatten() {
+            let d = e.ts.wrapping_add(e.dur).wrapping_sub(self.next_ts);
+            if (d as i32) > 0 {
+                end = end.max(d);
+            }
+        }
+        end
+    }
+
+    fn store(&mut self, e: Entry<T>) {
+        // Invariant: the caller checked there is a free slot.
+        if let Some(slot) = self.slots.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(e);
+            self.held += 1;
+        }
+    }
+
+    /// Hands every held packet to `release` and returns to idle (SSRC change, destroy).
+    pub fn flush(&mut self, release: &mut impl FnMut(T)) {
+        for s in self.slots.iter_mut() {
+            if let Some(e) = s.take() {
+                release(e.item);
+            }
+        }
+        self.held = 0;
+        self.state = State::Idle;
+    }
+
+    /// Starts a new stream: flushes and forgets the timing reference, keeping the learned
+    /// jitter distribution.
+    pub fn reset(&mut self, release: &mut impl FnMut(T)) {
+        self.flush(release);
+        self.delay.reanchor();
+    }
+
+    fn anchor(&mut self, ts: u32) {
+        self.state = State::Prebuffer;
+        self.next_ts = ts;
+        self.waited_ts = 0;
+        self.empty_run_ts = 0;
+    }
+
+    /// Inserts a packet of `dur_ts` timestamp units. `marker` is the RTP marker bit
+    /// (start of a talkspurt). Real-time safe.
+    pub fn insert(
+        &mut self,
+        ts: u32,
+        dur_ts: u32,
+        marker: bool,
+        arrival_ns: u64,
+        item: T,
+        release: &mut impl FnMut(T),
+    ) -> Insert<T> {
+        let dur_ms = f64::from(dur_ts) * 1000.0 / f64::from(self.clock_rate.max(1));
+        let mut outcome = Insert::Stored;
+        match self.state {
+            State::Idle => {
+                // New talkspurt or first packet: adapt delay here, where it is inaudible.
+                self.flush(release);
+                self.anchor(ts);
+            }
+            State::Prebuffer | State::Playing => {
+                let d = ts.wrapping_sub(self.next_ts) as i32;
+                if d < 0 {
+                    let behind = d.unsigned_abs();
+                    // Talkspurt start after the buffer ran dry: re-anchor instead of
+                    // discarding it as late (the sender's silence was shorter than ours).
+                    let dry_talkspurt = marker && self.held == 0 && self.empty_run_ts > 0;
+                    if behind > self.late_window_ts || dry_talkspurt {
+                        self.flush(release);
+                        self.delay.reanchor();
+                        self.anchor(ts);
+                        outcome = Insert::Resynced;
+                    } else {
+                        self.delay.update(ts, arrival_ns, dur_ms);
+                        return Insert::Late(item);
+                    }
+                } else if d as u32 > self.ahead_window_ts {
+                    self.flush(release);
+                    self.delay.reanchor();
+                    self.anchor(ts);
+                    outcome = Insert::Resynced;
+                } else if marker && self.held == 0 && self.empty_run_ts >= self.idle_after_ts {
+                    // A new talkspurt after a long silence: apply the current target delay.
+                    self.anchor(ts);
+                }
+            }
+        }
+        if self.slots.iter().flatten().any(|e| e.ts == ts) {
+            return Insert::Duplicate(item);
+        }
+        self.delay.update(ts, arrival_ns, dur_ms);
+        if self.held == N {
+            // Full: drop the oldest packet; its audio is skipped.
+            let oldest = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    s.as_ref()
+                        .map(|e| (i, e.ts.wrapping_sub(self.next_ts) as i32))
+                })
+                .min_by_key(|&(_, d)| d)
+                .map(|(i, _)| i);
+            if let Some(i) = oldest {
+                if let Some(e) = self.slots[i].take() {
+                    self.held -= 1;
+                    if (e.ts.wrapping_sub(self.next_ts) as i32) >= 0 {
+                        self.next_ts = e.ts.wrapping_add(e.dur);
+                    }
+                    release(e.item);
+                }
+            }
+            if matches!(outcome, Insert::Stored) {
+                outcome = Insert::Overflowed;
+            }
+        }
+        let first = marker || self.state == State::Prebuffer && self.held == 0;
+        self.store(Entry {
+            ts,
+            dur: dur_ts,
+            first,
+            item,
+        });
+        self.empty_run_ts = 0;
+        outcome
+    }
+
+    /// Says what to do to produce the next `want_ts` of audio (one frame, or what is still
+    /// missing of it). Real-time safe.
+    pub fn next(&mut self, want_ts: u32) -> Next<T> {
+        match self.state {
+            State::Idle => return Next::Wait,
+            State::Prebuffer => {
+                let level = self.buffered_ts();
+                if level >= self.target_ts() || self.waited_ts >= self.target_ts() {
+                    self.state = State::Playing;
+                } else {
+                    self.waited_ts = self.waited_ts.saturating_add(want_ts);
+                    return Next::Wait;
+                }
+            }
+            State::Playing => {}
+        }
+        // The packet that continues the timeline.
+        let at = self.next_ts;
+        if let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| matches!(s, Some(e) if e.ts == at))
+        {
+            // Invariant: position() found Some.
+            let e = self.slots[i].take().expect("found");
+            self.held -= 1;
+            self.next_ts = at.wrapping_add(e.dur);
+            self.empty_run_ts = 0;
+            return Next::Decode {
+                item: e.item,
+                ts: e.ts,
+                dur_ts: e.dur,
+                first: e.first,
+            };
+        }
+        // A packet overlapping the decode point (ptime change or odd timestamps): play the
+        // earliest packet ahead instead of concealing a sliver.
+        if self.held > 0 {
+            let next_ahead = self
+                .slots
+                .iter()
+                .flatten()
+                .map(|e| e.ts.wrapping_sub(at))
+                .filter(|&d| (d as i32) > 0)
+                .min();
+            let dur = match next_ahead {
+                Some(d) => d.min(want_ts.max(1)),
+                None => want_ts,
+            };
+            self.next_ts = at.wrapping_add(dur);
+            // Anything now entirely behind the decode point can never play.
+            return Next::Conceal { dur_ts: dur };
+        }
+        self.next_ts = at.wrapping_add(want_ts);
+        self.empty_run_ts = self.empty_run_ts.saturating_add(want_ts);
+        if self.empty_run_ts >= self.idle_after_ts.saturating_mul(10) {
+            // Long outage: stop the timeline; the next packet re-anchors it.
+            self.state = State::Idle;
+        }
+        Next::Empty { dur_ts: want_ts }
+    }
+
+    /// Releases packets that lie entirely behind the decode point (after a conceal skipped
+    /// past them). Returns how many were released.
+    pub fn drop_stale(&mut self, release: &mut impl FnMut(T)) -> usize {
+        let mut n = 0;
+        for s in self.slots.iter_mut() {
+            let stale = matches!(s, Some(e) if (e.ts.wrapping_add(e.dur).wrapping_sub(self.next_ts) as i32) <= 0);
+            if stale {
+                if let Some(e) = s.take() {
+                    release(e.item);
+                    self.held -= 1;
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Time-scale advice given `pending_ts` of decoded audio not yet played (the caller's
+    /// sync buffer) and one frame of `frame_ts`. Hysteresis of one frame above, half a frame
+    /// below the target.
+    pub fn adapt(&self, pending_ts: u32, frame_ts: u32) -> Adapt {
+        if self.state != State::Playing {
+            return Adapt::Hold;
+        }
+        let level = self.buffered_ts().saturating_add(pending_ts);
+        let target = self.target_ts();
+        if level > target.saturating_add(frame_ts.max(20 * self.ts_per_ms())) {
+            Adapt::Shorten
+        } else if self.held > 0 && level.saturating_add(frame_ts / 2) < target {
+            Adapt::Lengthen
+        } else {
+            Adapt::Hold
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type B = AdaptiveBuffer<u32, 16>;
+
+    fn cfg() -> JitterConfig {
+        JitterConfig {
+            initial_delay_ms: 40,
+            min_delay_ms: 20,
+            ..Default::default()
+        }
+    }
+
+    fn no_release(_: u32) {
+        panic!("nothing should be released");
+    }
+
+    #[test]
+    fn prebuffers_the_initial_delay_then_plays_in_timestamp_order() {
+        let mut b = B::new(cfg());
+        for (i, ts) in [0u32, 320, 160, 480].into_iter().enumerate() {
+            assert_eq!(
+                b.insert(ts, 160, i == 0, 1, ts, &mut no_release),
+                Insert::Stored
+            );
+        }
+        // 640 ts of audio buffered >= 40 ms target: plays at once.
+        let mut got = vec![];
+        for _ in 0..4 {
+            match b.next(160) {
+                Next::Decode { item, .. } => got.push(item),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, vec![0, 160, 320, 480]);
+    }
+
+    #[test]
+    fn a_missing_packet_is_concealed_and_arrives_late_afterwards() {
+        let mut b = B::new(cfg());
+        for ts in [0u32, 160, 480, 640] {
+            b.insert(ts, 160, false, 0, ts, &mut no_release);
+        }
+        assert!(matches!(b.next(160), Next::Decode { item: 0, .. }));
+        assert!(matches!(b.next(160), Next::Decode { item: 160, .. }));
+        assert_eq!(b.next(160), Next::Conceal { dur_ts: 160 });
+        assert_eq!(
+            b.insert(320, 160, false, 0, 320, &mut no_release),
+            Insert::Late(320)
+        );
+        assert!(matches!(b.next(160), Next::Decode { item: 480, .. }));
+    }
+
+    #[test]
+    fn duplicates_are_handed_back() {
+        let mut b = B::new(cfg());
+        b.insert(0, 160, false, 0, 1, &mut no_release);
+        assert_eq!(
+            b.insert(0, 160, false, 0, 2, &mut no_release),
+            Insert::Duplicate(2)
+        );
+    }
+
+    #[test]
+    fn timestamp_wrap_is_continuous() {
+        let mut b = B::new(cfg());
+        let start = u32::MAX - 159 - 160;
+        for k in 0..4u32 {
+            b.insert(
+                start.wrapping_add(160 * k),
+                160,
+                false,
+                0,
+                k,
+                &mut no_release,
+            );
+        }
+        let got: Vec<u32> = (0..4)
+            .map(|_| match b.next(160) {
+                Next::Decode { item, .. } => item,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_huge_jump_resynchronises() {
+        let mut b = B::new(cfg());
+        let mut released = vec![];
+        b.insert(0, 160, false, 0, 0, &mut |i| released.push(i));
+        b.insert(160, 160, false, 0, 1, &mut |i| released.push(i));
+        assert_eq!(
+            b.insert(50_000_000, 160, false, 0, 2, &mut |i| released.push(i)),
+            Insert::Resynced
+        );
+        assert_eq!(released, vec![0, 1]);
+        // Far behind (a restarted sender) also resyncs rather than being late forever.
+        assert_eq!(
+            b.insert(7, 160, false, 0, 3, &mut |i| released.push(i)),
+            Insert::Resynced
+        );
+    }
+
+    #[test]
+    fn overflow_drops_the_oldest_and_skips_its_audio() {
+        let mut b = AdaptiveBuffer::<u32, 4>::new(cfg());
+        let mut released = vec![];
+        for k in 0..5u32 {
+            b.insert(160 * k, 160, false, 0, k, &mut |i| released.push(i));
+        }
+        assert_eq!(released, vec![0]);
+        assert_eq!(b.len(), 4);
+        assert!(matches!(b.next(160), Next::Decode { item: 1, .. }));
+    }
+
+    #[test]
+    fn empty_buffer_fills_and_long_outage_goes_idle_then_reanchors() {
+        let mut b = B::new(cfg());
+        b.insert(0, 160, true, 0, 0, &mut no_release);
+        b.insert(160, 160, false, 0, 1, &mut no_release);
+        b.insert(320, 160, false, 0, 2, &mut no_release);
+        for _ in 0..3 {
+            assert!(matches!(b.next(160), Next::Decode { .. }));
+        }
+        let mut empties = 0;
+        while let Next::Empty { .. } = b.next(160) {
+            empties += 1;
+            assert!(empties < 1000);
+        }
+        assert!(
+            empties >= 100,
+            "conceals through 2 s before giving up ({empties})"
+        );
+        // After the outage a packet far ahead starts a new timeline without being late.
+        assert_eq!(
+            b.insert(160 * 400, 160, false, 0, 9, &mut no_release),
+            Insert::Stored
+        );
+    }
+
+    #[test]
+    fn talkspurt_after_silence_re_anchors_instead_of_being_late() {
+        let mut b = B::new(cfg());
+        b.insert(0, 160, true, 0, 0, &mut no_release);
+        b.insert(160, 160, false, 0, 1, &mut no_release);
+        b.insert(320, 160, false, 0, 2, &mut no_release);
+        for _ in 0..3 {
+            b.next(160);
+        }
+        for _ in 0..5 {
+            assert!(matches!(b.next(160), Next::Empty { .. }));
+        }
+        // The sender's next talkspurt timestamp is behind our advanced timeline.
+        assert_eq!(
+            b.insert(480, 160, true, 0, 7, &mut no_release),
+            Insert::Resynced
+        );
+        // It prebuffers the target (40 ms) then plays.
+        assert_eq!(b.next(160), Next::Wait);
+        assert_eq!(b.next(160), Next::Wait);
+        assert!(matches!(
+            b.next(160),
+            Next::Decode {
+                item: 7,
+                first: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn delay_target_follows_jitter_and_stays_in_bounds() {
+        let mut d = DelayManager::new(JitterConfig::default());
+        // Paced packets: target falls to the minimum.
+        for k in 0..500u64 {
+            d.update((160 * k) as u32, 1 + k * 20_000_000, 20.0);
+        }
+        assert_eq!(d.target_ms(), 20);
+        // Every 5th packet 80 ms late: the 95% quantile reaches ~90 ms.
+        let mut d = DelayManager::new(JitterConfig::default());
+        for k in 0..2000u64 {
+            let late = if k % 5 == 0 { 80_000_000 } else { 0 };
+            d.update((160 * k) as u32, 1 + k * 20_000_000 + late, 20.0);
+        }
+        assert!(
+            (80..=100).contains(&d.target_ms()),
+            "target {}",
+            d.target_ms()
+        );
+    }
+
+    #[test]
+    fn a_slow_sender_clock_does_not_inflate_the_target() {
+        // Sender 1% slow: packets arrive 20.2 ms apart for 20 ms of media.
+        let mut d = DelayManager::new(JitterConfig::default());
+        for k in 0..30_000u64 {
+            d.update((160 * k) as u32, 1 + k * 20_200_000, 20.0);
+        }
+        assert!(d.target_ms() <= 30, "target {}", d.target_ms());
+    }
+
+    #[test]
+    fn adapt_says_shorten_above_target_and_lengthen_below() {
+        let mut b = B::new(cfg());
+        for k in 0..12u32 {
+            b.insert(160 * k, 160, false, 0, k, &mut no_release);
+        }
+        b.next(160);
+        assert_eq!(b.adapt(0, 160), Adapt::Shorten);
+        let mut b = B::new(cfg());
+        for k in 0..3u32 {
+            b.insert(160 * k, 160, false, 0, k, &mut no_release);
+        }
+        b.next(160);
+        b.next(160);
+        assert_eq!(b.adapt(0, 160), Adapt::Lengthen);
+    }
+}

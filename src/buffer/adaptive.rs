@@ -254,6 +254,8 @@ pub struct AdaptiveBuffer<T, const N: usize = 32> {
     ahead_window_ts: u32,
     /// After this long with nothing buffered, the next packet starts a new talkspurt.
     idle_after_ts: u32,
+    /// Longest recent packet duration (decays toward the current one).
+    packet_ts: u32,
 }
 
 impl<T, const N: usize> AdaptiveBuffer<T, N> {
@@ -272,6 +274,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             late_window_ts: ms(3000),
             ahead_window_ts: ms(cfg.max_delay_ms.max(1000) + 1000),
             idle_after_ts: ms(200),
+            packet_ts: 0,
         }
     }
 
@@ -299,9 +302,10 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         &mut self.delay
     }
 
-    /// Target delay in timestamp units.
+    /// Target delay in timestamp units: the delay manager's target, but never less than
+    /// the longest recent packet (a packet can only be played once it has fully arrived).
     pub fn target_ts(&self) -> u32 {
-        self.delay.target_ms() * self.ts_per_ms()
+        (self.delay.target_ms() * self.ts_per_ms()).max(self.packet_ts)
     }
 
     /// True while playing (not idle or prebuffering).
@@ -381,12 +385,12 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             }
             State::Prebuffer | State::Playing => {
                 let d = ts.wrapping_sub(self.next_ts) as i32;
+                let dry = self.held == 0 && self.empty_run_ts > 0;
                 if d < 0 {
                     let behind = d.unsigned_abs();
                     // Talkspurt start after the buffer ran dry: re-anchor instead of
                     // discarding it as late (the sender's silence was shorter than ours).
-                    let dry_talkspurt = marker && self.held == 0 && self.empty_run_ts > 0;
-                    if behind > self.late_window_ts || dry_talkspurt {
+                    if behind > self.late_window_ts || (marker && dry) {
                         self.flush(release);
                         self.delay.reanchor();
                         self.anchor(ts);
@@ -400,9 +404,15 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                     self.delay.reanchor();
                     self.anchor(ts);
                     outcome = Insert::Resynced;
-                } else if marker && self.held == 0 && self.empty_run_ts >= self.idle_after_ts {
-                    // A new talkspurt after a long silence: apply the current target delay.
+                } else if marker && dry {
+                    // A new talkspurt after the buffer ran dry (silence, DTX): apply the
+                    // current target delay here, where re-timing is inaudible.
                     self.anchor(ts);
+                } else if dry {
+                    // The buffer ran dry and we concealed `empty_run_ts` while the timeline
+                    // stood still at the missing audio. That much of the gap has been played:
+                    // skip it (the rest, if any, is audio still to come).
+                    self.next_ts = self.next_ts.wrapping_add((d as u32).min(self.empty_run_ts));
                 }
             }
         }
@@ -410,6 +420,12 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             return Insert::Duplicate(item);
         }
         self.delay.update(ts, arrival_ns, dur_ms);
+        // Follow ptime changes: jump up at once, come down slowly.
+        self.packet_ts = if dur_ts >= self.packet_ts {
+            dur_ts
+        } else {
+            self.packet_ts - (self.packet_ts - dur_ts) / 16
+        };
         if self.held == N {
             // Full: drop the oldest packet; its audio is skipped.
             let oldest = self
@@ -499,7 +515,8 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             // Anything now entirely behind the decode point can never play.
             return Next::Conceal { dur_ts: dur };
         }
-        self.next_ts = at.wrapping_add(want_ts);
+        // Nothing buffered: conceal, but keep the timeline at the missing audio so a late
+        // packet still plays (the delay grows instead of audio being discarded).
         self.empty_run_ts = self.empty_run_ts.saturating_add(want_ts);
         if self.empty_run_ts >= self.idle_after_ts.saturating_mul(10) {
             // Long outage: stop the timeline; the next packet re-anchors it.
@@ -687,33 +704,62 @@ mod tests {
     }
 
     #[test]
-    fn talkspurt_after_silence_re_anchors_instead_of_being_late() {
-        let mut b = B::new(cfg());
-        b.insert(0, 160, true, 0, 0, &mut no_release);
-        b.insert(160, 160, false, 0, 1, &mut no_release);
-        b.insert(320, 160, false, 0, 2, &mut no_release);
-        for _ in 0..3 {
-            b.next(160);
-        }
-        for _ in 0..5 {
-            assert!(matches!(b.next(160), Next::Empty { .. }));
-        }
-        // The sender's next talkspurt timestamp is behind our advanced timeline.
-        assert_eq!(
-            b.insert(480, 160, true, 0, 7, &mut no_release),
-            Insert::Resynced
-        );
-        // It prebuffers the target (40 ms) then plays.
-        assert_eq!(b.next(160), Next::Wait);
-        assert_eq!(b.next(160), Next::Wait);
-        assert!(matches!(
-            b.next(160),
-            Next::Decode {
-                item: 7,
-                first: true,
-                ..
+    fn talkspurt_after_silence_re_anchors_at_the_target_delay() {
+        for (gap_frames, behind) in [(8u32, false), (2, true)] {
+            let mut b = B::new(cfg());
+            b.insert(0, 160, true, 0, 0, &mut no_release);
+            b.insert(160, 160, false, 0, 1, &mut no_release);
+            b.insert(320, 160, false, 0, 2, &mut no_release);
+            for _ in 0..3 {
+                b.next(160);
             }
-        ));
+            for _ in 0..5 {
+                assert!(matches!(b.next(160), Next::Empty { .. }));
+            }
+            // DTX: the next talkspurt starts after `gap_frames` of sender silence; with a
+            // short gap its timestamp is even behind the audio we concealed meanwhile.
+            let ts = 480 + 160 * gap_frames;
+            let ts = if behind { ts - 480 } else { ts };
+            let r = b.insert(ts, 160, true, 0, 7, &mut no_release);
+            assert!(matches!(r, Insert::Stored | Insert::Resynced), "{r:?}");
+            // It prebuffers the target (40 ms) then plays, not late and not after the gap.
+            assert_eq!(b.next(160), Next::Wait);
+            assert_eq!(b.next(160), Next::Wait);
+            assert!(matches!(
+                b.next(160),
+                Next::Decode {
+                    item: 7,
+                    first: true,
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn a_late_packet_after_an_underrun_still_plays_and_the_delay_grows() {
+        let mut b = B::new(cfg());
+        for k in 0..3u32 {
+            b.insert(160 * k, 160, false, 0, k, &mut no_release);
+        }
+        for _ in 0..3 {
+            assert!(matches!(b.next(160), Next::Decode { .. }));
+        }
+        // Packet 3 is 40 ms late: two frames concealed while it is awaited.
+        assert!(matches!(b.next(160), Next::Empty { .. }));
+        assert!(matches!(b.next(160), Next::Empty { .. }));
+        assert_eq!(
+            b.insert(480, 160, false, 0, 3, &mut no_release),
+            Insert::Stored
+        );
+        assert_eq!(
+            b.insert(640, 160, false, 0, 4, &mut no_release),
+            Insert::Stored
+        );
+        assert!(
+            matches!(b.next(160), Next::Decode { .. }),
+            "the late packet plays"
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! stage the encoder and the RTP send state. In a split lane each part is touched by one
 //! thread only; in a fused lane all by the same thread.
 
+pub mod receive;
+
 use arrayvec::ArrayVec;
 
 use crate::buffer::JitterBuffer;

@@ -10,7 +10,7 @@
 //! The **target delay** is the `quantile` (default 95%) of the relative packet delay
 //! distribution: each packet's delay relative to the fastest recent packet
 //! (arrival − timestamp, minus a running minimum that may creep up 2% of elapsed media time so
-//! a slow sender clock is followed), collected in 10 ms buckets with exponential forgetting.
+//! a slow sender clock is followed), collected in 20 ms buckets with exponential forgetting.
 //! It is clamped to `[min_delay_ms, max_delay_ms]`. Delay is *applied* without glitches:
 //! at a talkspurt start (marker bit after the buffer ran dry) the timeline re-anchors and
 //! prebuffers exactly the target, and during speech the caller accelerates or expands by
@@ -34,6 +34,11 @@ pub struct JitterConfig {
     pub quantile: f32,
     /// Per-packet forgetting factor of the delay histogram (closer to 1 = longer memory).
     pub forget_factor: f32,
+    /// After this much continuous concealment with nothing buffered, the receive channel
+    /// stops producing frames until packets return, so a sender's silence (DTX, hold)
+    /// propagates to the other leg instead of being filled with synthetic audio. 0 = never
+    /// stop (an endpoint that must always play something: comfort noise fills the gap).
+    pub max_conceal_ms: u32,
 }
 
 impl Default for JitterConfig {
@@ -45,12 +50,13 @@ impl Default for JitterConfig {
             initial_delay_ms: 60,
             quantile: 0.95,
             forget_factor: 0.995,
+            max_conceal_ms: 100,
         }
     }
 }
 
-const BUCKET_MS: f64 = 10.0;
-const BUCKETS: usize = 64;
+const BUCKET_MS: f64 = 20.0;
+const BUCKETS: usize = 32;
 
 /// Estimates the target playout delay from packet arrival times (see module docs).
 #[derive(Debug, Clone)]
@@ -543,8 +549,8 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
     }
 
     /// Time-scale advice given `pending_ts` of decoded audio not yet played (the caller's
-    /// sync buffer) and one frame of `frame_ts`. Hysteresis of one frame above, half a frame
-    /// below the target.
+    /// sync buffer) and one frame of `frame_ts`. Hysteresis of one frame (at least 20 ms)
+    /// above and one frame below the target.
     pub fn adapt(&self, pending_ts: u32, frame_ts: u32) -> Adapt {
         if self.state != State::Playing {
             return Adapt::Hold;
@@ -553,7 +559,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         let target = self.target_ts();
         if level > target.saturating_add(frame_ts.max(20 * self.ts_per_ms())) {
             Adapt::Shorten
-        } else if self.held > 0 && level.saturating_add(frame_ts / 2) < target {
+        } else if self.held > 0 && level.saturating_add(frame_ts) < target {
             Adapt::Lengthen
         } else {
             Adapt::Hold
@@ -801,12 +807,17 @@ mod tests {
         }
         b.next(160);
         assert_eq!(b.adapt(0, 160), Adapt::Shorten);
-        let mut b = B::new(cfg());
+        let mut b = B::new(JitterConfig {
+            initial_delay_ms: 60,
+            min_delay_ms: 60,
+            ..Default::default()
+        });
         for k in 0..3u32 {
             b.insert(160 * k, 160, false, 0, k, &mut no_release);
         }
         b.next(160);
         b.next(160);
+        // 20 ms buffered + one 20 ms frame < 60 ms target.
         assert_eq!(b.adapt(0, 160), Adapt::Lengthen);
     }
 }

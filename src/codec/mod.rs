@@ -172,6 +172,16 @@ impl AnyDecoder {
         }
     }
 
+    /// Samples (per channel, at the decoded rate) one payload carries; 0 if it is not a
+    /// valid payload for this codec. Called on the real-time thread.
+    #[inline]
+    pub fn samples_in(&self, payload: &[u8]) -> usize {
+        match self {
+            // One byte per sample.
+            AnyDecoder::Pcmu | AnyDecoder::Pcma => payload.len(),
+        }
+    }
+
     /// Decodes one payload into `out`, returning samples written. A payload longer than
     /// `out` is truncated to `out` (the lane counts the size mismatch).
     /// Called on the real-time thread.

@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::buffer::adaptive::JitterConfig;
 use crate::codec::{supported_codecs, CodecInfo};
 use crate::integration::{EgressHandle, IngressHandle};
 use crate::runtime::lane::{self, Lane, LaneConfig, LaneControl};
@@ -58,8 +59,8 @@ pub struct EngineConfig {
     pub command_capacity: usize,
     /// Events buffered per lane and producing stage.
     pub event_capacity: usize,
-    /// Default jitter (reorder) buffer delay, frames.
-    pub jitter_delay_frames: u16,
+    /// Default jitter buffer bounds and initial delay (clock rate is set per codec).
+    pub jitter: JitterConfig,
     /// Relay payloads without decoding when both legs of a bridge use the same codec.
     pub relay_same_codec: bool,
     /// Run on each lane thread at start (e.g. allocation accounting in tests).
@@ -82,7 +83,7 @@ impl Default for EngineConfig {
             egress_slots_per_lane: None,
             command_capacity: 1024,
             event_capacity: 4096,
-            jitter_delay_frames: 3,
+            jitter: JitterConfig::default(),
             relay_same_codec: true,
             on_thread_start: None,
         }
@@ -616,7 +617,7 @@ impl MediaEngine {
             &params,
             generation,
             slot,
-            self.config.jitter_delay_frames,
+            self.config.jitter,
             ssrc,
             (r1 >> 32) as u16,
             (r1 >> 40) as u32 ^ (r1 as u32).rotate_left(7),
@@ -665,15 +666,8 @@ impl MediaEngine {
         let ls = &mut inner.lanes[id.lane()];
         ls.next_seq += 1;
         let mut b = Bundle::new(ls.next_seq, Op::Update, id);
-        let parts = SessionParts::build(
-            &params,
-            id.generation,
-            id.slot,
-            self.config.jitter_delay_frames,
-            0,
-            0,
-            0,
-        );
+        let parts =
+            SessionParts::build(&params, id.generation, id.slot, self.config.jitter, 0, 0, 0);
         b.jitter = Some(parts.jitter);
         b.decode = Some(parts.decode);
         b.dsp = Some(parts.dsp);

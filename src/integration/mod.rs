@@ -40,10 +40,12 @@ impl IngressHandle {
     /// [`Error::RingFull`] if no slot is free (the lane is behind or the buffers are
     /// full). Both are also counted in the lane's counters; the packet is dropped.
     pub fn push(&mut self, session: SessionId, packet: &[u8]) -> Result<(), Error> {
-        self.push_at(session, packet, 0)
+        self.push_at(session, packet, crate::runtime::clock::monotonic_ns())
     }
 
-    /// Like [`IngressHandle::push`], with the transport's arrival time in nanoseconds.
+    /// Like [`IngressHandle::push`], with the packet's arrival time in nanoseconds on any
+    /// monotonic timebase (the jitter estimate uses only differences; 0 means unknown).
+    /// Simulations on the virtual clock pass their simulated arrival times here.
     pub fn push_at(
         &mut self,
         session: SessionId,

@@ -154,6 +154,8 @@ pub struct RtpReceiveStats {
     duplicates: u64,
     reordered: u64,
     resyncs: u64,
+    /// Run A.1 probation on a new source (false for a source known from signalling).
+    validate: bool,
 }
 
 impl RtpReceiveStats {
@@ -179,7 +181,19 @@ impl RtpReceiveStats {
             duplicates: 0,
             reordered: 0,
             resyncs: 0,
+            validate: true,
         }
+    }
+
+    /// Statistics for a source already known from signalling (its session was negotiated
+    /// and packets are demultiplexed to it by the transport): no A.1 probation, so the
+    /// first packet is counted and reordering at the very start is classified instead of
+    /// restarting validation. RFC 3550 §6.2.1 ties probation to sources first seen on the
+    /// wire; a media gateway's sessions are signalled.
+    pub const fn signalled(clock_rate_hz: u32) -> Self {
+        let mut s = Self::new(clock_rate_hz);
+        s.validate = false;
+        s
     }
 
     /// The RTP clock rate given at construction.
@@ -197,6 +211,12 @@ impl RtpReceiveStats {
             // A.1: "init_seq(s, seq); s->max_seq = seq - 1; s->probation = MIN_SEQUENTIAL;"
             self.started = true;
             self.init_seq(seq);
+            if !self.validate {
+                self.probation = 0;
+                self.received = 1;
+                self.update_jitter(JitterStep::Reference, rtp_ts, arrival_ns);
+                return PacketClass::InOrder;
+            }
             self.max_seq = seq.wrapping_sub(1);
             self.probation = MIN_SEQUENTIAL;
         }
@@ -434,13 +454,33 @@ impl RtpReceiveStats {
     /// Forgets everything, as if newly constructed with the same clock rate (e.g. when
     /// the SSRC changes).
     pub fn reset(&mut self) {
+        let validate = self.validate;
         *self = Self::new(self.clock_rate_hz);
+        self.validate = validate;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signalled_source_counts_from_the_first_packet_and_classifies_early_reordering() {
+        let mut s = RtpReceiveStats::signalled(8000);
+        for (i, k) in [0u16, 2, 1, 3, 5, 4, 7, 8].into_iter().enumerate() {
+            s.on_packet(100 + k, 160 * u32::from(k), 1 + i as u64 * 20_000_000);
+        }
+        assert_eq!(s.received(), 8);
+        assert_eq!(s.expected(), 9);
+        assert_eq!(s.cumulative_lost(), 1);
+        assert_eq!(s.reordered(), 2);
+        s.reset();
+        assert_eq!(
+            s.on_packet(7, 0, 1),
+            PacketClass::InOrder,
+            "reset keeps the mode"
+        );
+    }
 
     const TS_20MS: u32 = 160;
     const NS_20MS: u64 = 20_000_000;

@@ -16,8 +16,10 @@ use super::msg::{Bundle, Downstream, EgressSlot, FrameSlot, LaneEvent, Op, Packe
 use super::slab::{Slab, Token};
 use super::stats::{LaneCounters, SessionCell, SessionCounters, TickHistogram};
 use super::sync::{Arc, AtomicBool, AtomicU64, Ordering};
-use crate::buffer::{InsertOutcome, Playout};
+use crate::buffer::adaptive::Insert;
+use crate::quality::rtp_stats::PacketClass;
 use crate::rtp::{write_header, RtpPacket, RTP_HEADER_LEN};
+use crate::session::receive::StretchPool;
 use crate::session::{DecodePart, DspPart, EncodePart, JitterPart};
 use crate::types::SessionId;
 
@@ -59,8 +61,8 @@ impl LaneConfig {
 /// Bytes of per-session state a lane holds in its tables (the four stage parts and the
 /// counter block), excluding slab slots in flight. This is the "hot state" walked each tick.
 pub fn session_state_bytes() -> usize {
-    std::mem::size_of::<Option<JitterPart<Token>>>()
-        + std::mem::size_of::<Option<DecodePart>>()
+    std::mem::size_of::<Option<JitterPart>>()
+        + std::mem::size_of::<Option<DecodePart<Token>>>()
         + std::mem::size_of::<Option<DspPart>>()
         + std::mem::size_of::<Option<EncodePart>>()
         + std::mem::size_of::<SessionCell>()
@@ -119,7 +121,8 @@ fn push_cmd<T>(out: &mut Producer<T>, counters: &LaneCounters, msg: T) {
     }
 }
 
-/// Jitter stage: ingests packets, owns the receive buffers, and plays due sessions.
+/// Jitter stage: ingests packets (parse, route, filter, receive statistics), hands them to
+/// the decode stage's jitter buffer at once, and schedules playout of due sessions.
 pub struct JitterStage {
     tick: u64,
     cursor: usize,
@@ -129,7 +132,7 @@ pub struct JitterStage {
     /// Per slot: 0 when empty, else `ptime_ticks << 4 | phase`. A compact array so the
     /// playout scan touches one byte per slot and only due sessions' state.
     sched: Box<[u8]>,
-    sessions: Box<[Option<JitterPart<Token>>]>,
+    sessions: Box<[Option<JitterPart>]>,
     commands: Consumer<Box<Bundle>>,
     ingress: Consumer<Token>,
     packets: Arc<Slab<PacketSlot>>,
@@ -145,9 +148,12 @@ enum Ingest {
     Packet {
         session: u64,
         seq: u16,
+        ts: u32,
         ssrc: u32,
         pt: u8,
+        marker: bool,
         len: usize,
+        arrival_ns: u64,
     },
 }
 
@@ -172,38 +178,22 @@ impl JitterStage {
 
     fn apply(&mut self, mut b: Box<Bundle>) {
         let slot = b.id.slot as usize;
-        let released = &mut self.released;
-        let counters = &self.shared.counters;
-        let mut release = |t: Token| {
-            if released.push(t).is_err() {
-                counters.internal_ring_full.inc();
-            }
-        };
         match b.op {
             Op::Create => {
                 self.shared.sessions[slot].begin_generation(b.id.generation);
-                let old = std::mem::replace(&mut self.sessions[slot], b.jitter.take());
-                if let Some(mut old) = old {
-                    old.buffer.flush(&mut release);
-                    b.jitter = Some(old);
-                }
+                b.jitter = std::mem::replace(&mut self.sessions[slot], b.jitter.take());
             }
             Op::Update => {
                 if let (Some(mut new), Some(cur)) = (b.jitter.take(), self.sessions[slot].as_mut())
                 {
-                    // Keep what is buffered and the stream identity across a re-INVITE.
-                    std::mem::swap(&mut new.buffer, &mut cur.buffer);
+                    // Keep the stream identity and its statistics across a re-INVITE.
                     new.rx_ssrc = cur.rx_ssrc;
                     new.generation = cur.generation;
+                    std::mem::swap(&mut new.stats, &mut cur.stats);
                     b.jitter = Some(std::mem::replace(cur, new));
                 }
             }
-            Op::Destroy => {
-                if let Some(mut old) = self.sessions[slot].take() {
-                    old.buffer.flush(&mut release);
-                    b.jitter = Some(old);
-                }
-            }
+            Op::Destroy => b.jitter = self.sessions[slot].take(),
             Op::Route | Op::Barrier => {}
         }
         self.sched[slot] = self.sessions[slot]
@@ -242,9 +232,12 @@ impl JitterStage {
                         Ingest::Packet {
                             session: p.session,
                             seq: pkt.sequence(),
+                            ts: pkt.timestamp(),
                             ssrc: pkt.ssrc(),
                             pt: pkt.payload_type(),
+                            marker: pkt.marker(),
                             len: p.payload_len,
+                            arrival_ns: p.arrival_ns,
                         }
                     }
                 }
@@ -252,9 +245,12 @@ impl JitterStage {
             let Ingest::Packet {
                 session,
                 seq,
+                ts,
                 ssrc,
                 pt,
+                marker,
                 len,
+                arrival_ns,
             } = verdict
             else {
                 self.shared.counters.malformed.inc();
@@ -273,61 +269,65 @@ impl JitterStage {
                 self.release(tok);
                 continue;
             };
-            self.insert(slot, tok, seq, ssrc, pt, len);
+            let sc = self.shared.sc(slot);
+            // Invariant: `lookup` returned this slot because it holds a part.
+            let Some(part) = self.sessions[slot as usize].as_mut() else {
+                self.release(tok);
+                continue;
+            };
+            if part.telephone_event_pt == Some(pt) {
+                // RFC 4733 events are routed to DTMF handling, never into the audio buffer.
+                sc.rx_dtmf_packets.inc();
+                self.release(tok);
+                continue;
+            }
+            if !part.accepts(pt) {
+                sc.rx_unsupported_pt.inc();
+                self.release(tok);
+                continue;
+            }
+            sc.rx_packets.inc();
+            sc.rx_payload_bytes.add(len as u64);
+            let new_stream = part.rx_ssrc.is_some_and(|s| s != ssrc);
+            if part.rx_ssrc != Some(ssrc) {
+                if new_stream {
+                    // A new stream (RFC 3550 §8.2): its sequence and timestamp spaces are unrelated.
+                    sc.rx_resyncs.inc();
+                    part.stats.reset();
+                }
+                part.rx_ssrc = Some(ssrc);
+            }
+            match part.stats.on_packet(seq, ts, arrival_ns) {
+                PacketClass::Reordered => sc.rx_reordered.inc(),
+                PacketClass::Resync => sc.rx_resyncs.inc(),
+                _ => {}
+            }
+            sc.rx_expected.set(part.stats.expected());
+            sc.rx_lost.set(part.stats.cumulative_lost().max(0) as u64);
+            sc.rx_jitter_ts.set(u64::from(part.stats.jitter_ts()));
+            if len == 0 {
+                // A keepalive: it counts as received but there is nothing to decode.
+                sc.rx_empty_payloads.inc();
+                self.release(tok);
+                continue;
+            }
+            let msg = ToDecode::Packet {
+                slot,
+                pkt: tok,
+                ts,
+                marker,
+                new_stream,
+                arrival_ns,
+            };
+            if let Err(rtrb::PushError::Full(ToDecode::Packet { pkt, .. })) = self.out.push(msg) {
+                self.shared.counters.internal_ring_full.inc();
+                self.release(pkt);
+            }
         }
     }
 
-    fn insert(&mut self, slot: u32, tok: Token, seq: u16, ssrc: u32, pt: u8, len: usize) {
-        let sc = self.shared.sc(slot);
-        let released = &mut self.released;
-        let counters = &self.shared.counters;
-        let mut release = |t: Token| {
-            if released.push(t).is_err() {
-                counters.internal_ring_full.inc();
-            }
-        };
-        // Invariant: `lookup` returned this slot because it holds a part.
-        let Some(part) = self.sessions[slot as usize].as_mut() else {
-            release(tok);
-            return;
-        };
-        if !part.accepts(pt) {
-            sc.rx_unsupported_pt.inc();
-            release(tok);
-            return;
-        }
-        sc.rx_packets.inc();
-        sc.rx_payload_bytes.add(len as u64);
-        if len == 0 {
-            // A keepalive: it counts as received but there is nothing to decode.
-            sc.rx_empty_payloads.inc();
-            release(tok);
-            return;
-        }
-        if part.rx_ssrc != Some(ssrc) {
-            if part.rx_ssrc.is_some() {
-                // A new stream (RFC 3550 §8.2): its sequence space is unrelated.
-                sc.rx_resyncs.inc();
-                part.buffer.reset(&mut release);
-            }
-            part.rx_ssrc = Some(ssrc);
-        }
-        match part.buffer.insert(seq, tok, &mut release) {
-            InsertOutcome::Stored => {}
-            InsertOutcome::Late(t) => {
-                sc.rx_late.inc();
-                release(t);
-            }
-            InsertOutcome::Duplicate(t) => {
-                sc.rx_duplicates.inc();
-                release(t);
-            }
-            InsertOutcome::Resynced => sc.rx_resyncs.inc(),
-        }
-    }
-
-    /// Plays up to `limit` due sessions from where the last call stopped; returns true if
-    /// due sessions remain in this tick. Called on the real-time thread.
+    /// Schedules playout for up to `limit` due sessions from where the last call stopped;
+    /// returns true if due sessions remain in this tick. Called on the real-time thread.
     pub fn playout(&mut self, limit: usize) -> bool {
         let n = self.sessions.len();
         let mut done = 0;
@@ -338,32 +338,11 @@ impl JitterStage {
             if s == 0 || self.tick_mod[usize::from(s >> 4)] != s & 0xF {
                 continue;
             }
-            let Some(part) = self.sessions[i].as_mut() else {
-                continue;
-            };
             done += 1;
-            match part.buffer.playout() {
-                Playout::Idle => {}
-                Playout::Packet { item, first } => {
-                    let msg = ToDecode::Play {
-                        slot: i as u32,
-                        pkt: item,
-                        first,
-                    };
-                    if let Err(rtrb::PushError::Full(ToDecode::Play { pkt, .. })) =
-                        self.out.push(msg)
-                    {
-                        self.shared.counters.internal_ring_full.inc();
-                        self.release(pkt);
-                    }
-                }
-                Playout::Missing => {
-                    if self.out.slots() > self.reserve {
-                        let _ = self.out.push(ToDecode::Missing { slot: i as u32 });
-                    } else {
-                        self.shared.counters.stage_backlog_drops.inc();
-                    }
-                }
+            if self.out.slots() > self.reserve {
+                let _ = self.out.push(ToDecode::Playout { slot: i as u32 });
+            } else {
+                self.shared.counters.stage_backlog_drops.inc();
             }
         }
         self.cursor < n
@@ -385,14 +364,18 @@ impl JitterStage {
     }
 }
 
-/// Decode stage: turns played packets into frames (or relays payloads) and routes them.
+/// Decode stage: owns each session's receive channel (jitter buffer, decoders,
+/// concealment, time-scale modification); produces one frame per due session and routes it
+/// (or relays the payload when nothing had to change it).
 pub struct DecodeStage {
-    sessions: Box<[Option<DecodePart>]>,
+    sessions: Box<[Option<DecodePart<Token>>]>,
     input: Consumer<ToDecode>,
     packets: Arc<Slab<PacketSlot>>,
     pkt_return: Producer<Token>,
     frames: Arc<Slab<FrameSlot>>,
     frame_free: Consumer<Token>,
+    spare_frame: Option<Token>,
+    stretch: StretchPool,
     out: Producer<Downstream>,
     reserve: usize,
     shared: Arc<Shared>,
@@ -405,22 +388,22 @@ impl DecodeStage {
         while let Ok(msg) = self.input.pop() {
             n += 1;
             match msg {
-                ToDecode::Play { slot, pkt, first } => self.play(slot, pkt, first),
-                ToDecode::Missing { slot } => {
-                    if let Some(part) = self.sessions[slot as usize].as_ref() {
-                        self.shared.sc(slot).frames_missing.inc();
-                        if let Some(r) = part.route {
-                            self.push_missing(slot, r.dst_slot);
-                        }
-                    }
-                }
+                ToDecode::Packet {
+                    slot,
+                    pkt,
+                    ts,
+                    marker,
+                    new_stream,
+                    arrival_ns,
+                } => self.insert(slot, pkt, ts, marker, new_stream, arrival_ns),
+                ToDecode::Playout { slot } => self.play(slot),
                 ToDecode::Cmd(b) => self.apply(b),
             }
         }
         self.shared
             .counters
             .frame_slots_free
-            .set(self.frame_free.slots() as u64);
+            .set((self.frame_free.slots() + usize::from(self.spare_frame.is_some())) as u64);
         n
     }
 
@@ -434,6 +417,13 @@ impl DecodeStage {
 
     fn apply(&mut self, mut b: Box<Bundle>) {
         let slot = b.id.slot as usize;
+        let pkt_return = &mut self.pkt_return;
+        let counters = &self.shared.counters;
+        let mut release = |t: Token| {
+            if pkt_return.push(t).is_err() {
+                counters.internal_ring_full.inc();
+            }
+        };
         match b.op {
             Op::Create => {
                 b.decode = std::mem::replace(&mut self.sessions[slot], b.decode.take());
@@ -442,10 +432,17 @@ impl DecodeStage {
                 if let (Some(mut new), Some(cur)) = (b.decode.take(), self.sessions[slot].as_mut())
                 {
                     new.route = cur.route;
+                    cur.receive.reset(&mut release);
                     b.decode = Some(std::mem::replace(cur, new));
                 }
             }
-            Op::Destroy => b.decode = self.sessions[slot].take(),
+            Op::Destroy => {
+                b.decode = self.sessions[slot].take();
+                if let Some(old) = b.decode.as_mut() {
+                    // Packet slots go back to the transport, never home in the bundle.
+                    old.receive.reset(&mut release);
+                }
+            }
             Op::Route => {
                 if let Some(part) = self.sessions[slot].as_mut() {
                     part.route = b.route;
@@ -462,62 +459,166 @@ impl DecodeStage {
         }
     }
 
-    fn play(&mut self, slot: u32, pkt: Token, first: bool) {
+    fn insert(
+        &mut self,
+        slot: u32,
+        pkt: Token,
+        ts: u32,
+        marker: bool,
+        new_stream: bool,
+        arrival_ns: u64,
+    ) {
         let Some(part) = self.sessions[slot as usize].as_mut() else {
             self.return_packet(pkt);
             return;
         };
         let sc = &self.shared.sessions[slot as usize].counters;
-        let Some(route) = part.route else {
-            sc.no_sink.inc();
-            self.return_packet(pkt);
+        let pkt_return = &mut self.pkt_return;
+        let counters = &self.shared.counters;
+        let mut release = |t: Token| {
+            if pkt_return.push(t).is_err() {
+                counters.internal_ring_full.inc();
+            }
+        };
+        if new_stream {
+            part.receive.reset(&mut release);
+        }
+        let samples = self.packets.with(&pkt, |p| {
+            part.decoder(p.payload_type)
+                .map(|d| d.samples_in(p.payload()))
+                .unwrap_or(0)
+        });
+        if samples == 0 {
+            sc.codec_errors.inc();
+            release(pkt);
+            return;
+        }
+        match part
+            .receive
+            .insert(ts, samples, marker, arrival_ns, pkt, &mut release)
+        {
+            Insert::Stored => {}
+            Insert::Late(t) => {
+                sc.rx_late.inc();
+                release(t);
+            }
+            Insert::Duplicate(t) => {
+                sc.rx_duplicates.inc();
+                release(t);
+            }
+            Insert::Resynced => sc.rx_resyncs.inc(),
+            Insert::Overflowed => sc.jb_overflows.inc(),
+        }
+    }
+
+    fn play(&mut self, slot: u32) {
+        let Some(part) = self.sessions[slot as usize].as_mut() else {
             return;
         };
-        let Ok(mut frame) = self.frame_free.pop() else {
+        let sc = &self.shared.sessions[slot as usize].counters;
+        let route = part.route;
+        let Some(mut frame) = self
+            .spare_frame
+            .take()
+            .or_else(|| self.frame_free.pop().ok())
+        else {
             sc.slab_exhausted.inc();
-            self.return_packet(pkt);
-            self.push_missing(slot, route.dst_slot);
+            if let Some(r) = route {
+                self.push_missing(slot, r.dst_slot);
+            }
             return;
         };
         let frame_samples = part.frame_samples;
-        let relay_allowed = route.relay_ok && part.dsp_passthrough;
-        self.packets.with(&pkt, |p| {
-            self.frames.with_mut(&mut frame, |f| {
-                f.marker = first;
-                let payload = p.payload();
-                let Some(dec) = part.decoder(p.payload_type) else {
-                    // The jitter stage only admits negotiated payload types.
-                    sc.codec_errors.inc();
-                    f.relay = false;
-                    f.samples = frame_samples;
-                    f.pcm[..frame_samples].fill(0);
-                    return;
-                };
-                if relay_allowed
-                    && dec.codec() == route.dst_codec
-                    && payload.len() <= f.payload.len()
-                {
-                    f.relay = true;
-                    f.payload[..payload.len()].copy_from_slice(payload);
-                    f.payload_len = payload.len();
-                    sc.frames_relayed.inc();
-                } else {
-                    f.relay = false;
-                    let out = &mut f.pcm[..frame_samples];
-                    let got = dec.decode(payload, out).unwrap_or_else(|_| {
-                        sc.codec_errors.inc();
-                        0
-                    });
-                    if got != frame_samples || payload.len() != frame_samples {
-                        sc.size_mismatches.inc();
-                        out[got.min(frame_samples)..].fill(0);
-                    }
-                    f.samples = frame_samples;
-                    sc.frames_decoded.inc();
+        let packets = &self.packets;
+        let pkt_return = &mut self.pkt_return;
+        let counters = &self.shared.counters;
+        let mut release = |t: Token| {
+            if pkt_return.push(t).is_err() {
+                counters.internal_ring_full.inc();
+            }
+        };
+        let decoders = &mut part.decoders;
+        let mut decode = |t: &Token, out: &mut [i16]| -> usize {
+            packets.with(t, |p| {
+                let pt = p.payload_type;
+                match decoders.iter_mut().find(|(q, _)| *q == pt) {
+                    Some((_, d)) => d.decode(p.payload(), out).unwrap_or(0),
+                    None => 0,
                 }
             })
+        };
+        let relay_allowed = route.is_some_and(|r| r.relay_ok) && part.dsp_passthrough;
+        let stretch = &mut self.stretch;
+        let rep = self.frames.with_mut(&mut frame, |f| {
+            let rep = part.receive.get_frame(
+                &mut f.pcm[..frame_samples],
+                stretch,
+                &mut decode,
+                &mut release,
+            );
+            f.samples = frame_samples;
+            f.marker = rep.marker;
+            f.relay = false;
+            rep
         });
-        self.return_packet(pkt);
+        sc.jb_target_ms
+            .set(u64::from(part.receive.buffer.delay().target_ms()));
+        sc.jb_level_ms.set(u64::from(part.receive.level_ms()));
+        if !rep.produced {
+            sc.frames_missing.inc();
+            self.spare_frame = Some(frame);
+            if let Some(r) = route {
+                self.push_missing(slot, r.dst_slot);
+            }
+            return;
+        }
+        sc.packets_decoded.add(u64::from(rep.decoded));
+        if rep.concealed > 0 {
+            sc.frames_concealed.inc();
+            sc.samples_concealed.add(u64::from(rep.concealed));
+        }
+        sc.samples_accelerated.add(u64::from(rep.accelerated));
+        sc.samples_expanded.add(u64::from(rep.expanded));
+        sc.rx_late.add(u64::from(rep.stale));
+        let Some(route) = route else {
+            sc.no_sink.inc();
+            if let Some(t) = rep.relay {
+                release(t);
+            }
+            self.spare_frame = Some(frame);
+            return;
+        };
+        if let Some(t) = rep.relay {
+            // The frame is exactly this packet, unmodified: relay its payload when the
+            // destination sends the same codec (no transcoding loss, no encode cost).
+            let relayed = relay_allowed
+                && packets.with(&t, |p| {
+                    let same = decoders
+                        .iter()
+                        .find(|(q, _)| *q == p.payload_type)
+                        .is_some_and(|(_, d)| d.codec() == route.dst_codec);
+                    same && self.frames.with_mut(&mut frame, |f| {
+                        let pl = p.payload();
+                        match f.payload.get_mut(..pl.len()) {
+                            Some(dst) => {
+                                dst.copy_from_slice(pl);
+                                f.payload_len = pl.len();
+                                f.relay = true;
+                                true
+                            }
+                            None => false,
+                        }
+                    })
+                });
+            release(t);
+            if relayed {
+                sc.frames_relayed.inc();
+            } else {
+                sc.frames_decoded.inc();
+            }
+        } else {
+            sc.frames_decoded.inc();
+        }
         let msg = Downstream::Frame {
             src: slot,
             dst: route.dst_slot,
@@ -614,6 +715,8 @@ impl EncodeStage {
                 Downstream::Missing { dst, .. } => {
                     if let Some(part) = self.sessions[dst as usize].as_mut() {
                         part.skip_frame();
+                        // Audio resumes as a new talkspurt (RFC 3551 §4.1).
+                        part.marker_next = true;
                     }
                 }
                 Downstream::Cmd(b) => self.apply(b),
@@ -854,6 +957,9 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
             pkt_return: rel_d_tx,
             frames: frames.clone(),
             frame_free: fr_rx,
+            spare_frame: None,
+            // Fill target (30 ms) + one 60 ms packet + a frame: enough for any session.
+            stretch: StretchPool::new(120),
             out: dp_tx,
             reserve: down_reserve,
             shared: shared.clone(),

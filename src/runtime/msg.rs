@@ -135,9 +135,9 @@ pub struct Bundle {
     /// Session id concerned.
     pub id: SessionId,
     /// Jitter part (in: new; out: retired).
-    pub jitter: Option<JitterPart<Token>>,
+    pub jitter: Option<JitterPart>,
     /// Decode part.
-    pub decode: Option<DecodePart>,
+    pub decode: Option<DecodePart<Token>>,
     /// DSP part.
     pub dsp: Option<DspPart>,
     /// Encode part.
@@ -165,17 +165,23 @@ impl Bundle {
 /// Jitter stage → decode stage.
 #[derive(Debug)]
 pub enum ToDecode {
-    /// Play this packet for session `slot`.
-    Play {
+    /// A received packet for session `slot`'s jitter buffer.
+    Packet {
         /// Session slot.
         slot: u32,
         /// Packet slot.
         pkt: Token,
-        /// First frame of a (re)started stream.
-        first: bool,
+        /// RTP timestamp.
+        ts: u32,
+        /// RTP marker bit.
+        marker: bool,
+        /// The SSRC changed: a new stream starts with this packet.
+        new_stream: bool,
+        /// Arrival time (ns, transport's monotonic clock; 0 if unknown).
+        arrival_ns: u64,
     },
-    /// Session `slot` has nothing to play this frame period.
-    Missing {
+    /// Session `slot` is due to play one frame.
+    Playout {
         /// Session slot.
         slot: u32,
     },

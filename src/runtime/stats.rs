@@ -91,20 +91,46 @@ counter_block! {
         rx_empty_payloads,
         /// Packets whose payload type is not negotiated for this session.
         rx_unsupported_pt,
-        /// Packets that arrived after their playout time.
+        /// Packets that arrived after their audio was played or concealed.
         rx_late,
         /// Packets already held or played.
         rx_duplicates,
         /// Times the receive stream was resynchronised (SSRC change, sequence jump).
         rx_resyncs,
-        /// Frames decoded from packets.
+        /// Frames produced from decoded audio (not relayed).
         frames_decoded,
         /// Frames relayed without decoding (same codec both sides).
         frames_relayed,
-        /// Frame periods with no packet to play (lost or not yet arrived).
+        /// Frame periods with nothing to play (no stream yet, prebuffering, or stopped).
         frames_missing,
         /// Payloads whose size did not match the frame (truncated or zero-padded).
         size_mismatches,
+        /// RFC 4733 telephone-event packets received (routed to DTMF handling).
+        rx_dtmf_packets,
+        /// Packets that arrived out of order (RFC 3550 sequence tracking).
+        rx_reordered,
+        /// Packets expected from the extended sequence range (RFC 3550 A.3); gauge.
+        rx_expected,
+        /// Cumulative packets lost (RFC 3550 A.3, clamped at 0); gauge.
+        rx_lost,
+        /// RFC 3550 interarrival jitter in timestamp units; gauge.
+        rx_jitter_ts,
+        /// Packets dropped because the jitter buffer was full (oldest dropped).
+        jb_overflows,
+        /// Jitter buffer target delay, ms; gauge.
+        jb_target_ms,
+        /// Jitter buffer current level (buffered + pending decoded audio), ms; gauge.
+        jb_level_ms,
+        /// Packets decoded (a frame may hold several short packets or part of a long one).
+        packets_decoded,
+        /// Frames that contain concealed (or comfort noise) audio.
+        frames_concealed,
+        /// Samples synthesised by concealment or comfort noise.
+        samples_concealed,
+        /// Samples removed by time compression (accelerate).
+        samples_accelerated,
+        /// Samples added by time expansion.
+        samples_expanded,
         /// Frames dropped because the frame slab was exhausted.
         slab_exhausted,
         /// Frames dropped because there was no peer to send them to.

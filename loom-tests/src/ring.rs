@@ -13,7 +13,9 @@
 //!
 //! Slots are loom `UnsafeCell`s, so any slot access not ordered by that protocol is reported
 //! as a causality violation. [`Orderings`] lets a model weaken the protocol on purpose, to
-//! show that the models do fail when the hand-off is unsynchronised.
+//! show that the models do fail when the hand-off is unsynchronised, and
+//! [`ring_untracked`] hides the ring's own slots from loom, to show that a model also catches
+//! the race through the data the messages guard (e.g. media-core's slab cells).
 
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicUsize, Ordering};
@@ -42,8 +44,57 @@ impl Orderings {
     };
 }
 
+/// One slot: a loom `UnsafeCell`, or (negative controls only) a plain cell loom cannot see.
+enum Slot<T> {
+    Tracked(UnsafeCell<MaybeUninit<T>>),
+    Untracked(std::cell::UnsafeCell<MaybeUninit<T>>),
+}
+
+impl<T> Slot<T> {
+    fn new(tracked: bool) -> Self {
+        if tracked {
+            Slot::Tracked(UnsafeCell::new(MaybeUninit::uninit()))
+        } else {
+            Slot::Untracked(std::cell::UnsafeCell::new(MaybeUninit::uninit()))
+        }
+    }
+
+    /// # Safety
+    /// Exclusive access to an empty slot.
+    unsafe fn write(&self, v: T) {
+        match self {
+            // SAFETY: forwarded.
+            Slot::Tracked(c) => c.with_mut(|p| unsafe { (*p).write(v) }),
+            // SAFETY: forwarded.
+            Slot::Untracked(c) => unsafe { (*c.get()).write(v) },
+        };
+    }
+
+    /// # Safety
+    /// No concurrent write; the slot is full and is treated as empty afterwards.
+    unsafe fn take(&self) -> T {
+        match self {
+            // SAFETY: forwarded.
+            Slot::Tracked(c) => c.with(|p| unsafe { (*p).assume_init_read() }),
+            // SAFETY: forwarded.
+            Slot::Untracked(c) => unsafe { (*c.get()).assume_init_read() },
+        }
+    }
+
+    /// # Safety
+    /// Exclusive access to a full slot.
+    unsafe fn drop_value(&self) {
+        match self {
+            // SAFETY: forwarded.
+            Slot::Tracked(c) => c.with_mut(|p| unsafe { (*p).assume_init_drop() }),
+            // SAFETY: forwarded.
+            Slot::Untracked(c) => unsafe { (*c.get()).assume_init_drop() },
+        }
+    }
+}
+
 struct Inner<T> {
-    slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
+    slots: Box<[Slot<T>]>,
     /// Count of items popped (written by the consumer only).
     head: AtomicUsize,
     /// Count of items pushed (written by the producer only).
@@ -65,8 +116,9 @@ impl<T> Drop for Inner<T> {
         let tail = self.tail.with_mut(|t| *t);
         let cap = self.slots.len();
         for i in head..tail {
-            // SAFETY: slots in `head..tail` hold initialised items not yet popped.
-            self.slots[i % cap].with_mut(|p| unsafe { (*p).assume_init_drop() });
+            // SAFETY: slots in `head..tail` hold initialised items not yet popped, and no
+            // other handle exists.
+            unsafe { self.slots[i % cap].drop_value() };
         }
     }
 }
@@ -90,10 +142,18 @@ pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
 
 /// A ring of `capacity` slots using the given orderings.
 pub fn ring_with<T>(capacity: usize, ord: Orderings) -> (Producer<T>, Consumer<T>) {
+    build(capacity, ord, true)
+}
+
+/// Negative controls only: a ring whose slots loom does not track, so that with weakened
+/// `ord` the only race loom can report is on the data the messages guard.
+pub fn ring_untracked<T>(capacity: usize, ord: Orderings) -> (Producer<T>, Consumer<T>) {
+    build(capacity, ord, false)
+}
+
+fn build<T>(capacity: usize, ord: Orderings, tracked: bool) -> (Producer<T>, Consumer<T>) {
     assert!(capacity > 0);
-    let slots = (0..capacity)
-        .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
-        .collect();
+    let slots = (0..capacity).map(|_| Slot::new(tracked)).collect();
     let inner = Arc::new(Inner {
         slots,
         head: AtomicUsize::new(0),
@@ -119,19 +179,22 @@ impl<T> Producer<T> {
         let slot = &self.inner.slots[self.tail % self.inner.slots.len()];
         // SAFETY: the slot is outside `head..tail`, so the consumer no longer reads it
         // (its last read happened before its `head` store, which we acquired).
-        slot.with_mut(|p| unsafe { (*p).write(v) });
+        unsafe { slot.write(v) };
         self.tail += 1;
         self.inner.tail.store(self.tail, self.inner.ord.publish);
         Ok(())
     }
 
-    /// Pushes `v`, yielding to the loom scheduler while the ring is full.
-    pub fn push_spin(&mut self, mut v: T) {
+    /// Pushes `v`, yielding to the loom scheduler while the ring is full. Returns how many
+    /// times it found the ring full (models use it to check backpressure was explored).
+    pub fn push_spin(&mut self, mut v: T) -> usize {
+        let mut waits = 0;
         loop {
             match self.push(v) {
-                Ok(()) => return,
+                Ok(()) => return waits,
                 Err(back) => {
                     v = back;
+                    waits += 1;
                     loom::thread::yield_now();
                 }
             }
@@ -149,18 +212,21 @@ impl<T> Consumer<T> {
         let slot = &self.inner.slots[self.head % self.inner.slots.len()];
         // SAFETY: the slot is inside `head..tail`: the producer wrote it before its `tail`
         // store, which we acquired, and will not touch it until we publish `head`.
-        let v = slot.with(|p| unsafe { (*p).assume_init_read() });
+        let v = unsafe { slot.take() };
         self.head += 1;
         self.inner.head.store(self.head, self.inner.ord.publish);
         Some(v)
     }
 
-    /// Pops, yielding to the loom scheduler while the ring is empty.
-    pub fn pop_spin(&mut self) -> T {
+    /// Pops, yielding to the loom scheduler while the ring is empty. Returns the item and
+    /// how many times the ring was found empty first.
+    pub fn pop_spin(&mut self) -> (T, usize) {
+        let mut waits = 0;
         loop {
             if let Some(v) = self.pop() {
-                return v;
+                return (v, waits);
             }
+            waits += 1;
             loom::thread::yield_now();
         }
     }

@@ -29,6 +29,9 @@ use crate::{Error, Result};
 
 pub use crate::runtime::msg::LaneEvent as EngineEvent;
 
+mod quality;
+pub use quality::{EngineQuality, LaneQuality, QualityMonitor};
+
 /// Engine configuration. Every capacity is fixed when the engine is built.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -184,6 +187,7 @@ struct SessionRecord {
     dialog: DialogId,
     params: MediaSessionParams,
     peer: Option<SessionId>,
+    round_trip_ms: Option<f64>,
 }
 
 enum LaneRun {
@@ -637,6 +641,7 @@ impl MediaEngine {
                 dialog,
                 params,
                 peer: None,
+                round_trip_ms: None,
             },
         );
         inner.dialogs.insert(dialog, id);

@@ -5,6 +5,8 @@
 //! are single-threaded (`Send`, not `Clone`): one transport thread per lane owns them.
 
 use crate::rtp::RtpHeader;
+pub mod pipeline;
+
 use crate::runtime::lane::{EgressParts, IngressParts};
 use crate::runtime::msg::EgressSlot;
 use crate::runtime::slab::Token;
@@ -146,6 +148,13 @@ impl OutboundPacket<'_> {
     /// The RTP header fields media-core chose (payload type, sequence, timestamp, SSRC, marker).
     pub fn header(&self) -> RtpHeader {
         self.with(|s| s.header)
+    }
+
+    /// The RTP timestamp, on the *receiving* leg's stream, of the audio this packet carries
+    /// (the bridged peer's timestamp for a gateway call). Lets a transport or test measure
+    /// the engine's latency per packet; not sent on the wire.
+    pub fn source_timestamp(&self) -> u32 {
+        self.with(|s| s.src_ts)
     }
 
     /// Copies the whole RTP packet (header and payload) into `out`, returning its length,

@@ -3,6 +3,7 @@
 
 pub mod emodel;
 pub mod impairment;
+pub mod monitor;
 pub mod rtp_stats;
 pub mod xr;
 

@@ -194,7 +194,7 @@ impl JitterStage {
                 }
             }
             Op::Destroy => b.jitter = self.sessions[slot].take(),
-            Op::Route | Op::Barrier => {}
+            Op::Route | Op::Barrier | Op::Tune => {}
         }
         self.sched[slot] = self.sessions[slot]
             .as_ref()
@@ -448,6 +448,14 @@ impl DecodeStage {
                     part.route = b.route;
                 }
             }
+            Op::Tune => {
+                if let (Some(part), Some(t)) = (self.sessions[slot].as_mut(), b.tune) {
+                    part.receive
+                        .buffer
+                        .delay_mut()
+                        .set_bounds(t.jitter_min_ms, t.jitter_max_ms);
+                }
+            }
             Op::Barrier => {}
         }
         push_cmd(&mut self.out, &self.shared.counters, Downstream::Cmd(b));
@@ -558,6 +566,7 @@ impl DecodeStage {
             );
             f.samples = frame_samples;
             f.marker = rep.marker;
+            f.src_ts = rep.src_ts;
             f.relay = false;
             rep
         });
@@ -672,7 +681,7 @@ impl DspStage {
                             }
                         }
                         Op::Destroy => b.dsp = self.sessions[slot].take(),
-                        Op::Route | Op::Barrier => {}
+                        Op::Route | Op::Barrier | Op::Tune => {}
                     }
                 }
             }
@@ -750,7 +759,7 @@ impl EncodeStage {
                 b.encode = self.sessions[slot].take();
                 push_event(&mut self.events, counters, LaneEvent::SessionStopped(b.id));
             }
-            Op::Route | Op::Barrier => {}
+            Op::Route | Op::Barrier | Op::Tune => {}
         }
         counters.commands_applied.inc();
         let seq = b.seq;
@@ -783,6 +792,7 @@ impl EncodeStage {
                 // Cannot fail: slots are at least header-sized by construction.
                 write_header(&h, &mut e.bytes).ok()?;
                 e.header = h;
+                e.src_ts = f.src_ts;
                 e.len = RTP_HEADER_LEN + n;
                 e.session = SessionId::from_parts(lane, dst, part.generation);
                 Some(n)

@@ -61,6 +61,8 @@ pub struct FrameSlot {
     pub relay: bool,
     /// First frame of a talkspurt or (re)started stream.
     pub marker: bool,
+    /// Receive RTP timestamp of the audio in this frame (latency measurement).
+    pub src_ts: u32,
 }
 
 impl FrameSlot {
@@ -73,6 +75,7 @@ impl FrameSlot {
             payload_len: 0,
             relay: false,
             marker: false,
+            src_ts: 0,
         }
     }
 }
@@ -84,6 +87,8 @@ pub struct EgressSlot {
     pub session: SessionId,
     /// Its header fields.
     pub header: RtpHeader,
+    /// Receive RTP timestamp (of the other leg) of the audio it carries.
+    pub src_ts: u32,
     /// Bytes used in `bytes`.
     pub len: usize,
     /// The whole RTP packet (header + payload).
@@ -102,6 +107,7 @@ impl EgressSlot {
                 timestamp: 0,
                 ssrc: 0,
             },
+            src_ts: 0,
             len: 0,
             bytes: vec![0; max_packet_bytes].into_boxed_slice(),
         }
@@ -121,6 +127,17 @@ pub enum Op {
     Route,
     /// No effect on sessions; used to wait for everything queued before it.
     Barrier,
+    /// Retune a live session (jitter bounds) without rebuilding it.
+    Tune,
+}
+
+/// Settings a [`Op::Tune`] command changes in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tune {
+    /// New jitter buffer minimum delay, ms.
+    pub jitter_min_ms: u32,
+    /// New jitter buffer maximum delay, ms.
+    pub jitter_max_ms: u32,
 }
 
 /// A control-plane command travelling down the lane with the data, so it is applied
@@ -144,6 +161,8 @@ pub struct Bundle {
     pub encode: Option<EncodePart>,
     /// For [`Op::Route`]: the new route.
     pub route: Option<Route>,
+    /// For [`Op::Tune`]: the new settings.
+    pub tune: Option<Tune>,
 }
 
 impl Bundle {
@@ -158,6 +177,7 @@ impl Bundle {
             dsp: None,
             encode: None,
             route: None,
+            tune: None,
         })
     }
 }

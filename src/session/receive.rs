@@ -61,6 +61,9 @@ pub struct FrameReport<T> {
     pub stale: u32,
     /// First frame of a talkspurt or restarted stream (send with the marker bit).
     pub marker: bool,
+    /// Receive RTP timestamp of the frame's first sample (approximate across time-scale
+    /// changes by at most one pitch period): what the frame carries, for latency measurement.
+    pub src_ts: u32,
     /// When the frame is exactly one packet, decoded and unmodified, that packet is handed
     /// back here (instead of released) so the caller may relay its payload; the caller
     /// must release it.
@@ -259,6 +262,7 @@ impl<T> ReceiveChannel<T> {
             expanded: 0,
             stale: 0,
             marker: false,
+            src_ts: 0,
             relay: None,
         };
         let frame = self.frame.min(out.len());
@@ -329,6 +333,10 @@ impl<T> ReceiveChannel<T> {
             self.sync_len = 0;
             return rep;
         }
+        rep.src_ts = self
+            .buffer
+            .next_ts()
+            .wrapping_sub(self.samples_to_ts(self.sync_len));
         out[..frame].copy_from_slice(&self.sync[..frame]);
         self.sync.copy_within(frame..self.sync_len, 0);
         self.sync_len -= frame;

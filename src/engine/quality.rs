@@ -1,0 +1,221 @@
+//! Quality reporting and adaptation on the control plane.
+
+use super::{Error, MediaEngine, Result};
+use crate::codec::Codec;
+use crate::quality::emodel::CodecKind;
+use crate::quality::monitor::{
+    evaluate, suggest, QualityAdjustment, QualityEvent, QualitySnapshot, QualityThresholds,
+    SessionFlags,
+};
+use crate::runtime::msg::{Bundle, Op, Tune};
+use crate::types::SessionId;
+use std::collections::HashMap;
+
+/// One lane's load and health.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LaneQuality {
+    /// Lane index.
+    pub lane: usize,
+    /// Live sessions.
+    pub sessions: usize,
+    /// p99 tick processing time since the lane started, ns.
+    pub tick_p99_ns: u64,
+    /// p99 tick time as a fraction of the 10 ms tick budget.
+    pub load: f64,
+    /// Ticks that overran their deadline.
+    pub deadline_overruns: u64,
+    /// Packets or frames dropped by the lane or at its rings (all causes).
+    pub drops: u64,
+}
+
+/// The engine's quality at a glance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineQuality {
+    /// Per lane.
+    pub lanes: Vec<LaneQuality>,
+    /// Live sessions.
+    pub sessions: usize,
+    /// Sessions by MOS: `< 2.6`, `2.6–3.1`, `3.1–3.6`, `3.6–4.0`, `≥ 4.0` (ITU-T G.107
+    /// user-satisfaction bands: nearly all / many / some dissatisfied, satisfied, very satisfied).
+    pub mos_histogram: [usize; 5],
+    /// Mean MOS over sessions that have played audio.
+    pub mean_mos: f64,
+}
+
+fn codec_kind(c: Codec) -> CodecKind {
+    match c {
+        Codec::Pcmu | Codec::Pcma => CodecKind::G711Plc,
+    }
+}
+
+impl MediaEngine {
+    /// A session's receive quality now: loss, jitter, concealment, jitter buffer and an
+    /// E-model MOS. Reads counters without stopping the lane.
+    pub fn session_quality(&self, id: SessionId) -> Result<QualitySnapshot> {
+        let (codec, ptime, rtt) = {
+            let g = self.lock();
+            let rec = g.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
+            let rx = rec.params.rx_codecs();
+            let codec = rx.first().map(|c| c.codec).unwrap_or(rec.params.tx.codec);
+            (codec, rec.params.ptime, rec.round_trip_ms)
+        };
+        let stats = self.session_stats(id)?;
+        Ok(QualitySnapshot::from_stats(
+            &stats,
+            codec_kind(codec),
+            codec.info().clock_rate_hz,
+            ptime.ms(),
+            rtt,
+        ))
+    }
+
+    /// Feeds the round-trip time the transport measured (RTCP SR/RR, RFC 3550 §6.4.1) into
+    /// the session's quality estimate.
+    pub fn set_round_trip(&self, id: SessionId, round_trip_ms: f64) -> Result<()> {
+        let mut g = self.lock();
+        let rec = g.sessions.get_mut(&id).ok_or(Error::UnknownSession(id))?;
+        rec.round_trip_ms = round_trip_ms.is_finite().then_some(round_trip_ms.max(0.0));
+        Ok(())
+    }
+
+    /// Every live session's id (control plane; allocates).
+    pub fn session_ids(&self) -> Vec<SessionId> {
+        self.lock().sessions.keys().copied().collect()
+    }
+
+    /// Lane loads, drops and the MOS distribution over all sessions.
+    pub fn quality_report(&self) -> EngineQuality {
+        let loads = self.lane_loads();
+        let mut lanes = Vec::with_capacity(loads.len());
+        for (i, &sessions) in loads.iter().enumerate() {
+            let st = self.lane_stats(i).unwrap_or_default();
+            let p99 = self
+                .lane_tick_histogram(i)
+                .map(|h| h.quantile(0.99))
+                .unwrap_or(0);
+            lanes.push(LaneQuality {
+                lane: i,
+                sessions,
+                tick_p99_ns: p99,
+                load: p99 as f64 / 10_000_000.0,
+                deadline_overruns: st.deadline_overruns,
+                drops: st.unknown_session
+                    + st.malformed
+                    + st.ingress_full
+                    + st.ingress_too_large
+                    + st.internal_ring_full
+                    + st.stage_backlog_drops,
+            });
+        }
+        let mut hist = [0usize; 5];
+        let (mut sum, mut n) = (0.0, 0usize);
+        for id in self.session_ids() {
+            if let Ok(q) = self.session_quality(id) {
+                if q.frames_played == 0 {
+                    continue;
+                }
+                let b = match q.mos {
+                    m if m < 2.6 => 0,
+                    m if m < 3.1 => 1,
+                    m if m < 3.6 => 2,
+                    m if m < 4.0 => 3,
+                    _ => 4,
+                };
+                hist[b] += 1;
+                sum += q.mos;
+                n += 1;
+            }
+        }
+        EngineQuality {
+            lanes,
+            sessions: loads.iter().sum(),
+            mos_histogram: hist,
+            mean_mos: if n == 0 { 0.0 } else { sum / n as f64 },
+        }
+    }
+
+    /// Applies an adjustment through the session's lane command ring (never blocks).
+    pub fn adjust_quality(&self, adj: QualityAdjustment) -> Result<()> {
+        match adj {
+            QualityAdjustment::JitterBounds {
+                session,
+                min_delay_ms,
+                max_delay_ms,
+            } => {
+                let id = SessionId::from_u64(session);
+                let mut g = self.lock();
+                if !g.sessions.contains_key(&id) {
+                    return Err(Error::UnknownSession(id));
+                }
+                let ls = &mut g.lanes[id.lane()];
+                ls.next_seq += 1;
+                let mut b = Bundle::new(ls.next_seq, Op::Tune, id);
+                b.tune = Some(Tune {
+                    jitter_min_ms: min_delay_ms,
+                    jitter_max_ms: max_delay_ms,
+                });
+                Self::send(ls, b)
+            }
+        }
+    }
+}
+
+/// Watches an engine's sessions and lanes: threshold events with hysteresis and
+/// adaptation suggestions. Control plane; call [`QualityMonitor::poll`] periodically
+/// (e.g. every second).
+#[derive(Debug, Default)]
+pub struct QualityMonitor {
+    thresholds: QualityThresholds,
+    flags: HashMap<u64, SessionFlags>,
+    lane_hot: HashMap<usize, bool>,
+}
+
+impl QualityMonitor {
+    /// A monitor with the given thresholds.
+    pub fn new(thresholds: QualityThresholds) -> Self {
+        QualityMonitor {
+            thresholds,
+            ..Default::default()
+        }
+    }
+
+    /// Evaluates every session and lane; returns the threshold crossings since the last poll.
+    pub fn poll(&mut self, engine: &MediaEngine) -> Vec<QualityEvent> {
+        let mut events = Vec::new();
+        let ids = engine.session_ids();
+        self.flags
+            .retain(|k, _| ids.iter().any(|i| i.to_u64() == *k));
+        for id in ids {
+            if let Ok(q) = engine.session_quality(id) {
+                let f = self.flags.entry(id.to_u64()).or_default();
+                evaluate(&self.thresholds, id.to_u64(), &q, f, &mut events);
+            }
+        }
+        for l in engine.quality_report().lanes {
+            let hot = self.lane_hot.entry(l.lane).or_default();
+            let now_hot = l.load > self.thresholds.lane_load_high;
+            if now_hot && !*hot {
+                events.push(QualityEvent::LaneNearDeadline {
+                    lane: l.lane,
+                    load: l.load,
+                });
+            }
+            *hot = now_hot;
+        }
+        events
+    }
+
+    /// Concrete adjustments for sessions whose quality calls for one (with hysteresis, so
+    /// repeated calls do not flap). Apply them with [`MediaEngine::adjust_quality`].
+    pub fn suggest_quality_adjustments(&mut self, engine: &MediaEngine) -> Vec<QualityAdjustment> {
+        let mut out = Vec::new();
+        let j = engine.config().jitter;
+        for id in engine.session_ids() {
+            if let Ok(q) = engine.session_quality(id) {
+                let f = self.flags.entry(id.to_u64()).or_default();
+                suggest(id.to_u64(), &q, f, j.min_delay_ms, j.max_delay_ms, &mut out);
+            }
+        }
+        out
+    }
+}

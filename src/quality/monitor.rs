@@ -1,0 +1,424 @@
+//! Call quality as an operator reads it: per-session snapshots with an E-model MOS,
+//! engine-wide aggregation, threshold events and adaptation suggestions.
+//!
+//! Everything here runs on the control plane from counter snapshots the lanes publish
+//! (`SessionStats`, read through the seqlock modelled in `loom-tests/tests/stats.rs`), so
+//! reading quality never stalls a lane.
+
+use super::emodel::{mos_from_r, r_factor, CodecKind, EModelInput};
+use super::xr::{rate_from_fraction, JitterBufferKind, PlcKind, RxConfig, VoipMetrics};
+use crate::runtime::stats::SessionStats;
+
+/// Quality of one session's receive direction at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct QualitySnapshot {
+    /// Packets received (RFC 3550 A.3, duplicates included).
+    pub packets_received: u64,
+    /// Packets expected from the sequence range.
+    pub packets_expected: u64,
+    /// Packets lost in the network (cumulative, RFC 3550).
+    pub packets_lost: u64,
+    /// Network loss, percent of expected.
+    pub loss_percent: f64,
+    /// Packets that arrived too late to play.
+    pub late_discards: u64,
+    /// Duplicate packets.
+    pub duplicates: u64,
+    /// Packets that arrived out of order.
+    pub reordered: u64,
+    /// RFC 3550 interarrival jitter, ms.
+    pub jitter_ms: f64,
+    /// Frames played (decoded or relayed, concealment included).
+    pub frames_played: u64,
+    /// Frames containing concealed audio.
+    pub frames_concealed: u64,
+    /// `frames_concealed / frames_played`.
+    pub concealment_ratio: f64,
+    /// Current jitter buffer level, ms.
+    pub jb_current_ms: u32,
+    /// Jitter buffer target delay, ms.
+    pub jb_target_ms: u32,
+    /// Round-trip time reported by the transport (RTCP), ms.
+    pub round_trip_ms: Option<f64>,
+    /// Estimated one-way mouth-to-ear delay used by the E-model, ms: packetisation,
+    /// jitter buffer, half the round trip (or a 20 ms network assumption).
+    pub one_way_delay_ms: f64,
+    /// Loss as the listener experiences it (network loss + late discards), percent.
+    pub effective_loss_percent: f64,
+    /// ITU-T G.107 transmission rating.
+    pub r_factor: f64,
+    /// MOS-CQE estimate from R (G.107 Annex B).
+    pub mos: f64,
+}
+
+impl QualitySnapshot {
+    /// Computes a snapshot from a session's counters. `codec` selects the G.113 impairment
+    /// values; `clock_rate_hz` converts jitter; `ptime_ms` is the packetisation delay.
+    pub fn from_stats(
+        s: &SessionStats,
+        codec: CodecKind,
+        clock_rate_hz: u32,
+        ptime_ms: u32,
+        round_trip_ms: Option<f64>,
+    ) -> Self {
+        let expected = s.rx_expected.max(s.rx_packets);
+        let lost = s.rx_lost;
+        let pct = |n: u64, d: u64| {
+            if d == 0 {
+                0.0
+            } else {
+                100.0 * n as f64 / d as f64
+            }
+        };
+        let loss_percent = pct(lost, expected);
+        let effective_loss_percent = pct(lost + s.rx_late, expected).min(100.0);
+        let frames_played = s.frames_decoded + s.frames_relayed;
+        let jitter_ms = s.rx_jitter_ts as f64 * 1000.0 / f64::from(clock_rate_hz.max(1));
+        let network = round_trip_ms.map(|r| r / 2.0).unwrap_or(20.0);
+        let one_way = f64::from(ptime_ms) + s.jb_level_ms as f64 + network;
+        let input = EModelInput::for_codec(codec, effective_loss_percent, 1.0, one_way);
+        let r = r_factor(&input);
+        QualitySnapshot {
+            packets_received: s.rx_packets,
+            packets_expected: expected,
+            packets_lost: lost,
+            loss_percent,
+            late_discards: s.rx_late,
+            duplicates: s.rx_duplicates,
+            reordered: s.rx_reordered,
+            jitter_ms,
+            frames_played,
+            frames_concealed: s.frames_concealed,
+            concealment_ratio: if frames_played == 0 {
+                0.0
+            } else {
+                s.frames_concealed as f64 / frames_played as f64
+            },
+            jb_current_ms: s.jb_level_ms as u32,
+            jb_target_ms: s.jb_target_ms as u32,
+            round_trip_ms,
+            one_way_delay_ms: one_way,
+            effective_loss_percent,
+            r_factor: r,
+            mos: mos_from_r(r),
+        }
+    }
+
+    /// The values of an RTCP XR VoIP Metrics block (RFC 3611 §4.7) for this snapshot.
+    /// Burst/gap fields are left for the transport's RFC 3611 tracker (zero here).
+    pub fn voip_metrics(&self, jb_max_ms: u16) -> VoipMetrics {
+        let expected = self.packets_expected.max(1) as f64;
+        VoipMetrics {
+            loss_rate: rate_from_fraction(self.packets_lost as f64 / expected),
+            discard_rate: rate_from_fraction(self.late_discards as f64 / expected),
+            round_trip_delay_ms: self
+                .round_trip_ms
+                .map(|r| r.clamp(0.0, 65535.0) as u16)
+                .unwrap_or(0),
+            end_system_delay_ms: (self.one_way_delay_ms
+                - self.round_trip_ms.map(|r| r / 2.0).unwrap_or(20.0))
+            .clamp(0.0, 65535.0) as u16,
+            r_factor: super::xr::r_factor_field(self.r_factor),
+            mos_cq_x10: super::xr::mos_field(self.mos),
+            rx_config: RxConfig {
+                plc: PlcKind::Enhanced,
+                jitter_buffer: JitterBufferKind::Adaptive,
+                jb_rate: 0,
+            },
+            jb_nominal_ms: self.jb_target_ms.min(65535) as u16,
+            jb_maximum_ms: self.jb_current_ms.max(self.jb_target_ms).min(65535) as u16,
+            jb_abs_max_ms: jb_max_ms,
+            ..VoipMetrics::default()
+        }
+    }
+}
+
+/// Thresholds for quality events and adaptation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QualityThresholds {
+    /// A session whose MOS falls below this raises [`QualityEvent::MosLow`].
+    pub mos_low: f64,
+    /// ... and clears when it rises above this (hysteresis).
+    pub mos_recovered: f64,
+    /// Loss (network + late, percent) above this raises [`QualityEvent::LossHigh`].
+    pub loss_high_percent: f64,
+    /// ... and clears below this.
+    pub loss_recovered_percent: f64,
+    /// A lane whose p99 tick time exceeds this fraction of its 10 ms budget is "near
+    /// deadline" (suggest shedding work).
+    pub lane_load_high: f64,
+}
+
+impl Default for QualityThresholds {
+    fn default() -> Self {
+        QualityThresholds {
+            mos_low: 3.6,
+            mos_recovered: 3.8,
+            loss_high_percent: 3.0,
+            loss_recovered_percent: 1.0,
+            lane_load_high: 0.7,
+        }
+    }
+}
+
+/// A threshold crossing, reported once per crossing (with hysteresis).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum QualityEvent {
+    /// MOS fell below `mos_low`.
+    MosLow {
+        /// Session (packed id, see `SessionId::to_u64`).
+        session: u64,
+        /// MOS now.
+        mos: f64,
+    },
+    /// MOS is back above `mos_recovered`.
+    MosRecovered {
+        /// Session.
+        session: u64,
+        /// MOS now.
+        mos: f64,
+    },
+    /// Loss rose above `loss_high_percent`.
+    LossHigh {
+        /// Session.
+        session: u64,
+        /// Effective loss, percent.
+        loss_percent: f64,
+    },
+    /// Loss is back below `loss_recovered_percent`.
+    LossRecovered {
+        /// Session.
+        session: u64,
+        /// Effective loss, percent.
+        loss_percent: f64,
+    },
+    /// A lane's p99 tick time exceeds `lane_load_high` of its budget.
+    LaneNearDeadline {
+        /// Lane.
+        lane: usize,
+        /// p99 tick time / tick budget.
+        load: f64,
+    },
+}
+
+/// A concrete change the engine can apply (through the lane's command ring) to improve a
+/// session or protect a lane.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum QualityAdjustment {
+    /// Change a session's jitter buffer bounds.
+    JitterBounds {
+        /// Session (packed id).
+        session: u64,
+        /// New minimum delay, ms.
+        min_delay_ms: u32,
+        /// New maximum delay, ms.
+        max_delay_ms: u32,
+    },
+}
+
+/// Per-session hysteresis state.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SessionFlags {
+    /// MOS currently below threshold.
+    pub mos_low: bool,
+    /// Loss currently above threshold.
+    pub loss_high: bool,
+    /// Late discards seen at the last poll (to spot rising late loss).
+    pub late_seen: u64,
+    /// Jitter bounds were widened.
+    pub widened: bool,
+}
+
+/// Applies the hysteresis rules to one session's snapshot; pushes crossing events.
+pub fn evaluate(
+    t: &QualityThresholds,
+    session: u64,
+    q: &QualitySnapshot,
+    flags: &mut SessionFlags,
+    events: &mut Vec<QualityEvent>,
+) {
+    if q.frames_played < 50 {
+        return; // under a second of audio: too little to judge
+    }
+    if !flags.mos_low && q.mos < t.mos_low {
+        flags.mos_low = true;
+        events.push(QualityEvent::MosLow {
+            session,
+            mos: q.mos,
+        });
+    } else if flags.mos_low && q.mos > t.mos_recovered {
+        flags.mos_low = false;
+        events.push(QualityEvent::MosRecovered {
+            session,
+            mos: q.mos,
+        });
+    }
+    if !flags.loss_high && q.effective_loss_percent > t.loss_high_percent {
+        flags.loss_high = true;
+        events.push(QualityEvent::LossHigh {
+            session,
+            loss_percent: q.effective_loss_percent,
+        });
+    } else if flags.loss_high && q.effective_loss_percent < t.loss_recovered_percent {
+        flags.loss_high = false;
+        events.push(QualityEvent::LossRecovered {
+            session,
+            loss_percent: q.effective_loss_percent,
+        });
+    }
+}
+
+/// Suggests adjustments for one session with hysteresis: when late discards keep rising
+/// while the buffer sits at its target, widen the minimum delay (late packets mean the
+/// target is too tight for this network); when the session is clean again, restore.
+pub fn suggest(
+    session: u64,
+    q: &QualitySnapshot,
+    flags: &mut SessionFlags,
+    default_min_ms: u32,
+    default_max_ms: u32,
+    out: &mut Vec<QualityAdjustment>,
+) {
+    let new_late = q.late_discards.saturating_sub(flags.late_seen);
+    flags.late_seen = q.late_discards;
+    let late_rate = if q.frames_played == 0 {
+        0.0
+    } else {
+        q.late_discards as f64 / q.frames_played as f64
+    };
+    if !flags.widened && new_late > 0 && late_rate > 0.01 {
+        flags.widened = true;
+        out.push(QualityAdjustment::JitterBounds {
+            session,
+            min_delay_ms: (q.jb_target_ms + 40).min(default_max_ms),
+            max_delay_ms: default_max_ms,
+        });
+    } else if flags.widened && new_late == 0 && q.effective_loss_percent < 0.5 {
+        flags.widened = false;
+        out.push(QualityAdjustment::JitterBounds {
+            session,
+            min_delay_ms: default_min_ms,
+            max_delay_ms: default_max_ms,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(rx: u64, lost: u64, late: u64, played: u64, concealed: u64) -> SessionStats {
+        SessionStats {
+            rx_packets: rx,
+            rx_expected: rx + lost,
+            rx_lost: lost,
+            rx_late: late,
+            frames_decoded: played,
+            frames_concealed: concealed,
+            jb_level_ms: 40,
+            jb_target_ms: 40,
+            rx_jitter_ts: 80,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn clean_g711_call_scores_above_four() {
+        let q = QualitySnapshot::from_stats(
+            &stats(1000, 0, 0, 1000, 0),
+            CodecKind::G711Plc,
+            8000,
+            20,
+            None,
+        );
+        assert!(q.mos > 4.2, "{}", q.mos);
+        assert_eq!(q.loss_percent, 0.0);
+        assert!((q.jitter_ms - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn loss_and_late_discards_lower_the_mos_and_raise_events_with_hysteresis() {
+        let t = QualityThresholds::default();
+        let mut flags = SessionFlags::default();
+        let mut ev = vec![];
+        let bad = QualitySnapshot::from_stats(
+            &stats(900, 80, 20, 1000, 100),
+            CodecKind::G711Plc,
+            8000,
+            20,
+            Some(200.0),
+        );
+        assert!(bad.mos < 3.6, "{}", bad.mos);
+        evaluate(&t, 1, &bad, &mut flags, &mut ev);
+        assert_eq!(ev.len(), 2);
+        evaluate(&t, 1, &bad, &mut flags, &mut ev);
+        assert_eq!(ev.len(), 2, "no repeat while still bad");
+        let good = QualitySnapshot::from_stats(
+            &stats(10_000, 5, 0, 10_000, 5),
+            CodecKind::G711Plc,
+            8000,
+            20,
+            None,
+        );
+        evaluate(&t, 1, &good, &mut flags, &mut ev);
+        assert!(matches!(ev[2], QualityEvent::MosRecovered { .. }));
+        assert!(matches!(ev[3], QualityEvent::LossRecovered { .. }));
+    }
+
+    #[test]
+    fn rising_late_discards_widen_the_jitter_buffer_then_restore() {
+        let mut flags = SessionFlags::default();
+        let mut adj = vec![];
+        let late = QualitySnapshot::from_stats(
+            &stats(1000, 0, 30, 1000, 30),
+            CodecKind::G711Plc,
+            8000,
+            20,
+            None,
+        );
+        suggest(1, &late, &mut flags, 20, 500, &mut adj);
+        assert_eq!(
+            adj,
+            vec![QualityAdjustment::JitterBounds {
+                session: 1,
+                min_delay_ms: 80,
+                max_delay_ms: 500
+            }]
+        );
+        suggest(1, &late, &mut flags, 20, 500, &mut adj);
+        assert_eq!(adj.len(), 1, "no new late discards: no flapping");
+        let clean = QualitySnapshot::from_stats(
+            &stats(10_000, 0, 30, 10_000, 30),
+            CodecKind::G711Plc,
+            8000,
+            20,
+            None,
+        );
+        suggest(1, &clean, &mut flags, 20, 500, &mut adj);
+        assert!(matches!(
+            adj[1],
+            QualityAdjustment::JitterBounds {
+                min_delay_ms: 20,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn voip_metrics_carry_the_snapshot() {
+        let q = QualitySnapshot::from_stats(
+            &stats(900, 100, 0, 900, 100),
+            CodecKind::G711Plc,
+            8000,
+            20,
+            Some(100.0),
+        );
+        let m = q.voip_metrics(500);
+        assert_eq!(m.loss_rate, 25); // 10% of 256, truncated (RFC 3611 §4.7.1)
+        assert_eq!(m.round_trip_delay_ms, 100);
+        assert_eq!(m.jb_abs_max_ms, 500);
+        assert!(m.mos_cq_x10.is_some());
+    }
+}

@@ -390,8 +390,17 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                 self.anchor(ts);
             }
             State::Prebuffer | State::Playing => {
-                let d = ts.wrapping_sub(self.next_ts) as i32;
                 let dry = self.held == 0 && self.empty_run_ts > 0;
+                if dry && !marker {
+                    // We concealed longer than the target delay while the timeline stood
+                    // still: the audio of that excess has had its time. Skip it, so a stall
+                    // followed by a burst returns to the target delay instead of playing the
+                    // whole backlog late.
+                    let skip = self.empty_run_ts.saturating_sub(self.target_ts());
+                    self.next_ts = self.next_ts.wrapping_add(skip);
+                    self.empty_run_ts -= skip;
+                }
+                let d = ts.wrapping_sub(self.next_ts) as i32;
                 if d < 0 {
                     let behind = d.unsigned_abs();
                     // Talkspurt start after the buffer ran dry: re-anchor instead of

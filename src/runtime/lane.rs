@@ -297,7 +297,8 @@ impl JitterStage {
                 }
                 part.rx_ssrc = Some(ssrc);
             }
-            match part.stats.on_packet(seq, ts, arrival_ns) {
+            let class = part.stats.on_packet(seq, ts, arrival_ns);
+            match class {
                 PacketClass::Reordered => sc.rx_reordered.inc(),
                 PacketClass::Resync => sc.rx_resyncs.inc(),
                 _ => {}
@@ -305,6 +306,12 @@ impl JitterStage {
             sc.rx_expected.set(part.stats.expected());
             sc.rx_lost.set(part.stats.cumulative_lost().max(0) as u64);
             sc.rx_jitter_ts.set(u64::from(part.stats.jitter_ts()));
+            if class == PacketClass::Duplicate {
+                // Seen already (RFC 3550 sequence window): never buffer or play it twice.
+                sc.rx_duplicates.inc();
+                self.release(tok);
+                continue;
+            }
             if len == 0 {
                 // A keepalive: it counts as received but there is nothing to decode.
                 sc.rx_empty_payloads.inc();

@@ -89,13 +89,15 @@ fn make_calls(e: &MediaEngine, calls: usize, dialog0: u64) -> Vec<(SessionId, Se
                 _ => (CodecSpec::PCMA, CodecSpec::PCMU),
             };
             let mut a = MediaSessionParams::new(pa, Ptime::MS_20);
+            a.telephone_event_pt = media_core::PayloadType::new(101);
             if i % 4 == 3 {
                 a.dsp = DspConfig { rx_gain_db: -6.0 };
             }
-            let b = MediaSessionParams::new(pb, Ptime::MS_20)
+            let mut b = MediaSessionParams::new(pb, Ptime::MS_20)
                 .with_rx(pb)
                 .with_rx(CodecSpec::PCMU)
                 .with_rx(CodecSpec::PCMA);
+            b.telephone_event_pt = media_core::PayloadType::new(101);
             let (ha, hb) = e
                 .create_call((DialogId(d), a), (DialogId(d + 1), b))
                 .unwrap();
@@ -113,25 +115,19 @@ fn traffic_round(
     handles: &mut [(IngressHandle, EgressHandle)],
     pkt: &mut Vec<u8>,
     held: &mut Vec<(SessionId, Vec<u8>)>,
+    stalled: &mut Vec<(SessionId, Vec<u8>)>,
 ) {
+    // Simulated arrival time: 20 ms per round (the virtual clock's timeline).
+    let now_ns = 1 + k as u64 * 20_000_000;
     for &(a, b) in calls {
-        for (leg, s) in [(0u32, a), (1, b)] {
+        for s in [a, b] {
             let frame = if s.slot() % 2 == 0 {
                 ulaw_frame(k % 50)
             } else {
                 alaw_frame(k % 50)
             };
             let pt = if s.slot() % 2 == 0 { 0 } else { 8 };
-            let _ = leg;
-            rtp(
-                pt,
-                k as u16,
-                (160 * k) as u32,
-                s.slot() + 1000,
-                false,
-                &frame,
-                pkt,
-            );
+            rtp(pt, k as u16, (160 * k) as u32, s.slot() + 1000, false, &frame, pkt);
             if k % 13 == 0 {
                 continue;
             }
@@ -140,14 +136,30 @@ fn traffic_round(
                 held.push((s, pkt.clone()));
                 continue;
             }
-            let _ = ing.push(s, pkt);
+            // Every 40 rounds a fifth of the sessions stall for 4 rounds, then burst: the
+            // receive path underruns (concealment), then sits above target (acceleration).
+            if s.slot() % 5 == 0 && k % 40 < 4 {
+                stalled.push((s, pkt.clone()));
+                continue;
+            }
+            let _ = ing.push_at(s, pkt, now_ns);
             if k % 17 == 0 {
-                let _ = ing.push(s, pkt);
+                let _ = ing.push_at(s, pkt, now_ns + 1_000_000);
+            }
+            if k % 25 == 0 {
+                // An RFC 4733 event packet, routed out of the audio path.
+                rtp(101, k as u16, (160 * k) as u32, s.slot() + 1000, true, &[1, 0x8a, 0, 160], pkt);
+                let _ = ing.push_at(s, pkt, now_ns);
             }
         }
     }
     for (s, p) in held.drain(..) {
-        let _ = handles[s.lane()].0.push(s, &p);
+        let _ = handles[s.lane()].0.push_at(s, &p, now_ns + 15_000_000);
+    }
+    if k % 40 == 3 {
+        for (s, p) in stalled.drain(..) {
+            let _ = handles[s.lane()].0.push_at(s, &p, now_ns);
+        }
     }
     for (ing, _) in handles.iter_mut() {
         let _ = ing.push(SessionId::from_parts(0, 9999, 1), pkt);
@@ -181,11 +193,12 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
         let mut calls = make_calls(&e, 80, 0); // 160 sessions
         let mut pkt = Vec::with_capacity(2048);
         let mut held = Vec::with_capacity(1024);
+        let mut stalled = Vec::with_capacity(1024);
         let mut sent = 0;
         let mut measured = (0, 0);
         let mut dialog = 10_000;
         for k in 0..600usize {
-            traffic_round(&calls, k, &mut handles, &mut pkt, &mut held);
+            traffic_round(&calls, k, &mut handles, &mut pkt, &mut held, &mut stalled);
             if k == 100 {
                 measured = counts();
             }
@@ -218,6 +231,28 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
         );
         let st = e.lane_stats(0).unwrap();
         assert!(st.malformed > 0 && st.unknown_session > 0);
+        // Every hot path ran in the measured window.
+        let mut total = media_core::quality::SessionStats::default();
+        for &(a, b) in &calls {
+            for id in [a, b] {
+                let x = e.session_stats(id).unwrap();
+                total.frames_decoded += x.frames_decoded;
+                total.frames_relayed += x.frames_relayed;
+                total.frames_concealed += x.frames_concealed;
+                total.samples_accelerated += x.samples_accelerated;
+                total.samples_expanded += x.samples_expanded;
+                total.rx_late += x.rx_late;
+                total.rx_duplicates += x.rx_duplicates;
+                total.rx_dtmf_packets += x.rx_dtmf_packets;
+                total.frames_processed += x.frames_processed;
+                let _ = e.session_quality(id).unwrap();
+            }
+        }
+        println!("{topology:?}: {total:?}");
+        assert!(total.frames_decoded > 0 && total.frames_relayed > 0, "transcode and relay paths");
+        assert!(total.frames_concealed > 0, "concealment path");
+        assert!(total.samples_accelerated > 0, "time compression path");
+        assert!(total.rx_duplicates > 0 && total.rx_dtmf_packets > 0, "duplicate and RFC 4733 paths");
     }
 }
 
@@ -238,18 +273,19 @@ fn realtime_lane_threads_do_not_allocate_in_steady_state() {
         let mut calls = make_calls(&e, 60, 0); // 120 sessions
         let mut pkt = Vec::with_capacity(2048);
         let mut held = Vec::with_capacity(1024);
+        let mut stalled = Vec::with_capacity(1024);
         let mut sent = 0;
         let mut dialog = 10_000;
         // Warm-up: 0.4 s.
         for k in 0..20usize {
-            traffic_round(&calls, k, &mut handles, &mut pkt, &mut held);
+            traffic_round(&calls, k, &mut handles, &mut pkt, &mut held, &mut stalled);
             std::thread::sleep(Duration::from_millis(20));
             drain_all(&mut handles);
         }
         let before = counts();
         let ticks0 = e.lane_stats(0).unwrap().ticks;
         for k in 20..170usize {
-            traffic_round(&calls, k, &mut handles, &mut pkt, &mut held);
+            traffic_round(&calls, k, &mut handles, &mut pkt, &mut held, &mut stalled);
             if k % 30 == 0 {
                 let (a, b) = calls.remove(0);
                 e.destroy_media_session(a).unwrap();

@@ -6,6 +6,7 @@
 //! ([`AnyEncoder::new`], [`AnyDecoder::new`]) and moved to a lane whole.
 
 pub mod audio;
+pub mod negotiation;
 
 use crate::types::{PayloadType, Ptime, SampleRate};
 

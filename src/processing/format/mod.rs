@@ -1,5 +1,7 @@
 //! Sample format conversion.
 
+pub mod resample;
+
 /// Converts i16 samples to f32 in [-1, 1). Real-time safe; processes `min` of the lengths.
 #[inline]
 pub fn i16_to_f32(input: &[i16], out: &mut [f32]) -> usize {

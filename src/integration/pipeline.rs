@@ -158,6 +158,7 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
     let mut output = vec![0i16; input.len()];
     let clock = codec.info().clock_rate_hz;
     let mut at_end = None;
+    let mut b_origin: Option<(u32, usize)> = None;
     let mut delays = Vec::new();
     let mut played = 0u64;
     let mut t_ms = 0.0;
@@ -185,8 +186,10 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
             if p.session() != b.id {
                 continue;
             }
-            // Place the audio where its source timestamp (on the input's timeline, since the
-            // sender stamped frame k with k * ts_step) says it belongs.
+            // The far end plays B's packets by B's own timestamps; the first one is placed
+            // where its audio came from in the input (its source timestamp, since the sender
+            // stamped frame k with k * ts_step), so output and input start aligned and drift
+            // only by the jitter buffer's delay changes, as a listener would hear it.
             let src = p.source_timestamp();
             let mut bytes = vec![0u8; p.len()];
             p.copy_to(&mut bytes);
@@ -195,13 +198,22 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
                 continue;
             };
             let n = dec.decode(rtp.payload(), &mut pcm).unwrap_or(0).min(frame);
-            let pos = (u64::from(src) * u64::from(rate) / u64::from(clock)) as usize;
+            let src_pos = (u64::from(src) * u64::from(rate) / u64::from(clock)) as usize;
+            if b_origin.is_none() && src_pos > input.len() {
+                continue; // no audio origin yet (comfort noise before the first packet)
+            }
+            let (b_ts0, p0) = *b_origin.get_or_insert((rtp.timestamp(), src_pos));
+            let pos = p0 + (rtp.timestamp().wrapping_sub(b_ts0) / ts_step) as usize * frame;
             if pos < input.len() && at_end.is_none() {
                 played += 1;
                 let m = n.min(input.len() - pos);
                 output[pos..pos + m].copy_from_slice(&pcm[..m]);
-                delays.push(t_ms - 10.0 - pos as f64 * 1000.0 / f64::from(rate));
-                if pos + frame >= frames * frame && at_end.is_none() {
+                if src_pos <= input.len() {
+                    delays.push(t_ms - 10.0 - src_pos as f64 * 1000.0 / f64::from(rate));
+                }
+                if (src_pos + frame >= frames * frame || pos + frame >= frames * frame)
+                    && at_end.is_none()
+                {
                     at_end = Some(engine.session_stats(a.id)?);
                 }
             }

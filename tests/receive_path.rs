@@ -42,6 +42,11 @@ struct Sim {
 
 impl Sim {
     fn new(jitter: JitterConfig, endpoint: bool, ptime: Ptime) -> Sim {
+        Sim::with_far_codec(jitter, endpoint, ptime, CodecSpec::PCMU)
+    }
+
+    /// Leg B sends `far`: PCMU relays leg A's payloads, anything else transcodes.
+    fn with_far_codec(jitter: JitterConfig, endpoint: bool, ptime: Ptime, far: CodecSpec) -> Sim {
         let e = MediaEngine::new(EngineConfig {
             clock: ClockMode::Virtual,
             sessions_per_lane: 4,
@@ -61,7 +66,7 @@ impl Sim {
         let (a, _b) = e
             .create_call(
                 (DialogId(1), pa),
-                (DialogId(2), MediaSessionParams::new(CodecSpec::PCMU, ptime)),
+                (DialogId(2), MediaSessionParams::new(far, ptime)),
             )
             .unwrap();
         let (ing, eg) = e.take_rtp_handles(0).unwrap();
@@ -363,20 +368,28 @@ fn an_endpoint_gets_comfort_noise_through_a_dtx_gap() {
     assert_eq!(s.stats().rx_late, 0);
 }
 
-fn drift(ppm: f64) -> (SessionStats, u64) {
-    let mut s = Sim::new(jitter(), false, Ptime::MS_20);
-    // 10 minutes of audio from a sender whose clock runs `ppm` off ours, 10 ms of jitter.
+/// 10 minutes of audio from a sender whose clock runs `ppm` off ours, with 10 ms of jitter.
+/// `silence_every`: every that many packets, a second of silence (talk pauses).
+fn drift(ppm: f64, far: CodecSpec, silence_every: Option<usize>) -> (SessionStats, u64) {
+    let mut s = Sim::with_far_codec(jitter(), false, Ptime::MS_20, far);
     let n = 30_000;
     paced(&mut s, n, 0, 0, 7, |k| {
         k as f64 * 20.0 * (-ppm / 1e6) / (1.0 + ppm / 1e6) + ((k * 7919) % 10) as f64
     });
+    if let Some(every) = silence_every {
+        for (k, p) in s.queue.iter_mut().enumerate() {
+            if k % every < 50 {
+                p.payload.fill(0xFF); // µ-law silence
+            }
+        }
+    }
     s.run_until(n as f64 * 20.0 * 1.02 + 1000.0);
     (s.stats(), s.max_level_ms)
 }
 
 #[test]
 fn a_fast_sender_clock_for_ten_minutes_keeps_the_delay_bounded() {
-    let (st, max_level) = drift(10_000.0); // +1%
+    let (st, max_level) = drift(10_000.0, CodecSpec::PCMA, None); // +1%
     assert!(
         st.samples_accelerated > 40_000,
         "accelerated {} samples",
@@ -396,7 +409,7 @@ fn a_fast_sender_clock_for_ten_minutes_keeps_the_delay_bounded() {
 
 #[test]
 fn a_slow_sender_clock_for_ten_minutes_keeps_the_delay_bounded() {
-    let (st, max_level) = drift(-10_000.0); // -1%
+    let (st, max_level) = drift(-10_000.0, CodecSpec::PCMA, None); // -1%
     assert!(
         st.samples_expanded + st.samples_concealed > 40_000,
         "expanded {} concealed {}",
@@ -408,6 +421,24 @@ fn a_slow_sender_clock_for_ten_minutes_keeps_the_delay_bounded() {
         "level peaked at {max_level} ms"
     );
     assert!(st.rx_late < 20, "late {}", st.rx_late);
+}
+
+#[test]
+fn a_fast_sender_on_a_relayed_call_is_absorbed_by_dropping_silent_frames() {
+    // Same codec both legs: payloads are relayed, so no time-scale modification; the
+    // surplus is dropped in the talk pauses instead.
+    let (st, max_level) = drift(10_000.0, CodecSpec::PCMU, Some(500));
+    assert!(st.frames_relayed > 20_000, "relayed {}", st.frames_relayed);
+    assert!(
+        st.samples_accelerated >= 40_000,
+        "dropped {} samples of silence",
+        st.samples_accelerated
+    );
+    assert!(
+        max_level <= u64::from(st.jb_target_ms) + 250,
+        "level peaked at {max_level} ms"
+    );
+    assert_eq!(st.jb_overflows, 0);
 }
 
 #[test]

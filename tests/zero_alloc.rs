@@ -63,6 +63,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The counters are process-wide: the two tests must not overlap (lane threads exiting at
+/// the end of one would count in the other's window).
+#[allow(clippy::disallowed_types)] // test harness, not real-time code
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn mark_lane_thread(_: LaneThread) {
     ON_LANE.with(|c| c.set(true));
 }
@@ -127,7 +132,15 @@ fn traffic_round(
                 alaw_frame(k % 50)
             };
             let pt = if s.slot() % 2 == 0 { 0 } else { 8 };
-            rtp(pt, k as u16, (160 * k) as u32, s.slot() + 1000, false, &frame, pkt);
+            rtp(
+                pt,
+                k as u16,
+                (160 * k) as u32,
+                s.slot() + 1000,
+                false,
+                &frame,
+                pkt,
+            );
             if k % 13 == 0 {
                 continue;
             }
@@ -148,7 +161,15 @@ fn traffic_round(
             }
             if k % 25 == 0 {
                 // An RFC 4733 event packet, routed out of the audio path.
-                rtp(101, k as u16, (160 * k) as u32, s.slot() + 1000, true, &[1, 0x8a, 0, 160], pkt);
+                rtp(
+                    101,
+                    k as u16,
+                    (160 * k) as u32,
+                    s.slot() + 1000,
+                    true,
+                    &[1, 0x8a, 0, 160],
+                    pkt,
+                );
                 let _ = ing.push_at(s, pkt, now_ns);
             }
         }
@@ -179,6 +200,7 @@ fn drain_all(handles: &mut [(IngressHandle, EgressHandle)]) -> usize {
 
 #[test]
 fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for topology in [Topology::Fused, Topology::Split] {
         let e = MediaEngine::new(EngineConfig {
             clock: ClockMode::Virtual,
@@ -249,15 +271,22 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
             }
         }
         println!("{topology:?}: {total:?}");
-        assert!(total.frames_decoded > 0 && total.frames_relayed > 0, "transcode and relay paths");
+        assert!(
+            total.frames_decoded > 0 && total.frames_relayed > 0,
+            "transcode and relay paths"
+        );
         assert!(total.frames_concealed > 0, "concealment path");
         assert!(total.samples_accelerated > 0, "time compression path");
-        assert!(total.rx_duplicates > 0 && total.rx_dtmf_packets > 0, "duplicate and RFC 4733 paths");
+        assert!(
+            total.rx_duplicates > 0 && total.rx_dtmf_packets > 0,
+            "duplicate and RFC 4733 paths"
+        );
     }
 }
 
 #[test]
 fn realtime_lane_threads_do_not_allocate_in_steady_state() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for topology in [Topology::Fused, Topology::Split] {
         let e = MediaEngine::new(EngineConfig {
             topology,

@@ -48,7 +48,7 @@ impl Default for JitterConfig {
             min_delay_ms: 20,
             max_delay_ms: 500,
             initial_delay_ms: 60,
-            quantile: 0.95,
+            quantile: 0.97,
             forget_factor: 0.995,
             max_conceal_ms: 100,
         }
@@ -207,7 +207,8 @@ pub enum Next<T> {
         /// Duration to conceal, timestamp units.
         dur_ts: u32,
     },
-    /// Nothing is buffered: conceal or play comfort noise for `dur_ts` (the timeline moves on).
+    /// Nothing is buffered: conceal `dur_ts` while the timeline waits for the audio due now
+    /// (a late packet still plays; the delay grows instead).
     Empty {
         /// Duration to fill, timestamp units.
         dur_ts: u32,
@@ -335,6 +336,19 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             }
         }
         end
+    }
+
+    /// Audio actually held ahead of the decode point, in timestamp units: the sum of the
+    /// buffered packets' durations (gaps not counted, unlike [`AdaptiveBuffer::buffered_ts`]).
+    /// This is the level the delay is controlled by: with reordering the newest packet can be
+    /// far ahead while the ones due next are still missing.
+    pub fn held_ts(&self) -> u32 {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|e| (e.ts.wrapping_add(e.dur).wrapping_sub(self.next_ts) as i32) > 0)
+            .map(|e| e.dur)
+            .sum()
     }
 
     fn store(&mut self, e: Entry<T>) {

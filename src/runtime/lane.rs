@@ -12,7 +12,9 @@
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use super::msg::{Bundle, Downstream, EgressSlot, FrameSlot, LaneEvent, Op, PacketSlot, ToDecode};
+use super::msg::{
+    Bundle, Downstream, EgressSlot, FrameSlot, LaneEvent, Op, PacketSlot, PlayRange, ToDecode,
+};
 use super::slab::{Slab, Token};
 use super::stats::{LaneCounters, SessionCell, SessionCounters, TickHistogram};
 use super::sync::{Arc, AtomicBool, AtomicU64, Ordering};
@@ -138,7 +140,7 @@ pub struct JitterStage {
     packets: Arc<Slab<PacketSlot>>,
     released: Producer<Token>,
     out: Producer<ToDecode>,
-    reserve: usize,
+    plays: Producer<PlayRange>,
     events: Producer<LaneEvent>,
     shared: Arc<Shared>,
 }
@@ -333,23 +335,29 @@ impl JitterStage {
         }
     }
 
-    /// Schedules playout for up to `limit` due sessions from where the last call stopped;
-    /// returns true if due sessions remain in this tick. Called on the real-time thread.
+    /// Schedules playout for up to `limit` due sessions from where the last call stopped
+    /// (one message per chunk); returns true if due sessions remain in this tick. Called on
+    /// the real-time thread.
     pub fn playout(&mut self, limit: usize) -> bool {
         let n = self.sessions.len();
+        let from = self.cursor;
         let mut done = 0;
         while self.cursor < n && done < limit {
-            let i = self.cursor;
+            let s = self.sched[self.cursor];
             self.cursor += 1;
-            let s = self.sched[i];
-            if s == 0 || self.tick_mod[usize::from(s >> 4)] != s & 0xF {
-                continue;
+            if s != 0 && self.tick_mod[usize::from(s >> 4)] == s & 0xF {
+                done += 1;
             }
-            done += 1;
-            if self.out.slots() > self.reserve {
-                let _ = self.out.push(ToDecode::Playout { slot: i as u32 });
-            } else {
-                self.shared.counters.stage_backlog_drops.inc();
+        }
+        if done > 0 {
+            let msg = PlayRange {
+                tick: self.tick,
+                from: from as u32,
+                to: self.cursor as u32,
+            };
+            if self.plays.push(msg).is_err() {
+                // The decode stage is a whole ring of chunks behind: skip, counted.
+                self.shared.counters.stage_backlog_drops.add(done as u64);
             }
         }
         self.cursor < n
@@ -376,7 +384,10 @@ impl JitterStage {
 /// (or relays the payload when nothing had to change it).
 pub struct DecodeStage {
     sessions: Box<[Option<DecodePart<Token>>]>,
+    /// Per slot: 0 when empty, else `ptime_ticks << 4 | phase` (as in the jitter stage).
+    sched: Box<[u8]>,
     input: Consumer<ToDecode>,
+    plays: Consumer<PlayRange>,
     packets: Arc<Slab<PacketSlot>>,
     pkt_return: Producer<Token>,
     frames: Arc<Slab<FrameSlot>>,
@@ -389,8 +400,33 @@ pub struct DecodeStage {
 }
 
 impl DecodeStage {
-    /// Drains the input ring; returns messages handled. Called on the real-time thread.
+    /// Drains the packet/command ring, then each play range (draining the packet ring again
+    /// before each, so everything pushed before a range is applied first); returns messages
+    /// handled. Called on the real-time thread.
     pub fn run(&mut self) -> usize {
+        let mut n = self.drain_input();
+        while let Ok(r) = self.plays.pop() {
+            n += 1 + self.drain_input();
+            let mut tick_mod = [0u8; 7];
+            for (k, m) in tick_mod.iter_mut().enumerate().skip(1) {
+                *m = (r.tick % k as u64) as u8;
+            }
+            let to = (r.to as usize).min(self.sessions.len());
+            for slot in (r.from as usize).min(to)..to {
+                let s = self.sched[slot];
+                if s != 0 && tick_mod[usize::from(s >> 4)] == s & 0xF {
+                    self.play(slot as u32);
+                }
+            }
+        }
+        self.shared
+            .counters
+            .frame_slots_free
+            .set((self.frame_free.slots() + usize::from(self.spare_frame.is_some())) as u64);
+        n
+    }
+
+    fn drain_input(&mut self) -> usize {
         let mut n = 0;
         while let Ok(msg) = self.input.pop() {
             n += 1;
@@ -403,14 +439,9 @@ impl DecodeStage {
                     new_stream,
                     arrival_ns,
                 } => self.insert(slot, pkt, ts, marker, new_stream, arrival_ns),
-                ToDecode::Playout { slot } => self.play(slot),
                 ToDecode::Cmd(b) => self.apply(b),
             }
         }
-        self.shared
-            .counters
-            .frame_slots_free
-            .set((self.frame_free.slots() + usize::from(self.spare_frame.is_some())) as u64);
         n
     }
 
@@ -465,6 +496,10 @@ impl DecodeStage {
             }
             Op::Barrier => {}
         }
+        self.sched[slot] = self.sessions[slot]
+            .as_ref()
+            .map(|p| ((p.ptime_ticks as u8) << 4) | (p.phase as u8 & 0xF))
+            .unwrap_or(0);
         push_cmd(&mut self.out, &self.shared.counters, Downstream::Cmd(b));
     }
 
@@ -552,6 +587,14 @@ impl DecodeStage {
                 counters.internal_ring_full.inc();
             }
         };
+        // Relay is preferred when the destination sends the codec this stream arrives in.
+        let relay_preferred = route.is_some_and(|r| r.relay_ok)
+            && part.dsp_passthrough
+            && route.is_some_and(|r| {
+                part.decoders
+                    .first()
+                    .is_some_and(|(_, d)| d.codec() == r.dst_codec)
+            });
         let decoders = &mut part.decoders;
         let mut decode = |t: &Token, out: &mut [i16]| -> usize {
             packets.with(t, |p| {
@@ -568,6 +611,7 @@ impl DecodeStage {
             let rep = part.receive.get_frame(
                 &mut f.pcm[..frame_samples],
                 stretch,
+                relay_preferred,
                 &mut decode,
                 &mut release,
             );
@@ -934,11 +978,16 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
         // Cannot fail: the ring holds exactly packet_slots.
         let _ = rel_j_tx.push(t);
     }
-    let jd_reserve = cfg.packet_slots + cmd;
-    let (jd_tx, jd_rx) = RingBuffer::new(jd_reserve + cfg.sessions + 16);
+    // Packets and commands: bounded by the packet tokens and the command capacity, so a
+    // push never fails.
+    let (jd_tx, jd_rx) = RingBuffer::new(cfg.packet_slots + cmd + 16);
+    // Play ranges: one per chunk of sessions per tick; room for several ticks of backlog.
+    let (play_tx, play_rx) = RingBuffer::new(8 * (cfg.sessions / FUSED_CHUNK + 2) + 64);
+    // Frames (bounded by frame tokens), commands, and up to four ticks of "nothing this
+    // period" notices for every session.
     let down_reserve = cfg.frame_slots + cmd;
-    let (dp_tx, dp_rx) = RingBuffer::new(down_reserve + cfg.sessions + 16);
-    let (pe_tx, pe_rx) = RingBuffer::new(down_reserve + cfg.sessions + 16);
+    let (dp_tx, dp_rx) = RingBuffer::new(down_reserve + 4 * cfg.sessions + 64);
+    let (pe_tx, pe_rx) = RingBuffer::new(down_reserve + 4 * cfg.sessions + 64);
     let (fr_tx, fr_rx) = RingBuffer::new(cfg.frame_slots);
     let mut fr_tx = fr_tx;
     for t in frame_tokens {
@@ -963,13 +1012,15 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
             packets: packets.clone(),
             released: rel_j_tx,
             out: jd_tx,
-            reserve: jd_reserve,
+            plays: play_tx,
             events: ev_j_tx,
             shared: shared.clone(),
         },
         decode: DecodeStage {
             sessions: none_table(cfg.sessions),
+            sched: vec![0; cfg.sessions].into_boxed_slice(),
             input: jd_rx,
+            plays: play_rx,
             packets: packets.clone(),
             pkt_return: rel_d_tx,
             frames: frames.clone(),

@@ -200,13 +200,21 @@ pub enum ToDecode {
         /// Arrival time (ns, transport's monotonic clock; 0 if unknown).
         arrival_ns: u64,
     },
-    /// Session `slot` is due to play one frame.
-    Playout {
-        /// Session slot.
-        slot: u32,
-    },
     /// A command.
     Cmd(Box<Bundle>),
+}
+
+/// Jitter stage → decode stage, on its own ring: play the sessions due at `tick` among
+/// slots `from..to`. One message covers a whole chunk of sessions; the decode stage applies
+/// everything on the packet ring first, so packets and commands pushed before it are seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlayRange {
+    /// Lane tick.
+    pub tick: u64,
+    /// First slot.
+    pub from: u32,
+    /// One past the last slot.
+    pub to: u32,
 }
 
 /// Decode → DSP → encode.

@@ -133,6 +133,10 @@ pub struct DecodePart<T> {
     pub route: Option<Route>,
     /// True when this session's DSP chain is the identity (relay allowed from here).
     pub dsp_passthrough: bool,
+    /// Frame period in lane ticks (the decode stage's copy of the schedule).
+    pub ptime_ticks: u32,
+    /// Tick within the period this session plays on.
+    pub phase: u32,
 }
 
 impl<T> DecodePart<T> {
@@ -255,6 +259,8 @@ impl<T> SessionParts<T> {
                 frame_samples: tx.frame_samples(params.ptime),
                 route: None,
                 dsp_passthrough: dsp.is_passthrough(),
+                ptime_ticks: params.ptime.ticks(),
+                phase: phase % params.ptime.ticks(),
             },
             dsp: DspPart { chain: dsp },
             encode: EncodePart {

@@ -103,6 +103,11 @@ pub struct ReceiveChannel<T> {
     /// Samples to play before the next time-scale change is allowed (spaces out stretches
     /// so a draining buffer is not expanded frame after frame).
     stretch_cooldown: usize,
+    /// Smoothed pre-playout buffer level (timestamp units), so phase wobble between packet
+    /// arrival and playout does not trigger time-scale changes.
+    level_avg: f32,
+    /// The last frame played was silence (a pause: inserting or dropping audio is inaudible).
+    last_quiet: bool,
 }
 
 /// Audio played between two time-scale changes, ms.
@@ -130,6 +135,8 @@ impl<T> ReceiveChannel<T> {
             conceal_limit: (cfg.jitter.max_conceal_ms as usize * cfg.sample_rate_hz as usize)
                 / 1000,
             stretch_cooldown: 0,
+            level_avg: 0.0,
+            last_quiet: false,
         }
     }
 
@@ -247,10 +254,15 @@ impl<T> ReceiveChannel<T> {
     }
 
     /// Produces the next frame into `out` (its first `frame_samples`). Real-time safe.
+    ///
+    /// `relay_preferred`: the caller can relay this stream's payloads unchanged when a frame
+    /// is exactly one packet; delay is then adapted only by dropping silent frames (never by
+    /// time-scale modification, which would break packet alignment and force transcoding).
     pub fn get_frame(
         &mut self,
         out: &mut [i16],
         pool: &mut StretchPool,
+        relay_preferred: bool,
         decode: &mut impl FnMut(&T, &mut [i16]) -> usize,
         release: &mut impl FnMut(T),
     ) -> FrameReport<T> {
@@ -268,15 +280,29 @@ impl<T> ReceiveChannel<T> {
         let frame = self.frame.min(out.len());
         let frame_ts = self.samples_to_ts(frame);
         let pending_ts = self.samples_to_ts(self.sync_len);
-        let advice = if self.stretch_cooldown > 0 {
-            self.stretch_cooldown = self.stretch_cooldown.saturating_sub(frame);
-            Adapt::Hold
+        let (advice, urgent) = self.advise(pending_ts, frame_ts, frame);
+        // Time-scale modification only when dropping silence cannot keep up: a moderate
+        // surplus waits for a pause (inaudible); relayed streams never stretch.
+        let stretch = !relay_preferred
+            && match advice {
+                Adapt::Shorten => urgent,
+                Adapt::Lengthen => true,
+                Adapt::Hold => false,
+            };
+        if advice == Adapt::Lengthen && relay_preferred && self.last_quiet && self.sync_len == 0 {
+            // A relayed stream below target in a pause: insert one frame of silence instead
+            // of stretching (which would force transcoding).
+            out[..frame].fill(0);
+            rep.expanded += frame as u32;
+            rep.produced = true;
+            rep.src_ts = self.buffer.next_ts();
+            self.stretch_cooldown = STRETCH_INTERVAL_MS * self.plc.sample_rate_hz() as usize / 1000;
+            return rep;
+        }
+        let want = if stretch {
+            frame.max(self.min_stretch)
         } else {
-            self.buffer.adapt(pending_ts, frame_ts)
-        };
-        let want = match advice {
-            Adapt::Hold => frame,
-            Adapt::Shorten | Adapt::Lengthen => frame.max(self.min_stretch),
+            frame
         };
         if !self.fill(want, &mut rep, decode, release) && self.sync_len < frame {
             if self.sync_len == 0 {
@@ -291,7 +317,25 @@ impl<T> ReceiveChannel<T> {
             self.sync_len = frame;
             rep.concealed += n as u32;
         }
-        if self.sync_len >= self.min_stretch && advice != Adapt::Hold {
+        if advice == Adapt::Shorten && self.sync_len >= frame && self.is_quiet(frame) {
+            // Above target and this frame is silence: drop it (inaudible, and a relayed
+            // stream stays packet-aligned when the sync buffer held exactly this frame).
+            rep.accelerated += frame as u32;
+            self.sync.copy_within(frame..self.sync_len, 0);
+            self.sync_len -= frame;
+            self.stretch_cooldown = STRETCH_INTERVAL_MS * self.plc.sample_rate_hz() as usize / 1000;
+            if let Some(item) = rep.relay.take() {
+                release(item);
+            }
+            rep.decoded = 0;
+            if !self.fill(frame, &mut rep, decode, release) && self.sync_len < frame {
+                let n = frame - self.sync_len;
+                self.plc.comfort_noise(&mut self.sync[self.sync_len..frame]);
+                self.sync_len = frame;
+                rep.concealed += n as u32;
+            }
+        }
+        if self.sync_len >= self.min_stretch && stretch {
             let len = self.sync_len;
             let (tsm, scratch) = pool.get(self.plc.sample_rate_hz());
             let k = match advice {
@@ -311,6 +355,10 @@ impl<T> ReceiveChannel<T> {
                 if let Some(item) = rep.relay.take() {
                     release(item);
                 }
+            }
+            if k == len {
+                // Refused (not periodic enough): do not retry the analysis every frame.
+                self.stretch_cooldown = 2 * frame;
             }
             if self.sync_len < frame {
                 self.fill(frame, &mut rep, decode, release);
@@ -348,6 +396,50 @@ impl<T> ReceiveChannel<T> {
         }
         rep.produced = true;
         rep
+    }
+}
+
+impl<T> ReceiveChannel<T> {
+    /// Time-scale advice from the smoothed buffer level (hysteresis of a frame plus 10 ms
+    /// above target, half a frame below), with a cooldown between changes.
+    /// Also says whether the surplus is large (more than two frames plus 10 ms above target),
+    /// which justifies stretching speech rather than waiting for silence.
+    fn advise(&mut self, pending_ts: u32, frame_ts: u32, frame: usize) -> (Adapt, bool) {
+        if !self.buffer.is_playing() {
+            self.level_avg = 0.0;
+            return (Adapt::Hold, false);
+        }
+        let level = (self.buffer.held_ts() + pending_ts) as f32;
+        if self.level_avg == 0.0 {
+            self.level_avg = level;
+        }
+        // Time constant ~0.5 s of audio.
+        let alpha = (frame_ts as f32 / (0.5 * self.clock_rate() as f32)).min(1.0);
+        self.level_avg += (level - self.level_avg) * alpha;
+        if self.stretch_cooldown > 0 {
+            self.stretch_cooldown = self.stretch_cooldown.saturating_sub(frame);
+            return (Adapt::Hold, false);
+        }
+        let target = self.buffer.target_ts() as f32;
+        let ms10 = self.clock_rate() as f32 / 100.0;
+        let f = frame_ts as f32;
+        if self.level_avg > target + f + ms10 && level > target + f {
+            (Adapt::Shorten, self.level_avg > target + 2.0 * f + ms10)
+        } else if self.level_avg + f / 2.0 < target && level < target && !self.buffer.is_empty() {
+            (Adapt::Lengthen, true)
+        } else {
+            (Adapt::Hold, false)
+        }
+    }
+
+    /// True when the first `n` pending samples are below about -45 dBFS RMS.
+    fn is_quiet(&self, n: usize) -> bool {
+        let e: i64 = self.sync[..n]
+            .iter()
+            .map(|&x| i64::from(x) * i64::from(x))
+            .sum();
+        // 32768 * 10^(-45/20) ≈ 184.
+        e < 184 * 184 * n as i64
     }
 }
 
@@ -389,7 +481,9 @@ mod tests {
         let mut played = vec![];
         for k in 0..50u32 {
             c.insert(160 * k, 160, k == 0, 0, k, &mut |i| released.push(i));
-            let r = c.get_frame(&mut out, &mut pool, &mut dec, &mut |i| released.push(i));
+            let r = c.get_frame(&mut out, &mut pool, false, &mut dec, &mut |i| {
+                released.push(i)
+            });
             if r.produced {
                 played.push(out[0] / 100);
                 if let Some(i) = r.relay {
@@ -412,7 +506,7 @@ mod tests {
             if k != 10 {
                 c.insert(160 * k, 160, false, 0, k, &mut |_| {});
             }
-            let r = c.get_frame(&mut out, &mut pool, &mut dec, &mut |_| {});
+            let r = c.get_frame(&mut out, &mut pool, false, &mut dec, &mut |_| {});
             conceal += r.concealed;
         }
         assert_eq!(conceal, 160);
@@ -448,7 +542,7 @@ mod tests {
                 next += 1;
             }
             if tick % 2 == 0 {
-                let r = c.get_frame(&mut out, &mut pool, &mut dec_any, &mut |_| {});
+                let r = c.get_frame(&mut out, &mut pool, false, &mut dec_any, &mut |_| {});
                 if r.produced {
                     produced += 160;
                     if next < packets.len() {

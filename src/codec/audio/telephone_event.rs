@@ -1,1 +1,1313 @@
-//! (in progress)
+//! RFC 4733 telephone events (DTMF over RTP) and in-band DTMF tones.
+//!
+//! Four pieces, all pure state machines (time comes in as arguments, output goes into
+//! caller-owned buffers):
+//!
+//! - [`EventPayload`]: the 4-byte payload of RFC 4733 §2.3, parsed and written.
+//! - [`DtmfSender`]: what the encode stage calls once per packet interval while a digit
+//!   is being sent. It decides marker, timestamp, duration, end bit, the three copies of
+//!   the final packet and the segmentation of long events; the caller owns sequence
+//!   numbers, SSRC and the socket.
+//! - [`DtmfReceiver`]: turns received event packets (with their retransmissions, losses
+//!   and reordering) into one [`DtmfEvent::Began`] and one [`DtmfEvent::Ended`] per digit.
+//! - [`DtmfToneGenerator`]: the ITU-T Q.23 dual tone as PCM, for in-band DTMF toward a
+//!   leg that did not negotiate `telephone-event`.
+//!
+//! Real-time contract: every method here is safe to call on the real-time thread. None
+//! allocates (state is fixed-size and built by `new`), locks, or panics, for any input.
+//!
+//! # Example
+//! A digit from a sender to a receiver, 20 ms packets at 8 kHz:
+//! ```
+//! use media_core::codec::audio::telephone_event::{
+//!     DtmfEvent, DtmfReceiver, DtmfSender, EventPayload,
+//! };
+//!
+//! let mut tx = DtmfSender::new(160)?; // one packet per 160 timestamp units (20 ms)
+//! let mut rx = DtmfReceiver::new(DtmfReceiver::DEFAULT_TIMEOUT_MS);
+//! tx.start(5, 10, Some(800))?; // digit '5', -10 dBm0, 100 ms
+//!
+//! let mut digits = String::new();
+//! let mut buf = [0u8; EventPayload::LEN];
+//! let mut media_ts = 16_000u32; // the timestamp the next audio frame would carry
+//! while let Some(pkt) = tx.poll(media_ts, &mut buf) {
+//!     // The caller would put `pkt.marker` and `pkt.timestamp` in the RTP header here.
+//!     let payload = EventPayload::parse(&buf[..pkt.payload_len])?;
+//!     for ev in rx.on_packet(pkt.timestamp, pkt.marker, &payload, u64::from(media_ts / 8)) {
+//!         if let DtmfEvent::Began { digit, .. } = ev {
+//!             digits.push(digit);
+//!         }
+//!     }
+//!     media_ts += 160;
+//! }
+//! assert_eq!(digits, "5");
+//! # Ok::<(), media_core::codec::audio::telephone_event::EventError>(())
+//! ```
+
+// ---------------------------------------------------------------------------
+// Errors and digit codes
+// ---------------------------------------------------------------------------
+
+/// What can go wrong with telephone events. Cheap to build (no heap data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// A payload shorter than one 4-byte event. Recover: drop the packet and count it.
+    #[error("telephone-event payload too short: {actual} bytes, need {expected}")]
+    TooShort {
+        /// Bytes needed.
+        expected: usize,
+        /// Bytes offered.
+        actual: usize,
+    },
+    /// A volume outside 0..=63 (-dBm0, RFC 4733 §2.3.4). Recover: clamp it.
+    #[error("volume {0} out of range 0..=63 (-dBm0)")]
+    InvalidVolume(u8),
+    /// An event of zero duration was requested. Recover: ask for at least one packet
+    /// interval (RFC 4733 events of 40 ms or more are what receivers expect).
+    #[error("event duration must be at least one timestamp unit")]
+    ZeroDuration,
+    /// The event code is not a DTMF digit (0..=15) where a tone is needed.
+    /// Recover: send it as an RFC 4733 event only, or drop it.
+    #[error("event {0} is not a DTMF digit (0..=15)")]
+    NotDtmf(u8),
+    /// [`DtmfSender::start`] while an event is still being sent (including its final
+    /// retransmissions). Recover: wait until [`DtmfSender::is_idle`], or `stop` it first.
+    #[error("an event is still being sent")]
+    Busy,
+    /// A packet interval outside 1..=32767 timestamp units. Recover: pass the ptime in
+    /// timestamp units (160 for 20 ms at 8 kHz).
+    #[error("packet interval {0} timestamp units out of range 1..=32767")]
+    InvalidInterval(u32),
+    /// A tone generator sample rate outside 8000..=96000 Hz. Recover: use 8, 16 or 48 kHz.
+    #[error("unsupported sample rate {0} Hz")]
+    UnsupportedSampleRate(u32),
+    /// A tone level outside -63..=0 dBm0 (or NaN). Recover: use the default -10 dBm0.
+    #[error("tone level out of range -63..=0 dBm0")]
+    InvalidLevel,
+}
+
+/// RFC 4733 §3.2 event codes 0..=15 and the DTMF digits they name.
+const DIGITS: [char; 16] = [
+    '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '#', 'A', 'B', 'C', 'D',
+];
+
+/// The DTMF digit of an RFC 4733 event code (0..=9 → '0'..='9', 10 → '*', 11 → '#',
+/// 12..=15 → 'A'..='D'); `None` for other events (flash, tones, ...).
+///
+/// ```
+/// use media_core::codec::audio::telephone_event::event_to_digit;
+/// assert_eq!(event_to_digit(11), Some('#'));
+/// assert_eq!(event_to_digit(16), None);
+/// ```
+pub fn event_to_digit(event: u8) -> Option<char> {
+    DIGITS.get(usize::from(event)).copied()
+}
+
+/// The RFC 4733 event code of a DTMF digit (case-insensitive for 'A'..='D').
+///
+/// ```
+/// use media_core::codec::audio::telephone_event::digit_to_event;
+/// assert_eq!(digit_to_event('*'), Some(10));
+/// assert_eq!(digit_to_event('d'), Some(15));
+/// assert_eq!(digit_to_event('x'), None);
+/// ```
+pub fn digit_to_event(digit: char) -> Option<u8> {
+    let digit = digit.to_ascii_uppercase();
+    DIGITS.iter().position(|&d| d == digit).map(|i| i as u8)
+}
+
+// ---------------------------------------------------------------------------
+// Payload
+// ---------------------------------------------------------------------------
+
+/// One RFC 4733 §2.3 event: 8-bit event code, end bit, 6-bit volume, 16-bit duration.
+///
+/// ```text
+///  0                   1                   2                   3
+///  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+/// |     event     |E|R| volume    |          duration             |
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventPayload {
+    /// Event code (RFC 4733 §3.2: 0..=15 are the DTMF digits, see [`event_to_digit`]).
+    pub event: u8,
+    /// E bit: this packet reports the end of the event (or of its last segment).
+    pub end: bool,
+    /// Tone power in -dBm0, 0..=63 (0 is loudest). Written masked to 6 bits.
+    pub volume: u8,
+    /// How long the event (or its current segment) has lasted so far, in RTP timestamp
+    /// units from the packet's RTP timestamp.
+    pub duration: u16,
+}
+
+impl EventPayload {
+    /// Size of one event on the wire.
+    pub const LEN: usize = 4;
+
+    /// Parses the first event of a telephone-event payload.
+    ///
+    /// Shorter than 4 bytes is an error. Bytes after the first 4 are not an error: RFC
+    /// 4733 §2.5.1.5 lets a sender pack several consecutive events into one packet (and
+    /// RFC 2198 redundancy arrives already split by the RED layer), so they are further
+    /// events, which [`EventPayload::packed`] reads. The reserved R bit is ignored
+    /// (§2.3.3: receivers must ignore it).
+    ///
+    /// Real-time safe; never panics.
+    ///
+    /// ```
+    /// use media_core::codec::audio::telephone_event::EventPayload;
+    /// let p = EventPayload::parse(&[1, 0x8A, 0x03, 0x20])?;
+    /// assert_eq!(p, EventPayload { event: 1, end: true, volume: 10, duration: 800 });
+    /// assert!(EventPayload::parse(&[1, 0x8A, 0x03]).is_err());
+    /// # Ok::<(), media_core::codec::audio::telephone_event::EventError>(())
+    /// ```
+    pub fn parse(bytes: &[u8]) -> Result<Self, EventError> {
+        match bytes {
+            &[event, flags, d0, d1, ..] => Ok(Self {
+                event,
+                end: flags & 0x80 != 0,
+                volume: flags & 0x3F,
+                duration: u16::from_be_bytes([d0, d1]),
+            }),
+            _ => Err(EventError::TooShort {
+                expected: Self::LEN,
+                actual: bytes.len(),
+            }),
+        }
+    }
+
+    /// Writes the event into `out[..4]` and returns 4, or returns 0 and writes nothing
+    /// when `out` is shorter than [`EventPayload::LEN`]. The R bit is written as zero
+    /// (§2.3.3) and the volume is clamped to 63.
+    ///
+    /// Real-time safe; never panics.
+    ///
+    /// ```
+    /// use media_core::codec::audio::telephone_event::EventPayload;
+    /// let mut buf = [0u8; 4];
+    /// let p = EventPayload { event: 11, end: false, volume: 10, duration: 160 };
+    /// assert_eq!(p.write(&mut buf), 4);
+    /// assert_eq!(buf, [11, 10, 0, 160]);
+    /// ```
+    pub fn write(&self, out: &mut [u8]) -> usize {
+        let Some(dst) = out.get_mut(..Self::LEN) else {
+            return 0;
+        };
+        let end_bit = if self.end { 0x80 } else { 0 };
+        let [d0, d1] = self.duration.to_be_bytes();
+        dst.copy_from_slice(&[self.event, end_bit | self.volume.min(63), d0, d1]);
+        Self::LEN
+    }
+
+    /// Every whole 4-byte event of a payload, with the offset of its start from the
+    /// packet's RTP timestamp.
+    ///
+    /// RFC 4733 §2.5.1.5 and §2.5.2.4: packed events are consecutive and contiguous,
+    /// so each one starts where the previous one ended and its timestamp is the
+    /// packet's plus the durations before it. A trailing partial block is ignored. Feed
+    /// each one to [`DtmfReceiver::on_packet`] with `ts.wrapping_add(offset)`.
+    ///
+    /// ```
+    /// use media_core::codec::audio::telephone_event::EventPayload;
+    /// let bytes = [1, 0x8A, 0x03, 0x20, 2, 0x8A, 0x03, 0x20];
+    /// let offsets: Vec<u32> = EventPayload::packed(&bytes).map(|(off, _)| off).collect();
+    /// assert_eq!(offsets, [0, 800]);
+    /// ```
+    pub fn packed(bytes: &[u8]) -> PackedEvents<'_> {
+        PackedEvents {
+            chunks: bytes.chunks_exact(Self::LEN),
+            offset: 0,
+        }
+    }
+
+    /// The DTMF digit this event names, if it is one.
+    pub fn digit(&self) -> Option<char> {
+        event_to_digit(self.event)
+    }
+}
+
+/// Iterator over the packed events of one payload; see [`EventPayload::packed`].
+#[derive(Debug, Clone)]
+pub struct PackedEvents<'a> {
+    chunks: std::slice::ChunksExact<'a, u8>,
+    offset: u32,
+}
+
+impl Iterator for PackedEvents<'_> {
+    /// (start offset from the packet's RTP timestamp, event)
+    type Item = (u32, EventPayload);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let payload = EventPayload::parse(self.chunks.next()?).ok()?;
+        let offset = self.offset;
+        self.offset = self.offset.wrapping_add(u32::from(payload.duration));
+        Some((offset, payload))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sender
+// ---------------------------------------------------------------------------
+
+/// The longest duration one packet can report; longer events are split into segments
+/// (RFC 4733 §2.5.1.3).
+const MAX_SEGMENT_TS: u64 = 0xFFFF;
+
+/// How many times the final packet of an event (and of each long-event segment) is sent
+/// in total (RFC 4733 §2.5.1.4).
+const FINAL_PACKET_COPIES: u8 = 3;
+
+/// Where to place one event packet the sender produced; the payload is in the caller's
+/// buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventPacket {
+    /// RTP marker bit: set on the first packet of an event only (RFC 4733 §2.2.2), not
+    /// on later segments of a long event nor on retransmissions.
+    pub marker: bool,
+    /// Absolute RTP timestamp for the packet: the start of the event, or of the current
+    /// segment of a long event. Constant across updates and retransmissions.
+    pub timestamp: u32,
+    /// Bytes written to the caller's buffer (always [`EventPayload::LEN`]).
+    pub payload_len: usize,
+    /// The payload's E bit (this is one of the three final packets).
+    pub end: bool,
+}
+
+/// RFC 4733 sender: one event at a time, one packet per call of [`DtmfSender::poll`].
+///
+/// The encode stage calls `poll(media_ts, buf)` once per packet interval, where
+/// `media_ts` is the RTP timestamp the audio frame of this interval would carry. While
+/// an event is being sent, each call returns where to place one packet (marker,
+/// timestamp) and writes its payload into `buf`; the caller sends it with the next
+/// sequence number instead of (or besides) the audio frame. The sequence is:
+///
+/// 1. the first packet, marker set, timestamp = `media_ts` of the first poll (§2.2,
+///    §2.5.1.2);
+/// 2. one update per interval, same timestamp, duration growing to the end of the
+///    interval being replaced (§2.5.1.2);
+/// 3. the final packet, E bit set, with the final duration, sent three times in
+///    total on consecutive polls (§2.5.1.4);
+/// 4. for events longer than 0xFFFF timestamp units, each full segment ends with a
+///    packet reporting 0xFFFF without the E bit (also sent three times), and the next
+///    segment starts at the previous timestamp + 0xFFFF, without the marker (§2.5.1.3).
+///
+/// Then `poll` returns `None` and [`DtmfSender::is_idle`] is true. The gap between two
+/// digits is the caller's: RFC 4733 receivers, and the tones they regenerate (ITU-T
+/// Q.24), need a pause of about 40 ms or more between events.
+#[derive(Debug, Clone)]
+pub struct DtmfSender {
+    interval_ts: u32,
+    tx: Option<Transmission>,
+}
+
+/// The event being sent.
+#[derive(Debug, Clone)]
+struct Transmission {
+    event: u8,
+    volume: u8,
+    /// Duration asked for in `start`, timestamp units; `None`: until `stop`.
+    requested_ts: Option<u64>,
+    /// `stop` was called and the end is not fixed yet.
+    stop_requested: bool,
+    /// Event-relative end, fixed at the first poll after `stop`.
+    stop_at: Option<u64>,
+    /// RTP timestamp of the event start, set by the first poll.
+    start_ts: Option<u32>,
+    /// Event-relative start of the current segment (a multiple of 0xFFFF).
+    segment_offset: u64,
+    /// Event-relative duration reported so far; 0 before the first packet.
+    reported: u64,
+    /// A final packet (of the event or of a segment) still to be repeated.
+    repeat: Option<Repeat>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Repeat {
+    payload: EventPayload,
+    timestamp: u32,
+    remaining: u8,
+}
+
+impl DtmfSender {
+    /// A sender that is polled every `interval_ts` RTP timestamp units (the audio
+    /// ptime in timestamp units: 160 for 20 ms at 8 kHz, 960 for 20 ms at 48 kHz).
+    /// Built on the control plane; allocates nothing.
+    pub fn new(interval_ts: u32) -> Result<Self, EventError> {
+        if !(1..=0x7FFF).contains(&interval_ts) {
+            return Err(EventError::InvalidInterval(interval_ts));
+        }
+        Ok(Self {
+            interval_ts,
+            tx: None,
+        })
+    }
+
+    /// The packet interval in timestamp units.
+    pub fn interval_ts(&self) -> u32 {
+        self.interval_ts
+    }
+
+    /// Starts sending `event` (0..=15 for DTMF; any RFC 4733 code is accepted) at
+    /// `volume` -dBm0 (0..=63; 10 is typical) for `duration_ts` timestamp units, or
+    /// until [`DtmfSender::stop`] when `None`. The event starts at the next `poll`.
+    ///
+    /// Called on the real-time thread; never allocates or panics.
+    pub fn start(
+        &mut self,
+        event: u8,
+        volume: u8,
+        duration_ts: Option<u32>,
+    ) -> Result<(), EventError> {
+        if self.tx.is_some() {
+            return Err(EventError::Busy);
+        }
+        if volume > 63 {
+            return Err(EventError::InvalidVolume(volume));
+        }
+        if duration_ts == Some(0) {
+            return Err(EventError::ZeroDuration);
+        }
+        self.tx = Some(Transmission {
+            event,
+            volume,
+            requested_ts: duration_ts.map(u64::from),
+            stop_requested: false,
+            stop_at: None,
+            start_ts: None,
+            segment_offset: 0,
+            reported: 0,
+            repeat: None,
+        });
+        Ok(())
+    }
+
+    /// Ends the current event (key released): the next `poll` sends the final packet,
+    /// with the duration up to that poll's `media_ts` (at least one interval, and never
+    /// less than already reported), and the two after it repeat it. No effect when idle
+    /// or already ending.
+    ///
+    /// Called on the real-time thread; never allocates or panics.
+    pub fn stop(&mut self) {
+        if let Some(tx) = &mut self.tx {
+            if tx.stop_at.is_none() {
+                tx.stop_requested = true;
+            }
+        }
+    }
+
+    /// Drops the current event at once, without end packets (session torn down or
+    /// re-keyed). Prefer [`DtmfSender::stop`] otherwise.
+    pub fn reset(&mut self) {
+        self.tx = None;
+    }
+
+    /// No event is being sent: `start` will be accepted and `poll` returns `None`.
+    pub fn is_idle(&self) -> bool {
+        self.tx.is_none()
+    }
+
+    /// Produces the packet for the interval whose audio would carry `media_ts`, writing
+    /// its payload into `out`, or returns `None` when idle. See the type's docs for the
+    /// sequence. When `out` is shorter than [`EventPayload::LEN`], nothing is written,
+    /// the state does not advance and `None` is returned.
+    ///
+    /// Called on the real-time thread, once per packet interval; never allocates or
+    /// panics, for any `media_ts` (a timestamp that goes backwards counts as no time
+    /// passing).
+    pub fn poll(&mut self, media_ts: u32, out: &mut [u8]) -> Option<EventPacket> {
+        if out.len() < EventPayload::LEN {
+            return None;
+        }
+        let interval = u64::from(self.interval_ts);
+        let tx = self.tx.as_mut()?;
+
+        // RFC 4733 §2.5.1.4: the final packet of the event or segment goes out three
+        // times, at the update interval, identical (and without the marker).
+        if let Some(rep) = &mut tx.repeat {
+            let packet = EventPacket {
+                marker: false,
+                timestamp: rep.timestamp,
+                payload_len: rep.payload.write(out),
+                end: rep.payload.end,
+            };
+            rep.remaining = rep.remaining.saturating_sub(1);
+            if rep.remaining == 0 {
+                let event_over = rep.payload.end;
+                tx.repeat = None;
+                if event_over {
+                    self.tx = None;
+                }
+            }
+            return Some(packet);
+        }
+
+        let start_ts = *tx.start_ts.get_or_insert(media_ts);
+        let first = tx.reported == 0;
+        // Timestamp units since the event start; a timestamp that went backwards (a
+        // caller bug) counts as no time passing. (Events are far shorter than the 2^31
+        // units this leaves them: 12 hours at 48 kHz.)
+        let since_start = match media_ts.wrapping_sub(start_ts) {
+            d if d > i32::MAX as u32 => 0,
+            d => u64::from(d),
+        };
+        if tx.stop_requested && tx.stop_at.is_none() {
+            // The key went up before this interval: the event lasted until now, but never
+            // less than what was already reported, and never an empty (segment) end.
+            let mut end = since_start.max(tx.reported);
+            if end <= tx.segment_offset {
+                end = tx.segment_offset + interval;
+            }
+            tx.stop_at = Some(end);
+        }
+        // An update reports the event up to the end of the interval it replaces.
+        let mut target = (since_start + interval).max(tx.reported);
+        let mut ended = false;
+        if let Some(end) = tx.stop_at.or(tx.requested_ts) {
+            if target >= end {
+                target = end;
+                ended = true;
+            }
+        }
+        let segment_len = target.saturating_sub(tx.segment_offset);
+        if segment_len == 0 {
+            // Only reachable when `media_ts` stood still right after a segment boundary:
+            // nothing new to report, and a zero duration is not worth a packet.
+            return None;
+        }
+        let timestamp = start_ts.wrapping_add(tx.segment_offset as u32);
+        // RFC 4733 §2.5.1.3: a segment that reaches 0xFFFF is closed with a packet
+        // reporting exactly 0xFFFF and no E bit; the event goes on in a new segment.
+        let closes_segment =
+            segment_len > MAX_SEGMENT_TS || (segment_len == MAX_SEGMENT_TS && !ended);
+        let payload = EventPayload {
+            event: tx.event,
+            end: ended && !closes_segment,
+            volume: tx.volume,
+            duration: segment_len.min(MAX_SEGMENT_TS) as u16,
+        };
+        let payload_len = payload.write(out);
+        tx.reported = tx.segment_offset + u64::from(payload.duration);
+        if closes_segment || payload.end {
+            tx.repeat = Some(Repeat {
+                payload,
+                timestamp,
+                remaining: FINAL_PACKET_COPIES - 1,
+            });
+        }
+        if closes_segment {
+            tx.segment_offset += MAX_SEGMENT_TS;
+        }
+        Some(EventPacket {
+            marker: first,
+            timestamp,
+            payload_len,
+            end: payload.end,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Receiver
+// ---------------------------------------------------------------------------
+
+/// Why a digit was reported as ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// A packet with the E bit arrived.
+    EndBit,
+    /// No packet of the event arrived for the receiver's timeout.
+    TimedOut,
+    /// A newer event began before the end of this one was seen (its end packets were
+    /// lost); the duration is the last one reported.
+    Superseded,
+}
+
+/// A digit report from [`DtmfReceiver`]: each digit begins once and ends once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DtmfEvent {
+    /// A digit began.
+    Began {
+        /// The digit: '0'..='9', '*', '#', 'A'..='D'.
+        digit: char,
+        /// RTP timestamp of the event start (of the first packet seen).
+        ts: u32,
+    },
+    /// The digit that began last has ended.
+    Ended {
+        /// The digit.
+        digit: char,
+        /// RTP timestamp of the event start, as in `Began`.
+        ts: u32,
+        /// Total duration in timestamp units, across long-event segments.
+        duration_ts: u32,
+        /// How the end was learnt.
+        reason: EndReason,
+    },
+}
+
+impl DtmfEvent {
+    /// The digit reported.
+    pub fn digit(&self) -> char {
+        match *self {
+            DtmfEvent::Began { digit, .. } | DtmfEvent::Ended { digit, .. } => digit,
+        }
+    }
+}
+
+/// The reports one packet produced (at most three: the end of an event whose end packets
+/// were lost, then the begin and, for an event seen only by its end packet, the end of
+/// the new one). An iterator; fixed-size, no allocation.
+#[derive(Debug, Clone)]
+#[must_use = "digit reports are only delivered here"]
+pub struct DtmfEvents {
+    items: [Option<DtmfEvent>; 3],
+    next: usize,
+}
+
+impl DtmfEvents {
+    fn none() -> Self {
+        Self {
+            items: [None; 3],
+            next: 0,
+        }
+    }
+
+    fn push(&mut self, event: DtmfEvent) {
+        // Each slot is written by one fixed step of `on_packet`, in order; a full set is
+        // the three-report case above, so there is always a free slot.
+        if let Some(slot) = self.items.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(event);
+        }
+    }
+}
+
+impl Iterator for DtmfEvents {
+    type Item = DtmfEvent;
+
+    fn next(&mut self) -> Option<DtmfEvent> {
+        let item = self.items.get_mut(self.next)?.take();
+        self.next += 1;
+        item
+    }
+}
+
+/// Counters of a [`DtmfReceiver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DtmfReceiverStats {
+    /// Packets given to `on_packet`.
+    pub packets: u64,
+    /// Retransmissions and repeated end packets (same event, nothing new).
+    pub duplicates: u64,
+    /// Late packets: an older duration of the current event, or an older event.
+    pub stale: u64,
+    /// Events that are not DTMF digits (codes 16 and up).
+    pub ignored: u64,
+}
+
+/// A long-event segment starts at most this far short of 0xFFFF after the previous one
+/// (senders close segments at 0xFFFF exactly, RFC 4733 §2.5.1.3; this tolerates ones that
+/// stop at the last whole packet interval).
+const MIN_SEGMENT_STEP_TS: u32 = 0xF000;
+
+/// How far back (timestamp units) a packet counts as a late one of an earlier event
+/// rather than the sender's timestamps having jumped backwards.
+const STALE_WINDOW_TS: u32 = 1 << 20;
+
+/// RFC 4733 receiver: reports each digit once when it begins and once when it ends.
+///
+/// Call [`DtmfReceiver::on_packet`] for each received telephone-event packet (each
+/// packed event, see [`EventPayload::packed`]) and [`DtmfReceiver::poll`] on every tick
+/// for timeouts. It
+/// - drops retransmissions and the repeated end packets (§2.5.1.4), and late updates
+///   that report less than already seen;
+/// - recognises a new event by its new RTP timestamp (§2.2.1, §2.5.2.2), so a digit
+///   whose end packets were all lost is ended ([`EndReason::Superseded`]) when the next
+///   one begins, or by the timeout ([`EndReason::TimedOut`]) if none comes;
+/// - joins the segments of a long event (§2.5.2.3: new timestamp + 0xFFFF, no marker)
+///   and durations that wrap past 0xFFFF on one timestamp (senders that do not segment);
+/// - ignores late packets of earlier events and events that are not digits.
+///
+/// Time is `now_ms`, any monotonic millisecond clock the caller keeps.
+#[derive(Debug, Clone)]
+pub struct DtmfReceiver {
+    timeout_ms: u64,
+    current: Option<Incoming>,
+    stats: DtmfReceiverStats,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Incoming {
+    event: u8,
+    digit: char,
+    start_ts: u32,
+    segment_ts: u32,
+    /// Duration of completed segments and 16-bit wraps.
+    base: u64,
+    last_duration: u16,
+    ended: bool,
+    last_packet_ms: u64,
+}
+
+impl Incoming {
+    fn duration_ts(&self) -> u32 {
+        let total = self.base + u64::from(self.last_duration);
+        u32::try_from(total).unwrap_or(u32::MAX)
+    }
+
+    fn end_report(&self, reason: EndReason) -> DtmfEvent {
+        DtmfEvent::Ended {
+            digit: self.digit,
+            ts: self.start_ts,
+            duration_ts: self.duration_ts(),
+            reason,
+        }
+    }
+}
+
+impl DtmfReceiver {
+    /// A default timeout: about three update intervals of the common 50 ms senders plus
+    /// jitter, and ten of 20 ms ones.
+    pub const DEFAULT_TIMEOUT_MS: u32 = 200;
+
+    /// A receiver that ends a digit when no packet of it arrived for `timeout_ms`.
+    /// Built on the control plane; allocates nothing.
+    pub fn new(timeout_ms: u32) -> Self {
+        Self {
+            timeout_ms: u64::from(timeout_ms),
+            current: None,
+            stats: DtmfReceiverStats::default(),
+        }
+    }
+
+    /// Handles one event from a packet with RTP timestamp `ts` and marker bit `marker`,
+    /// received at `now_ms`, and returns the digit reports it produced (usually none).
+    ///
+    /// Called on the real-time thread; never allocates or panics.
+    pub fn on_packet(
+        &mut self,
+        ts: u32,
+        marker: bool,
+        payload: &EventPayload,
+        now_ms: u64,
+    ) -> DtmfEvents {
+        let mut out = DtmfEvents::none();
+        self.stats.packets += 1;
+        let Some(digit) = payload.digit() else {
+            self.stats.ignored += 1;
+            return out;
+        };
+
+        if let Some(cur) = &mut self.current {
+            let delta = ts.wrapping_sub(cur.segment_ts);
+            if delta == 0 && cur.event == payload.event {
+                // The current segment: an update, a retransmission or an end packet.
+                if cur.ended {
+                    self.stats.duplicates += 1;
+                    return out;
+                }
+                cur.last_packet_ms = now_ms;
+                // Durations compared as 16-bit serial numbers, so a sender that keeps
+                // counting past 0xFFFF on one timestamp is followed across the wrap.
+                let step = payload.duration.wrapping_sub(cur.last_duration);
+                if step != 0 && step < 0x8000 {
+                    if payload.duration < cur.last_duration {
+                        cur.base += 0x1_0000;
+                    }
+                    cur.last_duration = payload.duration;
+                } else if !payload.end {
+                    if step == 0 {
+                        self.stats.duplicates += 1;
+                    } else {
+                        self.stats.stale += 1;
+                    }
+                    return out;
+                }
+                if payload.end {
+                    cur.ended = true;
+                    out.push(cur.end_report(EndReason::EndBit));
+                }
+                return out;
+            }
+            if !cur.ended
+                && cur.event == payload.event
+                && !marker
+                && (MIN_SEGMENT_STEP_TS..=0xFFFF).contains(&delta)
+                && delta >= u32::from(cur.last_duration)
+            {
+                // RFC 4733 §2.5.1.3: the next segment of a long event starts where the
+                // previous one ended, without the marker.
+                cur.base += u64::from(delta);
+                cur.segment_ts = ts;
+                cur.last_duration = payload.duration;
+                cur.last_packet_ms = now_ms;
+                if payload.end {
+                    cur.ended = true;
+                    out.push(cur.end_report(EndReason::EndBit));
+                }
+                return out;
+            }
+            if delta > i32::MAX as u32 && delta.wrapping_neg() <= STALE_WINDOW_TS {
+                // Older than the current segment: a late packet of an earlier event or
+                // segment, already reported.
+                self.stats.stale += 1;
+                return out;
+            }
+            // A new timestamp: a new event (RFC 4733 §2.2.1), even if the previous one
+            // never showed its end.
+            if !cur.ended {
+                out.push(cur.end_report(EndReason::Superseded));
+            }
+        }
+
+        let new = Incoming {
+            event: payload.event,
+            digit,
+            start_ts: ts,
+            segment_ts: ts,
+            base: 0,
+            last_duration: payload.duration,
+            ended: payload.end,
+            last_packet_ms: now_ms,
+        };
+        out.push(DtmfEvent::Began { digit, ts });
+        if payload.end {
+            out.push(new.end_report(EndReason::EndBit));
+        }
+        self.current = Some(new);
+        out
+    }
+
+    /// Reports the end of a digit whose packets stopped arriving `timeout_ms` ago, once.
+    /// Call it on every tick (or at [`DtmfReceiver::next_timeout_ms`]).
+    ///
+    /// Called on the real-time thread; never allocates or panics.
+    pub fn poll(&mut self, now_ms: u64) -> Option<DtmfEvent> {
+        let cur = self.current.as_mut()?;
+        if cur.ended || now_ms.saturating_sub(cur.last_packet_ms) < self.timeout_ms {
+            return None;
+        }
+        cur.ended = true;
+        Some(cur.end_report(EndReason::TimedOut))
+    }
+
+    /// When `poll` will next have something to report, if a digit is in progress.
+    pub fn next_timeout_ms(&self) -> Option<u64> {
+        self.current
+            .filter(|c| !c.ended)
+            .map(|c| c.last_packet_ms.saturating_add(self.timeout_ms))
+    }
+
+    /// The digit currently held down (began, not yet ended).
+    pub fn active_digit(&self) -> Option<char> {
+        self.current.filter(|c| !c.ended).map(|c| c.digit)
+    }
+
+    /// Counters since construction.
+    pub fn stats(&self) -> DtmfReceiverStats {
+        self.stats
+    }
+
+    /// Forgets the event in progress without reporting its end (SSRC change, session
+    /// re-keyed). Counters are kept.
+    pub fn reset(&mut self) {
+        self.current = None;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// In-band tone generator
+// ---------------------------------------------------------------------------
+
+/// ITU-T Q.23 low-group (row) frequencies, Hz.
+const ROW_HZ: [f64; 4] = [697.0, 770.0, 852.0, 941.0];
+/// ITU-T Q.23 high-group (column) frequencies, Hz.
+const COL_HZ: [f64; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
+
+/// Row and column of each event code 0..=15 on the Q.23 keypad:
+/// `1 2 3 A / 4 5 6 B / 7 8 9 C / * 0 # D`.
+const KEYPAD: [(u8, u8); 16] = [
+    (3, 1), // 0
+    (0, 0), // 1
+    (0, 1), // 2
+    (0, 2), // 3
+    (1, 0), // 4
+    (1, 1), // 5
+    (1, 2), // 6
+    (2, 0), // 7
+    (2, 1), // 8
+    (2, 2), // 9
+    (3, 0), // *
+    (3, 2), // #
+    (0, 3), // A
+    (1, 3), // B
+    (2, 3), // C
+    (3, 3), // D
+];
+
+/// The (low, high) Q.23 frequency pair of a DTMF event code 0..=15, in Hz.
+///
+/// ```
+/// use media_core::codec::audio::telephone_event::dtmf_frequencies_hz;
+/// assert_eq!(dtmf_frequencies_hz(1), Some((697.0, 1209.0)));
+/// assert_eq!(dtmf_frequencies_hz(0), Some((941.0, 1336.0)));
+/// ```
+pub fn dtmf_frequencies_hz(event: u8) -> Option<(f64, f64)> {
+    let &(row, col) = KEYPAD.get(usize::from(event))?;
+    Some((ROW_HZ[usize::from(row)], COL_HZ[usize::from(col)]))
+}
+
+/// Peak amplitude, in 16-bit sample units, of a 0 dBm0 sine: G.711 µ-law's overload
+/// point (8159 in 14 bits, 32636 left-justified) is +3.17 dBm0, so 0 dBm0 is
+/// 32636 · 10^(-3.17/20). (A-law's +3.14 dBm0 at 32768 differs by 0.04 dB.)
+const DBM0_SINE_PEAK: f64 = 22_657.0;
+
+/// A sine oscillator that rotates a unit phasor by a fixed angle per sample: four
+/// multiplications, no trigonometry after construction.
+#[derive(Debug, Clone, Copy)]
+struct Rotator {
+    cos: f32,
+    sin: f32,
+    step_cos: f32,
+    step_sin: f32,
+}
+
+impl Rotator {
+    const SILENT: Rotator = Rotator {
+        cos: 1.0,
+        sin: 0.0,
+        step_cos: 1.0,
+        step_sin: 0.0,
+    };
+
+    fn new(freq_hz: f64, sample_rate_hz: u32) -> Self {
+        let w = 2.0 * std::f64::consts::PI * freq_hz / f64::from(sample_rate_hz);
+        Self {
+            cos: 1.0,
+            sin: 0.0,
+            step_cos: w.cos() as f32,
+            step_sin: w.sin() as f32,
+        }
+    }
+
+    /// The current sine value; advances the phase by one sample.
+    #[inline(always)]
+    fn next(&mut self) -> f32 {
+        let (c, s) = (self.cos, self.sin);
+        self.cos = c * self.step_cos - s * self.step_sin;
+        self.sin = c * self.step_sin + s * self.step_cos;
+        s
+    }
+
+    /// Pulls the phasor back to unit length (one Newton step on 1/|p|), so rounding
+    /// cannot make the amplitude drift over a long tone.
+    fn renormalise(&mut self) {
+        let g = 1.5 - 0.5 * (self.cos * self.cos + self.sin * self.sin);
+        self.cos *= g;
+        self.sin *= g;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TonePhase {
+    Idle,
+    RampUp,
+    Steady,
+    RampDown,
+}
+
+/// In-band DTMF: the ITU-T Q.23 two-tone pair as 16-bit PCM, phase-continuous across
+/// frames, with 3 ms linear ramps in and out so starts and stops do not click.
+///
+/// Each tone is a recursive phasor rotation (no per-sample trigonometry); the level is
+/// per tone in dBm0 (G.711 scale, -10 dBm0 by default, within Q.24's limits).
+/// [`DtmfToneGenerator::fill`] writes the tone, or silence, into each frame.
+#[derive(Debug, Clone)]
+pub struct DtmfToneGenerator {
+    sample_rate_hz: u32,
+    /// Peak amplitude of each tone, sample units.
+    peak: f32,
+    ramp_samples: u32,
+    ramp_step: f32,
+    low: Rotator,
+    high: Rotator,
+    phase: TonePhase,
+    /// Position on the ramp, 0..=ramp_samples (gain = envelope * ramp_step).
+    envelope: u32,
+    /// Samples left before the ramp down must begin; `None` until `stop`.
+    sustain_left: Option<u32>,
+    /// The next digit, started when the current one has ramped out.
+    pending: Option<(u8, Option<u32>)>,
+}
+
+impl DtmfToneGenerator {
+    /// Default level of each of the two tones, dBm0.
+    pub const DEFAULT_LEVEL_DBM0: f32 = -10.0;
+    /// Length of the ramps in and out, milliseconds.
+    pub const RAMP_MS: u32 = 3;
+
+    /// A silent generator at `sample_rate_hz` (8000..=96000; 8, 16 and 48 kHz are the
+    /// ones media-core uses) with each tone at `level_dbm0` (-63..=0). Built on the
+    /// control plane; allocates nothing.
+    pub fn new(sample_rate_hz: u32, level_dbm0: f32) -> Result<Self, EventError> {
+        if !(8000..=96_000).contains(&sample_rate_hz) {
+            return Err(EventError::UnsupportedSampleRate(sample_rate_hz));
+        }
+        let ramp_samples = (sample_rate_hz * Self::RAMP_MS / 1000).max(1);
+        let mut generator = Self {
+            sample_rate_hz,
+            peak: 0.0,
+            ramp_samples,
+            ramp_step: 1.0 / ramp_samples as f32,
+            low: Rotator::SILENT,
+            high: Rotator::SILENT,
+            phase: TonePhase::Idle,
+            envelope: 0,
+            sustain_left: None,
+            pending: None,
+        };
+        generator.set_level_dbm0(level_dbm0)?;
+        Ok(generator)
+    }
+
+    /// Sets the level of each tone, dBm0 (-63..=0); takes effect at once. For an RFC
+    /// 4733 event, the level is minus its `volume`.
+    pub fn set_level_dbm0(&mut self, level_dbm0: f32) -> Result<(), EventError> {
+        if !(-63.0..=0.0).contains(&level_dbm0) {
+            return Err(EventError::InvalidLevel);
+        }
+        self.peak = (DBM0_SINE_PEAK * 10f64.powf(f64::from(level_dbm0) / 20.0)) as f32;
+        Ok(())
+    }
+
+    /// The sample rate the generator was built for.
+    pub fn sample_rate_hz(&self) -> u32 {
+        self.sample_rate_hz
+    }
+
+    /// Starts the tone pair of DTMF `event` (0..=15), for `duration_samples` including
+    /// the ramps, or until [`DtmfToneGenerator::stop`] when `None`. A tone already
+    /// sounding ramps out first, then the new one ramps in.
+    ///
+    /// Called on the real-time thread; never allocates or panics.
+    pub fn start(&mut self, event: u8, duration_samples: Option<u32>) -> Result<(), EventError> {
+        if event > 15 {
+            return Err(EventError::NotDtmf(event));
+        }
+        match self.phase {
+            TonePhase::Idle => self.begin(event, duration_samples),
+            TonePhase::RampUp | TonePhase::Steady => {
+                self.pending = Some((event, duration_samples));
+                self.phase = TonePhase::RampDown;
+            }
+            TonePhase::RampDown => self.pending = Some((event, duration_samples)),
+        }
+        Ok(())
+    }
+
+    /// Ramps the tone out (and forgets a digit waiting to start).
+    ///
+    /// Called on the real-time thread; never allocates or panics.
+    pub fn stop(&mut self) {
+        self.pending = None;
+        if matches!(self.phase, TonePhase::RampUp | TonePhase::Steady) {
+            self.phase = TonePhase::RampDown;
+        }
+    }
+
+    /// A tone is sounding or about to.
+    pub fn is_active(&self) -> bool {
+        self.phase != TonePhase::Idle || self.pending.is_some()
+    }
+
+    fn begin(&mut self, event: u8, duration_samples: Option<u32>) {
+        let Some((low_hz, high_hz)) = dtmf_frequencies_hz(event) else {
+            return;
+        };
+        self.low = Rotator::new(low_hz, self.sample_rate_hz);
+        self.high = Rotator::new(high_hz, self.sample_rate_hz);
+        self.phase = TonePhase::RampUp;
+        self.envelope = 0;
+        self.sustain_left = duration_samples.map(|d| d.saturating_sub(self.ramp_samples));
+    }
+
+    /// Writes the next `out.len()` samples: the tone where one sounds, zeros elsewhere.
+    /// Returns whether any tone sample was written.
+    ///
+    /// Called on the real-time thread, once per frame; never allocates or panics.
+    pub fn fill(&mut self, out: &mut [i16]) -> bool {
+        let mut pos = 0;
+        let mut sounded = false;
+        while pos < out.len() {
+            let rest = out.len() - pos;
+            let sustain = self.sustain_left.map_or(usize::MAX, |s| s as usize);
+            let (n, gain, gain_step) = match self.phase {
+                TonePhase::Idle => {
+                    if let Some((event, duration)) = self.pending.take() {
+                        self.begin(event, duration);
+                        continue;
+                    }
+                    out[pos..].fill(0);
+                    break;
+                }
+                TonePhase::RampUp => {
+                    let to_top = (self.ramp_samples - self.envelope) as usize;
+                    let n = rest.min(to_top).min(sustain);
+                    let gain = self.envelope as f32 * self.ramp_step;
+                    self.envelope += n as u32;
+                    (n, gain, self.ramp_step)
+                }
+                TonePhase::Steady => (rest.min(sustain), 1.0, 0.0),
+                TonePhase::RampDown => {
+                    let n = rest.min(self.envelope as usize);
+                    let gain = self.envelope as f32 * self.ramp_step;
+                    self.envelope -= n as u32;
+                    (n, gain, -self.ramp_step)
+                }
+            };
+            if n > 0 {
+                self.render(&mut out[pos..pos + n], gain, gain_step);
+                sounded = true;
+                pos += n;
+            }
+            if self.phase != TonePhase::RampDown {
+                if let Some(s) = &mut self.sustain_left {
+                    *s = s.saturating_sub(n as u32);
+                }
+            }
+            self.phase = match self.phase {
+                TonePhase::RampUp | TonePhase::Steady if self.sustain_left == Some(0) => {
+                    TonePhase::RampDown
+                }
+                TonePhase::RampUp if self.envelope >= self.ramp_samples => TonePhase::Steady,
+                TonePhase::RampDown if self.envelope == 0 => TonePhase::Idle,
+                phase => phase,
+            };
+        }
+        sounded
+    }
+
+    /// Renders `out.len()` samples of the tone pair, the gain moving linearly from `gain`
+    /// by `gain_step` per sample.
+    fn render(&mut self, out: &mut [i16], gain: f32, gain_step: f32) {
+        let mut gain = gain * self.peak;
+        let gain_step = gain_step * self.peak;
+        for o in out.iter_mut() {
+            let v = (self.low.next() + self.high.next()) * gain;
+            // Round half away from zero without a libm call; `as` saturates, so a level
+            // near 0 dBm0 per tone clips instead of wrapping.
+            *o = (v + 0.5f32.copysign(v)) as i16;
+            gain += gain_step;
+        }
+        self.low.renormalise();
+        self.high.renormalise();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_all(tx: &mut DtmfSender, mut ts: u32, step: u32) -> Vec<(EventPacket, EventPayload)> {
+        let mut v = Vec::new();
+        let mut buf = [0u8; 4];
+        while let Some(p) = tx.poll(ts, &mut buf) {
+            v.push((p, EventPayload::parse(&buf).unwrap()));
+            ts = ts.wrapping_add(step);
+            assert!(v.len() < 100_000);
+        }
+        v
+    }
+
+    #[test]
+    fn payload_round_trips_every_field() {
+        for &(event, end, volume, duration) in &[
+            (0u8, false, 0u8, 0u16),
+            (15, true, 63, 0xFFFF),
+            (255, true, 7, 1234),
+        ] {
+            let p = EventPayload {
+                event,
+                end,
+                volume,
+                duration,
+            };
+            let mut b = [0u8; 6];
+            assert_eq!(p.write(&mut b), 4);
+            assert_eq!(EventPayload::parse(&b).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn reserved_bit_is_ignored_and_short_payloads_rejected() {
+        let p = EventPayload::parse(&[3, 0x40 | 0x05, 0, 80]).unwrap();
+        assert_eq!((p.end, p.volume), (false, 5));
+        assert_eq!(
+            EventPayload::parse(&[]),
+            Err(EventError::TooShort {
+                expected: 4,
+                actual: 0
+            })
+        );
+        assert_eq!(EventPayload::default().write(&mut [0u8; 3]), 0);
+    }
+
+    #[test]
+    fn digit_codes_map_both_ways() {
+        for (i, d) in "0123456789*#ABCD".chars().enumerate() {
+            assert_eq!(event_to_digit(i as u8), Some(d));
+            assert_eq!(digit_to_event(d), Some(i as u8));
+        }
+        assert_eq!(event_to_digit(16), None);
+    }
+
+    #[test]
+    fn short_event_is_one_marked_end_packet_sent_three_times() {
+        let mut tx = DtmfSender::new(160).unwrap();
+        tx.start(1, 10, Some(100)).unwrap();
+        let v = send_all(&mut tx, 0, 160);
+        assert_eq!(v.len(), 3);
+        assert!(v[0].0.marker && !v[1].0.marker && !v[2].0.marker);
+        assert!(v.iter().all(|(_, p)| p.end && p.duration == 100));
+    }
+
+    #[test]
+    fn stop_before_first_poll_sends_one_interval() {
+        let mut tx = DtmfSender::new(160).unwrap();
+        tx.start(2, 10, None).unwrap();
+        tx.stop();
+        let v = send_all(&mut tx, 0, 160);
+        assert_eq!(v.len(), 3);
+        assert!(v.iter().all(|(_, p)| p.end && p.duration == 160));
+    }
+
+    #[test]
+    fn sender_rejects_bad_arguments() {
+        assert_eq!(
+            DtmfSender::new(0).unwrap_err(),
+            EventError::InvalidInterval(0)
+        );
+        let mut tx = DtmfSender::new(160).unwrap();
+        assert_eq!(tx.start(1, 64, None), Err(EventError::InvalidVolume(64)));
+        assert_eq!(tx.start(1, 10, Some(0)), Err(EventError::ZeroDuration));
+        tx.start(1, 10, None).unwrap();
+        assert_eq!(tx.start(2, 10, None), Err(EventError::Busy));
+        assert_eq!(tx.poll(0, &mut [0u8; 2]), None);
+    }
+
+    #[test]
+    fn timestamp_going_backwards_does_not_shrink_duration() {
+        let mut tx = DtmfSender::new(160).unwrap();
+        tx.start(1, 10, None).unwrap();
+        let mut buf = [0u8; 4];
+        tx.poll(1000, &mut buf).unwrap();
+        tx.poll(1160, &mut buf).unwrap();
+        tx.poll(500, &mut buf).unwrap();
+        assert_eq!(EventPayload::parse(&buf).unwrap().duration, 320);
+    }
+
+    #[test]
+    fn receiver_sees_end_only_event_as_began_and_ended() {
+        let mut rx = DtmfReceiver::new(200);
+        let p = EventPayload {
+            event: 9,
+            end: true,
+            volume: 10,
+            duration: 800,
+        };
+        let ev: Vec<_> = rx.on_packet(5000, false, &p, 0).collect();
+        assert_eq!(
+            ev,
+            [
+                DtmfEvent::Began {
+                    digit: '9',
+                    ts: 5000
+                },
+                DtmfEvent::Ended {
+                    digit: '9',
+                    ts: 5000,
+                    duration_ts: 800,
+                    reason: EndReason::EndBit
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn superseded_event_and_new_end_only_event_give_three_reports() {
+        let mut rx = DtmfReceiver::new(200);
+        let mut p = EventPayload {
+            event: 1,
+            end: false,
+            volume: 10,
+            duration: 160,
+        };
+        assert_eq!(rx.on_packet(0, true, &p, 0).count(), 1);
+        p.event = 2;
+        p.end = true;
+        let ev: Vec<_> = rx.on_packet(2000, false, &p, 250).collect();
+        assert_eq!(ev.len(), 3);
+        assert!(matches!(
+            ev[0],
+            DtmfEvent::Ended {
+                digit: '1',
+                reason: EndReason::Superseded,
+                ..
+            }
+        ));
+        assert!(matches!(ev[1], DtmfEvent::Began { digit: '2', .. }));
+        assert!(matches!(ev[2], DtmfEvent::Ended { digit: '2', .. }));
+    }
+
+    #[test]
+    fn non_dtmf_events_are_ignored() {
+        let mut rx = DtmfReceiver::new(200);
+        let p = EventPayload {
+            event: 16,
+            end: false,
+            volume: 0,
+            duration: 160,
+        };
+        assert_eq!(rx.on_packet(0, true, &p, 0).count(), 0);
+        assert_eq!(rx.stats().ignored, 1);
+    }
+
+    #[test]
+    fn tone_generator_rejects_bad_arguments() {
+        assert!(DtmfToneGenerator::new(4000, -10.0).is_err());
+        assert!(DtmfToneGenerator::new(8000, 3.0).is_err());
+        assert!(DtmfToneGenerator::new(8000, f32::NAN).is_err());
+        let mut g = DtmfToneGenerator::new(8000, -10.0).unwrap();
+        assert_eq!(g.start(16, None), Err(EventError::NotDtmf(16)));
+    }
+
+    #[test]
+    fn tone_with_duration_ramps_out_and_goes_silent() {
+        let mut g = DtmfToneGenerator::new(8000, -10.0).unwrap();
+        g.start(5, Some(400)).unwrap();
+        let mut buf = [1i16; 500];
+        assert!(g.fill(&mut buf));
+        assert!(buf[..400].iter().any(|&s| s != 0));
+        assert!(buf[400..].iter().all(|&s| s == 0));
+        assert!(!g.is_active());
+        // Ramps: the first and last samples are small.
+        assert!(buf[0] == 0 && buf[1].abs() < 1000 && buf[399].abs() < 1000);
+    }
+
+    #[test]
+    fn tone_restart_ramps_the_old_digit_out_first() {
+        let mut g = DtmfToneGenerator::new(8000, -10.0).unwrap();
+        g.start(1, None).unwrap();
+        let mut buf = [0i16; 160];
+        g.fill(&mut buf);
+        g.start(2, None).unwrap();
+        g.fill(&mut buf);
+        // 3 ms (24 samples) down to silence, then the new pair starts from zero phase and
+        // zero gain: no jump at the switch.
+        assert!(buf[23].abs() < 700, "{}", buf[23]);
+        assert_eq!(buf[24], 0);
+        assert!(buf[25].abs() < 700, "{}", buf[25]);
+        assert!(g.is_active());
+    }
+}

@@ -67,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ssrc: id.slot(),
             };
             write_header(&h, p)?;
-            ing.push(id, p)?;
+            ing.push_at(id, p, 1 + f as u64 * 20_000_000)?;
         }
         let t = Instant::now();
         engine.step(2)?;
@@ -76,6 +76,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             out += 1;
         }
     }
+    let (mut acc, mut exp, mut conc) = (0, 0, 0);
+    for &(id, _) in &legs {
+        let st = engine.session_stats(id)?;
+        acc += st.samples_accelerated;
+        exp += st.samples_expanded;
+        conc += st.samples_concealed;
+    }
+    println!("all legs: {acc} samples accelerated, {exp} expanded, {conc} concealed");
     println!(
         "{calls} calls, {frames} frames: {out} packets out, lane time {:.3} µs per call per 20 ms",
         in_step.as_secs_f64() * 1e6 / (calls * frames) as f64

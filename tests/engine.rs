@@ -861,3 +861,35 @@ fn frame_slab_exhaustion_is_a_counted_drop_not_an_allocation() {
         "the slot came back"
     );
 }
+
+#[test]
+fn create_call_is_both_or_neither_when_the_command_ring_is_nearly_full() {
+    let e = MediaEngine::new(EngineConfig {
+        sessions_per_lane: 8,
+        command_capacity: 4,
+        raise_priority: false,
+        ..Default::default()
+    })
+    .unwrap();
+    e.start().unwrap();
+    // Real-time lanes are started but we fill the ring faster than a tick drains it.
+    let mut created = 0;
+    for i in 0..4u64 {
+        match e.create_call(
+            (
+                DialogId(10 * i),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+            (
+                DialogId(10 * i + 1),
+                MediaSessionParams::new(CodecSpec::PCMA, Ptime::MS_20),
+            ),
+        ) {
+            Ok(_) => created += 1,
+            Err(err) => assert_eq!(err, Error::RingFull { ring: "commands" }),
+        }
+        // Never half a call.
+        assert_eq!(e.session_count(), 2 * created);
+    }
+    e.stop().unwrap();
+}

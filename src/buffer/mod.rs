@@ -1,16 +1,13 @@
-//! Receive-side buffering: packets wait here, in sequence order, until their playout time.
+//! Receive-side buffering: packets wait here until their playout time.
 //!
 //! The buffer holds *encoded* packets (as opaque items, e.g. slab tokens), so decoding
-//! happens at playout in sequence order: stateful decoders see packets in order, and a
-//! later concealment stage can look ahead for forward error correction. The
-//! [`JitterBuffer`] trait-free interface (`insert`, `playout`, `flush`) is what the lane
-//! calls; the fixed-delay [`ReorderBuffer`] is today's implementation, to be replaced by
-//! an adaptive one behind the same calls.
+//! happens at playout in timestamp order: stateful decoders see packets in order, and a
+//! concealment stage can look ahead for forward error correction. [`adaptive`] is the
+//! adaptive jitter buffer the lanes use.
 
 pub mod adaptive;
-pub mod reorder;
 
-pub use reorder::{InsertOutcome, Playout, ReorderBuffer};
+pub use adaptive::{AdaptiveBuffer, Insert, JitterConfig, Next};
 
 /// The jitter buffer the lanes use.
-pub type JitterBuffer<T> = ReorderBuffer<T>;
+pub type JitterBuffer<T, const N: usize = 32> = AdaptiveBuffer<T, N>;

@@ -52,7 +52,8 @@ pub struct EngineConfig {
     pub max_payload_bytes: usize,
     /// Largest frame in samples (all channels); default 1920 = 48 kHz stereo 20 ms.
     pub max_frame_samples: usize,
-    /// Ingress packet slots per lane; `None` = 4 per session + 256.
+    /// Ingress packet slots per lane; `None` = 8 per session + 256 (jitter buffers hold
+    /// packets: size this for the delay you allow).
     pub packet_slots_per_lane: Option<usize>,
     /// Frame slots per lane; `None` = enough for the topology.
     pub frame_slots_per_lane: Option<usize>,
@@ -101,7 +102,7 @@ impl EngineConfig {
             sessions: s,
             max_payload_bytes: self.max_payload_bytes,
             max_frame_samples: self.max_frame_samples,
-            packet_slots: self.packet_slots_per_lane.unwrap_or(4 * s + 256),
+            packet_slots: self.packet_slots_per_lane.unwrap_or(8 * s + 256),
             frame_slots: self.frame_slots_per_lane.unwrap_or(match self.topology {
                 // A fused lane holds at most one chunk of frames per direction.
                 Topology::Fused => 4 * lane::FUSED_CHUNK,
@@ -535,6 +536,20 @@ impl MediaEngine {
                     capacity: self.config.lanes * self.config.sessions_per_lane,
                 })?
         };
+        {
+            // Both creates and the two routes must fit, so a full ring cannot leave half a
+            // call behind (the rollback itself needs room too).
+            let mut g = self.lock();
+            if !Self::has_room(&mut g.lanes[lane], 6) {
+                return Err(Error::RingFull { ring: "commands" });
+            }
+            if g.dialogs.contains_key(&a.0) {
+                return Err(Error::DuplicateDialog(a.0));
+            }
+            if g.dialogs.contains_key(&b.0) || a.0 == b.0 {
+                return Err(Error::DuplicateDialog(b.0));
+            }
+        }
         let ha = self.create_media_session_at(a.0, a.1, Placement::Lane(lane))?;
         let hb = match self.create_media_session_at(b.0, b.1, Placement::Lane(lane)) {
             Ok(h) => h,

@@ -25,6 +25,7 @@ fn codec(name: &str) -> Result<CodecSpec, String> {
     match name.to_ascii_lowercase().as_str() {
         "pcmu" => Ok(CodecSpec::PCMU),
         "pcma" => Ok(CodecSpec::PCMA),
+        "g722" => Ok(CodecSpec::G722),
         other => Err(format!(
             "unsupported codec {other} (this build: pcmu, pcma)"
         )),

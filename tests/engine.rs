@@ -893,3 +893,96 @@ fn create_call_is_both_or_neither_when_the_command_ring_is_nearly_full() {
     }
     e.stop().unwrap();
 }
+
+#[test]
+fn g722_to_pcmu_bridge_resamples_and_keeps_the_tone() {
+    use media_core::codec::audio::g722::{G722Decoder, G722Encoder, G722Mode};
+    let e = virtual_engine(4);
+    let (a, b) = e
+        .create_call(
+            (
+                DialogId(1),
+                MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20),
+            ),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    // A 1 kHz tone at 16 kHz, G.722-encoded, into leg A; PCMU out of leg B (and back).
+    let tone16 = |n: usize| {
+        ((n as f64 * 2.0 * std::f64::consts::PI * 1000.0 / 16000.0).sin() * 8000.0) as i16
+    };
+    let mut enc = G722Encoder::new(G722Mode::Rate64k);
+    let mut pkt = Vec::new();
+    let mut out = Vec::new();
+    for k in 0..60usize {
+        let pcm: Vec<i16> = (0..320).map(|i| tone16(k * 320 + i)).collect();
+        let mut payload = vec![0u8; 160];
+        enc.encode(&pcm, &mut payload);
+        // RFC 3551: G.722 timestamps advance 160 per 20 ms (8 kHz clock).
+        rtp(9, k as u16, 160 * k as u32, 3, k == 0, &payload, &mut pkt);
+        ing.push(a.id, &pkt).unwrap();
+        e.step(2).unwrap();
+        out.extend(drain(&mut eg));
+    }
+    let from_b: Vec<_> = out.iter().filter(|p| p.session == b.id).collect();
+    assert!(from_b.len() >= 50, "{} PCMU packets", from_b.len());
+    // Decode leg B's µ-law and measure the 1 kHz tone's SNR at 8 kHz over steady frames.
+    let mut pcm8 = Vec::new();
+    for p in &from_b[10..50] {
+        assert_eq!(p.header.payload_type, 0);
+        assert_eq!(p.payload().len(), 160);
+        let mut f = [0i16; 160];
+        g711::ulaw_decode(p.payload(), &mut f);
+        pcm8.extend_from_slice(&f);
+    }
+    // Fit amplitude and phase of a 1 kHz sinusoid; everything else is noise.
+    let w = 2.0 * std::f64::consts::PI * 1000.0 / 8000.0;
+    let (mut c, mut s) = (0.0, 0.0);
+    for (i, &x) in pcm8.iter().enumerate() {
+        c += f64::from(x) * (w * i as f64).cos();
+        s += f64::from(x) * (w * i as f64).sin();
+    }
+    let n = pcm8.len() as f64;
+    let (a_c, a_s) = (2.0 * c / n, 2.0 * s / n);
+    let mut sig = 0.0;
+    let mut err = 0.0;
+    for (i, &x) in pcm8.iter().enumerate() {
+        let fit = a_c * (w * i as f64).cos() + a_s * (w * i as f64).sin();
+        sig += fit * fit;
+        err += (f64::from(x) - fit).powi(2);
+    }
+    let snr = 10.0 * (sig / err).log10();
+    assert!(snr > 25.0, "G.722 -> resample -> PCMU tone SNR {snr:.1} dB");
+    let amp = (a_c * a_c + a_s * a_s).sqrt();
+    assert!((6500.0..9500.0).contains(&amp), "level kept ({amp:.0})");
+    // The reverse direction: PCMU into B comes out of A as G.722 at 16 kHz.
+    let mut dec = G722Decoder::new(G722Mode::Rate64k);
+    for k in 0..30usize {
+        rtp(
+            0,
+            k as u16,
+            160 * k as u32,
+            4,
+            false,
+            &ulaw_frame(k),
+            &mut pkt,
+        );
+        ing.push(b.id, &pkt).unwrap();
+        e.step(2).unwrap();
+    }
+    let from_a: Vec<_> = drain(&mut eg)
+        .into_iter()
+        .filter(|p| p.session == a.id)
+        .collect();
+    assert!(from_a.len() >= 20);
+    for p in &from_a {
+        assert_eq!(p.header.payload_type, 9);
+        assert_eq!(p.payload().len(), 160, "20 ms of G.722 is 160 bytes");
+        let mut f = [0i16; 320];
+        assert_eq!(dec.decode(p.payload(), &mut f), 320);
+    }
+}

@@ -79,11 +79,43 @@ fn counts() -> (u64, u64) {
     )
 }
 
+thread_local! {
+    /// Legs that receive G.722 (the traffic generator sends them PT 9).
+    static G722_LEGS: std::cell::RefCell<std::collections::HashSet<SessionId>> = Default::default();
+}
+
+/// 20 ms of a tone as G.722 (160 bytes).
+fn g722_frame(k: usize) -> Vec<u8> {
+    use media_core::codec::audio::g722::{G722Encoder, G722Mode};
+    let mut enc = G722Encoder::new(G722Mode::Rate64k);
+    let pcm = signal(k * 320, 320);
+    let mut out = vec![0u8; 160];
+    enc.encode(&pcm, &mut out);
+    out
+}
+
 /// Creates `calls` bridged calls cycling through every path; returns (a, b) ids.
 fn make_calls(e: &MediaEngine, calls: usize, dialog0: u64) -> Vec<(SessionId, SessionId)> {
     (0..calls)
         .map(|i| {
             let d = dialog0 + 2 * i as u64;
+            if i % 5 == 4 {
+                // G.722 (16 kHz) <-> PCMU (8 kHz): decode, resample both ways, encode.
+                let (ha, hb) = e
+                    .create_call(
+                        (
+                            DialogId(d),
+                            MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20),
+                        ),
+                        (
+                            DialogId(d + 1),
+                            MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+                        ),
+                    )
+                    .unwrap();
+                G722_LEGS.with(|g| g.borrow_mut().insert(ha.id));
+                return (ha.id, hb.id);
+            }
             let (pa, pb) = match i % 4 {
                 // Transcode PCMU -> PCMA and back.
                 0 => (CodecSpec::PCMU, CodecSpec::PCMA),
@@ -126,12 +158,21 @@ fn traffic_round(
     let now_ns = 1 + k as u64 * 20_000_000;
     for &(a, b) in calls {
         for s in [a, b] {
-            let frame = if s.slot() % 2 == 0 {
+            let g722 = G722_LEGS.with(|g| g.borrow().contains(&s));
+            let frame = if g722 {
+                g722_frame(k % 50)
+            } else if s.slot() % 2 == 0 {
                 ulaw_frame(k % 50)
             } else {
                 alaw_frame(k % 50)
             };
-            let pt = if s.slot() % 2 == 0 { 0 } else { 8 };
+            let pt = if g722 {
+                9
+            } else if s.slot() % 2 == 0 {
+                0
+            } else {
+                8
+            };
             rtp(
                 pt,
                 k as u16,

@@ -18,6 +18,8 @@ pub enum Codec {
     Pcmu,
     /// ITU-T G.711 A-law, 8 kHz.
     Pcma,
+    /// ITU-T G.722 at 64 kbit/s, 16 kHz audio on an 8 kHz RTP clock (RFC 3551 §4.5.2).
+    G722,
 }
 
 /// Static description of a codec, as offered in SDP.
@@ -37,7 +39,7 @@ pub struct CodecInfo {
     pub static_payload_type: Option<PayloadType>,
 }
 
-const SUPPORTED: [CodecInfo; 2] = [
+const SUPPORTED: [CodecInfo; 3] = [
     CodecInfo {
         codec: Codec::Pcmu,
         encoding_name: "PCMU",
@@ -54,6 +56,15 @@ const SUPPORTED: [CodecInfo; 2] = [
         channels: 1,
         static_payload_type: Some(PayloadType::PCMA),
     },
+    CodecInfo {
+        codec: Codec::G722,
+        encoding_name: "G722",
+        // RFC 3551 §4.5.2: the RTP clock is 8000 although G.722 samples at 16 kHz.
+        clock_rate_hz: 8000,
+        sample_rate: SampleRate::HZ_16000,
+        channels: 1,
+        static_payload_type: Some(PayloadType::G722),
+    },
 ];
 
 /// Every codec this build supports, in default preference order.
@@ -67,6 +78,7 @@ impl Codec {
         match self {
             Codec::Pcmu => &SUPPORTED[0],
             Codec::Pcma => &SUPPORTED[1],
+            Codec::G722 => &SUPPORTED[2],
         }
     }
 
@@ -85,6 +97,8 @@ impl Codec {
         match self {
             // One byte per sample (G.711 is 64 kbit/s at 8 kHz).
             Codec::Pcmu | Codec::Pcma => self.frame_samples(ptime),
+            // Two 16 kHz samples per byte (64 kbit/s).
+            Codec::G722 => self.frame_samples(ptime) / 2,
         }
     }
 }
@@ -126,6 +140,11 @@ impl CodecSpec {
         payload_type: PayloadType::PCMA,
         codec: Codec::Pcma,
     };
+    /// G722 on its static payload type 9.
+    pub const G722: CodecSpec = CodecSpec {
+        payload_type: PayloadType::G722,
+        codec: Codec::G722,
+    };
 }
 
 /// Why a frame could not be encoded or decoded. Copy and allocation free: the lane
@@ -146,6 +165,8 @@ pub enum CodecError {
     CorruptPayload,
 }
 
+use audio::g722::{G722Decoder, G722Encoder, G722Mode};
+
 /// A decoder of any supported codec. Built on the control plane; `decode` is real-time safe.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -154,6 +175,8 @@ pub enum AnyDecoder {
     Pcmu,
     /// G.711 A-law (stateless).
     Pcma,
+    /// G.722 (ADPCM state; boxed so the decoder table stays small).
+    G722(Box<G722Decoder>),
 }
 
 impl AnyDecoder {
@@ -162,6 +185,7 @@ impl AnyDecoder {
         match codec {
             Codec::Pcmu => AnyDecoder::Pcmu,
             Codec::Pcma => AnyDecoder::Pcma,
+            Codec::G722 => AnyDecoder::G722(Box::new(G722Decoder::new(G722Mode::Rate64k))),
         }
     }
 
@@ -170,6 +194,7 @@ impl AnyDecoder {
         match self {
             AnyDecoder::Pcmu => Codec::Pcmu,
             AnyDecoder::Pcma => Codec::Pcma,
+            AnyDecoder::G722(_) => Codec::G722,
         }
     }
 
@@ -180,6 +205,8 @@ impl AnyDecoder {
         match self {
             // One byte per sample.
             AnyDecoder::Pcmu | AnyDecoder::Pcma => payload.len(),
+            // Two 16 kHz samples per byte.
+            AnyDecoder::G722(_) => 2 * payload.len(),
         }
     }
 
@@ -191,6 +218,7 @@ impl AnyDecoder {
         Ok(match self {
             AnyDecoder::Pcmu => audio::g711::ulaw_decode(payload, out),
             AnyDecoder::Pcma => audio::g711::alaw_decode(payload, out),
+            AnyDecoder::G722(d) => d.decode(payload, out),
         })
     }
 }
@@ -203,6 +231,8 @@ pub enum AnyEncoder {
     Pcmu,
     /// G.711 A-law (stateless).
     Pcma,
+    /// G.722 at 64 kbit/s (ADPCM state, boxed).
+    G722(Box<G722Encoder>),
 }
 
 impl AnyEncoder {
@@ -211,6 +241,7 @@ impl AnyEncoder {
         match codec {
             Codec::Pcmu => AnyEncoder::Pcmu,
             Codec::Pcma => AnyEncoder::Pcma,
+            Codec::G722 => AnyEncoder::G722(Box::new(G722Encoder::new(G722Mode::Rate64k))),
         }
     }
 
@@ -219,6 +250,7 @@ impl AnyEncoder {
         match self {
             AnyEncoder::Pcmu => Codec::Pcmu,
             AnyEncoder::Pcma => Codec::Pcma,
+            AnyEncoder::G722(_) => Codec::G722,
         }
     }
 
@@ -226,15 +258,20 @@ impl AnyEncoder {
     /// Called on the real-time thread.
     #[inline]
     pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
-        if out.len() < pcm.len() {
+        let needed = match self {
+            AnyEncoder::Pcmu | AnyEncoder::Pcma => pcm.len(),
+            AnyEncoder::G722(_) => pcm.len() / 2,
+        };
+        if out.len() < needed {
             return Err(CodecError::OutputTooSmall {
-                needed: pcm.len(),
+                needed,
                 actual: out.len(),
             });
         }
         Ok(match self {
             AnyEncoder::Pcmu => audio::g711::ulaw_encode(pcm, out),
             AnyEncoder::Pcma => audio::g711::alaw_encode(pcm, out),
+            AnyEncoder::G722(e) => e.encode(pcm, out),
         })
     }
 }

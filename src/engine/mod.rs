@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::buffer::adaptive::JitterConfig;
 use crate::codec::{supported_codecs, CodecInfo};
 use crate::integration::{EgressHandle, IngressHandle};
+use crate::processing::format::resample::Resampler;
 use crate::runtime::lane::{self, Lane, LaneConfig, LaneControl};
 use crate::runtime::msg::{Bundle, Op};
 use crate::runtime::stats::{HistogramSnapshot, LaneStats, SessionStats};
@@ -672,13 +673,11 @@ impl MediaEngine {
         let rec = inner.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
         if let Some(peer) = rec.peer.filter(|p| *p != id) {
             let pp = &inner.sessions[&peer].params;
-            if pp.ptime != params.ptime
-                || pp.tx.codec.info().sample_rate != params.tx.codec.info().sample_rate
-            {
+            if pp.ptime != params.ptime {
                 return Err(Error::BridgeMismatch {
                     a: id,
                     b: peer,
-                    reason: "update would change ptime or sample rate of a bridged session",
+                    reason: "update would change the ptime of a bridged session",
                 });
             }
         }
@@ -696,8 +695,12 @@ impl MediaEngine {
         // Invariant: checked above.
         inner.sessions.get_mut(&id).expect("record exists").params = params;
         if let Some(peer) = peer {
-            // The peer's audio now feeds a different encoder: refresh its route.
+            // The peer's audio now feeds a different encoder: refresh its route; and this
+            // session's audio may now come at another rate: refresh its own too.
             self.route(inner, peer, Some(id))?;
+            if peer != id {
+                self.route(inner, id, Some(peer))?;
+            }
         }
         Ok(())
     }
@@ -708,10 +711,32 @@ impl MediaEngine {
             dst_codec: inner.sessions[&t].params.tx.codec,
             relay_ok: self.config.relay_same_codec,
         });
+        // Decoded audio at `from`'s rate must reach `to`'s encoder at its rate.
+        let resampler = match to {
+            Some(t) => {
+                let fp = &inner.sessions[&from].params;
+                let src = fp.tx.codec.info().sample_rate.hz();
+                let dst = inner.sessions[&t].params.tx.codec.info().sample_rate.hz();
+                if src == dst {
+                    None
+                } else {
+                    let frame = fp.tx.codec.frame_samples(fp.ptime);
+                    let r = Resampler::new(src, dst, 1, frame).map_err(|_| {
+                        Error::UnsupportedParameters {
+                            codec: fp.tx.codec,
+                            reason: "no sample-rate conversion between these codecs",
+                        }
+                    })?;
+                    Some(Box::new(r))
+                }
+            }
+            None => None,
+        };
         let ls = &mut inner.lanes[from.lane()];
         ls.next_seq += 1;
         let mut b = Bundle::new(ls.next_seq, Op::Route, from);
         b.route = route;
+        b.resampler = resampler;
         Self::send(ls, b)
     }
 
@@ -735,13 +760,6 @@ impl MediaEngine {
                 a,
                 b,
                 reason: "different ptime (repacketisation not supported)",
-            });
-        }
-        if ra.params.tx.codec.info().sample_rate != rb.params.tx.codec.info().sample_rate {
-            return Err(Error::BridgeMismatch {
-                a,
-                b,
-                reason: "different sample rates (resampling not supported yet)",
             });
         }
         let ls = &mut inner.lanes[a.lane()];

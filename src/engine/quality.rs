@@ -45,6 +45,7 @@ pub struct EngineQuality {
 fn codec_kind(c: Codec) -> CodecKind {
     match c {
         Codec::Pcmu | Codec::Pcma => CodecKind::G711Plc,
+        Codec::G722 => CodecKind::G722,
     }
 }
 

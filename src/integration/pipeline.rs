@@ -155,6 +155,14 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
     let mut next = 0;
     let mut dec = AnyDecoder::new(cfg.to_codec.codec);
     let mut pcm = vec![0i16; frame];
+    // The far end's audio comes back at the input's rate (e.g. PCMU 8 kHz -> 16 kHz).
+    let b_rate = cfg.to_codec.codec.info().sample_rate.hz();
+    let b_frame = cfg.to_codec.codec.frame_samples(cfg.ptime);
+    let mut back = (b_rate != rate)
+        .then(|| crate::processing::format::resample::Resampler::new(b_rate, rate, 1, b_frame))
+        .transpose()
+        .map_err(|_| Error::InvalidConfig("no resampler for these rates"))?;
+    let mut pcm_b = vec![0i16; b_frame.max(frame)];
     let mut output = vec![0i16; input.len()];
     let clock = codec.info().clock_rate_hz;
     let mut at_end = None;
@@ -197,7 +205,16 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
             let Ok(rtp) = RtpPacket::parse(&bytes) else {
                 continue;
             };
-            let n = dec.decode(rtp.payload(), &mut pcm).unwrap_or(0).min(frame);
+            let n = match back.as_mut() {
+                Some(r) => {
+                    let m = dec
+                        .decode(rtp.payload(), &mut pcm_b)
+                        .unwrap_or(0)
+                        .min(b_frame);
+                    r.process(&pcm_b[..m], &mut pcm).min(frame)
+                }
+                None => dec.decode(rtp.payload(), &mut pcm).unwrap_or(0).min(frame),
+            };
             let src_pos = (u64::from(src) * u64::from(rate) / u64::from(clock)) as usize;
             if b_origin.is_none() && src_pos > input.len() {
                 continue; // no audio origin yet (comfort noise before the first packet)
@@ -249,6 +266,7 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
     let eff = loss_percent + 100.0 * r.late_discards as f64 / sent;
     let kind = match codec {
         crate::Codec::Pcmu | crate::Codec::Pcma => CodecKind::G711Plc,
+        crate::Codec::G722 => CodecKind::G722,
     };
     r.mos_estimate = mos_from_r(r_factor(&EModelInput::for_codec(
         kind,

@@ -186,13 +186,18 @@ impl JitterStage {
                 b.jitter = std::mem::replace(&mut self.sessions[slot], b.jitter.take());
             }
             Op::Update => {
-                if let (Some(mut new), Some(cur)) = (b.jitter.take(), self.sessions[slot].as_mut())
-                {
-                    // Keep the stream identity and its statistics across a re-INVITE.
-                    new.rx_ssrc = cur.rx_ssrc;
-                    new.generation = cur.generation;
-                    std::mem::swap(&mut new.stats, &mut cur.stats);
-                    b.jitter = Some(std::mem::replace(cur, new));
+                if let Some(mut new) = b.jitter.take() {
+                    if let Some(cur) = self.sessions[slot].as_mut() {
+                        // Keep the stream identity and its statistics across a re-INVITE.
+                        new.rx_ssrc = cur.rx_ssrc;
+                        new.generation = cur.generation;
+                        std::mem::swap(&mut new.stats, &mut cur.stats);
+                        b.jitter = Some(std::mem::replace(cur, new));
+                    } else {
+                        // Nothing to update (already gone): retire it unused, never
+                        // free it here.
+                        b.jitter = Some(new);
+                    }
                 }
             }
             Op::Destroy => b.jitter = self.sessions[slot].take(),
@@ -467,11 +472,16 @@ impl DecodeStage {
                 b.decode = std::mem::replace(&mut self.sessions[slot], b.decode.take());
             }
             Op::Update => {
-                if let (Some(mut new), Some(cur)) = (b.decode.take(), self.sessions[slot].as_mut())
-                {
-                    new.route = cur.route;
-                    cur.receive.reset(&mut release);
-                    b.decode = Some(std::mem::replace(cur, new));
+                if let Some(mut new) = b.decode.take() {
+                    if let Some(cur) = self.sessions[slot].as_mut() {
+                        new.route = cur.route;
+                        cur.receive.reset(&mut release);
+                        b.decode = Some(std::mem::replace(cur, new));
+                    } else {
+                        // Nothing to update (already gone): retire it unused, never
+                        // free it here.
+                        b.decode = Some(new);
+                    }
                 }
             }
             Op::Destroy => {
@@ -693,6 +703,8 @@ impl DecodeStage {
 /// DSP stage: runs each received frame through its session's processing chain.
 pub struct DspStage {
     sessions: Box<[Option<DspPart>]>,
+    /// Output of sample-rate conversion before it is copied back into the frame.
+    scratch: Box<[i16]>,
     input: Consumer<Downstream>,
     frames: Arc<Slab<FrameSlot>>,
     out: Producer<Downstream>,
@@ -709,9 +721,17 @@ impl DspStage {
             match &mut msg {
                 Downstream::Frame { src, frame, .. } => {
                     if let Some(part) = self.sessions[*src as usize].as_mut() {
+                        let scratch = &mut self.scratch;
                         self.frames.with_mut(frame, |f| {
                             if !f.relay {
                                 part.chain.process(&mut f.pcm[..f.samples]);
+                                if let Some(r) = part.resampler.as_mut() {
+                                    // To the peer's rate (e.g. G.722 16 kHz -> PCMU 8 kHz).
+                                    let n =
+                                        r.process(&f.pcm[..f.samples], scratch).min(f.pcm.len());
+                                    f.pcm[..n].copy_from_slice(&scratch[..n]);
+                                    f.samples = n;
+                                }
                             }
                         });
                         self.shared.sc(*src).frames_processed.inc();
@@ -725,14 +745,26 @@ impl DspStage {
                             b.dsp = std::mem::replace(&mut self.sessions[slot], b.dsp.take())
                         }
                         Op::Update => {
-                            if let (Some(new), Some(cur)) =
-                                (b.dsp.take(), self.sessions[slot].as_mut())
-                            {
-                                b.dsp = Some(std::mem::replace(cur, new));
+                            if let Some(mut new) = b.dsp.take() {
+                                if let Some(cur) = self.sessions[slot].as_mut() {
+                                    // The route (and its converter) outlives a re-INVITE.
+                                    std::mem::swap(&mut new.resampler, &mut cur.resampler);
+                                    b.dsp = Some(std::mem::replace(cur, new));
+                                } else {
+                                    // Nothing to update (already gone): retire it unused, never
+                                    // free it here.
+                                    b.dsp = Some(new);
+                                }
                             }
                         }
                         Op::Destroy => b.dsp = self.sessions[slot].take(),
-                        Op::Route | Op::Barrier | Op::Tune => {}
+                        Op::Route => {
+                            if let Some(part) = self.sessions[slot].as_mut() {
+                                // New converter in, old one back home in the bundle.
+                                std::mem::swap(&mut part.resampler, &mut b.resampler);
+                            }
+                        }
+                        Op::Barrier | Op::Tune => {}
                     }
                 }
             }
@@ -794,16 +826,21 @@ impl EncodeStage {
                 push_event(&mut self.events, counters, LaneEvent::SessionStarted(b.id));
             }
             Op::Update => {
-                if let (Some(mut new), Some(cur)) = (b.encode.take(), self.sessions[slot].as_mut())
-                {
-                    // RTP send state continues across a codec change (RFC 3550 §5.1:
-                    // sequence numbers stay contiguous; same SSRC).
-                    new.ssrc = cur.ssrc;
-                    new.sequence = cur.sequence;
-                    new.timestamp = cur.timestamp;
-                    new.generation = cur.generation;
-                    new.marker_next = true;
-                    b.encode = Some(std::mem::replace(cur, new));
+                if let Some(mut new) = b.encode.take() {
+                    if let Some(cur) = self.sessions[slot].as_mut() {
+                        // RTP send state continues across a codec change (RFC 3550 §5.1:
+                        // sequence numbers stay contiguous; same SSRC).
+                        new.ssrc = cur.ssrc;
+                        new.sequence = cur.sequence;
+                        new.timestamp = cur.timestamp;
+                        new.generation = cur.generation;
+                        new.marker_next = true;
+                        b.encode = Some(std::mem::replace(cur, new));
+                    } else {
+                        // Nothing to update (already gone): retire it unused, never
+                        // free it here.
+                        b.encode = Some(new);
+                    }
                 }
             }
             Op::Destroy => {
@@ -1034,6 +1071,8 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
         },
         dsp: DspStage {
             sessions: none_table(cfg.sessions),
+            // Resampled frames: up to 6x a frame (8 -> 48 kHz), never more than a slot.
+            scratch: vec![0; cfg.max_frame_samples * 6].into_boxed_slice(),
             input: dp_rx,
             frames: frames.clone(),
             out: pe_tx,

@@ -2,6 +2,7 @@
 //! the command bundle.
 
 use super::slab::Token;
+use crate::processing::format::resample::Resampler;
 use crate::rtp::RtpHeader;
 use crate::session::{DecodePart, DspPart, EncodePart, JitterPart, Route};
 use crate::types::SessionId;
@@ -163,6 +164,9 @@ pub struct Bundle {
     pub route: Option<Route>,
     /// For [`Op::Tune`]: the new settings.
     pub tune: Option<Tune>,
+    /// For [`Op::Route`]: the sample-rate converter towards the new destination (in), the
+    /// previous one (out, retired).
+    pub resampler: Option<Box<Resampler>>,
 }
 
 impl Bundle {
@@ -178,6 +182,7 @@ impl Bundle {
             encode: None,
             route: None,
             tune: None,
+            resampler: None,
         })
     }
 }

@@ -155,6 +155,9 @@ impl<T> DecodePart<T> {
 pub struct DspPart {
     /// The processing chain for audio received on this session.
     pub chain: DspChain,
+    /// Converts this session's decoded audio to the bridged peer's sample rate (set with
+    /// the route; `None` when the rates match).
+    pub resampler: Option<Box<crate::processing::format::resample::Resampler>>,
 }
 
 /// Encode-stage part: the encoder and the RTP send state media-core owns.
@@ -262,7 +265,10 @@ impl<T> SessionParts<T> {
                 ptime_ticks: params.ptime.ticks(),
                 phase: phase % params.ptime.ticks(),
             },
-            dsp: DspPart { chain: dsp },
+            dsp: DspPart {
+                chain: dsp,
+                resampler: None,
+            },
             encode: EncodePart {
                 generation,
                 encoder: AnyEncoder::new(tx),

@@ -133,7 +133,9 @@ pub struct PcmPlc {
     noise_fill: bool,
 
     /// Mean square of recent 10 ms blocks of real signal (ring).
-    background: [f32; BACKGROUND_BLOCKS],
+    /// Heap-allocated (written once per 10 ms block) to keep the inline state small: the
+    /// concealer lives in every session's hot state.
+    background: Box<[f32]>,
     background_pos: usize,
     background_filled: usize,
     block_energy: f32,
@@ -184,7 +186,7 @@ impl PcmPlc {
             merge_pos: 0,
             merge_gain: 0.0,
             noise_fill: false,
-            background: [0.0; BACKGROUND_BLOCKS],
+            background: vec![0.0; BACKGROUND_BLOCKS].into_boxed_slice(),
             background_pos: 0,
             background_filled: 0,
             block_energy: 0.0,
@@ -257,7 +259,7 @@ impl PcmPlc {
         self.merge_len = 0;
         self.merge_pos = 0;
         self.noise_fill = false;
-        self.background = [0.0; BACKGROUND_BLOCKS];
+        self.background.fill(0.0);
         self.background_pos = 0;
         self.background_filled = 0;
         self.block_energy = 0.0;

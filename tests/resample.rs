@@ -138,8 +138,8 @@ fn rms(signal: &[i16]) -> f64 {
     (signal.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / signal.len() as f64).sqrt()
 }
 
-/// The steady-state part of an output of `seconds`: skips the start-up (filter length
-/// plus latency, generously 50 ms) and keeps 200 ms.
+/// The steady-state part of a signal of at least 250 ms: skips the start-up (filter
+/// length plus latency, generously 50 ms) and keeps 200 ms.
 fn steady(out: &[i16], rate_hz: u32) -> &[i16] {
     let skip = rate_hz as usize / 20;
     &out[skip..skip + rate_hz as usize / 5]

@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# libopus (through the `opus` crate) builds with cmake; install one without root if missing.
+step "cmake for libopus"
+CMAKE="${CMAKE:-$(scripts/ensure-cmake.sh)}"
+export CMAKE
+echo "using $CMAKE"
+
 if cargo fmt --version >/dev/null 2>&1; then
     step "format check"
     cargo fmt --all -- --check

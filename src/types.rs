@@ -101,6 +101,9 @@ impl PayloadType {
     pub const PCMA: PayloadType = PayloadType(8);
     /// G722, static payload type 9 (RFC 3551 §6).
     pub const G722: PayloadType = PayloadType(9);
+    /// The dynamic payload type media-core offers Opus on by default (negotiation may
+    /// choose another; RFC 7587 has no static type).
+    pub const OPUS_DEFAULT: PayloadType = PayloadType(111);
 
     /// Returns the payload type, or `None` when `pt` does not fit in 7 bits.
     pub const fn new(pt: u8) -> Option<Self> {

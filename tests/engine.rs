@@ -986,3 +986,106 @@ fn g722_to_pcmu_bridge_resamples_and_keeps_the_tone() {
         assert_eq!(dec.decode(p.payload(), &mut f), 320);
     }
 }
+
+#[test]
+fn opus_to_pcmu_bridge_transcodes_and_resamples_both_ways() {
+    let e = MediaEngine::new(EngineConfig {
+        clock: ClockMode::Virtual,
+        sessions_per_lane: 4,
+        jitter: fixed_jitter(),
+        ..Default::default()
+    })
+    .unwrap();
+    e.start().unwrap();
+    let (a, b) = e
+        .create_call(
+            (
+                DialogId(1),
+                MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20),
+            ),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    // A 440 Hz tone at 48 kHz, Opus-encoded by an independent libopus encoder.
+    let mut enc = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    let tone48 = |n: usize| {
+        ((n as f64 * 2.0 * std::f64::consts::PI * 440.0 / 48000.0).sin() * 8000.0) as i16
+    };
+    let mut pkt = Vec::new();
+    let mut out = Vec::new();
+    for k in 0..80usize {
+        let pcm: Vec<i16> = (0..960).map(|i| tone48(k * 960 + i)).collect();
+        let mut payload = vec![0u8; 400];
+        let n = enc.encode(&pcm, &mut payload).unwrap();
+        // RFC 7587: the RTP clock is 48 kHz.
+        rtp(
+            111,
+            k as u16,
+            960 * k as u32,
+            5,
+            k == 0,
+            &payload[..n],
+            &mut pkt,
+        );
+        ing.push(a.id, &pkt).unwrap();
+        e.step(2).unwrap();
+        out.extend(drain(&mut eg));
+    }
+    let from_b: Vec<_> = out.iter().filter(|p| p.session == b.id).collect();
+    assert!(from_b.len() >= 70, "{} PCMU packets", from_b.len());
+    // The tone's SNR at 8 kHz after Opus decode + 48 -> 8 kHz + µ-law.
+    let mut pcm8 = Vec::new();
+    for p in &from_b[20..70] {
+        assert_eq!((p.header.payload_type, p.payload().len()), (0, 160));
+        let mut f = [0i16; 160];
+        g711::ulaw_decode(p.payload(), &mut f);
+        pcm8.extend_from_slice(&f);
+    }
+    let w = 2.0 * std::f64::consts::PI * 440.0 / 8000.0;
+    let (mut c, mut s) = (0.0, 0.0);
+    for (i, &x) in pcm8.iter().enumerate() {
+        c += f64::from(x) * (w * i as f64).cos();
+        s += f64::from(x) * (w * i as f64).sin();
+    }
+    let n = pcm8.len() as f64;
+    let (ac, as_) = (2.0 * c / n, 2.0 * s / n);
+    let (mut sig, mut err) = (0.0, 0.0);
+    for (i, &x) in pcm8.iter().enumerate() {
+        let fit = ac * (w * i as f64).cos() + as_ * (w * i as f64).sin();
+        sig += fit * fit;
+        err += (f64::from(x) - fit).powi(2);
+    }
+    let snr = 10.0 * (sig / err).log10();
+    assert!(snr > 20.0, "Opus -> PCMU tone SNR {snr:.1} dB");
+    // PCMU into B comes out of A as Opus with 48 kHz timestamps, decodable by libopus.
+    let mut dec = opus::Decoder::new(48000, opus::Channels::Mono).unwrap();
+    for k in 0..30usize {
+        rtp(
+            0,
+            k as u16,
+            160 * k as u32,
+            6,
+            false,
+            &ulaw_frame(k),
+            &mut pkt,
+        );
+        ing.push(b.id, &pkt).unwrap();
+        e.step(2).unwrap();
+    }
+    let from_a: Vec<_> = drain(&mut eg)
+        .into_iter()
+        .filter(|p| p.session == a.id)
+        .collect();
+    assert!(from_a.len() >= 20);
+    let ts0 = from_a[0].header.timestamp;
+    for (k, p) in from_a.iter().enumerate() {
+        assert_eq!(p.header.payload_type, 111);
+        assert_eq!(p.header.timestamp.wrapping_sub(ts0), 960 * k as u32);
+        let mut f = [0i16; 960];
+        assert_eq!(dec.decode(p.payload(), &mut f, false).unwrap(), 960);
+    }
+}

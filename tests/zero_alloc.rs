@@ -82,6 +82,23 @@ fn counts() -> (u64, u64) {
 thread_local! {
     /// Legs that receive G.722 (the traffic generator sends them PT 9).
     static G722_LEGS: std::cell::RefCell<std::collections::HashSet<SessionId>> = Default::default();
+    /// Legs that receive Opus (PT 111).
+    static OPUS_LEGS: std::cell::RefCell<std::collections::HashSet<SessionId>> = Default::default();
+    /// 50 frames of a tone as Opus packets (48 kHz, 20 ms), encoded once.
+    static OPUS_FRAMES: Vec<Vec<u8>> = {
+        let mut enc = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        (0..50)
+            .map(|k| {
+                let pcm: Vec<i16> = (0..960)
+                    .map(|i| (((k * 960 + i) as f64 * 0.0576).sin() * 6000.0) as i16)
+                    .collect();
+                let mut out = vec![0u8; 400];
+                let n = enc.encode(&pcm, &mut out).unwrap();
+                out.truncate(n);
+                out
+            })
+            .collect()
+    };
 }
 
 /// 20 ms of a tone as G.722 (160 bytes).
@@ -99,6 +116,23 @@ fn make_calls(e: &MediaEngine, calls: usize, dialog0: u64) -> Vec<(SessionId, Se
     (0..calls)
         .map(|i| {
             let d = dialog0 + 2 * i as u64;
+            if i % 7 == 6 {
+                // Opus (48 kHz) <-> PCMU: libopus decode + encode, resampling both ways.
+                let (ha, hb) = e
+                    .create_call(
+                        (
+                            DialogId(d),
+                            MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20),
+                        ),
+                        (
+                            DialogId(d + 1),
+                            MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+                        ),
+                    )
+                    .unwrap();
+                OPUS_LEGS.with(|g| g.borrow_mut().insert(ha.id));
+                return (ha.id, hb.id);
+            }
             if i % 5 == 4 {
                 // G.722 (16 kHz) <-> PCMU (8 kHz): decode, resample both ways, encode.
                 let (ha, hb) = e
@@ -159,24 +193,30 @@ fn traffic_round(
     for &(a, b) in calls {
         for s in [a, b] {
             let g722 = G722_LEGS.with(|g| g.borrow().contains(&s));
-            let frame = if g722 {
+            let is_opus = OPUS_LEGS.with(|g| g.borrow().contains(&s));
+            let frame = if is_opus {
+                OPUS_FRAMES.with(|f| f[k % 50].clone())
+            } else if g722 {
                 g722_frame(k % 50)
             } else if s.slot() % 2 == 0 {
                 ulaw_frame(k % 50)
             } else {
                 alaw_frame(k % 50)
             };
-            let pt = if g722 {
+            let pt = if is_opus {
+                111
+            } else if g722 {
                 9
             } else if s.slot() % 2 == 0 {
                 0
             } else {
                 8
             };
+            let ts_step = if is_opus { 960 } else { 160 };
             rtp(
                 pt,
                 k as u16,
-                (160 * k) as u32,
+                (ts_step * k) as u32,
                 s.slot() + 1000,
                 false,
                 &frame,

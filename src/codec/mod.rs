@@ -20,6 +20,8 @@ pub enum Codec {
     Pcma,
     /// ITU-T G.722 at 64 kbit/s, 16 kHz audio on an 8 kHz RTP clock (RFC 3551 §4.5.2).
     G722,
+    /// Opus (libopus), processed mono at 48 kHz; RTP clock 48 kHz (RFC 7587 §4.1).
+    Opus,
 }
 
 /// Static description of a codec, as offered in SDP.
@@ -39,7 +41,7 @@ pub struct CodecInfo {
     pub static_payload_type: Option<PayloadType>,
 }
 
-const SUPPORTED: [CodecInfo; 3] = [
+const SUPPORTED: [CodecInfo; 4] = [
     CodecInfo {
         codec: Codec::Pcmu,
         encoding_name: "PCMU",
@@ -65,6 +67,15 @@ const SUPPORTED: [CodecInfo; 3] = [
         channels: 1,
         static_payload_type: Some(PayloadType::G722),
     },
+    CodecInfo {
+        codec: Codec::Opus,
+        encoding_name: "opus",
+        // RFC 7587 §4.1: the RTP clock is always 48 kHz; SDP says opus/48000/2.
+        clock_rate_hz: 48000,
+        sample_rate: SampleRate::HZ_48000,
+        channels: 1,
+        static_payload_type: None,
+    },
 ];
 
 /// Every codec this build supports, in default preference order.
@@ -79,6 +90,7 @@ impl Codec {
             Codec::Pcmu => &SUPPORTED[0],
             Codec::Pcma => &SUPPORTED[1],
             Codec::G722 => &SUPPORTED[2],
+            Codec::Opus => &SUPPORTED[3],
         }
     }
 
@@ -99,6 +111,8 @@ impl Codec {
             Codec::Pcmu | Codec::Pcma => self.frame_samples(ptime),
             // Two 16 kHz samples per byte (64 kbit/s).
             Codec::G722 => self.frame_samples(ptime) / 2,
+            // RFC 6716 §3.4: at most 1275 bytes per frame; the encoder is capped to this.
+            Codec::Opus => 1275,
         }
     }
 }
@@ -140,6 +154,11 @@ impl CodecSpec {
         payload_type: PayloadType::PCMA,
         codec: Codec::Pcma,
     };
+    /// Opus on dynamic payload type 111 (a common choice; negotiation decides).
+    pub const OPUS: CodecSpec = CodecSpec {
+        payload_type: PayloadType::OPUS_DEFAULT,
+        codec: Codec::Opus,
+    };
     /// G722 on its static payload type 9.
     pub const G722: CodecSpec = CodecSpec {
         payload_type: PayloadType::G722,
@@ -167,6 +186,44 @@ pub enum CodecError {
 
 use audio::g722::{G722Decoder, G722Encoder, G722Mode};
 
+/// Opus encoder settings for a session (from negotiation: RFC 7587 fmtp, or defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpusSettings {
+    /// Target bitrate, bit/s.
+    pub bitrate_bps: i32,
+    /// Encoder complexity 0..=10.
+    pub complexity: i32,
+    /// In-band FEC (LBRR) on.
+    pub inband_fec: bool,
+    /// Expected packet loss, percent (tunes FEC).
+    pub packet_loss_percent: i32,
+    /// Discontinuous transmission.
+    pub dtx: bool,
+}
+
+impl Default for OpusSettings {
+    fn default() -> Self {
+        // Usual VoIP settings: 24 kbit/s, complexity 5, FEC on for 5% expected loss.
+        OpusSettings {
+            bitrate_bps: 24_000,
+            complexity: 5,
+            inband_fec: true,
+            packet_loss_percent: 5,
+            dtx: false,
+        }
+    }
+}
+
+fn opus_encoder(s: OpusSettings) -> Result<opus::Encoder, opus::Error> {
+    let mut e = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip)?;
+    e.set_bitrate(opus::Bitrate::Bits(s.bitrate_bps))?;
+    e.set_complexity(s.complexity)?;
+    e.set_inband_fec(s.inband_fec)?;
+    e.set_packet_loss_perc(s.packet_loss_percent)?;
+    e.set_dtx(s.dtx)?;
+    Ok(e)
+}
+
 /// A decoder of any supported codec. Built on the control plane; `decode` is real-time safe.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -177,6 +234,8 @@ pub enum AnyDecoder {
     Pcma,
     /// G.722 (ADPCM state; boxed so the decoder table stays small).
     G722(Box<G722Decoder>),
+    /// Opus (libopus decoder state, 48 kHz mono).
+    Opus(Box<opus::Decoder>),
 }
 
 impl AnyDecoder {
@@ -186,6 +245,10 @@ impl AnyDecoder {
             Codec::Pcmu => AnyDecoder::Pcmu,
             Codec::Pcma => AnyDecoder::Pcma,
             Codec::G722 => AnyDecoder::G722(Box::new(G722Decoder::new(G722Mode::Rate64k))),
+            // Invariant: 48 kHz mono is a valid libopus configuration.
+            Codec::Opus => AnyDecoder::Opus(Box::new(
+                opus::Decoder::new(48000, opus::Channels::Mono).expect("valid opus decoder config"),
+            )),
         }
     }
 
@@ -195,6 +258,7 @@ impl AnyDecoder {
             AnyDecoder::Pcmu => Codec::Pcmu,
             AnyDecoder::Pcma => Codec::Pcma,
             AnyDecoder::G722(_) => Codec::G722,
+            AnyDecoder::Opus(_) => Codec::Opus,
         }
     }
 
@@ -207,6 +271,8 @@ impl AnyDecoder {
             AnyDecoder::Pcmu | AnyDecoder::Pcma => payload.len(),
             // Two 16 kHz samples per byte.
             AnyDecoder::G722(_) => 2 * payload.len(),
+            // The TOC byte says (RFC 6716 §3.1); a malformed packet carries nothing.
+            AnyDecoder::Opus(_) => opus::packet::get_nb_samples(payload, 48000).unwrap_or(0),
         }
     }
 
@@ -219,6 +285,9 @@ impl AnyDecoder {
             AnyDecoder::Pcmu => audio::g711::ulaw_decode(payload, out),
             AnyDecoder::Pcma => audio::g711::alaw_decode(payload, out),
             AnyDecoder::G722(d) => d.decode(payload, out),
+            AnyDecoder::Opus(d) => d
+                .decode(payload, out, false)
+                .map_err(|_| CodecError::CorruptPayload)?,
         })
     }
 }
@@ -233,6 +302,8 @@ pub enum AnyEncoder {
     Pcma,
     /// G.722 at 64 kbit/s (ADPCM state, boxed).
     G722(Box<G722Encoder>),
+    /// Opus (libopus encoder state, 48 kHz mono).
+    Opus(Box<opus::Encoder>),
 }
 
 impl AnyEncoder {
@@ -242,7 +313,18 @@ impl AnyEncoder {
             Codec::Pcmu => AnyEncoder::Pcmu,
             Codec::Pcma => AnyEncoder::Pcma,
             Codec::G722 => AnyEncoder::G722(Box::new(G722Encoder::new(G722Mode::Rate64k))),
+            Codec::Opus => Self::opus(OpusSettings::default()),
         }
+    }
+
+    /// An Opus encoder with `settings` (invalid values are clamped by libopus or fall back
+    /// to the defaults). Control plane.
+    pub fn opus(settings: OpusSettings) -> Self {
+        let e = opus_encoder(settings)
+            .or_else(|_| opus_encoder(OpusSettings::default()))
+            // Invariant: the default settings are valid for libopus.
+            .expect("default opus settings are valid");
+        AnyEncoder::Opus(Box::new(e))
     }
 
     /// The codec encoded.
@@ -251,6 +333,7 @@ impl AnyEncoder {
             AnyEncoder::Pcmu => Codec::Pcmu,
             AnyEncoder::Pcma => Codec::Pcma,
             AnyEncoder::G722(_) => Codec::G722,
+            AnyEncoder::Opus(_) => Codec::Opus,
         }
     }
 
@@ -261,6 +344,7 @@ impl AnyEncoder {
         let needed = match self {
             AnyEncoder::Pcmu | AnyEncoder::Pcma => pcm.len(),
             AnyEncoder::G722(_) => pcm.len() / 2,
+            AnyEncoder::Opus(_) => 1,
         };
         if out.len() < needed {
             return Err(CodecError::OutputTooSmall {
@@ -272,6 +356,11 @@ impl AnyEncoder {
             AnyEncoder::Pcmu => audio::g711::ulaw_encode(pcm, out),
             AnyEncoder::Pcma => audio::g711::alaw_encode(pcm, out),
             AnyEncoder::G722(e) => e.encode(pcm, out),
+            AnyEncoder::Opus(e) => {
+                let cap = out.len().min(1275);
+                e.encode(pcm, &mut out[..cap])
+                    .map_err(|_| CodecError::CorruptPayload)?
+            }
         })
     }
 }

@@ -46,6 +46,7 @@ fn codec_kind(c: Codec) -> CodecKind {
     match c {
         Codec::Pcmu | Codec::Pcma => CodecKind::G711Plc,
         Codec::G722 => CodecKind::G722,
+        Codec::Opus => CodecKind::Opus,
     }
 }
 

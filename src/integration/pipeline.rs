@@ -267,6 +267,7 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
     let kind = match codec {
         crate::Codec::Pcmu | crate::Codec::Pcma => CodecKind::G711Plc,
         crate::Codec::G722 => CodecKind::G722,
+        crate::Codec::Opus => CodecKind::Opus,
     };
     r.mos_estimate = mos_from_r(r_factor(&EModelInput::for_codec(
         kind,

@@ -5,6 +5,7 @@
 //! cargo run --release --example wav_pipeline -- IN.wav OUT.wav [--codec pcmu|pcma] [--to-codec C]
 //!     [--loss PCT] [--burst MEAN] [--jitter-ms MS] [--drift-ppm PPM] [--seed N] [--trace FILE] [--json]
 //!     [--min-delay-ms MS] [--max-delay-ms MS] [--initial-delay-ms MS]
+//!     [--bitrate BPS] [--complexity N] [--fec on|off]   (Opus encoder of the far leg)
 //! ```
 //! `--reference-fixed MS` runs a reference receiver instead of the engine: a fixed playout
 //! delay of MS after each packet's send time, late or lost frames replaced by repeating the
@@ -15,6 +16,7 @@
 //! CSV (`send_index,arrival_ms[,ssrc,marker]`) instead of the model.
 
 use media_core::buffer::adaptive::JitterConfig;
+use media_core::codec::OpusSettings;
 use media_core::integration::pipeline::{run, PipelineConfig};
 use media_core::quality::impairment::{
     read_trace, simulate, ImpairmentConfig, JitterModel, LossModel,
@@ -26,6 +28,7 @@ fn codec(name: &str) -> Result<CodecSpec, String> {
         "pcmu" => Ok(CodecSpec::PCMU),
         "pcma" => Ok(CodecSpec::PCMA),
         "g722" => Ok(CodecSpec::G722),
+        "opus" => Ok(CodecSpec::OPUS),
         other => Err(format!(
             "unsupported codec {other} (this build: pcmu, pcma)"
         )),
@@ -136,6 +139,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         return Ok(());
     }
+    let mut opus = OpusSettings::default();
+    if let Some(b) = opt("--bitrate") {
+        opus.bitrate_bps = b.parse()?;
+    }
+    if let Some(c) = opt("--complexity") {
+        opus.complexity = c.parse()?;
+    }
+    if let Some(f) = opt("--fec") {
+        opus.inband_fec = f == "on";
+    }
     let result = run(
         &input,
         &PipelineConfig {
@@ -144,6 +157,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ptime: Ptime::MS_20,
             deliveries,
             jitter,
+            opus,
         },
     )?;
     let mut w = hound::WavWriter::create(

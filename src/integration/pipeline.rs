@@ -30,6 +30,8 @@ pub struct PipelineConfig {
     pub deliveries: Vec<Delivery>,
     /// Receive jitter buffer settings (clock rate is set from the codec).
     pub jitter: JitterConfig,
+    /// Opus settings of the far leg's encoder (and of the sender when it is Opus).
+    pub opus: crate::codec::OpusSettings,
 }
 
 /// What came out.
@@ -120,7 +122,8 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
         max_conceal_ms: 0,
         ..cfg.jitter
     });
-    let pb = MediaSessionParams::new(cfg.to_codec, cfg.ptime);
+    let mut pb = MediaSessionParams::new(cfg.to_codec, cfg.ptime);
+    pb.opus = cfg.opus;
     let (a, b) = engine.create_call((DialogId(1), pa), (DialogId(2), pb))?;
     let (mut ing, mut eg) = engine
         .take_rtp_handles(a.lane())
@@ -128,7 +131,10 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
 
     // Encode every frame once (the sender).
     let frames = input.len() / frame;
-    let mut enc = AnyEncoder::new(codec);
+    let mut enc = match codec {
+        crate::Codec::Opus => AnyEncoder::opus(cfg.opus),
+        other => AnyEncoder::new(other),
+    };
     let mut payloads = Vec::with_capacity(frames);
     let mut buf = vec![0u8; codec.max_payload_bytes(cfg.ptime)];
     for k in 0..frames {

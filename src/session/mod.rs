@@ -11,7 +11,7 @@ pub mod receive;
 use arrayvec::ArrayVec;
 
 use crate::buffer::adaptive::JitterConfig;
-use crate::codec::{AnyDecoder, AnyEncoder, Codec, CodecSpec};
+use crate::codec::{AnyDecoder, AnyEncoder, Codec, CodecSpec, OpusSettings};
 use crate::processing::audio::{DspChain, DspConfig};
 use crate::quality::rtp_stats::RtpReceiveStats;
 use crate::types::{PayloadType, Ptime};
@@ -40,6 +40,8 @@ pub struct MediaSessionParams {
     pub telephone_event_pt: Option<PayloadType>,
     /// Voice processing applied to audio received on this session.
     pub dsp: DspConfig,
+    /// Opus encoder settings when `tx` is Opus (from the negotiated fmtp, or defaults).
+    pub opus: OpusSettings,
 }
 
 impl MediaSessionParams {
@@ -53,6 +55,7 @@ impl MediaSessionParams {
             jitter: None,
             telephone_event_pt: None,
             dsp: DspConfig::default(),
+            opus: OpusSettings::default(),
         }
     }
 
@@ -271,7 +274,10 @@ impl<T> SessionParts<T> {
             },
             encode: EncodePart {
                 generation,
-                encoder: AnyEncoder::new(tx),
+                encoder: match tx {
+                    Codec::Opus => AnyEncoder::opus(params.opus),
+                    other => AnyEncoder::new(other),
+                },
                 payload_type: params.tx.payload_type,
                 ssrc,
                 sequence: initial_seq,

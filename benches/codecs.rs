@@ -77,5 +77,50 @@ fn bench_g722(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_g722);
+/// Opus at 48 kHz mono, 24 kbit/s, complexity 5, FEC on (the engine's VoIP defaults):
+/// bare libopus calls next to the same work through media-core's `AnyEncoder`/`AnyDecoder`,
+/// so the wrapper's overhead is visible in one run.
+fn bench_opus(c: &mut Criterion) {
+    use media_core::codec::{AnyDecoder, AnyEncoder, Codec, OpusSettings};
+    let pcm: Vec<i16> = (0..960)
+        .map(|i| {
+            let t = i as f64 / 48000.0;
+            ((2.0 * std::f64::consts::PI * 220.0 * t).sin() * 6000.0
+                + (2.0 * std::f64::consts::PI * 1330.0 * t).sin() * 2000.0) as i16
+        })
+        .collect();
+    let mut g = c.benchmark_group("opus");
+    let mut bare =
+        opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    bare.set_bitrate(opus::Bitrate::Bits(24_000)).unwrap();
+    bare.set_complexity(5).unwrap();
+    bare.set_inband_fec(true).unwrap();
+    bare.set_packet_loss_perc(5).unwrap();
+    let mut out = vec![0u8; 1275];
+    g.bench_function("bare_libopus_encode_20ms", |b| {
+        b.iter(|| bare.encode(black_box(&pcm), &mut out).unwrap())
+    });
+    let mut enc = AnyEncoder::opus(OpusSettings::default());
+    g.bench_function("media_core_encode_20ms", |b| {
+        b.iter(|| enc.encode(black_box(&pcm), &mut out).unwrap())
+    });
+    let n = enc.encode(&pcm, &mut out).unwrap();
+    let packet = out[..n].to_vec();
+    let mut dec_bare = opus::Decoder::new(48000, opus::Channels::Mono).unwrap();
+    let mut pcm_out = vec![0i16; 960];
+    g.bench_function("bare_libopus_decode_20ms", |b| {
+        b.iter(|| {
+            dec_bare
+                .decode(black_box(&packet), &mut pcm_out, false)
+                .unwrap()
+        })
+    });
+    let mut dec = AnyDecoder::new(Codec::Opus);
+    g.bench_function("media_core_decode_20ms", |b| {
+        b.iter(|| dec.decode(black_box(&packet), &mut pcm_out).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_g722, bench_opus);
 criterion_main!(benches);

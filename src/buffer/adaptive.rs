@@ -4,10 +4,11 @@
 //! concealment stage can look ahead), measures arrival jitter, and tells its caller, once per
 //! decode, what to do next: decode the packet that continues the timeline, conceal a packet
 //! that is missing while later ones wait, fill an empty buffer, or wait while prebuffering.
-//! It also says, from the buffered level against the target delay, whether the caller should
-//! shorten (accelerate) or lengthen (expand) audio by time-scale modification.
+//! It also exposes the held level ([`AdaptiveBuffer::held_ts`]) and the target delay
+//! ([`AdaptiveBuffer::target_ts`]) from which the caller (the session's receive channel)
+//! decides whether to shorten or lengthen audio ([`Adapt`]).
 //!
-//! The **target delay** is the `quantile` (default 95%) of the relative packet delay
+//! The **target delay** is the `quantile` (default 97%) of the relative packet delay
 //! distribution: each packet's delay relative to the fastest recent packet
 //! (arrival − timestamp, minus a running minimum that may creep up 2% of elapsed media time so
 //! a slow sender clock is followed), collected in 20 ms buckets with exponential forgetting.
@@ -570,24 +571,6 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         }
         n
     }
-
-    /// Time-scale advice given `pending_ts` of decoded audio not yet played (the caller's
-    /// sync buffer) and one frame of `frame_ts`. Hysteresis of one frame (at least 20 ms)
-    /// above and one frame below the target.
-    pub fn adapt(&self, pending_ts: u32, frame_ts: u32) -> Adapt {
-        if self.state != State::Playing {
-            return Adapt::Hold;
-        }
-        let level = self.buffered_ts().saturating_add(pending_ts);
-        let target = self.target_ts();
-        if level > target.saturating_add(frame_ts.max(20 * self.ts_per_ms())) {
-            Adapt::Shorten
-        } else if self.held > 0 && level.saturating_add(frame_ts) < target {
-            Adapt::Lengthen
-        } else {
-            Adapt::Hold
-        }
-    }
 }
 
 #[cfg(test)]
@@ -820,27 +803,5 @@ mod tests {
             d.update((160 * k) as u32, 1 + k * 20_200_000, 20.0);
         }
         assert!(d.target_ms() <= 30, "target {}", d.target_ms());
-    }
-
-    #[test]
-    fn adapt_says_shorten_above_target_and_lengthen_below() {
-        let mut b = B::new(cfg());
-        for k in 0..12u32 {
-            b.insert(160 * k, 160, false, 0, k, &mut no_release);
-        }
-        b.next(160);
-        assert_eq!(b.adapt(0, 160), Adapt::Shorten);
-        let mut b = B::new(JitterConfig {
-            initial_delay_ms: 60,
-            min_delay_ms: 60,
-            ..Default::default()
-        });
-        for k in 0..3u32 {
-            b.insert(160 * k, 160, false, 0, k, &mut no_release);
-        }
-        b.next(160);
-        b.next(160);
-        // 20 ms buffered + one 20 ms frame < 60 ms target.
-        assert_eq!(b.adapt(0, 160), Adapt::Lengthen);
     }
 }

@@ -220,6 +220,15 @@ struct Inner {
     rng: u64,
 }
 
+impl Inner {
+    /// Frees what every lane retired and gathers their events (see [`MediaEngine::collect`]).
+    fn collect_all(&mut self) {
+        for ls in self.lanes.iter_mut() {
+            MediaEngine::collect(ls, &mut self.events);
+        }
+    }
+}
+
 /// The media engine: control plane over a fixed set of lanes.
 pub struct MediaEngine {
     config: EngineConfig,
@@ -369,9 +378,7 @@ impl MediaEngine {
         }
         g.running = false;
         let inner = &mut *g;
-        for ls in inner.lanes.iter_mut() {
-            Self::collect(ls, &mut inner.events);
-        }
+        inner.collect_all();
         Ok(())
     }
 
@@ -406,12 +413,8 @@ impl MediaEngine {
                             lane.encode.run();
                         }
                     }
-                    let dt = crate::runtime::clock::monotonic_ns() - t0;
-                    let sh = lane.shared();
-                    sh.counters.ticks.inc();
-                    sh.counters.last_tick_ns.set(dt);
-                    sh.counters.max_tick_ns.max(dt);
-                    sh.tick_ns.record(dt);
+                    lane.shared()
+                        .record_tick(crate::runtime::clock::monotonic_ns() - t0);
                 }
             }
             // Retired state is freed by the next control call, not here: `step` is the
@@ -523,9 +526,7 @@ impl MediaEngine {
         let lane = {
             let mut g = self.lock();
             let inner = &mut *g;
-            for ls in inner.lanes.iter_mut() {
-                Self::collect(ls, &mut inner.events);
-            }
+            inner.collect_all();
             inner
                 .lanes
                 .iter()
@@ -583,9 +584,7 @@ impl MediaEngine {
             return Err(Error::DuplicateDialog(dialog));
         }
         let inner = &mut *g;
-        for ls in inner.lanes.iter_mut() {
-            Self::collect(ls, &mut inner.events);
-        }
+        inner.collect_all();
         let exhausted = Error::CapacityExhausted {
             capacity: self.config.lanes * self.config.sessions_per_lane,
         };
@@ -925,9 +924,7 @@ impl MediaEngine {
     pub fn free_session_slots(&self) -> usize {
         let mut g = self.lock();
         let inner = &mut *g;
-        for ls in inner.lanes.iter_mut() {
-            Self::collect(ls, &mut inner.events);
-        }
+        inner.collect_all();
         inner.lanes.iter().map(|l| l.free_slots.len()).sum()
     }
 
@@ -936,9 +933,7 @@ impl MediaEngine {
         let mut g = self.lock();
         if g.events.is_empty() {
             let inner = &mut *g;
-            for ls in inner.lanes.iter_mut() {
-                Self::collect(ls, &mut inner.events);
-            }
+            inner.collect_all();
         }
         g.events.pop_front()
     }

@@ -102,10 +102,40 @@ impl Shared {
         }
     }
 
+    /// Accounts one tick that took `ns` of processing (counters and histogram). Called by
+    /// the ticking thread only (single writer).
+    #[inline]
+    pub fn record_tick(&self, ns: u64) {
+        let c = &self.counters;
+        c.ticks.inc();
+        c.last_tick_ns.set(ns);
+        c.max_tick_ns.max(ns);
+        self.tick_ns.record(ns);
+    }
+
     #[inline]
     fn sc(&self, slot: u32) -> &SessionCounters {
         &self.sessions[slot as usize].counters
     }
+}
+
+/// Pushes a slot token back to its owner's free ring; a full ring (a sizing bug) is counted
+/// and the slot is lost, never blocked on.
+#[inline]
+fn release_token(ring: &mut Producer<Token>, counters: &LaneCounters, t: Token) {
+    if ring.push(t).is_err() {
+        counters.internal_ring_full.inc();
+    }
+}
+
+/// [`release_token`] as a closure, for callbacks that hand tokens back (buffer flushes,
+/// late packets) while other fields of the stage are borrowed.
+#[inline]
+fn releaser<'a>(
+    ring: &'a mut Producer<Token>,
+    counters: &'a LaneCounters,
+) -> impl FnMut(Token) + 'a {
+    move |t| release_token(ring, counters, t)
 }
 
 fn push_event(events: &mut Producer<LaneEvent>, counters: &LaneCounters, ev: LaneEvent) {
@@ -211,9 +241,7 @@ impl JitterStage {
     }
 
     fn release(&mut self, t: Token) {
-        if self.released.push(t).is_err() {
-            self.shared.counters.internal_ring_full.inc();
-        }
+        release_token(&mut self.released, &self.shared.counters, t);
     }
 
     fn lookup(&self, session: u64) -> Option<u32> {
@@ -462,11 +490,7 @@ impl DecodeStage {
         let slot = b.id.slot as usize;
         let pkt_return = &mut self.pkt_return;
         let counters = &self.shared.counters;
-        let mut release = |t: Token| {
-            if pkt_return.push(t).is_err() {
-                counters.internal_ring_full.inc();
-            }
-        };
+        let mut release = releaser(pkt_return, counters);
         match b.op {
             Op::Create => {
                 b.decode = std::mem::replace(&mut self.sessions[slot], b.decode.take());
@@ -514,9 +538,7 @@ impl DecodeStage {
     }
 
     fn return_packet(&mut self, pkt: Token) {
-        if self.pkt_return.push(pkt).is_err() {
-            self.shared.counters.internal_ring_full.inc();
-        }
+        release_token(&mut self.pkt_return, &self.shared.counters, pkt);
     }
 
     fn insert(
@@ -535,11 +557,7 @@ impl DecodeStage {
         let sc = &self.shared.sessions[slot as usize].counters;
         let pkt_return = &mut self.pkt_return;
         let counters = &self.shared.counters;
-        let mut release = |t: Token| {
-            if pkt_return.push(t).is_err() {
-                counters.internal_ring_full.inc();
-            }
-        };
+        let mut release = releaser(pkt_return, counters);
         if new_stream {
             part.receive.reset(&mut release);
         }
@@ -592,11 +610,7 @@ impl DecodeStage {
         let packets = &self.packets;
         let pkt_return = &mut self.pkt_return;
         let counters = &self.shared.counters;
-        let mut release = |t: Token| {
-            if pkt_return.push(t).is_err() {
-                counters.internal_ring_full.inc();
-            }
-        };
+        let mut release = releaser(pkt_return, counters);
         // Relay is preferred when the destination sends the codec this stream arrives in.
         let relay_preferred = route.is_some_and(|r| r.relay_ok)
             && part.dsp_passthrough
@@ -635,6 +649,8 @@ impl DecodeStage {
             .set(u64::from(part.receive.buffer.delay().target_ms()));
         sc.jb_level_ms.set(u64::from(part.receive.level_ms()));
         if !rep.produced {
+            // Ends the borrow of the packet return ring before `push_missing`.
+            drop(release);
             sc.frames_missing.inc();
             self.spare_frame = Some(frame);
             if let Some(r) = route {
@@ -800,9 +816,7 @@ impl EncodeStage {
             match msg {
                 Downstream::Frame { dst, frame, .. } => {
                     self.encode(dst, &frame);
-                    if self.frame_return.push(frame).is_err() {
-                        self.shared.counters.internal_ring_full.inc();
-                    }
+                    release_token(&mut self.frame_return, &self.shared.counters, frame);
                 }
                 Downstream::Missing { dst, .. } => {
                     if let Some(part) = self.sessions[dst as usize].as_mut() {

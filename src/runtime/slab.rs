@@ -10,7 +10,7 @@
 //! Running out of tokens is how slab exhaustion shows: the stage that needs a slot
 //! finds its free ring empty and counts a drop. Nothing allocates after construction.
 
-use super::sync::{AtomicU32, Cell, Ordering};
+use super::sync::Cell;
 
 #[cfg(not(loom))]
 static NEXT_SLAB_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
@@ -51,8 +51,6 @@ impl Token {
 pub struct Slab<T> {
     id: u32,
     slots: Box<[Cell<T>]>,
-    /// Diagnostic only: how many tokens exist (always `slots.len()`).
-    capacity: AtomicU32,
     hint: usize,
 }
 
@@ -74,12 +72,7 @@ impl<T> Slab<T> {
         let tokens = (0..n as u32)
             .map(|index| Token { slab: id, index })
             .collect();
-        let slab = Slab {
-            id,
-            slots,
-            capacity: AtomicU32::new(n as u32),
-            hint: 0,
-        };
+        let slab = Slab { id, slots, hint: 0 };
         (slab, tokens)
     }
 
@@ -95,7 +88,7 @@ impl<T> Slab<T> {
 
     /// Number of slots.
     pub fn capacity(&self) -> usize {
-        self.capacity.load(Ordering::Relaxed) as usize
+        self.slots.len()
     }
 
     #[inline]

@@ -136,11 +136,8 @@ fn tick_loop(shared: &Shared, mut f: impl FnMut(u64, Option<(u64, u64)>)) {
         let t0 = monotonic_ns();
         f(tick, pending.take());
         let t1 = monotonic_ns();
+        shared.record_tick(t1 - t0);
         let c = &shared.counters;
-        c.ticks.inc();
-        c.last_tick_ns.set(t1 - t0);
-        c.max_tick_ns.max(t1 - t0);
-        shared.tick_ns.record(t1 - t0);
         let next = deadline + period;
         if t1 > next {
             c.deadline_overruns.inc();

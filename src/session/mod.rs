@@ -99,12 +99,6 @@ pub struct JitterPart {
 }
 
 impl JitterPart {
-    /// True if this session plays a frame on lane tick `tick`.
-    #[inline]
-    pub fn due(&self, tick: u64) -> bool {
-        tick % u64::from(self.ptime_ticks) == u64::from(self.phase)
-    }
-
     /// True if `pt` is negotiated for receive audio.
     #[inline]
     pub fn accepts(&self, pt: u8) -> bool {

@@ -317,6 +317,14 @@ impl AnyEncoder {
         }
     }
 
+    /// An encoder of `codec`, configured with `opus` when the codec is Opus. Control plane.
+    pub fn with_settings(codec: Codec, opus: OpusSettings) -> Self {
+        match codec {
+            Codec::Opus => Self::opus(opus),
+            other => Self::new(other),
+        }
+    }
+
     /// An Opus encoder with `settings` (invalid values are clamped by libopus or fall back
     /// to the defaults). Control plane.
     pub fn opus(settings: OpusSettings) -> Self {

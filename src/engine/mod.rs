@@ -31,6 +31,7 @@ use crate::{Error, Result};
 pub use crate::runtime::msg::LaneEvent as EngineEvent;
 
 mod quality;
+pub(crate) use quality::codec_kind;
 pub use quality::{EngineQuality, LaneQuality, QualityMonitor};
 
 /// Engine configuration. Every capacity is fixed when the engine is built.

@@ -42,7 +42,8 @@ pub struct EngineQuality {
     pub mean_mos: f64,
 }
 
-fn codec_kind(c: Codec) -> CodecKind {
+/// The E-model impairment class (ITU-T G.113) of a codec.
+pub(crate) fn codec_kind(c: Codec) -> CodecKind {
     match c {
         Codec::Pcmu | Codec::Pcma => CodecKind::G711Plc,
         Codec::G722 => CodecKind::G722,

@@ -9,7 +9,7 @@
 use crate::buffer::adaptive::JitterConfig;
 use crate::codec::{AnyDecoder, AnyEncoder, CodecSpec};
 use crate::engine::MediaEngine;
-use crate::quality::emodel::{mos_from_r, r_factor, CodecKind, EModelInput};
+use crate::quality::emodel::{mos_from_r, r_factor, EModelInput};
 use crate::quality::impairment::Delivery;
 use crate::rtp::{write_header, RtpHeader, RtpPacket};
 use crate::runtime::stats::SessionStats;
@@ -131,10 +131,7 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
 
     // Encode every frame once (the sender).
     let frames = input.len() / frame;
-    let mut enc = match codec {
-        crate::Codec::Opus => AnyEncoder::opus(cfg.opus),
-        other => AnyEncoder::new(other),
-    };
+    let mut enc = AnyEncoder::with_settings(codec, cfg.opus);
     let mut payloads = Vec::with_capacity(frames);
     let mut buf = vec![0u8; codec.max_payload_bytes(cfg.ptime)];
     for k in 0..frames {
@@ -270,11 +267,7 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
         stats,
     };
     let eff = loss_percent + 100.0 * r.late_discards as f64 / sent;
-    let kind = match codec {
-        crate::Codec::Pcmu | crate::Codec::Pcma => CodecKind::G711Plc,
-        crate::Codec::G722 => CodecKind::G722,
-        crate::Codec::Opus => CodecKind::Opus,
-    };
+    let kind = crate::engine::codec_kind(codec);
     r.mos_estimate = mos_from_r(r_factor(&EModelInput::for_codec(
         kind,
         eff,

@@ -268,10 +268,7 @@ impl<T> SessionParts<T> {
             },
             encode: EncodePart {
                 generation,
-                encoder: match tx {
-                    Codec::Opus => AnyEncoder::opus(params.opus),
-                    other => AnyEncoder::new(other),
-                },
+                encoder: AnyEncoder::with_settings(tx, params.opus),
                 payload_type: params.tx.payload_type,
                 ssrc,
                 sequence: initial_seq,

@@ -939,25 +939,8 @@ fn g722_to_pcmu_bridge_resamples_and_keeps_the_tone() {
         g711::ulaw_decode(p.payload(), &mut f);
         pcm8.extend_from_slice(&f);
     }
-    // Fit amplitude and phase of a 1 kHz sinusoid; everything else is noise.
-    let w = 2.0 * std::f64::consts::PI * 1000.0 / 8000.0;
-    let (mut c, mut s) = (0.0, 0.0);
-    for (i, &x) in pcm8.iter().enumerate() {
-        c += f64::from(x) * (w * i as f64).cos();
-        s += f64::from(x) * (w * i as f64).sin();
-    }
-    let n = pcm8.len() as f64;
-    let (a_c, a_s) = (2.0 * c / n, 2.0 * s / n);
-    let mut sig = 0.0;
-    let mut err = 0.0;
-    for (i, &x) in pcm8.iter().enumerate() {
-        let fit = a_c * (w * i as f64).cos() + a_s * (w * i as f64).sin();
-        sig += fit * fit;
-        err += (f64::from(x) - fit).powi(2);
-    }
-    let snr = 10.0 * (sig / err).log10();
+    let (snr, amp) = tone_fit(&pcm8, 1000.0, 8000.0);
     assert!(snr > 25.0, "G.722 -> resample -> PCMU tone SNR {snr:.1} dB");
-    let amp = (a_c * a_c + a_s * a_s).sqrt();
     assert!((6500.0..9500.0).contains(&amp), "level kept ({amp:.0})");
     // The reverse direction: PCMU into B comes out of A as G.722 at 16 kHz.
     let mut dec = G722Decoder::new(G722Mode::Rate64k);
@@ -1045,21 +1028,7 @@ fn opus_to_pcmu_bridge_transcodes_and_resamples_both_ways() {
         g711::ulaw_decode(p.payload(), &mut f);
         pcm8.extend_from_slice(&f);
     }
-    let w = 2.0 * std::f64::consts::PI * 440.0 / 8000.0;
-    let (mut c, mut s) = (0.0, 0.0);
-    for (i, &x) in pcm8.iter().enumerate() {
-        c += f64::from(x) * (w * i as f64).cos();
-        s += f64::from(x) * (w * i as f64).sin();
-    }
-    let n = pcm8.len() as f64;
-    let (ac, as_) = (2.0 * c / n, 2.0 * s / n);
-    let (mut sig, mut err) = (0.0, 0.0);
-    for (i, &x) in pcm8.iter().enumerate() {
-        let fit = ac * (w * i as f64).cos() + as_ * (w * i as f64).sin();
-        sig += fit * fit;
-        err += (f64::from(x) - fit).powi(2);
-    }
-    let snr = 10.0 * (sig / err).log10();
+    let (snr, _) = tone_fit(&pcm8, 440.0, 8000.0);
     assert!(snr > 20.0, "Opus -> PCMU tone SNR {snr:.1} dB");
     // PCMU into B comes out of A as Opus with 48 kHz timestamps, decodable by libopus.
     let mut dec = opus::Decoder::new(48000, opus::Channels::Mono).unwrap();

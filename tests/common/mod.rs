@@ -75,3 +75,23 @@ pub fn drain(egress: &mut media_core::EgressHandle) -> Vec<Out> {
     }
     v
 }
+
+/// Fits a sinusoid of `freq_hz` (amplitude and phase, least squares) to `pcm` sampled at
+/// `rate_hz`; returns the SNR in dB of the fit against the residual, and the amplitude.
+pub fn tone_fit(pcm: &[i16], freq_hz: f64, rate_hz: f64) -> (f64, f64) {
+    let w = 2.0 * std::f64::consts::PI * freq_hz / rate_hz;
+    let (mut c, mut s) = (0.0, 0.0);
+    for (i, &x) in pcm.iter().enumerate() {
+        c += f64::from(x) * (w * i as f64).cos();
+        s += f64::from(x) * (w * i as f64).sin();
+    }
+    let n = pcm.len() as f64;
+    let (a_c, a_s) = (2.0 * c / n, 2.0 * s / n);
+    let (mut sig, mut err) = (0.0, 0.0);
+    for (i, &x) in pcm.iter().enumerate() {
+        let fit = a_c * (w * i as f64).cos() + a_s * (w * i as f64).sin();
+        sig += fit * fit;
+        err += (f64::from(x) - fit).powi(2);
+    }
+    (10.0 * (sig / err).log10(), (a_c * a_c + a_s * a_s).sqrt())
+}

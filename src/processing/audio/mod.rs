@@ -1,5 +1,6 @@
 //! The per-session voice processing chain run by the lane's DSP stage.
 
+pub mod config;
 pub mod plc;
 pub mod tsm;
 

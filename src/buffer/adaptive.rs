@@ -227,14 +227,6 @@ pub enum Adapt {
     Lengthen,
 }
 
-#[derive(Debug)]
-struct Entry<T> {
-    ts: u32,
-    dur: u32,
-    first: bool,
-    item: T,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// No stream yet, or stream stopped and waiting for the next talkspurt.
@@ -247,9 +239,19 @@ enum State {
 
 /// Adaptive jitter buffer of encoded packets (see module docs). `N` is the packet capacity.
 #[derive(Debug)]
+///
+/// Packets are kept struct-of-arrays with an occupancy bit mask: the per-frame scans read
+/// one `u64` and the timestamps of the few packets actually held, not every slot (with
+/// thousands of sessions per lane, touching 32 slots per frame was the lane's largest
+/// cache-miss cost). `N` is at most 64.
 pub struct AdaptiveBuffer<T, const N: usize = 32> {
-    slots: [Option<Entry<T>>; N],
-    held: usize,
+    /// Bit i set: slot i holds a packet.
+    occ: u64,
+    /// Bit i set: the packet in slot i starts a talkspurt or stream.
+    first: u64,
+    ts: [u32; N],
+    dur: [u32; N],
+    items: [Option<T>; N],
     state: State,
     next_ts: u32,
     waited_ts: u32,
@@ -266,13 +268,33 @@ pub struct AdaptiveBuffer<T, const N: usize = 32> {
     packet_ts: u32,
 }
 
+/// Iterates the indices of the set bits of `mask`, lowest first.
+#[inline]
+fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
+        }
+        let i = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        Some(i)
+    })
+}
+
 impl<T, const N: usize> AdaptiveBuffer<T, N> {
+    const CAPACITY_FITS_THE_MASK: () = assert!(N > 0 && N <= 64, "capacity must be 1..=64");
+
     /// A buffer for one receive stream. Control plane (built inline, no allocation).
     pub fn new(cfg: JitterConfig) -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CAPACITY_FITS_THE_MASK;
         let ms = |v: u32| v.saturating_mul(cfg.clock_rate_hz / 1000);
         AdaptiveBuffer {
-            slots: std::array::from_fn(|_| None),
-            held: 0,
+            occ: 0,
+            first: 0,
+            ts: [0; N],
+            dur: [0; N],
+            items: std::array::from_fn(|_| None),
             state: State::Idle,
             next_ts: 0,
             waited_ts: 0,
@@ -290,14 +312,33 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         (self.clock_rate / 1000).max(1)
     }
 
+    /// Duration (timestamp units) of the packet that continues the timeline, when playing
+    /// and it is held: what [`AdaptiveBuffer::next`] would decode next.
+    #[inline]
+    pub fn continuing_dur(&self) -> Option<u32> {
+        if self.state != State::Playing {
+            return None;
+        }
+        bits(self.occ)
+            .find(|&i| self.ts[i] == self.next_ts)
+            .map(|i| self.dur[i])
+    }
+
     /// Packets held.
     pub fn len(&self) -> usize {
-        self.held
+        self.occ.count_ones() as usize
     }
 
     /// True when no packet is held.
     pub fn is_empty(&self) -> bool {
-        self.held == 0
+        self.occ == 0
+    }
+
+    /// Takes the packet out of slot `i` (which must be occupied).
+    fn take(&mut self, i: usize) -> Option<T> {
+        self.occ &= !(1 << i);
+        self.first &= !(1 << i);
+        self.items[i].take()
     }
 
     /// The delay estimator.
@@ -330,8 +371,10 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
     /// end of the newest packet (gaps included: they will be filled or concealed).
     pub fn buffered_ts(&self) -> u32 {
         let mut end = 0u32;
-        for e in self.slots.iter().flatten() {
-            let d = e.ts.wrapping_add(e.dur).wrapping_sub(self.next_ts);
+        for i in bits(self.occ) {
+            let d = self.ts[i]
+                .wrapping_add(self.dur[i])
+                .wrapping_sub(self.next_ts);
             if (d as i32) > 0 {
                 end = end.max(d);
             }
@@ -344,30 +387,36 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
     /// This is the level the delay is controlled by: with reordering the newest packet can be
     /// far ahead while the ones due next are still missing.
     pub fn held_ts(&self) -> u32 {
-        self.slots
-            .iter()
-            .flatten()
-            .filter(|e| (e.ts.wrapping_add(e.dur).wrapping_sub(self.next_ts) as i32) > 0)
-            .map(|e| e.dur)
+        bits(self.occ)
+            .filter(|&i| {
+                (self.ts[i]
+                    .wrapping_add(self.dur[i])
+                    .wrapping_sub(self.next_ts) as i32)
+                    > 0
+            })
+            .map(|i| self.dur[i])
             .sum()
     }
 
-    fn store(&mut self, e: Entry<T>) {
-        // Invariant: the caller checked there is a free slot.
-        if let Some(slot) = self.slots.iter_mut().find(|s| s.is_none()) {
-            *slot = Some(e);
-            self.held += 1;
+    fn store(&mut self, ts: u32, dur: u32, first: bool, item: T) {
+        // Invariant: the caller made room (`occ` has a clear bit below N).
+        let free = (!self.occ).trailing_zeros() as usize;
+        if free < N {
+            self.occ |= 1 << free;
+            self.first |= u64::from(first) << free;
+            self.ts[free] = ts;
+            self.dur[free] = dur;
+            self.items[free] = Some(item);
         }
     }
 
     /// Hands every held packet to `release` and returns to idle (SSRC change, destroy).
     pub fn flush(&mut self, release: &mut impl FnMut(T)) {
-        for s in self.slots.iter_mut() {
-            if let Some(e) = s.take() {
-                release(e.item);
+        for i in bits(self.occ) {
+            if let Some(item) = self.take(i) {
+                release(item);
             }
         }
-        self.held = 0;
         self.state = State::Idle;
     }
 
@@ -405,7 +454,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                 self.anchor(ts);
             }
             State::Prebuffer | State::Playing => {
-                let dry = self.held == 0 && self.empty_run_ts > 0;
+                let dry = self.occ == 0 && self.empty_run_ts > 0;
                 if dry && !marker {
                     // We concealed longer than the target delay while the timeline stood
                     // still: the audio of that excess has had its time. Skip it, so a stall
@@ -446,7 +495,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                 }
             }
         }
-        if self.slots.iter().flatten().any(|e| e.ts == ts) {
+        if bits(self.occ).any(|i| self.ts[i] == ts) {
             return Insert::Duplicate(item);
         }
         self.delay.update(ts, arrival_ns, dur_ms);
@@ -456,38 +505,25 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         } else {
             self.packet_ts - (self.packet_ts - dur_ts) / 16
         };
-        if self.held == N {
+        if self.len() == N {
             // Full: drop the oldest packet; its audio is skipped.
-            let oldest = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| {
-                    s.as_ref()
-                        .map(|e| (i, e.ts.wrapping_sub(self.next_ts) as i32))
-                })
-                .min_by_key(|&(_, d)| d)
-                .map(|(i, _)| i);
+            let oldest =
+                bits(self.occ).min_by_key(|&i| self.ts[i].wrapping_sub(self.next_ts) as i32);
             if let Some(i) = oldest {
-                if let Some(e) = self.slots[i].take() {
-                    self.held -= 1;
-                    if (e.ts.wrapping_sub(self.next_ts) as i32) >= 0 {
-                        self.next_ts = e.ts.wrapping_add(e.dur);
+                let (ets, edur) = (self.ts[i], self.dur[i]);
+                if let Some(item) = self.take(i) {
+                    if (ets.wrapping_sub(self.next_ts) as i32) >= 0 {
+                        self.next_ts = ets.wrapping_add(edur);
                     }
-                    release(e.item);
+                    release(item);
                 }
             }
             if matches!(outcome, Insert::Stored) {
                 outcome = Insert::Overflowed;
             }
         }
-        let first = marker || self.state == State::Prebuffer && self.held == 0;
-        self.store(Entry {
-            ts,
-            dur: dur_ts,
-            first,
-            item,
-        });
+        let first = marker || self.state == State::Prebuffer && self.occ == 0;
+        self.store(ts, dur_ts, first, item);
         self.empty_run_ts = 0;
         outcome
     }
@@ -510,31 +546,24 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         }
         // The packet that continues the timeline.
         let at = self.next_ts;
-        if let Some(i) = self
-            .slots
-            .iter()
-            .position(|s| matches!(s, Some(e) if e.ts == at))
-        {
-            // Invariant: position() found Some.
-            let e = self.slots[i].take().expect("found");
-            self.held -= 1;
-            self.next_ts = at.wrapping_add(e.dur);
-            self.empty_run_ts = 0;
-            return Next::Decode {
-                item: e.item,
-                ts: e.ts,
-                dur_ts: e.dur,
-                first: e.first,
-            };
+        if let Some(i) = bits(self.occ).find(|&i| self.ts[i] == at) {
+            let (dur, first) = (self.dur[i], self.first & (1 << i) != 0);
+            if let Some(item) = self.take(i) {
+                self.next_ts = at.wrapping_add(dur);
+                self.empty_run_ts = 0;
+                return Next::Decode {
+                    item,
+                    ts: at,
+                    dur_ts: dur,
+                    first,
+                };
+            }
         }
         // A packet overlapping the decode point (ptime change or odd timestamps): play the
         // earliest packet ahead instead of concealing a sliver.
-        if self.held > 0 {
-            let next_ahead = self
-                .slots
-                .iter()
-                .flatten()
-                .map(|e| e.ts.wrapping_sub(at))
+        if self.occ != 0 {
+            let next_ahead = bits(self.occ)
+                .map(|i| self.ts[i].wrapping_sub(at))
                 .filter(|&d| (d as i32) > 0)
                 .min();
             let dur = match next_ahead {
@@ -559,12 +588,11 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
     /// past them). Returns how many were released.
     pub fn drop_stale(&mut self, release: &mut impl FnMut(T)) -> usize {
         let mut n = 0;
-        for s in self.slots.iter_mut() {
-            let stale = matches!(s, Some(e) if (e.ts.wrapping_add(e.dur).wrapping_sub(self.next_ts) as i32) <= 0);
-            if stale {
-                if let Some(e) = s.take() {
-                    release(e.item);
-                    self.held -= 1;
+        for i in bits(self.occ) {
+            let end = self.ts[i].wrapping_add(self.dur[i]);
+            if (end.wrapping_sub(self.next_ts) as i32) <= 0 {
+                if let Some(item) = self.take(i) {
+                    release(item);
                     n += 1;
                 }
             }

@@ -70,6 +70,16 @@ pub struct FrameReport<T> {
     pub relay: Option<T>,
 }
 
+/// Outcome of [`ReceiveChannel`]'s steady-state path.
+enum Direct<T> {
+    /// Not applicable; nothing was consumed.
+    No,
+    /// The frame was produced.
+    Played(FrameReport<T>),
+    /// A silent frame was dropped to shorten the delay; another must be produced.
+    Dropped(FrameReport<T>),
+}
+
 /// Sizes and rates of a receive channel.
 #[derive(Debug, Clone, Copy)]
 pub struct ReceiveConfig {
@@ -108,7 +118,12 @@ pub struct ReceiveChannel<T> {
     level_avg: f32,
     /// The last frame played was silence (a pause: inserting or dropping audio is inaudible).
     last_quiet: bool,
+    /// The stream's RTP clock rate, Hz.
+    clock_rate_hz: u32,
 }
+
+/// About -45 dBFS RMS (32768 · 10^(-45/20) ≈ 184), squared: below this a frame is a pause.
+const QUIET_MEAN_SQUARE: f32 = 184.0 * 184.0;
 
 /// Audio played between two time-scale changes, ms.
 const STRETCH_INTERVAL_MS: usize = 100;
@@ -137,17 +152,31 @@ impl<T> ReceiveChannel<T> {
             stretch_cooldown: 0,
             level_avg: 0.0,
             last_quiet: false,
+            clock_rate_hz: cfg.jitter.clock_rate_hz.max(1),
         }
     }
 
     /// Samples → timestamp units.
+    #[inline]
     pub fn samples_to_ts(&self, samples: usize) -> u32 {
-        (samples as u64 * u64::from(self.den) / u64::from(self.num)) as u32
+        // Every supported pair of rates divides one by the other (8/16/48 kHz audio, 8 or
+        // 48 kHz RTP clocks), so one side of the ratio is 1: a multiply, not a 64-bit
+        // division, on the per-frame path.
+        if self.num == 1 {
+            (samples as u32).wrapping_mul(self.den)
+        } else {
+            (samples as u64 * u64::from(self.den) / u64::from(self.num)) as u32
+        }
     }
 
     /// Timestamp units → samples.
+    #[inline]
     pub fn ts_to_samples(&self, ts: u32) -> usize {
-        (u64::from(ts) * u64::from(self.num) / u64::from(self.den)) as usize
+        if self.den == 1 {
+            ts as usize * self.num as usize
+        } else {
+            (u64::from(ts) * u64::from(self.num) / u64::from(self.den)) as usize
+        }
     }
 
     /// Decoded audio waiting to be played, in samples.
@@ -161,10 +190,9 @@ impl<T> ReceiveChannel<T> {
         (u64::from(ts) * 1000 / u64::from(self.clock_rate())) as u32
     }
 
+    #[inline]
     fn clock_rate(&self) -> u32 {
-        // den/num = clock/sample; the sample rate is known to the PLC.
-        (u64::from(self.plc.sample_rate_hz()) * u64::from(self.den) / u64::from(self.num)).max(1)
-            as u32
+        self.clock_rate_hz
     }
 
     /// Inserts a packet carrying `samples` of audio. Real-time safe.
@@ -299,6 +327,19 @@ impl<T> ReceiveChannel<T> {
             self.stretch_cooldown = STRETCH_INTERVAL_MS * self.plc.sample_rate_hz() as usize / 1000;
             return rep;
         }
+        let mut advice = advice;
+        if !stretch && self.sync_len == 0 {
+            match self.direct_frame(&mut out[..frame], frame_ts, advice, decode, release) {
+                Direct::Played(r) => return r,
+                Direct::Dropped(r) => {
+                    // A silent frame above target was dropped; the general path below
+                    // produces the frame that replaces it.
+                    rep = r;
+                    advice = Adapt::Hold;
+                }
+                Direct::No => {}
+            }
+        }
         let want = if stretch {
             frame.max(self.min_stretch)
         } else {
@@ -385,6 +426,7 @@ impl<T> ReceiveChannel<T> {
             .buffer
             .next_ts()
             .wrapping_sub(self.samples_to_ts(self.sync_len));
+        self.last_quiet = rep.decoded > 0 && self.plc.last_block_mean_square() < QUIET_MEAN_SQUARE;
         out[..frame].copy_from_slice(&self.sync[..frame]);
         self.sync.copy_within(frame..self.sync_len, 0);
         self.sync_len -= frame;
@@ -400,6 +442,70 @@ impl<T> ReceiveChannel<T> {
 }
 
 impl<T> ReceiveChannel<T> {
+    /// The steady-state path: nothing pending and the packet that continues the timeline is
+    /// exactly one frame long, so it is decoded straight into `out` (no sync-buffer round
+    /// trip) and offered for relay. Above target (`advice` is `Shorten`) a silent frame is
+    /// dropped instead of played. `Direct::No` (nothing consumed) when the path does not apply.
+    #[inline]
+    fn direct_frame(
+        &mut self,
+        out: &mut [i16],
+        frame_ts: u32,
+        advice: Adapt,
+        decode: &mut impl FnMut(&T, &mut [i16]) -> usize,
+        release: &mut impl FnMut(T),
+    ) -> Direct<T> {
+        if self.buffer.continuing_dur() != Some(frame_ts) {
+            return Direct::No;
+        }
+        let Next::Decode {
+            item, ts, first, ..
+        } = self.buffer.next(frame_ts)
+        else {
+            // Unreachable: the buffer is playing and holds the continuing packet; if it ever
+            // differs, nothing was taken and the general path handles the frame.
+            return Direct::No;
+        };
+        let mut rep = FrameReport {
+            produced: true,
+            decoded: 1,
+            concealed: 0,
+            accelerated: 0,
+            expanded: 0,
+            stale: 0,
+            marker: first,
+            src_ts: ts,
+            relay: None,
+        };
+        let n = decode(&item, out).min(out.len());
+        if n < out.len() {
+            // Corrupt or short payload: conceal the remainder of its duration.
+            self.plc.comfort_noise(&mut out[n..]);
+            rep.concealed = (out.len() - n) as u32;
+        }
+        let merged = self.concealing;
+        self.plc.good_frame(out);
+        self.concealing = false;
+        let blocks = (out.len() * 100).div_ceil(self.plc.sample_rate_hz().max(1) as usize);
+        self.last_quiet = self.plc.recent_blocks_below(blocks, QUIET_MEAN_SQUARE);
+        if advice == Adapt::Shorten && self.last_quiet && !self.buffer.is_empty() {
+            // Above target and this frame is silence: drop it (inaudible); what is buffered
+            // (or its concealment) replaces it.
+            release(item);
+            rep.produced = false;
+            rep.decoded = 0;
+            rep.accelerated = out.len() as u32;
+            self.stretch_cooldown = STRETCH_INTERVAL_MS * self.plc.sample_rate_hz() as usize / 1000;
+            return Direct::Dropped(rep);
+        }
+        if !merged && n == out.len() {
+            rep.relay = Some(item);
+        } else {
+            release(item);
+        }
+        Direct::Played(rep)
+    }
+
     /// Time-scale advice from the smoothed buffer level (hysteresis of a frame plus 10 ms
     /// above target, half a frame below), with a cooldown between changes.
     /// Also says whether the surplus is large (more than two frames plus 10 ms above target),

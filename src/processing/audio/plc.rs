@@ -539,12 +539,7 @@ impl PcmPlc {
         while !frame.is_empty() {
             let (part, rest) = frame.split_at((self.block_len - self.block_fill).min(frame.len()));
             frame = rest;
-            // i16² < 2^30 and a block is at most 480 samples: the sum fits in i64 exactly.
-            let energy: i64 = part
-                .iter()
-                .map(|&v| i64::from(i32::from(v) * i32::from(v)))
-                .sum();
-            self.block_energy += energy as f32;
+            self.block_energy += energy(part);
             self.block_fill += part.len();
             if self.block_fill == self.block_len {
                 self.background[self.background_pos] = self.block_energy / self.block_len as f32;
@@ -554,6 +549,30 @@ impl PcmPlc {
                 self.block_fill = 0;
             }
         }
+    }
+
+    /// Mean square of the most recent complete real 10 ms block (0 before the first).
+    ///
+    /// Called on the real-time thread.
+    pub fn last_block_mean_square(&self) -> f32 {
+        if self.background_filled == 0 {
+            return 0.0;
+        }
+        self.background[(self.background_pos + BACKGROUND_BLOCKS - 1) % BACKGROUND_BLOCKS]
+    }
+
+    /// True when each of the last `blocks` complete real 10 ms blocks has a mean square below
+    /// `threshold` (false before that many blocks were seen).
+    ///
+    /// Called on the real-time thread.
+    pub fn recent_blocks_below(&self, blocks: usize, threshold: f32) -> bool {
+        if blocks == 0 || blocks > self.background_filled {
+            return false;
+        }
+        (1..=blocks).all(|k| {
+            self.background[(self.background_pos + BACKGROUND_BLOCKS - k) % BACKGROUND_BLOCKS]
+                < threshold
+        })
     }
 
     /// RMS of the quietest recent real 10 ms block, capped at [`COMFORT_NOISE_MAX_RMS`].
@@ -610,6 +629,26 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[inline]
 fn to_i16(v: f32) -> i16 {
     (v + 0.5f32.copysign(v)) as i16
+}
+
+/// Σ x² in f32, summed in eight independent lanes so the compiler vectorises it (a 64-bit
+/// integer sum does not): this runs on every received frame.
+#[inline]
+fn energy(x: &[i16]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            let v = f32::from(v);
+            *l += v * v;
+        }
+    }
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| f32::from(v) * f32::from(v))
+        .sum();
+    lanes.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

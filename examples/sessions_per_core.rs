@@ -124,7 +124,9 @@ struct Scenario {
 const SCENARIOS: &[Scenario] = &[
     Scenario { name: "relay-pcmu", legs: [CodecSpec::PCMU, CodecSpec::PCMU], about: "PCMU both legs: jitter buffer, payload relayed when unmodified" },
     Scenario { name: "pcmu-pcma", legs: [CodecSpec::PCMU, CodecSpec::PCMA], about: "leg A PCMU, leg B PCMA: decode + encode both directions" },
-    // Later, e.g.: Scenario { name: "g722-pcmu", legs: [CodecSpec::G722, CodecSpec::PCMU], about: "..." },
+    Scenario { name: "g722-pcmu", legs: [CodecSpec::G722, CodecSpec::PCMU], about: "leg A G.722 (16 kHz), leg B PCMU: decode, 16<->8 kHz resampling, encode both directions" },
+    Scenario { name: "opus-pcmu", legs: [CodecSpec::OPUS, CodecSpec::PCMU], about: "leg A Opus 48 kHz (24 kbit/s, complexity 5, FEC on), leg B PCMU: decode, 48<->8 kHz resampling, encode" },
+    Scenario { name: "opus-opus", legs: [CodecSpec::OPUS, CodecSpec::OPUS], about: "Opus both legs: jitter buffer, payload relayed when unmodified (Opus PLC/FEC when not)" },
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -1324,7 +1326,15 @@ fn build(o: &Opts, plan: &CorePlan, calls: usize) -> Result<Built, String> {
         raise_priority: true,
         sessions_per_lane,
         max_payload_bytes: MAX_PAYLOAD,
-        max_frame_samples: 480,
+        // The longer of the two legs' frames (Opus at 48 kHz: 960 samples per 20 ms).
+        max_frame_samples: o
+            .scenario
+            .legs
+            .iter()
+            .map(|l| l.codec.frame_samples(PTIME))
+            .max()
+            .unwrap_or(160)
+            .max(480),
         ..Default::default()
     })
     .map_err(|e| format!("building the engine: {e}"))?;
@@ -1717,7 +1727,11 @@ fn baseline(sc: &Scenario) -> Result<(f64, String), String> {
     let la = leg_audio(sa)?;
     let lb = leg_audio(sb)?;
     let samples = ca.frame_samples(PTIME);
-    let mut pcm = vec![0i16; samples];
+    let (na, nb) = (samples, cb.frame_samples(PTIME));
+    // Decoded frames may differ in length between the legs (G.722 16 kHz, Opus 48 kHz): the
+    // codec calls alone take each encoder's own frame length (no resampling is timed here;
+    // the pipeline does resample, so the ratio includes it).
+    let mut pcm = vec![0i16; na.max(nb)];
     let mut out_a = vec![0u8; MAX_PAYLOAD];
     let mut out_b = vec![0u8; MAX_PAYLOAD];
     let mut anyd = [AnyDecoder::new(ca), AnyDecoder::new(cb)];
@@ -1738,9 +1752,9 @@ fn baseline(sc: &Scenario) -> Result<(f64, String), String> {
             (fa.enc)(&pcm, &mut out_a);
         } else {
             let _ = anyd[0].decode(pa, &mut pcm);
-            let _ = anye[1].encode(&pcm, &mut out_b);
+            let _ = anye[1].encode(&pcm[..nb], &mut out_b);
             let _ = anyd[1].decode(pb, &mut pcm);
-            let _ = anye[0].encode(&pcm, &mut out_a);
+            let _ = anye[0].encode(&pcm[..na], &mut out_a);
         }
         std::hint::black_box((&out_a, &out_b));
     };

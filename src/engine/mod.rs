@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::buffer::adaptive::JitterConfig;
-use crate::codec::{supported_codecs, CodecInfo};
+use crate::codec::{supported_codecs, Codec, CodecInfo};
 use crate::integration::{EgressHandle, IngressHandle};
 use crate::processing::format::resample::Resampler;
 use crate::runtime::lane::{self, Lane, LaneConfig, LaneControl};
@@ -486,10 +486,22 @@ impl MediaEngine {
                     actual: c.frame_samples(p.ptime),
                 });
             }
-            if c.max_payload_bytes(p.ptime) > self.config.max_payload_bytes {
+            // Opus frames may be up to 1275 bytes, but libopus fits its output into the
+            // buffer it is given and a larger received packet is a counted ingress drop, so
+            // an Opus session needs room for twice its average frame at the configured
+            // bitrate (VBR peaks), not for the format's maximum.
+            let needed = match c {
+                Codec::Opus => {
+                    let avg = (p.opus.bitrate_bps.max(6_000) as usize * p.ptime.ms() as usize)
+                        .div_ceil(8_000);
+                    (2 * avg).min(c.max_payload_bytes(p.ptime))
+                }
+                _ => c.max_payload_bytes(p.ptime),
+            };
+            if needed > self.config.max_payload_bytes {
                 return Err(Error::PayloadTooLarge {
                     limit: self.config.max_payload_bytes,
-                    actual: c.max_payload_bytes(p.ptime),
+                    actual: needed,
                 });
             }
             if c.info().sample_rate != tx.info().sample_rate {

@@ -19,9 +19,10 @@ use super::slab::{Slab, Token};
 use super::stats::{LaneCounters, SessionCell, SessionCounters, TickHistogram};
 use super::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 use crate::buffer::adaptive::Insert;
+use crate::codec::Codec;
 use crate::quality::rtp_stats::PacketClass;
 use crate::rtp::{write_header, RtpPacket, RTP_HEADER_LEN};
-use crate::session::receive::StretchPool;
+use crate::session::receive::{RelayStep, StretchPool};
 use crate::session::{DecodePart, DspPart, EncodePart, JitterPart};
 use crate::types::SessionId;
 
@@ -619,6 +620,13 @@ impl DecodeStage {
                     .first()
                     .is_some_and(|(_, d)| d.codec() == r.dst_codec)
             });
+        // Opus and G.722 relays pass payloads through undecoded (the far end conceals
+        // with its own decoder and Opus FEC); G.711 relays decode (cheap) to keep PLC.
+        let undecoded_relay = relay_preferred
+            && part
+                .decoders
+                .first()
+                .is_some_and(|(_, d)| !matches!(d.codec(), Codec::Pcmu | Codec::Pcma));
         let decoders = &mut part.decoders;
         let mut decode = |t: &Token, out: &mut [i16]| -> usize {
             packets.with(t, |p| {
@@ -632,13 +640,21 @@ impl DecodeStage {
         let relay_allowed = route.is_some_and(|r| r.relay_ok) && part.dsp_passthrough;
         let stretch = &mut self.stretch;
         let rep = self.frames.with_mut(&mut frame, |f| {
-            let rep = part.receive.get_frame(
-                &mut f.pcm[..frame_samples],
-                stretch,
-                relay_preferred,
-                &mut decode,
-                &mut release,
-            );
+            let step = if undecoded_relay {
+                part.receive.relay_frame(frame_samples, &mut release)
+            } else {
+                RelayStep::Decode
+            };
+            let rep = match step {
+                RelayStep::Relay(r) | RelayStep::Gap(r) => r,
+                RelayStep::Decode => part.receive.get_frame(
+                    &mut f.pcm[..frame_samples],
+                    stretch,
+                    relay_preferred,
+                    &mut decode,
+                    &mut release,
+                ),
+            };
             f.samples = frame_samples;
             f.marker = rep.marker;
             f.src_ts = rep.src_ts;

@@ -70,6 +70,21 @@ pub struct FrameReport<T> {
     pub relay: Option<T>,
 }
 
+/// Outcome of [`ReceiveChannel::relay_frame`].
+#[derive(Debug)]
+pub enum RelayStep<T> {
+    /// The packet that continues the timeline is exactly one frame: relay it (in
+    /// `FrameReport::relay`), undecoded.
+    Relay(FrameReport<T>),
+    /// The audio due now is missing: nothing is produced (the far end, which receives the
+    /// same codec, conceals with its own decoder, and with Opus recovers from the in-band
+    /// FEC of the next packet, which a relay passes on intact); the timeline advanced.
+    Gap(FrameReport<T>),
+    /// Neither (the buffer is starting, or packets do not map onto frames): produce the
+    /// frame with [`ReceiveChannel::get_frame`] (decoding).
+    Decode,
+}
+
 /// Outcome of [`ReceiveChannel`]'s steady-state path.
 enum Direct<T> {
     /// Not applicable; nothing was consumed.
@@ -442,6 +457,60 @@ impl<T> ReceiveChannel<T> {
 }
 
 impl<T> ReceiveChannel<T> {
+    /// Pass-through without decoding, for a stream relayed to a leg of the same codec with
+    /// nothing processing its audio, when the codec conceals better at the far end than a
+    /// re-encoded concealment would (Opus, G.722): no decode per frame, so an Opus relay
+    /// costs no more than a G.711 one. Delay then adapts only at talkspurt starts (the
+    /// buffer re-anchors on the marker bit), never by dropping or stretching audio.
+    /// Real-time safe.
+    pub fn relay_frame(
+        &mut self,
+        frame_samples: usize,
+        release: &mut impl FnMut(T),
+    ) -> RelayStep<T> {
+        let frame_ts = self.samples_to_ts(frame_samples);
+        if self.sync_len != 0 || !self.buffer.is_playing() {
+            return RelayStep::Decode;
+        }
+        let mut rep = FrameReport {
+            produced: false,
+            decoded: 0,
+            concealed: 0,
+            accelerated: 0,
+            expanded: 0,
+            stale: 0,
+            marker: false,
+            src_ts: self.buffer.next_ts(),
+            relay: None,
+        };
+        match self.buffer.continuing_dur() {
+            Some(d) if d == frame_ts => {}
+            Some(_) => return RelayStep::Decode,
+            None => {
+                // Missing: let the timeline pass the gap (Conceal/Empty), as concealment would.
+                if let Next::Decode { item, .. } = self.buffer.next(frame_ts) {
+                    // Unreachable (no continuing packet); never lose it.
+                    release(item);
+                }
+                rep.stale = self.buffer.drop_stale(release) as u32;
+                self.concealing = true;
+                return RelayStep::Gap(rep);
+            }
+        }
+        if let Next::Decode {
+            item, ts, first, ..
+        } = self.buffer.next(frame_ts)
+        {
+            rep.produced = true;
+            rep.marker = first;
+            rep.src_ts = ts;
+            rep.relay = Some(item);
+            self.concealing = false;
+            return RelayStep::Relay(rep);
+        }
+        RelayStep::Gap(rep)
+    }
+
     /// The steady-state path: nothing pending and the packet that continues the timeline is
     /// exactly one frame long, so it is decoded straight into `out` (no sync-buffer round
     /// trip) and offered for relay. Above target (`advice` is `Shorten`) a silent frame is

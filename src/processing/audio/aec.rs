@@ -107,7 +107,13 @@ const REG_REL: f32 = 1e-3;
 const PROP_FLOOR: f32 = 0.1;
 /// Fixed step used until the filter has seen enough far-end signal (see `adapted`).
 const INITIAL_STEP: f32 = 0.25;
-fn initial_step() -> f32 { std::env::var("ISTEP").ok().and_then(|v| v.parse().ok()).unwrap_or(INITIAL_STEP) }
+fn knob(name: &str, default: f32) -> f32 {
+    use std::sync::OnceLock;
+    static K: OnceLock<std::collections::HashMap<String, f32>> = OnceLock::new();
+    let m = K.get_or_init(|| std::env::vars().filter_map(|(k, v)| Some((k, v.parse().ok()?))).collect());
+    m.get(name).copied().unwrap_or(default)
+}
+fn initial_step() -> f32 { knob("ISTEP", 0.5) }
 /// The fixed step phase ends once the accumulated step reaches this many times `P`.
 const INITIAL_PHASE_STEPS_PER_PARTITION: f32 = 1.0;
 /// Largest per-bin step (normalised); NLMS is stable below 2 and converges fastest at 1,
@@ -339,6 +345,10 @@ pub struct EchoCanceller {
     res_echo_power: Box<[f32]>,
     /// Residual echo estimate per bin.
     res_residual: Box<[f32]>,
+    res_num: Box<[f32]>,
+    step_num: Box<[f32]>,
+    step_den: Box<[f32]>,
+    res_den: Box<[f32]>,
     /// Background noise estimate per bin (comfort floor).
     res_noise: Box<[f32]>,
     /// Gain per bin, then its minimum-phase filter.
@@ -347,6 +357,7 @@ pub struct EchoCanceller {
     /// Scratch block for the post-filtered output.
     post: Box<[f32]>,
 
+    pub(crate) dbg: [u32; 4],
     /// Adaptation frozen (tests measure a frozen copy of the echo path model).
     frozen: bool,
 
@@ -433,6 +444,10 @@ impl EchoCanceller {
             res_err_power: zeros(bins),
             res_echo_power: zeros(bins),
             res_residual: zeros(bins),
+            res_num: zeros(bins),
+            step_num: zeros(bins),
+            step_den: zeros(bins),
+            res_den: zeros(bins),
             res_noise: zeros(bins),
             res_gain: zeros(bins),
             res_filter: zeros_c(bins),
@@ -444,6 +459,7 @@ impl EchoCanceller {
             erle_capture: 0.0,
             erle_output: 0.0,
             frozen: false,
+            dbg: [0; 4],
         };
         aec.reset();
         Ok(aec)
@@ -491,6 +507,10 @@ impl EchoCanceller {
         self.res_err_power.fill(0.0);
         self.res_echo_power.fill(0.0);
         self.res_residual.fill(0.0);
+        self.res_num.fill(0.0);
+        self.step_num.fill(0.0);
+        self.step_den.fill(0.0);
+        self.res_den.fill(0.0);
         // Start high so the tracker settles on the first quiet blocks.
         self.res_noise.fill(f32::MAX);
         self.res_gain.fill(1.0);
@@ -578,7 +598,7 @@ impl EchoCanceller {
             *pw = x.norm_sqr();
         }
         let mut ref_power_sum = 0.0f32;
-        if std::env::var("NORM").is_ok() {
+        if knob("NORM", 1.0) > 0.0 {
             self.ref_power.fill(0.0);
             for q in 0..p {
                 let at = ((head + q) % p) * bins;
@@ -683,7 +703,12 @@ impl EchoCanceller {
             || (self.diff_slow < 0.0
                 && self.diff_slow * self.diff_slow > RESET_SIGNIFICANCE_SMOOTHED * self.var_slow);
         // `err_fg` becomes the linear output of this block.
-        if bg_better && !self.frozen {
+        // The background must also cancel a real share of the capture: during double talk
+        // the near-end speech dominates both errors and a background that fits part of it
+        // by chance would otherwise look better.
+        let bg_cancels = bg_energy < knob("CMAX", 0.5) * capture_energy;
+        if bg_better && bg_cancels && !self.frozen {
+            self.dbg[0] += 1;
             self.foreground.copy_from_slice(&self.background);
             self.reset_two_path_stats();
             // Cross-fade from the old model's output to the new one's over the block, so the
@@ -703,6 +728,7 @@ impl EchoCanceller {
         } else if bg_worse && !self.frozen {
             // The background diverged (double talk got through): back to the last good model,
             // and adapt from its error.
+            self.dbg[1] += 1;
             self.background.copy_from_slice(&self.foreground);
             self.reset_two_path_stats();
             self.err_bg.copy_from_slice(&self.err_fg);
@@ -710,7 +736,19 @@ impl EchoCanceller {
         }
 
         // --- Step size for the background update.
-        self.update_step(ref_energy, ref_power_sum);
+        // Far-end single talk: the capture is explained by the echo estimate (normalised
+        // cross-correlation of capture and echo estimate, Benesty et al., "A new class of
+        // doubletalk detectors based on cross-correlation", IEEE Trans. SAP 8(2), 2000).
+        let mut dy = 0.0f32;
+        let mut yy = 0.0f32;
+        for (&d, &y) in self.capture.iter().zip(self.echo_fg.iter()) {
+            dy += d * y;
+            yy += y * y;
+        }
+        let rho = dy * dy / (capture_energy * yy + 1e-30);
+        let echo_dominated = rho > knob("RHO", 0.6) && yy > REF_ACTIVE_POWER * n as f32 * 1e-2;
+        if echo_dominated { self.dbg[2] += 1; }
+        self.update_step(ref_energy, ref_power_sum, echo_dominated);
         if self.frozen {
             self.step.fill(0.0);
         }
@@ -731,7 +769,7 @@ impl EchoCanceller {
             }
             self.partition_norm[q] = norm;
         }
-        if std::env::var("ALLC").is_ok() {
+        if knob("ALLC", 0.0) > 0.0 {
             for q in 0..p {
                 self.constrain(q);
             }
@@ -742,7 +780,7 @@ impl EchoCanceller {
         self.update_prop();
 
         // --- Residual echo suppression and output.
-        let post_filtered = self.suppress && self.suppress_residual();
+        let post_filtered = self.suppress && self.suppress_residual(echo_dominated);
         let output: &[f32] = if post_filtered {
             &self.post
         } else {
@@ -767,7 +805,7 @@ impl EchoCanceller {
 
     /// Computes `self.step` for the next background update from this block's background
     /// error and echo estimate, and leaves the error spectrum in `self.err_spectrum`.
-    fn update_step(&mut self, ref_energy: f32, ref_power_sum: f32) {
+    fn update_step(&mut self, ref_energy: f32, ref_power_sum: f32, echo_dominated: bool) {
         let n = self.block;
         // Error and echo estimate of this block, zero-padded to the FFT length: the error
         // spectrum is the gradient input, and both give the powers the leakage comes from.
@@ -865,18 +903,28 @@ impl EchoCanceller {
                 / (err_energy + tiny);
             let corr2 = cross * cross / (err_energy * echo_energy + tiny);
             rer = rer.max(corr2).min(RER_MAX);
-            let leak = self.leak * std::env::var("LG").ok().and_then(|v| v.parse::<f32>().ok()).unwrap_or(1.0);
-            for (((s, &pw), &ep), &yp) in self
+            let leak = self.leak * knob("LG", 3.0);
+            let mode = knob("STEPMODE", 1.0);
+            let srate = knob("SRATE", 0.1);
+            for (((((s, &pw), &ep), &yp), num), (den, (e, y))) in self
                 .step
                 .iter_mut()
                 .zip(self.ref_power.iter())
                 .zip(self.err_power.iter())
                 .zip(self.echo_power.iter())
+                .zip(self.step_num.iter_mut())
+                .zip(self.step_den.iter_mut().zip(self.err_spectrum.iter().zip(self.spec.iter())))
             {
+                if echo_dominated {
+                    *num += srate * (e.norm_sqr() - *num);
+                    *den += srate * (y.norm_sqr() - *den);
+                }
+                let eta = if *den > 0.0 { (*num / *den).min(1.0) } else { 1.0 };
+                let leak = if mode > 0.0 { eta.max(leak) } else { leak };
                 // Optimal step = residual echo / error, per bin.
                 let residual =
                     (1.0 - RER_GLOBAL_SHARE) * leak * yp + RER_GLOBAL_SHARE * rer * ep;
-                let mu = (residual / (ep + tiny)).min(std::env::var("SMAX").ok().and_then(|v| v.parse::<f32>().ok()).unwrap_or(STEP_MAX));
+                let mu = (residual / (ep + tiny)).min(knob("SMAX", STEP_MAX));
                 *s = mu / (pw + reg);
             }
         }
@@ -917,7 +965,7 @@ impl EchoCanceller {
 
     /// Spectral residual echo suppression of `err_fg` into `post`. Returns false when every
     /// gain is 1, in which case `post` is not written and the linear output stands.
-    fn suppress_residual(&mut self) -> bool {
+    fn suppress_residual(&mut self, echo_dominated: bool) -> bool {
         let n = self.block;
         let inv_fft_len = 1.0 / (2 * n) as f32;
         // Windows [previous block, this block] of the linear output and of the echo
@@ -931,7 +979,7 @@ impl EchoCanceller {
         newer.copy_from_slice(&self.err_fg);
         self.fft.forward(&mut self.time, &mut self.out_spectrum);
 
-        let leak = self.leak.max(RES_LEAK_MIN);
+        let leak = (self.leak * knob("RLG", 1.0)).max(RES_LEAK_MIN);
         let last = self.bins - 1;
         let mut all_unity = true;
         for k in 0..self.bins {
@@ -943,6 +991,14 @@ impl EchoCanceller {
             *ep += (1.0 - RES_POWER_SMOOTHING) * (pe - *ep);
             let yp = &mut self.res_echo_power[k];
             *yp += (1.0 - RES_POWER_SMOOTHING) * (py - *yp);
+            let leak = if knob("RESMODE", 1.0) > 0.0 {
+                if echo_dominated {
+                    let rate = knob("ETARATE", 0.1);
+                    self.res_num[k] += rate * (pe - self.res_num[k]);
+                    self.res_den[k] += rate * (py - self.res_den[k]);
+                }
+                if self.res_den[k] > 0.0 { (self.res_num[k] / self.res_den[k]).clamp(1e-4, 1.0) } else { 1.0 }
+            } else { leak };
             let residual = (leak * *yp).max(RES_DECAY * self.res_residual[k]);
             // Flush values that no longer matter (and denormals) to an exact zero.
             let residual = if residual > 1e-15 { residual } else { 0.0 };
@@ -953,7 +1009,7 @@ impl EchoCanceller {
             let gain = if residual * RES_OVERSUBTRACTION <= RES_UNITY * ep || ep <= 0.0 {
                 1.0
             } else {
-                let wiener = 1.0 - RES_OVERSUBTRACTION * residual / ep;
+                let wiener = 1.0 - knob("GAMMA", RES_OVERSUBTRACTION) * residual / ep;
                 let comfort = (RES_COMFORT_SHARE * *noise / ep).sqrt();
                 wiener.max(comfort).clamp(RES_GAIN_MIN, 1.0)
             };
@@ -1265,16 +1321,24 @@ mod tests {
     #[ignore]
     fn report() {
         for (rate, tail, delay, path) in [(8000, 128, 30, 50), (8000, 64, 20, 40), (16000, 128, 30, 50)] {
-            let sc = scenario(rate, 8.0, delay, path, 8.0, -60.0, Some((4.5, 6.0)));
+            let sc = scenario(rate, 8.0, delay, path, knob("ERL", 8.0), knob("NOISE", -60.0), Some((4.5, 6.0)));
             let s = |t| secs(rate, t);
             for sup in [false, true] {
                 let mut aec = canceller(rate, tail, sup);
-                let out = run(&mut aec, &sc.capture, &sc.far);
+                let mut out = Vec::new();
+                let mut dbg = String::new();
+                for w in 0..16 {
+                    let (a, b) = (s(w as f32 * 0.5), s(w as f32 * 0.5 + 0.5));
+                    out.extend(run(&mut aec, &sc.capture[a..b], &sc.far[a..b]));
+                    dbg += &format!("{}/{}/{}/{:.3} ", aec.dbg[0], aec.dbg[1], aec.dbg[2], aec.leak);
+                    aec.dbg = [0; 4];
+                }
                 let mut line = format!("rate {rate} tail {tail} sup {sup}: ");
                 for w in 0..16 {
                     let (a, b) = (s(w as f32 * 0.5), s(w as f32 * 0.5 + 0.5));
                     line += &format!("{:.1} ", erle_db(&sc.echo_only, &out, a, b));
                 }
+                if !sup { println!("{dbg}"); }
                 println!("{line}");
                 println!(
                     "  single-talk ERLE 2-4.5 s {:.1} dB, after DT 6.5-8 {:.1} dB, segSNR {:.1} dB, erle_db() {:.1}",

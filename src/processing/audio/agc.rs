@@ -343,8 +343,9 @@ impl Agc {
             } else {
                 y
             };
+            // Rounds half away from zero (`f32::round` is a libm call on baseline x86-64).
             // |y| <= threshold < i16::MAX; `as` saturates anyway.
-            *s = y.round() as i16;
+            *s = (y + 0.5f32.copysign(y)) as i16;
         }
     }
 }
@@ -403,23 +404,23 @@ mod tests {
             energy += s * s;
             p = g * p + (1.0 - g) * s.abs();
             q = g * q + (1.0 - g) * p;
-            for j in 0..THRESHOLDS {
+            for (j, (active, hang)) in active.iter_mut().zip(hang.iter_mut()).enumerate() {
                 if q >= f64::from(1u32 << j) {
-                    active[j] += 1;
-                    hang[j] = 0;
-                } else if hang[j] < hangover {
-                    active[j] += 1;
-                    hang[j] += 1;
+                    *active += 1;
+                    *hang = 0;
+                } else if *hang < hangover {
+                    *active += 1;
+                    *hang += 1;
                 }
             }
         }
         let mut prev_diff = f64::NAN;
         let mut prev_level = f64::NAN;
-        for j in 0..THRESHOLDS {
-            if active[j] == 0 {
+        for (j, &count) in active.iter().enumerate() {
+            if count == 0 {
                 break;
             }
-            let level = 10.0 * (energy / active[j] as f64).log10();
+            let level = 10.0 * (energy / count as f64).log10();
             let diff = level - 20.0 * f64::from(1u32 << j).log10();
             if diff <= MARGIN_DB {
                 let level = if j == 0 {
@@ -480,7 +481,7 @@ mod tests {
             let b = &mut self.b;
             b[0] = 0.99886 * b[0] + w * 0.0555179;
             b[1] = 0.99332 * b[1] + w * 0.0750759;
-            b[2] = 0.96900 * b[2] + w * 0.1538520;
+            b[2] = 0.96900 * b[2] + w * 0.153852;
             b[3] = 0.86650 * b[3] + w * 0.3104856;
             b[4] = 0.55000 * b[4] + w * 0.5329522;
             b[5] = -0.7616 * b[5] - w * 0.0168980;

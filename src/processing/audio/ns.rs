@@ -322,8 +322,10 @@ impl NoiseSuppressor {
             .zip(self.time[..n].iter().zip(&self.window[..n]))
             .zip(self.overlap.iter())
         {
-            // `as` saturates, so a sum beyond full scale cannot wrap.
-            *out = (t * w * scale + ov).round() as i16;
+            // Rounds half away from zero; `as` saturates, so a sum beyond full scale cannot
+            // wrap. (`f32::round` is a libm call on baseline x86-64.)
+            let y = t * w * scale + ov;
+            *out = (y + 0.5f32.copysign(y)) as i16;
         }
         for ((ov, &t), &w) in self
             .overlap
@@ -395,8 +397,8 @@ impl NoiseSuppressor {
             // A-posteriori speech presence (Cohen 2002): v = γ ξ / (1 + ξ) = γ G. The
             // clamp keeps exp() finite; beyond 50 the presence is 1 anyway.
             let v = (gamma * g).min(50.0);
-            let p = 1.0 / (1.0 + absence_odds * (1.0 + xi) * (-v).exp());
-            self.gain[k] = (p * g.ln() + (1.0 - p) * ln_floor).exp().max(floor);
+            let p = 1.0 / (1.0 + absence_odds * (1.0 + xi) * fast_exp(-v));
+            self.gain[k] = fast_exp(p * fast_ln(g) + (1.0 - p) * ln_floor).max(floor);
         }
         // The DC bin (0 ± 50 Hz with this window) never carries speech, but it does carry
         // DC offset and the slowly wandering rumble of low-frequency noise, which changes
@@ -404,6 +406,38 @@ impl NoiseSuppressor {
         // and was attenuated only 5 dB. It always gets the floor (a DC blocker as well).
         self.gain[0] = floor;
     }
+}
+
+/// `e^x`, within 2·10⁻⁴ relative (0.002 dB as a gain) for any finite `x`; results below
+/// 2⁻¹²⁶ are flushed up to it. Three times cheaper than `f32::exp`, which was half the cost
+/// of a block at 8 kHz.
+fn fast_exp(x: f32) -> f32 {
+    let t = (x * std::f32::consts::LOG2_E).clamp(-126.0, 126.0);
+    // floor(t) without a libm call: truncate, then step down for negative fractions.
+    let mut i = t as i32;
+    if i as f32 > t {
+        i -= 1;
+    }
+    let f = t - i as f32;
+    // 2^f on [0, 1): Taylor series of e^(f ln 2) to the fifth power.
+    let p = 1.0
+        + f * (0.693_147_2
+            + f * (0.240_226_5 + f * (0.055_504_1 + f * (0.009_618_13 + f * 0.001_333_36))));
+    // i + 127 is within 1..=253: a normal float exponent.
+    p * f32::from_bits(((i + 127) as u32) << 23)
+}
+
+/// Natural logarithm of a positive normal `x`, within 10⁻⁵ absolute; any other input gives
+/// a finite value (never NaN or a panic).
+fn fast_ln(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let exponent = ((bits >> 23) & 0xff) as i32 - 127;
+    let mantissa = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    // ln m = 2 atanh(s) with s = (m − 1) / (m + 1) in [0, 1/3).
+    let s = (mantissa - 1.0) / (mantissa + 1.0);
+    let s2 = s * s;
+    let ln_m = 2.0 * s * (1.0 + s2 * (1.0 / 3.0 + s2 * (0.2 + s2 * (1.0 / 7.0 + s2 / 9.0))));
+    exponent as f32 * std::f32::consts::LN_2 + ln_m
 }
 
 #[cfg(test)]
@@ -451,22 +485,22 @@ mod tests {
             energy += s * s;
             p = g * p + (1.0 - g) * s.abs();
             q = g * q + (1.0 - g) * p;
-            for j in 0..THRESHOLDS {
+            for (j, (active, hang)) in active.iter_mut().zip(hang.iter_mut()).enumerate() {
                 if q >= f64::from(1u32 << j) {
-                    active[j] += 1;
-                    hang[j] = 0;
-                } else if hang[j] < hangover {
-                    active[j] += 1;
-                    hang[j] += 1;
+                    *active += 1;
+                    *hang = 0;
+                } else if *hang < hangover {
+                    *active += 1;
+                    *hang += 1;
                 }
             }
         }
         let (mut prev_diff, mut prev_level) = (f64::NAN, f64::NAN);
-        for j in 0..THRESHOLDS {
-            if active[j] == 0 {
+        for (j, &count) in active.iter().enumerate() {
+            if count == 0 {
                 break;
             }
-            let level = 10.0 * (energy / active[j] as f64).log10();
+            let level = 10.0 * (energy / count as f64).log10();
             let diff = level - 20.0 * f64::from(1u32 << j).log10();
             if diff <= MARGIN_DB {
                 if j == 0 {
@@ -509,7 +543,7 @@ mod tests {
             }
             b[0] = 0.99886 * b[0] + w * 0.0555179;
             b[1] = 0.99332 * b[1] + w * 0.0750759;
-            b[2] = 0.96900 * b[2] + w * 0.1538520;
+            b[2] = 0.96900 * b[2] + w * 0.153852;
             b[3] = 0.86650 * b[3] + w * 0.3104856;
             b[4] = 0.55000 * b[4] + w * 0.5329522;
             b[5] = -0.7616 * b[5] - w * 0.0168980;
@@ -771,6 +805,28 @@ mod tests {
         );
         assert!(input - p(&first) >= 12.0);
         assert!(input - p(&shallow) <= 7.0);
+    }
+
+    #[test]
+    fn fast_exp_and_ln_match_std_closely() {
+        let mut x = -60.0f32;
+        while x < 60.0 {
+            let want = x.exp();
+            assert!((fast_exp(x) - want).abs() <= 2e-4 * want, "exp({x})");
+            x += 0.0137;
+        }
+        assert!(fast_exp(-1000.0) > 0.0 && fast_exp(1000.0).is_finite());
+        let mut x = 1e-30f32;
+        while x < 1e30 {
+            assert!(
+                (fast_ln(x) - x.ln()).abs() <= 1e-5 * x.ln().abs().max(1.0),
+                "ln({x})"
+            );
+            x *= 1.37;
+        }
+        for x in [0.0, -1.0, f32::MIN_POSITIVE / 4.0] {
+            assert!(fast_ln(x).is_finite());
+        }
     }
 
     #[test]

@@ -1116,3 +1116,86 @@ fn opus_relay_passes_payloads_through_undecoded_and_leaves_losses_to_the_far_end
     assert_eq!(s.frames_concealed, 0);
     assert_eq!(s.frames_relayed as usize, got.len());
 }
+
+#[test]
+fn rfc4733_digits_reach_the_control_plane_once_each_even_when_end_packets_are_lost() {
+    use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender};
+    use media_core::runtime::msg::DtmfSource;
+    let e = virtual_engine(8);
+    let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+    pa.telephone_event_pt = media_core::PayloadType::new(101);
+    let (a, _b) = e
+        .create_call(
+            (DialogId(1), pa),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut tx = DtmfSender::new(160).unwrap();
+    let mut pkt = Vec::new();
+    let mut buf = [0u8; 4];
+    let mut digits = "19#7".chars();
+    let mut seq = 0u16;
+    let mut gap = 0;
+    for k in 0..150u32 {
+        let ts = 160 * k;
+        if tx.is_idle() {
+            if gap > 0 {
+                gap -= 1;
+            } else if let Some(d) = digits.next() {
+                tx.start(digit_to_event(d).unwrap(), 10, Some(800)).unwrap();
+                gap = 3;
+            }
+        }
+        // Audio every 20 ms; telephone events interleaved on the same stream.
+        rtp(0, seq, ts, 9, k == 0, &ulaw_frame(k as usize), &mut pkt);
+        seq = seq.wrapping_add(1);
+        ing.push(a.id, &pkt).unwrap();
+        if let Some(h) = tx.poll(ts, &mut buf) {
+            // '9' loses all three of its end packets (the next digit ends it); so does the
+            // last digit, '7', which only the receiver's timeout can end.
+            let lost = h.end
+                && (buf[0] == digit_to_event('9').unwrap()
+                    || buf[0] == digit_to_event('7').unwrap());
+            if !lost {
+                rtp(101, seq, h.timestamp, 9, h.marker, &buf, &mut pkt);
+                ing.push(a.id, &pkt).unwrap();
+            }
+            seq = seq.wrapping_add(1);
+        }
+        e.step(2).unwrap();
+        drain(&mut eg);
+    }
+    let mut began = String::new();
+    let mut ended = Vec::new();
+    while let Some(ev) = e.poll_event() {
+        if let media_core::EngineEvent::Dtmf {
+            session,
+            digit,
+            source,
+            ended_ms,
+        } = ev
+        {
+            assert_eq!((session, source), (a.id, DtmfSource::Rfc4733));
+            match ended_ms {
+                None => began.push(digit),
+                Some(ms) => ended.push((digit, ms)),
+            }
+        }
+    }
+    assert_eq!(began, "19#7");
+    assert_eq!(
+        ended.iter().map(|&(d, _)| d).collect::<String>(),
+        "19#7",
+        "{ended:?}"
+    );
+    // 800 timestamp units at 8 kHz = 100 ms; the timed-out '9' reports what was seen.
+    assert_eq!(ended[0].1, 100);
+    assert!((60..=100).contains(&ended[1].1), "{ended:?}");
+    assert!((60..=100).contains(&ended[3].1), "{ended:?}");
+    let s = e.session_stats(a.id).unwrap();
+    assert!(s.rx_dtmf_packets >= 10);
+}

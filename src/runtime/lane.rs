@@ -13,18 +13,20 @@
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use super::msg::{
-    Bundle, Downstream, EgressSlot, FrameSlot, LaneEvent, Op, PacketSlot, PlayRange, ToDecode,
+    Bundle, Downstream, DtmfSource, EgressSlot, FrameSlot, LaneEvent, Op, PacketSlot, PlayRange,
+    ToDecode,
 };
 use super::slab::{Slab, Token};
 use super::stats::{LaneCounters, SessionCell, SessionCounters, TickHistogram};
 use super::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 use crate::buffer::adaptive::Insert;
+use crate::codec::audio::telephone_event::{DtmfEvent, EventPayload};
 use crate::codec::Codec;
 use crate::quality::rtp_stats::PacketClass;
 use crate::rtp::{write_header, RtpPacket, RTP_HEADER_LEN};
 use crate::session::receive::{RelayStep, StretchPool};
 use crate::session::{DecodePart, DspPart, EncodePart, JitterPart};
-use crate::types::SessionId;
+use crate::types::{Ptime, SessionId};
 
 /// Sessions played per chunk in a fused lane before the later stages drain, so frames
 /// stay cache-hot and the frame slab need not hold a whole tick.
@@ -139,6 +141,19 @@ fn releaser<'a>(
     move |t| release_token(ring, counters, t)
 }
 
+/// The control-plane event for an RFC 4733 digit report.
+fn dtmf_event(session: SessionId, d: DtmfEvent, clock_khz: u32) -> LaneEvent {
+    LaneEvent::Dtmf {
+        session,
+        digit: d.digit(),
+        source: DtmfSource::Rfc4733,
+        ended_ms: match d {
+            DtmfEvent::Ended { duration_ts, .. } => Some(duration_ts / clock_khz),
+            _ => None,
+        },
+    }
+}
+
 fn push_event(events: &mut Producer<LaneEvent>, counters: &LaneCounters, ev: LaneEvent) {
     if events.push(ev).is_err() {
         counters.events_dropped.inc();
@@ -173,6 +188,8 @@ pub struct JitterStage {
     out: Producer<ToDecode>,
     plays: Producer<PlayRange>,
     events: Producer<LaneEvent>,
+    /// Some session has a telephone-event digit in progress whose end may time out.
+    dtmf_pending: bool,
     shared: Arc<Shared>,
 }
 
@@ -201,6 +218,32 @@ impl JitterStage {
         }
         self.drain_commands();
         self.drain_ingress();
+        if self.dtmf_pending {
+            self.poll_dtmf_timeouts();
+        }
+    }
+
+    /// RFC 4733 §2.5.2.2: ends digits whose packets stopped (all end packets lost). Scans
+    /// only while some digit is in progress.
+    fn poll_dtmf_timeouts(&mut self) {
+        let now_ms = self.tick * u64::from(Ptime::TICK_MS);
+        let mut pending = false;
+        for (slot, part) in self.sessions.iter_mut().enumerate() {
+            let Some(part) = part.as_mut().filter(|p| p.telephone_event_pt.is_some()) else {
+                continue;
+            };
+            if let Some(d) = part.dtmf.poll(now_ms) {
+                let id = SessionId::from_parts(self.shared.lane, slot as u32, part.generation);
+                let clock_khz = (part.dtmf_clock_hz / 1000).max(1);
+                push_event(
+                    &mut self.events,
+                    &self.shared.counters,
+                    dtmf_event(id, d, clock_khz),
+                );
+            }
+            pending |= part.dtmf.next_timeout_ms().is_some();
+        }
+        self.dtmf_pending = pending;
     }
 
     fn drain_commands(&mut self) {
@@ -314,6 +357,22 @@ impl JitterStage {
             if part.telephone_event_pt == Some(pt) {
                 // RFC 4733 events are routed to DTMF handling, never into the audio buffer.
                 sc.rx_dtmf_packets.inc();
+                // The lane's tick clock (10 ms resolution) times digit ends.
+                let now_ms = self.tick * u64::from(Ptime::TICK_MS);
+                let id = SessionId::from_parts(self.shared.lane, slot, part.generation);
+                let clock_khz = (part.dtmf_clock_hz / 1000).max(1);
+                let events = &mut self.events;
+                let counters = &self.shared.counters;
+                let dtmf = &mut part.dtmf;
+                self.dtmf_pending = true;
+                self.packets.with(&tok, |p| {
+                    for (offset, ev) in EventPayload::packed(p.payload()) {
+                        let at = ts.wrapping_add(offset);
+                        for d in dtmf.on_packet(at, marker && offset == 0, &ev, now_ms) {
+                            push_event(events, counters, dtmf_event(id, d, clock_khz));
+                        }
+                    }
+                });
                 self.release(tok);
                 continue;
             }
@@ -1081,6 +1140,7 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
             out: jd_tx,
             plays: play_tx,
             events: ev_j_tx,
+            dtmf_pending: false,
             shared: shared.clone(),
         },
         decode: DecodeStage {

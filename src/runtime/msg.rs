@@ -275,4 +275,32 @@ pub enum LaneEvent {
         /// Lane.
         lane: u16,
     },
+    /// A DTMF digit began or ended on a session's receive stream.
+    Dtmf {
+        /// The session.
+        session: SessionId,
+        /// '0'..='9', '*', '#', 'A'..='D'.
+        digit: char,
+        /// Where the digit was found.
+        source: DtmfSource,
+        /// `None` when the digit began; its duration in ms when it ended.
+        ended_ms: Option<u32>,
+    },
+    /// Voice activity on a session's received audio started or stopped (sessions whose
+    /// DSP chain runs a VAD).
+    Talkspurt {
+        /// The session.
+        session: SessionId,
+        /// True at the start of speech, false at its end.
+        speaking: bool,
+    },
+}
+
+/// How a DTMF digit reached media-core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtmfSource {
+    /// RFC 4733 telephone-event packets.
+    Rfc4733,
+    /// Tones in the audio, found by the session's DTMF detector (ITU-T Q.24).
+    InBand,
 }

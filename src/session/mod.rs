@@ -11,6 +11,7 @@ pub mod receive;
 use arrayvec::ArrayVec;
 
 use crate::buffer::adaptive::JitterConfig;
+use crate::codec::audio::telephone_event::DtmfReceiver;
 use crate::codec::{AnyDecoder, AnyEncoder, Codec, CodecSpec, OpusSettings};
 use crate::processing::audio::{DspChain, DspConfig};
 use crate::quality::rtp_stats::RtpReceiveStats;
@@ -96,6 +97,10 @@ pub struct JitterPart {
     pub ptime_ticks: u32,
     /// Which tick within the period this session plays on (spreads load).
     pub phase: u32,
+    /// RFC 4733 receiver (deduplication, end detection, lost-end timeout).
+    pub dtmf: DtmfReceiver,
+    /// Telephone-event clock rate (the audio codec's RTP clock), Hz.
+    pub dtmf_clock_hz: u32,
 }
 
 impl JitterPart {
@@ -241,6 +246,10 @@ impl<T> SessionParts<T> {
                 stats: RtpReceiveStats::signalled(tx.info().clock_rate_hz),
                 ptime_ticks: params.ptime.ticks(),
                 phase: phase % params.ptime.ticks(),
+                // RFC 4733 §2.5.2.2: a digit whose packets stop is ended after a timeout;
+                // senders update every 50 ms, so 200 ms is four updates lost.
+                dtmf: DtmfReceiver::new(200),
+                dtmf_clock_hz: tx.info().clock_rate_hz,
             },
             decode: DecodePart {
                 decoders: rx

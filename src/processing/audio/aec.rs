@@ -347,6 +347,8 @@ pub struct EchoCanceller {
     res_residual: Box<[f32]>,
     res_num: Box<[f32]>,
     step_num: Box<[f32]>,
+    step_noise: Box<[f32]>,
+    step_err_smooth: Box<[f32]>,
     step_den: Box<[f32]>,
     res_den: Box<[f32]>,
     /// Background noise estimate per bin (comfort floor).
@@ -446,6 +448,8 @@ impl EchoCanceller {
             res_residual: zeros(bins),
             res_num: zeros(bins),
             step_num: zeros(bins),
+            step_noise: zeros(bins),
+            step_err_smooth: zeros(bins),
             step_den: zeros(bins),
             res_den: zeros(bins),
             res_noise: zeros(bins),
@@ -509,6 +513,8 @@ impl EchoCanceller {
         self.res_residual.fill(0.0);
         self.res_num.fill(0.0);
         self.step_num.fill(0.0);
+        self.step_noise.fill(f32::MAX);
+        self.step_err_smooth.fill(0.0);
         self.step_den.fill(0.0);
         self.res_den.fill(0.0);
         // Start high so the tracker settles on the first quiet blocks.
@@ -869,6 +875,11 @@ impl EchoCanceller {
             cov += de * dy;
             var += dy * dy;
         }
+        let nrise = knob("NRISE", 1.002);
+        for ((sm, nz), e) in self.step_err_smooth.iter_mut().zip(self.step_noise.iter_mut()).zip(self.err_spectrum.iter()) {
+            *sm += 0.3 * (e.norm_sqr() - *sm);
+            *nz = if *sm < *nz { *sm } else { *nz * nrise };
+        }
         let tiny = 1e-20f32;
         let rate = LEAK_RATE_MAX * (echo_energy / (err_energy + tiny)).min(1.0);
         self.leak_cov += rate * (cov - self.leak_cov);
@@ -892,7 +903,7 @@ impl EchoCanceller {
             for (s, &pw) in self.step.iter_mut().zip(self.ref_power.iter()) {
                 *s = mu / (pw + reg);
             }
-            if self.initial_steps > INITIAL_PHASE_STEPS_PER_PARTITION * self.partitions as f32 {
+            if self.initial_steps > knob("IPH", INITIAL_PHASE_STEPS_PER_PARTITION) * self.partitions as f32 {
                 self.adapted = true;
             }
         } else {
@@ -906,7 +917,8 @@ impl EchoCanceller {
             let leak = self.leak * knob("LG", 3.0);
             let mode = knob("STEPMODE", 1.0);
             let srate = knob("SRATE", 0.1);
-            for (((((s, &pw), &ep), &yp), num), (den, (e, y))) in self
+            let nc = knob("NC", 1.5);
+            for ((((((s, &pw), &ep), &yp), num), (den, (e, y))), nz) in self
                 .step
                 .iter_mut()
                 .zip(self.ref_power.iter())
@@ -914,12 +926,14 @@ impl EchoCanceller {
                 .zip(self.echo_power.iter())
                 .zip(self.step_num.iter_mut())
                 .zip(self.step_den.iter_mut().zip(self.err_spectrum.iter().zip(self.spec.iter())))
+                .zip(self.step_noise.iter())
             {
+                let ef = e.norm_sqr();
                 if echo_dominated {
-                    *num += srate * (e.norm_sqr() - *num);
+                    *num += srate * (ef - *num);
                     *den += srate * (y.norm_sqr() - *den);
                 }
-                let eta = if *den > 0.0 { (*num / *den).min(1.0) } else { 1.0 };
+                let eta = if *den > 0.0 { ((*num - nc * *nz) / *den).clamp(0.0, 1.0) } else { 1.0 };
                 let leak = if mode > 0.0 { eta.max(leak) } else { leak };
                 // Optimal step = residual echo / error, per bin.
                 let residual =
@@ -956,7 +970,7 @@ impl EchoCanceller {
             *w = nrm.sqrt();
             total += *w;
         }
-        let floor = PROP_FLOOR * total / p + 1e-12;
+        let floor = knob("PF", 2.0) * total / p + 1e-12;
         let denom = total + p * floor;
         for w in self.prop.iter_mut() {
             *w = (*w + floor) / denom;
@@ -1278,7 +1292,8 @@ mod tests {
         };
         let h = echo_path(rate, 30, 50, 8.0, 0x1234_5678);
         let echo = convolve(&far, &h);
-        let cap: Vec<f32> = echo.iter().map(|e| e + 32.0 * rng.next_f32()).collect();
+        let nl = knob("DNOISE", 32.0);
+        let cap: Vec<f32> = echo.iter().map(|e| e + nl * rng.next_f32()).collect();
         let mut aec = canceller(rate, 128, false);
         let fr = 80;
         let c16 = to_i16(&cap);

@@ -124,6 +124,8 @@ pub struct NoiseSuppressor {
     /// Per-bin state (`block_len + 1` bins each).
     /// Periodogram of the current block.
     power: Box<[f32]>,
+    /// Periodogram smoothed over three bins.
+    freq_smoothed: Box<[f32]>,
     /// Time- and frequency-smoothed power (MCRA `S`), its minimum and running minimum.
     smoothed: Box<[f32]>,
     minimum: Box<[f32]>,
@@ -197,6 +199,7 @@ impl NoiseSuppressor {
             scratch: vec![Complex::new(0.0, 0.0); scratch_len].into_boxed_slice(),
             overlap: zeros(block),
             power: zeros(bins),
+            freq_smoothed: zeros(bins),
             smoothed: zeros(bins),
             minimum: zeros(bins),
             running_min: zeros(bins),
@@ -252,6 +255,7 @@ impl NoiseSuppressor {
             &mut self.input,
             &mut self.overlap,
             &mut self.power,
+            &mut self.freq_smoothed,
             &mut self.smoothed,
             &mut self.minimum,
             &mut self.running_min,
@@ -347,36 +351,44 @@ impl NoiseSuppressor {
         if renew {
             self.min_count = 0;
         }
+        // Three-bin frequency smoothing (b = [1/4, 1/2, 1/4]), mirrored at the edges.
+        let power = &self.power[..bins];
+        let sf = &mut self.freq_smoothed[..bins];
+        sf[0] = 0.5 * (power[0] + power[1]);
+        sf[bins - 1] = 0.5 * (power[bins - 1] + power[bins - 2]);
+        for (d, w) in sf[1..bins - 1].iter_mut().zip(power.windows(3)) {
+            *d = 0.25 * w[0] + 0.5 * w[1] + 0.25 * w[2];
+        }
+        if first {
+            self.smoothed.copy_from_slice(sf);
+            self.minimum.copy_from_slice(sf);
+            self.running_min.copy_from_slice(sf);
+            for (n, &p) in self.noise.iter_mut().zip(power) {
+                *n = p.max(NOISE_FLOOR_POWER);
+            }
+            return;
+        }
+        // Equal-length slices let the compiler drop bounds checks and vectorise.
+        let smoothed = &mut self.smoothed[..bins];
+        let minimum = &mut self.minimum[..bins];
+        let running_min = &mut self.running_min[..bins];
+        let presence = &mut self.presence[..bins];
+        let noise = &mut self.noise[..bins];
         for k in 0..bins {
-            // Three-bin frequency smoothing (b = [1/4, 1/2, 1/4]), mirrored at the edges.
-            let lo = self.power[if k > 0 { k - 1 } else { 1 }];
-            let hi = self.power[if k + 1 < bins { k + 1 } else { k - 1 }];
-            let sf = 0.25 * lo + 0.5 * self.power[k] + 0.25 * hi;
-            if first {
-                self.smoothed[k] = sf;
-                self.minimum[k] = sf;
-                self.running_min[k] = sf;
-                self.noise[k] = self.power[k].max(NOISE_FLOOR_POWER);
-                continue;
-            }
-            let s = POWER_SMOOTHING * self.smoothed[k] + (1.0 - POWER_SMOOTHING) * sf;
-            self.smoothed[k] = s;
-            if renew {
-                self.minimum[k] = self.running_min[k].min(s);
-                self.running_min[k] = s;
+            let s = POWER_SMOOTHING * smoothed[k] + (1.0 - POWER_SMOOTHING) * sf[k];
+            smoothed[k] = s;
+            let (min, run) = if renew {
+                (running_min[k].min(s), s)
             } else {
-                self.minimum[k] = self.minimum[k].min(s);
-                self.running_min[k] = self.running_min[k].min(s);
-            }
-            let speech = if s > PRESENCE_RATIO * self.minimum[k] {
-                1.0
-            } else {
-                0.0
+                (minimum[k].min(s), running_min[k].min(s))
             };
-            let p = PRESENCE_SMOOTHING * self.presence[k] + (1.0 - PRESENCE_SMOOTHING) * speech;
-            self.presence[k] = p;
+            minimum[k] = min;
+            running_min[k] = run;
+            let speech = if s > PRESENCE_RATIO * min { 1.0 } else { 0.0 };
+            let p = PRESENCE_SMOOTHING * presence[k] + (1.0 - PRESENCE_SMOOTHING) * speech;
+            presence[k] = p;
             let a = NOISE_SMOOTHING + (1.0 - NOISE_SMOOTHING) * p;
-            self.noise[k] = (a * self.noise[k] + (1.0 - a) * self.power[k]).max(NOISE_FLOOR_POWER);
+            noise[k] = (a * noise[k] + (1.0 - a) * power[k]).max(NOISE_FLOOR_POWER);
         }
     }
 
@@ -386,19 +398,24 @@ impl NoiseSuppressor {
         let ln_floor = floor.ln();
         let xi_min = floor * floor;
         let absence_odds = PRIOR_ABSENCE / (1.0 - PRIOR_ABSENCE);
-        for k in 0..self.power.len() {
-            let noise = self.noise[k];
-            let gamma = self.power[k] / noise;
-            let xi = (DD_ALPHA * self.prev_clean[k] / noise
+        let bins = self.power.len();
+        let power = &self.power[..bins];
+        let noise = &self.noise[..bins];
+        let prev_clean = &mut self.prev_clean[..bins];
+        let gain = &mut self.gain[..bins];
+        for k in 0..bins {
+            let inv_noise = 1.0 / noise[k];
+            let gamma = power[k] * inv_noise;
+            let xi = (DD_ALPHA * prev_clean[k] * inv_noise
                 + (1.0 - DD_ALPHA) * (gamma - 1.0).max(0.0))
             .max(xi_min);
             let g = xi / (1.0 + xi);
-            self.prev_clean[k] = g * g * self.power[k];
+            prev_clean[k] = g * g * power[k];
             // A-posteriori speech presence (Cohen 2002): v = γ ξ / (1 + ξ) = γ G. The
             // clamp keeps exp() finite; beyond 50 the presence is 1 anyway.
             let v = (gamma * g).min(50.0);
             let p = 1.0 / (1.0 + absence_odds * (1.0 + xi) * fast_exp(-v));
-            self.gain[k] = fast_exp(p * fast_ln(g) + (1.0 - p) * ln_floor).max(floor);
+            gain[k] = fast_exp(p * fast_ln(g) + (1.0 - p) * ln_floor).max(floor);
         }
         // The DC bin (0 ± 50 Hz with this window) never carries speech, but it does carry
         // DC offset and the slowly wandering rumble of low-frequency noise, which changes
@@ -414,10 +431,8 @@ impl NoiseSuppressor {
 fn fast_exp(x: f32) -> f32 {
     let t = (x * std::f32::consts::LOG2_E).clamp(-126.0, 126.0);
     // floor(t) without a libm call: truncate, then step down for negative fractions.
-    let mut i = t as i32;
-    if i as f32 > t {
-        i -= 1;
-    }
+    let truncated = t as i32;
+    let i = truncated - i32::from(truncated as f32 > t);
     let f = t - i as f32;
     // 2^f on [0, 1): Taylor series of e^(f ln 2) to the fifth power.
     let p = 1.0

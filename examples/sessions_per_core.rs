@@ -99,6 +99,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use media_core::codec::audio::g711;
 use media_core::codec::{AnyDecoder, AnyEncoder, Codec};
+use media_core::processing::audio::{DspChain, DspConfig};
 use media_core::rtp::{write_header, RtpHeader, RTP_HEADER_LEN};
 use media_core::runtime::clock::{monotonic_ns, sleep_until_ns};
 use media_core::runtime::lane::session_state_bytes;
@@ -117,16 +118,40 @@ struct Scenario {
     name: &'static str,
     /// Codec of leg A (the first session of the call) and of leg B.
     legs: [CodecSpec; 2],
+    /// Voice processing on both legs' received audio.
+    dsp: fn() -> DspConfig,
     about: &'static str,
+}
+
+fn no_dsp() -> DspConfig {
+    DspConfig::default()
+}
+
+/// VAD + AGC + noise suppression + DTMF detection (no echo canceller).
+fn voice_dsp() -> DspConfig {
+    DspConfig {
+        aec: None,
+        ..DspConfig::voice()
+    }
+}
+
+/// The echo canceller alone (128 ms tail).
+fn aec_dsp() -> DspConfig {
+    DspConfig {
+        aec: Some(Default::default()),
+        ..DspConfig::default()
+    }
 }
 
 #[rustfmt::skip]
 const SCENARIOS: &[Scenario] = &[
-    Scenario { name: "relay-pcmu", legs: [CodecSpec::PCMU, CodecSpec::PCMU], about: "PCMU both legs: jitter buffer, payload relayed when unmodified" },
-    Scenario { name: "pcmu-pcma", legs: [CodecSpec::PCMU, CodecSpec::PCMA], about: "leg A PCMU, leg B PCMA: decode + encode both directions" },
-    Scenario { name: "g722-pcmu", legs: [CodecSpec::G722, CodecSpec::PCMU], about: "leg A G.722 (16 kHz), leg B PCMU: decode, 16<->8 kHz resampling, encode both directions" },
-    Scenario { name: "opus-pcmu", legs: [CodecSpec::OPUS, CodecSpec::PCMU], about: "leg A Opus 48 kHz (24 kbit/s, complexity 5, FEC on), leg B PCMU: decode, 48<->8 kHz resampling, encode" },
-    Scenario { name: "opus-opus", legs: [CodecSpec::OPUS, CodecSpec::OPUS], about: "Opus both legs: jitter buffer, payload relayed when unmodified (Opus PLC/FEC when not)" },
+    Scenario { name: "relay-pcmu", legs: [CodecSpec::PCMU, CodecSpec::PCMU], dsp: no_dsp, about: "PCMU both legs: jitter buffer, payload relayed when unmodified" },
+    Scenario { name: "pcmu-pcma", dsp: no_dsp, legs: [CodecSpec::PCMU, CodecSpec::PCMA], about: "leg A PCMU, leg B PCMA: decode + encode both directions" },
+    Scenario { name: "g722-pcmu", dsp: no_dsp, legs: [CodecSpec::G722, CodecSpec::PCMU], about: "leg A G.722 (16 kHz), leg B PCMU: decode, 16<->8 kHz resampling, encode both directions" },
+    Scenario { name: "opus-pcmu", dsp: no_dsp, legs: [CodecSpec::OPUS, CodecSpec::PCMU], about: "leg A Opus 48 kHz (24 kbit/s, complexity 5, FEC on), leg B PCMU: decode, 48<->8 kHz resampling, encode" },
+    Scenario { name: "voice-pcmu", legs: [CodecSpec::PCMU, CodecSpec::PCMU], dsp: voice_dsp, about: "PCMU both legs with VAD + AGC + noise suppression + DTMF detection on each leg's received audio (decode, process, encode)" },
+    Scenario { name: "aec-pcmu", legs: [CodecSpec::PCMU, CodecSpec::PCMU], dsp: aec_dsp, about: "PCMU both legs with a 128 ms echo canceller on each leg (decode, cancel, encode)" },
+    Scenario { name: "opus-opus", dsp: no_dsp, legs: [CodecSpec::OPUS, CodecSpec::OPUS], about: "Opus both legs: jitter buffer, payload relayed when unmodified (Opus PLC/FEC when not)" },
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -1304,8 +1329,10 @@ struct Built {
     lane_events: Vec<String>,
 }
 
-fn params(spec: CodecSpec) -> MediaSessionParams {
-    MediaSessionParams::new(spec, PTIME)
+fn params(spec: CodecSpec, dsp: DspConfig) -> MediaSessionParams {
+    let mut p = MediaSessionParams::new(spec, PTIME);
+    p.dsp = dsp;
+    p
 }
 
 fn build(o: &Opts, plan: &CorePlan, calls: usize) -> Result<Built, String> {
@@ -1369,8 +1396,8 @@ fn build(o: &Opts, plan: &CorePlan, calls: usize) -> Result<Built, String> {
         }
         let (a, b) = engine
             .create_call(
-                (DialogId(2 * i), params(la)),
-                (DialogId(2 * i + 1), params(lb)),
+                (DialogId(2 * i), params(la, (o.scenario.dsp)())),
+                (DialogId(2 * i + 1), params(lb, (o.scenario.dsp)())),
             )
             .map_err(|e| format!("creating call {i} of {calls}: {e}"))?;
         v.push((a.id, b.id));
@@ -1737,19 +1764,35 @@ fn baseline(sc: &Scenario) -> Result<(f64, String), String> {
     let mut anyd = [AnyDecoder::new(ca), AnyDecoder::new(cb)];
     let mut anye = [AnyEncoder::new(ca), AnyEncoder::new(cb)];
     let g = (g711_fns(ca), g711_fns(cb));
+    let dsp = (sc.dsp)();
+    let relay = ca == cb && dsp.is_passthrough();
+    // With voice processing, the same components run bare on each leg's decoded audio.
+    let mut chains = [
+        DspChain::new(&dsp, ca.info().sample_rate.hz()).map_err(|e| e.to_string())?,
+        DspChain::new(&dsp, cb.info().sample_rate.hz()).map_err(|e| e.to_string())?,
+    ];
+    let with_dsp = !dsp.is_passthrough();
     let what;
     // One call, both directions, frame i of the same tone the generator sends.
     let mut one = |i: usize| {
         let pa = std::hint::black_box(&la.frames[i % TONE_FRAMES][..]);
         let pb = std::hint::black_box(&lb.frames[i % TONE_FRAMES][..]);
-        if ca == cb {
+        if relay {
             out_b[..pa.len()].copy_from_slice(pa);
             out_a[..pb.len()].copy_from_slice(pb);
         } else if let (Some(fa), Some(fb)) = g {
-            (fa.dec)(pa, &mut pcm);
-            (fb.enc)(&pcm, &mut out_b);
-            (fb.dec)(pb, &mut pcm);
-            (fa.enc)(&pcm, &mut out_a);
+            (fa.dec)(pa, &mut pcm[..na]);
+            if with_dsp {
+                chains[1].push_reference(&pcm[..na]);
+                chains[0].process(&mut pcm[..na], &mut |_| {});
+            }
+            (fb.enc)(&pcm[..nb], &mut out_b);
+            (fb.dec)(pb, &mut pcm[..nb]);
+            if with_dsp {
+                chains[0].push_reference(&pcm[..nb]);
+                chains[1].process(&mut pcm[..nb], &mut |_| {});
+            }
+            (fa.enc)(&pcm[..na], &mut out_a);
         } else {
             let _ = anyd[0].decode(pa, &mut pcm);
             let _ = anye[1].encode(&pcm[..nb], &mut out_b);
@@ -1758,11 +1801,12 @@ fn baseline(sc: &Scenario) -> Result<(f64, String), String> {
         }
         std::hint::black_box((&out_a, &out_b));
     };
-    if ca == cb {
+    if relay {
         what = format!("a {}-byte copy each way (relay)", la.frames[0].len());
     } else if g.0.is_some() && g.1.is_some() {
         what = format!(
-            "{ca:?} decode + {cb:?} encode + {cb:?} decode + {ca:?} encode of {samples}-sample frames (g711 frame functions)"
+            "{ca:?} decode + {cb:?} encode + {cb:?} decode + {ca:?} encode of {samples}-sample frames (g711 frame functions){}",
+            if with_dsp { ", each leg's DSP chain run bare in between" } else { "" }
         );
     } else {
         what = format!("{ca:?}/{cb:?} decode + encode both directions (AnyDecoder/AnyEncoder)");

@@ -47,6 +47,10 @@ pub enum Error {
         /// Which parameter was refused.
         reason: &'static str,
     },
+    /// A voice-processing setting of the session was refused (see the component and
+    /// reason). Recover: correct that setting.
+    #[error("voice processing: {0}")]
+    Dsp(#[from] crate::processing::audio::DspConfigError),
     /// A fixed-capacity ring (commands, ingress) is full. Nothing was queued.
     /// Recover: retry later; persistent fullness means the lane is overloaded.
     #[error("ring full: {ring}")]

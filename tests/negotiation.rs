@@ -729,3 +729,50 @@ fn mutated_offers_never_panic() {
     // Most single-byte damage leaves an answerable offer; the sweep is not vacuous.
     assert!(answered > 1000, "only {answered} of 3000 answered");
 }
+
+#[test]
+fn a_negotiated_answer_becomes_session_parameters_the_engine_runs() {
+    use media_core::{
+        ClockMode, CodecSpec, DialogId, EngineConfig, MediaEngine, MediaSessionParams, Ptime,
+    };
+    let o = offer(&[
+        "m=audio 4000 RTP/AVP 111 0 8 101",
+        "a=rtpmap:111 opus/48000/2",
+        "a=fmtp:111 useinbandfec=1;usedtx=1;maxaveragebitrate=20000",
+        "a=rtpmap:101 telephone-event/48000",
+        "a=fmtp:101 0-15",
+        "a=ptime:20",
+    ]);
+    let media = answer(&o, &caps(&[Opus, Pcmu, Pcma, TelephoneEvent])).unwrap();
+    let p = MediaSessionParams::from_negotiated(&media).unwrap();
+    assert_eq!(p.tx.payload_type.get(), 111);
+    assert_eq!(p.tx.codec, media_core::codec::Codec::Opus);
+    assert_eq!(p.ptime, Ptime::MS_20);
+    // The offerer's fmtp reaches our encoder; its bitrate cap lowers our default.
+    assert!(p.opus.inband_fec && p.opus.dtx);
+    assert_eq!(p.opus.bitrate_bps, 20_000);
+    // Telephone events at Opus's clock, on the payload type we receive them with.
+    assert_eq!(p.telephone_event_pt.map(|t| t.get()), Some(101));
+    // G.711 shares no sample rate with Opus, so only Opus is accepted on this session.
+    assert!(p
+        .rx
+        .iter()
+        .all(|c| c.codec == media_core::codec::Codec::Opus));
+    let e = MediaEngine::new(EngineConfig {
+        clock: ClockMode::Virtual,
+        sessions_per_lane: 2,
+        max_frame_samples: 960,
+        ..Default::default()
+    })
+    .unwrap();
+    e.start().unwrap();
+    e.create_media_session(DialogId(1), p).unwrap();
+
+    // A G.711 answer accepts both laws on their payload types (a peer may switch).
+    let o = offer(&["m=audio 4000 RTP/AVP 8 0", "a=ptime:30"]);
+    let p =
+        MediaSessionParams::from_negotiated(&answer(&o, &caps(&[Pcmu, Pcma])).unwrap()).unwrap();
+    assert_eq!(p.tx, CodecSpec::PCMA);
+    assert_eq!(p.ptime, Ptime::MS_30);
+    assert!(p.rx.contains(&CodecSpec::PCMU) && p.rx.contains(&CodecSpec::PCMA));
+}

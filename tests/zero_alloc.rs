@@ -161,8 +161,18 @@ fn make_calls(e: &MediaEngine, calls: usize, dialog0: u64) -> Vec<(SessionId, Se
             };
             let mut a = MediaSessionParams::new(pa, Ptime::MS_20);
             a.telephone_event_pt = media_core::PayloadType::new(101);
-            if i % 4 == 3 {
-                a.dsp = DspConfig { rx_gain_db: -6.0 };
+            if i % 8 == 3 {
+                a.dsp = DspConfig {
+                    rx_gain_db: -6.0,
+                    ..Default::default()
+                };
+            } else if i % 8 == 7 {
+                // The whole voice chain: echo canceller, DTMF detector, noise suppressor,
+                // VAD, AGC (and gain), with the echo reference fed from the other leg.
+                a.dsp = DspConfig {
+                    rx_gain_db: -3.0,
+                    ..DspConfig::voice()
+                };
             }
             let mut b = MediaSessionParams::new(pb, Ptime::MS_20)
                 .with_rx(pb)

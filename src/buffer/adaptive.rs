@@ -324,6 +324,15 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             .map(|i| self.dur[i])
     }
 
+    /// The packet that continues the timeline, if held (not taken): after a gap was
+    /// concealed, the packet that follows it (whose FEC data may rebuild the gap).
+    #[inline]
+    pub fn peek_next(&self) -> Option<&T> {
+        bits(self.occ)
+            .find(|&i| self.ts[i] == self.next_ts)
+            .and_then(|i| self.items[i].as_ref())
+    }
+
     /// Packets held.
     pub fn len(&self) -> usize {
         self.occ.count_ones() as usize

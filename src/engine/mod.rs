@@ -476,6 +476,7 @@ impl MediaEngine {
 
     fn check_params(&self, p: &MediaSessionParams) -> Result<()> {
         let tx = p.tx.codec;
+        p.dsp.validate(tx.info().sample_rate.hz())?;
         for spec in p.rx_codecs().iter().chain(std::iter::once(&p.tx)) {
             let c = spec.codec;
             if c.info().sample_rate.samples_in(p.ptime) * usize::from(c.info().channels)

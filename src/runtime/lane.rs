@@ -10,6 +10,7 @@
 //! construction (rings are sized to the token counts), so it cannot fail; pushes that
 //! carry only "nothing to play" notices are skipped and counted when a stage is backed up.
 
+use arrayvec::ArrayVec;
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use super::msg::{
@@ -21,11 +22,12 @@ use super::stats::{LaneCounters, SessionCell, SessionCounters, TickHistogram};
 use super::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 use crate::buffer::adaptive::Insert;
 use crate::codec::audio::telephone_event::{DtmfEvent, EventPayload};
-use crate::codec::Codec;
+use crate::codec::{AnyDecoder, Codec};
+use crate::processing::audio::DspEvent;
 use crate::quality::rtp_stats::PacketClass;
 use crate::rtp::{write_header, RtpPacket, RTP_HEADER_LEN};
-use crate::session::receive::{RelayStep, StretchPool};
-use crate::session::{DecodePart, DspPart, EncodePart, JitterPart};
+use crate::session::receive::{PacketDecoder, RelayStep, StretchPool};
+use crate::session::{DecodePart, DspPart, EncodePart, JitterPart, MAX_RX_CODECS};
 use crate::types::{Ptime, SessionId};
 
 /// Sessions played per chunk in a fused lane before the later stages drain, so frames
@@ -139,6 +141,19 @@ fn releaser<'a>(
     counters: &'a LaneCounters,
 ) -> impl FnMut(Token) + 'a {
     move |t| release_token(ring, counters, t)
+}
+
+/// The control-plane event for something a DSP chain found in `session`'s audio.
+fn dsp_event(session: SessionId, e: DspEvent) -> LaneEvent {
+    match e {
+        DspEvent::Digit { digit, ended_ms } => LaneEvent::Dtmf {
+            session,
+            digit,
+            source: DtmfSource::InBand,
+            ended_ms,
+        },
+        DspEvent::Talkspurt(speaking) => LaneEvent::Talkspurt { session, speaking },
+    }
 }
 
 /// The control-plane event for an RFC 4733 digit report.
@@ -686,15 +701,9 @@ impl DecodeStage {
                 .decoders
                 .first()
                 .is_some_and(|(_, d)| !matches!(d.codec(), Codec::Pcmu | Codec::Pcma));
-        let decoders = &mut part.decoders;
-        let mut decode = |t: &Token, out: &mut [i16]| -> usize {
-            packets.with(t, |p| {
-                let pt = p.payload_type;
-                match decoders.iter_mut().find(|(q, _)| *q == pt) {
-                    Some((_, d)) => d.decode(p.payload(), out).unwrap_or(0),
-                    None => 0,
-                }
-            })
+        let mut decode = SlabDecoder {
+            packets,
+            decoders: &mut part.decoders,
         };
         let relay_allowed = route.is_some_and(|r| r.relay_ok) && part.dsp_passthrough;
         let stretch = &mut self.stretch;
@@ -704,17 +713,21 @@ impl DecodeStage {
             } else {
                 RelayStep::Decode
             };
-            let rep = match step {
-                RelayStep::Relay(r) | RelayStep::Gap(r) => r,
-                RelayStep::Decode => part.receive.get_frame(
-                    &mut f.pcm[..frame_samples],
-                    stretch,
-                    relay_preferred,
-                    &mut decode,
-                    &mut release,
+            let (rep, samples) = match step {
+                // Undecoded: the frame carries no audio.
+                RelayStep::Relay(r) | RelayStep::Gap(r) => (r, 0),
+                RelayStep::Decode => (
+                    part.receive.get_frame(
+                        &mut f.pcm[..frame_samples],
+                        stretch,
+                        relay_preferred,
+                        &mut decode,
+                        &mut release,
+                    ),
+                    frame_samples,
                 ),
             };
-            f.samples = frame_samples;
+            f.samples = samples;
             f.marker = rep.marker;
             f.src_ts = rep.src_ts;
             f.relay = false;
@@ -754,7 +767,8 @@ impl DecodeStage {
             // destination sends the same codec (no transcoding loss, no encode cost).
             let relayed = relay_allowed
                 && packets.with(&t, |p| {
-                    let same = decoders
+                    let same = decode
+                        .decoders
                         .iter()
                         .find(|(q, _)| *q == p.payload_type)
                         .is_some_and(|(_, d)| d.codec() == route.dst_codec);
@@ -791,6 +805,42 @@ impl DecodeStage {
     }
 }
 
+/// Decodes packets from the slab with the session's decoders (by payload type), and
+/// conceals with the codec's own PLC/FEC where it has one (the first decoder's codec).
+struct SlabDecoder<'a> {
+    packets: &'a Slab<PacketSlot>,
+    decoders: &'a mut ArrayVec<(u8, AnyDecoder), MAX_RX_CODECS>,
+}
+
+impl PacketDecoder<Token> for SlabDecoder<'_> {
+    fn decode(&mut self, t: &Token, out: &mut [i16]) -> usize {
+        let decoders = &mut *self.decoders;
+        self.packets.with(t, |p| {
+            let pt = p.payload_type;
+            match decoders.iter_mut().find(|(q, _)| *q == pt) {
+                Some((_, d)) => d.decode(p.payload(), out).unwrap_or(0),
+                None => 0,
+            }
+        })
+    }
+
+    fn conceal(&mut self, next: Option<&Token>, out: &mut [i16]) -> bool {
+        let decoders = &mut *self.decoders;
+        let Some((pt0, _)) = decoders.first() else {
+            return false;
+        };
+        let pt0 = *pt0;
+        match next {
+            Some(t) => self.packets.with(t, |p| {
+                // FEC only from a packet of the same codec's payload type.
+                let fec = (p.payload_type == pt0).then(|| p.payload());
+                decoders[0].1.conceal(fec, out)
+            }),
+            None => decoders[0].1.conceal(None, out),
+        }
+    }
+}
+
 /// DSP stage: runs each received frame through its session's processing chain.
 pub struct DspStage {
     sessions: Box<[Option<DspPart>]>,
@@ -799,6 +849,8 @@ pub struct DspStage {
     input: Consumer<Downstream>,
     frames: Arc<Slab<FrameSlot>>,
     out: Producer<Downstream>,
+    /// Digits and talkspurt changes found in the audio.
+    events: Producer<LaneEvent>,
     shared: Arc<Shared>,
 }
 
@@ -810,12 +862,19 @@ impl DspStage {
             let Ok(mut msg) = self.input.pop() else { break };
             n += 1;
             match &mut msg {
-                Downstream::Frame { src, frame, .. } => {
-                    if let Some(part) = self.sessions[*src as usize].as_mut() {
+                Downstream::Frame { src, dst, frame } => {
+                    let (src, dst) = (*src as usize, *dst as usize);
+                    if let Some(part) = self.sessions[src].as_mut() {
                         let scratch = &mut self.scratch;
+                        let events = &mut self.events;
+                        let shared = &self.shared;
+                        let id = SessionId::from_parts(shared.lane, src as u32, part.generation);
+                        let mut emit = |e: DspEvent| {
+                            push_event(events, &shared.counters, dsp_event(id, e));
+                        };
                         self.frames.with_mut(frame, |f| {
                             if !f.relay {
-                                part.chain.process(&mut f.pcm[..f.samples]);
+                                part.chain.process(&mut f.pcm[..f.samples], &mut emit);
                                 if let Some(r) = part.resampler.as_mut() {
                                     // To the peer's rate (e.g. G.722 16 kHz -> PCMU 8 kHz).
                                     let n =
@@ -825,7 +884,16 @@ impl DspStage {
                                 }
                             }
                         });
-                        self.shared.sc(*src).frames_processed.inc();
+                        self.shared.sc(src as u32).frames_processed.inc();
+                    }
+                    // What goes to `dst`'s peer is the echo reference of `dst`'s canceller
+                    // (decoded audio: relayed G.711 frames carry it too; undecoded relays
+                    // have `samples == 0`).
+                    if let Some(d) = self.sessions.get_mut(dst).and_then(|d| d.as_mut()) {
+                        if d.chain.wants_reference() {
+                            self.frames
+                                .with_mut(frame, |f| d.chain.push_reference(&f.pcm[..f.samples]));
+                        }
                     }
                 }
                 Downstream::Missing { .. } => {}
@@ -1039,7 +1107,7 @@ pub struct LaneControl {
     /// Bundles coming back.
     pub retire: Consumer<Box<Bundle>>,
     /// Events from the ticking stage and from the encode stage.
-    pub events: [Consumer<LaneEvent>; 2],
+    pub events: [Consumer<LaneEvent>; 3],
     /// Shared state.
     pub shared: Arc<Shared>,
 }
@@ -1094,6 +1162,7 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
     let (retire_tx, retire_rx) = RingBuffer::new(cmd);
     let (ev_j_tx, ev_j_rx) = RingBuffer::new(cfg.event_capacity);
     let (ev_e_tx, ev_e_rx) = RingBuffer::new(cfg.event_capacity);
+    let (ev_d_tx, ev_d_rx) = RingBuffer::new(cfg.event_capacity);
     let (ing_tx, ing_rx) = RingBuffer::new(cfg.packet_slots);
     let (rel_j_tx, rel_j_rx) = RingBuffer::new(cfg.packet_slots);
     let (rel_d_tx, rel_d_rx) = RingBuffer::new(cfg.packet_slots);
@@ -1166,6 +1235,7 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
             input: dp_rx,
             frames: frames.clone(),
             out: pe_tx,
+            events: ev_d_tx,
             shared: shared.clone(),
         },
         encode: EncodeStage {
@@ -1186,7 +1256,7 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
     let control = LaneControl {
         commands: cmd_tx,
         retire: retire_rx,
-        events: [ev_j_rx, ev_e_rx],
+        events: [ev_j_rx, ev_e_rx, ev_d_rx],
         shared: shared.clone(),
     };
     let ingress = IngressParts {

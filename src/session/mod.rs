@@ -12,7 +12,9 @@ use arrayvec::ArrayVec;
 
 use crate::buffer::adaptive::JitterConfig;
 use crate::codec::audio::telephone_event::DtmfReceiver;
+use crate::codec::negotiation::{CodecKind, NegotiatedMedia, RtpMap};
 use crate::codec::{AnyDecoder, AnyEncoder, Codec, CodecSpec, OpusSettings};
+use crate::error::Error;
 use crate::processing::audio::{DspChain, DspConfig};
 use crate::quality::rtp_stats::RtpReceiveStats;
 use crate::types::{PayloadType, Ptime};
@@ -46,6 +48,67 @@ pub struct MediaSessionParams {
 }
 
 impl MediaSessionParams {
+    /// The session an offer/answer settled on: send the negotiated codec on the other
+    /// side's payload type with its Opus fmtp applied to our encoder (`useinbandfec`,
+    /// `usedtx`, `maxaveragebitrate` caps the bitrate), accept every negotiated voice payload type at
+    /// the send codec's sample rate (a peer may switch among them without signalling;
+    /// other rates need a new offer), RFC 4733 events on our receive payload type, and the
+    /// negotiated ptime. No processing (set `dsp` afterwards).
+    ///
+    /// Errors: [`Error::UnsupportedParameters`] when the send codec is not a voice codec
+    /// media-core runs or the ptime is not one it supports.
+    pub fn from_negotiated(m: &NegotiatedMedia) -> Result<Self, Error> {
+        let spec = |r: &RtpMap| -> Option<CodecSpec> {
+            let codec = match r.kind()? {
+                CodecKind::Pcmu => Codec::Pcmu,
+                CodecKind::Pcma => Codec::Pcma,
+                CodecKind::G722 => Codec::G722,
+                CodecKind::Opus => Codec::Opus,
+                _ => return None,
+            };
+            Some(CodecSpec {
+                payload_type: PayloadType::new(r.pt)?,
+                codec,
+            })
+        };
+        let tx = spec(&m.send).ok_or(Error::UnsupportedParameters {
+            codec: Codec::Pcmu,
+            reason: "the negotiated send codec is not a voice codec media-core runs",
+        })?;
+        let ptime = Ptime::from_ms(m.ptime_ms).ok_or(Error::UnsupportedParameters {
+            codec: tx.codec,
+            reason: "negotiated ptime is not 10, 20, 30, 40 or 60 ms",
+        })?;
+        let mut p = MediaSessionParams::new(tx, ptime);
+        let rate = tx.codec.info().sample_rate;
+        for r in &m.receive {
+            if let Some(c) = spec(r).filter(|c| c.codec.info().sample_rate == rate) {
+                if !p.rx.is_full() && !p.rx.contains(&c) {
+                    p.rx.push(c);
+                }
+            }
+        }
+        if !p.rx.is_empty() && !p.rx.iter().any(|c| c.codec == tx.codec) {
+            // Invariant: fewer than MAX_RX_CODECS or it would have held tx's codec.
+            let _ = p.rx.try_push(tx);
+        }
+        p.telephone_event_pt = m
+            .telephone_event_recv
+            .first()
+            .and_then(|&pt| PayloadType::new(pt));
+        if let Some(o) = &m.opus {
+            p.opus = OpusSettings {
+                inband_fec: o.use_inband_fec,
+                dtx: o.use_dtx,
+                bitrate_bps: o
+                    .max_average_bitrate_bps
+                    .map_or(p.opus.bitrate_bps, |b| p.opus.bitrate_bps.min(b as i32)),
+                ..p.opus
+            };
+        }
+        Ok(p)
+    }
+
     /// A session sending and receiving `codec` at `ptime`, no processing.
     pub fn new(codec: CodecSpec, ptime: Ptime) -> Self {
         MediaSessionParams {
@@ -155,6 +218,8 @@ impl<T> DecodePart<T> {
 /// DSP-stage part.
 #[derive(Debug)]
 pub struct DspPart {
+    /// Generation of the session this part belongs to (names it in events).
+    pub generation: u32,
     /// The processing chain for audio received on this session.
     pub chain: DspChain,
     /// Converts this session's decoded audio to the bridged peer's sample rate (set with
@@ -236,7 +301,10 @@ impl<T> SessionParts<T> {
     ) -> Self {
         let rx = params.rx_codecs();
         let tx = params.tx.codec;
-        let dsp = DspChain::new(&params.dsp);
+        // The engine validated `params.dsp` at this rate (`DspConfig::validate`) before
+        // building; should that ever differ, the session runs unprocessed rather than fail.
+        let dsp = DspChain::new(&params.dsp, tx.info().sample_rate.hz())
+            .unwrap_or_else(|_| DspChain::passthrough());
         SessionParts {
             jitter: JitterPart {
                 generation,
@@ -272,6 +340,7 @@ impl<T> SessionParts<T> {
                 phase: phase % params.ptime.ticks(),
             },
             dsp: DspPart {
+                generation,
                 chain: dsp,
                 resampler: None,
             },

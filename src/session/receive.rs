@@ -44,6 +44,27 @@ impl StretchPool {
     }
 }
 
+/// How a receive channel turns packets into audio: decode a packet and, for codecs with
+/// their own concealment (Opus), conceal a missing one.
+pub trait PacketDecoder<T> {
+    /// Decodes `item` into `out`; returns samples written (0 = undecodable).
+    fn decode(&mut self, item: &T, out: &mut [i16]) -> usize;
+
+    /// Fills `out` (the missing audio) with the codec's own concealment, using `next` (the
+    /// packet that follows the gap, when buffered) for forward error correction. Returns
+    /// false when the codec has none, so the generic PLC conceals instead.
+    fn conceal(&mut self, next: Option<&T>, out: &mut [i16]) -> bool {
+        let _ = (next, out);
+        false
+    }
+}
+
+impl<T, F: FnMut(&T, &mut [i16]) -> usize> PacketDecoder<T> for F {
+    fn decode(&mut self, item: &T, out: &mut [i16]) -> usize {
+        self(item, out)
+    }
+}
+
 /// What one call of [`ReceiveChannel::get_frame`] did (for counters and routing).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct FrameReport<T> {
@@ -135,6 +156,8 @@ pub struct ReceiveChannel<T> {
     last_quiet: bool,
     /// The stream's RTP clock rate, Hz.
     clock_rate_hz: u32,
+    /// Samples concealed by the codec since the last decoded packet.
+    codec_conceal_run: usize,
 }
 
 /// About -45 dBFS RMS (32768 · 10^(-45/20) ≈ 184), squared: below this a frame is a pause.
@@ -168,6 +191,7 @@ impl<T> ReceiveChannel<T> {
             level_avg: 0.0,
             last_quiet: false,
             clock_rate_hz: cfg.jitter.clock_rate_hz.max(1),
+            codec_conceal_run: 0,
         }
     }
 
@@ -230,6 +254,7 @@ impl<T> ReceiveChannel<T> {
         self.buffer.reset(release);
         self.sync_len = 0;
         self.concealing = false;
+        self.codec_conceal_run = 0;
         self.plc.reset();
     }
 
@@ -239,7 +264,7 @@ impl<T> ReceiveChannel<T> {
         &mut self,
         want: usize,
         rep: &mut FrameReport<T>,
-        decode: &mut impl FnMut(&T, &mut [i16]) -> usize,
+        decode: &mut impl PacketDecoder<T>,
         release: &mut impl FnMut(T),
     ) -> bool {
         let mut guard = 0;
@@ -258,7 +283,7 @@ impl<T> ReceiveChannel<T> {
                     let was_empty = self.sync_len == 0;
                     let expect = self.ts_to_samples(dur_ts).min(space);
                     let dst = &mut self.sync[self.sync_len..];
-                    let mut n = decode(&item, dst).min(space);
+                    let mut n = decode.decode(&item, dst).min(space);
                     if n < expect {
                         // Corrupt or short payload: conceal the remainder of its duration.
                         self.plc.comfort_noise(&mut dst[n..expect]);
@@ -268,6 +293,7 @@ impl<T> ReceiveChannel<T> {
                     let merged = self.concealing;
                     self.plc.good_frame(&mut dst[..n]);
                     self.concealing = false;
+                    self.codec_conceal_run = 0;
                     self.sync_len += n;
                     rep.decoded += 1;
                     rep.marker |= first;
@@ -284,10 +310,18 @@ impl<T> ReceiveChannel<T> {
                 }
                 Next::Conceal { dur_ts } | Next::Empty { dur_ts } => {
                     let n = self.ts_to_samples(dur_ts).clamp(1, space.max(1)).min(space);
-                    self.plc
-                        .comfort_noise(&mut self.sync[self.sync_len..self.sync_len + n]);
+                    let dst = &mut self.sync[self.sync_len..self.sync_len + n];
+                    // The codec's own concealment first (Opus: PLC, or FEC from the packet
+                    // after the gap when it is already here); its output continues the
+                    // stream, so it feeds the generic PLC's history like real audio.
+                    if decode.conceal(self.buffer.peek_next(), dst) {
+                        self.plc.good_frame(dst);
+                        self.codec_conceal_run += n;
+                    } else {
+                        self.plc.comfort_noise(dst);
+                        self.concealing = true;
+                    }
                     self.sync_len += n;
-                    self.concealing = true;
                     rep.concealed += n as u32;
                     rep.stale += self.buffer.drop_stale(release) as u32;
                 }
@@ -306,7 +340,7 @@ impl<T> ReceiveChannel<T> {
         out: &mut [i16],
         pool: &mut StretchPool,
         relay_preferred: bool,
-        decode: &mut impl FnMut(&T, &mut [i16]) -> usize,
+        decode: &mut impl PacketDecoder<T>,
         release: &mut impl FnMut(T),
     ) -> FrameReport<T> {
         let mut rep = FrameReport {
@@ -429,7 +463,7 @@ impl<T> ReceiveChannel<T> {
         if self.conceal_limit > 0
             && rep.decoded == 0
             && rep.concealed as usize >= frame
-            && self.plc.concealed_run() > self.conceal_limit
+            && self.plc.concealed_run().max(self.codec_conceal_run) > self.conceal_limit
             && self.buffer.is_empty()
         {
             // A long gap with nothing buffered: the sender is silent (DTX, hold) or gone.
@@ -521,7 +555,7 @@ impl<T> ReceiveChannel<T> {
         out: &mut [i16],
         frame_ts: u32,
         advice: Adapt,
-        decode: &mut impl FnMut(&T, &mut [i16]) -> usize,
+        decode: &mut impl PacketDecoder<T>,
         release: &mut impl FnMut(T),
     ) -> Direct<T> {
         if self.buffer.continuing_dur() != Some(frame_ts) {
@@ -546,7 +580,7 @@ impl<T> ReceiveChannel<T> {
             src_ts: ts,
             relay: None,
         };
-        let n = decode(&item, out).min(out.len());
+        let n = decode.decode(&item, out).min(out.len());
         if n < out.len() {
             // Corrupt or short payload: conceal the remainder of its duration.
             self.plc.comfort_noise(&mut out[n..]);
@@ -555,6 +589,7 @@ impl<T> ReceiveChannel<T> {
         let merged = self.concealing;
         self.plc.good_frame(out);
         self.concealing = false;
+        self.codec_conceal_run = 0;
         let blocks = (out.len() * 100).div_ceil(self.plc.sample_rate_hz().max(1) as usize);
         self.last_quiet = self.plc.recent_blocks_below(blocks, QUIET_MEAN_SQUARE);
         if advice == Adapt::Shorten && self.last_quiet && !self.buffer.is_empty() {

@@ -17,7 +17,10 @@
 //!    [`LEVEL_WINDOW_BLOCKS`] of them (a running mean at first, so the first word already
 //!    gives an estimate). Averaging power over active blocks only is what ITU-T P.56
 //!    calls the active speech level; the blocks within [`PEAK_RANGE_DB`] of the peak play
-//!    the part of P.56's envelope threshold (15.9 dB below the active level).
+//!    the part of P.56's envelope threshold (15.9 dB below the active level). A power
+//!    mean rises quickly but falls slowly, so when the mean of the last 0.2 s of speech
+//!    is 6 dB below the estimate (the talker got quieter) the estimate falls at that
+//!    faster rate: a 25 dB drop is followed within about 4 s, a 25 dB rise within 2 s.
 //! 3. **Gain.** The wanted gain is `target − speech level`, bounded by
 //!    [`AgcConfig::max_gain_db`] and [`AgcConfig::max_attenuation_db`]. The applied gain
 //!    follows it in dB with the attack time constant when it falls and the release time
@@ -30,19 +33,31 @@
 //!    envelope is never below the current sample, no output sample exceeds
 //!    [`AgcConfig::limiter_dbfs`]; nothing clips or wraps, whatever the input.
 //!
+//! Measured (tests below): speech at −40 and −6 dBFS comes out at −19.3…−18.7 dBFS from
+//! 2 s on (target −18) at 8, 16 and 48 kHz, with no clipped sample. Cost, optimised
+//! build, per 20 ms frame: 0.7–0.9 µs at 8 kHz, 1.2–1.7 µs at 16 kHz and 3.3–4.6 µs at
+//! 48 kHz.
+//!
 //! All state is inline (no heap); see [`Agc`] for the real-time contract.
 
 use super::config::{block_len, check_rate, DspConfigError};
 
-/// A block must be this much louder than the noise floor to count as speech (dB). Pink or
-/// babble noise in 10 ms blocks rarely rises more than 6–8 dB above its 2 s minimum.
+/// A block must be this much louder than the noise floor to count as speech (dB), so that
+/// stationary noise, whose 10 ms level wanders a few dB above its 2 s minimum, is not.
 pub const FLOOR_MARGIN_DB: f32 = 10.0;
 /// Blocks more than this far below the loudest block of the last 2 s do not count as
-/// speech (dB): they are breaths, tails and pauses, which P.56 also leaves out.
-pub const PEAK_RANGE_DB: f32 = 25.0;
+/// speech (dB): they are breaths, tails and pauses, which P.56 also leaves out. (20 dB
+/// left the output 1.5 dB under the target and kept a talker who got 25 dB quieter out
+/// for 2 s.)
+pub const PEAK_RANGE_DB: f32 = 30.0;
 /// The speech level is averaged over this many speech blocks (10 ms each): 1 s of speech,
 /// long enough to span several syllables so the gain does not follow them.
 pub const LEVEL_WINDOW_BLOCKS: u32 = 100;
+/// Speech blocks in the recent-level mean that detects a talker getting quieter (0.2 s).
+const FAST_WINDOW_BLOCKS: u32 = 20;
+/// Recent speech this far below the level estimate (power ratio, −6 dB) means the talker
+/// got quieter, and the estimate falls at the fast rate.
+const DROP_RATIO: f32 = 0.25;
 /// Release time of the peak limiter (ms).
 pub const LIMITER_RELEASE_MS: f32 = 50.0;
 /// Sub-windows of the noise-floor and peak trackers, and their length in blocks: the
@@ -120,8 +135,8 @@ fn db_to_lin(db: f32) -> f32 {
 ///
 /// Built on the control plane by [`Agc::new`]; [`Agc::process`],
 /// [`Agc::process_with_vad`], the setters and [`Agc::reset`] run on the real-time thread and
-/// never allocate, lock or panic, whatever the samples. State is inline (about 160 bytes,
-/// no heap).
+/// never allocate, lock or panic, whatever the samples. State is inline (144 bytes, no
+/// heap).
 #[derive(Debug, Clone)]
 pub struct Agc {
     block_len: usize,
@@ -140,6 +155,8 @@ pub struct Agc {
     /// at [`LEVEL_WINDOW_BLOCKS`]); 0 blocks means no speech seen yet.
     speech_power: f32,
     speech_blocks: u32,
+    /// Mean square of the last [`FAST_WINDOW_BLOCKS`] speech blocks.
+    recent_power: f32,
     /// Per-sub-window minimum and maximum block level (dBFS); the current sub-window is at
     /// `track_pos` and has seen `track_count` blocks.
     floor_ring: [f32; TRACK_SUBWINDOWS],
@@ -195,6 +212,7 @@ impl Agc {
             limiter_release: (-1000.0 / (LIMITER_RELEASE_MS * rate)).exp(),
             speech_power: 0.0,
             speech_blocks: 0,
+            recent_power: 0.0,
             floor_ring: [0.0; TRACK_SUBWINDOWS],
             peak_ring: [SILENCE_DBFS; TRACK_SUBWINDOWS],
             track_pos: 0,
@@ -261,6 +279,7 @@ impl Agc {
     pub fn reset(&mut self) {
         self.speech_power = 0.0;
         self.speech_blocks = 0;
+        self.recent_power = 0.0;
         // The floor starts above any real level so the first blocks set it.
         self.floor_ring = [0.0; TRACK_SUBWINDOWS];
         self.peak_ring = [SILENCE_DBFS; TRACK_SUBWINDOWS];
@@ -296,14 +315,13 @@ impl Agc {
     }
 
     fn process_block(&mut self, block: &mut [i16], vad: Option<bool>) {
-        let power = block
+        // Integer sums vectorise; 480 squares of at most 2^30 fit an i64 easily.
+        let energy: i64 = block
             .iter()
-            .map(|&s| {
-                let s = f32::from(s);
-                s * s
-            })
-            .sum::<f32>()
-            / block.len().max(1) as f32;
+            .map(|&s| i64::from(i32::from(s) * i32::from(s)))
+            .sum();
+        let peak_in = block.iter().map(|&s| i32::from(s).abs()).max().unwrap_or(0);
+        let power = energy as f32 / block.len().max(1) as f32;
         let level = power_to_dbfs(power);
         let (floor, peak) = self.track(level);
         let above_noise = match vad {
@@ -312,7 +330,17 @@ impl Agc {
         };
         if above_noise && level >= self.noise_gate_dbfs && level >= peak - PEAK_RANGE_DB {
             self.speech_blocks = (self.speech_blocks + 1).min(LEVEL_WINDOW_BLOCKS);
-            self.speech_power += (power - self.speech_power) / self.speech_blocks as f32;
+            let fast_blocks = self.speech_blocks.min(FAST_WINDOW_BLOCKS);
+            self.recent_power += (power - self.recent_power) / fast_blocks as f32;
+            // A power mean rises fast but falls slowly (a 25 dB drop takes 575 blocks at a
+            // 1/100 rate). When the recent speech is clearly quieter than the estimate, the
+            // talker has dropped: follow at the fast rate.
+            let blocks = if self.recent_power < self.speech_power * DROP_RATIO {
+                fast_blocks
+            } else {
+                self.speech_blocks
+            };
+            self.speech_power += (power - self.speech_power) / blocks as f32;
         }
 
         if self.speech_blocks > 0 {
@@ -328,13 +356,23 @@ impl Agc {
         let start = self.gain_lin;
         let end = db_to_lin(self.gain_db);
         self.gain_lin = end;
-
         let step = (end - start) / block.len().max(1) as f32;
         let threshold = self.limiter_threshold;
-        let mut gain = start;
-        for s in block.iter_mut() {
-            gain += step;
-            let y = f32::from(*s) * gain;
+
+        // The limiter's output depends on its envelope only once the envelope exceeds the
+        // threshold, so while the envelope is below it and no sample of this block can
+        // reach it, the block needs only the gain ramp (the envelope may stay as it is).
+        if self.limiter_env <= threshold && peak_in as f32 * start.max(end) <= threshold {
+            for (i, s) in block.iter_mut().enumerate() {
+                let y = f32::from(*s) * (start + step * (i + 1) as f32);
+                // Rounds half away from zero (`f32::round` is a libm call on baseline
+                // x86-64); |y| <= threshold < i16::MAX, and `as` saturates anyway.
+                *s = (y + 0.5f32.copysign(y)) as i16;
+            }
+            return;
+        }
+        for (i, s) in block.iter_mut().enumerate() {
+            let y = f32::from(*s) * (start + step * (i + 1) as f32);
             // Instant attack: the envelope is never below |y|, so |y · threshold / env| is
             // never above the threshold.
             self.limiter_env = (self.limiter_env * self.limiter_release).max(y.abs());
@@ -343,8 +381,6 @@ impl Agc {
             } else {
                 y
             };
-            // Rounds half away from zero (`f32::round` is a libm call on baseline x86-64).
-            // |y| <= threshold < i16::MAX; `as` saturates anyway.
             *s = (y + 0.5f32.copysign(y)) as i16;
         }
     }
@@ -641,6 +677,28 @@ mod tests {
         }
     }
 
+    /// The talker's level changes by 25 dB halfway: the output is back within 3 dB of the
+    /// target 4 s after a drop and 2 s after a rise (measured: see the message).
+    #[test]
+    fn a_talker_25_db_quieter_or_louder_is_followed_within_4_s() {
+        let rate = 8000;
+        let x = speech(rate);
+        for (first, second, settle_s) in [(-10.0, -35.0, 4), (-35.0, -10.0, 2)] {
+            let mut input = at_level(&x, rate, first);
+            let change = input.len();
+            input.extend(at_level(&x, rate, second));
+            let mut agc = Agc::new(AgcConfig::default()).expect("valid config");
+            let out = run(&mut agc, &input, 20, rate);
+            let after = &out[change + settle_s * rate as usize..];
+            let level = p56_level_dbfs(&to_f32(after), rate);
+            eprintln!("{first} -> {second} dBFS: {level:.2} dBFS from {settle_s} s after");
+            assert!(
+                (level - -18.0).abs() <= 3.0,
+                "{first} -> {second}: {level:.2}"
+            );
+        }
+    }
+
     #[test]
     fn external_vad_holds_the_gain_when_it_says_no_speech() {
         let rate = 16000;
@@ -691,6 +749,12 @@ mod tests {
         agc.reset();
         assert_eq!(agc.gain_db(), 0.0);
         assert_eq!(agc.speech_level_dbfs(), None);
+    }
+
+    #[test]
+    fn state_is_inline_and_small() {
+        eprintln!("Agc: {} bytes", std::mem::size_of::<Agc>());
+        assert!(std::mem::size_of::<Agc>() <= 160);
     }
 
     #[test]

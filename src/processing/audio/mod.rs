@@ -1,50 +1,313 @@
 //! The per-session voice processing chain run by the lane's DSP stage.
+//!
+//! Each component is a pure, preallocated processor with a control-plane config
+//! (`XxxConfig`) and a real-time `process`. [`DspChain`] runs the enabled ones on a
+//! session's received audio (the *capture* direction, heading to the bridged leg), in
+//! this order:
+//!
+//! 1. echo canceller ([`aec`]), with the audio this session *sends* (its playback
+//!    direction, fed by [`DspChain::push_reference`]) as the echo reference;
+//! 2. DTMF detector ([`dtmf_detector`]), after echo removal so our own tones echoed back
+//!    are not reported as the peer's digits, before anything that changes levels;
+//! 3. noise suppressor ([`ns`]);
+//! 4. voice activity detector ([`vad`]), on the cleaned audio;
+//! 5. automatic gain control ([`agc`]), whose gain follows speech only (VAD-driven);
+//! 6. a fixed gain (`rx_gain_db`).
+//!
+//! Digits and talkspurt changes are reported through the `events` callback as
+//! [`DspEvent`]s (the lane turns them into engine events). Everything a session enables is
+//! built (and checked) on the control plane; a session reconfigures at runtime by an
+//! update through the command queue, which hands the lane a newly built chain.
 
+pub mod aec;
+pub mod agc;
 pub mod config;
+pub mod dtmf_detector;
+pub mod ns;
 pub mod plc;
 pub mod tsm;
+pub mod vad;
 
 use super::effects::Gain;
 
-/// Settings for a session's DSP chain (control plane).
+pub use config::DspConfigError;
+
+/// Settings for a session's DSP chain (control plane). Each component is off when `None`;
+/// its `sample_rate_hz` is replaced by the session's decoded rate when the chain is built.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct DspConfig {
     /// Linear gain in dB applied to received audio before it is re-encoded
     /// (0.0 = pass-through, which also allows payload relay).
     pub rx_gain_db: f32,
+    /// Echo canceller.
+    pub aec: Option<aec::AecConfig>,
+    /// In-band DTMF detection (digits become engine events).
+    pub dtmf: Option<dtmf_detector::DtmfDetectorConfig>,
+    /// Noise suppression.
+    pub ns: Option<ns::NsConfig>,
+    /// Voice activity detection (talkspurt events; drives the AGC).
+    pub vad: Option<vad::VadConfig>,
+    /// Automatic gain control.
+    pub agc: Option<agc::AgcConfig>,
 }
 
 impl DspConfig {
+    /// Every voice-processing component on with its defaults (echo canceller, DTMF
+    /// detection, noise suppression, VAD, AGC).
+    pub fn voice() -> Self {
+        DspConfig {
+            rx_gain_db: 0.0,
+            aec: Some(aec::AecConfig::default()),
+            dtmf: Some(dtmf_detector::DtmfDetectorConfig::default()),
+            ns: Some(ns::NsConfig::default()),
+            vad: Some(vad::VadConfig::default()),
+            agc: Some(agc::AgcConfig::default()),
+        }
+    }
+
     /// True when the chain leaves audio untouched, so same-codec legs may relay payloads.
+    /// Detectors alone (DTMF, VAD) do not change audio, but they need it decoded, which a
+    /// G.711 relay does anyway; other codecs relay undecoded, so any component counts.
     pub fn is_passthrough(&self) -> bool {
         self.rx_gain_db == 0.0
+            && self.aec.is_none()
+            && self.dtmf.is_none()
+            && self.ns.is_none()
+            && self.vad.is_none()
+            && self.agc.is_none()
+    }
+
+    /// Checks every enabled component at `sample_rate_hz` (control plane).
+    pub fn validate(&self, sample_rate_hz: u32) -> Result<(), DspConfigError> {
+        DspChain::new(self, sample_rate_hz).map(|_| ())
     }
 }
 
-/// A session's DSP chain, processing one frame in place per call.
-#[derive(Debug, Clone)]
-pub struct DspChain {
-    gain: Option<Gain>,
+/// What the chain reports about the audio it processed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DspEvent {
+    /// A DTMF digit began (`ended_ms: None`) or ended (`Some(duration)`).
+    Digit {
+        /// '0'..='9', '*', '#', 'A'..='D'.
+        digit: char,
+        /// `None` at the start, the tone's duration in ms at the end.
+        ended_ms: Option<u32>,
+    },
+    /// Speech started (`true`) or stopped (`false`).
+    Talkspurt(bool),
 }
 
+/// The last audio sent to the session's peer: the echo canceller's reference. A ring of
+/// two maximum frames; the canceller takes the newest samples, as many as it processes.
+#[derive(Debug)]
+struct Reference {
+    ring: Box<[i16]>,
+    pos: usize,
+}
+
+impl Reference {
+    fn new(len: usize) -> Self {
+        Reference {
+            ring: vec![0; len.max(1)].into_boxed_slice(),
+            pos: 0,
+        }
+    }
+
+    fn push(&mut self, x: &[i16]) {
+        let n = self.ring.len();
+        let x = &x[x.len().saturating_sub(n)..];
+        let first = (n - self.pos).min(x.len());
+        self.ring[self.pos..self.pos + first].copy_from_slice(&x[..first]);
+        self.ring[..x.len() - first].copy_from_slice(&x[first..]);
+        self.pos = (self.pos + x.len()) % n;
+    }
+
+    /// Writes the newest `out.len()` samples (zeros where nothing was sent).
+    fn latest(&self, out: &mut [i16]) {
+        let n = self.ring.len();
+        let k = out.len().min(n);
+        let start = (self.pos + n - k) % n;
+        for (i, o) in out[..k].iter_mut().enumerate() {
+            *o = self.ring[(start + i) % n];
+        }
+        out[k..].fill(0);
+    }
+}
+
+/// A session's DSP chain, processing one frame in place per call (see module docs).
+/// The voice-processing components live behind one box, so a session without them keeps
+/// its hot state small (two words).
+#[derive(Debug)]
+pub struct DspChain {
+    gain: Option<Gain>,
+    voice: Option<Box<Voice>>,
+}
+
+/// The enabled voice-processing components of a chain.
+#[derive(Debug)]
+struct Voice {
+    aec: Option<aec::EchoCanceller>,
+    reference: Option<Reference>,
+    ref_frame: Box<[i16]>,
+    dtmf: Option<dtmf_detector::DtmfDetector>,
+    ns: Option<ns::NoiseSuppressor>,
+    vad: Option<vad::Vad>,
+    agc: Option<agc::Agc>,
+    speaking: bool,
+}
+
+/// Longest frame a chain processes: 60 ms at 48 kHz.
+const MAX_FRAME: usize = 2880;
+
 impl DspChain {
-    /// Builds the chain for `config`. Control plane.
-    pub fn new(config: &DspConfig) -> Self {
+    /// Builds the chain for `config` at `sample_rate_hz` (the session's decoded rate).
+    /// Control plane: allocates everything.
+    pub fn new(config: &DspConfig, sample_rate_hz: u32) -> Result<Self, DspConfigError> {
+        let aec = config
+            .aec
+            .map(|c| {
+                aec::EchoCanceller::new(aec::AecConfig {
+                    sample_rate_hz,
+                    ..c
+                })
+            })
+            .transpose()?;
+        let dtmf = config
+            .dtmf
+            .map(|c| {
+                dtmf_detector::DtmfDetector::new(dtmf_detector::DtmfDetectorConfig {
+                    sample_rate_hz,
+                    ..c
+                })
+            })
+            .transpose()?;
+        let ns = config
+            .ns
+            .map(|c| {
+                ns::NoiseSuppressor::new(ns::NsConfig {
+                    sample_rate_hz,
+                    ..c
+                })
+            })
+            .transpose()?;
+        let vad = config
+            .vad
+            .map(|c| {
+                vad::Vad::new(vad::VadConfig {
+                    sample_rate_hz,
+                    ..c
+                })
+            })
+            .transpose()?;
+        let agc = config
+            .agc
+            .map(|c| {
+                agc::Agc::new(agc::AgcConfig {
+                    sample_rate_hz,
+                    ..c
+                })
+            })
+            .transpose()?;
+        let with_aec = aec.is_some();
+        let any = with_aec || dtmf.is_some() || ns.is_some() || vad.is_some() || agc.is_some();
+        Ok(DspChain {
+            gain: (config.rx_gain_db != 0.0).then(|| Gain::from_db(config.rx_gain_db)),
+            voice: any.then(|| {
+                Box::new(Voice {
+                    aec,
+                    reference: with_aec.then(|| Reference::new(2 * MAX_FRAME)),
+                    ref_frame: vec![0; if with_aec { MAX_FRAME } else { 0 }].into_boxed_slice(),
+                    dtmf,
+                    ns,
+                    vad,
+                    agc,
+                    speaking: false,
+                })
+            }),
+        })
+    }
+
+    /// A chain that does nothing.
+    pub fn passthrough() -> Self {
         DspChain {
-            gain: (!config.is_passthrough()).then(|| Gain::from_db(config.rx_gain_db)),
+            gain: None,
+            voice: None,
         }
     }
 
     /// True when `process` is the identity.
     pub fn is_passthrough(&self) -> bool {
-        self.gain.is_none()
+        self.gain.is_none() && self.voice.is_none()
     }
 
-    /// Processes one frame in place. Called on the real-time thread.
+    /// True when the chain wants the audio sent to the session's peer
+    /// ([`DspChain::push_reference`]).
+    pub fn wants_reference(&self) -> bool {
+        self.voice.as_ref().is_some_and(|v| v.reference.is_some())
+    }
+
+    /// Records audio sent to this session's peer (the echo canceller's reference).
+    /// Called on the real-time thread; never allocates.
     #[inline]
-    pub fn process(&mut self, frame: &mut [i16]) {
+    pub fn push_reference(&mut self, sent: &[i16]) {
+        if let Some(r) = self.voice.as_mut().and_then(|v| v.reference.as_mut()) {
+            r.push(sent);
+        }
+    }
+
+    /// Processes one received frame in place, reporting digits and talkspurt changes to
+    /// `events`. Called on the real-time thread; never allocates.
+    #[inline]
+    pub fn process(&mut self, frame: &mut [i16], events: &mut impl FnMut(DspEvent)) {
+        if let Some(v) = self.voice.as_mut() {
+            v.process(frame, events);
+        }
         if let Some(g) = &self.gain {
             g.apply(frame);
+        }
+    }
+}
+
+impl Voice {
+    fn process(&mut self, frame: &mut [i16], events: &mut impl FnMut(DspEvent)) {
+        if let (Some(aec), Some(r)) = (self.aec.as_mut(), self.reference.as_ref()) {
+            let n = frame.len().min(self.ref_frame.len());
+            r.latest(&mut self.ref_frame[..n]);
+            aec.process(&mut frame[..n], &self.ref_frame[..n]);
+        }
+        if let Some(d) = self.dtmf.as_mut() {
+            d.process(frame, |e| {
+                events(match e {
+                    dtmf_detector::DtmfEvent::Began { digit, .. } => DspEvent::Digit {
+                        digit: digit.to_char(),
+                        ended_ms: None,
+                    },
+                    dtmf_detector::DtmfEvent::Ended {
+                        digit, duration_ms, ..
+                    } => DspEvent::Digit {
+                        digit: digit.to_char(),
+                        ended_ms: Some(duration_ms),
+                    },
+                })
+            });
+        }
+        if let Some(ns) = self.ns.as_mut() {
+            ns.process(frame);
+        }
+        let mut speech = true;
+        if let Some(vad) = self.vad.as_mut() {
+            speech = vad.process(frame).speech;
+            if speech != self.speaking {
+                self.speaking = speech;
+                events(DspEvent::Talkspurt(speech));
+            }
+        }
+        if let Some(agc) = self.agc.as_mut() {
+            if self.vad.is_some() {
+                agc.process_with_vad(frame, speech);
+            } else {
+                agc.process(frame);
+            }
         }
     }
 }

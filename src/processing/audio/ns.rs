@@ -17,8 +17,9 @@
 //!    [`PRESENCE_RATIO`] times the minimum, speech is taken to be present. The noise
 //!    power is a recursive average of the periodogram whose update is slowed in
 //!    proportion to the smoothed speech-presence probability. Because the minimum is
-//!    re-taken every 0.8 s, the estimate follows noise whose level rises within 0.8–1.6 s,
-//!    and noise that falls within a few blocks.
+//!    re-taken every 1.5 s, the estimate follows noise whose level rises within about
+//!    3 s (a 15 dB step is suppressed fully again 3.5 s later), and noise that falls within
+//!    a few blocks.
 //! 2. **Gain**: the Wiener gain `G = ξ / (1 + ξ)` on the a-priori SNR `ξ` of the
 //!    decision-directed estimator of Y. Ephraim and D. Malah, "Speech enhancement using a
 //!    minimum mean-square error short-time spectral amplitude estimator", IEEE ASSP 32(6),
@@ -37,6 +38,12 @@
 //! The DC bin always gets the floor gain (see `update_gain`). The very first block only
 //! fills the analysis window and passes unchanged.
 //!
+//! Measured (tests below): on speech with pink noise at 5 and 10 dB SNR the segmental SNR
+//! improves by 2.4–4.6 dB; clean speech comes through at 19–22 dB segmental SNR; noise
+//! alone is attenuated by 14–17 dB with the default 18 dB floor. Cost on one core of a
+//! shared Xeon, optimised build, per 20 ms frame: 2.4–3.9 µs at 8 kHz, 5.7–7.7 µs at
+//! 16 kHz and 19–25 µs at 48 kHz (where the FFT runs at the full rate).
+//!
 //! Everything is allocated in [`NoiseSuppressor::new`]; the real-time methods never
 //! allocate, lock or panic.
 
@@ -50,15 +57,19 @@ use super::config::{block_len, check_rate, DspConfigError};
 
 /// The noise minimum is re-taken every this many 10 ms blocks (1.5 s, the window of
 /// Martin's minimum statistics), so the estimate follows a rising noise level within
-/// 1.5–3 s. Cohen & Berdugo use about 1 s; 0.8 s cost 1.1 dB of segmental SNR on clean,
-/// dense speech, whose quietest stretch in a bin can be shorter than that.
+/// 1.5–3 s. Cohen & Berdugo use about 1 s; windows of 0.8–1 s lowered the segmental SNR
+/// of clean, dense speech (by 0.3–3 dB, depending on the other settings), whose quietest
+/// stretch in a bin can be shorter than that.
 pub const MIN_WINDOW_BLOCKS: u32 = 150;
 /// Smoothed power above this many times the tracked minimum means speech is present
-/// (MCRA `δ`; Cohen & Berdugo use 5, which let speech leak into the noise estimate here).
+/// (MCRA `δ`). Cohen & Berdugo use 5, which let speech leak into the noise estimate here
+/// (0.5 dB less segmental SNR); 2 gained 0.3 dB more but read noise as speech so often
+/// that the estimate froze and a 15 dB noise step took seconds longer to suppress.
 pub const PRESENCE_RATIO: f32 = 3.0;
 /// Weight of the previous block's clean-speech estimate in the decision-directed a-priori
-/// SNR. Ephraim & Malah use 0.98; 0.95 keeps speech onsets and gained 0.9 dB of segmental
-/// SNR, with the speech-presence weighting below keeping the musical noise down.
+/// SNR. Ephraim & Malah use 0.98; 0.95 follows speech onsets and decays faster and gained
+/// 0.5 dB of segmental SNR, with the speech-presence weighting keeping the musical noise
+/// down.
 pub const DD_ALPHA: f32 = 0.95;
 /// Prior probability of speech absence in a bin (OM-LSA `q`), for the presence weighting.
 pub const PRIOR_ABSENCE: f32 = 0.5;
@@ -225,6 +236,17 @@ impl NoiseSuppressor {
         for block in frame.chunks_exact_mut(block_len) {
             self.process_block(block);
         }
+    }
+
+    /// Bytes of heap buffers this suppressor owns, not counting its FFT plans (twiddle
+    /// tables of a few kB, built by `realfft` in [`NoiseSuppressor::new`]).
+    pub fn heap_bytes(&self) -> usize {
+        let floats = self.window.len()
+            + self.input.len()
+            + self.time.len()
+            + self.overlap.len()
+            + 9 * self.power.len();
+        4 * floats + 8 * (self.spectrum.len() + self.scratch.len())
     }
 
     /// Algorithmic delay in samples: output sample `n` is input sample `n - delay`
@@ -425,21 +447,22 @@ impl NoiseSuppressor {
     }
 }
 
-/// `e^x`, within 2·10⁻⁴ relative (0.002 dB as a gain) for any finite `x`; results below
-/// 2⁻¹²⁶ are flushed up to it. Three times cheaper than `f32::exp`, which was half the cost
-/// of a block at 8 kHz.
+/// `e^x`, within 10⁻⁵ relative for any finite `x` (results below 2⁻¹²⁶ are flushed up
+/// to it). Built from integer and float arithmetic only, so the per-bin loop vectorises;
+/// `f32::exp` was half the cost of a block at 8 kHz.
 fn fast_exp(x: f32) -> f32 {
+    // Adding 1.5 · 2²³ rounds to an integer, which then sits in the low mantissa bits.
+    const SHIFTER: f32 = 12_582_912.0;
     let t = (x * std::f32::consts::LOG2_E).clamp(-126.0, 126.0);
-    // floor(t) without a libm call: truncate, then step down for negative fractions.
-    let truncated = t as i32;
-    let i = truncated - i32::from(truncated as f32 > t);
-    let f = t - i as f32;
-    // 2^f on [0, 1): Taylor series of e^(f ln 2) to the fifth power.
+    let r = t + SHIFTER;
+    let i = (r.to_bits() as i32).wrapping_sub(SHIFTER.to_bits() as i32);
+    let f = t - (r - SHIFTER);
+    // 2^f on [-1/2, 1/2]: Taylor series of e^(f ln 2) to the fifth power.
     let p = 1.0
-        + f * (0.693_147_2
+        + f * (std::f32::consts::LN_2
             + f * (0.240_226_5 + f * (0.055_504_1 + f * (0.009_618_13 + f * 0.001_333_36))));
-    // i + 127 is within 1..=253: a normal float exponent.
-    p * f32::from_bits(((i + 127) as u32) << 23)
+    // i + 127 is within 1..=253 (a normal float exponent) for any non-NaN input.
+    p * f32::from_bits((i.wrapping_add(127) as u32) << 23)
 }
 
 /// Natural logarithm of a positive normal `x`, within 10⁻⁵ absolute; any other input gives
@@ -653,8 +676,8 @@ mod tests {
     }
 
     /// Segmental SNR improvement on speech + pink noise, SNR against the P.56 active
-    /// level. Measured (default config), Kellet pink: +3.2…+3.8 dB at 10 dB SNR,
-    /// +4.1…+4.6 dB at 5 dB; in-band pink: +2.1…+2.7 dB at 10 dB, +3.1…+3.6 dB at 5 dB.
+    /// level. Measured (default config), Kellet pink: +3.0…+3.8 dB at 10 dB SNR,
+    /// +4.1…+4.6 dB at 5 dB; in-band pink: +2.4…+2.9 dB at 10 dB, +3.1…+3.6 dB at 5 dB.
     #[test]
     fn pink_noise_at_5_and_10_db_snr_gains_2_db_of_segmental_snr() {
         let files = [
@@ -673,7 +696,7 @@ mod tests {
                         path.rsplit('/').next().unwrap_or(path),
                         after - before
                     );
-                    // Thresholds sit 0.2–0.6 dB below the smallest improvement measured in
+                    // Thresholds sit 0.5–0.6 dB below the smallest improvement measured in
                     // each group.
                     let wanted = match (colour, snr < 7.0) {
                         (Colour::Pink, true) => 3.5,
@@ -690,7 +713,7 @@ mod tests {
         }
     }
 
-    /// Measured: 21.7…24.9 dB. The files' pauses hold -60 dBFS background, which is
+    /// Measured: 19.2…22.4 dB. The files' pauses hold -60 dBFS background, which is
     /// suppressed like any noise, so those frames score about 1.5 dB.
     #[test]
     fn clean_speech_keeps_a_segmental_snr_above_18_db() {
@@ -827,10 +850,15 @@ mod tests {
         let mut x = -60.0f32;
         while x < 60.0 {
             let want = x.exp();
-            assert!((fast_exp(x) - want).abs() <= 2e-4 * want, "exp({x})");
+            assert!((fast_exp(x) - want).abs() <= 1e-5 * want, "exp({x})");
             x += 0.0137;
         }
         assert!(fast_exp(-1000.0) > 0.0 && fast_exp(1000.0).is_finite());
+        let _ = (
+            fast_exp(f32::NAN),
+            fast_ln(f32::NAN),
+            fast_ln(f32::INFINITY),
+        );
         let mut x = 1e-30f32;
         while x < 1e30 {
             assert!(
@@ -841,6 +869,24 @@ mod tests {
         }
         for x in [0.0, -1.0, f32::MIN_POSITIVE / 4.0] {
             assert!(fast_ln(x).is_finite());
+        }
+    }
+
+    #[test]
+    fn state_stays_small() {
+        for rate in [8000, 16000, 48000] {
+            let ns = NoiseSuppressor::new(NsConfig {
+                sample_rate_hz: rate,
+                ..NsConfig::default()
+            })
+            .expect("valid config");
+            let heap_bytes = ns.heap_bytes();
+            eprintln!(
+                "{rate} Hz: {} bytes inline, {heap_bytes} bytes of buffers (plus the FFT plans)",
+                std::mem::size_of::<NoiseSuppressor>()
+            );
+            // 13 buffers of about one block each, plus the FFT scratch.
+            assert!(heap_bytes <= 64 * block_len(rate) + 8 * 2 * block_len(rate));
         }
     }
 

@@ -152,8 +152,6 @@ pub struct ReceiveChannel<T> {
     /// Smoothed pre-playout buffer level (timestamp units), so phase wobble between packet
     /// arrival and playout does not trigger time-scale changes.
     level_avg: f32,
-    /// The last frame played was silence (a pause: inserting or dropping audio is inaudible).
-    last_quiet: bool,
     /// The stream's RTP clock rate, Hz.
     clock_rate_hz: u32,
     /// Samples concealed by the codec since the last decoded packet.
@@ -189,7 +187,6 @@ impl<T> ReceiveChannel<T> {
                 / 1000,
             stretch_cooldown: 0,
             level_avg: 0.0,
-            last_quiet: false,
             clock_rate_hz: cfg.jitter.clock_rate_hz.max(1),
             codec_conceal_run: 0,
         }
@@ -366,16 +363,6 @@ impl<T> ReceiveChannel<T> {
                 Adapt::Lengthen => true,
                 Adapt::Hold => false,
             };
-        if advice == Adapt::Lengthen && relay_preferred && self.last_quiet && self.sync_len == 0 {
-            // A relayed stream below target in a pause: insert one frame of silence instead
-            // of stretching (which would force transcoding).
-            out[..frame].fill(0);
-            rep.expanded += frame as u32;
-            rep.produced = true;
-            rep.src_ts = self.buffer.next_ts();
-            self.stretch_cooldown = STRETCH_INTERVAL_MS * self.plc.sample_rate_hz() as usize / 1000;
-            return rep;
-        }
         let mut advice = advice;
         if !stretch && self.sync_len == 0 {
             match self.direct_frame(&mut out[..frame], frame_ts, advice, decode, release) {
@@ -475,7 +462,6 @@ impl<T> ReceiveChannel<T> {
             .buffer
             .next_ts()
             .wrapping_sub(self.samples_to_ts(self.sync_len));
-        self.last_quiet = rep.decoded > 0 && self.plc.last_block_mean_square() < QUIET_MEAN_SQUARE;
         out[..frame].copy_from_slice(&self.sync[..frame]);
         self.sync.copy_within(frame..self.sync_len, 0);
         self.sync_len -= frame;
@@ -591,8 +577,8 @@ impl<T> ReceiveChannel<T> {
         self.concealing = false;
         self.codec_conceal_run = 0;
         let blocks = (out.len() * 100).div_ceil(self.plc.sample_rate_hz().max(1) as usize);
-        self.last_quiet = self.plc.recent_blocks_below(blocks, QUIET_MEAN_SQUARE);
-        if advice == Adapt::Shorten && self.last_quiet && !self.buffer.is_empty() {
+        let quiet = self.plc.recent_blocks_below(blocks, QUIET_MEAN_SQUARE);
+        if advice == Adapt::Shorten && quiet && !self.buffer.is_empty() {
             // Above target and this frame is silence: drop it (inaudible); what is buffered
             // (or its concealment) replaces it.
             release(item);

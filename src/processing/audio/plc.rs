@@ -551,16 +551,6 @@ impl PcmPlc {
         }
     }
 
-    /// Mean square of the most recent complete real 10 ms block (0 before the first).
-    ///
-    /// Called on the real-time thread.
-    pub fn last_block_mean_square(&self) -> f32 {
-        if self.background_filled == 0 {
-            return 0.0;
-        }
-        self.background[(self.background_pos + BACKGROUND_BLOCKS - 1) % BACKGROUND_BLOCKS]
-    }
-
     /// True when each of the last `blocks` complete real 10 ms blocks has a mean square below
     /// `threshold` (false before that many blocks were seen).
     ///

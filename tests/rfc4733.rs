@@ -1,12 +1,12 @@
 //! RFC 4733 telephone events (sender, receiver, round trip over a lossy channel), the
-//! in-band DTMF tone generator, and RFC 3389 comfort noise (payload, analysis and
+//! in-band DTMF tone generator (`processing::audio::dtmf_detector`), and RFC 3389 comfort noise (payload, analysis and
 //! synthesis), through the public API only.
 
 use media_core::codec::audio::comfort_noise::{analyze, CnGenerator, CnPayload, MAX_ORDER};
 use media_core::codec::audio::telephone_event::{
-    digit_to_event, dtmf_frequencies_hz, DtmfEvent, DtmfReceiver, DtmfSender, DtmfToneGenerator,
-    EndReason, EventPacket, EventPayload,
+    digit_to_event, DtmfEvent, DtmfReceiver, DtmfSender, EndReason, EventPacket, EventPayload,
 };
+use media_core::processing::audio::dtmf_detector::{Digit, DtmfGenerator, DtmfGeneratorConfig};
 
 /// 20 ms at 8 kHz.
 const INTERVAL: u32 = 160;
@@ -583,9 +583,25 @@ const ALL_DTMF_HZ: [f64; 8] = [697.0, 770.0, 852.0, 941.0, 1209.0, 1336.0, 1477.
 /// 0 dBm0 sine peak on the G.711 16-bit scale (µ-law overload +3.17 dBm0 at 32636).
 const DBM0_PEAK: f64 = 22_657.0;
 
+/// The Q.23 pair of an RFC 4733 event code, Hz.
+fn dtmf_frequencies_hz(event: u8) -> Option<(f64, f64)> {
+    let (low, high) = Digit::from_event_code(event)?.frequencies_hz();
+    Some((f64::from(low), f64::from(high)))
+}
+
+/// A generator at `sample_rate_hz` (3 ms ramps) playing `event` for an hour.
+fn generator(event: u8, sample_rate_hz: u32, level_dbm0: f32) -> DtmfGenerator {
+    let mut g = DtmfGenerator::new(DtmfGeneratorConfig {
+        sample_rate_hz,
+        ..Default::default()
+    })
+    .unwrap();
+    g.start(Digit::from_event_code(event).unwrap(), level_dbm0, 3_600_000);
+    g
+}
+
 fn tone(event: u8, sample_rate_hz: u32, level_dbm0: f32, frame: usize, samples: usize) -> Vec<i16> {
-    let mut g = DtmfToneGenerator::new(sample_rate_hz, level_dbm0).unwrap();
-    g.start(event, None).unwrap();
+    let mut g = generator(event, sample_rate_hz, level_dbm0);
     let mut out = vec![0i16; samples];
     for chunk in out.chunks_mut(frame) {
         assert!(g.fill(chunk));
@@ -651,8 +667,7 @@ fn tone_is_phase_continuous_whatever_the_frame_size() {
 
 #[test]
 fn tone_amplitude_does_not_drift_over_a_minute() {
-    let mut g = DtmfToneGenerator::new(48_000, -10.0).unwrap();
-    g.start(15, None).unwrap();
+    let mut g = generator(15, 48_000, -10.0);
     let mut frame = vec![0i16; 960];
     for _ in 0..3_000 {
         g.fill(&mut frame);

@@ -596,7 +596,11 @@ fn generator(event: u8, sample_rate_hz: u32, level_dbm0: f32) -> DtmfGenerator {
         ..Default::default()
     })
     .unwrap();
-    g.start(Digit::from_event_code(event).unwrap(), level_dbm0, 3_600_000);
+    g.start(
+        Digit::from_event_code(event).unwrap(),
+        level_dbm0,
+        3_600_000,
+    );
     g
 }
 

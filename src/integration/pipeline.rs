@@ -161,6 +161,7 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
     // The far end's audio comes back at the input's rate (e.g. PCMU 8 kHz -> 16 kHz).
     let b_rate = cfg.to_codec.codec.info().sample_rate.hz();
     let b_frame = cfg.to_codec.codec.frame_samples(cfg.ptime);
+    let b_ts_step = cfg.to_codec.codec.timestamp_step(cfg.ptime).max(1);
     let mut back = (b_rate != rate)
         .then(|| crate::processing::format::resample::Resampler::new(b_rate, rate, 1, b_frame))
         .transpose()
@@ -223,7 +224,8 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
                 continue; // no audio origin yet (comfort noise before the first packet)
             }
             let (b_ts0, p0) = *b_origin.get_or_insert((rtp.timestamp(), src_pos));
-            let pos = p0 + (rtp.timestamp().wrapping_sub(b_ts0) / ts_step) as usize * frame;
+            // B's timestamps are in B's clock (Opus 48 kHz against G.711's 8 kHz).
+            let pos = p0 + (rtp.timestamp().wrapping_sub(b_ts0) / b_ts_step) as usize * frame;
             if pos < input.len() && at_end.is_none() {
                 played += 1;
                 let m = n.min(input.len() - pos);

@@ -98,6 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 deliveries: simulate(&ImpairmentConfig::default(), frames, 20.0, 0x5eed),
                 jitter: Default::default(),
                 opus: OpusSettings::default(),
+                dsp: Default::default(),
             };
             let r = run(&sent, &cfg)?;
             let mut w =

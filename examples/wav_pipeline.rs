@@ -6,7 +6,12 @@
 //!     [--loss PCT] [--burst MEAN] [--jitter-ms MS] [--drift-ppm PPM] [--seed N] [--trace FILE] [--json]
 //!     [--min-delay-ms MS] [--max-delay-ms MS] [--initial-delay-ms MS]
 //!     [--bitrate BPS] [--complexity N] [--fec on|off]   (Opus encoder of the far leg)
+//!     [--vad] [--agc] [--ns] [--dtmf-detect]   (voice processing on the received audio)
 //! ```
+//! The voice-processing flags run those components on the impaired leg's received audio;
+//! the `--json` summary then lists what the engine reported: `dtmf_digits` (in order, e.g.
+//! `"123#"`) and `talkspurts` (`[start_ms, end_ms]` on the simulated clock).
+//!
 //! `--reference-fixed MS` runs a reference receiver instead of the engine: a fixed playout
 //! delay of MS after each packet's send time, late or lost frames replaced by repeating the
 //! last frame (the classic fixed buffer), on the same deliveries; for comparisons.
@@ -18,6 +23,7 @@
 use media_core::buffer::adaptive::JitterConfig;
 use media_core::codec::OpusSettings;
 use media_core::integration::pipeline::{run, PipelineConfig};
+use media_core::processing::audio::DspConfig;
 use media_core::quality::impairment::{
     read_trace, simulate, ImpairmentConfig, JitterModel, LossModel,
 };
@@ -35,6 +41,9 @@ fn codec(name: &str) -> Result<CodecSpec, String> {
     }
 }
 
+/// Options without a value.
+const FLAGS: [&str; 5] = ["--json", "--vad", "--agc", "--ns", "--dtmf-detect"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let positional: Vec<&String> = {
@@ -42,7 +51,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut i = 0;
         while i < args.len() {
             if args[i].starts_with("--") {
-                i += if args[i] == "--json" { 1 } else { 2 };
+                i += if FLAGS.contains(&args[i].as_str()) {
+                    1
+                } else {
+                    2
+                };
             } else {
                 v.push(&args[i]);
                 i += 1;
@@ -149,6 +162,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(f) = opt("--fec") {
         opus.inband_fec = f == "on";
     }
+    let has = |f: &str| args.iter().any(|a| a == f);
+    let dsp = DspConfig {
+        vad: has("--vad").then(Default::default),
+        agc: has("--agc").then(Default::default),
+        ns: has("--ns").then(Default::default),
+        dtmf: has("--dtmf-detect").then(Default::default),
+        ..Default::default()
+    };
     let result = run(
         &input,
         &PipelineConfig {
@@ -158,6 +179,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             deliveries,
             jitter,
             opus,
+            dsp,
         },
     )?;
     let mut w = hound::WavWriter::create(

@@ -40,6 +40,7 @@ fn far_end_snr(from: CodecSpec, to: CodecSpec) -> f64 {
         deliveries: simulate(&ImpairmentConfig::default(), frames, 20.0, 0x1234),
         jitter: Default::default(),
         opus: OpusSettings::default(),
+        dsp: Default::default(),
     };
     let out = run(&input, &cfg).unwrap().output;
     // Skip the start (buffering, codec warm-up) and the end.

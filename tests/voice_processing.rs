@@ -251,3 +251,41 @@ fn invalid_voice_processing_settings_are_typed_errors() {
         .unwrap_err();
     assert!(matches!(err, Error::Dsp(_)), "{err:?}");
 }
+
+#[test]
+fn the_file_pipeline_reports_the_digits_of_the_dtmf_recording_through_pcmu() {
+    use media_core::integration::pipeline::{run, PipelineConfig};
+    use media_core::quality::impairment::{simulate, ImpairmentConfig};
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/audio/dtmf_digits_8000.wav"
+    );
+    let input: Vec<i16> = hound::WavReader::open(path)
+        .unwrap()
+        .samples::<i16>()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let frames = input.len() / 160;
+    let r = run(
+        &input,
+        &PipelineConfig {
+            codec: CodecSpec::PCMU,
+            to_codec: CodecSpec::PCMA,
+            ptime: Ptime::MS_20,
+            deliveries: simulate(&ImpairmentConfig::default(), frames, 20.0, 1),
+            jitter: Default::default(),
+            opus: Default::default(),
+            dsp: DspConfig {
+                dtmf: Some(Default::default()),
+                vad: Some(Default::default()),
+                ..Default::default()
+            },
+        },
+    )
+    .unwrap();
+    assert_eq!(r.dtmf_digits, "1234567890*#ABCD");
+    // One talkspurt per 60 ms digit, each closed.
+    assert_eq!(r.talkspurts.len(), 16, "{:?}", r.talkspurts);
+    assert!(r.talkspurts.iter().all(|&(a, b)| b.is_some_and(|b| b > a)));
+    assert!(r.to_json().contains("\"dtmf_digits\":\"1234567890*#ABCD\""));
+}

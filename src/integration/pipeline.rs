@@ -15,7 +15,7 @@ use crate::rtp::{write_header, RtpHeader, RtpPacket};
 use crate::runtime::stats::SessionStats;
 use crate::session::MediaSessionParams;
 use crate::types::{DialogId, Ptime};
-use crate::{ClockMode, EngineConfig, Error};
+use crate::{ClockMode, EngineConfig, EngineEvent, Error};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ pub struct PipelineConfig {
     pub jitter: JitterConfig,
     /// Opus settings of the far leg's encoder (and of the sender when it is Opus).
     pub opus: crate::codec::OpusSettings,
+    /// Voice processing on the impaired leg's received audio (VAD, AGC, NS, DTMF detection).
+    pub dsp: crate::processing::audio::DspConfig,
 }
 
 /// What came out.
@@ -57,6 +59,11 @@ pub struct PipelineResult {
     pub mos_estimate: f64,
     /// Leg A's counters at the end.
     pub stats: SessionStats,
+    /// DTMF digits the engine reported on leg A (in-band detection or RFC 4733), in order.
+    pub dtmf_digits: String,
+    /// VAD talkspurts on leg A: (start, end) in ms of the simulated clock (`None`: still
+    /// speaking at the end).
+    pub talkspurts: Vec<(f64, Option<f64>)>,
 }
 
 impl PipelineResult {
@@ -86,7 +93,7 @@ impl PipelineResult {
             "{{\"frames_played\":{},\"frames_concealed\":{},\"late_discards\":{},\"duplicates\":{},\
              \"mean_playout_delay_ms\":{:.2},\"p95_playout_delay_ms\":{:.2},\"jitter_ms\":{:.2},\
              \"loss_percent\":{:.3},\"mos_estimate\":{:.3},\"samples_accelerated\":{},\"samples_expanded\":{},\
-             \"jb_target_ms\":{}}}",
+             \"jb_target_ms\":{},\"dtmf_digits\":\"{}\",\"talkspurts\":[{}]}}",
             self.frames_played,
             self.frames_concealed,
             self.late_discards,
@@ -99,6 +106,15 @@ impl PipelineResult {
             self.stats.samples_accelerated,
             self.stats.samples_expanded,
             self.stats.jb_target_ms,
+            self.dtmf_digits,
+            self.talkspurts
+                .iter()
+                .map(|(a, b)| match b {
+                    Some(b) => format!("[{a:.0},{b:.0}]"),
+                    None => format!("[{a:.0},null]"),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
         )
     }
 }
@@ -122,6 +138,7 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
         max_conceal_ms: 0,
         ..cfg.jitter
     });
+    pa.dsp = cfg.dsp;
     let mut pb = MediaSessionParams::new(cfg.to_codec, cfg.ptime);
     pb.opus = cfg.opus;
     let (a, b) = engine.create_call((DialogId(1), pa), (DialogId(2), pb))?;
@@ -173,6 +190,8 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
     let mut b_origin: Option<(u32, usize)> = None;
     let mut delays = Vec::new();
     let mut played = 0u64;
+    let mut dtmf_digits = String::new();
+    let mut talkspurts: Vec<(f64, Option<f64>)> = Vec::new();
     let mut t_ms = 0.0;
     while t_ms <= end_ms {
         while next < deliveries.len() && deliveries[next].arrival_ms <= t_ms {
@@ -194,6 +213,24 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
         }
         engine.step(1)?;
         t_ms += 10.0;
+        while let Some(ev) = engine.poll_event() {
+            match ev {
+                EngineEvent::Dtmf {
+                    session,
+                    digit,
+                    ended_ms: None,
+                    ..
+                } if session == a.id => dtmf_digits.push(digit),
+                EngineEvent::Talkspurt { session, speaking } if session == a.id => {
+                    if speaking {
+                        talkspurts.push((t_ms, None));
+                    } else if let Some(last) = talkspurts.last_mut() {
+                        last.1 = Some(t_ms);
+                    }
+                }
+                _ => {}
+            }
+        }
         while let Some(p) = eg.pop() {
             if p.session() != b.id {
                 continue;
@@ -267,6 +304,8 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
         loss_percent,
         mos_estimate: 0.0,
         stats,
+        dtmf_digits,
+        talkspurts,
     };
     let eff = loss_percent + 100.0 * r.late_discards as f64 / sent;
     let kind = crate::engine::codec_kind(codec);

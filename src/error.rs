@@ -47,6 +47,10 @@ pub enum Error {
         /// Which parameter was refused.
         reason: &'static str,
     },
+    /// Offer/answer failed (no common codec, disabled media, malformed SDP); the inner
+    /// error names both sides' codec lists where relevant. Recover: answer 488.
+    #[error("negotiation: {0}")]
+    Negotiation(#[from] crate::codec::negotiation::NegotiationError),
     /// A voice-processing setting of the session was refused (see the component and
     /// reason). Recover: correct that setting.
     #[error("voice processing: {0}")]

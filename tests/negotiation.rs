@@ -776,3 +776,43 @@ fn a_negotiated_answer_becomes_session_parameters_the_engine_runs() {
     assert_eq!(p.ptime, Ptime::MS_30);
     assert!(p.rx.contains(&CodecSpec::PCMU) && p.rx.contains(&CodecSpec::PCMA));
 }
+
+#[test]
+fn the_engine_answers_an_offer_and_runs_the_session_through_the_session_core_traits() {
+    use media_core::integration::session_core::{MediaCapabilityProvider, MediaSessionProvider};
+    use media_core::{ClockMode, DialogId, EngineConfig, Error, MediaEngine};
+    let e = MediaEngine::new(EngineConfig {
+        clock: ClockMode::Virtual,
+        sessions_per_lane: 4,
+        max_frame_samples: 960,
+        ..Default::default()
+    })
+    .unwrap();
+    e.start().unwrap();
+    // The capabilities name every codec media-core runs, and the DTMF/CN companions.
+    let encodings = e.audio_capabilities().supported_encodings();
+    for name in ["opus/48000/2", "G722/8000", "PCMU/8000", "PCMA/8000"] {
+        assert!(
+            encodings.iter().any(|x| x.eq_ignore_ascii_case(name)),
+            "{name} in {encodings:?}"
+        );
+    }
+    // A phone offering G.722 and PCMU with telephone-event.
+    let o = offer(&[
+        "m=audio 4000 RTP/AVP 9 0 101",
+        "a=rtpmap:101 telephone-event/8000",
+        "a=fmtp:101 0-16",
+    ]);
+    let (media, params) = e.negotiate_media(&o).unwrap();
+    assert_eq!(media.send.pt, 9);
+    assert!(media.to_sdp_answer(5000).contains("G722/8000"));
+    let s = e.create_session(DialogId(7), params.clone()).unwrap();
+    e.update_session(s.id, params).unwrap();
+    e.destroy_session(s.id).unwrap();
+    // No common codec: a typed error naming both lists.
+    let o = offer(&["m=audio 4000 RTP/AVP 18", "a=rtpmap:18 G729/8000"]);
+    match e.negotiate_media(&o) {
+        Err(Error::Negotiation(n)) => assert!(n.to_string().contains("G729"), "{n}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod audio;
 pub mod negotiation;
+pub mod registry;
 
 use crate::types::{PayloadType, Ptime, SampleRate};
 

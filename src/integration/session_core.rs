@@ -1,0 +1,75 @@
+//! The traits session-core (the SIP side) drives media-core through: what media a gateway
+//! can offer and how an offer is answered ([`MediaCapabilityProvider`]), and one media
+//! session per dialog ([`MediaSessionProvider`]). [`MediaEngine`] implements both; all of
+//! it is control plane.
+
+use crate::codec::negotiation::{answer, LocalCapabilities, MediaOffer, NegotiatedMedia};
+use crate::codec::registry::CodecRegistry;
+use crate::engine::{MediaEngine, MediaSessionHandle};
+use crate::session::MediaSessionParams;
+use crate::types::{DialogId, SessionId};
+use crate::Error;
+
+/// What media this side supports, and offer/answer over it (RFC 3264).
+pub trait MediaCapabilityProvider {
+    /// The audio codecs (and telephone-event, comfort noise) to offer, in preference order.
+    fn audio_capabilities(&self) -> LocalCapabilities;
+
+    /// Answers a remote offer: the negotiated media (to write the SDP answer from) and the
+    /// session parameters it implies (to create the dialog's media session with).
+    ///
+    /// Errors: [`Error::Negotiation`] (no common codec: both lists are named; port 0),
+    /// [`Error::UnsupportedParameters`] when the result cannot be run.
+    fn negotiate_media(
+        &self,
+        offer: &MediaOffer,
+    ) -> Result<(NegotiatedMedia, MediaSessionParams), Error>;
+}
+
+/// One media session per SIP dialog: created on the answer, updated on a re-INVITE,
+/// destroyed on BYE.
+pub trait MediaSessionProvider {
+    /// Creates the dialog's media session.
+    fn create_session(
+        &self,
+        dialog: DialogId,
+        params: MediaSessionParams,
+    ) -> Result<MediaSessionHandle, Error>;
+    /// Applies renegotiated parameters (codec, ptime, processing) to a live session.
+    fn update_session(&self, id: SessionId, params: MediaSessionParams) -> Result<(), Error>;
+    /// Ends the session; its resources return to the lane once it retires.
+    fn destroy_session(&self, id: SessionId) -> Result<(), Error>;
+}
+
+impl MediaCapabilityProvider for MediaEngine {
+    fn audio_capabilities(&self) -> LocalCapabilities {
+        CodecRegistry::all().local_capabilities()
+    }
+
+    fn negotiate_media(
+        &self,
+        offer: &MediaOffer,
+    ) -> Result<(NegotiatedMedia, MediaSessionParams), Error> {
+        let media = answer(offer, &self.audio_capabilities())?;
+        let params = MediaSessionParams::from_negotiated(&media)?;
+        Ok((media, params))
+    }
+}
+
+impl MediaSessionProvider for MediaEngine {
+    fn create_session(
+        &self,
+        dialog: DialogId,
+        params: MediaSessionParams,
+    ) -> Result<MediaSessionHandle, Error> {
+        self.create_media_session(dialog, params)
+    }
+
+    fn update_session(&self, id: SessionId, params: MediaSessionParams) -> Result<(), Error> {
+        self.update_media_session(id, params)
+    }
+
+    fn destroy_session(&self, id: SessionId) -> Result<(), Error> {
+        self.destroy_media_session(id)
+    }
+}

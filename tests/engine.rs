@@ -1199,3 +1199,78 @@ fn rfc4733_digits_reach_the_control_plane_once_each_even_when_end_packets_are_lo
     let s = e.session_stats(a.id).unwrap();
     assert!(s.rx_dtmf_packets >= 10);
 }
+
+#[test]
+fn send_dtmf_sends_rfc4733_events_in_place_of_audio_then_resumes_audio() {
+    use media_core::codec::audio::telephone_event::EventPayload;
+    let e = virtual_engine(8);
+    let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+    pa.telephone_event_send_pt = media_core::PayloadType::new(101);
+    let (a, b) = e
+        .create_call(
+            (DialogId(1), pa),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    // The other leg negotiated no telephone-event to send: a typed error.
+    assert!(matches!(
+        e.send_dtmf(b.id, '1', 100),
+        Err(media_core::Error::UnsupportedParameters { .. })
+    ));
+    assert!(e.send_dtmf(a.id, 'x', 100).is_err());
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    let mut out = Vec::new();
+    for k in 0..40usize {
+        // B talks, so A sends audio towards its peer every 20 ms.
+        rtp(
+            0,
+            k as u16,
+            160 * k as u32,
+            5,
+            k == 0,
+            &ulaw_frame(k),
+            &mut pkt,
+        );
+        ing.push(b.id, &pkt).unwrap();
+        if k == 10 {
+            e.send_dtmf(a.id, '#', 100).unwrap();
+        }
+        e.step(2).unwrap();
+        out.extend(drain(&mut eg).into_iter().filter(|p| p.session == a.id));
+    }
+    let events: Vec<_> = out
+        .iter()
+        .filter(|p| p.header.payload_type == 101)
+        .map(|p| (p.header, EventPayload::parse(p.payload()).unwrap()))
+        .collect();
+    // 100 ms at 20 ms intervals: updates up to 800 units, then the end packet three times.
+    assert!(events.len() >= 7, "{} event packets", events.len());
+    assert!(events[0].0.marker && events[1..].iter().all(|(h, _)| !h.marker));
+    let ts = events[0].0.timestamp;
+    assert!(events
+        .iter()
+        .all(|(h, p)| h.timestamp == ts && p.event == 11));
+    let ends: Vec<_> = events.iter().filter(|(_, p)| p.end).collect();
+    assert_eq!(ends.len(), 3);
+    assert!(ends.iter().all(|(_, p)| p.duration == 800));
+    // One sequence space: audio, events and audio again, no gaps or repeats.
+    for w in out.windows(2) {
+        assert_eq!(w[1].header.sequence, w[0].header.sequence.wrapping_add(1));
+    }
+    // Audio resumed after the event, as a new talkspurt.
+    let last_event = out
+        .iter()
+        .rposition(|p| p.header.payload_type == 101)
+        .unwrap();
+    let resumed = &out[last_event + 1];
+    assert_eq!(resumed.header.payload_type, 0);
+    assert!(resumed.header.marker);
+    assert_eq!(
+        e.session_stats(a.id).unwrap().tx_dtmf_packets as usize,
+        events.len()
+    );
+}

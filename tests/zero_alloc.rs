@@ -169,6 +169,7 @@ fn make_calls(
             };
             let mut a = MediaSessionParams::new(pa, Ptime::MS_20);
             a.telephone_event_pt = media_core::PayloadType::new(101);
+            a.telephone_event_send_pt = media_core::PayloadType::new(101);
             if i % 8 == 3 {
                 a.dsp = DspConfig {
                     rx_gain_db: -6.0,
@@ -325,6 +326,12 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
             }
             // Control-plane churn during the measured window (allocates on this thread,
             // outside the marked region).
+            if k > 100 && k % 50 == 10 {
+                // RFC 4733 digits sent on a few sessions (their event packets replace audio).
+                for &(a, _) in calls.iter().step_by(9) {
+                    let _ = e.send_dtmf(a, '7', 120);
+                }
+            }
             if k > 100 && k % 50 == 0 {
                 let (a, b) = calls.remove(0);
                 e.destroy_media_session(a).unwrap();
@@ -365,6 +372,7 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
                 total.rx_late += x.rx_late;
                 total.rx_duplicates += x.rx_duplicates;
                 total.rx_dtmf_packets += x.rx_dtmf_packets;
+                total.tx_dtmf_packets += x.tx_dtmf_packets;
                 total.frames_processed += x.frames_processed;
                 let _ = e.session_quality(id).unwrap();
             }
@@ -377,8 +385,8 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
         assert!(total.frames_concealed > 0, "concealment path");
         assert!(total.samples_accelerated > 0, "time compression path");
         assert!(
-            total.rx_duplicates > 0 && total.rx_dtmf_packets > 0,
-            "duplicate and RFC 4733 paths"
+            total.rx_duplicates > 0 && total.rx_dtmf_packets > 0 && total.tx_dtmf_packets > 0,
+            "duplicate and RFC 4733 receive and send paths"
         );
     }
 }

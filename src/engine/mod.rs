@@ -30,6 +30,7 @@ use crate::{Error, Result};
 
 pub use crate::runtime::msg::LaneEvent as EngineEvent;
 
+mod dtmf;
 mod quality;
 pub(crate) use quality::codec_kind;
 pub use quality::{EngineQuality, LaneQuality, QualityMonitor};

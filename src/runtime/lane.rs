@@ -25,10 +25,10 @@ use crate::codec::audio::telephone_event::{DtmfEvent, EventPayload};
 use crate::codec::{AnyDecoder, Codec};
 use crate::processing::audio::DspEvent;
 use crate::quality::rtp_stats::PacketClass;
-use crate::rtp::{write_header, RtpPacket, RTP_HEADER_LEN};
+use crate::rtp::{write_header, RtpHeader, RtpPacket, RTP_HEADER_LEN};
 use crate::session::receive::{PacketDecoder, RelayStep, StretchPool};
 use crate::session::{DecodePart, DspPart, EncodePart, JitterPart, MAX_RX_CODECS};
-use crate::types::{Ptime, SessionId};
+use crate::types::{PayloadType, Ptime, SessionId};
 
 /// Sessions played per chunk in a fused lane before the later stages drain, so frames
 /// stay cache-hot and the frame slab need not hold a whole tick.
@@ -290,7 +290,7 @@ impl JitterStage {
                 }
             }
             Op::Destroy => b.jitter = self.sessions[slot].take(),
-            Op::Route | Op::Barrier | Op::Tune => {}
+            Op::Route | Op::Barrier | Op::Tune | Op::Dtmf => {}
         }
         self.sched[slot] = self.sessions[slot]
             .as_ref()
@@ -603,7 +603,7 @@ impl DecodeStage {
                         .set_bounds(t.jitter_min_ms, t.jitter_max_ms);
                 }
             }
-            Op::Barrier => {}
+            Op::Barrier | Op::Dtmf => {}
         }
         self.sched[slot] = self.sessions[slot]
             .as_ref()
@@ -923,7 +923,7 @@ impl DspStage {
                                 std::mem::swap(&mut part.resampler, &mut b.resampler);
                             }
                         }
-                        Op::Barrier | Op::Tune => {}
+                        Op::Barrier | Op::Tune | Op::Dtmf => {}
                     }
                 }
             }
@@ -1004,12 +1004,68 @@ impl EncodeStage {
                 b.encode = self.sessions[slot].take();
                 push_event(&mut self.events, counters, LaneEvent::SessionStopped(b.id));
             }
+            Op::Dtmf => {
+                if let (Some(part), Some(d)) = (self.sessions[slot].as_mut(), b.dtmf) {
+                    let duration_ts = d.duration_ms.saturating_mul(part.ts_per_ms);
+                    if part.dtmf_pt.is_none()
+                        || part
+                            .dtmf
+                            .start(d.event, d.volume, Some(duration_ts.max(1)))
+                            .is_err()
+                    {
+                        // Not negotiated, or a digit is still being sent: counted, dropped.
+                        self.shared.sessions[slot].counters.tx_dtmf_refused.inc();
+                    }
+                }
+            }
             Op::Route | Op::Barrier | Op::Tune => {}
         }
         counters.commands_applied.inc();
         let seq = b.seq;
         push_cmd(&mut self.retire, counters, b);
         self.shared.acked.store(seq, Ordering::Release);
+    }
+
+    /// Writes the next RFC 4733 packet of `part`'s event into `et` (the sender is active):
+    /// event timestamp and marker from the sender, the session's sequence, SSRC and
+    /// payload type; the audio timeline advances by one frame as if audio had been sent.
+    fn send_dtmf_packet(
+        part: &mut EncodePart,
+        pt: PayloadType,
+        et: &mut Token,
+        egress_slab: &Slab<EgressSlot>,
+        lane: u16,
+        dst: u32,
+        sc: &SessionCounters,
+    ) {
+        let media_ts = part.timestamp;
+        egress_slab.with_mut(et, |e| {
+            let body = &mut e.bytes[RTP_HEADER_LEN..];
+            let Some(ev) = part.dtmf.poll(media_ts, body) else {
+                return;
+            };
+            let h = RtpHeader {
+                marker: ev.marker,
+                payload_type: pt.get(),
+                sequence: part.sequence,
+                timestamp: ev.timestamp,
+                ssrc: part.ssrc,
+            };
+            if write_header(&h, &mut e.bytes).is_err() {
+                return;
+            }
+            e.header = h;
+            e.src_ts = 0;
+            e.len = RTP_HEADER_LEN + ev.payload_len;
+            e.session = SessionId::from_parts(lane, dst, part.generation);
+            sc.tx_dtmf_packets.inc();
+        });
+        part.sequence = part.sequence.wrapping_add(1);
+        part.skip_frame();
+        if part.dtmf.is_idle() {
+            // Audio after the event starts a new talkspurt.
+            part.marker_next = true;
+        }
     }
 
     fn encode(&mut self, dst: u32, frame: &Token) {
@@ -1023,6 +1079,14 @@ impl EncodeStage {
             return;
         };
         let lane = self.shared.lane;
+        if let (false, Some(pt)) = (part.dtmf.is_idle(), part.dtmf_pt) {
+            // RFC 4733 §2.5.1.2: while an event is sent its packets replace the audio.
+            Self::send_dtmf_packet(part, pt, &mut et, &self.egress_slab, lane, dst, sc);
+            if self.egress.push(et).is_err() {
+                self.shared.counters.internal_ring_full.inc();
+            }
+            return;
+        }
         let ok = self.frames.with(frame, |f| {
             self.egress_slab.with_mut(&mut et, |e| {
                 let body = &mut e.bytes[RTP_HEADER_LEN..];

@@ -130,6 +130,19 @@ pub enum Op {
     Barrier,
     /// Retune a live session (jitter bounds) without rebuilding it.
     Tune,
+    /// Send an RFC 4733 telephone event on the session (encode stage).
+    Dtmf,
+}
+
+/// The event an [`Op::Dtmf`] command sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DtmfCommand {
+    /// RFC 4733 event code (0-15: DTMF digits).
+    pub event: u8,
+    /// Volume, -dBm0 (0-63).
+    pub volume: u8,
+    /// Duration, ms.
+    pub duration_ms: u32,
 }
 
 /// Settings a [`Op::Tune`] command changes in place.
@@ -164,6 +177,8 @@ pub struct Bundle {
     pub route: Option<Route>,
     /// For [`Op::Tune`]: the new settings.
     pub tune: Option<Tune>,
+    /// For [`Op::Dtmf`]: the event to send.
+    pub dtmf: Option<DtmfCommand>,
     /// For [`Op::Route`]: the sample-rate converter towards the new destination (in), the
     /// previous one (out, retired).
     pub resampler: Option<Box<Resampler>>,
@@ -182,6 +197,7 @@ impl Bundle {
             encode: None,
             route: None,
             tune: None,
+            dtmf: None,
             resampler: None,
         })
     }

@@ -107,6 +107,10 @@ counter_block! {
         size_mismatches,
         /// RFC 4733 telephone-event packets received (routed to DTMF handling).
         rx_dtmf_packets,
+        /// RFC 4733 telephone-event packets sent.
+        tx_dtmf_packets,
+        /// `send_dtmf` requests refused on the lane (a digit still being sent).
+        tx_dtmf_refused,
         /// Packets that arrived out of order (RFC 3550 sequence tracking).
         rx_reordered,
         /// Packets expected from the extended sequence range (RFC 3550 A.3); gauge.

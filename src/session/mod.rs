@@ -11,7 +11,7 @@ pub mod receive;
 use arrayvec::ArrayVec;
 
 use crate::buffer::adaptive::JitterConfig;
-use crate::codec::audio::telephone_event::DtmfReceiver;
+use crate::codec::audio::telephone_event::{DtmfReceiver, DtmfSender};
 use crate::codec::negotiation::{CodecKind, NegotiatedMedia, RtpMap};
 use crate::codec::{AnyDecoder, AnyEncoder, Codec, CodecSpec, OpusSettings};
 use crate::error::Error;
@@ -41,6 +41,10 @@ pub struct MediaSessionParams {
     /// Payload type of RFC 4733 telephone events on receive, if negotiated. These packets
     /// are routed to DTMF handling, never into the audio jitter buffer.
     pub telephone_event_pt: Option<PayloadType>,
+    /// Payload type to send RFC 4733 telephone events with
+    /// ([`MediaEngine::send_dtmf`](crate::MediaEngine::send_dtmf)), if negotiated (the
+    /// answer's number, which may differ from the receive one).
+    pub telephone_event_send_pt: Option<PayloadType>,
     /// Voice processing applied to audio received on this session.
     pub dsp: DspConfig,
     /// Opus encoder settings when `tx` is Opus (from the negotiated fmtp, or defaults).
@@ -96,6 +100,7 @@ impl MediaSessionParams {
             .telephone_event_recv
             .first()
             .and_then(|&pt| PayloadType::new(pt));
+        p.telephone_event_send_pt = m.telephone_event_send.and_then(PayloadType::new);
         if let Some(o) = &m.opus {
             p.opus = OpusSettings {
                 inband_fec: o.use_inband_fec,
@@ -118,6 +123,7 @@ impl MediaSessionParams {
             tx_ssrc: None,
             jitter: None,
             telephone_event_pt: None,
+            telephone_event_send_pt: None,
             dsp: DspConfig::default(),
             opus: OpusSettings::default(),
         }
@@ -248,6 +254,12 @@ pub struct EncodePart {
     pub frame_samples: usize,
     /// Set the marker bit on the next packet (start of a talkspurt, RFC 3551 §4.1).
     pub marker_next: bool,
+    /// RFC 4733 payload type to send telephone events with (`None`: not negotiated).
+    pub dtmf_pt: Option<PayloadType>,
+    /// The RFC 4733 sender (one event at a time; its packets replace audio meanwhile).
+    pub dtmf: DtmfSender,
+    /// RTP timestamp units per millisecond.
+    pub ts_per_ms: u32,
 }
 
 impl EncodePart {
@@ -354,6 +366,11 @@ impl<T> SessionParts<T> {
                 timestamp_step: tx.timestamp_step(params.ptime),
                 frame_samples: tx.frame_samples(params.ptime),
                 marker_next: true,
+                dtmf_pt: params.telephone_event_send_pt,
+                // Invariant: a frame's timestamp step is never zero (ptime >= 10 ms).
+                dtmf: DtmfSender::new(tx.timestamp_step(params.ptime).max(1))
+                    .expect("non-zero packet interval"),
+                ts_per_ms: (tx.info().clock_rate_hz / 1000).max(1),
             },
         }
     }

@@ -1274,3 +1274,52 @@ fn send_dtmf_sends_rfc4733_events_in_place_of_audio_then_resumes_audio() {
         events.len()
     );
 }
+
+#[test]
+fn rfc4733_digits_arriving_on_one_leg_leave_the_other_as_rfc4733() {
+    use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender, EventPayload};
+    let e = virtual_engine(8);
+    let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+    pa.telephone_event_pt = media_core::PayloadType::new(101);
+    let mut pb = MediaSessionParams::new(CodecSpec::PCMA, Ptime::MS_20);
+    // B's peer numbered telephone-event 96.
+    pb.telephone_event_send_pt = media_core::PayloadType::new(96);
+    let (a, b) = e.create_call((DialogId(1), pa), (DialogId(2), pb)).unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut tx = DtmfSender::new(160).unwrap();
+    let mut pkt = Vec::new();
+    let mut buf = [0u8; 4];
+    let mut out = Vec::new();
+    let mut seq = 0u16;
+    for k in 0..60u32 {
+        let ts = 160 * k;
+        if k == 15 {
+            tx.start(digit_to_event('9').unwrap(), 10, Some(1600))
+                .unwrap(); // 200 ms
+        }
+        match tx.poll(ts, &mut buf) {
+            // The phone mutes its audio while the key is down (common), sending events only.
+            Some(h) => rtp(101, seq, h.timestamp, 3, h.marker, &buf, &mut pkt),
+            None => rtp(0, seq, ts, 3, k == 0, &ulaw_frame(k as usize), &mut pkt),
+        }
+        seq = seq.wrapping_add(1);
+        ing.push(a.id, &pkt).unwrap();
+        e.step(2).unwrap();
+        out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
+    }
+    let events: Vec<_> = out
+        .iter()
+        .filter(|p| p.header.payload_type == 96)
+        .map(|p| (p.header, EventPayload::parse(p.payload()).unwrap()))
+        .collect();
+    assert!(events.len() >= 8, "{} event packets on B", events.len());
+    assert!(events[0].0.marker);
+    assert!(events.iter().all(|(_, p)| p.event == 9));
+    let ends = events.iter().filter(|(_, p)| p.end).count();
+    assert_eq!(ends, 3, "end packet three times");
+    // B's packets stay one sequence space (audio, events, audio).
+    for w in out.windows(2) {
+        assert_eq!(w[1].header.sequence, w[0].header.sequence.wrapping_add(1));
+    }
+    assert!(out.last().is_some_and(|p| p.header.payload_type == 8));
+}

@@ -380,11 +380,21 @@ impl JitterStage {
                 let counters = &self.shared.counters;
                 let dtmf = &mut part.dtmf;
                 self.dtmf_pending = true;
+                let out = &mut self.out;
                 self.packets.with(&tok, |p| {
                     for (offset, ev) in EventPayload::packed(p.payload()) {
                         let at = ts.wrapping_add(offset);
                         for d in dtmf.on_packet(at, marker && offset == 0, &ev, now_ms) {
                             push_event(events, counters, dtmf_event(id, d, clock_khz));
+                            // On to the bridged leg (the decode stage knows the route).
+                            let fwd = ToDecode::Dtmf {
+                                slot,
+                                event: ev.event,
+                                begin: matches!(d, DtmfEvent::Began { .. }),
+                            };
+                            if out.push(fwd).is_err() {
+                                counters.internal_ring_full.inc();
+                            }
                         }
                     }
                 });
@@ -547,6 +557,24 @@ impl DecodeStage {
                     new_stream,
                     arrival_ns,
                 } => self.insert(slot, pkt, ts, marker, new_stream, arrival_ns),
+                ToDecode::Dtmf { slot, event, begin } => {
+                    let route = self
+                        .sessions
+                        .get(slot as usize)
+                        .and_then(|p| p.as_ref())
+                        .and_then(|p| p.route);
+                    if let Some(r) = route {
+                        if self.out.slots() > self.reserve {
+                            let _ = self.out.push(Downstream::Dtmf {
+                                dst: r.dst_slot,
+                                event,
+                                begin,
+                            });
+                        } else {
+                            self.shared.counters.stage_backlog_drops.inc();
+                        }
+                    }
+                }
                 ToDecode::Cmd(b) => self.apply(b),
             }
         }
@@ -896,7 +924,7 @@ impl DspStage {
                         }
                     }
                 }
-                Downstream::Missing { .. } => {}
+                Downstream::Missing { .. } | Downstream::Dtmf { .. } => {}
                 Downstream::Cmd(b) => {
                     let slot = b.id.slot as usize;
                     match b.op {
@@ -962,10 +990,32 @@ impl EncodeStage {
                     release_token(&mut self.frame_return, &self.shared.counters, frame);
                 }
                 Downstream::Missing { dst, .. } => {
+                    // A telephone event goes on even when no audio comes (senders often
+                    // mute audio while a key is pressed).
+                    if !self.dtmf_in_place_of_audio(dst) {
+                        if let Some(part) = self.sessions[dst as usize].as_mut() {
+                            part.skip_frame();
+                            // Audio resumes as a new talkspurt (RFC 3551 §4.1).
+                            part.marker_next = true;
+                        }
+                    }
+                }
+                Downstream::Dtmf { dst, event, begin } => {
                     if let Some(part) = self.sessions[dst as usize].as_mut() {
-                        part.skip_frame();
-                        // Audio resumes as a new talkspurt (RFC 3551 §4.1).
-                        part.marker_next = true;
+                        if part.dtmf_pt.is_some() {
+                            if begin {
+                                // Until the end arrives; a digit still being sent is
+                                // finished first (counted).
+                                if part.dtmf.start(event, 10, None).is_err() {
+                                    self.shared.sessions[dst as usize]
+                                        .counters
+                                        .tx_dtmf_refused
+                                        .inc();
+                                }
+                            } else {
+                                part.dtmf.stop();
+                            }
+                        }
                     }
                 }
                 Downstream::Cmd(b) => self.apply(b),
@@ -1026,7 +1076,41 @@ impl EncodeStage {
         self.shared.acked.store(seq, Ordering::Release);
     }
 
-    /// Writes the next RFC 4733 packet of `part`'s event into `et` (the sender is active):
+    /// RFC 4733 §2.5.1.2: while session `dst` sends an event, its packets replace the
+    /// audio, one per frame period. Returns whether a frame period was used so.
+    fn dtmf_in_place_of_audio(&mut self, dst: u32) -> bool {
+        let Some(part) = self.sessions[dst as usize].as_mut() else {
+            return false;
+        };
+        let Some(pt) = part.dtmf_pt.filter(|_| !part.dtmf.is_idle()) else {
+            return false;
+        };
+        let sc = &self.shared.sessions[dst as usize].counters;
+        let Some(mut et) = self.spare.take().or_else(|| self.egress_free.pop().ok()) else {
+            sc.tx_egress_full.inc();
+            part.skip_frame();
+            return true;
+        };
+        if Self::send_dtmf_packet(
+            part,
+            pt,
+            &mut et,
+            &self.egress_slab,
+            self.shared.lane,
+            dst,
+            sc,
+        ) {
+            if self.egress.push(et).is_err() {
+                self.shared.counters.internal_ring_full.inc();
+            }
+        } else {
+            self.spare = Some(et);
+        }
+        true
+    }
+
+    /// Writes the next RFC 4733 packet of `part`'s event into `et` (the sender is active;
+    /// false when it had nothing to send, leaving `et` unused):
     /// event timestamp and marker from the sender, the session's sequence, SSRC and
     /// payload type; the audio timeline advances by one frame as if audio had been sent.
     fn send_dtmf_packet(
@@ -1037,12 +1121,12 @@ impl EncodeStage {
         lane: u16,
         dst: u32,
         sc: &SessionCounters,
-    ) {
+    ) -> bool {
         let media_ts = part.timestamp;
-        egress_slab.with_mut(et, |e| {
+        let written = egress_slab.with_mut(et, |e| {
             let body = &mut e.bytes[RTP_HEADER_LEN..];
             let Some(ev) = part.dtmf.poll(media_ts, body) else {
-                return;
+                return false;
             };
             let h = RtpHeader {
                 marker: ev.marker,
@@ -1052,20 +1136,24 @@ impl EncodeStage {
                 ssrc: part.ssrc,
             };
             if write_header(&h, &mut e.bytes).is_err() {
-                return;
+                return false;
             }
             e.header = h;
             e.src_ts = 0;
             e.len = RTP_HEADER_LEN + ev.payload_len;
             e.session = SessionId::from_parts(lane, dst, part.generation);
             sc.tx_dtmf_packets.inc();
+            true
         });
-        part.sequence = part.sequence.wrapping_add(1);
+        if written {
+            part.sequence = part.sequence.wrapping_add(1);
+        }
         part.skip_frame();
         if part.dtmf.is_idle() {
             // Audio after the event starts a new talkspurt.
             part.marker_next = true;
         }
+        written
     }
 
     fn encode(&mut self, dst: u32, frame: &Token) {
@@ -1079,12 +1167,10 @@ impl EncodeStage {
             return;
         };
         let lane = self.shared.lane;
-        if let (false, Some(pt)) = (part.dtmf.is_idle(), part.dtmf_pt) {
-            // RFC 4733 §2.5.1.2: while an event is sent its packets replace the audio.
-            Self::send_dtmf_packet(part, pt, &mut et, &self.egress_slab, lane, dst, sc);
-            if self.egress.push(et).is_err() {
-                self.shared.counters.internal_ring_full.inc();
-            }
+        // `dtmf_pt` first: sessions without telephone-event never touch the boxed sender.
+        if part.dtmf_pt.is_some() && !part.dtmf.is_idle() {
+            self.spare = Some(et);
+            self.dtmf_in_place_of_audio(dst);
             return;
         }
         let ok = self.frames.with(frame, |f| {

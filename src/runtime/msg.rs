@@ -221,6 +221,16 @@ pub enum ToDecode {
         /// Arrival time (ns, transport's monotonic clock; 0 if unknown).
         arrival_ns: u64,
     },
+    /// An RFC 4733 digit began (`begin`) or ended on session `slot`: forwarded to the
+    /// bridged leg's sender.
+    Dtmf {
+        /// Session slot the digit arrived on.
+        slot: u32,
+        /// RFC 4733 event code.
+        event: u8,
+        /// True when it began, false when it ended.
+        begin: bool,
+    },
     /// A command.
     Cmd(Box<Bundle>),
 }
@@ -256,6 +266,16 @@ pub enum Downstream {
         src: u32,
         /// Sending session.
         dst: u32,
+    },
+    /// A telephone event from `src`'s stream to be sent on by `dst` (RFC 4733 → RFC 4733
+    /// when `dst` negotiated telephone-event).
+    Dtmf {
+        /// Sending session.
+        dst: u32,
+        /// RFC 4733 event code.
+        event: u8,
+        /// True when it began, false when it ended.
+        begin: bool,
     },
     /// A command.
     Cmd(Box<Bundle>),

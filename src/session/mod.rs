@@ -167,7 +167,7 @@ pub struct JitterPart {
     /// Which tick within the period this session plays on (spreads load).
     pub phase: u32,
     /// RFC 4733 receiver (deduplication, end detection, lost-end timeout).
-    pub dtmf: DtmfReceiver,
+    pub dtmf: Box<DtmfReceiver>,
     /// Telephone-event clock rate (the audio codec's RTP clock), Hz.
     pub dtmf_clock_hz: u32,
 }
@@ -257,7 +257,7 @@ pub struct EncodePart {
     /// RFC 4733 payload type to send telephone events with (`None`: not negotiated).
     pub dtmf_pt: Option<PayloadType>,
     /// The RFC 4733 sender (one event at a time; its packets replace audio meanwhile).
-    pub dtmf: DtmfSender,
+    pub dtmf: Box<DtmfSender>,
     /// RTP timestamp units per millisecond.
     pub ts_per_ms: u32,
 }
@@ -328,7 +328,9 @@ impl<T> SessionParts<T> {
                 phase: phase % params.ptime.ticks(),
                 // RFC 4733 §2.5.2.2: a digit whose packets stop is ended after a timeout;
                 // senders update every 50 ms, so 200 ms is four updates lost.
-                dtmf: DtmfReceiver::new(200),
+                // Boxed: touched only by telephone-event packets, so it stays out of the
+                // hot state every packet walks.
+                dtmf: Box::new(DtmfReceiver::new(200)),
                 dtmf_clock_hz: tx.info().clock_rate_hz,
             },
             decode: DecodePart {
@@ -368,8 +370,10 @@ impl<T> SessionParts<T> {
                 marker_next: true,
                 dtmf_pt: params.telephone_event_send_pt,
                 // Invariant: a frame's timestamp step is never zero (ptime >= 10 ms).
-                dtmf: DtmfSender::new(tx.timestamp_step(params.ptime).max(1))
-                    .expect("non-zero packet interval"),
+                dtmf: Box::new(
+                    DtmfSender::new(tx.timestamp_step(params.ptime).max(1))
+                        .expect("non-zero packet interval"),
+                ),
                 ts_per_ms: (tx.info().clock_rate_hz / 1000).max(1),
             },
         }

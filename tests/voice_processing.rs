@@ -289,3 +289,51 @@ fn the_file_pipeline_reports_the_digits_of_the_dtmf_recording_through_pcmu() {
     assert!(r.talkspurts.iter().all(|&(a, b)| b.is_some_and(|b| b > a)));
     assert!(r.to_json().contains("\"dtmf_digits\":\"1234567890*#ABCD\""));
 }
+
+#[test]
+fn in_band_digits_on_one_leg_leave_the_other_as_rfc4733() {
+    use media_core::codec::audio::telephone_event::EventPayload;
+    let e = engine();
+    let dsp = DspConfig {
+        dtmf: Some(Default::default()),
+        ..Default::default()
+    };
+    let mut pb = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+    pb.telephone_event_send_pt = media_core::PayloadType::new(101);
+    let (a, b) = e
+        .create_call((DialogId(1), with_dsp(dsp)), (DialogId(2), pb))
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut generator = DtmfGenerator::new(DtmfGeneratorConfig::default()).unwrap();
+    let mut pkt = Vec::new();
+    let mut pcm = [0i16; 160];
+    let mut payload = [0u8; 160];
+    let mut out = Vec::new();
+    for k in 0..60u32 {
+        if k == 10 {
+            generator.start(Digit::from_char('6').unwrap(), -10.0, 200);
+        }
+        if !generator.fill(&mut pcm) {
+            pcm.fill(0);
+        }
+        g711::ulaw_encode(&pcm, &mut payload);
+        rtp(0, k as u16, 160 * k, 3, k == 0, &payload, &mut pkt);
+        ing.push(a.id, &pkt).unwrap();
+        e.step(2).unwrap();
+        out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
+    }
+    let events: Vec<_> = out
+        .iter()
+        .filter(|p| p.header.payload_type == 101)
+        .map(|p| EventPayload::parse(p.payload()).unwrap())
+        .collect();
+    assert!(events.len() >= 5, "{} RFC 4733 packets on B", events.len());
+    assert!(events.iter().all(|p| p.event == 6));
+    assert_eq!(events.iter().filter(|p| p.end).count(), 3);
+    // The event lasted about as long as the tone (within the detector's latency).
+    let last = events.last().unwrap().duration;
+    assert!(
+        (1200..=1900).contains(&last),
+        "duration {last} (1600 = 200 ms)"
+    );
+}

@@ -21,7 +21,7 @@ use super::slab::{Slab, Token};
 use super::stats::{LaneCounters, SessionCell, SessionCounters, TickHistogram};
 use super::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 use crate::buffer::adaptive::Insert;
-use crate::codec::audio::telephone_event::{DtmfEvent, EventPayload};
+use crate::codec::audio::telephone_event::{digit_to_event, DtmfEvent, EventPayload};
 use crate::codec::{AnyDecoder, Codec};
 use crate::processing::audio::DspEvent;
 use crate::quality::rtp_stats::PacketClass;
@@ -892,12 +892,20 @@ impl DspStage {
             match &mut msg {
                 Downstream::Frame { src, dst, frame } => {
                     let (src, dst) = (*src as usize, *dst as usize);
+                    let mut digits: ArrayVec<(u8, bool), 4> = ArrayVec::new();
                     if let Some(part) = self.sessions[src].as_mut() {
                         let scratch = &mut self.scratch;
                         let events = &mut self.events;
                         let shared = &self.shared;
                         let id = SessionId::from_parts(shared.lane, src as u32, part.generation);
+                        let digits = &mut digits;
                         let mut emit = |e: DspEvent| {
+                            if let DspEvent::Digit { digit, ended_ms } = e {
+                                // In-band digits go on to the bridged leg as RFC 4733.
+                                if let Some(event) = digit_to_event(digit) {
+                                    let _ = digits.try_push((event, ended_ms.is_none()));
+                                }
+                            }
                             push_event(events, &shared.counters, dsp_event(id, e));
                         };
                         self.frames.with_mut(frame, |f| {
@@ -913,6 +921,17 @@ impl DspStage {
                             }
                         });
                         self.shared.sc(src as u32).frames_processed.inc();
+                    }
+                    for &(event, begin) in &digits {
+                        let fwd = Downstream::Dtmf {
+                            dst: dst as u32,
+                            event,
+                            begin,
+                        };
+                        // Keep the last slot for the frame itself (checked by the loop).
+                        if self.out.slots() < 2 || self.out.push(fwd).is_err() {
+                            self.shared.counters.internal_ring_full.inc();
+                        }
                     }
                     // What goes to `dst`'s peer is the echo reference of `dst`'s canceller
                     // (decoded audio: relayed G.711 frames carry it too; undecoded relays

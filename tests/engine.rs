@@ -1323,3 +1323,57 @@ fn rfc4733_digits_arriving_on_one_leg_leave_the_other_as_rfc4733() {
     }
     assert!(out.last().is_some_and(|p| p.header.payload_type == 8));
 }
+
+#[test]
+fn rfc4733_digits_toward_a_leg_without_telephone_event_are_played_in_band() {
+    use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender};
+    use media_core::processing::audio::dtmf_detector::{DtmfDetector, DtmfDetectorConfig};
+    let e = virtual_engine(8);
+    let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+    pa.telephone_event_pt = media_core::PayloadType::new(101);
+    // B's peer negotiated no telephone-event.
+    let pb = MediaSessionParams::new(CodecSpec::PCMA, Ptime::MS_20);
+    let (a, b) = e.create_call((DialogId(1), pa), (DialogId(2), pb)).unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut tx = DtmfSender::new(160).unwrap();
+    let mut pkt = Vec::new();
+    let mut buf = [0u8; 4];
+    let mut heard = Vec::new();
+    let mut seq = 0u16;
+    let mut digits = "2D".chars();
+    let mut gap = 0;
+    for k in 0..80u32 {
+        let ts = 160 * k;
+        if k >= 10 && tx.is_idle() {
+            if gap > 0 {
+                gap -= 1;
+            } else if let Some(d) = digits.next() {
+                tx.start(digit_to_event(d).unwrap(), 10, Some(960)).unwrap(); // 120 ms
+                gap = 5;
+            }
+        }
+        // Events only while a key is down (audio muted), silence otherwise.
+        match tx.poll(ts, &mut buf) {
+            Some(h) => rtp(101, seq, h.timestamp, 3, h.marker, &buf, &mut pkt),
+            None => rtp(0, seq, ts, 3, k == 0, &[0xFFu8; 160], &mut pkt),
+        }
+        seq = seq.wrapping_add(1);
+        ing.push(a.id, &pkt).unwrap();
+        e.step(2).unwrap();
+        for p in drain(&mut eg).into_iter().filter(|p| p.session == b.id) {
+            assert_eq!(p.header.payload_type, 8, "audio only toward B");
+            let mut f = [0i16; 160];
+            g711::alaw_decode(p.payload(), &mut f);
+            heard.extend_from_slice(&f);
+        }
+    }
+    // A Q.24 detector on what B's peer hears finds the digits.
+    let mut det = DtmfDetector::new(DtmfDetectorConfig::default()).unwrap();
+    let mut found = String::new();
+    det.process(&heard, |ev| {
+        if let media_core::processing::audio::dtmf_detector::DtmfEvent::Began { digit, .. } = ev {
+            found.push(digit.to_char());
+        }
+    });
+    assert_eq!(found, "2D");
+}

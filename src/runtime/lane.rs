@@ -23,6 +23,7 @@ use super::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 use crate::buffer::adaptive::Insert;
 use crate::codec::audio::telephone_event::{digit_to_event, DtmfEvent, EventPayload};
 use crate::codec::{AnyDecoder, Codec};
+use crate::processing::audio::dtmf_detector::Digit;
 use crate::processing::audio::DspEvent;
 use crate::quality::rtp_stats::PacketClass;
 use crate::rtp::{write_header, RtpHeader, RtpPacket, RTP_HEADER_LEN};
@@ -1011,7 +1012,7 @@ impl EncodeStage {
                 Downstream::Missing { dst, .. } => {
                     // A telephone event goes on even when no audio comes (senders often
                     // mute audio while a key is pressed).
-                    if !self.dtmf_in_place_of_audio(dst) {
+                    if !self.dtmf_in_place_of_audio(dst) && !self.tone_in_place_of_audio(dst) {
                         if let Some(part) = self.sessions[dst as usize].as_mut() {
                             part.skip_frame();
                             // Audio resumes as a new talkspurt (RFC 3551 §4.1).
@@ -1021,6 +1022,17 @@ impl EncodeStage {
                 }
                 Downstream::Dtmf { dst, event, begin } => {
                     if let Some(part) = self.sessions[dst as usize].as_mut() {
+                        if let (Some(t), Some(d)) =
+                            (part.tones.as_mut(), Digit::from_event_code(event))
+                        {
+                            // No telephone-event toward this peer: play the digit in-band
+                            // (-10 dBm0 per tone, until its end is forwarded; 10 s at most).
+                            if begin {
+                                t.generator.start(d, -10.0, 10_000);
+                            } else {
+                                t.generator.stop();
+                            }
+                        }
                         if part.dtmf_pt.is_some() {
                             if begin {
                                 // Until the end arrives; a digit still being sent is
@@ -1128,6 +1140,59 @@ impl EncodeStage {
         true
     }
 
+    /// While a forwarded digit plays in-band toward session `dst` and no audio came this
+    /// period, sends a frame of the tone alone. Returns whether it did.
+    fn tone_in_place_of_audio(&mut self, dst: u32) -> bool {
+        let Some(part) = self.sessions[dst as usize].as_mut() else {
+            return false;
+        };
+        if !part.tones.as_ref().is_some_and(|t| t.generator.is_active()) {
+            return false;
+        }
+        // Taken out for the encode below and always put back (never dropped here).
+        let Some(mut t) = part.tones.take() else {
+            return false;
+        };
+        let sc = &self.shared.sessions[dst as usize].counters;
+        let Some(mut et) = self.spare.take().or_else(|| self.egress_free.pop().ok()) else {
+            sc.tx_egress_full.inc();
+            part.skip_frame();
+            part.tones = Some(t);
+            return true;
+        };
+        t.generator.fill(&mut t.pcm);
+        let lane = self.shared.lane;
+        let n = self.egress_slab.with_mut(&mut et, |e| {
+            let n = part
+                .encoder
+                .encode(&t.pcm, &mut e.bytes[RTP_HEADER_LEN..])
+                .ok()?;
+            let h = part.next_header(false);
+            write_header(&h, &mut e.bytes).ok()?;
+            e.header = h;
+            e.src_ts = 0;
+            e.len = RTP_HEADER_LEN + n;
+            e.session = SessionId::from_parts(lane, dst, part.generation);
+            Some(n)
+        });
+        match n {
+            Some(n) => {
+                sc.tx_packets.inc();
+                sc.tx_payload_bytes.add(n as u64);
+                if self.egress.push(et).is_err() {
+                    self.shared.counters.internal_ring_full.inc();
+                }
+            }
+            None => {
+                sc.codec_errors.inc();
+                part.skip_frame();
+                self.spare = Some(et);
+            }
+        }
+        part.tones = Some(t);
+        true
+    }
+
     /// Writes the next RFC 4733 packet of `part`'s event into `et` (the sender is active;
     /// false when it had nothing to send, leaving `et` unused):
     /// event timestamp and marker from the sender, the session's sequence, SSRC and
@@ -1195,7 +1260,18 @@ impl EncodeStage {
         let ok = self.frames.with(frame, |f| {
             self.egress_slab.with_mut(&mut et, |e| {
                 let body = &mut e.bytes[RTP_HEADER_LEN..];
-                let n = if f.relay {
+                let tone = part
+                    .tones
+                    .as_mut()
+                    .filter(|t| t.generator.is_active())
+                    .map(|t| {
+                        // A forwarded digit plays in place of the audio (relayed or not).
+                        t.generator.fill(&mut t.pcm);
+                        &t.pcm[..]
+                    });
+                let n = if let Some(pcm) = tone {
+                    part.encoder.encode(pcm, body).ok()?
+                } else if f.relay {
                     let dst = body.get_mut(..f.payload_len)?;
                     dst.copy_from_slice(&f.payload[..f.payload_len]);
                     f.payload_len

@@ -15,6 +15,7 @@ use crate::codec::audio::telephone_event::{DtmfReceiver, DtmfSender};
 use crate::codec::negotiation::{CodecKind, NegotiatedMedia, RtpMap};
 use crate::codec::{AnyDecoder, AnyEncoder, Codec, CodecSpec, OpusSettings};
 use crate::error::Error;
+use crate::processing::audio::dtmf_detector::{DtmfGenerator, DtmfGeneratorConfig};
 use crate::processing::audio::{DspChain, DspConfig};
 use crate::quality::rtp_stats::RtpReceiveStats;
 use crate::types::{PayloadType, Ptime};
@@ -260,6 +261,20 @@ pub struct EncodePart {
     pub dtmf: Box<DtmfSender>,
     /// RTP timestamp units per millisecond.
     pub ts_per_ms: u32,
+    /// In-band DTMF toward a peer that negotiated no telephone-event: digits forwarded
+    /// from the bridged leg are played as Q.23 tones in place of the audio (`None` when
+    /// the session sends RFC 4733 instead).
+    pub tones: Option<Box<ToneOut>>,
+}
+
+/// In-band tone generation state of an encode part (boxed: used only while a forwarded
+/// digit plays).
+#[derive(Debug)]
+pub struct ToneOut {
+    /// The Q.23 generator at the session's sample rate.
+    pub generator: DtmfGenerator,
+    /// One frame of tone, encoded in place of the audio.
+    pub pcm: Box<[i16]>,
 }
 
 impl EncodePart {
@@ -375,6 +390,20 @@ impl<T> SessionParts<T> {
                         .expect("non-zero packet interval"),
                 ),
                 ts_per_ms: (tx.info().clock_rate_hz / 1000).max(1),
+                tones: match params.telephone_event_send_pt {
+                    Some(_) => None,
+                    None => DtmfGenerator::new(DtmfGeneratorConfig {
+                        sample_rate_hz: tx.info().sample_rate.hz(),
+                        ..Default::default()
+                    })
+                    .ok()
+                    .map(|generator| {
+                        Box::new(ToneOut {
+                            generator,
+                            pcm: vec![0; tx.frame_samples(params.ptime)].into_boxed_slice(),
+                        })
+                    }),
+                },
             },
         }
     }

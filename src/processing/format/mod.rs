@@ -1,5 +1,12 @@
 //! Sample format conversion.
+//!
+//! `bit_depth` converts between i16 and u8, 24-bit, i32 and f32 (with optional TPDF
+//! dither), `channels` mixes channel layouts, `resample` changes the sample rate, and
+//! `converter`'s `FormatConverter` runs all three in one call.
 
+pub mod bit_depth;
+pub mod channels;
+pub mod converter;
 pub mod resample;
 
 /// Converts i16 samples to f32 in [-1, 1). Real-time safe; processes `min` of the lengths.

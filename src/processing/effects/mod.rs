@@ -1,4 +1,8 @@
-//! Simple sample-level effects.
+//! Sample-level effects: a fixed [`Gain`], a parametric equaliser of RBJ cookbook biquads
+//! ([`eq`]) and a feed-forward compressor / limiter ([`compressor`]).
+
+pub mod compressor;
+pub mod eq;
 
 /// A fixed linear gain with saturation, in Q12 fixed point (no float per sample).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

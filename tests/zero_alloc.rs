@@ -450,3 +450,51 @@ fn realtime_lane_threads_do_not_allocate_in_steady_state() {
         );
     }
 }
+
+#[test]
+fn standalone_real_time_processors_do_not_allocate() {
+    use media_core::processing::effects::compressor::{Compressor, CompressorConfig};
+    use media_core::processing::effects::eq::{ParametricEq, ParametricEqConfig};
+    use media_core::processing::format::bit_depth::{Dither, SampleFormat, Samples, SamplesMut};
+    use media_core::processing::format::converter::{
+        AudioFormat, FormatConverter, FormatConverterConfig,
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Built on the control plane (allocates freely).
+    let mut cfg = FormatConverterConfig::new(
+        AudioFormat {
+            sample_rate_hz: 48_000,
+            channels: 2,
+            sample_format: SampleFormat::F32,
+        },
+        AudioFormat {
+            sample_rate_hz: 8_000,
+            channels: 1,
+            sample_format: SampleFormat::I16,
+        },
+        960,
+    );
+    cfg.dither = Dither::Tpdf { seed: 1 };
+    let mut conv = FormatConverter::new(cfg).unwrap();
+    let mut eq = ParametricEq::new(ParametricEqConfig::telephone_band(8_000)).unwrap();
+    let mut comp = Compressor::new(CompressorConfig::limiter(8_000, -1.0)).unwrap();
+    let input: Vec<f32> = (0..1920).map(|i| ((i as f32) * 0.05).sin() * 0.9).collect();
+    let mut out = vec![0i16; conv.max_output_frames()];
+    let before = counts();
+    ON_LANE.with(|c| c.set(true));
+    for _ in 0..200 {
+        let n = conv
+            .process(Samples::F32(&input), SamplesMut::I16(&mut out))
+            .unwrap_or(0);
+        eq.process(&mut out[..n]);
+        comp.process(&mut out[..n]);
+    }
+    ON_LANE.with(|c| c.set(false));
+    let after = counts();
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (0, 0),
+        "format conversion, EQ and compressor allocate nothing per frame"
+    );
+    assert!(out.iter().any(|&s| s != 0), "the chain produced audio");
+}

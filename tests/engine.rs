@@ -1377,3 +1377,77 @@ fn rfc4733_digits_toward_a_leg_without_telephone_event_are_played_in_band() {
     });
     assert_eq!(found, "2D");
 }
+
+/// RMS of what B's peer hears during a 1 s silence after 1 s of audio on A, with or
+/// without an RFC 3389 SID frame (level 60 dBov, RMS ~33) at the start of the silence.
+fn comfort_noise_rms(sid: bool) -> f64 {
+    let e = virtual_engine(8);
+    let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+    pa.comfort_noise_pt = media_core::PayloadType::new(13);
+    // An endpoint-style receiver: comfort noise through the whole gap.
+    pa.jitter = Some(JitterConfig {
+        max_conceal_ms: 0,
+        ..fixed_jitter()
+    });
+    let (a, b) = e
+        .create_call(
+            (DialogId(1), pa),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    let mut heard = Vec::new();
+    for k in 0..100u32 {
+        if k < 50 {
+            rtp(
+                0,
+                k as u16,
+                160 * k,
+                4,
+                k == 0,
+                &ulaw_frame(k as usize),
+                &mut pkt,
+            );
+            ing.push(a.id, &pkt).unwrap();
+        } else if k == 50 && sid {
+            rtp(13, k as u16, 160 * k, 4, false, &[60], &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+        }
+        e.step(2).unwrap();
+        for p in drain(&mut eg).into_iter().filter(|p| p.session == b.id) {
+            let mut f = [0i16; 160];
+            g711::ulaw_decode(p.payload(), &mut f);
+            heard.push(f);
+        }
+    }
+    if sid {
+        assert_eq!(e.session_stats(a.id).unwrap().rx_cn_packets, 1);
+    }
+    // The last 0.5 s of the silence.
+    let tail: Vec<i16> = heard[heard.len() - 25..]
+        .iter()
+        .flatten()
+        .copied()
+        .collect();
+    (tail.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / tail.len() as f64).sqrt()
+}
+
+#[test]
+fn an_rfc3389_sid_sets_the_level_of_the_comfort_noise_that_follows() {
+    let signalled = 32768.0 * 10f64.powf(-60.0 / 20.0);
+    let with = comfort_noise_rms(true);
+    let without = comfort_noise_rms(false);
+    let db = 20.0 * (with / signalled).log10();
+    assert!(
+        db.abs() < 3.0,
+        "SID level: {with:.1} RMS for {signalled:.1} ({db:.1} dB)"
+    );
+    assert!(
+        without > 2.0 * with,
+        "without a SID the estimate differs ({without:.1})"
+    );
+}

@@ -21,6 +21,7 @@ use super::slab::{Slab, Token};
 use super::stats::{LaneCounters, SessionCell, SessionCounters, TickHistogram};
 use super::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 use crate::buffer::adaptive::Insert;
+use crate::codec::audio::comfort_noise::CnPayload;
 use crate::codec::audio::telephone_event::{digit_to_event, DtmfEvent, EventPayload};
 use crate::codec::{AnyDecoder, Codec};
 use crate::processing::audio::dtmf_detector::Digit;
@@ -402,6 +403,22 @@ impl JitterStage {
                 self.release(tok);
                 continue;
             }
+            if part.cn_pt == Some(pt) {
+                // RFC 3389 SID: the level of the sender's silence, for the comfort noise the
+                // receive channel plays through it (never audio for the jitter buffer).
+                sc.rx_cn_packets.inc();
+                let rms = self.packets.with(&tok, |p| {
+                    CnPayload::parse(p.payload()).map(|c| c.rms()).ok()
+                });
+                self.release(tok);
+                if let Some(rms) = rms {
+                    let msg = ToDecode::ComfortNoise { slot, rms };
+                    if self.out.push(msg).is_err() {
+                        self.shared.counters.internal_ring_full.inc();
+                    }
+                }
+                continue;
+            }
             if !part.accepts(pt) {
                 sc.rx_unsupported_pt.inc();
                 self.release(tok);
@@ -574,6 +591,15 @@ impl DecodeStage {
                         } else {
                             self.shared.counters.stage_backlog_drops.inc();
                         }
+                    }
+                }
+                ToDecode::ComfortNoise { slot, rms } => {
+                    if let Some(p) = self
+                        .sessions
+                        .get_mut(slot as usize)
+                        .and_then(|p| p.as_mut())
+                    {
+                        p.receive.set_comfort_noise_rms(rms);
                     }
                 }
                 ToDecode::Cmd(b) => self.apply(b),

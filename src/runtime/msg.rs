@@ -231,6 +231,14 @@ pub enum ToDecode {
         /// True when it began, false when it ended.
         begin: bool,
     },
+    /// An RFC 3389 SID frame on session `slot`: the comfort-noise level (RMS, sample
+    /// units) for the silence that follows.
+    ComfortNoise {
+        /// Session slot.
+        slot: u32,
+        /// Signalled noise RMS.
+        rms: f32,
+    },
     /// A command.
     Cmd(Box<Bundle>),
 }

@@ -107,6 +107,8 @@ counter_block! {
         size_mismatches,
         /// RFC 4733 telephone-event packets received (routed to DTMF handling).
         rx_dtmf_packets,
+        /// RFC 3389 comfort-noise (SID) packets received.
+        rx_cn_packets,
         /// RFC 4733 telephone-event packets sent.
         tx_dtmf_packets,
         /// `send_dtmf` requests refused on the lane (a digit still being sent).

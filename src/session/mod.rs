@@ -42,6 +42,9 @@ pub struct MediaSessionParams {
     /// Payload type of RFC 4733 telephone events on receive, if negotiated. These packets
     /// are routed to DTMF handling, never into the audio jitter buffer.
     pub telephone_event_pt: Option<PayloadType>,
+    /// Payload type of RFC 3389 comfort noise on receive, if negotiated: SID frames set the
+    /// level of the comfort noise played through the sender's silence.
+    pub comfort_noise_pt: Option<PayloadType>,
     /// Payload type to send RFC 4733 telephone events with
     /// ([`MediaEngine::send_dtmf`](crate::MediaEngine::send_dtmf)), if negotiated (the
     /// answer's number, which may differ from the receive one).
@@ -102,6 +105,11 @@ impl MediaSessionParams {
             .first()
             .and_then(|&pt| PayloadType::new(pt));
         p.telephone_event_send_pt = m.telephone_event_send.and_then(PayloadType::new);
+        p.comfort_noise_pt = m
+            .receive
+            .iter()
+            .find(|r| r.kind() == Some(CodecKind::ComfortNoise))
+            .and_then(|r| PayloadType::new(r.pt));
         if let Some(o) = &m.opus {
             p.opus = OpusSettings {
                 inband_fec: o.use_inband_fec,
@@ -125,6 +133,7 @@ impl MediaSessionParams {
             jitter: None,
             telephone_event_pt: None,
             telephone_event_send_pt: None,
+            comfort_noise_pt: None,
             dsp: DspConfig::default(),
             opus: OpusSettings::default(),
         }
@@ -159,6 +168,8 @@ pub struct JitterPart {
     pub rx_pts: ArrayVec<u8, MAX_RX_CODECS>,
     /// RFC 4733 telephone-event payload type, if negotiated.
     pub telephone_event_pt: Option<u8>,
+    /// RFC 3389 comfort-noise payload type, if negotiated.
+    pub cn_pt: Option<u8>,
     /// SSRC of the current receive stream (`None` until the first packet).
     pub rx_ssrc: Option<u32>,
     /// RFC 3550 receive statistics of the current stream.
@@ -337,6 +348,7 @@ impl<T> SessionParts<T> {
                 generation,
                 rx_pts: rx.iter().map(|s| s.payload_type.get()).collect(),
                 telephone_event_pt: params.telephone_event_pt.map(|p| p.get()),
+                cn_pt: params.comfort_noise_pt.map(|p| p.get()),
                 rx_ssrc: None,
                 stats: RtpReceiveStats::signalled(tx.info().clock_rate_hz),
                 ptime_ticks: params.ptime.ticks(),

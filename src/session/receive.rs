@@ -246,6 +246,12 @@ impl<T> ReceiveChannel<T> {
             .insert(ts, dur, marker, arrival_ns, item, release)
     }
 
+    /// The sender signalled (RFC 3389) the level of the silence that follows: comfort noise
+    /// uses it until audio resumes. Real-time safe.
+    pub fn set_comfort_noise_rms(&mut self, rms: f32) {
+        self.plc.set_comfort_noise_rms(rms);
+    }
+
     /// Forgets the stream (SSRC change): releases buffered packets and resets concealment.
     pub fn reset(&mut self, release: &mut impl FnMut(T)) {
         self.buffer.reset(release);

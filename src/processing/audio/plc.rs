@@ -142,6 +142,10 @@ pub struct PcmPlc {
     block_fill: usize,
     /// Comfort noise RMS for the current loss, in sample units.
     noise_rms: f32,
+    /// Comfort-noise level the sender signalled (RFC 3389 SID), until real audio resumes.
+    signalled_rms: Option<f32>,
+    /// A gap has used `signalled_rms` (the next real frame ends it).
+    signalled_used: bool,
     /// Xorshift32 state of the noise generator (never zero).
     noise_state: u32,
 }
@@ -192,6 +196,8 @@ impl PcmPlc {
             block_energy: 0.0,
             block_fill: 0,
             noise_rms: 0.0,
+            signalled_rms: None,
+            signalled_used: false,
             noise_state: NOISE_SEED,
         }
     }
@@ -222,6 +228,12 @@ impl PcmPlc {
         }
         self.track_background(frame);
         self.save_history(frame);
+        // The SID's silence is over once a gap it applied to has ended (audio still
+        // buffered from before the SID keeps it).
+        if self.signalled_used {
+            self.signalled_rms = None;
+            self.signalled_used = false;
+        }
     }
 
     /// Synthesises one lost frame of `out.len()` samples (any length, including 0) by
@@ -265,6 +277,8 @@ impl PcmPlc {
         self.block_energy = 0.0;
         self.block_fill = 0;
         self.noise_state = NOISE_SEED;
+        self.signalled_rms = None;
+        self.signalled_used = false;
     }
 
     /// Number of consecutive samples concealed since the last real frame (0 when the
@@ -356,6 +370,7 @@ impl PcmPlc {
         // period, so the synthetic signal starts where the real one stopped.
         self.onset_err = self.src[h - 1] - self.src[h - 1 - self.pitch];
         self.noise_rms = self.background_rms();
+        self.signalled_used = self.signalled_rms.is_some();
     }
 
     /// Adds one pitch period to the template and cross-fades from the old one over a
@@ -565,8 +580,30 @@ impl PcmPlc {
         })
     }
 
-    /// RMS of the quietest recent real 10 ms block, capped at [`COMFORT_NOISE_MAX_RMS`].
+    /// Uses `rms` (sample units) as the comfort-noise level of the next gap (or the one
+    /// being filled), until real audio resumes after it: the level an RFC 3389 SID frame
+    /// signalled for the silence that follows.
+    ///
+    /// Called on the real-time thread.
+    pub fn set_comfort_noise_rms(&mut self, rms: f32) {
+        let rms = if rms.is_finite() {
+            rms.clamp(0.0, 32767.0)
+        } else {
+            0.0
+        };
+        self.signalled_rms = Some(rms);
+        if self.run > 0 {
+            self.noise_rms = rms;
+            self.signalled_used = true;
+        }
+    }
+
+    /// The sender's signalled comfort-noise level if any, else the RMS of the quietest
+    /// recent real 10 ms block, capped at [`COMFORT_NOISE_MAX_RMS`].
     fn background_rms(&self) -> f32 {
+        if let Some(rms) = self.signalled_rms {
+            return rms;
+        }
         let quietest = self.background[..self.background_filled]
             .iter()
             .fold(f32::INFINITY, |m, &e| m.min(e));

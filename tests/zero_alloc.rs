@@ -170,6 +170,7 @@ fn make_calls(
             let mut a = MediaSessionParams::new(pa, Ptime::MS_20);
             a.telephone_event_pt = media_core::PayloadType::new(101);
             a.telephone_event_send_pt = media_core::PayloadType::new(101);
+            a.comfort_noise_pt = media_core::PayloadType::new(13);
             if i % 8 == 3 {
                 a.dsp = DspConfig {
                     rx_gain_db: -6.0,
@@ -268,6 +269,17 @@ fn traffic_round(
                     s.slot() + 1000,
                     true,
                     &[1, 0x8a, 0, 160],
+                    pkt,
+                );
+                let _ = ing.push_at(s, pkt, now_ns);
+                // An RFC 3389 SID frame (level 55 dBov, two reflection coefficients).
+                rtp(
+                    13,
+                    k as u16,
+                    (160 * k) as u32,
+                    s.slot() + 1000,
+                    false,
+                    &[55, 100, 140],
                     pkt,
                 );
                 let _ = ing.push_at(s, pkt, now_ns);
@@ -373,6 +385,7 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
                 total.rx_duplicates += x.rx_duplicates;
                 total.rx_dtmf_packets += x.rx_dtmf_packets;
                 total.tx_dtmf_packets += x.tx_dtmf_packets;
+                total.rx_cn_packets += x.rx_cn_packets;
                 total.frames_processed += x.frames_processed;
                 let _ = e.session_quality(id).unwrap();
             }
@@ -385,8 +398,11 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
         assert!(total.frames_concealed > 0, "concealment path");
         assert!(total.samples_accelerated > 0, "time compression path");
         assert!(
-            total.rx_duplicates > 0 && total.rx_dtmf_packets > 0 && total.tx_dtmf_packets > 0,
-            "duplicate and RFC 4733 receive and send paths"
+            total.rx_duplicates > 0
+                && total.rx_dtmf_packets > 0
+                && total.tx_dtmf_packets > 0
+                && total.rx_cn_packets > 0,
+            "duplicate, RFC 4733 receive and send, and RFC 3389 paths"
         );
     }
 }

@@ -124,6 +124,24 @@ fn make_calls(
     (0..calls)
         .map(|i| {
             let d = dialog0 + 2 * i as u64;
+            if i % 11 == 10 {
+                // Opus (48 kHz) <-> G.722 (16 kHz): both wideband codecs, resampling 48<->16.
+                let (ha, hb) = e
+                    .create_call(
+                        (
+                            DialogId(d),
+                            MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20),
+                        ),
+                        (
+                            DialogId(d + 1),
+                            MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20),
+                        ),
+                    )
+                    .unwrap();
+                OPUS_LEGS.with(|g| g.borrow_mut().insert(ha.id));
+                G722_LEGS.with(|g| g.borrow_mut().insert(hb.id));
+                return (ha.id, hb.id);
+            }
             if i % 7 == 6 {
                 // Opus (48 kHz) <-> PCMU: libopus decode + encode, resampling both ways.
                 let (ha, hb) = e

@@ -1032,13 +1032,20 @@ impl EncodeStage {
             n += 1;
             match msg {
                 Downstream::Frame { dst, frame, .. } => {
-                    self.encode(dst, &frame);
+                    self.encode(dst, Some(&frame));
                     release_token(&mut self.frame_return, &self.shared.counters, frame);
                 }
                 Downstream::Missing { dst, .. } => {
                     // A telephone event goes on even when no audio comes (senders often
                     // mute audio while a key is pressed).
-                    if !self.dtmf_in_place_of_audio(dst) && !self.tone_in_place_of_audio(dst) {
+                    let tone = self.sessions[dst as usize]
+                        .as_ref()
+                        .and_then(|p| p.tones.as_ref())
+                        .is_some_and(|t| t.generator.is_active());
+                    if tone {
+                        // A forwarded digit plays in-band even without audio.
+                        self.encode(dst, None);
+                    } else if !self.dtmf_in_place_of_audio(dst) {
                         if let Some(part) = self.sessions[dst as usize].as_mut() {
                             part.skip_frame();
                             // Audio resumes as a new talkspurt (RFC 3551 §4.1).
@@ -1166,59 +1173,6 @@ impl EncodeStage {
         true
     }
 
-    /// While a forwarded digit plays in-band toward session `dst` and no audio came this
-    /// period, sends a frame of the tone alone. Returns whether it did.
-    fn tone_in_place_of_audio(&mut self, dst: u32) -> bool {
-        let Some(part) = self.sessions[dst as usize].as_mut() else {
-            return false;
-        };
-        if !part.tones.as_ref().is_some_and(|t| t.generator.is_active()) {
-            return false;
-        }
-        // Taken out for the encode below and always put back (never dropped here).
-        let Some(mut t) = part.tones.take() else {
-            return false;
-        };
-        let sc = &self.shared.sessions[dst as usize].counters;
-        let Some(mut et) = self.spare.take().or_else(|| self.egress_free.pop().ok()) else {
-            sc.tx_egress_full.inc();
-            part.skip_frame();
-            part.tones = Some(t);
-            return true;
-        };
-        t.generator.fill(&mut t.pcm);
-        let lane = self.shared.lane;
-        let n = self.egress_slab.with_mut(&mut et, |e| {
-            let n = part
-                .encoder
-                .encode(&t.pcm, &mut e.bytes[RTP_HEADER_LEN..])
-                .ok()?;
-            let h = part.next_header(false);
-            write_header(&h, &mut e.bytes).ok()?;
-            e.header = h;
-            e.src_ts = 0;
-            e.len = RTP_HEADER_LEN + n;
-            e.session = SessionId::from_parts(lane, dst, part.generation);
-            Some(n)
-        });
-        match n {
-            Some(n) => {
-                sc.tx_packets.inc();
-                sc.tx_payload_bytes.add(n as u64);
-                if self.egress.push(et).is_err() {
-                    self.shared.counters.internal_ring_full.inc();
-                }
-            }
-            None => {
-                sc.codec_errors.inc();
-                part.skip_frame();
-                self.spare = Some(et);
-            }
-        }
-        part.tones = Some(t);
-        true
-    }
-
     /// Writes the next RFC 4733 packet of `part`'s event into `et` (the sender is active;
     /// false when it had nothing to send, leaving `et` unused):
     /// event timestamp and marker from the sender, the session's sequence, SSRC and
@@ -1266,7 +1220,19 @@ impl EncodeStage {
         written
     }
 
-    fn encode(&mut self, dst: u32, frame: &Token) {
+    /// Encodes (or relays) `frame` for session `dst` into an egress packet; a forwarded
+    /// digit playing in-band replaces the audio, and with `frame` `None` (no audio this
+    /// period) only such a tone is sent. While an RFC 4733 event is sent its packets take
+    /// the frame's place.
+    fn encode(&mut self, dst: u32, frame: Option<&Token>) {
+        // `dtmf_pt` first: sessions without telephone-event never touch the boxed sender.
+        if self.sessions[dst as usize]
+            .as_ref()
+            .is_some_and(|p| p.dtmf_pt.is_some() && !p.dtmf.is_idle())
+        {
+            self.dtmf_in_place_of_audio(dst);
+            return;
+        }
         let Some(part) = self.sessions[dst as usize].as_mut() else {
             return;
         };
@@ -1277,14 +1243,9 @@ impl EncodeStage {
             return;
         };
         let lane = self.shared.lane;
-        // `dtmf_pt` first: sessions without telephone-event never touch the boxed sender.
-        if part.dtmf_pt.is_some() && !part.dtmf.is_idle() {
-            self.spare = Some(et);
-            self.dtmf_in_place_of_audio(dst);
-            return;
-        }
-        let ok = self.frames.with(frame, |f| {
-            self.egress_slab.with_mut(&mut et, |e| {
+        let egress_slab = &self.egress_slab;
+        let mut write = |f: Option<&FrameSlot>| {
+            egress_slab.with_mut(&mut et, |e| {
                 let body = &mut e.bytes[RTP_HEADER_LEN..];
                 let tone = part
                     .tones
@@ -1295,25 +1256,38 @@ impl EncodeStage {
                         t.generator.fill(&mut t.pcm);
                         &t.pcm[..]
                     });
-                let n = if let Some(pcm) = tone {
-                    part.encoder.encode(pcm, body).ok()?
-                } else if f.relay {
-                    let dst = body.get_mut(..f.payload_len)?;
-                    dst.copy_from_slice(&f.payload[..f.payload_len]);
-                    f.payload_len
-                } else {
-                    part.encoder.encode(&f.pcm[..f.samples], body).ok()?
+                let (n, marker, src_ts) = match (tone, f) {
+                    (Some(pcm), f) => (
+                        part.encoder.encode(pcm, body).ok()?,
+                        f.is_some_and(|f| f.marker),
+                        f.map_or(0, |f| f.src_ts),
+                    ),
+                    (None, Some(f)) if f.relay => {
+                        let dst = body.get_mut(..f.payload_len)?;
+                        dst.copy_from_slice(&f.payload[..f.payload_len]);
+                        (f.payload_len, f.marker, f.src_ts)
+                    }
+                    (None, Some(f)) => (
+                        part.encoder.encode(&f.pcm[..f.samples], body).ok()?,
+                        f.marker,
+                        f.src_ts,
+                    ),
+                    (None, None) => return None,
                 };
-                let h = part.next_header(f.marker);
+                let h = part.next_header(marker);
                 // Cannot fail: slots are at least header-sized by construction.
                 write_header(&h, &mut e.bytes).ok()?;
                 e.header = h;
-                e.src_ts = f.src_ts;
+                e.src_ts = src_ts;
                 e.len = RTP_HEADER_LEN + n;
                 e.session = SessionId::from_parts(lane, dst, part.generation);
                 Some(n)
             })
-        });
+        };
+        let ok = match frame {
+            Some(t) => self.frames.with(t, |f| write(Some(f))),
+            None => write(None),
+        };
         match ok {
             Some(n) => {
                 sc.tx_packets.inc();

@@ -5,7 +5,9 @@
 //! cargo run --release --example wav_pipeline -- IN.wav OUT.wav [--codec pcmu|pcma] [--to-codec C]
 //!     [--loss PCT] [--burst MEAN] [--jitter-ms MS] [--drift-ppm PPM] [--seed N] [--trace FILE] [--json]
 //!     [--min-delay-ms MS] [--max-delay-ms MS] [--initial-delay-ms MS]
-//!     [--bitrate BPS] [--complexity N] [--fec on|off]   (Opus encoder of the far leg)
+//!     [--bitrate BPS] [--complexity N] [--fec on|off] [--opus-rate HZ]   (Opus settings; the
+//!     rate, 8000/12000/16000/24000/48000, is the Opus legs' audio rate and, when --codec is
+//!     opus, the rate IN.wav must have)
 //!     [--vad] [--agc] [--ns] [--dtmf-detect]   (voice processing on the received audio)
 //! ```
 //! The voice-processing flags run those components on the impaired leg's received audio;
@@ -88,9 +90,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => c,
     };
 
+    let mut opus = OpusSettings::default();
+    if let Some(r) = opt("--opus-rate") {
+        opus.sample_rate = media_core::SampleRate::new(r.parse()?)
+            .filter(|&r| OpusSettings::is_opus_rate(r))
+            .ok_or("--opus-rate: 8000, 12000, 16000, 24000 or 48000")?;
+    }
     let mut reader = hound::WavReader::open(positional[0])?;
     let spec = reader.spec();
-    let rate = c.codec.info().sample_rate.hz();
+    let rate = match c.codec {
+        media_core::Codec::Opus => opus.sample_rate.hz(),
+        other => other.info().sample_rate.hz(),
+    };
     if spec.channels != 1 || spec.sample_rate != rate || spec.bits_per_sample != 16 {
         return Err(format!(
             "{}: need mono 16-bit {} Hz for {:?} (got {} ch, {} bit, {} Hz)",
@@ -152,7 +163,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         return Ok(());
     }
-    let mut opus = OpusSettings::default();
     if let Some(b) = opt("--bitrate") {
         opus.bitrate_bps = b.parse()?;
     }

@@ -127,6 +127,8 @@ pub struct SampleRate(u32);
 impl SampleRate {
     /// 8 kHz (narrowband telephony).
     pub const HZ_8000: SampleRate = SampleRate(8000);
+    /// 12 kHz (Opus mediumband).
+    pub const HZ_12000: SampleRate = SampleRate(12000);
     /// 16 kHz (wideband).
     pub const HZ_16000: SampleRate = SampleRate(16000);
     /// 24 kHz.
@@ -136,10 +138,10 @@ impl SampleRate {
     /// 48 kHz (fullband).
     pub const HZ_48000: SampleRate = SampleRate(48000);
 
-    /// Returns the rate when it is one media-core processes (8, 16, 24, 32 or 48 kHz).
+    /// Returns the rate when it is one media-core processes (8, 12, 16, 24, 32 or 48 kHz).
     pub const fn new(hz: u32) -> Option<Self> {
         match hz {
-            8000 | 16000 | 24000 | 32000 | 48000 => Some(SampleRate(hz)),
+            8000 | 12000 | 16000 | 24000 | 32000 | 48000 => Some(SampleRate(hz)),
             _ => None,
         }
     }

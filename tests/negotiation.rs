@@ -816,3 +816,33 @@ fn the_engine_answers_an_offer_and_runs_the_session_through_the_session_core_tra
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn opus_runs_at_the_lowest_rate_that_keeps_what_the_peer_plays_and_captures() {
+    use media_core::{MediaSessionParams, SampleRate};
+    let params = |fmtp: &str| {
+        let o = offer(&[
+            "m=audio 4000 RTP/AVP 111",
+            "a=rtpmap:111 opus/48000/2",
+            fmtp,
+            "a=ptime:20",
+        ]);
+        MediaSessionParams::from_negotiated(&answer(&o, &caps(&[Opus])).unwrap()).unwrap()
+    };
+    // RFC 7587 §6.1: a wideband peer (plays and captures at most 16 kHz).
+    let p = params("a=fmtp:111 maxplaybackrate=16000;sprop-maxcapturerate=16000");
+    assert_eq!(p.sample_rate(), SampleRate::HZ_16000);
+    assert_eq!(p.frame_samples(), 320);
+    // A narrowband peer.
+    let p = params("a=fmtp:111 maxplaybackrate=8000;sprop-maxcapturerate=8000");
+    assert_eq!(p.sample_rate(), SampleRate::new(8000).unwrap());
+    // Playback limited but capture fullband: keep fullband (what it sends is worth decoding).
+    let p = params("a=fmtp:111 maxplaybackrate=8000");
+    assert_eq!(p.sample_rate(), SampleRate::HZ_48000);
+    // 12 kHz (mediumband) is an Opus rate too.
+    let p = params("a=fmtp:111 maxplaybackrate=12000;sprop-maxcapturerate=11025");
+    assert_eq!(p.sample_rate(), SampleRate::HZ_12000);
+    // stereo=1 is a preference; the engine's audio is mono, so it sends mono.
+    let p = params("a=fmtp:111 stereo=1");
+    assert!(!p.opus.stereo);
+}

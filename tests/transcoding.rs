@@ -9,7 +9,7 @@ use common::tone_fit;
 use media_core::codec::{Codec, CodecSpec, OpusSettings};
 use media_core::integration::pipeline::{run, PipelineConfig};
 use media_core::quality::impairment::{simulate, ImpairmentConfig};
-use media_core::Ptime;
+use media_core::{Ptime, SampleRate};
 
 const CODECS: [CodecSpec; 4] = [
     CodecSpec::PCMU,
@@ -30,19 +30,30 @@ fn tone(rate_hz: u32) -> Vec<i16> {
 
 /// Tone SNR (dB) of what the far end hears when `from` is sent and `to` is sent on.
 fn far_end_snr(from: CodecSpec, to: CodecSpec) -> f64 {
-    let rate = from.codec.info().sample_rate.hz();
+    far_end_snr_with(from, to, OpusSettings::default())
+}
+
+/// [`far_end_snr`] with `opus` settings on the Opus legs (their audio rate included).
+fn far_end_snr_with(from: CodecSpec, to: CodecSpec, opus: OpusSettings) -> f64 {
+    let rate = match from.codec {
+        Codec::Opus => opus.sample_rate.hz(),
+        c => c.info().sample_rate.hz(),
+    };
     let input = tone(rate);
-    let frames = input.len() / from.codec.frame_samples(Ptime::MS_20);
+    let frames = input.len() / (rate as usize / 50);
     let cfg = PipelineConfig {
         codec: from,
         to_codec: to,
         ptime: Ptime::MS_20,
         deliveries: simulate(&ImpairmentConfig::default(), frames, 20.0, 0x1234),
         jitter: Default::default(),
-        opus: OpusSettings::default(),
+        opus,
         dsp: Default::default(),
     };
-    let out = run(&input, &cfg).unwrap().output;
+    let out = run(&input, &cfg)
+        .map_err(|e| format!("{e:?}"))
+        .unwrap()
+        .output;
     // Skip the start (buffering, codec warm-up) and the end.
     let mid = &out[out.len() / 4..out.len() * 3 / 4];
     tone_fit(mid, 1000.0, f64::from(rate)).0
@@ -68,5 +79,53 @@ fn every_pair_of_codecs_transcodes_a_tone_cleanly() {
                 to.codec
             );
         }
+    }
+}
+
+#[test]
+fn opus_at_every_internal_rate_transcodes_to_and_from_g711_and_g722() {
+    // RFC 7587: the RTP clock stays 48 kHz whatever rate libopus runs at; an Opus leg at
+    // 8 kHz bridged to G.711 needs no resampler at all.
+    for hz in [8000, 12000, 16000, 24000] {
+        let opus = OpusSettings {
+            sample_rate: SampleRate::new(hz).unwrap(),
+            ..OpusSettings::default()
+        };
+        for other in [CodecSpec::PCMU, CodecSpec::G722] {
+            for (from, to) in [(CodecSpec::OPUS, other), (other, CodecSpec::OPUS)] {
+                let snr = far_end_snr_with(from, to, opus);
+                eprintln!("opus@{hz}: {:?} -> {:?}: {snr:.1} dB", from.codec, to.codec);
+                assert!(
+                    snr > 25.0,
+                    "opus@{hz}: {:?} -> {:?}: tone SNR {snr:.1} dB",
+                    from.codec,
+                    to.codec
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn stereo_opus_is_sent_as_two_channels_and_still_transcodes() {
+    let opus = OpusSettings {
+        stereo: true,
+        ..OpusSettings::default()
+    };
+    for (from, to) in [
+        (CodecSpec::OPUS, CodecSpec::PCMU),
+        (CodecSpec::PCMU, CodecSpec::OPUS),
+    ] {
+        let snr = far_end_snr_with(from, to, opus);
+        eprintln!(
+            "stereo opus: {:?} -> {:?}: {snr:.1} dB",
+            from.codec, to.codec
+        );
+        assert!(
+            snr > 25.0,
+            "{:?} -> {:?}: {snr:.1} dB",
+            from.codec,
+            to.codec
+        );
     }
 }

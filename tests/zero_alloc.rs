@@ -143,13 +143,17 @@ fn make_calls(
                 return (ha.id, hb.id);
             }
             if i % 7 == 6 {
-                // Opus (48 kHz) <-> PCMU: libopus decode + encode, resampling both ways.
+                // Opus (48 kHz) <-> PCMU: libopus decode + encode, resampling both ways;
+                // every other one runs Opus at 8 kHz (no resampler) or sends stereo.
+                let mut opus = MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20);
+                match i % 21 {
+                    6 => opus.opus.sample_rate = media_core::SampleRate::new(8000).unwrap(),
+                    13 => opus.opus.stereo = true,
+                    _ => {}
+                }
                 let (ha, hb) = e
                     .create_call(
-                        (
-                            DialogId(d),
-                            MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20),
-                        ),
+                        (DialogId(d), opus),
                         (
                             DialogId(d + 1),
                             MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),

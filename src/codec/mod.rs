@@ -187,7 +187,7 @@ pub enum CodecError {
 
 use audio::g722::{G722Decoder, G722Encoder, G722Mode};
 
-/// Opus encoder settings for a session (from negotiation: RFC 7587 fmtp, or defaults).
+/// Opus settings for a session (from negotiation: RFC 7587 fmtp, or defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpusSettings {
     /// Target bitrate, bit/s.
@@ -200,29 +200,89 @@ pub struct OpusSettings {
     pub packet_loss_percent: i32,
     /// Discontinuous transmission.
     pub dtx: bool,
+    /// Audio rate the session runs Opus at: 8, 12, 16, 24 or 48 kHz (RFC 6716 §2: libopus
+    /// encodes from and decodes to any of these). The RTP clock stays 48 kHz whatever this
+    /// is (RFC 7587 §4.1). A lower rate caps the audio bandwidth (8 kHz: narrowband,
+    /// 16 kHz: wideband) and saves the decoder's and resampler's work when the bridged leg
+    /// is narrowband anyway (Opus ↔ G.711 at 8 kHz needs no resampler at all).
+    pub sample_rate: SampleRate,
+    /// Send stereo (RFC 7587 `stereo=1`): the session's mono audio goes out in both
+    /// channels. Receiving needs no setting: a stereo stream is decoded to mono by libopus
+    /// (its decoder downmixes when built for one channel).
+    pub stereo: bool,
 }
 
 impl Default for OpusSettings {
     fn default() -> Self {
-        // Usual VoIP settings: 24 kbit/s, complexity 5, FEC on for 5% expected loss.
+        // Usual VoIP settings: 24 kbit/s, complexity 5, FEC on for 5% expected loss,
+        // fullband mono.
         OpusSettings {
             bitrate_bps: 24_000,
             complexity: 5,
             inband_fec: true,
             packet_loss_percent: 5,
             dtx: false,
+            sample_rate: SampleRate::HZ_48000,
+            stereo: false,
+        }
+    }
+}
+
+impl OpusSettings {
+    /// True when `rate` is one libopus runs at (8, 12, 16, 24 or 48 kHz).
+    pub fn is_opus_rate(rate: SampleRate) -> bool {
+        matches!(rate.hz(), 8000 | 12000 | 16000 | 24000 | 48000)
+    }
+
+    /// The smallest Opus rate at or above `hz` (48 kHz above 24 kHz): the rate that keeps
+    /// everything a peer asks for, e.g. from `maxplaybackrate` (RFC 7587 §6.1).
+    pub fn rate_at_least(hz: u32) -> SampleRate {
+        match hz {
+            0..=8000 => SampleRate::HZ_8000,
+            8001..=12000 => SampleRate::HZ_12000,
+            12001..=16000 => SampleRate::HZ_16000,
+            16001..=24000 => SampleRate::HZ_24000,
+            _ => SampleRate::HZ_48000,
+        }
+    }
+
+    fn rate_or_default(self) -> SampleRate {
+        if Self::is_opus_rate(self.sample_rate) {
+            self.sample_rate
+        } else {
+            SampleRate::HZ_48000
         }
     }
 }
 
 fn opus_encoder(s: OpusSettings) -> Result<opus::Encoder, opus::Error> {
-    let mut e = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip)?;
+    let channels = if s.stereo {
+        opus::Channels::Stereo
+    } else {
+        opus::Channels::Mono
+    };
+    let mut e = opus::Encoder::new(s.rate_or_default().hz(), channels, opus::Application::Voip)?;
     e.set_bitrate(opus::Bitrate::Bits(s.bitrate_bps))?;
     e.set_complexity(s.complexity)?;
     e.set_inband_fec(s.inband_fec)?;
     e.set_packet_loss_perc(s.packet_loss_percent)?;
     e.set_dtx(s.dtx)?;
     Ok(e)
+}
+
+/// libopus decoder state and the rate it decodes to (mono output).
+#[derive(Debug)]
+pub struct OpusDecoderState {
+    decoder: opus::Decoder,
+    rate_hz: u32,
+}
+
+/// libopus encoder state; with stereo, a buffer the mono frame is interleaved into.
+#[derive(Debug)]
+pub struct OpusEncoderState {
+    encoder: opus::Encoder,
+    /// Interleaved stereo input (two copies of each mono sample), sized for 60 ms.
+    stereo: Option<Box<[i16]>>,
 }
 
 /// A decoder of any supported codec. Built on the control plane; `decode` is real-time safe.
@@ -235,21 +295,37 @@ pub enum AnyDecoder {
     Pcma,
     /// G.722 (ADPCM state; boxed so the decoder table stays small).
     G722(Box<G722Decoder>),
-    /// Opus (libopus decoder state, 48 kHz mono).
-    Opus(Box<opus::Decoder>),
+    /// Opus (libopus decoder state, mono output at the session's Opus rate).
+    Opus(Box<OpusDecoderState>),
 }
 
 impl AnyDecoder {
-    /// Builds a decoder. Control plane.
+    /// Builds a decoder at the codec's own rate (Opus: 48 kHz). Control plane.
     pub fn new(codec: Codec) -> Self {
+        Self::with_rate(codec, codec.info().sample_rate)
+    }
+
+    /// Builds a decoder whose output is at `rate`. Only Opus can decode to other rates
+    /// than its own (8, 12, 16, 24 or 48 kHz; any other value gives 48 kHz); the other
+    /// codecs ignore `rate`. Control plane.
+    pub fn with_rate(codec: Codec, rate: SampleRate) -> Self {
         match codec {
             Codec::Pcmu => AnyDecoder::Pcmu,
             Codec::Pcma => AnyDecoder::Pcma,
             Codec::G722 => AnyDecoder::G722(Box::new(G722Decoder::new(G722Mode::Rate64k))),
-            // Invariant: 48 kHz mono is a valid libopus configuration.
-            Codec::Opus => AnyDecoder::Opus(Box::new(
-                opus::Decoder::new(48000, opus::Channels::Mono).expect("valid opus decoder config"),
-            )),
+            Codec::Opus => {
+                let rate = OpusSettings {
+                    sample_rate: rate,
+                    ..OpusSettings::default()
+                }
+                .rate_or_default();
+                AnyDecoder::Opus(Box::new(OpusDecoderState {
+                    // Invariant: every Opus rate, mono, is a valid libopus configuration.
+                    decoder: opus::Decoder::new(rate.hz(), opus::Channels::Mono)
+                        .expect("valid opus decoder config"),
+                    rate_hz: rate.hz(),
+                }))
+            }
         }
     }
 
@@ -273,7 +349,7 @@ impl AnyDecoder {
             // Two 16 kHz samples per byte.
             AnyDecoder::G722(_) => 2 * payload.len(),
             // The TOC byte says (RFC 6716 §3.1); a malformed packet carries nothing.
-            AnyDecoder::Opus(_) => opus::packet::get_nb_samples(payload, 48000).unwrap_or(0),
+            AnyDecoder::Opus(d) => opus::packet::get_nb_samples(payload, d.rate_hz).unwrap_or(0),
         }
     }
 
@@ -284,9 +360,11 @@ impl AnyDecoder {
     /// Real-time safe.
     pub fn conceal(&mut self, next: Option<&[u8]>, out: &mut [i16]) -> bool {
         match self {
-            AnyDecoder::Opus(d) => {
-                // libopus wants a whole number of 2.5 ms at 48 kHz (120 samples).
-                let n = out.len() - out.len() % 120;
+            AnyDecoder::Opus(state) => {
+                // libopus wants a whole number of 2.5 ms (120 samples at 48 kHz).
+                let quantum = (state.rate_hz / 400) as usize;
+                let n = out.len() - out.len() % quantum.max(1);
+                let d = &mut state.decoder;
                 if n == 0 {
                     return false;
                 }
@@ -317,6 +395,7 @@ impl AnyDecoder {
             AnyDecoder::Pcma => audio::g711::alaw_decode(payload, out),
             AnyDecoder::G722(d) => d.decode(payload, out),
             AnyDecoder::Opus(d) => d
+                .decoder
                 .decode(payload, out, false)
                 .map_err(|_| CodecError::CorruptPayload)?,
         })
@@ -333,8 +412,8 @@ pub enum AnyEncoder {
     Pcma,
     /// G.722 at 64 kbit/s (ADPCM state, boxed).
     G722(Box<G722Encoder>),
-    /// Opus (libopus encoder state, 48 kHz mono).
-    Opus(Box<opus::Encoder>),
+    /// Opus (libopus encoder state at the session's Opus rate, mono or stereo).
+    Opus(Box<OpusEncoderState>),
 }
 
 impl AnyEncoder {
@@ -363,7 +442,11 @@ impl AnyEncoder {
             .or_else(|_| opus_encoder(OpusSettings::default()))
             // Invariant: the default settings are valid for libopus.
             .expect("default opus settings are valid");
-        AnyEncoder::Opus(Box::new(e))
+        let stereo = settings.stereo.then(|| {
+            let frame_60ms = settings.rate_or_default().samples_in(Ptime::MS_60);
+            vec![0i16; 2 * frame_60ms].into_boxed_slice()
+        });
+        AnyEncoder::Opus(Box::new(OpusEncoderState { encoder: e, stereo }))
     }
 
     /// The codec encoded.
@@ -397,8 +480,19 @@ impl AnyEncoder {
             AnyEncoder::G722(e) => e.encode(pcm, out),
             AnyEncoder::Opus(e) => {
                 let cap = out.len().min(1275);
-                e.encode(pcm, &mut out[..cap])
-                    .map_err(|_| CodecError::CorruptPayload)?
+                match e.stereo.as_deref_mut() {
+                    Some(buf) => {
+                        // Mono to both channels (RFC 7587 `stereo=1` asked for two).
+                        let n = pcm.len().min(buf.len() / 2);
+                        for (pair, &x) in buf.chunks_exact_mut(2).zip(&pcm[..n]) {
+                            pair[0] = x;
+                            pair[1] = x;
+                        }
+                        e.encoder.encode(&buf[..2 * n], &mut out[..cap])
+                    }
+                    None => e.encoder.encode(pcm, &mut out[..cap]),
+                }
+                .map_err(|_| CodecError::CorruptPayload)?
             }
         })
     }
@@ -407,6 +501,83 @@ impl AnyEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 20 ms frames of a 440 Hz tone at `rate_hz`, -12 dBFS.
+    fn tone_frames(rate_hz: u32, frames: usize) -> Vec<Vec<i16>> {
+        let n = rate_hz as usize / 50;
+        (0..frames)
+            .map(|f| {
+                (0..n)
+                    .map(|i| {
+                        let t = (f * n + i) as f64 / f64::from(rate_hz);
+                        (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn opus_runs_at_every_internal_rate_on_a_48_khz_rtp_clock() {
+        for rate in [8000, 12000, 16000, 24000, 48000] {
+            let sr = SampleRate::new(rate).unwrap();
+            let settings = OpusSettings {
+                sample_rate: sr,
+                ..OpusSettings::default()
+            };
+            let mut enc = AnyEncoder::with_settings(Codec::Opus, settings);
+            let mut dec = AnyDecoder::with_rate(Codec::Opus, sr);
+            let mut pkt = [0u8; 400];
+            let mut out = vec![0i16; rate as usize / 50];
+            let (mut sig, mut err) = (0.0, 0.0);
+            for (k, frame) in tone_frames(rate, 50).iter().enumerate() {
+                let n = enc.encode(frame, &mut pkt).unwrap();
+                // The TOC says 20 ms: 960 units of the 48 kHz clock, or one frame here.
+                assert_eq!(opus::packet::get_nb_samples(&pkt[..n], 48000).unwrap(), 960);
+                assert_eq!(dec.samples_in(&pkt[..n]), frame.len());
+                assert_eq!(dec.decode(&pkt[..n], &mut out).unwrap(), frame.len());
+                if k >= 10 {
+                    // Compare energy (the codec delays the waveform by a few ms).
+                    sig += frame.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
+                    err += out.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
+                }
+            }
+            let level_db = 10.0 * (err / sig).log10();
+            assert!(level_db.abs() < 1.5, "{rate} Hz: level {level_db:.2} dB");
+            // Concealment works in whole 2.5 ms units of this rate.
+            assert!(dec.conceal(None, &mut out));
+        }
+    }
+
+    #[test]
+    fn stereo_opus_sends_two_channels_and_a_mono_decoder_downmixes_them() {
+        let mut enc = AnyEncoder::with_settings(
+            Codec::Opus,
+            OpusSettings {
+                stereo: true,
+                bitrate_bps: 48_000,
+                ..OpusSettings::default()
+            },
+        );
+        let mut mono = AnyDecoder::new(Codec::Opus);
+        let mut pkt = [0u8; 400];
+        let mut out = [0i16; 960];
+        let (mut sig, mut got) = (0.0, 0.0);
+        for (k, frame) in tone_frames(48000, 50).iter().enumerate() {
+            let n = enc.encode(frame, &mut pkt).unwrap();
+            assert_eq!(
+                opus::packet::get_nb_channels(&pkt[..n]).unwrap(),
+                opus::Channels::Stereo
+            );
+            assert_eq!(mono.decode(&pkt[..n], &mut out).unwrap(), 960);
+            if k >= 10 {
+                sig += frame.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
+                got += out.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
+            }
+        }
+        let level_db = 10.0 * (got / sig).log10();
+        assert!(level_db.abs() < 1.5, "downmix level {level_db:.2} dB");
+    }
 
     /// SNR (dB) of `x` against `reference`.
     fn snr_db(reference: &[i16], x: &[i16]) -> f64 {

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::buffer::adaptive::JitterConfig;
-use crate::codec::{supported_codecs, Codec, CodecInfo};
+use crate::codec::{supported_codecs, Codec, CodecInfo, OpusSettings};
 use crate::integration::{EgressHandle, IngressHandle};
 use crate::processing::format::resample::Resampler;
 use crate::runtime::lane::{self, Lane, LaneConfig, LaneControl};
@@ -477,15 +477,23 @@ impl MediaEngine {
 
     fn check_params(&self, p: &MediaSessionParams) -> Result<()> {
         let tx = p.tx.codec;
-        p.dsp.validate(tx.info().sample_rate.hz())?;
+        let rate = p.sample_rate();
+        if tx == Codec::Opus && !OpusSettings::is_opus_rate(rate) {
+            return Err(Error::UnsupportedParameters {
+                codec: tx,
+                reason: "Opus runs at 8, 12, 16, 24 or 48 kHz",
+            });
+        }
+        p.dsp.validate(rate.hz())?;
         for spec in p.rx_codecs().iter().chain(std::iter::once(&p.tx)) {
             let c = spec.codec;
-            if c.info().sample_rate.samples_in(p.ptime) * usize::from(c.info().channels)
-                > self.config.max_frame_samples
-            {
+            // Frames are mono at the session's rate (a stereo Opus encoder interleaves
+            // into its own buffer; a stereo stream is decoded to mono).
+            let frame = p.decode_rate(c).samples_in(p.ptime);
+            if frame > self.config.max_frame_samples {
                 return Err(Error::PayloadTooLarge {
                     limit: self.config.max_frame_samples,
-                    actual: c.frame_samples(p.ptime),
+                    actual: frame,
                 });
             }
             // Opus frames may be up to 1275 bytes, but libopus fits its output into the
@@ -506,7 +514,7 @@ impl MediaEngine {
                     actual: needed,
                 });
             }
-            if c.info().sample_rate != tx.info().sample_rate {
+            if p.decode_rate(c) != rate {
                 return Err(Error::UnsupportedParameters {
                     codec: c,
                     reason: "receive and send codecs must share a sample rate",
@@ -729,12 +737,12 @@ impl MediaEngine {
         let resampler = match to {
             Some(t) => {
                 let fp = &inner.sessions[&from].params;
-                let src = fp.tx.codec.info().sample_rate.hz();
-                let dst = inner.sessions[&t].params.tx.codec.info().sample_rate.hz();
+                let src = fp.sample_rate().hz();
+                let dst = inner.sessions[&t].params.sample_rate().hz();
                 if src == dst {
                     None
                 } else {
-                    let frame = fp.tx.codec.frame_samples(fp.ptime);
+                    let frame = fp.frame_samples();
                     let r = Resampler::new(src, dst, 1, frame).map_err(|_| {
                         Error::UnsupportedParameters {
                             codec: fp.tx.codec,

@@ -122,8 +122,10 @@ impl PipelineResult {
 /// Runs `input` (mono PCM at the codec's rate) through the engine. See module docs.
 pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error> {
     let codec = cfg.codec.codec;
-    let rate = codec.info().sample_rate.hz();
-    let frame = codec.frame_samples(cfg.ptime);
+    let mut pa = MediaSessionParams::new(cfg.codec, cfg.ptime);
+    pa.opus = cfg.opus;
+    let rate = pa.sample_rate().hz();
+    let frame = pa.frame_samples();
     let ptime_ms = f64::from(cfg.ptime.ms());
     let engine = MediaEngine::new(EngineConfig {
         clock: ClockMode::Virtual,
@@ -132,7 +134,6 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
         ..Default::default()
     })?;
     engine.start()?;
-    let mut pa = MediaSessionParams::new(cfg.codec, cfg.ptime);
     // An endpoint view: keep playing (concealment, then comfort noise) through gaps.
     pa.jitter = Some(JitterConfig {
         max_conceal_ms: 0,
@@ -141,6 +142,7 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
     pa.dsp = cfg.dsp;
     let mut pb = MediaSessionParams::new(cfg.to_codec, cfg.ptime);
     pb.opus = cfg.opus;
+    let (b_rate_sr, b_frame) = (pb.sample_rate(), pb.frame_samples());
     let (a, b) = engine.create_call((DialogId(1), pa), (DialogId(2), pb))?;
     let (mut ing, mut eg) = engine
         .take_rtp_handles(a.lane())
@@ -173,11 +175,10 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
         + 1000.0;
     let mut pkt = Vec::new();
     let mut next = 0;
-    let mut dec = AnyDecoder::new(cfg.to_codec.codec);
+    let b_rate = b_rate_sr.hz();
+    let mut dec = AnyDecoder::with_rate(cfg.to_codec.codec, b_rate_sr);
     let mut pcm = vec![0i16; frame];
     // The far end's audio comes back at the input's rate (e.g. PCMU 8 kHz -> 16 kHz).
-    let b_rate = cfg.to_codec.codec.info().sample_rate.hz();
-    let b_frame = cfg.to_codec.codec.frame_samples(cfg.ptime);
     let b_ts_step = cfg.to_codec.codec.timestamp_step(cfg.ptime).max(1);
     let mut back = (b_rate != rate)
         .then(|| crate::processing::format::resample::Resampler::new(b_rate, rate, 1, b_frame))

@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::processing::audio::dtmf_detector::{DtmfGenerator, DtmfGeneratorConfig};
 use crate::processing::audio::{DspChain, DspConfig};
 use crate::quality::rtp_stats::RtpReceiveStats;
-use crate::types::{PayloadType, Ptime};
+use crate::types::{PayloadType, Ptime, SampleRate};
 use receive::{ReceiveChannel, ReceiveConfig};
 
 /// Most payload types one session accepts on receive (its negotiated rtpmap set).
@@ -88,9 +88,18 @@ impl MediaSessionParams {
             reason: "negotiated ptime is not 10, 20, 30, 40 or 60 ms",
         })?;
         let mut p = MediaSessionParams::new(tx, ptime);
-        let rate = tx.codec.info().sample_rate;
+        if let (Codec::Opus, Some(o)) = (tx.codec, &m.opus) {
+            // RFC 7587 §6.1: the peer plays back at most `maxplaybackrate` and captures at
+            // most `sprop-maxcapturerate`; running the session above the larger of the two
+            // carries nothing more, so decode and encode at the smallest Opus rate that
+            // keeps both.
+            p.opus.sample_rate = OpusSettings::rate_at_least(
+                o.max_playback_rate_hz.max(o.sprop_max_capture_rate_hz),
+            );
+        }
+        let rate = p.sample_rate();
         for r in &m.receive {
-            if let Some(c) = spec(r).filter(|c| c.codec.info().sample_rate == rate) {
+            if let Some(c) = spec(r).filter(|c| p.decode_rate(c.codec) == rate) {
                 if !p.rx.is_full() && !p.rx.contains(&c) {
                     p.rx.push(c);
                 }
@@ -117,6 +126,9 @@ impl MediaSessionParams {
                 bitrate_bps: o
                     .max_average_bitrate_bps
                     .map_or(p.opus.bitrate_bps, |b| p.opus.bitrate_bps.min(b as i32)),
+                // `stereo=1` is a preference; mono is always acceptable (RFC 7587 §6.1).
+                // The engine's audio is mono, so two identical channels would spend bits
+                // on nothing: left off (set `opus.stereo` to send stereo anyway).
                 ..p.opus
             };
         }
@@ -136,6 +148,29 @@ impl MediaSessionParams {
             comfort_noise_pt: None,
             dsp: DspConfig::default(),
             opus: OpusSettings::default(),
+        }
+    }
+
+    /// The audio rate the session processes at: the send codec's rate, or for Opus the
+    /// rate chosen in [`OpusSettings::sample_rate`] (the RTP clock is unaffected).
+    pub fn sample_rate(&self) -> SampleRate {
+        match self.tx.codec {
+            Codec::Opus => self.opus.sample_rate,
+            c => c.info().sample_rate,
+        }
+    }
+
+    /// Samples in one frame at [`sample_rate`](Self::sample_rate).
+    pub fn frame_samples(&self) -> usize {
+        self.sample_rate().samples_in(self.ptime)
+    }
+
+    /// The rate a receive codec decodes to in this session: Opus decodes to the session's
+    /// rate; the others have only their own.
+    pub fn decode_rate(&self, codec: Codec) -> SampleRate {
+        match codec {
+            Codec::Opus => self.sample_rate(),
+            c => c.info().sample_rate,
         }
     }
 
@@ -341,8 +376,9 @@ impl<T> SessionParts<T> {
         let tx = params.tx.codec;
         // The engine validated `params.dsp` at this rate (`DspConfig::validate`) before
         // building; should that ever differ, the session runs unprocessed rather than fail.
-        let dsp = DspChain::new(&params.dsp, tx.info().sample_rate.hz())
-            .unwrap_or_else(|_| DspChain::passthrough());
+        let rate = params.sample_rate();
+        let frame = params.frame_samples();
+        let dsp = DspChain::new(&params.dsp, rate.hz()).unwrap_or_else(|_| DspChain::passthrough());
         SessionParts {
             jitter: JitterPart {
                 generation,
@@ -363,18 +399,21 @@ impl<T> SessionParts<T> {
             decode: DecodePart {
                 decoders: rx
                     .iter()
-                    .map(|s| (s.payload_type.get(), AnyDecoder::new(s.codec)))
+                    .map(|s| {
+                        let r = params.decode_rate(s.codec);
+                        (s.payload_type.get(), AnyDecoder::with_rate(s.codec, r))
+                    })
                     .collect(),
                 receive: ReceiveChannel::new(ReceiveConfig {
                     jitter: JitterConfig {
                         clock_rate_hz: tx.info().clock_rate_hz,
                         ..params.jitter.unwrap_or(default_jitter)
                     },
-                    frame_samples: tx.frame_samples(params.ptime),
-                    sample_rate_hz: tx.info().sample_rate.hz(),
-                    max_packet_samples: tx.frame_samples(Ptime::MS_60),
+                    frame_samples: frame,
+                    sample_rate_hz: rate.hz(),
+                    max_packet_samples: rate.samples_in(Ptime::MS_60),
                 }),
-                frame_samples: tx.frame_samples(params.ptime),
+                frame_samples: frame,
                 route: None,
                 dsp_passthrough: dsp.is_passthrough(),
                 ptime_ticks: params.ptime.ticks(),
@@ -393,7 +432,7 @@ impl<T> SessionParts<T> {
                 sequence: initial_seq,
                 timestamp: initial_ts,
                 timestamp_step: tx.timestamp_step(params.ptime),
-                frame_samples: tx.frame_samples(params.ptime),
+                frame_samples: frame,
                 marker_next: true,
                 dtmf_pt: params.telephone_event_send_pt,
                 // Invariant: a frame's timestamp step is never zero (ptime >= 10 ms).
@@ -405,14 +444,14 @@ impl<T> SessionParts<T> {
                 tones: match params.telephone_event_send_pt {
                     Some(_) => None,
                     None => DtmfGenerator::new(DtmfGeneratorConfig {
-                        sample_rate_hz: tx.info().sample_rate.hz(),
+                        sample_rate_hz: rate.hz(),
                         ..Default::default()
                     })
                     .ok()
                     .map(|generator| {
                         Box::new(ToneOut {
                             generator,
-                            pcm: vec![0; tx.frame_samples(params.ptime)].into_boxed_slice(),
+                            pcm: vec![0; frame].into_boxed_slice(),
                         })
                     }),
                 },

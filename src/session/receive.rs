@@ -18,11 +18,11 @@ pub const JITTER_PACKETS: usize = 32;
 /// enough and per-session state stays small). Built on the control plane.
 #[derive(Debug)]
 pub struct StretchPool {
-    tsm: [TimeStretch; 5],
+    tsm: [TimeStretch; 6],
     scratch: Box<[i16]>,
 }
 
-const POOL_RATES: [u32; 5] = [8000, 16000, 24000, 32000, 48000];
+const POOL_RATES: [u32; 6] = [8000, 12000, 16000, 24000, 32000, 48000];
 
 impl StretchPool {
     /// A pool able to stretch inputs of up to `max_input_ms` at every supported rate.

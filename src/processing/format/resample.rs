@@ -52,7 +52,7 @@ use std::f64::consts::PI;
 use std::fmt;
 
 /// Rates [`Resampler::new`] accepts, in Hz.
-pub const SUPPORTED_RATES_HZ: [u32; 5] = [8_000, 16_000, 24_000, 32_000, 48_000];
+pub const SUPPORTED_RATES_HZ: [u32; 6] = [8_000, 12_000, 16_000, 24_000, 32_000, 48_000];
 /// Passband edge as a fraction of the lower Nyquist frequency.
 pub const PASSBAND_EDGE: f64 = 0.9;
 /// Stopband attenuation the Kaiser design aims for, before the extra length from rounding

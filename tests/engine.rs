@@ -1451,3 +1451,103 @@ fn an_rfc3389_sid_sets_the_level_of_the_comfort_noise_that_follows() {
         "without a SID the estimate differs ({without:.1})"
     );
 }
+
+/// Lane-failure policy: a panicking lane (here a fault drill standing in for a codec bug)
+/// stops loudly, alone. The control plane hears `LaneFailed` and a `SessionStopped` per
+/// lost session; the other lane's calls keep flowing; new calls land on the healthy
+/// lane; packets for the dead lane are refused or dropped without blocking; stop works.
+fn a_panicking_lane_fails_alone(topology: Topology) {
+    let e = realtime(topology);
+    e.start().unwrap();
+    let (mut ing0, mut eg0) = e.take_rtp_handles(0).unwrap();
+    let (mut ing1, mut eg1) = e.take_rtp_handles(1).unwrap();
+    let calls: Vec<(SessionId, SessionId)> = (0..4)
+        .map(|i| call(&e, 100 + 2 * i, CodecSpec::PCMU, CodecSpec::PCMA))
+        .collect();
+    assert!(calls.iter().any(|(a, _)| a.lane() == 0));
+    assert!(calls.iter().any(|(a, _)| a.lane() == 1));
+    let mut pkt = Vec::new();
+    let mut push_all =
+        |k: usize, ing0: &mut media_core::IngressHandle, ing1: &mut media_core::IngressHandle| {
+            for &(a, _) in &calls {
+                rtp(
+                    0,
+                    k as u16,
+                    160 * k as u32,
+                    a.slot(),
+                    false,
+                    &ulaw_frame(k),
+                    &mut pkt,
+                );
+                let ing = if a.lane() == 0 {
+                    &mut *ing0
+                } else {
+                    &mut *ing1
+                };
+                // A dead lane's ring fills up: a typed refusal, never a block.
+                let _ = ing.push(a, &pkt);
+            }
+        };
+    for k in 0..10 {
+        push_all(k, &mut ing0, &mut ing1);
+        std::thread::sleep(Duration::from_millis(20));
+        drain(&mut eg0);
+        drain(&mut eg1);
+    }
+    e.inject_lane_fault(0).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut failed = None;
+    let mut stopped = Vec::new();
+    while std::time::Instant::now() < deadline && failed.is_none() {
+        std::thread::sleep(Duration::from_millis(20));
+        for ev in e.events() {
+            match ev {
+                EngineEvent::LaneFailed {
+                    lane,
+                    sessions_lost,
+                } => failed = Some((lane, sessions_lost)),
+                EngineEvent::SessionStopped(id) if failed.is_some() => stopped.push(id),
+                _ => {}
+            }
+        }
+    }
+    let lane0: Vec<SessionId> = calls
+        .iter()
+        .flat_map(|&(a, b)| [a, b])
+        .filter(|s| s.lane() == 0)
+        .collect();
+    assert_eq!(failed, Some((0, lane0.len() as u32)), "LaneFailed reported");
+    stopped.sort();
+    let mut want = lane0.clone();
+    want.sort();
+    assert_eq!(stopped, want, "each lost session reported");
+    for &s in &lane0 {
+        assert_eq!(e.session_stats(s), Err(Error::UnknownSession(s)));
+    }
+    // Lane 1 carries on.
+    let before = e.lane_stats(1).unwrap().ticks;
+    let mut out1 = 0;
+    for k in 10..40 {
+        push_all(k, &mut ing0, &mut ing1);
+        std::thread::sleep(Duration::from_millis(20));
+        drain(&mut eg0);
+        out1 += drain(&mut eg1).len();
+    }
+    assert!(e.lane_stats(1).unwrap().ticks > before + 50);
+    let lane1_calls = calls.iter().filter(|(a, _)| a.lane() == 1).count();
+    assert!(out1 >= lane1_calls * 30 * 8 / 10, "lane 1 sent {out1}");
+    // New calls go to the healthy lane.
+    let (a, b) = call(&e, 900, CodecSpec::PCMU, CodecSpec::PCMU);
+    assert_eq!((a.lane(), b.lane()), (1, 1));
+    e.stop().unwrap();
+}
+
+#[test]
+fn a_panicking_lane_fails_alone_and_loudly_fused() {
+    a_panicking_lane_fails_alone(Topology::Fused);
+}
+
+#[test]
+fn a_panicking_lane_fails_alone_and_loudly_split() {
+    a_panicking_lane_fails_alone(Topology::Split);
+}

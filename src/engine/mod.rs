@@ -31,7 +31,10 @@ use crate::{Error, Result};
 pub use crate::runtime::msg::LaneEvent as EngineEvent;
 
 mod dtmf;
+mod metrics;
 mod quality;
+
+pub use metrics::PrometheusOptions;
 pub(crate) use quality::codec_kind;
 pub use quality::{EngineQuality, LaneQuality, QualityMonitor};
 
@@ -211,6 +214,8 @@ struct LaneState {
     retired_seq: u64,
     outstanding: usize,
     handles: Option<(IngressHandle, EgressHandle)>,
+    /// The lane's failure (a panicked thread) has been reported and its sessions forgotten.
+    failure_reported: bool,
 }
 
 struct Inner {
@@ -225,8 +230,50 @@ struct Inner {
 impl Inner {
     /// Frees what every lane retired and gathers their events (see [`MediaEngine::collect`]).
     fn collect_all(&mut self) {
-        for ls in self.lanes.iter_mut() {
-            MediaEngine::collect(ls, &mut self.events);
+        for i in 0..self.lanes.len() {
+            let ls = &self.lanes[i];
+            if !ls.failure_reported && ls.ctl.shared.failed.load(Ordering::Acquire) {
+                self.fail_lane(i);
+            }
+            MediaEngine::collect(&mut self.lanes[i], &mut self.events);
+        }
+    }
+
+    /// Lane-failure policy (see `runtime::thread`): a lane whose thread panicked is
+    /// joined, its sessions are forgotten (each reported as stopped after a
+    /// `LaneFailed` event) and it takes no new sessions; the other lanes run on.
+    fn fail_lane(&mut self, i: usize) {
+        let ls = &mut self.lanes[i];
+        ls.failure_reported = true;
+        if let LaneRun::Threads(r) = std::mem::replace(&mut ls.run, LaneRun::Gone) {
+            // The panicking thread has exited and the lane's other threads stop (the
+            // guard set their stop flag); what state comes back is dropped here, on
+            // the control thread.
+            drop(r.join());
+        }
+        ls.live = 0;
+        ls.free_slots.clear();
+        let mut lost: Vec<SessionId> = self
+            .sessions
+            .keys()
+            .filter(|id| id.lane() == i)
+            .copied()
+            .collect();
+        lost.sort();
+        tracing::error!(
+            lane = i,
+            sessions_lost = lost.len(),
+            "lane thread panicked: lane stopped, its sessions are gone"
+        );
+        self.events.push_back(EngineEvent::LaneFailed {
+            lane: i as u16,
+            sessions_lost: lost.len() as u32,
+        });
+        for id in lost {
+            if let Some(rec) = self.sessions.remove(&id) {
+                self.dialogs.remove(&rec.dialog);
+            }
+            self.events.push_back(EngineEvent::SessionStopped(id));
         }
     }
 }
@@ -271,6 +318,7 @@ impl MediaEngine {
                 retired_seq: 0,
                 outstanding: 0,
                 handles: Some((IngressHandle::new(ing, i as u16), EgressHandle::new(eg))),
+                failure_reported: false,
             });
         }
         let seed = Instant::now().elapsed().as_nanos() as u64
@@ -309,6 +357,7 @@ impl MediaEngine {
 
     /// Starts the lanes: spawns pinned threads (real-time clock) or readies them for
     /// [`MediaEngine::step`] (virtual clock).
+    #[tracing::instrument(level = "info", skip_all, fields(lanes = self.config.lanes))]
     pub fn start(&self) -> Result<()> {
         let mut g = self.lock();
         if g.running {
@@ -351,6 +400,7 @@ impl MediaEngine {
     /// Stops the lanes: each applies its queued commands, drains its rings and exits; the
     /// threads are joined and their state comes back to this thread. Sessions survive a
     /// stop and resume on the next `start`.
+    #[tracing::instrument(level = "info", skip_all)]
     pub fn stop(&self) -> Result<()> {
         let mut g = self.lock();
         if !g.running {
@@ -364,15 +414,11 @@ impl MediaEngine {
                 let LaneRun::Threads(r) = std::mem::replace(&mut ls.run, LaneRun::Gone) else {
                     unreachable!()
                 };
+                // A panicked lane (join gives nothing back) is reported by
+                // `collect_all` below.
                 ls.run = match r.join() {
                     Some(lane) => LaneRun::Idle(Box::new(lane)),
-                    None => {
-                        log::error!(
-                            "lane {} thread panicked; its sessions are lost",
-                            ls.ctl.shared.lane
-                        );
-                        LaneRun::Gone
-                    }
+                    None => LaneRun::Gone,
                 };
             } else if let LaneRun::Idle(lane) = &mut ls.run {
                 lane.drain();
@@ -592,6 +638,8 @@ impl MediaEngine {
     }
 
     /// Creates a session placed as `placement` says. See [`MediaEngine::create_media_session`].
+    #[tracing::instrument(level = "debug", skip_all, err(Display),
+        fields(dialog = dialog.0, codec = ?params.tx.codec, ?placement, session))]
     pub fn create_media_session_at(
         &self,
         dialog: DialogId,
@@ -683,11 +731,14 @@ impl MediaEngine {
             },
         );
         inner.dialogs.insert(dialog, id);
+        tracing::Span::current().record("session", tracing::field::debug(id));
         Ok(MediaSessionHandle { id, dialog })
     }
 
     /// Replaces a session's codecs, ptime or processing (a re-INVITE). Receive buffer
     /// contents, SSRC and sequence numbering continue. Bridged peers are re-routed.
+    #[tracing::instrument(level = "debug", skip_all, err(Display),
+        fields(session = ?id, codec = ?params.tx.codec))]
     pub fn update_media_session(&self, id: SessionId, params: MediaSessionParams) -> Result<()> {
         self.check_params(&params)?;
         let mut g = self.lock();
@@ -765,6 +816,7 @@ impl MediaEngine {
     /// Bridges two sessions on the same lane into a call: each one's decoded audio feeds
     /// the other's encoder (relayed without decoding when codecs match). `a == b` makes
     /// an echo session. Existing bridges of either session are dissolved first.
+    #[tracing::instrument(level = "debug", skip(self), err(Display))]
     pub fn bridge(&self, a: SessionId, b: SessionId) -> Result<()> {
         let mut g = self.lock();
         let inner = &mut *g;
@@ -829,6 +881,7 @@ impl MediaEngine {
 
     /// Destroys a session. Its slot is reused only after the lane hands the session's state
     /// back, so late packets for the old id can never reach a new session.
+    #[tracing::instrument(level = "debug", skip(self), err(Display))]
     pub fn destroy_media_session(&self, id: SessionId) -> Result<()> {
         let mut g = self.lock();
         let inner = &mut *g;
@@ -852,6 +905,25 @@ impl MediaEngine {
         let rec = inner.sessions.remove(&id).expect("checked");
         inner.dialogs.remove(&rec.dialog);
         Ok(())
+    }
+
+    /// Fault drill: makes lane `lane` panic as a codec bug would, to exercise the
+    /// lane-failure policy (a `LaneFailed` event, the lane's sessions gone, the other
+    /// lanes unaffected). Not for production use.
+    #[doc(hidden)]
+    pub fn inject_lane_fault(&self, lane: usize) -> Result<()> {
+        let mut g = self.lock();
+        let ls = g
+            .lanes
+            .get_mut(lane)
+            .ok_or(Error::InvalidConfig("no such lane"))?;
+        ls.next_seq += 1;
+        let b = Bundle::new(
+            ls.next_seq,
+            Op::Fault,
+            SessionId::from_parts(lane as u16, 0, 0),
+        );
+        Self::send(ls, b)
     }
 
     /// The session serving `dialog`, if any.

@@ -88,6 +88,8 @@ pub struct Shared {
     pub acked: AtomicU64,
     /// Per stage: set when the stage's thread has exited (split topology).
     pub stage_done: [AtomicBool; 4],
+    /// Set when a lane thread panicked (the lane has stopped).
+    pub failed: AtomicBool,
     /// Lane counters.
     pub counters: LaneCounters,
     /// Tick processing times (ns), written by the ticking thread.
@@ -103,6 +105,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             acked: AtomicU64::new(0),
             stage_done: std::array::from_fn(|_| AtomicBool::new(false)),
+            failed: AtomicBool::new(false),
             counters: LaneCounters::default(),
             tick_ns: TickHistogram::default(),
             sessions: (0..sessions).map(|_| SessionCell::default()).collect(),
@@ -292,7 +295,7 @@ impl JitterStage {
                 }
             }
             Op::Destroy => b.jitter = self.sessions[slot].take(),
-            Op::Route | Op::Barrier | Op::Tune | Op::Dtmf => {}
+            Op::Route | Op::Barrier | Op::Tune | Op::Dtmf | Op::Fault => {}
         }
         self.sched[slot] = self.sessions[slot]
             .as_ref()
@@ -659,6 +662,9 @@ impl DecodeStage {
                 }
             }
             Op::Barrier | Op::Dtmf => {}
+            // Invariant broken on purpose: the control plane asked for a drill of the
+            // lane-failure policy (MediaEngine::inject_lane_fault).
+            Op::Fault => panic!("lane {}: injected fault", self.shared.lane),
         }
         self.sched[slot] = self.sessions[slot]
             .as_ref()
@@ -997,7 +1003,7 @@ impl DspStage {
                                 std::mem::swap(&mut part.resampler, &mut b.resampler);
                             }
                         }
-                        Op::Barrier | Op::Tune | Op::Dtmf => {}
+                        Op::Barrier | Op::Tune | Op::Dtmf | Op::Fault => {}
                     }
                 }
             }
@@ -1132,7 +1138,7 @@ impl EncodeStage {
                     }
                 }
             }
-            Op::Route | Op::Barrier | Op::Tune => {}
+            Op::Route | Op::Barrier | Op::Tune | Op::Fault => {}
         }
         counters.commands_applied.inc();
         let seq = b.seq;

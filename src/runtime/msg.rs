@@ -132,6 +132,9 @@ pub enum Op {
     Tune,
     /// Send an RFC 4733 telephone event on the session (encode stage).
     Dtmf,
+    /// Fault injection: the decode stage panics when it applies this, as a codec bug
+    /// would (tests and drills of the lane-failure policy).
+    Fault,
 }
 
 /// The event an [`Op::Dtmf`] command sends.
@@ -318,6 +321,16 @@ pub enum LaneEvent {
     PriorityFailed {
         /// Lane.
         lane: u16,
+    },
+    /// A lane thread panicked (a bug, e.g. in a codec): the lane stopped, its sessions
+    /// are gone (each reported by a [`LaneEvent::SessionStopped`] after this event), and no
+    /// new session is placed on it. The other lanes run on. The control plane re-creates
+    /// the calls it still wants; they land on the remaining lanes.
+    LaneFailed {
+        /// Lane.
+        lane: u16,
+        /// Sessions that were live on it.
+        sessions_lost: u32,
     },
     /// A DTMF digit began or ended on a session's receive stream.
     Dtmf {

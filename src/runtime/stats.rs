@@ -66,6 +66,13 @@ macro_rules! counter_block {
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
         pub struct $snap { $($(#[$fm])* pub $field: u64,)* }
 
+        impl $snap {
+            /// Every field as `(name, value)`, in declaration order (for exporters).
+            pub fn fields(&self) -> impl Iterator<Item = (&'static str, u64)> {
+                [$((stringify!($field), self.$field),)*].into_iter()
+            }
+        }
+
         impl $name {
             /// Copies every counter (each read is atomic; the set is not a transaction).
             pub fn snapshot(&self) -> $snap {

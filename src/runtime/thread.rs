@@ -173,13 +173,44 @@ fn poll_loop(shared: &Shared, upstream: usize, mine: usize, run: impl FnMut() ->
     );
 }
 
+/// Lane-failure policy: a lane thread that panics (a bug, e.g. in a codec) takes only its
+/// own lane down, loudly. Unwinding drops this guard, which marks the lane failed, stops
+/// its other stages (split topology: their upstream is marked done so none waits
+/// forever) and leaves the rest to the control plane, which reports
+/// `LaneEvent::LaneFailed`, forgets the lane's sessions and places no new ones there.
+/// Catching the panic per session instead would keep running a lane whose slabs and
+/// rings may hold tokens the unwound code never returned.
+struct FailGuard {
+    shared: std::sync::Arc<super::lane::Shared>,
+    stage: usize,
+}
+
+impl Drop for FailGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shared.failed.store(true, Ordering::Release);
+            self.shared.stop.store(true, Ordering::Release);
+            self.shared.stage_done[self.stage].store(true, Ordering::Release);
+        }
+    }
+}
+
 fn spawn<T: Send + 'static>(
     name: String,
+    shared: &std::sync::Arc<super::lane::Shared>,
+    stage: usize,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>, crate::Error> {
+    let guard = FailGuard {
+        shared: shared.clone(),
+        stage,
+    };
     std::thread::Builder::new()
         .name(name)
-        .spawn(f)
+        .spawn(move || {
+            let _guard = guard;
+            f()
+        })
         .map_err(|_| crate::Error::Spawn("thread spawn failed"))
 }
 
@@ -188,7 +219,8 @@ pub fn start(lane: Lane, topology: Topology, plan: ThreadPlan) -> Result<Running
     let id = plan.lane;
     match topology {
         Topology::Fused => {
-            let h = spawn(format!("mc-lane{id}"), move || {
+            let fused_shared = lane.shared().clone();
+            let h = spawn(format!("mc-lane{id}"), &fused_shared, 0, move || {
                 let mut lane = lane;
                 let s = setup(&plan, 0, StageKind::Fused);
                 report(&mut lane.jitter, id, &s);
@@ -218,25 +250,25 @@ pub fn start(lane: Lane, topology: Topology, plan: ThreadPlan) -> Result<Running
             let shared = jitter.shared().clone();
             let (p1, p2, p3) = (plan.clone(), plan.clone(), plan.clone());
             let (s1, s2, s3) = (shared.clone(), shared.clone(), shared.clone());
-            let encode = spawn(format!("mc-lane{id}-enc"), move || {
+            let encode = spawn(format!("mc-lane{id}-enc"), &shared, 3, move || {
                 let mut st = encode;
                 setup(&p3, 3, StageKind::Encode);
                 poll_loop(&s3, 2, 3, || st.run());
                 st
             })?;
-            let dsp = spawn(format!("mc-lane{id}-dsp"), move || {
+            let dsp = spawn(format!("mc-lane{id}-dsp"), &shared, 2, move || {
                 let mut st = dsp;
                 setup(&p2, 2, StageKind::Dsp);
                 poll_loop(&s2, 1, 2, || st.run());
                 st
             })?;
-            let decode = spawn(format!("mc-lane{id}-dec"), move || {
+            let decode = spawn(format!("mc-lane{id}-dec"), &shared, 1, move || {
                 let mut st = decode;
                 setup(&p1, 1, StageKind::Decode);
                 poll_loop(&s1, 0, 1, || st.run());
                 st
             })?;
-            let jitter = spawn(format!("mc-lane{id}-jit"), move || {
+            let jitter = spawn(format!("mc-lane{id}-jit"), &shared.clone(), 0, move || {
                 let mut st = jitter;
                 let s = setup(&plan, 0, StageKind::Jitter);
                 report(&mut st, id, &s);

@@ -23,6 +23,13 @@ pub struct PrometheusOptions {
     pub per_session: bool,
 }
 
+/// A per-session quality gauge: name, help text, and how to read it from a snapshot.
+type QualityGauge = (
+    &'static str,
+    &'static str,
+    fn(&crate::quality::monitor::QualitySnapshot) -> f64,
+);
+
 /// Lane counters that are gauges (a current value), not monotonic counters.
 const LANE_GAUGES: &[&str] = &["max_tick_ns", "last_tick_ns", "frame_slots_free"];
 /// Session counters that are gauges.
@@ -166,11 +173,7 @@ impl MediaEngine {
                 let _ = writeln!(out, "{name}{{{labels}}} {v}");
             }
         }
-        let quality: [(
-            &str,
-            &str,
-            fn(&crate::quality::monitor::QualitySnapshot) -> f64,
-        ); 5] = [
+        let quality: [QualityGauge; 5] = [
             (
                 "media_core_session_mos",
                 "E-model (ITU-T G.107) MOS estimate.",

@@ -8,7 +8,8 @@
 //!     [--bitrate BPS] [--complexity N] [--fec on|off] [--opus-rate HZ]   (Opus settings; the
 //!     rate, 8000/12000/16000/24000/48000, is the Opus legs' audio rate and, when --codec is
 //!     opus, the rate IN.wav must have)
-//!     [--vad] [--agc] [--ns] [--dtmf-detect]   (voice processing on the received audio)
+//!     [--vad] [--agc] [--ns] [--ns-rnn] [--dtmf-detect]   (voice processing on the received
+//!     audio; --ns-rnn: the RNN noise suppressor, 48 kHz Opus sessions only)
 //! ```
 //! The voice-processing flags run those components on the impaired leg's received audio;
 //! the `--json` summary then lists what the engine reported: `dtmf_digits` (in order, e.g.
@@ -177,6 +178,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         vad: has("--vad").then(Default::default),
         agc: has("--agc").then(Default::default),
         ns: has("--ns").then(Default::default),
+        ns_rnn: has("--ns-rnn").then(Default::default),
         dtmf: has("--dtmf-detect").then(Default::default),
         ..Default::default()
     };

@@ -149,6 +149,13 @@ fn make_calls(
                 match i % 21 {
                     6 => opus.opus.sample_rate = media_core::SampleRate::new(8000).unwrap(),
                     13 => opus.opus.stereo = true,
+                    // The RNN noise suppressor (48 kHz only) on the Opus leg.
+                    20 if voice => {
+                        opus.dsp = DspConfig {
+                            ns_rnn: Some(Default::default()),
+                            ..Default::default()
+                        }
+                    }
                     _ => {}
                 }
                 let (ha, hb) = e

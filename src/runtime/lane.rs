@@ -410,12 +410,22 @@ impl JitterStage {
                 // RFC 3389 SID: the level of the sender's silence, for the comfort noise the
                 // receive channel plays through it (never audio for the jitter buffer).
                 sc.rx_cn_packets.inc();
-                let rms = self.packets.with(&tok, |p| {
-                    CnPayload::parse(p.payload()).map(|c| c.rms()).ok()
+                let sid = self.packets.with(&tok, |p| {
+                    CnPayload::parse(p.payload()).ok().map(|c| {
+                        let mut reflection = [0i8; 10];
+                        let order = c.reflection.len().min(reflection.len());
+                        reflection[..order].copy_from_slice(&c.reflection[..order]);
+                        (c.rms(), reflection, order as u8)
+                    })
                 });
                 self.release(tok);
-                if let Some(rms) = rms {
-                    let msg = ToDecode::ComfortNoise { slot, rms };
+                if let Some((rms, reflection, order)) = sid {
+                    let msg = ToDecode::ComfortNoise {
+                        slot,
+                        rms,
+                        reflection,
+                        order,
+                    };
                     if self.out.push(msg).is_err() {
                         self.shared.counters.internal_ring_full.inc();
                     }
@@ -596,13 +606,23 @@ impl DecodeStage {
                         }
                     }
                 }
-                ToDecode::ComfortNoise { slot, rms } => {
+                ToDecode::ComfortNoise {
+                    slot,
+                    rms,
+                    reflection,
+                    order,
+                } => {
                     if let Some(p) = self
                         .sessions
                         .get_mut(slot as usize)
                         .and_then(|p| p.as_mut())
                     {
-                        p.receive.set_comfort_noise_rms(rms);
+                        let mut k = [0f32; 10];
+                        let n = usize::from(order).min(k.len());
+                        for (k, &q) in k.iter_mut().zip(&reflection[..n]) {
+                            *k = f32::from(q.max(-127)) / 128.0;
+                        }
+                        p.receive.set_comfort_noise(rms, &k[..n]);
                     }
                 }
                 ToDecode::Cmd(b) => self.apply(b),

@@ -235,12 +235,16 @@ pub enum ToDecode {
         begin: bool,
     },
     /// An RFC 3389 SID frame on session `slot`: the comfort-noise level (RMS, sample
-    /// units) for the silence that follows.
+    /// units) and spectrum for the silence that follows.
     ComfortNoise {
         /// Session slot.
         slot: u32,
         /// Signalled noise RMS.
         rms: f32,
+        /// Reflection coefficients in Q7 (RFC 3389 §3.2, `round(128 k)`); `order` used.
+        reflection: [i8; 10],
+        /// Coefficients present (0: level only, keep the estimated shape).
+        order: u8,
     },
     /// A command.
     Cmd(Box<Bundle>),

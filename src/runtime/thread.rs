@@ -101,6 +101,9 @@ fn setup(plan: &ThreadPlan, index: usize, stage: StageKind) -> Setup {
             out.priority_failed = true;
         }
     }
+    // The RNN noise suppressor's FFTs keep per-thread caches filled on first use: fill
+    // them now, before the first tick, so no session's first frame allocates here.
+    crate::processing::audio::rnn_ns::RnnNoiseSuppressor::prepare_thread();
     if let Some(hook) = plan.on_start {
         hook(LaneThread {
             lane: plan.lane,

@@ -252,6 +252,12 @@ impl<T> ReceiveChannel<T> {
         self.plc.set_comfort_noise_rms(rms);
     }
 
+    /// Like [`set_comfort_noise_rms`](Self::set_comfort_noise_rms), with the SID's
+    /// reflection coefficients shaping the noise's spectrum (RFC 3389 §3.2).
+    pub fn set_comfort_noise(&mut self, rms: f32, reflection: &[f32]) {
+        self.plc.set_comfort_noise(rms, reflection);
+    }
+
     /// Forgets the stream (SSRC change): releases buffered packets and resets concealment.
     pub fn reset(&mut self, release: &mut impl FnMut(T)) {
         self.buffer.reset(release);

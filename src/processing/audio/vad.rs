@@ -48,8 +48,9 @@
 //!
 //! Measured by the tests below (20 ms frames against labels from the clean signal's
 //! energy): 96–98 % right on clean speech at 8, 16 and 48 kHz and at −40 and −6 dBFS;
-//! 90–91 % with pink noise at 10 dB SNR on speech1 at every rate but 86 % on speech2,
-//! which has twice as many labelled frames buried more than 5 dB under the noise;
+//! 90–91 % with pink noise at 10 dB SNR on speech1 at every rate but 86 % (8 kHz) and
+//! 89 % (16 kHz) on speech2, which has twice as many labelled frames buried more than
+//! 5 dB under the noise (see the test `pink_noise_at_10_db_snr_on_speech2_...`);
 //! stationary pink or white noise alone reads as speech in under 2 % of frames. Cost per
 //! 20 ms frame (criterion, optimised build, one Xeon core): 1.2 µs at 8 kHz, 2.2 µs at
 //! 16 kHz, 3.2 µs at 48 kHz. State: about 300 bytes inline plus 3.2 / 6.4 / 10.3 kB of buffers
@@ -783,11 +784,21 @@ mod tests {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/audio/speech1_16000.wav"
     );
+    const SPEECH2_16K: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/audio/speech2_16000.wav"
+    );
     const SPEECH1_48K: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/audio/speech1_48000.wav"
     );
-    const ALL_FILES: [&str; 4] = [SPEECH1_8K, SPEECH2_8K, SPEECH1_16K, SPEECH1_48K];
+    const ALL_FILES: [&str; 5] = [
+        SPEECH1_8K,
+        SPEECH2_8K,
+        SPEECH1_16K,
+        SPEECH2_16K,
+        SPEECH1_48K,
+    ];
 
     /// Blocks below (active speech level − this) in the clean signal are labelled
     /// non-speech: 30 dB is 9–10 dB above the recordings' own background (about
@@ -1115,14 +1126,22 @@ mod tests {
         }
     }
 
-    /// Short of the 90 % target: a fifth of this recording's 20 ms frames are labelled
-    /// speech only for blocks more than 15 dB below its active level, i.e. more than 5 dB
-    /// under the noise (a tenth in speech1); no detector sees those, and the hangover
-    /// recovers only those next to louder speech.
+    /// Short of the 90 % target (measured 86.3 % at 8 kHz, 88.8 % at 16 kHz). Where the
+    /// 8 kHz file loses (99 wrong frames of 723): 55 false alarms, every one within six
+    /// frames after labelled speech ends (the hangover; 3 without it), and 44 misses, 14
+    /// at talkspurt onsets (4 at the very start, where the noise estimate starts from a
+    /// speech block) and 30 inside talkspurts, in runs of speech 15–25 dB below the active
+    /// level, 5–15 dB under the noise. There the whitened energy reads almost like noise
+    /// (median −0.25 dB against −0.6 dB in pauses), and the noise estimate itself sits 1.5 dB above its value on
+    /// the noise alone, because that weak speech fills the recording's pauses. Only the
+    /// hangover recovers such runs, at the price of the trailing false alarms: with no
+    /// hangover 160 misses and 3 false alarms, with 200 ms 19 and 79.
     #[test]
     fn pink_noise_at_10_db_snr_on_speech2_is_classified_86_percent_right() {
-        let acc = pink_noise_accuracy(SPEECH2_8K);
-        assert!(acc >= 0.86, "{SPEECH2_8K}: pink-noise accuracy {acc:.3}");
+        for (path, wanted) in [(SPEECH2_8K, 0.86), (SPEECH2_16K, 0.88)] {
+            let acc = pink_noise_accuracy(path);
+            assert!(acc >= wanted, "{path}: pink-noise accuracy {acc:.3}");
+        }
     }
 
     #[test]

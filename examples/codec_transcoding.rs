@@ -99,6 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 jitter: Default::default(),
                 opus: OpusSettings::default(),
                 dsp: Default::default(),
+                far_end: None,
             };
             let r = run(&sent, &cfg)?;
             let mut w =

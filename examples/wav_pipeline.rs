@@ -8,6 +8,8 @@
 //!     [--bitrate BPS] [--complexity N] [--fec on|off] [--opus-rate HZ]   (Opus settings; the
 //!     rate, 8000/12000/16000/24000/48000, is the Opus legs' audio rate and, when --codec is
 //!     opus, the rate IN.wav must have)
+//!     [--aec ECHO_REF.wav]   (the far end says ECHO_REF.wav; IN.wav carries its echo, which
+//!     the echo canceller on the received audio removes)
 //!     [--vad] [--agc] [--ns] [--ns-rnn] [--dtmf-detect]   (voice processing on the received
 //!     audio; --ns-rnn: the RNN noise suppressor, 48 kHz Opus sessions only)
 //! ```
@@ -174,7 +176,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         opus.inband_fec = f == "on";
     }
     let has = |f: &str| args.iter().any(|a| a == f);
+    // --aec ECHO_REF.wav: the far end says ECHO_REF (sent on the far leg); IN.wav is what
+    // the near end's microphone picked up (near speech plus the echo of ECHO_REF), and the
+    // echo canceller on the received audio removes the echo.
+    let far_end = match opt("--aec") {
+        Some(path) => {
+            let far_rate = match to.codec {
+                media_core::Codec::Opus => opus.sample_rate.hz(),
+                other => other.info().sample_rate.hz(),
+            };
+            let mut r = hound::WavReader::open(&path)?;
+            let sp = r.spec();
+            if sp.channels != 1 || sp.bits_per_sample != 16 || sp.sample_rate != far_rate {
+                return Err(format!(
+                    "{path}: need mono 16-bit {far_rate} Hz for the far leg ({:?})",
+                    to.codec
+                )
+                .into());
+            }
+            Some(r.samples::<i16>().collect::<Result<Vec<_>, _>>()?)
+        }
+        None => None,
+    };
     let dsp = DspConfig {
+        aec: far_end.as_ref().map(|_| Default::default()),
         vad: has("--vad").then(Default::default),
         agc: has("--agc").then(Default::default),
         ns: has("--ns").then(Default::default),
@@ -192,6 +217,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             jitter,
             opus,
             dsp,
+            far_end,
         },
     )?;
     let mut w = hound::WavWriter::create(

@@ -49,6 +49,7 @@ fn far_end_snr_with(from: CodecSpec, to: CodecSpec, opus: OpusSettings) -> f64 {
         jitter: Default::default(),
         opus,
         dsp: Default::default(),
+        far_end: None,
     };
     let out = run(&input, &cfg)
         .map_err(|e| format!("{e:?}"))

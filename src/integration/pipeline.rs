@@ -34,6 +34,11 @@ pub struct PipelineConfig {
     pub opus: crate::codec::OpusSettings,
     /// Voice processing on the impaired leg's received audio (VAD, AGC, NS, DTMF detection).
     pub dsp: crate::processing::audio::DspConfig,
+    /// What the far end says (mono PCM at the far leg's rate), sent on the far leg every
+    /// ptime over a clean network and played toward the impaired sender. With `dsp.aec`
+    /// on, this is the echo canceller's reference: the input then carries its echo, as a
+    /// phone's microphone picks up its loudspeaker. `None`: the far end is silent.
+    pub far_end: Option<Vec<i16>>,
 }
 
 /// What came out.
@@ -119,6 +124,69 @@ impl PipelineResult {
     }
 }
 
+/// The far leg's sender: encodes its audio frame by frame and pushes it as RTP.
+struct FarEnd {
+    payloads: Vec<Vec<u8>>,
+    pt: u8,
+    ts_step: u32,
+    k: usize,
+    next_ms: f64,
+    pkt: Vec<u8>,
+}
+
+impl FarEnd {
+    fn new(
+        pcm: &[i16],
+        spec: CodecSpec,
+        rate: crate::types::SampleRate,
+        ptime: Ptime,
+        opus: crate::codec::OpusSettings,
+    ) -> Result<Self, Error> {
+        let frame = rate.samples_in(ptime);
+        let mut enc = AnyEncoder::with_settings(spec.codec, opus);
+        let mut buf = vec![0u8; spec.codec.max_payload_bytes(ptime)];
+        let payloads = pcm
+            .chunks_exact(frame)
+            .map(|f| {
+                enc.encode(f, &mut buf)
+                    .map(|n| buf[..n].to_vec())
+                    .map_err(|_| Error::InvalidConfig("far-end encoder failed"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(FarEnd {
+            payloads,
+            pt: spec.payload_type.get(),
+            ts_step: spec.codec.timestamp_step(ptime),
+            k: 0,
+            next_ms: 0.0,
+            pkt: Vec::new(),
+        })
+    }
+
+    fn send(
+        &mut self,
+        to: crate::types::SessionId,
+        ing: &mut crate::IngressHandle,
+    ) -> Result<(), Error> {
+        let Some(p) = self.payloads.get(self.k) else {
+            return Ok(());
+        };
+        let h = RtpHeader {
+            marker: self.k == 0,
+            payload_type: self.pt,
+            sequence: self.k as u16,
+            timestamp: (self.k as u32).wrapping_mul(self.ts_step),
+            ssrc: 0xFA2E_0001,
+        };
+        self.pkt.resize(12 + p.len(), 0);
+        write_header(&h, &mut self.pkt).map_err(|_| Error::InvalidConfig("header"))?;
+        self.pkt[12..].copy_from_slice(p);
+        let _ = ing.push(to, &self.pkt);
+        self.k += 1;
+        Ok(())
+    }
+}
+
 /// Runs `input` (mono PCM at the codec's rate) through the engine. See module docs.
 pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error> {
     let codec = cfg.codec.codec;
@@ -193,6 +261,16 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
     let mut played = 0u64;
     let mut dtmf_digits = String::new();
     let mut talkspurts: Vec<(f64, Option<f64>)> = Vec::new();
+    let mut far = match &cfg.far_end {
+        Some(pcm) => Some(FarEnd::new(
+            pcm,
+            cfg.to_codec,
+            b_rate_sr,
+            cfg.ptime,
+            cfg.opus,
+        )?),
+        None => None,
+    };
     let mut t_ms = 0.0;
     while t_ms <= end_ms {
         while next < deliveries.len() && deliveries[next].arrival_ms <= t_ms {
@@ -211,6 +289,13 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
             let arrival_ns = (d.arrival_ms * 1e6) as u64 + 1;
             let _ = ing.push_at(a.id, &pkt, arrival_ns);
             next += 1;
+        }
+        if let Some(far) = far.as_mut() {
+            // The far end sends one frame per ptime, on time.
+            if t_ms >= far.next_ms {
+                far.send(b.id, &mut ing)?;
+                far.next_ms += ptime_ms;
+            }
         }
         engine.step(1)?;
         t_ms += 10.0;

@@ -6,6 +6,7 @@
 
 use crate::rtp::RtpHeader;
 pub mod pipeline;
+pub mod rtcp;
 pub mod session_core;
 
 use crate::runtime::lane::{EgressParts, IngressParts};

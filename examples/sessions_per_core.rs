@@ -98,7 +98,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use media_core::codec::audio::g711;
-use media_core::codec::{AnyDecoder, AnyEncoder, Codec};
+use media_core::codec::{AnyDecoder, AnyEncoder, Codec, OpusSettings};
 use media_core::processing::audio::{DspChain, DspConfig};
 use media_core::rtp::{write_header, RtpHeader, RTP_HEADER_LEN};
 use media_core::runtime::clock::{monotonic_ns, sleep_until_ns};
@@ -120,7 +120,33 @@ struct Scenario {
     legs: [CodecSpec; 2],
     /// Voice processing on both legs' received audio.
     dsp: fn() -> DspConfig,
+    /// Audio rate of the Opus legs (48000 unless the scenario runs Opus narrowband).
+    opus_hz: u32,
     about: &'static str,
+}
+
+impl Scenario {
+    /// Opus settings of the scenario's Opus legs (the defaults at `opus_hz`).
+    fn opus(&self) -> OpusSettings {
+        OpusSettings {
+            sample_rate: media_core::SampleRate::new(self.opus_hz)
+                .unwrap_or(media_core::SampleRate::HZ_48000),
+            ..OpusSettings::default()
+        }
+    }
+
+    /// Samples per 20 ms frame of `c` as this scenario runs it.
+    fn frame_samples(&self, c: Codec) -> usize {
+        self.rate(c).samples_in(PTIME)
+    }
+
+    /// The audio rate `c` runs at in this scenario.
+    fn rate(&self, c: Codec) -> media_core::SampleRate {
+        match c {
+            Codec::Opus => self.opus().sample_rate,
+            c => c.info().sample_rate,
+        }
+    }
 }
 
 fn no_dsp() -> DspConfig {
@@ -145,13 +171,14 @@ fn aec_dsp() -> DspConfig {
 
 #[rustfmt::skip]
 const SCENARIOS: &[Scenario] = &[
-    Scenario { name: "relay-pcmu", legs: [CodecSpec::PCMU, CodecSpec::PCMU], dsp: no_dsp, about: "PCMU both legs: jitter buffer, payload relayed when unmodified" },
-    Scenario { name: "pcmu-pcma", dsp: no_dsp, legs: [CodecSpec::PCMU, CodecSpec::PCMA], about: "leg A PCMU, leg B PCMA: decode + encode both directions" },
-    Scenario { name: "g722-pcmu", dsp: no_dsp, legs: [CodecSpec::G722, CodecSpec::PCMU], about: "leg A G.722 (16 kHz), leg B PCMU: decode, 16<->8 kHz resampling, encode both directions" },
-    Scenario { name: "opus-pcmu", dsp: no_dsp, legs: [CodecSpec::OPUS, CodecSpec::PCMU], about: "leg A Opus 48 kHz (24 kbit/s, complexity 5, FEC on), leg B PCMU: decode, 48<->8 kHz resampling, encode" },
-    Scenario { name: "voice-pcmu", legs: [CodecSpec::PCMU, CodecSpec::PCMU], dsp: voice_dsp, about: "PCMU both legs with VAD + AGC + noise suppression + DTMF detection on each leg's received audio (decode, process, encode)" },
-    Scenario { name: "aec-pcmu", legs: [CodecSpec::PCMU, CodecSpec::PCMU], dsp: aec_dsp, about: "PCMU both legs with a 128 ms echo canceller on each leg (decode, cancel, encode)" },
-    Scenario { name: "opus-opus", dsp: no_dsp, legs: [CodecSpec::OPUS, CodecSpec::OPUS], about: "Opus both legs: jitter buffer, payload relayed when unmodified (Opus PLC/FEC when not)" },
+    Scenario { name: "relay-pcmu", legs: [CodecSpec::PCMU, CodecSpec::PCMU], dsp: no_dsp, opus_hz: 48000, about: "PCMU both legs: jitter buffer, payload relayed when unmodified" },
+    Scenario { name: "pcmu-pcma", dsp: no_dsp, legs: [CodecSpec::PCMU, CodecSpec::PCMA], opus_hz: 48000, about: "leg A PCMU, leg B PCMA: decode + encode both directions" },
+    Scenario { name: "g722-pcmu", dsp: no_dsp, legs: [CodecSpec::G722, CodecSpec::PCMU], opus_hz: 48000, about: "leg A G.722 (16 kHz), leg B PCMU: decode, 16<->8 kHz resampling, encode both directions" },
+    Scenario { name: "opus-pcmu", dsp: no_dsp, legs: [CodecSpec::OPUS, CodecSpec::PCMU], opus_hz: 48000, about: "leg A Opus 48 kHz (24 kbit/s, complexity 5, FEC on), leg B PCMU: decode, 48<->8 kHz resampling, encode" },
+    Scenario { name: "opus8-pcmu", dsp: no_dsp, legs: [CodecSpec::OPUS, CodecSpec::PCMU], opus_hz: 8000, about: "leg A Opus run at 8 kHz (narrowband; 24 kbit/s, complexity 5, FEC on; RTP clock still 48 kHz), leg B PCMU: decode + encode, no resampling" },
+    Scenario { name: "voice-pcmu", legs: [CodecSpec::PCMU, CodecSpec::PCMU], dsp: voice_dsp, opus_hz: 48000, about: "PCMU both legs with VAD + AGC + noise suppression + DTMF detection on each leg's received audio (decode, process, encode)" },
+    Scenario { name: "aec-pcmu", legs: [CodecSpec::PCMU, CodecSpec::PCMU], dsp: aec_dsp, opus_hz: 48000, about: "PCMU both legs with a 128 ms echo canceller on each leg (decode, cancel, encode)" },
+    Scenario { name: "opus-opus", dsp: no_dsp, legs: [CodecSpec::OPUS, CodecSpec::OPUS], opus_hz: 48000, about: "Opus both legs: jitter buffer, payload relayed when unmodified (Opus PLC/FEC when not)" },
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -517,10 +544,10 @@ fn tone_pcm(frame: usize, samples: usize) -> Vec<i16> {
     (0..samples).map(|i| tone(frame * samples + i)).collect()
 }
 
-fn leg_audio(spec: CodecSpec) -> Result<LegAudio, String> {
+fn leg_audio(sc: &Scenario, spec: CodecSpec) -> Result<LegAudio, String> {
     let c = spec.codec;
-    let samples = c.frame_samples(PTIME);
-    let mut enc = AnyEncoder::new(c);
+    let samples = sc.frame_samples(c);
+    let mut enc = AnyEncoder::with_settings(c, sc.opus());
     let mut frames = Vec::with_capacity(TONE_FRAMES);
     for f in 0..TONE_FRAMES {
         let mut out = vec![0u8; MAX_PAYLOAD];
@@ -1329,9 +1356,10 @@ struct Built {
     lane_events: Vec<String>,
 }
 
-fn params(spec: CodecSpec, dsp: DspConfig) -> MediaSessionParams {
+fn params(sc: &Scenario, spec: CodecSpec) -> MediaSessionParams {
     let mut p = MediaSessionParams::new(spec, PTIME);
-    p.dsp = dsp;
+    p.dsp = (sc.dsp)();
+    p.opus = sc.opus();
     p
 }
 
@@ -1396,8 +1424,8 @@ fn build(o: &Opts, plan: &CorePlan, calls: usize) -> Result<Built, String> {
         }
         let (a, b) = engine
             .create_call(
-                (DialogId(2 * i), params(la, (o.scenario.dsp)())),
-                (DialogId(2 * i + 1), params(lb, (o.scenario.dsp)())),
+                (DialogId(2 * i), params(o.scenario, la)),
+                (DialogId(2 * i + 1), params(o.scenario, lb)),
             )
             .map_err(|e| format!("creating call {i} of {calls}: {e}"))?;
         v.push((a.id, b.id));
@@ -1432,7 +1460,7 @@ fn build(o: &Opts, plan: &CorePlan, calls: usize) -> Result<Built, String> {
 
 fn traffic_for(o: &Opts, b: &mut Built, clock: Clock) -> Result<(Traffic, Targets), String> {
     let [sa, sb] = o.scenario.legs;
-    let legs = [leg_audio(sa)?, leg_audio(sb)?];
+    let legs = [leg_audio(o.scenario, sa)?, leg_audio(o.scenario, sb)?];
     let tagged = tag_survives(sa.codec, sb.codec, &legs[0], &legs[1])
         && tag_survives(sb.codec, sa.codec, &legs[1], &legs[0]);
     let initial = b.engine.config().jitter.initial_delay_ms;
@@ -1751,25 +1779,31 @@ fn run_virtual_step(
 fn baseline(sc: &Scenario) -> Result<(f64, String), String> {
     let [sa, sb] = sc.legs;
     let (ca, cb) = (sa.codec, sb.codec);
-    let la = leg_audio(sa)?;
-    let lb = leg_audio(sb)?;
-    let samples = ca.frame_samples(PTIME);
-    let (na, nb) = (samples, cb.frame_samples(PTIME));
+    let la = leg_audio(sc, sa)?;
+    let lb = leg_audio(sc, sb)?;
+    let samples = sc.frame_samples(ca);
+    let (na, nb) = (samples, sc.frame_samples(cb));
     // Decoded frames may differ in length between the legs (G.722 16 kHz, Opus 48 kHz): the
     // codec calls alone take each encoder's own frame length (no resampling is timed here;
     // the pipeline does resample, so the ratio includes it).
     let mut pcm = vec![0i16; na.max(nb)];
     let mut out_a = vec![0u8; MAX_PAYLOAD];
     let mut out_b = vec![0u8; MAX_PAYLOAD];
-    let mut anyd = [AnyDecoder::new(ca), AnyDecoder::new(cb)];
-    let mut anye = [AnyEncoder::new(ca), AnyEncoder::new(cb)];
+    let mut anyd = [
+        AnyDecoder::with_rate(ca, sc.rate(ca)),
+        AnyDecoder::with_rate(cb, sc.rate(cb)),
+    ];
+    let mut anye = [
+        AnyEncoder::with_settings(ca, sc.opus()),
+        AnyEncoder::with_settings(cb, sc.opus()),
+    ];
     let g = (g711_fns(ca), g711_fns(cb));
     let dsp = (sc.dsp)();
     let relay = ca == cb && dsp.is_passthrough();
     // With voice processing, the same components run bare on each leg's decoded audio.
     let mut chains = [
-        DspChain::new(&dsp, ca.info().sample_rate.hz()).map_err(|e| e.to_string())?,
-        DspChain::new(&dsp, cb.info().sample_rate.hz()).map_err(|e| e.to_string())?,
+        DspChain::new(&dsp, sc.rate(ca).hz()).map_err(|e| e.to_string())?,
+        DspChain::new(&dsp, sc.rate(cb).hz()).map_err(|e| e.to_string())?,
     ];
     let with_dsp = !dsp.is_passthrough();
     let what;

@@ -111,7 +111,8 @@ fn g722_frame(k: usize) -> Vec<u8> {
     out
 }
 
-/// Creates `calls` bridged calls cycling through every path; returns (a, b) ids.
+/// Creates `calls` bridged calls cycling through every path (all 16 ordered codec pairs
+/// among PCMU, PCMA, G.722 and Opus appear, up to direction); returns (a, b) ids.
 /// `voice`: a tenth of the calls run the whole voice-processing chain (the virtual-clock
 /// test, which covers every path; the real-time test keeps to the cheaper ones so an
 /// unoptimised build on two cores still keeps up with 20 ms of traffic per round).
@@ -124,6 +125,41 @@ fn make_calls(
     (0..calls)
         .map(|i| {
             let d = dialog0 + 2 * i as u64;
+            if i % 13 == 12 {
+                // The remaining codec pairs (the others have their own branches): PCMA
+                // against the wideband codecs, and same-codec G.722 and Opus relays.
+                const PAIRS: [(CodecSpec, CodecSpec); 4] = [
+                    (CodecSpec::PCMA, CodecSpec::G722),
+                    (CodecSpec::PCMA, CodecSpec::OPUS),
+                    (CodecSpec::G722, CodecSpec::G722),
+                    (CodecSpec::OPUS, CodecSpec::OPUS),
+                ];
+                let (pa, pb) = PAIRS[(i / 13) % PAIRS.len()];
+                let leg = |spec: CodecSpec| {
+                    let p = MediaSessionParams::new(spec, Ptime::MS_20);
+                    if spec.codec == media_core::codec::Codec::Pcma {
+                        // The generator sends PCMU or PCMA by slot parity.
+                        p.with_rx(spec).with_rx(CodecSpec::PCMU)
+                    } else {
+                        p
+                    }
+                };
+                let (ha, hb) = e
+                    .create_call((DialogId(d), leg(pa)), (DialogId(d + 1), leg(pb)))
+                    .unwrap();
+                for (id, spec) in [(ha.id, pa), (hb.id, pb)] {
+                    match spec.codec {
+                        media_core::codec::Codec::Opus => {
+                            OPUS_LEGS.with(|g| g.borrow_mut().insert(id));
+                        }
+                        media_core::codec::Codec::G722 => {
+                            G722_LEGS.with(|g| g.borrow_mut().insert(id));
+                        }
+                        _ => {}
+                    }
+                }
+                return (ha.id, hb.id);
+            }
             if i % 11 == 10 {
                 // Opus (48 kHz) <-> G.722 (16 kHz): both wideband codecs, resampling 48<->16.
                 let (ha, hb) = e

@@ -65,7 +65,10 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 #[cfg(not(loom))]
-pub use integration::{EgressHandle, IngressHandle, OutboundPacket};
+pub use integration::{
+    EgressHandle, IngressHandle, MediaPacketHandler, OutboundPacket, RtpPacketAdapter,
+    RtpPacketSink,
+};
 pub use runtime::{ClockMode, Topology};
 pub use session::MediaSessionParams;
 pub use types::{DialogId, LaneId, PayloadType, Ptime, SampleRate, SessionId};

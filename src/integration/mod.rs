@@ -129,6 +129,80 @@ impl EgressHandle {
     }
 }
 
+/// rtp-core's receive side as a trait, for transports that hand packets to a handler
+/// object rather than hold ring handles: media-core's [`IngressHandle`] (and
+/// [`RtpPacketAdapter`]) implement it. Same contract as [`IngressHandle::push`]: never
+/// blocks, never allocates, a full ring is a typed, counted refusal.
+pub trait MediaPacketHandler {
+    /// Hands one received RTP packet of `session` to media-core.
+    fn handle_rtp_packet(&mut self, session: SessionId, packet: &[u8]) -> Result<(), Error>;
+}
+
+impl MediaPacketHandler for IngressHandle {
+    fn handle_rtp_packet(&mut self, session: SessionId, packet: &[u8]) -> Result<(), Error> {
+        self.push(session, packet)
+    }
+}
+
+/// rtp-core's send side as a trait: implemented by the transport, called by
+/// [`EgressHandle::drain_to`] for each packet media-core produced.
+pub trait RtpPacketSink {
+    /// Sends one RTP packet (header and payload) of `session` to its peer. The bytes are
+    /// borrowed from a preallocated slot that returns to the lane after the call.
+    fn send_rtp_packet(&mut self, session: SessionId, packet: &[u8]);
+}
+
+impl EgressHandle {
+    /// Pops every packet waiting (at most `limit`) and hands each to `sink`; returns how
+    /// many. Never blocks, never allocates.
+    pub fn drain_to(&mut self, sink: &mut impl RtpPacketSink, limit: usize) -> usize {
+        let mut n = 0;
+        while n < limit {
+            let Some(p) = self.pop() else { break };
+            let session = p.session();
+            p.with_bytes(|b| sink.send_rtp_packet(session, b));
+            n += 1;
+        }
+        n
+    }
+}
+
+/// One lane's two ring handles behind the trait interface: packets in through
+/// [`MediaPacketHandler`], packets out to an [`RtpPacketSink`] with [`poll`](Self::poll).
+pub struct RtpPacketAdapter {
+    ingress: IngressHandle,
+    egress: EgressHandle,
+}
+
+impl RtpPacketAdapter {
+    /// Wraps a lane's handles (from [`MediaEngine::take_rtp_handles`](crate::MediaEngine::take_rtp_handles)).
+    pub fn new(ingress: IngressHandle, egress: EgressHandle) -> Self {
+        RtpPacketAdapter { ingress, egress }
+    }
+
+    /// The lane served.
+    pub fn lane(&self) -> usize {
+        self.ingress.lane()
+    }
+
+    /// Sends everything the lane produced to `sink` (at most `limit` packets); returns how
+    /// many were sent.
+    pub fn poll(&mut self, sink: &mut impl RtpPacketSink, limit: usize) -> usize {
+        self.egress.drain_to(sink, limit)
+    }
+
+    /// The handles back.
+    pub fn into_handles(self) -> (IngressHandle, EgressHandle) {
+        (self.ingress, self.egress)
+    }
+}
+
+impl MediaPacketHandler for RtpPacketAdapter {
+    fn handle_rtp_packet(&mut self, session: SessionId, packet: &[u8]) -> Result<(), Error> {
+        self.ingress.push(session, packet)
+    }
+}
+
 /// A packet ready to send; borrows its preallocated slot until dropped.
 pub struct OutboundPacket<'a> {
     token: Option<Token>,
@@ -191,5 +265,74 @@ impl Drop for OutboundPacket<'_> {
             // Cannot fail: the free ring holds as many entries as there are slots.
             let _ = self.handle.parts.free.push(t);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::ClockMode;
+    use crate::{CodecSpec, DialogId, EngineConfig, MediaEngine, MediaSessionParams, Ptime};
+
+    struct Collect(Vec<(SessionId, Vec<u8>)>);
+
+    impl RtpPacketSink for Collect {
+        fn send_rtp_packet(&mut self, session: SessionId, packet: &[u8]) {
+            self.0.push((session, packet.to_vec()));
+        }
+    }
+
+    #[test]
+    fn the_trait_adapter_carries_packets_in_and_out_like_the_handles() {
+        let e = MediaEngine::new(EngineConfig {
+            clock: ClockMode::Virtual,
+            sessions_per_lane: 4,
+            ..Default::default()
+        })
+        .unwrap();
+        e.start().unwrap();
+        let (a, b) = e
+            .create_call(
+                (
+                    DialogId(1),
+                    MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+                ),
+                (
+                    DialogId(2),
+                    MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+                ),
+            )
+            .unwrap();
+        let (ing, eg) = e.take_rtp_handles(a.lane()).unwrap();
+        let mut io = RtpPacketAdapter::new(ing, eg);
+        let mut sink = Collect(Vec::new());
+        let mut pkt = [0u8; 12 + 160];
+        for k in 0..20u16 {
+            let h = RtpHeader {
+                marker: k == 0,
+                payload_type: 0,
+                sequence: k,
+                timestamp: 160 * u32::from(k),
+                ssrc: 7,
+            };
+            crate::rtp::write_header(&h, &mut pkt).unwrap();
+            pkt[12..].fill(0x55 ^ k as u8);
+            io.handle_rtp_packet(a.id, &pkt).unwrap();
+            e.step(2).unwrap();
+            io.poll(&mut sink, usize::MAX);
+        }
+        e.step(20).unwrap();
+        io.poll(&mut sink, usize::MAX);
+        // Leg B sends what leg A received (relayed PCMU), once the buffer starts playing.
+        assert!(sink.0.len() >= 10, "{} packets out", sink.0.len());
+        assert!(sink.0.iter().all(|(s, p)| *s == b.id && p.len() == 172));
+        assert_eq!(
+            io.handle_rtp_packet(a.id, &[0u8; 4000]),
+            Err(Error::PayloadTooLarge {
+                limit: io.ingress.max_packet_bytes(),
+                actual: 4000
+            })
+        );
+        e.stop().unwrap();
     }
 }

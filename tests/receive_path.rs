@@ -541,3 +541,39 @@ fn rfc4733_events_interleaved_are_routed_out_of_the_audio_path() {
         st.frames_concealed
     );
 }
+
+/// A stream that starts 300 ms late and then runs on time (a stalled start, or a lane
+/// that fell behind while packets kept arriving) leaves 300 ms of surplus in the buffer.
+/// It must come back near the target even when the audio never pauses (music on hold, a
+/// continuous tone): by time-scale modification while transcoding, and on a relayed
+/// stream too.
+fn level_after_a_late_start(far: CodecSpec) -> (u64, u64, u64) {
+    let mut s = Sim::with_far_codec(jitter(), false, Ptime::MS_20, far);
+    paced(&mut s, 600, 0, 0, 7, |k| if k < 100 { 300.0 } else { 0.0 });
+    s.run_until(2500.0);
+    let peak = s.max_level_ms;
+    s.run_until(11_000.0);
+    let st = s.stats();
+    (peak, st.jb_level_ms, st.jb_target_ms)
+}
+
+#[test]
+fn latency_returns_to_target_after_a_late_start_without_pauses_in_the_audio() {
+    for far in [CodecSpec::PCMA, CodecSpec::PCMU] {
+        let (peak, level, target) = level_after_a_late_start(far);
+        eprintln!(
+            "{:?}: peak {peak} ms, level after 9 s {level} ms, target {target} ms",
+            far.codec
+        );
+        assert!(
+            peak >= target + 200,
+            "{:?}: the surplus built up ({peak} ms)",
+            far.codec
+        );
+        assert!(
+            level <= target + 30,
+            "{:?}: level {level} ms vs target {target} ms (peak {peak})",
+            far.codec
+        );
+    }
+}

@@ -144,6 +144,9 @@ pub struct ReceiveChannel<T> {
     num: u32,
     den: u32,
     concealing: bool,
+    /// Consecutive frames a relayed stream has been far above its target (see
+    /// [`RELAY_SURPLUS_FRAMES`]).
+    relay_surplus: u16,
     /// Concealment run (samples) after which an empty buffer produces no frames.
     conceal_limit: usize,
     /// Samples to play before the next time-scale change is allowed (spaces out stretches
@@ -164,6 +167,16 @@ const QUIET_MEAN_SQUARE: f32 = 184.0 * 184.0;
 /// Audio played between two time-scale changes, ms.
 const STRETCH_INTERVAL_MS: usize = 100;
 
+/// Frames a relayed stream may stay far above its delay target (more than four frames plus
+/// 10 ms, smoothed) before the surplus is removed anyway: relayed streams otherwise shorten
+/// only by dropping silent frames, and audio that never pauses (music on hold, a tone, a
+/// busy conference) would keep the delay a stall or burst left behind for the rest of the
+/// call. 50 frames is 1 s at 20 ms. A decoded relay (G.711) is then time-scaled like a
+/// transcoded stream (G.711 re-encodes to the same bytes elsewhere); an undecoded relay
+/// (Opus, G.722) skips one packet per stretch interval, which the far end's decoder
+/// conceals.
+const RELAY_SURPLUS_FRAMES: u16 = 50;
+
 impl<T> ReceiveChannel<T> {
     /// Builds the channel. Control plane: allocates everything.
     pub fn new(cfg: ReceiveConfig) -> Self {
@@ -183,6 +196,7 @@ impl<T> ReceiveChannel<T> {
             num: cfg.sample_rate_hz / g,
             den: cfg.jitter.clock_rate_hz.max(1) / g,
             concealing: false,
+            relay_surplus: 0,
             conceal_limit: (cfg.jitter.max_conceal_ms as usize * cfg.sample_rate_hz as usize)
                 / 1000,
             stretch_cooldown: 0,
@@ -367,14 +381,15 @@ impl<T> ReceiveChannel<T> {
         let frame_ts = self.samples_to_ts(frame);
         let pending_ts = self.samples_to_ts(self.sync_len);
         let (advice, urgent) = self.advise(pending_ts, frame_ts, frame);
+        let surplus_persists = relay_preferred && self.note_relay_surplus(frame_ts);
         // Time-scale modification only when dropping silence cannot keep up: a moderate
-        // surplus waits for a pause (inaudible); relayed streams never stretch.
-        let stretch = !relay_preferred
-            && match advice {
-                Adapt::Shorten => urgent,
-                Adapt::Lengthen => true,
-                Adapt::Hold => false,
-            };
+        // surplus waits for a pause (inaudible); relayed streams stretch only when a large
+        // surplus has lasted (RELAY_SURPLUS_FRAMES).
+        let stretch = match advice {
+            Adapt::Shorten => urgent && (!relay_preferred || surplus_persists),
+            Adapt::Lengthen => !relay_preferred,
+            Adapt::Hold => false,
+        };
         let mut advice = advice;
         if !stretch && self.sync_len == 0 {
             match self.direct_frame(&mut out[..frame], frame_ts, advice, decode, release) {
@@ -439,8 +454,7 @@ impl<T> ReceiveChannel<T> {
                     rep.expanded += (k - len) as u32;
                 }
                 self.sync_len = k;
-                self.stretch_cooldown =
-                    STRETCH_INTERVAL_MS * self.plc.sample_rate_hz() as usize / 1000;
+                self.stretch_cooldown = self.stretch_interval(frame_ts, frame);
                 if let Some(item) = rep.relay.take() {
                     release(item);
                 }
@@ -529,6 +543,21 @@ impl<T> ReceiveChannel<T> {
                 return RelayStep::Gap(rep);
             }
         }
+        // Updates the smoothed level and the cooldown (its advice is not needed here).
+        let _ = self.advise(0, frame_ts, frame_samples);
+        if self.note_relay_surplus(frame_ts) {
+            // A large surplus has lasted: skip this packet (the far end conceals a splice
+            // of one frame) and relay the next one now, one frame sooner.
+            if let Next::Decode { item, .. } = self.buffer.next(frame_ts) {
+                release(item);
+                rep.accelerated = frame_samples as u32;
+                self.stretch_cooldown =
+                    STRETCH_INTERVAL_MS * self.plc.sample_rate_hz() as usize / 1000;
+            }
+            if self.buffer.continuing_dur() != Some(frame_ts) {
+                return RelayStep::Gap(rep);
+            }
+        }
         if let Next::Decode {
             item, ts, first, ..
         } = self.buffer.next(frame_ts)
@@ -541,6 +570,33 @@ impl<T> ReceiveChannel<T> {
             return RelayStep::Relay(rep);
         }
         RelayStep::Gap(rep)
+    }
+
+    /// Samples to play before the next time-scale change: [`STRETCH_INTERVAL_MS`], or one
+    /// frame while the smoothed level is more than four frames over target (a stall or
+    /// burst left a surplus that would otherwise take seconds to remove, NetEq-style).
+    fn stretch_interval(&self, frame_ts: u32, frame: usize) -> usize {
+        let target = self.buffer.target_ts() as f32;
+        if self.level_avg > target + 4.0 * frame_ts as f32 {
+            frame
+        } else {
+            STRETCH_INTERVAL_MS * self.plc.sample_rate_hz() as usize / 1000
+        }
+    }
+
+    /// Counts frames of a relayed stream spent far above target (the smoothed level more
+    /// than four frames plus 10 ms over it); true once
+    /// that has lasted [`RELAY_SURPLUS_FRAMES`] and no stretch cooldown runs. Call after
+    /// `advise` (which updates the smoothed level).
+    fn note_relay_surplus(&mut self, frame_ts: u32) -> bool {
+        let target = self.buffer.target_ts() as f32;
+        let ms10 = self.clock_rate() as f32 / 100.0;
+        if self.buffer.is_playing() && self.level_avg > target + 4.0 * frame_ts as f32 + ms10 {
+            self.relay_surplus = self.relay_surplus.saturating_add(1);
+        } else {
+            self.relay_surplus = 0;
+        }
+        self.relay_surplus >= RELAY_SURPLUS_FRAMES && self.stretch_cooldown == 0
     }
 
     /// The steady-state path: nothing pending and the packet that continues the timeline is

@@ -75,6 +75,12 @@ pub struct EngineConfig {
     pub relay_same_codec: bool,
     /// Run on each lane thread at start (e.g. allocation accounting in tests).
     pub on_thread_start: Option<ThreadStartHook>,
+    /// Lock the process's memory at [`MediaEngine::start`] (`mlockall(MCL_CURRENT |
+    /// MCL_FUTURE)`), so no lane ever waits on a page fault or swap-in. Needs
+    /// `CAP_IPC_LOCK` or a large enough `RLIMIT_MEMLOCK`; failure is logged, never fatal
+    /// (like pinning). Off by default: it locks the whole process, the embedding
+    /// application included, which is the operator's call.
+    pub lock_memory: bool,
 }
 
 impl Default for EngineConfig {
@@ -96,6 +102,7 @@ impl Default for EngineConfig {
             jitter: JitterConfig::default(),
             relay_same_codec: true,
             on_thread_start: None,
+            lock_memory: false,
         }
     }
 }
@@ -362,6 +369,16 @@ impl MediaEngine {
         let mut g = self.lock();
         if g.running {
             return Err(Error::EngineAlreadyRunning);
+        }
+        if self.config.lock_memory {
+            // SAFETY: mlockall takes flags only and touches no Rust-managed memory.
+            let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+            if rc != 0 {
+                tracing::warn!(
+                    error = %std::io::Error::last_os_error(),
+                    "could not lock memory; lanes may take page faults"
+                );
+            }
         }
         if self.config.clock == ClockMode::Realtime {
             let per_lane = match self.config.topology {

@@ -33,7 +33,7 @@ impl PacketSlot {
             session: 0,
             arrival_ns: 0,
             len: 0,
-            bytes: vec![0; max_packet_bytes].into_boxed_slice(),
+            bytes: touched(max_packet_bytes),
             payload_offset: 0,
             payload_len: 0,
             payload_type: 0,
@@ -70,9 +70,9 @@ impl FrameSlot {
     /// An empty frame slot. Control plane.
     pub fn new(max_samples: usize, max_payload_bytes: usize) -> Self {
         FrameSlot {
-            pcm: vec![0; max_samples].into_boxed_slice(),
+            pcm: touched(max_samples),
             samples: 0,
-            payload: vec![0; max_payload_bytes].into_boxed_slice(),
+            payload: touched(max_payload_bytes),
             payload_len: 0,
             relay: false,
             marker: false,
@@ -110,7 +110,7 @@ impl EgressSlot {
             },
             src_ts: 0,
             len: 0,
-            bytes: vec![0; max_packet_bytes].into_boxed_slice(),
+            bytes: touched(max_packet_bytes),
         }
     }
 }
@@ -364,4 +364,23 @@ pub enum DtmfSource {
     Rfc4733,
     /// Tones in the audio, found by the session's DTMF detector (ITU-T Q.24).
     InBand,
+}
+
+/// A zeroed buffer whose pages are already mapped: `vec![0; n]` may come from fresh
+/// zero pages the kernel maps only on first write, which would then happen on a lane
+/// thread (a page fault per 4 KiB in real time). Each page is written here, on the
+/// control plane; the stored value is opaque to the optimiser so the writes are kept.
+pub(crate) fn touched<T: Copy + Default>(n: usize) -> Box<[T]> {
+    let mut v = vec![T::default(); n].into_boxed_slice();
+    let stride = (4096 / std::mem::size_of::<T>().max(1)).max(1);
+    let mut i = 0;
+    while i < n {
+        v[i] = std::hint::black_box(T::default());
+        i += stride;
+    }
+    if let Some(last) = v.last_mut() {
+        // A small buffer may straddle a page boundary.
+        *last = std::hint::black_box(T::default());
+    }
+    v
 }

@@ -5,6 +5,7 @@
 //!     --a-listen 127.0.0.1:40000 [--a-peer ADDR] --a-codec pcmu \
 //!     --b-listen 127.0.0.1:40010 [--b-peer ADDR] --b-codec opus \
 //!     [--ptime 20] [--dtmf 101] [--vad --agc --ns] [--stats-interval 5] [--seconds S] [-v]
+//!     [--metrics-file PATH]   (Prometheus text format, rewritten every stats interval)
 //! ```
 //!
 //! Codecs: `pcmu`, `pcma`, `g722`, `opus` (payload types 0, 8, 9, 111). A leg without
@@ -50,11 +51,13 @@ struct Args {
     stats_interval: Duration,
     seconds: Option<f64>,
     verbose: bool,
+    /// Write the engine's metrics (Prometheus text format) here every stats interval.
+    metrics_file: Option<std::path::PathBuf>,
 }
 
 const USAGE: &str = "usage: rtp_gateway --a-listen ADDR [--a-peer ADDR] --a-codec C \
 --b-listen ADDR [--b-peer ADDR] --b-codec C [--ptime MS] [--dtmf PT] [--vad] [--agc] [--ns] \
-[--stats-interval S] [--seconds S] [-v]   (C: pcmu, pcma, g722, opus)";
+[--stats-interval S] [--metrics-file PATH] [--seconds S] [-v]   (C: pcmu, pcma, g722, opus)";
 
 fn codec(name: &str) -> Result<CodecSpec, BoxError> {
     Ok(match name.to_ascii_lowercase().as_str() {
@@ -118,6 +121,7 @@ fn parse_args() -> Result<Args, BoxError> {
         stats_interval: Duration::from_secs_f64(stats_s),
         seconds,
         verbose: has("-v") || has("--verbose"),
+        metrics_file: opt("--metrics-file")?.map(std::path::PathBuf::from),
     })
 }
 
@@ -326,6 +330,18 @@ fn main() -> Result<(), BoxError> {
             println!("[{:.1} s]", start.elapsed().as_secs_f64());
             for v in &views {
                 print_leg(&engine, v, digits.get(&v.id).map_or("", String::as_str));
+            }
+            if let Some(path) = &args.metrics_file {
+                // Written whole then renamed, so a scraper (e.g. node_exporter's textfile
+                // collector) never reads half a file.
+                let text =
+                    engine.render_prometheus(media_core::PrometheusOptions { per_session: true });
+                let tmp = path.with_extension("tmp");
+                if let Err(e) =
+                    std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path))
+                {
+                    log::warn!("metrics file {}: {e}", path.display());
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(50));

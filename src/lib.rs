@@ -62,6 +62,7 @@ pub use codec::{Codec, CodecInfo, CodecSpec};
 #[cfg(not(loom))]
 pub use engine::{
     EngineConfig, EngineEvent, MediaCapabilities, MediaEngine, MediaSessionHandle, Placement,
+    PrometheusOptions,
 };
 pub use error::{Error, Result};
 #[cfg(not(loom))]

@@ -150,6 +150,8 @@ struct Opts {
     fifo: bool,
     mlock: bool,
     seed: u64,
+    /// Overruns (plus skipped ticks) after warm-up tolerated before the run fails.
+    allow_overruns: u64,
 }
 
 /// Paced relay-pcmu capacity assumed per lane when `--capacity` is not given: see the
@@ -175,7 +177,9 @@ const USAGE: &str = "usage: soak --seconds S [--calls N] [--lanes L] [--json] [o
   --no-fifo        leave lanes and traffic SCHED_OTHER (lanes at nice -20)
   --no-mlock       do not lock the process's memory (mlockall): lanes then take page
                    faults when they first touch slab pages and fresh session state
-  --seed           PRNG seed (default 1)";
+  --seed           PRNG seed (default 1)
+  --allow-overruns overruns after warm-up that still pass (default 0; CI's 60 s smoke run on
+                   shared VMs allows a few late wake-ups, each still reported)";
 
 fn parse_args() -> Result<Opts, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -196,6 +200,7 @@ fn parse_args() -> Result<Opts, String> {
         fifo: true,
         mlock: true,
         seed: 1,
+        allow_overruns: 0,
     };
     let mut i = 0;
     while i < args.len() {
@@ -245,6 +250,7 @@ fn parse_args() -> Result<Opts, String> {
             "--report-every" => o.report_s = num(v)?.max(0.5),
             "--rss-slope-max" => o.rss_slope_max = num(v)?,
             "--seed" => o.seed = num(v)? as u64,
+            "--allow-overruns" => o.allow_overruns = num(v)? as u64,
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
         i += 2;
@@ -1459,7 +1465,7 @@ fn run(o: &Opts) -> Result<bool, String> {
     let unexpected = get(&sh.c.unexpected_errors);
     let rss_ok = !judged_rss || rss_slope.map_or(true, |s| s <= o.rss_slope_max);
     let mut fails = Vec::new();
-    if steady_overruns + steady_skipped > 0 {
+    if steady_overruns + steady_skipped > o.allow_overruns {
         fails.push(format!(
             "{steady_overruns} deadline overruns and {steady_skipped} skipped ticks after warm-up"
         ));

@@ -13,10 +13,17 @@ Gate (exit 1): each processed score must beat its unprocessed counterpart.
 Usage: python3 scripts/voice_pesq.py   (builds the example; ~1 minute)
 """
 import os, subprocess, sys, tempfile
-import numpy as np
-import soundfile as sf
-from pesq import pesq
-from scipy.signal import resample_poly
+
+try:
+    import numpy as np, soundfile as sf
+    from pesq import pesq
+    from scipy.signal import resample_poly
+except ImportError:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                           "pesq", "numpy", "scipy", "soundfile"])
+    import numpy as np, soundfile as sf
+    from pesq import pesq
+    from scipy.signal import resample_poly
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AUDIO = os.path.join(ROOT, "tests", "data", "audio")

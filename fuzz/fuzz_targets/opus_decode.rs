@@ -1,0 +1,6 @@
+#![no_main]
+//! See `fuzz/src/opus_decode.rs` for what this target drives and checks.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| media_core_fuzz::opus_decode::run(data));

@@ -1,0 +1,380 @@
+//! The `ingress` fuzz target: hostile RTP pushed into a virtual-clock engine.
+//!
+//! One lane carries a bridged call for every pair of codecs (PCMU, PCMA, G.722, Opus,
+//! each with RFC 4733 telephone-event on PT 101 and, at 8 kHz, RFC 3389 comfort noise
+//! on PT 13). The input is read as a script of operations: push a packet (well formed
+//! with fuzzed fields, or raw garbage) to one of the sessions or to a dead session id,
+//! step the clock, re-INVITE a session, send a digit. After every step the counters must
+//! add up (see [`check`]); at the end every session is destroyed and every slot of every
+//! slab must be back.
+
+#[path = "input.rs"]
+mod input;
+
+use input::Input;
+use media_core::rtp::{write_header, RtpHeader};
+use media_core::{
+    ClockMode, CodecSpec, DialogId, EngineConfig, MediaEngine, MediaSessionParams, PayloadType,
+    Ptime, SessionId,
+};
+
+const SESSIONS_PER_LANE: usize = 24;
+const TELEPHONE_EVENT_PT: u8 = 101;
+const CN_PT: u8 = 13;
+const PTIMES: [Ptime; 5] = [
+    Ptime::MS_10,
+    Ptime::MS_20,
+    Ptime::MS_30,
+    Ptime::MS_40,
+    Ptime::MS_60,
+];
+/// Payload lengths worth trying: empty (keepalive), a telephone-event, G.722 and G.711
+/// frames, and one too large for any slot.
+const PAYLOAD_LENS: [usize; 9] = [0, 1, 4, 80, 160, 240, 320, 480, 1400];
+const TICK_NS: u64 = 10_000_000;
+const MAX_OPS: usize = 3000;
+
+struct Leg {
+    id: SessionId,
+    params: MediaSessionParams,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    pushed_ok: u64,
+}
+
+/// What the script pushed and stepped so far.
+#[derive(Default)]
+struct Tally {
+    pushed_ok: u64,
+    pushed_err: u64,
+    ticks: u64,
+}
+
+fn params(codec: CodecSpec, ptime: Ptime) -> MediaSessionParams {
+    let mut p = MediaSessionParams::new(codec, ptime);
+    if matches!(codec, CodecSpec::PCMU | CodecSpec::PCMA) {
+        // A sender may switch between the two without signalling.
+        p = p.with_rx(CodecSpec::PCMU).with_rx(CodecSpec::PCMA);
+        p.comfort_noise_pt = PayloadType::new(CN_PT);
+    }
+    p.telephone_event_pt = PayloadType::new(TELEPHONE_EVENT_PT);
+    p.telephone_event_send_pt = PayloadType::new(TELEPHONE_EVENT_PT);
+    p
+}
+
+/// Runs one input. Panics (the finding) when an invariant breaks.
+pub fn run(data: &[u8]) {
+    let mut inp = Input::new(data);
+    let small_slab = inp.bool();
+    let engine = MediaEngine::new(EngineConfig {
+        clock: ClockMode::Virtual,
+        sessions_per_lane: SESSIONS_PER_LANE,
+        raise_priority: false,
+        // 60 ms at 48 kHz (Opus): the default (20 ms of 48 kHz stereo) refuses longer ptimes.
+        max_frame_samples: 2880,
+        // Few packet slots make `RingFull` refusals and slab exhaustion reachable.
+        packet_slots_per_lane: small_slab.then_some(24),
+        ..Default::default()
+    })
+    .expect("engine config is valid");
+    engine.start().expect("virtual engine starts");
+    let (mut ingress, mut egress) = engine.take_rtp_handles(0).expect("lane 0 handles");
+    let packet_slots = ingress.free_slots();
+
+    let codecs = [
+        CodecSpec::PCMU,
+        CodecSpec::PCMA,
+        CodecSpec::G722,
+        CodecSpec::OPUS,
+    ];
+    let mut legs: Vec<Leg> = Vec::new();
+    let mut dialog = 1u64;
+    for (i, &a) in codecs.iter().enumerate() {
+        for &b in &codecs[i..] {
+            let ptime = inp.pick(&PTIMES);
+            let (pa, pb) = (params(a, ptime), params(b, ptime));
+            let (ha, hb) = engine
+                .create_call(
+                    (DialogId(dialog), pa.clone()),
+                    (DialogId(dialog + 1), pb.clone()),
+                )
+                .expect("every codec pair can be bridged");
+            dialog += 2;
+            for (h, p) in [(ha, pa), (hb, pb)] {
+                legs.push(Leg {
+                    id: h.id,
+                    params: p,
+                    seq: inp.u16(),
+                    ts: inp.u32(),
+                    ssrc: inp.u32(),
+                    pushed_ok: 0,
+                });
+            }
+        }
+    }
+    // Ids that name no live session: a free slot, a stale generation, another lane.
+    let ghosts = [
+        SessionId::from_parts(0, (SESSIONS_PER_LANE - 1) as u32, 0),
+        SessionId::from_parts(0, 0, legs[0].id.generation().wrapping_add(1)),
+        SessionId::from_parts(1, 0, 0),
+    ];
+    let mut tally = Tally::default();
+    engine.step(2).expect("step");
+    tally.ticks += 2;
+    drain(&mut egress, &legs);
+    let frame_slots_free = engine.lane_stats(0).expect("lane 0").frame_slots_free;
+    check(&engine, &legs, &tally);
+
+    let mut pkt = vec![0u8; 12 + 1400];
+    let mut now_ns = 1_000_000_000u64;
+    let mut ops = 0;
+    while !inp.is_empty() && ops < MAX_OPS {
+        ops += 1;
+        match inp.u8() % 16 {
+            0..=2 => {
+                let ticks = 1 + inp.below(6) as u64;
+                engine.step(ticks).expect("step");
+                tally.ticks += ticks;
+                now_ns += ticks * TICK_NS;
+                drain(&mut egress, &legs);
+                check(&engine, &legs, &tally);
+            }
+            3 => {
+                // Raw bytes: mostly not RTP at all.
+                let target = inp.below(legs.len() + ghosts.len());
+                let len = inp.below(200);
+                let raw = inp.bytes(len);
+                let id = legs
+                    .get(target)
+                    .map_or_else(|| ghosts[target - legs.len()], |l| l.id);
+                push(&mut ingress, &mut legs, &mut tally, id, raw, now_ns);
+            }
+            4 => {
+                // A re-INVITE: new ptime, same codecs.
+                let i = inp.below(legs.len());
+                let mut p = legs[i].params.clone();
+                p.ptime = inp.pick(&PTIMES);
+                if engine.update_media_session(legs[i].id, p.clone()).is_ok() {
+                    legs[i].params = p;
+                }
+            }
+            5 => {
+                let i = inp.below(legs.len());
+                let digit = inp.pick(&['1', '9', '*', '#', 'A', 'x']);
+                let _ = engine.send_dtmf(legs[i].id, digit, u32::from(inp.u16()));
+            }
+            _ => {
+                let target = inp.below(legs.len() + ghosts.len());
+                let Some(leg) = legs.get_mut(target) else {
+                    let id = ghosts[target - legs.len()];
+                    let n = write_rtp(&mut inp, &mut pkt, 0, 0, 0, 0);
+                    push(&mut ingress, &mut legs, &mut tally, id, &pkt[..n], now_ns);
+                    continue;
+                };
+                let pt = match inp.u8() % 8 {
+                    0 => TELEPHONE_EVENT_PT,
+                    1 => CN_PT,
+                    2 => inp.u8() & 0x7F,
+                    3 => {
+                        if leg.params.tx == CodecSpec::PCMU {
+                            8
+                        } else {
+                            0
+                        }
+                    }
+                    _ => leg.params.tx.payload_type.get(),
+                };
+                // Mostly in-order streams, with reordering, jumps, wraps and SSRC changes.
+                let dseq = match inp.u8() % 8 {
+                    0 => inp.u16(),
+                    1 => (inp.u8() as i8) as u16,
+                    _ => 1,
+                };
+                leg.seq = leg.seq.wrapping_add(dseq);
+                let step =
+                    (leg.params.tx.codec.info().clock_rate_hz / 1000) * leg.params.ptime.ms();
+                let dts = match inp.u8() % 8 {
+                    0 => inp.u32(),
+                    1 => (i32::from(inp.u8() as i8) * step as i32) as u32,
+                    2 => 0,
+                    _ => step,
+                };
+                leg.ts = leg.ts.wrapping_add(dts);
+                if inp.u8() % 32 == 0 {
+                    leg.ssrc = inp.u32();
+                }
+                let (seq, ts, ssrc) = (leg.seq, leg.ts, leg.ssrc);
+                let id = leg.id;
+                let n = write_rtp(&mut inp, &mut pkt, pt, seq, ts, ssrc);
+                let arrival = match inp.u8() % 8 {
+                    0 => 0,
+                    1 => now_ns.wrapping_add(u64::from(inp.u16()) * 100_000),
+                    2 => inp.u64(),
+                    _ => now_ns,
+                };
+                push(&mut ingress, &mut legs, &mut tally, id, &pkt[..n], arrival);
+            }
+        }
+    }
+
+    engine.step(3).expect("step");
+    tally.ticks += 3;
+    drain(&mut egress, &legs);
+    check(&engine, &legs, &tally);
+
+    // Teardown: every slot of every slab comes back.
+    for leg in &legs {
+        engine
+            .destroy_media_session(leg.id)
+            .expect("a live session can be destroyed");
+    }
+    engine.step(5).expect("step");
+    drain(&mut egress, &legs);
+    engine.step(5).expect("step");
+    drain(&mut egress, &legs);
+    assert_eq!(
+        engine.free_session_slots(),
+        SESSIONS_PER_LANE,
+        "session slots conserved"
+    );
+    assert_eq!(ingress.free_slots(), packet_slots, "packet slots conserved");
+    assert_eq!(
+        egress.free_slots(),
+        egress.capacity(),
+        "egress slots conserved"
+    );
+    let lane = engine.lane_stats(0).expect("lane 0");
+    assert_eq!(
+        lane.frame_slots_free, frame_slots_free,
+        "frame slots conserved"
+    );
+    assert_eq!(lane.internal_ring_full, 0, "internal rings never overflow");
+}
+
+/// Writes a packet into `pkt`: a valid header (with fuzzed flags: CSRCs, extension,
+/// padding) over a payload of fuzzed length and bytes. Returns its length.
+fn write_rtp(inp: &mut Input, pkt: &mut [u8], pt: u8, seq: u16, ts: u32, ssrc: u32) -> usize {
+    let h = RtpHeader {
+        marker: inp.u8() % 8 == 0,
+        payload_type: pt,
+        sequence: seq,
+        timestamp: ts,
+        ssrc,
+    };
+    let len = match inp.u8() % 4 {
+        0 => inp.below(pkt.len() - 12),
+        _ => inp.pick(&PAYLOAD_LENS),
+    }
+    .min(pkt.len() - 12);
+    write_header(&h, pkt).expect("12 bytes fit");
+    let flags = inp.u8();
+    if flags & 0xE0 == 0xE0 {
+        // Corrupt the first byte: version, padding, extension, CSRC count.
+        pkt[0] = inp.u8();
+    }
+    let fill = inp.bytes(len);
+    pkt[12..12 + fill.len()].copy_from_slice(fill);
+    // The rest: a constant byte (a silence pattern, or a repeated Opus TOC byte).
+    pkt[12 + fill.len()..12 + len].fill(flags);
+    12 + len
+}
+
+fn push(
+    ingress: &mut media_core::IngressHandle,
+    legs: &mut [Leg],
+    tally: &mut Tally,
+    id: SessionId,
+    bytes: &[u8],
+    arrival_ns: u64,
+) {
+    match ingress.push_at(id, bytes, arrival_ns) {
+        Ok(()) => {
+            tally.pushed_ok += 1;
+            if let Some(l) = legs.iter_mut().find(|l| l.id == id) {
+                l.pushed_ok += 1;
+            }
+        }
+        Err(_) => tally.pushed_err += 1,
+    }
+}
+
+fn drain(egress: &mut media_core::EgressHandle, legs: &[Leg]) {
+    let mut buf = [0u8; 1600];
+    while let Some(p) = egress.pop() {
+        let id = p.session();
+        assert!(
+            legs.iter().any(|l| l.id == id),
+            "egress packet for a session that does not exist: {id:?}"
+        );
+        let n = p.copy_to(&mut buf).expect("egress packets fit 1600 bytes");
+        assert!(n >= 12, "egress packet shorter than an RTP header");
+        let h = p.header();
+        let leg = legs.iter().find(|l| l.id == id).expect("checked");
+        let pt = h.payload_type;
+        assert!(
+            pt == leg.params.tx.payload_type.get() || pt == TELEPHONE_EVENT_PT,
+            "session {id:?} sent PT {pt}, negotiated {}",
+            leg.params.tx.payload_type.get()
+        );
+    }
+}
+
+/// The counter identities that hold after every whole tick (the jitter stage drains the
+/// ingress ring completely each tick):
+/// - every push is refused (`ingress_full` + `ingress_too_large`) or accepted, and every
+///   accepted packet is classified exactly once: malformed, unknown session, or one of a
+///   session's `rx_packets` (audio), `rx_unsupported_pt`, `rx_dtmf_packets`,
+///   `rx_cn_packets`;
+/// - a session counts no more than was pushed to it;
+/// - an audio packet has at most one fate: `rx_duplicates`, `rx_empty_payloads`,
+///   `rx_late`, `jb_overflows`, or decoded (`packets_decoded`); the rest are held, were
+///   flushed by a resync, relayed undecoded or failed to decode;
+/// - at most one frame per tick per session, and no internal ring ever overflows.
+fn check(engine: &MediaEngine, legs: &[Leg], tally: &Tally) {
+    let lane = engine.lane_stats(0).expect("lane 0");
+    assert_eq!(lane.internal_ring_full, 0, "internal ring overflowed");
+    assert_eq!(
+        lane.ingress_full + lane.ingress_too_large,
+        tally.pushed_err,
+        "refused pushes are counted"
+    );
+    let mut classified = lane.malformed + lane.unknown_session;
+    for leg in legs {
+        let s = engine.session_stats(leg.id).expect("live session");
+        let mine = s.rx_packets + s.rx_unsupported_pt + s.rx_dtmf_packets + s.rx_cn_packets;
+        assert!(
+            mine <= leg.pushed_ok,
+            "session {:?} counted {mine} packets, {} were pushed to it: {s:?}",
+            leg.id,
+            leg.pushed_ok
+        );
+        classified += mine;
+        let fates =
+            s.rx_duplicates + s.rx_empty_payloads + s.rx_late + s.jb_overflows + s.packets_decoded;
+        assert!(
+            fates <= s.rx_packets,
+            "session {:?}: {fates} packet fates for {} packets: {s:?}",
+            leg.id,
+            s.rx_packets
+        );
+        let frames = s.frames_decoded + s.frames_relayed + s.frames_missing + s.slab_exhausted;
+        assert!(
+            frames <= tally.ticks + 2,
+            "session {:?}: {frames} frames in {} ticks: {s:?}",
+            leg.id,
+            tally.ticks
+        );
+        assert!(
+            s.tx_packets <= 2 * tally.ticks + 4,
+            "session {:?}: {} packets sent in {} ticks",
+            leg.id,
+            s.tx_packets,
+            tally.ticks
+        );
+    }
+    assert_eq!(
+        classified, tally.pushed_ok,
+        "every accepted packet is classified exactly once: {lane:?}"
+    );
+}

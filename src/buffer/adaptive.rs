@@ -76,7 +76,12 @@ pub struct DelayManager {
 
 impl DelayManager {
     /// A fresh estimator.
-    pub fn new(cfg: JitterConfig) -> Self {
+    pub fn new(mut cfg: JitterConfig) -> Self {
+        // Bounds given the wrong way round are taken in order (as `set_bounds` does), so a
+        // bad setting never panics a thread.
+        let (lo, hi) = (cfg.min_delay_ms, cfg.max_delay_ms);
+        cfg.min_delay_ms = lo.min(hi);
+        cfg.max_delay_ms = hi.max(lo);
         DelayManager {
             hist: [0.0; BUCKETS],
             mass: 0.0,

@@ -854,6 +854,8 @@ impl LocalCapabilities {
     /// each voice clock rate. Telephone-event only ever gets a dynamic type
     /// (FIELD-BUGS 51: PT 10 is L16). For a re-offer pass the session's `previous`
     /// result: a codec it already receives keeps its payload type (RFC 3264 §8.3.2).
+    /// Capabilities without a voice codec give a disabled stream (port 0, RFC 3264 §5.1);
+    /// an unplayable `ptime_ms` is offered as the default 20 ms.
     pub fn create_offer(&self, port: u16, previous: Option<&NegotiatedMedia>) -> MediaOffer {
         let mut wanted: Vec<(&'static KnownCodec, Vec<(String, String)>)> = Vec::new();
         let audio = self.audio_by_preference();
@@ -915,7 +917,8 @@ impl LocalCapabilities {
                 }
             }
         }
-        let codecs = wanted
+        let mut port = port;
+        let mut codecs: Vec<RtpMap> = wanted
             .iter()
             .zip(pts)
             .filter_map(|((k, fmtp), pt)| {
@@ -928,12 +931,33 @@ impl LocalCapabilities {
                 })
             })
             .collect();
+        if !codecs
+            .iter()
+            .any(|c| c.kind().is_some_and(CodecKind::is_audio))
+        {
+            // Nothing to offer: RFC 3264 §5.1 offers such a stream with port 0, and SDP
+            // still needs one format on the m= line (RFC 4566 §5.14): PCMU, never used.
+            port = 0;
+            codecs = vec![RtpMap {
+                pt: 0,
+                name: "PCMU".to_string(),
+                clock_rate_hz: 8000,
+                channels: 1,
+                fmtp: Vec::new(),
+            }];
+        }
+        // A ptime we cannot play is never offered (it would also exceed our maxptime).
+        let ptime = if SUPPORTED_PTIMES_MS.contains(&self.ptime_ms) {
+            self.ptime_ms
+        } else {
+            DEFAULT_PTIME_MS
+        };
         MediaOffer {
             port,
             protocol: "RTP/AVP".to_string(),
             connection_address: None,
             codecs,
-            ptime_ms: Some(self.ptime_ms),
+            ptime_ms: Some(ptime),
             maxptime_ms: SUPPORTED_PTIMES_MS.last().copied(),
             direction: self.direction,
         }

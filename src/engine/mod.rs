@@ -143,6 +143,11 @@ impl EngineConfig {
                 "max_frame_samples and max_payload_bytes must be at least 80",
             ));
         }
+        if self.jitter.min_delay_ms > self.jitter.max_delay_ms {
+            return Err(Error::InvalidConfig(
+                "jitter min_delay_ms must not exceed max_delay_ms",
+            ));
+        }
         if self.frame_slots_per_lane == Some(0)
             || self.packet_slots_per_lane == Some(0)
             || self.egress_slots_per_lane == Some(0)
@@ -548,6 +553,11 @@ impl MediaEngine {
             });
         }
         p.dsp.validate(rate.hz())?;
+        if p.jitter.is_some_and(|j| j.min_delay_ms > j.max_delay_ms) {
+            return Err(Error::InvalidConfig(
+                "jitter min_delay_ms must not exceed max_delay_ms",
+            ));
+        }
         for spec in p.rx_codecs().iter().chain(std::iter::once(&p.tx)) {
             let c = spec.codec;
             // Frames are mono at the session's rate (a stereo Opus encoder interleaves

@@ -845,4 +845,12 @@ fn opus_runs_at_the_lowest_rate_that_keeps_what_the_peer_plays_and_captures() {
     // stereo=1 is a preference; the engine's audio is mono, so it sends mono.
     let p = params("a=fmtp:111 stereo=1");
     assert!(!p.opus.stereo);
+    // Opus has no 30 ms packets: a 30 ms ptime preference becomes 20 ms.
+    let o = offer(&[
+        "m=audio 4000 RTP/AVP 111",
+        "a=rtpmap:111 opus/48000/2",
+        "a=ptime:30",
+    ]);
+    let p = MediaSessionParams::from_negotiated(&answer(&o, &caps(&[Opus])).unwrap()).unwrap();
+    assert_eq!(p.ptime, media_core::Ptime::MS_20);
 }

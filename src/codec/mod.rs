@@ -8,6 +8,7 @@
 pub mod audio;
 pub mod negotiation;
 pub mod registry;
+pub mod transcoding;
 
 use crate::types::{PayloadType, Ptime, SampleRate};
 
@@ -200,6 +201,10 @@ pub struct OpusSettings {
     pub packet_loss_percent: i32,
     /// Discontinuous transmission.
     pub dtx: bool,
+    /// Variable bitrate (libopus's default, best quality per bit); `false` sends constant
+    /// bitrate (every packet the same size: for links or recorders that need it, and it
+    /// leaks less about the speech through packet sizes).
+    pub vbr: bool,
     /// Audio rate the session runs Opus at: 8, 12, 16, 24 or 48 kHz (RFC 6716 §2: libopus
     /// encodes from and decodes to any of these). The RTP clock stays 48 kHz whatever this
     /// is (RFC 7587 §4.1). A lower rate caps the audio bandwidth (8 kHz: narrowband,
@@ -222,6 +227,7 @@ impl Default for OpusSettings {
             inband_fec: true,
             packet_loss_percent: 5,
             dtx: false,
+            vbr: true,
             sample_rate: SampleRate::HZ_48000,
             stereo: false,
         }
@@ -267,6 +273,7 @@ fn opus_encoder(s: OpusSettings) -> Result<opus::Encoder, opus::Error> {
     e.set_inband_fec(s.inband_fec)?;
     e.set_packet_loss_perc(s.packet_loss_percent)?;
     e.set_dtx(s.dtx)?;
+    e.set_vbr(s.vbr)?;
     Ok(e)
 }
 
@@ -547,6 +554,33 @@ mod tests {
             // Concealment works in whole 2.5 ms units of this rate.
             assert!(dec.conceal(None, &mut out));
         }
+    }
+
+    #[test]
+    fn cbr_opus_sends_packets_of_one_size_and_vbr_varies() {
+        let sizes = |vbr: bool| {
+            let mut enc = AnyEncoder::with_settings(
+                Codec::Opus,
+                OpusSettings {
+                    vbr,
+                    ..OpusSettings::default()
+                },
+            );
+            let mut pkt = [0u8; 400];
+            let mut seen = std::collections::BTreeSet::new();
+            for (k, frame) in tone_frames(48000, 30).iter().enumerate() {
+                // Half tone, half silence, so a VBR encoder has a reason to vary.
+                let pcm: Vec<i16> = if k % 2 == 0 {
+                    frame.clone()
+                } else {
+                    vec![0; 960]
+                };
+                seen.insert(enc.encode(&pcm, &mut pkt).unwrap());
+            }
+            seen
+        };
+        assert_eq!(sizes(false).len(), 1, "CBR sizes {:?}", sizes(false));
+        assert!(sizes(true).len() > 1);
     }
 
     #[test]

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use crate::buffer::adaptive::JitterConfig;
 use crate::codec::{supported_codecs, Codec, CodecInfo, OpusSettings};
 use crate::integration::{EgressHandle, IngressHandle};
-use crate::processing::format::resample::Resampler;
 use crate::runtime::lane::{self, Lane, LaneConfig, LaneControl};
 use crate::runtime::msg::{Bundle, Op};
 use crate::runtime::stats::{HistogramSnapshot, LaneStats, SessionStats};
@@ -552,6 +551,14 @@ impl MediaEngine {
                 reason: "Opus runs at 8, 12, 16, 24 or 48 kHz",
             });
         }
+        if tx == Codec::Opus && p.ptime == Ptime::MS_30 {
+            // RFC 6716 §2.1.4: Opus frames are 2.5-60 ms but 30 ms is not among the
+            // durations one frame or packet of equal frames can carry at these settings.
+            return Err(Error::UnsupportedParameters {
+                codec: tx,
+                reason: "Opus sends 10, 20, 40 or 60 ms packets",
+            });
+        }
         p.dsp.validate(rate.hz())?;
         if p.jitter.is_some_and(|j| j.min_delay_ms > j.max_delay_ms) {
             return Err(Error::InvalidConfig(
@@ -806,30 +813,21 @@ impl MediaEngine {
     }
 
     fn route(&self, inner: &mut Inner, from: SessionId, to: Option<SessionId>) -> Result<()> {
-        let route = to.map(|t| Route {
-            dst_slot: t.slot,
-            dst_codec: inner.sessions[&t].params.tx.codec,
-            relay_ok: self.config.relay_same_codec,
+        // Relay or transcode, and the rate conversion on the way (codec::transcoding).
+        let plan = to.map(|t| {
+            crate::codec::transcoding::plan(
+                &inner.sessions[&from].params,
+                &inner.sessions[&t].params,
+                self.config.relay_same_codec,
+            )
         });
-        // Decoded audio at `from`'s rate must reach `to`'s encoder at its rate.
-        let resampler = match to {
-            Some(t) => {
-                let fp = &inner.sessions[&from].params;
-                let src = fp.sample_rate().hz();
-                let dst = inner.sessions[&t].params.sample_rate().hz();
-                if src == dst {
-                    None
-                } else {
-                    let frame = fp.frame_samples();
-                    let r = Resampler::new(src, dst, 1, frame).map_err(|_| {
-                        Error::UnsupportedParameters {
-                            codec: fp.tx.codec,
-                            reason: "no sample-rate conversion between these codecs",
-                        }
-                    })?;
-                    Some(Box::new(r))
-                }
-            }
+        let route = to.zip(plan).map(|(t, p)| Route {
+            dst_slot: t.slot,
+            dst_codec: p.dst_codec,
+            relay_ok: p.relay_ok,
+        });
+        let resampler = match plan {
+            Some(p) => p.resampler()?,
             None => None,
         };
         let ls = &mut inner.lanes[from.lane()];

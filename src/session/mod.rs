@@ -87,6 +87,13 @@ impl MediaSessionParams {
             codec: tx.codec,
             reason: "negotiated ptime is not 10, 20, 30, 40 or 60 ms",
         })?;
+        // Opus has no 30 ms packets (RFC 6716 frame sizes); ptime is only a preference
+        // (RFC 4566 §6), so such a session sends 20 ms.
+        let ptime = if tx.codec == Codec::Opus && ptime == Ptime::MS_30 {
+            Ptime::MS_20
+        } else {
+            ptime
+        };
         let mut p = MediaSessionParams::new(tx, ptime);
         if let (Codec::Opus, Some(o)) = (tx.codec, &m.opus) {
             // RFC 7587 §6.1: the peer plays back at most `maxplaybackrate` and captures at

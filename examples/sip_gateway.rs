@@ -1,0 +1,1817 @@
+//! A SIP back-to-back user agent (B2BUA) over UDP whose media runs through media-core: it
+//! plays session-core's part, so real SIP phones (baresip, SIPp) talk through the engine.
+//!
+//! ```sh
+//! cargo run --release --example sip_gateway -- --listen 127.0.0.1:5080 \
+//!     --route b=127.0.0.1:5170 [--route USER=ADDR ...] [--media-ip 127.0.0.1] \
+//!     [--rtp-ports 20000-29999] [--codecs pcmu,pcma,g722,opus] [--seconds 0] \
+//!     [--stats-interval 5] [--lanes 1] [--vad] [--reinvite-b SECONDS:CODEC] [-v]
+//! ```
+//!
+//! - SIP messages are parsed and written with the `rsip` crate; SDP is read and written by
+//!   media-core's offer/answer ([`media_core::codec::negotiation`], on the `sdp` crate).
+//! - An INVITE to `sip:USER@…` is forwarded to the address `--route USER=ADDR` names
+//!   (404 otherwise). Leg A (the caller) is answered from media-core's negotiation of A's
+//!   offer; leg B gets our offer (A's codec first, so equal codecs are relayed without
+//!   decoding) and its codec comes from B's answer. No common codec with A: 488 with a
+//!   `Warning: 305` naming both codec lists (RFC 3261 §20.43).
+//! - Each call is two media-core sessions made by [`MediaEngine::create_call`]: same
+//!   codec on both legs = pass-through, else transcoding; RFC 4733 events received on one
+//!   leg are sent on the other by the engine.
+//! - Handles INVITE/100/180/200/ACK/BYE/CANCEL (with UDP retransmission of INVITE, 2xx and
+//!   BYE, RFC 3261 §17), OPTIONS, and re-INVITE from either side (hold with
+//!   `a=sendonly`/`inactive`, codec change) through [`MediaEngine::update_media_session`].
+//!   `--reinvite-b S:CODEC` makes the gateway itself re-INVITE leg B to CODEC S seconds
+//!   into each call (to measure the switch).
+//! - Engine events (DTMF, talkspurts with `--vad`, deadline overruns) and quality alerts
+//!   ([`QualityMonitor`]) are logged on the control plane; each call prints a summary at
+//!   its end (`CALL SUMMARY`), the gateway its totals at exit (`GATEWAY TOTALS`).
+
+#[path = "sip/media_io.rs"]
+mod media_io;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use media_core::codec::negotiation::{
+    answer, negotiate_reoffer, process_answer, CodecKind, LocalCapabilities, MediaOffer,
+    NegotiatedMedia,
+};
+use media_core::engine::{EngineEvent, QualityMonitor};
+use media_core::processing::audio::DspConfig;
+use media_core::{DialogId, EngineConfig, MediaEngine, MediaSessionParams, SessionId};
+use media_io::{LaneIo, LegCounters, NewLeg};
+use rsip::prelude::*;
+
+type BoxError = Box<dyn std::error::Error>;
+
+const USAGE: &str = "usage: sip_gateway --listen ADDR --route USER=ADDR [--route ...] \
+[--media-ip IP] [--rtp-ports LO-HI] [--codecs pcmu,pcma,g722,opus] [--seconds S (0 = until \
+Ctrl-C)] [--stats-interval S] [--lanes N] [--max-calls N] [--jitter-min-ms MS] [--opus-bitrate BPS] \
+[--opus-loss-percent P] [--vad] \
+[--reinvite-b S:CODEC] [-v]";
+
+struct Args {
+    listen: SocketAddr,
+    routes: HashMap<String, SocketAddr>,
+    media_ip: IpAddr,
+    rtp_lo: u16,
+    rtp_hi: u16,
+    codecs: Vec<CodecKind>,
+    seconds: f64,
+    stats_interval: Duration,
+    lanes: usize,
+    max_calls: usize,
+    vad: bool,
+    jitter_min_ms: Option<u32>,
+    opus_bitrate_bps: Option<i32>,
+    opus_loss_percent: Option<i32>,
+    reinvite_b: Option<(f64, CodecKind)>,
+    verbose: bool,
+}
+
+fn codec_kind(name: &str) -> Result<CodecKind, BoxError> {
+    Ok(match name.trim().to_ascii_lowercase().as_str() {
+        "pcmu" => CodecKind::Pcmu,
+        "pcma" => CodecKind::Pcma,
+        "g722" => CodecKind::G722,
+        "opus" => CodecKind::Opus,
+        other => return Err(format!("unknown codec {other:?} (pcmu, pcma, g722, opus)").into()),
+    })
+}
+
+fn resolve(s: &str) -> Result<SocketAddr, BoxError> {
+    s.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {s:?}").into())
+}
+
+fn parse_args() -> Result<Args, BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let has = |f: &str| args.iter().any(|a| a == f);
+    if has("-h") || has("--help") {
+        println!("{USAGE}");
+        std::process::exit(0);
+    }
+    let opt = |f: &str| -> Result<Option<&str>, BoxError> {
+        match args.iter().position(|a| a == f) {
+            None => Ok(None),
+            Some(i) => match args.get(i + 1) {
+                Some(v) => Ok(Some(v.as_str())),
+                None => Err(format!("{f} needs a value").into()),
+            },
+        }
+    };
+    let mut routes = HashMap::new();
+    for (i, a) in args.iter().enumerate() {
+        if a == "--route" {
+            let v = args.get(i + 1).ok_or("--route needs USER=ADDR")?;
+            let (user, addr) = v.split_once('=').ok_or("--route needs USER=ADDR")?;
+            routes.insert(user.to_string(), resolve(addr)?);
+        }
+    }
+    let listen =
+        resolve(opt("--listen")?.ok_or_else(|| format!("--listen is required\n{USAGE}"))?)?;
+    let media_ip: IpAddr = opt("--media-ip")?
+        .map_or(Ok(listen.ip()), str::parse)
+        .map_err(|e| format!("--media-ip: {e}"))?;
+    let (rtp_lo, rtp_hi) = match opt("--rtp-ports")? {
+        None => (20000, 29999),
+        Some(v) => {
+            let (lo, hi) = v.split_once('-').ok_or("--rtp-ports needs LO-HI")?;
+            (lo.parse()?, hi.parse()?)
+        }
+    };
+    if rtp_lo >= rtp_hi || rtp_hi == u16::MAX {
+        return Err("--rtp-ports: LO must be below HI (and HI below 65535)".into());
+    }
+    let codecs = opt("--codecs")?
+        .unwrap_or("pcmu,pcma,g722,opus")
+        .split(',')
+        .map(codec_kind)
+        .collect::<Result<Vec<_>, _>>()?;
+    let stats_s: f64 = opt("--stats-interval")?.map_or(Ok(5.0), str::parse)?;
+    if !(stats_s.is_finite() && stats_s > 0.0) {
+        return Err("--stats-interval must be positive".into());
+    }
+    let reinvite_b = match opt("--reinvite-b")? {
+        None => None,
+        Some(v) => {
+            let (s, c) = v
+                .split_once(':')
+                .ok_or("--reinvite-b needs SECONDS:CODEC")?;
+            Some((s.parse()?, codec_kind(c)?))
+        }
+    };
+    Ok(Args {
+        listen,
+        routes,
+        media_ip,
+        rtp_lo,
+        rtp_hi,
+        codecs,
+        seconds: opt("--seconds")?.map_or(Ok(0.0), str::parse)?,
+        stats_interval: Duration::from_secs_f64(stats_s),
+        lanes: opt("--lanes")?.map_or(Ok(1), str::parse)?,
+        max_calls: opt("--max-calls")?.map_or(Ok(1000), str::parse)?,
+        vad: has("--vad"),
+        jitter_min_ms: opt("--jitter-min-ms")?.map(str::parse).transpose()?,
+        opus_bitrate_bps: opt("--opus-bitrate")?.map(str::parse).transpose()?,
+        opus_loss_percent: opt("--opus-loss-percent")?.map(str::parse).transpose()?,
+        reinvite_b,
+        verbose: has("-v") || has("--verbose"),
+    })
+}
+
+/// Set by SIGINT/SIGTERM; the main loop polls it.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn install_signals() {
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the cast
+    // to sighandler_t is how libc's `signal` takes a function pointer.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+}
+
+fn init_logger(level: log::LevelFilter) {
+    struct Stderr(Instant);
+    impl log::Log for Stderr {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            m.level() <= log::max_level() && m.target().starts_with("sip_gateway")
+        }
+        fn log(&self, r: &log::Record) {
+            if self.enabled(r.metadata()) {
+                eprintln!(
+                    "[{:8.3} {:5}] {}",
+                    self.0.elapsed().as_secs_f64(),
+                    r.level(),
+                    r.args()
+                );
+            }
+        }
+        fn flush(&self) {}
+    }
+    let logger = Box::leak(Box::new(Stderr(Instant::now())));
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+/// Which side of a call a SIP message or media session belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Side {
+    /// The caller (we are its UAS).
+    A,
+    /// The callee (we are its UAC).
+    B,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::A => "A",
+            Side::B => "B",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// INVITE sent to B, no final answer yet.
+    Inviting,
+    /// 2xx sent to A, waiting for its ACK.
+    AwaitAck,
+    Established,
+    /// A cancelled: waiting for B's final response to ACK (or BYE if it answered).
+    Cancelled,
+    /// Failed or ended: waiting for retransmissions to die down before removal.
+    Done,
+}
+
+/// A message we retransmit until answered (RFC 3261 §17.1.1.2 Timer A / §13.3.1.4 2xx).
+struct Retx {
+    what: &'static str,
+    text: String,
+    to: SocketAddr,
+    next: Instant,
+    interval: Duration,
+    left: u32,
+}
+
+impl Retx {
+    fn new(what: &'static str, text: String, to: SocketAddr) -> Self {
+        Retx {
+            what,
+            text,
+            to,
+            next: Instant::now() + T1,
+            interval: T1,
+            left: 6,
+        }
+    }
+}
+
+const T1: Duration = Duration::from_millis(500);
+
+/// One SIP dialog side of a call plus its media leg.
+struct Leg {
+    call_id: String,
+    /// Our tag in this dialog.
+    local_tag: String,
+    /// Header value naming us (From on requests we send), without tag.
+    local_uri: String,
+    /// Header value naming the peer (To on requests we send), with its tag once known.
+    remote: String,
+    /// Request-URI for in-dialog requests (the peer's Contact).
+    target: String,
+    /// Where in-dialog requests go.
+    dest: SocketAddr,
+    local_cseq: u32,
+    rtp_port: u16,
+    sockets: Option<(UdpSocket, UdpSocket)>,
+    /// Our offer (leg B), to read B's answer against.
+    offer: Option<MediaOffer>,
+    media: Option<NegotiatedMedia>,
+    session: Option<SessionId>,
+    counters: Arc<LegCounters>,
+    sdp_version: u64,
+    dtmf: String,
+    retx: Vec<Retx>,
+}
+
+struct Call {
+    state: State,
+    answered: Option<Instant>,
+    a: Leg,
+    b: Leg,
+    /// A's INVITE (responses copy its Via/From/To/Call-ID/CSeq) and where it came from.
+    a_invite: rsip::Request,
+    a_src: SocketAddr,
+    /// Last final response to A's INVITE, for retransmitted INVITEs.
+    a_final: Option<String>,
+    /// Our INVITE to B (CANCEL and non-2xx ACK reuse its Via branch and CSeq).
+    b_invite: rsip::Request,
+    /// B's to-tag and the pending in-dialog re-INVITE we sent B (its CSeq), if any.
+    b_reinvite: Option<(u32, MediaOffer)>,
+    reinvite_done: bool,
+    done_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Totals {
+    attempted: u64,
+    completed: u64,
+    failed: u64,
+    rejected_488: u64,
+    cancelled: u64,
+    overruns: u64,
+    dtmf: u64,
+    reinvites: u64,
+}
+
+struct Gateway {
+    args: Args,
+    engine: Arc<MediaEngine>,
+    ios: Vec<LaneIo>,
+    sock: UdpSocket,
+    contact: String,
+    calls: HashMap<u64, Call>,
+    by_call_id: HashMap<String, (u64, Side)>,
+    by_session: HashMap<SessionId, (u64, Side)>,
+    free_ports: Vec<u16>,
+    next_call: u64,
+    rng: u64,
+    totals: Totals,
+    started: Instant,
+}
+
+fn caps(kinds: &[CodecKind], ptime_ms: u32) -> LocalCapabilities {
+    let mut c = LocalCapabilities::new(kinds);
+    // The gateway's --codecs order is its preference when answering A.
+    c.prefer_local_order = true;
+    c.ptime_ms = ptime_ms;
+    c
+}
+
+fn body_text(body: &[u8]) -> Option<String> {
+    let t = String::from_utf8_lossy(body).into_owned();
+    (!t.trim().is_empty()).then_some(t)
+}
+
+/// `name/clock[/ch] (PT n)` of what a leg sends.
+fn describe(m: &NegotiatedMedia) -> String {
+    format!("{} (PT {})", m.send.encoding(), m.send.pt)
+}
+
+/// The address a SIP URI points at (port 5060 when absent).
+fn uri_addr(uri: &rsip::Uri) -> Option<SocketAddr> {
+    let host = uri.host_with_port.host.to_string();
+    let port = uri
+        .host_with_port
+        .port
+        .as_ref()
+        .map_or(5060, |p| *p.value());
+    (host.as_str(), port).to_socket_addrs().ok()?.next()
+}
+
+impl Gateway {
+    fn rand(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    fn token(&mut self) -> String {
+        format!("{:012x}", self.rand() & 0xffff_ffff_ffff)
+    }
+
+    fn send(&self, text: &str, to: SocketAddr) {
+        log::debug!("-> {to}\n{text}");
+        if let Err(e) = self.sock.send_to(text.as_bytes(), to) {
+            log::warn!("SIP send to {to}: {e}");
+        }
+    }
+
+    fn sdp(&self, media_lines: sdp::description::media::MediaDescription, version: u64) -> String {
+        use sdp::description::common::{Address, ConnectionInformation};
+        use sdp::description::session::{Origin, TimeDescription, Timing};
+        let ip = self.args.media_ip.to_string();
+        let addr_type = if self.args.media_ip.is_ipv4() {
+            "IP4"
+        } else {
+            "IP6"
+        };
+        let sd = sdp::SessionDescription {
+            version: 0,
+            origin: Origin {
+                username: "media-core".into(),
+                session_id: self.started.elapsed().as_nanos() as u64 ^ 0x5bd1e995,
+                session_version: version,
+                network_type: "IN".into(),
+                address_type: addr_type.into(),
+                unicast_address: ip.clone(),
+            },
+            session_name: "media-core sip_gateway".into(),
+            connection_information: Some(ConnectionInformation {
+                network_type: "IN".into(),
+                address_type: addr_type.into(),
+                address: Some(Address {
+                    address: ip,
+                    ttl: None,
+                    range: None,
+                }),
+            }),
+            time_descriptions: vec![TimeDescription {
+                timing: Timing {
+                    start_time: 0,
+                    stop_time: 0,
+                },
+                repeat_times: Vec::new(),
+            }],
+            media_descriptions: vec![media_lines],
+            ..Default::default()
+        };
+        sd.marshal()
+    }
+
+    /// A response to `req` (RFC 3261 §8.2.6.2: Via, From, To, Call-ID, CSeq copied).
+    fn response(
+        &self,
+        req: &rsip::Request,
+        code: u16,
+        to_tag: Option<&str>,
+        extra: Vec<rsip::Header>,
+        body: Option<String>,
+    ) -> String {
+        let mut headers = rsip::Headers::default();
+        for h in req.headers.iter() {
+            match h {
+                rsip::Header::Via(_)
+                | rsip::Header::From(_)
+                | rsip::Header::CallId(_)
+                | rsip::Header::CSeq(_) => headers.push(h.clone()),
+                rsip::Header::To(t) => {
+                    let has_tag = t.tag().ok().flatten().is_some();
+                    match to_tag {
+                        Some(tag) if !has_tag => headers.push(
+                            rsip::headers::To::new(format!("{};tag={tag}", t.value())).into(),
+                        ),
+                        _ => headers.push(h.clone()),
+                    }
+                }
+                _ => {}
+            }
+        }
+        if (101..300).contains(&code) {
+            headers.push(rsip::headers::Contact::new(self.contact.clone()).into());
+        }
+        headers.push(rsip::headers::UserAgent::new("media-core sip_gateway").into());
+        for h in extra {
+            headers.push(h);
+        }
+        let body = body.unwrap_or_default().into_bytes();
+        if !body.is_empty() {
+            headers.push(rsip::headers::ContentType::new("application/sdp").into());
+        }
+        headers.push(rsip::headers::ContentLength::new(body.len().to_string()).into());
+        rsip::Response {
+            status_code: code.into(),
+            version: rsip::Version::V2,
+            headers,
+            body,
+        }
+        .to_string()
+    }
+
+    /// A request from us: new Via branch; `from`/`to` are header values.
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &mut self,
+        method: rsip::Method,
+        uri: &str,
+        branch: Option<&str>,
+        from: &str,
+        to: &str,
+        call_id: &str,
+        cseq: u32,
+        body: Option<String>,
+    ) -> Result<rsip::Request, BoxError> {
+        let branch = match branch {
+            Some(b) => b.to_string(),
+            None => format!("z9hG4bK{}", self.token()),
+        };
+        let mut headers = rsip::Headers::default();
+        headers.push(
+            rsip::headers::Via::new(format!(
+                "SIP/2.0/UDP {};rport;branch={branch}",
+                self.args.listen
+            ))
+            .into(),
+        );
+        headers.push(rsip::headers::MaxForwards::new("70").into());
+        headers.push(rsip::headers::From::new(from).into());
+        headers.push(rsip::headers::To::new(to).into());
+        headers.push(rsip::headers::CallId::new(call_id).into());
+        headers.push(rsip::headers::CSeq::new(format!("{cseq} {method}")).into());
+        if matches!(method, rsip::Method::Invite) {
+            headers.push(rsip::headers::Contact::new(self.contact.clone()).into());
+        }
+        headers.push(rsip::headers::UserAgent::new("media-core sip_gateway").into());
+        let body = body.unwrap_or_default().into_bytes();
+        if !body.is_empty() {
+            headers.push(rsip::headers::ContentType::new("application/sdp").into());
+        }
+        headers.push(rsip::headers::ContentLength::new(body.len().to_string()).into());
+        Ok(rsip::Request {
+            method,
+            uri: rsip::Uri::try_from(uri)?,
+            version: rsip::Version::V2,
+            headers,
+            body,
+        })
+    }
+
+    /// `--opus-bitrate` / `--opus-loss-percent` on an Opus session (the bitrate still
+    /// capped by the peer's `maxaveragebitrate`, RFC 7587 §6.1).
+    fn opus_overrides(&self, p: &mut MediaSessionParams, m: &NegotiatedMedia) {
+        if let Some(b) = self.args.opus_bitrate_bps {
+            let cap = m
+                .opus
+                .and_then(|o| o.max_average_bitrate_bps)
+                .map_or(i32::MAX, |c| i32::try_from(c).unwrap_or(i32::MAX));
+            p.opus.bitrate_bps = b.min(cap);
+        }
+        if let Some(l) = self.args.opus_loss_percent {
+            p.opus.packet_loss_percent = l;
+            p.opus.inband_fec = p.opus.inband_fec && l > 0;
+        }
+    }
+
+    fn alloc_port(&mut self) -> Option<(u16, UdpSocket, UdpSocket)> {
+        for _ in 0..self.free_ports.len() {
+            let p = self.free_ports.pop()?;
+            let rtp = UdpSocket::bind((self.args.media_ip, p));
+            let rtcp = UdpSocket::bind((self.args.media_ip, p + 1));
+            if let (Ok(r), Ok(c)) = (rtp, rtcp) {
+                return Some((p, r, c));
+            }
+            // Busy (another program): try it again later.
+            self.free_ports.insert(0, p);
+        }
+        None
+    }
+
+    fn on_datagram(&mut self, data: &[u8], src: SocketAddr) {
+        if data.iter().all(|b| b.is_ascii_whitespace()) {
+            return; // keep-alive (RFC 5626 §3.5.1)
+        }
+        let msg = match rsip::SipMessage::try_from(data) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("unparsable SIP from {src}: {e}");
+                return;
+            }
+        };
+        log::debug!("<- {src}\n{msg}");
+        let res = match msg {
+            rsip::SipMessage::Request(r) => self.on_request(r, src),
+            rsip::SipMessage::Response(r) => self.on_response(r, src),
+        };
+        if let Err(e) = res {
+            log::warn!("SIP from {src}: {e}");
+        }
+    }
+
+    fn on_request(&mut self, req: rsip::Request, src: SocketAddr) -> Result<(), BoxError> {
+        let call_id = req.call_id_header()?.value().to_string();
+        let known = self.by_call_id.get(&call_id).copied();
+        match (&req.method, known) {
+            (rsip::Method::Invite, None) => {
+                if req.to_header()?.tag()?.is_some() {
+                    let r = self.response(&req, 481, None, vec![], None);
+                    self.send(&r, src);
+                    return Ok(());
+                }
+                self.on_new_invite(req, src)
+            }
+            (rsip::Method::Invite, Some((n, side))) => self.on_reinvite(n, side, req, src),
+            (rsip::Method::Ack, Some((n, Side::A))) => {
+                if let Some(c) = self.calls.get_mut(&n) {
+                    c.a.retx.retain(|r| r.what != "200/INVITE");
+                    if c.state == State::AwaitAck {
+                        c.state = State::Established;
+                        log::info!("call {n}: established (ACK from A)");
+                    }
+                }
+                Ok(())
+            }
+            (rsip::Method::Ack, _) => Ok(()),
+            (rsip::Method::Bye, Some((n, side))) => {
+                let r = self.response(&req, 200, None, vec![], None);
+                self.send(&r, src);
+                log::info!("call {n}: BYE from {}", side.name());
+                self.hang_up(n, Some(side));
+                Ok(())
+            }
+            (rsip::Method::Cancel, Some((n, Side::A))) => {
+                let r = self.response(&req, 200, None, vec![], None);
+                self.send(&r, src);
+                self.on_cancel(n);
+                Ok(())
+            }
+            (rsip::Method::Options, _) => {
+                let tag = self.token();
+                let allow = rsip::headers::Allow::new("INVITE, ACK, BYE, CANCEL, OPTIONS").into();
+                let r = self.response(&req, 200, Some(&tag), vec![allow], None);
+                self.send(&r, src);
+                Ok(())
+            }
+            (rsip::Method::Bye | rsip::Method::Cancel, None) => {
+                let r = self.response(&req, 481, None, vec![], None);
+                self.send(&r, src);
+                Ok(())
+            }
+            _ => {
+                let r = self.response(&req, 501, None, vec![], None);
+                self.send(&r, src);
+                Ok(())
+            }
+        }
+    }
+
+    fn reject(&mut self, req: &rsip::Request, src: SocketAddr, code: u16, warning: &str) {
+        let tag = self.token();
+        let extra = if warning.is_empty() {
+            vec![]
+        } else {
+            // RFC 3261 §20.43: 305 = incompatible media format; 399 = miscellaneous.
+            let wcode = if code == 488 { 305 } else { 399 };
+            vec![rsip::headers::Warning::new(format!(
+                "{wcode} {} \"{}\"",
+                self.args.listen,
+                warning.replace('"', "'")
+            ))
+            .into()]
+        };
+        let r = self.response(req, code, Some(&tag), extra, None);
+        self.send(&r, src);
+    }
+
+    fn on_new_invite(&mut self, req: rsip::Request, src: SocketAddr) -> Result<(), BoxError> {
+        self.totals.attempted += 1;
+        let trying = self.response(&req, 100, None, vec![], None);
+        self.send(&trying, src);
+        let user = req.uri.user().unwrap_or_default().to_string();
+        let Some(&dest) = self.args.routes.get(&user) else {
+            self.totals.failed += 1;
+            self.reject(&req, src, 404, &format!("no --route for user {user:?}"));
+            return Ok(());
+        };
+        let Some(sdp_text) = body_text(&req.body) else {
+            self.totals.failed += 1;
+            self.reject(&req, src, 488, "an offer in the INVITE is required");
+            return Ok(());
+        };
+        let offer = match MediaOffer::from_sdp(&sdp_text) {
+            Ok(o) => o,
+            Err(e) => {
+                self.totals.failed += 1;
+                self.reject(&req, src, 400, &format!("bad SDP: {e}"));
+                return Ok(());
+            }
+        };
+        let local = caps(&self.args.codecs, 20);
+        let a_media = match answer(&offer, &local) {
+            Ok(m) => m,
+            Err(e) => {
+                self.totals.failed += 1;
+                self.totals.rejected_488 += 1;
+                log::warn!("INVITE from {src} rejected: {e}");
+                self.reject(&req, src, 488, &e.to_string());
+                return Ok(());
+            }
+        };
+        if let Err(e) = MediaSessionParams::from_negotiated(&a_media) {
+            self.totals.failed += 1;
+            self.totals.rejected_488 += 1;
+            self.reject(&req, src, 488, &e.to_string());
+            return Ok(());
+        }
+        if self.calls.len() >= self.args.max_calls {
+            self.totals.failed += 1;
+            self.reject(&req, src, 503, "gateway at --max-calls");
+            return Ok(());
+        }
+        let Some((a_port, a_rtp, a_rtcp)) = self.alloc_port() else {
+            self.totals.failed += 1;
+            self.reject(&req, src, 503, "no free RTP port");
+            return Ok(());
+        };
+        let Some((b_port, b_rtp, b_rtcp)) = self.alloc_port() else {
+            self.free_ports.push(a_port);
+            self.totals.failed += 1;
+            self.reject(&req, src, 503, "no free RTP port");
+            return Ok(());
+        };
+
+        // Our offer to B: A's codec first (relay when B takes it), then our preference.
+        let mut kinds = Vec::new();
+        if let Some(k) = a_media.send_kind() {
+            kinds.push(k);
+        }
+        for k in &self.args.codecs {
+            if !kinds.contains(k) {
+                kinds.push(*k);
+            }
+        }
+        let b_offer = caps(&kinds, a_media.ptime_ms).create_offer(b_port, None);
+        let b_sdp = self.sdp(b_offer.to_media_description(), 1);
+
+        let n = self.next_call;
+        self.next_call += 1;
+        let a_contact = req
+            .contact_header()
+            .ok()
+            .and_then(|c| c.uri().ok())
+            .unwrap_or_else(|| req.from_header().and_then(|f| f.uri()).unwrap_or_default());
+        let from_user = req
+            .from_header()?
+            .uri()?
+            .user()
+            .unwrap_or("gateway")
+            .to_string();
+        let b_uri = format!("sip:{user}@{dest}");
+        let b_tag = self.token();
+        let b_call_id = format!("{}-b@{}", self.token(), self.args.listen);
+        let b_from = format!("<sip:{from_user}@{}>", self.args.listen);
+        let b_invite = self.request(
+            rsip::Method::Invite,
+            &b_uri,
+            None,
+            &format!("{b_from};tag={b_tag}"),
+            &format!("<{b_uri}>"),
+            &b_call_id,
+            1,
+            Some(b_sdp),
+        )?;
+        let a_tag = self.token();
+        let a = Leg {
+            call_id: req.call_id_header()?.value().to_string(),
+            local_tag: a_tag,
+            local_uri: req.to_header()?.value().to_string(),
+            remote: req.from_header()?.value().to_string(),
+            target: a_contact.to_string(),
+            dest: uri_addr(&a_contact).unwrap_or(src),
+            local_cseq: 0,
+            rtp_port: a_port,
+            sockets: Some((a_rtp, a_rtcp)),
+            offer: Some(offer),
+            media: Some(a_media),
+            session: None,
+            counters: Arc::default(),
+            sdp_version: 1,
+            dtmf: String::new(),
+            retx: Vec::new(),
+        };
+        let b = Leg {
+            call_id: b_call_id.clone(),
+            local_tag: b_tag,
+            local_uri: b_from,
+            remote: format!("<{b_uri}>"),
+            target: b_uri.clone(),
+            dest,
+            local_cseq: 1,
+            rtp_port: b_port,
+            sockets: Some((b_rtp, b_rtcp)),
+            offer: Some(b_offer),
+            media: None,
+            session: None,
+            counters: Arc::default(),
+            sdp_version: 1,
+            dtmf: String::new(),
+            retx: vec![Retx::new("INVITE", b_invite.to_string(), dest)],
+        };
+        self.send(&b_invite.to_string(), dest);
+        log::info!(
+            "call {n}: INVITE {} from {src} -> {b_uri}; A offers [{}]",
+            req.uri,
+            a.offer
+                .as_ref()
+                .map(|o| o
+                    .codecs
+                    .iter()
+                    .map(|c| c.encoding())
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()
+        );
+        self.by_call_id.insert(a.call_id.clone(), (n, Side::A));
+        self.by_call_id.insert(b_call_id, (n, Side::B));
+        self.calls.insert(
+            n,
+            Call {
+                state: State::Inviting,
+                answered: None,
+                a,
+                b,
+                a_invite: req,
+                a_src: src,
+                a_final: None,
+                b_invite,
+                b_reinvite: None,
+                reinvite_done: false,
+                done_at: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn on_response(&mut self, resp: rsip::Response, src: SocketAddr) -> Result<(), BoxError> {
+        let call_id = resp.call_id_header()?.value().to_string();
+        let Some(&(n, side)) = self.by_call_id.get(&call_id) else {
+            return Ok(());
+        };
+        let cseq = resp.cseq_header()?.typed()?;
+        let code = resp.status_code.code();
+        let Some(call) = self.calls.get_mut(&n) else {
+            return Ok(());
+        };
+        let leg = match side {
+            Side::A => &mut call.a,
+            Side::B => &mut call.b,
+        };
+        // Any response stops retransmitting the request it answers.
+        let what: &'static str = match cseq.method {
+            rsip::Method::Invite => "INVITE",
+            rsip::Method::Bye => "BYE",
+            rsip::Method::Cancel => "CANCEL",
+            _ => "",
+        };
+        leg.retx.retain(|r| r.what != what);
+        match (side, cseq.method) {
+            (Side::B, rsip::Method::Invite) => {
+                if cseq.seq == 1 {
+                    self.on_b_invite_response(n, resp, src)
+                } else {
+                    self.on_b_reinvite_response(n, resp, cseq.seq)
+                }
+            }
+            (_, rsip::Method::Bye) => {
+                log::debug!("call {n}: BYE answered {code} by {}", side.name());
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn ack_for(
+        &mut self,
+        n: u64,
+        resp: &rsip::Response,
+        non2xx: bool,
+    ) -> Result<Option<(String, SocketAddr)>, BoxError> {
+        let Some(c) = self.calls.get(&n) else {
+            return Ok(None);
+        };
+        let to = resp.to_header()?.value().to_string();
+        let cseq = resp.cseq_header()?.typed()?.seq;
+        // A non-2xx ACK belongs to the INVITE transaction: same branch and Request-URI
+        // (RFC 3261 §17.1.1.3); a 2xx ACK is a new transaction to the Contact.
+        let (uri, branch) = if non2xx {
+            let branch = c
+                .b_invite
+                .via_header()?
+                .typed()?
+                .branch()
+                .map(|b| b.to_string());
+            (c.b_invite.uri.to_string(), branch)
+        } else {
+            (c.b.target.clone(), None)
+        };
+        let from = format!("{};tag={}", c.b.local_uri, c.b.local_tag);
+        let call_id = c.b.call_id.clone();
+        let dest = c.b.dest;
+        let ack = self.request(
+            rsip::Method::Ack,
+            &uri,
+            branch.as_deref(),
+            &from,
+            &to,
+            &call_id,
+            cseq,
+            None,
+        )?;
+        Ok(Some((ack.to_string(), dest)))
+    }
+
+    fn on_b_invite_response(
+        &mut self,
+        n: u64,
+        resp: rsip::Response,
+        _src: SocketAddr,
+    ) -> Result<(), BoxError> {
+        let code = resp.status_code.code();
+        let Some(call) = self.calls.get(&n) else {
+            return Ok(());
+        };
+        if code < 200 {
+            if (code == 180 || code == 183) && call.state == State::Inviting {
+                let r = self.response(&call.a_invite, 180, Some(&call.a.local_tag), vec![], None);
+                self.send(&r, call.a_src);
+            }
+            return Ok(());
+        }
+        if code >= 300 {
+            if let Some((ack, dest)) = self.ack_for(n, &resp, true)? {
+                self.send(&ack, dest);
+            }
+            let Some(call) = self.calls.get_mut(&n) else {
+                return Ok(());
+            };
+            if call.state == State::Inviting {
+                log::info!("call {n}: B answered {}", resp.status_code);
+                call.state = State::Done;
+                call.done_at = Some(Instant::now());
+                self.totals.failed += 1;
+                let tag = call.a.local_tag.clone();
+                let mut extra = Vec::new();
+                for h in resp.headers.iter() {
+                    if let rsip::Header::Warning(_) = h {
+                        extra.push(h.clone());
+                    }
+                }
+                let req = call.a_invite.clone();
+                let to = call.a_src;
+                let r = self.response(&req, code, Some(&tag), extra, None);
+                if let Some(c) = self.calls.get_mut(&n) {
+                    c.a_final = Some(r.clone());
+                }
+                self.send(&r, to);
+                self.release_media(n);
+            } else if call.state == State::Cancelled {
+                call.state = State::Done;
+                call.done_at = Some(Instant::now());
+                self.release_media(n);
+            }
+            return Ok(());
+        }
+        // 2xx: B's dialog is confirmed; a retransmission only needs its ACK again.
+        let b_tag = resp.to_header()?.tag()?.map(|t| t.to_string());
+        let b_contact = resp.contact_header().ok().and_then(|c| c.uri().ok());
+        {
+            let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+            call.b.remote = resp.to_header()?.value().to_string();
+            if let Some(uri) = &b_contact {
+                call.b.target = uri.to_string();
+                if let Some(a) = uri_addr(uri) {
+                    call.b.dest = a;
+                }
+            }
+            log::debug!("call {n}: B tag {b_tag:?}");
+        }
+        if let Some((ack, dest)) = self.ack_for(n, &resp, false)? {
+            self.send(&ack, dest);
+        }
+        let state = self.calls[&n].state;
+        if state == State::Cancelled {
+            // Answered while being cancelled: end B's dialog at once (RFC 3261 §9.1).
+            self.send_bye(n, Side::B);
+            let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+            call.state = State::Done;
+            call.done_at = Some(Instant::now());
+            self.release_media(n);
+            return Ok(());
+        }
+        if state != State::Inviting {
+            return Ok(());
+        }
+        match self.connect(n, &resp) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                log::warn!("call {n}: cannot connect media: {e}");
+                self.send_bye(n, Side::B);
+                if let Some(call) = self.calls.get_mut(&n) {
+                    let tag = call.a.local_tag.clone();
+                    let (code, w) = if e.to_string().contains("common codec") {
+                        (488, e.to_string())
+                    } else {
+                        (500, e.to_string())
+                    };
+                    let req = call.a_invite.clone();
+                    let src = call.a_src;
+                    let extra = vec![rsip::headers::Warning::new(format!(
+                        "399 {} \"{}\"",
+                        self.args.listen,
+                        w.replace('"', "'")
+                    ))
+                    .into()];
+                    let r = self.response(&req, code, Some(&tag), extra, None);
+                    self.send(&r, src);
+                    if let Some(c) = self.calls.get_mut(&n) {
+                        c.state = State::Done;
+                        c.done_at = Some(Instant::now());
+                        c.a_final = Some(r);
+                    }
+                }
+                self.totals.failed += 1;
+                self.release_media(n);
+                Ok(())
+            }
+        }
+    }
+
+    /// B answered: negotiate B's leg, create and bridge both sessions, answer A.
+    fn connect(&mut self, n: u64, resp: &rsip::Response) -> Result<(), BoxError> {
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        let text = body_text(&resp.body).ok_or("B's 200 OK has no SDP answer")?;
+        let b_answer = MediaOffer::from_sdp(&text)?;
+        let b_offer = call.b.offer.as_ref().ok_or("no offer to B")?;
+        let b_media = process_answer(b_offer, &b_answer)?;
+        let a_media = call.a.media.clone().ok_or("no A media")?;
+        let a_offer = call.a.offer.clone();
+        let mut pa = MediaSessionParams::from_negotiated(&a_media)?;
+        let mut pb = MediaSessionParams::from_negotiated(&b_media)?;
+        // Bridged sessions share one ptime (no repacketisation): B receives ours.
+        pb.ptime = pa.ptime;
+        self.opus_overrides(&mut pa, &a_media);
+        self.opus_overrides(&mut pb, &b_media);
+        if self.args.vad {
+            pa.dsp = DspConfig {
+                vad: Some(Default::default()),
+                ..Default::default()
+            };
+            pb.dsp = pa.dsp;
+        }
+        let a_peer = peer_addr(a_offer.as_ref(), self.args.media_ip)?;
+        let b_peer = peer_addr(Some(&b_answer), self.args.media_ip)?;
+        let (ha, hb) = self.engine.create_call(
+            (DialogId(2 * n), pa.clone()),
+            (DialogId(2 * n + 1), pb.clone()),
+        )?;
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        call.a.session = Some(ha.id);
+        call.b.session = Some(hb.id);
+        let relay = pa.tx.codec == pb.tx.codec;
+        log::info!(
+            "call {n}: connected: A {} <-> B {} ({}), ptime {} ms, DTMF PT A {:?} B {:?}",
+            describe(&a_media),
+            describe(&b_media),
+            if relay { "pass-through" } else { "transcoding" },
+            pa.ptime.ms(),
+            a_media.telephone_event_send,
+            b_media.telephone_event_send
+        );
+        let io = &mut self.ios[ha.lane()];
+        for (leg, id, peer, media) in [
+            (&mut call.a, ha.id, a_peer, &a_media),
+            (&mut call.b, hb.id, b_peer, &b_media),
+        ] {
+            if let Some((rtp, rtcp)) = leg.sockets.take() {
+                io.add(NewLeg {
+                    session: id,
+                    rtp,
+                    rtcp,
+                    peer,
+                    send: media.direction.sends(),
+                    counters: leg.counters.clone(),
+                });
+            }
+        }
+        call.b.media = Some(b_media);
+        self.by_session.insert(ha.id, (n, Side::A));
+        self.by_session.insert(hb.id, (n, Side::B));
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        call.state = State::AwaitAck;
+        call.answered = Some(Instant::now());
+        let tag = call.a.local_tag.clone();
+        let port = call.a.rtp_port;
+        let req = call.a_invite.clone();
+        let src = call.a_src;
+        let sdp = self.sdp(a_media.to_media_description(port), 1);
+        let ok = self.response(&req, 200, Some(&tag), vec![], Some(sdp));
+        self.send(&ok, src);
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        call.a_final = Some(ok.clone());
+        call.a.retx.push(Retx::new("200/INVITE", ok, src));
+        Ok(())
+    }
+
+    fn on_cancel(&mut self, n: u64) {
+        let Some(call) = self.calls.get_mut(&n) else {
+            return;
+        };
+        if call.state != State::Inviting {
+            return; // already answered: CANCEL has no effect (RFC 3261 §9.2)
+        }
+        log::info!("call {n}: CANCEL from A");
+        call.state = State::Cancelled;
+        self.totals.cancelled += 1;
+        let tag = call.a.local_tag.clone();
+        let req = call.a_invite.clone();
+        let src = call.a_src;
+        let r = self.response(&req, 487, Some(&tag), vec![], None);
+        self.send(&r, src);
+        // CANCEL to B: same Request-URI, Call-ID, From, To, branch and CSeq number as
+        // our INVITE (RFC 3261 §9.1).
+        let Some(call) = self.calls.get_mut(&n) else {
+            return;
+        };
+        call.a_final = Some(r);
+        let inv = call.b_invite.clone();
+        let dest = call.b.dest;
+        let branch = inv
+            .via_header()
+            .ok()
+            .and_then(|v| v.typed().ok())
+            .and_then(|v| v.branch().map(|b| b.to_string()));
+        let from = inv.from_header().map(|h| h.value().to_string());
+        let to = inv.to_header().map(|h| h.value().to_string());
+        let cid = inv.call_id_header().map(|h| h.value().to_string());
+        if let (Ok(from), Ok(to), Ok(cid)) = (from, to, cid) {
+            match self.request(
+                rsip::Method::Cancel,
+                &inv.uri.to_string(),
+                branch.as_deref(),
+                &from,
+                &to,
+                &cid,
+                1,
+                None,
+            ) {
+                Ok(c) => {
+                    let text = c.to_string();
+                    self.send(&text, dest);
+                    if let Some(call) = self.calls.get_mut(&n) {
+                        call.b.retx.push(Retx::new("CANCEL", text, dest));
+                    }
+                }
+                Err(e) => log::warn!("call {n}: CANCEL: {e}"),
+            }
+        }
+    }
+
+    fn send_bye(&mut self, n: u64, side: Side) {
+        let Some(call) = self.calls.get_mut(&n) else {
+            return;
+        };
+        let leg = match side {
+            Side::A => &mut call.a,
+            Side::B => &mut call.b,
+        };
+        leg.local_cseq += 1;
+        let (target, from, to, cid, cseq, dest) = (
+            leg.target.clone(),
+            format!("{};tag={}", leg.local_uri, leg.local_tag),
+            leg.remote.clone(),
+            leg.call_id.clone(),
+            leg.local_cseq,
+            leg.dest,
+        );
+        match self.request(
+            rsip::Method::Bye,
+            &target,
+            None,
+            &from,
+            &to,
+            &cid,
+            cseq,
+            None,
+        ) {
+            Ok(r) => {
+                let text = r.to_string();
+                self.send(&text, dest);
+                if let Some(call) = self.calls.get_mut(&n) {
+                    let leg = match side {
+                        Side::A => &mut call.a,
+                        Side::B => &mut call.b,
+                    };
+                    leg.retx.push(Retx::new("BYE", text, dest));
+                }
+            }
+            Err(e) => log::warn!("call {n}: BYE: {e}"),
+        }
+    }
+
+    /// Ends an established call: BYE to the side that did not hang up, summary, teardown.
+    fn hang_up(&mut self, n: u64, from: Option<Side>) {
+        let Some(call) = self.calls.get(&n) else {
+            return;
+        };
+        if matches!(call.state, State::Done) {
+            return;
+        }
+        let state = call.state;
+        for side in [Side::A, Side::B] {
+            if Some(side) != from && matches!(state, State::Established | State::AwaitAck) {
+                self.send_bye(n, side);
+            }
+        }
+        if matches!(state, State::Established | State::AwaitAck) {
+            self.totals.completed += 1;
+            self.summary(n);
+        }
+        if let Some(call) = self.calls.get_mut(&n) {
+            call.state = State::Done;
+            call.done_at = Some(Instant::now());
+            call.a.retx.retain(|r| r.what == "BYE");
+        }
+        self.release_media(n);
+    }
+
+    fn release_media(&mut self, n: u64) {
+        let Some(call) = self.calls.get_mut(&n) else {
+            return;
+        };
+        let mut ports = Vec::new();
+        for leg in [&mut call.a, &mut call.b] {
+            if let Some(id) = leg.session.take() {
+                self.ios[id.lane()].remove(id);
+                self.by_session.remove(&id);
+                if let Err(e) = self.engine.destroy_media_session(id) {
+                    log::warn!("call {n}: destroy {id:?}: {e}");
+                }
+            }
+            leg.sockets = None;
+            if leg.rtp_port != 0 {
+                ports.push(leg.rtp_port);
+                leg.rtp_port = 0;
+            }
+        }
+        // Reused last, so a late packet of this call does not land in the next one.
+        for p in ports {
+            self.free_ports.insert(0, p);
+        }
+    }
+
+    fn summary(&self, n: u64) {
+        let Some(call) = self.calls.get(&n) else {
+            return;
+        };
+        let dur = call.answered.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let codec = |l: &Leg| l.media.as_ref().map_or("-".to_string(), describe);
+        let relay = match (&call.a.media, &call.b.media) {
+            (Some(a), Some(b)) if a.send.same_codec(&b.send) => "pass-through",
+            _ => "transcoding",
+        };
+        println!(
+            "CALL SUMMARY call {n}: {:.1} s, A {} <-> B {} ({relay})",
+            dur,
+            codec(&call.a),
+            codec(&call.b)
+        );
+        for (side, leg) in [(Side::A, &call.a), (Side::B, &call.b)] {
+            let Some(id) = leg.session else {
+                continue;
+            };
+            let q = self.engine.session_quality(id).unwrap_or_default();
+            let st = self.engine.session_stats(id).unwrap_or_default();
+            let c = &leg.counters;
+            let g = LegCounters::get;
+            println!(
+                "  leg {} {}: rx {} pkts, tx {} pkts | MOS {} | loss {:.2}% ({} lost, {} late) | jitter {:.1} ms | concealed {}/{} frames | jb {} ms | DTMF seen: {} (sent {} pkts, refused {}) | drops: ingress {} not-rtp {} held {} send-err {} | rtcp in {}",
+                side.name(),
+                codec(leg),
+                g(&c.rtp_in),
+                g(&c.rtp_out),
+                if q.packets_received == 0 {
+                    "n/a".to_string()
+                } else {
+                    format!("{:.2}", q.mos)
+                },
+                q.loss_percent,
+                q.packets_lost,
+                q.late_discards,
+                q.jitter_ms,
+                q.frames_concealed,
+                q.frames_played,
+                q.jb_current_ms,
+                if leg.dtmf.is_empty() { "none" } else { &leg.dtmf },
+                st.tx_dtmf_packets,
+                st.tx_dtmf_refused,
+                g(&c.ingress_drops),
+                g(&c.not_rtp),
+                g(&c.held_drops),
+                g(&c.send_errors),
+                g(&c.rtcp_in),
+            );
+        }
+    }
+
+    fn on_reinvite(
+        &mut self,
+        n: u64,
+        side: Side,
+        req: rsip::Request,
+        src: SocketAddr,
+    ) -> Result<(), BoxError> {
+        let Some(call) = self.calls.get_mut(&n) else {
+            return Ok(());
+        };
+        if side == Side::A && req.to_header()?.tag()?.is_none() {
+            // A retransmission of A's initial INVITE: repeat what we said.
+            if let Some(f) = call.a_final.clone() {
+                self.send(&f, src);
+            } else {
+                let r = self.response(&req, 100, None, vec![], None);
+                self.send(&r, src);
+            }
+            return Ok(());
+        }
+        if !matches!(call.state, State::Established | State::AwaitAck) {
+            let r = self.response(&req, 491, None, vec![], None);
+            self.send(&r, src);
+            return Ok(());
+        }
+        self.totals.reinvites += 1;
+        let codecs = self.args.codecs.clone();
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        let leg = match side {
+            Side::A => &mut call.a,
+            Side::B => &mut call.b,
+        };
+        let Some(text) = body_text(&req.body) else {
+            let r = self.response(&req, 488, None, vec![], None);
+            self.send(&r, src);
+            return Ok(());
+        };
+        let offer = MediaOffer::from_sdp(&text)?;
+        let prev = leg.media.clone().ok_or("no media")?;
+        let id = leg.session.ok_or("no session")?;
+        // The peer's order wins in a re-offer, so a codec change it asks for is taken.
+        let mut local = caps(&codecs, prev.ptime_ms);
+        local.prefer_local_order = false;
+        let result = negotiate_reoffer(&prev, &offer, &local)
+            .map_err(BoxError::from)
+            .and_then(|m| {
+                let mut p = MediaSessionParams::from_negotiated(&m)?;
+                p.ptime = MediaSessionParams::from_negotiated(&prev)?.ptime;
+                Ok((m, p))
+            });
+        let (media, params) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                let r = self.response(
+                    &req,
+                    488,
+                    None,
+                    vec![rsip::headers::Warning::new(format!(
+                        "305 {} \"{}\"",
+                        self.args.listen,
+                        e.to_string().replace('"', "'")
+                    ))
+                    .into()],
+                    None,
+                );
+                self.send(&r, src);
+                return Ok(());
+            }
+        };
+        let t = Instant::now();
+        self.engine.update_media_session(id, params)?;
+        let peer = peer_addr(Some(&offer), self.args.media_ip)?;
+        self.ios[id.lane()].update(id, peer, media.direction.sends());
+        log::info!(
+            "call {n}: re-INVITE from {}: {} -> {}, direction {}, applied in {:.2} ms",
+            side.name(),
+            describe(&prev),
+            describe(&media),
+            media.direction.attribute(),
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        let leg = match side {
+            Side::A => &mut call.a,
+            Side::B => &mut call.b,
+        };
+        leg.sdp_version += 1;
+        leg.offer = Some(offer);
+        let (port, version, tag) = (leg.rtp_port, leg.sdp_version, leg.local_tag.clone());
+        let sdp = self.sdp(media.to_media_description(port), version);
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        let leg = match side {
+            Side::A => &mut call.a,
+            Side::B => &mut call.b,
+        };
+        leg.media = Some(media);
+        let r = self.response(&req, 200, Some(&tag), vec![], Some(sdp));
+        self.send(&r, src);
+        Ok(())
+    }
+
+    /// `--reinvite-b`: offer B only `kind` on its current port.
+    fn reinvite_b(&mut self, n: u64, kind: CodecKind) -> Result<(), BoxError> {
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        call.reinvite_done = true;
+        let prev = call.b.media.clone().ok_or("no B media")?;
+        let offer = caps(&[kind], prev.ptime_ms).create_offer(call.b.rtp_port, Some(&prev));
+        call.b.local_cseq += 1;
+        call.b.sdp_version += 1;
+        let (target, from, to, cid, cseq, dest, version) = (
+            call.b.target.clone(),
+            format!("{};tag={}", call.b.local_uri, call.b.local_tag),
+            call.b.remote.clone(),
+            call.b.call_id.clone(),
+            call.b.local_cseq,
+            call.b.dest,
+            call.b.sdp_version,
+        );
+        call.b_reinvite = Some((cseq, offer.clone()));
+        let sdp = self.sdp(offer.to_media_description(), version);
+        let r = self.request(
+            rsip::Method::Invite,
+            &target,
+            None,
+            &from,
+            &to,
+            &cid,
+            cseq,
+            Some(sdp),
+        )?;
+        log::info!("call {n}: re-INVITE to B offering {kind:?}");
+        let text = r.to_string();
+        self.send(&text, dest);
+        Ok(())
+    }
+
+    fn on_b_reinvite_response(
+        &mut self,
+        n: u64,
+        resp: rsip::Response,
+        seq: u32,
+    ) -> Result<(), BoxError> {
+        let code = resp.status_code.code();
+        if code < 200 {
+            return Ok(());
+        }
+        if let Some((ack, dest)) = self.ack_for(n, &resp, code >= 300)? {
+            self.send(&ack, dest);
+        }
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        let Some((want, offer)) = call.b_reinvite.take() else {
+            return Ok(()); // a retransmitted 200: ACKed above
+        };
+        if want != seq || code >= 300 {
+            log::warn!("call {n}: B refused the re-INVITE: {}", resp.status_code);
+            return Ok(());
+        }
+        let text = body_text(&resp.body).ok_or("no SDP in re-INVITE answer")?;
+        let ans = MediaOffer::from_sdp(&text)?;
+        let media = process_answer(&offer, &ans)?;
+        let id = call.b.session.ok_or("no B session")?;
+        let prev = call.b.media.clone().ok_or("no B media")?;
+        let mut params = MediaSessionParams::from_negotiated(&media)?;
+        params.ptime = MediaSessionParams::from_negotiated(&prev)?.ptime;
+        self.opus_overrides(&mut params, &media);
+        let t = Instant::now();
+        self.engine.update_media_session(id, params)?;
+        let peer = peer_addr(Some(&ans), self.args.media_ip)?;
+        self.ios[id.lane()].update(id, peer, media.direction.sends());
+        self.totals.reinvites += 1;
+        log::info!(
+            "call {n}: leg B switched {} -> {} by our re-INVITE (update {:.2} ms)",
+            describe(&prev),
+            describe(&media),
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+        if let Some(c) = self.calls.get_mut(&n) {
+            c.b.media = Some(media);
+        }
+        Ok(())
+    }
+
+    fn on_engine_event(&mut self, ev: EngineEvent) {
+        match ev {
+            EngineEvent::Dtmf {
+                session,
+                digit,
+                ended_ms,
+                source,
+            } => {
+                let Some(&(n, side)) = self.by_session.get(&session) else {
+                    return;
+                };
+                match ended_ms {
+                    None => log::info!("call {n}: leg {}: DTMF '{digit}' begins", side.name()),
+                    Some(ms) => {
+                        log::info!(
+                            "call {n}: leg {}: DTMF '{digit}' ({source:?}, {ms} ms), relayed to leg {}",
+                            side.name(),
+                            match side {
+                                Side::A => "B",
+                                Side::B => "A",
+                            }
+                        );
+                        self.totals.dtmf += 1;
+                        if let Some(c) = self.calls.get_mut(&n) {
+                            match side {
+                                Side::A => c.a.dtmf.push(digit),
+                                Side::B => c.b.dtmf.push(digit),
+                            }
+                        }
+                    }
+                }
+            }
+            EngineEvent::Talkspurt { session, speaking } => {
+                if let Some(&(n, side)) = self.by_session.get(&session) {
+                    log::info!(
+                        "call {n}: leg {}: talkspurt {}",
+                        side.name(),
+                        if speaking { "starts" } else { "ends" }
+                    );
+                }
+            }
+            EngineEvent::DeadlineOverrun {
+                lane,
+                tick,
+                late_ns,
+            } => {
+                self.totals.overruns += 1;
+                if self.totals.overruns <= 10 || self.totals.overruns.is_power_of_two() {
+                    log::warn!(
+                        "lane {lane}: tick {tick} overran its deadline by {:.2} ms (overruns so far: {})",
+                        late_ns as f64 / 1e6,
+                        self.totals.overruns
+                    );
+                }
+            }
+            EngineEvent::SessionStarted(_) | EngineEvent::SessionStopped(_) => {}
+            other => log::warn!("engine: {other:?}"),
+        }
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        let mut resend = Vec::new();
+        let mut timed_out = Vec::new();
+        let mut remove = Vec::new();
+        let mut reinvites = Vec::new();
+        for (n, c) in &mut self.calls {
+            for (side, leg) in [(Side::A, &mut c.a), (Side::B, &mut c.b)] {
+                for r in &mut leg.retx {
+                    if now >= r.next {
+                        if r.left == 0 {
+                            timed_out.push((*n, side, r.what));
+                            continue;
+                        }
+                        r.left -= 1;
+                        r.interval = (r.interval * 2).min(Duration::from_secs(4));
+                        r.next = now + r.interval;
+                        resend.push((r.text.clone(), r.to));
+                    }
+                }
+                leg.retx.retain(|r| r.left > 0 || now < r.next);
+            }
+            if c.done_at.is_some_and(|t| now >= t + Duration::from_secs(8)) {
+                remove.push(*n);
+            }
+            if let Some((at, _)) = self.args.reinvite_b {
+                let due = c
+                    .answered
+                    .is_some_and(|t| now >= t + Duration::from_secs_f64(at));
+                if c.state == State::Established && !c.reinvite_done && due {
+                    c.reinvite_done = true;
+                    reinvites.push(*n);
+                }
+            }
+        }
+        for (text, to) in resend {
+            self.send(&text, to);
+        }
+        if let Some((_, kind)) = self.args.reinvite_b {
+            for n in reinvites {
+                if let Err(e) = self.reinvite_b(n, kind) {
+                    log::warn!("call {n}: re-INVITE to B: {e}");
+                }
+            }
+        }
+        for (n, side, what) in timed_out {
+            log::warn!("call {n}: no answer from {} to {what}", side.name());
+            let state = self.calls.get(&n).map(|c| c.state);
+            match (what, state) {
+                ("INVITE", Some(State::Inviting)) => {
+                    if let Some(c) = self.calls.get_mut(&n) {
+                        let tag = c.a.local_tag.clone();
+                        let req = c.a_invite.clone();
+                        let src = c.a_src;
+                        let r = self.response(&req, 408, Some(&tag), vec![], None);
+                        self.send(&r, src);
+                    }
+                    self.totals.failed += 1;
+                    if let Some(c) = self.calls.get_mut(&n) {
+                        c.state = State::Done;
+                        c.done_at = Some(now);
+                    }
+                    self.release_media(n);
+                }
+                ("200/INVITE", Some(State::AwaitAck)) => self.hang_up(n, None),
+                _ => {}
+            }
+        }
+        for n in remove {
+            if let Some(c) = self.calls.remove(&n) {
+                self.by_call_id.remove(&c.a.call_id);
+                self.by_call_id.remove(&c.b.call_id);
+            }
+        }
+    }
+
+    fn stats_line(&self) {
+        let q = self.engine.quality_report();
+        let lanes: Vec<String> = q
+            .lanes
+            .iter()
+            .map(|l| {
+                format!(
+                    "lane {}: {} sessions, p99 tick {:.2} ms = load {:.0}%, overruns {}, drops {}",
+                    l.lane,
+                    l.sessions,
+                    l.tick_p99_ns as f64 / 1e6,
+                    l.load * 100.0,
+                    l.deadline_overruns,
+                    l.drops
+                )
+            })
+            .collect();
+        let active = self
+            .calls
+            .values()
+            .filter(|c| matches!(c.state, State::Established | State::AwaitAck))
+            .count();
+        println!(
+            "STATS t={:.1}s calls: active {active} attempted {} completed {} failed {} (488: {}) cancelled {} | mean MOS {:.2} | {}",
+            self.started.elapsed().as_secs_f64(),
+            self.totals.attempted,
+            self.totals.completed,
+            self.totals.failed,
+            self.totals.rejected_488,
+            self.totals.cancelled,
+            q.mean_mos,
+            lanes.join("; ")
+        );
+    }
+}
+
+/// Where the peer of an SDP wants RTP: its `c=` address (else `fallback`) and `m=` port.
+fn peer_addr(offer: Option<&MediaOffer>, fallback: IpAddr) -> Result<SocketAddr, BoxError> {
+    let o = offer.ok_or("no SDP")?;
+    let ip = match &o.connection_address {
+        Some(a) => a.parse::<IpAddr>().unwrap_or(fallback),
+        None => fallback,
+    };
+    Ok(SocketAddr::new(ip, o.port))
+}
+
+fn main() -> Result<(), BoxError> {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    init_logger(if args.verbose {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    });
+    install_signals();
+    let lanes = args.lanes.max(1);
+    let mut jitter = media_core::buffer::JitterConfig::default();
+    if let Some(ms) = args.jitter_min_ms {
+        jitter.min_delay_ms = ms;
+        jitter.initial_delay_ms = jitter.initial_delay_ms.max(ms);
+    }
+    let engine = Arc::new(MediaEngine::new(EngineConfig {
+        lanes,
+        jitter,
+        sessions_per_lane: (2 * args.max_calls).div_ceil(lanes).max(2) + 8,
+        ..Default::default()
+    })?);
+    let mut ios = Vec::new();
+    for lane in 0..lanes {
+        let (ingress, egress) = engine
+            .take_rtp_handles(lane)
+            .ok_or("transport handles already taken")?;
+        ios.push(LaneIo::spawn(ingress, egress)?);
+    }
+    engine.start()?;
+    let sock = UdpSocket::bind(args.listen)?;
+    sock.set_read_timeout(Some(Duration::from_millis(10)))?;
+    let free_ports: Vec<u16> = (args.rtp_lo..args.rtp_hi)
+        .step_by(2)
+        .map(|p| p + (p & 1))
+        .filter(|p| *p < args.rtp_hi)
+        .rev()
+        .collect();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 24)
+        | 1;
+    log::info!(
+        "sip_gateway listening on udp:{}, media on {} ports {}-{}, codecs {:?}, routes {:?}",
+        args.listen,
+        args.media_ip,
+        args.rtp_lo,
+        args.rtp_hi,
+        args.codecs,
+        args.routes
+    );
+    let contact = format!("<sip:gw@{}>", args.listen);
+    let deadline =
+        (args.seconds > 0.0).then(|| Instant::now() + Duration::from_secs_f64(args.seconds));
+    let stats_interval = args.stats_interval;
+    let mut gw = Gateway {
+        args,
+        engine: engine.clone(),
+        ios,
+        sock,
+        contact,
+        calls: HashMap::new(),
+        by_call_id: HashMap::new(),
+        by_session: HashMap::new(),
+        free_ports,
+        next_call: 1,
+        rng: seed,
+        totals: Totals::default(),
+        started: Instant::now(),
+    };
+    let mut monitor = QualityMonitor::default();
+    let mut next_stats = Instant::now() + stats_interval;
+    let mut next_monitor = Instant::now() + Duration::from_secs(1);
+    let mut buf = vec![0u8; 65536];
+    loop {
+        // Drain every datagram waiting, then housekeeping.
+        loop {
+            match gw.sock.recv_from(&mut buf) {
+                Ok((len, src)) => {
+                    let data = buf[..len].to_vec();
+                    gw.on_datagram(&data, src);
+                    gw.sock.set_nonblocking(true)?;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => {
+                    log::debug!("SIP recv: {e}");
+                    break;
+                }
+            }
+        }
+        gw.sock.set_nonblocking(false)?;
+        while let Some(ev) = engine.poll_event() {
+            gw.on_engine_event(ev);
+        }
+        gw.timers();
+        let now = Instant::now();
+        if now >= next_monitor {
+            next_monitor = now + Duration::from_secs(1);
+            let t = Instant::now();
+            for ev in monitor.poll(&engine) {
+                log::warn!("quality alert: {ev:?}");
+            }
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            if ms > 20.0 {
+                log::info!("quality monitor poll took {ms:.1} ms");
+            }
+        }
+        if now >= next_stats {
+            next_stats = now + stats_interval;
+            gw.stats_line();
+        }
+        if INTERRUPTED.load(Ordering::Relaxed) || deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+    }
+    // Shut down: end live calls, then totals.
+    let live: Vec<u64> = gw
+        .calls
+        .iter()
+        .filter(|(_, c)| !matches!(c.state, State::Done))
+        .map(|(n, _)| *n)
+        .collect();
+    for n in live {
+        gw.hang_up(n, None);
+    }
+    gw.stats_line();
+    let q = engine.quality_report();
+    let (overruns, drops): (u64, u64) = q
+        .lanes
+        .iter()
+        .fold((0, 0), |(o, d), l| (o + l.deadline_overruns, d + l.drops));
+    println!(
+        "GATEWAY TOTALS calls attempted {} completed {} failed {} rejected-488 {} cancelled {} re-INVITEs {} DTMF digits {} | deadline overruns {} drops {} | uptime {:.1} s",
+        gw.totals.attempted,
+        gw.totals.completed,
+        gw.totals.failed,
+        gw.totals.rejected_488,
+        gw.totals.cancelled,
+        gw.totals.reinvites,
+        gw.totals.dtmf,
+        overruns.max(gw.totals.overruns),
+        drops,
+        gw.started.elapsed().as_secs_f64()
+    );
+    let _ = engine.flush(Duration::from_secs(1));
+    for io in gw.ios.drain(..) {
+        io.stop();
+    }
+    engine.stop()?;
+    Ok(())
+}

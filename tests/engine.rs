@@ -1551,3 +1551,51 @@ fn a_panicking_lane_fails_alone_and_loudly_fused() {
 fn a_panicking_lane_fails_alone_and_loudly_split() {
     a_panicking_lane_fails_alone(Topology::Split);
 }
+
+/// RFC 4733 packets share the audio stream's sequence numbers (one SSRC): the receive
+/// statistics count them, so digits sent in place of audio are not reported as loss.
+#[test]
+fn telephone_events_in_place_of_audio_are_not_counted_as_loss() {
+    let e = virtual_engine(8);
+    let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+    pa.telephone_event_pt = media_core::PayloadType::new(101);
+    let (a, _b) = e
+        .create_call(
+            (DialogId(1), pa),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    for k in 0..100u16 {
+        if (40..50).contains(&k) {
+            // A digit: event packets replace ten audio packets, same sequence space.
+            let dur = 160 * (k - 39);
+            let end = if k == 49 { 0x80 } else { 0 };
+            let payload = [5, end | 10, (dur >> 8) as u8, dur as u8];
+            rtp(101, k, 160 * 40, 7, k == 40, &payload, &mut pkt);
+        } else {
+            rtp(
+                0,
+                k,
+                160 * u32::from(k),
+                7,
+                false,
+                &ulaw_frame(k as usize),
+                &mut pkt,
+            );
+        }
+        ing.push(a.id, &pkt).unwrap();
+        e.step(2).unwrap();
+        drain(&mut eg);
+    }
+    let st = e.session_stats(a.id).unwrap();
+    assert_eq!(st.rx_dtmf_packets, 10);
+    assert_eq!(st.rx_expected, 100);
+    assert_eq!(st.rx_lost, 0, "digits read as loss");
+    let q = e.session_quality(a.id).unwrap();
+    assert_eq!(q.packets_lost, 0);
+}

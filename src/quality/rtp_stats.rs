@@ -231,6 +231,32 @@ impl RtpReceiveStats {
         class
     }
 
+    /// Counts a packet of the stream that carries no audio timing (an RFC 4733 event or
+    /// RFC 3389 SID on the same SSRC shares the sequence space, so leaving it out would
+    /// read as loss) without feeding the interarrival jitter, whose RTP timestamps an
+    /// event repeats. Called on the real-time thread: `O(1)`, no allocation, no panic.
+    pub fn on_sequence(&mut self, seq: u16) -> PacketClass {
+        if !self.started {
+            self.started = true;
+            self.init_seq(seq);
+            if !self.validate {
+                self.probation = 0;
+                self.received = 1;
+                return PacketClass::InOrder;
+            }
+            self.max_seq = seq.wrapping_sub(1);
+            self.probation = MIN_SEQUENTIAL;
+        }
+        let (class, _) = self.update_seq(seq);
+        match class {
+            PacketClass::Duplicate => self.duplicates = self.duplicates.saturating_add(1),
+            PacketClass::Reordered => self.reordered = self.reordered.saturating_add(1),
+            PacketClass::Resync => self.resyncs = self.resyncs.saturating_add(1),
+            PacketClass::InOrder | PacketClass::Probation => {}
+        }
+        class
+    }
+
     /// RFC 3550 A.1 `init_seq()`: the statistics restart with `seq` as base.
     fn init_seq(&mut self, seq: u16) {
         self.base_seq = seq;

@@ -374,6 +374,15 @@ impl JitterStage {
                 self.release(tok);
                 continue;
             };
+            if part.telephone_event_pt == Some(pt) || part.cn_pt == Some(pt) {
+                // Events and SID frames share the stream's sequence numbers: count them
+                // for loss (not for jitter), or every digit would read as lost audio.
+                if part.rx_ssrc == Some(ssrc) || part.rx_ssrc.is_none() {
+                    part.stats.on_sequence(seq);
+                    sc.rx_expected.set(part.stats.expected());
+                    sc.rx_lost.set(part.stats.cumulative_lost().max(0) as u64);
+                }
+            }
             if part.telephone_event_pt == Some(pt) {
                 // RFC 4733 events are routed to DTMF handling, never into the audio buffer.
                 sc.rx_dtmf_packets.inc();

@@ -72,8 +72,9 @@ pub enum EventError {
     /// Recover: send it as an RFC 4733 event only, or drop it.
     #[error("event {0} is not a DTMF digit (0..=15)")]
     NotDtmf(u8),
-    /// [`DtmfSender::start`] while an event is still being sent (including its final
-    /// retransmissions). Recover: wait until [`DtmfSender::is_idle`], or `stop` it first.
+    /// [`DtmfSender::start`] while an event is still being sent and not ending, or while
+    /// one is already queued behind an ending event. Recover: `stop` the current one
+    /// first (the next `start` is then queued), or wait until [`DtmfSender::is_idle`].
     #[error("an event is still being sent")]
     Busy,
     /// A packet interval outside 1..=32767 timestamp units. Recover: pass the ptime in
@@ -300,6 +301,20 @@ pub struct EventPacket {
 pub struct DtmfSender {
     interval_ts: u32,
     tx: Option<Transmission>,
+    /// The next event, started when the current one's end packets are out: digits
+    /// typed quickly (a phone leaves ~60 ms between keys, less than the end packets'
+    /// three intervals) are queued rather than refused.
+    pending: Option<Queued>,
+}
+
+/// An event waiting for the current one to finish.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    event: u8,
+    volume: u8,
+    duration_ts: Option<u32>,
+    /// Its key already went up (`stop` while it waited).
+    stopped: bool,
 }
 
 /// The event being sent.
@@ -341,6 +356,7 @@ impl DtmfSender {
         Ok(Self {
             interval_ts,
             tx: None,
+            pending: None,
         })
     }
 
@@ -351,7 +367,9 @@ impl DtmfSender {
 
     /// Starts sending `event` (0..=15 for DTMF; any RFC 4733 code is accepted) at
     /// `volume` -dBm0 (0..=63; 10 is typical) for `duration_ts` timestamp units, or
-    /// until [`DtmfSender::stop`] when `None`. The event starts at the next `poll`.
+    /// until [`DtmfSender::stop`] when `None`. The event starts at the next `poll`, or,
+    /// when the current event is ending (stopped, or of fixed length), right after its
+    /// end packets: one event waits so quickly typed digits are not lost.
     ///
     /// Called on the real-time thread; never allocates or panics.
     pub fn start(
@@ -360,27 +378,42 @@ impl DtmfSender {
         volume: u8,
         duration_ts: Option<u32>,
     ) -> Result<(), EventError> {
-        if self.tx.is_some() {
-            return Err(EventError::Busy);
-        }
         if volume > 63 {
             return Err(EventError::InvalidVolume(volume));
         }
         if duration_ts == Some(0) {
             return Err(EventError::ZeroDuration);
         }
+        if let Some(tx) = &self.tx {
+            // The current event is ending (or has a fixed length): queue this one.
+            let ending = tx.stop_requested || tx.stop_at.is_some() || tx.requested_ts.is_some();
+            if !ending || self.pending.is_some() {
+                return Err(EventError::Busy);
+            }
+            self.pending = Some(Queued {
+                event,
+                volume,
+                duration_ts,
+                stopped: false,
+            });
+            return Ok(());
+        }
+        self.begin(event, volume, duration_ts, false);
+        Ok(())
+    }
+
+    fn begin(&mut self, event: u8, volume: u8, duration_ts: Option<u32>, stopped: bool) {
         self.tx = Some(Transmission {
             event,
             volume,
             requested_ts: duration_ts.map(u64::from),
-            stop_requested: false,
+            stop_requested: stopped,
             stop_at: None,
             start_ts: None,
             segment_offset: 0,
             reported: 0,
             repeat: None,
         });
-        Ok(())
     }
 
     /// Ends the current event (key released): the next `poll` sends the final packet,
@@ -390,6 +423,11 @@ impl DtmfSender {
     ///
     /// Called on the real-time thread; never allocates or panics.
     pub fn stop(&mut self) {
+        if let Some(q) = &mut self.pending {
+            // The queued event's key went up: it will be sent as a short event.
+            q.stopped = true;
+            return;
+        }
         if let Some(tx) = &mut self.tx {
             if tx.stop_at.is_none() {
                 tx.stop_requested = true;
@@ -401,6 +439,7 @@ impl DtmfSender {
     /// re-keyed). Prefer [`DtmfSender::stop`] otherwise.
     pub fn reset(&mut self) {
         self.tx = None;
+        self.pending = None;
     }
 
     /// No event is being sent: `start` will be accepted and `poll` returns `None`.
@@ -438,6 +477,9 @@ impl DtmfSender {
                 tx.repeat = None;
                 if event_over {
                     self.tx = None;
+                    if let Some(q) = self.pending.take() {
+                        self.begin(q.event, q.volume, q.duration_ts, q.stopped);
+                    }
                 }
             }
             return Some(packet);
@@ -906,6 +948,54 @@ mod tests {
         tx.start(1, 10, None).unwrap();
         assert_eq!(tx.start(2, 10, None), Err(EventError::Busy));
         assert_eq!(tx.poll(0, &mut [0u8; 2]), None);
+    }
+
+    #[test]
+    fn a_digit_typed_while_the_last_ones_end_packets_go_out_is_queued_not_lost() {
+        let mut tx = DtmfSender::new(160).unwrap();
+        let mut buf = [0u8; 4];
+        let mut sent = Vec::new();
+        let mut ts = 0u32;
+        let mut poll = |tx: &mut DtmfSender, sent: &mut Vec<(bool, EventPayload)>| {
+            if let Some(p) = tx.poll(ts, &mut buf) {
+                sent.push((p.marker, EventPayload::parse(&buf).unwrap()));
+            }
+            ts += 160;
+        };
+        tx.start(1, 10, None).unwrap();
+        for _ in 0..3 {
+            poll(&mut tx, &mut sent);
+        }
+        tx.stop();
+        poll(&mut tx, &mut sent); // the end packet
+                                  // The next key goes down and up while digit 1's end is being repeated.
+        tx.start(2, 10, None).unwrap();
+        assert_eq!(
+            tx.start(3, 10, None),
+            Err(EventError::Busy),
+            "one digit waits"
+        );
+        tx.stop();
+        for _ in 0..8 {
+            poll(&mut tx, &mut sent);
+        }
+        assert!(tx.is_idle());
+        let ends: Vec<u8> = sent
+            .iter()
+            .filter(|(_, p)| p.end)
+            .map(|(_, p)| p.event)
+            .collect();
+        assert_eq!(
+            ends,
+            [1, 1, 1, 2, 2, 2],
+            "each digit ends three times, in order"
+        );
+        let starts: Vec<u8> = sent
+            .iter()
+            .filter(|(m, _)| *m)
+            .map(|(_, p)| p.event)
+            .collect();
+        assert_eq!(starts, [1, 2], "each digit starts with the marker");
     }
 
     #[test]

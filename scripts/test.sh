@@ -56,6 +56,11 @@ if [ "${SKIP_SMOKE:-0}" != 1 ]; then
 
     step "voice processing PESQ through the engine"
     python3 scripts/voice_pesq.py
+
+    step "SIP calls between two real phones (baresip) through examples/sip_gateway.rs"
+    # opus<->pcmu and pcmu<->g722 with DTMF, and a re-INVITE codec change; each script run
+    # installs baresip-core from Debian when root, else prints SKIP.
+    cargo test --release --test sip_e2e -- --ignored --test-threads=1
 fi
 
 step "all tests passed"

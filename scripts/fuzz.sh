@@ -61,6 +61,9 @@ if [ "${FUZZ_DEBUG_ASSERTIONS:-0}" = 1 ]; then
 fi
 
 cd "$root/fuzz"
+# The fuzz crate's own target directory (sanitizer builds never mix with normal ones), also
+# when the caller sets CARGO_TARGET_DIR for the main workspace: the binaries are run from it.
+export CARGO_TARGET_DIR="$root/fuzz/target"
 # One build, then the binaries run directly: `cargo fuzz run` would rebuild before every
 # target whenever src/ changed meanwhile (minutes each, and targets would test different
 # code). Equivalent by hand: cargo fuzz run --release TARGET -- -max_total_time=S ...

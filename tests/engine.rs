@@ -1599,3 +1599,36 @@ fn telephone_events_in_place_of_audio_are_not_counted_as_loss() {
     let q = e.session_quality(a.id).unwrap();
     assert_eq!(q.packets_lost, 0);
 }
+
+/// A control plane that only updates (or only destroys) for a while must see the command
+/// ring drain as the lane applies commands: room comes back without any other call.
+#[test]
+fn a_run_of_updates_alone_never_finds_the_command_ring_full_for_good() {
+    let e = MediaEngine::new(EngineConfig {
+        sessions_per_lane: 8,
+        lanes: 1,
+        command_capacity: 8,
+        raise_priority: false,
+        ..Default::default()
+    })
+    .unwrap();
+    e.start().unwrap();
+    let (a, _b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMA);
+    let mut refused = 0;
+    for k in 0..100u32 {
+        let mut p = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+        p.dsp.rx_gain_db = (k % 7) as f32 - 3.0;
+        let t0 = std::time::Instant::now();
+        loop {
+            match e.update_media_session(a, p.clone()) {
+                Ok(()) => break,
+                Err(Error::RingFull { .. }) if t0.elapsed() < Duration::from_secs(2) => {
+                    refused += 1;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(err) => panic!("update {k}: {err} after {refused} refusals"),
+            }
+        }
+    }
+    e.stop().unwrap();
+}

@@ -512,8 +512,11 @@ impl MediaEngine {
         if ls.outstanding + need > cap {
             if let LaneRun::Idle(lane) = &mut ls.run {
                 lane.drain();
-                Self::collect_retired(ls);
             }
+            // What a running lane has applied and retired frees room too: without this a
+            // caller issuing only destroys or updates saw a full ring until some other
+            // call happened to collect (found by the soak test: destroys refused for 5 s).
+            Self::collect_retired(ls);
         }
         ls.outstanding + need <= cap
     }

@@ -427,7 +427,7 @@ impl<T> ReceiveChannel<T> {
             rep.accelerated += frame as u32;
             self.sync.copy_within(frame..self.sync_len, 0);
             self.sync_len -= frame;
-            self.stretch_cooldown = STRETCH_INTERVAL_MS * self.plc.sample_rate_hz() as usize / 1000;
+            self.stretch_cooldown = self.default_stretch_interval();
             if let Some(item) = rep.relay.take() {
                 release(item);
             }
@@ -551,8 +551,7 @@ impl<T> ReceiveChannel<T> {
             if let Next::Decode { item, .. } = self.buffer.next(frame_ts) {
                 release(item);
                 rep.accelerated = frame_samples as u32;
-                self.stretch_cooldown =
-                    STRETCH_INTERVAL_MS * self.plc.sample_rate_hz() as usize / 1000;
+                self.stretch_cooldown = self.default_stretch_interval();
             }
             if self.buffer.continuing_dur() != Some(frame_ts) {
                 return RelayStep::Gap(rep);
@@ -572,6 +571,11 @@ impl<T> ReceiveChannel<T> {
         RelayStep::Gap(rep)
     }
 
+    /// [`STRETCH_INTERVAL_MS`] in samples: the spacing between two time-scale changes.
+    fn default_stretch_interval(&self) -> usize {
+        STRETCH_INTERVAL_MS * self.plc.sample_rate_hz() as usize / 1000
+    }
+
     /// Samples to play before the next time-scale change: [`STRETCH_INTERVAL_MS`], or one
     /// frame while the smoothed level is more than four frames over target (a stall or
     /// burst left a surplus that would otherwise take seconds to remove, NetEq-style).
@@ -580,7 +584,7 @@ impl<T> ReceiveChannel<T> {
         if self.level_avg > target + 4.0 * frame_ts as f32 {
             frame
         } else {
-            STRETCH_INTERVAL_MS * self.plc.sample_rate_hz() as usize / 1000
+            self.default_stretch_interval()
         }
     }
 
@@ -653,7 +657,7 @@ impl<T> ReceiveChannel<T> {
             rep.produced = false;
             rep.decoded = 0;
             rep.accelerated = out.len() as u32;
-            self.stretch_cooldown = STRETCH_INTERVAL_MS * self.plc.sample_rate_hz() as usize / 1000;
+            self.stretch_cooldown = self.default_stretch_interval();
             return Direct::Dropped(rep);
         }
         if !merged && n == out.len() {

@@ -428,7 +428,10 @@ fn a_fast_sender_on_a_relayed_call_is_absorbed_by_dropping_silent_frames() {
     // Same codec both legs: payloads are relayed, so no time-scale modification; the
     // surplus is dropped in the talk pauses instead.
     let (st, max_level) = drift(10_000.0, CodecSpec::PCMU, Some(500));
-    assert!(st.frames_relayed > 20_000, "relayed {}", st.frames_relayed);
+    // 28,691 of 30,000 measured: after a time-scale change leaves a partial frame pending,
+    // the next pause drops that sliver so packets line up with frames and relay again
+    // (without it 20,153: every frame after a stretch was transcoded until an underrun).
+    assert!(st.frames_relayed > 27_000, "relayed {}", st.frames_relayed);
     assert!(
         st.samples_accelerated >= 40_000,
         "dropped {} samples of silence",

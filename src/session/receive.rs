@@ -164,6 +164,12 @@ pub struct ReceiveChannel<T> {
 /// About -45 dBFS RMS (32768 · 10^(-45/20) ≈ 184), squared: below this a frame is a pause.
 const QUIET_MEAN_SQUARE: f32 = 184.0 * 184.0;
 
+/// 10 ms blocks that must have been quiet before a silent frame may be dropped: the drop
+/// then falls in a pause between phrases (≥ 60 ms with the frame itself), not in the 20–40
+/// ms gap of a stop consonant or between two words, where shortening the gap is heard as a
+/// stumble (and costs up to 0.1 PESQ per cut, against < 0.01 inside a long pause).
+const PAUSE_BLOCKS: usize = 4;
+
 /// Audio played between two time-scale changes, ms.
 const STRETCH_INTERVAL_MS: usize = 100;
 
@@ -391,13 +397,30 @@ impl<T> ReceiveChannel<T> {
             Adapt::Hold => false,
         };
         let mut advice = advice;
+        if relay_preferred
+            && self.sync_len > 0
+            && self.sync_len < frame
+            && self.buffer.held_ts() >= frame_ts + self.buffer.target_ts()
+            && self.in_pause(self.sync_len)
+        {
+            // A time-scale change left a partial frame pending, so no packet lines up with
+            // a frame and nothing can be relayed. In a pause (and with the target still
+            // held) drop that sliver of silence: frames line up with packets again.
+            rep.accelerated += self.sync_len as u32;
+            self.sync_len = 0;
+        }
         if !stretch && self.sync_len == 0 {
+            let realigned = rep.accelerated;
             match self.direct_frame(&mut out[..frame], frame_ts, advice, decode, release) {
-                Direct::Played(r) => return r,
+                Direct::Played(mut r) => {
+                    r.accelerated += realigned;
+                    return r;
+                }
                 Direct::Dropped(r) => {
                     // A silent frame above target was dropped; the general path below
                     // produces the frame that replaces it.
                     rep = r;
+                    rep.accelerated += realigned;
                     advice = Adapt::Hold;
                 }
                 Direct::No => {}
@@ -421,7 +444,7 @@ impl<T> ReceiveChannel<T> {
             self.sync_len = frame;
             rep.concealed += n as u32;
         }
-        if advice == Adapt::Shorten && self.sync_len >= frame && self.is_quiet(frame) {
+        if advice == Adapt::Shorten && self.sync_len >= frame && self.in_pause(frame) {
             // Above target and this frame is silence: drop it (inaudible, and a relayed
             // stream stays packet-aligned when the sync buffer held exactly this frame).
             rep.accelerated += frame as u32;
@@ -648,7 +671,8 @@ impl<T> ReceiveChannel<T> {
         self.plc.good_frame(out);
         self.concealing = false;
         self.codec_conceal_run = 0;
-        let blocks = (out.len() * 100).div_ceil(self.plc.sample_rate_hz().max(1) as usize);
+        let blocks =
+            (out.len() * 100).div_ceil(self.plc.sample_rate_hz().max(1) as usize) + PAUSE_BLOCKS;
         let quiet = self.plc.recent_blocks_below(blocks, QUIET_MEAN_SQUARE);
         if advice == Adapt::Shorten && quiet && !self.buffer.is_empty() {
             // Above target and this frame is silence: drop it (inaudible); what is buffered
@@ -698,6 +722,16 @@ impl<T> ReceiveChannel<T> {
         } else {
             (Adapt::Hold, false)
         }
+    }
+
+    /// True when the first `n` pending samples are below about -45 dBFS RMS and so was the
+    /// audio decoded before them for [`PAUSE_BLOCKS`] blocks (a pause, not a gap in a word).
+    fn in_pause(&self, n: usize) -> bool {
+        let blocks = (n * 100).div_ceil(self.plc.sample_rate_hz().max(1) as usize);
+        self.is_quiet(n)
+            && self
+                .plc
+                .recent_blocks_below(blocks + PAUSE_BLOCKS, QUIET_MEAN_SQUARE)
     }
 
     /// True when the first `n` pending samples are below about -45 dBFS RMS.

@@ -33,3 +33,15 @@ pub fn run_until_upstream_done(
     }
     my_done.store(true, Ordering::Release);
 }
+
+/// Lane-failure hand-shake: what a lane thread's guard does while it unwinds from a panic.
+/// It stops the lane (`stop`: the ticking stage leaves its loop), marks its own stage
+/// done (`my_done`: downstream stages drain and leave instead of waiting for it), and
+/// only then raises `failed` (release). The control plane polls `failed` (acquire); when
+/// it sees it, the other two stores are visible too, so every thread of the lane is on
+/// its way out and joining them cannot hang. Modelled in `loom-tests/tests/lane_failure.rs`.
+pub fn mark_failed(stop: &AtomicBool, my_done: &AtomicBool, failed: &AtomicBool) {
+    stop.store(true, Ordering::Release);
+    my_done.store(true, Ordering::Release);
+    failed.store(true, Ordering::Release);
+}

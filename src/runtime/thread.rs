@@ -191,9 +191,11 @@ struct FailGuard {
 impl Drop for FailGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.shared.failed.store(true, Ordering::Release);
-            self.shared.stop.store(true, Ordering::Release);
-            self.shared.stage_done[self.stage].store(true, Ordering::Release);
+            super::shutdown::mark_failed(
+                &self.shared.stop,
+                &self.shared.stage_done[self.stage],
+                &self.shared.failed,
+            );
         }
     }
 }

@@ -5,7 +5,8 @@
 //! cargo run --release --example sip_gateway -- --listen 127.0.0.1:5080 \
 //!     --route b=127.0.0.1:5170 [--route USER=ADDR ...] [--media-ip 127.0.0.1] \
 //!     [--rtp-ports 20000-29999] [--codecs pcmu,pcma,g722,opus] [--seconds 0] \
-//!     [--stats-interval 5] [--lanes 1] [--vad] [--reinvite-b SECONDS:CODEC] [-v]
+//!     [--stats-interval 5] [--lanes 1] [--vad] [--reinvite-b SECONDS:CODEC] \
+//!     [--lane-cores 1] [--io-cores 0] [--fifo] [-v]
 //! ```
 //!
 //! - SIP messages are parsed and written with the `rsip` crate; SDP is read and written by
@@ -22,7 +23,13 @@
 //!   BYE, RFC 3261 §17), OPTIONS, and re-INVITE from either side (hold with
 //!   `a=sendonly`/`inactive`, codec change) through [`MediaEngine::update_media_session`].
 //!   `--reinvite-b S:CODEC` makes the gateway itself re-INVITE leg B to CODEC S seconds
-//!   into each call (to measure the switch).
+//!   into each call (to measure the switch). A hold or resume (direction change) is passed
+//!   on to the other phone by a re-INVITE of ours (A `sendonly` -> `sendonly` toward B);
+//!   a codec change stays on its leg (the engine transcodes). Each offer/answer ends a
+//!   "media period" whose per-leg packet counts are logged, so a hold can be checked.
+//! - `--fifo` starts the lane and media I/O threads under SCHED_FIFO (top real-time
+//!   priority), `--lane-cores`/`--io-cores` pin them: SIPp or a build sharing the machine
+//!   then cannot delay a tick.
 //! - Engine events (DTMF, talkspurts with `--vad`, deadline overruns) and quality alerts
 //!   ([`QualityMonitor`]) are logged on the control plane; each call prints a summary at
 //!   its end (`CALL SUMMARY`), the gateway its totals at exit (`GATEWAY TOTALS`).
@@ -37,22 +44,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use media_core::codec::negotiation::{
-    answer, negotiate_reoffer, process_answer, CodecKind, LocalCapabilities, MediaOffer,
+    answer, negotiate_reoffer, process_answer, CodecKind, Direction, LocalCapabilities, MediaOffer,
     NegotiatedMedia,
 };
 use media_core::engine::{EngineEvent, QualityMonitor};
 use media_core::processing::audio::DspConfig;
+use media_core::quality::monitor::QualityEvent;
 use media_core::{DialogId, EngineConfig, MediaEngine, MediaSessionParams, SessionId};
-use media_io::{LaneIo, LegCounters, NewLeg};
+use media_io::{LaneIo, LegCounters, NewLeg, SendPts};
 use rsip::prelude::*;
 
 type BoxError = Box<dyn std::error::Error>;
 
 const USAGE: &str = "usage: sip_gateway --listen ADDR --route USER=ADDR [--route ...] \
 [--media-ip IP] [--rtp-ports LO-HI] [--codecs pcmu,pcma,g722,opus] [--seconds S (0 = until \
-Ctrl-C)] [--stats-interval S] [--lanes N] [--max-calls N] [--jitter-min-ms MS] [--opus-bitrate BPS] \
+Ctrl-C)] [--stats-interval S] [--lanes N] [--max-calls N] [--jitter-min-ms MS] [--jitter-max-ms MS] \
+[--packet-slots-per-session N] [--opus-bitrate BPS] \
 [--opus-loss-percent P] [--vad] \
-[--reinvite-b S:CODEC] [-v]";
+[--reinvite-b S:CODEC] [--lane-cores C,..] [--io-cores C,..] [--fifo] [-v]";
 
 struct Args {
     listen: SocketAddr,
@@ -67,9 +76,17 @@ struct Args {
     max_calls: usize,
     vad: bool,
     jitter_min_ms: Option<u32>,
+    jitter_max_ms: Option<u32>,
+    /// Ingress packet slots per session (`EngineConfig::packet_slots_per_lane`).
+    packet_slots_per_session: Option<usize>,
     opus_bitrate_bps: Option<i32>,
     opus_loss_percent: Option<i32>,
     reinvite_b: Option<(f64, CodecKind)>,
+    /// Cores for the lane threads (`EngineConfig::cores`) and the media I/O threads.
+    lane_cores: Vec<usize>,
+    io_cores: Vec<usize>,
+    /// Start lanes and media I/O under SCHED_FIFO (top real-time priority).
+    fifo: bool,
     verbose: bool,
 }
 
@@ -81,6 +98,43 @@ fn codec_kind(name: &str) -> Result<CodecKind, BoxError> {
         "opus" => CodecKind::Opus,
         other => return Err(format!("unknown codec {other:?} (pcmu, pcma, g722, opus)").into()),
     })
+}
+
+/// `0,1` -> [0, 1]; none -> [] (unpinned).
+fn cores(list: Option<&str>) -> Result<Vec<usize>, BoxError> {
+    list.map_or(Ok(Vec::new()), |l| {
+        l.split(',')
+            .map(|c| {
+                c.trim()
+                    .parse()
+                    .map_err(|e| format!("core {c:?}: {e}").into())
+            })
+            .collect()
+    })
+}
+
+/// Switches the calling thread to SCHED_FIFO (lowest real-time priority) or back to
+/// SCHED_OTHER. Threads spawned meanwhile inherit it, and their `ThreadPriority::Max`
+/// then means the top real-time priority, so SIPp or a build on the same core cannot
+/// delay a lane tick (under SCHED_OTHER, Max is only nice -20).
+fn set_fifo(on: bool) -> Result<(), String> {
+    let param = libc::sched_param {
+        sched_priority: i32::from(on),
+    };
+    let policy = if on {
+        libc::SCHED_FIFO
+    } else {
+        libc::SCHED_OTHER
+    };
+    // SAFETY: `param` is a valid sched_param; pthread_self() is the calling thread.
+    let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), policy, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "SCHED_FIFO switch failed (error {rc}; needs CAP_SYS_NICE)"
+        ))
+    }
 }
 
 fn resolve(s: &str) -> Result<SocketAddr, BoxError> {
@@ -159,9 +213,16 @@ fn parse_args() -> Result<Args, BoxError> {
         max_calls: opt("--max-calls")?.map_or(Ok(1000), str::parse)?,
         vad: has("--vad"),
         jitter_min_ms: opt("--jitter-min-ms")?.map(str::parse).transpose()?,
+        jitter_max_ms: opt("--jitter-max-ms")?.map(str::parse).transpose()?,
+        packet_slots_per_session: opt("--packet-slots-per-session")?
+            .map(str::parse)
+            .transpose()?,
         opus_bitrate_bps: opt("--opus-bitrate")?.map(str::parse).transpose()?,
         opus_loss_percent: opt("--opus-loss-percent")?.map(str::parse).transpose()?,
         reinvite_b,
+        lane_cores: cores(opt("--lane-cores")?)?,
+        io_cores: cores(opt("--io-cores")?)?,
+        fifo: has("--fifo"),
         verbose: has("-v") || has("--verbose"),
     })
 }
@@ -221,6 +282,13 @@ impl Side {
         match self {
             Side::A => "A",
             Side::B => "B",
+        }
+    }
+
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
         }
     }
 }
@@ -287,6 +355,43 @@ struct Leg {
     sdp_version: u64,
     dtmf: String,
     retx: Vec<Retx>,
+    /// A re-INVITE we sent on this leg and await the answer to: its CSeq, our offer and
+    /// its Via branch (a non-2xx ACK reuses it, RFC 3261 §17.1.1.3).
+    reinvite: Option<(u32, MediaOffer, String)>,
+    /// Counters at the start of the call's current media period (since the last
+    /// offer/answer on either leg), so a hold or codec change can be checked per period.
+    period: Period,
+}
+
+/// Where a leg's media period began: its counters then.
+#[derive(Clone, Copy)]
+struct Period {
+    since: Instant,
+    rx: u64,
+    tx: u64,
+    held: u64,
+}
+
+impl Period {
+    fn start(c: &LegCounters) -> Period {
+        Period {
+            since: Instant::now(),
+            rx: LegCounters::get(&c.rtp_in),
+            tx: LegCounters::get(&c.rtp_out),
+            held: LegCounters::get(&c.held_drops),
+        }
+    }
+
+    /// `rx R tx T held-drops H over S s` since the period began.
+    fn describe(&self, c: &LegCounters) -> String {
+        format!(
+            "rx {} tx {} held-drops {} over {:.1} s",
+            LegCounters::get(&c.rtp_in).saturating_sub(self.rx),
+            LegCounters::get(&c.rtp_out).saturating_sub(self.tx),
+            LegCounters::get(&c.held_drops).saturating_sub(self.held),
+            self.since.elapsed().as_secs_f64()
+        )
+    }
 }
 
 struct Call {
@@ -301,8 +406,7 @@ struct Call {
     a_final: Option<String>,
     /// Our INVITE to B (CANCEL and non-2xx ACK reuse its Via branch and CSeq).
     b_invite: rsip::Request,
-    /// B's to-tag and the pending in-dialog re-INVITE we sent B (its CSeq), if any.
-    b_reinvite: Option<(u32, MediaOffer)>,
+    /// `--reinvite-b` was done (or is not due in this call).
     reinvite_done: bool,
     done_at: Option<Instant>,
 }
@@ -317,6 +421,11 @@ struct Totals {
     overruns: u64,
     dtmf: u64,
     reinvites: u64,
+    /// Quality alerts on legs that receive media (a warning each).
+    alerts: u64,
+    /// Quality alerts on legs on hold (we asked the peer not to send): expected, not
+    /// counted as failures.
+    alerts_on_hold: u64,
 }
 
 struct Gateway {
@@ -763,6 +872,8 @@ impl Gateway {
             sdp_version: 1,
             dtmf: String::new(),
             retx: Vec::new(),
+            reinvite: None,
+            period: Period::start(&LegCounters::default()),
         };
         let b = Leg {
             call_id: b_call_id.clone(),
@@ -781,6 +892,8 @@ impl Gateway {
             sdp_version: 1,
             dtmf: String::new(),
             retx: vec![Retx::new("INVITE", b_invite.to_string(), dest)],
+            reinvite: None,
+            period: Period::start(&LegCounters::default()),
         };
         self.send(&b_invite.to_string(), dest);
         log::info!(
@@ -809,7 +922,6 @@ impl Gateway {
                 a_src: src,
                 a_final: None,
                 b_invite,
-                b_reinvite: None,
                 reinvite_done: false,
                 done_at: None,
             },
@@ -840,13 +952,10 @@ impl Gateway {
         };
         leg.retx.retain(|r| r.what != what);
         match (side, cseq.method) {
-            (Side::B, rsip::Method::Invite) => {
-                if cseq.seq == 1 {
-                    self.on_b_invite_response(n, resp, src)
-                } else {
-                    self.on_b_reinvite_response(n, resp, cseq.seq)
-                }
+            (Side::B, rsip::Method::Invite) if cseq.seq == 1 => {
+                self.on_b_invite_response(n, resp, src)
             }
+            (_, rsip::Method::Invite) => self.on_reinvite_response(n, side, resp, cseq.seq),
             (_, rsip::Method::Bye) => {
                 log::debug!("call {n}: BYE answered {code} by {}", side.name());
                 Ok(())
@@ -855,33 +964,30 @@ impl Gateway {
         }
     }
 
+    /// The ACK for a final response to an INVITE we sent on `side`. `non2xx`: the
+    /// Request-URI and Via branch of that INVITE, since a non-2xx ACK belongs to the
+    /// INVITE transaction (RFC 3261 §17.1.1.3); a 2xx ACK is a new transaction to the
+    /// peer's Contact (§13.2.2.4).
     fn ack_for(
         &mut self,
         n: u64,
+        side: Side,
         resp: &rsip::Response,
-        non2xx: bool,
+        non2xx: Option<(String, Option<String>)>,
     ) -> Result<Option<(String, SocketAddr)>, BoxError> {
         let Some(c) = self.calls.get(&n) else {
             return Ok(None);
         };
+        let leg = match side {
+            Side::A => &c.a,
+            Side::B => &c.b,
+        };
         let to = resp.to_header()?.value().to_string();
         let cseq = resp.cseq_header()?.typed()?.seq;
-        // A non-2xx ACK belongs to the INVITE transaction: same branch and Request-URI
-        // (RFC 3261 §17.1.1.3); a 2xx ACK is a new transaction to the Contact.
-        let (uri, branch) = if non2xx {
-            let branch = c
-                .b_invite
-                .via_header()?
-                .typed()?
-                .branch()
-                .map(|b| b.to_string());
-            (c.b_invite.uri.to_string(), branch)
-        } else {
-            (c.b.target.clone(), None)
-        };
-        let from = format!("{};tag={}", c.b.local_uri, c.b.local_tag);
-        let call_id = c.b.call_id.clone();
-        let dest = c.b.dest;
+        let (uri, branch) = non2xx.unwrap_or_else(|| (leg.target.clone(), None));
+        let from = format!("{};tag={}", leg.local_uri, leg.local_tag);
+        let call_id = leg.call_id.clone();
+        let dest = leg.dest;
         let ack = self.request(
             rsip::Method::Ack,
             &uri,
@@ -913,7 +1019,14 @@ impl Gateway {
             return Ok(());
         }
         if code >= 300 {
-            if let Some((ack, dest)) = self.ack_for(n, &resp, true)? {
+            let branch = call
+                .b_invite
+                .via_header()?
+                .typed()?
+                .branch()
+                .map(|b| b.to_string());
+            let non2xx = Some((call.b_invite.uri.to_string(), branch));
+            if let Some((ack, dest)) = self.ack_for(n, Side::B, &resp, non2xx)? {
                 self.send(&ack, dest);
             }
             let Some(call) = self.calls.get_mut(&n) else {
@@ -960,7 +1073,7 @@ impl Gateway {
             }
             log::debug!("call {n}: B tag {b_tag:?}");
         }
-        if let Some((ack, dest)) = self.ack_for(n, &resp, false)? {
+        if let Some((ack, dest)) = self.ack_for(n, Side::B, &resp, None)? {
             self.send(&ack, dest);
         }
         let state = self.calls[&n].state;
@@ -1057,6 +1170,7 @@ impl Gateway {
             (&mut call.a, ha.id, a_peer, &a_media),
             (&mut call.b, hb.id, b_peer, &b_media),
         ] {
+            leg.period = Period::start(&leg.counters);
             if let Some((rtp, rtcp)) = leg.sockets.take() {
                 io.add(NewLeg {
                     session: id,
@@ -1064,6 +1178,7 @@ impl Gateway {
                     rtcp,
                     peer,
                     send: media.direction.sends(),
+                    pts: SendPts::of(media),
                     counters: leg.counters.clone(),
                 });
             }
@@ -1259,7 +1374,7 @@ impl Gateway {
             let c = &leg.counters;
             let g = LegCounters::get;
             println!(
-                "  leg {} {}: rx {} pkts, tx {} pkts | MOS {} | loss {:.2}% ({} lost, {} late) | jitter {:.1} ms | concealed {}/{} frames | jb {} ms | DTMF seen: {} (sent {} pkts, refused {}) | drops: ingress {} not-rtp {} held {} send-err {} | rtcp in {}",
+                "  leg {} {}: rx {} pkts, tx {} pkts | MOS {} | loss {:.2}% ({} lost, {} late) | jitter {:.1} ms | concealed {}/{} frames | jb {} ms | DTMF seen: {} (sent {} pkts, refused {}) | drops: ingress {} not-rtp {} held {} send-err {} | tx-unnegotiated-pt {} | rtcp in {}",
                 side.name(),
                 codec(leg),
                 g(&c.rtp_in),
@@ -1283,8 +1398,17 @@ impl Gateway {
                 g(&c.not_rtp),
                 g(&c.held_drops),
                 g(&c.send_errors),
+                g(&c.tx_bad_pt),
                 g(&c.rtcp_in),
             );
+            if let Some(m) = &leg.media {
+                println!(
+                    "  leg {} last media period ({}, since the last offer/answer): {}",
+                    side.name(),
+                    m.direction.attribute(),
+                    leg.period.describe(c)
+                );
+            }
         }
     }
 
@@ -1360,20 +1484,30 @@ impl Gateway {
         let t = Instant::now();
         self.engine.update_media_session(id, params)?;
         let peer = peer_addr(Some(&offer), self.args.media_ip)?;
-        self.ios[id.lane()].update(id, peer, media.direction.sends());
-        log::info!(
-            "call {n}: re-INVITE from {}: {} -> {}, direction {}, applied in {:.2} ms",
-            side.name(),
-            describe(&prev),
-            describe(&media),
-            media.direction.attribute(),
-            t.elapsed().as_secs_f64() * 1000.0
-        );
+        self.ios[id.lane()].update(id, peer, media.direction.sends(), SendPts::of(&media));
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
         let leg = match side {
             Side::A => &mut call.a,
             Side::B => &mut call.b,
         };
+        let what = format!(
+            "re-INVITE from {}: {} -> {}, our direction {} -> {}",
+            side.name(),
+            describe(&prev),
+            describe(&media),
+            prev.direction.attribute(),
+            media.direction.attribute(),
+        );
+        log::info!(
+            "call {n}: {what}, applied in {:.2} ms",
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+        // A hold or resume (direction change) is passed on to the other phone, so it stops
+        // (or restarts) sending media nobody will play: what the offerer sends we send
+        // on, what it will not receive we ask the other side not to send (RFC 3264 §8.4).
+        // A codec change stays on its leg: the engine transcodes.
+        let forward = (prev.direction != media.direction)
+            .then(|| Direction::from_flags(offer.direction.sends(), offer.direction.receives()));
         leg.sdp_version += 1;
         leg.offer = Some(offer);
         let (port, version, tag) = (leg.rtp_port, leg.sdp_version, leg.local_tag.clone());
@@ -1386,27 +1520,54 @@ impl Gateway {
         leg.media = Some(media);
         let r = self.response(&req, 200, Some(&tag), vec![], Some(sdp));
         self.send(&r, src);
+        self.new_period(n, &what);
+        if let Some(dir) = forward {
+            let other = side.other();
+            if let Err(e) = self.send_reinvite(n, other, None, dir) {
+                log::warn!(
+                    "call {n}: passing the hold/resume on to {}: {e}",
+                    other.name()
+                );
+            }
+        }
         Ok(())
     }
 
-    /// `--reinvite-b`: offer B only `kind` on its current port.
-    fn reinvite_b(&mut self, n: u64, kind: CodecKind) -> Result<(), BoxError> {
+    /// Sends a re-INVITE on `side`'s dialog: our offer on the leg's port with only `kind`
+    /// (`--reinvite-b`, a codec switch) or only the leg's current codec (`None`), and
+    /// `direction` (hold: `sendonly`/`inactive`, resume: `sendrecv`). One at a time per
+    /// leg (RFC 3261 §14.1: no second INVITE while one is pending).
+    fn send_reinvite(
+        &mut self,
+        n: u64,
+        side: Side,
+        kind: Option<CodecKind>,
+        direction: Direction,
+    ) -> Result<(), BoxError> {
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
-        call.reinvite_done = true;
-        let prev = call.b.media.clone().ok_or("no B media")?;
-        let offer = caps(&[kind], prev.ptime_ms).create_offer(call.b.rtp_port, Some(&prev));
-        call.b.local_cseq += 1;
-        call.b.sdp_version += 1;
+        let leg = match side {
+            Side::A => &mut call.a,
+            Side::B => &mut call.b,
+        };
+        if leg.reinvite.is_some() {
+            return Err("a re-INVITE on this leg is still pending".into());
+        }
+        let prev = leg.media.clone().ok_or("no media on the leg")?;
+        let kind = kind.or(prev.send_kind()).ok_or("leg has no voice codec")?;
+        let mut local = caps(&[kind], prev.ptime_ms);
+        local.direction = direction;
+        let offer = local.create_offer(leg.rtp_port, Some(&prev));
+        leg.local_cseq += 1;
+        leg.sdp_version += 1;
         let (target, from, to, cid, cseq, dest, version) = (
-            call.b.target.clone(),
-            format!("{};tag={}", call.b.local_uri, call.b.local_tag),
-            call.b.remote.clone(),
-            call.b.call_id.clone(),
-            call.b.local_cseq,
-            call.b.dest,
-            call.b.sdp_version,
+            leg.target.clone(),
+            format!("{};tag={}", leg.local_uri, leg.local_tag),
+            leg.remote.clone(),
+            leg.call_id.clone(),
+            leg.local_cseq,
+            leg.dest,
+            leg.sdp_version,
         );
-        call.b_reinvite = Some((cseq, offer.clone()));
         let sdp = self.sdp(offer.to_media_description(), version);
         let r = self.request(
             rsip::Method::Invite,
@@ -1418,15 +1579,34 @@ impl Gateway {
             cseq,
             Some(sdp),
         )?;
-        log::info!("call {n}: re-INVITE to B offering {kind:?}");
+        let branch = r
+            .via_header()?
+            .typed()?
+            .branch()
+            .map(|b| b.to_string())
+            .unwrap_or_default();
+        log::info!(
+            "call {n}: re-INVITE to {} offering {kind:?}, {}",
+            side.name(),
+            direction.attribute()
+        );
         let text = r.to_string();
         self.send(&text, dest);
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        let leg = match side {
+            Side::A => &mut call.a,
+            Side::B => &mut call.b,
+        };
+        leg.reinvite = Some((cseq, offer, branch));
+        leg.retx.push(Retx::new("INVITE", text, dest));
         Ok(())
     }
 
-    fn on_b_reinvite_response(
+    /// A final answer to our re-INVITE on `side`: ACK it and apply the new media.
+    fn on_reinvite_response(
         &mut self,
         n: u64,
+        side: Side,
         resp: rsip::Response,
         seq: u32,
     ) -> Result<(), BoxError> {
@@ -1434,40 +1614,87 @@ impl Gateway {
         if code < 200 {
             return Ok(());
         }
-        if let Some((ack, dest)) = self.ack_for(n, &resp, code >= 300)? {
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        let leg = match side {
+            Side::A => &mut call.a,
+            Side::B => &mut call.b,
+        };
+        let pending = match &leg.reinvite {
+            Some((want, _, _)) if *want == seq => leg.reinvite.take(),
+            _ => None,
+        };
+        let non2xx = (code >= 300).then(|| {
+            let branch = pending.as_ref().map(|(_, _, b)| b.clone());
+            (leg.target.clone(), branch)
+        });
+        if let Some((ack, dest)) = self.ack_for(n, side, &resp, non2xx)? {
             self.send(&ack, dest);
         }
-        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
-        let Some((want, offer)) = call.b_reinvite.take() else {
-            return Ok(()); // a retransmitted 200: ACKed above
+        let Some((_, offer, _)) = pending else {
+            return Ok(()); // a retransmitted final response: ACKed above
         };
-        if want != seq || code >= 300 {
-            log::warn!("call {n}: B refused the re-INVITE: {}", resp.status_code);
+        if code >= 300 {
+            log::warn!(
+                "call {n}: {} refused our re-INVITE: {}",
+                side.name(),
+                resp.status_code
+            );
             return Ok(());
         }
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        let leg = match side {
+            Side::A => &mut call.a,
+            Side::B => &mut call.b,
+        };
         let text = body_text(&resp.body).ok_or("no SDP in re-INVITE answer")?;
         let ans = MediaOffer::from_sdp(&text)?;
         let media = process_answer(&offer, &ans)?;
-        let id = call.b.session.ok_or("no B session")?;
-        let prev = call.b.media.clone().ok_or("no B media")?;
+        let id = leg.session.ok_or("no session on the leg")?;
+        let prev = leg.media.clone().ok_or("no media on the leg")?;
         let mut params = MediaSessionParams::from_negotiated(&media)?;
         params.ptime = MediaSessionParams::from_negotiated(&prev)?.ptime;
         self.opus_overrides(&mut params, &media);
         let t = Instant::now();
         self.engine.update_media_session(id, params)?;
         let peer = peer_addr(Some(&ans), self.args.media_ip)?;
-        self.ios[id.lane()].update(id, peer, media.direction.sends());
+        self.ios[id.lane()].update(id, peer, media.direction.sends(), SendPts::of(&media));
         self.totals.reinvites += 1;
-        log::info!(
-            "call {n}: leg B switched {} -> {} by our re-INVITE (update {:.2} ms)",
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        let leg = match side {
+            Side::A => &mut call.a,
+            Side::B => &mut call.b,
+        };
+        let what = format!(
+            "leg {} switched by our re-INVITE: {} -> {}, our direction {} -> {}",
+            side.name(),
             describe(&prev),
             describe(&media),
+            prev.direction.attribute(),
+            media.direction.attribute(),
+        );
+        log::info!(
+            "call {n}: {what} (update {:.2} ms)",
             t.elapsed().as_secs_f64() * 1000.0
         );
-        if let Some(c) = self.calls.get_mut(&n) {
-            c.b.media = Some(media);
-        }
+        leg.media = Some(media);
+        self.new_period(n, &what);
         Ok(())
+    }
+
+    /// Ends the call's media period (an offer/answer changed a leg): logs what each leg
+    /// received and sent in it and starts the next, so a hold (nothing sent toward the
+    /// held phone) and what follows a resume or codec change can be checked.
+    fn new_period(&mut self, n: u64, why: &str) {
+        let Some(c) = self.calls.get_mut(&n) else {
+            return;
+        };
+        log::info!(
+            "call {n}: media period ended ({why}): leg A {} | leg B {}",
+            c.a.period.describe(&c.a.counters),
+            c.b.period.describe(&c.b.counters)
+        );
+        c.a.period = Period::start(&c.a.counters);
+        c.b.period = Period::start(&c.b.counters);
     }
 
     fn on_engine_event(&mut self, ev: EngineEvent) {
@@ -1570,7 +1797,12 @@ impl Gateway {
         }
         if let Some((_, kind)) = self.args.reinvite_b {
             for n in reinvites {
-                if let Err(e) = self.reinvite_b(n, kind) {
+                let dir = self
+                    .calls
+                    .get(&n)
+                    .and_then(|c| c.b.media.as_ref())
+                    .map_or(Direction::SendRecv, |m| m.direction);
+                if let Err(e) = self.send_reinvite(n, Side::B, Some(kind), dir) {
                     log::warn!("call {n}: re-INVITE to B: {e}");
                 }
             }
@@ -1595,6 +1827,15 @@ impl Gateway {
                     self.release_media(n);
                 }
                 ("200/INVITE", Some(State::AwaitAck)) => self.hang_up(n, None),
+                ("INVITE", Some(_)) => {
+                    // Our re-INVITE went unanswered: the leg keeps its media; allow another.
+                    if let Some(c) = self.calls.get_mut(&n) {
+                        match side {
+                            Side::A => c.a.reinvite = None,
+                            Side::B => c.b.reinvite = None,
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -1602,6 +1843,45 @@ impl Gateway {
             if let Some(c) = self.calls.remove(&n) {
                 self.by_call_id.remove(&c.a.call_id);
                 self.by_call_id.remove(&c.b.call_id);
+            }
+        }
+    }
+
+    /// A quality alert: a warning, unless its leg is on hold (we told the peer not to
+    /// send, so a receive stream that stops is expected, RFC 3264 §8.4).
+    fn on_quality_event(&mut self, ev: QualityEvent) {
+        let session = match ev {
+            QualityEvent::MosLow { session, .. }
+            | QualityEvent::MosRecovered { session, .. }
+            | QualityEvent::LossHigh { session, .. }
+            | QualityEvent::LossRecovered { session, .. } => Some(SessionId::from_u64(session)),
+            _ => None,
+        };
+        let leg = session.and_then(|id| {
+            let &(n, side) = self.by_session.get(&id)?;
+            let c = self.calls.get(&n)?;
+            let leg = match side {
+                Side::A => &c.a,
+                Side::B => &c.b,
+            };
+            Some((n, side, leg.media.as_ref().map(|m| m.direction)))
+        });
+        match leg {
+            Some((n, side, Some(dir))) if !dir.receives() => {
+                self.totals.alerts_on_hold += 1;
+                log::info!(
+                    "call {n}: leg {} on hold ({}): quality alert expected: {ev:?}",
+                    side.name(),
+                    dir.attribute()
+                );
+            }
+            Some((n, side, _)) => {
+                self.totals.alerts += 1;
+                log::warn!("call {n}: leg {}: quality alert: {ev:?}", side.name());
+            }
+            None => {
+                self.totals.alerts += 1;
+                log::warn!("quality alert: {ev:?}");
             }
         }
     }
@@ -1672,20 +1952,42 @@ fn main() -> Result<(), BoxError> {
         jitter.min_delay_ms = ms;
         jitter.initial_delay_ms = jitter.initial_delay_ms.max(ms);
     }
+    if let Some(ms) = args.jitter_max_ms {
+        jitter.max_delay_ms = ms.max(jitter.min_delay_ms);
+        jitter.initial_delay_ms = jitter.initial_delay_ms.min(jitter.max_delay_ms);
+    }
+    let sessions_per_lane = (2 * args.max_calls).div_ceil(lanes).max(2) + 8;
     let engine = Arc::new(MediaEngine::new(EngineConfig {
         lanes,
         jitter,
-        sessions_per_lane: (2 * args.max_calls).div_ceil(lanes).max(2) + 8,
+        sessions_per_lane,
+        packet_slots_per_lane: args
+            .packet_slots_per_session
+            .map(|n| n * sessions_per_lane + 256),
+        cores: args.lane_cores.clone(),
         ..Default::default()
     })?);
+    if args.fifo {
+        if let Err(e) = set_fifo(true) {
+            log::warn!("--fifo: {e}; lanes run at normal priority");
+        }
+    }
     let mut ios = Vec::new();
     for lane in 0..lanes {
         let (ingress, egress) = engine
             .take_rtp_handles(lane)
             .ok_or("transport handles already taken")?;
-        ios.push(LaneIo::spawn(ingress, egress)?);
+        let core = args
+            .io_cores
+            .get(lane % args.io_cores.len().max(1))
+            .copied();
+        ios.push(LaneIo::spawn(ingress, egress, core)?);
     }
     engine.start()?;
+    if args.fifo {
+        // Only the lanes and I/O threads stay real-time: SIP handling is not.
+        let _ = set_fifo(false);
+    }
     let sock = UdpSocket::bind(args.listen)?;
     sock.set_read_timeout(Some(Duration::from_millis(10)))?;
     let free_ports: Vec<u16> = (args.rtp_lo..args.rtp_hi)
@@ -1764,7 +2066,7 @@ fn main() -> Result<(), BoxError> {
             next_monitor = now + Duration::from_secs(1);
             let t = Instant::now();
             for ev in monitor.poll(&engine) {
-                log::warn!("quality alert: {ev:?}");
+                gw.on_quality_event(ev);
             }
             let ms = t.elapsed().as_secs_f64() * 1000.0;
             if ms > 20.0 {
@@ -1779,6 +2081,22 @@ fn main() -> Result<(), BoxError> {
             break;
         }
     }
+    // What is left before shutdown ends live calls: a call that ended (BYE, CANCEL,
+    // failure) must have given back its media sessions and RTP ports by now.
+    let port_pairs = (gw.args.rtp_lo..gw.args.rtp_hi)
+        .step_by(2)
+        .map(|p| p + (p & 1))
+        .filter(|p| *p < gw.args.rtp_hi)
+        .count();
+    println!(
+        "GATEWAY STATE at exit: calls live {} | media sessions {} | RTP port pairs in use {}",
+        gw.calls
+            .values()
+            .filter(|c| !matches!(c.state, State::Done))
+            .count(),
+        engine.session_ids().len(),
+        port_pairs - gw.free_ports.len()
+    );
     // Shut down: end live calls, then totals.
     let live: Vec<u64> = gw
         .calls
@@ -1795,8 +2113,22 @@ fn main() -> Result<(), BoxError> {
         .lanes
         .iter()
         .fold((0, 0), |(o, d), l| (o + l.deadline_overruns, d + l.drops));
+    // What the lane drops were: packets for a session already destroyed (a phone still
+    // sending after BYE: harmless) or real losses (no free packet slot, backlog).
+    let mut why = [0u64; 4];
+    let (mut skipped, mut max_tick_ns) = (0u64, 0u64);
+    for lane in 0..gw.ios.len() {
+        if let Some(st) = engine.lane_stats(lane) {
+            skipped += st.ticks_skipped;
+            max_tick_ns = max_tick_ns.max(st.max_tick_ns);
+            why[0] += st.unknown_session;
+            why[1] += st.ingress_full;
+            why[2] += st.stage_backlog_drops;
+            why[3] += st.malformed + st.ingress_too_large + st.internal_ring_full;
+        }
+    }
     println!(
-        "GATEWAY TOTALS calls attempted {} completed {} failed {} rejected-488 {} cancelled {} re-INVITEs {} DTMF digits {} | deadline overruns {} drops {} | uptime {:.1} s",
+        "GATEWAY TOTALS calls attempted {} completed {} failed {} rejected-488 {} cancelled {} re-INVITEs {} DTMF digits {} | quality alerts {} (on held legs {}) | deadline overruns {} ticks skipped {} longest tick {:.1} ms drops {} (after session end {}, no packet slot {}, stage backlog {}, other {}) | uptime {:.1} s",
         gw.totals.attempted,
         gw.totals.completed,
         gw.totals.failed,
@@ -1804,8 +2136,16 @@ fn main() -> Result<(), BoxError> {
         gw.totals.cancelled,
         gw.totals.reinvites,
         gw.totals.dtmf,
+        gw.totals.alerts,
+        gw.totals.alerts_on_hold,
         overruns.max(gw.totals.overruns),
+        skipped,
+        max_tick_ns as f64 / 1e6,
         drops,
+        why[0],
+        why[1],
+        why[2],
+        why[3],
         gw.started.elapsed().as_secs_f64()
     );
     let _ = engine.flush(Duration::from_secs(1));

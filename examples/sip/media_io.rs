@@ -12,7 +12,11 @@
 //! egress ring is drained at least every millisecond): only sockets with datagrams are read,
 //! so the cost grows with packets, not with legs. (A first version polled every socket in
 //! turn: with 1,000 calls that was 4,000 mostly empty `recvfrom` calls per pass, and the
-//! thread saturated a core.) A production transport would add `recvmmsg`/`sendmmsg` or
+//! thread saturated a core.) Each ready socket gives one datagram per wake-up: epoll is
+//! level-triggered, so a socket with more is reported again at once, and the `recvfrom`
+//! that would only have returned `EAGAIN` (one per packet at 50 packets/s per leg, half of
+//! all receive calls) is saved. `recvmmsg`/`sendmmsg` would not batch here (one
+//! datagram per socket per 20 ms); a production transport would share sockets or use
 //! io_uring.
 
 use std::collections::HashMap;
@@ -43,6 +47,10 @@ pub struct LegCounters {
     pub held_drops: AtomicU64,
     /// `send_to` failures.
     pub send_errors: AtomicU64,
+    /// Packets sent with a payload type the leg's SDP did not negotiate for sending
+    /// (neither its voice codec nor telephone-event): a codec switch that did not reach
+    /// the encoder shows here.
+    pub tx_bad_pt: AtomicU64,
     /// RTCP datagrams received.
     pub rtcp_in: AtomicU64,
 }
@@ -51,6 +59,31 @@ impl LegCounters {
     /// Reads one counter.
     pub fn get(a: &AtomicU64) -> u64 {
         a.load(Ordering::Relaxed)
+    }
+}
+
+/// The payload types a leg may send (RFC 3264: the answer fixes them): voice and, if
+/// negotiated, telephone-event (RFC 4733).
+#[derive(Debug, Clone, Copy)]
+pub struct SendPts {
+    /// The voice codec's payload type.
+    pub voice: u8,
+    /// telephone-event's payload type.
+    pub event: Option<u8>,
+}
+
+impl SendPts {
+    /// What `media` sends on.
+    pub fn of(media: &media_core::codec::negotiation::NegotiatedMedia) -> SendPts {
+        SendPts {
+            voice: media.send.pt,
+            event: media.telephone_event_send,
+        }
+    }
+
+    fn allows(&self, pt: u8) -> bool {
+        // RFC 3389 comfort noise (static PT 13) is allowed as well: the engine may send it.
+        pt == self.voice || Some(pt) == self.event || pt == 13
     }
 }
 
@@ -66,6 +99,8 @@ pub struct NewLeg {
     pub peer: SocketAddr,
     /// Whether we send on this leg (SDP direction).
     pub send: bool,
+    /// Payload types we may send on this leg.
+    pub pts: SendPts,
     /// Counters shared with the control plane.
     pub counters: Arc<LegCounters>,
 }
@@ -77,6 +112,7 @@ enum Cmd {
         session: SessionId,
         peer: SocketAddr,
         send: bool,
+        pts: SendPts,
     },
 }
 
@@ -89,7 +125,12 @@ pub struct LaneIo {
 
 impl LaneIo {
     /// Starts the thread around a lane's transport handles.
-    pub fn spawn(ingress: IngressHandle, egress: EgressHandle) -> std::io::Result<LaneIo> {
+    /// `core`: pin the thread there (like the lane's `EngineConfig::cores`), else unpinned.
+    pub fn spawn(
+        ingress: IngressHandle,
+        egress: EgressHandle,
+        core: Option<usize>,
+    ) -> std::io::Result<LaneIo> {
         // The control plane talks to the thread through an SPSC ring, like it does to lanes.
         let (tx, rx) = rtrb::RingBuffer::new(CMD_CAPACITY);
         let stop = Arc::new(AtomicBool::new(false));
@@ -103,7 +144,14 @@ impl LaneIo {
         };
         let thread = std::thread::Builder::new()
             .name(format!("sip-media-io-{}", io.ingress.lane()))
-            .spawn(move || io.run())?;
+            .spawn(move || {
+                if let Some(c) = core {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+                        log::warn!("media I/O: could not pin to core {c}");
+                    }
+                }
+                io.run()
+            })?;
         Ok(LaneIo {
             tx,
             stop,
@@ -127,12 +175,13 @@ impl LaneIo {
         self.command(Cmd::Remove(session));
     }
 
-    /// Changes a leg's peer and whether we send (re-INVITE).
-    pub fn update(&mut self, session: SessionId, peer: SocketAddr, send: bool) {
+    /// Changes a leg's peer, whether we send and on which payload types (re-INVITE).
+    pub fn update(&mut self, session: SessionId, peer: SocketAddr, send: bool, pts: SendPts) {
         self.command(Cmd::Update {
             session,
             peer,
             send,
+            pts,
         });
     }
 
@@ -209,8 +258,6 @@ struct Io {
 const MAX_DATAGRAM: usize = 2048;
 /// Leg commands in flight to one I/O thread (it drains them every millisecond).
 const CMD_CAPACITY: usize = 8192;
-/// Datagrams read per socket per loop, so one flooded socket cannot starve the others.
-const BURST: usize = 16;
 
 impl Io {
     fn run(&mut self) {
@@ -266,10 +313,12 @@ impl Io {
                     session,
                     peer,
                     send,
+                    pts,
                 } => {
                     if let Some(l) = self.legs.get_mut(&session) {
                         l.peer = peer;
                         l.send = send;
+                        l.pts = pts;
                     }
                 }
             }
@@ -280,39 +329,36 @@ impl Io {
         let Some(leg) = self.legs.get(&id) else {
             return;
         };
+        // One datagram per readiness report (see the module docs): epoll reports the
+        // socket again while more wait.
         if rtcp {
-            for _ in 0..BURST {
-                match leg.rtcp.recv_from(buf) {
-                    Ok(_) => leg.counters.rtcp_in.fetch_add(1, Ordering::Relaxed),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => continue,
-                };
+            if leg.rtcp.recv_from(buf).is_ok() {
+                leg.counters.rtcp_in.fetch_add(1, Ordering::Relaxed);
             }
             return;
         }
-        for _ in 0..BURST {
-            let (n, from) = match leg.rtp.recv_from(buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // ICMP port unreachable surfaces here on Linux: not fatal.
+        let (n, from) = match leg.rtp.recv_from(buf) {
+            Ok(r) => r,
+            Err(e) => {
+                // EAGAIN (another reader won) or ICMP port unreachable: not fatal.
+                if e.kind() != ErrorKind::WouldBlock {
                     log::debug!("RTP recv: {e}");
-                    continue;
                 }
-            };
-            let d = &buf[..n];
-            if RtpPacket::parse(d).is_err() {
-                leg.counters.not_rtp.fetch_add(1, Ordering::Relaxed);
-                continue;
+                return;
             }
-            if from != leg.peer {
-                leg.counters.foreign_src.fetch_add(1, Ordering::Relaxed);
-            }
-            match self.ingress.push(id, d) {
-                Ok(()) => leg.counters.rtp_in.fetch_add(1, Ordering::Relaxed),
-                Err(_) => leg.counters.ingress_drops.fetch_add(1, Ordering::Relaxed),
-            };
+        };
+        let d = &buf[..n];
+        if RtpPacket::parse(d).is_err() {
+            leg.counters.not_rtp.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        if from != leg.peer {
+            leg.counters.foreign_src.fetch_add(1, Ordering::Relaxed);
+        }
+        match self.ingress.push(id, d) {
+            Ok(()) => leg.counters.rtp_in.fetch_add(1, Ordering::Relaxed),
+            Err(_) => leg.counters.ingress_drops.fetch_add(1, Ordering::Relaxed),
+        };
     }
 
     fn send_egress(&mut self) -> bool {
@@ -327,7 +373,13 @@ impl Io {
                 continue;
             }
             let sock = &leg.rtp;
-            match p.with_bytes(|b| sock.send_to(b, leg.peer)) {
+            match p.with_bytes(|b| {
+                // RFC 3550 §5.1: PT is the low 7 bits of the second byte.
+                if b.len() > 1 && !leg.pts.allows(b[1] & 0x7f) {
+                    leg.counters.tx_bad_pt.fetch_add(1, Ordering::Relaxed);
+                }
+                sock.send_to(b, leg.peer)
+            }) {
                 Ok(_) => leg.counters.rtp_out.fetch_add(1, Ordering::Relaxed),
                 Err(_) => leg.counters.send_errors.fetch_add(1, Ordering::Relaxed),
             };

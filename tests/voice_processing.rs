@@ -285,9 +285,28 @@ fn the_file_pipeline_reports_the_digits_of_the_dtmf_recording_through_pcmu() {
     )
     .unwrap();
     assert_eq!(r.dtmf_digits, "1234567890*#ABCD");
-    // One talkspurt per 60 ms digit, each closed.
-    assert_eq!(r.talkspurts.len(), 16, "{:?}", r.talkspurts);
-    assert!(r.talkspurts.iter().all(|&(a, b)| b.is_some_and(|b| b > a)));
+    // The file: 200 ms of digital silence, then 16 tones of 60 ms, 60 ms apart. Every
+    // talkspurt is closed, none starts in the leading silence, and the middle of every
+    // tone (shifted by when the first talkspurt began) lies in one. Whether the VAD bridges
+    // a 60 ms gap is its smoothing's business (a hangover would bridge it too), so the
+    // count is not fixed: 1 to 16.
+    let ts = &r.talkspurts;
+    assert!((1..=16).contains(&ts.len()), "{ts:?}");
+    assert!(ts.iter().all(|&(a, b)| b.is_some_and(|b| b > a)), "{ts:?}");
+    let offset = ts[0].0 - 200.0;
+    assert!(
+        (0.0..=80.0).contains(&offset),
+        "first talkspurt at {} ms",
+        ts[0].0
+    );
+    for k in 0..16 {
+        let mid = 230.0 + 120.0 * k as f64 + offset;
+        assert!(
+            ts.iter()
+                .any(|&(a, b)| a <= mid && b.is_some_and(|b| mid <= b)),
+            "tone {k} (mid {mid} ms) outside every talkspurt: {ts:?}"
+        );
+    }
     assert!(r.to_json().contains("\"dtmf_digits\":\"1234567890*#ABCD\""));
 }
 

@@ -18,7 +18,7 @@ use media_core::processing::audio::agc::{Agc, AgcConfig};
 use media_core::processing::audio::dtmf_detector::{DtmfDetector, DtmfDetectorConfig};
 use media_core::processing::audio::ns::{NoiseSuppressor, NsConfig};
 use media_core::processing::audio::vad::{Vad, VadConfig};
-use media_core::processing::audio::{DspChain, DspConfig};
+use media_core::processing::audio::{DspChain, DspConfig, DspScratch};
 
 /// One second of speech-like audio at `rate_hz` (50 frames of 20 ms).
 fn speechlike(rate_hz: u32, seed: u32) -> Vec<i16> {
@@ -126,13 +126,14 @@ fn bench_rate(c: &mut Criterion, rate_hz: u32) {
     }
     // The whole chain as a session runs it (AEC 128 ms, DTMF, NS, VAD, AGC).
     let mut chain = DspChain::new(&DspConfig::voice(), rate_hz).expect("valid");
+    let mut work = DspScratch::new();
     let mut kk = 0usize;
     group.bench_function("chain_all", |b| {
         b.iter(|| {
             kk = (kk + 1) % frames;
             chain.push_reference(&far[kk * frame..(kk + 1) * frame]);
             buf.copy_from_slice(&echo[kk * frame..(kk + 1) * frame]);
-            chain.process(black_box(&mut buf), &mut |e| {
+            chain.process(black_box(&mut buf), &mut work, &mut |e| {
                 black_box(e);
             });
         })
@@ -140,10 +141,72 @@ fn bench_rate(c: &mut Criterion, rate_hz: u32) {
     group.finish();
 }
 
+/// Chains of many sessions run in turn, as a lane runs them: each iteration processes one
+/// 20 ms frame of the next of `SESSIONS` chains (8 kHz), so each chain's state has left the
+/// cache since its last frame. The difference to the one-chain figures above is the cost
+/// of fetching per-session state from memory.
+fn bench_sessions(c: &mut Criterion) {
+    const SESSIONS: usize = 2000;
+    let rate_hz = 8000;
+    let frame = rate_hz as usize / 50;
+    let input = speechlike(rate_hz, 7);
+    let frames = input.len() / frame;
+    let mut buf = vec![0i16; frame];
+    let mut work = DspScratch::new();
+    let mut group = c.benchmark_group(format!("voice_8k_{SESSIONS}_sessions"));
+    let none = DspConfig::default();
+    let all = DspConfig::voice();
+    let configs = [
+        (
+            "dtmf_detector",
+            DspConfig {
+                dtmf: all.dtmf,
+                ..none
+            },
+        ),
+        ("ns", DspConfig { ns: all.ns, ..none }),
+        (
+            "vad",
+            DspConfig {
+                vad: all.vad,
+                ..none
+            },
+        ),
+        (
+            "agc",
+            DspConfig {
+                agc: all.agc,
+                ..none
+            },
+        ),
+        ("chain_no_aec", DspConfig { aec: None, ..all }),
+    ];
+    for (name, config) in configs {
+        let mut chains: Vec<DspChain> = (0..SESSIONS)
+            .map(|_| DspChain::new(&config, rate_hz).expect("valid"))
+            .collect();
+        let (mut i, mut k) = (0usize, 0usize);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % SESSIONS;
+                if i == 0 {
+                    k = (k + 1) % frames;
+                }
+                buf.copy_from_slice(&input[k * frame..(k + 1) * frame]);
+                chains[i].process(black_box(&mut buf), &mut work, &mut |e| {
+                    black_box(e);
+                });
+            })
+        });
+    }
+    group.finish();
+}
+
 fn voice(c: &mut Criterion) {
     for rate in [8_000, 16_000, 48_000] {
         bench_rate(c, rate);
     }
+    bench_sessions(c);
 }
 
 criterion_group!(benches, voice);

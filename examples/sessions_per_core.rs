@@ -99,7 +99,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use media_core::codec::audio::g711;
 use media_core::codec::{AnyDecoder, AnyEncoder, Codec, OpusSettings};
-use media_core::processing::audio::{DspChain, DspConfig};
+use media_core::processing::audio::{DspChain, DspConfig, DspScratch};
 use media_core::rtp::{write_header, RtpHeader, RTP_HEADER_LEN};
 use media_core::runtime::clock::{monotonic_ns, sleep_until_ns};
 use media_core::runtime::lane::session_state_bytes;
@@ -1806,6 +1806,8 @@ fn baseline(sc: &Scenario) -> Result<(f64, String), String> {
         DspChain::new(&dsp, sc.rate(cb).hz()).map_err(|e| e.to_string())?,
     ];
     let with_dsp = !dsp.is_passthrough();
+    // The chains borrow one set of work buffers, as on a lane.
+    let mut work = DspScratch::new();
     let what;
     // One call, both directions, frame i of the same tone the generator sends.
     let mut one = |i: usize| {
@@ -1818,13 +1820,13 @@ fn baseline(sc: &Scenario) -> Result<(f64, String), String> {
             (fa.dec)(pa, &mut pcm[..na]);
             if with_dsp {
                 chains[1].push_reference(&pcm[..na]);
-                chains[0].process(&mut pcm[..na], &mut |_| {});
+                chains[0].process(&mut pcm[..na], &mut work, &mut |_| {});
             }
             (fb.enc)(&pcm[..nb], &mut out_b);
             (fb.dec)(pb, &mut pcm[..nb]);
             if with_dsp {
                 chains[0].push_reference(&pcm[..nb]);
-                chains[1].process(&mut pcm[..nb], &mut |_| {});
+                chains[1].process(&mut pcm[..nb], &mut work, &mut |_| {});
             }
             (fa.enc)(&pcm[..na], &mut out_a);
         } else {

@@ -25,7 +25,7 @@ use crate::codec::audio::comfort_noise::CnPayload;
 use crate::codec::audio::telephone_event::{digit_to_event, DtmfEvent, EventPayload};
 use crate::codec::{AnyDecoder, Codec};
 use crate::processing::audio::dtmf_detector::Digit;
-use crate::processing::audio::DspEvent;
+use crate::processing::audio::{DspEvent, DspScratch};
 use crate::quality::rtp_stats::PacketClass;
 use crate::rtp::{write_header, RtpHeader, RtpPacket, RTP_HEADER_LEN};
 use crate::session::receive::{PacketDecoder, RelayStep, StretchPool};
@@ -936,6 +936,8 @@ pub struct DspStage {
     sessions: Box<[Option<DspPart>]>,
     /// Output of sample-rate conversion before it is copied back into the frame.
     scratch: Box<[i16]>,
+    /// Work buffers every session's chain borrows in turn (they stay in cache).
+    work: DspScratch,
     input: Consumer<Downstream>,
     frames: Arc<Slab<FrameSlot>>,
     out: Producer<Downstream>,
@@ -957,6 +959,7 @@ impl DspStage {
                     let mut digits: ArrayVec<(u8, bool), 4> = ArrayVec::new();
                     if let Some(part) = self.sessions[src].as_mut() {
                         let scratch = &mut self.scratch;
+                        let work = &mut self.work;
                         let events = &mut self.events;
                         let shared = &self.shared;
                         let id = SessionId::from_parts(shared.lane, src as u32, part.generation);
@@ -972,7 +975,7 @@ impl DspStage {
                         };
                         self.frames.with_mut(frame, |f| {
                             if !f.relay {
-                                part.chain.process(&mut f.pcm[..f.samples], &mut emit);
+                                part.chain.process(&mut f.pcm[..f.samples], work, &mut emit);
                                 if let Some(r) = part.resampler.as_mut() {
                                     // To the peer's rate (e.g. G.722 16 kHz -> PCMU 8 kHz).
                                     let n =
@@ -1512,6 +1515,7 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
             sessions: none_table(cfg.sessions),
             // Resampled frames: up to 6x a frame (8 -> 48 kHz), never more than a slot.
             scratch: vec![0; cfg.max_frame_samples * 6].into_boxed_slice(),
+            work: DspScratch::new(),
             input: dp_rx,
             frames: frames.clone(),
             out: pe_tx,

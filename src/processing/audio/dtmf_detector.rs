@@ -102,8 +102,9 @@
 
 use std::f64::consts::PI;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
-use super::config::{check_rate, DspConfigError};
+use super::config::{check_rate, rate_index, DspConfigError, SUPPORTED_RATES_HZ};
 
 /// Peak amplitude, in 16-bit sample units, of a 0 dBm0 sine (ITU-T G.711 convention).
 ///
@@ -383,19 +384,11 @@ struct Hit {
     high_power: f32,
 }
 
-/// Goertzel DTMF receiver for one mono PCM stream (ITU-T Q.24 limits).
-///
-/// Built for one sample rate; see the [module docs](self) for the algorithm. Size: 672
-/// bytes inline plus one half-block of `f32` on the heap (204, 408 or 1224 bytes at 8, 16
-/// or 48 kHz).
-#[derive(Debug, Clone)]
-pub struct DtmfDetector {
-    config: DtmfDetectorConfig,
-    thresholds: Thresholds,
-    /// Half-block length, samples (6.375 ms).
-    half_len: usize,
-
-    // Per-filter constants; filters 0..4 are the rows, 4..8 the columns.
+/// Per-filter constants for one sample rate; filters 0..4 are the rows, 4..8 the columns.
+/// They depend on the rate only, so every detector at a rate shares one copy (a lane runs
+/// thousands of detectors in turn; one copy stays in cache).
+#[derive(Debug)]
+struct Tables {
     /// Goertzel coefficients 2·cos(ω).
     coef: [f32; 8],
     /// cos ω and sin ω, for the filter's complex output.
@@ -414,6 +407,63 @@ pub struct DtmfDetector {
     /// e^(−jω(H−1)): turns a filter output into the DFT of its window (see `judge`).
     to_dft_re: [f32; 8],
     to_dft_im: [f32; 8],
+}
+
+impl Tables {
+    fn new(sample_rate_hz: u32, half_len: usize) -> Self {
+        let rate = f64::from(sample_rate_hz);
+        let h = half_len as f64;
+        let mut freqs = [0f64; 8];
+        freqs[..4].copy_from_slice(&ROW_HZ);
+        freqs[4..].copy_from_slice(&COL_HZ);
+        let omega = freqs.map(|f| 2.0 * PI * f / rate);
+
+        let window_len = (2 * half_len) as f32;
+        let mut leakage = [[Complex::ZERO; 4]; 4];
+        for (r, row) in leakage.iter_mut().enumerate() {
+            for (c, cell) in row.iter_mut().enumerate() {
+                *cell = kernel((omega[4 + c] - omega[r]) as f32, window_len);
+            }
+        }
+        Tables {
+            coef: omega.map(|w| (2.0 * w.cos()) as f32),
+            cos_w: omega.map(|w| w.cos() as f32),
+            sin_w: omega.map(|w| w.sin() as f32),
+            hop_re: omega.map(|w| (w * h).cos() as f32),
+            hop_im: omega.map(|w| (-(w * h).sin()) as f32),
+            inv_hop_phase: omega.map(|w| (1.0 / (w * h)) as f32),
+            omega: omega.map(|w| w as f32),
+            leakage,
+            to_dft_re: omega.map(|w| (w * (h - 1.0)).cos() as f32),
+            to_dft_im: omega.map(|w| (-(w * (h - 1.0)).sin()) as f32),
+        }
+    }
+
+    /// The process-wide tables for `sample_rate_hz` (control plane: built on first use;
+    /// `None` for an unsupported rate).
+    fn shared(sample_rate_hz: u32, half_len: usize) -> Option<Arc<Tables>> {
+        static TABLES: [OnceLock<Arc<Tables>>; SUPPORTED_RATES_HZ.len()] =
+            [const { OnceLock::new() }; SUPPORTED_RATES_HZ.len()];
+        let t = TABLES[rate_index(sample_rate_hz)?]
+            .get_or_init(|| Arc::new(Tables::new(sample_rate_hz, half_len)));
+        Some(Arc::clone(t))
+    }
+}
+
+/// Goertzel DTMF receiver for one mono PCM stream (ITU-T Q.24 limits).
+///
+/// Built for one sample rate; see the [module docs](self) for the algorithm. Size: 264
+/// bytes inline plus one half-block of `f32` on the heap (204, 408 or 1224 bytes at 8, 16
+/// or 48 kHz); the per-filter constants are shared by every detector at the rate.
+#[derive(Debug, Clone)]
+pub struct DtmfDetector {
+    config: DtmfDetectorConfig,
+    thresholds: Thresholds,
+    /// Half-block length, samples (6.375 ms).
+    half_len: usize,
+
+    /// Per-filter constants of this rate, shared by every detector at the rate.
+    t: Arc<Tables>,
 
     // Stream state.
     /// The half-block being collected, as f32.
@@ -453,37 +503,15 @@ impl DtmfDetector {
     /// range its field documents (NaN included).
     pub fn new(config: DtmfDetectorConfig) -> Result<Self, DspConfigError> {
         config.validate()?;
-        let rate = f64::from(config.sample_rate_hz);
         let half_len = HALF_LEN_AT_8K * (config.sample_rate_hz / 8000) as usize;
-        let h = half_len as f64;
-
-        let mut freqs = [0f64; 8];
-        freqs[..4].copy_from_slice(&ROW_HZ);
-        freqs[4..].copy_from_slice(&COL_HZ);
-        let omega = freqs.map(|f| 2.0 * PI * f / rate);
-
-        let window_len = (2 * half_len) as f32;
-        let mut leakage = [[Complex::ZERO; 4]; 4];
-        for (r, row) in leakage.iter_mut().enumerate() {
-            for (c, cell) in row.iter_mut().enumerate() {
-                *cell = kernel((omega[4 + c] - omega[r]) as f32, window_len);
-            }
-        }
-
         Ok(Self {
             config,
             thresholds: Thresholds::new(&config, half_len),
             half_len,
-            coef: omega.map(|w| (2.0 * w.cos()) as f32),
-            cos_w: omega.map(|w| w.cos() as f32),
-            sin_w: omega.map(|w| w.sin() as f32),
-            hop_re: omega.map(|w| (w * h).cos() as f32),
-            hop_im: omega.map(|w| (-(w * h).sin()) as f32),
-            inv_hop_phase: omega.map(|w| (1.0 / (w * h)) as f32),
-            omega: omega.map(|w| w as f32),
-            leakage,
-            to_dft_re: omega.map(|w| (w * (h - 1.0)).cos() as f32),
-            to_dft_im: omega.map(|w| (-(w * (h - 1.0)).sin()) as f32),
+            t: Tables::shared(config.sample_rate_hz, half_len).ok_or(DspConfigError {
+                component: "dtmf",
+                reason: "sample rate must be 8000, 16000 or 48000 Hz",
+            })?,
             buf: vec![0f32; half_len].into_boxed_slice(),
             fill: 0,
             halves: 0,
@@ -582,18 +610,20 @@ impl DtmfDetector {
         let energy = energy(&self.buf);
         let (mut v_re, mut v_im) = ([0f32; 8], [0f32; 8]);
         if energy >= self.thresholds.half_gate {
-            let (s1, s2) = goertzel8(&self.buf, &self.coef);
+            let (s1, s2) = goertzel8(&self.buf, &self.t.coef);
             // DFT of the half-block up to the factor e^(−jω(H−1)): s1 − e^(−jω)·s2.
             for k in 0..8 {
-                v_re[k] = s1[k] - self.cos_w[k] * s2[k];
-                v_im[k] = self.sin_w[k] * s2[k];
+                v_re[k] = s1[k] - self.t.cos_w[k] * s2[k];
+                v_im[k] = self.t.sin_w[k] * s2[k];
             }
         }
         // Window = previous half + this half rotated by the phase ω advances over a half.
         let (mut w_re, mut w_im) = ([0f32; 8], [0f32; 8]);
         for k in 0..8 {
-            w_re[k] = self.prev_half_re[k] + self.hop_re[k] * v_re[k] - self.hop_im[k] * v_im[k];
-            w_im[k] = self.prev_half_im[k] + self.hop_re[k] * v_im[k] + self.hop_im[k] * v_re[k];
+            w_re[k] =
+                self.prev_half_re[k] + self.t.hop_re[k] * v_re[k] - self.t.hop_im[k] * v_im[k];
+            w_im[k] =
+                self.prev_half_im[k] + self.t.hop_re[k] * v_im[k] + self.t.hop_im[k] * v_re[k];
         }
         let window_energy = self.prev_half_energy + energy;
         let hit = self.judge(&w_re, &w_im, window_energy);
@@ -663,7 +693,7 @@ impl DtmfDetector {
             ));
         }
         let phase_errors = phase_errors?;
-        let deviation = |k: usize, phase: f32| (phase * self.inv_hop_phase[k]).abs();
+        let deviation = |k: usize, phase: f32| (phase * self.t.inv_hop_phase[k]).abs();
         // |u|² = (N/2)²·A² for a tone of peak A, whose mean square is A²/2.
         let to_power = 2.0 / (n * n);
         let row_power = tones.0.norm_sqr() * to_power;
@@ -699,8 +729,8 @@ impl DtmfDetector {
     ) -> bool {
         let n = (2 * self.half_len) as f32;
         let h = self.half_len as f32;
-        let row_omega = self.omega[r] + phase_errors.0 / h;
-        let col_omega = self.omega[c] + phase_errors.1 / h;
+        let row_omega = self.t.omega[r] + phase_errors.0 / h;
+        let col_omega = self.t.omega[c] + phase_errors.1 / h;
         let limits = (
             tones.0.norm_sqr() / RELATIVE_PEAK,
             tones.1.norm_sqr() / RELATIVE_PEAK,
@@ -716,8 +746,8 @@ impl DtmfDetector {
         };
         (0..8).filter(|&k| untested(k)).all(|k| {
             let residual = self.dft(k, w_re, w_im)
-                - tones.0 * kernel(row_omega - self.omega[k], n)
-                - tones.1 * kernel(col_omega - self.omega[k], n);
+                - tones.0 * kernel(row_omega - self.t.omega[k], n)
+                - tones.1 * kernel(col_omega - self.t.omega[k], n);
             residual.norm_sqr() <= if k < 4 { limits.0 } else { limits.1 }
         })
     }
@@ -726,7 +756,7 @@ impl DtmfDetector {
     /// with its phase referred to the window's first sample. (The filters' outputs leave
     /// out the factor e^(−jω(H−1)) that both halves share.)
     fn dft(&self, k: usize, w_re: &[f32; 8], w_im: &[f32; 8]) -> Complex {
-        Complex::new(w_re[k], w_im[k]) * Complex::new(self.to_dft_re[k], self.to_dft_im[k])
+        Complex::new(w_re[k], w_im[k]) * Complex::new(self.t.to_dft_re[k], self.t.to_dft_im[k])
     }
 
     /// A function from the window DFTs (W_r, W_c) at row filter `r` and column filter `c`
@@ -751,17 +781,17 @@ impl DtmfDetector {
         let (rr, cr, rc, cc) = match phase_errors {
             // Nominal frequencies: K(0) = 1 and K(−θ) = K(θ)*.
             None => {
-                let leak = self.leakage[r][c - 4];
+                let leak = self.t.leakage[r][c - 4];
                 (Complex::ONE, leak, leak.conj(), Complex::ONE)
             }
             Some((row_error, col_error)) => {
-                let row_omega = self.omega[r] + row_error / h;
-                let col_omega = self.omega[c] + col_error / h;
+                let row_omega = self.t.omega[r] + row_error / h;
+                let col_omega = self.t.omega[c] + col_error / h;
                 (
-                    kernel(row_omega - self.omega[r], n),
-                    kernel(col_omega - self.omega[r], n),
-                    kernel(row_omega - self.omega[c], n),
-                    kernel(col_omega - self.omega[c], n),
+                    kernel(row_omega - self.t.omega[r], n),
+                    kernel(col_omega - self.t.omega[r], n),
+                    kernel(row_omega - self.t.omega[c], n),
+                    kernel(col_omega - self.t.omega[c], n),
                 )
             }
         };
@@ -784,7 +814,7 @@ impl DtmfDetector {
             return None;
         }
         // Both amplitudes are referred to their window's first sample, one hop apart.
-        let z = u * prev.conj() * Complex::new(self.hop_re[k], self.hop_im[k]);
+        let z = u * prev.conj() * Complex::new(self.t.hop_re[k], self.t.hop_im[k]);
         Some(z.im.atan2(z.re))
     }
 
@@ -1687,7 +1717,9 @@ mod tests {
             "DtmfDetector: {size} bytes + {} heap",
             4 * detector(8000).buf.len()
         );
-        assert!(size < 1024);
+        // The per-rate constants are shared, not per detector: a lane keeps thousands.
+        assert!(size <= 320);
+        assert!(Arc::ptr_eq(&detector(8000).t, &detector(8000).t));
         assert!(std::mem::size_of::<DtmfGenerator>() < 128);
     }
 

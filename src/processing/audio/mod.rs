@@ -147,7 +147,45 @@ impl Reference {
 #[derive(Debug)]
 pub struct DspChain {
     gain: Option<Gain>,
+    /// Whether the chain has an echo canceller, kept beside the box so the lane can ask
+    /// for every frame it sends without touching the box.
+    wants_reference: bool,
     voice: Option<Box<Voice>>,
+}
+
+/// Work buffers a thread lends to every chain it runs ([`DspChain::process`]).
+///
+/// Components whose buffers are rewritten from scratch every block (the noise
+/// suppressor's FFT buffers, spectrum, per-bin gains) take them from here rather than
+/// each owning a set: a lane runs thousands of chains one after another, and one set
+/// stays in the cache where thousands would each be fetched from memory per frame. Built
+/// on the control plane for every supported rate; one per thread (the lane's DSP stage
+/// owns one).
+#[derive(Clone)]
+pub struct DspScratch {
+    ns: ns::NsWork,
+}
+
+impl DspScratch {
+    /// Allocates the work buffers for chains at any of
+    /// [`config::SUPPORTED_RATES_HZ`]. Control plane.
+    pub fn new() -> Self {
+        DspScratch {
+            ns: ns::NsWork::for_rates(&config::SUPPORTED_RATES_HZ),
+        }
+    }
+}
+
+impl Default for DspScratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for DspScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DspScratch").finish_non_exhaustive()
+    }
 }
 
 /// The enabled voice-processing components of a chain.
@@ -157,7 +195,7 @@ struct Voice {
     reference: Option<Reference>,
     ref_frame: Box<[i16]>,
     dtmf: Option<dtmf_detector::DtmfDetector>,
-    ns: Option<ns::NoiseSuppressor>,
+    ns: Option<ns::NsCore>,
     ns_rnn: Option<rnn_ns::RnnNoiseSuppressor>,
     vad: Option<vad::Vad>,
     agc: Option<agc::Agc>,
@@ -192,7 +230,7 @@ impl DspChain {
         let ns = config
             .ns
             .map(|c| {
-                ns::NoiseSuppressor::new(ns::NsConfig {
+                ns::NsCore::new(ns::NsConfig {
                     sample_rate_hz,
                     ..c
                 })
@@ -234,6 +272,7 @@ impl DspChain {
             || agc.is_some();
         Ok(DspChain {
             gain: (config.rx_gain_db != 0.0).then(|| Gain::from_db(config.rx_gain_db)),
+            wants_reference: with_aec,
             voice: any.then(|| {
                 Box::new(Voice {
                     aec,
@@ -254,6 +293,7 @@ impl DspChain {
     pub fn passthrough() -> Self {
         DspChain {
             gain: None,
+            wants_reference: false,
             voice: None,
         }
     }
@@ -265,8 +305,9 @@ impl DspChain {
 
     /// True when the chain wants the audio sent to the session's peer
     /// ([`DspChain::push_reference`]).
+    #[inline]
     pub fn wants_reference(&self) -> bool {
-        self.voice.as_ref().is_some_and(|v| v.reference.is_some())
+        self.wants_reference
     }
 
     /// Records audio sent to this session's peer (the echo canceller's reference).
@@ -278,12 +319,18 @@ impl DspChain {
         }
     }
 
-    /// Processes one received frame in place, reporting digits and talkspurt changes to
-    /// `events`. Called on the real-time thread; never allocates.
+    /// Processes one received frame in place with the thread's work buffers `scratch`,
+    /// reporting digits and talkspurt changes to `events`. Called on the real-time
+    /// thread; never allocates.
     #[inline]
-    pub fn process(&mut self, frame: &mut [i16], events: &mut impl FnMut(DspEvent)) {
+    pub fn process(
+        &mut self,
+        frame: &mut [i16],
+        scratch: &mut DspScratch,
+        events: &mut impl FnMut(DspEvent),
+    ) {
         if let Some(v) = self.voice.as_mut() {
-            v.process(frame, events);
+            v.process(frame, scratch, events);
         }
         if let Some(g) = &self.gain {
             g.apply(frame);
@@ -292,7 +339,12 @@ impl DspChain {
 }
 
 impl Voice {
-    fn process(&mut self, frame: &mut [i16], events: &mut impl FnMut(DspEvent)) {
+    fn process(
+        &mut self,
+        frame: &mut [i16],
+        scratch: &mut DspScratch,
+        events: &mut impl FnMut(DspEvent),
+    ) {
         if let (Some(aec), Some(r)) = (self.aec.as_mut(), self.reference.as_ref()) {
             let n = frame.len().min(self.ref_frame.len());
             r.latest(&mut self.ref_frame[..n]);
@@ -315,7 +367,7 @@ impl Voice {
             });
         }
         if let Some(ns) = self.ns.as_mut() {
-            ns.process(frame);
+            ns.process(frame, &mut scratch.ns);
         }
         if let Some(rnn) = self.ns_rnn.as_mut() {
             rnn.process(frame);

@@ -98,17 +98,18 @@ fn a_reinvite_that_changes_b_codec_mid_call_keeps_audio_flowing() {
 
 // ---- SIPp-driven calls: CANCEL, hold/resume, the callee's codec change ----
 
-/// `target/release/examples/sip_gateway` beside this test binary (`cargo test --release`
-/// builds examples); built on demand if missing.
+/// `target/release/examples/sip_gateway` beside this test binary, built (or brought up to
+/// date: a no-op when it is) once per test run. `cargo test --test sip_e2e` does not build
+/// examples, and a binary left from an older build would test old code.
 fn gateway_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/sip_e2e-HASH -> target/<profile>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let bin = profile_dir.join("examples/sip_gateway");
-    if !bin.exists() {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        // target/<profile>/deps/sip_e2e-HASH -> target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary lives in target/<profile>/deps");
         let target = profile_dir.parent().expect("target dir");
         let ok = Command::new(env!("CARGO"))
             .args(["build", "--release", "--example", "sip_gateway"])
@@ -117,8 +118,9 @@ fn gateway_binary() -> PathBuf {
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "cargo build --example sip_gateway failed");
-    }
-    bin
+        profile_dir.join("examples/sip_gateway")
+    })
+    .clone()
 }
 
 fn have_sipp() -> bool {

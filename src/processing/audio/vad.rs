@@ -88,12 +88,12 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
 
-use super::config::{block_len, check_rate, DspConfigError};
+use super::config::{block_len, check_rate, rate_index, DspConfigError, SUPPORTED_RATES_HZ};
 
 /// Lowest frequency analysed (Hz): below it is mains hum and handling noise, not speech.
 const ANALYSIS_LOW_HZ: usize = 100;
@@ -266,9 +266,8 @@ pub struct Vad {
     /// [`VadConfig::threshold_db`] as a power ratio.
     threshold: f32,
 
-    fft: Arc<dyn RealToComplex<f32>>,
-    /// 20 ms sine window.
-    window: Box<[f32]>,
+    /// FFT plan and window, shared by every detector at this rate.
+    plan: Arc<VadPlan>,
     /// The previous block's samples: the first half of the next analysis window.
     previous: Box<[f32]>,
     fft_in: Box<[f32]>,
@@ -329,6 +328,36 @@ impl fmt::Debug for Vad {
     }
 }
 
+/// What every detector at one rate shares, read-only once built: the FFT plan (its
+/// twiddle factors are read on every block) and the window. One copy per rate for the
+/// whole process, so a lane's thousands of detectors keep one in cache instead of each
+/// pulling its own through it.
+struct VadPlan {
+    fft: Arc<dyn RealToComplex<f32>>,
+    /// 20 ms sine window (two blocks).
+    window: Box<[f32]>,
+}
+
+/// The shared plan for `sample_rate_hz` and its FFT length (control plane: planned on
+/// first use). A rate outside the supported list (rejected by `validate` before this is
+/// called) gets a plan of its own.
+fn shared_plan(sample_rate_hz: u32, fft_len: usize) -> Arc<VadPlan> {
+    static PLANS: [OnceLock<Arc<VadPlan>>; SUPPORTED_RATES_HZ.len()] =
+        [const { OnceLock::new() }; SUPPORTED_RATES_HZ.len()];
+    let build = || {
+        Arc::new(VadPlan {
+            fft: RealFftPlanner::<f32>::new().plan_fft_forward(fft_len),
+            window: (0..fft_len)
+                .map(|n| (std::f32::consts::PI * (n as f32 + 0.5) / fft_len as f32).sin())
+                .collect(),
+        })
+    };
+    match rate_index(sample_rate_hz) {
+        Some(i) => Arc::clone(PLANS[i].get_or_init(build)),
+        None => build(),
+    }
+}
+
 impl Vad {
     /// Builds a detector for `config`, allocating everything it will use. Control plane.
     pub fn new(config: VadConfig) -> Result<Vad, DspConfigError> {
@@ -347,12 +376,9 @@ impl Vad {
         let first_band = ANALYSIS_LOW_HZ / BAND_HZ;
         let bands = last_band - first_band + 1;
 
-        let fft = RealFftPlanner::<f32>::new().plan_fft_forward(fft_len);
-        let window = (0..fft_len)
-            .map(|n| (std::f32::consts::PI * (n as f32 + 0.5) / fft_len as f32).sin())
-            .collect();
-        let fft_out = fft.make_output_vec().into_boxed_slice();
-        let fft_scratch = fft.make_scratch_vec().into_boxed_slice();
+        let plan = shared_plan(config.sample_rate_hz, fft_len);
+        let fft_out = plan.fft.make_output_vec().into_boxed_slice();
+        let fft_scratch = plan.fft.make_scratch_vec().into_boxed_slice();
         let per_band = || vec![0.0f32; bands].into_boxed_slice();
         let mut vad = Vad {
             config,
@@ -363,8 +389,7 @@ impl Vad {
             // Two bins of E|X|² = σ² Σ w², and Σ w² = block_len for this window.
             power_floor: QUIET_MEAN_SQUARE * 2.0 * block_len as f32,
             threshold: 1.0,
-            fft,
-            window,
+            plan,
             previous: vec![0.0; block_len].into_boxed_slice(),
             fft_in: vec![0.0; fft_len].into_boxed_slice(),
             fft_out,
@@ -513,7 +538,7 @@ impl Vad {
         let mut sub_energy = [0.0f32; 2 * CLICK_SUBBLOCKS];
         let (early, late) = sub_energy.split_at_mut(CLICK_SUBBLOCKS);
         let (first_half, second_half) = self.fft_in.split_at_mut(len);
-        let (first_window, second_window) = self.window.split_at(len);
+        let (first_window, second_window) = self.plan.window.split_at(len);
         for (((outs, xs), ws), energy) in first_half
             .chunks_exact_mut(sub_len)
             .zip(self.previous.chunks_exact(sub_len))
@@ -559,6 +584,7 @@ impl Vad {
         self.last_impulsive = impulsive;
 
         if self
+            .plan
             .fft
             .process_with_scratch(&mut self.fft_in, &mut self.fft_out, &mut self.fft_scratch)
             .is_err()
@@ -1189,7 +1215,7 @@ mod tests {
     fn state_is_small() {
         for rate in [8_000u32, 16_000, 48_000] {
             let vad = Vad::new(config_for(rate)).expect("valid config");
-            let heap = 4 * (vad.window.len() + vad.fft_in.len() + vad.previous.len())
+            let heap = 4 * (vad.fft_in.len() + vad.previous.len())
                 + 8 * (vad.fft_out.len() + vad.fft_scratch.len())
                 + 4 * (7 * vad.power.len() + vad.ms_ring.len());
             eprintln!(

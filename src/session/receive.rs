@@ -692,12 +692,8 @@ impl<T> ReceiveChannel<T> {
         Direct::Played(rep)
     }
 
-    /// Time-scale advice from the smoothed buffer level before this frame is taken (10 ms
-    /// of hysteresis above target, half a frame below), with a cooldown between changes.
-    /// The level counts the frame about to play, so at target the packet that arrived
-    /// `target` late relative to the earliest is just in time: no frame of slack beyond
-    /// the target (which cost every call 20 ms of mouth-to-ear delay: clean LAN 44 ms of
-    /// playout delay, now 27 ms, at the same PESQ).
+    /// Time-scale advice from the smoothed buffer level (hysteresis of a frame plus 10 ms
+    /// above target, half a frame below), with a cooldown between changes.
     /// Also says whether the surplus is large (more than two frames plus 10 ms above target),
     /// which justifies stretching speech rather than waiting for silence.
     fn advise(&mut self, pending_ts: u32, frame_ts: u32, frame: usize) -> (Adapt, bool) {
@@ -719,7 +715,7 @@ impl<T> ReceiveChannel<T> {
         let target = self.buffer.target_ts() as f32;
         let ms10 = self.clock_rate() as f32 / 100.0;
         let f = frame_ts as f32;
-        if self.level_avg > target + ms10 && level > target {
+        if self.level_avg > target + f + ms10 && level > target + f {
             (Adapt::Shorten, self.level_avg > target + 2.0 * f + ms10)
         } else if self.level_avg + f / 2.0 < target && level < target && !self.buffer.is_empty() {
             (Adapt::Lengthen, true)

@@ -38,6 +38,13 @@ fn virtual_engine(sessions: usize) -> MediaEngine {
     e
 }
 
+/// PCMU, 20 ms, receiving RFC 4733 telephone-event on PT 101.
+fn pcmu_with_telephone_event() -> MediaSessionParams {
+    let mut p = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+    p.telephone_event_pt = media_core::PayloadType::new(101);
+    p
+}
+
 fn call(e: &MediaEngine, d: u64, a: CodecSpec, b: CodecSpec) -> (SessionId, SessionId) {
     let (sa, sb) = e
         .create_call(
@@ -1153,8 +1160,7 @@ fn rfc4733_digits_reach_the_control_plane_once_each_even_when_end_packets_are_lo
     use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender};
     use media_core::runtime::msg::DtmfSource;
     let e = virtual_engine(8);
-    let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
-    pa.telephone_event_pt = media_core::PayloadType::new(101);
+    let pa = pcmu_with_telephone_event();
     let (a, _b) = e
         .create_call(
             (DialogId(1), pa),
@@ -1310,8 +1316,7 @@ fn send_dtmf_sends_rfc4733_events_in_place_of_audio_then_resumes_audio() {
 fn rfc4733_digits_arriving_on_one_leg_leave_the_other_as_rfc4733() {
     use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender, EventPayload};
     let e = virtual_engine(8);
-    let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
-    pa.telephone_event_pt = media_core::PayloadType::new(101);
+    let pa = pcmu_with_telephone_event();
     let mut pb = MediaSessionParams::new(CodecSpec::PCMA, Ptime::MS_20);
     // B's peer numbered telephone-event 96.
     pb.telephone_event_send_pt = media_core::PayloadType::new(96);
@@ -1360,8 +1365,7 @@ fn rfc4733_digits_toward_a_leg_without_telephone_event_are_played_in_band() {
     use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender};
     use media_core::processing::audio::dtmf_detector::{DtmfDetector, DtmfDetectorConfig};
     let e = virtual_engine(8);
-    let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
-    pa.telephone_event_pt = media_core::PayloadType::new(101);
+    let pa = pcmu_with_telephone_event();
     // B's peer negotiated no telephone-event.
     let pb = MediaSessionParams::new(CodecSpec::PCMA, Ptime::MS_20);
     let (a, b) = e.create_call((DialogId(1), pa), (DialogId(2), pb)).unwrap();
@@ -1611,8 +1615,7 @@ fn a_panicking_lane_fails_alone_and_loudly_split() {
 #[test]
 fn telephone_events_in_place_of_audio_are_not_counted_as_loss() {
     let e = virtual_engine(8);
-    let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
-    pa.telephone_event_pt = media_core::PayloadType::new(101);
+    let pa = pcmu_with_telephone_event();
     let (a, _b) = e
         .create_call(
             (DialogId(1), pa),

@@ -204,6 +204,23 @@ impl Run {
 }
 
 impl Run {
+    /// Both legs' last media period (in the call summary) was sendrecv and carried at least
+    /// `min` packets each way; `when` names it in the failure message.
+    fn assert_last_period_flows(&self, min: u64, when: &str) {
+        for leg in [
+            "leg A last media period (sendrecv",
+            "leg B last media period (sendrecv",
+        ] {
+            let rx = self.number(&[leg], "): rx ");
+            let tx = self.number(&[leg], " tx ");
+            assert!(
+                rx >= min && tx >= min,
+                "{leg}: rx {rx} tx {tx} {when}\n{}",
+                self.context()
+            );
+        }
+    }
+
     /// `(rx, tx)` of leg `leg` in the first `media period ended` line containing `must`.
     fn period(&self, must: &[&str], leg: &str) -> (u64, u64) {
         let line = self
@@ -455,18 +472,7 @@ fn hold_from_a_is_passed_on_to_b_and_audio_flows_both_ways_after_resume() {
         run.context()
     );
     // After resume (the summary's last period, 2 s): both ways on both legs.
-    for leg in [
-        "leg A last media period (sendrecv",
-        "leg B last media period (sendrecv",
-    ] {
-        let rx = run.number(&[leg], "): rx ");
-        let tx = run.number(&[leg], " tx ");
-        assert!(
-            rx >= 50 && tx >= 50,
-            "{leg}: rx {rx} tx {tx} after resume\n{}",
-            run.context()
-        );
-    }
+    run.assert_last_period_flows(50, "after resume");
     assert_eq!(
         run.number(&["GATEWAY TOTALS"], "quality alerts "),
         0,
@@ -511,19 +517,8 @@ fn a_codec_change_by_b_reinvite_is_absorbed_by_transcoding() {
         "{}",
         run.context()
     );
-    for leg in [
-        "leg A last media period (sendrecv",
-        "leg B last media period (sendrecv",
-    ] {
-        let rx = run.number(&[leg], "): rx ");
-        let tx = run.number(&[leg], " tx ");
-        // 4 s after the switch = 200 packets each way.
-        assert!(
-            rx >= 100 && tx >= 100,
-            "{leg}: rx {rx} tx {tx} after the switch\n{}",
-            run.context()
-        );
-    }
+    // 4 s after the switch = 200 packets each way.
+    run.assert_last_period_flows(100, "after the switch");
     let bad_b = run.number(&["  leg B PCMA"], "tx-unnegotiated-pt ");
     let bad_a = run.number(&["  leg A PCMU"], "tx-unnegotiated-pt ");
     // The lane switches codec at its next tick after the update, the I/O thread's PT list

@@ -671,10 +671,8 @@ impl<T> ReceiveChannel<T> {
         self.plc.good_frame(out);
         self.concealing = false;
         self.codec_conceal_run = 0;
-        let blocks =
-            (out.len() * 100).div_ceil(self.plc.sample_rate_hz().max(1) as usize) + PAUSE_BLOCKS;
-        let quiet = self.plc.recent_blocks_below(blocks, QUIET_MEAN_SQUARE);
-        if advice == Adapt::Shorten && quiet && !self.buffer.is_empty() {
+        // `out` is already in the concealer's history: the pause check covers it.
+        if advice == Adapt::Shorten && !self.buffer.is_empty() && self.pause_played(out.len()) {
             // Above target and this frame is silence: drop it (inaudible); what is buffered
             // (or its concealment) replaces it.
             release(item);
@@ -727,11 +725,15 @@ impl<T> ReceiveChannel<T> {
     /// True when the first `n` pending samples are below about -45 dBFS RMS and so was the
     /// audio decoded before them for [`PAUSE_BLOCKS`] blocks (a pause, not a gap in a word).
     fn in_pause(&self, n: usize) -> bool {
+        self.is_quiet(n) && self.pause_played(n)
+    }
+
+    /// True when the last `n` samples' worth of 10 ms blocks given to the concealer, and
+    /// the [`PAUSE_BLOCKS`] before them, were all below about -45 dBFS.
+    fn pause_played(&self, n: usize) -> bool {
         let blocks = (n * 100).div_ceil(self.plc.sample_rate_hz().max(1) as usize);
-        self.is_quiet(n)
-            && self
-                .plc
-                .recent_blocks_below(blocks + PAUSE_BLOCKS, QUIET_MEAN_SQUARE)
+        self.plc
+            .recent_blocks_below(blocks + PAUSE_BLOCKS, QUIET_MEAN_SQUARE)
     }
 
     /// True when the first `n` pending samples are below about -45 dBFS RMS.

@@ -73,7 +73,14 @@
 //!   packet that arrived with less delay than the target covers waits correspondingly
 //!   longer, so this spreads downwards by up to the jitter;
 //! - added vs unjittered arrival: pop - nominal send time (the push time with no network
-//!   jitter) - target: the same without that spread.
+//!   jitter) - target: the same without that spread;
+//! - paced mode, split at the jitter buffer with `OutboundPacket::played_ns` (the start of
+//!   the lane tick that played the frame out of the buffer, on the monotonic clock): after
+//!   the jitter buffer = pop - that tick (decode, processing, encode, stage hand-offs and
+//!   the egress ring: the latency the engine's pipeline adds to its buffer's delay, the
+//!   figure issue 3's goal of at most one ptime is about), and the buffer's own delay =
+//!   that tick - push (what WebRTC's `jitterBufferDelay` counts: arrival to playout, the
+//!   wait for the next tick included), also shown beyond the session's target.
 //!
 //! The generator pushes with `push_at(.., arrival_ns)` so the engine's jitter estimate sees
 //! the real arrival times. As a cross-check the first 8 samples of every payload also carry
@@ -653,6 +660,13 @@ struct GenStats {
     added_us: Histogram<u64>,
     /// pop - nominal (unjittered) send time - jitter buffer target, µs + `LAT_OFFSET_US`.
     added_nominal_us: Histogram<u64>,
+    /// Paced only: pop - the start of the tick that played the frame out of the jitter
+    /// buffer (`OutboundPacket::played_ns`), µs + `LAT_OFFSET_US`.
+    after_jb_us: Histogram<u64>,
+    /// Paced only: the jitter buffer's own delay, that tick - push, µs + `LAT_OFFSET_US`.
+    jb_delay_us: Histogram<u64>,
+    /// Paced only: the same minus the session's target, µs + `LAT_OFFSET_US`.
+    jb_over_target_us: Histogram<u64>,
     /// Slot start lateness, ns.
     late_ns: Histogram<u64>,
     late_slots: u64,
@@ -679,6 +693,9 @@ impl GenStats {
             total_us: latency_histogram(),
             added_us: latency_histogram(),
             added_nominal_us: latency_histogram(),
+            after_jb_us: latency_histogram(),
+            jb_delay_us: latency_histogram(),
+            jb_over_target_us: latency_histogram(),
             late_ns: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
                 .expect("valid histogram bounds"),
             late_slots: 0,
@@ -891,9 +908,9 @@ impl Traffic {
     /// each one carries (see the module docs) and records its latency.
     fn pop_all(&mut self) {
         let now_us = self.now_us();
-        let virtual_epoch = match self.clock {
-            Clock::Paced { .. } => 0,
-            Clock::Virtual { .. } => VIRTUAL_EPOCH_US,
+        let (virtual_epoch, paced_t0_ns) = match self.clock {
+            Clock::Paced { t0_ns } => (0, Some(t0_ns)),
+            Clock::Virtual { .. } => (VIRTUAL_EPOCH_US, None),
         };
         let Traffic {
             io,
@@ -956,6 +973,15 @@ impl Traffic {
                 rec(&mut st.total_us, now - pushed);
                 rec(&mut st.added_us, now - pushed - target_us);
                 rec(&mut st.added_nominal_us, now - nominal - target_us);
+                // Real time: the lane stamps frames with its monotonic tick start, the
+                // generator's timebase. (On the virtual clock the lane's is tick x 10 ms
+                // and a frame is popped right after the step that played it.)
+                if let Some(t0) = paced_t0_ns.filter(|_| p.played_ns() != 0) {
+                    let played = (p.played_ns().saturating_sub(t0) / 1000) as i64;
+                    rec(&mut st.after_jb_us, now - played);
+                    rec(&mut st.jb_delay_us, played - pushed);
+                    rec(&mut st.jb_over_target_us, played - pushed - target_us);
+                }
                 st.matched += 1;
             }
         }
@@ -1314,6 +1340,11 @@ struct StepResult {
     added_latency: Option<Latency>,
     /// pop - nominal send time - jitter buffer target.
     added_nominal: Option<Latency>,
+    /// Paced: pop - the tick that played the frame (what the engine adds after its buffer).
+    after_jb: Option<Latency>,
+    /// Paced: that tick - push (the jitter buffer's own delay), and the same minus target.
+    jb_delay: Option<Latency>,
+    jb_over_target: Option<Latency>,
     matched: u64,
     unmatched: u64,
     tag_checked: u64,
@@ -1536,6 +1567,9 @@ fn finish_step(o: &Opts, b: &Built, before: &Snap, after: &Snap, tr: &Traffic) -
         total_latency: latency_of(&st.total_us),
         added_latency: latency_of(&st.added_us),
         added_nominal: latency_of(&st.added_nominal_us),
+        after_jb: latency_of(&st.after_jb_us),
+        jb_delay: latency_of(&st.jb_delay_us),
+        jb_over_target: latency_of(&st.jb_over_target_us),
         matched: st.matched,
         tag_checked: st.tag_checked,
         tag_mismatch: st.tag_mismatch,
@@ -2535,6 +2569,25 @@ fn run() -> Result<(), String> {
                     &n,
                     true,
                 ));
+                match (r.after_jb, r.jb_delay, r.jb_over_target) {
+                    (Some(a), Some(d), Some(t)) => {
+                        out.line(&show(
+                            "  after the jitter buffer = pop - the tick that played the frame",
+                            &a,
+                            true,
+                        ));
+                        out.line(&show(
+                            "  the jitter buffer's own delay = that tick - push",
+                            &d,
+                            false,
+                        ));
+                        out.line(&show("    of which beyond its target", &t, false));
+                    }
+                    _ if o.mode == Mode::Virtual => out.line(
+                        "  after the jitter buffer: paced mode only (here each step's frames are popped right after it)",
+                    ),
+                    _ => out.line("  after the jitter buffer: no frame carried a playout time"),
+                }
                 if r.tag_checked > 0 {
                     out.line(&format!(
                         "  cross-check: the frame number in the payload agreed with source_timestamp on {} of {} frames",
@@ -2712,6 +2765,21 @@ fn json(
         &mut j,
         "engine_latency_ms",
         best.and_then(|r| r.total_latency),
+    );
+    lat(
+        &mut j,
+        "latency_after_jitter_buffer_ms",
+        best.and_then(|r| r.after_jb),
+    );
+    lat(
+        &mut j,
+        "jitter_buffer_delay_ms",
+        best.and_then(|r| r.jb_delay),
+    );
+    lat(
+        &mut j,
+        "jitter_buffer_delay_beyond_target_ms",
+        best.and_then(|r| r.jb_over_target),
     );
     if let Some(r) = best {
         let _ = write!(

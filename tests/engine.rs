@@ -121,6 +121,45 @@ fn pcmu_in_pcma_out_is_the_g711_transcode_of_the_input() {
 }
 
 #[test]
+fn every_packet_says_when_its_audio_left_the_jitter_buffer() {
+    // Virtual clock: the lane's time is tick x 10 ms, and a fused lane plays, processes and
+    // encodes a frame in one tick, so each packet popped after `step(1)` was played in the
+    // tick just run, and never before the packet carrying its audio arrived.
+    let e = virtual_engine(8);
+    let (a, _b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMA);
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    let mut seen = 0;
+    for tick in 0..120u64 {
+        if tick % 2 == 0 && tick < 100 {
+            let k = (tick / 2) as usize;
+            rtp(
+                0,
+                k as u16,
+                160 * k as u32,
+                7,
+                k == 0,
+                &ulaw_frame(k),
+                &mut pkt,
+            );
+            // Arrival on the lane's own clock: this tick's start.
+            ing.push_at(a, &pkt, 1 + tick * 10_000_000).unwrap();
+        }
+        e.step(1).unwrap();
+        while let Some(p) = eg.pop() {
+            assert_eq!(p.played_ns(), tick * 10_000_000, "played in tick {tick}");
+            let sent_tick = u64::from(p.source_timestamp()) / 80;
+            assert!(
+                tick >= sent_tick + 2,
+                "audio that arrived in tick {sent_tick} played in tick {tick}: not buffered"
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 50, "{seen} packets");
+}
+
+#[test]
 fn same_codec_bridge_relays_payload_bytes_unchanged() {
     let e = virtual_engine(8);
     let (a, b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMU);
@@ -586,6 +625,43 @@ fn realtime(topology: Topology) -> MediaEngine {
         ..Default::default()
     })
     .unwrap()
+}
+
+#[test]
+fn realtime_packets_carry_the_monotonic_time_their_audio_was_played() {
+    for topology in [Topology::Fused, Topology::Split] {
+        let e = realtime(topology);
+        e.start().unwrap();
+        let (a, _b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMA);
+        let (mut ing, mut eg) = e.take_rtp_handles(a.lane()).unwrap();
+        let mut pkt = Vec::new();
+        let mut checked = 0;
+        let t_start = media_core::runtime::clock::monotonic_ns();
+        for k in 0..40usize {
+            rtp(
+                0,
+                k as u16,
+                160 * k as u32,
+                9,
+                k == 0,
+                &ulaw_frame(k),
+                &mut pkt,
+            );
+            let _ = ing.push(a, &pkt);
+            std::thread::sleep(Duration::from_millis(20));
+            while let Some(p) = eg.pop() {
+                let now = media_core::runtime::clock::monotonic_ns();
+                let played = p.played_ns();
+                assert!(
+                    played > t_start && played <= now,
+                    "{topology:?}: played at {played}, popped at {now}"
+                );
+                checked += 1;
+            }
+        }
+        e.stop().unwrap();
+        assert!(checked > 10, "{topology:?}: {checked} packets");
+    }
 }
 
 fn traffic_while_churning(topology: Topology) {

@@ -472,10 +472,12 @@ impl MediaEngine {
                 for _ in 0..ticks {
                     let t = lane.shared().counters.ticks.get();
                     let t0 = crate::runtime::clock::monotonic_ns();
+                    // The virtual clock: tick × 10 ms.
+                    let now_ns = t * u64::from(crate::types::Ptime::TICK_MS) * 1_000_000;
                     match topology {
-                        Topology::Fused => lane.tick_fused(t),
+                        Topology::Fused => lane.tick_fused(t, now_ns),
                         Topology::Split => {
-                            lane.jitter.begin_tick(t);
+                            lane.jitter.begin_tick(t, now_ns);
                             lane.jitter.playout(usize::MAX);
                             lane.decode.run();
                             lane.dsp.run();

@@ -233,6 +233,17 @@ impl OutboundPacket<'_> {
         self.with(|s| s.src_ts)
     }
 
+    /// When the audio this packet carries left the jitter buffer: the start of the lane
+    /// tick that played it, on the lane's clock (the monotonic clock of
+    /// [`monotonic_ns`](crate::runtime::clock::monotonic_ns) in real time, so comparable with
+    /// [`IngressHandle::push`] arrival times; tick × 10 ms on the virtual clock); 0 for
+    /// packets carrying no received audio (RFC 4733 events). `now - played_ns()` is the
+    /// latency the engine adds after its jitter buffer (decode, processing, encode, stage
+    /// hand-offs, the egress ring); not sent on the wire.
+    pub fn played_ns(&self) -> u64 {
+        self.with(|s| s.played_ns)
+    }
+
     /// Copies the whole RTP packet (header and payload) into `out`, returning its length,
     /// or `None` if `out` is too small.
     pub fn copy_to(&self, out: &mut [u8]) -> Option<usize> {

@@ -193,6 +193,8 @@ fn push_cmd<T>(out: &mut Producer<T>, counters: &LaneCounters, msg: T) {
 /// the decode stage's jitter buffer at once, and schedules playout of due sessions.
 pub struct JitterStage {
     tick: u64,
+    /// When the current tick began (lane clock).
+    tick_ns: u64,
     cursor: usize,
     /// `tick % n` for n = 0..=6 (index by a session's ptime in ticks), computed once per tick
     /// so the playout scan does no division.
@@ -228,10 +230,14 @@ enum Ingest {
 }
 
 impl JitterStage {
-    /// Starts tick `tick`: applies queued commands and ingests every queued packet.
+    /// Starts tick `tick`, which began at `now_ns` on the lane's clock (the monotonic clock
+    /// in real time, `tick` × 10 ms on the virtual clock): applies queued commands and
+    /// ingests every queued packet. Frames played in this tick carry `now_ns` as the time
+    /// their audio left the jitter buffer.
     /// Called on the real-time thread.
-    pub fn begin_tick(&mut self, tick: u64) {
+    pub fn begin_tick(&mut self, tick: u64, now_ns: u64) {
         self.tick = tick;
+        self.tick_ns = now_ns;
         self.cursor = 0;
         for (n, m) in self.tick_mod.iter_mut().enumerate().skip(1) {
             *m = (tick % n as u64) as u8;
@@ -510,6 +516,7 @@ impl JitterStage {
         if done > 0 {
             let msg = PlayRange {
                 tick: self.tick,
+                at_ns: self.tick_ns,
                 from: from as u32,
                 to: self.cursor as u32,
             };
@@ -551,6 +558,8 @@ pub struct DecodeStage {
     frames: Arc<Slab<FrameSlot>>,
     frame_free: Consumer<Token>,
     spare_frame: Option<Token>,
+    /// Start of the tick whose play range is being served (lane clock).
+    play_ns: u64,
     stretch: StretchPool,
     out: Producer<Downstream>,
     reserve: usize,
@@ -565,6 +574,7 @@ impl DecodeStage {
         let mut n = self.drain_input();
         while let Ok(r) = self.plays.pop() {
             n += 1 + self.drain_input();
+            self.play_ns = r.at_ns;
             let mut tick_mod = [0u8; 7];
             for (k, m) in tick_mod.iter_mut().enumerate().skip(1) {
                 *m = (r.tick % k as u64) as u8;
@@ -797,6 +807,7 @@ impl DecodeStage {
         };
         let relay_allowed = route.is_some_and(|r| r.relay_ok) && part.dsp_passthrough;
         let stretch = &mut self.stretch;
+        let played_ns = self.play_ns;
         let rep = self.frames.with_mut(&mut frame, |f| {
             let step = if undecoded_relay {
                 part.receive.relay_frame(frame_samples, &mut release)
@@ -820,6 +831,7 @@ impl DecodeStage {
             f.samples = samples;
             f.marker = rep.marker;
             f.src_ts = rep.src_ts;
+            f.played_ns = played_ns;
             f.relay = false;
             rep
         });
@@ -1242,6 +1254,7 @@ impl EncodeStage {
             }
             e.header = h;
             e.src_ts = 0;
+            e.played_ns = 0;
             e.len = RTP_HEADER_LEN + ev.payload_len;
             e.session = SessionId::from_parts(lane, dst, part.generation);
             sc.tx_dtmf_packets.inc();
@@ -1294,29 +1307,29 @@ impl EncodeStage {
                         t.generator.fill(&mut t.pcm);
                         &t.pcm[..]
                     });
-                let (n, marker, src_ts) = match (tone, f) {
+                let (n, marker) = match (tone, f) {
                     (Some(pcm), f) => (
                         part.encoder.encode(pcm, body).ok()?,
                         f.is_some_and(|f| f.marker),
-                        f.map_or(0, |f| f.src_ts),
                     ),
                     (None, Some(f)) if f.relay => {
                         let dst = body.get_mut(..f.payload_len)?;
                         dst.copy_from_slice(&f.payload[..f.payload_len]);
-                        (f.payload_len, f.marker, f.src_ts)
+                        (f.payload_len, f.marker)
                     }
                     (None, Some(f)) => (
                         part.encoder.encode(&f.pcm[..f.samples], body).ok()?,
                         f.marker,
-                        f.src_ts,
                     ),
                     (None, None) => return None,
                 };
+                let (src_ts, played_ns) = f.map_or((0, 0), |f| (f.src_ts, f.played_ns));
                 let h = part.next_header(marker);
                 // Cannot fail: slots are at least header-sized by construction.
                 write_header(&h, &mut e.bytes).ok()?;
                 e.header = h;
                 e.src_ts = src_ts;
+                e.played_ns = played_ns;
                 e.len = RTP_HEADER_LEN + n;
                 e.session = SessionId::from_parts(lane, dst, part.generation);
                 Some(n)
@@ -1358,8 +1371,8 @@ pub struct Lane {
 impl Lane {
     /// Runs one tick with every stage on the calling thread, in chunks of
     /// [`FUSED_CHUNK`] sessions. Called on the real-time thread.
-    pub fn tick_fused(&mut self, tick: u64) {
-        self.jitter.begin_tick(tick);
+    pub fn tick_fused(&mut self, tick: u64, now_ns: u64) {
+        self.jitter.begin_tick(tick, now_ns);
         loop {
             let more = self.jitter.playout(FUSED_CHUNK);
             self.decode.run();
@@ -1481,6 +1494,7 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
     let lane = Lane {
         jitter: JitterStage {
             tick: 0,
+            tick_ns: 0,
             cursor: 0,
             tick_mod: [0; 7],
             sched: vec![0; cfg.sessions].into_boxed_slice(),
@@ -1505,6 +1519,7 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
             frames: frames.clone(),
             frame_free: fr_rx,
             spare_frame: None,
+            play_ns: 0,
             // Fill target (30 ms) + one 60 ms packet + a frame: enough for any session.
             stretch: StretchPool::new(120),
             out: dp_tx,

@@ -64,6 +64,9 @@ pub struct FrameSlot {
     pub marker: bool,
     /// Receive RTP timestamp of the audio in this frame (latency measurement).
     pub src_ts: u32,
+    /// When this frame's audio left the jitter buffer: the start of the tick that played
+    /// it, on the lane's clock (latency measurement).
+    pub played_ns: u64,
 }
 
 impl FrameSlot {
@@ -77,6 +80,7 @@ impl FrameSlot {
             relay: false,
             marker: false,
             src_ts: 0,
+            played_ns: 0,
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct EgressSlot {
     pub header: RtpHeader,
     /// Receive RTP timestamp (of the other leg) of the audio it carries.
     pub src_ts: u32,
+    /// When that audio left the jitter buffer (the playing tick's start, lane clock).
+    pub played_ns: u64,
     /// Bytes used in `bytes`.
     pub len: usize,
     /// The whole RTP packet (header + payload).
@@ -109,6 +115,7 @@ impl EgressSlot {
                 ssrc: 0,
             },
             src_ts: 0,
+            played_ns: 0,
             len: 0,
             bytes: touched(max_packet_bytes),
         }
@@ -257,6 +264,8 @@ pub enum ToDecode {
 pub struct PlayRange {
     /// Lane tick.
     pub tick: u64,
+    /// When the tick started, on the lane's clock (see [`crate::runtime::lane::JitterStage::begin_tick`]).
+    pub at_ns: u64,
     /// First slot.
     pub from: u32,
     /// One past the last slot.

@@ -126,7 +126,7 @@ fn report(jitter: &mut JitterStage, lane: u16, s: &Setup) {
 /// Counts overruns and passes the previous tick's overrun (tick, ns late) to `f` so it can
 /// report it; if the lane falls more than `MAX_BEHIND` ticks behind it re-anchors
 /// (counting the skipped ticks) instead of bursting to catch up.
-fn tick_loop(shared: &Shared, mut f: impl FnMut(u64, Option<(u64, u64)>)) {
+fn tick_loop(shared: &Shared, mut f: impl FnMut(u64, u64, Option<(u64, u64)>)) {
     let mut pending = None;
     const MAX_BEHIND: u64 = 10;
     let period = u64::from(Ptime::TICK_MS) * 1_000_000;
@@ -137,7 +137,7 @@ fn tick_loop(shared: &Shared, mut f: impl FnMut(u64, Option<(u64, u64)>)) {
         let deadline = anchor + n * period;
         sleep_until_ns(deadline);
         let t0 = monotonic_ns();
-        f(tick, pending.take());
+        f(tick, t0, pending.take());
         let t1 = monotonic_ns();
         shared.record_tick(t1 - t0);
         let c = &shared.counters;
@@ -230,7 +230,7 @@ pub fn start(lane: Lane, topology: Topology, plan: ThreadPlan) -> Result<Running
                 let s = setup(&plan, 0, StageKind::Fused);
                 report(&mut lane.jitter, id, &s);
                 let shared = lane.shared().clone();
-                tick_loop(&shared, |t, overrun| {
+                tick_loop(&shared, |t, now_ns, overrun| {
                     if let Some((tick, late_ns)) = overrun {
                         lane.jitter.push_event(LaneEvent::DeadlineOverrun {
                             lane: id,
@@ -238,7 +238,7 @@ pub fn start(lane: Lane, topology: Topology, plan: ThreadPlan) -> Result<Running
                             late_ns,
                         });
                     }
-                    lane.tick_fused(t)
+                    lane.tick_fused(t, now_ns)
                 });
                 lane.drain();
                 lane
@@ -277,7 +277,7 @@ pub fn start(lane: Lane, topology: Topology, plan: ThreadPlan) -> Result<Running
                 let mut st = jitter;
                 let s = setup(&plan, 0, StageKind::Jitter);
                 report(&mut st, id, &s);
-                tick_loop(&shared, |t, overrun| {
+                tick_loop(&shared, |t, now_ns, overrun| {
                     if let Some((tick, late_ns)) = overrun {
                         st.push_event(LaneEvent::DeadlineOverrun {
                             lane: id,
@@ -285,7 +285,7 @@ pub fn start(lane: Lane, topology: Topology, plan: ThreadPlan) -> Result<Running
                             late_ns,
                         });
                     }
-                    st.begin_tick(t);
+                    st.begin_tick(t, now_ns);
                     st.playout(usize::MAX);
                 });
                 st.drain_commands_only();

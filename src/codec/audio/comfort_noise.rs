@@ -288,20 +288,47 @@ impl CnGenerator {
 
 /// Autocorrelation of `pcm` at lags 0..=`order` (`order` ≤ [`MAX_ORDER`]).
 ///
-/// Exact integer sums (each product fits an i32, every sum an i64), independent of
-/// summation order: about half the cost of summing f64 products in sequence, and the same
-/// values (those f64 sums were exact too, every partial sum being an integer below 2^53
-/// for any slice a frame can hold).
+/// In f32 with eight independent accumulators, which the compiler vectorises (about four
+/// times faster than summing f64 products in sequence): each f32 product rounds by at
+/// most 2^-24 relative, far below what a comfort-noise model (levels in whole dB,
+/// coefficients in steps of 1/128) can resolve. Longer frames than 60 ms at 8 kHz (or
+/// 30 ms at 16 kHz) take a plain f64 loop (the buffer is zeroed on every call, so it is
+/// kept that small).
 fn autocorrelation(pcm: &[i16], order: usize) -> [f64; MAX_ORDER + 1] {
+    const CHUNK: usize = 480;
     let mut r = [0f64; MAX_ORDER + 1];
+    if pcm.len() > CHUNK {
+        for (lag, r) in r.iter_mut().enumerate().take(order + 1) {
+            let b = pcm.get(lag..).unwrap_or(&[]);
+            *r = pcm
+                .iter()
+                .zip(b)
+                .map(|(&p, &q)| f64::from(p) * f64::from(q))
+                .sum();
+        }
+        return r;
+    }
+    let mut buf = [0f32; CHUNK];
+    let x = &mut buf[..pcm.len()];
+    for (x, &p) in x.iter_mut().zip(pcm) {
+        *x = f32::from(p);
+    }
+    let x = &*x;
     for (lag, r) in r.iter_mut().enumerate().take(order + 1) {
-        let b = pcm.get(lag..).unwrap_or(&[]);
-        let sum: i64 = pcm
-            .iter()
-            .zip(b)
-            .map(|(&x, &y)| i64::from(i32::from(x) * i32::from(y)))
-            .sum();
-        *r = sum as f64;
+        let y = x.get(lag..).unwrap_or(&[]);
+        let mut acc = [0f32; 8];
+        let y8 = y.chunks_exact(8);
+        let tail = y8.remainder();
+        for (p, q) in x.chunks_exact(8).zip(y8) {
+            for ((a, &p), &q) in acc.iter_mut().zip(p).zip(q) {
+                *a += p * q;
+            }
+        }
+        let mut sum: f64 = acc.iter().map(|&a| f64::from(a)).sum();
+        for (&p, &q) in x[y.len() - tail.len()..].iter().zip(tail) {
+            sum += f64::from(p) * f64::from(q);
+        }
+        *r = sum;
     }
     r
 }
@@ -460,7 +487,7 @@ mod tests {
     }
 
     #[test]
-    fn analyze_is_bit_identical_to_the_plain_f64_autocorrelation() {
+    fn autocorrelation_matches_the_plain_f64_sums() {
         // The reference the integer sums replaced: f64 products summed in f64.
         fn reference(pcm: &[i16], order: usize) -> [f64; MAX_ORDER + 1] {
             let mut r = [0f64; MAX_ORDER + 1];
@@ -474,7 +501,7 @@ mod tests {
             r
         }
         let mut seed = 0x2545_f491u32;
-        for len in [0usize, 1, 7, 80, 160, 320, 960, 1024, 1500] {
+        for len in [0usize, 1, 7, 80, 160, 320, 480, 481, 960] {
             let pcm: Vec<i16> = (0..len)
                 .map(|i| {
                     seed ^= seed << 13;
@@ -490,8 +517,12 @@ mod tests {
             for order in [0, 1, 4, MAX_ORDER] {
                 let (ours, theirs) = (autocorrelation(&pcm, order), reference(&pcm, order));
                 for (a, b) in ours.iter().zip(&theirs) {
-                    // Equal values (an empty f64 sum is -0.0, the integer one 0.0).
-                    assert_eq!(a, b, "len {len} order {order}");
+                    // Relative to the frame's energy (lags can sum to near zero).
+                    let scale = theirs[0].max(1.0);
+                    assert!(
+                        (a - b).abs() <= 1e-6 * scale,
+                        "len {len} order {order}: {a} vs {b}"
+                    );
                 }
             }
         }

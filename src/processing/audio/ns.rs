@@ -44,12 +44,17 @@
 //! shared Xeon, optimised build, per 20 ms frame: 2.4–3.9 µs at 8 kHz, 5.7–7.7 µs at
 //! 16 kHz and 19–25 µs at 48 kHz (where the FFT runs at the full rate).
 //!
-//! Memory: what carries from block to block (two blocks of samples and six per-bin arrays,
-//! 2.6 kB at 8 kHz) is one allocation per stream. The FFT plans and the window are shared
+//! Memory: what carries from block to block is 1.6 kB per stream at 8 kHz: the overlap
+//! and the noise estimate in f32, the previous block as 16-bit samples, and the five other
+//! per-bin arrays in bfloat16 (see `to_bf16`). All in f32 it was 2.6 kB, and a frame
+//! of `voice_8k_2000_sessions/ns` (`cargo bench --bench voice`) took about 1.4 times as
+//! long (3.7–3.9 µs against 2.4–2.7 µs, alternate runs on a loaded 2-vCPU machine). The FFT plans and the window are shared
 //! by every suppressor at a rate, and the work buffers rewritten every block (FFT buffers,
 //! spectrum, per-bin power and gain) are lent by the caller inside a lane's chain
 //! ([`super::DspScratch`], one per DSP stage), so a lane with thousands of sessions pulls
-//! only the per-stream state through the cache for each frame. Run over 2,000 sessions in
+//! only the per-stream state through the cache for each frame. The analysis (window,
+//! transform, periodogram) is also the voice activity detector's ([`super::vad`]): in a
+//! chain with both, the detector reads the suppressor's of each block. Run over 2,000 sessions in
 //! turn (`cargo bench --bench voice`, `voice_8k_2000_sessions/ns`) a frame cost 5.1 µs
 //! with per-session plans and buffers and 4.1 µs after this split, against 2.7 µs for one
 //! suppressor in cache (same loaded 2-vCPU machine, same run).
@@ -120,10 +125,11 @@ fn gain_floor(max_attenuation_db: f32) -> f32 {
     10f32.powf(-max_attenuation_db / 20.0)
 }
 
-/// What every suppressor at one rate shares, read-only once built: the FFT plans and the
+/// What every suppressor (and every voice activity detector, which analyses with the same
+/// window and transform) at one rate shares, read-only once built: the FFT plans and the
 /// window. One copy per rate for the whole process, so thousands of sessions on a lane do
 /// not each keep (and pull through the cache) their own.
-struct NsPlan {
+pub(crate) struct NsPlan {
     forward: Arc<dyn RealToComplex<f32>>,
     inverse: Arc<dyn ComplexToReal<f32>>,
     /// Square-root Hann window over two blocks (analysis and synthesis).
@@ -134,7 +140,7 @@ struct NsPlan {
 
 /// The shared plan for `sample_rate_hz` (control plane: planned on first use; `None` for
 /// an unsupported rate).
-fn shared_plan(sample_rate_hz: u32) -> Option<Arc<NsPlan>> {
+pub(crate) fn shared_plan(sample_rate_hz: u32) -> Option<Arc<NsPlan>> {
     static PLANS: [OnceLock<Arc<NsPlan>>; SUPPORTED_RATES_HZ.len()] =
         [const { OnceLock::new() }; SUPPORTED_RATES_HZ.len()];
     let plan = PLANS[rate_index(sample_rate_hz)?].get_or_init(|| {
@@ -162,11 +168,114 @@ fn shared_plan(sample_rate_hz: u32) -> Option<Arc<NsPlan>> {
     Some(Arc::clone(plan))
 }
 
-/// Work buffers of one block's processing. Every one is rewritten before it is read in
-/// each block, so one set serves any number of suppressors run one after another on a
-/// thread: the lane's DSP stage keeps one for all its sessions (see
-/// [`super::DspScratch`]), which stays in cache, instead of one per session, which would
-/// not.
+/// Sub-blocks of the 20 ms analysis window whose windowed energies [`NsPlan::analyse`]
+/// reports when asked (eight per 10 ms block: 1.25 ms each), for the VAD's click test.
+pub(crate) const WINDOW_SUBBLOCKS: usize = 16;
+
+impl NsPlan {
+    /// The analysis of one block, shared by the suppressor and the voice activity
+    /// detector: windows `previous` and `block` (20 ms) into `work.time`, stores `block` in
+    /// `previous`, transforms, and writes the periodogram |X|² per bin to `work.power`
+    /// (the spectrum stays in `work.spectrum`). With `energies`, also the windowed energy
+    /// of each of the [`WINDOW_SUBBLOCKS`] sub-blocks (`work.sub_energy`) and Σx² of
+    /// `block` (`work.block_energy`), which the detector reads. `previous`, `block` and
+    /// `work` must be sized for this plan's rate; false (nothing computed) if not, which
+    /// is a caller bug.
+    pub(crate) fn analyse(
+        &self,
+        previous: &mut [i16],
+        block: &[i16],
+        work: &mut NsWork,
+        energies: bool,
+    ) -> bool {
+        let n = self.window.len() / 2;
+        let bins = n + 1;
+        if previous.len() != n
+            || block.len() != n
+            || work.time.len() < 2 * n
+            || work.power.len() < bins
+            || work.scratch.len() < self.scratch_len
+        {
+            return false;
+        }
+        let time = &mut work.time[..2 * n];
+        let (t_old, t_new) = time.split_at_mut(n);
+        let (w_old, w_new) = self.window.split_at(n);
+        if energies {
+            // 80, 160 and 480 samples are multiples of 8 sub-blocks.
+            let sub = n / (WINDOW_SUBBLOCKS / 2);
+            let (early, late) = work.sub_energy.split_at_mut(WINDOW_SUBBLOCKS / 2);
+            for (((ts, ps), ws), e) in t_old
+                .chunks_exact_mut(sub)
+                .zip(previous.chunks_exact(sub))
+                .zip(w_old.chunks_exact(sub))
+                .zip(early.iter_mut())
+            {
+                let mut acc = 0.0f32;
+                for ((t, &p), &w) in ts.iter_mut().zip(ps).zip(ws) {
+                    *t = f32::from(p) * w;
+                    acc += *t * *t;
+                }
+                *e = acc;
+            }
+            for ((((ts, ps), xs), ws), e) in t_new
+                .chunks_exact_mut(sub)
+                .zip(previous.chunks_exact_mut(sub))
+                .zip(block.chunks_exact(sub))
+                .zip(w_new.chunks_exact(sub))
+                .zip(late.iter_mut())
+            {
+                let mut acc = 0.0f32;
+                for (((t, p), &x), &w) in ts.iter_mut().zip(ps.iter_mut()).zip(xs).zip(ws) {
+                    *p = x;
+                    let x = f32::from(x);
+                    *t = x * w;
+                    acc += *t * *t;
+                }
+                *e = acc;
+            }
+            // Integer squares sum exactly and vectorise; 480 of at most 2^30 fit an i64.
+            let energy: i64 = block
+                .iter()
+                .map(|&x| i64::from(i32::from(x) * i32::from(x)))
+                .sum();
+            work.block_energy = energy as f32;
+        } else {
+            for ((t, &p), &w) in t_old.iter_mut().zip(previous.iter()).zip(w_old) {
+                *t = f32::from(p) * w;
+            }
+            for (((t, p), &x), &w) in t_new
+                .iter_mut()
+                .zip(previous.iter_mut())
+                .zip(block.iter())
+                .zip(w_new)
+            {
+                *p = x;
+                *t = f32::from(x) * w;
+            }
+        }
+        let spectrum = &mut work.spectrum[..bins];
+        if self
+            .forward
+            .process_with_scratch(time, spectrum, &mut work.scratch[..self.scratch_len])
+            .is_err()
+        {
+            // Only a length mismatch, impossible after the checks above.
+            return false;
+        }
+        for (p, c) in work.power[..bins].iter_mut().zip(spectrum.iter()) {
+            *p = c.norm_sqr();
+        }
+        true
+    }
+}
+
+/// Work buffers of one block's analysis and suppression. Every one is rewritten before it
+/// is read in each block, so one set serves any number of suppressors and voice activity
+/// detectors run one after another on a thread: the lane's DSP stage keeps one for all its
+/// sessions (see [`super::DspScratch`]), which stays in cache, instead of one per session,
+/// which would not. Within a block it also carries the analysis from the suppressor to
+/// the detector, which then needs no transform of its own.
 #[derive(Clone)]
 pub(crate) struct NsWork {
     /// Windowed input, then the inverse transform's output (two blocks).
@@ -179,6 +288,11 @@ pub(crate) struct NsWork {
     freq_smoothed: Box<[f32]>,
     /// Gain of the current block, per bin.
     gain: Box<[f32]>,
+    /// Windowed energy of each [`WINDOW_SUBBLOCKS`] part of the analysis window, when the
+    /// analysis was asked for it.
+    pub(crate) sub_energy: [f32; WINDOW_SUBBLOCKS],
+    /// Σx² of the block analysed (sample units²), likewise.
+    pub(crate) block_energy: f32,
 }
 
 impl NsWork {
@@ -200,20 +314,52 @@ impl NsWork {
             power: zeros(block + 1),
             freq_smoothed: zeros(block + 1),
             gain: zeros(block + 1),
+            sub_energy: [0.0; WINDOW_SUBBLOCKS],
+            block_energy: 0.0,
         }
     }
 
-    fn bytes(&self) -> usize {
+    /// The periodogram of the last block analysed, per bin (DC first).
+    pub(crate) fn power(&self) -> &[f32] {
+        &self.power
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
         4 * (self.time.len() + 3 * self.power.len())
             + 8 * (self.spectrum.len() + self.scratch.len())
     }
 }
 
-/// Per-bin arrays of [`NsCore::state`], after its two blocks: smoothed power (MCRA `S`), its minimum and running
-/// minimum, the smoothed speech-presence probability (MCRA `p`), the noise power estimate
-/// (MCRA `λ_d`) and the previous block's clean-speech power `G² |Y|²` (for the
-/// decision-directed a-priori SNR).
-const PER_BIN_ARRAYS: usize = 6;
+/// Per-bin arrays of [`NsCore::packed`], after the previous block, kept as bfloat16
+/// (see [`to_bf16`]): the smoothed power (MCRA `S`), its minimum and running minimum,
+/// the smoothed speech-presence probability (MCRA `p`), and the previous block's
+/// clean-speech power `G² |Y|²` (for the decision-directed a-priori SNR).
+const PACKED_PER_BIN_ARRAYS: usize = 5;
+
+/// `x` as bfloat16 (the top half of its bits), rounded to nearest, ties to even: 8
+/// significant bits, a relative error under 0.2 % (0.017 dB) over f32's whole range.
+///
+/// Five of the suppressor's six per-bin arrays are kept so, halving what each session's
+/// suppressor pulls through the cache per block. That is enough for each of them: the
+/// smoothed power and the presence probability are recursive averages that keep at most
+/// 0.7 of the old value per block, so one rounding never piles up on the last; the minima
+/// are minima of such values; and the clean-speech power is rewritten every block. The
+/// noise estimate moves by as little as 0.25 % per block while speech is present, below
+/// bfloat16's step, and stays f32. Integer operations only, so the per-bin loops still
+/// vectorise.
+#[inline]
+fn to_bf16(x: f32) -> i16 {
+    let bits = x.to_bits();
+    // Wrapping: a NaN's payload may carry into the sign, and NaN stays NaN or becomes
+    // infinity, either way harmless to the min/max clamps that read it.
+    (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16 as i16
+}
+
+/// The f32 of bfloat16 bits (exact).
+#[inline]
+fn from_bf16(h: i16) -> f32 {
+    f32::from_bits(u32::from(h as u16) << 16)
+}
 
 /// The per-stream part of a suppressor: settings, the shared plan and the state that
 /// carries from block to block. This is what each session of a lane keeps; the work
@@ -225,11 +371,13 @@ pub(crate) struct NsCore {
     max_attenuation_db: f32,
     gain_floor: f32,
     plan: Arc<NsPlan>,
-    /// One allocation, so a block's state is one contiguous run of memory: the second
-    /// half of the previous synthesis frame waiting to be overlap-added (`block_len`),
-    /// the previous input block (`block_len`), then the [`PER_BIN_ARRAYS`] per-bin
-    /// arrays (`block_len + 1` each).
+    /// The state kept at full precision: the second half of the previous synthesis
+    /// frame waiting to be overlap-added (`block_len`), then the noise power estimate per
+    /// bin (MCRA `λ_d`, `block_len + 1`).
     state: Box<[f32]>,
+    /// The rest, in 16 bits: the previous input block (`block_len` samples), then the
+    /// [`PACKED_PER_BIN_ARRAYS`] bfloat16 per-bin arrays (`block_len + 1` each).
+    packed: Box<[i16]>,
     /// Blocks since the minimum was last re-taken.
     min_count: u32,
     /// 0 before the first block, 1 after it (its window was half empty, so it did not
@@ -240,13 +388,14 @@ pub(crate) struct NsCore {
 /// The per-stream state split into its parts.
 struct StateParts<'a> {
     overlap: &'a mut [f32],
-    previous: &'a mut [f32],
-    smoothed: &'a mut [f32],
-    minimum: &'a mut [f32],
-    running_min: &'a mut [f32],
-    presence: &'a mut [f32],
     noise: &'a mut [f32],
-    prev_clean: &'a mut [f32],
+    previous: &'a mut [i16],
+    /// bfloat16 from here on.
+    smoothed: &'a mut [i16],
+    minimum: &'a mut [i16],
+    running_min: &'a mut [i16],
+    presence: &'a mut [i16],
+    prev_clean: &'a mut [i16],
 }
 
 impl NsCore {
@@ -270,7 +419,8 @@ impl NsCore {
             max_attenuation_db: config.max_attenuation_db,
             gain_floor: gain_floor(config.max_attenuation_db),
             plan,
-            state: vec![0.0f32; 2 * block + PER_BIN_ARRAYS * (block + 1)].into_boxed_slice(),
+            state: vec![0.0f32; 2 * block + 1].into_boxed_slice(),
+            packed: vec![0i16; block + PACKED_PER_BIN_ARRAYS * (block + 1)].into_boxed_slice(),
             min_count: 0,
             blocks_seen: 0,
         };
@@ -279,30 +429,34 @@ impl NsCore {
     }
 
     /// The state of a stream with `n`-sample blocks, split into its parts.
-    fn parts(state: &mut [f32], n: usize) -> StateParts<'_> {
+    fn parts<'a>(state: &'a mut [f32], packed: &'a mut [i16], n: usize) -> StateParts<'a> {
         let bins = n + 1;
-        let (overlap, rest) = state.split_at_mut(n);
-        let (previous, rest) = rest.split_at_mut(n);
+        let (overlap, noise) = state.split_at_mut(n);
+        let (previous, rest) = packed.split_at_mut(n);
         let (smoothed, rest) = rest.split_at_mut(bins);
         let (minimum, rest) = rest.split_at_mut(bins);
         let (running_min, rest) = rest.split_at_mut(bins);
-        let (presence, rest) = rest.split_at_mut(bins);
-        let (noise, prev_clean) = rest.split_at_mut(bins);
+        let (presence, prev_clean) = rest.split_at_mut(bins);
         StateParts {
             overlap,
+            noise: &mut noise[..bins],
             previous,
             smoothed,
             minimum,
             running_min,
             presence,
-            noise,
             prev_clean: &mut prev_clean[..bins],
         }
     }
 
     /// Bytes of per-stream state on the heap.
     pub(crate) fn state_bytes(&self) -> usize {
-        4 * self.state.len()
+        4 * self.state.len() + 2 * self.packed.len()
+    }
+
+    /// Samples per 10 ms block, the length [`NsCore::process_block`] takes.
+    pub(crate) fn block_len(&self) -> usize {
+        self.block_len
     }
 
     pub(crate) fn set_max_attenuation_db(&mut self, max_attenuation_db: f32) {
@@ -315,6 +469,8 @@ impl NsCore {
 
     pub(crate) fn reset(&mut self) {
         self.state.fill(0.0);
+        // bfloat16 0 is 0.0.
+        self.packed.fill(0);
         self.min_count = 0;
         self.blocks_seen = 0;
     }
@@ -323,67 +479,42 @@ impl NsCore {
     /// (its contents on entry do not matter). Called on the real-time thread; never
     /// allocates.
     pub(crate) fn process(&mut self, frame: &mut [i16], work: &mut NsWork) {
-        let n = self.block_len;
-        let bins = n + 1;
-        if work.time.len() < 2 * n
-            || work.power.len() < bins
-            || work.scratch.len() < self.plan.scratch_len
-        {
-            // Work built for lower rates only: a caller bug; pass the audio unchanged.
-            return;
-        }
-        for block in frame.chunks_exact_mut(n) {
-            self.process_block(block, work);
+        for block in frame.chunks_exact_mut(self.block_len) {
+            self.process_block(block, work, false);
         }
     }
 
-    fn process_block(&mut self, block: &mut [i16], work: &mut NsWork) {
+    /// Suppresses noise in one 10 ms block (`block_len` samples) in place. Afterwards
+    /// `work` holds this block's analysis ([`NsPlan::analyse`], with the detector's
+    /// energies when `energies` is set), which a voice activity detector may read; false
+    /// when `work` was built for lower rates only (a caller bug: the block passes
+    /// unchanged and nothing is analysed). Called on the real-time thread; never allocates.
+    pub(crate) fn process_block(
+        &mut self,
+        block: &mut [i16],
+        work: &mut NsWork,
+        energies: bool,
+    ) -> bool {
         let n = self.block_len;
         let bins = n + 1;
         let plan = &*self.plan;
+        let previous = Self::parts(&mut self.state, &mut self.packed, n).previous;
+        if !plan.analyse(previous, block, work, energies) {
+            return false;
+        }
         let time = &mut work.time[..2 * n];
         let spectrum = &mut work.spectrum[..bins];
         let scratch = &mut work.scratch[..plan.scratch_len];
-        let power = &mut work.power[..bins];
+        let power = &work.power[..bins];
         let gain = &mut work.gain[..bins];
-        let first_block = self.blocks_seen == 0;
-        {
-            let s = Self::parts(&mut self.state, n);
-            let (t_old, t_new) = time.split_at_mut(n);
-            let (w_old, w_new) = plan.window.split_at(n);
-            for ((t, p), &w) in t_old.iter_mut().zip(s.previous.iter()).zip(w_old) {
-                *t = p * w;
-            }
-            for (((t, p), &x), &w) in t_new
-                .iter_mut()
-                .zip(s.previous.iter_mut())
-                .zip(block.iter())
-                .zip(w_new)
-            {
-                let x = f32::from(x);
-                *p = x;
-                *t = x * w;
-            }
-        }
-        if plan
-            .forward
-            .process_with_scratch(time, spectrum, scratch)
-            .is_err()
-        {
-            // Only a length mismatch, impossible by construction; pass the block through.
-            return;
-        }
-        for (p, c) in power.iter_mut().zip(spectrum.iter()) {
-            *p = c.norm_sqr();
-        }
-        if first_block {
+        if self.blocks_seen == 0 {
             // Half of this window is the zeros before the stream: a noise estimate taken
             // from it would start 3 dB or more too low, and MCRA then reads the noise as
             // speech and freezes the estimate for seconds. Pass the block (gains 1).
             self.blocks_seen = 1;
             gain.fill(1.0);
         } else {
-            let s = Self::parts(&mut self.state, n);
+            let s = Self::parts(&mut self.state, &mut self.packed, n);
             let first = self.blocks_seen == 1;
             self.blocks_seen = 2;
             self.min_count += 1;
@@ -393,7 +524,7 @@ impl NsCore {
             }
             let sf = &mut work.freq_smoothed[..bins];
             update_noise(s, power, sf, first, renew);
-            let s = Self::parts(&mut self.state, n);
+            let s = Self::parts(&mut self.state, &mut self.packed, n);
             update_gain(s, power, gain, self.gain_floor);
         }
 
@@ -408,11 +539,11 @@ impl NsCore {
             .process_with_scratch(spectrum, time, scratch)
             .is_err()
         {
-            return;
+            return false;
         }
         // realfft's inverse is unnormalised: scale by 1 / FFT length.
         let scale = 1.0 / (2 * n) as f32;
-        let overlap = Self::parts(&mut self.state, n).overlap;
+        let overlap = Self::parts(&mut self.state, &mut self.packed, n).overlap;
         for ((out, (&t, &w)), ov) in block
             .iter_mut()
             .zip(time[..n].iter().zip(&plan.window[..n]))
@@ -426,6 +557,7 @@ impl NsCore {
         for ((ov, &t), &w) in overlap.iter_mut().zip(&time[n..]).zip(&plan.window[n..]) {
             *ov = t * w * scale;
         }
+        true
     }
 }
 
@@ -442,33 +574,52 @@ fn update_noise(s: StateParts<'_>, power: &[f32], sf: &mut [f32], first: bool, r
         *d = 0.25 * w[0] + 0.5 * w[1] + 0.25 * w[2];
     }
     if first {
-        s.smoothed.copy_from_slice(sf);
-        s.minimum.copy_from_slice(sf);
-        s.running_min.copy_from_slice(sf);
+        for (k, &v) in sf.iter().enumerate() {
+            let v = to_bf16(v);
+            s.smoothed[k] = v;
+            s.minimum[k] = v;
+            s.running_min[k] = v;
+        }
         for (n, &p) in s.noise.iter_mut().zip(power) {
             *n = p.max(NOISE_FLOOR_POWER);
         }
         return;
     }
+    if renew {
+        track::<true>(s, power, sf);
+    } else {
+        track::<false>(s, power, sf);
+    }
+}
+
+/// The per-bin MCRA update of [`update_noise`]; `RENEW`: the minimum is re-taken in this
+/// block (a constant, so the loop has no branch and vectorises).
+#[inline(always)]
+fn track<const RENEW: bool>(s: StateParts<'_>, power: &[f32], sf: &[f32]) {
     // Equal-length slices let the compiler drop bounds checks and vectorise.
+    let bins = power.len();
+    let sf = &sf[..bins];
     let smoothed = &mut s.smoothed[..bins];
     let minimum = &mut s.minimum[..bins];
     let running_min = &mut s.running_min[..bins];
     let presence = &mut s.presence[..bins];
     let noise = &mut s.noise[..bins];
     for k in 0..bins {
-        let sm = POWER_SMOOTHING * smoothed[k] + (1.0 - POWER_SMOOTHING) * sf[k];
-        smoothed[k] = sm;
-        let (min, run) = if renew {
-            (running_min[k].min(sm), sm)
+        let sm = POWER_SMOOTHING * from_bf16(smoothed[k]) + (1.0 - POWER_SMOOTHING) * sf[k];
+        smoothed[k] = to_bf16(sm);
+        let (min, run) = if RENEW {
+            (from_bf16(running_min[k]).min(sm), sm)
         } else {
-            (minimum[k].min(sm), running_min[k].min(sm))
+            (
+                from_bf16(minimum[k]).min(sm),
+                from_bf16(running_min[k]).min(sm),
+            )
         };
-        minimum[k] = min;
-        running_min[k] = run;
+        minimum[k] = to_bf16(min);
+        running_min[k] = to_bf16(run);
         let speech = if sm > PRESENCE_RATIO * min { 1.0 } else { 0.0 };
-        let p = PRESENCE_SMOOTHING * presence[k] + (1.0 - PRESENCE_SMOOTHING) * speech;
-        presence[k] = p;
+        let p = PRESENCE_SMOOTHING * from_bf16(presence[k]) + (1.0 - PRESENCE_SMOOTHING) * speech;
+        presence[k] = to_bf16(p);
         let a = NOISE_SMOOTHING + (1.0 - NOISE_SMOOTHING) * p;
         noise[k] = (a * noise[k] + (1.0 - a) * power[k]).max(NOISE_FLOOR_POWER);
     }
@@ -487,10 +638,11 @@ fn update_gain(s: StateParts<'_>, power: &[f32], gain: &mut [f32], floor: f32) {
     for k in 0..bins {
         let inv_noise = 1.0 / noise[k];
         let gamma = power[k] * inv_noise;
-        let xi = (DD_ALPHA * prev_clean[k] * inv_noise + (1.0 - DD_ALPHA) * (gamma - 1.0).max(0.0))
-            .max(xi_min);
+        let xi = (DD_ALPHA * from_bf16(prev_clean[k]) * inv_noise
+            + (1.0 - DD_ALPHA) * (gamma - 1.0).max(0.0))
+        .max(xi_min);
         let g = xi / (1.0 + xi);
-        prev_clean[k] = g * g * power[k];
+        prev_clean[k] = to_bf16(g * g * power[k]);
         // A-posteriori speech presence (Cohen 2002): v = γ ξ / (1 + ξ) = γ G. The clamp
         // keeps exp() finite; beyond 50 the presence is 1 anyway.
         let v = (gamma * g).min(50.0);
@@ -997,9 +1149,13 @@ mod tests {
                 std::mem::size_of::<NoiseSuppressor>()
             );
             let block = block_len(rate);
-            // Two blocks and six per-bin arrays per stream; the work buffers (two blocks,
-            // three per-bin arrays, the spectrum and the FFT scratch) are lendable.
-            assert_eq!(per_stream, 4 * (2 * block + 6 * (block + 1)));
+            // Per stream: one block and one per-bin array in f32, one block of samples and
+            // five bfloat16 per-bin arrays; the work buffers (two blocks, three per-bin
+            // arrays, the spectrum and the FFT scratch) are lendable.
+            assert_eq!(
+                per_stream,
+                4 * (2 * block + 1) + 2 * (block + 5 * (block + 1))
+            );
             assert!(heap_bytes <= 64 * block + 8 * 2 * block);
             let other = NsCore::new(config).expect("valid config");
             assert!(Arc::ptr_eq(&ns.core.plan, &other.plan));

@@ -4,7 +4,10 @@
 //! not and reports the start and end of talkspurts. The detector works block by block:
 //!
 //! 1. **Spectrum.** Every 10 ms a 20 ms sine window (the current block and the one
-//!    before, 50 % overlap) is transformed with a real FFT. The squared sine window meets
+//!    before, 50 % overlap) is transformed with a real FFT: the noise suppressor's
+//!    analysis ([`super::ns`], the periodic square-root Hann window, which is the sine
+//!    window sin(πn / 2L)), so that in a chain with both the suppressor's transform of a
+//!    block serves the detector too. The squared sine window meets
 //!    the Princen–Bradley condition (w²(n) + w²(n + L) = 1, as in the MDCT), so every
 //!    sample weighs the same in the analysis; a window over the block alone would all but
 //!    ignore its edges and leave a noisier spectrum. The 50 Hz bins are summed in pairs
@@ -69,8 +72,13 @@
 //! speech in under 2 % of frames, and rises of 2–20 dB in the noise are learnt within 3 s.
 //! Cost per 20 ms frame (timing loop over noisy speech, optimised build, one shared Xeon
 //! core): 1.1 µs at 8 kHz, 2.1–2.6 µs at 16 kHz, 6.0–6.3 µs at 48 kHz (the 960-point
-//! transform). State: about 320 bytes inline plus 4.2 / 8.4 / 17.2 kB of buffers at
-//! 8 / 16 / 48 kHz, and the FFT plan.
+//! transform). State per stream: 144 bytes inline plus 1.7 / 3.5 / 4.2 kB at 8 / 16 /
+//! 48 kHz (1.6 / 3.2 / 3.2 kB in a chain with a noise suppressor, whose analysis it reads
+//! instead of keeping samples of its own), of which about 0.6 / 1.3 / 1.3 kB is read per
+//! block (the ring of sub-window minima only every 25 blocks); the work buffers
+//! (window, spectrum, per-band powers and noise, 2.7 / 5.4 / 14.4 kB) are lent by the
+//! caller in a lane's chain ([`super::DspScratch`]), and the FFT plan and window are
+//! shared by every detector and suppressor at a rate.
 //!
 //! Everything is allocated in [`Vad::new`]; [`Vad::process`], [`Vad::reset`] and
 //! [`Vad::reconfigure`] never allocate, lock, block or panic, whatever the samples.
@@ -88,12 +96,10 @@
 //! ```
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use realfft::num_complex::Complex;
-use realfft::{RealFftPlanner, RealToComplex};
-
-use super::config::{block_len, check_rate, rate_index, DspConfigError, SUPPORTED_RATES_HZ};
+use super::config::{block_len, check_rate, DspConfigError};
+use super::ns::{shared_plan, NsPlan, NsWork};
 
 /// Lowest frequency analysed (Hz): below it is mains hum and handling noise, not speech.
 const ANALYSIS_LOW_HZ: usize = 100;
@@ -156,8 +162,6 @@ const NO_HANGOVER_SNR_DB: f32 = 25.0;
 /// Smoothing per speech block of the speech power used for the long-term SNR and of the
 /// speech level (time constant 0.5 s of speech).
 const SPEECH_LEVEL_SMOOTHING: f32 = 0.98;
-/// Sub-blocks a 10 ms block is split into to detect clicks (1.25 ms each).
-const CLICK_SUBBLOCKS: usize = 8;
 /// Share of the windowed energy in two adjacent sub-blocks (2.5 ms of the 20 ms window)
 /// above which the window is impulsive.
 const CLICK_CONCENTRATION: f32 = 0.75;
@@ -252,50 +256,184 @@ pub struct VadDecision {
 }
 
 /// Voice activity detector for one mono stream; see the [module docs](self).
+///
+/// Built on the control plane by [`Vad::new`]; [`Vad::process`], [`Vad::reset`] and
+/// [`Vad::reconfigure`] run on the real-time thread and never allocate, lock or panic.
 #[derive(Clone)]
 pub struct Vad {
+    core: VadCore,
+    /// The analysis buffers (window, transform, periodogram), shared with the noise
+    /// suppressor's; a lane's chain lends one set to every session instead.
+    spectral: NsWork,
+    work: VadWork,
+}
+
+impl fmt::Debug for Vad {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.core.fmt(f)
+    }
+}
+
+impl fmt::Debug for VadCore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vad")
+            .field("config", &self.config)
+            .field("in_talkspurt", &self.s.in_talkspurt)
+            .field("level_dbfs", &self.level_dbfs())
+            .field("noise_level_dbfs", &self.noise_level_dbfs())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vad {
+    /// Builds a detector for `config`, allocating everything it will use. Control plane.
+    pub fn new(config: VadConfig) -> Result<Vad, DspConfigError> {
+        let core = VadCore::new(config, true)?;
+        Ok(Vad {
+            core,
+            spectral: NsWork::for_rates(&[config.sample_rate_hz]),
+            work: VadWork::for_rates(&[config.sample_rate_hz]),
+        })
+    }
+
+    /// Changes the hangover, threshold and minimum burst without reallocating; the sample
+    /// rate cannot change (build a new detector). On error nothing changes.
+    ///
+    /// Called on the real-time thread; never allocates.
+    pub fn reconfigure(&mut self, config: VadConfig) -> Result<(), DspConfigError> {
+        self.core.reconfigure(config)
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> VadConfig {
+        self.core.config
+    }
+
+    /// Forgets the stream: noise estimates, levels and talkspurt state start afresh.
+    ///
+    /// Called on the real-time thread; never allocates.
+    pub fn reset(&mut self) {
+        self.core.reset();
+    }
+
+    /// Classifies one frame of whole 10 ms blocks; a trailing partial block is ignored and
+    /// a frame shorter than one block returns the previous decision with no transition.
+    ///
+    /// Called on the real-time thread; never allocates.
+    pub fn process(&mut self, frame: &[i16]) -> VadDecision {
+        self.core.process(frame, &mut self.spectral, &mut self.work)
+    }
+
+    /// The last frame's decision (false before any frame).
+    pub fn is_speech(&self) -> bool {
+        self.core.s.last_speech
+    }
+
+    /// Smoothed level of the speech blocks in dBFS RMS (0 dBFS = RMS of 32768), an
+    /// estimate of the active speech level over about the last half second of speech
+    /// (for AGC); [`MIN_LEVEL_DBFS`] before any speech.
+    pub fn level_dbfs(&self) -> f32 {
+        self.core.level_dbfs()
+    }
+
+    /// Estimated background noise level in dBFS RMS within the analysed band
+    /// (100 Hz – 4 kHz at 8 kHz, 100 Hz – 8 kHz at 16 and 48 kHz), for comfort noise;
+    /// at least [`MIN_LEVEL_DBFS`].
+    pub fn noise_level_dbfs(&self) -> f32 {
+        self.core.noise_level_dbfs()
+    }
+
+    /// Bytes of heap buffers this detector owns, not counting the FFT plans and window it
+    /// shares with every detector and noise suppressor at its rate: the per-stream state
+    /// plus its own work buffers (in a lane's DSP chain only the state is per session).
+    pub fn heap_bytes(&self) -> usize {
+        self.core.state_bytes() + self.spectral.bytes() + self.work.bytes()
+    }
+}
+
+/// The analysed bands at `sample_rate_hz`: (index of the first 100 Hz band, number of
+/// bands).
+fn band_range(sample_rate_hz: u32) -> (usize, usize) {
+    let nyquist_hz = sample_rate_hz as usize / 2;
+    let high_hz = if sample_rate_hz == 8_000 {
+        ANALYSIS_HIGH_NARROWBAND_HZ
+    } else {
+        ANALYSIS_HIGH_WIDEBAND_HZ
+    };
+    // Bands whose both bins lie strictly below Nyquist (the Nyquist bin is not a full bin).
+    let last_band = high_hz.min(nyquist_hz.saturating_sub(BAND_HZ)) / BAND_HZ;
+    let first_band = ANALYSIS_LOW_HZ / BAND_HZ;
+    (first_band, (last_band + 1).saturating_sub(first_band))
+}
+
+/// Per-band work buffers of one block, rewritten before they are read in every block, so
+/// one set serves any number of detectors run one after another on a thread (see
+/// [`super::DspScratch`]): the block's band powers, the minimum-statistics noise estimate
+/// and the detection noise.
+#[derive(Clone)]
+pub(crate) struct VadWork {
+    bands: Box<[f32]>,
+}
+
+impl VadWork {
+    /// Buffers for detectors at any of `rates_hz` (control plane: allocates).
+    pub(crate) fn for_rates(rates_hz: &[u32]) -> VadWork {
+        let bands = rates_hz.iter().map(|&r| band_range(r).1).max().unwrap_or(0);
+        VadWork {
+            bands: vec![0.0; WORK_BAND_ARRAYS * bands].into_boxed_slice(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        4 * self.bands.len()
+    }
+}
+
+/// Per-band arrays in [`VadWork`]: power, minimum-statistics noise, detection noise.
+const WORK_BAND_ARRAYS: usize = 3;
+/// Per-band arrays of per-stream state read or written every block: the noise average,
+/// the smoothed power whose minimum is tracked, its minimum in the current sub-window,
+/// and the minimum over the last sub-windows. The ring of sub-window minima
+/// ([`MIN_STAT_SUBWINDOWS`] rows, touched once per sub-window) follows them.
+const STATE_BAND_ARRAYS: usize = 4;
+
+/// The per-stream part of a detector: settings, the shared plan and what carries from
+/// block to block. This is what each session of a lane keeps; the work buffers
+/// ([`NsWork`], [`VadWork`]) are lent by the caller, and inside a chain with a noise
+/// suppressor the analysis too (see [`VadCore::analysed_block`]).
+#[derive(Clone)]
+pub(crate) struct VadCore {
     config: VadConfig,
     /// 10 ms in samples: the analysis hop (the FFT is twice as long).
     block_len: usize,
-    /// First analysed band (index of 100 Hz bands).
+    /// First analysed band (index of 100 Hz bands) and the number of bands.
     first_band: usize,
+    bands: usize,
     hangover_blocks: u32,
     min_burst_blocks: u32,
     /// Added to each band's power: the band power of −110 dBFS white noise.
     power_floor: f32,
     /// [`VadConfig::threshold_db`] as a power ratio.
     threshold: f32,
+    /// FFT plan and window, shared by every detector and noise suppressor at this rate.
+    plan: Arc<NsPlan>,
+    /// The previous block's samples: the first half of the next analysis window (none
+    /// for a detector that is always handed its analysis).
+    previous: Box<[i16]>,
+    /// One allocation, so a block's state is one contiguous run of memory: the
+    /// [`STATE_BAND_ARRAYS`] per-band arrays, then the ring of sub-window minima.
+    state: Box<[f32]>,
+    s: Scalars,
+}
 
-    /// FFT plan and window, shared by every detector at this rate.
-    plan: Arc<VadPlan>,
-    /// The previous block's samples: the first half of the next analysis window.
-    previous: Box<[f32]>,
-    fft_in: Box<[f32]>,
-    fft_out: Box<[Complex<f32>]>,
-    fft_scratch: Box<[Complex<f32>]>,
-
-    /// Power of the current block per analysed band.
-    power: Box<[f32]>,
-    /// Noise average per band, updated by noise blocks.
-    noise_average: Box<[f32]>,
-    /// Smoothed power whose minimum is tracked, per band.
-    ms_smoothed: Box<[f32]>,
-    /// Minimum of `ms_smoothed` in the current sub-window, per band.
-    ms_window_min: Box<[f32]>,
-    /// Minima of the last sub-windows: `MIN_STAT_SUBWINDOWS` rows of one value per band.
-    ms_ring: Box<[f32]>,
-    /// Minimum over `ms_ring`, per band.
-    ms_ring_min: Box<[f32]>,
-    /// Minimum-statistics noise estimate (bias × minimum), per band.
-    ms_noise: Box<[f32]>,
-    /// Noise used for detection: min(average, cap × minimum statistics), per band.
-    noise: Box<[f32]>,
-
+/// The scalar state of a detector.
+#[derive(Debug, Clone, Copy)]
+struct Scalars {
     /// Blocks processed since construction, reset or restart (saturating).
     blocks: u32,
     /// Blocks into the current minimum-statistics sub-window.
     ms_window_blocks: u32,
-    /// Next row of `ms_ring` to overwrite.
+    /// Next row of the ring of sub-window minima to overwrite.
     ms_ring_pos: usize,
     /// Smoothed whitened energy (linear).
     feature: f32,
@@ -309,6 +447,8 @@ pub struct Vad {
     in_talkspurt: bool,
     /// Hangover blocks left.
     hangover_left: u32,
+    /// Σ over bands of the detection noise of the last block.
+    noise_total: f32,
     /// Smoothed analysed-band power of speech blocks (0 before any speech).
     speech_band_power: f32,
     /// Smoothed mean square of speech blocks (0 before any speech).
@@ -317,114 +457,80 @@ pub struct Vad {
     last_speech: bool,
 }
 
-impl fmt::Debug for Vad {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Vad")
-            .field("config", &self.config)
-            .field("in_talkspurt", &self.in_talkspurt)
-            .field("level_dbfs", &self.level_dbfs())
-            .field("noise_level_dbfs", &self.noise_level_dbfs())
-            .finish_non_exhaustive()
-    }
-}
-
-/// What every detector at one rate shares, read-only once built: the FFT plan (its
-/// twiddle factors are read on every block) and the window. One copy per rate for the
-/// whole process, so a lane's thousands of detectors keep one in cache instead of each
-/// pulling its own through it.
-struct VadPlan {
-    fft: Arc<dyn RealToComplex<f32>>,
-    /// 20 ms sine window (two blocks).
-    window: Box<[f32]>,
-}
-
-/// The shared plan for `sample_rate_hz` and its FFT length (control plane: planned on
-/// first use). A rate outside the supported list (rejected by `validate` before this is
-/// called) gets a plan of its own.
-fn shared_plan(sample_rate_hz: u32, fft_len: usize) -> Arc<VadPlan> {
-    static PLANS: [OnceLock<Arc<VadPlan>>; SUPPORTED_RATES_HZ.len()] =
-        [const { OnceLock::new() }; SUPPORTED_RATES_HZ.len()];
-    let build = || {
-        Arc::new(VadPlan {
-            fft: RealFftPlanner::<f32>::new().plan_fft_forward(fft_len),
-            window: (0..fft_len)
-                .map(|n| (std::f32::consts::PI * (n as f32 + 0.5) / fft_len as f32).sin())
-                .collect(),
-        })
+impl Scalars {
+    const START: Scalars = Scalars {
+        blocks: 0,
+        ms_window_blocks: 0,
+        ms_ring_pos: 0,
+        feature: 1.0,
+        burst_blocks: 0,
+        loud_blocks: 0,
+        last_impulsive: false,
+        in_talkspurt: false,
+        hangover_left: 0,
+        noise_total: 0.0,
+        speech_band_power: 0.0,
+        speech_mean_square: 0.0,
+        last_speech: false,
     };
-    match rate_index(sample_rate_hz) {
-        Some(i) => Arc::clone(PLANS[i].get_or_init(build)),
-        None => build(),
-    }
 }
 
-impl Vad {
-    /// Builds a detector for `config`, allocating everything it will use. Control plane.
-    pub fn new(config: VadConfig) -> Result<Vad, DspConfigError> {
+/// One block's per-band arrays: the work buffers and the per-stream state.
+struct Bands<'a> {
+    /// Power of the current block.
+    power: &'a mut [f32],
+    /// Minimum-statistics noise estimate (bias × minimum).
+    ms_noise: &'a mut [f32],
+    /// Noise used for detection: min(average, cap × minimum statistics).
+    noise: &'a mut [f32],
+    /// Noise average, updated by noise blocks.
+    noise_average: &'a mut [f32],
+    /// Smoothed power whose minimum is tracked.
+    ms_smoothed: &'a mut [f32],
+    /// Minimum of `ms_smoothed` in the current sub-window.
+    ms_window_min: &'a mut [f32],
+    /// Minimum over `ms_ring`.
+    ms_ring_min: &'a mut [f32],
+    /// Minima of the last sub-windows: [`MIN_STAT_SUBWINDOWS`] rows of one value per band.
+    ms_ring: &'a mut [f32],
+}
+
+impl VadCore {
+    /// Validates `config` and allocates the per-stream state; `own_analysis`: whether the
+    /// detector will analyse its frames itself ([`VadCore::process`]) and so keep the
+    /// previous block, or always be handed the analysis ([`VadCore::analysed_block`]).
+    /// Control plane.
+    pub(crate) fn new(config: VadConfig, own_analysis: bool) -> Result<VadCore, DspConfigError> {
         config.validate()?;
         let block_len = block_len(config.sample_rate_hz);
-        let fft_len = 2 * block_len;
-        let nyquist_hz = config.sample_rate_hz as usize / 2;
-        let high_hz = if config.sample_rate_hz == 8_000 {
-            ANALYSIS_HIGH_NARROWBAND_HZ
-        } else {
-            ANALYSIS_HIGH_WIDEBAND_HZ
-        };
-        // Bands whose both bins lie strictly below Nyquist (the Nyquist bin is not a full
-        // bin).
-        let last_band = high_hz.min(nyquist_hz - BAND_HZ) / BAND_HZ;
-        let first_band = ANALYSIS_LOW_HZ / BAND_HZ;
-        let bands = last_band - first_band + 1;
-
-        let plan = shared_plan(config.sample_rate_hz, fft_len);
-        let fft_out = plan.fft.make_output_vec().into_boxed_slice();
-        let fft_scratch = plan.fft.make_scratch_vec().into_boxed_slice();
-        let per_band = || vec![0.0f32; bands].into_boxed_slice();
-        let mut vad = Vad {
+        let (first_band, bands) = band_range(config.sample_rate_hz);
+        let plan = shared_plan(config.sample_rate_hz).ok_or(DspConfigError {
+            component: "vad",
+            reason: "sample rate must be 8000, 16000 or 48000 Hz",
+        })?;
+        let previous = if own_analysis { block_len } else { 0 };
+        let mut vad = VadCore {
             config,
             block_len,
             first_band,
+            bands,
             hangover_blocks: 0,
             min_burst_blocks: 0,
             // Two bins of E|X|² = σ² Σ w², and Σ w² = block_len for this window.
             power_floor: QUIET_MEAN_SQUARE * 2.0 * block_len as f32,
             threshold: 1.0,
             plan,
-            previous: vec![0.0; block_len].into_boxed_slice(),
-            fft_in: vec![0.0; fft_len].into_boxed_slice(),
-            fft_out,
-            fft_scratch,
-            power: per_band(),
-            noise_average: per_band(),
-            ms_smoothed: per_band(),
-            ms_window_min: per_band(),
-            ms_ring: vec![0.0; bands * MIN_STAT_SUBWINDOWS].into_boxed_slice(),
-            ms_ring_min: per_band(),
-            ms_noise: per_band(),
-            noise: per_band(),
-            blocks: 0,
-            ms_window_blocks: 0,
-            ms_ring_pos: 0,
-            feature: 1.0,
-            burst_blocks: 0,
-            loud_blocks: 0,
-            last_impulsive: false,
-            in_talkspurt: false,
-            hangover_left: 0,
-            speech_band_power: 0.0,
-            speech_mean_square: 0.0,
-            last_speech: false,
+            previous: vec![0; previous].into_boxed_slice(),
+            state: vec![0.0; (STATE_BAND_ARRAYS + MIN_STAT_SUBWINDOWS) * bands].into_boxed_slice(),
+            s: Scalars::START,
         };
         vad.apply_settings(&config);
         vad.reset();
         Ok(vad)
     }
 
-    /// Changes the hangover, threshold and minimum burst without reallocating; the sample
-    /// rate cannot change (build a new detector). On error nothing changes.
-    ///
-    /// Called on the real-time thread; never allocates.
-    pub fn reconfigure(&mut self, config: VadConfig) -> Result<(), DspConfigError> {
+    /// See [`Vad::reconfigure`].
+    pub(crate) fn reconfigure(&mut self, config: VadConfig) -> Result<(), DspConfigError> {
         config.validate()?;
         if config.sample_rate_hz != self.config.sample_rate_hz {
             return Err(DspConfigError {
@@ -443,350 +549,316 @@ impl Vad {
         self.threshold = 10f32.powf(config.threshold_db / 10.0);
     }
 
-    /// The settings in use.
-    pub fn config(&self) -> VadConfig {
-        self.config
+    /// Bytes of per-stream state on the heap.
+    pub(crate) fn state_bytes(&self) -> usize {
+        2 * self.previous.len() + 4 * self.state.len()
     }
 
-    /// Forgets the stream: noise estimates, levels and talkspurt state start afresh.
-    ///
-    /// Called on the real-time thread; never allocates.
-    pub fn reset(&mut self) {
-        for v in [
-            &mut self.previous,
-            &mut self.power,
-            &mut self.noise_average,
-            &mut self.ms_smoothed,
-            &mut self.ms_noise,
-            &mut self.noise,
-        ] {
-            v.fill(0.0);
+    /// See [`Vad::reset`].
+    pub(crate) fn reset(&mut self) {
+        self.previous.fill(0);
+        let (zeros, minima) = self.state.split_at_mut(2 * self.bands);
+        // The noise average and the smoothed power start at zero, every minimum at
+        // infinity.
+        zeros.fill(0.0);
+        minima.fill(f32::INFINITY);
+        self.s = Scalars::START;
+    }
+
+    /// Splits the state and `work` into one block's per-band arrays (None if `work` is
+    /// too small: built for lower rates only, a caller bug).
+    fn split<'a>(state: &'a mut [f32], work: &'a mut VadWork, bands: usize) -> Option<Bands<'a>> {
+        let work = work.bands.get_mut(..WORK_BAND_ARRAYS * bands)?;
+        let (power, rest) = work.split_at_mut(bands);
+        let (ms_noise, noise) = rest.split_at_mut(bands);
+        let (noise_average, rest) = state.split_at_mut(bands);
+        let (ms_smoothed, rest) = rest.split_at_mut(bands);
+        let (ms_window_min, rest) = rest.split_at_mut(bands);
+        let (ms_ring_min, ms_ring) = rest.split_at_mut(bands);
+        Some(Bands {
+            power,
+            ms_noise,
+            noise,
+            noise_average,
+            ms_smoothed,
+            ms_window_min,
+            ms_ring_min,
+            ms_ring,
+        })
+    }
+
+    /// See [`Vad::process`]: analyses each whole block itself, with the lent buffers
+    /// `spectral` and `work` (their contents on entry do not matter). Called on the
+    /// real-time thread; never allocates.
+    pub(crate) fn process(
+        &mut self,
+        frame: &[i16],
+        spectral: &mut NsWork,
+        work: &mut VadWork,
+    ) -> VadDecision {
+        let mut speech = false;
+        let mut blocks = 0;
+        for block in frame.chunks_exact(self.block_len) {
+            if self.plan.analyse(&mut self.previous, block, spectral, true) {
+                speech |= self.analysed_block(spectral, work);
+                blocks += 1;
+            }
         }
-        self.ms_window_min.fill(f32::INFINITY);
-        self.ms_ring.fill(f32::INFINITY);
-        self.ms_ring_min.fill(f32::INFINITY);
-        self.blocks = 0;
-        self.ms_window_blocks = 0;
-        self.ms_ring_pos = 0;
-        self.feature = 1.0;
-        self.burst_blocks = 0;
-        self.loud_blocks = 0;
-        self.last_impulsive = false;
-        self.in_talkspurt = false;
-        self.hangover_left = 0;
-        self.speech_band_power = 0.0;
-        self.speech_mean_square = 0.0;
-        self.last_speech = false;
+        self.end_frame(blocks, speech)
     }
 
-    /// Classifies one frame of whole 10 ms blocks; a trailing partial block is ignored and
-    /// a frame shorter than one block returns the previous decision with no transition.
-    ///
-    /// Called on the real-time thread; never allocates.
-    pub fn process(&mut self, frame: &[i16]) -> VadDecision {
-        let mut blocks = frame.chunks_exact(self.block_len).peekable();
-        if blocks.peek().is_none() {
+    /// The decision on a frame of which `blocks` whole blocks were judged, `speech` when
+    /// any was in a talkspurt (see [`Vad::process`]). Called on the real-time thread;
+    /// never allocates.
+    pub(crate) fn end_frame(&mut self, blocks: usize, speech: bool) -> VadDecision {
+        if blocks == 0 {
             return VadDecision {
-                speech: self.last_speech,
+                speech: self.s.last_speech,
                 transition: None,
             };
         }
-        let mut speech = false;
-        for block in blocks {
-            speech |= self.process_block(block);
-        }
-        let transition = match (self.last_speech, speech) {
+        let transition = match (self.s.last_speech, speech) {
             (false, true) => Some(VadTransition::TalkspurtStart),
             (true, false) => Some(VadTransition::TalkspurtEnd),
             _ => None,
         };
-        self.last_speech = speech;
+        self.s.last_speech = speech;
         VadDecision { speech, transition }
     }
 
-    /// The last frame's decision (false before any frame).
-    pub fn is_speech(&self) -> bool {
-        self.last_speech
+    /// See [`Vad::level_dbfs`].
+    fn level_dbfs(&self) -> f32 {
+        dbfs_of_mean_square(self.s.speech_mean_square)
     }
 
-    /// Smoothed level of the speech blocks in dBFS RMS (0 dBFS = RMS of 32768), an
-    /// estimate of the active speech level over about the last half second of speech
-    /// (for AGC); [`MIN_LEVEL_DBFS`] before any speech.
-    pub fn level_dbfs(&self) -> f32 {
-        dbfs_of_mean_square(self.speech_mean_square)
-    }
-
-    /// Estimated background noise level in dBFS RMS within the analysed band
-    /// (100 Hz – 4 kHz at 8 kHz, 100 Hz – 8 kHz at 16 and 48 kHz), for comfort noise;
-    /// at least [`MIN_LEVEL_DBFS`].
-    pub fn noise_level_dbfs(&self) -> f32 {
+    /// See [`Vad::noise_level_dbfs`].
+    fn noise_level_dbfs(&self) -> f32 {
         // Parseval for a window of 2L samples with Σ w² = L: a one-sided bin of white
         // noise of mean square σ² holds σ² L and stands for σ² / L of it, so the band's
         // mean square is Σ N / L².
         let len = self.block_len as f32;
-        let band_noise: f32 = self.noise.iter().sum();
-        dbfs_of_mean_square(band_noise / (len * len))
+        dbfs_of_mean_square(self.s.noise_total / (len * len))
     }
 
-    /// Runs the detector on one 10 ms block; returns whether it is in a talkspurt.
-    fn process_block(&mut self, block: &[i16]) -> bool {
-        let len = self.block_len;
-        // Time domain: the window over the previous block and this one, this block's
-        // energy (for the speech level), and the windowed energy in 1.25 ms sub-blocks for
-        // the click test.
-        let sub_len = len / CLICK_SUBBLOCKS; // 80, 160 and 480 are multiples of it
-        let mut sub_energy = [0.0f32; 2 * CLICK_SUBBLOCKS];
-        let (early, late) = sub_energy.split_at_mut(CLICK_SUBBLOCKS);
-        let (first_half, second_half) = self.fft_in.split_at_mut(len);
-        let (first_window, second_window) = self.plan.window.split_at(len);
-        for (((outs, xs), ws), energy) in first_half
-            .chunks_exact_mut(sub_len)
-            .zip(self.previous.chunks_exact(sub_len))
-            .zip(first_window.chunks_exact(sub_len))
-            .zip(early.iter_mut())
-        {
-            for ((out, x), w) in outs.iter_mut().zip(xs).zip(ws) {
-                *out = x * w;
-                *energy += *out * *out;
-            }
+    /// Runs the detector on one 10 ms block whose analysis ([`NsPlan::analyse`] with the
+    /// energies) is in `spectral`: the detector's own, or, inside a chain, the noise
+    /// suppressor's of the same block, so the transform is computed once for both.
+    /// Returns whether the block is in a talkspurt. Called on the real-time thread; never
+    /// allocates.
+    pub(crate) fn analysed_block(&mut self, spectral: &NsWork, work: &mut VadWork) -> bool {
+        let bands = self.bands;
+        let first_bin = 2 * self.first_band;
+        let Some(bins) = spectral.power().get(first_bin..first_bin + 2 * bands) else {
+            return self.s.in_talkspurt;
+        };
+        let Some(mut b) = Self::split(&mut self.state, work, bands) else {
+            return self.s.in_talkspurt;
+        };
+        let floor = self.power_floor;
+        for (p, pair) in b.power.iter_mut().zip(bins.chunks_exact(2)) {
+            *p = pair[0] + pair[1] + floor;
         }
-        let mut block_energy = 0.0f32;
-        for ((((xs, ws), outs), previous), energy) in block
-            .chunks_exact(sub_len)
-            .zip(second_window.chunks_exact(sub_len))
-            .zip(second_half.chunks_exact_mut(sub_len))
-            .zip(self.previous.chunks_exact_mut(sub_len))
-            .zip(late.iter_mut())
-        {
-            for (((x, w), out), previous) in xs
-                .iter()
-                .zip(ws)
-                .zip(outs.iter_mut())
-                .zip(previous.iter_mut())
-            {
-                let x = f32::from(*x);
-                *out = x * w;
-                *previous = x;
-                *energy += *out * *out;
-                block_energy += x * x;
-            }
-        }
+        let band_power = sum(b.power);
+        // The click test on the windowed energy in 1.25 ms sub-blocks.
+        let sub_energy = &spectral.sub_energy;
         let window_energy: f32 = sub_energy.iter().sum();
         let densest_pair = sub_energy
             .windows(2)
             .map(|p| p[0] + p[1])
             .fold(0.0f32, f32::max);
         let impulsive = densest_pair > CLICK_CONCENTRATION * window_energy && window_energy > 0.0;
+        let block_energy = spectral.block_energy;
+        let s = &mut self.s;
         // The smoothed feature would carry a click into the next blocks, where any noise
         // block above the threshold could then start a talkspurt: it restarts on the first
         // window clear of one.
-        let carry_reset = self.last_impulsive && !impulsive;
-        self.last_impulsive = impulsive;
+        let carry_reset = s.last_impulsive && !impulsive;
+        s.last_impulsive = impulsive;
 
-        if self
-            .plan
-            .fft
-            .process_with_scratch(&mut self.fft_in, &mut self.fft_out, &mut self.fft_scratch)
-            .is_err()
-        {
-            // Unreachable: every buffer was sized for this FFT in `new`.
-            return self.in_talkspurt;
-        }
-        let floor = self.power_floor;
-        for (p, pair) in self
-            .power
-            .iter_mut()
-            .zip(self.fft_out[2 * self.first_band..].chunks_exact(2))
-        {
-            *p = pair[0].norm_sqr() + pair[1].norm_sqr() + floor;
-        }
-
-        self.blocks = self.blocks.saturating_add(1);
-        let (speech_like, loud_block) = if self.blocks == 1 {
+        s.blocks = s.blocks.saturating_add(1);
+        let (speech_like, loud_block) = if s.blocks == 1 {
             // After a reset the window's first half is silence: the block's power is half
             // of what a whole window of it would hold.
-            self.start_up(2.0);
+            s.start_up(b, 2.0);
             (false, false)
         } else {
-            self.track_minimum();
-            let (whitened, whitened_by_minimum) = self.whitened_energies();
+            s.track_minimum(&mut b);
+            let (whitened, whitened_by_minimum) = whitened_energies(&b);
             if whitened < RESTART_RATIO {
                 // Far below any noise estimate: the background has dropped (a noisy
                 // source went quiet, or the level fell). Learn it again from here, as at
                 // the start of a stream, rather than creep down to it over a second.
-                self.restart_noise_estimates();
-                return self.in_talkspurt_after(false, false, impulsive, block_energy);
+                s.restart_noise_estimates(b);
+                return self.in_talkspurt_after(false, false, impulsive, block_energy, band_power);
             }
             if carry_reset {
                 // Restart the smoothing from the noise level (0 dB).
-                self.feature = 1.0;
+                s.feature = 1.0;
             }
-            self.feature = (FEATURE_SMOOTHING * self.feature
-                + (1.0 - FEATURE_SMOOTHING) * whitened)
-                .min(self.max_carry() * whitened);
+            s.feature = (FEATURE_SMOOTHING * s.feature + (1.0 - FEATURE_SMOOTHING) * whitened)
+                .min(s.max_carry() * whitened);
             let threshold = self.threshold;
-            let noise_like = (whitened < NOISE_GATE && self.feature < threshold)
+            let noise_like = (whitened < NOISE_GATE && s.feature < threshold)
                 || whitened_by_minimum < MIN_STAT_GATE;
             if noise_like {
-                self.update_noise_average();
+                s.update_noise_average(&mut b);
             }
             // Over the first blocks the noise estimate rests on few blocks: a talkspurt
             // needs a block further above it to start (+1.8 dB on the second block,
             // +0.4 dB on the tenth).
-            let onset_threshold = threshold * (1.0 + 1.0 / self.blocks as f32);
-            (self.feature > threshold, whitened > onset_threshold)
+            let onset_threshold = threshold * (1.0 + 1.0 / s.blocks as f32);
+            (s.feature > threshold, whitened > onset_threshold)
         };
 
-        self.in_talkspurt_after(speech_like, loud_block, impulsive, block_energy)
+        self.in_talkspurt_after(speech_like, loud_block, impulsive, block_energy, band_power)
     }
 
-    /// Updates the talkspurt state and the speech levels after one block.
+    /// Updates the talkspurt state and the speech levels after one block of energy
+    /// `block_energy` (Σx²) and analysed-band power `band_power`.
     fn in_talkspurt_after(
         &mut self,
         speech_like: bool,
         loud_block: bool,
         impulsive: bool,
         block_energy: f32,
+        band_power: f32,
     ) -> bool {
+        let block_len = self.block_len;
+        let hangover_blocks = self.hangover_blocks;
+        let min_burst_blocks = self.min_burst_blocks;
+        let s = &mut self.s;
         if speech_like {
-            self.burst_blocks = self.burst_blocks.saturating_add(1);
+            s.burst_blocks = s.burst_blocks.saturating_add(1);
         } else {
-            self.burst_blocks = 0;
+            s.burst_blocks = 0;
         }
         if loud_block {
-            self.loud_blocks = self.loud_blocks.saturating_add(1);
+            s.loud_blocks = s.loud_blocks.saturating_add(1);
         } else {
-            self.loud_blocks = 0;
+            s.loud_blocks = 0;
         }
-        let hangover = if self.burst_blocks >= self.min_burst_blocks {
-            (self.low_snr_share() * self.hangover_blocks as f32).round() as u32
+        let hangover = if s.burst_blocks >= min_burst_blocks {
+            (s.low_snr_share() * hangover_blocks as f32).round() as u32
         } else {
             0
         };
         if speech_like {
-            if self.in_talkspurt {
-                self.hangover_left = self.hangover_left.max(hangover);
-            } else if loud_block && (!impulsive || self.loud_blocks >= IMPULSIVE_ONSET_BLOCKS) {
-                self.in_talkspurt = true;
-                self.hangover_left = hangover;
+            if s.in_talkspurt {
+                s.hangover_left = s.hangover_left.max(hangover);
+            } else if loud_block && (!impulsive || s.loud_blocks >= IMPULSIVE_ONSET_BLOCKS) {
+                s.in_talkspurt = true;
+                s.hangover_left = hangover;
             }
-        } else if self.in_talkspurt {
-            if self.hangover_left > 0 {
-                self.hangover_left -= 1;
+        } else if s.in_talkspurt {
+            if s.hangover_left > 0 {
+                s.hangover_left -= 1;
             } else {
-                self.in_talkspurt = false;
+                s.in_talkspurt = false;
             }
         }
 
-        if speech_like && self.in_talkspurt {
-            let band_power: f32 = self.power.iter().sum();
-            let mean_square = block_energy / self.block_len as f32;
-            if self.speech_band_power == 0.0 {
-                self.speech_band_power = band_power;
-                self.speech_mean_square = mean_square;
+        if speech_like && s.in_talkspurt {
+            let mean_square = block_energy / block_len as f32;
+            if s.speech_band_power == 0.0 {
+                s.speech_band_power = band_power;
+                s.speech_mean_square = mean_square;
             } else {
                 let a = SPEECH_LEVEL_SMOOTHING;
-                self.speech_band_power = a * self.speech_band_power + (1.0 - a) * band_power;
-                self.speech_mean_square = a * self.speech_mean_square + (1.0 - a) * mean_square;
+                s.speech_band_power = a * s.speech_band_power + (1.0 - a) * band_power;
+                s.speech_mean_square = a * s.speech_mean_square + (1.0 - a) * mean_square;
             }
         }
-        self.in_talkspurt
+        s.in_talkspurt
     }
+}
 
+impl Scalars {
     /// Starts the noise estimates afresh from the current block (see [`Self::start_up`]).
-    fn restart_noise_estimates(&mut self) {
+    fn restart_noise_estimates(&mut self, b: Bands<'_>) {
         self.blocks = 1;
         self.ms_window_blocks = 0;
-        self.ms_window_min.fill(f32::INFINITY);
-        self.ms_ring.fill(f32::INFINITY);
-        self.ms_ring_min.fill(f32::INFINITY);
+        b.ms_window_min.fill(f32::INFINITY);
+        b.ms_ring.fill(f32::INFINITY);
+        b.ms_ring_min.fill(f32::INFINITY);
         self.feature = 1.0;
-        self.start_up(1.0);
+        self.start_up(b, 1.0);
     }
 
     /// First block: every noise estimate starts from its power (times `scale`) averaged
     /// over five bands, so that no band starts from a near-zero value (the minimum would
     /// remember it).
-    fn start_up(&mut self, scale: f32) {
-        let bands = self.power.len();
+    fn start_up(&mut self, b: Bands<'_>, scale: f32) {
+        let bands = b.power.len();
+        let mut total = 0.0f32;
         for k in 0..bands {
             let lo = k.saturating_sub(2);
             let hi = (k + 3).min(bands);
-            let mean = scale * self.power[lo..hi].iter().sum::<f32>() / (hi - lo) as f32;
-            self.noise_average[k] = mean;
-            self.ms_smoothed[k] = mean;
-            self.ms_noise[k] = mean;
-            self.noise[k] = mean;
+            let mean = scale * b.power[lo..hi].iter().sum::<f32>() / (hi - lo) as f32;
+            b.noise_average[k] = mean;
+            b.ms_smoothed[k] = mean;
+            b.ms_noise[k] = mean;
+            b.noise[k] = mean;
+            total += mean;
         }
+        self.noise_total = total;
     }
 
     /// Minimum statistics (Martin 2001): the minimum of the smoothed power over six
     /// 250 ms sub-windows; then the detection noise min(average, cap × minimum), after
     /// taking a rise in the noise over from the minimum.
-    fn track_minimum(&mut self) {
+    fn track_minimum(&mut self, b: &mut Bands<'_>) {
         let a = MIN_STAT_SMOOTHING;
-        let mut ms_total = 0.0f32;
-        for ((((p, smoothed), window_min), ring_min), ms_noise) in self
+        for ((((p, smoothed), window_min), ring_min), ms_noise) in b
             .power
             .iter()
-            .zip(self.ms_smoothed.iter_mut())
-            .zip(self.ms_window_min.iter_mut())
-            .zip(self.ms_ring_min.iter())
-            .zip(self.ms_noise.iter_mut())
+            .zip(b.ms_smoothed.iter_mut())
+            .zip(b.ms_window_min.iter_mut())
+            .zip(b.ms_ring_min.iter())
+            .zip(b.ms_noise.iter_mut())
         {
             *smoothed = a * *smoothed + (1.0 - a) * p;
             *window_min = window_min.min(*smoothed);
             *ms_noise = MIN_STAT_BIAS * ring_min.min(*window_min);
-            ms_total += *ms_noise;
         }
-        let average_total: f32 = self.noise_average.iter().sum();
+        let ms_total = sum(b.ms_noise);
+        let average_total = sum(b.noise_average);
         // Not over the first sub-window, where the minimum of a few blocks times the bias
         // overestimates the noise.
         if ms_total > RESEED_RATIO * average_total && self.blocks > MIN_STAT_SUBWINDOW_BLOCKS {
             // The noise has risen: no block looks like noise to the average any more.
-            self.noise_average.copy_from_slice(&self.ms_noise);
+            b.noise_average.copy_from_slice(b.ms_noise);
         }
-        for ((noise, average), ms_noise) in self
+        for ((noise, average), ms_noise) in b
             .noise
             .iter_mut()
-            .zip(self.noise_average.iter())
-            .zip(self.ms_noise.iter())
+            .zip(b.noise_average.iter())
+            .zip(b.ms_noise.iter())
         {
             *noise = average.min(NOISE_CAP * ms_noise);
         }
+        self.noise_total = sum(b.noise);
         self.ms_window_blocks += 1;
         if self.ms_window_blocks >= MIN_STAT_SUBWINDOW_BLOCKS {
             self.ms_window_blocks = 0;
-            let bands = self.power.len();
+            let bands = b.power.len();
             let row = self.ms_ring_pos * bands;
-            self.ms_ring[row..row + bands].copy_from_slice(&self.ms_window_min);
+            b.ms_ring[row..row + bands].copy_from_slice(b.ms_window_min);
             self.ms_ring_pos = (self.ms_ring_pos + 1) % MIN_STAT_SUBWINDOWS;
-            self.ms_window_min.fill(f32::INFINITY);
-            self.ms_ring_min.fill(f32::INFINITY);
-            for row in self.ms_ring.chunks_exact(bands) {
-                for (m, v) in self.ms_ring_min.iter_mut().zip(row) {
+            b.ms_window_min.fill(f32::INFINITY);
+            b.ms_ring_min.fill(f32::INFINITY);
+            for row in b.ms_ring.chunks_exact(bands) {
+                for (m, v) in b.ms_ring_min.iter_mut().zip(row) {
                     *m = m.min(*v);
                 }
             }
         }
     }
 
-    /// Mean over bands of power / noise, for the detection noise and for the
-    /// minimum-statistics estimate, each smoothed [1 2 1]/4 across bands (a smooth
-    /// spectrum; smoothing halves the variance of its estimate).
-    fn whitened_energies(&self) -> (f32, f32) {
-        let bands = self.power.len() as f32;
-        (
-            whitened(&self.power, &self.noise) / bands,
-            whitened(&self.power, &self.ms_noise) / bands,
-        )
-    }
-
     /// Recursive average of the noise blocks; over the first blocks a running mean, so
     /// that it does not hang on to the first block.
-    fn update_noise_average(&mut self) {
+    fn update_noise_average(&self, b: &mut Bands<'_>) {
         let a = NOISE_SMOOTHING.min(1.0 - 1.0 / self.blocks as f32);
-        for (average, p) in self.noise_average.iter_mut().zip(self.power.iter()) {
+        for (average, p) in b.noise_average.iter_mut().zip(b.power.iter()) {
             *average = a * *average + (1.0 - a) * p;
         }
     }
@@ -795,7 +867,7 @@ impl Vad {
     /// to [`FULL_HANGOVER_SNR_DB`], 0 from [`NO_HANGOVER_SNR_DB`] (and 1 before any
     /// speech).
     fn low_snr_share(&self) -> f32 {
-        let noise: f32 = self.noise.iter().sum();
+        let noise = self.noise_total;
         if self.speech_band_power <= 0.0 || noise <= 0.0 {
             return 1.0;
         }
@@ -810,6 +882,17 @@ impl Vad {
     }
 }
 
+/// Mean over bands of power / noise, for the detection noise and for the
+/// minimum-statistics estimate, each smoothed [1 2 1]/4 across bands (a smooth
+/// spectrum; smoothing halves the variance of its estimate).
+fn whitened_energies(b: &Bands<'_>) -> (f32, f32) {
+    let bands = b.power.len() as f32;
+    (
+        whitened(b.power, b.noise) / bands,
+        whitened(b.power, b.ms_noise) / bands,
+    )
+}
+
 /// Σ power / noise over bands, the noise smoothed [1 2 1]/4 across bands (at the edges
 /// the missing neighbour is replaced by the band itself), each ratio capped at
 /// [`MAX_BAND_RATIO`]. Needs at least two bands (there are 39 or more).
@@ -818,12 +901,26 @@ fn whitened(power: &[f32], noise: &[f32]) -> f32 {
     let edge = |k: usize, inner: usize| {
         (power[k] / (0.75 * noise[k] + 0.25 * noise[inner])).min(MAX_BAND_RATIO)
     };
-    let inner: f32 = noise
-        .windows(3)
-        .zip(&power[1..bands - 1])
-        .map(|(n, p)| (p / (0.25 * (n[0] + n[2]) + 0.5 * n[1])).min(MAX_BAND_RATIO))
-        .sum();
-    inner + edge(0, 1) + edge(bands - 1, bands - 2)
+    // Eight partial sums: independent chains of additions rather than one.
+    let mut acc = [0.0f32; 8];
+    for (i, (n, p)) in noise.windows(3).zip(&power[1..bands - 1]).enumerate() {
+        acc[i % 8] += (p / (0.25 * (n[0] + n[2]) + 0.5 * n[1])).min(MAX_BAND_RATIO);
+    }
+    acc.iter().sum::<f32>() + edge(0, 1) + edge(bands - 1, bands - 2)
+}
+
+/// Σx, in eight partial sums so that the additions vectorise instead of waiting on each
+/// other (a sequential f32 sum does not: its order is part of its result).
+fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (a, v) in acc.iter_mut().zip(chunk) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// dBFS RMS of a mean square in sample units², at least [`MIN_LEVEL_DBFS`].
@@ -1215,14 +1312,21 @@ mod tests {
     fn state_is_small() {
         for rate in [8_000u32, 16_000, 48_000] {
             let vad = Vad::new(config_for(rate)).expect("valid config");
-            let heap = 4 * (vad.fft_in.len() + vad.previous.len())
-                + 8 * (vad.fft_out.len() + vad.fft_scratch.len())
-                + 4 * (7 * vad.power.len() + vad.ms_ring.len());
+            let (_, bands) = band_range(rate);
+            let per_stream = vad.core.state_bytes();
+            let fed = VadCore::new(config_for(rate), false).expect("valid config");
             eprintln!(
-                "state at {rate} Hz: {} bytes inline + {heap} bytes of buffers",
-                std::mem::size_of::<Vad>()
+                "state at {rate} Hz: {} bytes inline + {per_stream} bytes per stream \
+                 ({} when handed the analysis) + {} bytes of lendable work buffers",
+                std::mem::size_of::<VadCore>(),
+                fed.state_bytes(),
+                vad.heap_bytes() - per_stream
             );
-            assert!(heap <= 20 * 1024);
+            // Ten per-band arrays and, when it analyses itself, the previous block.
+            assert_eq!(fed.state_bytes(), 4 * 10 * bands);
+            assert_eq!(per_stream, fed.state_bytes() + 2 * block_len(rate));
+            assert!(vad.heap_bytes() <= 20 * 1024);
+            assert!(Arc::ptr_eq(&vad.core.plan, &fed.plan));
         }
     }
 

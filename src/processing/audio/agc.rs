@@ -41,6 +41,7 @@
 //! All state is inline (no heap); see [`Agc`] for the real-time contract.
 
 use super::config::{block_len, check_rate, fast_exp, fast_ln, DspConfigError};
+use super::round_to_i16;
 
 /// A block must be this much louder than the noise floor to count as speech (dB), so that
 /// stationary noise, whose 10 ms level wanders a few dB above its 2 s minimum, is not.
@@ -365,16 +366,15 @@ impl Agc {
         // threshold, so while the envelope is below it and no sample of this block can
         // reach it, the block needs only the gain ramp (the envelope may stay as it is).
         if self.limiter_env <= threshold && peak_in as f32 * start.max(end) <= threshold {
-            for (i, s) in block.iter_mut().enumerate() {
-                let y = f32::from(*s) * (start + step * (i + 1) as f32);
-                // Rounds half away from zero (`f32::round` is a libm call on baseline
-                // x86-64); |y| <= threshold < i16::MAX, and `as` saturates anyway.
-                *s = (y + 0.5f32.copysign(y)) as i16;
+            // An i32 counter (converted four at a time, where a usize is not) and
+            // `round_to_i16` let this loop vectorise; |y| <= threshold < i16::MAX.
+            for (s, k) in block.iter_mut().zip(1i32..) {
+                *s = round_to_i16(f32::from(*s) * (start + step * k as f32));
             }
             return;
         }
-        for (i, s) in block.iter_mut().enumerate() {
-            let y = f32::from(*s) * (start + step * (i + 1) as f32);
+        for (s, k) in block.iter_mut().zip(1i32..) {
+            let y = f32::from(*s) * (start + step * k as f32);
             // Instant attack: the envelope is never below |y|, so |y · threshold / env| is
             // never above the threshold.
             self.limiter_env = (self.limiter_env * self.limiter_release).max(y.abs());
@@ -383,7 +383,7 @@ impl Agc {
             } else {
                 y
             };
-            *s = (y + 0.5f32.copysign(y)) as i16;
+            *s = round_to_i16(y);
         }
     }
 }

@@ -71,6 +71,7 @@ use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 use super::config::{
     block_len, check_rate, fast_exp, fast_ln, rate_index, DspConfigError, SUPPORTED_RATES_HZ,
 };
+use super::round_to_i16;
 
 /// The noise minimum is re-taken every this many 10 ms blocks (1.5 s, the window of
 /// Martin's minimum statistics), so the estimate follows a rising noise level within
@@ -201,38 +202,20 @@ impl NsPlan {
         let time = &mut work.time[..2 * n];
         let (t_old, t_new) = time.split_at_mut(n);
         let (w_old, w_new) = self.window.split_at(n);
+        // One pass over each half, with no per-sub-block inner loops, so it vectorises;
+        // the previous block is then replaced by this one.
+        for ((t, &p), &w) in t_old.iter_mut().zip(previous.iter()).zip(w_old) {
+            *t = f32::from(p) * w;
+        }
+        for ((t, &x), &w) in t_new.iter_mut().zip(block.iter()).zip(w_new) {
+            *t = f32::from(x) * w;
+        }
+        previous.copy_from_slice(block);
         if energies {
             // 80, 160 and 480 samples are multiples of 8 sub-blocks.
             let sub = n / (WINDOW_SUBBLOCKS / 2);
-            let (early, late) = work.sub_energy.split_at_mut(WINDOW_SUBBLOCKS / 2);
-            for (((ts, ps), ws), e) in t_old
-                .chunks_exact_mut(sub)
-                .zip(previous.chunks_exact(sub))
-                .zip(w_old.chunks_exact(sub))
-                .zip(early.iter_mut())
-            {
-                let mut acc = 0.0f32;
-                for ((t, &p), &w) in ts.iter_mut().zip(ps).zip(ws) {
-                    *t = f32::from(p) * w;
-                    acc += *t * *t;
-                }
-                *e = acc;
-            }
-            for ((((ts, ps), xs), ws), e) in t_new
-                .chunks_exact_mut(sub)
-                .zip(previous.chunks_exact_mut(sub))
-                .zip(block.chunks_exact(sub))
-                .zip(w_new.chunks_exact(sub))
-                .zip(late.iter_mut())
-            {
-                let mut acc = 0.0f32;
-                for (((t, p), &x), &w) in ts.iter_mut().zip(ps.iter_mut()).zip(xs).zip(ws) {
-                    *p = x;
-                    let x = f32::from(x);
-                    *t = x * w;
-                    acc += *t * *t;
-                }
-                *e = acc;
+            for (e, ts) in work.sub_energy.iter_mut().zip(time.chunks_exact(sub)) {
+                *e = ts.iter().fold(0.0f32, |acc, t| acc + t * t);
             }
             // Integer squares sum exactly and vectorise; 480 of at most 2^30 fit an i64.
             let energy: i64 = block
@@ -240,19 +223,6 @@ impl NsPlan {
                 .map(|&x| i64::from(i32::from(x) * i32::from(x)))
                 .sum();
             work.block_energy = energy as f32;
-        } else {
-            for ((t, &p), &w) in t_old.iter_mut().zip(previous.iter()).zip(w_old) {
-                *t = f32::from(p) * w;
-            }
-            for (((t, p), &x), &w) in t_new
-                .iter_mut()
-                .zip(previous.iter_mut())
-                .zip(block.iter())
-                .zip(w_new)
-            {
-                *p = x;
-                *t = f32::from(x) * w;
-            }
         }
         let spectrum = &mut work.spectrum[..bins];
         if self
@@ -549,10 +519,8 @@ impl NsCore {
             .zip(time[..n].iter().zip(&plan.window[..n]))
             .zip(overlap.iter())
         {
-            // Rounds half away from zero; `as` saturates, so a sum beyond full scale cannot
-            // wrap. (`f32::round` is a libm call on baseline x86-64.)
-            let y = t * w * scale + ov;
-            *out = (y + 0.5f32.copysign(y)) as i16;
+            // Saturates, so a sum beyond full scale cannot wrap.
+            *out = round_to_i16(t * w * scale + ov);
         }
         for ((ov, &t), &w) in overlap.iter_mut().zip(&time[n..]).zip(&plan.window[n..]) {
             *ov = t * w * scale;

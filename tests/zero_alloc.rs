@@ -519,9 +519,10 @@ fn realtime_lane_threads_do_not_allocate_in_steady_state() {
         e.stop().unwrap();
         assert!(ticks >= 250, "{topology:?}: lane ticked ({ticks})");
         // A floor proving the window carried traffic (up to 18,000 packets), not a speed
-        // check: an unoptimised build on a loaded two-core machine sends far fewer.
+        // check: an unoptimised build on a loaded two-core machine sends far fewer (971
+        // under coverage instrumentation with two other builds running).
         assert!(
-            sent > 1_000,
+            sent > 200,
             "{topology:?}: traffic flowed ({sent} packets)"
         );
         assert_eq!(

@@ -17,6 +17,17 @@
 //! prebuffers exactly the target, and during speech the caller accelerates or expands by
 //! whole pitch periods.
 //!
+//! **Start-up settling.** The quantile needs many packets before it sees a jittery path's
+//! spread (and the level it is compared with excludes the mean network delay), so a new stream
+//! would otherwise start too short and grow late, packet by late packet, each one concealed in
+//! speech. During a stream's first 50 packets (1 s at 20 ms) the buffer compares the playout
+//! point with the highest relative delay seen so far and, when it falls short by more than a
+//! packet, grows the delay by the whole shortfall in ONE step, once: in the next pause the
+//! caller finds ([`AdaptiveBuffer::begin_settling`]), or at the next missing packet (waiting
+//! for it rather than concealing it), whichever comes first. Later, the quantile target and
+//! silence drops bring the delay down slowly. Lost packets never arrive, so they never count:
+//! loss alone does not grow the delay.
+//!
 //! Everything is timestamp arithmetic modulo 2^32 (wrap-safe) in the stream's RTP clock.
 //! Capacity is fixed (`N` packets); no allocation, no clock reads: pure logic.
 
@@ -213,8 +224,9 @@ pub enum Next<T> {
         /// Duration to conceal, timestamp units.
         dur_ts: u32,
     },
-    /// Nothing is buffered: conceal `dur_ts` while the timeline waits for the audio due now
-    /// (a late packet still plays; the delay grows instead).
+    /// Nothing is buffered, or the start-up delay step is in progress: conceal (or fill)
+    /// `dur_ts` while the timeline waits for the audio due now (a late packet still plays;
+    /// the delay grows instead).
     Empty {
         /// Duration to fill, timestamp units.
         dur_ts: u32,
@@ -271,7 +283,24 @@ pub struct AdaptiveBuffer<T, const N: usize = 32> {
     idle_after_ts: u32,
     /// Longest recent packet duration (decays toward the current one).
     packet_ts: u32,
+    /// Packets measured since the stream (re)started, up to [`SETTLE_PACKETS`].
+    settle_packets: u8,
+    /// Highest relative delay (above the running minimum) among those packets, ms
+    /// (`NEG_INFINITY`: none yet).
+    peak_jitter_ms: f32,
+    /// Growth decided but not yet started, timestamp units.
+    grow_ts: u32,
+    /// Rest of a growth in progress: the timeline stands still this much longer.
+    wait_left_ts: u32,
+    /// The start-up growth has been applied: no second one.
+    settled: bool,
 }
+
+/// Packets (from a stream's start) during which the delay is settled from the peak
+/// relative delay: 1 s at 20 ms. Long enough to see the spread of a jittery path (the
+/// quantile target needs far longer and underestimates it at first), short enough that a
+/// later one-off stall (Wi-Fi scan, handover) is left to the normal adaptation.
+const SETTLE_PACKETS: u8 = 50;
 
 /// Iterates the indices of the set bits of `mask`, lowest first.
 #[inline]
@@ -310,6 +339,11 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             ahead_window_ts: ms(cfg.max_delay_ms.max(1000) + 1000),
             idle_after_ts: ms(200),
             packet_ts: 0,
+            settle_packets: 0,
+            peak_jitter_ms: f32::NEG_INFINITY,
+            grow_ts: 0,
+            wait_left_ts: 0,
+            settled: false,
         }
     }
 
@@ -321,7 +355,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
     /// and it is held: what [`AdaptiveBuffer::next`] would decode next.
     #[inline]
     pub fn continuing_dur(&self) -> Option<u32> {
-        if self.state != State::Playing {
+        if self.state != State::Playing || self.wait_left_ts > 0 {
             return None;
         }
         bits(self.occ)
@@ -439,6 +473,65 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
     pub fn reset(&mut self, release: &mut impl FnMut(T)) {
         self.flush(release);
         self.delay.reanchor();
+        self.restart_settling();
+    }
+
+    /// A new stream: its start-up delay is settled afresh.
+    fn restart_settling(&mut self) {
+        self.settle_packets = 0;
+        self.peak_jitter_ms = f32::NEG_INFINITY;
+        self.grow_ts = 0;
+        self.wait_left_ts = 0;
+        self.settled = false;
+    }
+
+    /// Start-up growth decided and waiting for a pause, timestamp units (0: none); see the
+    /// module docs. Called on the real-time thread; never allocates.
+    pub fn settle_pending_ts(&self) -> u32 {
+        if self.state == State::Playing {
+            self.grow_ts
+        } else {
+            0
+        }
+    }
+
+    /// Applies the pending start-up growth now (the caller found a pause): the timeline
+    /// stands still for it ([`Next::Empty`]) while the caller fills. Once per stream.
+    /// Called on the real-time thread; never allocates.
+    pub fn begin_settling(&mut self) {
+        self.wait_left_ts = self.wait_left_ts.saturating_add(self.grow_ts);
+        self.grow_ts = 0;
+        self.settled = true;
+    }
+
+    /// Start-up settling (the first [`SETTLE_PACKETS`] of a stream): after the delay
+    /// manager measured a packet of timestamp `ts`, compares the playout point with the
+    /// highest relative delay seen so far, and when it falls short by more than a packet
+    /// decides to grow the delay by the whole shortfall in one step (one early jump rather
+    /// than a ramp of late packets, each concealed in speech). Relative delays are taken
+    /// above the delay manager's running minimum, so sender clock drift does not count.
+    fn settle(&mut self, ts: u32) {
+        if self.settle_packets >= SETTLE_PACKETS || self.settled {
+            return;
+        }
+        self.settle_packets += 1;
+        let jitter = self.delay.last_jitter_ms();
+        self.peak_jitter_ms = self.peak_jitter_ms.max(jitter as f32);
+        if self.state != State::Playing {
+            return;
+        }
+        let per_ms = f64::from(self.ts_per_ms());
+        // When this packet plays, relative to its own arrival (negative: late); this
+        // packet's relative delay plus that is the playout point's.
+        let slack_ms = f64::from(ts.wrapping_sub(self.next_ts) as i32) / per_ms;
+        // No margin: the slack counts from the decode point, so it is short of the real
+        // one by the wait for the next frame tick (half a packet on average).
+        let short_ms = f64::from(self.peak_jitter_ms) - (jitter + slack_ms);
+        let step = self.packet_ts.max(1);
+        if short_ms * per_ms > f64::from(step) {
+            let frames = (short_ms * per_ms / f64::from(step)).ceil() as u32;
+            self.grow_ts = self.grow_ts.max(frames.saturating_mul(step));
+        }
     }
 
     fn anchor(&mut self, ts: u32) {
@@ -486,15 +579,20 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                     if behind > self.late_window_ts || (marker && dry) {
                         self.flush(release);
                         self.delay.reanchor();
+                        self.restart_settling();
                         self.anchor(ts);
                         outcome = Insert::Resynced;
                     } else {
                         self.delay.update(ts, arrival_ns, dur_ms);
+                        if arrival_ns != 0 {
+                            self.settle(ts);
+                        }
                         return Insert::Late(item);
                     }
                 } else if d as u32 > self.ahead_window_ts {
                     self.flush(release);
                     self.delay.reanchor();
+                    self.restart_settling();
                     self.anchor(ts);
                     outcome = Insert::Resynced;
                 } else if marker && dry {
@@ -513,6 +611,9 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             return Insert::Duplicate(item);
         }
         self.delay.update(ts, arrival_ns, dur_ms);
+        if arrival_ns != 0 {
+            self.settle(ts);
+        }
         // Follow ptime changes: jump up at once, come down slowly.
         self.packet_ts = if dur_ts >= self.packet_ts {
             dur_ts
@@ -558,6 +659,13 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             }
             State::Playing => {}
         }
+        if self.wait_left_ts > 0 {
+            // Start-up settling in progress: the timeline stands still (the caller conceals
+            // or fills) while the clock runs, so the delay grows by the whole step at once.
+            let dur = want_ts.min(self.wait_left_ts);
+            self.wait_left_ts -= dur;
+            return Next::Empty { dur_ts: dur };
+        }
         // The packet that continues the timeline.
         let at = self.next_ts;
         if let Some(i) = bits(self.occ).find(|&i| self.ts[i] == at) {
@@ -576,6 +684,15 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         // A packet overlapping the decode point (ptime change or odd timestamps): play the
         // earliest packet ahead instead of concealing a sliver.
         if self.occ != 0 {
+            if self.grow_ts > 0 {
+                // Start-up growth pending and the audio due now is missing while later audio
+                // waits: wait for it (it is likely only late) for the whole growth at once,
+                // instead of concealing it and discarding it when it comes.
+                self.begin_settling();
+                let dur = want_ts.min(self.wait_left_ts);
+                self.wait_left_ts -= dur;
+                return Next::Empty { dur_ts: dur };
+            }
             let next_ahead = bits(self.occ)
                 .map(|i| self.ts[i].wrapping_sub(at))
                 .filter(|&d| (d as i32) > 0)
@@ -587,6 +704,10 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             self.next_ts = at.wrapping_add(dur);
             // Anything now entirely behind the decode point can never play.
             return Next::Conceal { dur_ts: dur };
+        }
+        if self.grow_ts > 0 {
+            // Start-up growth pending and the timeline waits anyway: make it the whole step.
+            self.begin_settling();
         }
         // Nothing buffered: conceal, but keep the timeline at the missing audio so a late
         // packet still plays (the delay grows instead of audio being discarded).
@@ -845,5 +966,78 @@ mod tests {
             d.update((160 * k) as u32, 1 + k * 20_200_000, 20.0);
         }
         assert!(d.target_ms() <= 30, "target {}", d.target_ms());
+    }
+
+    type Played = (Vec<Option<u32>>, Vec<u32>);
+
+    /// Plays `packets` 20 ms packets (8 kHz) sent every 20 ms and arriving `delay_ms(k)`
+    /// later (`None`: lost), one `next` per 20 ms tick; returns per tick what the buffer
+    /// said (`Some(k)`: decoded packet k, `None`: concealed or filled) and the packets
+    /// handed back late.
+    fn play(packets: u32, delay_ms: impl Fn(u32) -> Option<f64>) -> Played {
+        let mut b = B::new(cfg());
+        let mut arrivals: Vec<(f64, u32)> = (0..packets)
+            .filter_map(|k| delay_ms(k).map(|d| (f64::from(k) * 20.0 + d, k)))
+            .collect();
+        arrivals.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let (mut out, mut late, mut next) = (Vec::new(), Vec::new(), 0);
+        for tick in 0..packets + 40 {
+            let now = f64::from(tick) * 20.0;
+            while next < arrivals.len() && arrivals[next].0 <= now {
+                let (at, k) = arrivals[next];
+                let ns = (at * 1e6) as u64 + 1;
+                if let Insert::Late(k) = b.insert(160 * k, 160, k == 0, ns, k, &mut no_release) {
+                    late.push(k);
+                }
+                next += 1;
+            }
+            match b.next(160) {
+                Next::Decode { item, .. } => out.push(Some(item)),
+                Next::Conceal { .. } | Next::Empty { .. } => out.push(None),
+                Next::Wait => {}
+            }
+        }
+        (out, late)
+    }
+
+    #[test]
+    fn an_early_delay_peak_is_settled_in_one_step_at_the_next_missing_packet() {
+        // Packet 3 takes 100 ms more than the others: the 40 ms start-up delay is 60 ms
+        // short. Packet 12 then comes 10 ms after its turn: instead of concealing it (and
+        // discarding it when it comes), the buffer waits for it and grows the whole
+        // shortfall at once.
+        let (out, late) = play(60, |k| match k {
+            3 => Some(105.0),
+            12 => Some(50.0),
+            _ => Some(5.0),
+        });
+        assert_eq!(late, vec![3], "only the peak itself is late");
+        let at = out
+            .iter()
+            .position(|&p| p == Some(12))
+            .expect("packet 12 plays");
+        assert_eq!(out[at - 1], None);
+        let gap = out[..at].iter().rev().take_while(|p| p.is_none()).count();
+        assert!(
+            (3..=4).contains(&gap),
+            "one step of 60-80 ms, got {gap} frames"
+        );
+        // Before the step only packet 3 is missing; after it, every packet plays in order.
+        assert_eq!(out[..at - gap].iter().filter(|p| p.is_none()).count(), 1);
+        let after: Vec<u32> = out[at..].iter().map_while(|&p| p).collect();
+        assert_eq!(after, (12..60).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn loss_without_jitter_never_grows_the_start_up_delay() {
+        // Every 7th packet lost, the rest on time: each loss is one concealed frame in
+        // place, never a wait (lost packets are not late ones).
+        let (out, late) = play(60, |k| (k % 7 != 3).then_some(5.0));
+        assert!(late.is_empty());
+        let first = out.iter().position(Option::is_some).unwrap_or(0);
+        for (i, p) in out[first..].iter().take(59).enumerate() {
+            let k = i as u32;
+            assert_eq!(*p, (k % 7 != 3).then_some(k), "frame {i}");
+        }
     }
 }

@@ -385,6 +385,12 @@ impl<T> ReceiveChannel<T> {
         };
         let frame = self.frame.min(out.len());
         let frame_ts = self.samples_to_ts(frame);
+        if self.buffer.settle_pending_ts() > 0 && self.pause_played(0) {
+            // The buffer's start-up delay step (see `AdaptiveBuffer`): the whole growth at
+            // once, here where the last 40 ms played were quiet, so it lengthens a pause
+            // instead of cutting into speech.
+            self.buffer.begin_settling();
+        }
         let pending_ts = self.samples_to_ts(self.sync_len);
         let (advice, urgent) = self.advise(pending_ts, frame_ts, frame);
         let surplus_persists = relay_preferred && self.note_relay_surplus(frame_ts);
@@ -865,5 +871,52 @@ mod tests {
             concealed <= 480,
             "concealment only at the switch to longer packets ({concealed})"
         );
+    }
+
+    #[test]
+    fn a_start_up_delay_step_waits_for_a_pause_and_fills_it_with_quiet() {
+        // Packet 3 takes 100 ms more than the others: the 40 ms start-up delay is short of
+        // it, so the buffer decides to grow. Nothing else goes missing, so the step waits
+        // for the pause of packets 10-14 and lengthens it, not the speech around it.
+        let loud = |k: u32| !(10..=14).contains(&k);
+        let mut c = chan();
+        let mut pool = StretchPool::new(120);
+        let mut out = [0i16; 160];
+        let (mut late, mut decoded) = (vec![], vec![]);
+        // Per frame: the last packet decoded for it (None: concealed or filled), peak level.
+        let mut frames: Vec<(Option<u32>, i16)> = vec![];
+        let arrival_ms = |k: u32| f64::from(20 * k) + if k == 3 { 105.0 } else { 5.0 };
+        for tick in 0..60u32 {
+            for k in 0..40u32 {
+                let at = arrival_ms(k);
+                if at > f64::from(20 * tick) - 20.0 && at <= f64::from(20 * tick) {
+                    let ns = (at * 1e6) as u64 + 1;
+                    if let Insert::Late(i) = c.insert(160 * k, 160, k == 0, ns, k, &mut drop) {
+                        late.push(i);
+                    }
+                }
+            }
+            let before = decoded.len();
+            let mut dec = |item: &u32, out: &mut [i16]| {
+                decoded.push(*item);
+                out[..160].fill(if loud(*item) { 3000 } else { 0 });
+                160
+            };
+            let r = c.get_frame(&mut out, &mut pool, false, &mut dec, &mut drop);
+            if r.produced {
+                let peak = out.iter().map(|x| x.saturating_abs()).max().unwrap_or(0);
+                frames.push((decoded[before..].last().copied(), peak));
+            }
+        }
+        assert_eq!(late, vec![3]);
+        let want: Vec<u32> = (0..40).filter(|&k| k != 3).collect();
+        assert_eq!(
+            decoded, want,
+            "every packet but the late one plays, in order"
+        );
+        let at = |k: u32| frames.iter().position(|f| f.0 == Some(k)).unwrap_or(0);
+        let step = &frames[at(11) + 1..at(12)];
+        assert!(step.len() >= 3, "a step of at least 60 ms, got {step:?}");
+        assert!(step.iter().all(|f| f.0.is_none() && f.1 < 184), "{step:?}");
     }
 }

@@ -2068,6 +2068,14 @@ fn main() -> Result<(), BoxError> {
             for ev in monitor.poll(&engine) {
                 gw.on_quality_event(ev);
             }
+            // Adaptation: jitter bounds, Opus FEC/bitrate from loss, Opus complexity on a
+            // hot lane; each applied through the lane's command ring.
+            for adj in monitor.suggest_quality_adjustments(&engine) {
+                match engine.adjust_quality(adj) {
+                    Ok(()) => log::info!("quality adjustment applied: {adj:?}"),
+                    Err(e) => log::warn!("quality adjustment {adj:?} refused: {e}"),
+                }
+            }
             let ms = t.elapsed().as_secs_f64() * 1000.0;
             if ms > 20.0 {
                 log::info!("quality monitor poll took {ms:.1} ms");

@@ -1765,3 +1765,134 @@ fn a_run_of_updates_alone_never_finds_the_command_ring_full_for_good() {
     }
     e.stop().unwrap();
 }
+
+#[test]
+fn quality_monitor_turns_opus_fec_on_under_loss_and_the_encoder_follows_adjustments() {
+    use media_core::engine::QualityMonitor;
+    use media_core::quality::monitor::QualityAdjustment;
+    let e = MediaEngine::new(EngineConfig {
+        clock: ClockMode::Virtual,
+        sessions_per_lane: 4,
+        jitter: fixed_jitter(),
+        ..Default::default()
+    })
+    .unwrap();
+    e.start().unwrap();
+    let mut opus_params = MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20);
+    opus_params.opus.inband_fec = false;
+    opus_params.opus.packet_loss_percent = 0;
+    let (a, b) = e
+        .create_call(
+            (DialogId(1), opus_params),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut enc = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    let mut monitor = QualityMonitor::default();
+    let mut pkt = Vec::new();
+    // Speech-like input into B (PCMU), so A's Opus encoder has something to spend bits on.
+    let ulaw = |k: usize| {
+        let pcm: Vec<i16> = signal(k * 160, 160);
+        let mut u = [0u8; 160];
+        g711::ulaw_encode(&pcm, &mut u);
+        u
+    };
+    let mut sizes_from_a = Vec::new();
+    let mut run = |k0: usize, n: usize, lose_every: usize, sizes: &mut Vec<usize>| {
+        for k in k0..k0 + n {
+            let pcm: Vec<i16> = (0..960)
+                .map(|i| ((((k * 960 + i) as f64) * 0.0576).sin() * 6000.0) as i16)
+                .collect();
+            let mut payload = vec![0u8; 400];
+            let len = enc.encode(&pcm, &mut payload).unwrap();
+            if lose_every == 0 || k % lose_every != 0 {
+                rtp(
+                    111,
+                    k as u16,
+                    960 * k as u32,
+                    5,
+                    k == 0,
+                    &payload[..len],
+                    &mut pkt,
+                );
+                ing.push(a.id, &pkt).unwrap();
+            }
+            rtp(0, k as u16, 160 * k as u32, 6, k == 0, &ulaw(k), &mut pkt);
+            ing.push(b.id, &pkt).unwrap();
+            e.step(2).unwrap();
+            for p in drain(&mut eg) {
+                if p.session == a.id {
+                    sizes.push(p.payload().len());
+                }
+            }
+        }
+    };
+    // 2 s clean, then 3 s with every 10th packet lost (10%).
+    run(0, 100, 0, &mut sizes_from_a);
+    assert!(
+        monitor.suggest_quality_adjustments(&e).is_empty(),
+        "a clean call needs no adjustment"
+    );
+    run(100, 150, 10, &mut sizes_from_a);
+    let adj = monitor.suggest_quality_adjustments(&e);
+    let a_id = a.id.to_u64();
+    let fec = adj.iter().find_map(|x| match *x {
+        QualityAdjustment::OpusEncoder {
+            session,
+            bitrate_bps,
+            inband_fec,
+            packet_loss_percent,
+        } if session == a_id => Some((bitrate_bps, inband_fec, packet_loss_percent)),
+        _ => None,
+    });
+    assert_eq!(fec, Some((24_000, true, 10)), "{adj:?}");
+    // Hysteresis: the same loss again suggests nothing new.
+    run(250, 100, 10, &mut sizes_from_a);
+    assert!(
+        !monitor
+            .suggest_quality_adjustments(&e)
+            .iter()
+            .any(|x| matches!(x, QualityAdjustment::OpusEncoder { .. })),
+        "no flapping"
+    );
+    // Opus adjustments are refused for a session that does not send Opus.
+    assert!(matches!(
+        e.adjust_quality(QualityAdjustment::OpusEncoder {
+            session: b.id.to_u64(),
+            bitrate_bps: 8000,
+            inband_fec: true,
+            packet_loss_percent: 10,
+        }),
+        Err(Error::InvalidConfig(_))
+    ));
+    // The encoder follows an adjustment: 8 kbit/s, then 64 kbit/s, seen in payload sizes.
+    let mean = |s: &[usize]| s.iter().sum::<usize>() as f64 / s.len().max(1) as f64;
+    let mut low = Vec::new();
+    let mut high = Vec::new();
+    for (rate, sizes, k0) in [(8_000, &mut low, 350), (64_000, &mut high, 450)] {
+        e.adjust_quality(QualityAdjustment::OpusEncoder {
+            session: a.id.to_u64(),
+            bitrate_bps: rate,
+            inband_fec: false,
+            packet_loss_percent: 0,
+        })
+        .unwrap();
+        run(k0, 100, 0, sizes);
+    }
+    let (lo, hi) = (mean(&low[20..]), mean(&high[20..]));
+    // 8 kbit/s at 20 ms is 20 bytes a packet, 64 kbit/s 160.
+    assert!(
+        lo < 35.0 && hi > 100.0,
+        "payload bytes at 8k {lo:.0}, at 64k {hi:.0}"
+    );
+    e.adjust_quality(QualityAdjustment::OpusComplexity {
+        session: a.id.to_u64(),
+        complexity: 1,
+    })
+    .unwrap();
+    run(550, 10, 0, &mut Vec::new());
+}

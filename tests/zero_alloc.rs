@@ -409,6 +409,33 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
                     let _ = e.send_dtmf(a, '7', 120);
                 }
             }
+            if k > 100 && k % 50 == 30 {
+                // Quality adaptation applied on the lanes: jitter bounds everywhere, Opus
+                // bitrate/FEC/complexity on the Opus senders (refused for the others).
+                use media_core::quality::monitor::QualityAdjustment as Q;
+                for &(a, b) in &calls {
+                    for id in [a, b] {
+                        let session = id.to_u64();
+                        let on = k % 100 == 30;
+                        e.adjust_quality(Q::JitterBounds {
+                            session,
+                            min_delay_ms: if on { 60 } else { 20 },
+                            max_delay_ms: 500,
+                        })
+                        .unwrap();
+                        let _ = e.adjust_quality(Q::OpusEncoder {
+                            session,
+                            bitrate_bps: if on { 16_000 } else { 24_000 },
+                            inband_fec: on,
+                            packet_loss_percent: if on { 10 } else { 5 },
+                        });
+                        let _ = e.adjust_quality(Q::OpusComplexity {
+                            session,
+                            complexity: if on { 2 } else { 5 },
+                        });
+                    }
+                }
+            }
             if k > 100 && k % 50 == 0 {
                 let (a, b) = calls.remove(0);
                 e.destroy_media_session(a).unwrap();
@@ -521,10 +548,7 @@ fn realtime_lane_threads_do_not_allocate_in_steady_state() {
         // A floor proving the window carried traffic (up to 18,000 packets), not a speed
         // check: an unoptimised build on a loaded two-core machine sends far fewer (971
         // under coverage instrumentation with two other builds running).
-        assert!(
-            sent > 200,
-            "{topology:?}: traffic flowed ({sent} packets)"
-        );
+        assert!(sent > 200, "{topology:?}: traffic flowed ({sent} packets)");
         assert_eq!(
             (after.0 - before.0, after.1 - before.1),
             (0, 0),

@@ -388,6 +388,12 @@ impl Io {
                 .store(u64::from(b.fraction_lost), Ordering::Relaxed);
             c.peer_cumulative_lost
                 .store(b.cumulative_lost.max(0) as u64, Ordering::Relaxed);
+            // Opus adaptation (QualityMonitor) follows the loss our packets meet.
+            let _ = self.engine.set_peer_loss(
+                leg.cfg.session,
+                u64::from(b.highest_seq_ext),
+                b.cumulative_lost.max(0) as u64,
+            );
             let rtt = round_trip_ms(now, b.lsr, b.dlsr);
             log::info!(
                 "leg {}: peer reports {:.1}% lost (cumulative {}), jitter {} ts, rtt {}",

@@ -234,6 +234,20 @@ impl Default for OpusSettings {
     }
 }
 
+/// Live changes to an Opus encoder (quality adaptation, [`crate::engine::QualityMonitor`]):
+/// each `Some` field is applied, each `None` left as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OpusTune {
+    /// Target bitrate, bit/s (libopus clamps to 500..=512,000).
+    pub bitrate_bps: Option<i32>,
+    /// In-band FEC (LBRR) on or off.
+    pub inband_fec: Option<bool>,
+    /// Expected packet loss, percent 0..=100 (how much LBRR the encoder spends).
+    pub packet_loss_percent: Option<i32>,
+    /// Complexity 0..=10 (lower: less CPU, a little less quality).
+    pub complexity: Option<i32>,
+}
+
 impl OpusSettings {
     /// True when `rate` is one libopus runs at (8, 12, 16, 24 or 48 kHz).
     pub fn is_opus_rate(rate: SampleRate) -> bool {
@@ -456,6 +470,51 @@ impl AnyEncoder {
         AnyEncoder::Opus(Box::new(OpusEncoderState { encoder: e, stereo }))
     }
 
+    /// Applies `tune` to an Opus encoder (libopus CTLs: no allocation, no lock); returns
+    /// false for other codecs or a value libopus refused (the rest still applies).
+    /// Called on the real-time thread.
+    pub fn tune_opus(&mut self, tune: OpusTune) -> bool {
+        let AnyEncoder::Opus(e) = self else {
+            return false;
+        };
+        let e = &mut e.encoder;
+        let mut ok = true;
+        if let Some(b) = tune.bitrate_bps {
+            ok &= e
+                .set_bitrate(opus::Bitrate::Bits(b.clamp(500, 512_000)))
+                .is_ok();
+        }
+        if let Some(f) = tune.inband_fec {
+            ok &= e.set_inband_fec(f).is_ok();
+        }
+        if let Some(p) = tune.packet_loss_percent {
+            ok &= e.set_packet_loss_perc(p.clamp(0, 100)).is_ok();
+        }
+        if let Some(c) = tune.complexity {
+            ok &= e.set_complexity(c.clamp(0, 10)).is_ok();
+        }
+        ok
+    }
+
+    /// An Opus encoder's current bitrate (bit/s), FEC, expected loss (%) and complexity, as
+    /// libopus reports them; `None` for other codecs. For tests and diagnostics.
+    pub fn opus_state(&mut self) -> Option<(i32, bool, i32, i32)> {
+        let AnyEncoder::Opus(e) = self else {
+            return None;
+        };
+        let e = &mut e.encoder;
+        let bitrate = match e.get_bitrate().ok()? {
+            opus::Bitrate::Bits(b) => b,
+            _ => -1,
+        };
+        Some((
+            bitrate,
+            e.get_inband_fec().ok()?,
+            e.get_packet_loss_perc().ok()?,
+            e.get_complexity().ok()?,
+        ))
+    }
+
     /// The codec encoded.
     pub fn codec(&self) -> Codec {
         match self {
@@ -508,6 +567,28 @@ impl AnyEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opus_tune_changes_a_live_encoder_and_other_codecs_refuse_it() {
+        let mut e = AnyEncoder::opus(OpusSettings::default());
+        assert_eq!(e.opus_state(), Some((24_000, true, 5, 5)));
+        assert!(e.tune_opus(OpusTune {
+            bitrate_bps: Some(12_000),
+            inband_fec: Some(false),
+            packet_loss_percent: Some(20),
+            complexity: Some(2),
+        }));
+        assert_eq!(e.opus_state(), Some((12_000, false, 20, 2)));
+        // `None` fields are left alone; out-of-range values are clamped.
+        assert!(e.tune_opus(OpusTune {
+            complexity: Some(99),
+            ..Default::default()
+        }));
+        assert_eq!(e.opus_state(), Some((12_000, false, 20, 10)));
+        let mut g = AnyEncoder::new(Codec::Pcmu);
+        assert!(!g.tune_opus(OpusTune::default()));
+        assert_eq!(g.opus_state(), None);
+    }
 
     /// 20 ms frames of a 440 Hz tone at `rate_hz`, -12 dBFS.
     fn tone_frames(rate_hz: u32, frames: usize) -> Vec<Vec<i16>> {

@@ -206,6 +206,8 @@ struct SessionRecord {
     params: MediaSessionParams,
     peer: Option<SessionId>,
     round_trip_ms: Option<f64>,
+    /// Peer-reported (packets expected, packets lost) of the stream this session sends.
+    peer_loss: Option<(u64, u64)>,
 }
 
 enum LaneRun {
@@ -767,6 +769,7 @@ impl MediaEngine {
                 params,
                 peer: None,
                 round_trip_ms: None,
+                peer_loss: None,
             },
         );
         inner.dialogs.insert(dialog, id);

@@ -1,11 +1,11 @@
 //! Quality reporting and adaptation on the control plane.
 
 use super::{Error, MediaEngine, Result};
-use crate::codec::Codec;
+use crate::codec::{Codec, OpusTune};
 use crate::quality::emodel::CodecKind;
 use crate::quality::monitor::{
-    evaluate, suggest, QualityAdjustment, QualityEvent, QualitySnapshot, QualityThresholds,
-    SessionFlags,
+    evaluate, suggest, suggest_complexity, suggest_opus, QualityAdjustment, QualityEvent,
+    QualitySnapshot, QualityThresholds, SessionFlags,
 };
 use crate::runtime::msg::{Bundle, Op, Tune};
 use crate::types::SessionId;
@@ -81,6 +81,29 @@ impl MediaEngine {
         Ok(())
     }
 
+    /// Feeds what the peer's RTCP receiver reports say of the stream this session *sends*
+    /// (RFC 3550 §6.4.1): `lost` = the cumulative number of packets lost, `expected` = any
+    /// counter that grows by the packets expected, e.g. the extended highest sequence number
+    /// received (only differences between reports are used). Opus adaptation then follows
+    /// the loss our packets meet rather than the loss of the stream we receive.
+    pub fn set_peer_loss(&self, id: SessionId, expected: u64, lost: u64) -> Result<()> {
+        let mut g = self.lock();
+        let rec = g.sessions.get_mut(&id).ok_or(Error::UnknownSession(id))?;
+        rec.peer_loss = Some((expected, lost.min(expected)));
+        Ok(())
+    }
+
+    /// For a session that sends Opus: its negotiated Opus settings and the peer-reported
+    /// loss counters, if any.
+    fn opus_sender(
+        &self,
+        id: SessionId,
+    ) -> Option<(crate::codec::OpusSettings, Option<(u64, u64)>)> {
+        let g = self.lock();
+        let rec = g.sessions.get(&id)?;
+        (rec.params.tx.codec == Codec::Opus).then_some((rec.params.opus, rec.peer_loss))
+    }
+
     /// Every live session's id (control plane; allocates).
     pub fn session_ids(&self) -> Vec<SessionId> {
         self.lock().sessions.keys().copied().collect()
@@ -138,28 +161,65 @@ impl MediaEngine {
     }
 
     /// Applies an adjustment through the session's lane command ring (never blocks).
+    /// Errors: [`Error::UnknownSession`]; [`Error::InvalidConfig`] for an Opus adjustment
+    /// to a session that does not send Opus.
     pub fn adjust_quality(&self, adj: QualityAdjustment) -> Result<()> {
-        match adj {
+        let (session, tune) = match adj {
             QualityAdjustment::JitterBounds {
                 session,
                 min_delay_ms,
                 max_delay_ms,
-            } => {
-                let id = SessionId::from_u64(session);
-                let mut g = self.lock();
-                if !g.sessions.contains_key(&id) {
-                    return Err(Error::UnknownSession(id));
-                }
-                let ls = &mut g.lanes[id.lane()];
-                ls.next_seq += 1;
-                let mut b = Bundle::new(ls.next_seq, Op::Tune, id);
-                b.tune = Some(Tune {
-                    jitter_min_ms: min_delay_ms,
-                    jitter_max_ms: max_delay_ms,
-                });
-                Self::send(ls, b)
-            }
+            } => (
+                session,
+                Tune {
+                    jitter_ms: Some((min_delay_ms, max_delay_ms)),
+                    opus: None,
+                },
+            ),
+            QualityAdjustment::OpusEncoder {
+                session,
+                bitrate_bps,
+                inband_fec,
+                packet_loss_percent,
+            } => (
+                session,
+                Tune {
+                    jitter_ms: None,
+                    opus: Some(OpusTune {
+                        bitrate_bps: Some(bitrate_bps),
+                        inband_fec: Some(inband_fec),
+                        packet_loss_percent: Some(packet_loss_percent),
+                        complexity: None,
+                    }),
+                },
+            ),
+            QualityAdjustment::OpusComplexity {
+                session,
+                complexity,
+            } => (
+                session,
+                Tune {
+                    jitter_ms: None,
+                    opus: Some(OpusTune {
+                        complexity: Some(complexity),
+                        ..Default::default()
+                    }),
+                },
+            ),
+        };
+        let id = SessionId::from_u64(session);
+        let mut g = self.lock();
+        let rec = g.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
+        if tune.opus.is_some() && rec.params.tx.codec != Codec::Opus {
+            return Err(Error::InvalidConfig(
+                "Opus adjustment for a session that does not send Opus",
+            ));
         }
+        let ls = &mut g.lanes[id.lane()];
+        ls.next_seq += 1;
+        let mut b = Bundle::new(ls.next_seq, Op::Tune, id);
+        b.tune = Some(tune);
+        Self::send(ls, b)
     }
 }
 
@@ -209,15 +269,45 @@ impl QualityMonitor {
     }
 
     /// Concrete adjustments for sessions whose quality calls for one (with hysteresis, so
-    /// repeated calls do not flap). Apply them with [`MediaEngine::adjust_quality`].
+    /// repeated calls do not flap; call it every second or so). Apply them with
+    /// [`MediaEngine::adjust_quality`]:
+    /// - jitter buffer bounds widened while late discards keep coming, restored after;
+    /// - for Opus senders, FEC / expected loss / bitrate from the loss on the path
+    ///   ([`suggest_opus`]): the loss the peer reported for our stream
+    ///   ([`MediaEngine::set_peer_loss`], from its RTCP receiver reports) when known,
+    ///   else the loss of the stream we receive from it;
+    /// - for Opus senders on a lane whose p99 tick time exceeds
+    ///   [`QualityThresholds::lane_load_high`] of its budget, lower complexity until the
+    ///   load falls ([`suggest_complexity`]).
     pub fn suggest_quality_adjustments(&mut self, engine: &MediaEngine) -> Vec<QualityAdjustment> {
         let mut out = Vec::new();
         let j = engine.config().jitter;
+        let loads: HashMap<usize, f64> = engine
+            .quality_report()
+            .lanes
+            .iter()
+            .map(|l| (l.lane, l.load))
+            .collect();
         for id in engine.session_ids() {
-            if let Ok(q) = engine.session_quality(id) {
-                let f = self.flags.entry(id.to_u64()).or_default();
-                suggest(id.to_u64(), &q, f, j.min_delay_ms, j.max_delay_ms, &mut out);
-            }
+            let Ok(q) = engine.session_quality(id) else {
+                continue;
+            };
+            let f = self.flags.entry(id.to_u64()).or_default();
+            suggest(id.to_u64(), &q, f, j.min_delay_ms, j.max_delay_ms, &mut out);
+            let Some((opus, peer)) = engine.opus_sender(id) else {
+                continue;
+            };
+            let (expected, lost) = peer.unwrap_or((q.packets_expected, q.packets_lost));
+            suggest_opus(id.to_u64(), expected, lost, f, &opus, &mut out);
+            let load = loads.get(&id.lane()).copied().unwrap_or(0.0);
+            suggest_complexity(
+                id.to_u64(),
+                load,
+                self.thresholds.lane_load_high,
+                f,
+                &opus,
+                &mut out,
+            );
         }
         out
     }

@@ -216,6 +216,26 @@ pub enum QualityAdjustment {
         /// New maximum delay, ms.
         max_delay_ms: u32,
     },
+    /// Change an Opus sender's bitrate, in-band FEC and expected loss (from the loss its
+    /// stream meets), or restore the negotiated settings.
+    OpusEncoder {
+        /// Session (packed id).
+        session: u64,
+        /// Target bitrate, bit/s.
+        bitrate_bps: i32,
+        /// In-band FEC (LBRR).
+        inband_fec: bool,
+        /// Expected packet loss, percent.
+        packet_loss_percent: i32,
+    },
+    /// Change an Opus sender's complexity: lowered while its lane is near its deadline
+    /// budget (Opus encoding is most of such a lane's work), restored when it is not.
+    OpusComplexity {
+        /// Session (packed id).
+        session: u64,
+        /// Complexity 0..=10.
+        complexity: i32,
+    },
 }
 
 /// Per-session hysteresis state.
@@ -229,6 +249,108 @@ pub struct SessionFlags {
     pub late_seen: u64,
     /// Jitter bounds were widened.
     pub widened: bool,
+    /// Packets expected and lost at the last suggestion pass (interval loss for Opus).
+    pub expected_seen: u64,
+    /// See `expected_seen`.
+    pub lost_seen: u64,
+    /// The expected-loss percent the Opus encoder was last set to for loss (`None`: the
+    /// negotiated settings are in force).
+    pub opus_loss_percent: Option<i32>,
+    /// The Opus complexity was lowered for lane load.
+    pub complexity_lowered: bool,
+}
+
+/// Complexity an Opus sender runs at while its lane is near its deadline: libopus at 2
+/// costs about half of 5 and keeps speech quality close (its SILK low-complexity modes).
+pub const SHED_COMPLEXITY: i32 = 2;
+
+/// Bitrate floor while FEC is on: below ~16 kbit/s libopus has no room for LBRR at
+/// wideband.
+const FEC_MIN_BITRATE_BPS: i32 = 16_000;
+
+/// Loss-driven Opus adaptation for one sender, with hysteresis: `lost`/`expected` are the
+/// cumulative counters of the stream it *receives* on the same path (RFC 3550; a peer's
+/// RTCP receiver report says the same of the stream it sends, when the transport has one),
+/// so the interval since the last pass is what counts. At >= 2% loss over >= 50 packets:
+/// FEC on, expected loss rounded up to 5% steps (at most 30%), bitrate at least 16 kbit/s
+/// (room for LBRR); at >= 15% the bitrate is halved (heavy loss is usually congestion, and
+/// FEC alone does not help a full link), not below 12 kbit/s. Raised at once, lowered only
+/// when the step would fall by 10 points, and the negotiated settings come back below 0.5%.
+pub fn suggest_opus(
+    session: u64,
+    expected: u64,
+    lost: u64,
+    flags: &mut SessionFlags,
+    negotiated: &crate::codec::OpusSettings,
+    out: &mut Vec<QualityAdjustment>,
+) {
+    let d_expected = expected.saturating_sub(flags.expected_seen);
+    if d_expected < 50 {
+        return; // a second of packets at least before judging
+    }
+    let d_lost = lost.saturating_sub(flags.lost_seen).min(d_expected);
+    flags.expected_seen = expected;
+    flags.lost_seen = lost;
+    let loss = 100.0 * d_lost as f64 / d_expected as f64;
+    let step = (((loss / 5.0).ceil() * 5.0) as i32).clamp(5, 30);
+    let settings = |percent: i32| {
+        let mut bitrate = negotiated.bitrate_bps.max(FEC_MIN_BITRATE_BPS);
+        if loss >= 15.0 {
+            bitrate = (negotiated.bitrate_bps / 2).max(12_000);
+        }
+        QualityAdjustment::OpusEncoder {
+            session,
+            bitrate_bps: bitrate,
+            inband_fec: true,
+            packet_loss_percent: percent,
+        }
+    };
+    match flags.opus_loss_percent {
+        None if loss >= 2.0 => {
+            flags.opus_loss_percent = Some(step);
+            out.push(settings(step));
+        }
+        Some(_) if loss < 0.5 => {
+            flags.opus_loss_percent = None;
+            out.push(QualityAdjustment::OpusEncoder {
+                session,
+                bitrate_bps: negotiated.bitrate_bps,
+                inband_fec: negotiated.inband_fec,
+                packet_loss_percent: negotiated.packet_loss_percent,
+            });
+        }
+        Some(c) if loss >= 2.0 && (step > c || step + 10 <= c) => {
+            flags.opus_loss_percent = Some(step);
+            out.push(settings(step));
+        }
+        _ => {}
+    }
+}
+
+/// Lane-load-driven complexity for one Opus sender, with hysteresis: lowered to
+/// [`SHED_COMPLEXITY`] when its lane's load exceeds `high`, restored to the negotiated
+/// complexity once the load is below 60% of `high`.
+pub fn suggest_complexity(
+    session: u64,
+    lane_load: f64,
+    high: f64,
+    flags: &mut SessionFlags,
+    negotiated: &crate::codec::OpusSettings,
+    out: &mut Vec<QualityAdjustment>,
+) {
+    if !flags.complexity_lowered && lane_load > high && negotiated.complexity > SHED_COMPLEXITY {
+        flags.complexity_lowered = true;
+        out.push(QualityAdjustment::OpusComplexity {
+            session,
+            complexity: SHED_COMPLEXITY,
+        });
+    } else if flags.complexity_lowered && lane_load < 0.6 * high {
+        flags.complexity_lowered = false;
+        out.push(QualityAdjustment::OpusComplexity {
+            session,
+            complexity: negotiated.complexity,
+        });
+    }
 }
 
 /// Applies the hysteresis rules to one session's snapshot; pushes crossing events.
@@ -322,6 +444,85 @@ mod tests {
             rx_jitter_ts: 80,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn opus_loss_adaptation_raises_at_once_lowers_with_hysteresis_and_restores() {
+        let neg = crate::codec::OpusSettings {
+            inband_fec: false,
+            packet_loss_percent: 0,
+            ..Default::default()
+        };
+        let mut f = SessionFlags::default();
+        let mut out = Vec::new();
+        let mut step = |expected: u64, lost: u64, f: &mut SessionFlags| {
+            out.clear();
+            suggest_opus(7, expected, lost, f, &neg, &mut out);
+            out.first().copied()
+        };
+        let enc = |b, fec, p| {
+            Some(QualityAdjustment::OpusEncoder {
+                session: 7,
+                bitrate_bps: b,
+                inband_fec: fec,
+                packet_loss_percent: p,
+            })
+        };
+        // Too few packets: no judgement, counters not consumed.
+        assert_eq!(step(40, 20, &mut f), None);
+        // 1% over 100 packets: below the 2% trigger.
+        assert_eq!(step(100, 1, &mut f), None);
+        // 3% (interval 100 -> 200): FEC on for 5%.
+        assert_eq!(step(200, 4, &mut f), enc(24_000, true, 5));
+        // 4% again: same step, nothing new.
+        assert_eq!(step(300, 8, &mut f), None);
+        // 12%: raised at once to 15%.
+        assert_eq!(step(400, 20, &mut f), enc(24_000, true, 15));
+        // 8% -> step 10: only 5 below 15, kept.
+        assert_eq!(step(500, 28, &mut f), None);
+        // 20%: congestion, bitrate halved.
+        assert_eq!(step(600, 48, &mut f), enc(12_000, true, 20));
+        // 3% -> step 5: 15 below, lowered.
+        assert_eq!(step(700, 51, &mut f), enc(24_000, true, 5));
+        // Clean: the negotiated settings come back.
+        assert_eq!(step(800, 51, &mut f), enc(24_000, false, 0));
+        assert_eq!(f.opus_loss_percent, None);
+    }
+
+    #[test]
+    fn opus_complexity_is_shed_on_a_hot_lane_and_restored_when_it_cools() {
+        let neg = crate::codec::OpusSettings::default();
+        let mut f = SessionFlags::default();
+        let mut out = Vec::new();
+        suggest_complexity(3, 0.5, 0.7, &mut f, &neg, &mut out);
+        assert!(out.is_empty());
+        suggest_complexity(3, 0.8, 0.7, &mut f, &neg, &mut out);
+        assert_eq!(
+            out.pop(),
+            Some(QualityAdjustment::OpusComplexity {
+                session: 3,
+                complexity: SHED_COMPLEXITY
+            })
+        );
+        // Between 60% of the threshold and the threshold: held.
+        suggest_complexity(3, 0.5, 0.7, &mut f, &neg, &mut out);
+        assert!(out.is_empty());
+        suggest_complexity(3, 0.3, 0.7, &mut f, &neg, &mut out);
+        assert_eq!(
+            out.pop(),
+            Some(QualityAdjustment::OpusComplexity {
+                session: 3,
+                complexity: neg.complexity
+            })
+        );
+        // Already at or below the shed level: nothing to shed.
+        let low = crate::codec::OpusSettings {
+            complexity: 1,
+            ..Default::default()
+        };
+        let mut f = SessionFlags::default();
+        suggest_complexity(3, 0.9, 0.7, &mut f, &low, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -693,11 +693,9 @@ impl DecodeStage {
                 }
             }
             Op::Tune => {
-                if let (Some(part), Some(t)) = (self.sessions[slot].as_mut(), b.tune) {
-                    part.receive
-                        .buffer
-                        .delay_mut()
-                        .set_bounds(t.jitter_min_ms, t.jitter_max_ms);
+                let bounds = b.tune.and_then(|t| t.jitter_ms);
+                if let (Some(part), Some((lo, hi))) = (self.sessions[slot].as_mut(), bounds) {
+                    part.receive.buffer.delay_mut().set_bounds(lo, hi);
                 }
             }
             Op::Barrier | Op::Dtmf => {}
@@ -1182,7 +1180,15 @@ impl EncodeStage {
                     }
                 }
             }
-            Op::Route | Op::Barrier | Op::Tune | Op::Fault => {}
+            Op::Tune => {
+                let opus = b.tune.and_then(|t| t.opus);
+                if let (Some(part), Some(t)) = (self.sessions[slot].as_mut(), opus) {
+                    // A non-Opus encoder ignores it (the control plane only sends it to
+                    // Opus senders); libopus clamps what it can.
+                    let _ = part.encoder.tune_opus(t);
+                }
+            }
+            Op::Route | Op::Barrier | Op::Fault => {}
         }
         counters.commands_applied.inc();
         let seq = b.seq;

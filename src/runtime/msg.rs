@@ -135,7 +135,7 @@ pub enum Op {
     Route,
     /// No effect on sessions; used to wait for everything queued before it.
     Barrier,
-    /// Retune a live session (jitter bounds) without rebuilding it.
+    /// Retune a live session (jitter bounds, Opus encoder settings) without rebuilding it.
     Tune,
     /// Send an RFC 4733 telephone event on the session (encode stage).
     Dtmf,
@@ -156,12 +156,12 @@ pub struct DtmfCommand {
 }
 
 /// Settings a [`Op::Tune`] command changes in place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Tune {
-    /// New jitter buffer minimum delay, ms.
-    pub jitter_min_ms: u32,
-    /// New jitter buffer maximum delay, ms.
-    pub jitter_max_ms: u32,
+    /// New jitter buffer minimum and maximum delay, ms (applied by the decode stage).
+    pub jitter_ms: Option<(u32, u32)>,
+    /// Opus encoder changes (applied by the encode stage; ignored for other codecs).
+    pub opus: Option<crate::codec::OpusTune>,
 }
 
 /// A control-plane command travelling down the lane with the data, so it is applied

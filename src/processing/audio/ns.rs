@@ -340,6 +340,8 @@ pub(crate) struct NsCore {
     block_len: usize,
     max_attenuation_db: f32,
     gain_floor: f32,
+    /// ln of `gain_floor`, kept so no block pays for a logarithm.
+    ln_gain_floor: f32,
     plan: Arc<NsPlan>,
     /// The state kept at full precision: the second half of the previous synthesis
     /// frame waiting to be overlap-added (`block_len`), then the noise power estimate per
@@ -388,6 +390,7 @@ impl NsCore {
             block_len: block,
             max_attenuation_db: config.max_attenuation_db,
             gain_floor: gain_floor(config.max_attenuation_db),
+            ln_gain_floor: gain_floor(config.max_attenuation_db).ln(),
             plan,
             state: vec![0.0f32; 2 * block + 1].into_boxed_slice(),
             packed: vec![0i16; block + PACKED_PER_BIN_ARRAYS * (block + 1)].into_boxed_slice(),
@@ -398,7 +401,9 @@ impl NsCore {
         Ok(core)
     }
 
-    /// The state of a stream with `n`-sample blocks, split into its parts.
+    /// The state of a stream with `n`-sample blocks, split into its parts (inlined: it is
+    /// taken three times a block and is only slicing).
+    #[inline(always)]
     fn parts<'a>(state: &'a mut [f32], packed: &'a mut [i16], n: usize) -> StateParts<'a> {
         let bins = n + 1;
         let (overlap, noise) = state.split_at_mut(n);
@@ -434,6 +439,7 @@ impl NsCore {
             let (lo, hi) = MAX_ATTENUATION_RANGE_DB;
             self.max_attenuation_db = max_attenuation_db.clamp(lo, hi);
             self.gain_floor = gain_floor(self.max_attenuation_db);
+            self.ln_gain_floor = self.gain_floor.ln();
         }
     }
 
@@ -495,7 +501,7 @@ impl NsCore {
             let sf = &mut work.freq_smoothed[..bins];
             update_noise(s, power, sf, first, renew);
             let s = Self::parts(&mut self.state, &mut self.packed, n);
-            update_gain(s, power, gain, self.gain_floor);
+            update_gain(s, power, gain, self.gain_floor, self.ln_gain_floor);
         }
 
         for (c, &g) in spectrum.iter_mut().zip(gain.iter()) {
@@ -594,9 +600,8 @@ fn track<const RENEW: bool>(s: StateParts<'_>, power: &[f32], sf: &[f32]) {
 }
 
 /// Decision-directed Wiener gain per bin into `gain`, weighted by speech presence and
-/// floored at `floor`.
-fn update_gain(s: StateParts<'_>, power: &[f32], gain: &mut [f32], floor: f32) {
-    let ln_floor = floor.ln();
+/// floored at `floor` (whose natural logarithm is `ln_floor`).
+fn update_gain(s: StateParts<'_>, power: &[f32], gain: &mut [f32], floor: f32, ln_floor: f32) {
     let xi_min = floor * floor;
     let absence_odds = PRIOR_ABSENCE / (1.0 - PRIOR_ABSENCE);
     let bins = power.len();

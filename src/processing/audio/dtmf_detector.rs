@@ -979,11 +979,27 @@ fn energy(x: &[f32]) -> f32 {
 
 /// Eight Goertzel filters over `x` from rest: returns the last two states (s[n−1], s[n−2])
 /// of each. The filters are lanes of arrays so the loop compiles to SIMD.
-#[inline]
+#[inline(always)]
 fn goertzel8(x: &[f32], coef: &[f32; 8]) -> ([f32; 8], [f32; 8]) {
     let mut s1 = [0f32; 8];
     let mut s2 = [0f32; 8];
-    for &v in x {
+    // Four samples per pass, the states updated in place (s2 takes s[n], then s1 takes
+    // s[n+1], ...): the same arithmetic as one sample at a time, without the register
+    // moves that shifting s1 into s2 costs on every sample.
+    let quads = x.chunks_exact(4);
+    let last = quads.remainder();
+    for q in quads {
+        for pair in q.chunks_exact(2) {
+            let (a, b) = (pair[0], pair[1]);
+            for k in 0..8 {
+                s2[k] = a + coef[k] * s1[k] - s2[k];
+            }
+            for k in 0..8 {
+                s1[k] = b + coef[k] * s2[k] - s1[k];
+            }
+        }
+    }
+    for &v in last {
         let mut s0 = [0f32; 8];
         for k in 0..8 {
             s0[k] = v + coef[k] * s1[k] - s2[k];

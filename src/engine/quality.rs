@@ -246,8 +246,8 @@ impl QualityMonitor {
     pub fn poll(&mut self, engine: &MediaEngine) -> Vec<QualityEvent> {
         let mut events = Vec::new();
         let ids = engine.session_ids();
-        self.flags
-            .retain(|k, _| ids.iter().any(|i| i.to_u64() == *k));
+        let live: std::collections::HashSet<u64> = ids.iter().map(|i| i.to_u64()).collect();
+        self.flags.retain(|k, _| live.contains(k));
         for id in ids {
             if let Ok(q) = engine.session_quality(id) {
                 let f = self.flags.entry(id.to_u64()).or_default();
@@ -288,7 +288,11 @@ impl QualityMonitor {
             .iter()
             .map(|l| (l.lane, l.load))
             .collect();
-        for id in engine.session_ids() {
+        let ids = engine.session_ids();
+        // Forget sessions that ended (callers may use this without `poll`).
+        let live: std::collections::HashSet<u64> = ids.iter().map(|i| i.to_u64()).collect();
+        self.flags.retain(|k, _| live.contains(k));
+        for id in ids {
             let Ok(q) = engine.session_quality(id) else {
                 continue;
             };

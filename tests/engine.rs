@@ -1086,14 +1086,7 @@ fn g722_to_pcmu_bridge_resamples_and_keeps_the_tone() {
 
 #[test]
 fn opus_to_pcmu_bridge_transcodes_and_resamples_both_ways() {
-    let e = MediaEngine::new(EngineConfig {
-        clock: ClockMode::Virtual,
-        sessions_per_lane: 4,
-        jitter: fixed_jitter(),
-        ..Default::default()
-    })
-    .unwrap();
-    e.start().unwrap();
+    let e = virtual_engine(4);
     let (a, b) = e
         .create_call(
             (
@@ -1770,14 +1763,7 @@ fn a_run_of_updates_alone_never_finds_the_command_ring_full_for_good() {
 fn quality_monitor_turns_opus_fec_on_under_loss_and_the_encoder_follows_adjustments() {
     use media_core::engine::QualityMonitor;
     use media_core::quality::monitor::QualityAdjustment;
-    let e = MediaEngine::new(EngineConfig {
-        clock: ClockMode::Virtual,
-        sessions_per_lane: 4,
-        jitter: fixed_jitter(),
-        ..Default::default()
-    })
-    .unwrap();
-    e.start().unwrap();
+    let e = virtual_engine(4);
     let mut opus_params = MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20);
     opus_params.opus.inband_fec = false;
     opus_params.opus.packet_loss_percent = 0;

@@ -242,12 +242,17 @@ impl QualityMonitor {
         }
     }
 
+    /// Drops the hysteresis state of sessions not in `ids` (the live ones).
+    fn forget_ended(&mut self, ids: &[SessionId]) {
+        let live: std::collections::HashSet<u64> = ids.iter().map(|i| i.to_u64()).collect();
+        self.flags.retain(|k, _| live.contains(k));
+    }
+
     /// Evaluates every session and lane; returns the threshold crossings since the last poll.
     pub fn poll(&mut self, engine: &MediaEngine) -> Vec<QualityEvent> {
         let mut events = Vec::new();
         let ids = engine.session_ids();
-        let live: std::collections::HashSet<u64> = ids.iter().map(|i| i.to_u64()).collect();
-        self.flags.retain(|k, _| live.contains(k));
+        self.forget_ended(&ids);
         for id in ids {
             if let Ok(q) = engine.session_quality(id) {
                 let f = self.flags.entry(id.to_u64()).or_default();
@@ -289,9 +294,8 @@ impl QualityMonitor {
             .map(|l| (l.lane, l.load))
             .collect();
         let ids = engine.session_ids();
-        // Forget sessions that ended (callers may use this without `poll`).
-        let live: std::collections::HashSet<u64> = ids.iter().map(|i| i.to_u64()).collect();
-        self.flags.retain(|k, _| live.contains(k));
+        // Callers may use this without `poll`.
+        self.forget_ended(&ids);
         for id in ids {
             let Ok(q) = engine.session_quality(id) else {
                 continue;

@@ -95,6 +95,10 @@
 //! frames; relay: a 160-byte copy each way). baseline calls per core = 20 ms / cost per
 //! call per 20 ms; `ratio` = pipeline calls per core / baseline calls per core.
 
+#[path = "common/sched.rs"]
+mod sched;
+
+use sched::set_fifo;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
@@ -1216,30 +1220,6 @@ impl Drops {
 
     fn total(&self) -> u64 {
         self.fields().iter().map(|(_, v)| v).sum()
-    }
-}
-
-/// Switches the calling thread to SCHED_FIFO (lowest real-time priority) or back to
-/// SCHED_OTHER. Threads it spawns meanwhile inherit the policy; the engine's
-/// `raise_priority` then lifts lane threads to the policy's top priority.
-fn set_fifo(on: bool) -> Result<(), String> {
-    let param = libc::sched_param {
-        sched_priority: i32::from(on),
-    };
-    let policy = if on {
-        libc::SCHED_FIFO
-    } else {
-        libc::SCHED_OTHER
-    };
-    // SAFETY: `param` is a valid sched_param; pthread_self() is the calling thread.
-    let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), policy, &param) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "could not switch to {} (error {rc}; SCHED_FIFO needs CAP_SYS_NICE)",
-            if on { "SCHED_FIFO" } else { "SCHED_OTHER" }
-        ))
     }
 }
 

@@ -36,7 +36,10 @@
 
 #[path = "sip/media_io.rs"]
 mod media_io;
+#[path = "common/sched.rs"]
+mod sched;
 
+use sched::set_fifo;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,30 +114,6 @@ fn cores(list: Option<&str>) -> Result<Vec<usize>, BoxError> {
             })
             .collect()
     })
-}
-
-/// Switches the calling thread to SCHED_FIFO (lowest real-time priority) or back to
-/// SCHED_OTHER. Threads spawned meanwhile inherit it, and their `ThreadPriority::Max`
-/// then means the top real-time priority, so SIPp or a build on the same core cannot
-/// delay a lane tick (under SCHED_OTHER, Max is only nice -20).
-fn set_fifo(on: bool) -> Result<(), String> {
-    let param = libc::sched_param {
-        sched_priority: i32::from(on),
-    };
-    let policy = if on {
-        libc::SCHED_FIFO
-    } else {
-        libc::SCHED_OTHER
-    };
-    // SAFETY: `param` is a valid sched_param; pthread_self() is the calling thread.
-    let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), policy, &param) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "SCHED_FIFO switch failed (error {rc}; needs CAP_SYS_NICE)"
-        ))
-    }
 }
 
 fn resolve(s: &str) -> Result<SocketAddr, BoxError> {

@@ -64,6 +64,10 @@
 // mutex. None of them is a lane thread; the real-time code is the engine's.
 #![allow(clippy::disallowed_types)]
 
+#[path = "common/sched.rs"]
+mod sched;
+
+use sched::set_fifo;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -353,26 +357,6 @@ fn slope(points: &[(f64, f64)]) -> Option<f64> {
     let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
     let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     (sxx > 0.0).then(|| sxy / sxx)
-}
-
-/// Switches the calling thread to SCHED_FIFO at `priority` (0 = back to SCHED_OTHER).
-/// Threads it spawns meanwhile inherit the policy.
-fn set_fifo(priority: i32) -> Result<(), String> {
-    let param = libc::sched_param {
-        sched_priority: priority,
-    };
-    let policy = if priority > 0 {
-        libc::SCHED_FIFO
-    } else {
-        libc::SCHED_OTHER
-    };
-    // SAFETY: `param` is a valid sched_param; pthread_self() is the calling thread.
-    let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), policy, &param) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!("pthread_setschedparam failed (error {rc})"))
-    }
 }
 
 fn is_expected(e: &Error) -> bool {
@@ -1160,7 +1144,7 @@ fn run(o: &Opts) -> Result<bool, String> {
         .unwrap_or(0);
     let mut fifo = o.fifo;
     if fifo {
-        if let Err(e) = set_fifo(1) {
+        if let Err(e) = set_fifo(true) {
             out.line(&format!(
                 "  SCHED_FIFO refused ({e}): lanes run SCHED_OTHER at nice -20; other processes may delay ticks"
             ));
@@ -1170,7 +1154,7 @@ fn run(o: &Opts) -> Result<bool, String> {
     let lane_start_ns = monotonic_ns();
     let started = engine.start();
     if fifo {
-        set_fifo(0)?;
+        set_fifo(false)?;
     }
     started.map_err(|e| format!("starting the engine: {e}"))?;
     out.line(&format!(
@@ -1288,7 +1272,7 @@ fn run(o: &Opts) -> Result<bool, String> {
         .name("soak-traffic".into())
         .spawn(move || {
             if traffic_fifo {
-                let _ = set_fifo(1);
+                let _ = set_fifo(true);
             }
             traffic.run(ssrc_rate, burst_s)
         })

@@ -109,8 +109,9 @@ impl MediaEngine {
         self.lock().sessions.keys().copied().collect()
     }
 
-    /// Lane loads, drops and the MOS distribution over all sessions.
-    pub fn quality_report(&self) -> EngineQuality {
+    /// Each lane's load and health, without the per-session pass of
+    /// [`MediaEngine::quality_report`].
+    fn lane_qualities(&self) -> Vec<LaneQuality> {
         let loads = self.lane_loads();
         let mut lanes = Vec::with_capacity(loads.len());
         for (i, &sessions) in loads.iter().enumerate() {
@@ -133,6 +134,13 @@ impl MediaEngine {
                     + st.stage_backlog_drops,
             });
         }
+        lanes
+    }
+
+    /// Lane loads, drops and the MOS distribution over all sessions.
+    pub fn quality_report(&self) -> EngineQuality {
+        let lanes = self.lane_qualities();
+        let sessions = lanes.iter().map(|l| l.sessions).sum();
         let mut hist = [0usize; 5];
         let (mut sum, mut n) = (0.0, 0usize);
         for id in self.session_ids() {
@@ -154,7 +162,7 @@ impl MediaEngine {
         }
         EngineQuality {
             lanes,
-            sessions: loads.iter().sum(),
+            sessions,
             mos_histogram: hist,
             mean_mos: if n == 0 { 0.0 } else { sum / n as f64 },
         }
@@ -259,7 +267,7 @@ impl QualityMonitor {
                 evaluate(&self.thresholds, id.to_u64(), &q, f, &mut events);
             }
         }
-        for l in engine.quality_report().lanes {
+        for l in engine.lane_qualities() {
             let hot = self.lane_hot.entry(l.lane).or_default();
             let now_hot = l.load > self.thresholds.lane_load_high;
             if now_hot && !*hot {
@@ -288,8 +296,7 @@ impl QualityMonitor {
         let mut out = Vec::new();
         let j = engine.config().jitter;
         let loads: HashMap<usize, f64> = engine
-            .quality_report()
-            .lanes
+            .lane_qualities()
             .iter()
             .map(|l| (l.lane, l.load))
             .collect();

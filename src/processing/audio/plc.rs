@@ -83,8 +83,13 @@ const BACKGROUND_MARGIN: f32 = 2.0;
 
 /// The comfort noise's spectral shape: an all-pole filter run as a lattice on reflection
 /// coefficients (stable for any |k| < 1), with the excitation scaled so the output keeps
-/// the asked-for RMS. Boxed: touched only when a background frame is analysed and while
+/// the asked-for RMS. Boxed: touched only when a background frame is kept and while
 /// comfort noise plays.
+///
+/// The analysis is lazy: every [`SHAPE_INTERVAL_BLOCKS`] a frame at the background level
+/// is only copied (`pending`), and is analysed when comfort noise is next needed. The model
+/// is then the one the eager analysis would have left, but a call without long losses
+/// never pays for it (the analysis was a quarter of a relayed G.711 call's instructions).
 #[derive(Debug, Clone)]
 struct NoiseShape {
     k: [f32; SHAPE_ORDER],
@@ -92,21 +97,59 @@ struct NoiseShape {
     backward: [f32; SHAPE_ORDER + 1],
     /// √Π(1 − k²): the filter's power gain divided out of the excitation.
     norm: f32,
-    /// Blocks until the next background analysis.
+    /// Blocks until the next background frame is kept.
     cooldown: u32,
     /// The shape came from a SID and holds until real audio resumes after its gap.
     signalled: bool,
+    /// The last background frame kept and not yet analysed (its last 20 ms at most):
+    /// `pending[..pending_len]`.
+    pending: Box<[i16]>,
+    pending_len: usize,
 }
 
 impl NoiseShape {
-    fn white() -> Self {
+    /// A flat (white) shape, able to keep background frames of up to `pending_cap` samples.
+    fn white(pending_cap: usize) -> Self {
         NoiseShape {
             k: [0.0; SHAPE_ORDER],
             backward: [0.0; SHAPE_ORDER + 1],
             norm: 1.0,
             cooldown: 0,
             signalled: false,
+            pending: vec![0; pending_cap].into_boxed_slice(),
+            pending_len: 0,
         }
+    }
+
+    /// Back to a flat shape with nothing pending (keeps the buffer: real-time safe).
+    fn reset(&mut self) {
+        self.k = [0.0; SHAPE_ORDER];
+        self.backward = [0.0; SHAPE_ORDER + 1];
+        self.norm = 1.0;
+        self.cooldown = 0;
+        self.signalled = false;
+        self.pending_len = 0;
+    }
+
+    /// Keeps (the end of) `frame` for analysis when comfort noise is next needed.
+    fn keep(&mut self, frame: &[i16]) {
+        let frame = &frame[frame.len().saturating_sub(self.pending.len())..];
+        self.pending[..frame.len()].copy_from_slice(frame);
+        self.pending_len = frame.len();
+    }
+
+    /// Fits the model to the pending background frame, if any (RFC 3389 §3.2 style:
+    /// autocorrelation + Levinson-Durbin on fixed arrays, O(len · order)).
+    fn analyse_pending(&mut self) {
+        if self.pending_len == 0 {
+            return;
+        }
+        let model = crate::codec::audio::comfort_noise::analyze(
+            &self.pending[..self.pending_len],
+            SHAPE_ORDER,
+        );
+        self.pending_len = 0;
+        self.set((0..SHAPE_ORDER).map(|i| model.reflection_coefficient(i).unwrap_or(0.0)));
     }
 
     /// Takes new reflection coefficients (values outside (-1, 1) are clamped inside).
@@ -271,7 +314,7 @@ impl PcmPlc {
             signalled_rms: None,
             signalled_used: false,
             noise_state: NOISE_SEED,
-            shape: Box::new(NoiseShape::white()),
+            shape: Box::new(NoiseShape::white(rate / 50)),
         }
     }
 
@@ -353,7 +396,7 @@ impl PcmPlc {
         self.noise_state = NOISE_SEED;
         self.signalled_rms = None;
         self.signalled_used = false;
-        *self.shape = NoiseShape::white();
+        self.shape.reset();
     }
 
     /// Number of consecutive samples concealed since the last real frame (0 when the
@@ -380,6 +423,9 @@ impl PcmPlc {
         }
         if self.run == 0 {
             self.start_loss();
+        }
+        if with_noise {
+            self.shape.analyse_pending();
         }
         self.noise_fill = with_noise;
         let mute_at = MUTE_AFTER_BLOCKS * self.block_len;
@@ -627,30 +673,31 @@ impl PcmPlc {
     /// Tracks the energy of real 10 ms blocks for the comfort-noise level, and the
     /// spectrum of frames at the background level for its shape.
     fn track_background(&mut self, frame: &[i16]) {
-        self.track_levels(frame);
+        let frame_energy = self.track_levels(frame);
         if self.shape.cooldown > 0 || self.shape.signalled || self.background_filled == 0 {
             return;
         }
         let quietest = self.background[..self.background_filled]
             .iter()
             .fold(f32::INFINITY, |m, &e| m.min(e));
-        let mean_square = energy(frame) / frame.len() as f32;
+        let mean_square = frame_energy / frame.len() as f32;
         if mean_square > 0.0 && mean_square <= BACKGROUND_MARGIN * quietest.max(1.0) {
-            // RFC 3389 §3.2 style description of the background (autocorrelation +
-            // Levinson-Durbin on fixed arrays): O(len · order), once per interval.
-            let model = crate::codec::audio::comfort_noise::analyze(frame, SHAPE_ORDER);
-            let k = (0..SHAPE_ORDER).map(|i| model.reflection_coefficient(i).unwrap_or(0.0));
-            self.shape.set(k);
+            // Analysed only if comfort noise is needed before the next one is kept.
+            self.shape.keep(frame);
             self.shape.cooldown = SHAPE_INTERVAL_BLOCKS;
         }
     }
 
-    /// Mean squares of complete real 10 ms blocks (ring of [`BACKGROUND_BLOCKS`]).
-    fn track_levels(&mut self, mut frame: &[i16]) {
+    /// Mean squares of complete real 10 ms blocks (ring of [`BACKGROUND_BLOCKS`]). Returns
+    /// the energy of `frame`.
+    fn track_levels(&mut self, mut frame: &[i16]) -> f32 {
+        let mut total = 0.0;
         while !frame.is_empty() {
             let (part, rest) = frame.split_at((self.block_len - self.block_fill).min(frame.len()));
             frame = rest;
-            self.block_energy += energy(part);
+            let e = energy(part);
+            total += e;
+            self.block_energy += e;
             self.block_fill += part.len();
             if self.block_fill == self.block_len {
                 self.background[self.background_pos] = self.block_energy / self.block_len as f32;
@@ -661,6 +708,7 @@ impl PcmPlc {
                 self.shape.cooldown = self.shape.cooldown.saturating_sub(1);
             }
         }
+        total
     }
 
     /// True when each of the last `blocks` complete real 10 ms blocks has a mean square below
@@ -695,6 +743,7 @@ impl PcmPlc {
         if !reflection.is_empty() {
             self.shape.set(reflection.iter().copied());
             self.shape.signalled = true;
+            self.shape.pending_len = 0;
         }
         let rms = if rms.is_finite() {
             rms.clamp(0.0, 32767.0)

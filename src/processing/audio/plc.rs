@@ -77,6 +77,8 @@ const BACKGROUND_BLOCKS: usize = 64;
 const SHAPE_ORDER: usize = 10;
 /// 10 ms blocks between two spectral analyses of the background.
 const SHAPE_INTERVAL_BLOCKS: u32 = 10;
+/// Samples concealed per inner loop of [`PcmPlc::fill`] (a stack buffer).
+const FILL_CHUNK: usize = 128;
 /// A frame counts as background when its mean square is at most this times the quietest
 /// recent block's.
 const BACKGROUND_MARGIN: f32 = 2.0;
@@ -429,31 +431,55 @@ impl PcmPlc {
         }
         self.noise_fill = with_noise;
         let mute_at = MUTE_AFTER_BLOCKS * self.block_len;
-        for s in out.iter_mut() {
-            let v = if self.run >= mute_at {
-                if with_noise {
-                    self.noise()
+        // Block-wise: the output is cut where the schedule changes (end of the first 10 ms,
+        // each template growth, muting) so that every chunk runs one branch-free loop. The
+        // samples are exactly those of the per-sample definition (`fill_reference` in the
+        // tests), in the same order of noise draws.
+        let mut buf = [0f32; FILL_CHUNK];
+        for out in out.chunks_mut(FILL_CHUNK) {
+            let mut done = 0;
+            while done < out.len() {
+                let run = self.run;
+                let next_event = [self.block_len, mute_at]
+                    .into_iter()
+                    .chain(GROW_AFTER_BLOCKS.iter().map(|&b| b * self.block_len))
+                    .filter(|&e| e > run)
+                    .min()
+                    .unwrap_or(usize::MAX);
+                let n = (out.len() - done).min(next_event - run);
+                let v = &mut buf[..n];
+                if run >= mute_at {
+                    if with_noise {
+                        for x in v.iter_mut() {
+                            *x = self.noise();
+                        }
+                    } else {
+                        v.fill(0.0);
+                    }
                 } else {
-                    0.0
+                    // App. I §I.2.3: one more period of history as the loss goes on.
+                    if GROW_AFTER_BLOCKS.iter().any(|&b| run == b * self.block_len)
+                        && self.period_len < 3 * self.pitch
+                    {
+                        self.grow_template();
+                    }
+                    self.synth_into(v);
+                    if run >= self.block_len {
+                        for (k, x) in v.iter_mut().enumerate() {
+                            let g = self.gain(run + k);
+                            *x *= g;
+                            if with_noise && g < 1.0 {
+                                *x += self.noise() * (1.0 - g);
+                            }
+                        }
+                    }
                 }
-            } else {
-                // App. I §I.2.3: one more period of history as the loss goes on.
-                if GROW_AFTER_BLOCKS
-                    .iter()
-                    .any(|&b| self.run == b * self.block_len)
-                    && self.period_len < 3 * self.pitch
-                {
-                    self.grow_template();
+                for (s, &x) in out[done..done + n].iter_mut().zip(v.iter()) {
+                    *s = to_i16(x);
                 }
-                let g = self.gain(self.run);
-                let mut v = self.next_synth() * g;
-                if with_noise && g < 1.0 {
-                    v += self.noise() * (1.0 - g);
-                }
-                v
-            };
-            *s = to_i16(v);
-            self.run = self.run.saturating_add(1);
+                self.run = self.run.saturating_add(n);
+                done += n;
+            }
         }
         self.save_history(out);
     }
@@ -563,6 +589,29 @@ impl PcmPlc {
         }
         self.synth_pos = self.synth_pos.saturating_add(1);
         v
+    }
+
+    /// Fills `buf` with the next unattenuated synthetic samples: [`PcmPlc::next_synth`]
+    /// repeated, with the plain template read copied in runs once the onset correction and
+    /// any template cross-fade are over.
+    fn synth_into(&mut self, buf: &mut [f32]) {
+        let mut k = 0;
+        while k < buf.len() {
+            if self.xfade_pos < self.overlap || self.synth_pos < self.overlap {
+                buf[k] = self.next_synth();
+                k += 1;
+                continue;
+            }
+            // offset < period_len <= cycle.len() (see next_synth).
+            let n = (self.period_len - self.offset).min(buf.len() - k);
+            buf[k..k + n].copy_from_slice(&self.cycle[self.offset..self.offset + n]);
+            self.offset += n;
+            if self.offset >= self.period_len {
+                self.offset = 0;
+            }
+            self.synth_pos = self.synth_pos.saturating_add(n);
+            k += n;
+        }
     }
 
     /// The first real frame after a loss: sets up the overlap-add, longer after longer
@@ -1156,6 +1205,96 @@ mod tests {
             );
             let level = rms(&gap[480..]);
             assert!((level - 300.0).abs() < 60.0, "k1 {k1}: level {level:.0}");
+        }
+    }
+
+    impl PcmPlc {
+        /// The per-sample definition [`PcmPlc::fill`] computes block-wise.
+        fn fill_reference(&mut self, out: &mut [i16], with_noise: bool) {
+            if out.is_empty() {
+                return;
+            }
+            if self.run == 0 {
+                self.start_loss();
+            }
+            if with_noise {
+                self.shape.analyse_pending();
+            }
+            self.noise_fill = with_noise;
+            let mute_at = MUTE_AFTER_BLOCKS * self.block_len;
+            for s in out.iter_mut() {
+                let v = if self.run >= mute_at {
+                    if with_noise {
+                        self.noise()
+                    } else {
+                        0.0
+                    }
+                } else {
+                    if GROW_AFTER_BLOCKS
+                        .iter()
+                        .any(|&b| self.run == b * self.block_len)
+                        && self.period_len < 3 * self.pitch
+                    {
+                        self.grow_template();
+                    }
+                    let g = self.gain(self.run);
+                    let mut v = self.next_synth() * g;
+                    if with_noise && g < 1.0 {
+                        v += self.noise() * (1.0 - g);
+                    }
+                    v
+                };
+                *s = to_i16(v);
+                self.run = self.run.saturating_add(1);
+            }
+            self.save_history(out);
+        }
+    }
+
+    #[test]
+    fn block_wise_concealment_equals_the_per_sample_definition() {
+        // Voiced and noisy histories, every rate, losses cut into odd chunk lengths that
+        // straddle the schedule's events (10 ms, growths, muting), with and without noise.
+        let mut seed = 0x1234_5678u32;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for rate in [8000, 16000, 48000] {
+            for case in 0..6 {
+                let history: Vec<i16> = if case % 2 == 0 {
+                    harmonic(rate, 120.0 + 20.0 * case as f32, rate as usize / 10)
+                } else {
+                    (0..rate / 10)
+                        .map(|_| (rnd() >> 20) as i16 - 2048)
+                        .collect()
+                };
+                let (mut a, mut b) = (PcmPlc::new(rate), PcmPlc::new(rate));
+                for f in history.chunks(rate as usize / 50) {
+                    a.good_frame(&mut f.to_vec());
+                    b.good_frame(&mut f.to_vec());
+                }
+                let with_noise = case < 4;
+                let mut left = rate as usize * 90 / 1000;
+                while left > 0 {
+                    let n = (1 + rnd() as usize % (rate as usize / 60)).min(left);
+                    let (mut x, mut y) = (vec![0i16; n], vec![0i16; n]);
+                    if with_noise {
+                        a.comfort_noise(&mut x);
+                    } else {
+                        a.conceal(&mut x);
+                    }
+                    b.fill_reference(&mut y, with_noise);
+                    assert_eq!(x, y, "rate {rate} case {case} at {left} left");
+                    left -= n;
+                }
+                let (mut x, mut y) = (harmonic(rate, 200.0, 400), harmonic(rate, 200.0, 400));
+                a.good_frame(&mut x);
+                b.good_frame(&mut y);
+                assert_eq!(x, y, "merge after the loss, rate {rate} case {case}");
+            }
         }
     }
 

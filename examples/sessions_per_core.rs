@@ -5,7 +5,7 @@
 //! cargo run --release --example sessions_per_core -- [--scenario NAME] [--topology fused|split]
 //!     [--lanes N] [--cores LIST] [--seconds S] [--mode paced|virtual] [--json] [--headroom F]
 //!     [--start N] [--max N] [--jitter-ms J] [--loss-pct P] [--seed N] [--gen-core C]
-//!     [--warmup S] [--fifo] [--step2] [--strict]
+//!     [--warmup S] [--fifo] [--step2] [--strict] [--iterations N]
 //! ```
 //!
 //! # What is counted
@@ -233,6 +233,8 @@ struct Opts {
     cores: Option<Vec<usize>>,
     gen_core: Option<usize>,
     seconds: f64,
+    /// Virtual mode: a fixed number of 20 ms iterations instead of `seconds` of wall time.
+    iterations: Option<u64>,
     warmup: f64,
     mode: Mode,
     json: bool,
@@ -251,7 +253,7 @@ const USAGE: &str =
     "usage: sessions_per_core [--scenario NAME] [--topology fused|split] [--lanes N]
     [--cores LIST] [--seconds S] [--mode paced|virtual] [--json] [--headroom F]
     [--start N] [--max N] [--jitter-ms J] [--loss-pct P] [--seed N] [--gen-core C] [--warmup S]
-    [--fifo] [--step2] [--strict]
+    [--fifo] [--step2] [--strict] [--iterations N]
   --scenario   one of the scenario table (default pcmu-pcma)
   --topology   fused (one thread per lane, default) or split (four threads per lane)
   --lanes      lanes (default 1)
@@ -271,6 +273,8 @@ const USAGE: &str =
   --fifo       paced: start lane and generator threads under SCHED_FIFO, so the engine's
                raise_priority gives them the top real-time priority (needs CAP_SYS_NICE;
                default: SCHED_OTHER, where raise_priority means nice -20)
+  --iterations virtual: measure exactly N x 20 ms instead of --seconds of wall time, so
+               the work is the same on every run (for instruction counts, e.g. callgrind)
   --step2      virtual: push 20 ms of traffic then step(2), instead of pushing each 10 ms
                tick's traffic before its own step(1)
   --strict     a step passes only if the engine also dropped nothing in its window (by
@@ -308,6 +312,7 @@ fn parse_args() -> Result<Opts, String> {
         cores: None,
         gen_core: None,
         seconds: 10.0,
+        iterations: None,
         warmup: 1.0,
         mode: Mode::Paced,
         json: false,
@@ -380,6 +385,7 @@ fn parse_args() -> Result<Opts, String> {
             "--gen-core" => o.gen_core = Some(int(val)?),
             "--seconds" => o.seconds = num(val)?,
             "--warmup" => o.warmup = num(val)?,
+            "--iterations" => o.iterations = Some(int(val)?.max(1) as u64),
             "--headroom" => o.headroom = num(val)?,
             "--start" => start = Some(int(val)?),
             "--max" => o.max = int(val)?,
@@ -1734,7 +1740,7 @@ fn run_virtual_step(
             read_targets(engine, &b.calls, &targets);
         }
         let now = monotonic_ns();
-        if now >= w1 {
+        if o.iterations.map_or(now >= w1, |n| iters >= n) {
             break;
         }
         if out.live && now >= next_progress {

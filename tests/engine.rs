@@ -193,6 +193,59 @@ fn same_codec_bridge_relays_payload_bytes_unchanged() {
 }
 
 #[test]
+fn a_relayed_g711_call_conceals_a_loss_exactly_as_from_the_decoded_audio() {
+    // The relay leaves G.711 frames undecoded (the concealer keeps their codes); a loss
+    // must still be concealed from the same history as if every frame had been decoded.
+    use media_core::processing::audio::plc::PcmPlc;
+    for (codec, frame, law) in [
+        (
+            CodecSpec::PCMU,
+            ulaw_frame as fn(usize) -> Vec<u8>,
+            g711::Law::Ulaw,
+        ),
+        (CodecSpec::PCMA, alaw_frame, g711::Law::Alaw),
+    ] {
+        let e = virtual_engine(8);
+        let (_a, b) = call(&e, 1, codec, codec);
+        let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+        let pt = codec.payload_type.get();
+        let (mut pkt, mut out) = (Vec::new(), Vec::new());
+        let lost = 12;
+        for k in (0..20usize).filter(|&k| k != lost) {
+            rtp(pt, k as u16, 160 * k as u32, 3, false, &frame(k), &mut pkt);
+            ing.push(b, &pkt).unwrap();
+            e.step(2).unwrap();
+            out.extend(drain(&mut eg));
+        }
+        e.step(10).unwrap();
+        out.extend(drain(&mut eg));
+        let s = e.session_stats(b).unwrap();
+        assert!(
+            s.frames_relayed >= 15,
+            "{codec:?}: relayed {}",
+            s.frames_relayed
+        );
+        // The same history, decoded, through a concealer of its own.
+        let mut plc = PcmPlc::new(8000);
+        let mut pcm = vec![0i16; 160];
+        for k in 0..lost {
+            law.decode(&frame(k), &mut pcm);
+            plc.good_frame(&mut pcm);
+        }
+        plc.comfort_noise(&mut pcm);
+        let mut want = vec![0u8; 160];
+        match law {
+            g711::Law::Ulaw => g711::ulaw_encode(&pcm, &mut want),
+            g711::Law::Alaw => g711::alaw_encode(&pcm, &mut want),
+        };
+        for (k, p) in out.iter().enumerate().take(lost) {
+            assert_eq!(p.payload(), &frame(k)[..], "{codec:?}: frame {k} relayed");
+        }
+        assert_eq!(out[lost].payload(), &want[..], "{codec:?}: concealed frame");
+    }
+}
+
+#[test]
 fn reordered_packets_play_in_order_and_losses_leave_timestamp_gaps() {
     let e = virtual_engine(8);
     let (a, _b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMU);

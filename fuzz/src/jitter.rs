@@ -189,9 +189,14 @@ fn run_channel(inp: &mut Input) {
                 };
                 let rep = match step {
                     RelayStep::Relay(r) | RelayStep::Gap(r) => r,
-                    RelayStep::Decode => {
-                        ch.get_frame(&mut out, &mut pool, relay_preferred, &mut dec, &mut release)
-                    }
+                    RelayStep::Decode => ch.get_frame(
+                        &mut out,
+                        &mut pool,
+                        relay_preferred,
+                        relay_preferred,
+                        &mut dec,
+                        &mut release,
+                    ),
                 };
                 if let Some(id) = rep.relay {
                     let mut l = ledger.borrow_mut();

@@ -833,6 +833,7 @@ impl MediaEngine {
             dst_slot: t.slot,
             dst_codec: p.dst_codec,
             relay_ok: p.relay_ok,
+            dst_needs_audio: inner.sessions[&t].params.dsp.aec.is_some(),
         });
         let resampler = match plan {
             Some(p) => p.resampler()?,

@@ -22,9 +22,11 @@ use super::stats::{LaneCounters, SessionCell, SessionCounters, TickHistogram};
 use super::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 use crate::buffer::adaptive::Insert;
 use crate::codec::audio::comfort_noise::CnPayload;
+use crate::codec::audio::g711::Law;
 use crate::codec::audio::telephone_event::{digit_to_event, DtmfEvent, EventPayload};
 use crate::codec::{AnyDecoder, Codec};
 use crate::processing::audio::dtmf_detector::Digit;
+use crate::processing::audio::plc::PcmPlc;
 use crate::processing::audio::{DspEvent, DspScratch};
 use crate::quality::rtp_stats::PacketClass;
 use crate::rtp::{write_header, RtpHeader, RtpPacket, RTP_HEADER_LEN};
@@ -793,8 +795,11 @@ impl DecodeStage {
                     .is_some_and(|(_, d)| d.codec() == r.dst_codec)
             });
         // Opus and G.722 relays pass payloads through undecoded (the far end conceals
-        // with its own decoder and Opus FEC); G.711 relays decode (cheap) to keep PLC.
-        let undecoded_relay = relay_preferred
+        // with its own decoder and Opus FEC); G.711 relays keep PLC, feeding the
+        // concealer the codes (decoded only when a loss needs them). Neither when the
+        // destination's echo canceller needs the audio as its reference.
+        let lazy_relay = relay_preferred && route.is_some_and(|r| !r.dst_needs_audio);
+        let undecoded_relay = lazy_relay
             && part
                 .decoders
                 .first()
@@ -820,13 +825,14 @@ impl DecodeStage {
                         &mut f.pcm[..frame_samples],
                         stretch,
                         relay_preferred,
+                        lazy_relay,
                         &mut decode,
                         &mut release,
                     ),
                     frame_samples,
                 ),
             };
-            f.samples = samples;
+            f.samples = if rep.undecoded { 0 } else { samples };
             f.marker = rep.marker;
             f.src_ts = rep.src_ts;
             f.played_ns = played_ns;
@@ -885,6 +891,16 @@ impl DecodeStage {
                         }
                     })
                 });
+            if !relayed && rep.undecoded {
+                // Fed to the concealer as codes but not relayable after all (another
+                // payload type of the session): decode it now.
+                self.frames.with_mut(&mut frame, |f| {
+                    let pcm = &mut f.pcm[..frame_samples];
+                    let n = decode.decode(&t, pcm).min(frame_samples);
+                    pcm[n..].fill(0);
+                    f.samples = frame_samples;
+                });
+            }
             release(t);
             if relayed {
                 sc.frames_relayed.inc();
@@ -913,6 +929,19 @@ struct SlabDecoder<'a> {
 }
 
 impl PacketDecoder<Token> for SlabDecoder<'_> {
+    fn feed_undecoded(&mut self, t: &Token, samples: usize, plc: &mut PcmPlc) -> bool {
+        let decoders = &*self.decoders;
+        self.packets.with(t, |p| {
+            let law = match decoders.iter().find(|(q, _)| *q == p.payload_type) {
+                Some((_, AnyDecoder::Pcmu)) => Law::Ulaw,
+                Some((_, AnyDecoder::Pcma)) => Law::Alaw,
+                _ => return false,
+            };
+            let payload = p.payload();
+            payload.len() == samples && plc.good_coded_frame(payload, law)
+        })
+    }
+
     fn decode(&mut self, t: &Token, out: &mut [i16]) -> usize {
         let decoders = &mut *self.decoders;
         self.packets.with(t, |p| {
@@ -1009,8 +1038,8 @@ impl DspStage {
                         }
                     }
                     // What goes to `dst`'s peer is the echo reference of `dst`'s canceller
-                    // (decoded audio: relayed G.711 frames carry it too; undecoded relays
-                    // have `samples == 0`).
+                    // (decoded audio: relays to a session with an echo canceller are
+                    // decoded, see `DecodeStage::play`).
                     if let Some(d) = self.sessions.get_mut(dst).and_then(|d| d.as_mut()) {
                         if d.chain.wants_reference() {
                             self.frames

@@ -241,8 +241,12 @@ pub struct Route {
     pub dst_slot: u32,
     /// That session's send codec, to decide payload relay.
     pub dst_codec: Codec,
-    /// True if the destination applies no DSP, so relay is allowed.
+    /// True if the destination sends this stream's codec (and relaying is enabled), so
+    /// payloads may pass through unchanged.
     pub relay_ok: bool,
+    /// The destination's echo canceller takes this audio as its reference: a relayed
+    /// frame must still carry it decoded (no undecoded relay).
+    pub dst_needs_audio: bool,
 }
 
 /// Decode-stage part: the receive channel (jitter buffer, decoders, concealment).

@@ -57,6 +57,15 @@ pub trait PacketDecoder<T> {
         let _ = (next, out);
         false
     }
+
+    /// For a frame about to be relayed unchanged: hands `item`'s payload to `plc` without
+    /// decoding it ([`PcmPlc::good_coded_frame`]) when the codec allows (G.711 carrying
+    /// exactly `samples` samples). Returns false, doing nothing, when the caller must
+    /// decode instead.
+    fn feed_undecoded(&mut self, item: &T, samples: usize, plc: &mut PcmPlc) -> bool {
+        let _ = (item, samples, plc);
+        false
+    }
 }
 
 impl<T, F: FnMut(&T, &mut [i16]) -> usize> PacketDecoder<T> for F {
@@ -89,6 +98,10 @@ pub struct FrameReport<T> {
     /// back here (instead of released) so the caller may relay its payload; the caller
     /// must release it.
     pub relay: Option<T>,
+    /// The frame's audio was not decoded (`out` is not written): it is `relay`'s payload,
+    /// which the concealer took as codes ([`PacketDecoder::feed_undecoded`]). The caller
+    /// relays it, or decodes it if it cannot.
+    pub undecoded: bool,
 }
 
 /// Outcome of [`ReceiveChannel::relay_frame`].
@@ -364,11 +377,14 @@ impl<T> ReceiveChannel<T> {
     /// `relay_preferred`: the caller can relay this stream's payloads unchanged when a frame
     /// is exactly one packet; delay is then adapted only by dropping silent frames (never by
     /// time-scale modification, which would break packet alignment and force transcoding).
+    /// `undecoded_ok`: nothing but the relay needs the audio of a relayed frame, so it may
+    /// stay undecoded ([`FrameReport::undecoded`]).
     pub fn get_frame(
         &mut self,
         out: &mut [i16],
         pool: &mut StretchPool,
         relay_preferred: bool,
+        undecoded_ok: bool,
         decode: &mut impl PacketDecoder<T>,
         release: &mut impl FnMut(T),
     ) -> FrameReport<T> {
@@ -382,6 +398,7 @@ impl<T> ReceiveChannel<T> {
             marker: false,
             src_ts: 0,
             relay: None,
+            undecoded: false,
         };
         let frame = self.frame.min(out.len());
         let frame_ts = self.samples_to_ts(frame);
@@ -417,7 +434,14 @@ impl<T> ReceiveChannel<T> {
         }
         if !stretch && self.sync_len == 0 {
             let realigned = rep.accelerated;
-            match self.direct_frame(&mut out[..frame], frame_ts, advice, decode, release) {
+            match self.direct_frame(
+                &mut out[..frame],
+                frame_ts,
+                advice,
+                relay_preferred && undecoded_ok,
+                decode,
+                release,
+            ) {
                 Direct::Played(mut r) => {
                     r.accelerated += realigned;
                     return r;
@@ -557,6 +581,7 @@ impl<T> ReceiveChannel<T> {
             marker: false,
             src_ts: self.buffer.next_ts(),
             relay: None,
+            undecoded: false,
         };
         match self.buffer.continuing_dur() {
             Some(d) if d == frame_ts => {}
@@ -642,6 +667,7 @@ impl<T> ReceiveChannel<T> {
         out: &mut [i16],
         frame_ts: u32,
         advice: Adapt,
+        undecoded_ok: bool,
         decode: &mut impl PacketDecoder<T>,
         release: &mut impl FnMut(T),
     ) -> Direct<T> {
@@ -666,7 +692,26 @@ impl<T> ReceiveChannel<T> {
             marker: first,
             src_ts: ts,
             relay: None,
+            undecoded: false,
         };
+        if undecoded_ok
+            && !self.concealing
+            && decode.feed_undecoded(&item, out.len(), &mut self.plc)
+        {
+            // Relayed as it came: the concealer keeps the codes, nothing is decoded.
+            self.codec_conceal_run = 0;
+            if advice == Adapt::Shorten && !self.buffer.is_empty() && self.pause_played(out.len()) {
+                release(item);
+                rep.produced = false;
+                rep.decoded = 0;
+                rep.accelerated = out.len() as u32;
+                self.stretch_cooldown = self.default_stretch_interval();
+                return Direct::Dropped(rep);
+            }
+            rep.relay = Some(item);
+            rep.undecoded = true;
+            return Direct::Played(rep);
+        }
         let n = decode.decode(&item, out).min(out.len());
         if n < out.len() {
             // Corrupt or short payload: conceal the remainder of its duration.
@@ -791,7 +836,7 @@ mod tests {
         let mut played = vec![];
         for k in 0..50u32 {
             c.insert(160 * k, 160, k == 0, 0, k, &mut |i| released.push(i));
-            let r = c.get_frame(&mut out, &mut pool, false, &mut dec, &mut |i| {
+            let r = c.get_frame(&mut out, &mut pool, false, false, &mut dec, &mut |i| {
                 released.push(i)
             });
             if r.produced {
@@ -816,7 +861,7 @@ mod tests {
             if k != 10 {
                 c.insert(160 * k, 160, false, 0, k, &mut |_| {});
             }
-            let r = c.get_frame(&mut out, &mut pool, false, &mut dec, &mut |_| {});
+            let r = c.get_frame(&mut out, &mut pool, false, false, &mut dec, &mut |_| {});
             conceal += r.concealed;
         }
         assert_eq!(conceal, 160);
@@ -852,7 +897,7 @@ mod tests {
                 next += 1;
             }
             if tick % 2 == 0 {
-                let r = c.get_frame(&mut out, &mut pool, false, &mut dec_any, &mut |_| {});
+                let r = c.get_frame(&mut out, &mut pool, false, false, &mut dec_any, &mut |_| {});
                 if r.produced {
                     produced += 160;
                     if next < packets.len() {
@@ -902,7 +947,7 @@ mod tests {
                 out[..160].fill(if loud(*item) { 3000 } else { 0 });
                 160
             };
-            let r = c.get_frame(&mut out, &mut pool, false, &mut dec, &mut drop);
+            let r = c.get_frame(&mut out, &mut pool, false, false, &mut dec, &mut drop);
             if r.produced {
                 let peak = out.iter().map(|x| x.saturating_abs()).max().unwrap_or(0);
                 frames.push((decoded[before..].last().copied(), peak));

@@ -57,6 +57,8 @@
 //! assert_eq!(plc.concealed_run(), 0);
 //! ```
 
+use crate::codec::audio::g711::Law;
+
 /// Attenuation per 10 ms once the first 10 ms of a loss are over (G.711 App. I: 20 %).
 const ATTENUATION_PER_BLOCK: f32 = 0.2;
 /// Blocks of 10 ms after which the template grows to two, then three pitch periods
@@ -210,6 +212,12 @@ pub struct PcmPlc {
     /// The last `history.len()` output samples, as a ring; `hist_pos` is the oldest.
     history: Box<[i16]>,
     hist_pos: usize,
+    /// G.711 codes of frames fed undecoded ([`PcmPlc::good_coded_frame`]), at the same
+    /// ring positions as `history`: the last `coded_pending` positions before `hist_pos`
+    /// hold codes only, decoded into `history` when a loss (or a decoded frame) needs them.
+    coded: Box<[u8]>,
+    coded_pending: u16,
+    coded_law: Law,
     /// The history, in order, frozen when the current loss started. Three longest periods
     /// plus a quarter of one (App. I `HISTORYLEN`), enough for the three-period template
     /// and its seam overlap.
@@ -289,6 +297,9 @@ impl PcmPlc {
             attenuation_per_sample: ATTENUATION_PER_BLOCK / (rate / 100) as f32,
             history: vec![0; hist_len].into_boxed_slice(),
             hist_pos: 0,
+            coded: vec![0; hist_len].into_boxed_slice(),
+            coded_pending: 0,
+            coded_law: Law::Ulaw,
             src: vec![0.0; hist_len].into_boxed_slice(),
             energy_prefix: vec![0.0; hist_len + 1].into_boxed_slice(),
             cycle: vec![0.0; 3 * pitch_max].into_boxed_slice(),
@@ -355,6 +366,73 @@ impl PcmPlc {
         }
     }
 
+    /// Feeds one real frame given as G.711 `codes`, without decoding it: for a stream
+    /// relayed unchanged, whose audio nothing else reads. The concealer keeps the codes and
+    /// decodes them only if a loss follows while they are still in its history, so its
+    /// output (and every level it tracks) is what [`PcmPlc::good_frame`] on the decoded
+    /// frame would give. Returns false, feeding nothing, when the frame must be decoded
+    /// instead: right after a loss (the frame is merged with the concealment, so it
+    /// changes), or when it is longer than the history.
+    ///
+    /// Called on the real-time thread.
+    pub fn good_coded_frame(&mut self, codes: &[u8], law: Law) -> bool {
+        if codes.is_empty()
+            || self.run > 0
+            || self.merge_pos < self.merge_len
+            || codes.len() > self.coded.len()
+        {
+            return false;
+        }
+        if law != self.coded_law {
+            self.materialize();
+            self.coded_law = law;
+        }
+        let frame_energy = self.track_levels_with(codes.len(), |r| law.energy(&codes[r]));
+        if self.is_background_frame(frame_energy, codes.len()) {
+            let keep = &codes[codes.len().saturating_sub(self.shape.pending.len())..];
+            law.decode(keep, &mut self.shape.pending);
+            self.shape.pending_len = keep.len();
+            self.shape.cooldown = SHAPE_INTERVAL_BLOCKS;
+        }
+        // Same ring positions as save_history.
+        let h = self.coded.len();
+        let first = (h - self.hist_pos).min(codes.len());
+        let (head, tail) = codes.split_at(first);
+        self.coded[self.hist_pos..self.hist_pos + first].copy_from_slice(head);
+        self.coded[..tail.len()].copy_from_slice(tail);
+        self.hist_pos = (self.hist_pos + codes.len()) % h;
+        self.coded_pending = (usize::from(self.coded_pending) + codes.len()).min(h) as u16;
+        if self.signalled_used {
+            self.signalled_rms = None;
+            self.signalled_used = false;
+            self.shape.signalled = false;
+        }
+        true
+    }
+
+    /// Decodes the codes still pending in the history ring into it.
+    fn materialize(&mut self) {
+        let n = usize::from(self.coded_pending);
+        if n == 0 {
+            return;
+        }
+        self.coded_pending = 0;
+        let h = self.history.len();
+        let start = (self.hist_pos + h - n) % h;
+        if start + n <= h {
+            self.coded_law.decode(
+                &self.coded[start..start + n],
+                &mut self.history[start..start + n],
+            );
+        } else {
+            self.coded_law
+                .decode(&self.coded[start..], &mut self.history[start..]);
+            let rest = start + n - h;
+            self.coded_law
+                .decode(&self.coded[..rest], &mut self.history[..rest]);
+        }
+    }
+
     /// Synthesises one lost frame of `out.len()` samples (any length, including 0) by
     /// pitch-period repetition of the history, attenuated after 10 ms and silent after
     /// 60 ms of consecutive loss.
@@ -381,6 +459,7 @@ impl PcmPlc {
     pub fn reset(&mut self) {
         self.history.fill(0);
         self.hist_pos = 0;
+        self.coded_pending = 0;
         self.run = 0;
         self.pitch = self.pitch_max;
         self.overlap = self.pitch_max / 4;
@@ -486,6 +565,7 @@ impl PcmPlc {
 
     /// A loss starts: freezes the history, finds its pitch and sets up the template.
     fn start_loss(&mut self) {
+        self.materialize();
         let h = self.src.len();
         // Oldest first: history[hist_pos..], then history[..hist_pos].
         let (newer, older) = self.history.split_at(self.hist_pos);
@@ -710,6 +790,7 @@ impl PcmPlc {
 
     /// Appends `x` to the history ring (only its last `history.len()` samples matter).
     fn save_history(&mut self, x: &[i16]) {
+        self.materialize();
         let h = self.history.len();
         let x = &x[x.len().saturating_sub(h)..];
         let first = (h - self.hist_pos).min(x.len());
@@ -722,30 +803,42 @@ impl PcmPlc {
     /// Tracks the energy of real 10 ms blocks for the comfort-noise level, and the
     /// spectrum of frames at the background level for its shape.
     fn track_background(&mut self, frame: &[i16]) {
-        let frame_energy = self.track_levels(frame);
-        if self.shape.cooldown > 0 || self.shape.signalled || self.background_filled == 0 {
-            return;
-        }
-        let quietest = min_of(&self.background[..self.background_filled]);
-        let mean_square = frame_energy / frame.len() as f32;
-        if mean_square > 0.0 && mean_square <= BACKGROUND_MARGIN * quietest.max(1.0) {
+        let frame_energy = self.track_levels_with(frame.len(), |r| energy(&frame[r]));
+        if self.is_background_frame(frame_energy, frame.len()) {
             // Analysed only if comfort noise is needed before the next one is kept.
             self.shape.keep(frame);
             self.shape.cooldown = SHAPE_INTERVAL_BLOCKS;
         }
     }
 
-    /// Mean squares of complete real 10 ms blocks (ring of [`BACKGROUND_BLOCKS`]). Returns
-    /// the energy of `frame`.
-    fn track_levels(&mut self, mut frame: &[i16]) -> f32 {
+    /// True when a frame of `len` samples and energy `frame_energy` is at the background
+    /// level and a new background frame is due for the comfort noise's shape.
+    fn is_background_frame(&self, frame_energy: f32, len: usize) -> bool {
+        if self.shape.cooldown > 0 || self.shape.signalled || self.background_filled == 0 {
+            return false;
+        }
+        let quietest = min_of(&self.background[..self.background_filled]);
+        let mean_square = frame_energy / len as f32;
+        mean_square > 0.0 && mean_square <= BACKGROUND_MARGIN * quietest.max(1.0)
+    }
+
+    /// Mean squares of complete real 10 ms blocks (ring of [`BACKGROUND_BLOCKS`]) of a frame
+    /// of `len` samples, `energy(range)` giving the energy of its samples `range`. Returns
+    /// the frame's energy.
+    fn track_levels_with(
+        &mut self,
+        len: usize,
+        mut energy: impl FnMut(core::ops::Range<usize>) -> f32,
+    ) -> f32 {
         let mut total = 0.0;
-        while !frame.is_empty() {
-            let (part, rest) = frame.split_at((self.block_len - self.block_fill).min(frame.len()));
-            frame = rest;
-            let e = energy(part);
+        let mut at = 0;
+        while at < len {
+            let n = (self.block_len - self.block_fill).min(len - at);
+            let e = energy(at..at + n);
+            at += n;
             total += e;
             self.block_energy += e;
-            self.block_fill += part.len();
+            self.block_fill += n;
             if self.block_fill == self.block_len {
                 self.background[self.background_pos] = self.block_energy / self.block_len as f32;
                 self.background_pos = (self.background_pos + 1) % BACKGROUND_BLOCKS;
@@ -883,7 +976,10 @@ fn min_of(x: &[f32]) -> f32 {
             *l = if v < *l { v } else { *l };
         }
     }
-    let tail = chunks.remainder().iter().fold(f32::INFINITY, |m, &v| m.min(v));
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::INFINITY, |m, &v| m.min(v));
     lanes.iter().fold(tail, |m, &v| m.min(v))
 }
 
@@ -1310,6 +1406,73 @@ mod tests {
                 assert_eq!(x, y, "merge after the loss, rate {rate} case {case}");
             }
         }
+    }
+
+    #[test]
+    fn codes_fed_undecoded_conceal_exactly_as_the_decoded_frames() {
+        use crate::codec::audio::g711::{alaw_encode, ulaw_encode};
+        // Speech-like and quiet (background) stretches, losses of one and several frames,
+        // a law change mid-stream: the concealer fed codes must match the one fed the
+        // decoded frames sample for sample, and in every level it tracks.
+        let mut seed = 99u32;
+        let mut signal = |k: usize| -> Vec<i16> {
+            if k % 7 < 4 {
+                harmonic(8000, 110.0 + 10.0 * (k % 5) as f32, 160)
+            } else {
+                (0..160)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 17;
+                        seed ^= seed << 5;
+                        (seed >> 24) as i16 - 128
+                    })
+                    .collect()
+            }
+        };
+        let (mut a, mut b) = (PcmPlc::new(8000), PcmPlc::new(8000));
+        let mut fed_coded = 0;
+        for k in 0..120usize {
+            let law = if k < 60 { Law::Ulaw } else { Law::Alaw };
+            let lost = k % 11 == 5 || k % 23 == 9 || k % 23 == 10;
+            let (mut x, mut y) = (vec![0i16; 160], vec![0i16; 160]);
+            if lost {
+                a.comfort_noise(&mut x);
+                b.comfort_noise(&mut y);
+                assert_eq!(x, y, "concealed frame {k}");
+                continue;
+            }
+            let pcm = signal(k);
+            let mut codes = vec![0u8; 160];
+            match law {
+                Law::Ulaw => ulaw_encode(&pcm, &mut codes),
+                Law::Alaw => alaw_encode(&pcm, &mut codes),
+            };
+            law.decode(&codes, &mut x);
+            a.good_frame(&mut x);
+            if b.good_coded_frame(&codes, law) {
+                fed_coded += 1;
+            } else {
+                // Right after a loss: the frame is merged, so it is decoded.
+                law.decode(&codes, &mut y);
+                b.good_frame(&mut y);
+                assert_eq!(x, y, "merged frame {k}");
+            }
+            assert_eq!(
+                a.recent_blocks_below(4, 1e4),
+                b.recent_blocks_below(4, 1e4),
+                "frame {k}"
+            );
+        }
+        assert!(fed_coded > 80, "{fed_coded} frames fed as codes");
+        // A long gap: comfort noise at the background level and shape.
+        let (mut x, mut y) = (vec![0i16; 800], vec![0i16; 800]);
+        a.comfort_noise(&mut x);
+        b.comfort_noise(&mut y);
+        assert_eq!(x, y, "long gap");
+        assert!(
+            !b.good_coded_frame(&[0; 161 * 4], Law::Ulaw),
+            "longer than the history"
+        );
     }
 
     #[test]

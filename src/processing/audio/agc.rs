@@ -323,7 +323,13 @@ impl Agc {
             .iter()
             .map(|&s| i64::from(i32::from(s) * i32::from(s)))
             .sum();
-        let peak_in = block.iter().map(|&s| i32::from(s).abs()).max().unwrap_or(0);
+        // The largest and smallest sample as i16, which SSE2 compares eight at a time
+        // (`pmaxsw`, `pminsw`; it has no i32 maximum, which took a compare and a blend per
+        // four samples), then the larger magnitude.
+        let (lowest, highest) = block
+            .iter()
+            .fold((0i16, 0i16), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+        let peak_in = i32::from(highest).max(-i32::from(lowest));
         let power = energy as f32 / block.len().max(1) as f32;
         let level = power_to_dbfs(power);
         let (floor, peak) = self.track(level);

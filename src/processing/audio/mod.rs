@@ -37,6 +37,31 @@ use super::effects::Gain;
 
 pub use config::DspConfigError;
 
+/// The larger of `a` and `b`, and `b` when either is NaN: one SSE `maxps` in a
+/// vectorised loop, where `f32::max` (which returns the number when the other is NaN)
+/// takes four instructions. In the suppressor's per-bin loops that was about 550 of the
+/// 10,000 instructions of a 10 ms block at 8 kHz. With a constant `b` a NaN `a` still
+/// turns into a safe bound.
+#[inline(always)]
+pub(crate) fn fast_max(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// The smaller of `a` and `b`, and `b` when either is NaN: one `minps` (see
+/// [`fast_max`]).
+#[inline(always)]
+pub(crate) fn fast_min(a: f32, b: f32) -> f32 {
+    if a < b {
+        a
+    } else {
+        b
+    }
+}
+
 /// `y` rounded to the nearest integer (ties to even) and saturated to i16: the clamp
 /// keeps it under 2²², where adding 1.5 · 2²³ rounds it into the low mantissa bits (the
 /// default rounding mode), so no float-to-int conversion is needed. Rust's `as i16` is a

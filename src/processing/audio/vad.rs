@@ -100,6 +100,7 @@ use std::sync::Arc;
 
 use super::config::{block_len, check_rate, DspConfigError};
 use super::ns::{shared_plan, NsPlan, NsWork};
+use super::{fast_max, fast_min};
 
 /// Lowest frequency analysed (Hz): below it is mains hum and handling noise, not speech.
 const ANALYSIS_LOW_HZ: usize = 100;
@@ -665,7 +666,7 @@ impl VadCore {
         let densest_pair = sub_energy
             .windows(2)
             .map(|p| p[0] + p[1])
-            .fold(0.0f32, f32::max);
+            .fold(0.0f32, fast_max);
         let impulsive = densest_pair > CLICK_CONCENTRATION * window_energy && window_energy > 0.0;
         let block_energy = spectral.block_energy;
         let s = &mut self.s;
@@ -817,8 +818,8 @@ impl Scalars {
             .zip(b.ms_noise.iter_mut())
         {
             *smoothed = a * *smoothed + (1.0 - a) * p;
-            *window_min = window_min.min(*smoothed);
-            *ms_noise = MIN_STAT_BIAS * ring_min.min(*window_min);
+            *window_min = fast_min(*window_min, *smoothed);
+            *ms_noise = MIN_STAT_BIAS * fast_min(*ring_min, *window_min);
         }
         let ms_total = sum(b.ms_noise);
         let average_total = sum(b.noise_average);
@@ -834,7 +835,7 @@ impl Scalars {
             .zip(b.noise_average.iter())
             .zip(b.ms_noise.iter())
         {
-            *noise = average.min(NOISE_CAP * ms_noise);
+            *noise = fast_min(*average, NOISE_CAP * ms_noise);
         }
         self.noise_total = sum(b.noise);
         self.ms_window_blocks += 1;
@@ -899,14 +900,17 @@ fn whitened_energies(b: &Bands<'_>) -> (f32, f32) {
 fn whitened(power: &[f32], noise: &[f32]) -> f32 {
     let bands = noise.len();
     let edge = |k: usize, inner: usize| {
-        (power[k] / (0.75 * noise[k] + 0.25 * noise[inner])).min(MAX_BAND_RATIO)
+        fast_min(
+            power[k] / (0.75 * noise[k] + 0.25 * noise[inner]),
+            MAX_BAND_RATIO,
+        )
     };
     // Eight partial sums: independent chains of additions rather than one. Band i + 1
     // goes into sum i % 8, taken eight bands at a time from equal-length slices (no
     // `windows`, no index arithmetic), so the divisions run four to a vector.
     let inner = bands - 2;
     let ratio = |p: f32, lo: f32, mid: f32, hi: f32| {
-        (p / (0.25 * (lo + hi) + 0.5 * mid)).min(MAX_BAND_RATIO)
+        fast_min(p / (0.25 * (lo + hi) + 0.5 * mid), MAX_BAND_RATIO)
     };
     let (lo, mid, hi) = (&noise[..inner], &noise[1..=inner], &noise[2..]);
     let p = &power[1..=inner];

@@ -1278,6 +1278,67 @@ fn opus_relay_passes_payloads_through_undecoded_and_leaves_losses_to_the_far_end
 }
 
 #[test]
+fn an_opus_relay_to_a_leg_with_an_echo_canceller_still_decodes_its_reference() {
+    // What is sent to a leg is its echo canceller's reference: relayed payloads must still
+    // be decoded for it (an undecoded relay would leave the canceller without a reference).
+    use media_core::processing::audio::aec::AecConfig;
+    let e = MediaEngine::new(EngineConfig {
+        clock: ClockMode::Virtual,
+        sessions_per_lane: 4,
+        jitter: fixed_jitter(),
+        max_frame_samples: 960,
+        ..Default::default()
+    })
+    .unwrap();
+    e.start().unwrap();
+    let mut with_aec = MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20);
+    with_aec.dsp.aec = Some(AecConfig::default());
+    let (a, b) = e
+        .create_call(
+            (DialogId(1), with_aec),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (a, b) = (a.id, b.id);
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut enc = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    let (mut pkt, mut sent, mut out) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..40usize {
+        let pcm: Vec<i16> = (0..960)
+            .map(|i| (((k * 960 + i) as f64 * 0.0576).sin() * 8000.0) as i16)
+            .collect();
+        let mut payload = vec![0u8; 400];
+        let n = enc.encode(&pcm, &mut payload).unwrap();
+        payload.truncate(n);
+        rtp(111, k as u16, 960 * k as u32, 7, k == 0, &payload, &mut pkt);
+        ing.push(b, &pkt).unwrap();
+        sent.push(payload);
+        e.step(2).unwrap();
+        out.extend(drain(&mut eg));
+    }
+    let got: Vec<&[u8]> = out
+        .iter()
+        .filter(|p| p.session == a)
+        .map(|p| p.payload())
+        .collect();
+    assert!(got.len() >= 30, "{} packets", got.len());
+    for (g, x) in got.iter().zip(&sent) {
+        assert_eq!(*g, &x[..], "still relayed byte for byte");
+    }
+    let s = e.session_stats(b).unwrap();
+    assert_eq!(s.frames_relayed as usize, got.len());
+    assert!(
+        s.packets_decoded as usize >= got.len(),
+        "{} packets decoded for {} relayed",
+        s.packets_decoded,
+        got.len()
+    );
+}
+
+#[test]
 fn rfc4733_digits_reach_the_control_plane_once_each_even_when_end_packets_are_lost() {
     use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender};
     use media_core::runtime::msg::DtmfSource;

@@ -35,8 +35,10 @@ use crate::session::{DecodePart, DspPart, EncodePart, JitterPart, MAX_RX_CODECS}
 use crate::types::{PayloadType, Ptime, SessionId};
 
 /// Sessions played per chunk in a fused lane before the later stages drain, so frames
-/// stay cache-hot and the frame slab need not hold a whole tick.
-pub const FUSED_CHUNK: usize = 64;
+/// stay cache-hot and the frame slab need not hold a whole tick. callgrind's cache model
+/// (48 KiB L1, relay-pcmu, 2,000 calls) counted L1 read misses of the lane for chunks of
+/// 64 / 32 / 16 / 8: 11.74 / 11.47 / 10.89 / 10.63 M, instructions +0.4% at 16, +1% at 8.
+pub const FUSED_CHUNK: usize = 16;
 
 /// Sizes of one lane's fixed resources.
 #[derive(Debug, Clone, Copy)]

@@ -55,6 +55,17 @@ fn every_target_runs_the_empty_and_the_all_zero_input() {
 // validates `MediaSessionParams::jitter` or `EngineConfig::jitter` before it runs.
 // ---------------------------------------------------------------------------------------
 
+/// Found by the ingress target (session 6): a 30 ms ptime picked for the Opus + Opus call.
+/// The engine refused it with a typed error, as it should (no 30 ms Opus frame); the
+/// harness expected every call to be created. The harness now settles a call with an Opus
+/// leg on 20 ms for a 30 ms pick, as negotiation does, and this input runs clean through it.
+#[test]
+fn ingress_target_survives_a_30_ms_ptime_picked_for_an_opus_call() {
+    let mut input = vec![0xd9u8; 199];
+    input[0] = 0x6b;
+    ingress::run(&input);
+}
+
 /// The minimized input: buffer mode, 8 kHz, min 10 ms, max 0 ms. The harness now orders
 /// min and max, so this runs clean through it.
 const JITTER_MIN_ABOVE_MAX: &[u8] = b"\xc4\x0a\x0a";

@@ -1070,11 +1070,11 @@ agg!(LaneAgg from LaneStats {
 });
 
 agg!(SessAgg from SessionStats {
-    rx_packets, rx_late, rx_duplicates, rx_resyncs, rx_unsupported_pt, rx_reordered,
-    jb_overflows, packets_decoded, frames_decoded, frames_relayed, frames_missing,
-    frames_concealed, samples_concealed, samples_accelerated, samples_expanded,
-    size_mismatches, slab_exhausted, no_sink, frames_processed, tx_packets, tx_egress_full,
-    codec_errors,
+    rx_packets, rx_late, rx_duplicates, jb_duplicates, rx_resyncs, jb_resyncs,
+    rx_unsupported_pt, rx_undecodable, rx_reordered, jb_overflows, packets_decoded,
+    frames_decoded, frames_relayed, frames_missing, frames_concealed, samples_concealed,
+    samples_accelerated, samples_expanded, slab_exhausted, no_sink, frames_processed,
+    tx_packets, tx_egress_full, codec_errors,
 });
 
 struct Snap {
@@ -2483,7 +2483,7 @@ fn run() -> Result<(), String> {
             r.sess.rx_packets,
             r.sess.rx_reordered,
             r.sess.rx_late,
-            r.sess.rx_duplicates,
+            r.sess.rx_duplicates + r.sess.jb_duplicates,
             r.sess.frames_decoded,
             r.sess.frames_relayed,
             r.sess.frames_concealed,

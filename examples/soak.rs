@@ -452,9 +452,11 @@ fn add_stats(t: &mut SessionStats, s: &SessionStats) {
     t.rx_unsupported_pt += s.rx_unsupported_pt;
     t.rx_late += s.rx_late;
     t.rx_duplicates += s.rx_duplicates;
+    t.jb_duplicates += s.jb_duplicates;
     t.rx_resyncs += s.rx_resyncs;
+    t.jb_resyncs += s.jb_resyncs;
+    t.rx_undecodable += s.rx_undecodable;
     t.jb_overflows += s.jb_overflows;
-    t.size_mismatches += s.size_mismatches;
     t.slab_exhausted += s.slab_exhausted;
     t.no_sink += s.no_sink;
     t.tx_egress_full += s.tx_egress_full;
@@ -965,13 +967,14 @@ fn lane_drops(s: &LaneStats) -> [(&'static str, u64); 7] {
     ]
 }
 
-fn session_drops(s: &SessionStats) -> [(&'static str, u64); 9] {
+fn session_drops(s: &SessionStats) -> [(&'static str, u64); 10] {
     [
         ("rx_unsupported_pt", s.rx_unsupported_pt),
         ("rx_late", s.rx_late),
         ("rx_duplicates", s.rx_duplicates),
+        ("jb_duplicates", s.jb_duplicates),
+        ("rx_undecodable", s.rx_undecodable),
         ("jb_overflows", s.jb_overflows),
-        ("size_mismatches", s.size_mismatches),
         ("slab_exhausted", s.slab_exhausted),
         ("no_sink", s.no_sink),
         ("tx_egress_full", s.tx_egress_full),

@@ -346,9 +346,9 @@ proptest! {
     /// unknown_session + Σ sessions (rx_packets + rx_unsupported_pt + rx_dtmf_packets +
     /// rx_cn_packets)` (each accepted packet classified once). Within `rx_packets` the
     /// fates are exclusive but not all counted (packets flushed by a resync, still held,
-    /// relayed undecoded or undecodable have no counter), so the per-session law is an
-    /// inequality: `rx_duplicates + rx_empty_payloads + rx_late + jb_overflows +
-    /// packets_decoded <= rx_packets`.
+    /// or relayed undecoded have no counter), so the per-session law is an
+    /// inequality: `rx_duplicates + jb_duplicates + rx_empty_payloads + rx_late +
+    /// jb_overflows + rx_undecodable + packets_decoded <= rx_packets`.
     #[test]
     fn engine_counters_add_up(ops in proptest::collection::vec(push_op(), 1..120)) {
         let e = engine();
@@ -401,8 +401,8 @@ proptest! {
         for id in &ids[..4] {
             let s = e.session_stats(*id).expect("live");
             classified += s.rx_packets + s.rx_unsupported_pt + s.rx_dtmf_packets + s.rx_cn_packets;
-            let fates = s.rx_duplicates + s.rx_empty_payloads + s.rx_late + s.jb_overflows
-                + s.packets_decoded;
+            let fates = s.rx_duplicates + s.jb_duplicates + s.rx_empty_payloads + s.rx_late
+                + s.jb_overflows + s.rx_undecodable + s.packets_decoded;
             prop_assert!(fates <= s.rx_packets, "{} fates for {} packets: {:?}", fates, s.rx_packets, s);
         }
         prop_assert_eq!(classified, pushed, "every accepted packet classified once: {:?}", lane);

@@ -384,7 +384,7 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
         frames_played: played,
         frames_concealed: stats.frames_concealed,
         late_discards: stats.rx_late,
-        duplicates: stats.rx_duplicates,
+        duplicates: stats.rx_duplicates + stats.jb_duplicates,
         playout_delay_ms: delays,
         jitter_ms: q.jitter_ms,
         loss_percent,

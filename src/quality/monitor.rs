@@ -84,7 +84,7 @@ impl QualitySnapshot {
             packets_lost: lost,
             loss_percent,
             late_discards: s.rx_late,
-            duplicates: s.rx_duplicates,
+            duplicates: s.rx_duplicates + s.jb_duplicates,
             reordered: s.rx_reordered,
             jitter_ms,
             frames_played,

@@ -744,7 +744,7 @@ impl DecodeStage {
                 .unwrap_or(0)
         });
         if samples == 0 {
-            sc.codec_errors.inc();
+            sc.rx_undecodable.inc();
             release(pkt);
             return;
         }
@@ -758,10 +758,10 @@ impl DecodeStage {
                 release(t);
             }
             Insert::Duplicate(t) => {
-                sc.rx_duplicates.inc();
+                sc.jb_duplicates.inc();
                 release(t);
             }
-            Insert::Resynced => sc.rx_resyncs.inc(),
+            Insert::Resynced => sc.jb_resyncs.inc(),
             Insert::Overflowed => sc.jb_overflows.inc(),
         }
     }

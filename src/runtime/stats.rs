@@ -88,7 +88,11 @@ macro_rules! counter_block {
 }
 
 counter_block! {
-    /// Per-session counters; each field is written by one stage of the lane.
+    /// Per-session counters. Each field is written by exactly one stage of the lane (a
+    /// counter's add is a load and a store, so two writer threads, as in the split
+    /// topology, would lose counts): where two stages see the same kind of event, each has
+    /// its own field (`rx_duplicates` / `jb_duplicates`, `rx_resyncs` / `jb_resyncs`,
+    /// `rx_undecodable` / `codec_errors`).
     SessionCounters / SessionStats {
         /// Packets accepted into the jitter stage (includes zero-length keepalives).
         rx_packets,
@@ -100,18 +104,24 @@ counter_block! {
         rx_unsupported_pt,
         /// Packets that arrived after their audio was played or concealed.
         rx_late,
-        /// Packets already held or played.
+        /// Packets already seen by RFC 3550 sequence tracking (jitter stage).
         rx_duplicates,
-        /// Times the receive stream was resynchronised (SSRC change, sequence jump).
+        /// Times the receive stream was resynchronised (SSRC change, sequence jump; jitter
+        /// stage).
         rx_resyncs,
+        /// Packets the jitter buffer already held or played that sequence tracking let
+        /// through (decode stage; total duplicates = `rx_duplicates + jb_duplicates`).
+        jb_duplicates,
+        /// Times the jitter buffer re-anchored on a timestamp jump (decode stage).
+        jb_resyncs,
+        /// Packets whose payload the decoder could not size (decode stage).
+        rx_undecodable,
         /// Frames produced from decoded audio (not relayed).
         frames_decoded,
         /// Frames relayed without decoding (same codec both sides).
         frames_relayed,
         /// Frame periods with nothing to play (no stream yet, prebuffering, or stopped).
         frames_missing,
-        /// Payloads whose size did not match the frame (truncated or zero-padded).
-        size_mismatches,
         /// RFC 4733 telephone-event packets received (routed to DTMF handling).
         rx_dtmf_packets,
         /// RFC 3389 comfort-noise (SID) packets received.
@@ -156,7 +166,7 @@ counter_block! {
         tx_payload_bytes,
         /// Packets not produced because the egress ring had no free slot.
         tx_egress_full,
-        /// Encoder failures.
+        /// Encoder failures (encode stage).
         codec_errors,
     }
 }

@@ -182,6 +182,24 @@ impl NoiseShape {
     }
 }
 
+/// Mean squares of the recent real 10 ms blocks, as a ring (heap-allocated with its
+/// position so the concealer's inline state, part of every session's hot state, stays
+/// small).
+#[derive(Debug, Clone)]
+struct Background {
+    /// Mean square per block; `ms[pos]` is the oldest once `filled` reaches the length.
+    ms: [f32; BACKGROUND_BLOCKS],
+    pos: usize,
+    filled: usize,
+}
+
+impl Background {
+    /// The blocks seen so far (at most [`BACKGROUND_BLOCKS`]), in ring order.
+    fn recent(&self) -> &[f32] {
+        &self.ms[..self.filled]
+    }
+}
+
 /// Loudest comfort noise, RMS in sample units (about -42 dBFS): the quietest recent block
 /// of a call with no pauses is still speech, and noise at speech level would be worse than
 /// silence.
@@ -258,9 +276,7 @@ pub struct PcmPlc {
     /// Mean square of recent 10 ms blocks of real signal (ring).
     /// Heap-allocated (written once per 10 ms block) to keep the inline state small: the
     /// concealer lives in every session's hot state.
-    background: Box<[f32]>,
-    background_pos: usize,
-    background_filled: usize,
+    background: Box<Background>,
     block_energy: f32,
     block_fill: usize,
     /// Comfort noise RMS for the current loss, in sample units.
@@ -318,9 +334,11 @@ impl PcmPlc {
             merge_pos: 0,
             merge_gain: 0.0,
             noise_fill: false,
-            background: vec![0.0; BACKGROUND_BLOCKS].into_boxed_slice(),
-            background_pos: 0,
-            background_filled: 0,
+            background: Box::new(Background {
+                ms: [0.0; BACKGROUND_BLOCKS],
+                pos: 0,
+                filled: 0,
+            }),
             block_energy: 0.0,
             block_fill: 0,
             noise_rms: 0.0,
@@ -469,9 +487,9 @@ impl PcmPlc {
         self.merge_len = 0;
         self.merge_pos = 0;
         self.noise_fill = false;
-        self.background.fill(0.0);
-        self.background_pos = 0;
-        self.background_filled = 0;
+        self.background.ms = [0.0; BACKGROUND_BLOCKS];
+        self.background.pos = 0;
+        self.background.filled = 0;
         self.block_energy = 0.0;
         self.block_fill = 0;
         self.noise_state = NOISE_SEED;
@@ -814,10 +832,10 @@ impl PcmPlc {
     /// True when a frame of `len` samples and energy `frame_energy` is at the background
     /// level and a new background frame is due for the comfort noise's shape.
     fn is_background_frame(&self, frame_energy: f32, len: usize) -> bool {
-        if self.shape.cooldown > 0 || self.shape.signalled || self.background_filled == 0 {
+        if self.shape.cooldown > 0 || self.shape.signalled || self.background.filled == 0 {
             return false;
         }
-        let quietest = min_of(&self.background[..self.background_filled]);
+        let quietest = min_of(self.background.recent());
         let mean_square = frame_energy / len as f32;
         mean_square > 0.0 && mean_square <= BACKGROUND_MARGIN * quietest.max(1.0)
     }
@@ -840,9 +858,10 @@ impl PcmPlc {
             self.block_energy += e;
             self.block_fill += n;
             if self.block_fill == self.block_len {
-                self.background[self.background_pos] = self.block_energy / self.block_len as f32;
-                self.background_pos = (self.background_pos + 1) % BACKGROUND_BLOCKS;
-                self.background_filled = (self.background_filled + 1).min(BACKGROUND_BLOCKS);
+                let b = &mut *self.background;
+                b.ms[b.pos] = self.block_energy / self.block_len as f32;
+                b.pos = (b.pos + 1) % BACKGROUND_BLOCKS;
+                b.filled = (b.filled + 1).min(BACKGROUND_BLOCKS);
                 self.block_energy = 0.0;
                 self.block_fill = 0;
                 self.shape.cooldown = self.shape.cooldown.saturating_sub(1);
@@ -856,13 +875,11 @@ impl PcmPlc {
     ///
     /// Called on the real-time thread.
     pub fn recent_blocks_below(&self, blocks: usize, threshold: f32) -> bool {
-        if blocks == 0 || blocks > self.background_filled {
+        let b = &*self.background;
+        if blocks == 0 || blocks > b.filled {
             return false;
         }
-        (1..=blocks).all(|k| {
-            self.background[(self.background_pos + BACKGROUND_BLOCKS - k) % BACKGROUND_BLOCKS]
-                < threshold
-        })
+        (1..=blocks).all(|k| b.ms[(b.pos + BACKGROUND_BLOCKS - k) % BACKGROUND_BLOCKS] < threshold)
     }
 
     /// Uses `rms` (sample units) as the comfort-noise level of the next gap (or the one
@@ -904,7 +921,7 @@ impl PcmPlc {
         if let Some(rms) = self.signalled_rms {
             return rms;
         }
-        let blocks = &self.background[..self.background_filled];
+        let blocks = self.background.recent();
         let quietest = min_of(blocks);
         if !quietest.is_finite() {
             return 0.0;

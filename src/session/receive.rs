@@ -694,35 +694,24 @@ impl<T> ReceiveChannel<T> {
             relay: None,
             undecoded: false,
         };
-        if undecoded_ok
+        // Relayed as it came (`undecoded`): the concealer keeps the codes, nothing is decoded.
+        let undecoded = undecoded_ok
             && !self.concealing
-            && decode.feed_undecoded(&item, out.len(), &mut self.plc)
-        {
-            // Relayed as it came: the concealer keeps the codes, nothing is decoded.
-            self.codec_conceal_run = 0;
-            if advice == Adapt::Shorten && !self.buffer.is_empty() && self.pause_played(out.len()) {
-                release(item);
-                rep.produced = false;
-                rep.decoded = 0;
-                rep.accelerated = out.len() as u32;
-                self.stretch_cooldown = self.default_stretch_interval();
-                return Direct::Dropped(rep);
+            && decode.feed_undecoded(&item, out.len(), &mut self.plc);
+        let relayable = undecoded || {
+            let n = decode.decode(&item, out).min(out.len());
+            if n < out.len() {
+                // Corrupt or short payload: conceal the remainder of its duration.
+                self.plc.comfort_noise(&mut out[n..]);
+                rep.concealed = (out.len() - n) as u32;
             }
-            rep.relay = Some(item);
-            rep.undecoded = true;
-            return Direct::Played(rep);
-        }
-        let n = decode.decode(&item, out).min(out.len());
-        if n < out.len() {
-            // Corrupt or short payload: conceal the remainder of its duration.
-            self.plc.comfort_noise(&mut out[n..]);
-            rep.concealed = (out.len() - n) as u32;
-        }
-        let merged = self.concealing;
-        self.plc.good_frame(out);
-        self.concealing = false;
+            let merged = self.concealing;
+            self.plc.good_frame(out);
+            self.concealing = false;
+            !merged && n == out.len()
+        };
         self.codec_conceal_run = 0;
-        // `out` is already in the concealer's history: the pause check covers it.
+        // The frame is already in the concealer's history: the pause check covers it.
         if advice == Adapt::Shorten && !self.buffer.is_empty() && self.pause_played(out.len()) {
             // Above target and this frame is silence: drop it (inaudible); what is buffered
             // (or its concealment) replaces it.
@@ -733,8 +722,9 @@ impl<T> ReceiveChannel<T> {
             self.stretch_cooldown = self.default_stretch_interval();
             return Direct::Dropped(rep);
         }
-        if !merged && n == out.len() {
+        if relayable {
             rep.relay = Some(item);
+            rep.undecoded = undecoded;
         } else {
             release(item);
         }

@@ -91,9 +91,11 @@ const BACKGROUND_MARGIN: f32 = 2.0;
 /// comfort noise plays.
 ///
 /// The analysis is lazy: every [`SHAPE_INTERVAL_BLOCKS`] a frame at the background level
-/// is only copied (`pending`), and is analysed when comfort noise is next needed. The model
-/// is then the one the eager analysis would have left, but a call without long losses
-/// never pays for it (the analysis was a quarter of a relayed G.711 call's instructions).
+/// is only copied (`pending`, its last 20 ms), and is analysed when comfort noise is next
+/// needed (the receive path conceals every loss with [`PcmPlc::comfort_noise`], so at the
+/// next loss). For frames of up to 20 ms the model is the one the eager analysis would have
+/// left; the cost moves from every 100 ms of background to once per loss (the analysis was
+/// a quarter of a relayed G.711 call's instructions).
 #[derive(Debug, Clone)]
 struct NoiseShape {
     k: [f32; SHAPE_ORDER],

@@ -81,7 +81,7 @@ impl IngressHandle {
         });
         // Cannot fail: the ingress ring holds as many entries as there are slots.
         if p.ingress.push(tok).is_err() {
-            p.shared.counters.internal_ring_full.inc();
+            p.shared.counters.internal_ring_full.inc_shared();
         }
         Ok(())
     }

@@ -138,7 +138,7 @@ impl Shared {
 #[inline]
 fn release_token(ring: &mut Producer<Token>, counters: &LaneCounters, t: Token) {
     if ring.push(t).is_err() {
-        counters.internal_ring_full.inc();
+        counters.internal_ring_full.inc_shared();
     }
 }
 
@@ -180,7 +180,7 @@ fn dtmf_event(session: SessionId, d: DtmfEvent, clock_khz: u32) -> LaneEvent {
 
 fn push_event(events: &mut Producer<LaneEvent>, counters: &LaneCounters, ev: LaneEvent) {
     if events.push(ev).is_err() {
-        counters.events_dropped.inc();
+        counters.events_dropped.inc_shared();
     }
 }
 
@@ -188,7 +188,7 @@ fn push_event(events: &mut Producer<LaneEvent>, counters: &LaneCounters, ev: Lan
 /// freed on the real-time thread, and counted.
 fn push_cmd<T>(out: &mut Producer<T>, counters: &LaneCounters, msg: T) {
     if let Err(rtrb::PushError::Full(m)) = out.push(msg) {
-        counters.internal_ring_full.inc();
+        counters.internal_ring_full.inc_shared();
         std::mem::forget(m);
     }
 }
@@ -417,7 +417,7 @@ impl JitterStage {
                                 begin: matches!(d, DtmfEvent::Began { .. }),
                             };
                             if out.push(fwd).is_err() {
-                                counters.internal_ring_full.inc();
+                                counters.internal_ring_full.inc_shared();
                             }
                         }
                     }
@@ -446,7 +446,7 @@ impl JitterStage {
                         order,
                     };
                     if self.out.push(msg).is_err() {
-                        self.shared.counters.internal_ring_full.inc();
+                        self.shared.counters.internal_ring_full.inc_shared();
                     }
                 }
                 continue;
@@ -497,7 +497,7 @@ impl JitterStage {
                 arrival_ns,
             };
             if let Err(rtrb::PushError::Full(ToDecode::Packet { pkt, .. })) = self.out.push(msg) {
-                self.shared.counters.internal_ring_full.inc();
+                self.shared.counters.internal_ring_full.inc_shared();
                 self.release(pkt);
             }
         }
@@ -526,7 +526,10 @@ impl JitterStage {
             };
             if self.plays.push(msg).is_err() {
                 // The decode stage is a whole ring of chunks behind: skip, counted.
-                self.shared.counters.stage_backlog_drops.add(done as u64);
+                self.shared
+                    .counters
+                    .stage_backlog_drops
+                    .add_shared(done as u64);
             }
         }
         self.cursor < n
@@ -625,7 +628,7 @@ impl DecodeStage {
                                 begin,
                             });
                         } else {
-                            self.shared.counters.stage_backlog_drops.inc();
+                            self.shared.counters.stage_backlog_drops.inc_shared();
                         }
                     }
                 }
@@ -658,7 +661,7 @@ impl DecodeStage {
         if self.out.slots() > self.reserve {
             let _ = self.out.push(Downstream::Missing { src, dst });
         } else {
-            self.shared.counters.stage_backlog_drops.inc();
+            self.shared.counters.stage_backlog_drops.inc_shared();
         }
     }
 
@@ -809,6 +812,11 @@ impl DecodeStage {
         let mut decode = SlabDecoder {
             packets,
             decoders: &mut part.decoders,
+            relay_to: if lazy_relay {
+                route.map(|r| r.dst_codec)
+            } else {
+                None
+            },
         };
         let relay_allowed = route.is_some_and(|r| r.relay_ok) && part.dsp_passthrough;
         let stretch = &mut self.stretch;
@@ -894,8 +902,8 @@ impl DecodeStage {
                     })
                 });
             if !relayed && rep.undecoded {
-                // Fed to the concealer as codes but not relayable after all (another
-                // payload type of the session): decode it now.
+                // Fed to the concealer as codes but not relayable after all (a payload
+                // larger than the frame slot's): decode it now.
                 self.frames.with_mut(&mut frame, |f| {
                     let pcm = &mut f.pcm[..frame_samples];
                     let n = decode.decode(&t, pcm).min(frame_samples);
@@ -918,7 +926,7 @@ impl DecodeStage {
             frame,
         };
         if self.out.push(msg).is_err() {
-            self.shared.counters.internal_ring_full.inc();
+            self.shared.counters.internal_ring_full.inc_shared();
         }
     }
 }
@@ -928,13 +936,20 @@ impl DecodeStage {
 struct SlabDecoder<'a> {
     packets: &'a Slab<PacketSlot>,
     decoders: &'a mut ArrayVec<(u8, AnyDecoder), MAX_RX_CODECS>,
+    /// The codec the destination sends, when nothing but the relay needs this stream's
+    /// audio: only packets of that codec may stay undecoded (they are then relayed).
+    relay_to: Option<Codec>,
 }
 
 impl PacketDecoder<Token> for SlabDecoder<'_> {
     fn feed_undecoded(&mut self, t: &Token, samples: usize, plc: &mut PcmPlc) -> bool {
         let decoders = &*self.decoders;
+        let Some(relay_to) = self.relay_to else {
+            return false;
+        };
         self.packets.with(t, |p| {
             let law = match decoders.iter().find(|(q, _)| *q == p.payload_type) {
+                Some((_, d)) if d.codec() != relay_to => return false,
                 Some((_, AnyDecoder::Pcmu)) => Law::Ulaw,
                 Some((_, AnyDecoder::Pcma)) => Law::Alaw,
                 _ => return false,
@@ -1036,7 +1051,7 @@ impl DspStage {
                         };
                         // Keep the last slot for the frame itself (checked by the loop).
                         if self.out.slots() < 2 || self.out.push(fwd).is_err() {
-                            self.shared.counters.internal_ring_full.inc();
+                            self.shared.counters.internal_ring_full.inc_shared();
                         }
                     }
                     // What goes to `dst`'s peer is the echo reference of `dst`'s canceller
@@ -1252,7 +1267,7 @@ impl EncodeStage {
             sc,
         ) {
             if self.egress.push(et).is_err() {
-                self.shared.counters.internal_ring_full.inc();
+                self.shared.counters.internal_ring_full.inc_shared();
             }
         } else {
             self.spare = Some(et);
@@ -1381,7 +1396,7 @@ impl EncodeStage {
                 sc.tx_packets.inc();
                 sc.tx_payload_bytes.add(n as u64);
                 if self.egress.push(et).is_err() {
-                    self.shared.counters.internal_ring_full.inc();
+                    self.shared.counters.internal_ring_full.inc_shared();
                 }
             }
             None => {

@@ -1,7 +1,10 @@
 //! Counters the lanes publish and the control plane reads without stopping them.
 //!
 //! Each counter has exactly one writing thread (the stage that owns the event), so
-//! writers use plain `load` + `store` (no read-modify-write, no lock prefix). Readers
+//! writers use plain `load` + `store` (no read-modify-write, no lock prefix). The
+//! exceptions are three lane counters of rare faults that several stages (and the ingress
+//! handle) report, `internal_ring_full`, `stage_backlog_drops` and `events_dropped`: their
+//! writers use an atomic add ([`Counter::add_shared`]). Readers
 //! load with `Relaxed`. Session counter blocks are reused when a session slot is
 //! reused; a sequence word makes that safe to observe (a seqlock): the stage that
 //! installs a new session writes an odd sequence, zeroes the block, then publishes
@@ -33,6 +36,19 @@ impl Counter {
     #[inline]
     pub fn inc(&self) {
         self.add(1)
+    }
+
+    /// Adds `n` atomically, for a counter several threads write (a read-modify-write:
+    /// kept to rare events). Real-time safe: lock-free, never blocks.
+    #[inline]
+    pub fn add_shared(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds one atomically; see [`Counter::add_shared`].
+    #[inline]
+    pub fn inc_shared(&self) {
+        self.add_shared(1)
     }
 
     /// Raises the value to `v` if larger (a high-water mark). Single writer.
@@ -144,7 +160,10 @@ counter_block! {
         jb_target_ms,
         /// Jitter buffer current level (buffered + pending decoded audio), ms; gauge.
         jb_level_ms,
-        /// Packets decoded (a frame may hold several short packets or part of a long one).
+        /// Packets played into frames (a frame may hold several short packets or part of a
+        /// long one): decoded, or, for a G.711 relay, taken as codes by the concealer (which
+        /// decodes them only if a loss needs them). Undecoded Opus and G.722 relays, whose
+        /// packets never reach a decoder or the concealer, are not counted.
         packets_decoded,
         /// Frames that contain concealed (or comfort noise) audio.
         frames_concealed,

@@ -841,6 +841,66 @@ mod tests {
         assert_eq!(released.len(), played.len());
     }
 
+    /// A G.711 decoder that may hand relayed codes to the concealer undecoded, counting
+    /// what it does.
+    struct CodesDecoder {
+        decoded: u32,
+        fed: u32,
+    }
+
+    impl PacketDecoder<u32> for CodesDecoder {
+        fn decode(&mut self, item: &u32, out: &mut [i16]) -> usize {
+            self.decoded += 1;
+            dec(item, out)
+        }
+
+        fn feed_undecoded(&mut self, item: &u32, samples: usize, plc: &mut PcmPlc) -> bool {
+            let codes = [*item as u8; 160];
+            let fed = samples == 160
+                && plc.good_coded_frame(&codes, crate::codec::audio::g711::Law::Ulaw);
+            self.fed += u32::from(fed);
+            fed
+        }
+    }
+
+    #[test]
+    fn a_relayed_stream_is_fed_as_codes_and_decoded_only_around_a_loss() {
+        for undecoded_ok in [true, false] {
+            let mut c = chan();
+            let mut pool = StretchPool::new(120);
+            let mut out = [0i16; 160];
+            let mut d = CodesDecoder { decoded: 0, fed: 0 };
+            let (mut relayed, mut undecoded, mut concealed) = (0, 0, 0);
+            for k in 0..60u32 {
+                if k != 30 {
+                    c.insert(160 * k, 160, k == 0, 0, k, &mut |_| {});
+                }
+                let r = c.get_frame(&mut out, &mut pool, true, undecoded_ok, &mut d, &mut |_| {});
+                concealed += r.concealed;
+                if r.relay.is_some() {
+                    relayed += 1;
+                    undecoded += u32::from(r.undecoded);
+                }
+                // Every undecoded frame is a relay (the caller must send its payload).
+                assert!(!r.undecoded || r.relay.is_some());
+            }
+            assert_eq!(concealed, 160, "the loss is concealed either way");
+            if undecoded_ok {
+                // Start-up and the frame merged after the loss are decoded; the rest is not.
+                assert!(d.decoded <= 3, "{} decoded", d.decoded);
+                assert!(
+                    d.fed >= 50 && undecoded == d.fed,
+                    "{} fed, {undecoded}",
+                    d.fed
+                );
+            } else {
+                assert_eq!((d.fed, undecoded), (0, 0));
+                assert!(d.decoded >= 55, "{} decoded", d.decoded);
+            }
+            assert!(relayed >= 50, "{relayed} relayed");
+        }
+    }
+
     #[test]
     fn a_lost_packet_is_concealed_in_place() {
         let mut c = chan();

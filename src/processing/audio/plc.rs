@@ -414,14 +414,10 @@ impl PcmPlc {
             self.shape.pending_len = keep.len();
             self.shape.cooldown = SHAPE_INTERVAL_BLOCKS;
         }
-        // Same ring positions as save_history.
-        let h = self.coded.len();
-        let first = (h - self.hist_pos).min(codes.len());
-        let (head, tail) = codes.split_at(first);
-        self.coded[self.hist_pos..self.hist_pos + first].copy_from_slice(head);
-        self.coded[..tail.len()].copy_from_slice(tail);
-        self.hist_pos = (self.hist_pos + codes.len()) % h;
-        self.coded_pending = (usize::from(self.coded_pending) + codes.len()).min(h) as u16;
+        // At the positions the decoded samples would take in `history`.
+        self.hist_pos = ring_write(&mut self.coded, self.hist_pos, codes);
+        self.coded_pending =
+            (usize::from(self.coded_pending) + codes.len()).min(self.coded.len()) as u16;
         if self.signalled_used {
             self.signalled_rms = None;
             self.signalled_used = false;
@@ -811,13 +807,7 @@ impl PcmPlc {
     /// Appends `x` to the history ring (only its last `history.len()` samples matter).
     fn save_history(&mut self, x: &[i16]) {
         self.materialize();
-        let h = self.history.len();
-        let x = &x[x.len().saturating_sub(h)..];
-        let first = (h - self.hist_pos).min(x.len());
-        let (head, tail) = x.split_at(first);
-        self.history[self.hist_pos..self.hist_pos + first].copy_from_slice(head);
-        self.history[..tail.len()].copy_from_slice(tail);
-        self.hist_pos = (self.hist_pos + x.len()) % h;
+        self.hist_pos = ring_write(&mut self.history, self.hist_pos, x);
     }
 
     /// Tracks the energy of real 10 ms blocks for the comfort-noise level, and the
@@ -958,6 +948,21 @@ const SQRT_3: f32 = 1.732_050_8;
 
 /// Seed of the comfort-noise generator.
 const NOISE_SEED: u32 = 0x9E37_79B9;
+
+/// Writes the last `ring.len()` items of `x` into `ring` from `pos` on, wrapping; returns
+/// the position after them (the history ring and the coded ring beside it share positions).
+fn ring_write<T: Copy>(ring: &mut [T], pos: usize, x: &[T]) -> usize {
+    let h = ring.len();
+    if h == 0 {
+        return 0;
+    }
+    let x = &x[x.len().saturating_sub(h)..];
+    let first = (h - pos).min(x.len());
+    let (head, tail) = x.split_at(first);
+    ring[pos..pos + first].copy_from_slice(head);
+    ring[..tail.len()].copy_from_slice(tail);
+    (pos + x.len()) % h
+}
 
 /// Σ a·b over the common length, summed in 8 independent lanes so that the compiler
 /// vectorises it (a single float accumulator must be summed in order, which it cannot).

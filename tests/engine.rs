@@ -1220,8 +1220,9 @@ fn opus_to_pcmu_bridge_transcodes_and_resamples_both_ways() {
     }
 }
 
-#[test]
-fn opus_relay_passes_payloads_through_undecoded_and_leaves_losses_to_the_far_end() {
+/// A started virtual-clock engine for Opus relay tests (fixed jitter buffer, 20 ms of
+/// 48 kHz frames).
+fn opus_relay_engine() -> MediaEngine {
     let e = MediaEngine::new(EngineConfig {
         clock: ClockMode::Virtual,
         sessions_per_lane: 4,
@@ -1231,6 +1232,23 @@ fn opus_relay_passes_payloads_through_undecoded_and_leaves_losses_to_the_far_end
     })
     .unwrap();
     e.start().unwrap();
+    e
+}
+
+/// Opus packet `k` of a continuous 48 kHz tone, 20 ms per packet.
+fn opus_tone_packet(enc: &mut opus::Encoder, k: usize) -> Vec<u8> {
+    let pcm: Vec<i16> = (0..960)
+        .map(|i| (((k * 960 + i) as f64 * 0.0576).sin() * 8000.0) as i16)
+        .collect();
+    let mut payload = vec![0u8; 400];
+    let n = enc.encode(&pcm, &mut payload).unwrap();
+    payload.truncate(n);
+    payload
+}
+
+#[test]
+fn opus_relay_passes_payloads_through_undecoded_and_leaves_losses_to_the_far_end() {
+    let e = opus_relay_engine();
     let (a, b) = call(&e, 1, CodecSpec::OPUS, CodecSpec::OPUS);
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
     let mut enc = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
@@ -1239,12 +1257,7 @@ fn opus_relay_passes_payloads_through_undecoded_and_leaves_losses_to_the_far_end
     let mut out = Vec::new();
     let lost = [30usize, 31, 45];
     for k in 0..60usize {
-        let pcm: Vec<i16> = (0..960)
-            .map(|i| (((k * 960 + i) as f64 * 0.0576).sin() * 8000.0) as i16)
-            .collect();
-        let mut payload = vec![0u8; 400];
-        let n = enc.encode(&pcm, &mut payload).unwrap();
-        payload.truncate(n);
+        let payload = opus_tone_packet(&mut enc, k);
         if !lost.contains(&k) {
             rtp(111, k as u16, 960 * k as u32, 7, k == 0, &payload, &mut pkt);
             ing.push(b, &pkt).unwrap();
@@ -1283,15 +1296,7 @@ fn an_opus_relay_to_a_leg_with_an_echo_canceller_still_decodes_its_reference() {
     // What is sent to a leg is its echo canceller's reference: relayed payloads must still
     // be decoded for it (an undecoded relay would leave the canceller without a reference).
     use media_core::processing::audio::aec::AecConfig;
-    let e = MediaEngine::new(EngineConfig {
-        clock: ClockMode::Virtual,
-        sessions_per_lane: 4,
-        jitter: fixed_jitter(),
-        max_frame_samples: 960,
-        ..Default::default()
-    })
-    .unwrap();
-    e.start().unwrap();
+    let e = opus_relay_engine();
     let mut with_aec = MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20);
     with_aec.dsp.aec = Some(AecConfig::default());
     let (a, b) = e
@@ -1308,12 +1313,7 @@ fn an_opus_relay_to_a_leg_with_an_echo_canceller_still_decodes_its_reference() {
     let mut enc = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
     let (mut pkt, mut sent, mut out) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..40usize {
-        let pcm: Vec<i16> = (0..960)
-            .map(|i| (((k * 960 + i) as f64 * 0.0576).sin() * 8000.0) as i16)
-            .collect();
-        let mut payload = vec![0u8; 400];
-        let n = enc.encode(&pcm, &mut payload).unwrap();
-        payload.truncate(n);
+        let payload = opus_tone_packet(&mut enc, k);
         rtp(111, k as u16, 960 * k as u32, 7, k == 0, &payload, &mut pkt);
         ing.push(b, &pkt).unwrap();
         sent.push(payload);

@@ -257,23 +257,36 @@ enum State {
 /// Adaptive jitter buffer of encoded packets (see module docs). `N` is the packet capacity.
 #[derive(Debug)]
 ///
-/// Packets are kept struct-of-arrays with an occupancy bit mask: the per-frame scans read
-/// one `u64` and the timestamps of the few packets actually held, not every slot (with
+/// Packets are kept in slots with an occupancy bit mask: the per-frame scans read one
+/// `u64` and the few packets actually held (lowest free slot first, so they share a cache
+/// line), not every slot (with
 /// thousands of sessions per lane, touching 32 slots per frame was the lane's largest
 /// cache-miss cost). `N` is at most 64.
+#[repr(C)]
 pub struct AdaptiveBuffer<T, const N: usize = 32> {
+    // Declared in the order of use (`repr(C)` keeps it): what every insert and every frame
+    // reads and writes first, so a session's buffer costs a few cache lines per frame.
     /// Bit i set: slot i holds a packet.
     occ: u64,
     /// Bit i set: the packet in slot i starts a talkspurt or stream.
     first: u64,
-    ts: [u32; N],
-    dur: [u32; N],
-    items: [Option<T>; N],
     state: State,
     next_ts: u32,
     waited_ts: u32,
     empty_run_ts: u32,
-    delay: DelayManager,
+    /// Longest recent packet duration (decays toward the current one).
+    packet_ts: u32,
+    /// Growth decided but not yet started, timestamp units.
+    grow_ts: u32,
+    /// Rest of a growth in progress: the timeline stands still this much longer.
+    wait_left_ts: u32,
+    /// Packets measured since the stream (re)started, up to [`SETTLE_PACKETS`].
+    settle_packets: u8,
+    /// The start-up growth has been applied: no second one.
+    settled: bool,
+    /// Highest relative delay (above the running minimum) among those packets, ms
+    /// (`NEG_INFINITY`: none yet).
+    peak_jitter_ms: f32,
     clock_rate: u32,
     /// Beyond this many ms behind the playout point a packet is a restarted stream, not late.
     late_window_ts: u32,
@@ -281,19 +294,18 @@ pub struct AdaptiveBuffer<T, const N: usize = 32> {
     ahead_window_ts: u32,
     /// After this long with nothing buffered, the next packet starts a new talkspurt.
     idle_after_ts: u32,
-    /// Longest recent packet duration (decays toward the current one).
-    packet_ts: u32,
-    /// Packets measured since the stream (re)started, up to [`SETTLE_PACKETS`].
-    settle_packets: u8,
-    /// Highest relative delay (above the running minimum) among those packets, ms
-    /// (`NEG_INFINITY`: none yet).
-    peak_jitter_ms: f32,
-    /// Growth decided but not yet started, timestamp units.
-    grow_ts: u32,
-    /// Rest of a growth in progress: the timeline stands still this much longer.
-    wait_left_ts: u32,
-    /// The start-up growth has been applied: no second one.
-    settled: bool,
+    /// The packets, slot by slot (lowest free slot first, so the few held share a line).
+    slots: [Held<T>; N],
+    delay: DelayManager,
+}
+
+/// One buffered packet: its timestamp and duration beside it, so finding and taking it
+/// touches one cache line.
+#[derive(Debug)]
+struct Held<T> {
+    ts: u32,
+    dur: u32,
+    item: Option<T>,
 }
 
 /// Packets (from a stream's start) during which the delay is settled from the peak
@@ -326,9 +338,11 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         AdaptiveBuffer {
             occ: 0,
             first: 0,
-            ts: [0; N],
-            dur: [0; N],
-            items: std::array::from_fn(|_| None),
+            slots: std::array::from_fn(|_| Held {
+                ts: 0,
+                dur: 0,
+                item: None,
+            }),
             state: State::Idle,
             next_ts: 0,
             waited_ts: 0,
@@ -359,8 +373,8 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             return None;
         }
         bits(self.occ)
-            .find(|&i| self.ts[i] == self.next_ts)
-            .map(|i| self.dur[i])
+            .find(|&i| self.slots[i].ts == self.next_ts)
+            .map(|i| self.slots[i].dur)
     }
 
     /// The packet that continues the timeline, if held (not taken): after a gap was
@@ -368,8 +382,8 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
     #[inline]
     pub fn peek_next(&self) -> Option<&T> {
         bits(self.occ)
-            .find(|&i| self.ts[i] == self.next_ts)
-            .and_then(|i| self.items[i].as_ref())
+            .find(|&i| self.slots[i].ts == self.next_ts)
+            .and_then(|i| self.slots[i].item.as_ref())
     }
 
     /// Packets held.
@@ -386,7 +400,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
     fn take(&mut self, i: usize) -> Option<T> {
         self.occ &= !(1 << i);
         self.first &= !(1 << i);
-        self.items[i].take()
+        self.slots[i].item.take()
     }
 
     /// The delay estimator.
@@ -420,8 +434,9 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
     pub fn buffered_ts(&self) -> u32 {
         let mut end = 0u32;
         for i in bits(self.occ) {
-            let d = self.ts[i]
-                .wrapping_add(self.dur[i])
+            let d = self.slots[i]
+                .ts
+                .wrapping_add(self.slots[i].dur)
                 .wrapping_sub(self.next_ts);
             if (d as i32) > 0 {
                 end = end.max(d);
@@ -437,12 +452,13 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
     pub fn held_ts(&self) -> u32 {
         bits(self.occ)
             .filter(|&i| {
-                (self.ts[i]
-                    .wrapping_add(self.dur[i])
+                (self.slots[i]
+                    .ts
+                    .wrapping_add(self.slots[i].dur)
                     .wrapping_sub(self.next_ts) as i32)
                     > 0
             })
-            .map(|i| self.dur[i])
+            .map(|i| self.slots[i].dur)
             .sum()
     }
 
@@ -452,9 +468,9 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         if free < N {
             self.occ |= 1 << free;
             self.first |= u64::from(first) << free;
-            self.ts[free] = ts;
-            self.dur[free] = dur;
-            self.items[free] = Some(item);
+            self.slots[free].ts = ts;
+            self.slots[free].dur = dur;
+            self.slots[free].item = Some(item);
         }
     }
 
@@ -607,7 +623,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                 }
             }
         }
-        if bits(self.occ).any(|i| self.ts[i] == ts) {
+        if bits(self.occ).any(|i| self.slots[i].ts == ts) {
             return Insert::Duplicate(item);
         }
         self.delay.update(ts, arrival_ns, dur_ms);
@@ -623,9 +639,9 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         if self.len() == N {
             // Full: drop the oldest packet; its audio is skipped.
             let oldest =
-                bits(self.occ).min_by_key(|&i| self.ts[i].wrapping_sub(self.next_ts) as i32);
+                bits(self.occ).min_by_key(|&i| self.slots[i].ts.wrapping_sub(self.next_ts) as i32);
             if let Some(i) = oldest {
-                let (ets, edur) = (self.ts[i], self.dur[i]);
+                let (ets, edur) = (self.slots[i].ts, self.slots[i].dur);
                 if let Some(item) = self.take(i) {
                     if (ets.wrapping_sub(self.next_ts) as i32) >= 0 {
                         self.next_ts = ets.wrapping_add(edur);
@@ -668,8 +684,8 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         }
         // The packet that continues the timeline.
         let at = self.next_ts;
-        if let Some(i) = bits(self.occ).find(|&i| self.ts[i] == at) {
-            let (dur, first) = (self.dur[i], self.first & (1 << i) != 0);
+        if let Some(i) = bits(self.occ).find(|&i| self.slots[i].ts == at) {
+            let (dur, first) = (self.slots[i].dur, self.first & (1 << i) != 0);
             if let Some(item) = self.take(i) {
                 self.next_ts = at.wrapping_add(dur);
                 self.empty_run_ts = 0;
@@ -694,7 +710,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                 return Next::Empty { dur_ts: dur };
             }
             let next_ahead = bits(self.occ)
-                .map(|i| self.ts[i].wrapping_sub(at))
+                .map(|i| self.slots[i].ts.wrapping_sub(at))
                 .filter(|&d| (d as i32) > 0)
                 .min();
             let dur = match next_ahead {
@@ -724,7 +740,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
     pub fn drop_stale(&mut self, release: &mut impl FnMut(T)) -> usize {
         let mut n = 0;
         for i in bits(self.occ) {
-            let end = self.ts[i].wrapping_add(self.dur[i]);
+            let end = self.slots[i].ts.wrapping_add(self.slots[i].dur);
             if (end.wrapping_sub(self.next_ts) as i32) <= 0 {
                 if let Some(item) = self.take(i) {
                     release(item);

@@ -103,10 +103,6 @@ struct NoiseShape {
     backward: [f32; SHAPE_ORDER + 1],
     /// √Π(1 − k²): the filter's power gain divided out of the excitation.
     norm: f32,
-    /// Blocks until the next background frame is kept.
-    cooldown: u32,
-    /// The shape came from a SID and holds until real audio resumes after its gap.
-    signalled: bool,
     /// The last background frame kept and not yet analysed (its last 20 ms at most):
     /// `pending[..pending_len]`.
     pending: Box<[i16]>,
@@ -120,8 +116,6 @@ impl NoiseShape {
             k: [0.0; SHAPE_ORDER],
             backward: [0.0; SHAPE_ORDER + 1],
             norm: 1.0,
-            cooldown: 0,
-            signalled: false,
             pending: vec![0; pending_cap].into_boxed_slice(),
             pending_len: 0,
         }
@@ -132,8 +126,6 @@ impl NoiseShape {
         self.k = [0.0; SHAPE_ORDER];
         self.backward = [0.0; SHAPE_ORDER + 1];
         self.norm = 1.0;
-        self.cooldown = 0;
-        self.signalled = false;
         self.pending_len = 0;
     }
 
@@ -188,17 +180,44 @@ impl NoiseShape {
 /// position so the concealer's inline state, part of every session's hot state, stays
 /// small).
 #[derive(Debug, Clone)]
+#[repr(C)]
 struct Background {
-    /// Mean square per block; `ms[pos]` is the oldest once `filled` reaches the length.
-    ms: [f32; BACKGROUND_BLOCKS],
     pos: usize,
     filled: usize,
+    /// The smallest of [`Background::recent`] (infinite while empty), kept as blocks come
+    /// and go so a frame's background test reads one value, not the whole ring.
+    quietest: f32,
+    /// Mean square per block; `ms[pos]` is the oldest once `filled` reaches the length.
+    ms: [f32; BACKGROUND_BLOCKS],
 }
 
 impl Background {
+    fn new() -> Self {
+        Background {
+            pos: 0,
+            filled: 0,
+            quietest: f32::INFINITY,
+            ms: [0.0; BACKGROUND_BLOCKS],
+        }
+    }
+
     /// The blocks seen so far (at most [`BACKGROUND_BLOCKS`]), in ring order.
     fn recent(&self) -> &[f32] {
         &self.ms[..self.filled]
+    }
+
+    /// Adds the mean square of a completed block, replacing the oldest once full.
+    fn push(&mut self, ms: f32) {
+        let full = self.filled == BACKGROUND_BLOCKS;
+        let evicted = std::mem::replace(&mut self.ms[self.pos], ms);
+        self.pos = (self.pos + 1) % BACKGROUND_BLOCKS;
+        self.filled = (self.filled + 1).min(BACKGROUND_BLOCKS);
+        if ms <= self.quietest {
+            self.quietest = ms;
+        } else if full && evicted <= self.quietest {
+            // The minimum left the window: rescan (rare: once per minimum's lifetime).
+            self.quietest = min_of(self.recent());
+        }
     }
 }
 
@@ -212,7 +231,41 @@ const COMFORT_NOISE_MAX_RMS: f32 = 256.0;
 /// Sized for one sample rate at construction; see the [module docs](self) for the
 /// algorithm and the real-time contract.
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub struct PcmPlc {
+    // Declared in the order of use (`repr(C)` keeps it): the fields every real frame reads
+    // and writes come first, so feeding a frame touches two or three cache lines of this
+    // state, not all of it (a lane walks thousands of these per tick).
+    /// Concealed samples since the last real frame.
+    run: usize,
+    /// Overlap-add of the synthetic signal into the real one after a loss.
+    merge_len: usize,
+    merge_pos: usize,
+    hist_pos: usize,
+    /// G.711 codes of frames fed undecoded ([`PcmPlc::good_coded_frame`]), at the same
+    /// ring positions as `history`: the last `coded_pending` positions before `hist_pos`
+    /// hold codes only, decoded into `history` when a loss (or a decoded frame) needs them.
+    coded: Box<[u8]>,
+    /// Mean square of recent 10 ms blocks of real signal (ring).
+    /// Heap-allocated (written once per 10 ms block) to keep the inline state small: the
+    /// concealer lives in every session's hot state.
+    background: Box<Background>,
+    block_fill: usize,
+    /// 10 ms in samples: the unit of the attenuation and period-growth schedule.
+    block_len: usize,
+    block_energy: f32,
+    coded_pending: u16,
+    coded_law: Law,
+    /// A gap has used `signalled_rms` (the next real frame ends it).
+    signalled_used: bool,
+    /// 10 ms blocks before another background frame is kept for the comfort noise's shape.
+    shape_cooldown: u32,
+    /// The shape came from the sender (RFC 3389 SID), not from the background.
+    shape_signalled: bool,
+    /// The last `history.len()` output samples, as a ring; `hist_pos` is the oldest.
+    history: Box<[i16]>,
+    /// Spectral shape of the comfort noise.
+    shape: Box<NoiseShape>,
     sample_rate_hz: u32,
     /// Shortest pitch period searched (5 ms), in samples.
     pitch_min: usize,
@@ -222,22 +275,10 @@ pub struct PcmPlc {
     corr_len: usize,
     /// Lag step of the coarse pitch search (2 at 8 kHz: App. I `NDEC`).
     coarse_step: usize,
-    /// 10 ms in samples: the unit of the attenuation and period-growth schedule.
-    block_len: usize,
     /// Growth of the merge overlap per extra 10 ms lost (4 ms), in samples.
     merge_step: usize,
     /// [`ATTENUATION_PER_BLOCK`] spread over the samples of a block.
     attenuation_per_sample: f32,
-
-    /// The last `history.len()` output samples, as a ring; `hist_pos` is the oldest.
-    history: Box<[i16]>,
-    hist_pos: usize,
-    /// G.711 codes of frames fed undecoded ([`PcmPlc::good_coded_frame`]), at the same
-    /// ring positions as `history`: the last `coded_pending` positions before `hist_pos`
-    /// hold codes only, decoded into `history` when a loss (or a decoded frame) needs them.
-    coded: Box<[u8]>,
-    coded_pending: u16,
-    coded_law: Law,
     /// The history, in order, frozen when the current loss started. Three longest periods
     /// plus a quarter of one (App. I `HISTORYLEN`), enough for the three-period template
     /// and its seam overlap.
@@ -248,9 +289,6 @@ pub struct PcmPlc {
     /// one while the cross-fade after a growth lasts. Three longest periods each.
     cycle: Box<[f32]>,
     old_cycle: Box<[f32]>,
-
-    /// Concealed samples since the last real frame.
-    run: usize,
     /// Pitch period of the current or last loss, in samples.
     pitch: usize,
     /// Quarter of `pitch`: every overlap-add at a seam is this long.
@@ -267,30 +305,15 @@ pub struct PcmPlc {
     xfade_pos: usize,
     old_len: usize,
     old_offset: usize,
-
-    /// Overlap-add of the synthetic signal into the real one after a loss.
-    merge_len: usize,
-    merge_pos: usize,
     merge_gain: f32,
     /// The last lost samples were filled by [`PcmPlc::comfort_noise`].
     noise_fill: bool,
-
-    /// Mean square of recent 10 ms blocks of real signal (ring).
-    /// Heap-allocated (written once per 10 ms block) to keep the inline state small: the
-    /// concealer lives in every session's hot state.
-    background: Box<Background>,
-    block_energy: f32,
-    block_fill: usize,
     /// Comfort noise RMS for the current loss, in sample units.
     noise_rms: f32,
     /// Comfort-noise level the sender signalled (RFC 3389 SID), until real audio resumes.
     signalled_rms: Option<f32>,
-    /// A gap has used `signalled_rms` (the next real frame ends it).
-    signalled_used: bool,
     /// Xorshift32 state of the noise generator (never zero).
     noise_state: u32,
-    /// Spectral shape of the comfort noise.
-    shape: Box<NoiseShape>,
 }
 
 impl PcmPlc {
@@ -336,11 +359,9 @@ impl PcmPlc {
             merge_pos: 0,
             merge_gain: 0.0,
             noise_fill: false,
-            background: Box::new(Background {
-                ms: [0.0; BACKGROUND_BLOCKS],
-                pos: 0,
-                filled: 0,
-            }),
+            background: Box::new(Background::new()),
+            shape_cooldown: 0,
+            shape_signalled: false,
             block_energy: 0.0,
             block_fill: 0,
             noise_rms: 0.0,
@@ -382,7 +403,7 @@ impl PcmPlc {
         if self.signalled_used {
             self.signalled_rms = None;
             self.signalled_used = false;
-            self.shape.signalled = false;
+            self.shape_signalled = false;
         }
     }
 
@@ -412,7 +433,7 @@ impl PcmPlc {
             let keep = &codes[codes.len().saturating_sub(self.shape.pending.len())..];
             law.decode(keep, &mut self.shape.pending);
             self.shape.pending_len = keep.len();
-            self.shape.cooldown = SHAPE_INTERVAL_BLOCKS;
+            self.shape_cooldown = SHAPE_INTERVAL_BLOCKS;
         }
         // At the positions the decoded samples would take in `history`.
         self.hist_pos = ring_write(&mut self.coded, self.hist_pos, codes);
@@ -421,7 +442,7 @@ impl PcmPlc {
         if self.signalled_used {
             self.signalled_rms = None;
             self.signalled_used = false;
-            self.shape.signalled = false;
+            self.shape_signalled = false;
         }
         true
     }
@@ -485,9 +506,9 @@ impl PcmPlc {
         self.merge_len = 0;
         self.merge_pos = 0;
         self.noise_fill = false;
-        self.background.ms = [0.0; BACKGROUND_BLOCKS];
-        self.background.pos = 0;
-        self.background.filled = 0;
+        *self.background = Background::new();
+        self.shape_cooldown = 0;
+        self.shape_signalled = false;
         self.block_energy = 0.0;
         self.block_fill = 0;
         self.noise_state = NOISE_SEED;
@@ -817,17 +838,17 @@ impl PcmPlc {
         if self.is_background_frame(frame_energy, frame.len()) {
             // Analysed only if comfort noise is needed before the next one is kept.
             self.shape.keep(frame);
-            self.shape.cooldown = SHAPE_INTERVAL_BLOCKS;
+            self.shape_cooldown = SHAPE_INTERVAL_BLOCKS;
         }
     }
 
     /// True when a frame of `len` samples and energy `frame_energy` is at the background
     /// level and a new background frame is due for the comfort noise's shape.
     fn is_background_frame(&self, frame_energy: f32, len: usize) -> bool {
-        if self.shape.cooldown > 0 || self.shape.signalled || self.background.filled == 0 {
+        if self.shape_cooldown > 0 || self.shape_signalled || self.background.filled == 0 {
             return false;
         }
-        let quietest = min_of(self.background.recent());
+        let quietest = self.background.quietest;
         let mean_square = frame_energy / len as f32;
         mean_square > 0.0 && mean_square <= BACKGROUND_MARGIN * quietest.max(1.0)
     }
@@ -850,13 +871,11 @@ impl PcmPlc {
             self.block_energy += e;
             self.block_fill += n;
             if self.block_fill == self.block_len {
-                let b = &mut *self.background;
-                b.ms[b.pos] = self.block_energy / self.block_len as f32;
-                b.pos = (b.pos + 1) % BACKGROUND_BLOCKS;
-                b.filled = (b.filled + 1).min(BACKGROUND_BLOCKS);
+                self.background
+                    .push(self.block_energy / self.block_len as f32);
                 self.block_energy = 0.0;
                 self.block_fill = 0;
-                self.shape.cooldown = self.shape.cooldown.saturating_sub(1);
+                self.shape_cooldown = self.shape_cooldown.saturating_sub(1);
             }
         }
         total
@@ -891,7 +910,7 @@ impl PcmPlc {
     pub fn set_comfort_noise(&mut self, rms: f32, reflection: &[f32]) {
         if !reflection.is_empty() {
             self.shape.set(reflection.iter().copied());
-            self.shape.signalled = true;
+            self.shape_signalled = true;
             self.shape.pending_len = 0;
         }
         let rms = if rms.is_finite() {
@@ -1030,6 +1049,24 @@ fn energy(x: &[i16]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kept_background_minimum_equals_the_minimum_of_the_ring() {
+        // Levels rising and falling over several wraps of the ring, so the minimum leaves
+        // the window many times (each time it must be found again among the rest).
+        let mut b = Background::new();
+        assert_eq!(b.quietest, f32::INFINITY);
+        let mut x = 12345u32;
+        for i in 0..10 * BACKGROUND_BLOCKS {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let trend = ((i / 50) % 3) as f32 * 1000.0;
+            b.push(trend + (x % 997) as f32);
+            assert_eq!(b.quietest, min_of(b.recent()), "after {} blocks", i + 1);
+        }
+        assert_eq!(b.recent().len(), BACKGROUND_BLOCKS);
+    }
 
     /// A voiced, speech-like test signal: harmonics of `f0_hz` up to 3.4 kHz with 1/k²
     /// amplitudes (a glottal-pulse-like -12 dB/octave slope), peak about 8,000.

@@ -10,12 +10,22 @@
 //! Running out of tokens is how slab exhaustion shows: the stage that needs a slot
 //! finds its free ring empty and counts a drop. Nothing allocates after construction.
 
+use core::num::NonZeroU32;
+
 use super::sync::Cell;
 
 #[cfg(not(loom))]
 static NEXT_SLAB_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
-fn next_slab_id() -> u32 {
+/// A fresh slab id, never zero (zero is the niche that makes `Option<Token>` as small as a
+/// token: jitter buffers hold dozens of them per session).
+fn next_slab_id() -> NonZeroU32 {
+    let id = next_raw_id();
+    // Ids wrap only after 2^32 slabs; skip zero if they ever do.
+    NonZeroU32::new(id).unwrap_or(NonZeroU32::MIN)
+}
+
+fn next_raw_id() -> u32 {
     #[cfg(not(loom))]
     {
         NEXT_SLAB_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -35,7 +45,7 @@ fn next_slab_id() -> u32 {
 /// The right to access one slot of one slab. Not `Clone`: exactly one exists per slot.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Token {
-    slab: u32,
+    slab: NonZeroU32,
     index: u32,
 }
 
@@ -49,7 +59,7 @@ impl Token {
 /// Fixed-capacity slot storage; see the module docs for the ownership protocol.
 #[derive(Debug)]
 pub struct Slab<T> {
-    id: u32,
+    id: NonZeroU32,
     slots: Box<[Cell<T>]>,
     hint: usize,
 }

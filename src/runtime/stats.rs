@@ -76,6 +76,7 @@ macro_rules! counter_block {
     ($(#[$m:meta])* $name:ident / $snap:ident { $($(#[$fm:meta])* $field:ident),* $(,)? }) => {
         $(#[$m])*
         #[derive(Debug, Default)]
+        #[repr(C)]
         pub struct $name { $($(#[$fm])* pub $field: Counter,)* }
 
         /// A point-in-time copy of the counters.
@@ -108,54 +109,27 @@ counter_block! {
     /// counter's add is a load and a store, so two writer threads, as in the split
     /// topology, would lose counts): where two stages see the same kind of event, each has
     /// its own field (`rx_duplicates` / `jb_duplicates`, `rx_resyncs` / `jb_resyncs`,
-    /// `rx_undecodable` / `codec_errors`).
+    /// `rx_undecodable` / `codec_errors`). Declared in groups by the stage that writes them
+    /// every packet or frame, each group one cache line of the 64-byte aligned
+    /// [`SessionCell`], so a stage dirties one line of a session's counters, not several.
     SessionCounters / SessionStats {
+        // Written jitter stage, every packet (with the cell's sequence word, one cache line).
         /// Packets accepted into the jitter stage (includes zero-length keepalives).
         rx_packets,
         /// Payload bytes accepted.
         rx_payload_bytes,
-        /// Zero-length payloads (keepalives): counted, never decoded.
-        rx_empty_payloads,
-        /// Packets whose payload type is not negotiated for this session.
-        rx_unsupported_pt,
-        /// Packets that arrived after their audio was played or concealed.
-        rx_late,
-        /// Packets already seen by RFC 3550 sequence tracking (jitter stage).
-        rx_duplicates,
-        /// Times the receive stream was resynchronised (SSRC change, sequence jump; jitter
-        /// stage).
-        rx_resyncs,
-        /// Packets the jitter buffer already held or played that sequence tracking let
-        /// through (decode stage; total duplicates = `rx_duplicates + jb_duplicates`).
-        jb_duplicates,
-        /// Times the jitter buffer re-anchored on a timestamp jump (decode stage).
-        jb_resyncs,
-        /// Packets whose payload the decoder could not size (decode stage).
-        rx_undecodable,
-        /// Frames produced from decoded audio (not relayed).
-        frames_decoded,
-        /// Frames relayed without decoding (same codec both sides).
-        frames_relayed,
-        /// Frame periods with nothing to play (no stream yet, prebuffering, or stopped).
-        frames_missing,
-        /// RFC 4733 telephone-event packets received (routed to DTMF handling).
-        rx_dtmf_packets,
-        /// RFC 3389 comfort-noise (SID) packets received.
-        rx_cn_packets,
-        /// RFC 4733 telephone-event packets sent.
-        tx_dtmf_packets,
-        /// `send_dtmf` requests refused on the lane (a digit still being sent).
-        tx_dtmf_refused,
-        /// Packets that arrived out of order (RFC 3550 sequence tracking).
-        rx_reordered,
         /// Packets expected from the extended sequence range (RFC 3550 A.3); gauge.
         rx_expected,
         /// Cumulative packets lost (RFC 3550 A.3, clamped at 0); gauge.
         rx_lost,
         /// RFC 3550 interarrival jitter in timestamp units; gauge.
         rx_jitter_ts,
-        /// Packets dropped because the jitter buffer was full (oldest dropped).
-        jb_overflows,
+        /// Packets that arrived out of order (RFC 3550 sequence tracking).
+        rx_reordered,
+        /// Times the receive stream was resynchronised (SSRC change, sequence jump; jitter
+        /// stage).
+        rx_resyncs,
+        // Written decode stage, every frame.
         /// Jitter buffer target delay, ms; gauge.
         jb_target_ms,
         /// Jitter buffer current level (buffered + pending decoded audio), ms; gauge.
@@ -165,28 +139,61 @@ counter_block! {
         /// decodes them only if a loss needs them). Undecoded Opus and G.722 relays, whose
         /// packets never reach a decoder or the concealer, are not counted.
         packets_decoded,
-        /// Frames that contain concealed (or comfort noise) audio.
-        frames_concealed,
-        /// Samples synthesised by concealment or comfort noise.
-        samples_concealed,
+        /// Frames relayed without decoding (same codec both sides).
+        frames_relayed,
+        /// Frames produced from decoded audio (not relayed).
+        frames_decoded,
         /// Samples removed by time compression (accelerate).
         samples_accelerated,
         /// Samples added by time expansion.
         samples_expanded,
-        /// Frames dropped because the frame slab was exhausted.
-        slab_exhausted,
-        /// Frames dropped because there was no peer to send them to.
-        no_sink,
+        /// Packets that arrived after their audio was played or concealed.
+        rx_late,
+        // Written DSP and encode stages every frame, and concealment.
         /// Frames run through the DSP stage.
         frames_processed,
         /// RTP packets produced for sending.
         tx_packets,
         /// Payload bytes produced for sending.
         tx_payload_bytes,
-        /// Packets not produced because the egress ring had no free slot.
-        tx_egress_full,
+        /// Frames that contain concealed (or comfort noise) audio.
+        frames_concealed,
+        /// Samples synthesised by concealment or comfort noise.
+        samples_concealed,
+        /// Frame periods with nothing to play (no stream yet, prebuffering, or stopped).
+        frames_missing,
         /// Encoder failures (encode stage).
         codec_errors,
+        /// Packets not produced because the egress ring had no free slot.
+        tx_egress_full,
+        // Written rare events.
+        /// Zero-length payloads (keepalives): counted, never decoded.
+        rx_empty_payloads,
+        /// Packets whose payload type is not negotiated for this session.
+        rx_unsupported_pt,
+        /// Packets already seen by RFC 3550 sequence tracking (jitter stage).
+        rx_duplicates,
+        /// Packets the jitter buffer already held or played that sequence tracking let
+        /// through (decode stage; total duplicates = `rx_duplicates + jb_duplicates`).
+        jb_duplicates,
+        /// Times the jitter buffer re-anchored on a timestamp jump (decode stage).
+        jb_resyncs,
+        /// Packets whose payload the decoder could not size (decode stage).
+        rx_undecodable,
+        /// RFC 4733 telephone-event packets received (routed to DTMF handling).
+        rx_dtmf_packets,
+        /// RFC 3389 comfort-noise (SID) packets received.
+        rx_cn_packets,
+        /// RFC 4733 telephone-event packets sent.
+        tx_dtmf_packets,
+        /// `send_dtmf` requests refused on the lane (a digit still being sent).
+        tx_dtmf_refused,
+        /// Packets dropped because the jitter buffer was full (oldest dropped).
+        jb_overflows,
+        /// Frames dropped because the frame slab was exhausted.
+        slab_exhausted,
+        /// Frames dropped because there was no peer to send them to.
+        no_sink,
     }
 }
 
@@ -224,8 +231,10 @@ counter_block! {
     }
 }
 
-/// The session counter block with its reuse sequence word (see module docs).
+/// The session counter block with its reuse sequence word (see module docs). Aligned to a
+/// cache line so the counter groups of [`SessionCounters`] fall on line boundaries.
 #[derive(Debug, Default)]
+#[repr(C, align(64))]
 pub struct SessionCell {
     seq: AtomicU64,
     /// The counters.

@@ -450,6 +450,10 @@ struct Scalars {
     hangover_left: u32,
     /// Σ over bands of the detection noise of the last block.
     noise_total: f32,
+    /// Σ over bands of the noise average, kept up to date wherever the average changes
+    /// (the recursive average of the sums is the sum of the averages), so that it is not
+    /// summed again every block.
+    average_total: f32,
     /// Smoothed analysed-band power of speech blocks (0 before any speech).
     speech_band_power: f32,
     /// Smoothed mean square of speech blocks (0 before any speech).
@@ -470,6 +474,7 @@ impl Scalars {
         in_talkspurt: false,
         hangover_left: 0,
         noise_total: 0.0,
+        average_total: 0.0,
         speech_band_power: 0.0,
         speech_mean_square: 0.0,
         last_speech: false,
@@ -662,11 +667,8 @@ impl VadCore {
         let band_power = sum(b.power);
         // The click test on the windowed energy in 1.25 ms sub-blocks.
         let sub_energy = &spectral.sub_energy;
-        let window_energy: f32 = sub_energy.iter().sum();
-        let densest_pair = sub_energy
-            .windows(2)
-            .map(|p| p[0] + p[1])
-            .fold(0.0f32, fast_max);
+        let window_energy = sum(sub_energy);
+        let densest_pair = densest_pair(sub_energy);
         let impulsive = densest_pair > CLICK_CONCENTRATION * window_energy && window_energy > 0.0;
         let block_energy = spectral.block_energy;
         let s = &mut self.s;
@@ -702,7 +704,7 @@ impl VadCore {
             let noise_like = (whitened < NOISE_GATE && s.feature < threshold)
                 || whitened_by_minimum < MIN_STAT_GATE;
             if noise_like {
-                s.update_noise_average(&mut b);
+                s.update_noise_average(&mut b, band_power);
             }
             // Over the first blocks the noise estimate rests on few blocks: a talkspurt
             // needs a block further above it to start (+1.8 dB on the second block,
@@ -802,6 +804,7 @@ impl Scalars {
             total += mean;
         }
         self.noise_total = total;
+        self.average_total = total;
     }
 
     /// Minimum statistics (Martin 2001): the minimum of the smoothed power over six
@@ -822,12 +825,13 @@ impl Scalars {
             *ms_noise = MIN_STAT_BIAS * fast_min(*ring_min, *window_min);
         }
         let ms_total = sum(b.ms_noise);
-        let average_total = sum(b.noise_average);
+        let average_total = self.average_total;
         // Not over the first sub-window, where the minimum of a few blocks times the bias
         // overestimates the noise.
         if ms_total > RESEED_RATIO * average_total && self.blocks > MIN_STAT_SUBWINDOW_BLOCKS {
             // The noise has risen: no block looks like noise to the average any more.
             b.noise_average.copy_from_slice(b.ms_noise);
+            self.average_total = ms_total;
         }
         for ((noise, average), ms_noise) in b
             .noise
@@ -856,9 +860,11 @@ impl Scalars {
     }
 
     /// Recursive average of the noise blocks; over the first blocks a running mean, so
-    /// that it does not hang on to the first block.
-    fn update_noise_average(&self, b: &mut Bands<'_>) {
+    /// that it does not hang on to the first block. `band_power`: Σ of the block's band
+    /// powers, averaged into the total the same way.
+    fn update_noise_average(&mut self, b: &mut Bands<'_>, band_power: f32) {
         let a = NOISE_SMOOTHING.min(1.0 - 1.0 / self.blocks as f32);
+        self.average_total = a * self.average_total + (1.0 - a) * band_power;
         for (average, p) in b.noise_average.iter_mut().zip(b.power.iter()) {
             *average = a * *average + (1.0 - a) * p;
         }
@@ -888,62 +894,117 @@ impl Scalars {
 /// spectrum; smoothing halves the variance of its estimate).
 fn whitened_energies(b: &Bands<'_>) -> (f32, f32) {
     let bands = b.power.len() as f32;
+    let (by_noise, by_minimum) = whitened(b.power, b.noise, b.ms_noise);
+    (by_noise / bands, by_minimum / bands)
+}
+
+/// The largest energy of two adjacent sub-blocks (0 for fewer than two): the pairs
+/// [`LANES`] at a time, the last group overlapping the one before (a maximum does not
+/// mind counting a pair twice), so there is no scalar tail.
+fn densest_pair(energies: &[f32]) -> f32 {
+    let pairs = energies.len().saturating_sub(1);
+    if pairs < LANES {
+        return energies.windows(2).map(|p| p[0] + p[1]).fold(0.0, fast_max);
+    }
+    let mut best = [0.0f32; LANES];
+    let last = pairs - LANES;
+    let groups = energies.windows(LANES + 1).step_by(LANES);
+    for e in groups.chain(energies.get(last..=last + LANES)) {
+        for j in 0..LANES {
+            best[j] = fast_max(best[j], e[j] + e[j + 1]);
+        }
+    }
+    best.iter().copied().fold(0.0, fast_max)
+}
+
+/// Lanes of the vector loops below: four f32, one SSE register.
+const LANES: usize = 4;
+
+/// Σ power / noise over bands for two noise estimates (the detection noise and the
+/// minimum statistics), each noise smoothed [1 2 1]/4 across bands (at the edges the
+/// missing neighbour is replaced by the band itself), each ratio capped at
+/// [`MAX_BAND_RATIO`]. Needs at least [`LANES`] + 2 bands (there are 39 or more); with
+/// fewer it returns zeros.
+fn whitened(power: &[f32], noise: &[f32], ms_noise: &[f32]) -> (f32, f32) {
+    let bands = power.len();
+    if bands < LANES + 2 || noise.len() != bands || ms_noise.len() != bands {
+        return (0.0, 0.0);
+    }
+    // The inner bands four at a time, in four partial sums per estimate (independent
+    // chains of additions, the divisions four to a vector), from equal-length slices (no
+    // index arithmetic, no bounds checks); then the one or few bands left one by one.
+    let inner = bands - 2;
+    let whole = inner - inner % LANES;
+    let (mut by_noise, mut by_minimum) = ([0.0f32; LANES], [0.0f32; LANES]);
+    // One estimate per pass: with both in one loop the vectoriser pairs the two
+    // estimates' ratios instead of four bands'.
+    for (acc, n) in [(&mut by_noise, noise), (&mut by_minimum, ms_noise)] {
+        let groups = power[1..=whole]
+            .chunks_exact(LANES)
+            .zip(n.windows(LANES + 2).step_by(LANES));
+        for (p, n) in groups {
+            add_ratios(acc, lanes(p, 0), n);
+        }
+        for k in whole..inner {
+            acc[0] += ratio(power[k + 1], n[k], n[k + 1], n[k + 2]);
+        }
+    }
+    let edges = |n: &[f32]| {
+        let edge = |k: usize, inner: usize| {
+            fast_min(power[k] / (0.75 * n[k] + 0.25 * n[inner]), MAX_BAND_RATIO)
+        };
+        edge(0, 1) + edge(bands - 1, bands - 2)
+    };
     (
-        whitened(b.power, b.noise) / bands,
-        whitened(b.power, b.ms_noise) / bands,
+        by_noise.iter().sum::<f32>() + edges(noise),
+        by_minimum.iter().sum::<f32>() + edges(ms_noise),
     )
 }
 
-/// Σ power / noise over bands, the noise smoothed [1 2 1]/4 across bands (at the edges
-/// the missing neighbour is replaced by the band itself), each ratio capped at
-/// [`MAX_BAND_RATIO`]. Needs at least two bands (there are 39 or more).
-fn whitened(power: &[f32], noise: &[f32]) -> f32 {
-    let bands = noise.len();
-    let edge = |k: usize, inner: usize| {
-        fast_min(
-            power[k] / (0.75 * noise[k] + 0.25 * noise[inner]),
-            MAX_BAND_RATIO,
-        )
-    };
-    // Eight partial sums: independent chains of additions rather than one. Band i + 1
-    // goes into sum i % 8, taken eight bands at a time from equal-length slices (no
-    // `windows`, no index arithmetic), so the divisions run four to a vector.
-    let inner = bands - 2;
-    let ratio = |p: f32, lo: f32, mid: f32, hi: f32| {
-        fast_min(p / (0.25 * (lo + hi) + 0.5 * mid), MAX_BAND_RATIO)
-    };
-    let (lo, mid, hi) = (&noise[..inner], &noise[1..=inner], &noise[2..]);
-    let p = &power[1..=inner];
-    let mut acc = [0.0f32; 8];
-    let whole = inner - inner % 8;
-    for (((p, lo), mid), hi) in p[..whole]
-        .chunks_exact(8)
-        .zip(lo.chunks_exact(8))
-        .zip(mid.chunks_exact(8))
-        .zip(hi.chunks_exact(8))
-    {
-        for j in 0..8 {
-            acc[j] += ratio(p[j], lo[j], mid[j], hi[j]);
-        }
+/// `x[start..start + LANES]` as one vector (zeros where `x` is too short, which the
+/// callers rule out).
+#[inline(always)]
+fn lanes(x: &[f32], start: usize) -> [f32; LANES] {
+    let mut v = [0.0; LANES];
+    if let Some(s) = x.get(start..start + LANES) {
+        v.copy_from_slice(s);
     }
-    for (j, i) in (whole..inner).enumerate() {
-        acc[j] += ratio(p[i], lo[i], mid[i], hi[i]);
-    }
-    acc.iter().sum::<f32>() + edge(0, 1) + edge(bands - 1, bands - 2)
+    v
 }
 
-/// Σx, in eight partial sums so that the additions vectorise instead of waiting on each
-/// other (a sequential f32 sum does not: its order is part of its result).
+/// `acc += p / noise` for [`LANES`] bands, `noise` (`LANES` + 2 values) holding their
+/// noise and their outer neighbours'; see [`ratio`].
+#[inline(always)]
+fn add_ratios(acc: &mut [f32; LANES], p: [f32; LANES], noise: &[f32]) {
+    let (lo, mid, hi) = (lanes(noise, 0), lanes(noise, 1), lanes(noise, 2));
+    for j in 0..LANES {
+        acc[j] += ratio(p[j], lo[j], mid[j], hi[j]);
+    }
+}
+
+/// power / the noise smoothed [1 2 1]/4 (`lo`, `mid`, `hi`: the band's noise and its
+/// neighbours'), capped at [`MAX_BAND_RATIO`].
+#[inline(always)]
+fn ratio(power: f32, lo: f32, mid: f32, hi: f32) -> f32 {
+    fast_min(power / (0.25 * (lo + hi) + 0.5 * mid), MAX_BAND_RATIO)
+}
+
+/// Σx, in [`LANES`] partial sums so that the additions vectorise instead of waiting on
+/// each other (a sequential f32 sum does not: its order is part of its result); the
+/// values left over go one to each partial sum.
 fn sum(x: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for chunk in chunks {
+    let len = x.len();
+    let whole = len - len % LANES;
+    let mut acc = [0.0f32; LANES];
+    for chunk in x[..whole].chunks_exact(LANES) {
         for (a, v) in acc.iter_mut().zip(chunk) {
             *a += v;
         }
     }
-    acc.iter().sum::<f32>() + tail
+    for (a, v) in acc.iter_mut().zip(&x[whole..]) {
+        *a += v;
+    }
+    acc.iter().sum()
 }
 
 /// dBFS RMS of a mean square in sample units², at least [`MIN_LEVEL_DBFS`].

@@ -17,6 +17,7 @@ use super::msg::{
     Bundle, Downstream, DtmfSource, EgressSlot, FrameSlot, LaneEvent, Op, PacketSlot, PlayRange,
     ToDecode,
 };
+use super::prefetch;
 use super::slab::{Slab, Token};
 use super::stats::{LaneCounters, SessionCell, SessionCounters, TickHistogram};
 use super::sync::{Arc, AtomicBool, AtomicU64, Ordering};
@@ -325,9 +326,40 @@ impl JitterStage {
             .then_some(id.slot)
     }
 
+    /// Starts loading what the packets after the one being ingested will touch: packets
+    /// arrive in no session order the hardware could follow, so without this every session's
+    /// state is a wait on memory. Two ahead: the packet slot; one ahead (its slot loaded by
+    /// then): the session's jitter state and counters.
+    #[inline]
+    fn prefetch_ingress(&mut self) {
+        let ahead = self.ingress.slots().min(2);
+        let Ok(chunk) = self.ingress.read_chunk(ahead) else {
+            return;
+        };
+        let (a, b) = chunk.as_slices();
+        let mut next = a.iter().chain(b);
+        if let Some(t1) = next.next() {
+            let session = self.packets.with(t1, |p| {
+                prefetch::line(p.bytes.as_ptr());
+                p.session
+            });
+            let slot = SessionId::from_u64(session).slot as usize;
+            if let (Some(part), Some(cell)) =
+                (self.sessions.get(slot), self.shared.sessions.get(slot))
+            {
+                prefetch::object(part);
+                prefetch::line(cell);
+            }
+        }
+        if let Some(t2) = next.next() {
+            self.packets.prefetch(t2);
+        }
+    }
+
     fn drain_ingress(&mut self) {
         let mut redrained = false;
         while let Ok(mut tok) = self.ingress.pop() {
+            self.prefetch_ingress();
             let verdict = self.packets.with_mut(&mut tok, |p| {
                 let Some(bytes) = p.bytes.get(..p.len) else {
                     return Ingest::Malformed;
@@ -587,10 +619,35 @@ impl DecodeStage {
                 *m = (r.tick % k as u64) as u8;
             }
             let to = (r.to as usize).min(self.sessions.len());
-            for slot in (r.from as usize).min(to)..to {
-                let s = self.sched[slot];
-                if s != 0 && tick_mod[usize::from(s >> 4)] == s & 0xF {
-                    self.play(slot as u32);
+            let mut slot = (r.from as usize).min(to);
+            while slot < to {
+                // The due sessions of the next stretch, so that what each one's frame will
+                // touch (its concealer's rings and its packet, at addresses the hardware
+                // cannot guess) is loading while the ones before it play.
+                let mut due = ArrayVec::<u32, 32>::new();
+                while slot < to && !due.is_full() {
+                    let s = self.sched[slot];
+                    if s != 0 && tick_mod[usize::from(s >> 4)] == s & 0xF {
+                        due.push(slot as u32);
+                    }
+                    slot += 1;
+                }
+                for (i, &d) in due.iter().enumerate() {
+                    if i == 0 {
+                        for &n in due.iter().take(2) {
+                            self.prefetch_play(n, true);
+                        }
+                        if let Some(&n) = due.get(1) {
+                            self.prefetch_play(n, false);
+                        }
+                    }
+                    if let Some(&n) = due.get(i + 2) {
+                        self.prefetch_play(n, true);
+                    }
+                    if let Some(&n) = due.get(i + 1) {
+                        self.prefetch_play(n, false);
+                    }
+                    self.play(d);
                 }
             }
         }
@@ -601,10 +658,40 @@ impl DecodeStage {
         n
     }
 
+    /// Prefetch for `play(slot)` in two steps: `first` the concealer's state and the
+    /// packet's slot, then (a session later, the slot loaded) the packet's bytes.
+    #[inline]
+    fn prefetch_play(&self, slot: u32, first: bool) {
+        let Some(part) = self.sessions.get(slot as usize).and_then(|p| p.as_ref()) else {
+            return;
+        };
+        if first {
+            if let Some(t) = part.receive.prefetch_frame() {
+                self.packets.prefetch(t);
+            }
+        } else if let Some(t) = part.receive.buffer.peek_next() {
+            self.packets.with(t, |p| {
+                let b = p.bytes.as_ptr();
+                prefetch::line(b);
+                prefetch::line(b.wrapping_add(prefetch::LINE));
+                prefetch::line(b.wrapping_add(2 * prefetch::LINE));
+            });
+        }
+    }
+
     fn drain_input(&mut self) -> usize {
         let mut n = 0;
         while let Ok(msg) = self.input.pop() {
             n += 1;
+            // Packets come in arrival order, so sessions in no order the hardware could
+            // guess: start loading the next one's state while this one is inserted.
+            if let Ok(ToDecode::Packet { slot, pkt, .. }) = self.input.peek() {
+                let slot = *slot as usize;
+                if let Some(p) = self.sessions.get(slot) {
+                    prefetch::object(p);
+                }
+                self.packets.prefetch(pkt);
+            }
             match msg {
                 ToDecode::Packet {
                     slot,
@@ -1134,6 +1221,7 @@ impl EncodeStage {
         let mut n = 0;
         while let Ok(msg) = self.input.pop() {
             n += 1;
+            self.prefetch_next();
             match msg {
                 Downstream::Frame { dst, frame, .. } => {
                     self.encode(dst, Some(&frame));
@@ -1190,6 +1278,26 @@ impl EncodeStage {
             }
         }
         n
+    }
+
+    /// Starts loading what the next frame's packet will touch: the egress slot it will be
+    /// written to (the free ring's next, a different one each time) and its session's send
+    /// state. A hint only.
+    #[inline]
+    fn prefetch_next(&self) {
+        if let Ok(Downstream::Frame { dst, .. }) = self.input.peek() {
+            if let Some(part) = self.sessions.get(*dst as usize) {
+                prefetch::object(part);
+            }
+        }
+        if let Ok(t) = self.egress_free.peek() {
+            self.egress_slab.with(t, |e| {
+                let b = e.bytes.as_ptr();
+                prefetch::line(b);
+                prefetch::line(b.wrapping_add(prefetch::LINE));
+                prefetch::line(b.wrapping_add(2 * prefetch::LINE));
+            });
+        }
     }
 
     fn apply(&mut self, mut b: Box<Bundle>) {

@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod lane;
 pub mod msg;
+pub mod prefetch;
 pub mod shutdown;
 pub mod slab;
 pub mod stats;

@@ -197,6 +197,15 @@ const STRETCH_INTERVAL_MS: usize = 100;
 const RELAY_SURPLUS_FRAMES: u16 = 50;
 
 impl<T> ReceiveChannel<T> {
+    /// Starts loading what the next frame will touch: the concealer's rings (see
+    /// [`PcmPlc::prefetch_frame`]). Returns the packet due next, if held, for the caller
+    /// to prefetch from its slab. A hint only. Called on the real-time thread.
+    #[inline]
+    pub fn prefetch_frame(&self) -> Option<&T> {
+        self.plc.prefetch_frame(self.frame);
+        self.buffer.peek_next()
+    }
+
     /// Builds the channel. Control plane: allocates everything.
     pub fn new(cfg: ReceiveConfig) -> Self {
         let ms = (cfg.sample_rate_hz / 1000) as usize;

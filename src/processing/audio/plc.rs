@@ -379,6 +379,28 @@ impl PcmPlc {
         self.sample_rate_hz
     }
 
+    /// Starts loading the state the next real frame of `len` samples will touch (the
+    /// history rings at the write position, the background levels): a hint for a caller
+    /// walking many concealers, never a read. Called on the real-time thread.
+    #[inline]
+    pub fn prefetch_frame(&self, len: usize) {
+        use crate::runtime::prefetch;
+        let h = self.history.len();
+        if h == 0 {
+            return;
+        }
+        let b = &*self.background;
+        prefetch::line(b);
+        prefetch::line(b.ms.as_ptr().wrapping_add(b.pos));
+        let mut at = 0;
+        while at < len.min(h) + prefetch::LINE {
+            let i = (self.hist_pos + at.min(len)) % h;
+            prefetch::line(self.coded.as_ptr().wrapping_add(i));
+            prefetch::line(self.history.as_ptr().wrapping_add(i));
+            at += prefetch::LINE / 2;
+        }
+    }
+
     /// Feeds one real (decoded) frame, in stream order. If samples were concealed just
     /// before it, the start of `frame` is overlap-added with the continuing synthetic
     /// signal so the stream has no discontinuity; otherwise `frame` is left untouched.

@@ -20,6 +20,17 @@ pub fn line<T: ?Sized>(p: *const T) {
     let _ = p;
 }
 
+/// Prefetches every cache line of `s` (without reading it).
+#[inline(always)]
+pub fn slice<T>(s: &[T]) {
+    let p = s.as_ptr() as *const u8;
+    let mut off = 0;
+    while off < core::mem::size_of_val(s) {
+        line(p.wrapping_add(off));
+        off += LINE;
+    }
+}
+
 /// Prefetches every cache line of `*r` (without reading it).
 #[inline(always)]
 pub fn object<T>(r: &T) {

@@ -434,6 +434,48 @@ impl fmt::Debug for EchoCanceller {
 }
 
 impl EchoCanceller {
+    /// Starts loading this canceller's state into cache (a hint: reads nothing), for a
+    /// caller walking many sessions. Called on the real-time thread.
+    #[inline]
+    pub fn prefetch(&self) {
+        use crate::runtime::prefetch;
+        prefetch::slice(&self.time);
+        prefetch::slice(&self.spec);
+        prefetch::slice(&self.ref_prev);
+        prefetch::slice(&self.ref_spectra);
+        prefetch::slice(&self.ref_power);
+        prefetch::slice(&self.ref_norm);
+        prefetch::slice(&self.background);
+        prefetch::slice(&self.foreground);
+        prefetch::slice(&self.prop);
+        prefetch::slice(&self.partition_norm);
+        prefetch::slice(&self.capture);
+        prefetch::slice(&self.echo_fg);
+        prefetch::slice(&self.err_fg);
+        prefetch::slice(&self.echo_bg);
+        prefetch::slice(&self.err_bg);
+        prefetch::slice(&self.err_spectrum);
+        prefetch::slice(&self.step);
+        prefetch::slice(&self.err_power);
+        prefetch::slice(&self.echo_power);
+        prefetch::slice(&self.leak_err);
+        prefetch::slice(&self.leak_echo);
+        prefetch::slice(&self.band_err_mean);
+        prefetch::slice(&self.band_echo_mean);
+        prefetch::slice(&self.ref_peaks);
+        prefetch::slice(&self.out_prev);
+        prefetch::slice(&self.echo_prev);
+        prefetch::slice(&self.out_spectrum);
+        prefetch::slice(&self.res_err_power);
+        prefetch::slice(&self.res_echo_power);
+        prefetch::slice(&self.res_leak_err);
+        prefetch::slice(&self.res_leak_echo);
+        prefetch::slice(&self.res_residual);
+        prefetch::slice(&self.res_noise);
+        prefetch::slice(&self.res_gain);
+        prefetch::slice(&self.post);
+    }
+
     /// Builds a canceller for `config`. Control plane: validates the rate and the tail
     /// ([`MIN_TAIL_MS`] to [`MAX_TAIL_MS`]) and allocates every buffer and FFT plan.
     pub fn new(config: AecConfig) -> Result<Self, DspConfigError> {

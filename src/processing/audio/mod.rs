@@ -252,6 +252,33 @@ struct Voice {
 const MAX_FRAME: usize = 2880;
 
 impl DspChain {
+    /// Starts loading the state the next [`DspChain::process`] will touch, in two steps a
+    /// caller walking many chains spaces out: `first`, the chain's box; then (its pointers
+    /// loaded by then) each component's buffers. A hint only: reads no audio state.
+    /// Called on the real-time thread.
+    #[inline]
+    pub fn prefetch(&self, first: bool) {
+        let Some(v) = self.voice.as_deref() else {
+            return;
+        };
+        if first {
+            crate::runtime::prefetch::object(v);
+            return;
+        }
+        if let Some(ns) = &v.ns {
+            ns.prefetch();
+        }
+        if let Some(vad) = &v.vad {
+            vad.prefetch();
+        }
+        if let Some(d) = &v.dtmf {
+            d.prefetch();
+        }
+        if let Some(aec) = &v.aec {
+            aec.prefetch();
+        }
+    }
+
     /// Builds the chain for `config` at `sample_rate_hz` (the session's decoded rate).
     /// Control plane: allocates everything.
     pub fn new(config: &DspConfig, sample_rate_hz: u32) -> Result<Self, DspConfigError> {

@@ -526,6 +526,13 @@ struct StateParts<'a> {
 }
 
 impl NsCore {
+    /// Starts loading this state into cache (a hint: reads nothing). Real-time safe.
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        crate::runtime::prefetch::slice(&self.state);
+        crate::runtime::prefetch::slice(&self.packed);
+    }
+
     /// Validates `config` and allocates the per-stream state. Control plane.
     pub(crate) fn new(config: NsConfig) -> Result<NsCore, DspConfigError> {
         check_rate("ns", config.sample_rate_hz)?;

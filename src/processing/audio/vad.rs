@@ -502,6 +502,13 @@ struct Bands<'a> {
 }
 
 impl VadCore {
+    /// Starts loading this state into cache (a hint: reads nothing). Real-time safe.
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        crate::runtime::prefetch::slice(&self.previous);
+        crate::runtime::prefetch::slice(&self.state);
+    }
+
     /// Validates `config` and allocates the per-stream state; `own_analysis`: whether the
     /// detector will analyse its frames itself ([`VadCore::process`]) and so keep the
     /// previous block, or always be handed the analysis ([`VadCore::analysed_block`]).

@@ -386,6 +386,16 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             .and_then(|i| self.slots[i].item.as_ref())
     }
 
+    /// Starts loading what [`AdaptiveBuffer::insert`] touches: the header, the first
+    /// packet slots (the lowest free one is taken) and the delay estimator. A hint only.
+    #[inline]
+    pub fn prefetch_insert(&self) {
+        use crate::runtime::prefetch;
+        prefetch::line(&self.occ);
+        prefetch::line(&self.slots);
+        prefetch::object(&self.delay);
+    }
+
     /// Packets held.
     pub fn len(&self) -> usize {
         self.occ.count_ones() as usize

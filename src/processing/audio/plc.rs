@@ -392,12 +392,15 @@ impl PcmPlc {
         let b = &*self.background;
         prefetch::line(b);
         prefetch::line(b.ms.as_ptr().wrapping_add(b.pos));
-        let mut at = 0;
-        while at < len.min(h) + prefetch::LINE {
-            let i = (self.hist_pos + at.min(len)) % h;
-            prefetch::line(self.coded.as_ptr().wrapping_add(i));
-            prefetch::line(self.history.as_ptr().wrapping_add(i));
-            at += prefetch::LINE / 2;
+        // The ring the frame goes to: the codes while a relay feeds them, else the samples.
+        let len = len.min(h);
+        let first = (h - self.hist_pos).min(len);
+        if self.coded_pending > 0 {
+            prefetch::slice(&self.coded[self.hist_pos..self.hist_pos + first]);
+            prefetch::slice(&self.coded[..len - first]);
+        } else {
+            prefetch::slice(&self.history[self.hist_pos..self.hist_pos + first]);
+            prefetch::slice(&self.history[..len - first]);
         }
     }
 

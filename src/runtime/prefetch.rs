@@ -23,21 +23,51 @@ pub fn line<T: ?Sized>(p: *const T) {
 /// Prefetches every cache line of `s` (without reading it).
 #[inline(always)]
 pub fn slice<T>(s: &[T]) {
-    let p = s.as_ptr() as *const u8;
-    let mut off = 0;
-    while off < core::mem::size_of_val(s) {
-        line(p.wrapping_add(off));
-        off += LINE;
-    }
+    bytes(s.as_ptr() as *const u8, core::mem::size_of_val(s));
 }
 
 /// Prefetches every cache line of `*r` (without reading it).
 #[inline(always)]
 pub fn object<T>(r: &T) {
-    let p = r as *const T as *const u8;
-    let mut off = 0;
-    while off < core::mem::size_of::<T>() {
-        line(p.wrapping_add(off));
-        off += LINE;
+    bytes(r as *const T as *const u8, core::mem::size_of::<T>());
+}
+
+/// Prefetches every cache line that bytes `p..p + len` touch, the first and last included
+/// when the range does not start or end on a line boundary.
+#[inline(always)]
+fn bytes(p: *const u8, len: usize) {
+    let (first, lines) = span(p as usize, len);
+    let start = p.wrapping_sub(p as usize - first);
+    for k in 0..lines {
+        line(start.wrapping_add(k * LINE));
+    }
+}
+
+/// The start of the first cache line bytes `addr..addr + len` touch, and how many lines.
+#[inline(always)]
+fn span(addr: usize, len: usize) -> (usize, usize) {
+    if len == 0 {
+        return (addr, 0);
+    }
+    let first = addr - addr % LINE;
+    let last = (addr + (len - 1)) / LINE * LINE;
+    (first, (last - first) / LINE + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_line_a_range_touches_is_counted_aligned_or_not() {
+        assert_eq!(span(128, 64), (128, 1));
+        // A 64-byte object starting mid-line straddles two lines.
+        assert_eq!(span(136, 64), (128, 2));
+        assert_eq!(span(191, 2), (128, 2));
+        assert_eq!(span(192, 1), (192, 1));
+        assert_eq!(span(100, 0).1, 0);
+        // 1.4 KB from an 8-byte aligned address: 23 lines, or 24 when it straddles.
+        assert_eq!(span(64, 1464).1, 23);
+        assert_eq!(span(64 + 56, 1464).1, 24);
     }
 }

@@ -632,20 +632,24 @@ impl DecodeStage {
                     }
                     slot += 1;
                 }
+                // Three steps, each a session apart, so each step's loads have arrived when
+                // the next step reads them: headers, then rings and packet slot, then
+                // packet bytes.
+                for &ahead in due.iter().take(3) {
+                    self.prefetch_play(ahead, PlayPrefetch::Headers);
+                }
+                for &ahead in due.iter().take(2) {
+                    self.prefetch_play(ahead, PlayPrefetch::Rings);
+                }
                 for (i, &d) in due.iter().enumerate() {
-                    if i == 0 {
-                        for &n in due.iter().take(2) {
-                            self.prefetch_play(n, true);
-                        }
-                        if let Some(&n) = due.get(1) {
-                            self.prefetch_play(n, false);
-                        }
+                    if let Some(&ahead) = due.get(i + 3) {
+                        self.prefetch_play(ahead, PlayPrefetch::Headers);
                     }
-                    if let Some(&n) = due.get(i + 2) {
-                        self.prefetch_play(n, true);
+                    if let Some(&ahead) = due.get(i + 2) {
+                        self.prefetch_play(ahead, PlayPrefetch::Rings);
                     }
-                    if let Some(&n) = due.get(i + 1) {
-                        self.prefetch_play(n, false);
+                    if let Some(&ahead) = due.get(i + 1) {
+                        self.prefetch_play(ahead, PlayPrefetch::Bytes);
                     }
                     self.play(d);
                 }
@@ -658,24 +662,27 @@ impl DecodeStage {
         n
     }
 
-    /// Prefetch for `play(slot)` in two steps: `first` the concealer's state and the
-    /// packet's slot, then (a session later, the slot loaded) the packet's bytes.
+    /// One step of the prefetch for `play(slot)` (see [`PlayPrefetch`]).
     #[inline]
-    fn prefetch_play(&self, slot: u32, first: bool) {
+    fn prefetch_play(&self, slot: u32, step: PlayPrefetch) {
         let Some(part) = self.sessions.get(slot as usize).and_then(|p| p.as_ref()) else {
             return;
         };
-        if first {
-            if let Some(t) = part.receive.prefetch_frame() {
-                self.packets.prefetch(t);
+        match step {
+            PlayPrefetch::Headers => part.receive.prefetch_headers(),
+            PlayPrefetch::Rings => {
+                if let Some(t) = part.receive.prefetch_frame() {
+                    self.packets.prefetch(t);
+                }
             }
-        } else if let Some(t) = part.receive.buffer.peek_next() {
-            self.packets.with(t, |p| {
-                let b = p.bytes.as_ptr();
-                prefetch::line(b);
-                prefetch::line(b.wrapping_add(prefetch::LINE));
-                prefetch::line(b.wrapping_add(2 * prefetch::LINE));
-            });
+            PlayPrefetch::Bytes => {
+                if let Some(t) = part.receive.buffer.peek_next() {
+                    self.packets.with(t, |p| {
+                        let n = p.len.min(3 * prefetch::LINE);
+                        prefetch::slice(p.bytes.get(..n).unwrap_or_default());
+                    });
+                }
+            }
         }
     }
 
@@ -1037,6 +1044,19 @@ impl DecodeStage {
             self.shared.counters.internal_ring_full.inc_shared();
         }
     }
+}
+
+/// The steps of the playout prefetch, each issued a session after the one before, so
+/// that what a step reads was loaded by the previous one.
+#[derive(Clone, Copy)]
+enum PlayPrefetch {
+    /// The jitter buffer's and the concealer's per-frame fields.
+    Headers,
+    /// The concealer's rings at the write position, the background level, and the slot
+    /// of the packet due (read from the buffer loaded by `Headers`).
+    Rings,
+    /// The bytes of the packet due (through its slot, loaded by `Rings`).
+    Bytes,
 }
 
 /// Decodes packets from the slab with the session's decoders (by payload type), and

@@ -111,9 +111,10 @@ counter_block! {
     /// its own field (`rx_duplicates` / `jb_duplicates`, `rx_resyncs` / `jb_resyncs`,
     /// `rx_undecodable` / `codec_errors`). Declared in groups by the stage that writes them
     /// every packet or frame, each group one cache line of the 64-byte aligned
-    /// [`SessionCell`], so a stage dirties one line of a session's counters, not several.
+    /// [`SessionCell`]: per packet or frame, the jitter and decode stages each dirty one
+    /// line of their own, and the DSP and encode stages one line between them.
     SessionCounters / SessionStats {
-        // Written jitter stage, every packet (with the cell's sequence word, one cache line).
+        // Written by the jitter stage every packet (one line with the sequence word).
         /// Packets accepted into the jitter stage (includes zero-length keepalives).
         rx_packets,
         /// Payload bytes accepted.
@@ -129,7 +130,7 @@ counter_block! {
         /// Times the receive stream was resynchronised (SSRC change, sequence jump; jitter
         /// stage).
         rx_resyncs,
-        // Written decode stage, every frame.
+        // Written by the decode stage, every frame.
         /// Jitter buffer target delay, ms; gauge.
         jb_target_ms,
         /// Jitter buffer current level (buffered + pending decoded audio), ms; gauge.
@@ -149,24 +150,25 @@ counter_block! {
         samples_expanded,
         /// Packets that arrived after their audio was played or concealed.
         rx_late,
-        // Written DSP and encode stages every frame, and concealment.
+        // Written by the DSP and encode stages every frame (in the split topology two
+        // threads share this line; each counter still has one writer).
         /// Frames run through the DSP stage.
         frames_processed,
         /// RTP packets produced for sending.
         tx_packets,
         /// Payload bytes produced for sending.
         tx_payload_bytes,
+        /// Encoder failures (encode stage).
+        codec_errors,
+        /// Packets not produced because the egress ring had no free slot.
+        tx_egress_full,
+        // Written on rarer events (concealment, errors, control) by any stage.
         /// Frames that contain concealed (or comfort noise) audio.
         frames_concealed,
         /// Samples synthesised by concealment or comfort noise.
         samples_concealed,
         /// Frame periods with nothing to play (no stream yet, prebuffering, or stopped).
         frames_missing,
-        /// Encoder failures (encode stage).
-        codec_errors,
-        /// Packets not produced because the egress ring had no free slot.
-        tx_egress_full,
-        // Written rare events.
         /// Zero-length payloads (keepalives): counted, never decoded.
         rx_empty_payloads,
         /// Packets whose payload type is not negotiated for this session.

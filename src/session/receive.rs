@@ -197,9 +197,19 @@ const STRETCH_INTERVAL_MS: usize = 100;
 const RELAY_SURPLUS_FRAMES: u16 = 50;
 
 impl<T> ReceiveChannel<T> {
+    /// Starts loading the per-frame fields of the jitter buffer and the concealer (a hint:
+    /// reads nothing), before [`ReceiveChannel::prefetch_frame`] reads them. Called on the
+    /// real-time thread.
+    #[inline]
+    pub fn prefetch_headers(&self) {
+        crate::runtime::prefetch::line(&self.buffer);
+        crate::runtime::prefetch::line(&self.plc);
+    }
+
     /// Starts loading what the next frame will touch: the concealer's rings (see
     /// [`PcmPlc::prefetch_frame`]). Returns the packet due next, if held, for the caller
-    /// to prefetch from its slab. A hint only. Called on the real-time thread.
+    /// to prefetch from its slab. Reads only the buffer's and concealer's own fields
+    /// (loaded by [`ReceiveChannel::prefetch_headers`]). Called on the real-time thread.
     #[inline]
     pub fn prefetch_frame(&self) -> Option<&T> {
         self.plc.prefetch_frame(self.frame);

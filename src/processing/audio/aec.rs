@@ -434,8 +434,9 @@ impl fmt::Debug for EchoCanceller {
 }
 
 impl EchoCanceller {
-    /// Starts loading this canceller's state into cache (a hint: reads nothing), for a
-    /// caller walking many sessions. Called on the real-time thread.
+    /// Starts loading this canceller's buffers into cache (a hint: reads only their
+    /// addresses, none of their contents), for a caller walking many sessions. Called on
+    /// the real-time thread.
     #[inline]
     pub fn prefetch(&self) {
         use crate::runtime::prefetch;

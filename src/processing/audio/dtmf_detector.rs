@@ -497,8 +497,8 @@ pub struct DtmfDetector {
 }
 
 impl DtmfDetector {
-    /// Starts loading this detector's buffer into cache (a hint: reads nothing). Called on
-    /// the real-time thread.
+    /// Starts loading this detector's buffer into cache (a hint: reads only its address,
+    /// none of its contents). Called on the real-time thread.
     #[inline]
     pub fn prefetch(&self) {
         crate::runtime::prefetch::slice(&self.buf);

@@ -254,7 +254,8 @@ const MAX_FRAME: usize = 2880;
 impl DspChain {
     /// Starts loading the state the next [`DspChain::process`] will touch, in two steps a
     /// caller walking many chains spaces out: `first`, the chain's box; then (its pointers
-    /// loaded by then) each component's buffers. A hint only: reads no audio state.
+    /// loaded by then) each component's buffers. A hint only: reads the components' buffer
+    /// addresses, never their contents.
     /// Called on the real-time thread.
     #[inline]
     pub fn prefetch(&self, first: bool) {

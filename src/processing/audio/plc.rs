@@ -379,9 +379,10 @@ impl PcmPlc {
         self.sample_rate_hz
     }
 
-    /// Starts loading the state the next real frame of `len` samples will touch (the
-    /// history rings at the write position, the background levels): a hint for a caller
-    /// walking many concealers, never a read. Called on the real-time thread.
+    /// Starts loading the state the next real frame of `len` samples will touch (the ring it
+    /// is written to, at the write position, and the background levels): a hint for a
+    /// caller walking many concealers, reading only this struct's own fields. Called on
+    /// the real-time thread.
     #[inline]
     pub fn prefetch_frame(&self, len: usize) {
         use crate::runtime::prefetch;

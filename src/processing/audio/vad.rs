@@ -502,7 +502,8 @@ struct Bands<'a> {
 }
 
 impl VadCore {
-    /// Starts loading this state into cache (a hint: reads nothing). Real-time safe.
+    /// Starts loading this state's buffers into cache (a hint: reads only their addresses,
+    /// none of their contents). Real-time safe.
     #[inline]
     pub(crate) fn prefetch(&self) {
         crate::runtime::prefetch::slice(&self.previous);

@@ -1341,23 +1341,30 @@ impl EncodeStage {
         n
     }
 
-    /// Starts loading what the next frame's packet will touch: the egress slot it will be
-    /// written to (the free ring's next, a different one each time) and its session's send
-    /// state. A hint only.
+    /// Starts loading what the next frames' packets will touch: their sessions' send state
+    /// and the egress slots they will be written to (the free ring's next ones, a
+    /// different slot each time), in two steps: two slots ahead the slot itself, one ahead
+    /// (its header loaded by then) its bytes. A hint only.
     #[inline]
-    fn prefetch_next(&self) {
+    fn prefetch_next(&mut self) {
         if let Ok(Downstream::Frame { dst, .. }) = self.input.peek() {
             if let Some(part) = self.sessions.get(*dst as usize) {
                 prefetch::object(part);
             }
         }
-        if let Ok(t) = self.egress_free.peek() {
-            self.egress_slab.with(t, |e| {
-                let b = e.bytes.as_ptr();
-                prefetch::line(b);
-                prefetch::line(b.wrapping_add(prefetch::LINE));
-                prefetch::line(b.wrapping_add(2 * prefetch::LINE));
+        let ahead = self.egress_free.slots().min(2);
+        let Ok(chunk) = self.egress_free.read_chunk(ahead) else {
+            return;
+        };
+        let (a, b) = chunk.as_slices();
+        let mut next = a.iter().chain(b);
+        if let Some(t1) = next.next() {
+            self.egress_slab.with(t1, |e| {
+                prefetch::slice(e.bytes.get(..3 * prefetch::LINE).unwrap_or(&e.bytes));
             });
+        }
+        if let Some(t2) = next.next() {
+            self.egress_slab.prefetch(t2);
         }
     }
 

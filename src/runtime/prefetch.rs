@@ -20,6 +20,30 @@ pub fn line<T: ?Sized>(p: *const T) {
     let _ = p;
 }
 
+/// Prefetches the cache line holding `p` into the second-level cache only, for data too
+/// large to bring into the first level without pushing out what is being worked on.
+#[inline(always)]
+pub fn line_l2<T: ?Sized>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as in `line`.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Like [`slice`], into the second-level cache only (see [`line_l2`]).
+#[inline(always)]
+pub fn slice_l2<T>(s: &[T]) {
+    let p = s.as_ptr() as *const u8;
+    let (first, lines) = span(p as usize, core::mem::size_of_val(s));
+    let start = p.wrapping_sub(p as usize - first);
+    for k in 0..lines {
+        line_l2(start.wrapping_add(k * LINE));
+    }
+}
+
 /// Prefetches every cache line of `s` (without reading it).
 #[inline(always)]
 pub fn slice<T>(s: &[T]) {

@@ -33,7 +33,7 @@ pub fn line_l2<T: ?Sized>(p: *const T) {
     let _ = p;
 }
 
-/// Like [`slice`], into the second-level cache only (see [`line_l2`]).
+/// Like [`slice()`], into the second-level cache only (see [`line_l2`]).
 #[inline(always)]
 pub fn slice_l2<T>(s: &[T]) {
     let p = s.as_ptr() as *const u8;

@@ -332,28 +332,22 @@ impl JitterStage {
     /// then): the session's jitter state and counters.
     #[inline]
     fn prefetch_ingress(&mut self) {
-        let ahead = self.ingress.slots().min(2);
-        let Ok(chunk) = self.ingress.read_chunk(ahead) else {
-            return;
-        };
-        let (a, b) = chunk.as_slices();
-        let mut next = a.iter().chain(b);
-        if let Some(t1) = next.next() {
-            let session = self.packets.with(t1, |p| {
+        let (packets, sessions, cells) = (&self.packets, &self.sessions, &self.shared.sessions);
+        prefetch::ahead(&mut self.ingress, |i, t| {
+            if i == 1 {
+                packets.prefetch(t);
+                return;
+            }
+            let session = packets.with(t, |p| {
                 prefetch::line(p.bytes.as_ptr());
                 p.session
             });
             let slot = SessionId::from_u64(session).slot as usize;
-            if let (Some(part), Some(cell)) =
-                (self.sessions.get(slot), self.shared.sessions.get(slot))
-            {
+            if let (Some(part), Some(cell)) = (sessions.get(slot), cells.get(slot)) {
                 prefetch::object(part);
                 prefetch::line(cell);
             }
-        }
-        if let Some(t2) = next.next() {
-            self.packets.prefetch(t2);
-        }
+        });
     }
 
     fn drain_ingress(&mut self) {
@@ -693,26 +687,22 @@ impl DecodeStage {
     /// estimator. A hint only.
     #[inline]
     fn prefetch_insert(&mut self) {
-        let ahead = self.input.slots().min(2);
-        let Ok(chunk) = self.input.read_chunk(ahead) else {
-            return;
-        };
-        let (a, b) = chunk.as_slices();
-        for (i, msg) in a.iter().chain(b).enumerate() {
+        let (packets, sessions) = (&self.packets, &self.sessions);
+        prefetch::ahead(&mut self.input, |i, msg| {
             let ToDecode::Packet { slot, pkt, .. } = msg else {
-                continue;
+                return;
             };
-            let Some(entry) = self.sessions.get(*slot as usize) else {
-                continue;
+            let Some(entry) = sessions.get(*slot as usize) else {
+                return;
             };
             if i == 1 {
                 prefetch::line(entry);
-                self.packets.prefetch(pkt);
+                packets.prefetch(pkt);
             } else if let Some(part) = entry.as_ref() {
                 prefetch::line(&part.decoders);
                 part.receive.buffer.prefetch_insert();
             }
-        }
+        });
     }
 
     fn drain_input(&mut self) -> usize {
@@ -1136,18 +1126,14 @@ impl DspStage {
     /// two frames ahead, its components' buffers one ahead. A hint only.
     #[inline]
     fn prefetch_ahead(&mut self) {
-        let ahead = self.input.slots().min(2);
-        let Ok(chunk) = self.input.read_chunk(ahead) else {
-            return;
-        };
-        let (a, b) = chunk.as_slices();
-        for (i, msg) in a.iter().chain(b).enumerate() {
+        let sessions = &self.sessions;
+        prefetch::ahead(&mut self.input, |i, msg| {
             if let Downstream::Frame { src, .. } = msg {
-                if let Some(p) = self.sessions.get(*src as usize).and_then(|p| p.as_ref()) {
+                if let Some(p) = sessions.get(*src as usize).and_then(|p| p.as_ref()) {
                     p.chain.prefetch(i == 1);
                 }
             }
-        }
+        });
     }
 
     /// Drains the input ring as far as the output has room. Called on the real-time thread.
@@ -1352,20 +1338,16 @@ impl EncodeStage {
                 prefetch::object(part);
             }
         }
-        let ahead = self.egress_free.slots().min(2);
-        let Ok(chunk) = self.egress_free.read_chunk(ahead) else {
-            return;
-        };
-        let (a, b) = chunk.as_slices();
-        let mut next = a.iter().chain(b);
-        if let Some(t1) = next.next() {
-            self.egress_slab.with(t1, |e| {
-                prefetch::slice(e.bytes.get(..3 * prefetch::LINE).unwrap_or(&e.bytes));
-            });
-        }
-        if let Some(t2) = next.next() {
-            self.egress_slab.prefetch(t2);
-        }
+        let slab = &self.egress_slab;
+        prefetch::ahead(&mut self.egress_free, |i, t| {
+            if i == 1 {
+                slab.prefetch(t);
+            } else {
+                slab.with(t, |e| {
+                    prefetch::slice(e.bytes.get(..3 * prefetch::LINE).unwrap_or(&e.bytes));
+                });
+            }
+        });
     }
 
     fn apply(&mut self, mut b: Box<Bundle>) {

@@ -10,12 +10,7 @@ pub const LINE: usize = 64;
 #[inline(always)]
 pub fn line<T: ?Sized>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE is part of the x86-64 baseline, so the instruction exists; a prefetch
-    // never dereferences in the language's sense (no fault, no read of the value, any
-    // address allowed).
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-    };
+    hint::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const u8);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
@@ -25,23 +20,28 @@ pub fn line<T: ?Sized>(p: *const T) {
 #[inline(always)]
 pub fn line_l2<T: ?Sized>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: as in `line`.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(p as *const i8)
-    };
+    hint::<{ core::arch::x86_64::_MM_HINT_T1 }>(p as *const u8);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn hint<const LEVEL: i32>(p: *const u8) {
+    // SAFETY: SSE is part of the x86-64 baseline, so the instruction exists; a prefetch
+    // never dereferences in the language's sense (no fault, no read of the value, any
+    // address allowed).
+    unsafe { core::arch::x86_64::_mm_prefetch::<LEVEL>(p as *const i8) };
 }
 
 /// Like [`slice()`], into the second-level cache only (see [`line_l2`]).
 #[inline(always)]
 pub fn slice_l2<T>(s: &[T]) {
-    let p = s.as_ptr() as *const u8;
-    let (first, lines) = span(p as usize, core::mem::size_of_val(s));
-    let start = p.wrapping_sub(p as usize - first);
-    for k in 0..lines {
-        line_l2(start.wrapping_add(k * LINE));
-    }
+    lines(
+        s.as_ptr() as *const u8,
+        core::mem::size_of_val(s),
+        line_l2::<u8>,
+    );
 }
 
 /// Prefetches every cache line of `s` (without reading it).
@@ -60,10 +60,30 @@ pub fn object<T>(r: &T) {
 /// when the range does not start or end on a line boundary.
 #[inline(always)]
 fn bytes(p: *const u8, len: usize) {
-    let (first, lines) = span(p as usize, len);
+    lines(p, len, line::<u8>);
+}
+
+/// Calls `fetch` on the start of every cache line that bytes `p..p + len` touch.
+#[inline(always)]
+fn lines(p: *const u8, len: usize, fetch: impl Fn(*const u8)) {
+    let (first, count) = span(p as usize, len);
     let start = p.wrapping_sub(p as usize - first);
-    for k in 0..lines {
-        line(start.wrapping_add(k * LINE));
+    for k in 0..count {
+        fetch(start.wrapping_add(k * LINE));
+    }
+}
+
+/// Shows `visit` the next two items queued in `ring` (the next one as 0), without taking
+/// them: how a stage looks ahead to prefetch for the items it will pop next.
+#[inline(always)]
+pub fn ahead<T>(ring: &mut rtrb::Consumer<T>, mut visit: impl FnMut(usize, &T)) {
+    let n = ring.slots().min(2);
+    // Cannot fail: `n` items are available. Dropping the chunk uncommitted takes nothing.
+    if let Ok(chunk) = ring.read_chunk(n) {
+        let (a, b) = chunk.as_slices();
+        for (i, item) in a.iter().chain(b).enumerate() {
+            visit(i, item);
+        }
     }
 }
 

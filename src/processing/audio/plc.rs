@@ -959,7 +959,7 @@ impl PcmPlc {
             return rms;
         }
         let blocks = self.background.recent();
-        let quietest = min_of(blocks);
+        let quietest = self.background.quietest;
         if !quietest.is_finite() {
             return 0.0;
         }

@@ -386,12 +386,20 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             .and_then(|i| self.slots[i].item.as_ref())
     }
 
+    /// Starts loading the fields every frame and every insert read (from `occ` to
+    /// `idle_after_ts`, which may straddle two lines). A hint only: reads nothing. Called
+    /// on the real-time thread.
+    #[inline]
+    pub fn prefetch_header(&self) {
+        crate::runtime::prefetch::fields(&self.occ, &self.idle_after_ts);
+    }
+
     /// Starts loading what [`AdaptiveBuffer::insert`] touches: the header, the first
     /// packet slots (the lowest free one is taken) and the delay estimator. A hint only.
     #[inline]
     pub fn prefetch_insert(&self) {
         use crate::runtime::prefetch;
-        prefetch::line(&self.occ);
+        self.prefetch_header();
         prefetch::line(&self.slots);
         prefetch::object(&self.delay);
     }

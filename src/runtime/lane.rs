@@ -670,6 +670,7 @@ impl DecodeStage {
                 }
             }
             PlayPrefetch::Bytes => {
+                part.receive.prefetch_background();
                 if let Some(t) = part.receive.buffer.peek_next() {
                     self.packets.with(t, |p| {
                         let n = p.len.min(3 * prefetch::LINE);
@@ -1042,10 +1043,11 @@ impl DecodeStage {
 enum PlayPrefetch {
     /// The jitter buffer's and the concealer's per-frame fields.
     Headers,
-    /// The concealer's rings at the write position, the background level, and the slot
-    /// of the packet due (read from the buffer loaded by `Headers`).
+    /// The concealer's rings at the write position, the background levels' header, and
+    /// the slot of the packet due (read from the buffer loaded by `Headers`).
     Rings,
-    /// The bytes of the packet due (through its slot, loaded by `Rings`).
+    /// The bytes of the packet due (through its slot, loaded by `Rings`) and the
+    /// background ring's slot (through its header, loaded by `Rings`).
     Bytes,
 }
 
@@ -1123,15 +1125,25 @@ pub struct DspStage {
 impl DspStage {
     /// Starts loading the processing state of the next two frames' sessions (a voice chain
     /// is kilobytes per session, at addresses the hardware cannot guess): the chain's box
-    /// two frames ahead, its components' buffers one ahead. A hint only.
+    /// two frames ahead, its components' buffers one ahead; two ahead too, the counter
+    /// the frame is counted in. An undecoded relay touches only that counter. A hint only.
     #[inline]
     fn prefetch_ahead(&mut self) {
-        let sessions = &self.sessions;
+        let (sessions, frames, cells) = (&self.sessions, &self.frames, &self.shared.sessions);
         prefetch::ahead(&mut self.input, |i, msg| {
-            if let Downstream::Frame { src, .. } = msg {
-                if let Some(p) = sessions.get(*src as usize).and_then(|p| p.as_ref()) {
-                    p.chain.prefetch(i == 1);
+            let Downstream::Frame { src, frame, .. } = msg else {
+                return;
+            };
+            if i == 1 {
+                if let Some(cell) = cells.get(*src as usize) {
+                    prefetch::line(&cell.counters.frames_processed);
                 }
+            }
+            if frames.with(frame, |f| f.relay && f.samples == 0) {
+                return;
+            }
+            if let Some(p) = sessions.get(*src as usize).and_then(|p| p.as_ref()) {
+                p.chain.prefetch(i == 1);
             }
         });
     }
@@ -1279,8 +1291,7 @@ impl EncodeStage {
                     // mute audio while a key is pressed).
                     let tone = self.sessions[dst as usize]
                         .as_ref()
-                        .and_then(|p| p.tones.as_ref())
-                        .is_some_and(|t| t.generator.is_active());
+                        .is_some_and(|p| p.tone_on);
                     if tone {
                         // A forwarded digit plays in-band even without audio.
                         self.encode(dst, None);
@@ -1301,6 +1312,7 @@ impl EncodeStage {
                             // (-10 dBm0 per tone, until its end is forwarded; 10 s at most).
                             if begin {
                                 t.generator.start(d, -10.0, 10_000);
+                                part.tone_on = true;
                             } else {
                                 t.generator.stop();
                             }
@@ -1518,15 +1530,17 @@ impl EncodeStage {
         let mut write = |f: Option<&FrameSlot>| {
             egress_slab.with_mut(&mut et, |e| {
                 let body = &mut e.bytes[RTP_HEADER_LEN..];
-                let tone = part
-                    .tones
-                    .as_mut()
-                    .filter(|t| t.generator.is_active())
-                    .map(|t| {
-                        // A forwarded digit plays in place of the audio (relayed or not).
-                        t.generator.fill(&mut t.pcm);
-                        &t.pcm[..]
-                    });
+                // A forwarded digit plays in place of the audio (relayed or not).
+                let tone = match part.tones.as_mut() {
+                    Some(t) if part.tone_on && t.generator.is_active() => {
+                        part.tone_on = t.generator.fill(&mut t.pcm);
+                        Some(&t.pcm[..])
+                    }
+                    _ => {
+                        part.tone_on = false;
+                        None
+                    }
+                };
                 let (n, marker) = match (tone, f) {
                     (Some(pcm), f) => (
                         part.encoder.encode(pcm, body).ok()?,

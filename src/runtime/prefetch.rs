@@ -56,6 +56,24 @@ pub fn object<T>(r: &T) {
     bytes(r as *const T as *const u8, core::mem::size_of::<T>());
 }
 
+/// Prefetches every cache line from the start of `first` to the end of `last`: a run of
+/// fields of one struct (`repr(C)`, `first` declared before `last`), such as the ones
+/// every frame reads, which may straddle a line boundary. Nothing when `last` lies before
+/// `first`.
+#[inline(always)]
+pub fn fields<A, B>(first: &A, last: &B) {
+    let (start, len) = field_bytes(first, last);
+    bytes(start, len);
+}
+
+/// The bytes [`fields`] covers: from the start of `first` to the end of `last`.
+#[inline(always)]
+fn field_bytes<A, B>(first: &A, last: &B) -> (*const u8, usize) {
+    let start = first as *const A as *const u8;
+    let end = (last as *const B as usize).wrapping_add(core::mem::size_of::<B>());
+    (start, end.saturating_sub(start as usize))
+}
+
 /// Prefetches every cache line that bytes `p..p + len` touch, the first and last included
 /// when the range does not start or end on a line boundary.
 #[inline(always)]
@@ -113,5 +131,30 @@ mod tests {
         // 1.4 KB from an 8-byte aligned address: 23 lines, or 24 when it straddles.
         assert_eq!(span(64, 1464).1, 23);
         assert_eq!(span(64 + 56, 1464).1, 24);
+    }
+
+    #[test]
+    fn a_run_of_fields_covers_the_first_to_the_end_of_the_last() {
+        #[repr(C)]
+        struct S {
+            a: u32,
+            b: [u8; 70],
+            c: u64,
+            d: u16,
+        }
+        let s = S {
+            a: 1,
+            b: [0; 70],
+            c: 2,
+            d: 3,
+        };
+        let base = &s as *const S as usize;
+        let (p, len) = field_bytes(&s.b, &s.c);
+        assert_eq!(p as usize, base + 4);
+        // b at 4..74, c at 80..88 (aligned): 84 bytes, two lines from an aligned struct.
+        assert_eq!(len, 84);
+        assert_eq!(field_bytes(&s.a, &s.d).1, 90);
+        assert_eq!(field_bytes(&s.d, &s.a).1, 0);
+        let _ = (s.a, s.b, s.c, s.d);
     }
 }

@@ -202,8 +202,8 @@ impl<T> ReceiveChannel<T> {
     /// real-time thread.
     #[inline]
     pub fn prefetch_headers(&self) {
-        crate::runtime::prefetch::line(&self.buffer);
-        crate::runtime::prefetch::line(&self.plc);
+        self.buffer.prefetch_header();
+        self.plc.prefetch_header();
     }
 
     /// Starts loading what the next frame will touch: the concealer's rings (see
@@ -214,6 +214,14 @@ impl<T> ReceiveChannel<T> {
     pub fn prefetch_frame(&self) -> Option<&T> {
         self.plc.prefetch_frame(self.frame);
         self.buffer.peek_next()
+    }
+
+    /// Starts loading the concealer's background slot (see
+    /// [`PcmPlc::prefetch_background`]): issue it a step after
+    /// [`ReceiveChannel::prefetch_frame`]. Called on the real-time thread.
+    #[inline]
+    pub fn prefetch_background(&self) {
+        self.plc.prefetch_background();
     }
 
     /// Builds the channel. Control plane: allocates everything.

@@ -380,9 +380,10 @@ impl PcmPlc {
     }
 
     /// Starts loading the state the next real frame of `len` samples will touch (the ring it
-    /// is written to, at the write position, and the background levels): a hint for a
-    /// caller walking many concealers, reading only this struct's own fields. Called on
-    /// the real-time thread.
+    /// is written to, at the write position, and the background levels' header): a hint
+    /// for a caller walking many concealers, reading only this struct's own fields. The
+    /// background ring's write position is in that header, so its slot is a later step
+    /// ([`PcmPlc::prefetch_background`]). Called on the real-time thread.
     #[inline]
     pub fn prefetch_frame(&self, len: usize) {
         use crate::runtime::prefetch;
@@ -390,9 +391,7 @@ impl PcmPlc {
         if h == 0 {
             return;
         }
-        let b = &*self.background;
-        prefetch::line(b);
-        prefetch::line(b.ms.as_ptr().wrapping_add(b.pos));
+        prefetch::line(&*self.background);
         // The ring the frame goes to: the codes while a relay feeds them, else the samples.
         let len = len.min(h);
         let first = (h - self.hist_pos).min(len);
@@ -403,6 +402,23 @@ impl PcmPlc {
             prefetch::slice(&self.history[self.hist_pos..self.hist_pos + first]);
             prefetch::slice(&self.history[..len - first]);
         }
+    }
+
+    /// Starts loading the fields every real frame reads (from `run` to `history`, which
+    /// may straddle two lines), before [`PcmPlc::prefetch_frame`] reads them. A hint only:
+    /// reads nothing. Called on the real-time thread.
+    #[inline]
+    pub fn prefetch_header(&self) {
+        crate::runtime::prefetch::fields(&self.run, &self.history);
+    }
+
+    /// Starts loading the background ring's slot the next block is written to. Reads the
+    /// ring's header: issue it after [`PcmPlc::prefetch_frame`] has had time to load that
+    /// (reading it at once waits on memory). Called on the real-time thread.
+    #[inline]
+    pub fn prefetch_background(&self) {
+        let b = &*self.background;
+        crate::runtime::prefetch::line(b.ms.as_ptr().wrapping_add(b.pos));
     }
 
     /// Feeds one real (decoded) frame, in stream order. If samples were concealed just

@@ -7,3 +7,4 @@
 pub mod audio;
 pub mod effects;
 pub mod format;
+pub mod simd;

@@ -212,6 +212,36 @@ impl NsPlan {
         work: &mut NsWork,
         energies: bool,
     ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if crate::processing::simd::avx2() {
+            // SAFETY: the CPU runs AVX2 (just checked), all `analyse_avx2` requires.
+            return unsafe { self.analyse_avx2(previous, block, work, energies) };
+        }
+        self.analyse_portable(previous, block, work, energies)
+    }
+
+    /// [`Self::analyse`] compiled with AVX2 (see [`crate::processing::simd`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn analyse_avx2(
+        &self,
+        previous: &mut [i16],
+        block: &[i16],
+        work: &mut NsWork,
+        energies: bool,
+    ) -> bool {
+        self.analyse_portable(previous, block, work, energies)
+    }
+
+    /// The body of [`Self::analyse`], built into both of its versions.
+    #[inline(always)]
+    fn analyse_portable(
+        &self,
+        previous: &mut [i16],
+        block: &[i16],
+        work: &mut NsWork,
+        energies: bool,
+    ) -> bool {
         let n = self.window.len() / 2;
         if previous.len() != n || block.len() != n || !work.fits(n, self.scratch_len) {
             return false;
@@ -282,6 +312,36 @@ impl NsPlan {
         power: &mut [f32],
         scratch: &mut [Complex<f32>],
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::processing::simd::avx2() {
+            // SAFETY: the CPU runs AVX2 (just checked), all `forward_real_avx2` requires.
+            return unsafe { self.forward_real_avx2(spectrum, z, power, scratch) };
+        }
+        self.forward_real_portable(spectrum, z, power, scratch)
+    }
+
+    /// [`Self::forward_real`] compiled with AVX2 (see [`crate::processing::simd`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn forward_real_avx2(
+        &self,
+        spectrum: &mut [Complex<f32>],
+        z: &mut [Complex<f32>],
+        power: &mut [f32],
+        scratch: &mut [Complex<f32>],
+    ) {
+        self.forward_real_portable(spectrum, z, power, scratch)
+    }
+
+    /// The body of [`Self::forward_real`], built into both of its versions.
+    #[inline(always)]
+    fn forward_real_portable(
+        &self,
+        spectrum: &mut [Complex<f32>],
+        z: &mut [Complex<f32>],
+        power: &mut [f32],
+        scratch: &mut [Complex<f32>],
+    ) {
         let n = z.len();
         let (spectrum, power) = (&mut spectrum[..n + 1], &mut power[..n + 1]);
         self.forward
@@ -324,6 +384,36 @@ impl NsPlan {
     /// checks that they do not (100 instructions a block at 8 kHz, inlined).
     #[inline(never)]
     fn inverse_real(
+        &self,
+        spectrum: &mut [Complex<f32>],
+        gain: &[f32],
+        z: &mut [Complex<f32>],
+        scratch: &mut [Complex<f32>],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::processing::simd::avx2() {
+            // SAFETY: the CPU runs AVX2 (just checked), all `inverse_real_avx2` requires.
+            return unsafe { self.inverse_real_avx2(spectrum, gain, z, scratch) };
+        }
+        self.inverse_real_portable(spectrum, gain, z, scratch)
+    }
+
+    /// [`Self::inverse_real`] compiled with AVX2 (see [`crate::processing::simd`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn inverse_real_avx2(
+        &self,
+        spectrum: &mut [Complex<f32>],
+        gain: &[f32],
+        z: &mut [Complex<f32>],
+        scratch: &mut [Complex<f32>],
+    ) {
+        self.inverse_real_portable(spectrum, gain, z, scratch)
+    }
+
+    /// The body of [`Self::inverse_real`], built into both of its versions.
+    #[inline(always)]
+    fn inverse_real_portable(
         &self,
         spectrum: &mut [Complex<f32>],
         gain: &[f32],
@@ -536,6 +626,8 @@ impl NsCore {
 
     /// Validates `config` and allocates the per-stream state. Control plane.
     pub(crate) fn new(config: NsConfig) -> Result<NsCore, DspConfigError> {
+        // The CPU check the block kernels make, done here first (control plane).
+        crate::processing::simd::warm_up();
         check_rate("ns", config.sample_rate_hz)?;
         let (lo, hi) = MAX_ATTENUATION_RANGE_DB;
         if !(config.max_attenuation_db >= lo && config.max_attenuation_db <= hi) {
@@ -634,6 +726,29 @@ impl NsCore {
         work: &mut NsWork,
         energies: bool,
     ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if crate::processing::simd::avx2() {
+            // SAFETY: the CPU runs AVX2 (just checked), all `process_block_avx2` requires.
+            return unsafe { self.process_block_avx2(block, work, energies) };
+        }
+        self.process_block_portable(block, work, energies)
+    }
+
+    /// [`Self::process_block`] compiled with AVX2 (see [`crate::processing::simd`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn process_block_avx2(&mut self, block: &mut [i16], work: &mut NsWork, energies: bool) -> bool {
+        self.process_block_portable(block, work, energies)
+    }
+
+    /// The body of [`Self::process_block`], built into both of its versions.
+    #[inline(always)]
+    fn process_block_portable(
+        &mut self,
+        block: &mut [i16],
+        work: &mut NsWork,
+        energies: bool,
+    ) -> bool {
         let n = self.block_len;
         let bins = n + 1;
         let plan = &*self.plan;
@@ -712,6 +827,7 @@ fn overlap_add(block: &mut [i16], overlap: &mut [f32], y: &[Complex<f32>], windo
 /// MCRA noise estimate from the current periodogram `power` (see the [module docs](self));
 /// `sf` is work space. `first`: the first block the estimator sees (it initialises);
 /// `renew`: the minimum is re-taken in this block.
+#[inline(always)]
 fn update_noise(s: StateParts<'_>, power: &[f32], sf: &mut [f32], first: bool, renew: bool) {
     let bins = power.len();
     // Three-bin frequency smoothing (b = [1/4, 1/2, 1/4]), mirrored at the edges.
@@ -779,6 +895,7 @@ fn track<const RENEW: bool>(s: StateParts<'_>, power: &[f32], sf: &[f32]) {
 
 /// Decision-directed Wiener gain per bin into `gain`, weighted by speech presence and
 /// floored at `floor` (whose natural logarithm is `ln_floor`).
+#[inline(always)]
 fn update_gain(s: StateParts<'_>, power: &[f32], gain: &mut [f32], floor: f32, ln_floor: f32) {
     let xi_min = floor * floor;
     let absence_odds = PRIOR_ABSENCE / (1.0 - PRIOR_ABSENCE);
@@ -1258,6 +1375,38 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The AVX2 build of the block kernels (see `processing::simd`) rounds every
+    /// operation as the portable one does: the same output bits, at every rate.
+    #[test]
+    fn the_avx2_and_the_portable_builds_give_the_same_bits() {
+        use crate::processing::simd::force_portable;
+        for (path, rate) in [
+            (SPEECH1_8000, 8000),
+            (SPEECH1_16000, 16000),
+            (SPEECH1_48000, 48000),
+        ] {
+            let clean = load(path, rate);
+            let x = to_i16(&clean[..clean.len().min(2 * rate as usize)]);
+            let cfg = NsConfig {
+                sample_rate_hz: rate,
+                ..NsConfig::default()
+            };
+            let wide = suppress(&x, cfg);
+            force_portable(true);
+            let narrow = suppress(&x, cfg);
+            force_portable(false);
+            assert_eq!(wide.len(), narrow.len());
+            assert!(
+                wide.iter()
+                    .zip(&narrow)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{path}: the builds differ"
+            );
+            // Not trivially equal: the suppressor changed the signal.
+            assert!(wide.iter().zip(&x).any(|(&a, &b)| a != f32::from(b)));
         }
     }
 

@@ -1,0 +1,63 @@
+//! Wider vectors where the CPU has them.
+//!
+//! The voice-processing kernels are loops over spectrum bins and samples written so the
+//! compiler vectorises them. Built for the x86-64 baseline they use 128-bit SSE2
+//! vectors; a CPU with AVX2 runs 256-bit ones. Each hot kernel is therefore compiled
+//! twice, the second time with AVX2 enabled (`#[target_feature]`), and picks one per
+//! call with [`avx2`] (std's cached CPU check: one load). Only AVX2 is enabled, not FMA, so the compiler
+//! cannot fuse a multiply and an add: both builds round every operation the same way
+//! and give the same bits (tests compare them), and a gateway's output does not depend
+//! on which machine it runs on. On other architectures the portable build is the only
+//! one.
+//!
+//! Which kernels: the noise suppressor's block (analysis, transforms, noise tracking,
+//! gains): voice-pcmu, 2,000 calls on the virtual clock, +17% calls per core on the
+//! development machine (PERF.md). The detector's, AGC's and DTMF detector's kernels
+//! built the same way measured no gain, so they have one build.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by [`force_portable`]: every kernel takes its portable build.
+static PORTABLE: AtomicBool = AtomicBool::new(false);
+
+/// True when the AVX2 build of a kernel may run: the CPU has AVX2 and
+/// [`force_portable`] is off. Real-time safe (two atomic loads once std has detected the
+/// CPU, which [`warm_up`] makes sure of).
+#[inline(always)]
+pub fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && !PORTABLE.load(Ordering::Relaxed)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Runs the CPU detection once, on the control plane, so the first real-time call finds
+/// it cached. Returns whether the AVX2 builds will run.
+pub fn warm_up() -> bool {
+    avx2()
+}
+
+/// Makes every kernel take its portable build (`true`) or the widest the CPU runs
+/// (`false`, the default), for the whole process. Both give the same output; this is
+/// for tests that check that, and for measuring the difference.
+pub fn force_portable(on: bool) {
+    PORTABLE.store(on, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forcing_the_portable_builds_turns_the_avx2_ones_off() {
+        force_portable(true);
+        assert!(!avx2());
+        force_portable(false);
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(avx2(), std::arch::is_x86_feature_detected!("avx2"));
+    }
+}

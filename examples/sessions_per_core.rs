@@ -49,6 +49,14 @@
 //! heap to the OS) and after building it and creating the calls, divided by the engine's
 //! session slots and by the calls; also after the window (slabs touched by traffic).
 //!
+//! Pages: a lane with thousands of sessions touches more memory per tick than the TLB
+//! maps with 4 KiB pages, so every few sessions cost a page walk. After creating the
+//! calls, before any traffic, the harness calls `MediaEngine::use_huge_pages(true)`,
+//! which puts the process's anonymous memory on transparent huge pages (see
+//! `media_core::runtime::memory`; what PERF.md recommends a gateway do after creating a
+//! batch of sessions), unless `--no-huge-pages` is given. The report states what the
+//! kernel did and the anonymous memory in huge pages (`AnonHugePages`).
+//!
 //! # Virtual mode
 //! `ClockMode::Virtual`, one thread, as fast as possible: per 10 ms tick the traffic the
 //! generator releases in it (virtual time) is pushed, `engine.step(1)` runs the tick, every
@@ -114,6 +122,7 @@ use media_core::processing::audio::{DspChain, DspConfig, DspScratch};
 use media_core::rtp::{write_header, RtpHeader, RTP_HEADER_LEN};
 use media_core::runtime::clock::{monotonic_ns, sleep_until_ns};
 use media_core::runtime::lane::session_state_bytes;
+use media_core::runtime::memory::HugePages;
 use media_core::runtime::stats::{HistogramSnapshot, LaneStats, SessionStats};
 use media_core::{
     ClockMode, CodecSpec, DialogId, EgressHandle, EngineConfig, EngineEvent, IngressHandle,
@@ -247,13 +256,14 @@ struct Opts {
     fifo: bool,
     step2: bool,
     strict: bool,
+    huge_pages: bool,
 }
 
 const USAGE: &str =
     "usage: sessions_per_core [--scenario NAME] [--topology fused|split] [--lanes N]
     [--cores LIST] [--seconds S] [--mode paced|virtual] [--json] [--headroom F]
     [--start N] [--max N] [--jitter-ms J] [--loss-pct P] [--seed N] [--gen-core C] [--warmup S]
-    [--fifo] [--step2] [--strict] [--iterations N]
+    [--fifo] [--step2] [--strict] [--iterations N] [--no-huge-pages]
   --scenario   one of the scenario table (default pcmu-pcma)
   --topology   fused (one thread per lane, default) or split (four threads per lane)
   --lanes      lanes (default 1)
@@ -277,6 +287,8 @@ const USAGE: &str =
                the work is the same on every run (for instruction counts, e.g. callgrind)
   --step2      virtual: push 20 ms of traffic then step(2), instead of pushing each 10 ms
                tick's traffic before its own step(1)
+  --no-huge-pages  leave memory on the pages the allocator gave it (by default the
+               harness calls MediaEngine::use_huge_pages(true) after creating the calls)
   --strict     a step passes only if the engine also dropped nothing in its window (by
                default drops are reported but, as specified, do not fail a step; in the
                split topology the tick time covers the jitter thread only, so drops are
@@ -325,16 +337,21 @@ fn parse_args() -> Result<Opts, String> {
         fifo: false,
         step2: false,
         strict: false,
+        huge_pages: true,
     };
     let mut start = None;
     let mut i = 0;
     while i < args.len() {
         let flag = args[i].as_str();
-        if matches!(flag, "--json" | "--fifo" | "--step2" | "--strict") {
+        if matches!(
+            flag,
+            "--json" | "--fifo" | "--step2" | "--strict" | "--no-huge-pages"
+        ) {
             match flag {
                 "--json" => o.json = true,
                 "--fifo" => o.fifo = true,
                 "--strict" => o.strict = true,
+                "--no-huge-pages" => o.huge_pages = false,
                 _ => o.step2 = true,
             }
             i += 1;
@@ -1341,6 +1358,7 @@ struct StepResult {
     jb_level: [u32; 3],
     rss_before: u64,
     rss_built: u64,
+    huge_pages: Option<HugePages>,
     rss_after: u64,
     create_s: f64,
     create_flushes: usize,
@@ -1370,6 +1388,8 @@ struct Built {
     flushes: usize,
     rss_before: u64,
     rss_built: u64,
+    /// What `use_huge_pages` did (`None`: `--no-huge-pages`).
+    huge_pages: Option<HugePages>,
     lane_events: Vec<String>,
 }
 
@@ -1451,6 +1471,8 @@ fn build(o: &Opts, plan: &CorePlan, calls: usize) -> Result<Built, String> {
         .flush(Duration::from_secs(10))
         .map_err(|e| format!("waiting for the lanes to apply creates: {e}"))?;
     let create_s = t.elapsed().as_secs_f64();
+    // Before any traffic, while the lanes are idle (see the module docs, "Pages").
+    let huge_pages = o.huge_pages.then(|| engine.use_huge_pages(true));
     let rss_built = rss_bytes();
     let lane_events = engine
         .events()
@@ -1471,6 +1493,7 @@ fn build(o: &Opts, plan: &CorePlan, calls: usize) -> Result<Built, String> {
         flushes,
         rss_before,
         rss_built,
+        huge_pages,
         lane_events,
     })
 }
@@ -1564,6 +1587,7 @@ fn finish_step(o: &Opts, b: &Built, before: &Snap, after: &Snap, tr: &Traffic) -
         unmatched: st.unmatched,
         rss_before: b.rss_before,
         rss_built: b.rss_built,
+        huge_pages: b.huge_pages,
         create_s: b.create_s,
         create_flushes: b.flushes,
         lane_events: b.lane_events.clone(),
@@ -2510,6 +2534,16 @@ fn run() -> Result<(), String> {
             "hot state per engine session: {hot} bytes (per call: {} bytes)",
             2 * hot
         ));
+        out.line(&match r.huge_pages {
+            Some(h) => format!(
+                "pages: use_huge_pages(true) after creating the calls: {:.1} MiB marked, {:.1} MiB collapsed, {} range(s) refused; {:.1} MiB of anonymous memory in huge pages",
+                h.advised_bytes as f64 / 1048576.0,
+                h.collapsed_bytes as f64 / 1048576.0,
+                h.refused_ranges,
+                h.anon_huge_bytes as f64 / 1048576.0
+            ),
+            None => "pages: --no-huge-pages (memory on the pages the allocator gave it)".to_string(),
+        });
         let goal = |l: &Latency| match (l.p99_ms <= 20.0, l.max_ms <= 20.0) {
             (true, true) => "met (p99 and max)",
             (true, false) => "met at p99, not at max",
@@ -2720,6 +2754,16 @@ fn json(
         None => j.push_str(",\"rss_bytes_per_session\":null"),
     }
     let _ = write!(j, ",\"hot_state_bytes\":{hot}");
+    match best.and_then(|r| r.huge_pages) {
+        Some(h) => {
+            let _ = write!(
+                j,
+                ",\"huge_pages\":{{\"advised_bytes\":{},\"collapsed_bytes\":{},\"refused_ranges\":{},\"anon_huge_bytes\":{}}}",
+                h.advised_bytes, h.collapsed_bytes, h.refused_ranges, h.anon_huge_bytes
+            );
+        }
+        None => j.push_str(",\"huge_pages\":null"),
+    }
     let lat = |j: &mut String, name: &str, l: Option<Latency>| match l {
         Some(l) => {
             let _ = write!(

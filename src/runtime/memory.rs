@@ -24,15 +24,21 @@ pub struct HugePages {
     pub advised_bytes: u64,
     /// Bytes of those ranges the kernel collapsed into huge pages (with `collapse`).
     pub collapsed_bytes: u64,
-    /// Ranges the kernel refused (old kernel, huge pages disabled, no memory free to
-    /// compact into huge pages); the rest still counts.
+    /// Ranges the kernel would not mark (old kernel, huge pages disabled).
     pub refused_ranges: u32,
+    /// Huge pages the kernel would not collapse after [`COLLAPSE_TRIES`] tries (no memory
+    /// free to compact into a huge page, or pages busy); the rest still counts.
+    pub refused_pages: u32,
     /// Anonymous memory of the process in huge pages afterwards (`AnonHugePages`).
     pub anon_huge_bytes: u64,
 }
 
 /// Size of a transparent huge page on x86-64 and most arm64 kernels.
 const HUGE: u64 = 2 << 20;
+
+/// Attempts per huge page before a collapse is given up (a page a running lane touches
+/// may be busy for a moment).
+pub const COLLAPSE_TRIES: usize = 3;
 
 /// `MADV_COLLAPSE` (Linux 6.1, `include/uapi/asm-generic/mman-common.h`).
 #[cfg(target_os = "linux")]
@@ -57,11 +63,20 @@ pub fn use_huge_pages(collapse: bool) -> HugePages {
             }
             r.advised_bytes += end - start;
             if collapse {
-                // SAFETY: as above; a collapse copies pages and keeps their contents.
-                if unsafe { libc::madvise(p, len, MADV_COLLAPSE) } == 0 {
-                    r.collapsed_bytes += end - start;
-                } else {
-                    r.refused_ranges += 1;
+                // One huge page at a time, so a page the kernel cannot collapse now (a lane
+                // is using it: EAGAIN) costs that page only, and is tried again.
+                for page in (start..end).step_by(HUGE as usize) {
+                    let q = page as *mut libc::c_void;
+                    let done = (0..COLLAPSE_TRIES).any(|_| {
+                        // SAFETY: as above; a collapse copies pages and keeps their
+                        // contents.
+                        unsafe { libc::madvise(q, HUGE as usize, MADV_COLLAPSE) == 0 }
+                    });
+                    if done {
+                        r.collapsed_bytes += HUGE;
+                    } else {
+                        r.refused_pages += 1;
+                    }
                 }
             }
         }

@@ -30,14 +30,14 @@ spc v-opus-opus --mode virtual --scenario opus-opus --start 5000 --max 5000 --se
 spc v-voice    --mode virtual --scenario voice-pcmu --start 1000 --max 1000 --seconds 3 --cores 2
 spc v-aec      --mode virtual --scenario aec-pcmu --start 200 --max 200 --seconds 3 --cores 2
 # Paced ramps (real-time lanes, SCHED_FIFO, generator on its own core).
-spc p-relay-1  --mode paced --fifo --scenario relay-pcmu --start 2000 --seconds 3 --cores 2 --gen-core 1
-spc p-pcma-1   --mode paced --fifo --scenario pcmu-pcma --start 2000 --seconds 3 --cores 2 --gen-core 1
-spc p-relay-2  --mode paced --fifo --lanes 2 --scenario relay-pcmu --start 4000 --seconds 3 --cores 2,3 --gen-core 1
-spc p-relay-split --mode paced --fifo --topology split --scenario relay-pcmu --start 1000 --seconds 3 --cores 2-5 --gen-core 1
+spc p-relay-1  --mode paced --fifo --scenario relay-pcmu --start 2000 --seconds 3 --confirm 0 --cores 2 --gen-core 1
+spc p-pcma-1   --mode paced --fifo --scenario pcmu-pcma --start 2000 --seconds 3 --confirm 0 --cores 2 --gen-core 1
+spc p-relay-2  --mode paced --fifo --lanes 2 --scenario relay-pcmu --start 4000 --seconds 3 --confirm 0 --cores 2,3 --gen-core 1
+spc p-relay-split --mode paced --fifo --topology split --scenario relay-pcmu --start 1000 --seconds 3 --confirm 0 --cores 2-5 --gen-core 1
 # 60 s confirmation at 90% of what each 1-lane ramp found.
 for pair in "p-relay-1 relay-pcmu" "p-pcma-1 pcmu-pcma"; do
   set -- $pair
   n=$(python3 -c "import json; r=[json.loads(l) for l in open('$J') if json.loads(l).get('label')=='$1']; print(int(r[0]['calls']*0.9) if r and r[0].get('calls') else 0)")
-  [ "$n" -gt 0 ] && spc "c60-$2" --mode paced --fifo --scenario $2 --start $n --max $n --seconds 60 --cores 2 --gen-core 1
+  [ "$n" -gt 0 ] && spc "c60-$2" --mode paced --fifo --scenario $2 --start $n --max $n --seconds 60 --confirm 0 --cores 2 --gen-core 1
 done
 say "done"

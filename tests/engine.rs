@@ -1235,17 +1235,6 @@ fn opus_relay_engine() -> MediaEngine {
     e
 }
 
-/// Opus packet `k` of a continuous 48 kHz tone, 20 ms per packet.
-fn opus_tone_packet(enc: &mut opus::Encoder, k: usize) -> Vec<u8> {
-    let pcm: Vec<i16> = (0..960)
-        .map(|i| (((k * 960 + i) as f64 * 0.0576).sin() * 8000.0) as i16)
-        .collect();
-    let mut payload = vec![0u8; 400];
-    let n = enc.encode(&pcm, &mut payload).unwrap();
-    payload.truncate(n);
-    payload
-}
-
 #[test]
 fn opus_relay_passes_payloads_through_undecoded_and_leaves_losses_to_the_far_end() {
     let e = opus_relay_engine();
@@ -1257,7 +1246,7 @@ fn opus_relay_passes_payloads_through_undecoded_and_leaves_losses_to_the_far_end
     let mut out = Vec::new();
     let lost = [30usize, 31, 45];
     for k in 0..60usize {
-        let payload = opus_tone_packet(&mut enc, k);
+        let payload = common::opus_tone_packet(&mut enc, k, 8000.0);
         if !lost.contains(&k) {
             rtp(111, k as u16, 960 * k as u32, 7, k == 0, &payload, &mut pkt);
             ing.push(b, &pkt).unwrap();
@@ -1313,7 +1302,7 @@ fn an_opus_relay_to_a_leg_with_an_echo_canceller_still_decodes_its_reference() {
     let mut enc = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
     let (mut pkt, mut sent, mut out) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..40usize {
-        let payload = opus_tone_packet(&mut enc, k);
+        let payload = common::opus_tone_packet(&mut enc, k, 8000.0);
         rtp(111, k as u16, 960 * k as u32, 7, k == 0, &payload, &mut pkt);
         ing.push(b, &pkt).unwrap();
         sent.push(payload);

@@ -87,17 +87,7 @@ thread_local! {
     /// 50 frames of a tone as Opus packets (48 kHz, 20 ms), encoded once.
     static OPUS_FRAMES: Vec<Vec<u8>> = {
         let mut enc = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
-        (0..50)
-            .map(|k| {
-                let pcm: Vec<i16> = (0..960)
-                    .map(|i| (((k * 960 + i) as f64 * 0.0576).sin() * 6000.0) as i16)
-                    .collect();
-                let mut out = vec![0u8; 400];
-                let n = enc.encode(&pcm, &mut out).unwrap();
-                out.truncate(n);
-                out
-            })
-            .collect()
+        (0..50).map(|k| common::opus_tone_packet(&mut enc, k, 6000.0)).collect()
     };
 }
 

@@ -95,3 +95,15 @@ pub fn tone_fit(pcm: &[i16], freq_hz: f64, rate_hz: f64) -> (f64, f64) {
     }
     (10.0 * (sig / err).log10(), (a_c * a_c + a_s * a_s).sqrt())
 }
+
+/// Frame `k` of a tone (peak `amplitude`) as an Opus packet: 48 kHz mono, 20 ms, encoded
+/// by `enc` (so frames encoded in order continue one stream).
+pub fn opus_tone_packet(enc: &mut opus::Encoder, k: usize, amplitude: f64) -> Vec<u8> {
+    let pcm: Vec<i16> = (0..960)
+        .map(|i| (((k * 960 + i) as f64 * 0.0576).sin() * amplitude) as i16)
+        .collect();
+    let mut payload = vec![0u8; 400];
+    let n = enc.encode(&pcm, &mut payload).unwrap();
+    payload.truncate(n);
+    payload
+}

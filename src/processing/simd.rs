@@ -13,8 +13,10 @@
 //! Which kernels, each measured on the virtual clock on the development machine
 //! (PERF.md): the noise suppressor's block (analysis, transforms, noise tracking, gains),
 //! voice-pcmu at 2,000 calls +17% calls per core; the echo canceller's block and its
-//! partitioned filter, aec-pcmu at 400 calls +6%. The detector's, AGC's and DTMF
-//! detector's kernels built the same way measured no gain, so they have one build.
+//! partitioned filter, aec-pcmu at 400 calls +6%; the AGC's block, 244-254 -> 127-148 ns
+//! per 20 ms frame at 8 kHz (64 AGCs in turn, in cache). The voice activity detector's
+//! and DTMF detector's kernels built the same way measured no gain (the Goertzel
+//! recurrences are bound by their latency, not their width), so they have one build.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -180,6 +180,8 @@ impl Agc {
     /// [`AgcConfig`] (or not finite).
     pub fn new(config: AgcConfig) -> Result<Agc, DspConfigError> {
         check_rate("agc", config.sample_rate_hz)?;
+        // The CPU check the block kernel makes, done here first (control plane).
+        crate::processing::simd::warm_up();
         if !in_range(config.target_level_dbfs, TARGET_RANGE_DBFS) {
             return Err(err("target_level_dbfs must be within -60..=0"));
         }
@@ -318,6 +320,24 @@ impl Agc {
     }
 
     fn process_block(&mut self, block: &mut [i16], vad: Option<bool>) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::processing::simd::avx2() {
+            // SAFETY: the CPU runs AVX2 (just checked), all `process_block_avx2` requires.
+            return unsafe { self.process_block_avx2(block, vad) };
+        }
+        self.process_block_portable(block, vad)
+    }
+
+    /// [`Self::process_block`] compiled with AVX2 (see [`crate::processing::simd`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn process_block_avx2(&mut self, block: &mut [i16], vad: Option<bool>) {
+        self.process_block_portable(block, vad)
+    }
+
+    /// The body of [`Self::process_block`], built into both of its versions.
+    #[inline(always)]
+    fn process_block_portable(&mut self, block: &mut [i16], vad: Option<bool>) {
         // Integer sums vectorise; 480 squares of at most 2^30 fit an i64 easily.
         let energy: i64 = block
             .iter()
@@ -590,6 +610,30 @@ mod tests {
                     );
                 }
                 assert_eq!(clipped, 0, "{rate} Hz, {input_dbfs} dBFS in");
+            }
+        }
+    }
+
+    /// The AVX2 build of the block (see `processing::simd`) rounds every operation as the
+    /// portable one does: the same samples, quiet and loud, at every rate.
+    #[test]
+    fn the_avx2_and_the_portable_builds_give_the_same_samples() {
+        use crate::processing::simd::force_portable;
+        for rate in [8000, 16000, 48000] {
+            for dbfs in [-40.0, -6.0] {
+                let x = at_level(&speech(rate), rate, dbfs);
+                let x = &x[..x.len().min(3 * rate as usize)];
+                let config = AgcConfig {
+                    sample_rate_hz: rate,
+                    ..AgcConfig::default()
+                };
+                let wide = run(&mut Agc::new(config).expect("valid"), x, 20, rate);
+                force_portable(true);
+                let narrow = run(&mut Agc::new(config).expect("valid"), x, 20, rate);
+                force_portable(false);
+                assert_eq!(wide, narrow, "{rate} Hz, {dbfs} dBFS: the builds differ");
+                // Not trivially equal: the gain changed the signal.
+                assert_ne!(wide, x, "{rate} Hz, {dbfs} dBFS");
             }
         }
     }

@@ -2580,10 +2580,10 @@ fn run() -> Result<(), String> {
         ));
         out.line(&match r.huge_pages {
             Some(h) => format!(
-                "pages: use_huge_pages(true) after creating the calls: {:.1} MiB marked, {:.1} MiB collapsed, {} range(s) not marked, {} huge page(s) not collapsed; {:.1} MiB of anonymous memory in huge pages",
+                "pages: use_huge_pages(true) after creating the calls: {:.1} MiB marked, {:.1} MiB collapsed, {} sparse 2 MiB page(s) left, {} refused; {:.1} MiB of anonymous memory in huge pages",
                 h.advised_bytes as f64 / 1048576.0,
                 h.collapsed_bytes as f64 / 1048576.0,
-                h.refused_ranges,
+                h.sparse_pages,
                 h.refused_pages,
                 h.anon_huge_bytes as f64 / 1048576.0
             ),
@@ -2809,8 +2809,8 @@ fn json(
         Some(h) => {
             let _ = write!(
                 j,
-                ",\"huge_pages\":{{\"advised_bytes\":{},\"collapsed_bytes\":{},\"refused_ranges\":{},\"refused_pages\":{},\"anon_huge_bytes\":{}}}",
-                h.advised_bytes, h.collapsed_bytes, h.refused_ranges, h.refused_pages, h.anon_huge_bytes
+                ",\"huge_pages\":{{\"advised_bytes\":{},\"collapsed_bytes\":{},\"sparse_pages\":{},\"refused_pages\":{},\"anon_huge_bytes\":{}}}",
+                h.advised_bytes, h.collapsed_bytes, h.sparse_pages, h.refused_pages, h.anon_huge_bytes
             );
         }
         None => j.push_str(",\"huge_pages\":null"),

@@ -8,10 +8,11 @@
 //! where only memory a process marks gets them, and the allocator (glibc's, at least)
 //! marks nothing unless told at start.
 //!
-//! [`use_huge_pages`] marks every private anonymous mapping of the process (the heap,
-//! allocator arenas, large allocations) with `MADV_HUGEPAGE`, so memory faulted in later
-//! gets 2 MiB pages, and with `collapse` also asks the kernel to rebuild what is already
-//! in use as huge pages at once (`MADV_COLLAPSE`, Linux 6.1+). Control plane only: it
+//! [`use_huge_pages`] marks the private anonymous memory of the process (the heap,
+//! allocator arenas, large allocations) with `MADV_HUGEPAGE`, 2 MiB page by 2 MiB page
+//! where at least half of the page is in use (so sparse memory, such as thread stacks,
+//! does not grow), and with `collapse` also asks the kernel to rebuild those pages as huge
+//! pages at once (`MADV_COLLAPSE`, Linux 6.1+). Control plane only: it
 //! reads `/proc/self/maps` and makes system calls, and a collapse copies memory that
 //! lanes may be using (they wait on it meanwhile), so run it when lanes are idle, e.g.
 //! after creating a batch of sessions before traffic. Elsewhere than Linux it does
@@ -20,14 +21,17 @@
 /// What [`use_huge_pages`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HugePages {
-    /// Bytes of 2 MiB-aligned ranges marked for huge pages.
+    /// Bytes marked for huge pages (whole 2 MiB pages at least half in use).
     pub advised_bytes: u64,
-    /// Bytes of those ranges the kernel collapsed into huge pages (with `collapse`).
+    /// Bytes of those the kernel collapsed into huge pages (with `collapse`).
     pub collapsed_bytes: u64,
-    /// Ranges the kernel would not mark (old kernel, huge pages disabled).
-    pub refused_ranges: u32,
-    /// Huge pages the kernel would not collapse after [`COLLAPSE_TRIES`] tries (no memory
-    /// free to compact into a huge page, or pages busy); the rest still counts.
+    /// 2 MiB pages left alone because less than half of them was in use: a huge page
+    /// there would add more resident memory than it saves in page walks (a collapse
+    /// fills the whole 2 MiB).
+    pub sparse_pages: u32,
+    /// 2 MiB pages the kernel would not mark, or not collapse after [`COLLAPSE_TRIES`]
+    /// tries (old kernel, huge pages disabled, no memory free to compact into a huge
+    /// page, or pages busy); the rest still counts.
     pub refused_pages: u32,
     /// Anonymous memory of the process in huge pages afterwards (`AnonHugePages`).
     pub anon_huge_bytes: u64,
@@ -51,32 +55,41 @@ pub fn use_huge_pages(collapse: bool) -> HugePages {
     #[cfg(target_os = "linux")]
     {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let mut resident = vec![0u8; (HUGE / 4096) as usize];
         for (start, end) in anonymous_ranges(&maps) {
-            let len = (end - start) as usize;
-            let p = start as *mut libc::c_void;
-            // SAFETY: madvise with these advices only changes how the kernel backs the
-            // range (no contents change, no mapping is added or removed); the range lies
-            // inside a mapping of this process, taken from /proc/self/maps.
-            if unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) } != 0 {
-                r.refused_ranges += 1;
-                continue;
-            }
-            r.advised_bytes += end - start;
-            if collapse {
-                // One huge page at a time, so a page the kernel cannot collapse now (a lane
-                // is using it: EAGAIN) costs that page only, and is tried again.
-                for page in (start..end).step_by(HUGE as usize) {
-                    let q = page as *mut libc::c_void;
-                    let done = (0..COLLAPSE_TRIES).any(|_| {
-                        // SAFETY: as above; a collapse copies pages and keeps their
-                        // contents.
-                        unsafe { libc::madvise(q, HUGE as usize, MADV_COLLAPSE) == 0 }
-                    });
-                    if done {
-                        r.collapsed_bytes += HUGE;
-                    } else {
-                        r.refused_pages += 1;
-                    }
+            // One huge page at a time: only pages mostly in use, and a page the kernel
+            // cannot collapse now (a lane is using it: EAGAIN) costs that page only, and
+            // is tried again.
+            for page in (start..end).step_by(HUGE as usize) {
+                let q = page as *mut libc::c_void;
+                // SAFETY: `q..q + HUGE` lies inside a mapping of this process (from
+                // /proc/self/maps) and `resident` has one byte per 4 KiB page of it;
+                // mincore only reports which pages are resident.
+                let known = unsafe { libc::mincore(q, HUGE as usize, resident.as_mut_ptr()) } == 0;
+                let in_use = resident.iter().filter(|&&v| v & 1 != 0).count();
+                if !known || 2 * in_use < resident.len() {
+                    r.sparse_pages += 1;
+                    continue;
+                }
+                // SAFETY: madvise with these advices only changes how the kernel backs
+                // the range (no contents change, no mapping is added or removed; a
+                // collapse copies pages and keeps their contents); the range lies inside
+                // a mapping of this process.
+                if unsafe { libc::madvise(q, HUGE as usize, libc::MADV_HUGEPAGE) } != 0 {
+                    r.refused_pages += 1;
+                    continue;
+                }
+                r.advised_bytes += HUGE;
+                if !collapse {
+                    continue;
+                }
+                let done = (0..COLLAPSE_TRIES)
+                    // SAFETY: as above.
+                    .any(|_| unsafe { libc::madvise(q, HUGE as usize, MADV_COLLAPSE) == 0 });
+                if done {
+                    r.collapsed_bytes += HUGE;
+                } else {
+                    r.refused_pages += 1;
                 }
             }
         }
@@ -169,5 +182,36 @@ garbage line
             // What the kernel says it collapsed shows as huge pages.
             assert!(r.anon_huge_bytes > 0, "{r:?}");
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn memory_mostly_untouched_is_not_filled_in() {
+        // 32 MiB reserved, one byte written per 2 MiB: 16 of its 8,192 pages in use.
+        let mut v: Vec<u8> = Vec::with_capacity(32 << 20);
+        for chunk in v.spare_capacity_mut().chunks_mut(HUGE as usize) {
+            chunk[0].write(1);
+        }
+        let r = use_huge_pages(true);
+        assert!(r.sparse_pages >= 15, "{r:?}");
+        let spare = v.spare_capacity_mut();
+        let mut resident = vec![0u8; spare.len() / 4096];
+        let start = (spare.as_ptr() as usize).div_ceil(4096) * 4096;
+        // SAFETY: the range lies inside `v`'s allocation and `resident` has a byte per
+        // 4 KiB page of it; mincore only reports residency.
+        let rc = unsafe {
+            libc::mincore(
+                start as *mut libc::c_void,
+                (resident.len() - 1) * 4096,
+                resident.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0);
+        let in_use = resident.iter().filter(|&&b| b & 1 != 0).count();
+        assert!(
+            in_use < resident.len() / 10,
+            "{in_use} of {} pages",
+            resident.len()
+        );
     }
 }

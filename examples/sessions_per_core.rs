@@ -2389,13 +2389,24 @@ fn run() -> Result<(), String> {
             if let (true, Some(mut n)) = (o.confirm > 0.0, last_pass) {
                 let mut oc = o.clone();
                 oc.seconds = o.confirm;
+                let mut retried = false;
                 for _ in 0..CONFIRM_TRIES {
                     out.line(&format!("  confirming {n} calls over {} s", o.confirm));
                     let mut r = run_paced_step(&oc, &plan, n, &mut out)?;
                     r.confirm = true;
                     out.line(&step_line(&oc, &r));
-                    let pass = r.pass;
+                    let (pass, valid) = (r.pass, r.valid);
                     steps.push(r);
+                    if !valid {
+                        // The generator's fault, not the lane's: the same count once more,
+                        // then stop (reported as a generator limit).
+                        if retried {
+                            generator_limited = true;
+                            break;
+                        }
+                        retried = true;
+                        continue;
+                    }
                     if pass || n <= 1 {
                         break;
                     }
@@ -2406,8 +2417,9 @@ fn run() -> Result<(), String> {
     }
 
     // The reported step: the largest passing count (virtual: the one run), of the
-    // confirmation runs when there were any.
-    let confirming = steps.iter().any(|r| r.confirm);
+    // confirmation runs when any of them was valid (a generator that fell behind in all
+    // of them leaves the ramp's count, reported with the generator limit).
+    let confirming = steps.iter().any(|r| r.confirm && r.valid);
     let best = steps
         .iter()
         .filter(|r| r.pass && r.confirm == confirming)
@@ -2458,7 +2470,7 @@ fn run() -> Result<(), String> {
             cores_used,
             r.window_s.round(),
             if r.confirm { ", confirmed after the ramp" } else { "" },
-            if reached_max { ", reached --max" } else { "" }
+            if reached_max && r.calls >= o.max { ", reached --max" } else { "" }
         )),
         (Mode::Paced, None) if confirming => out.line(&format!(
             "sessions per core: 0  (the ramp passed {} calls in {} s windows, but no count passed over {} s)",

@@ -369,9 +369,10 @@ impl MediaEngine {
     }
 
     /// Puts the process's anonymous memory, where sessions' state lives, on transparent
-    /// huge pages: marks it (`MADV_HUGEPAGE`) so memory faulted in later gets 2 MiB
-    /// pages, and with `collapse` rebuilds what is in use now (`MADV_COLLAPSE`, Linux
-    /// 6.1+). Worth about a quarter more calls per core at thousands of sessions on a
+    /// huge pages: marks the 2 MiB pages that are at least half in use now
+    /// (`MADV_HUGEPAGE`) and with `collapse` rebuilds them as huge pages (`MADV_COLLAPSE`,
+    /// Linux 6.1+). Memory allocated afterwards, such as the state of sessions created
+    /// later, is not covered: call it again after the next batch. Worth about a quarter more calls per core at thousands of sessions on a
     /// lane (PERF.md), where 4 KiB pages make every few sessions a page walk. A collapse
     /// copies memory the lanes may be using, which then wait for it: call it after
     /// creating a batch of sessions and before their traffic, or at a quiet moment.

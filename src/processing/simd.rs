@@ -51,12 +51,22 @@ pub fn force_portable(on: bool) {
     PORTABLE.store(on, Ordering::Relaxed);
 }
 
+/// Serialises the tests that switch [`force_portable`] (a process-wide setting), so one
+/// test's switch does not land inside another's comparison. Test builds only.
+#[cfg(test)]
+#[allow(clippy::disallowed_types)] // tests only: never on a lane
+pub(crate) fn test_switch_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn forcing_the_portable_builds_turns_the_avx2_ones_off() {
+        let _switch = test_switch_lock();
         force_portable(true);
         assert!(!avx2());
         force_portable(false);

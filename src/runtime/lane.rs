@@ -1289,9 +1289,10 @@ impl EncodeStage {
                 Downstream::Missing { dst, .. } => {
                     // A telephone event goes on even when no audio comes (senders often
                     // mute audio while a key is pressed).
-                    let tone = self.sessions[dst as usize]
-                        .as_ref()
-                        .is_some_and(|p| p.tone_on);
+                    // The flag first: sessions with no digit playing never touch the box.
+                    let tone = self.sessions[dst as usize].as_ref().is_some_and(|p| {
+                        p.tone_on && p.tones.as_ref().is_some_and(|t| t.generator.is_active())
+                    });
                     if tone {
                         // A forwarded digit plays in-band even without audio.
                         self.encode(dst, None);
@@ -1315,6 +1316,7 @@ impl EncodeStage {
                                 part.tone_on = true;
                             } else {
                                 t.generator.stop();
+                                part.tone_on = t.generator.is_active();
                             }
                         }
                         if part.dtmf_pt.is_some() {

@@ -111,8 +111,8 @@ pub fn anon_huge_bytes() -> u64 {
 }
 
 /// The whole 2 MiB-aligned ranges of the private anonymous read-write mappings in
-/// `maps` (the format of `/proc/self/maps`): the heap and unnamed mappings, not stacks,
-/// files or special mappings.
+/// `maps` (the format of `/proc/self/maps`): the heap and unnamed mappings (which include
+/// other threads' stacks), not the main thread's stack, files or special mappings.
 fn anonymous_ranges(maps: &str) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     for line in maps.lines() {
@@ -189,6 +189,16 @@ garbage line
     fn memory_mostly_untouched_is_not_filled_in() {
         // 32 MiB reserved, one byte written per 2 MiB: 16 of its 8,192 pages in use.
         let mut v: Vec<u8> = Vec::with_capacity(32 << 20);
+        {
+            // A kernel in `transparent_hugepage=always` mode would back each first write
+            // with a whole huge page; this test is about what `use_huge_pages` adds.
+            let spare = v.spare_capacity_mut();
+            let start = (spare.as_ptr() as usize).div_ceil(4096) * 4096;
+            let len = (spare.as_ptr() as usize + spare.len()) / 4096 * 4096 - start;
+            // SAFETY: the range lies inside `v`'s allocation; the advice only changes how
+            // the kernel may back it.
+            unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_NOHUGEPAGE) };
+        }
         for chunk in v.spare_capacity_mut().chunks_mut(HUGE as usize) {
             chunk[0].write(1);
         }

@@ -252,9 +252,9 @@ pub struct Route {
 /// Marks a [`DecodePart`] as present, in its first bytes.
 ///
 /// `Option<DecodePart>` stores `None` as an invalid value of one of the part's fields,
-/// the one with the most invalid values. This one has all but one of a `u32`'s, more
-/// than any other field (the next best, an option's tag widened to a `u32`, has all but
-/// two), so the decode stage's table tells a live slot from an empty one at offset 0 of
+/// the one with the most invalid values. This one has all but one of a `u64`'s, more
+/// than any other field (a `repr(u32)` marker lost to an option's tag widened to a
+/// word inside the receive channel), so the decode stage's table tells a live slot from an empty one at offset 0 of
 /// the entry, on the line its prefetches load first, and not on line 17 inside the
 /// receive channel (a wait on memory for every packet at thousands of sessions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -686,9 +686,12 @@ impl EchoCanceller {
     }
 
     /// [`Self::process_block`] compiled with AVX2 (see [`crate::processing::simd`]).
+    ///
+    /// # Safety
+    /// The CPU must run AVX2 ([`crate::processing::simd::avx2`]).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn process_block_avx2(&mut self, capture: &mut [i16], reference: &[i16]) {
+    unsafe fn process_block_avx2(&mut self, capture: &mut [i16], reference: &[i16]) {
         self.process_block_portable(capture, reference)
     }
 
@@ -1292,9 +1295,12 @@ fn filter(
     out: &mut [Complex32],
 ) {
     /// [`filter`] compiled with AVX2.
+    ///
+    /// # Safety
+    /// The CPU must run AVX2 ([`crate::processing::simd::avx2`]).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn filter_avx2(
+    unsafe fn filter_avx2(
         weights: &[Complex32],
         ref_spectra: &[Complex32],
         head: usize,
@@ -1796,6 +1802,7 @@ mod tests {
     #[test]
     fn the_avx2_and_the_portable_builds_give_the_same_bits() {
         use crate::processing::simd::force_portable;
+        let _switch = crate::processing::simd::test_switch_lock();
         for rate in [8000, 16000] {
             let s = scenario(rate, 3.0, Some((1.5, 2.5)));
             let wide = run(&mut canceller(rate, 64, true), &s.capture, &s.far);

@@ -329,9 +329,12 @@ impl Agc {
     }
 
     /// [`Self::process_block`] compiled with AVX2 (see [`crate::processing::simd`]).
+    ///
+    /// # Safety
+    /// The CPU must run AVX2 ([`crate::processing::simd::avx2`]).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn process_block_avx2(&mut self, block: &mut [i16], vad: Option<bool>) {
+    unsafe fn process_block_avx2(&mut self, block: &mut [i16], vad: Option<bool>) {
         self.process_block_portable(block, vad)
     }
 
@@ -619,6 +622,7 @@ mod tests {
     #[test]
     fn the_avx2_and_the_portable_builds_give_the_same_samples() {
         use crate::processing::simd::force_portable;
+        let _switch = crate::processing::simd::test_switch_lock();
         for rate in [8000, 16000, 48000] {
             for dbfs in [-40.0, -6.0] {
                 let x = at_level(&speech(rate), rate, dbfs);

@@ -221,9 +221,12 @@ impl NsPlan {
     }
 
     /// [`Self::analyse`] compiled with AVX2 (see [`crate::processing::simd`]).
+    ///
+    /// # Safety
+    /// The CPU must run AVX2 ([`crate::processing::simd::avx2`]).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn analyse_avx2(
+    unsafe fn analyse_avx2(
         &self,
         previous: &mut [i16],
         block: &[i16],
@@ -321,9 +324,12 @@ impl NsPlan {
     }
 
     /// [`Self::forward_real`] compiled with AVX2 (see [`crate::processing::simd`]).
+    ///
+    /// # Safety
+    /// The CPU must run AVX2 ([`crate::processing::simd::avx2`]).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn forward_real_avx2(
+    unsafe fn forward_real_avx2(
         &self,
         spectrum: &mut [Complex<f32>],
         z: &mut [Complex<f32>],
@@ -399,9 +405,12 @@ impl NsPlan {
     }
 
     /// [`Self::inverse_real`] compiled with AVX2 (see [`crate::processing::simd`]).
+    ///
+    /// # Safety
+    /// The CPU must run AVX2 ([`crate::processing::simd::avx2`]).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn inverse_real_avx2(
+    unsafe fn inverse_real_avx2(
         &self,
         spectrum: &mut [Complex<f32>],
         gain: &[f32],
@@ -735,9 +744,17 @@ impl NsCore {
     }
 
     /// [`Self::process_block`] compiled with AVX2 (see [`crate::processing::simd`]).
+    ///
+    /// # Safety
+    /// The CPU must run AVX2 ([`crate::processing::simd::avx2`]).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn process_block_avx2(&mut self, block: &mut [i16], work: &mut NsWork, energies: bool) -> bool {
+    unsafe fn process_block_avx2(
+        &mut self,
+        block: &mut [i16],
+        work: &mut NsWork,
+        energies: bool,
+    ) -> bool {
         self.process_block_portable(block, work, energies)
     }
 
@@ -1383,6 +1400,7 @@ mod tests {
     #[test]
     fn the_avx2_and_the_portable_builds_give_the_same_bits() {
         use crate::processing::simd::force_portable;
+        let _switch = crate::processing::simd::test_switch_lock();
         for (path, rate) in [
             (SPEECH1_8000, 8000),
             (SPEECH1_16000, 16000),

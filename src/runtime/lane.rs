@@ -670,7 +670,6 @@ impl DecodeStage {
                 }
             }
             PlayPrefetch::Bytes => {
-                part.receive.prefetch_background();
                 if let Some(t) = part.receive.buffer.peek_next() {
                     self.packets.with(t, |p| {
                         let n = p.len.min(3 * prefetch::LINE);
@@ -1043,11 +1042,10 @@ impl DecodeStage {
 enum PlayPrefetch {
     /// The jitter buffer's and the concealer's per-frame fields.
     Headers,
-    /// The concealer's rings at the write position, the background levels' header, and
-    /// the slot of the packet due (read from the buffer loaded by `Headers`).
+    /// The concealer's rings at the write position (its background ring's too), and the
+    /// slot of the packet due (read from the buffer loaded by `Headers`).
     Rings,
-    /// The bytes of the packet due (through its slot, loaded by `Rings`) and the
-    /// background ring's slot (through its header, loaded by `Rings`).
+    /// The bytes of the packet due (through its slot, loaded by `Rings`).
     Bytes,
 }
 

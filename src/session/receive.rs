@@ -216,14 +216,6 @@ impl<T> ReceiveChannel<T> {
         self.buffer.peek_next()
     }
 
-    /// Starts loading the concealer's background slot (see
-    /// [`PcmPlc::prefetch_background`]): issue it a step after
-    /// [`ReceiveChannel::prefetch_frame`]. Called on the real-time thread.
-    #[inline]
-    pub fn prefetch_background(&self) {
-        self.plc.prefetch_background();
-    }
-
     /// Builds the channel. Control plane: allocates everything.
     pub fn new(cfg: ReceiveConfig) -> Self {
         let ms = (cfg.sample_rate_hz / 1000) as usize;

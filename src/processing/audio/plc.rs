@@ -176,42 +176,57 @@ impl NoiseShape {
     }
 }
 
-/// Mean squares of the recent real 10 ms blocks, as a ring (heap-allocated with its
-/// position so the concealer's inline state, part of every session's hot state, stays
-/// small).
+/// Mean squares of the recent real 10 ms blocks, as a ring. The ring is boxed (the
+/// concealer's inline state is part of every session's hot state); its position, fill
+/// and minimum are inline, beside the other per-frame fields, so a frame finds the slot
+/// it writes without first loading the box's header.
 #[derive(Debug, Clone)]
-#[repr(C)]
 struct Background {
-    pos: usize,
-    filled: usize,
+    /// Mean square per block; `ms[pos]` is the oldest once `filled` reaches the length.
+    ms: Box<[f32; BACKGROUND_BLOCKS]>,
     /// The smallest of [`Background::recent`] (infinite while empty), kept as blocks come
     /// and go so a frame's background test reads one value, not the whole ring.
     quietest: f32,
-    /// Mean square per block; `ms[pos]` is the oldest once `filled` reaches the length.
-    ms: [f32; BACKGROUND_BLOCKS],
+    pos: u8,
+    filled: u8,
 }
 
 impl Background {
+    /// Control plane: allocates the ring.
     fn new() -> Self {
         Background {
+            ms: Box::new([0.0; BACKGROUND_BLOCKS]),
+            quietest: f32::INFINITY,
             pos: 0,
             filled: 0,
-            quietest: f32::INFINITY,
-            ms: [0.0; BACKGROUND_BLOCKS],
         }
+    }
+
+    /// Forgets every block, in place (no allocation).
+    fn clear(&mut self) {
+        self.ms.fill(0.0);
+        self.quietest = f32::INFINITY;
+        self.pos = 0;
+        self.filled = 0;
     }
 
     /// The blocks seen so far (at most [`BACKGROUND_BLOCKS`]), in ring order.
     fn recent(&self) -> &[f32] {
-        &self.ms[..self.filled]
+        &self.ms[..usize::from(self.filled)]
+    }
+
+    /// The slot the next block is written to.
+    fn next_slot(&self) -> &f32 {
+        &self.ms[usize::from(self.pos) % BACKGROUND_BLOCKS]
     }
 
     /// Adds the mean square of a completed block, replacing the oldest once full.
     fn push(&mut self, ms: f32) {
-        let full = self.filled == BACKGROUND_BLOCKS;
-        let evicted = std::mem::replace(&mut self.ms[self.pos], ms);
-        self.pos = (self.pos + 1) % BACKGROUND_BLOCKS;
-        self.filled = (self.filled + 1).min(BACKGROUND_BLOCKS);
+        let full = usize::from(self.filled) == BACKGROUND_BLOCKS;
+        let pos = usize::from(self.pos) % BACKGROUND_BLOCKS;
+        let evicted = std::mem::replace(&mut self.ms[pos], ms);
+        self.pos = ((pos + 1) % BACKGROUND_BLOCKS) as u8;
+        self.filled = (usize::from(self.filled) + 1).min(BACKGROUND_BLOCKS) as u8;
         if ms <= self.quietest {
             self.quietest = ms;
         } else if full && evicted <= self.quietest {
@@ -220,6 +235,8 @@ impl Background {
         }
     }
 }
+
+const _: () = assert!(BACKGROUND_BLOCKS <= u8::MAX as usize);
 
 /// Loudest comfort noise, RMS in sample units (about -42 dBFS): the quietest recent block
 /// of a call with no pauses is still speech, and noise at speech level would be worse than
@@ -246,10 +263,9 @@ pub struct PcmPlc {
     /// ring positions as `history`: the last `coded_pending` positions before `hist_pos`
     /// hold codes only, decoded into `history` when a loss (or a decoded frame) needs them.
     coded: Box<[u8]>,
-    /// Mean square of recent 10 ms blocks of real signal (ring).
-    /// Heap-allocated (written once per 10 ms block) to keep the inline state small: the
-    /// concealer lives in every session's hot state.
-    background: Box<Background>,
+    /// Mean square of recent 10 ms blocks of real signal (a boxed ring, its position
+    /// inline; see [`Background`]).
+    background: Background,
     block_fill: usize,
     /// 10 ms in samples: the unit of the attenuation and period-growth schedule.
     block_len: usize,
@@ -359,7 +375,7 @@ impl PcmPlc {
             merge_pos: 0,
             merge_gain: 0.0,
             noise_fill: false,
-            background: Box::new(Background::new()),
+            background: Background::new(),
             shape_cooldown: 0,
             shape_signalled: false,
             block_energy: 0.0,
@@ -380,10 +396,9 @@ impl PcmPlc {
     }
 
     /// Starts loading the state the next real frame of `len` samples will touch (the ring it
-    /// is written to, at the write position, and the background levels' header): a hint
-    /// for a caller walking many concealers, reading only this struct's own fields. The
-    /// background ring's write position is in that header, so its slot is a later step
-    /// ([`PcmPlc::prefetch_background`]). Called on the real-time thread.
+    /// is written to, at the write position, and the background ring's next slot): a hint
+    /// for a caller walking many concealers, reading only this struct's own fields. Called
+    /// on the real-time thread.
     #[inline]
     pub fn prefetch_frame(&self, len: usize) {
         use crate::runtime::prefetch;
@@ -391,7 +406,7 @@ impl PcmPlc {
         if h == 0 {
             return;
         }
-        prefetch::line(&*self.background);
+        prefetch::line(self.background.next_slot());
         // The ring the frame goes to: the codes while a relay feeds them, else the samples.
         let len = len.min(h);
         let first = (h - self.hist_pos).min(len);
@@ -410,15 +425,6 @@ impl PcmPlc {
     #[inline]
     pub fn prefetch_header(&self) {
         crate::runtime::prefetch::fields(&self.run, &self.history);
-    }
-
-    /// Starts loading the background ring's slot the next block is written to. Reads the
-    /// ring's header: issue it after [`PcmPlc::prefetch_frame`] has had time to load that
-    /// (reading it at once waits on memory). Called on the real-time thread.
-    #[inline]
-    pub fn prefetch_background(&self) {
-        let b = &*self.background;
-        crate::runtime::prefetch::line(b.ms.as_ptr().wrapping_add(b.pos));
     }
 
     /// Feeds one real (decoded) frame, in stream order. If samples were concealed just
@@ -548,7 +554,7 @@ impl PcmPlc {
         self.merge_len = 0;
         self.merge_pos = 0;
         self.noise_fill = false;
-        *self.background = Background::new();
+        self.background.clear();
         self.shape_cooldown = 0;
         self.shape_signalled = false;
         self.block_energy = 0.0;
@@ -928,11 +934,12 @@ impl PcmPlc {
     ///
     /// Called on the real-time thread.
     pub fn recent_blocks_below(&self, blocks: usize, threshold: f32) -> bool {
-        let b = &*self.background;
-        if blocks == 0 || blocks > b.filled {
+        let b = &self.background;
+        if blocks == 0 || blocks > usize::from(b.filled) {
             return false;
         }
-        (1..=blocks).all(|k| b.ms[(b.pos + BACKGROUND_BLOCKS - k) % BACKGROUND_BLOCKS] < threshold)
+        let pos = usize::from(b.pos);
+        (1..=blocks).all(|k| b.ms[(pos + BACKGROUND_BLOCKS - k) % BACKGROUND_BLOCKS] < threshold)
     }
 
     /// Uses `rms` (sample units) as the comfort-noise level of the next gap (or the one
@@ -1108,6 +1115,12 @@ mod tests {
             assert_eq!(b.quietest, min_of(b.recent()), "after {} blocks", i + 1);
         }
         assert_eq!(b.recent().len(), BACKGROUND_BLOCKS);
+        // Cleared in place: empty again, and kept right from there.
+        b.clear();
+        assert_eq!((b.recent().len(), b.quietest), (0, f32::INFINITY));
+        b.push(7.0);
+        b.push(3.0);
+        assert_eq!((b.recent(), b.quietest), (&[7.0, 3.0][..], 3.0));
     }
 
     /// A voiced, speech-like test signal: harmonics of `f0_hz` up to 3.4 kHz with 1/k²

@@ -51,13 +51,59 @@ pub fn force_portable(on: bool) {
     PORTABLE.store(on, Ordering::Relaxed);
 }
 
+/// `avx2_or_portable!(wide, portable)`: `wide`, a call of a kernel's AVX2 build (an
+/// `unsafe fn` with `#[target_feature(enable = "avx2")]`), when [`avx2`] says the CPU
+/// runs it, else `portable`, the call of the same body's baseline build. Every kernel
+/// dispatches through this, so the check that makes those calls sound is in one place.
+/// Elsewhere than x86-64, `portable` only.
+macro_rules! avx2_or_portable {
+    ($wide:expr, $portable:expr $(,)?) => {{
+        #[cfg(target_arch = "x86_64")]
+        let out = if $crate::processing::simd::avx2() {
+            // SAFETY: the CPU runs AVX2 (just checked), all an AVX2 build requires.
+            unsafe { $wide }
+        } else {
+            $portable
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let out = $portable;
+        out
+    }};
+}
+pub(crate) use avx2_or_portable;
+
 /// Serialises the tests that switch [`force_portable`] (a process-wide setting), so one
 /// test's switch does not land inside another's comparison. Test builds only.
 #[cfg(test)]
 #[allow(clippy::disallowed_types)] // tests only: never on a lane
-pub(crate) fn test_switch_lock() -> std::sync::MutexGuard<'static, ()> {
+fn test_switch_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `run` with the AVX2 builds, then with the portable ones (holding the test lock,
+/// and switching back even if `run` panics), and returns both results, for the tests
+/// that compare the two builds of a kernel. Test builds only.
+#[cfg(test)]
+pub(crate) fn both_builds<R>(mut run: impl FnMut() -> R) -> (R, R) {
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            force_portable(false);
+        }
+    }
+    let _switch = test_switch_lock();
+    let wide = run();
+    let _restore = Restore;
+    force_portable(true);
+    let narrow = run();
+    (wide, narrow)
+}
+
+/// True when `a` and `b` hold the same floats bit for bit. Test builds only.
+#[cfg(test)]
+pub(crate) fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 #[cfg(test)]

@@ -677,12 +677,10 @@ impl EchoCanceller {
 
     /// One 10 ms block; `capture.len() == reference.len() == self.block`.
     fn process_block(&mut self, capture: &mut [i16], reference: &[i16]) {
-        #[cfg(target_arch = "x86_64")]
-        if crate::processing::simd::avx2() {
-            // SAFETY: the CPU runs AVX2 (just checked), all `process_block_avx2` requires.
-            return unsafe { self.process_block_avx2(capture, reference) };
-        }
-        self.process_block_portable(capture, reference)
+        crate::processing::simd::avx2_or_portable!(
+            self.process_block_avx2(capture, reference),
+            self.process_block_portable(capture, reference)
+        )
     }
 
     /// [`Self::process_block`] compiled with AVX2 (see [`crate::processing::simd`]).
@@ -1309,13 +1307,10 @@ fn filter(
     ) {
         filter_portable(weights, ref_spectra, head, bins, out);
     }
-    #[cfg(target_arch = "x86_64")]
-    if crate::processing::simd::avx2() {
-        // SAFETY: the CPU runs AVX2 (just checked), all `filter_avx2` requires.
-        unsafe { filter_avx2(weights, ref_spectra, head, bins, out) };
-        return;
-    }
-    filter_portable(weights, ref_spectra, head, bins, out);
+    crate::processing::simd::avx2_or_portable!(
+        filter_avx2(weights, ref_spectra, head, bins, out),
+        filter_portable(weights, ref_spectra, head, bins, out),
+    )
 }
 
 /// The body of [`filter`], built into both of its versions.
@@ -1801,21 +1796,12 @@ mod tests {
     /// residual suppression, at 8 and 16 kHz.
     #[test]
     fn the_avx2_and_the_portable_builds_give_the_same_bits() {
-        use crate::processing::simd::force_portable;
-        let _switch = crate::processing::simd::test_switch_lock();
+        use crate::processing::simd::{both_builds, same_bits};
         for rate in [8000, 16000] {
             let s = scenario(rate, 3.0, Some((1.5, 2.5)));
-            let wide = run(&mut canceller(rate, 64, true), &s.capture, &s.far);
-            force_portable(true);
-            let narrow = run(&mut canceller(rate, 64, true), &s.capture, &s.far);
-            force_portable(false);
-            assert_eq!(wide.len(), narrow.len());
-            assert!(
-                wide.iter()
-                    .zip(&narrow)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{rate} Hz: the builds differ"
-            );
+            let (wide, narrow) =
+                both_builds(|| run(&mut canceller(rate, 64, true), &s.capture, &s.far));
+            assert!(same_bits(&wide, &narrow), "{rate} Hz: the builds differ");
             // Not trivially equal: the canceller changed the capture.
             assert!(wide.iter().zip(&s.capture).any(|(&a, &b)| a != b.round()));
         }

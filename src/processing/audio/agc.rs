@@ -320,12 +320,10 @@ impl Agc {
     }
 
     fn process_block(&mut self, block: &mut [i16], vad: Option<bool>) {
-        #[cfg(target_arch = "x86_64")]
-        if crate::processing::simd::avx2() {
-            // SAFETY: the CPU runs AVX2 (just checked), all `process_block_avx2` requires.
-            return unsafe { self.process_block_avx2(block, vad) };
-        }
-        self.process_block_portable(block, vad)
+        crate::processing::simd::avx2_or_portable!(
+            self.process_block_avx2(block, vad),
+            self.process_block_portable(block, vad)
+        )
     }
 
     /// [`Self::process_block`] compiled with AVX2 (see [`crate::processing::simd`]).
@@ -621,8 +619,7 @@ mod tests {
     /// portable one does: the same samples, quiet and loud, at every rate.
     #[test]
     fn the_avx2_and_the_portable_builds_give_the_same_samples() {
-        use crate::processing::simd::force_portable;
-        let _switch = crate::processing::simd::test_switch_lock();
+        use crate::processing::simd::both_builds;
         for rate in [8000, 16000, 48000] {
             for dbfs in [-40.0, -6.0] {
                 let x = at_level(&speech(rate), rate, dbfs);
@@ -631,10 +628,8 @@ mod tests {
                     sample_rate_hz: rate,
                     ..AgcConfig::default()
                 };
-                let wide = run(&mut Agc::new(config).expect("valid"), x, 20, rate);
-                force_portable(true);
-                let narrow = run(&mut Agc::new(config).expect("valid"), x, 20, rate);
-                force_portable(false);
+                let (wide, narrow) =
+                    both_builds(|| run(&mut Agc::new(config).expect("valid"), x, 20, rate));
                 assert_eq!(wide, narrow, "{rate} Hz, {dbfs} dBFS: the builds differ");
                 // Not trivially equal: the gain changed the signal.
                 assert_ne!(wide, x, "{rate} Hz, {dbfs} dBFS");

@@ -212,12 +212,10 @@ impl NsPlan {
         work: &mut NsWork,
         energies: bool,
     ) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if crate::processing::simd::avx2() {
-            // SAFETY: the CPU runs AVX2 (just checked), all `analyse_avx2` requires.
-            return unsafe { self.analyse_avx2(previous, block, work, energies) };
-        }
-        self.analyse_portable(previous, block, work, energies)
+        crate::processing::simd::avx2_or_portable!(
+            self.analyse_avx2(previous, block, work, energies),
+            self.analyse_portable(previous, block, work, energies)
+        )
     }
 
     /// [`Self::analyse`] compiled with AVX2 (see [`crate::processing::simd`]).
@@ -315,12 +313,10 @@ impl NsPlan {
         power: &mut [f32],
         scratch: &mut [Complex<f32>],
     ) {
-        #[cfg(target_arch = "x86_64")]
-        if crate::processing::simd::avx2() {
-            // SAFETY: the CPU runs AVX2 (just checked), all `forward_real_avx2` requires.
-            return unsafe { self.forward_real_avx2(spectrum, z, power, scratch) };
-        }
-        self.forward_real_portable(spectrum, z, power, scratch)
+        crate::processing::simd::avx2_or_portable!(
+            self.forward_real_avx2(spectrum, z, power, scratch),
+            self.forward_real_portable(spectrum, z, power, scratch)
+        )
     }
 
     /// [`Self::forward_real`] compiled with AVX2 (see [`crate::processing::simd`]).
@@ -396,12 +392,10 @@ impl NsPlan {
         z: &mut [Complex<f32>],
         scratch: &mut [Complex<f32>],
     ) {
-        #[cfg(target_arch = "x86_64")]
-        if crate::processing::simd::avx2() {
-            // SAFETY: the CPU runs AVX2 (just checked), all `inverse_real_avx2` requires.
-            return unsafe { self.inverse_real_avx2(spectrum, gain, z, scratch) };
-        }
-        self.inverse_real_portable(spectrum, gain, z, scratch)
+        crate::processing::simd::avx2_or_portable!(
+            self.inverse_real_avx2(spectrum, gain, z, scratch),
+            self.inverse_real_portable(spectrum, gain, z, scratch)
+        )
     }
 
     /// [`Self::inverse_real`] compiled with AVX2 (see [`crate::processing::simd`]).
@@ -735,12 +729,10 @@ impl NsCore {
         work: &mut NsWork,
         energies: bool,
     ) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if crate::processing::simd::avx2() {
-            // SAFETY: the CPU runs AVX2 (just checked), all `process_block_avx2` requires.
-            return unsafe { self.process_block_avx2(block, work, energies) };
-        }
-        self.process_block_portable(block, work, energies)
+        crate::processing::simd::avx2_or_portable!(
+            self.process_block_avx2(block, work, energies),
+            self.process_block_portable(block, work, energies)
+        )
     }
 
     /// [`Self::process_block`] compiled with AVX2 (see [`crate::processing::simd`]).
@@ -1399,8 +1391,7 @@ mod tests {
     /// operation as the portable one does: the same output bits, at every rate.
     #[test]
     fn the_avx2_and_the_portable_builds_give_the_same_bits() {
-        use crate::processing::simd::force_portable;
-        let _switch = crate::processing::simd::test_switch_lock();
+        use crate::processing::simd::{both_builds, same_bits};
         for (path, rate) in [
             (SPEECH1_8000, 8000),
             (SPEECH1_16000, 16000),
@@ -1412,17 +1403,8 @@ mod tests {
                 sample_rate_hz: rate,
                 ..NsConfig::default()
             };
-            let wide = suppress(&x, cfg);
-            force_portable(true);
-            let narrow = suppress(&x, cfg);
-            force_portable(false);
-            assert_eq!(wide.len(), narrow.len());
-            assert!(
-                wide.iter()
-                    .zip(&narrow)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{path}: the builds differ"
-            );
+            let (wide, narrow) = both_builds(|| suppress(&x, cfg));
+            assert!(same_bits(&wide, &narrow), "{path}: the builds differ");
             // Not trivially equal: the suppressor changed the signal.
             assert!(wide.iter().zip(&x).any(|(&a, &b)| a != f32::from(b)));
         }

@@ -254,9 +254,10 @@ pub struct Route {
 /// `Option<DecodePart>` stores `None` as an invalid value of one of the part's fields,
 /// the one with the most invalid values. This one has all but one of a `u64`'s, more
 /// than any other field (a `repr(u32)` marker lost to an option's tag widened to a
-/// word inside the receive channel), so the decode stage's table tells a live slot from an empty one at offset 0 of
-/// the entry, on the line its prefetches load first, and not on line 17 inside the
-/// receive channel (a wait on memory for every packet at thousands of sessions).
+/// word inside the receive channel), so the decode stage's table tells a live slot from
+/// an empty one at offset 0 of the entry, on the line its prefetches load first, and not
+/// on line 17 inside the receive channel (a wait on memory for every packet at
+/// thousands of sessions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u64)]
 pub enum Present {

@@ -6,6 +6,18 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Disk: a fresh run writes about 5 GB (debug and release builds, loom, fuzz). Incremental
+# compilation would double the debug part and buys nothing on a fresh checkout, so it is off
+# unless the caller sets CARGO_INCREMENTAL. A run that fails with "No space left on device"
+# is the machine's disk, not the code: the free space is printed here to tell the two apart.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+step "disk"
+free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+echo "free: $((free_kb / 1024)) MiB where the build goes ($(pwd))"
+if [ "$free_kb" -lt $((6 * 1024 * 1024)) ]; then
+    echo "WARNING: under 6 GiB free; the build may run out of disk" >&2
+fi
+
 # libopus (through the `opus` crate) builds with cmake; install one without root if missing.
 step "cmake for libopus"
 CMAKE="${CMAKE:-$(scripts/ensure-cmake.sh)}"

@@ -354,13 +354,14 @@ fn main() -> Result<(), BoxError> {
     }
     let lane = engine.lane_stats(0).unwrap_or_default();
     println!(
-        "  lane: {} ticks, overruns {}, malformed {}, unknown-session {}, ingress-full {}, too-large {}",
+        "  lane: {} ticks, overruns {}, malformed {}, unknown-session {}, ingress-full {}, too-large {}, rate-limited {}",
         lane.ticks,
         lane.deadline_overruns,
         lane.malformed,
         lane.unknown_session,
         lane.ingress_full,
-        lane.ingress_too_large
+        lane.ingress_too_large,
+        lane.ingress_rate_limited
     );
     let all: String = [a.id, b.id]
         .iter()

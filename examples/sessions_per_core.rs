@@ -1094,7 +1094,7 @@ macro_rules! agg {
 
 agg!(LaneAgg from LaneStats {
     ticks, deadline_overruns, ticks_skipped, unknown_session, malformed, ingress_full,
-    ingress_too_large, internal_ring_full, stage_backlog_drops, events_dropped,
+    ingress_too_large, ingress_rate_limited, internal_ring_full, stage_backlog_drops, events_dropped,
 });
 
 agg!(SessAgg from SessionStats {
@@ -1216,6 +1216,7 @@ struct Drops {
     malformed: u64,
     ingress_full: u64,
     ingress_too_large: u64,
+    ingress_rate_limited: u64,
     internal_ring_full: u64,
     stage_backlog_drops: u64,
     jb_overflows: u64,
@@ -1230,6 +1231,7 @@ impl Drops {
             malformed: l.malformed,
             ingress_full: l.ingress_full,
             ingress_too_large: l.ingress_too_large,
+            ingress_rate_limited: l.ingress_rate_limited,
             internal_ring_full: l.internal_ring_full,
             stage_backlog_drops: l.stage_backlog_drops,
             jb_overflows: s.jb_overflows,
@@ -1238,12 +1240,13 @@ impl Drops {
         }
     }
 
-    fn fields(&self) -> [(&'static str, u64); 9] {
+    fn fields(&self) -> [(&'static str, u64); 10] {
         [
             ("unknown_session", self.unknown_session),
             ("malformed", self.malformed),
             ("ingress_full", self.ingress_full),
             ("ingress_too_large", self.ingress_too_large),
+            ("ingress_rate_limited", self.ingress_rate_limited),
             ("internal_ring_full", self.internal_ring_full),
             ("stage_backlog_drops", self.stage_backlog_drops),
             ("jitter_buffer_overflows", self.jb_overflows),

@@ -2109,13 +2109,13 @@ fn main() -> Result<(), BoxError> {
             skipped += st.ticks_skipped;
             max_tick_ns = max_tick_ns.max(st.max_tick_ns);
             why[0] += st.unknown_session;
-            why[1] += st.ingress_full;
+            why[1] += st.ingress_full + st.ingress_rate_limited;
             why[2] += st.stage_backlog_drops;
             why[3] += st.malformed + st.ingress_too_large + st.internal_ring_full;
         }
     }
     println!(
-        "GATEWAY TOTALS calls attempted {} completed {} failed {} rejected-488 {} cancelled {} re-INVITEs {} DTMF digits {} | quality alerts {} (on held legs {}) | deadline overruns {} ticks skipped {} longest tick {:.1} ms drops {} (after session end {}, no packet slot {}, stage backlog {}, other {}) | uptime {:.1} s",
+        "GATEWAY TOTALS calls attempted {} completed {} failed {} rejected-488 {} cancelled {} re-INVITEs {} DTMF digits {} | quality alerts {} (on held legs {}) | deadline overruns {} ticks skipped {} longest tick {:.1} ms drops {} (after session end {}, no packet slot or over the rate limit {}, stage backlog {}, other {}) | uptime {:.1} s",
         gw.totals.attempted,
         gw.totals.completed,
         gw.totals.failed,

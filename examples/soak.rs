@@ -372,6 +372,7 @@ struct Counters {
     pushed: AtomicU64,
     push_ring_full: AtomicU64,
     push_too_large: AtomicU64,
+    push_rate_limited: AtomicU64,
     popped: AtomicU64,
     malformed_garbage: AtomicU64,
     malformed_truncated: AtomicU64,
@@ -610,6 +611,10 @@ impl Traffic {
             }
             Err(Error::PayloadTooLarge { .. }) => {
                 add(&self.sh.c.push_too_large, 1);
+                Err(())
+            }
+            Err(Error::RateLimited) => {
+                add(&self.sh.c.push_rate_limited, 1);
                 Err(())
             }
             Err(e) => {
@@ -955,12 +960,13 @@ fn update_thread(sh: Arc<Shared>, per_s: f64, seed: u64, prewarm: u64) {
 // Reports
 // ---------------------------------------------------------------------------------------
 
-fn lane_drops(s: &LaneStats) -> [(&'static str, u64); 7] {
+fn lane_drops(s: &LaneStats) -> [(&'static str, u64); 8] {
     [
         ("unknown_session", s.unknown_session),
         ("malformed", s.malformed),
         ("ingress_full", s.ingress_full),
         ("ingress_too_large", s.ingress_too_large),
+        ("ingress_rate_limited", s.ingress_rate_limited),
         ("internal_ring_full", s.internal_ring_full),
         ("stage_backlog_drops", s.stage_backlog_drops),
         ("events_dropped", s.events_dropped),
@@ -994,6 +1000,7 @@ fn sum_lanes(engine: &MediaEngine, lanes: usize) -> LaneStats {
             t.malformed += s.malformed;
             t.ingress_full += s.ingress_full;
             t.ingress_too_large += s.ingress_too_large;
+            t.ingress_rate_limited += s.ingress_rate_limited;
             t.internal_ring_full += s.internal_ring_full;
             t.stage_backlog_drops += s.stage_backlog_drops;
             t.events_dropped += s.events_dropped;
@@ -1446,8 +1453,10 @@ fn run(o: &Opts) -> Result<bool, String> {
         && egress_free1 == egress_cap;
     let refused = get(&sh.c.push_ring_full);
     let too_large = get(&sh.c.push_too_large);
-    let counted_ok =
-        final_lanes.ingress_full == refused && final_lanes.ingress_too_large == too_large;
+    let rate_limited = get(&sh.c.push_rate_limited);
+    let counted_ok = final_lanes.ingress_full == refused
+        && final_lanes.ingress_too_large == too_large
+        && final_lanes.ingress_rate_limited == rate_limited;
     let panics = PANICS.load(Ordering::SeqCst) + thread_panics;
     let unexpected = get(&sh.c.unexpected_errors);
     let rss_ok = !judged_rss || rss_slope.map_or(true, |s| s <= o.rss_slope_max);
@@ -1530,9 +1539,10 @@ fn run(o: &Opts) -> Result<bool, String> {
         .collect();
     out.line(&format!("drops (lanes): {}", ld.join(", ")));
     out.line(&format!(
-        "  refused pushes counted: ingress_full {} = RingFull errors {refused}, ingress_too_large {} = PayloadTooLarge errors {too_large}: {}",
+        "  refused pushes counted: ingress_full {} = RingFull errors {refused}, ingress_too_large {} = PayloadTooLarge errors {too_large}, ingress_rate_limited {} = RateLimited errors {rate_limited}: {}",
         final_lanes.ingress_full,
         final_lanes.ingress_too_large,
+        final_lanes.ingress_rate_limited,
         if counted_ok { "yes" } else { "NO" }
     ));
     let sd: Vec<String> = session_drops(&total_s)

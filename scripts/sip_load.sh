@@ -215,7 +215,7 @@ grep "GATEWAY TOTALS" gw.out | python3 -c "
 import re, sys
 t = sys.stdin.read(); g = lambda p: int(re.search(p, t).group(1)) if re.search(p, t) else -1
 bad = {'overruns': g(r'deadline overruns (\d+)'), 'lost packets (no slot, backlog, other)':
-       g(r'no packet slot (\d+)') + g(r'stage backlog (\d+)') + g(r'other (\d+)\)'),
+       g(r'no packet slot or over the rate limit (\d+)') + g(r'stage backlog (\d+)') + g(r'other (\d+)\)'),
        'quality alerts': g(r'quality alerts (\d+)')}
 worst = {k: v for k, v in bad.items() if v != 0}
 print('media goal: ' + ('met (0 overruns, 0 lost packets, 0 quality alerts)' if not worst and $FAILED == 0 else 'NOT met: ' + ', '.join(f'{k} {v}' for k, v in worst.items())))"

@@ -62,6 +62,12 @@ pub enum Error {
         /// Which ring.
         ring: &'static str,
     },
+    /// The packet's session sends faster than the engine's per-session ingress limit
+    /// allows (`EngineConfig::ingress_limit`); the packet was dropped and counted.
+    /// Recover: nothing on the receive path; a session that keeps hitting this has a
+    /// flooding or looping peer.
+    #[error("session over its ingress rate limit")]
+    RateLimited,
     /// The engine is not running (not started, or stopped). Recover: `start()` it.
     #[error("engine not running")]
     EngineNotRunning,

@@ -8,7 +8,7 @@ use common::*;
 use media_core::buffer::adaptive::JitterConfig;
 use media_core::codec::audio::g711;
 use media_core::{
-    ClockMode, CodecSpec, DialogId, EngineConfig, EngineEvent, Error, MediaEngine,
+    ClockMode, CodecSpec, DialogId, EngineConfig, EngineEvent, Error, IngressLimit, MediaEngine,
     MediaSessionParams, PayloadType, Ptime, SessionId, Topology,
 };
 
@@ -421,6 +421,12 @@ fn bad_input_is_counted_or_refused_and_never_disturbs_another_session() {
         clock: ClockMode::Virtual,
         sessions_per_lane: 4,
         packet_slots_per_lane: Some(64),
+        // A burst well inside the lane's 64 slots (the default, 64, is sized for the
+        // default slot count, 8 per session + 256).
+        ingress_limit: Some(IngressLimit {
+            packets_per_second: 500,
+            burst_packets: 16,
+        }),
         max_payload_bytes: 320,
         jitter: fixed_jitter(),
         ..Default::default()
@@ -542,14 +548,37 @@ fn bad_input_is_counted_or_refused_and_never_disturbs_another_session() {
     let st = e.session_stats(bad_a).unwrap();
     assert!(st.rx_resyncs + st.jb_resyncs >= 3, "{st:?}");
 
-    // A full ingress ring: push without stepping until refused. (The good session misses
-    // one arrival here, so its jitter buffer may then re-time by expansion: frames after
-    // this point are checked for presence, not bit-exactness.)
-    let exact_until = good_out.len();
+    // A flood on the bad session (400 packets within one tick): the first 16 (the burst
+    // of its ingress limit) take slots, the rest are refused as over its rate and
+    // counted on the lane and on the session, and no slot runs out for the good session.
     rtp(0, 1, 1, 1, false, &[0xFF; 160], &mut pkt);
+    let mut limited = 0;
+    for _ in 0..400 {
+        match ing.push(bad_a, &pkt) {
+            Ok(()) => {}
+            Err(err) => {
+                assert_eq!(err, Error::RateLimited);
+                limited += 1;
+            }
+        }
+    }
+    assert_eq!(limited, 400 - 16);
+    assert_eq!(ing.rate_limited(bad_a), 400 - 16);
+    assert_eq!(ing.rate_limited(good_a), 0);
+    let ls = e.lane_stats(0).unwrap();
+    assert_eq!((ls.ingress_rate_limited, ls.ingress_full), (400 - 16, 0));
+    for _ in 0..3 {
+        step(&e, &mut ing, &mut pkt, &mut good_out, &mut eg);
+    }
+
+    // A full ingress ring: packets for ids the lane does not serve (a transport bug, not a
+    // peer's doing: they pass the per-session limit) pushed without stepping until refused.
+    // (The good session misses one arrival here, so its jitter buffer may then re-time by
+    // expansion: frames after this point are checked for presence, not bit-exactness.)
+    let exact_until = good_out.len();
     let mut refused = 0;
-    for _ in 0..100 {
-        if let Err(err) = ing.push(bad_a, &pkt) {
+    for _ in 0..400 {
+        if let Err(err) = ing.push(SessionId::from_parts(0, 4000, 1), &pkt) {
             assert_eq!(err, Error::RingFull { ring: "ingress" });
             refused += 1;
         }
@@ -589,6 +618,67 @@ fn bad_input_is_counted_or_refused_and_never_disturbs_another_session() {
         "the good session never needed concealment"
     );
     evil.clear();
+}
+
+#[test]
+fn flooding_peers_are_rate_limited_and_the_other_sessions_on_the_lane_lose_nothing() {
+    // Default limits and slot counts: 64 session slots, 8 * 64 + 256 = 768 packet slots.
+    let e = virtual_engine(64);
+    let calls: Vec<_> = (0..32)
+        .map(|d| call(&e, 2 * d, CodecSpec::PCMU, CodecSpec::PCMU))
+        .collect();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    // Eight sessions flood: 500 packets each between two ticks (25,000 packets/s each,
+    // 4,000 in all per 20 ms: five times the lane's slots). The other 56 send at 50/s.
+    let flooders: Vec<SessionId> = calls.iter().take(8).map(|c| c.0).collect();
+    let mut pkt = Vec::new();
+    for k in 0..50usize {
+        for (i, &(a, b)) in calls.iter().enumerate() {
+            for (s, ssrc) in [(a, 2 * i as u32), (b, 2 * i as u32 + 1)] {
+                rtp(
+                    0,
+                    k as u16,
+                    160 * k as u32,
+                    ssrc,
+                    k == 0,
+                    &ulaw_frame(k),
+                    &mut pkt,
+                );
+                let copies = if flooders.contains(&s) { 500 } else { 1 };
+                for _ in 0..copies {
+                    match ing.push(s, &pkt) {
+                        Ok(()) => {}
+                        Err(err) => {
+                            assert!(flooders.contains(&s), "{s}: {err}");
+                            assert_eq!(err, Error::RateLimited);
+                        }
+                    }
+                }
+            }
+        }
+        e.step(2).unwrap();
+        drain(&mut eg);
+    }
+    let ls = e.lane_stats(0).unwrap();
+    assert_eq!(ls.ingress_full, 0, "no slot ran out");
+    assert!(ls.ingress_rate_limited >= 8 * 49 * 480, "{ls:?}");
+    for &s in &flooders {
+        assert!(ing.rate_limited(s) >= 49 * 480);
+    }
+    // Every other session received every packet once and never concealed.
+    for &(a, b) in &calls {
+        for s in [a, b] {
+            if flooders.contains(&s) {
+                continue;
+            }
+            let st = e.session_stats(s).unwrap();
+            assert_eq!(ing.rate_limited(s), 0);
+            assert_eq!(st.rx_packets, 50, "{s}: {st:?}");
+            assert_eq!((st.rx_duplicates, st.rx_late), (0, 0), "{s}");
+            assert_eq!(st.frames_concealed, 0, "{s}");
+        }
+    }
+    e.stop().unwrap();
 }
 
 #[test]

@@ -64,6 +64,11 @@ pub struct EngineConfig {
     pub frame_slots_per_lane: Option<usize>,
     /// Egress packet slots per lane; `None` = 4 per session + 256.
     pub egress_slots_per_lane: Option<usize>,
+    /// Per-session ingress rate limit, applied by the lane's ingress handle before a packet
+    /// takes a slot, so one flooding peer cannot take the slots of the lane's other
+    /// sessions (see [`crate::integration::policer`]); `None` turns it off. Default:
+    /// 500 packets/s with a burst of 64.
+    pub ingress_limit: Option<crate::integration::policer::IngressLimit>,
     /// Commands in flight per lane.
     pub command_capacity: usize,
     /// Events buffered per lane and producing stage.
@@ -96,6 +101,7 @@ impl Default for EngineConfig {
             packet_slots_per_lane: None,
             frame_slots_per_lane: None,
             egress_slots_per_lane: None,
+            ingress_limit: Some(crate::integration::policer::IngressLimit::default()),
             command_capacity: 1024,
             event_capacity: 4096,
             jitter: JitterConfig::default(),
@@ -152,6 +158,11 @@ impl EngineConfig {
             || self.egress_slots_per_lane == Some(0)
         {
             return Err(Error::InvalidConfig("slot counts must be positive"));
+        }
+        if self.ingress_limit.is_some_and(|l| !l.is_valid()) {
+            return Err(Error::InvalidConfig(
+                "ingress_limit needs 1..=10^9 packets per second and a burst of at least 1",
+            ));
         }
         Ok(())
     }
@@ -330,7 +341,16 @@ impl MediaEngine {
                 next_seq: 0,
                 retired_seq: 0,
                 outstanding: 0,
-                handles: Some((IngressHandle::new(ing, i as u16), EgressHandle::new(eg))),
+                handles: Some((
+                    IngressHandle::new(
+                        ing,
+                        i as u16,
+                        s,
+                        config.ingress_limit,
+                        config.clock == ClockMode::Virtual,
+                    ),
+                    EgressHandle::new(eg),
+                )),
                 failure_reported: false,
             });
         }

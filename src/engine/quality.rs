@@ -130,6 +130,7 @@ impl MediaEngine {
                     + st.malformed
                     + st.ingress_full
                     + st.ingress_too_large
+                    + st.ingress_rate_limited
                     + st.internal_ring_full
                     + st.stage_backlog_drops,
             });

@@ -6,6 +6,7 @@
 
 use crate::rtp::RtpHeader;
 pub mod pipeline;
+pub mod policer;
 pub mod rtcp;
 pub mod session_core;
 
@@ -14,16 +15,34 @@ use crate::runtime::msg::EgressSlot;
 use crate::runtime::slab::Token;
 use crate::types::SessionId;
 use crate::Error;
+use policer::{IngressLimit, Policer};
 
 /// Pushes received RTP packets into one lane. Owned by one transport thread.
 pub struct IngressHandle {
     parts: IngressParts,
+    policer: Policer,
+    /// The lane runs on the virtual clock: [`IngressHandle::push`] limits rates on the
+    /// lane's simulated time, not the wall clock.
+    virtual_clock: bool,
     lane: u16,
 }
 
 impl IngressHandle {
-    pub(crate) fn new(parts: IngressParts, lane: u16) -> Self {
-        IngressHandle { parts, lane }
+    /// `sessions`: the lane's session slots; `limit`: the per-session rate limit
+    /// (`None`: none). Control plane: allocates the limit's state.
+    pub(crate) fn new(
+        parts: IngressParts,
+        lane: u16,
+        sessions: usize,
+        limit: Option<IngressLimit>,
+        virtual_clock: bool,
+    ) -> Self {
+        IngressHandle {
+            parts,
+            policer: Policer::new(sessions, limit),
+            virtual_clock,
+            lane,
+        }
     }
 
     /// The lane this handle feeds. Push only packets of sessions whose
@@ -41,20 +60,45 @@ impl IngressHandle {
     /// Never blocks and never allocates.
     ///
     /// Errors: [`Error::PayloadTooLarge`] if the packet exceeds the slot size,
-    /// [`Error::RingFull`] if no slot is free (the lane is behind or the buffers are
-    /// full). Both are also counted in the lane's counters; the packet is dropped.
+    /// [`Error::RateLimited`] if the session sends faster than the engine's
+    /// [`IngressLimit`] allows (see [`policer`]), [`Error::RingFull`] if no slot is free
+    /// (the lane is behind or the buffers are full). Each is also counted in the lane's
+    /// counters; the packet is dropped.
     pub fn push(&mut self, session: SessionId, packet: &[u8]) -> Result<(), Error> {
-        self.push_at(session, packet, crate::runtime::clock::monotonic_ns())
+        let now = crate::runtime::clock::monotonic_ns();
+        let police_ns = if self.virtual_clock {
+            // The lane's simulated time: packets pushed between two virtual ticks arrive
+            // together, however fast the simulation runs.
+            let tick = self.parts.shared.counters.ticks.get() + 1;
+            tick.saturating_mul(crate::runtime::clock::TICK.as_nanos() as u64)
+        } else {
+            now
+        };
+        self.push_inner(session, packet, now, police_ns)
     }
 
     /// Like [`IngressHandle::push`], with the packet's arrival time in nanoseconds on any
     /// monotonic timebase (the jitter estimate uses only differences; 0 means unknown).
     /// Simulations on the virtual clock pass their simulated arrival times here.
+    ///
+    /// The per-session rate limit runs on these arrival times.
     pub fn push_at(
         &mut self,
         session: SessionId,
         packet: &[u8],
         arrival_ns: u64,
+    ) -> Result<(), Error> {
+        self.push_inner(session, packet, arrival_ns, arrival_ns)
+    }
+
+    /// `arrival_ns` goes to the jitter estimate, `police_ns` to the rate limit.
+    #[inline]
+    fn push_inner(
+        &mut self,
+        session: SessionId,
+        packet: &[u8],
+        arrival_ns: u64,
+        police_ns: u64,
     ) -> Result<(), Error> {
         let p = &mut self.parts;
         let limit = p.slab.with_capacity_hint();
@@ -64,6 +108,10 @@ impl IngressHandle {
                 limit,
                 actual: packet.len(),
             });
+        }
+        if !self.policer.admit(session, police_ns) {
+            p.shared.counters.ingress_rate_limited.inc();
+            return Err(Error::RateLimited);
         }
         let tok = match p.free_from_decode.pop() {
             Ok(t) => Ok(t),
@@ -84,6 +132,12 @@ impl IngressHandle {
             p.shared.counters.internal_ring_full.inc_shared();
         }
         Ok(())
+    }
+
+    /// Packets of `session` refused by the per-session rate limit so far (0 once its slot
+    /// serves another session). The lane's total is `LaneStats::ingress_rate_limited`.
+    pub fn rate_limited(&self, session: SessionId) -> u32 {
+        self.policer.refused(session)
     }
 
     /// Free packet slots right now.

@@ -220,6 +220,9 @@ counter_block! {
         ingress_full,
         /// Packets refused at the ingress handle for exceeding `max_payload_bytes`.
         ingress_too_large,
+        /// Packets refused at the ingress handle because their session sent faster than
+        /// the engine's per-session `ingress_limit` (a flooding peer).
+        ingress_rate_limited,
         /// Internal ring pushes that failed (a sizing bug if ever non-zero).
         internal_ring_full,
         /// Concealment messages not sent because a downstream stage was backed up.

@@ -4,8 +4,9 @@
 //! lane threads (via the engine's thread-start hook, or around `step` for the virtual
 //! clock). Many sessions run through every codec and DSP path — PCMU↔PCMA transcoding,
 //! same-codec relay, the gain DSP path — with reordered, lost, duplicated, malformed and
-//! unknown-session packets, while the control plane creates, updates and destroys
-//! sessions. Every new hot-path feature extends this test.
+//! unknown-session packets and a flooding peer, while the control plane creates, updates
+//! and destroys sessions. The transport's ingress pushes (slot hand-off, the per-session
+//! rate limit) are counted too. Every new hot-path feature extends this test.
 
 mod common;
 
@@ -255,6 +256,15 @@ fn make_calls(
 /// One 20 ms round of traffic: every leg of every call sends frame `k`, with reordering
 /// (pairs swapped every 7th frame), loss (every 13th), duplicates (every 17th), a
 /// malformed packet and an unknown-session packet per round.
+/// Runs one ingress push as the transport thread would, counted like a lane thread: the
+/// push path (slot hand-off, the per-session rate limit) must not allocate either.
+fn as_transport<R>(f: impl FnOnce() -> R) -> R {
+    ON_LANE.with(|c| c.set(true));
+    let r = f();
+    ON_LANE.with(|c| c.set(false));
+    r
+}
+
 fn traffic_round(
     calls: &[(SessionId, SessionId)],
     k: usize,
@@ -311,9 +321,9 @@ fn traffic_round(
                 stalled.push((s, pkt.clone()));
                 continue;
             }
-            let _ = ing.push_at(s, pkt, now_ns);
+            let _ = as_transport(|| ing.push_at(s, pkt, now_ns));
             if k % 17 == 0 {
-                let _ = ing.push_at(s, pkt, now_ns + 1_000_000);
+                let _ = as_transport(|| ing.push_at(s, pkt, now_ns + 1_000_000));
             }
             if k % 25 == 0 {
                 // An RFC 4733 event packet, routed out of the audio path.
@@ -326,7 +336,7 @@ fn traffic_round(
                     &[1, 0x8a, 0, 160],
                     pkt,
                 );
-                let _ = ing.push_at(s, pkt, now_ns);
+                let _ = as_transport(|| ing.push_at(s, pkt, now_ns));
                 // An RFC 3389 SID frame (level 55 dBov, two reflection coefficients).
                 rtp(
                     13,
@@ -337,21 +347,30 @@ fn traffic_round(
                     &[55, 100, 140],
                     pkt,
                 );
-                let _ = ing.push_at(s, pkt, now_ns);
+                let _ = as_transport(|| ing.push_at(s, pkt, now_ns));
             }
         }
     }
     for (s, p) in held.drain(..) {
-        let _ = handles[s.lane()].0.push_at(s, &p, now_ns + 15_000_000);
+        let _ = as_transport(|| handles[s.lane()].0.push_at(s, &p, now_ns + 15_000_000));
     }
     if k % 40 == 3 {
         for (s, p) in stalled.drain(..) {
-            let _ = handles[s.lane()].0.push_at(s, &p, now_ns);
+            let _ = as_transport(|| handles[s.lane()].0.push_at(s, &p, now_ns));
+        }
+    }
+    // A peer flooding one session (100 copies at once, every 10 rounds): the ingress limit
+    // refuses what exceeds its burst, on the transport thread, without allocating.
+    if k % 10 == 5 {
+        let (s, _) = calls[1];
+        let ing = &mut handles[s.lane()].0;
+        for _ in 0..100 {
+            let _ = as_transport(|| ing.push_at(s, pkt, now_ns));
         }
     }
     for (ing, _) in handles.iter_mut() {
-        let _ = ing.push(SessionId::from_parts(0, 9999, 1), pkt);
-        let _ = ing.push(calls[0].0, &[0x80, 1, 2]);
+        let _ = as_transport(|| ing.push(SessionId::from_parts(0, 9999, 1), pkt));
+        let _ = as_transport(|| ing.push(calls[0].0, &[0x80, 1, 2]));
     }
 }
 
@@ -449,10 +468,14 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
         assert_eq!(
             (after.0 - measured.0, after.1 - measured.1),
             (0, 0),
-            "{topology:?}: allocations/frees on the lane path during 1000 steady-state ticks"
+            "{topology:?}: allocations/frees on the lane and ingress paths during 1000 steady-state ticks"
         );
         let st = e.lane_stats(0).unwrap();
         assert!(st.malformed > 0 && st.unknown_session > 0);
+        let limited: u64 = (0..2)
+            .map(|l| e.lane_stats(l).unwrap().ingress_rate_limited)
+            .sum();
+        assert!(limited > 0, "the ingress rate limit refused the flood");
         // Every hot path ran in the measured window.
         let mut total = media_core::quality::SessionStats::default();
         for &(a, b) in &calls {

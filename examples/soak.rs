@@ -960,13 +960,14 @@ fn update_thread(sh: Arc<Shared>, per_s: f64, seed: u64, prewarm: u64) {
 // Reports
 // ---------------------------------------------------------------------------------------
 
-fn lane_drops(s: &LaneStats) -> [(&'static str, u64); 8] {
+fn lane_drops(s: &LaneStats) -> [(&'static str, u64); 9] {
     [
         ("unknown_session", s.unknown_session),
         ("malformed", s.malformed),
         ("ingress_full", s.ingress_full),
         ("ingress_too_large", s.ingress_too_large),
         ("ingress_rate_limited", s.ingress_rate_limited),
+        ("slot_share_drops", s.slot_share_drops),
         ("internal_ring_full", s.internal_ring_full),
         ("stage_backlog_drops", s.stage_backlog_drops),
         ("events_dropped", s.events_dropped),
@@ -1001,6 +1002,7 @@ fn sum_lanes(engine: &MediaEngine, lanes: usize) -> LaneStats {
             t.ingress_full += s.ingress_full;
             t.ingress_too_large += s.ingress_too_large;
             t.ingress_rate_limited += s.ingress_rate_limited;
+            t.slot_share_drops += s.slot_share_drops;
             t.internal_ring_full += s.internal_ring_full;
             t.stage_backlog_drops += s.stage_backlog_drops;
             t.events_dropped += s.events_dropped;

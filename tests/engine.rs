@@ -682,6 +682,61 @@ fn flooding_peers_are_rate_limited_and_the_other_sessions_on_the_lane_lose_nothi
 }
 
 #[test]
+fn sessions_with_a_backlog_give_slots_back_before_the_others_lose_packets() {
+    // Default slot counts: 64 session slots, 8 * 64 + 256 = 768 packet slots, a share of
+    // 12 each. Forty sessions get three packets every 20 ms (a sender clock three times
+    // fast, under the ingress rate limit): their jitter buffers would fill to 32 packets,
+    // 1,280 slots in all. The other 24 send one packet every 20 ms.
+    let e = virtual_engine(64);
+    let calls: Vec<_> = (0..32)
+        .map(|d| call(&e, 2 * d, CodecSpec::PCMU, CodecSpec::PCMU))
+        .collect();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let greedy: Vec<SessionId> = calls.iter().take(20).flat_map(|c| [c.0, c.1]).collect();
+    let mut pkt = Vec::new();
+    for k in 0..100usize {
+        for (i, &(a, b)) in calls.iter().enumerate() {
+            for (s, ssrc) in [(a, 2 * i as u32), (b, 2 * i as u32 + 1)] {
+                let per_round = if greedy.contains(&s) { 3 } else { 1 };
+                for j in 0..per_round {
+                    let n = per_round * k + j;
+                    rtp(
+                        0,
+                        n as u16,
+                        160 * n as u32,
+                        ssrc,
+                        n == 0,
+                        &ulaw_frame(n),
+                        &mut pkt,
+                    );
+                    if let Err(err) = ing.push(s, &pkt) {
+                        panic!("round {k}, {s}: {err}");
+                    }
+                }
+            }
+        }
+        e.step(2).unwrap();
+        drain(&mut eg);
+    }
+    let ls = e.lane_stats(0).unwrap();
+    assert_eq!(ls.ingress_full, 0, "no slot ran out");
+    assert!(ls.slot_share_drops > 0, "the backlogs were cut: {ls:?}");
+    for &(a, b) in &calls {
+        for s in [a, b] {
+            let st = e.session_stats(s).unwrap();
+            if greedy.contains(&s) {
+                assert!(st.jb_overflows > 0, "{s}: {st:?}");
+                continue;
+            }
+            assert_eq!(st.rx_packets, 100, "{s}: {st:?}");
+            assert_eq!((st.jb_overflows, st.rx_late), (0, 0), "{s}");
+            assert_eq!(st.frames_concealed, 0, "{s}");
+        }
+    }
+    e.stop().unwrap();
+}
+
+#[test]
 fn a_thousand_create_destroy_cycles_return_every_slot() {
     let e = MediaEngine::new(EngineConfig {
         clock: ClockMode::Virtual,

@@ -284,6 +284,9 @@ pub struct AdaptiveBuffer<T, const N: usize = 32> {
     settle_packets: u8,
     /// The start-up growth has been applied: no second one.
     settled: bool,
+    /// Packets held at most (1..=`N`): below `N` while the lane's packet slots run low
+    /// (see [`AdaptiveBuffer::set_cap`]). Beside `settled`, in what was padding.
+    cap: u8,
     /// Highest relative delay (above the running minimum) among those packets, ms
     /// (`NEG_INFINITY`: none yet).
     peak_jitter_ms: f32,
@@ -358,7 +361,23 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             grow_ts: 0,
             wait_left_ts: 0,
             settled: false,
+            cap: N as u8,
         }
+    }
+
+    /// Holds at most `cap` packets from the next insert on (clamped to 1..=`N`): an insert
+    /// into a buffer holding that many drops the oldest first, as a full buffer does
+    /// ([`Insert::Overflowed`]). The lane lowers it to a session's share of the packet
+    /// slots while few are free, so one session's backlog cannot take the slots the
+    /// others' next packets need. Real-time safe.
+    #[inline]
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap.clamp(1, N) as u8;
+    }
+
+    /// The packet limit set by [`AdaptiveBuffer::set_cap`] (`N` unless lowered).
+    pub fn cap(&self) -> usize {
+        usize::from(self.cap)
     }
 
     fn ts_per_ms(&self) -> u32 {
@@ -654,18 +673,18 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         } else {
             self.packet_ts - (self.packet_ts - dur_ts) / 16
         };
-        if self.len() == N {
-            // Full: drop the oldest packet; its audio is skipped.
+        // Full (or at a lowered cap, possibly beyond it): drop the oldest packets; their
+        // audio is skipped.
+        while self.len() >= usize::from(self.cap).min(N) {
             let oldest =
                 bits(self.occ).min_by_key(|&i| self.slots[i].ts.wrapping_sub(self.next_ts) as i32);
-            if let Some(i) = oldest {
-                let (ets, edur) = (self.slots[i].ts, self.slots[i].dur);
-                if let Some(item) = self.take(i) {
-                    if (ets.wrapping_sub(self.next_ts) as i32) >= 0 {
-                        self.next_ts = ets.wrapping_add(edur);
-                    }
-                    release(item);
+            let Some(i) = oldest else { break };
+            let (ets, edur) = (self.slots[i].ts, self.slots[i].dur);
+            if let Some(item) = self.take(i) {
+                if (ets.wrapping_sub(self.next_ts) as i32) >= 0 {
+                    self.next_ts = ets.wrapping_add(edur);
                 }
+                release(item);
             }
             if matches!(outcome, Insert::Stored) {
                 outcome = Insert::Overflowed;
@@ -885,6 +904,35 @@ mod tests {
         assert_eq!(released, vec![0]);
         assert_eq!(b.len(), 4);
         assert!(matches!(b.next(160), Next::Decode { item: 1, .. }));
+    }
+
+    #[test]
+    fn a_lowered_cap_keeps_the_newest_packets_and_lifting_it_holds_more_again() {
+        let mut b = B::new(cfg());
+        let mut released = vec![];
+        for k in 0..10u32 {
+            b.insert(160 * k, 160, false, 0, k, &mut |i| released.push(i));
+        }
+        assert!(released.is_empty());
+        assert_eq!((b.len(), b.cap()), (10, 16));
+        // Lowered to 4: the next insert drops the seven oldest (10 + 1 held would be 11).
+        b.set_cap(4);
+        let out = b.insert(1600, 160, false, 0, 10, &mut |i| released.push(i));
+        assert_eq!(out, Insert::Overflowed);
+        assert_eq!(released, (0..7).collect::<Vec<_>>());
+        assert_eq!(b.len(), 4);
+        // Their audio is skipped: playout goes on from the oldest kept.
+        assert!(matches!(b.next(160), Next::Decode { item: 7, .. }));
+        // Lifted again (and clamped to the capacity): nothing more is dropped.
+        b.set_cap(1000);
+        assert_eq!(b.cap(), 16);
+        released.clear();
+        for k in 11..20u32 {
+            b.insert(160 * k, 160, false, 0, k, &mut |i| released.push(i));
+        }
+        assert!(released.is_empty());
+        b.set_cap(0);
+        assert_eq!(b.cap(), 1, "at least one packet is always held");
     }
 
     #[test]

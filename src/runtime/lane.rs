@@ -596,6 +596,14 @@ pub struct DecodeStage {
     stretch: StretchPool,
     out: Producer<Downstream>,
     reserve: usize,
+    /// A session's share of the packet slots (those beyond `slot_reserve`, divided by the
+    /// session slots; 2..=32): what its jitter buffer may hold while `slots_low`.
+    slot_share: usize,
+    /// Fewer free packet slots than this (the transport's gauge) is `slots_low`.
+    slot_reserve: u64,
+    /// Few packet slots are free: jitter buffers hold at most `slot_share` packets, so
+    /// sessions with a backlog give slots back before the others' packets are refused.
+    slots_low: bool,
     shared: Arc<Shared>,
 }
 
@@ -706,6 +714,10 @@ impl DecodeStage {
     }
 
     fn drain_input(&mut self) -> usize {
+        // Low below the reserve; low until twice the reserve is free again (hysteresis, so
+        // the caps do not flap on and off with every drain).
+        let free = self.shared.counters.packet_slots_free.get();
+        self.slots_low = free < self.slot_reserve << u32::from(self.slots_low);
         let mut n = 0;
         while let Ok(msg) = self.input.pop() {
             n += 1;
@@ -856,6 +868,12 @@ impl DecodeStage {
             release(pkt);
             return;
         }
+        let low = self.slots_low;
+        part.receive.buffer.set_cap(if low {
+            self.slot_share
+        } else {
+            crate::session::receive::JITTER_PACKETS
+        });
         match part
             .receive
             .insert(ts, samples, marker, arrival_ns, pkt, &mut release)
@@ -870,7 +888,12 @@ impl DecodeStage {
                 release(t);
             }
             Insert::Resynced => sc.jb_resyncs.inc(),
-            Insert::Overflowed => sc.jb_overflows.inc(),
+            Insert::Overflowed => {
+                sc.jb_overflows.inc();
+                if low {
+                    counters.slot_share_drops.inc();
+                }
+            }
         }
     }
 
@@ -1725,6 +1748,12 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
     }
     let (eg_tx, eg_rx) = RingBuffer::new(cfg.egress_slots);
 
+    // Packet slots kept free for the packets arriving between two drains (an eighth: with
+    // the default 8 per session + 256, two ticks' worth of every session's packets at
+    // 20 ms), and each session's share of the rest.
+    let slot_reserve = (cfg.packet_slots / 8).max(4);
+    let slot_share = (cfg.packet_slots.saturating_sub(slot_reserve) / cfg.sessions.max(1))
+        .clamp(2, crate::session::receive::JITTER_PACKETS);
     let lane = Lane {
         jitter: JitterStage {
             tick: 0,
@@ -1758,6 +1787,9 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
             stretch: StretchPool::new(120),
             out: dp_tx,
             reserve: down_reserve,
+            slot_share,
+            slot_reserve: slot_reserve as u64,
+            slots_low: false,
             shared: shared.clone(),
         },
         dsp: DspStage {

@@ -231,6 +231,13 @@ counter_block! {
         events_dropped,
         /// Frame slab slots currently free (gauge).
         frame_slots_free,
+        /// Ingress packet slots free, as the transport's ingress handle last saw them
+        /// (gauge, refreshed every 16 pushes and on every refusal for want of a slot).
+        packet_slots_free,
+        /// Packets dropped from a jitter buffer that held more than its session's share
+        /// of the lane's packet slots while few were free (the oldest go; the session
+        /// counts them in `jb_overflows` too).
+        slot_share_drops,
         /// Commands applied (creates, updates, destroys, bridges).
         commands_applied,
     }

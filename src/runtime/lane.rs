@@ -714,12 +714,15 @@ impl DecodeStage {
     }
 
     fn drain_input(&mut self) -> usize {
-        // Low below the reserve; low until twice the reserve is free again (hysteresis, so
-        // the caps do not flap on and off with every drain).
-        let free = self.shared.counters.packet_slots_free.get();
-        self.slots_low = free < self.slot_reserve << u32::from(self.slots_low);
         let mut n = 0;
         while let Ok(msg) = self.input.pop() {
+            if n == 0 {
+                // Once per drain that has work (most drains of a fused tick find none):
+                // low below the reserve, and low until twice the reserve is free again
+                // (hysteresis, so the caps do not flap on and off with every drain).
+                let free = self.shared.counters.packet_slots_free.get();
+                self.slots_low = free < self.slot_reserve << u32::from(self.slots_low);
+            }
             n += 1;
             self.prefetch_insert();
             match msg {

@@ -4,14 +4,14 @@
 
 mod common;
 
-use common::{drain, rtp};
+use common::{drain, rtp, Out};
 use media_core::codec::audio::g711;
 use media_core::processing::audio::dtmf_detector::{Digit, DtmfGenerator, DtmfGeneratorConfig};
 use media_core::processing::audio::{aec::AecConfig, DspConfig};
 use media_core::runtime::msg::DtmfSource;
 use media_core::{
     ClockMode, CodecSpec, DialogId, EngineConfig, EngineEvent, Error, MediaEngine,
-    MediaSessionParams, Ptime,
+    MediaSessionParams, PayloadType, Ptime,
 };
 
 fn engine() -> MediaEngine {
@@ -234,6 +234,97 @@ fn voice_activity_is_reported_as_talkspurt_events() {
         }
     }
     assert_eq!(seen, [true, false]);
+}
+
+#[test]
+fn dtx_sends_comfort_noise_sid_frames_through_the_peers_silence_and_resumes_with_a_marker() {
+    use media_core::codec::audio::comfort_noise::CnPayload;
+    let e = engine();
+    // A's audio is judged by A's detector; B sends it, with DTX on (CN on PT 13).
+    let a_params = with_dsp(DspConfig {
+        vad: Some(Default::default()),
+        ..Default::default()
+    });
+    let mut b_params = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+    b_params.comfort_noise_send_pt = PayloadType::new(13);
+    b_params.dtx = true;
+    let (a, b) = e
+        .create_call((DialogId(1), a_params), (DialogId(2), b_params))
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let talk = babble(8000 * 2, 5);
+    // Quiet background noise (about -66 dBov) between the talk.
+    let mut x = 0x2545_F491u32;
+    let mut noise = || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        (x % 61) as i16 - 30
+    };
+    let mut pkt = Vec::new();
+    let mut payload = [0u8; 160];
+    let mut out = Vec::new();
+    // 1 s talk, 2 s background, 1 s talk.
+    for k in 0..200usize {
+        let pcm: Vec<i16> = match k {
+            0..=49 => talk[k * 160..(k + 1) * 160].to_vec(),
+            150..=199 => talk[(k - 100) * 160..(k - 99) * 160].to_vec(),
+            _ => (0..160).map(|_| noise()).collect(),
+        };
+        g711::ulaw_encode(&pcm, &mut payload);
+        rtp(0, k as u16, 160 * k as u32, 4, k == 0, &payload, &mut pkt);
+        ing.push(a.id, &pkt).unwrap();
+        e.step(2).unwrap();
+        out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
+    }
+    e.step(20).unwrap();
+    out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
+
+    let sids: Vec<&Out> = out.iter().filter(|p| p.header.payload_type == 13).collect();
+    let audio = out.iter().filter(|p| p.header.payload_type == 0).count();
+    // Two seconds of background: a SID once 200 ms of it are past, then one every 500
+    // ms (the level holds); none inside the talk (pauses between words go out as audio:
+    // every SID carries the background's level).
+    assert!((4..=6).contains(&sids.len()), "{} SIDs", sids.len());
+    assert!(audio < 150, "{audio} audio packets for 200 frames");
+    for s in &sids {
+        let p = CnPayload::parse(s.payload()).unwrap();
+        assert!(
+            (55..=80).contains(&p.level_dbov),
+            "SID level {}",
+            p.level_dbov
+        );
+        assert_eq!(p.reflection.len(), 4);
+        assert!(!s.header.marker);
+    }
+    // One stream: sequence numbers without a gap, timestamps on the 20 ms grid and
+    // rising, audio resumed with the marker bit after the SIDs.
+    for w in out.windows(2) {
+        assert_eq!(w[1].header.sequence, w[0].header.sequence.wrapping_add(1));
+        let dt = w[1].header.timestamp.wrapping_sub(w[0].header.timestamp);
+        assert!(dt > 0 && dt % 160 == 0, "timestamp step {dt}");
+    }
+    let last_sid = out
+        .iter()
+        .rposition(|p| p.header.payload_type == 13)
+        .unwrap();
+    let resumed = &out[last_sid + 1];
+    assert_eq!(resumed.header.payload_type, 0);
+    assert!(
+        resumed.header.marker,
+        "the first audio after the silence is marked"
+    );
+    let st = e.session_stats(b.id).unwrap();
+    assert_eq!(st.tx_cn_packets, sids.len() as u64);
+    assert!(st.frames_dtx >= 60, "{st:?}");
+
+    // DTX needs the comfort-noise payload type.
+    let mut bad = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+    bad.dtx = true;
+    assert!(matches!(
+        e.create_media_session(DialogId(9), bad),
+        Err(Error::UnsupportedParameters { .. })
+    ));
 }
 
 #[test]

@@ -83,6 +83,9 @@ fn counts() -> (u64, u64) {
 thread_local! {
     /// Legs that receive G.722 (the traffic generator sends them PT 9).
     static G722_LEGS: std::cell::RefCell<std::collections::HashSet<SessionId>> = Default::default();
+    /// Legs whose input goes quiet for a second in every two (a voice chain's VAD finds
+    /// the silence; the bridged leg's DTX sends SID frames through it).
+    static QUIET_LEGS: std::cell::RefCell<std::collections::HashSet<SessionId>> = Default::default();
     /// Legs that receive Opus (PT 111).
     static OPUS_LEGS: std::cell::RefCell<std::collections::HashSet<SessionId>> = Default::default();
     /// 50 frames of a tone as Opus packets (48 kHz, 20 ms), encoded once.
@@ -90,6 +93,26 @@ thread_local! {
         let mut enc = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
         (0..50).map(|k| common::opus_tone_packet(&mut enc, k, 6000.0)).collect()
     };
+}
+
+/// 20 ms of quiet background noise (about -66 dBov) as µ-law or A-law.
+fn quiet_frame(k: usize, alaw: bool) -> Vec<u8> {
+    let mut x = 0x2545_F491u32 ^ k as u32;
+    let pcm: Vec<i16> = (0..160)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x % 61) as i16 - 30
+        })
+        .collect();
+    let mut out = vec![0u8; 160];
+    if alaw {
+        media_core::codec::audio::g711::alaw_encode(&pcm, &mut out);
+    } else {
+        media_core::codec::audio::g711::ulaw_encode(&pcm, &mut out);
+    }
+    out
 }
 
 /// 20 ms of a tone as G.722 (160 bytes).
@@ -239,15 +262,29 @@ fn make_calls(
                     rx_gain_db: -3.0,
                     ..DspConfig::voice()
                 };
+                // Whatever the generator sends it (PCMU or PCMA by slot parity) is
+                // decoded, so the chain always has audio to process.
+                a = a.with_rx(pa).with_rx(CodecSpec::PCMU);
             }
             let mut b = MediaSessionParams::new(pb, Ptime::MS_20)
                 .with_rx(pb)
                 .with_rx(CodecSpec::PCMU)
                 .with_rx(CodecSpec::PCMA);
             b.telephone_event_pt = media_core::PayloadType::new(101);
+            if voice && i % 8 == 7 {
+                // DTX on the leg that sends the voice chain's audio (its VAD decides):
+                // RFC 3389 SID frames through the silences of A's input.
+                b.comfort_noise_send_pt = media_core::PayloadType::new(13);
+                b.dtx = true;
+            }
             let (ha, hb) = e
                 .create_call((DialogId(d), a), (DialogId(d + 1), b))
                 .unwrap();
+            if voice && i % 8 == 7 {
+                // Both legs: A's echo canceller would otherwise keep subtracting what it
+                // learned of B's audio (the generator sends both legs the same tone).
+                QUIET_LEGS.with(|g| g.borrow_mut().extend([ha.id, hb.id]));
+            }
             (ha.id, hb.id)
         })
         .collect()
@@ -279,7 +316,10 @@ fn traffic_round(
         for s in [a, b] {
             let g722 = G722_LEGS.with(|g| g.borrow().contains(&s));
             let is_opus = OPUS_LEGS.with(|g| g.borrow().contains(&s));
-            let frame = if is_opus {
+            let quiet = k % 100 >= 50 && QUIET_LEGS.with(|g| g.borrow().contains(&s));
+            let frame = if quiet {
+                quiet_frame(k, s.slot() % 2 == 1)
+            } else if is_opus {
                 OPUS_FRAMES.with(|f| f[k % 50].clone())
             } else if g722 {
                 g722_frame(k % 50)
@@ -491,6 +531,8 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
                 total.rx_dtmf_packets += x.rx_dtmf_packets;
                 total.tx_dtmf_packets += x.tx_dtmf_packets;
                 total.rx_cn_packets += x.rx_cn_packets;
+                total.tx_cn_packets += x.tx_cn_packets;
+                total.frames_dtx += x.frames_dtx;
                 total.frames_processed += x.frames_processed;
                 let _ = e.session_quality(id).unwrap();
             }
@@ -508,6 +550,10 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
                 && total.tx_dtmf_packets > 0
                 && total.rx_cn_packets > 0,
             "duplicate, RFC 4733 receive and send, and RFC 3389 paths"
+        );
+        assert!(
+            total.tx_cn_packets > 0 && total.frames_dtx > 0,
+            "DTX: SID frames sent and silent frames skipped"
         );
     }
 }

@@ -600,6 +600,12 @@ impl MediaEngine {
             });
         }
         p.dsp.validate(rate.hz())?;
+        if p.dtx && tx != Codec::Opus && p.comfort_noise_send_pt.is_none() {
+            return Err(Error::UnsupportedParameters {
+                codec: tx,
+                reason: "dtx needs comfort_noise_send_pt (RFC 3389 negotiated)",
+            });
+        }
         if p.jitter.is_some_and(|j| j.min_delay_ms > j.max_delay_ms) {
             return Err(Error::InvalidConfig(
                 "jitter min_delay_ms must not exceed max_delay_ms",

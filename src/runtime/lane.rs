@@ -22,7 +22,7 @@ use super::slab::{Slab, Token};
 use super::stats::{LaneCounters, SessionCell, SessionCounters, TickHistogram};
 use super::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 use crate::buffer::adaptive::Insert;
-use crate::codec::audio::comfort_noise::CnPayload;
+use crate::codec::audio::comfort_noise::{analyze, CnPayload};
 use crate::codec::audio::g711::Law;
 use crate::codec::audio::telephone_event::{digit_to_event, DtmfEvent, EventPayload};
 use crate::codec::{AnyDecoder, Codec};
@@ -32,7 +32,7 @@ use crate::processing::audio::{DspEvent, DspScratch};
 use crate::quality::rtp_stats::PacketClass;
 use crate::rtp::{write_header, RtpHeader, RtpPacket, RTP_HEADER_LEN};
 use crate::session::receive::{PacketDecoder, RelayStep, StretchPool};
-use crate::session::{DecodePart, DspPart, EncodePart, JitterPart, MAX_RX_CODECS};
+use crate::session::{DecodePart, DspPart, DtxFrame, EncodePart, JitterPart, MAX_RX_CODECS};
 use crate::types::{PayloadType, Ptime, SessionId};
 
 /// Sessions played per chunk in a fused lane before the later stages drain, so frames
@@ -978,6 +978,7 @@ impl DecodeStage {
             f.src_ts = rep.src_ts;
             f.played_ns = played_ns;
             f.relay = false;
+            f.silence = false;
             rep
         });
         sc.jb_target_ms
@@ -1212,6 +1213,7 @@ impl DspStage {
                         self.frames.with_mut(frame, |f| {
                             if !f.relay {
                                 part.chain.process(&mut f.pcm[..f.samples], work, &mut emit);
+                                f.silence = part.chain.speaking() == Some(false);
                                 if let Some(r) = part.resampler.as_mut() {
                                     // To the peer's rate (e.g. G.722 16 kHz -> PCMU 8 kHz).
                                     let n =
@@ -1546,6 +1548,23 @@ impl EncodeStage {
             return;
         };
         let sc = &self.shared.sessions[dst as usize].counters;
+        // DTX: only sessions with it read the frame's voice-activity flag here, and a
+        // forwarded digit playing in-band is sent whatever the detector says.
+        let (mut sid, mut resumed) = (None, false);
+        if let (Some(_), false, Some(t)) = (part.dtx_pt, part.tone_on, frame) {
+            match self
+                .frames
+                .with(t, |f| part.dtx_frame(f.silence, &f.pcm[..f.samples]))
+            {
+                DtxFrame::Audio { resumed: r } => resumed = r,
+                DtxFrame::Sid(pt) => sid = Some(pt),
+                DtxFrame::Skip => {
+                    sc.frames_dtx.inc();
+                    part.skip_frame();
+                    return;
+                }
+            }
+        }
         let Some(mut et) = self.spare.take().or_else(|| self.egress_free.pop().ok()) else {
             sc.tx_egress_full.inc();
             part.skip_frame();
@@ -1568,6 +1587,11 @@ impl EncodeStage {
                     }
                 };
                 let (n, marker) = match (tone, f) {
+                    (None, Some(f)) if sid.is_some() => {
+                        // RFC 3389 SID: the silence's level and spectral envelope.
+                        let n = analyze(&f.pcm[..f.samples], SID_ORDER).write(body);
+                        (Some(n).filter(|&n| n > 0)?, false)
+                    }
                     (Some(pcm), f) => (
                         part.encoder.encode(pcm, body).ok()?,
                         f.is_some_and(|f| f.marker),
@@ -1584,7 +1608,10 @@ impl EncodeStage {
                     (None, None) => return None,
                 };
                 let (src_ts, played_ns) = f.map_or((0, 0), |f| (f.src_ts, f.played_ns));
-                let h = part.next_header(marker);
+                let h = match sid {
+                    Some(pt) => part.next_header_as(pt, false),
+                    None => part.next_header(marker || resumed),
+                };
                 // Cannot fail: slots are at least header-sized by construction.
                 write_header(&h, &mut e.bytes).ok()?;
                 e.header = h;
@@ -1603,6 +1630,9 @@ impl EncodeStage {
             Some(n) => {
                 sc.tx_packets.inc();
                 sc.tx_payload_bytes.add(n as u64);
+                if sid.is_some() {
+                    sc.tx_cn_packets.inc();
+                }
                 if self.egress.push(et).is_err() {
                     self.shared.counters.internal_ring_full.inc_shared();
                 }
@@ -1615,6 +1645,10 @@ impl EncodeStage {
         }
     }
 }
+
+/// Reflection coefficients a DTX SID frame carries (RFC 3389 §3.2: the noise's spectral
+/// envelope; 4 is enough for background noise and within every decoder's order).
+const SID_ORDER: usize = 4;
 
 /// The four stages of a lane.
 pub struct Lane {

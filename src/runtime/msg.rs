@@ -62,6 +62,9 @@ pub struct FrameSlot {
     pub relay: bool,
     /// First frame of a talkspurt or (re)started stream.
     pub marker: bool,
+    /// The source leg's voice-activity detector found no speech in it (DTX may send a
+    /// comfort-noise SID frame or nothing in its place). False without a detector.
+    pub silence: bool,
     /// Receive RTP timestamp of the audio in this frame (latency measurement).
     pub src_ts: u32,
     /// When this frame's audio left the jitter buffer: the start of the tick that played
@@ -79,6 +82,7 @@ impl FrameSlot {
             payload_len: 0,
             relay: false,
             marker: false,
+            silence: false,
             src_ts: 0,
             played_ns: 0,
         }

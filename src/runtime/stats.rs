@@ -188,6 +188,10 @@ counter_block! {
         rx_cn_packets,
         /// RFC 4733 telephone-event packets sent.
         tx_dtmf_packets,
+        /// RFC 3389 comfort-noise SID frames sent (DTX).
+        tx_cn_packets,
+        /// Frames not sent during a silence (DTX).
+        frames_dtx,
         /// `send_dtmf` requests refused on the lane (a digit still being sent).
         tx_dtmf_refused,
         /// Packets dropped because the jitter buffer was full (oldest dropped).

@@ -49,6 +49,17 @@ pub struct MediaSessionParams {
     /// ([`MediaEngine::send_dtmf`](crate::MediaEngine::send_dtmf)), if negotiated (the
     /// answer's number, which may differ from the receive one).
     pub telephone_event_send_pt: Option<PayloadType>,
+    /// Payload type to send RFC 3389 comfort noise with, if negotiated (the answer's
+    /// number): used by [`MediaSessionParams::dtx`].
+    pub comfort_noise_send_pt: Option<PayloadType>,
+    /// Discontinuous transmission (RFC 3389): while the voice-activity detector of the
+    /// leg whose audio this session sends (its bridged peer's `dsp.vad`) finds silence
+    /// for 200 ms or more, send a comfort-noise SID frame (the noise's level and
+    /// spectrum) then, when its level moves by 3 dB or more and at least every 500 ms, and
+    /// no audio packets in between; the first audio packet after it has the marker bit.
+    /// Needs `comfort_noise_send_pt`; not for Opus, which has its own DTX
+    /// (`opus.dtx`). Off by default.
+    pub dtx: bool,
     /// Voice processing applied to audio received on this session.
     pub dsp: DspConfig,
     /// Opus encoder settings when `tx` is Opus (from the negotiated fmtp, or defaults).
@@ -121,6 +132,7 @@ impl MediaSessionParams {
             .first()
             .and_then(|&pt| PayloadType::new(pt));
         p.telephone_event_send_pt = m.telephone_event_send.and_then(PayloadType::new);
+        p.comfort_noise_send_pt = m.cn.and_then(PayloadType::new);
         p.comfort_noise_pt = m
             .receive
             .iter()
@@ -153,6 +165,8 @@ impl MediaSessionParams {
             telephone_event_pt: None,
             telephone_event_send_pt: None,
             comfort_noise_pt: None,
+            comfort_noise_send_pt: None,
+            dtx: false,
             dsp: DspConfig::default(),
             opus: OpusSettings::default(),
         }
@@ -347,7 +361,38 @@ pub struct EncodePart {
     /// generator has finished): frames without one never touch the boxed generator, a
     /// cache miss per frame at thousands of sessions.
     pub tone_on: bool,
+    /// Discontinuous transmission: the comfort-noise payload type SID frames go out with
+    /// (`None`: audio is always sent). See [`MediaSessionParams::dtx`].
+    pub dtx_pt: Option<PayloadType>,
+    /// In a silence (DTX): the last frame was a SID or sent nothing.
+    pub dtx_silent: bool,
+    /// Level of the last SID sent, -dBov.
+    pub dtx_level: u8,
+    /// Frames since the last SID (in a silence), or silent frames so far (before one).
+    pub dtx_since_sid: u16,
 }
+
+/// What [`EncodePart::dtx_frame`] decided for one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtxFrame {
+    /// Send the audio (with the marker bit when `resumed`: the first after a silence).
+    Audio {
+        /// The frame ends a silence.
+        resumed: bool,
+    },
+    /// Send a SID frame with this payload type.
+    Sid(PayloadType),
+    /// Send nothing (the timestamp still advances).
+    Skip,
+}
+
+/// Silence the detector must report before DTX starts, ms: shorter pauses (between
+/// words, the detector's own misses inside speech) are sent as audio.
+const DTX_HANGOVER_MS: u32 = 200;
+/// SID refresh interval during a silence, ms.
+const SID_REFRESH_MS: u32 = 500;
+/// Level change that sends a new SID, dB.
+const SID_LEVEL_STEP_DB: u8 = 3;
 
 /// In-band tone generation state of an encode part (boxed: used only while a forwarded
 /// digit plays).
@@ -360,13 +405,56 @@ pub struct ToneOut {
 }
 
 impl EncodePart {
+    /// Decides what to send for a frame (DTX, see [`MediaSessionParams::dtx`]): `silence`
+    /// is the source leg's voice-activity decision, `pcm` the frame. Audio when DTX is
+    /// off. Called on the real-time thread; never allocates.
+    #[inline]
+    pub fn dtx_frame(&mut self, silence: bool, pcm: &[i16]) -> DtxFrame {
+        let Some(pt) = self.dtx_pt else {
+            return DtxFrame::Audio { resumed: false };
+        };
+        if !silence {
+            self.dtx_since_sid = 0;
+            let resumed = std::mem::take(&mut self.dtx_silent);
+            return DtxFrame::Audio { resumed };
+        }
+        // Before the silence: counts its frames until the hangover has passed (pauses
+        // between words go out as audio); in it: frames since the last SID.
+        let elapsed_ts = (u32::from(self.dtx_since_sid) + 1) * self.timestamp_step;
+        if !self.dtx_silent && elapsed_ts < DTX_HANGOVER_MS * self.ts_per_ms {
+            self.dtx_since_sid += 1;
+            return DtxFrame::Audio { resumed: false };
+        }
+        let level = level_dbov(pcm);
+        let refresh = elapsed_ts >= SID_REFRESH_MS * self.ts_per_ms;
+        if !self.dtx_silent || refresh || level.abs_diff(self.dtx_level) >= SID_LEVEL_STEP_DB {
+            if !self.dtx_silent {
+                // The last audio packet went out before the hangover's frames: none lost.
+                self.dtx_silent = true;
+            }
+            self.dtx_level = level;
+            self.dtx_since_sid = 0;
+            DtxFrame::Sid(pt)
+        } else {
+            self.dtx_since_sid = self.dtx_since_sid.saturating_add(1);
+            DtxFrame::Skip
+        }
+    }
+
     /// Returns the header fields for the next packet and advances sequence and timestamp.
     #[inline]
     pub fn next_header(&mut self, marker: bool) -> crate::rtp::RtpHeader {
+        self.next_header_as(self.payload_type, marker)
+    }
+
+    /// [`EncodePart::next_header`] for a packet of payload type `pt` on the same stream
+    /// (a comfort-noise SID frame).
+    #[inline]
+    pub fn next_header_as(&mut self, pt: PayloadType, marker: bool) -> crate::rtp::RtpHeader {
         let pending = std::mem::take(&mut self.marker_next);
         let h = crate::rtp::RtpHeader {
             marker: marker || pending,
-            payload_type: self.payload_type.get(),
+            payload_type: pt.get(),
             sequence: self.sequence,
             timestamp: self.timestamp,
             ssrc: self.ssrc,
@@ -493,7 +581,115 @@ impl<T> SessionParts<T> {
                     }),
                 },
                 tone_on: false,
+                dtx_pt: params
+                    .comfort_noise_send_pt
+                    .filter(|_| params.dtx && tx != Codec::Opus),
+                dtx_silent: false,
+                dtx_level: 127,
+                dtx_since_sid: 0,
             },
         }
+    }
+}
+
+/// Mean power of `pcm` in -dBov (RFC 3389 §3.1: 0 is a full-scale square wave, 127
+/// the quietest). Real-time safe.
+fn level_dbov(pcm: &[i16]) -> u8 {
+    if pcm.is_empty() {
+        return 127;
+    }
+    let energy: i64 = pcm.iter().map(|&s| i64::from(s) * i64::from(s)).sum();
+    let power = energy as f64 / pcm.len() as f64;
+    if power <= 0.0 {
+        return 127;
+    }
+    (-10.0 * (power / (32768.0 * 32768.0)).log10())
+        .round()
+        .clamp(0.0, 127.0) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::slab::Token;
+
+    fn dtx_part() -> EncodePart {
+        let mut p = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+        p.comfort_noise_send_pt = PayloadType::new(13);
+        p.dtx = true;
+        SessionParts::<Token>::build(&p, 1, 0, JitterConfig::default(), 7, 0, 0).encode
+    }
+
+    /// 20 ms at 8 kHz of a square wave of amplitude `a`.
+    fn frame(a: i16) -> Vec<i16> {
+        (0..160).map(|i| if i % 2 == 0 { a } else { -a }).collect()
+    }
+
+    #[test]
+    fn dtx_waits_out_the_hangover_then_sends_sids_on_level_steps_and_every_500_ms() {
+        let mut e = dtx_part();
+        let (quiet, louder) = (frame(100), frame(200)); // -50 and -44 dBov
+        assert_eq!(
+            e.dtx_frame(false, &frame(8000)),
+            DtxFrame::Audio { resumed: false }
+        );
+        // 200 ms of silence go out as audio (nine frames), the tenth starts the silence.
+        for _ in 0..9 {
+            assert_eq!(
+                e.dtx_frame(true, &quiet),
+                DtxFrame::Audio { resumed: false }
+            );
+        }
+        let sid = DtxFrame::Sid(PayloadType::new(13).unwrap());
+        assert_eq!(e.dtx_frame(true, &quiet), sid);
+        assert_eq!(e.dtx_level, 50);
+        assert_eq!(e.dtx_frame(true, &quiet), DtxFrame::Skip);
+        // A 6 dB step: a new SID at once.
+        assert_eq!(e.dtx_frame(true, &louder), sid);
+        assert_eq!(e.dtx_level, 44);
+        // Steady: nothing for 480 ms, then the 500 ms refresh.
+        for _ in 0..24 {
+            assert_eq!(e.dtx_frame(true, &louder), DtxFrame::Skip);
+        }
+        assert_eq!(e.dtx_frame(true, &louder), sid);
+        // Speech again: audio, marked as resuming once.
+        assert_eq!(
+            e.dtx_frame(false, &frame(8000)),
+            DtxFrame::Audio { resumed: true }
+        );
+        assert_eq!(
+            e.dtx_frame(false, &frame(8000)),
+            DtxFrame::Audio { resumed: false }
+        );
+        // A pause shorter than the hangover is sent as audio.
+        for _ in 0..5 {
+            assert_eq!(
+                e.dtx_frame(true, &quiet),
+                DtxFrame::Audio { resumed: false }
+            );
+        }
+        assert_eq!(
+            e.dtx_frame(false, &frame(8000)),
+            DtxFrame::Audio { resumed: false }
+        );
+        assert_eq!(level_dbov(&[]), 127);
+        assert_eq!(level_dbov(&[0; 160]), 127);
+        assert_eq!(level_dbov(&frame(i16::MAX)), 0);
+    }
+
+    #[test]
+    fn dtx_is_off_without_its_payload_type_and_for_opus() {
+        let mut p = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+        p.dtx = true;
+        let mut e = SessionParts::<Token>::build(&p, 1, 0, JitterConfig::default(), 7, 0, 0).encode;
+        assert_eq!(
+            e.dtx_frame(true, &[0; 160]),
+            DtxFrame::Audio { resumed: false }
+        );
+        let mut p = MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20);
+        p.comfort_noise_send_pt = PayloadType::new(13);
+        p.dtx = true;
+        let e = SessionParts::<Token>::build(&p, 1, 0, JitterConfig::default(), 7, 0, 0).encode;
+        assert_eq!(e.dtx_pt, None);
     }
 }

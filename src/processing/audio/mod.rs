@@ -380,6 +380,16 @@ impl DspChain {
         self.gain.is_none() && self.voice.is_none()
     }
 
+    /// The voice-activity detector's decision on the last frame processed: `None` when
+    /// the chain has no detector. Drives DTX on the leg that sends this audio.
+    #[inline]
+    pub fn speaking(&self) -> Option<bool> {
+        self.voice
+            .as_ref()
+            .filter(|v| v.vad.is_some())
+            .map(|v| v.speaking)
+    }
+
     /// True when the chain wants the audio sent to the session's peer
     /// ([`DspChain::push_reference`]).
     #[inline]

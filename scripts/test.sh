@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # Disk: a fresh run writes about 3.6 GB (debug and release builds 2.6, loom 0.25, fuzz 0.8;
-# measured at 099988e). Incremental
-# compilation would double the debug part and buys nothing on a fresh checkout, so it is off
-# unless the caller sets CARGO_INCREMENTAL. A run that fails with "No space left on device"
-# is the machine's disk, not the code: the free space is printed here to tell the two apart.
+# measured at 099988e). Incremental compilation adds gigabytes of its own state (3.3 GB in a
+# long-used target here) and buys nothing on a fresh checkout, so it is off unless the
+# caller sets CARGO_INCREMENTAL. A run that fails with "No space left on device" is the
+# machine's disk, not the code: the free space is printed first to tell the two apart.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 step "disk"
 free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')

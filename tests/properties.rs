@@ -396,7 +396,10 @@ proptest! {
         }
         e.step(1).expect("step");
         let lane = e.lane_stats(0).expect("lane");
-        prop_assert_eq!(lane.ingress_full + lane.ingress_too_large, refused);
+        prop_assert_eq!(
+            lane.ingress_full + lane.ingress_too_large + lane.ingress_rate_limited,
+            refused
+        );
         let mut classified = lane.malformed + lane.unknown_session;
         for id in &ids[..4] {
             let s = e.session_stats(*id).expect("live");

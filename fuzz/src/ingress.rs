@@ -58,6 +58,13 @@ fn params(codec: CodecSpec, ptime: Ptime) -> MediaSessionParams {
         p = p.with_rx(CodecSpec::PCMU).with_rx(CodecSpec::PCMA);
         p.comfort_noise_pt = PayloadType::new(CN_PT);
     }
+    if codec == CodecSpec::PCMA {
+        // A detector on the PCMA legs' audio and DTX toward their peers (the PCMU legs
+        // stay plain, so PCMU-PCMU calls still relay).
+        p.dsp.vad = Some(Default::default());
+        p.comfort_noise_send_pt = PayloadType::new(CN_PT);
+        p.dtx = true;
+    }
     p.telephone_event_pt = PayloadType::new(TELEPHONE_EVENT_PT);
     p.telephone_event_send_pt = PayloadType::new(TELEPHONE_EVENT_PT);
     p
@@ -327,10 +334,10 @@ fn drain(egress: &mut media_core::EgressHandle, legs: &[Leg]) {
 
 /// The counter identities that hold after every whole tick (the jitter stage drains the
 /// ingress ring completely each tick):
-/// - every push is refused (`ingress_full` + `ingress_too_large`) or accepted, and every
-///   accepted packet is classified exactly once: malformed, unknown session, or one of a
-///   session's `rx_packets` (audio), `rx_unsupported_pt`, `rx_dtmf_packets`,
-///   `rx_cn_packets`;
+/// - every push is refused (`ingress_full` + `ingress_too_large` +
+///   `ingress_rate_limited`) or accepted, and every accepted packet is classified exactly
+///   once: malformed, unknown session, or one of a session's `rx_packets` (audio),
+///   `rx_unsupported_pt`, `rx_dtmf_packets`, `rx_cn_packets`;
 /// - a session counts no more than was pushed to it;
 /// - an audio packet has at most one fate: `rx_duplicates`, `jb_duplicates`,
 ///   `rx_empty_payloads`, `rx_late`, `jb_overflows`, `rx_undecodable`, or decoded
@@ -340,7 +347,7 @@ fn check(engine: &MediaEngine, legs: &[Leg], tally: &Tally) {
     let lane = engine.lane_stats(0).expect("lane 0");
     assert_eq!(lane.internal_ring_full, 0, "internal ring overflowed");
     assert_eq!(
-        lane.ingress_full + lane.ingress_too_large,
+        lane.ingress_full + lane.ingress_too_large + lane.ingress_rate_limited,
         tally.pushed_err,
         "refused pushes are counted"
     );

@@ -100,6 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 opus: OpusSettings::default(),
                 dsp: Default::default(),
                 far_end: None,
+                dtx: false,
             };
             let r = run(&sent, &cfg)?;
             let mut w =

@@ -12,6 +12,8 @@
 //!     the echo canceller on the received audio removes)
 //!     [--vad] [--agc] [--ns] [--ns-rnn] [--dtmf-detect]   (voice processing on the received
 //!     audio; --ns-rnn: the RNN noise suppressor, 48 kHz Opus sessions only)
+//!     [--dtx]   (with --vad: the far leg sends RFC 3389 SID frames through the silences the
+//!     VAD finds, and the far end plays comfort noise from them)
 //! ```
 //! The voice-processing flags run those components on the impaired leg's received audio;
 //! the `--json` summary then lists what the engine reported: `dtmf_digits` (in order, e.g.
@@ -47,7 +49,15 @@ fn codec(name: &str) -> Result<CodecSpec, String> {
 }
 
 /// Options without a value.
-const FLAGS: [&str; 5] = ["--json", "--vad", "--agc", "--ns", "--dtmf-detect"];
+const FLAGS: [&str; 7] = [
+    "--json",
+    "--vad",
+    "--agc",
+    "--ns",
+    "--ns-rnn",
+    "--dtmf-detect",
+    "--dtx",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -218,6 +228,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             opus,
             dsp,
             far_end,
+            dtx: has("--dtx"),
         },
     )?;
     let mut w = hound::WavWriter::create(
@@ -257,6 +268,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             result.stats.samples_accelerated,
             result.stats.samples_expanded,
             result.stats.jb_target_ms
+        );
+        println!(
+            "  toward the far end: {} packets ({} SID), {} frames not sent (DTX)",
+            result.far_packets, result.far_sids, result.far_frames_skipped
         );
     }
     Ok(())

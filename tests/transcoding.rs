@@ -50,6 +50,7 @@ fn far_end_snr_with(from: CodecSpec, to: CodecSpec, opus: OpusSettings) -> f64 {
         opus,
         dsp: Default::default(),
         far_end: None,
+        dtx: false,
     };
     let out = run(&input, &cfg)
         .map_err(|e| format!("{e:?}"))

@@ -282,7 +282,7 @@ fn dtx_sends_comfort_noise_sid_frames_through_the_peers_silence_and_resumes_with
 
     let sids: Vec<&Out> = out.iter().filter(|p| p.header.payload_type == 13).collect();
     let audio = out.iter().filter(|p| p.header.payload_type == 0).count();
-    // Two seconds of background: a SID once 200 ms of it are past, then one every 500
+    // Two seconds of background: a SID once 400 ms of it are past, then one every 500
     // ms (the level holds); none inside the talk (pauses between words go out as audio:
     // every SID carries the background's level).
     assert!((4..=6).contains(&sids.len()), "{} SIDs", sids.len());
@@ -325,6 +325,62 @@ fn dtx_sends_comfort_noise_sid_frames_through_the_peers_silence_and_resumes_with
         e.create_media_session(DialogId(9), bad),
         Err(Error::UnsupportedParameters { .. })
     ));
+}
+
+#[test]
+fn the_file_pipeline_plays_comfort_noise_where_dtx_sent_nothing() {
+    use media_core::integration::pipeline::{run, PipelineConfig};
+    use media_core::quality::impairment::{simulate, ImpairmentConfig};
+    // 1 s talk, 2 s background at about -50 dBov, 1 s talk.
+    let talk = babble(8000 * 2, 9);
+    let mut x = 0x1357_9BDFu32;
+    let input: Vec<i16> = (0..8000 * 4)
+        .map(|i| match i {
+            0..=7999 => talk[i],
+            24000.. => talk[i - 16000],
+            _ => {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x % 201) as i16 - 100
+            }
+        })
+        .collect();
+    let cfg = |dtx| PipelineConfig {
+        codec: CodecSpec::PCMU,
+        to_codec: CodecSpec::PCMU,
+        ptime: Ptime::MS_20,
+        deliveries: simulate(&ImpairmentConfig::default(), input.len() / 160, 20.0, 1),
+        jitter: Default::default(),
+        opus: Default::default(),
+        dsp: DspConfig {
+            vad: Some(Default::default()),
+            ..Default::default()
+        },
+        far_end: None,
+        dtx,
+    };
+    let plain = run(&input, &cfg(false)).unwrap();
+    let r = run(&input, &cfg(true)).unwrap();
+    assert_eq!((plain.far_sids, plain.far_frames_skipped), (0, 0));
+    assert!(r.far_sids >= 2, "{} SIDs", r.far_sids);
+    assert!(
+        r.far_frames_skipped >= 50,
+        "{} frames not sent",
+        r.far_frames_skipped
+    );
+    assert!(r.far_packets < plain.far_packets);
+    // Through the background the far end hears noise at about the background's level,
+    // not the silence of frames never sent: the last second of it, within 3 dB.
+    let rms =
+        |v: &[i16]| (v.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+    let span = 8000 * 2..8000 * 3;
+    let (want, got) = (rms(&plain.output[span.clone()]), rms(&r.output[span]));
+    let db = 20.0 * (got / want).log10();
+    assert!(
+        db.abs() < 3.0,
+        "comfort noise {got:.1} against background {want:.1} ({db:.1} dB)"
+    );
 }
 
 #[test]
@@ -372,6 +428,7 @@ fn the_file_pipeline_reports_the_digits_of_the_dtmf_recording_through_pcmu() {
                 ..Default::default()
             },
             far_end: None,
+            dtx: false,
         },
     )
     .unwrap();
@@ -494,6 +551,7 @@ fn the_file_pipeline_cancels_the_echo_of_the_far_end_it_sends() {
                     ..Default::default()
                 },
                 far_end: Some(far.clone()),
+                dtx: false,
             },
         )
         .unwrap()

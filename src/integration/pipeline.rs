@@ -39,6 +39,10 @@ pub struct PipelineConfig {
     /// on, this is the echo canceller's reference: the input then carries its echo, as a
     /// phone's microphone picks up its loudspeaker. `None`: the far end is silent.
     pub far_end: Option<Vec<i16>>,
+    /// DTX toward the far end (RFC 3389, comfort noise on payload type 13): while leg A's
+    /// VAD (`dsp.vad`) finds silence, leg B sends SID frames instead of audio, and the far
+    /// end plays comfort noise from them, as a receiving phone would.
+    pub dtx: bool,
 }
 
 /// What came out.
@@ -69,6 +73,13 @@ pub struct PipelineResult {
     /// VAD talkspurts on leg A: (start, end) in ms of the simulated clock (`None`: still
     /// speaking at the end).
     pub talkspurts: Vec<(f64, Option<f64>)>,
+    /// Packets leg B sent toward the far end, SID frames among them, and the frames it
+    /// did not send (DTX).
+    pub far_packets: u64,
+    /// SID frames among [`PipelineResult::far_packets`].
+    pub far_sids: u64,
+    /// Frames leg B left unsent during silences (DTX).
+    pub far_frames_skipped: u64,
 }
 
 impl PipelineResult {
@@ -98,7 +109,8 @@ impl PipelineResult {
             "{{\"frames_played\":{},\"frames_concealed\":{},\"late_discards\":{},\"duplicates\":{},\
              \"mean_playout_delay_ms\":{:.2},\"p95_playout_delay_ms\":{:.2},\"jitter_ms\":{:.2},\
              \"loss_percent\":{:.3},\"mos_estimate\":{:.3},\"samples_accelerated\":{},\"samples_expanded\":{},\
-             \"jb_target_ms\":{},\"dtmf_digits\":\"{}\",\"talkspurts\":[{}]}}",
+             \"jb_target_ms\":{},\"dtmf_digits\":\"{}\",\"talkspurts\":[{}],\
+             \"far_packets\":{},\"far_sids\":{},\"far_frames_skipped\":{}}}",
             self.frames_played,
             self.frames_concealed,
             self.late_discards,
@@ -120,6 +132,9 @@ impl PipelineResult {
                 })
                 .collect::<Vec<_>>()
                 .join(","),
+            self.far_packets,
+            self.far_sids,
+            self.far_frames_skipped,
         )
     }
 }
@@ -187,6 +202,9 @@ impl FarEnd {
     }
 }
 
+/// Payload type of comfort noise toward the far end when [`PipelineConfig::dtx`] is on.
+const DTX_CN_PT: u8 = 13;
+
 /// Runs `input` (mono PCM at the codec's rate) through the engine. See module docs.
 pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error> {
     let codec = cfg.codec.codec;
@@ -210,6 +228,10 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
     pa.dsp = cfg.dsp;
     let mut pb = MediaSessionParams::new(cfg.to_codec, cfg.ptime);
     pb.opus = cfg.opus;
+    if cfg.dtx && cfg.to_codec.codec != crate::codec::Codec::Opus {
+        pb.comfort_noise_send_pt = crate::types::PayloadType::new(DTX_CN_PT);
+        pb.dtx = true;
+    }
     let (b_rate_sr, b_frame) = (pb.sample_rate(), pb.frame_samples());
     let (a, b) = engine.create_call((DialogId(1), pa), (DialogId(2), pb))?;
     let (mut ing, mut eg) = engine
@@ -261,6 +283,9 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
     let mut played = 0u64;
     let mut dtmf_digits = String::new();
     let mut talkspurts: Vec<(f64, Option<f64>)> = Vec::new();
+    // The far end's comfort-noise generator (DTX), and where its noise runs from.
+    let mut cn = crate::codec::audio::comfort_noise::CnGenerator::new(7);
+    let (mut cn_on, mut cn_end) = (false, 0usize);
     let mut far = match &cfg.far_end {
         Some(pcm) => Some(FarEnd::new(
             pcm,
@@ -332,15 +357,26 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
             let Ok(rtp) = RtpPacket::parse(&bytes) else {
                 continue;
             };
-            let n = match back.as_mut() {
-                Some(r) => {
-                    let m = dec
-                        .decode(rtp.payload(), &mut pcm_b)
-                        .unwrap_or(0)
-                        .min(b_frame);
-                    r.process(&pcm_b[..m], &mut pcm).min(frame)
+            let sid = rtp.payload_type() == DTX_CN_PT;
+            let n = if sid {
+                // The far end's comfort noise: this SID's level and spectrum, for its own
+                // frame and (below) for the frames not sent after it.
+                if let Ok(p) = crate::codec::audio::comfort_noise::CnPayload::parse(rtp.payload()) {
+                    cn.update(&p);
                 }
-                None => dec.decode(rtp.payload(), &mut pcm).unwrap_or(0).min(frame),
+                cn.generate(&mut pcm[..frame]);
+                frame
+            } else {
+                match back.as_mut() {
+                    Some(r) => {
+                        let m = dec
+                            .decode(rtp.payload(), &mut pcm_b)
+                            .unwrap_or(0)
+                            .min(b_frame);
+                        r.process(&pcm_b[..m], &mut pcm).min(frame)
+                    }
+                    None => dec.decode(rtp.payload(), &mut pcm).unwrap_or(0).min(frame),
+                }
             };
             let src_pos = (u64::from(src) * u64::from(rate) / u64::from(clock)) as usize;
             if b_origin.is_none() && src_pos > input.len() {
@@ -351,8 +387,19 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
             let pos = p0 + (rtp.timestamp().wrapping_sub(b_ts0) / b_ts_step) as usize * frame;
             if pos < input.len() && at_end.is_none() {
                 played += 1;
+                if cn_on {
+                    // The frames DTX left unsent since the last SID: comfort noise.
+                    let mut at = cn_end.min(pos);
+                    while at < pos {
+                        let m = frame.min(pos - at);
+                        cn.generate(&mut output[at..at + m]);
+                        at += m;
+                    }
+                }
                 let m = n.min(input.len() - pos);
                 output[pos..pos + m].copy_from_slice(&pcm[..m]);
+                cn_on = sid;
+                cn_end = pos + m;
                 if src_pos <= input.len() {
                     delays.push(t_ms - 10.0 - src_pos as f64 * 1000.0 / f64::from(rate));
                 }
@@ -364,6 +411,16 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
             }
         }
     }
+    if cn_on {
+        // A silence that lasted to the end of the input.
+        let mut at = cn_end.min(output.len());
+        while at < output.len() {
+            let m = frame.min(output.len() - at);
+            cn.generate(&mut output[at..at + m]);
+            at += m;
+        }
+    }
+    let far_stats = engine.session_stats(b.id)?;
     // Counters as they stood when the input's last frame played (not the trailing comfort
     // noise after the stream ended).
     let stats = match at_end {
@@ -392,6 +449,9 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
         stats,
         dtmf_digits,
         talkspurts,
+        far_packets: far_stats.tx_packets,
+        far_sids: far_stats.tx_cn_packets,
+        far_frames_skipped: far_stats.frames_dtx,
     };
     let eff = loss_percent + 100.0 * r.late_discards as f64 / sent;
     let kind = crate::engine::codec_kind(codec);

@@ -1588,8 +1588,11 @@ impl EncodeStage {
                 };
                 let (n, marker) = match (tone, f) {
                     (None, Some(f)) if sid.is_some() => {
-                        // RFC 3389 SID: the silence's level and spectral envelope.
-                        let n = analyze(&f.pcm[..f.samples], SID_ORDER).write(body);
+                        // RFC 3389 SID: the silence's smoothed level and this frame's
+                        // spectral envelope.
+                        let mut sid = analyze(&f.pcm[..f.samples], SID_ORDER);
+                        sid.level_dbov = part.dtx_level;
+                        let n = sid.write(body);
                         (Some(n).filter(|&n| n > 0)?, false)
                     }
                     (Some(pcm), f) => (

@@ -682,6 +682,45 @@ fn flooding_peers_are_rate_limited_and_the_other_sessions_on_the_lane_lose_nothi
 }
 
 #[test]
+fn an_unusable_ingress_limit_is_refused_and_none_turns_it_off() {
+    for limit in [
+        IngressLimit {
+            packets_per_second: 0,
+            burst_packets: 8,
+        },
+        IngressLimit {
+            packets_per_second: 500,
+            burst_packets: 0,
+        },
+    ] {
+        let r = MediaEngine::new(EngineConfig {
+            ingress_limit: Some(limit),
+            ..Default::default()
+        });
+        assert!(matches!(r, Err(Error::InvalidConfig(_))), "{limit:?}");
+    }
+    // Off: a session may take every slot (here 400 packets in one tick, refused only when
+    // the 8 * 4 + 256 = 288 slots run out).
+    let e = MediaEngine::new(EngineConfig {
+        clock: ClockMode::Virtual,
+        sessions_per_lane: 4,
+        ingress_limit: None,
+        ..Default::default()
+    })
+    .unwrap();
+    e.start().unwrap();
+    let (a, _) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMU);
+    let (mut ing, _eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    rtp(0, 1, 160, 5, false, &ulaw_frame(1), &mut pkt);
+    let taken = (0..400).filter(|_| ing.push(a, &pkt).is_ok()).count();
+    assert_eq!(taken, 288);
+    let ls = e.lane_stats(0).unwrap();
+    assert_eq!((ls.ingress_rate_limited, ls.ingress_full), (0, 112));
+    e.stop().unwrap();
+}
+
+#[test]
 fn sessions_with_a_backlog_give_slots_back_before_the_others_lose_packets() {
     // Default slot counts: 64 session slots, 8 * 64 + 256 = 768 packet slots, a share of
     // 12 each. Forty sessions get three packets every 20 ms (a sender clock three times

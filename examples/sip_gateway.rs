@@ -51,7 +51,6 @@ use media_core::codec::negotiation::{
     NegotiatedMedia,
 };
 use media_core::engine::{EngineEvent, QualityMonitor};
-use media_core::processing::audio::DspConfig;
 use media_core::quality::monitor::QualityEvent;
 use media_core::{DialogId, EngineConfig, MediaEngine, MediaSessionParams, SessionId};
 use media_io::{LaneIo, LegCounters, NewLeg, SendPts};
@@ -63,7 +62,7 @@ const USAGE: &str = "usage: sip_gateway --listen ADDR --route USER=ADDR [--route
 [--media-ip IP] [--rtp-ports LO-HI] [--codecs pcmu,pcma,g722,opus] [--seconds S (0 = until \
 Ctrl-C)] [--stats-interval S] [--lanes N] [--max-calls N] [--jitter-min-ms MS] [--jitter-max-ms MS] \
 [--packet-slots-per-session N] [--opus-bitrate BPS] \
-[--opus-loss-percent P] [--vad] \
+[--opus-loss-percent P] [--vad] [--dtx] \
 [--reinvite-b S:CODEC] [--lane-cores C,..] [--io-cores C,..] [--fifo] [-v]";
 
 struct Args {
@@ -77,7 +76,11 @@ struct Args {
     stats_interval: Duration,
     lanes: usize,
     max_calls: usize,
+    /// A VAD on every leg's received audio (talkspurt events).
     vad: bool,
+    /// DTX toward every peer that negotiated comfort noise (RFC 3389), driven by the
+    /// other leg's VAD (on with it).
+    dtx: bool,
     jitter_min_ms: Option<u32>,
     jitter_max_ms: Option<u32>,
     /// Ingress packet slots per session (`EngineConfig::packet_slots_per_lane`).
@@ -191,6 +194,7 @@ fn parse_args() -> Result<Args, BoxError> {
         lanes: opt("--lanes")?.map_or(Ok(1), str::parse)?,
         max_calls: opt("--max-calls")?.map_or(Ok(1000), str::parse)?,
         vad: has("--vad"),
+        dtx: has("--dtx"),
         jitter_min_ms: opt("--jitter-min-ms")?.map(str::parse).transpose()?,
         jitter_max_ms: opt("--jitter-max-ms")?.map(str::parse).transpose()?,
         packet_slots_per_session: opt("--packet-slots-per-session")?
@@ -624,6 +628,18 @@ impl Gateway {
             p.opus.packet_loss_percent = l;
             p.opus.inband_fec = p.opus.inband_fec && l > 0;
         }
+    }
+
+    /// `--vad` / `--dtx` on a leg's session, at creation and on every re-INVITE (an
+    /// update replaces the whole parameter set). DTX goes only toward a peer that
+    /// negotiated comfort noise, and never on Opus (its own DTX is `usedtx`).
+    fn voice_settings(&self, p: &mut MediaSessionParams) {
+        if self.args.vad || self.args.dtx {
+            p.dsp.vad = Some(Default::default());
+        }
+        p.dtx = self.args.dtx
+            && p.comfort_noise_send_pt.is_some()
+            && p.tx.codec != media_core::codec::Codec::Opus;
     }
 
     fn alloc_port(&mut self) -> Option<(u16, UdpSocket, UdpSocket)> {
@@ -1118,13 +1134,8 @@ impl Gateway {
         pb.ptime = pa.ptime;
         self.opus_overrides(&mut pa, &a_media);
         self.opus_overrides(&mut pb, &b_media);
-        if self.args.vad {
-            pa.dsp = DspConfig {
-                vad: Some(Default::default()),
-                ..Default::default()
-            };
-            pb.dsp = pa.dsp;
-        }
+        self.voice_settings(&mut pa);
+        self.voice_settings(&mut pb);
         let a_peer = peer_addr(a_offer.as_ref(), self.args.media_ip)?;
         let b_peer = peer_addr(Some(&b_answer), self.args.media_ip)?;
         let (ha, hb) = self.engine.create_call(
@@ -1439,6 +1450,7 @@ impl Gateway {
             .and_then(|m| {
                 let mut p = MediaSessionParams::from_negotiated(&m)?;
                 p.ptime = MediaSessionParams::from_negotiated(&prev)?.ptime;
+                self.voice_settings(&mut p);
                 Ok((m, p))
             });
         let (media, params) = match result {
@@ -1633,6 +1645,7 @@ impl Gateway {
         let mut params = MediaSessionParams::from_negotiated(&media)?;
         params.ptime = MediaSessionParams::from_negotiated(&prev)?.ptime;
         self.opus_overrides(&mut params, &media);
+        self.voice_settings(&mut params);
         let t = Instant::now();
         self.engine.update_media_session(id, params)?;
         let peer = peer_addr(Some(&ans), self.args.media_ip)?;

@@ -70,6 +70,8 @@ pub struct SendPts {
     pub voice: u8,
     /// telephone-event's payload type.
     pub event: Option<u8>,
+    /// Comfort noise's payload type (RFC 3389), if negotiated: DTX sends SID frames on it.
+    pub cn: Option<u8>,
 }
 
 impl SendPts {
@@ -78,12 +80,14 @@ impl SendPts {
         SendPts {
             voice: media.send.pt,
             event: media.telephone_event_send,
+            cn: media.cn,
         }
     }
 
     fn allows(&self, pt: u8) -> bool {
-        // RFC 3389 comfort noise (static PT 13) is allowed as well: the engine may send it.
-        pt == self.voice || Some(pt) == self.event || pt == 13
+        // RFC 3389 comfort noise (static PT 13, or the negotiated one) is allowed as well:
+        // the engine may send it.
+        pt == self.voice || Some(pt) == self.event || pt == 13 || Some(pt) == self.cn
     }
 }
 

@@ -11,6 +11,7 @@ pub mod receive;
 use arrayvec::ArrayVec;
 
 use crate::buffer::adaptive::JitterConfig;
+use crate::codec::audio::comfort_noise::level_dbov;
 use crate::codec::audio::telephone_event::{DtmfReceiver, DtmfSender};
 use crate::codec::negotiation::{CodecKind, NegotiatedMedia, RtpMap};
 use crate::codec::{AnyDecoder, AnyEncoder, Codec, CodecSpec, OpusSettings};
@@ -608,22 +609,6 @@ impl<T> SessionParts<T> {
     }
 }
 
-/// Mean power of `pcm` in -dBov (RFC 3389 §3.1: 0 is a full-scale square wave, 127
-/// the quietest). Real-time safe.
-fn level_dbov(pcm: &[i16]) -> u8 {
-    if pcm.is_empty() {
-        return 127;
-    }
-    let energy: i64 = pcm.iter().map(|&s| i64::from(s) * i64::from(s)).sum();
-    let power = energy as f64 / pcm.len() as f64;
-    if power <= 0.0 {
-        return 127;
-    }
-    (-10.0 * (power / (32768.0 * 32768.0)).log10())
-        .round()
-        .clamp(0.0, 127.0) as u8
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -701,9 +686,6 @@ mod tests {
             e.dtx_frame(false, &frame(8000)),
             DtxFrame::Audio { resumed: false }
         );
-        assert_eq!(level_dbov(&[]), 127);
-        assert_eq!(level_dbov(&[0; 160]), 127);
-        assert_eq!(level_dbov(&frame(i16::MAX)), 0);
     }
 
     #[test]

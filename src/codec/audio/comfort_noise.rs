@@ -333,6 +333,28 @@ fn autocorrelation(pcm: &[i16], order: usize) -> [f64; MAX_ORDER + 1] {
     r
 }
 
+/// Mean power of `pcm` as a CN level in -dBov (RFC 3389 §3.1: 0 is a full-scale square
+/// wave, 127 the quietest; silence and an empty slice give 127): the level [`analyze`]
+/// writes, without the spectral model. Real-time safe.
+pub fn level_dbov(pcm: &[i16]) -> u8 {
+    if pcm.is_empty() {
+        return 127;
+    }
+    let energy: i64 = pcm.iter().map(|&s| i64::from(s) * i64::from(s)).sum();
+    power_to_level_dbov(energy as f64 / pcm.len() as f64)
+}
+
+/// Mean power in squared sample units → -dBov, 0..=127 (127 for no power).
+fn power_to_level_dbov(power: f64) -> u8 {
+    if power > 0.0 {
+        (-10.0 * (power / (32768.0 * 32768.0)).log10())
+            .round()
+            .clamp(0.0, 127.0) as u8
+    } else {
+        127
+    }
+}
+
 /// Describes `pcm` as a CN payload: its level in -dBov and `order` reflection
 /// coefficients (at most [`MAX_ORDER`]) of an all-pole model of its spectrum.
 ///
@@ -362,13 +384,7 @@ pub fn analyze(pcm: &[i16], order: usize) -> CnPayload {
     } else {
         r[0] / pcm.len() as f64
     };
-    payload.level_dbov = if power > 0.0 {
-        (-10.0 * (power / (32768.0 * 32768.0)).log10())
-            .round()
-            .clamp(0.0, 127.0) as u8
-    } else {
-        127
-    };
+    payload.level_dbov = power_to_level_dbov(power);
 
     let mut k = [0f64; MAX_ORDER];
     // Levinson-Durbin on a[0..=m] with a[0] = 1, A(z) = 1 + Σ a_i z^-i.
@@ -408,6 +424,19 @@ mod tests {
 
     fn rms(x: &[i16]) -> f64 {
         (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
+    }
+
+    #[test]
+    fn the_level_of_silence_is_127_and_of_a_full_scale_square_wave_0() {
+        let square: Vec<i16> = (0..160)
+            .map(|i| if i % 2 == 0 { i16::MAX } else { -i16::MAX })
+            .collect();
+        assert_eq!(level_dbov(&[]), 127);
+        assert_eq!(level_dbov(&[0; 160]), 127);
+        assert_eq!(level_dbov(&square), 0);
+        // The level analyze() writes, for any frame.
+        let quiet: Vec<i16> = (0..160).map(|i| ((i * 37) % 61) as i16 - 30).collect();
+        assert_eq!(level_dbov(&quiet), analyze(&quiet, 4).level_dbov);
     }
 
     #[test]

@@ -205,6 +205,17 @@ impl FarEnd {
 /// Payload type of comfort noise toward the far end when [`PipelineConfig::dtx`] is on.
 const DTX_CN_PT: u8 = 13;
 
+/// Fills `out` with comfort noise from `cn`, a frame at a time (as a receiver plays it).
+fn comfort_noise(
+    cn: &mut crate::codec::audio::comfort_noise::CnGenerator,
+    out: &mut [i16],
+    frame: usize,
+) {
+    for chunk in out.chunks_mut(frame.max(1)) {
+        cn.generate(chunk);
+    }
+}
+
 /// Runs `input` (mono PCM at the codec's rate) through the engine. See module docs.
 pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error> {
     let codec = cfg.codec.codec;
@@ -285,7 +296,9 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
     let mut talkspurts: Vec<(f64, Option<f64>)> = Vec::new();
     // The far end's comfort-noise generator (DTX), and where its noise runs from.
     let mut cn = crate::codec::audio::comfort_noise::CnGenerator::new(7);
-    let (mut cn_on, mut cn_end) = (false, 0usize);
+    // Where the output after the last frame written runs on as comfort noise (that frame
+    // was a SID), until the next packet.
+    let mut cn_from: Option<usize> = None;
     let mut far = match &cfg.far_end {
         Some(pcm) => Some(FarEnd::new(
             pcm,
@@ -387,19 +400,13 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
             let pos = p0 + (rtp.timestamp().wrapping_sub(b_ts0) / b_ts_step) as usize * frame;
             if pos < input.len() && at_end.is_none() {
                 played += 1;
-                if cn_on {
-                    // The frames DTX left unsent since the last SID: comfort noise.
-                    let mut at = cn_end.min(pos);
-                    while at < pos {
-                        let m = frame.min(pos - at);
-                        cn.generate(&mut output[at..at + m]);
-                        at += m;
-                    }
+                if let Some(from) = cn_from {
+                    // The frames DTX left unsent since the last SID.
+                    comfort_noise(&mut cn, &mut output[from.min(pos)..pos], frame);
                 }
                 let m = n.min(input.len() - pos);
                 output[pos..pos + m].copy_from_slice(&pcm[..m]);
-                cn_on = sid;
-                cn_end = pos + m;
+                cn_from = sid.then_some(pos + m);
                 if src_pos <= input.len() {
                     delays.push(t_ms - 10.0 - src_pos as f64 * 1000.0 / f64::from(rate));
                 }
@@ -411,14 +418,10 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
             }
         }
     }
-    if cn_on {
+    if let Some(from) = cn_from {
         // A silence that lasted to the end of the input.
-        let mut at = cn_end.min(output.len());
-        while at < output.len() {
-            let m = frame.min(output.len() - at);
-            cn.generate(&mut output[at..at + m]);
-            at += m;
-        }
+        let end = output.len();
+        comfort_noise(&mut cn, &mut output[from.min(end)..], frame);
     }
     let far_stats = engine.session_stats(b.id)?;
     // Counters as they stood when the input's last frame played (not the trailing comfort

@@ -620,13 +620,32 @@ fn bad_input_is_counted_or_refused_and_never_disturbs_another_session() {
     evil.clear();
 }
 
-#[test]
-fn flooding_peers_are_rate_limited_and_the_other_sessions_on_the_lane_lose_nothing() {
-    // Default limits and slot counts: 64 session slots, 8 * 64 + 256 = 768 packet slots.
+/// A lane full of PCMU calls: 32 calls in 64 session slots, with the default limits and
+/// slot counts (8 * 64 + 256 = 768 packet slots).
+fn full_lane_of_pcmu_calls() -> (MediaEngine, Vec<(SessionId, SessionId)>) {
     let e = virtual_engine(64);
-    let calls: Vec<_> = (0..32)
+    let calls = (0..32)
         .map(|d| call(&e, 2 * d, CodecSpec::PCMU, CodecSpec::PCMU))
         .collect();
+    (e, calls)
+}
+
+/// Session `s` received each of its `packets` packets once and played them all: none
+/// late, duplicated or dropped from its buffer, no frame concealed.
+fn assert_received_all(e: &MediaEngine, s: SessionId, packets: u64) {
+    let st = e.session_stats(s).unwrap();
+    assert_eq!(st.rx_packets, packets, "{s}: {st:?}");
+    assert_eq!(
+        (st.rx_duplicates, st.rx_late, st.jb_overflows),
+        (0, 0, 0),
+        "{s}"
+    );
+    assert_eq!(st.frames_concealed, 0, "{s}");
+}
+
+#[test]
+fn flooding_peers_are_rate_limited_and_the_other_sessions_on_the_lane_lose_nothing() {
+    let (e, calls) = full_lane_of_pcmu_calls();
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
     // Eight sessions flood: 500 packets each between two ticks (25,000 packets/s each,
     // 4,000 in all per 20 ms: five times the lane's slots). The other 56 send at 50/s.
@@ -671,11 +690,8 @@ fn flooding_peers_are_rate_limited_and_the_other_sessions_on_the_lane_lose_nothi
             if flooders.contains(&s) {
                 continue;
             }
-            let st = e.session_stats(s).unwrap();
             assert_eq!(ing.rate_limited(s), 0);
-            assert_eq!(st.rx_packets, 50, "{s}: {st:?}");
-            assert_eq!((st.rx_duplicates, st.rx_late), (0, 0), "{s}");
-            assert_eq!(st.frames_concealed, 0, "{s}");
+            assert_received_all(&e, s, 50);
         }
     }
     e.stop().unwrap();
@@ -726,10 +742,7 @@ fn sessions_with_a_backlog_give_slots_back_before_the_others_lose_packets() {
     // 12 each. Forty sessions get three packets every 20 ms (a sender clock three times
     // fast, under the ingress rate limit): their jitter buffers would fill to 32 packets,
     // 1,280 slots in all. The other 24 send one packet every 20 ms.
-    let e = virtual_engine(64);
-    let calls: Vec<_> = (0..32)
-        .map(|d| call(&e, 2 * d, CodecSpec::PCMU, CodecSpec::PCMU))
-        .collect();
+    let (e, calls) = full_lane_of_pcmu_calls();
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
     let greedy: Vec<SessionId> = calls.iter().take(20).flat_map(|c| [c.0, c.1]).collect();
     let mut pkt = Vec::new();
@@ -762,14 +775,12 @@ fn sessions_with_a_backlog_give_slots_back_before_the_others_lose_packets() {
     assert!(ls.slot_share_drops > 0, "the backlogs were cut: {ls:?}");
     for &(a, b) in &calls {
         for s in [a, b] {
-            let st = e.session_stats(s).unwrap();
             if greedy.contains(&s) {
+                let st = e.session_stats(s).unwrap();
                 assert!(st.jb_overflows > 0, "{s}: {st:?}");
                 continue;
             }
-            assert_eq!(st.rx_packets, 100, "{s}: {st:?}");
-            assert_eq!((st.jb_overflows, st.rx_late), (0, 0), "{s}");
-            assert_eq!(st.frames_concealed, 0, "{s}");
+            assert_received_all(&e, s, 100);
         }
     }
     e.stop().unwrap();

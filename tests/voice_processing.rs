@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{drain, rtp, Out};
+use common::{background_noise, drain, rtp, Out};
 use media_core::codec::audio::g711;
 use media_core::processing::audio::dtmf_detector::{Digit, DtmfGenerator, DtmfGeneratorConfig};
 use media_core::processing::audio::{aec::AecConfig, DspConfig};
@@ -254,13 +254,7 @@ fn dtx_sends_comfort_noise_sid_frames_through_the_peers_silence_and_resumes_with
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
     let talk = babble(8000 * 2, 5);
     // Quiet background noise (about -66 dBov) between the talk.
-    let mut x = 0x2545_F491u32;
-    let mut noise = || {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        (x % 61) as i16 - 30
-    };
+    let noise = background_noise(160 * 100, 30, 0x2545_F491);
     let mut pkt = Vec::new();
     let mut payload = [0u8; 160];
     let mut out = Vec::new();
@@ -269,7 +263,7 @@ fn dtx_sends_comfort_noise_sid_frames_through_the_peers_silence_and_resumes_with
         let pcm: Vec<i16> = match k {
             0..=49 => talk[k * 160..(k + 1) * 160].to_vec(),
             150..=199 => talk[(k - 100) * 160..(k - 99) * 160].to_vec(),
-            _ => (0..160).map(|_| noise()).collect(),
+            _ => noise[(k - 50) * 160..(k - 49) * 160].to_vec(),
         };
         g711::ulaw_encode(&pcm, &mut payload);
         rtp(0, k as u16, 160 * k as u32, 4, k == 0, &payload, &mut pkt);
@@ -333,17 +327,12 @@ fn the_file_pipeline_plays_comfort_noise_where_dtx_sent_nothing() {
     use media_core::quality::impairment::{simulate, ImpairmentConfig};
     // 1 s talk, 2 s background at about -50 dBov, 1 s talk.
     let talk = babble(8000 * 2, 9);
-    let mut x = 0x1357_9BDFu32;
+    let noise = background_noise(8000 * 2, 100, 0x1357_9BDF);
     let input: Vec<i16> = (0..8000 * 4)
         .map(|i| match i {
             0..=7999 => talk[i],
             24000.. => talk[i - 16000],
-            _ => {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x % 201) as i16 - 100
-            }
+            _ => noise[i - 8000],
         })
         .collect();
     let cfg = |dtx| PipelineConfig {

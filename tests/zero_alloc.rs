@@ -97,15 +97,7 @@ thread_local! {
 
 /// 20 ms of quiet background noise (about -66 dBov) as µ-law or A-law.
 fn quiet_frame(k: usize, alaw: bool) -> Vec<u8> {
-    let mut x = 0x2545_F491u32 ^ k as u32;
-    let pcm: Vec<i16> = (0..160)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x % 61) as i16 - 30
-        })
-        .collect();
+    let pcm = background_noise(160, 30, 0x2545_F491 ^ k as u32);
     let mut out = vec![0u8; 160];
     if alaw {
         media_core::codec::audio::g711::alaw_encode(&pcm, &mut out);

@@ -19,6 +19,21 @@ pub fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8], o
     out[12..].copy_from_slice(payload);
 }
 
+/// `n` samples of white background noise, uniform in `-amplitude..=amplitude`, from an
+/// xorshift32 sequence seeded with `seed` (not 0).
+pub fn background_noise(n: usize, amplitude: u16, seed: u32) -> Vec<i16> {
+    let mut x = seed;
+    let span = 2 * u32::from(amplitude) + 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x % span) as i16 - amplitude as i16
+        })
+        .collect()
+}
+
 /// A deterministic test signal: a 440 Hz-ish tone plus a slow sweep, 8 kHz, `n` samples from `start`.
 pub fn signal(start: usize, n: usize) -> Vec<i16> {
     (start..start + n)

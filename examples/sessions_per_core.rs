@@ -264,6 +264,8 @@ struct Opts {
     /// Paced: after the ramp, rerun the largest passing count for this many seconds,
     /// stepping down 5% until one passes (0: no confirmation).
     confirm: f64,
+    /// Virtual: write each measured tick's time inside `step`, ns, one per line.
+    tick_log: Option<String>,
 }
 
 const USAGE: &str =
@@ -271,6 +273,7 @@ const USAGE: &str =
     [--cores LIST] [--seconds S] [--mode paced|virtual] [--json] [--headroom F]
     [--start N] [--max N] [--jitter-ms J] [--loss-pct P] [--seed N] [--gen-core C] [--warmup S]
     [--fifo] [--step2] [--strict] [--iterations N] [--no-huge-pages] [--confirm S]
+    [--tick-log FILE]
   --scenario   one of the scenario table (default pcmu-pcma)
   --topology   fused (one thread per lane, default) or split (four threads per lane)
   --lanes      lanes (default 1)
@@ -298,6 +301,8 @@ const USAGE: &str =
                tick's traffic before its own step(1)
   --no-huge-pages  leave memory on the pages the allocator gave it (by default the
                harness calls MediaEngine::use_huge_pages(true) after creating the calls)
+  --tick-log   virtual: write the time inside step of each measured tick (ns, one per
+               line) to FILE, to find work that recurs at some period (e.g. every 100 ms)
   --strict     a step passes only if the engine also dropped nothing in its window (by
                default drops are reported but, as specified, do not fail a step; in the
                split topology the tick time covers the jitter thread only, so drops are
@@ -348,6 +353,7 @@ fn parse_args() -> Result<Opts, String> {
         strict: false,
         huge_pages: true,
         confirm: 60.0,
+        tick_log: None,
     };
     let mut start = None;
     let mut i = 0;
@@ -417,6 +423,7 @@ fn parse_args() -> Result<Opts, String> {
             "--headroom" => o.headroom = num(val)?,
             "--start" => start = Some(int(val)?),
             "--max" => o.max = int(val)?,
+            "--tick-log" => o.tick_log = Some(val.to_string()),
             "--jitter-ms" => o.jitter_ms = num(val)?,
             "--loss-pct" => o.loss = num(val)? / 100.0,
             "--seed" => o.seed = int(val)? as u64,
@@ -1723,6 +1730,8 @@ fn run_virtual_step(
     // Returns wall ns inside step, wall ns of the iteration, and the same in CPU time.
     let (chunks, ticks) = if o.step2 { (1, 2) } else { (2, 1) };
     let slots_per_chunk = SLOTS_PER_FRAME / chunks;
+    // Filled outside `step`, so the lane's own allocation-free run is not what grows it.
+    let mut tick_log: Vec<u64> = Vec::with_capacity(if o.tick_log.is_some() { 1 << 16 } else { 0 });
     let mut iterate = |tr: &mut Traffic| -> Result<[u64; 4], String> {
         let t_a = monotonic_ns();
         let c_a = thread_cpu_ns();
@@ -1741,6 +1750,9 @@ fn run_virtual_step(
             let c_c = thread_cpu_ns();
             step_ns += t_c - t_b;
             step_cpu += c_c - c_b;
+            if o.tick_log.is_some() && tr.recording {
+                tick_log.push(t_c - t_b);
+            }
             k += slots_per_chunk;
             tr.clock = Clock::Virtual {
                 now_us: VIRTUAL_EPOCH_US + k * SLOT_NS / 1000,
@@ -1800,6 +1812,14 @@ fn run_virtual_step(
     }
     let wall = (monotonic_ns() - w0) as f64;
     tr.recording = false;
+    if let Some(path) = &o.tick_log {
+        let text: String = tick_log.iter().map(|ns| format!("{ns}\n")).collect();
+        std::fs::write(path, text).map_err(|e| format!("--tick-log {path}: {e}"))?;
+        out.line(&format!(
+            "  tick log: {} ticks written to {path}",
+            tick_log.len()
+        ));
+    }
     let after = snap(engine, lanes, &b.calls);
     let mut r = finish_step(o, &b, &before, &after, &tr);
     let per = |x: u64| x as f64 / iters.max(1) as f64;

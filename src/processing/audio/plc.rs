@@ -77,8 +77,9 @@ const BACKGROUND_BLOCKS: usize = 64;
 /// Order of the comfort-noise spectral model (RFC 3389 §3.2 suggests up to 12; 10 keeps the
 /// formant-free background shape at 8-16 kHz).
 const SHAPE_ORDER: usize = 10;
-/// 10 ms blocks between two spectral analyses of the background.
-const SHAPE_INTERVAL_BLOCKS: u32 = 10;
+/// 10 ms blocks after a background frame is copied out of the history before another may
+/// be (a signal hovering at the background margin would otherwise copy at every crossing).
+const SHAPE_INTERVAL_BLOCKS: u16 = 10;
 /// Samples concealed per inner loop of [`PcmPlc::fill`] (a stack buffer).
 const FILL_CHUNK: usize = 128;
 /// A frame counts as background when its mean square is at most this times the quietest
@@ -90,12 +91,14 @@ const BACKGROUND_MARGIN: f32 = 2.0;
 /// the asked-for RMS. Boxed: touched only when a background frame is kept and while
 /// comfort noise plays.
 ///
-/// The analysis is lazy: every [`SHAPE_INTERVAL_BLOCKS`] a frame at the background level
-/// is only copied (`pending`, its last 20 ms), and is analysed when comfort noise is next
-/// needed (the receive path conceals every loss with [`PcmPlc::comfort_noise`], so at the
-/// next loss). For frames of up to 20 ms the model is the one the eager analysis would have
-/// left; the cost moves from every 100 ms of background to once per loss (the analysis was
-/// a quarter of a relayed G.711 call's instructions).
+/// The analysis is lazy: the latest background frames stay where they are, at the end of
+/// the concealer's history, while the background goes on; their last 20 ms are copied
+/// (`pending`) only when they are about to be overwritten, by the first frame above the
+/// background level (at most once per [`SHAPE_INTERVAL_BLOCKS`]) or by a loss, and analysed
+/// when comfort noise is next needed (the receive path conceals every loss with
+/// [`PcmPlc::comfort_noise`], so at the next loss). A stream at its background level costs
+/// nothing here: copying every 100 ms of it, cold memory for each of thousands of
+/// sessions, was a fifth of a relayed G.711 call's lane time.
 #[derive(Debug, Clone)]
 struct NoiseShape {
     k: [f32; SHAPE_ORDER],
@@ -127,13 +130,6 @@ impl NoiseShape {
         self.backward = [0.0; SHAPE_ORDER + 1];
         self.norm = 1.0;
         self.pending_len = 0;
-    }
-
-    /// Keeps (the end of) `frame` for analysis when comfort noise is next needed.
-    fn keep(&mut self, frame: &[i16]) {
-        let frame = &frame[frame.len().saturating_sub(self.pending.len())..];
-        self.pending[..frame.len()].copy_from_slice(frame);
-        self.pending_len = frame.len();
     }
 
     /// Fits the model to the pending background frame, if any (RFC 3389 §3.2 style:
@@ -274,8 +270,13 @@ pub struct PcmPlc {
     coded_law: Law,
     /// A gap has used `signalled_rms` (the next real frame ends it).
     signalled_used: bool,
-    /// 10 ms blocks before another background frame is kept for the comfort noise's shape.
-    shape_cooldown: u32,
+    /// 10 ms blocks before background frames may again be copied for the comfort noise's
+    /// shape when speech overwrites them.
+    shape_cooldown: u16,
+    /// Samples at the end of the history that are background frames, not yet copied for
+    /// the comfort noise's shape (at most 20 ms; 0 when the latest frame was not at the
+    /// background level).
+    background_tail: u16,
     /// The shape came from the sender (RFC 3389 SID), not from the background.
     shape_signalled: bool,
     /// The last `history.len()` output samples, as a ring; `hist_pos` is the oldest.
@@ -377,6 +378,7 @@ impl PcmPlc {
             noise_fill: false,
             background: Background::new(),
             shape_cooldown: 0,
+            background_tail: 0,
             shape_signalled: false,
             block_energy: 0.0,
             block_fill: 0,
@@ -384,7 +386,7 @@ impl PcmPlc {
             signalled_rms: None,
             signalled_used: false,
             noise_state: NOISE_SEED,
-            shape: Box::new(NoiseShape::white(rate / 50)),
+            shape: Box::new(NoiseShape::white(2 * (rate / 100))),
         }
     }
 
@@ -477,12 +479,7 @@ impl PcmPlc {
             self.coded_law = law;
         }
         let frame_energy = self.track_levels_with(codes.len(), |r| law.energy(&codes[r]));
-        if self.is_background_frame(frame_energy, codes.len()) {
-            let keep = &codes[codes.len().saturating_sub(self.shape.pending.len())..];
-            law.decode(keep, &mut self.shape.pending);
-            self.shape.pending_len = keep.len();
-            self.shape_cooldown = SHAPE_INTERVAL_BLOCKS;
-        }
+        self.note_background(frame_energy, codes.len());
         // At the positions the decoded samples would take in `history`.
         self.hist_pos = ring_write(&mut self.coded, self.hist_pos, codes);
         self.coded_pending =
@@ -556,6 +553,7 @@ impl PcmPlc {
         self.noise_fill = false;
         self.background.clear();
         self.shape_cooldown = 0;
+        self.background_tail = 0;
         self.shape_signalled = false;
         self.block_energy = 0.0;
         self.block_fill = 0;
@@ -588,6 +586,8 @@ impl PcmPlc {
             return;
         }
         if self.run == 0 {
+            // The loss's samples go to the history: keep the background there first.
+            self.keep_background_tail();
             self.start_loss();
         }
         if with_noise {
@@ -883,17 +883,55 @@ impl PcmPlc {
     /// spectrum of frames at the background level for its shape.
     fn track_background(&mut self, frame: &[i16]) {
         let frame_energy = self.track_levels_with(frame.len(), |r| energy(&frame[r]));
-        if self.is_background_frame(frame_energy, frame.len()) {
-            // Analysed only if comfort noise is needed before the next one is kept.
-            self.shape.keep(frame);
-            self.shape_cooldown = SHAPE_INTERVAL_BLOCKS;
+        self.note_background(frame_energy, frame.len());
+    }
+
+    /// Before a real frame of `len` samples and energy `frame_energy` is written to the
+    /// history: a background frame extends the background tail there (nothing is copied);
+    /// any other frame is about to overwrite that tail, which is copied for the comfort
+    /// noise's shape first (unless one was copied within [`SHAPE_INTERVAL_BLOCKS`]).
+    #[inline]
+    fn note_background(&mut self, frame_energy: f32, len: usize) {
+        if self.is_background_frame(frame_energy, len) {
+            let cap = 2 * self.block_len;
+            self.background_tail = (usize::from(self.background_tail) + len).min(cap) as u16;
+        } else if self.background_tail > 0 {
+            if self.shape_cooldown == 0 {
+                self.keep_background_tail();
+            }
+            self.background_tail = 0;
         }
     }
 
+    /// Copies the background tail of the history (its codes decoded) as the frame the
+    /// comfort noise's shape is fitted to at the next loss.
+    fn keep_background_tail(&mut self) {
+        let n = usize::from(self.background_tail);
+        self.background_tail = 0;
+        let h = self.history.len();
+        if n == 0 || n > h || n > self.shape.pending.len() {
+            return;
+        }
+        let coded = usize::from(self.coded_pending).min(n);
+        let start = (self.hist_pos + h - n) % h;
+        let (law, history, codes) = (self.coded_law, &self.history, &self.coded);
+        let out = &mut self.shape.pending[..n];
+        for (i, o) in out.iter_mut().enumerate() {
+            let p = (start + i) % h;
+            *o = if i >= n - coded {
+                law.decode_one(codes[p])
+            } else {
+                history[p]
+            };
+        }
+        self.shape.pending_len = n;
+        self.shape_cooldown = SHAPE_INTERVAL_BLOCKS;
+    }
+
     /// True when a frame of `len` samples and energy `frame_energy` is at the background
-    /// level and a new background frame is due for the comfort noise's shape.
+    /// level (and the comfort noise's shape is the background's, not a sender's).
     fn is_background_frame(&self, frame_energy: f32, len: usize) -> bool {
-        if self.shape_cooldown > 0 || self.shape_signalled || self.background.filled == 0 {
+        if self.shape_signalled || self.background.filled == 0 {
             return false;
         }
         let quietest = self.background.quietest;
@@ -961,6 +999,7 @@ impl PcmPlc {
             self.shape.set(reflection.iter().copied());
             self.shape_signalled = true;
             self.shape.pending_len = 0;
+            self.background_tail = 0;
         }
         let rms = if rms.is_finite() {
             rms.clamp(0.0, 32767.0)
@@ -1434,6 +1473,62 @@ mod tests {
         }
     }
 
+    #[test]
+    fn background_stays_in_the_history_until_speech_or_a_loss_overwrites_it() {
+        use crate::codec::audio::g711::ulaw_encode;
+        // Low-level noise (the background), fed decoded to one concealer and as µ-law
+        // codes to another: nothing is copied for the shape while it lasts; the first loud
+        // frame, or a loss, copies its last 20 ms (decoded) before overwriting it.
+        let mut x = 11u32;
+        let mut noise = |n: usize| -> Vec<i16> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    (x >> 26) as i16 - 32
+                })
+                .collect()
+        };
+        for end_with_loss in [false, true] {
+            let (mut a, mut b) = (PcmPlc::new(8000), PcmPlc::new(8000));
+            let mut last = Vec::new();
+            for _ in 0..50 {
+                let mut codes = vec![0u8; 160];
+                ulaw_encode(&noise(160), &mut codes);
+                let mut pcm = vec![0i16; 160];
+                Law::Ulaw.decode(&codes, &mut pcm);
+                a.good_frame(&mut pcm.clone());
+                assert!(b.good_coded_frame(&codes, Law::Ulaw));
+                last = pcm;
+            }
+            for p in [&a, &b] {
+                assert_eq!(p.shape.pending_len, 0, "copied while the background lasts");
+                assert_eq!(p.background_tail, 160);
+            }
+            if end_with_loss {
+                let (mut ya, mut yb) = (vec![0i16; 160], vec![0i16; 160]);
+                a.conceal(&mut ya);
+                b.conceal(&mut yb);
+                assert_eq!(ya, yb);
+            } else {
+                let speech = harmonic(8000, 140.0, 160);
+                let mut codes = vec![0u8; 160];
+                ulaw_encode(&speech, &mut codes);
+                let mut pcm = vec![0i16; 160];
+                Law::Ulaw.decode(&codes, &mut pcm);
+                a.good_frame(&mut pcm);
+                assert!(b.good_coded_frame(&codes, Law::Ulaw));
+            }
+            for p in [&a, &b] {
+                assert_eq!(p.background_tail, 0);
+                assert_eq!(p.shape.pending_len, 160, "loss {end_with_loss}");
+                assert_eq!(&p.shape.pending[..160], &last[..], "loss {end_with_loss}");
+                assert_eq!(p.shape_cooldown, SHAPE_INTERVAL_BLOCKS);
+            }
+        }
+    }
+
     impl PcmPlc {
         /// The per-sample definition [`PcmPlc::fill`] computes block-wise.
         fn fill_reference(&mut self, out: &mut [i16], with_noise: bool) {
@@ -1441,6 +1536,7 @@ mod tests {
                 return;
             }
             if self.run == 0 {
+                self.keep_background_tail();
                 self.start_loss();
             }
             if with_noise {

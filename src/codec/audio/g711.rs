@@ -245,17 +245,6 @@ impl Law {
         }
     }
 
-    /// The decoded value of one code.
-    ///
-    /// Real-time safe; never panics.
-    #[inline]
-    pub fn decode_one(self, code: u8) -> i16 {
-        match self {
-            Law::Ulaw => ULAW_DECODE_TABLE[usize::from(code)],
-            Law::Alaw => ALAW_DECODE_TABLE[usize::from(code)],
-        }
-    }
-
     /// Σ x² of the decoded samples of `codes`, without decoding them (a table of each
     /// code's decoded value squared, summed in eight f32 lanes).
     ///

@@ -80,6 +80,8 @@ const SHAPE_ORDER: usize = 10;
 /// 10 ms blocks after a background frame is copied out of the history before another may
 /// be (a signal hovering at the background margin would otherwise copy at every crossing).
 const SHAPE_INTERVAL_BLOCKS: u16 = 10;
+/// Lags the pitch search scans at the highest rate (15 ms − 5 ms at 48 kHz).
+const MAX_PITCH_SPAN: usize = 48_000 * 15 / 1000 - 48_000 / 200;
 /// Samples concealed per inner loop of [`PcmPlc::fill`] (a stack buffer).
 const FILL_CHUNK: usize = 128;
 /// A frame counts as background when its mean square is at most this times the quietest
@@ -300,8 +302,6 @@ pub struct PcmPlc {
     /// plus a quarter of one (App. I `HISTORYLEN`), enough for the three-period template
     /// and its seam overlap.
     src: Box<[f32]>,
-    /// `energy_prefix[i]`: Σ src[..i]², for the energy of any pitch-search window.
-    energy_prefix: Box<[f64]>,
     /// The template repeated during a loss (`period_len` samples used), and the previous
     /// one while the cross-fade after a growth lasts. Three longest periods each.
     cycle: Box<[f32]>,
@@ -359,7 +359,6 @@ impl PcmPlc {
             coded_pending: 0,
             coded_law: Law::Ulaw,
             src: vec![0.0; hist_len].into_boxed_slice(),
-            energy_prefix: vec![0.0; hist_len + 1].into_boxed_slice(),
             cycle: vec![0.0; 3 * pitch_max].into_boxed_slice(),
             old_cycle: vec![0.0; 3 * pitch_max].into_boxed_slice(),
             run: 0,
@@ -654,18 +653,8 @@ impl PcmPlc {
         let h = self.src.len();
         // Oldest first: history[hist_pos..], then history[..hist_pos].
         let (newer, older) = self.history.split_at(self.hist_pos);
-        let mut energy = 0.0f64;
-        for ((d, p), &x) in self
-            .src
-            .iter_mut()
-            .zip(&mut self.energy_prefix[1..])
-            .zip(older.iter().chain(newer))
-        {
+        for (d, &x) in self.src.iter_mut().zip(older.iter().chain(newer)) {
             *d = f32::from(x);
-            // Squares of i16 are integers below 2^31 and a sum of a few thousand stays far
-            // below 2^53: exact in f64, so window energies are exact differences.
-            energy += f64::from(x) * f64::from(x);
-            *p = energy;
         }
         // A merge cut short by a new loss is already in the history; drop the rest of it.
         self.merge_len = 0;
@@ -814,6 +803,27 @@ impl PcmPlc {
     /// `coarse_step`-th lag, then at every lag around the best one. (App. I also decimates
     /// the sums of its coarse search; full sums cost little once vectorised.)
     fn find_pitch(&self) -> usize {
+        crate::processing::simd::avx2_or_portable!(
+            self.find_pitch_avx2(),
+            self.find_pitch_portable()
+        )
+    }
+
+    /// [`Self::find_pitch`] compiled with AVX2 (see [`crate::processing::simd`]): its
+    /// correlations eight lanes at a time, in the same lanes as the portable build, so
+    /// the same bits.
+    ///
+    /// # Safety
+    /// The CPU must run AVX2 ([`crate::processing::simd::avx2`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn find_pitch_avx2(&self) -> usize {
+        self.find_pitch_portable()
+    }
+
+    /// The body of [`Self::find_pitch`], built into both of its versions.
+    #[inline(always)]
+    fn find_pitch_portable(&self) -> usize {
         let h = self.src.len();
         let target = &self.src[h - self.corr_len..];
         // Window for lag `pitch_max - j` starts at base + j.
@@ -821,38 +831,42 @@ impl PcmPlc {
         let span = self.pitch_max - self.pitch_min;
         let step = self.coarse_step;
         let min_power = CORR_MIN_POWER * (self.sample_rate_hz / 8000) as f32;
-        let score = |j: usize| -> f32 {
-            let start = base + j;
-            let corr = dot(&self.src[start..start + self.corr_len], target);
-            let energy =
-                (self.energy_prefix[start + self.corr_len] - self.energy_prefix[start]) as f32;
-            corr / energy.max(min_power).sqrt()
+        // The energy of every lag's window, slid from one lag to the next: the samples are
+        // integers, so their squares and sums of a few thousand of them are exact in f64
+        // (the same values as sums taken afresh). On the stack: nothing per session.
+        let mut energies = [0f32; MAX_PITCH_SPAN + 1];
+        let x = &self.src[base..h - self.pitch_min];
+        let mut e: f64 = x[..self.corr_len]
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum();
+        for (j, out) in energies.iter_mut().enumerate().take(span + 1) {
+            *out = e as f32;
+            if j < span {
+                let (new, old) = (f64::from(x[j + self.corr_len]), f64::from(x[j]));
+                e += new * new - old * old;
+            }
+        }
+        // Methods, not closures, so that they are inlined into (and built with) the AVX2
+        // version too.
+        let search = PitchSearch {
+            src: &self.src,
+            target,
+            base,
+            energies: &energies[..=span],
+            min_power,
         };
         let mut best = 0;
         let mut best_score = f32::NEG_INFINITY;
         for j in (0..=span).step_by(step) {
-            let s = score(j);
+            let s = search.score(j);
             // `>=`: on a tie prefer the shorter lag, as App. I does.
             if s >= best_score {
                 best_score = s;
                 best = j;
             }
         }
-        let refine = |centre: usize, radius: usize| -> (usize, f32) {
-            let lo = centre.saturating_sub(radius);
-            let hi = (centre + radius).min(span);
-            let mut fine = lo;
-            let mut fine_score = f32::NEG_INFINITY;
-            for j in lo..=hi {
-                let s = score(j);
-                if s > fine_score {
-                    fine_score = s;
-                    fine = j;
-                }
-            }
-            (fine, fine_score)
-        };
-        let (fine, fine_score) = refine(best, step - 1);
+        let (fine, fine_score) = search.refine(best, step - 1);
         let mut lag = self.pitch_max - fine;
         // A period whose length is not a whole number of samples correlates about as well at
         // twice (or three times) its length, and the search above may land on the multiple.
@@ -863,7 +877,7 @@ impl PcmPlc {
                 if short < self.pitch_min {
                     continue;
                 }
-                let (j, s) = refine(self.pitch_max - short, 1);
+                let (j, s) = search.refine(self.pitch_max - short, 1);
                 if s >= SUBMULTIPLE_SCORE * fine_score {
                     lag = self.pitch_max - j;
                     break;
@@ -912,18 +926,14 @@ impl PcmPlc {
         if n == 0 || n > h || n > self.shape.pending.len() {
             return;
         }
-        let coded = usize::from(self.coded_pending).min(n);
+        // Codes still pending are decoded (as a loss would anyway), then the tail is read
+        // out of the ring in at most two runs.
+        self.materialize();
         let start = (self.hist_pos + h - n) % h;
-        let (law, history, codes) = (self.coded_law, &self.history, &self.coded);
+        let first = (h - start).min(n);
         let out = &mut self.shape.pending[..n];
-        for (i, o) in out.iter_mut().enumerate() {
-            let p = (start + i) % h;
-            *o = if i >= n - coded {
-                law.decode_one(codes[p])
-            } else {
-                history[p]
-            };
-        }
+        out[..first].copy_from_slice(&self.history[start..start + first]);
+        out[first..].copy_from_slice(&self.history[..n - first]);
         self.shape.pending_len = n;
         self.shape_cooldown = SHAPE_INTERVAL_BLOCKS;
     }
@@ -1071,8 +1081,46 @@ fn ring_write<T: Copy>(ring: &mut [T], pos: usize, x: &[T]) -> usize {
     (pos + x.len()) % h
 }
 
+/// The pitch search's windows: lag `pitch_max - j` correlates `src[base + j..]` with
+/// `target`, normalised by that window's energy (`energies[j]`).
+struct PitchSearch<'a> {
+    src: &'a [f32],
+    target: &'a [f32],
+    base: usize,
+    energies: &'a [f32],
+    min_power: f32,
+}
+
+impl PitchSearch<'_> {
+    /// Normalised correlation at lag index `j` (`j < energies.len()`).
+    #[inline(always)]
+    fn score(&self, j: usize) -> f32 {
+        let start = self.base + j;
+        let corr = dot(&self.src[start..start + self.target.len()], self.target);
+        corr / self.energies[j].max(self.min_power).sqrt()
+    }
+
+    /// The best lag index within `radius` of `centre` (the first on a tie) and its score.
+    #[inline(always)]
+    fn refine(&self, centre: usize, radius: usize) -> (usize, f32) {
+        let lo = centre.saturating_sub(radius);
+        let hi = (centre + radius).min(self.energies.len() - 1);
+        let mut fine = lo;
+        let mut fine_score = f32::NEG_INFINITY;
+        for j in lo..=hi {
+            let s = self.score(j);
+            if s > fine_score {
+                fine_score = s;
+                fine = j;
+            }
+        }
+        (fine, fine_score)
+    }
+}
+
 /// Σ a·b over the common length, summed in 8 independent lanes so that the compiler
 /// vectorises it (a single float accumulator must be summed in order, which it cannot).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (mut a8, mut b8) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -1470,6 +1518,72 @@ mod tests {
             );
             let level = rms(&gap[480..]);
             assert!((level - 300.0).abs() < 60.0, "k1 {k1}: level {level:.0}");
+        }
+    }
+
+    impl PcmPlc {
+        /// Every lag's pitch-search score, through the same build choice as `find_pitch`.
+        fn all_pitch_scores(&self) -> Vec<f32> {
+            crate::processing::simd::avx2_or_portable!(
+                self.all_pitch_scores_avx2(),
+                self.all_pitch_scores_portable()
+            )
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn all_pitch_scores_avx2(&self) -> Vec<f32> {
+            self.all_pitch_scores_portable()
+        }
+
+        #[inline(always)]
+        fn all_pitch_scores_portable(&self) -> Vec<f32> {
+            let h = self.src.len();
+            let base = h - self.corr_len - self.pitch_max;
+            let span = self.pitch_max - self.pitch_min;
+            let energies: Vec<f32> = (0..=span)
+                .map(|j| {
+                    let w = &self.src[base + j..base + j + self.corr_len];
+                    w.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() as f32
+                })
+                .collect();
+            let search = PitchSearch {
+                src: &self.src,
+                target: &self.src[h - self.corr_len..],
+                base,
+                energies: &energies,
+                min_power: CORR_MIN_POWER,
+            };
+            (0..=span).map(|j| search.score(j)).collect()
+        }
+    }
+
+    #[test]
+    fn the_avx2_and_the_portable_builds_find_the_same_pitch() {
+        use crate::processing::simd::{both_builds, same_bits};
+        let mut seed = 5u32;
+        for rate in [8000u32, 16000, 48000] {
+            for f0 in [71.0f32, 104.0, 151.0, 233.0] {
+                // Voiced signal plus noise, so that lags score close to one another.
+                let mut x = harmonic(rate, f0, rate as usize / 5);
+                for v in x.iter_mut() {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    *v = v.saturating_add((seed >> 20) as i16 - 2048);
+                }
+                let (wide, narrow) = both_builds(|| {
+                    let mut plc = PcmPlc::new(rate);
+                    plc.good_frame(&mut x.clone());
+                    let mut out = vec![0i16; rate as usize / 25];
+                    plc.comfort_noise(&mut out);
+                    (plc.pitch_period(), out, plc.all_pitch_scores())
+                });
+                assert_eq!(wide.0, narrow.0, "{rate} Hz, f0 {f0}: pitch");
+                assert_eq!(wide.1, narrow.1, "{rate} Hz, f0 {f0}: concealment");
+                assert!(same_bits(&wide.2, &narrow.2), "{rate} Hz, f0 {f0}: scores");
+                assert!(wide.2.iter().any(|&s| s != 0.0));
+            }
         }
     }
 

@@ -137,7 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             s.max_tick_ns as f64 / 1e3,
             s.last_tick_ns as f64 / 1e3,
             s.deadline_overruns,
-            s.unknown_session,
+            s.unknown_session + s.ingress_unknown,
             s.malformed,
             s.ingress_full
         );

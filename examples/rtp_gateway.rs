@@ -358,7 +358,7 @@ fn main() -> Result<(), BoxError> {
         lane.ticks,
         lane.deadline_overruns,
         lane.malformed,
-        lane.unknown_session,
+        lane.unknown_session + lane.ingress_unknown,
         lane.ingress_full,
         lane.ingress_too_large,
         lane.ingress_rate_limited

@@ -1101,7 +1101,8 @@ macro_rules! agg {
 
 agg!(LaneAgg from LaneStats {
     ticks, deadline_overruns, ticks_skipped, unknown_session, malformed, ingress_full,
-    ingress_too_large, ingress_rate_limited, internal_ring_full, stage_backlog_drops, events_dropped,
+    ingress_too_large, ingress_rate_limited, ingress_unknown, internal_ring_full, stage_backlog_drops,
+    events_dropped,
 });
 
 agg!(SessAgg from SessionStats {
@@ -1234,7 +1235,8 @@ struct Drops {
 impl Drops {
     fn of(l: &LaneAgg, s: &SessAgg) -> Self {
         Drops {
-            unknown_session: l.unknown_session,
+            // Refused at the handle or dropped by the lane.
+            unknown_session: l.unknown_session + l.ingress_unknown,
             malformed: l.malformed,
             ingress_full: l.ingress_full,
             ingress_too_large: l.ingress_too_large,

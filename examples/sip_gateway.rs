@@ -2121,7 +2121,7 @@ fn main() -> Result<(), BoxError> {
         if let Some(st) = engine.lane_stats(lane) {
             skipped += st.ticks_skipped;
             max_tick_ns = max_tick_ns.max(st.max_tick_ns);
-            why[0] += st.unknown_session;
+            why[0] += st.unknown_session + st.ingress_unknown;
             why[1] += st.ingress_full + st.ingress_rate_limited;
             why[2] += st.stage_backlog_drops;
             why[3] += st.malformed + st.ingress_too_large + st.internal_ring_full;

@@ -373,6 +373,8 @@ struct Counters {
     push_ring_full: AtomicU64,
     push_too_large: AtomicU64,
     push_rate_limited: AtomicU64,
+    /// Pushes refused as `UnknownSession` (a stream racing its session's destroy).
+    push_unknown: AtomicU64,
     popped: AtomicU64,
     malformed_garbage: AtomicU64,
     malformed_truncated: AtomicU64,
@@ -615,6 +617,10 @@ impl Traffic {
             }
             Err(Error::RateLimited) => {
                 add(&self.sh.c.push_rate_limited, 1);
+                Err(())
+            }
+            Err(Error::UnknownSession(_)) => {
+                add(&self.sh.c.push_unknown, 1);
                 Err(())
             }
             Err(e) => {
@@ -960,13 +966,14 @@ fn update_thread(sh: Arc<Shared>, per_s: f64, seed: u64, prewarm: u64) {
 // Reports
 // ---------------------------------------------------------------------------------------
 
-fn lane_drops(s: &LaneStats) -> [(&'static str, u64); 9] {
+fn lane_drops(s: &LaneStats) -> [(&'static str, u64); 10] {
     [
         ("unknown_session", s.unknown_session),
         ("malformed", s.malformed),
         ("ingress_full", s.ingress_full),
         ("ingress_too_large", s.ingress_too_large),
         ("ingress_rate_limited", s.ingress_rate_limited),
+        ("ingress_unknown", s.ingress_unknown),
         ("slot_share_drops", s.slot_share_drops),
         ("internal_ring_full", s.internal_ring_full),
         ("stage_backlog_drops", s.stage_backlog_drops),
@@ -1002,6 +1009,7 @@ fn sum_lanes(engine: &MediaEngine, lanes: usize) -> LaneStats {
             t.ingress_full += s.ingress_full;
             t.ingress_too_large += s.ingress_too_large;
             t.ingress_rate_limited += s.ingress_rate_limited;
+            t.ingress_unknown += s.ingress_unknown;
             t.slot_share_drops += s.slot_share_drops;
             t.internal_ring_full += s.internal_ring_full;
             t.stage_backlog_drops += s.stage_backlog_drops;
@@ -1456,9 +1464,11 @@ fn run(o: &Opts) -> Result<bool, String> {
     let refused = get(&sh.c.push_ring_full);
     let too_large = get(&sh.c.push_too_large);
     let rate_limited = get(&sh.c.push_rate_limited);
+    let unknown = get(&sh.c.push_unknown);
     let counted_ok = final_lanes.ingress_full == refused
         && final_lanes.ingress_too_large == too_large
-        && final_lanes.ingress_rate_limited == rate_limited;
+        && final_lanes.ingress_rate_limited == rate_limited
+        && final_lanes.ingress_unknown == unknown;
     let panics = PANICS.load(Ordering::SeqCst) + thread_panics;
     let unexpected = get(&sh.c.unexpected_errors);
     let rss_ok = !judged_rss || rss_slope.map_or(true, |s| s <= o.rss_slope_max);
@@ -1541,10 +1551,11 @@ fn run(o: &Opts) -> Result<bool, String> {
         .collect();
     out.line(&format!("drops (lanes): {}", ld.join(", ")));
     out.line(&format!(
-        "  refused pushes counted: ingress_full {} = RingFull errors {refused}, ingress_too_large {} = PayloadTooLarge errors {too_large}, ingress_rate_limited {} = RateLimited errors {rate_limited}: {}",
+        "  refused pushes counted: ingress_full {} = RingFull errors {refused}, ingress_too_large {} = PayloadTooLarge errors {too_large}, ingress_rate_limited {} = RateLimited errors {rate_limited}, ingress_unknown {} = UnknownSession errors {unknown}: {}",
         final_lanes.ingress_full,
         final_lanes.ingress_too_large,
         final_lanes.ingress_rate_limited,
+        final_lanes.ingress_unknown,
         if counted_ok { "yes" } else { "NO" }
     ));
     let sd: Vec<String> = session_drops(&total_s)

@@ -513,20 +513,28 @@ fn bad_input_is_counted_or_refused_and_never_disturbs_another_session() {
     ));
     assert_eq!(e.lane_stats(0).unwrap().ingress_too_large, 1);
 
-    // Unknown session ids (stale generation, other lane, slot out of range).
+    // Unknown session ids (stale generation, other lane, slot out of range):
+    // refused at the handle before they take a packet slot, and counted there.
     rtp(0, 1, 1, 1, false, &[0xFF; 160], &mut pkt);
+    let free_before = ing.free_slots();
     for id in [
         SessionId::from_parts(0, good_a.slot(), good_a.generation() + 1),
         SessionId::from_parts(3, 0, 1),
         SessionId::from_parts(0, 4000, 1),
     ] {
-        ing.push(id, &pkt).unwrap();
+        assert_eq!(ing.push(id, &pkt), Err(Error::UnknownSession(id)));
     }
+    assert_eq!(
+        ing.free_slots(),
+        free_before,
+        "refused before taking a slot"
+    );
     // Unsupported payload type on a live session.
     rtp(18, 1, 1, 1, false, &[0x55; 20], &mut pkt);
     ing.push(bad_a, &pkt).unwrap();
     step(&e, &mut ing, &mut pkt, &mut good_out, &mut eg);
-    assert_eq!(e.lane_stats(0).unwrap().unknown_session, 3);
+    let ls = e.lane_stats(0).unwrap();
+    assert_eq!((ls.ingress_unknown, ls.unknown_session), (3, 0));
     assert_eq!(e.session_stats(bad_a).unwrap().rx_unsupported_pt, 1);
 
     // Absurd sequence and timestamp jumps and garbage payload bytes on the bad session.
@@ -571,14 +579,15 @@ fn bad_input_is_counted_or_refused_and_never_disturbs_another_session() {
         step(&e, &mut ing, &mut pkt, &mut good_out, &mut eg);
     }
 
-    // A full ingress ring: packets for ids the lane does not serve (a transport bug, not a
-    // peer's doing: they pass the per-session limit) pushed without stepping until refused.
+    // A full ingress ring: packets of the bad session without arrival times (a transport
+    // that does not time its packets; the per-session limit needs the time) pushed without
+    // stepping until refused.
     // (The good session misses one arrival here, so its jitter buffer may then re-time by
     // expansion: frames after this point are checked for presence, not bit-exactness.)
     let exact_until = good_out.len();
     let mut refused = 0;
     for _ in 0..400 {
-        if let Err(err) = ing.push(SessionId::from_parts(0, 4000, 1), &pkt) {
+        if let Err(err) = ing.push_at(bad_a, &pkt, 0) {
             assert_eq!(err, Error::RingFull { ring: "ingress" });
             refused += 1;
         }

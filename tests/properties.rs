@@ -342,7 +342,8 @@ proptest! {
 
     /// The lane's counters add up after every whole tick (the jitter stage drains the
     /// ingress ring each tick). The exact identity the code defines:
-    /// `pushes = ingress_full + ingress_too_large` (refused at the handle) `+ malformed +
+    /// `pushes = ingress_full + ingress_too_large + ingress_rate_limited + ingress_unknown`
+    /// (refused at the handle) `+ malformed +
     /// unknown_session + Σ sessions (rx_packets + rx_unsupported_pt + rx_dtmf_packets +
     /// rx_cn_packets)` (each accepted packet classified once). Within `rx_packets` the
     /// fates are exclusive but not all counted (packets flushed by a resync, still held,
@@ -397,7 +398,8 @@ proptest! {
         e.step(1).expect("step");
         let lane = e.lane_stats(0).expect("lane");
         prop_assert_eq!(
-            lane.ingress_full + lane.ingress_too_large + lane.ingress_rate_limited,
+            lane.ingress_full + lane.ingress_too_large + lane.ingress_rate_limited
+                + lane.ingress_unknown,
             refused
         );
         let mut classified = lane.malformed + lane.unknown_session;

@@ -503,7 +503,7 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
             "{topology:?}: allocations/frees on the lane and ingress paths during 1000 steady-state ticks"
         );
         let st = e.lane_stats(0).unwrap();
-        assert!(st.malformed > 0 && st.unknown_session > 0);
+        assert!(st.malformed > 0 && st.ingress_unknown > 0);
         let limited: u64 = (0..2)
             .map(|l| e.lane_stats(l).unwrap().ingress_rate_limited)
             .sum();

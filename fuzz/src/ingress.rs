@@ -335,7 +335,7 @@ fn drain(egress: &mut media_core::EgressHandle, legs: &[Leg]) {
 /// The counter identities that hold after every whole tick (the jitter stage drains the
 /// ingress ring completely each tick):
 /// - every push is refused (`ingress_full` + `ingress_too_large` +
-///   `ingress_rate_limited`) or accepted, and every accepted packet is classified exactly
+///   `ingress_rate_limited` + `ingress_unknown`) or accepted, and every accepted packet is classified exactly
 ///   once: malformed, unknown session, or one of a session's `rx_packets` (audio),
 ///   `rx_unsupported_pt`, `rx_dtmf_packets`, `rx_cn_packets`;
 /// - a session counts no more than was pushed to it;
@@ -347,7 +347,10 @@ fn check(engine: &MediaEngine, legs: &[Leg], tally: &Tally) {
     let lane = engine.lane_stats(0).expect("lane 0");
     assert_eq!(lane.internal_ring_full, 0, "internal ring overflowed");
     assert_eq!(
-        lane.ingress_full + lane.ingress_too_large + lane.ingress_rate_limited,
+        lane.ingress_full
+            + lane.ingress_too_large
+            + lane.ingress_rate_limited
+            + lane.ingress_unknown,
         tally.pushed_err,
         "refused pushes are counted"
     );

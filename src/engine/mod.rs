@@ -294,6 +294,7 @@ impl Inner {
             sessions_lost: lost.len() as u32,
         });
         for id in lost {
+            self.lanes[i].ctl.shared.live.clear(id.slot);
             if let Some(rec) = self.sessions.remove(&id) {
                 self.dialogs.remove(&rec.dialog);
             }
@@ -800,6 +801,8 @@ impl MediaEngine {
             ls.free_slots.push(slot);
             return Err(e);
         }
+        // From here the transport's pushes for this id take packet slots.
+        ls.ctl.shared.live.set(slot, generation);
         ls.live += 1;
         inner.sessions.insert(
             id,
@@ -974,6 +977,8 @@ impl MediaEngine {
         ls.next_seq += 1;
         let b = Bundle::new(ls.next_seq, Op::Destroy, id);
         Self::send(ls, b)?;
+        // From here the transport's pushes for this id are refused before taking a slot.
+        ls.ctl.shared.live.clear(id.slot);
         ls.live -= 1;
         let rec = inner.sessions.remove(&id).expect("checked");
         inner.dialogs.remove(&rec.dialog);

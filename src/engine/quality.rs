@@ -131,6 +131,7 @@ impl MediaEngine {
                     + st.ingress_full
                     + st.ingress_too_large
                     + st.ingress_rate_limited
+                    + st.ingress_unknown
                     + st.internal_ring_full
                     + st.stage_backlog_drops,
             });

@@ -65,7 +65,8 @@ impl IngressHandle {
     /// Never blocks and never allocates.
     ///
     /// Errors: [`Error::PayloadTooLarge`] if the packet exceeds the slot size,
-    /// [`Error::RateLimited`] if the session sends faster than the engine's
+    /// [`Error::UnknownSession`] if `session` is not live on this lane (destroyed, never
+    /// created, another lane's id), [`Error::RateLimited`] if the session sends faster than the engine's
     /// [`IngressLimit`] allows (see [`policer`]), [`Error::RingFull`] if no slot is free
     /// (the lane is behind or the buffers are full). Each is also counted in the lane's
     /// counters; the packet is dropped.
@@ -113,6 +114,12 @@ impl IngressHandle {
                 limit,
                 actual: packet.len(),
             });
+        }
+        if session.lane() != usize::from(self.lane)
+            || !p.shared.live.is_live(session.slot(), session.generation())
+        {
+            p.shared.counters.ingress_unknown.inc();
+            return Err(Error::UnknownSession(session));
         }
         if !self.policer.admit(session, police_ns) {
             p.shared.counters.ingress_rate_limited.inc();

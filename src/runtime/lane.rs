@@ -13,6 +13,7 @@
 use arrayvec::ArrayVec;
 use rtrb::{Consumer, Producer, RingBuffer};
 
+use super::live::LiveTable;
 use super::msg::{
     Bundle, Downstream, DtmfSource, EgressSlot, FrameSlot, LaneEvent, Op, PacketSlot, PlayRange,
     ToDecode,
@@ -101,6 +102,9 @@ pub struct Shared {
     pub tick_ns: TickHistogram,
     /// Session counter blocks, one per slot.
     pub sessions: Box<[SessionCell]>,
+    /// The live session of each slot, as the control plane set it: the ingress handle
+    /// refuses packets for any other id before they take a slot.
+    pub live: LiveTable,
 }
 
 impl Shared {
@@ -114,6 +118,7 @@ impl Shared {
             counters: LaneCounters::default(),
             tick_ns: TickHistogram::default(),
             sessions: (0..sessions).map(|_| SessionCell::default()).collect(),
+            live: LiveTable::new(sessions),
         }
     }
 

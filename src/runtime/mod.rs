@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod lane;
+pub mod live;
 pub mod memory;
 pub mod msg;
 pub mod prefetch;

@@ -227,6 +227,11 @@ counter_block! {
         /// Packets refused at the ingress handle because their session sent faster than
         /// the engine's per-session `ingress_limit` (a flooding peer).
         ingress_rate_limited,
+        /// Packets refused at the ingress handle because their id names no session live on
+        /// this lane (destroyed, never created, another lane's): they take no packet slot.
+        /// Packets for an unknown id that reach the lane anyway (pushed while the session
+        /// was being created or destroyed) are counted in `unknown_session`.
+        ingress_unknown,
         /// Internal ring pushes that failed (a sizing bug if ever non-zero).
         internal_ring_full,
         /// Concealment messages not sent because a downstream stage was backed up.

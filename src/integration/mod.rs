@@ -66,9 +66,9 @@ impl IngressHandle {
     ///
     /// Errors: [`Error::PayloadTooLarge`] if the packet exceeds the slot size,
     /// [`Error::UnknownSession`] if `session` is not live on this lane (destroyed, never
-    /// created, another lane's id), [`Error::RateLimited`] if the session sends faster than the engine's
-    /// [`IngressLimit`] allows (see [`policer`]), [`Error::RingFull`] if no slot is free
-    /// (the lane is behind or the buffers are full). Each is also counted in the lane's
+    /// created, another lane's id), [`Error::RateLimited`] if the session sends faster
+    /// than the engine's [`IngressLimit`] allows (see [`policer`]), [`Error::RingFull`] if
+    /// no slot is free (the lane is behind or the buffers are full). Each is also counted in the lane's
     /// counters; the packet is dropped.
     pub fn push(&mut self, session: SessionId, packet: &[u8]) -> Result<(), Error> {
         let now = crate::runtime::clock::monotonic_ns();

@@ -92,8 +92,8 @@ impl Policer {
     }
 
     /// Whether a packet of `session` arriving at `arrival_ns` may take a slot. Packets with
-    /// no arrival time (0) and ids outside the lane's slots pass: the lane counts the
-    /// latter as unknown sessions.
+    /// no arrival time (0) pass. The handle has already refused ids no live session holds
+    /// (`runtime::live`); a slot's state restarts with each new generation there.
     #[inline]
     pub(crate) fn admit(&mut self, session: SessionId, arrival_ns: u64) -> bool {
         if !self.on || arrival_ns == 0 {

@@ -523,19 +523,9 @@ impl PcmPlc {
             return;
         }
         self.coded_pending = 0;
-        let h = self.history.len();
-        let start = (self.hist_pos + h - n) % h;
-        if start + n <= h {
-            self.coded_law.decode(
-                &self.coded[start..start + n],
-                &mut self.history[start..start + n],
-            );
-        } else {
+        for r in ring_tail(self.history.len(), self.hist_pos, n) {
             self.coded_law
-                .decode(&self.coded[start..], &mut self.history[start..]);
-            let rest = start + n - h;
-            self.coded_law
-                .decode(&self.coded[..rest], &mut self.history[..rest]);
+                .decode(&self.coded[r.clone()], &mut self.history[r]);
         }
     }
 
@@ -846,20 +836,16 @@ impl PcmPlc {
         self.find_pitch_portable()
     }
 
-    /// The body of [`Self::find_pitch`], built into both of its versions.
+    /// The pitch search over the frozen history, with every lag's window energy written
+    /// to `energies` (slid from one lag to the next: the samples are integers, so their
+    /// squares and sums of a few thousand of them are exact in f64, the same values as
+    /// sums taken afresh). Inlined into each build of [`Self::find_pitch`].
     #[inline(always)]
-    fn find_pitch_portable(&self) -> usize {
+    fn pitch_search<'a>(&'a self, energies: &'a mut [f32; MAX_PITCH_SPAN + 1]) -> PitchSearch<'a> {
         let h = self.src.len();
-        let target = &self.src[h - self.corr_len..];
         // Window for lag `pitch_max - j` starts at base + j.
         let base = h - self.corr_len - self.pitch_max;
         let span = self.pitch_max - self.pitch_min;
-        let step = self.coarse_step;
-        let min_power = CORR_MIN_POWER * (self.sample_rate_hz / 8000) as f32;
-        // The energy of every lag's window, slid from one lag to the next: the samples are
-        // integers, so their squares and sums of a few thousand of them are exact in f64
-        // (the same values as sums taken afresh). On the stack: nothing per session.
-        let mut energies = [0f32; MAX_PITCH_SPAN + 1];
         let x = &self.src[base..h - self.pitch_min];
         let mut e: f64 = x[..self.corr_len]
             .iter()
@@ -872,15 +858,24 @@ impl PcmPlc {
                 e += new * new - old * old;
             }
         }
-        // Methods, not closures, so that they are inlined into (and built with) the AVX2
-        // version too.
-        let search = PitchSearch {
+        PitchSearch {
             src: &self.src,
-            target,
+            target: &self.src[h - self.corr_len..],
             base,
             energies: &energies[..=span],
-            min_power,
-        };
+            min_power: CORR_MIN_POWER * (self.sample_rate_hz / 8000) as f32,
+        }
+    }
+
+    /// The body of [`Self::find_pitch`], built into both of its versions (the search's
+    /// methods, not closures, so that they are inlined into the AVX2 version too).
+    #[inline(always)]
+    fn find_pitch_portable(&self) -> usize {
+        // On the stack: nothing per session.
+        let mut energies = [0f32; MAX_PITCH_SPAN + 1];
+        let search = self.pitch_search(&mut energies);
+        let span = search.energies.len() - 1;
+        let step = self.coarse_step;
         let mut best = 0;
         let mut best_score = f32::NEG_INFINITY;
         for j in (0..=span).step_by(step) {
@@ -954,11 +949,10 @@ impl PcmPlc {
         // Codes still pending are decoded (as a loss would anyway), then the tail is read
         // out of the ring in at most two runs.
         self.materialize();
-        let start = (self.hist_pos + h - n) % h;
-        let first = (h - start).min(n);
-        let out = &mut self.shape.pending[..n];
-        out[..first].copy_from_slice(&self.history[start..start + first]);
-        out[first..].copy_from_slice(&self.history[..n - first]);
+        let [older, newer] = ring_tail(h, self.hist_pos, n);
+        let first = older.len();
+        self.shape.pending[..first].copy_from_slice(&self.history[older]);
+        self.shape.pending[first..n].copy_from_slice(&self.history[newer]);
         self.shape.pending_len = n;
         self.shape_cooldown = SHAPE_INTERVAL_BLOCKS;
     }
@@ -1073,16 +1067,22 @@ impl PcmPlc {
 
     /// One comfort-noise sample: uniform white noise with RMS `noise_rms`.
     fn noise(&mut self) -> f32 {
-        // Xorshift32 (Marsaglia 2003): period 2^32 - 1, never reaches 0 from a non-zero seed.
-        let mut x = self.noise_state;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
+        let x = xorshift32(self.noise_state);
         self.noise_state = x;
         // Top 24 bits to [-1, 1); a uniform on [-1, 1) has RMS 1/sqrt(3).
         let u = (x >> 8) as f32 / (1u32 << 23) as f32 - 1.0;
         self.shape.filter(u * self.noise_rms * SQRT_3)
     }
+}
+
+/// One step of Marsaglia's xorshift32 (2003): period 2^32 - 1, never reaches 0 from a
+/// non-zero state.
+#[inline]
+fn xorshift32(mut x: u32) -> u32 {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    x
 }
 
 /// √3, the peak of a unit-RMS uniform distribution.
@@ -1104,6 +1104,14 @@ fn ring_write<T: Copy>(ring: &mut [T], pos: usize, x: &[T]) -> usize {
     ring[pos..pos + first].copy_from_slice(head);
     ring[..tail.len()].copy_from_slice(tail);
     (pos + x.len()) % h
+}
+
+/// The positions of the last `n` items (`n` ≤ `h`) written to a ring of `h` before `pos`,
+/// oldest first, as at most two runs (the second empty unless they wrap).
+fn ring_tail(h: usize, pos: usize, n: usize) -> [core::ops::Range<usize>; 2] {
+    let start = (pos + h - n) % h;
+    let first = (h - start).min(n);
+    [start..start + first, 0..n - first]
 }
 
 /// The pitch search's windows: lag `pitch_max - j` correlates `src[base + j..]` with
@@ -1219,9 +1227,7 @@ mod tests {
         assert_eq!(b.quietest, f32::INFINITY);
         let mut x = 12345u32;
         for i in 0..10 * BACKGROUND_BLOCKS {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
+            x = xorshift32(x);
             let trend = ((i / 50) % 3) as f32 * 1000.0;
             b.push(trend + (x % 997) as f32);
             assert_eq!(b.quietest, min_of(b.recent()), "after {} blocks", i + 1);
@@ -1433,9 +1439,7 @@ mod tests {
             let mut plc = PcmPlc::new(rate);
             let mut x = 0x1234_5678u32;
             for step in 0..400usize {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
+                x = xorshift32(x);
                 let len = [0usize, 1, 7, 80, 160, 480, 960, 3000][(x % 8) as usize];
                 let mut frame: Vec<i16> =
                     (0..len).map(|i| (i as i32 * 997 - 16000) as i16).collect();
@@ -1462,9 +1466,7 @@ mod tests {
             let mut x = 99u32;
             (0..1600)
                 .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
+                    x = xorshift32(x);
                     ((x >> 16) as i32 % 208 - 104) as i16
                 })
                 .collect()
@@ -1513,9 +1515,7 @@ mod tests {
         let mut y = 0.0f32;
         let background: Vec<i16> = (0..8000)
             .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
+                x = xorshift32(x);
                 y = 0.9 * y + ((x >> 16) as f32 / 65536.0 - 0.5) * 40.0;
                 y as i16
             })
@@ -1574,23 +1574,11 @@ mod tests {
 
         #[inline(always)]
         fn all_pitch_scores_portable(&self) -> Vec<f32> {
-            let h = self.src.len();
-            let base = h - self.corr_len - self.pitch_max;
-            let span = self.pitch_max - self.pitch_min;
-            let energies: Vec<f32> = (0..=span)
-                .map(|j| {
-                    let w = &self.src[base + j..base + j + self.corr_len];
-                    w.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() as f32
-                })
-                .collect();
-            let search = PitchSearch {
-                src: &self.src,
-                target: &self.src[h - self.corr_len..],
-                base,
-                energies: &energies,
-                min_power: CORR_MIN_POWER,
-            };
-            (0..=span).map(|j| search.score(j)).collect()
+            let mut energies = [0f32; MAX_PITCH_SPAN + 1];
+            let search = self.pitch_search(&mut energies);
+            (0..search.energies.len())
+                .map(|j| search.score(j))
+                .collect()
         }
     }
 
@@ -1603,9 +1591,7 @@ mod tests {
                 // Voiced signal plus noise, so that lags score close to one another.
                 let mut x = harmonic(rate, f0, rate as usize / 5);
                 for v in x.iter_mut() {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 17;
-                    seed ^= seed << 5;
+                    seed = xorshift32(seed);
                     *v = v.saturating_add((seed >> 20) as i16 - 2048);
                 }
                 let (wide, narrow) = both_builds(|| {
@@ -1633,9 +1619,7 @@ mod tests {
         let mut noise = |n: usize| -> Vec<i16> {
             (0..n)
                 .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
+                    x = xorshift32(x);
                     (x >> 26) as i16 - 32
                 })
                 .collect()
@@ -1729,9 +1713,7 @@ mod tests {
         // straddle the schedule's events (10 ms, growths, muting), with and without noise.
         let mut seed = 0x1234_5678u32;
         let mut rnd = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
+            seed = xorshift32(seed);
             seed
         };
         for rate in [8000, 16000, 48000] {
@@ -1783,9 +1765,7 @@ mod tests {
             } else {
                 (0..160)
                     .map(|_| {
-                        seed ^= seed << 13;
-                        seed ^= seed >> 17;
-                        seed ^= seed << 5;
+                        seed = xorshift32(seed);
                         (seed >> 24) as i16 - 128
                     })
                     .collect()

@@ -209,15 +209,15 @@ const fn build_alaw_encode_table() -> [u8; ALAW_ENCODE_LEN] {
     table
 }
 
-static ULAW_SQUARES: [f32; 256] = build_squares(&ULAW_DECODE_TABLE);
-static ALAW_SQUARES: [f32; 256] = build_squares(&ALAW_DECODE_TABLE);
+static ULAW_SQUARES: [u32; 256] = build_squares(&ULAW_DECODE_TABLE);
+static ALAW_SQUARES: [u32; 256] = build_squares(&ALAW_DECODE_TABLE);
 
-const fn build_squares(decoded: &[i16; 256]) -> [f32; 256] {
-    let mut table = [0f32; 256];
+const fn build_squares(decoded: &[i16; 256]) -> [u32; 256] {
+    let mut table = [0u32; 256];
     let mut c = 0;
     while c < 256 {
-        let v = decoded[c] as f32;
-        table[c] = v * v;
+        let v = decoded[c] as i32;
+        table[c] = (v * v) as u32;
         c += 1;
     }
     table
@@ -245,25 +245,140 @@ impl Law {
         }
     }
 
-    /// Σ x² of the decoded samples of `codes`, without decoding them (a table of each
-    /// code's decoded value squared, summed in eight f32 lanes).
+    /// Σ x² of the decoded samples of `codes`, without decoding them: the exact integer
+    /// sum, rounded once to f32 (both builds give the same bits). The AVX2 build computes
+    /// each code's magnitude from its segment and mantissa, 32 codes per pass (about
+    /// half the instructions of a table lookup per code); the portable one looks up each
+    /// code's square.
     ///
     /// Real-time safe; never panics.
+    #[inline]
     pub fn energy(self, codes: &[u8]) -> f32 {
-        let sq = match self {
-            Law::Ulaw => &ULAW_SQUARES,
-            Law::Alaw => &ALAW_SQUARES,
-        };
-        let mut lanes = [0f32; 8];
-        let mut chunks = codes.chunks_exact(8);
-        for c in &mut chunks {
-            for (l, &code) in lanes.iter_mut().zip(c) {
-                *l += sq[usize::from(code)];
-            }
-        }
-        let tail: f32 = chunks.remainder().iter().map(|&c| sq[usize::from(c)]).sum();
-        lanes.iter().sum::<f32>() + tail
+        crate::processing::simd::avx2_or_portable!(
+            match self {
+                Law::Ulaw => energy_avx2::<true>(codes),
+                Law::Alaw => energy_avx2::<false>(codes),
+            },
+            energy_table(self, codes, 0)
+        ) as f32
     }
+}
+
+/// Σ x² of the decoded `codes[from..]` from a table of each code's square.
+#[inline]
+fn energy_table(law: Law, codes: &[u8], from: usize) -> u64 {
+    let sq = match law {
+        Law::Ulaw => &ULAW_SQUARES,
+        Law::Alaw => &ALAW_SQUARES,
+    };
+    codes
+        .get(from..)
+        .unwrap_or_default()
+        .iter()
+        .map(|&c| u64::from(sq[usize::from(c)]))
+        .sum()
+}
+
+/// [`Law::energy`]'s AVX2 build. A code's magnitude is `(base[m] + seg_base[e]) *
+/// step[e] - bias`, m its low four bits and e the next three after the law's bit flip
+/// (µ-law: `(8m + 132) << e - 132`, G.711 §2; A-law: `16m + 8` in segment 0, else
+/// `(16m + 264) << (e - 1)`, computed here as an eighth of that and scaled by 64 at the
+/// end). Each 16-bit magnitude (at most 32,124) is squared and summed in pairs by one
+/// multiply-add (at most 2.07e9, within i32), two such halves add within u32, and the
+/// sum is kept in u64 lanes: exact.
+///
+/// # Safety
+/// The CPU must run AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn energy_avx2<const ULAW: bool>(codes: &[u8]) -> u64 {
+    use core::arch::x86_64::*;
+    #[rustfmt::skip]
+    let (flip, base, seg_base, step, bias, scale): (i8, [u8; 16], [u8; 8], [u8; 8], i16, u64) = match ULAW {
+        true => (
+            -1,
+            [132, 140, 148, 156, 164, 172, 180, 188, 196, 204, 212, 220, 228, 236, 244, 252],
+            [0; 8],
+            [1, 2, 4, 8, 16, 32, 64, 128],
+            132,
+            1,
+        ),
+        false => (
+            0x55,
+            [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30],
+            [1, 33, 33, 33, 33, 33, 33, 33],
+            [1, 1, 2, 4, 8, 16, 32, 64],
+            0,
+            64,
+        ),
+    };
+    let table8 = |t: [u8; 8]| {
+        let mut w = [0u8; 16];
+        w[..8].copy_from_slice(&t);
+        w
+    };
+    // SAFETY: `t` is 16 bytes, what an unaligned 128-bit load reads.
+    let lane =
+        |t: [u8; 16]| _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(t.as_ptr().cast()) });
+    let (base, seg_base, step) = (lane(base), lane(table8(seg_base)), lane(table8(step)));
+    let (flip, low4, low3) = (
+        _mm256_set1_epi8(flip),
+        _mm256_set1_epi8(0x0F),
+        _mm256_set1_epi8(0x07),
+    );
+    let (zero, bias) = (_mm256_setzero_si256(), _mm256_set1_epi16(bias));
+    // Σ x² of 32 codes, as eight u32 lanes.
+    let squares = |codes: __m256i| {
+        let x = _mm256_xor_si256(codes, flip);
+        let m = _mm256_and_si256(x, low4);
+        let e = _mm256_and_si256(_mm256_srli_epi16::<4>(x), low3);
+        let b = _mm256_add_epi8(
+            _mm256_shuffle_epi8(base, m),
+            _mm256_shuffle_epi8(seg_base, e),
+        );
+        let p = _mm256_shuffle_epi8(step, e);
+        let lo = _mm256_sub_epi16(
+            _mm256_mullo_epi16(_mm256_unpacklo_epi8(b, zero), _mm256_unpacklo_epi8(p, zero)),
+            bias,
+        );
+        let hi = _mm256_sub_epi16(
+            _mm256_mullo_epi16(_mm256_unpackhi_epi8(b, zero), _mm256_unpackhi_epi8(p, zero)),
+            bias,
+        );
+        _mm256_add_epi32(_mm256_madd_epi16(lo, lo), _mm256_madd_epi16(hi, hi))
+    };
+    let widen = |acc: __m256i, sq: __m256i| {
+        let acc = _mm256_add_epi64(acc, _mm256_unpacklo_epi32(sq, zero));
+        _mm256_add_epi64(acc, _mm256_unpackhi_epi32(sq, zero))
+    };
+    let mut acc = _mm256_setzero_si256();
+    let mut chunks = codes.chunks_exact(32);
+    for c in &mut chunks {
+        // SAFETY: `c` is 32 bytes, what an unaligned 256-bit load reads.
+        acc = widen(
+            acc,
+            squares(unsafe { _mm256_loadu_si256(c.as_ptr().cast()) }),
+        );
+    }
+    let mut rest = chunks.remainder();
+    if let Some((half, tail)) = rest.split_first_chunk::<16>() {
+        // Sixteen codes in the low half; the squares of the high half's lanes (the
+        // unpacks keep each half's bytes in its own half) are masked off.
+        // SAFETY: `half` is 16 bytes, what an unaligned 128-bit load reads.
+        let x = _mm256_zextsi128_si256(unsafe { _mm_loadu_si128(half.as_ptr().cast()) });
+        let low_half = _mm256_zextsi128_si256(_mm_set1_epi32(-1));
+        acc = widen(acc, _mm256_and_si256(squares(x), low_half));
+        rest = tail;
+    }
+    let mut lanes = [0u64; 4];
+    // SAFETY: `lanes` is 32 bytes, what an unaligned 256-bit store writes.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
+    let vector: u64 = lanes.iter().sum::<u64>() * scale;
+    if rest.is_empty() {
+        return vector;
+    }
+    let law = if ULAW { Law::Ulaw } else { Law::Alaw };
+    vector + energy_table(law, codes, codes.len() - rest.len())
 }
 
 const fn build_ulaw_decode_table() -> [i16; 256] {
@@ -364,18 +479,30 @@ mod tests {
         for law in [Law::Ulaw, Law::Alaw] {
             let mut pcm = vec![0i16; codes.len()];
             assert_eq!(law.decode(&codes, &mut pcm), codes.len());
-            let want: f64 = pcm.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-            let got = f64::from(law.energy(&codes));
-            assert!(
-                (got - want).abs() <= 1e-6 * want,
-                "{law:?}: {got} vs {want}"
-            );
             let mut plain = vec![0i16; codes.len()];
             match law {
                 Law::Ulaw => ulaw_decode(&codes, &mut plain),
                 Law::Alaw => alaw_decode(&codes, &mut plain),
             };
             assert_eq!(pcm, plain);
+            // Every length (the vector passes and the tail) and every start, both builds:
+            // the exact sum of squares, rounded once.
+            for start in [0, 1, 5, 31] {
+                for len in 0..codes.len() - start {
+                    let span = &codes[start..start + len];
+                    let want: i64 = pcm[start..start + len]
+                        .iter()
+                        .map(|&v| i64::from(v) * i64::from(v))
+                        .sum();
+                    let (wide, narrow) = crate::processing::simd::both_builds(|| law.energy(span));
+                    assert_eq!(
+                        wide.to_bits(),
+                        (want as f32).to_bits(),
+                        "{law:?} {start}+{len}"
+                    );
+                    assert_eq!(narrow.to_bits(), wide.to_bits(), "{law:?} {start}+{len}");
+                }
+            }
         }
         assert_eq!(Law::Ulaw.energy(&[]), 0.0);
     }

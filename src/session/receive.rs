@@ -165,6 +165,8 @@ pub struct ReceiveChannel<T> {
     /// Samples to play before the next time-scale change is allowed (spaces out stretches
     /// so a draining buffer is not expanded frame after frame).
     stretch_cooldown: usize,
+    /// Time-scale changes refused in a row (each lengthens the next cooldown).
+    stretch_refusals: u8,
     /// Smoothed pre-playout buffer level (timestamp units), so phase wobble between packet
     /// arrival and playout does not trigger time-scale changes.
     level_avg: f32,
@@ -238,6 +240,7 @@ impl<T> ReceiveChannel<T> {
             conceal_limit: (cfg.jitter.max_conceal_ms as usize * cfg.sample_rate_hz as usize)
                 / 1000,
             stretch_cooldown: 0,
+            stretch_refusals: 0,
             level_avg: 0.0,
             clock_rate_hz: cfg.jitter.clock_rate_hz.max(1),
             codec_conceal_run: 0,
@@ -532,8 +535,15 @@ impl<T> ReceiveChannel<T> {
                 }
             }
             if k == len {
-                // Refused (not periodic enough): do not retry the analysis every frame.
-                self.stretch_cooldown = 2 * frame;
+                // Refused (not periodic enough): do not retry the analysis every frame,
+                // and after refusals in a row (aperiodic audio: noise, music, unvoiced
+                // stretches) wait longer, 2, 4, 8, then 16 frames: a stream that never
+                // correlates costs one analysis (~22 k instructions at 8 kHz) per 320 ms
+                // rather than per 60 ms.
+                self.stretch_cooldown = (2 << self.stretch_refusals.min(3)) * frame;
+                self.stretch_refusals = self.stretch_refusals.saturating_add(1);
+            } else {
+                self.stretch_refusals = 0;
             }
             if self.sync_len < frame {
                 self.fill(frame, &mut rep, decode, release);
@@ -918,6 +928,53 @@ mod tests {
             }
             assert!(relayed >= 50, "{relayed} relayed");
         }
+    }
+
+    /// "Decodes" packet k as 160 samples of loud white noise (nothing periodic to splice).
+    fn dec_noise(item: &u32, out: &mut [i16]) -> usize {
+        let mut x = item.wrapping_mul(2_654_435_761) | 1;
+        for v in &mut out[..160] {
+            x = crate::processing::audio::plc::xorshift32(x);
+            *v = (x >> 16) as i16 / 4;
+        }
+        160
+    }
+
+    #[test]
+    fn refused_time_scale_changes_back_off_on_aperiodic_audio() {
+        let mut c = chan();
+        let mut pool = StretchPool::new(120);
+        let mut out = [0i16; 160];
+        // A 400 ms surplus of noise, then one packet per frame: the buffer stays far above
+        // target, so each frame may shorten, and the analysis refuses every time.
+        let mut next = 0u32;
+        for _ in 0..20 {
+            c.insert(160 * next, 160, next == 0, 0, next, &mut |_| {});
+            next += 1;
+        }
+        let mut attempts = vec![];
+        for f in 0..120u32 {
+            c.insert(160 * next, 160, false, 0, next, &mut |_| {});
+            next += 1;
+            let before = c.stretch_refusals;
+            let r = c.get_frame(
+                &mut out,
+                &mut pool,
+                false,
+                false,
+                &mut dec_noise,
+                &mut |_| {},
+            );
+            assert_eq!(r.accelerated, 0, "noise never splices");
+            if c.stretch_refusals != before {
+                attempts.push(f);
+            }
+        }
+        let gaps: Vec<u32> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+        // Cooldowns of 2, 4, 8, then 16 frames between analyses.
+        assert!(gaps.len() >= 6, "{attempts:?}");
+        assert_eq!(&gaps[..4], &[3, 5, 9, 17], "{attempts:?}");
+        assert!(gaps[4..].iter().all(|&g| g == 17), "{attempts:?}");
     }
 
     #[test]

@@ -1078,7 +1078,7 @@ impl PcmPlc {
 /// One step of Marsaglia's xorshift32 (2003): period 2^32 - 1, never reaches 0 from a
 /// non-zero state.
 #[inline]
-fn xorshift32(mut x: u32) -> u32 {
+pub(crate) fn xorshift32(mut x: u32) -> u32 {
     x ^= x << 13;
     x ^= x >> 17;
     x ^= x << 5;

@@ -1195,24 +1195,45 @@ fn min_of(x: &[f32]) -> f32 {
     lanes.iter().fold(tail, |m, &v| m.min(v))
 }
 
-/// Σ x² in f32, summed in eight independent lanes so the compiler vectorises it (a 64-bit
-/// integer sum does not): this runs on every received frame.
+/// Σ x², the exact integer sum rounded once to f32: the same value
+/// [`Law::energy`] gives for the codes a decoded frame came from, so a stream's levels do
+/// not depend on whether it was fed decoded or as codes. Runs on every received frame.
 #[inline]
 fn energy(x: &[i16]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let mut chunks = x.chunks_exact(8);
+    crate::processing::simd::avx2_or_portable!(energy_avx2(x), energy_exact(x)) as f32
+}
+
+/// Σ x² exactly: each square fits u32 (at most 2^30), their sum u64.
+#[inline]
+fn energy_exact(x: &[i16]) -> u64 {
+    x.iter()
+        .map(|&v| u64::from((i32::from(v) * i32::from(v)) as u32))
+        .sum()
+}
+
+/// [`energy`]'s AVX2 build: 16 samples per multiply-add (pairs of squares, at most 2^31,
+/// read as u32), widened into u64 lanes; exact, so both builds give the same bits.
+///
+/// # Safety
+/// The CPU must run AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn energy_avx2(x: &[i16]) -> u64 {
+    use core::arch::x86_64::*;
+    let zero = _mm256_setzero_si256();
+    let mut acc = zero;
+    let mut chunks = x.chunks_exact(16);
     for c in &mut chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            let v = f32::from(v);
-            *l += v * v;
-        }
+        // SAFETY: `c` is 16 i16s, 32 bytes, what an unaligned 256-bit load reads.
+        let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
+        let sq = _mm256_madd_epi16(v, v);
+        acc = _mm256_add_epi64(acc, _mm256_unpacklo_epi32(sq, zero));
+        acc = _mm256_add_epi64(acc, _mm256_unpackhi_epi32(sq, zero));
     }
-    let tail: f32 = chunks
-        .remainder()
-        .iter()
-        .map(|&v| f32::from(v) * f32::from(v))
-        .sum();
-    lanes.iter().sum::<f32>() + tail
+    let mut lanes = [0u64; 4];
+    // SAFETY: `lanes` is 32 bytes, what an unaligned 256-bit store writes.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
+    lanes.iter().sum::<u64>() + energy_exact(chunks.remainder())
 }
 
 #[cfg(test)]
@@ -1606,6 +1627,37 @@ mod tests {
                 assert!(same_bits(&wide.2, &narrow.2), "{rate} Hz, f0 {f0}: scores");
                 assert!(wide.2.iter().any(|&s| s != 0.0));
             }
+        }
+    }
+
+    #[test]
+    fn frame_energy_is_the_exact_sum_of_squares_in_both_builds() {
+        let mut x = 5u32;
+        let mut pcm: Vec<i16> = (0..700)
+            .map(|_| {
+                x = xorshift32(x);
+                x as i16
+            })
+            .collect();
+        // The extremes: a pair of -32768 squares sums to 2^31.
+        pcm[..40].fill(i16::MIN);
+        pcm[40..60].fill(i16::MAX);
+        for (start, len) in [(0, 700), (0, 33), (1, 160), (17, 80), (3, 15), (0, 0)] {
+            let span = &pcm[start..start + len];
+            let want: u64 = span
+                .iter()
+                .map(|&v| (i64::from(v) * i64::from(v)) as u64)
+                .sum();
+            let (wide, narrow) = crate::processing::simd::both_builds(|| energy(span));
+            assert_eq!(wide.to_bits(), (want as f32).to_bits(), "{start}+{len}");
+            assert_eq!(narrow.to_bits(), wide.to_bits(), "{start}+{len}");
+        }
+        // The same value as the codes' energy, for every code.
+        let codes: Vec<u8> = (0..=255).collect();
+        for law in [Law::Ulaw, Law::Alaw] {
+            let mut dec = vec![0i16; 256];
+            law.decode(&codes, &mut dec);
+            assert_eq!(energy(&dec).to_bits(), law.energy(&codes).to_bits());
         }
     }
 

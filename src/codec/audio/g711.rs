@@ -412,7 +412,7 @@ const fn build_alaw_decode_table() -> [i16; 256] {
 /// setup). Output is identical to [`ulaw_encode_sample`] on every sample.
 ///
 /// Called on the real-time thread: no allocation, no panic. The AVX2 build computes
-/// the law 16 samples at a time ([`encode_avx2`]); the portable one looks each sample
+/// the law 16 samples at a time; the portable one looks each sample
 /// up in a table.
 pub fn ulaw_encode(pcm: &[i16], out: &mut [u8]) -> usize {
     crate::processing::simd::avx2_or_portable!(
@@ -469,7 +469,7 @@ fn ulaw_decode_table(codes: &[u8], out: &mut [i16], from: usize) -> usize {
 /// [`alaw_encode_sample`] on every sample.
 ///
 /// Called on the real-time thread: no allocation, no panic. The AVX2 build computes
-/// the law 16 samples at a time ([`encode_avx2`]); the portable one looks each sample
+/// the law 16 samples at a time; the portable one looks each sample
 /// up in a table.
 pub fn alaw_encode(pcm: &[i16], out: &mut [u8]) -> usize {
     crate::processing::simd::avx2_or_portable!(

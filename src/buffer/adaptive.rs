@@ -86,7 +86,7 @@ pub struct DelayManager {
     ts_offset: i64,
     last_ts: u32,
     min_rel_ms: f64,
-    packets: u32,
+    packets: u64,
     target_ms: u32,
     last_jitter_ms: f64,
     cfg: JitterConfig,
@@ -140,7 +140,7 @@ impl DelayManager {
         } else {
             rel.min(self.min_rel_ms + 0.02 * dur_ms.max(0.0))
         };
-        self.packets = self.packets.saturating_add(1);
+        self.packets += 1;
         let jitter = (rel - self.min_rel_ms).max(0.0);
         self.last_jitter_ms = jitter;
         let b = ((jitter / BUCKET_MS) as usize).min(BUCKETS - 1);

@@ -69,19 +69,12 @@ impl Default for JitterConfig {
 
 const BUCKET_MS: f64 = 20.0;
 const BUCKETS: usize = 32;
-/// [`DelayManager`] renormalises its histogram when the packet weight passes this (2^64).
-const RESCALE_AT: f32 = 1.844_674_4e19;
 
 /// Estimates the target playout delay from packet arrival times (see module docs).
 #[derive(Debug, Clone)]
 pub struct DelayManager {
-    /// The delay histogram scaled by `scale` (see [`DelayManager::update`]).
     hist: [f32; BUCKETS],
-    /// Σ `hist`, scaled alike.
     mass: f32,
-    /// `1 / forget_factor^packets` since the last renormalisation: the weight a packet
-    /// adds, so forgetting touches one bucket per packet instead of decaying all 32.
-    scale: f32,
     reference: Option<(u64, u32)>,
     ts_offset: i64,
     last_ts: u32,
@@ -103,7 +96,6 @@ impl DelayManager {
         DelayManager {
             hist: [0.0; BUCKETS],
             mass: 0.0,
-            scale: 1.0,
             reference: None,
             ts_offset: 0,
             last_ts: 0,
@@ -144,28 +136,12 @@ impl DelayManager {
         let jitter = (rel - self.min_rel_ms).max(0.0);
         self.last_jitter_ms = jitter;
         let b = ((jitter / BUCKET_MS) as usize).min(BUCKETS - 1);
-        // Exponential forgetting, h <- f·h + (1 - f)·[bucket b], kept as h·scale with
-        // scale growing by 1/f per packet: only bucket b and the mass change. The quantile
-        // compares ratios, which the common scale does not move; every ~8,800 packets (at
-        // f = 0.995) everything is scaled back to 1, buckets fallen below 2^-100 of the
-        // mass to zero (no denormals).
         let f = self.cfg.forget_factor;
-        self.scale /= f;
-        if self.scale > RESCALE_AT || !self.scale.is_finite() {
-            let inv = 1.0 / self.scale;
-            let tiny = self.mass * inv * 1e-30;
-            for h in self.hist.iter_mut() {
-                *h *= inv;
-                if *h < tiny {
-                    *h = 0.0;
-                }
-            }
-            self.mass *= inv;
-            self.scale = 1.0;
+        for h in self.hist.iter_mut() {
+            *h *= f;
         }
-        let w = (1.0 - f) * self.scale;
-        self.hist[b] += w;
-        self.mass += w;
+        self.hist[b] += 1.0 - f;
+        self.mass = self.mass * f + (1.0 - f);
         if self.packets >= 8 {
             let want = self.cfg.quantile * self.mass;
             let mut acc = 0.0;
@@ -1062,51 +1038,6 @@ mod tests {
             "target {}",
             d.target_ms()
         );
-    }
-
-    #[test]
-    fn the_lazily_scaled_histogram_gives_the_decayed_histogram_targets() {
-        // The direct definition (every bucket decayed every packet, in f64) against the
-        // estimator, over enough packets for several renormalisations, on jitter whose
-        // spread changes so old buckets must be forgotten.
-        let cfg = JitterConfig::default();
-        let mut d = DelayManager::new(cfg);
-        let (mut hist, mut mass) = ([0f64; BUCKETS], 0f64);
-        let f = f64::from(cfg.forget_factor);
-        let mut x = 7u32;
-        let mut disagree = 0;
-        for k in 0..40_000u64 {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            let spread = if (k / 5_000) % 2 == 0 { 150 } else { 30 };
-            let late = u64::from(x % spread) * 1_000_000;
-            d.update((160 * k) as u32, 1 + k * 20_000_000 + late, 20.0);
-            let b = ((d.last_jitter_ms() / BUCKET_MS) as usize).min(BUCKETS - 1);
-            for h in hist.iter_mut() {
-                *h *= f;
-            }
-            hist[b] += 1.0 - f;
-            mass = mass * f + (1.0 - f);
-            let want = f64::from(cfg.quantile) * mass;
-            let mut acc = 0.0;
-            let k_ref = hist
-                .iter()
-                .position(|h| {
-                    acc += h;
-                    acc >= want
-                })
-                .unwrap_or(BUCKETS - 1);
-            let q_ms =
-                (((k_ref + 1) as f64 * BUCKET_MS) as u32).clamp(cfg.min_delay_ms, cfg.max_delay_ms);
-            if k >= 8 && q_ms != d.target_ms() {
-                disagree += 1;
-            }
-        }
-        assert!(d.scale < RESCALE_AT && d.scale >= 1.0);
-        // Rounding could tip a quantile that sits exactly on a bucket boundary; on this
-        // sequence none does (the run is deterministic).
-        assert_eq!(disagree, 0, "{disagree} of 40,000 targets differ");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use media_core::codec::audio::g711;
+use media_core::processing::simd;
 
 /// Samples in a 20 ms frame at 8 kHz.
 const FRAME_SAMPLES: usize = 160;
@@ -58,9 +59,16 @@ fn bench_law<E, D, ES, DS>(
 
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(FRAME_SAMPLES as u64));
+    // The frame functions as the lanes call them (the AVX2 build where the CPU has it),
+    // then forced to the portable table-driven build.
+    group.bench_function("encode_frame", |b| {
+        b.iter(|| encode(black_box(&pcm), black_box(&mut out_codes)))
+    });
+    simd::force_portable(true);
     group.bench_function("encode_table", |b| {
         b.iter(|| encode(black_box(&pcm), black_box(&mut out_codes)))
     });
+    simd::force_portable(false);
     group.bench_function("encode_computed", |b| {
         b.iter(|| {
             for (code, &x) in black_box(&mut out_codes).iter_mut().zip(black_box(&pcm)) {
@@ -68,9 +76,14 @@ fn bench_law<E, D, ES, DS>(
             }
         })
     });
+    group.bench_function("decode_frame", |b| {
+        b.iter(|| decode(black_box(&codes), black_box(&mut out_pcm)))
+    });
+    simd::force_portable(true);
     group.bench_function("decode_table", |b| {
         b.iter(|| decode(black_box(&codes), black_box(&mut out_pcm)))
     });
+    simd::force_portable(false);
     group.bench_function("decode_computed", |b| {
         b.iter(|| {
             for (x, &code) in black_box(&mut out_pcm).iter_mut().zip(black_box(&codes)) {

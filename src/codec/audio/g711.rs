@@ -9,10 +9,11 @@
 //!   `alaw_expand`). They are `const fn`, written from the standard, and are the
 //!   single source of truth.
 //! - **Frame functions** ([`ulaw_encode`], [`ulaw_decode`], [`alaw_encode`],
-//!   [`alaw_decode`]) are what the lanes call. They look each sample up in a
-//!   table that the compiler builds *from the sample functions* at compile time,
-//!   so the fast path cannot drift from the computed one (the unit tests also
-//!   compare them over every input).
+//!   [`alaw_decode`]) are what the lanes call. The portable build looks each
+//!   sample up in a table that the compiler builds *from the sample functions* at
+//!   compile time, so it cannot drift from the computed law; on a CPU with AVX2
+//!   the law is computed 16 samples at a time instead (2-3x faster). The unit
+//!   tests compare both builds with the sample functions over every input.
 //!
 //! Linear samples are signed 16-bit PCM. G.711 quantises a 14-bit (µ-law) or
 //! 13-bit (A-law) uniform signal; as in G.191, those are the most significant
@@ -42,8 +43,7 @@
 /// sign bit `0x80`; `0` encodes to `0xFF`, `-1` to `0x7F`, `32767` to `0x80` and
 /// `-32768` to `0x00`. Bit-exact with ITU-T G.191 `ulaw_compress`.
 ///
-/// Real-time safe; never panics. For whole frames prefer [`ulaw_encode`], which
-/// is table-driven.
+/// Real-time safe; never panics. For whole frames prefer [`ulaw_encode`].
 pub const fn ulaw_encode_sample(x: i16) -> u8 {
     // G.191: 14-bit right-justified magnitude; one's complement for negative
     // samples so the quantiser is symmetric about -0.5 over the i16 range.
@@ -108,8 +108,7 @@ pub const fn ulaw_decode_sample(c: u8) -> i16 {
 /// to `0x55`, `32767` to `0xAA` and `-32768` to `0x2A`. Bit-exact with ITU-T
 /// G.191 `alaw_compress`.
 ///
-/// Real-time safe; never panics. For whole frames prefer [`alaw_encode`], which
-/// is table-driven.
+/// Real-time safe; never panics. For whole frames prefer [`alaw_encode`].
 pub const fn alaw_encode_sample(x: i16) -> u8 {
     // 13 MSBs, x >> 3, in sign-magnitude with one's complement for negative
     // samples (G.191); the lowest bit of the 13-bit word is below A-law's finest
@@ -402,7 +401,7 @@ const fn build_alaw_decode_table() -> [i16; 256] {
 }
 
 // ---------------------------------------------------------------------------
-// Frame functions: table driven, what the lanes call.
+// Frame functions: what the lanes call (AVX2 where the CPU has it, else tables).
 // ---------------------------------------------------------------------------
 
 /// Encodes a frame of linear samples to µ-law, one code byte per sample.

@@ -72,6 +72,41 @@ macro_rules! avx2_or_portable {
 }
 pub(crate) use avx2_or_portable;
 
+/// AVX2 building blocks the hand-written kernels share (G.711 frames and energies, the
+/// concealer's frame energy). Callable only from code built with AVX2 enabled.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2_parts {
+    use core::arch::x86_64::*;
+
+    /// A 16-byte table in both 128-bit halves, for byte shuffles (`_mm256_shuffle_epi8`
+    /// looks up within each half).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn table16(t: [u8; 16]) -> __m256i {
+        // SAFETY: `t` is 16 bytes, what an unaligned 128-bit load reads.
+        _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(t.as_ptr().cast()) })
+    }
+
+    /// `acc` (four u64 lanes) plus the eight u32 lanes of `x`, widened: exact.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn add_u32_to_u64(acc: __m256i, x: __m256i) -> __m256i {
+        let zero = _mm256_setzero_si256();
+        let acc = _mm256_add_epi64(acc, _mm256_unpacklo_epi32(x, zero));
+        _mm256_add_epi64(acc, _mm256_unpackhi_epi32(x, zero))
+    }
+
+    /// The sum of the four u64 lanes of `acc`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn sum_u64(acc: __m256i) -> u64 {
+        let mut lanes = [0u64; 4];
+        // SAFETY: `lanes` is 32 bytes, what an unaligned 256-bit store writes.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
+        lanes.iter().sum()
+    }
+}
+
 /// Serialises the tests that switch [`force_portable`] (a process-wide setting), so one
 /// test's switch does not land inside another's comparison. Test builds only.
 #[cfg(test)]

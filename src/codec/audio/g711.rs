@@ -258,24 +258,19 @@ impl Law {
                 Law::Ulaw => energy_avx2::<true>(codes),
                 Law::Alaw => energy_avx2::<false>(codes),
             },
-            energy_table(self, codes, 0)
+            energy_table(self, codes)
         ) as f32
     }
 }
 
-/// Σ x² of the decoded `codes[from..]` from a table of each code's square.
+/// Σ x² of the decoded `codes` from a table of each code's square.
 #[inline]
-fn energy_table(law: Law, codes: &[u8], from: usize) -> u64 {
+fn energy_table(law: Law, codes: &[u8]) -> u64 {
     let sq = match law {
         Law::Ulaw => &ULAW_SQUARES,
         Law::Alaw => &ALAW_SQUARES,
     };
-    codes
-        .get(from..)
-        .unwrap_or_default()
-        .iter()
-        .map(|&c| u64::from(sq[usize::from(c)]))
-        .sum()
+    codes.iter().map(|&c| u64::from(sq[usize::from(c)])).sum()
 }
 
 /// [`Law::energy`]'s AVX2 build. A code's magnitude is `(base[m] + seg_base[e]) *
@@ -291,6 +286,7 @@ fn energy_table(law: Law, codes: &[u8], from: usize) -> u64 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn energy_avx2<const ULAW: bool>(codes: &[u8]) -> u64 {
+    use crate::processing::simd::avx2_parts::{add_u32_to_u64, sum_u64, table16};
     use core::arch::x86_64::*;
     #[rustfmt::skip]
     let (flip, base, seg_base, step, bias, scale): (i8, [u8; 16], [u8; 8], [u8; 8], i16, u64) = match ULAW {
@@ -314,12 +310,9 @@ unsafe fn energy_avx2<const ULAW: bool>(codes: &[u8]) -> u64 {
     let table8 = |t: [u8; 8]| {
         let mut w = [0u8; 16];
         w[..8].copy_from_slice(&t);
-        w
+        table16(w)
     };
-    // SAFETY: `t` is 16 bytes, what an unaligned 128-bit load reads.
-    let lane =
-        |t: [u8; 16]| _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(t.as_ptr().cast()) });
-    let (base, seg_base, step) = (lane(base), lane(table8(seg_base)), lane(table8(step)));
+    let (base, seg_base, step) = (table16(base), table8(seg_base), table8(step));
     let (flip, low4, low3) = (
         _mm256_set1_epi8(flip),
         _mm256_set1_epi8(0x0F),
@@ -346,15 +339,11 @@ unsafe fn energy_avx2<const ULAW: bool>(codes: &[u8]) -> u64 {
         );
         _mm256_add_epi32(_mm256_madd_epi16(lo, lo), _mm256_madd_epi16(hi, hi))
     };
-    let widen = |acc: __m256i, sq: __m256i| {
-        let acc = _mm256_add_epi64(acc, _mm256_unpacklo_epi32(sq, zero));
-        _mm256_add_epi64(acc, _mm256_unpackhi_epi32(sq, zero))
-    };
     let mut acc = _mm256_setzero_si256();
     let mut chunks = codes.chunks_exact(32);
     for c in &mut chunks {
         // SAFETY: `c` is 32 bytes, what an unaligned 256-bit load reads.
-        acc = widen(
+        acc = add_u32_to_u64(
             acc,
             squares(unsafe { _mm256_loadu_si256(c.as_ptr().cast()) }),
         );
@@ -366,18 +355,11 @@ unsafe fn energy_avx2<const ULAW: bool>(codes: &[u8]) -> u64 {
         // SAFETY: `half` is 16 bytes, what an unaligned 128-bit load reads.
         let x = _mm256_zextsi128_si256(unsafe { _mm_loadu_si128(half.as_ptr().cast()) });
         let low_half = _mm256_zextsi128_si256(_mm_set1_epi32(-1));
-        acc = widen(acc, _mm256_and_si256(squares(x), low_half));
+        acc = add_u32_to_u64(acc, _mm256_and_si256(squares(x), low_half));
         rest = tail;
     }
-    let mut lanes = [0u64; 4];
-    // SAFETY: `lanes` is 32 bytes, what an unaligned 256-bit store writes.
-    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
-    let vector: u64 = lanes.iter().sum::<u64>() * scale;
-    if rest.is_empty() {
-        return vector;
-    }
     let law = if ULAW { Law::Ulaw } else { Law::Alaw };
-    vector + energy_table(law, codes, codes.len() - rest.len())
+    sum_u64(acc) * scale + energy_table(law, rest)
 }
 
 const fn build_ulaw_decode_table() -> [i16; 256] {
@@ -416,15 +398,11 @@ const fn build_alaw_decode_table() -> [i16; 256] {
 pub fn ulaw_encode(pcm: &[i16], out: &mut [u8]) -> usize {
     crate::processing::simd::avx2_or_portable!(
         encode_avx2::<true>(pcm, out),
-        ulaw_encode_table(pcm, out, 0)
+        ulaw_encode_table(pcm, out)
     )
 }
 
-fn ulaw_encode_table(pcm: &[i16], out: &mut [u8], from: usize) -> usize {
-    let (pcm, out) = (
-        pcm.get(from..).unwrap_or_default(),
-        out.get_mut(from..).unwrap_or_default(),
-    );
+fn ulaw_encode_table(pcm: &[i16], out: &mut [u8]) -> usize {
     let n = pcm.len().min(out.len());
     for (code, &x) in out.iter_mut().zip(pcm) {
         // The index is at most 0xFFFF >> 2 = 16383 < 16384, which the compiler
@@ -444,15 +422,11 @@ fn ulaw_encode_table(pcm: &[i16], out: &mut [u8], from: usize) -> usize {
 pub fn ulaw_decode(codes: &[u8], out: &mut [i16]) -> usize {
     crate::processing::simd::avx2_or_portable!(
         decode_avx2::<true>(codes, out),
-        ulaw_decode_table(codes, out, 0)
+        ulaw_decode_table(codes, out)
     )
 }
 
-fn ulaw_decode_table(codes: &[u8], out: &mut [i16], from: usize) -> usize {
-    let (codes, out) = (
-        codes.get(from..).unwrap_or_default(),
-        out.get_mut(from..).unwrap_or_default(),
-    );
+fn ulaw_decode_table(codes: &[u8], out: &mut [i16]) -> usize {
     let n = codes.len().min(out.len());
     for (x, &code) in out.iter_mut().zip(codes) {
         *x = ULAW_DECODE_TABLE[usize::from(code)];
@@ -473,15 +447,11 @@ fn ulaw_decode_table(codes: &[u8], out: &mut [i16], from: usize) -> usize {
 pub fn alaw_encode(pcm: &[i16], out: &mut [u8]) -> usize {
     crate::processing::simd::avx2_or_portable!(
         encode_avx2::<false>(pcm, out),
-        alaw_encode_table(pcm, out, 0)
+        alaw_encode_table(pcm, out)
     )
 }
 
-fn alaw_encode_table(pcm: &[i16], out: &mut [u8], from: usize) -> usize {
-    let (pcm, out) = (
-        pcm.get(from..).unwrap_or_default(),
-        out.get_mut(from..).unwrap_or_default(),
-    );
+fn alaw_encode_table(pcm: &[i16], out: &mut [u8]) -> usize {
     let n = pcm.len().min(out.len());
     for (code, &x) in out.iter_mut().zip(pcm) {
         // Index at most 0xFFFF >> 3 = 8191 < 8192: no bounds check emitted.
@@ -500,15 +470,11 @@ fn alaw_encode_table(pcm: &[i16], out: &mut [u8], from: usize) -> usize {
 pub fn alaw_decode(codes: &[u8], out: &mut [i16]) -> usize {
     crate::processing::simd::avx2_or_portable!(
         decode_avx2::<false>(codes, out),
-        alaw_decode_table(codes, out, 0)
+        alaw_decode_table(codes, out)
     )
 }
 
-fn alaw_decode_table(codes: &[u8], out: &mut [i16], from: usize) -> usize {
-    let (codes, out) = (
-        codes.get(from..).unwrap_or_default(),
-        out.get_mut(from..).unwrap_or_default(),
-    );
+fn alaw_decode_table(codes: &[u8], out: &mut [i16]) -> usize {
     let n = codes.len().min(out.len());
     for (x, &code) in out.iter_mut().zip(codes) {
         *x = ALAW_DECODE_TABLE[usize::from(code)];
@@ -528,6 +494,7 @@ fn alaw_decode_table(codes: &[u8], out: &mut [i16], from: usize) -> usize {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn decode_avx2<const ULAW: bool>(codes: &[u8], out: &mut [i16]) -> usize {
+    use crate::processing::simd::avx2_parts::table16;
     use core::arch::x86_64::*;
     let n = codes.len().min(out.len());
     #[rustfmt::skip]
@@ -538,10 +505,7 @@ unsafe fn decode_avx2<const ULAW: bool>(codes: &[u8], out: &mut [i16]) -> usize 
         (0x55, [1, 33, 33, 33, 33, 33, 33, 33, 0, 0, 0, 0, 0, 0, 0, 0],
          [1, 1, 2, 4, 8, 16, 32, 64, 0, 0, 0, 0, 0, 0, 0, 0])
     };
-    // SAFETY: `t` is 16 bytes, what an unaligned 128-bit load reads.
-    let table =
-        |t: [u8; 16]| _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(t.as_ptr().cast()) });
-    let (seg_base, step) = (table(seg_base), table(step));
+    let (seg_base, step) = (table16(seg_base), table16(step));
     let flip = _mm256_set1_epi16(flip);
     let (low4, low3) = (_mm256_set1_epi16(0x0F), _mm256_set1_epi16(0x07));
     // Bit 7 of each lane's high byte: the shuffle writes 0 there, so each 16-bit lane
@@ -581,9 +545,9 @@ unsafe fn decode_avx2<const ULAW: bool>(codes: &[u8], out: &mut [i16]) -> usize 
         unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), v) };
     }
     if ULAW {
-        ulaw_decode_table(&codes[..n], &mut out[..n], whole);
+        ulaw_decode_table(&codes[whole..n], &mut out[whole..n]);
     } else {
-        alaw_decode_table(&codes[..n], &mut out[..n], whole);
+        alaw_decode_table(&codes[whole..n], &mut out[whole..n]);
     }
     n
 }
@@ -599,6 +563,7 @@ unsafe fn decode_avx2<const ULAW: bool>(codes: &[u8], out: &mut [i16]) -> usize 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn encode_avx2<const ULAW: bool>(pcm: &[i16], out: &mut [u8]) -> usize {
+    use crate::processing::simd::avx2_parts::table16;
     use core::arch::x86_64::*;
     let n = pcm.len().min(out.len());
     // Per 7-bit value v = 16h + l: seg = max(high[h], low[l]) (high[0] = 0, and
@@ -618,11 +583,12 @@ unsafe fn encode_avx2<const ULAW: bool>(pcm: &[i16], out: &mut [u8]) -> usize {
          [0x10, 0x10, 0x08, 0x04, 0x02, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
          [0, 0, 0, 0, 0, 0, 0x80, 0x40, 0, 0, 0, 0, 0, 0, 0, 0])
     };
-    // SAFETY: `t` is 16 bytes, what an unaligned 128-bit load reads.
-    let table =
-        |t: [u8; 16]| _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(t.as_ptr().cast()) });
-    let (high, low, mult_high, mult_low) =
-        (table(high), table(low), table(mult_high), table(mult_low));
+    let (high, low, mult_high, mult_low) = (
+        table16(high),
+        table16(low),
+        table16(mult_high),
+        table16(mult_low),
+    );
     let (low4, low_byte) = (_mm256_set1_epi16(0x0F), _mm256_set1_epi16(0xFF));
     let positive = _mm256_set1_epi16(0x80);
     let whole = n - n % 16;
@@ -690,9 +656,9 @@ unsafe fn encode_avx2<const ULAW: bool>(pcm: &[i16], out: &mut [u8]) -> usize {
         unsafe { _mm_storeu_si128(o.as_mut_ptr().cast(), _mm256_castsi256_si128(packed)) };
     }
     if ULAW {
-        ulaw_encode_table(&pcm[..n], &mut out[..n], whole);
+        ulaw_encode_table(&pcm[whole..n], &mut out[whole..n]);
     } else {
-        alaw_encode_table(&pcm[..n], &mut out[..n], whole);
+        alaw_encode_table(&pcm[whole..n], &mut out[whole..n]);
     }
     n
 }

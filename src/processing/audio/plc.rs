@@ -1219,21 +1219,16 @@ fn energy_exact(x: &[i16]) -> u64 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn energy_avx2(x: &[i16]) -> u64 {
+    use crate::processing::simd::avx2_parts::{add_u32_to_u64, sum_u64};
     use core::arch::x86_64::*;
-    let zero = _mm256_setzero_si256();
-    let mut acc = zero;
+    let mut acc = _mm256_setzero_si256();
     let mut chunks = x.chunks_exact(16);
     for c in &mut chunks {
         // SAFETY: `c` is 16 i16s, 32 bytes, what an unaligned 256-bit load reads.
         let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
-        let sq = _mm256_madd_epi16(v, v);
-        acc = _mm256_add_epi64(acc, _mm256_unpacklo_epi32(sq, zero));
-        acc = _mm256_add_epi64(acc, _mm256_unpackhi_epi32(sq, zero));
+        acc = add_u32_to_u64(acc, _mm256_madd_epi16(v, v));
     }
-    let mut lanes = [0u64; 4];
-    // SAFETY: `lanes` is 32 bytes, what an unaligned 256-bit store writes.
-    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
-    lanes.iter().sum::<u64>() + energy_exact(chunks.remainder())
+    sum_u64(acc) + energy_exact(chunks.remainder())
 }
 
 #[cfg(test)]

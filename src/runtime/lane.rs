@@ -55,10 +55,6 @@ const INSERT_AHEAD: usize = 4;
 /// The encode stage starts loading a frame's send state this many frames ahead (1 before:
 /// +1-3% relay-pcmu at 10,000 calls).
 const ENCODE_AHEAD: usize = 3;
-/// Playout prefetch steps ([`PlayPrefetch`]): headers, rings and packet slot, packet bytes,
-/// this many due sessions ahead. Each play is longer (~0.3-0.5 µs); 6 / 4 / 2 measured
-/// no better.
-const PLAY_AHEAD: [usize; 3] = [3, 2, 1];
 
 /// Sizes of one lane's fixed resources.
 #[derive(Debug, Clone, Copy)]
@@ -356,14 +352,7 @@ impl JitterStage {
     #[inline]
     fn prefetch_ingress(&mut self) {
         let (packets, sessions, cells) = (&self.packets, &self.sessions, &self.shared.sessions);
-        prefetch::ahead_by(&mut self.ingress, INGRESS_AHEAD, |i, t| {
-            if i == INGRESS_AHEAD - 1 {
-                packets.prefetch(t);
-                return;
-            }
-            if i != INGRESS_AHEAD / 2 - 1 {
-                return;
-            }
+        prefetch::at(&mut self.ingress, INGRESS_AHEAD / 2 - 1, |t| {
             let session = packets.with(t, |p| {
                 prefetch::line(p.bytes.as_ptr());
                 p.session
@@ -373,6 +362,9 @@ impl JitterStage {
                 prefetch::object(part);
                 prefetch::line(cell);
             }
+        });
+        prefetch::at(&mut self.ingress, INGRESS_AHEAD - 1, |t| {
+            packets.prefetch(t)
         });
     }
 
@@ -663,23 +655,21 @@ impl DecodeStage {
                 // Three steps, each a session apart, so each step's loads have arrived when
                 // the next step reads them: headers, then rings and packet slot, then
                 // packet bytes.
-                for &ahead in due.iter().take(PLAY_AHEAD[0]) {
+                // (Six, four and two sessions ahead measured no better: session 11.)
+                for &ahead in due.iter().take(3) {
                     self.prefetch_play(ahead, PlayPrefetch::Headers);
                 }
-                for &ahead in due.iter().take(PLAY_AHEAD[1]) {
+                for &ahead in due.iter().take(2) {
                     self.prefetch_play(ahead, PlayPrefetch::Rings);
                 }
-                for &ahead in due.iter().take(PLAY_AHEAD[2]).skip(1) {
-                    self.prefetch_play(ahead, PlayPrefetch::Bytes);
-                }
                 for (i, &d) in due.iter().enumerate() {
-                    if let Some(&ahead) = due.get(i + PLAY_AHEAD[0]) {
+                    if let Some(&ahead) = due.get(i + 3) {
                         self.prefetch_play(ahead, PlayPrefetch::Headers);
                     }
-                    if let Some(&ahead) = due.get(i + PLAY_AHEAD[1]) {
+                    if let Some(&ahead) = due.get(i + 2) {
                         self.prefetch_play(ahead, PlayPrefetch::Rings);
                     }
-                    if let Some(&ahead) = due.get(i + PLAY_AHEAD[2]) {
+                    if let Some(&ahead) = due.get(i + 1) {
                         self.prefetch_play(ahead, PlayPrefetch::Bytes);
                     }
                     self.play(d);
@@ -725,19 +715,20 @@ impl DecodeStage {
     #[inline]
     fn prefetch_insert(&mut self) {
         let (packets, sessions) = (&self.packets, &self.sessions);
-        prefetch::ahead_by(&mut self.input, INSERT_AHEAD, |i, msg| {
-            let ToDecode::Packet { slot, pkt, .. } = msg else {
-                return;
-            };
-            let Some(entry) = sessions.get(*slot as usize) else {
-                return;
-            };
-            if i == INSERT_AHEAD - 1 {
-                prefetch::line(entry);
-                packets.prefetch(pkt);
-            } else if let (true, Some(part)) = (i == INSERT_AHEAD / 2 - 1, entry.as_ref()) {
-                prefetch::line(&part.decoders);
-                part.receive.buffer.prefetch_insert();
+        prefetch::at(&mut self.input, INSERT_AHEAD / 2 - 1, |msg| {
+            if let ToDecode::Packet { slot, .. } = msg {
+                if let Some(part) = sessions.get(*slot as usize).and_then(|e| e.as_ref()) {
+                    prefetch::line(&part.decoders);
+                    part.receive.buffer.prefetch_insert();
+                }
+            }
+        });
+        prefetch::at(&mut self.input, INSERT_AHEAD - 1, |msg| {
+            if let ToDecode::Packet { slot, pkt, .. } = msg {
+                if let Some(entry) = sessions.get(*slot as usize) {
+                    prefetch::line(entry);
+                    packets.prefetch(pkt);
+                }
             }
         });
     }
@@ -1403,8 +1394,8 @@ impl EncodeStage {
     #[inline]
     fn prefetch_next(&mut self) {
         let sessions = &self.sessions;
-        prefetch::ahead_by(&mut self.input, ENCODE_AHEAD, |i, msg| {
-            if let (true, Downstream::Frame { dst, .. }) = (i == ENCODE_AHEAD - 1, msg) {
+        prefetch::at(&mut self.input, ENCODE_AHEAD - 1, |msg| {
+            if let Downstream::Frame { dst, .. } = msg {
                 if let Some(part) = sessions.get(*dst as usize) {
                     prefetch::object(part);
                 }

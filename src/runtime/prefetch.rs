@@ -94,19 +94,30 @@ fn lines(p: *const u8, len: usize, fetch: impl Fn(*const u8)) {
 /// Shows `visit` the next two items queued in `ring` (the next one as 0), without taking
 /// them: how a stage looks ahead to prefetch for the items it will pop next.
 #[inline(always)]
-pub fn ahead<T>(ring: &mut rtrb::Consumer<T>, visit: impl FnMut(usize, &T)) {
-    ahead_by(ring, 2, visit);
-}
-
-/// Like [`ahead`], for the next `n` items.
-#[inline(always)]
-pub fn ahead_by<T>(ring: &mut rtrb::Consumer<T>, n: usize, mut visit: impl FnMut(usize, &T)) {
-    let n = ring.slots().min(n);
+pub fn ahead<T>(ring: &mut rtrb::Consumer<T>, mut visit: impl FnMut(usize, &T)) {
+    let n = ring.slots().min(2);
     // Cannot fail: `n` items are available. Dropping the chunk uncommitted takes nothing.
     if let Ok(chunk) = ring.read_chunk(n) {
         let (a, b) = chunk.as_slices();
         for (i, item) in a.iter().chain(b).enumerate() {
             visit(i, item);
+        }
+    }
+}
+
+/// Shows `visit` the item `k` places ahead in `ring` (the next one as 0), if that many
+/// are queued, without taking it: how a stage prefetches for an item further ahead.
+#[inline(always)]
+pub fn at<T>(ring: &mut rtrb::Consumer<T>, k: usize, visit: impl FnOnce(&T)) {
+    if ring.slots() <= k {
+        return;
+    }
+    // Cannot fail: `k + 1` items are available. Dropping the chunk uncommitted takes
+    // nothing.
+    if let Ok(chunk) = ring.read_chunk(k + 1) {
+        let (a, b) = chunk.as_slices();
+        if let Some(item) = a.get(k).or_else(|| b.get(k - a.len())) {
+            visit(item);
         }
     }
 }

@@ -104,35 +104,33 @@ const WARMUP_S: f64 = 2.0;
 const MAX_STALL_TICKS: u64 = 10;
 
 /// Overrun ticks of one lane in a row: one late wake-up and the catching up after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 struct Stall {
     lane: u16,
     first_tick: u64,
     ticks: u64,
-    max_late_ns: u64,
 }
 
 /// Groups `(lane, tick, late_ns)` overruns at or after tick `from` into stalls (runs of
-/// consecutive ticks on one lane), in order of their first tick.
+/// consecutive ticks on one lane).
 fn stalls(overruns: &[(u16, u64, u64)], from: u64) -> Vec<Stall> {
-    let mut sorted: Vec<_> = overruns.iter().filter(|o| o.1 >= from).copied().collect();
+    let mut sorted: Vec<(u16, u64)> = overruns
+        .iter()
+        .filter(|o| o.1 >= from)
+        .map(|&(lane, tick, _)| (lane, tick))
+        .collect();
     sorted.sort_unstable();
     let mut out: Vec<Stall> = Vec::new();
-    for (lane, tick, late) in sorted {
+    for (lane, tick) in sorted {
         match out.last_mut() {
-            Some(s) if s.lane == lane && s.first_tick + s.ticks == tick => {
-                s.ticks += 1;
-                s.max_late_ns = s.max_late_ns.max(late);
-            }
+            Some(s) if s.lane == lane && s.first_tick + s.ticks == tick => s.ticks += 1,
             _ => out.push(Stall {
                 lane,
                 first_tick: tick,
                 ticks: 1,
-                max_late_ns: late,
             }),
         }
     }
-    out.sort_by_key(|s| s.first_tick);
     out
 }
 /// Distinct tone frames per codec.

@@ -97,10 +97,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use realfft::num_complex::Complex;
-use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
+use rustfft::num_complex::Complex;
 
-use super::config::{block_len, check_rate, DspConfigError};
+use super::config::{block_len, check_rate, fast_exp, fast_ln, fast_sin_cos, DspConfigError};
+use super::ns::{shared_plan, NsPlan};
 
 type Complex32 = Complex<f32>;
 
@@ -252,53 +252,68 @@ impl Default for AecConfig {
     }
 }
 
-/// Real FFT plans of one length (`2N`) with their scratch.
+/// Real FFTs of `2N` points: the plan every noise suppressor at the rate shares (a complex
+/// FFT of `N` points and a split that vectorises, see [`NsPlan`]), with this canceller's
+/// work space.
 #[derive(Clone)]
 struct Fft {
-    forward: Arc<dyn RealToComplex<f32>>,
-    inverse: Arc<dyn ComplexToReal<f32>>,
-    scratch_forward: Box<[Complex32]>,
-    scratch_inverse: Box<[Complex32]>,
+    plan: Arc<NsPlan>,
+    /// The complex transform's values (`N`).
+    z: Box<[Complex32]>,
+    /// The periodogram |X|² of the last forward transform (`N + 1`).
+    power: Box<[f32]>,
+    /// Gains of 1 for the inverse (`N + 1`).
+    unity: Box<[f32]>,
+    /// rustfft's scratch (none at 8 kHz).
+    scratch: Box<[Complex32]>,
 }
 
 impl Fft {
-    fn new(len: usize) -> Self {
-        let mut planner = RealFftPlanner::<f32>::new();
-        let forward = planner.plan_fft_forward(len);
-        let inverse = planner.plan_fft_inverse(len);
-        let scratch_forward = forward.make_scratch_vec().into_boxed_slice();
-        let scratch_inverse = inverse.make_scratch_vec().into_boxed_slice();
-        Fft {
-            forward,
-            inverse,
-            scratch_forward,
-            scratch_inverse,
+    /// The transforms for blocks of `n` samples at `sample_rate_hz` (a supported rate, so
+    /// the plan exists). Control plane.
+    fn new(sample_rate_hz: u32, n: usize) -> Option<Self> {
+        let plan = shared_plan(sample_rate_hz)?;
+        let scratch = vec![Complex32::new(0.0, 0.0); plan.scratch_len()].into_boxed_slice();
+        Some(Fft {
+            plan,
+            z: vec![Complex32::new(0.0, 0.0); n].into_boxed_slice(),
+            power: vec![0.0; n + 1].into_boxed_slice(),
+            unity: vec![1.0; n + 1].into_boxed_slice(),
+            scratch,
+        })
+    }
+
+    /// Unnormalised forward transform of `input` (`2N`) into `output` (`N + 1`); the
+    /// periodogram is left in `power`.
+    fn forward(&mut self, input: &[f32], output: &mut [Complex32]) {
+        let n = self.z.len();
+        // The samples packed in pairs, the transform's input, in the output's buffer.
+        for (o, pair) in output[..n].iter_mut().zip(input.chunks_exact(2)) {
+            *o = Complex32::new(pair[0], pair[1]);
         }
+        self.plan.forward_real(
+            &mut output[..n + 1],
+            &mut self.z,
+            &mut self.power,
+            &mut self.scratch,
+        );
     }
 
-    /// Unnormalised forward transform; `input` (`2N`) is used as scratch.
-    fn forward(&mut self, input: &mut [f32], output: &mut [Complex32]) {
-        // Every buffer is sized from the same length in `new`, so realfft's only possible
-        // error (a length mismatch) cannot happen; ignoring it keeps this panic-free.
-        let _ = self
-            .forward
-            .process_with_scratch(input, output, &mut self.scratch_forward);
-    }
-
-    /// Unnormalised inverse transform (the result is `2N` times the signal); `input` is used
-    /// as scratch.
+    /// Unnormalised inverse transform (the result is `2N` times the signal) of `input`
+    /// (`N + 1`, used as scratch; the imaginary parts of DC and Nyquist are ignored) into
+    /// `output` (`2N`).
     fn inverse(&mut self, input: &mut [Complex32], output: &mut [f32]) {
-        // A real signal's DC and Nyquist bins are real; rounding must not make realfft
-        // report an error (it would transform anyway).
-        if let Some(first) = input.first_mut() {
-            first.im = 0.0;
+        let n = self.z.len();
+        self.plan.inverse_real(
+            &mut input[..n + 1],
+            &self.unity,
+            &mut self.z,
+            &mut self.scratch,
+        );
+        for (pair, c) in output.chunks_exact_mut(2).zip(input[..n].iter()) {
+            pair[0] = c.re;
+            pair[1] = c.im;
         }
-        if let Some(last) = input.last_mut() {
-            last.im = 0.0;
-        }
-        let _ = self
-            .inverse
-            .process_with_scratch(input, output, &mut self.scratch_inverse);
     }
 }
 
@@ -409,6 +424,13 @@ pub struct EchoCanceller {
     res_noise: Box<[f32]>,
     /// Gain per bin.
     res_gain: Box<[f32]>,
+    /// Scratch: this block's Hann-windowed output and echo-estimate powers per bin.
+    res_hann: Box<[f32]>,
+    /// Cepstral lifter (`2N`): the log gains' cepstrum folded onto positive quefrencies
+    /// with a raised-cosine taper to `N/4`, which smooths the gain curve over ~8 bins and
+    /// keeps the filter well inside the `N + 1` taps overlap-save allows; the inverse
+    /// FFT's `1/2N` folded in.
+    res_lifter: Box<[f32]>,
     /// Share of the suppression applied (0 during near-end speech, 1 otherwise).
     res_depth: f32,
     /// The post-filtered block.
@@ -474,6 +496,8 @@ impl EchoCanceller {
         prefetch::slice_l2(&self.res_residual);
         prefetch::slice_l2(&self.res_noise);
         prefetch::slice_l2(&self.res_gain);
+        prefetch::slice_l2(&self.res_hann);
+        prefetch::slice_l2(&self.res_lifter);
         prefetch::slice_l2(&self.post);
     }
 
@@ -501,7 +525,10 @@ impl EchoCanceller {
             block,
             bins,
             partitions,
-            fft: Fft::new(fft_len),
+            fft: Fft::new(config.sample_rate_hz, block).ok_or(DspConfigError {
+                component: COMPONENT,
+                reason: "no FFT plan at this rate",
+            })?,
             time: zeros(fft_len),
             spec: zeros_c(bins),
             ref_prev: zeros(block),
@@ -556,6 +583,8 @@ impl EchoCanceller {
             res_residual: zeros(bins),
             res_noise: zeros(bins),
             res_gain: zeros(bins),
+            res_hann: zeros(2 * bins),
+            res_lifter: lifter_window(block),
             res_depth: 1.0,
             post: zeros(block),
             ref_recent: 0.0,
@@ -837,7 +866,7 @@ impl EchoCanceller {
         let head = self.ref_head;
         let newest = head * bins..(head + 1) * bins;
         self.fft
-            .forward(&mut self.time, &mut self.ref_spectra[newest.clone()]);
+            .forward(&self.time, &mut self.ref_spectra[newest.clone()]);
         for (pw, x) in self.ref_power[newest.clone()]
             .iter_mut()
             .zip(self.ref_spectra[newest].iter())
@@ -970,11 +999,11 @@ impl EchoCanceller {
         let (zeros, tail) = self.time.split_at_mut(n);
         zeros.fill(0.0);
         tail.copy_from_slice(&self.err_bg);
-        self.fft.forward(&mut self.time, &mut self.err_spectrum);
+        self.fft.forward(&self.time, &mut self.err_spectrum);
         let (zeros, tail) = self.time.split_at_mut(n);
         zeros.fill(0.0);
         tail.copy_from_slice(&self.echo_bg);
-        self.fft.forward(&mut self.time, &mut self.spec);
+        self.fft.forward(&self.time, &mut self.spec);
 
         let err_energy = energy(&self.err_bg);
         let echo_energy = energy(&self.echo_bg);
@@ -1100,14 +1129,7 @@ impl EchoCanceller {
             .enumerate()
         {
             let at = ((head + q) % p) * bins;
-            for ((w, x), e) in w
-                .iter_mut()
-                .zip(self.ref_spectra[at..at + bins].iter())
-                .zip(self.err_spectrum.iter())
-            {
-                *w += x.conj() * e * g;
-            }
-            *norm = norm_sqr_sum(w);
+            *norm = update_partition(w, &self.ref_spectra[at..at + bins], &self.err_spectrum, g);
         }
         self.constrain(self.constrain_next);
         self.constrain_next = (self.constrain_next + 1) % p;
@@ -1140,7 +1162,7 @@ impl EchoCanceller {
             *t *= inv_fft_len;
         }
         tail.fill(0.0);
-        self.fft.forward(&mut self.time, part);
+        self.fft.forward(&self.time, part);
     }
 
     /// Spectral residual echo suppression of `err_fg` into `post`. Returns false when the
@@ -1155,60 +1177,64 @@ impl EchoCanceller {
         let (older, newer) = self.time.split_at_mut(n);
         older.copy_from_slice(&self.echo_prev);
         newer.copy_from_slice(&self.echo_fg);
-        self.fft.forward(&mut self.time, &mut self.spec);
+        self.fft.forward(&self.time, &mut self.spec);
         let (older, newer) = self.time.split_at_mut(n);
         older.copy_from_slice(&self.out_prev);
         newer.copy_from_slice(&self.err_fg);
-        self.fft.forward(&mut self.time, &mut self.out_spectrum);
+        self.fft.forward(&self.time, &mut self.out_spectrum);
 
-        let last = self.bins - 1;
+        // Powers through a Hann window, applied as the kernel [−¼, ½, −¼] across bins (the
+        // rectangular window's sidelobes would smear loud bins into quiet ones).
+        let bins = self.bins;
+        let (pe, py) = self.res_hann.split_at_mut(bins);
+        hann_powers(&self.out_spectrum, pe);
+        hann_powers(&self.spec, py);
+        let (pe, py) = (&pe[..bins], &py[..bins]);
+        let ep = &mut self.res_err_power[..bins];
+        let yp = &mut self.res_echo_power[..bins];
+        let le = &mut self.res_leak_err[..bins];
+        let ly = &mut self.res_leak_echo[..bins];
+        let res = &mut self.res_residual[..bins];
+        let noise = &mut self.res_noise[..bins];
+        let gain = &mut self.res_gain[..bins];
+        if echo_dominated {
+            for k in 0..bins {
+                le[k] += LEAK_RATIO_RATE * (pe[k] - le[k]);
+                ly[k] += LEAK_RATIO_RATE * (py[k] - ly[k]);
+            }
+        }
+        // Per bin, branch-free (selects), so that the loop vectorises.
+        for k in 0..bins {
+            ep[k] += (1.0 - RES_POWER_SMOOTHING) * (pe[k] - ep[k]);
+            yp[k] += (1.0 - RES_POWER_SMOOTHING) * (py[k] - yp[k]);
+            let leak = if ly[k] > TINY {
+                (le[k] / ly[k]).min(1.0)
+            } else {
+                1.0
+            };
+            let residual = (leak * yp[k]).max(RES_DECAY * res[k]);
+            res[k] = if residual > RES_FLUSH { residual } else { 0.0 };
+            noise[k] = if ep[k] < noise[k] {
+                ep[k]
+            } else {
+                noise[k] * NOISE_RISE
+            };
+            let wiener = 1.0 - RES_OVERSUBTRACTION * res[k] / ep[k];
+            let comfort = (RES_COMFORT_SHARE * noise[k] / ep[k]).sqrt();
+            gain[k] = if ep[k] <= 0.0 || res[k] * RES_OVERSUBTRACTION <= RES_UNITY * ep[k] {
+                1.0
+            } else {
+                wiener.max(comfort).clamp(RES_GAIN_MIN, 1.0)
+            };
+        }
+        // In bin order, as one running sum each (the same bits in every build).
         let mut all_unity = true;
         let mut error_power = 0.0f32;
         let mut expected_power = 0.0f32;
-        for k in 0..self.bins {
-            // Powers through a Hann window, applied as the kernel [−¼, ½, −¼] across bins
-            // (the rectangular window's sidelobes would smear loud bins into quiet ones).
-            let pe = hann_power(&self.out_spectrum, k, last);
-            let py = hann_power(&self.spec, k, last);
-            let (Some(ep), Some(yp), Some(le), Some(ly), Some(res), Some(noise), Some(gain)) = (
-                self.res_err_power.get_mut(k),
-                self.res_echo_power.get_mut(k),
-                self.res_leak_err.get_mut(k),
-                self.res_leak_echo.get_mut(k),
-                self.res_residual.get_mut(k),
-                self.res_noise.get_mut(k),
-                self.res_gain.get_mut(k),
-            ) else {
-                break;
-            };
-            *ep += (1.0 - RES_POWER_SMOOTHING) * (pe - *ep);
-            *yp += (1.0 - RES_POWER_SMOOTHING) * (py - *yp);
-            if echo_dominated {
-                *le += LEAK_RATIO_RATE * (pe - *le);
-                *ly += LEAK_RATIO_RATE * (py - *ly);
-            }
-            let leak = if *ly > TINY {
-                (*le / *ly).min(1.0)
-            } else {
-                1.0
-            };
-            let residual = (leak * *yp).max(RES_DECAY * *res);
-            *res = if residual > RES_FLUSH { residual } else { 0.0 };
-            *noise = if *ep < *noise {
-                *ep
-            } else {
-                *noise * NOISE_RISE
-            };
-            error_power += pe;
-            expected_power += *res + NEAR_END_NOISE_WEIGHT * *noise;
-            *gain = if *ep <= 0.0 || *res * RES_OVERSUBTRACTION <= RES_UNITY * *ep {
-                1.0
-            } else {
-                let wiener = 1.0 - RES_OVERSUBTRACTION * *res / *ep;
-                let comfort = (RES_COMFORT_SHARE * *noise / *ep).sqrt();
-                wiener.max(comfort).clamp(RES_GAIN_MIN, 1.0)
-            };
-            all_unity &= *gain >= 1.0;
+        for k in 0..bins {
+            error_power += pe[k];
+            expected_power += res[k] + NEAR_END_NOISE_WEIGHT * noise[k];
+            all_unity &= gain[k] >= 1.0;
         }
         // Near-end speech: the error holds far more than residual echo and noise. Back off
         // at once, come back over a few blocks (G.168: NLP disabled during double talk).
@@ -1226,27 +1252,18 @@ impl EchoCanceller {
         // onto positive quefrencies (Oppenheim & Schafer §13.8); the exponential of the
         // folded cepstrum's spectrum is the filter. Causal, so no look-ahead is needed.
         for (s, &g) in self.spec.iter_mut().zip(self.res_gain.iter()) {
-            *s = Complex32::new(depth * g.ln(), 0.0);
+            *s = Complex32::new(depth * fast_ln(g), 0.0);
         }
         self.fft.inverse(&mut self.spec, &mut self.time);
-        // Fold and lifter with a raised-cosine taper to N/4: smooths the gain curve over
-        // ~8 bins and keeps the filter well inside the N + 1 taps overlap-save allows.
-        let lifter = (n / RES_LIFTER_SHARE).max(2);
-        let taper = std::f32::consts::PI / lifter as f32;
-        for (i, c) in self.time.iter_mut().enumerate() {
-            *c *= if i == 0 {
-                inv_fft_len
-            } else if i < lifter {
-                2.0 * inv_fft_len * (0.5 + 0.5 * (taper * i as f32).cos())
-            } else {
-                0.0
-            };
+        // Fold and lifter (the taper built in `new`; the FFT's scale folded in).
+        for (c, &w) in self.time.iter_mut().zip(self.res_lifter.iter()) {
+            *c *= w;
         }
-        self.fft.forward(&mut self.time, &mut self.spec);
+        self.fft.forward(&self.time, &mut self.spec);
         // Overlap-save filtering of the linear output.
         for (o, c) in self.out_spectrum.iter_mut().zip(self.spec.iter()) {
-            let (sin, cos) = c.im.sin_cos();
-            let mag = c.re.exp();
+            let (sin, cos) = fast_sin_cos(c.im);
+            let mag = fast_exp(c.re);
             *o *= Complex32::new(mag * cos, mag * sin);
         }
         self.fft.inverse(&mut self.out_spectrum, &mut self.time);
@@ -1255,6 +1272,25 @@ impl EchoCanceller {
         }
         true
     }
+}
+
+/// The residual suppressor's cepstral lifter for blocks of `n` samples (see
+/// `EchoCanceller::res_lifter`). Control plane.
+fn lifter_window(n: usize) -> Box<[f32]> {
+    let inv_fft_len = 1.0 / (2 * n) as f32;
+    let lifter = (n / RES_LIFTER_SHARE).max(2);
+    let taper = std::f32::consts::PI / lifter as f32;
+    (0..2 * n)
+        .map(|i| {
+            if i == 0 {
+                inv_fft_len
+            } else if i < lifter {
+                2.0 * inv_fft_len * (0.5 + 0.5 * (taper * i as f32).cos())
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }
 
 /// Largest magnitude of a reference block (full scale = 1).
@@ -1284,7 +1320,8 @@ fn energy(x: &[f32]) -> f32 {
 }
 
 /// `out = Σ_q w_q · x_(head+q)`: the echo estimate spectrum of a partitioned filter.
-/// Built twice, portable and with AVX2 (see [`crate::processing::simd`]).
+/// Built twice, by hand with AVX2 and portable (see [`crate::processing::simd`]); both
+/// round every operation alike, so they give the same bits (tested).
 fn filter(
     weights: &[Complex32],
     ref_spectra: &[Complex32],
@@ -1292,29 +1329,13 @@ fn filter(
     bins: usize,
     out: &mut [Complex32],
 ) {
-    /// [`filter`] compiled with AVX2.
-    ///
-    /// # Safety
-    /// The CPU must run AVX2 ([`crate::processing::simd::avx2`]).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn filter_avx2(
-        weights: &[Complex32],
-        ref_spectra: &[Complex32],
-        head: usize,
-        bins: usize,
-        out: &mut [Complex32],
-    ) {
-        filter_portable(weights, ref_spectra, head, bins, out);
-    }
     crate::processing::simd::avx2_or_portable!(
-        filter_avx2(weights, ref_spectra, head, bins, out),
+        avx2::filter(weights, ref_spectra, head, bins, out),
         filter_portable(weights, ref_spectra, head, bins, out),
     )
 }
 
-/// The body of [`filter`], built into both of its versions.
-#[inline(always)]
+/// The portable build of [`filter`].
 fn filter_portable(
     weights: &[Complex32],
     ref_spectra: &[Complex32],
@@ -1333,6 +1354,195 @@ fn filter_portable(
         {
             *o += w * x;
         }
+    }
+}
+
+/// One partition's background update `w += conj(x) · e · g` (`e` already scaled by the
+/// step), returning the partition's new squared norm `Σ |w|²` as [`norm_sqr_sum`] sums it.
+/// Built twice, by hand with AVX2 and portable; the same bits either way (tested).
+fn update_partition(w: &mut [Complex32], x: &[Complex32], e: &[Complex32], g: f32) -> f32 {
+    crate::processing::simd::avx2_or_portable!(
+        avx2::update_partition(w, x, e, g),
+        update_partition_portable(w, x, e, g),
+    )
+}
+
+/// The portable build of [`update_partition`].
+fn update_partition_portable(w: &mut [Complex32], x: &[Complex32], e: &[Complex32], g: f32) -> f32 {
+    for ((w, x), e) in w.iter_mut().zip(x.iter()).zip(e.iter()) {
+        *w += x.conj() * e * g;
+    }
+    norm_sqr_sum(w)
+}
+
+/// The AVX2 builds of the partitioned filter's kernels. `Complex32` is two `f32`s, so a
+/// slice of them is interleaved `re, im` and one 256-bit vector holds four bins. A
+/// product is rounded as `num_complex` rounds it (`re = a.re·b.re − a.im·b.im`,
+/// `im = a.re·b.im + a.im·b.re`: the two products of each part in one `addsub`), and sums
+/// run in the portable loops' order, so the output is bit for bit theirs.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{filter_portable, norm_sqr_sum, Complex32};
+    use core::arch::x86_64::*;
+
+    /// `a · b` for four bins.
+    ///
+    /// # Safety
+    /// The CPU must run AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn cmul(a: __m256, b: __m256) -> __m256 {
+        let (a_re, a_im) = (_mm256_moveldup_ps(a), _mm256_movehdup_ps(a));
+        let b_swapped = _mm256_permute_ps::<0b1011_0001>(b);
+        _mm256_addsub_ps(_mm256_mul_ps(a_re, b), _mm256_mul_ps(a_im, b_swapped))
+    }
+
+    /// The first four bins of `z`.
+    ///
+    /// # Safety
+    /// The CPU must run AVX2, and `z` must hold at least four bins (8 contiguous `f32`,
+    /// what the unaligned load reads).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load(z: &[Complex32]) -> __m256 {
+        debug_assert!(z.len() >= 4);
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_loadu_ps(z.as_ptr().cast()) }
+    }
+
+    /// Stores four bins at the start of `z`.
+    ///
+    /// # Safety
+    /// As for [`load`].
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store(z: &mut [Complex32], v: __m256) {
+        debug_assert!(z.len() >= 4);
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_storeu_ps(z.as_mut_ptr().cast(), v) }
+    }
+
+    /// [`super::filter`]: sixteen bins at a time, each summed over the partitions in a
+    /// register (four independent sums, so the additions overlap) instead of in `out`
+    /// once per partition.
+    ///
+    /// # Safety
+    /// The CPU must run AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn filter(
+        weights: &[Complex32],
+        ref_spectra: &[Complex32],
+        head: usize,
+        bins: usize,
+        out: &mut [Complex32],
+    ) {
+        let p = weights.len() / bins.max(1);
+        if bins == 0 || p == 0 || head >= p || ref_spectra.len() < p * bins || out.len() < bins {
+            // Not a canceller's shapes; the portable build handles (or refuses) it alike.
+            return filter_portable(weights, ref_spectra, head, bins, out);
+        }
+        let whole = bins - bins % 4;
+        let mut k = 0;
+        while k < whole {
+            // 16 bins, or the 4, 8 or 12 left.
+            let span = (whole - k).min(16);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut at = head;
+            for q in 0..p {
+                let w = weights[q * bins + k..q * bins + k + span].chunks_exact(4);
+                let x = ref_spectra[at * bins + k..at * bins + k + span].chunks_exact(4);
+                for ((a, w), x) in acc.iter_mut().zip(w).zip(x) {
+                    // SAFETY: AVX2 (this function's contract); chunks of 4 bins.
+                    *a = _mm256_add_ps(*a, unsafe { cmul(load(w), load(x)) });
+                }
+                at = if at + 1 == p { 0 } else { at + 1 };
+            }
+            for (o, a) in out[k..k + span].chunks_exact_mut(4).zip(acc) {
+                // SAFETY: as above.
+                unsafe { store(o, a) };
+            }
+            k += span;
+        }
+        for k in whole..bins {
+            let mut o = Complex32::new(0.0, 0.0);
+            let mut at = head;
+            for q in 0..p {
+                o += weights[q * bins + k] * ref_spectra[at * bins + k];
+                at = if at + 1 == p { 0 } else { at + 1 };
+            }
+            out[k] = o;
+        }
+    }
+
+    /// [`super::update_partition`], four bins at a time; the squared norm summed in eight
+    /// lanes as [`norm_sqr_sum`] sums it.
+    ///
+    /// # Safety
+    /// The CPU must run AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn update_partition(
+        w: &mut [Complex32],
+        x: &[Complex32],
+        e: &[Complex32],
+        g: f32,
+    ) -> f32 {
+        let n = w.len().min(x.len()).min(e.len());
+        let whole = n - n % 4;
+        let (gain, sign) = (_mm256_set1_ps(g), _mm256_set1_ps(-0.0));
+        let mut acc = _mm256_setzero_ps();
+        for ((wc, xc), ec) in w[..whole]
+            .chunks_exact_mut(4)
+            .zip(x[..whole].chunks_exact(4))
+            .zip(e[..whole].chunks_exact(4))
+        {
+            // SAFETY: AVX2 (this function's contract); chunks of 4 bins.
+            let (xv, ev) = unsafe { (load(xc), load(ec)) };
+            // conj(x) · e: x's imaginary parts negated (exactly, as `conj` does).
+            let x_re = _mm256_moveldup_ps(xv);
+            let x_im = _mm256_xor_ps(_mm256_movehdup_ps(xv), sign);
+            let e_swapped = _mm256_permute_ps::<0b1011_0001>(ev);
+            let product = _mm256_addsub_ps(_mm256_mul_ps(x_re, ev), _mm256_mul_ps(x_im, e_swapped));
+            // SAFETY: as above.
+            let updated = _mm256_add_ps(unsafe { load(wc) }, _mm256_mul_ps(product, gain));
+            // SAFETY: as above.
+            unsafe { store(wc, updated) };
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(updated, updated));
+        }
+        for ((w, x), e) in w[whole..n].iter_mut().zip(&x[whole..n]).zip(&e[whole..n]) {
+            *w += x.conj() * e * g;
+        }
+        if n != w.len() {
+            // Not a canceller's shapes: sum as the portable build does.
+            return norm_sqr_sum(w);
+        }
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: `lanes` is 8 `f32`, what the unaligned 256-bit store writes.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        lanes.iter().sum::<f32>() + w[whole..].iter().map(|v| v.norm_sqr()).sum::<f32>()
+    }
+}
+
+/// [`hann_power`] of every bin of `z` into `out` (as many bins as both hold), the inner
+/// bins in one loop that vectorises.
+fn hann_powers(z: &[Complex32], out: &mut [f32]) {
+    let bins = z.len().min(out.len());
+    let (z, out) = (&z[..bins], &mut out[..bins]);
+    if bins < 3 {
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = hann_power(z, k, bins.saturating_sub(1));
+        }
+        return;
+    }
+    let last = bins - 1;
+    out[0] = hann_power(z, 0, last);
+    out[last] = hann_power(z, last, last);
+    for (((o, &here), &below), &above) in out[1..last]
+        .iter_mut()
+        .zip(&z[1..last])
+        .zip(&z[..last - 1])
+        .zip(&z[2..])
+    {
+        *o = (here * 0.5 - (below + above) * 0.25).norm_sqr();
     }
 }
 
@@ -1573,8 +1783,8 @@ mod tests {
         let c = std::mem::size_of::<Complex32>();
         let f = std::mem::size_of::<f32>();
         let complex = [
-            &aec.fft.scratch_forward,
-            &aec.fft.scratch_inverse,
+            &aec.fft.z,
+            &aec.fft.scratch,
             &aec.spec,
             &aec.ref_spectra,
             &aec.background,
@@ -1611,7 +1821,11 @@ mod tests {
             &aec.res_residual,
             &aec.res_noise,
             &aec.res_gain,
+            &aec.res_hann,
+            &aec.res_lifter,
             &aec.post,
+            &aec.fft.power,
+            &aec.fft.unity,
         ];
         complex.iter().map(|b| b.len() * c).sum::<usize>()
             + real.iter().map(|b| b.len() * f).sum::<usize>()

@@ -197,6 +197,11 @@ pub(crate) fn shared_plan(sample_rate_hz: u32) -> Option<Arc<NsPlan>> {
 pub(crate) const WINDOW_SUBBLOCKS: usize = 16;
 
 impl NsPlan {
+    /// Complex values of scratch the transforms need (none at 8 kHz).
+    pub(crate) fn scratch_len(&self) -> usize {
+        self.scratch_len
+    }
+
     /// The analysis of one block, shared by the suppressor and the voice activity
     /// detector: windows `previous` and `block` (20 ms) into `work.time`, stores `block` in
     /// `previous`, transforms, and writes the periodogram |X|² per bin to `work.power`
@@ -306,7 +311,7 @@ impl NsPlan {
     /// work space. Every slice is sized for this plan (the caller checks; a mismatch is a
     /// bug that rustfft reports by panicking). Not inlined, like [`NsPlan::inverse_real`].
     #[inline(never)]
-    fn forward_real(
+    pub(crate) fn forward_real(
         &self,
         spectrum: &mut [Complex<f32>],
         z: &mut [Complex<f32>],
@@ -385,7 +390,7 @@ impl NsPlan {
     /// arguments the compiler knows do not overlap, so the split loop needs no run-time
     /// checks that they do not (100 instructions a block at 8 kHz, inlined).
     #[inline(never)]
-    fn inverse_real(
+    pub(crate) fn inverse_real(
         &self,
         spectrum: &mut [Complex<f32>],
         gain: &[f32],

@@ -1410,6 +1410,17 @@ mod avx2 {
         unsafe { _mm256_loadu_ps(z.as_ptr().cast()) }
     }
 
+    /// The four bins at `z`.
+    ///
+    /// # Safety
+    /// The CPU must run AVX2, and `z` must point to four readable bins.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load_at(z: *const Complex32) -> __m256 {
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_loadu_ps(z.cast()) }
+    }
+
     /// Stores four bins at the start of `z`.
     ///
     /// # Safety
@@ -1442,26 +1453,52 @@ mod avx2 {
             return filter_portable(weights, ref_spectra, head, bins, out);
         }
         let whole = bins - bins % 4;
+        // Per partition, the offsets of its weights and of its reference spectrum (the
+        // ring read from `head`), within `p · bins` of both slices (checked above).
+        let offset = |q: usize| {
+            let at = if head + q >= p {
+                head + q - p
+            } else {
+                head + q
+            };
+            (q * bins, at * bins)
+        };
+        let (w_base, x_base) = (weights.as_ptr(), ref_spectra.as_ptr());
         let mut k = 0;
-        while k < whole {
-            // 16 bins, or the 4, 8 or 12 left.
-            let span = (whole - k).min(16);
+        while k + 16 <= whole {
             let mut acc = [_mm256_setzero_ps(); 4];
-            let mut at = head;
             for q in 0..p {
-                let w = weights[q * bins + k..q * bins + k + span].chunks_exact(4);
-                let x = ref_spectra[at * bins + k..at * bins + k + span].chunks_exact(4);
-                for ((a, w), x) in acc.iter_mut().zip(w).zip(x) {
-                    // SAFETY: AVX2 (this function's contract); chunks of 4 bins.
-                    *a = _mm256_add_ps(*a, unsafe { cmul(load(w), load(x)) });
+                let (w_at, x_at) = offset(q);
+                // SAFETY: AVX2 (this function's contract); bins k..k + 16 of partition q
+                // lie within both slices (k + 16 <= bins).
+                unsafe {
+                    let (w, x) = (w_base.add(w_at + k), x_base.add(x_at + k));
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        let product = cmul(load_at(w.add(4 * j)), load_at(x.add(4 * j)));
+                        *a = _mm256_add_ps(*a, product);
+                    }
                 }
-                at = if at + 1 == p { 0 } else { at + 1 };
             }
-            for (o, a) in out[k..k + span].chunks_exact_mut(4).zip(acc) {
-                // SAFETY: as above.
+            for (o, a) in out[k..k + 16].chunks_exact_mut(4).zip(acc) {
+                // SAFETY: as above; a chunk of 4 bins.
                 unsafe { store(o, a) };
             }
-            k += span;
+            k += 16;
+        }
+        while k < whole {
+            let mut acc = _mm256_setzero_ps();
+            for q in 0..p {
+                let (w_at, x_at) = offset(q);
+                // SAFETY: as above, for bins k..k + 4.
+                unsafe {
+                    let product =
+                        cmul(load_at(w_base.add(w_at + k)), load_at(x_base.add(x_at + k)));
+                    acc = _mm256_add_ps(acc, product);
+                }
+            }
+            // SAFETY: as above.
+            unsafe { store(&mut out[k..k + 4], acc) };
+            k += 4;
         }
         for k in whole..bins {
             let mut o = Complex32::new(0.0, 0.0);

@@ -394,6 +394,10 @@ struct Tables {
     /// cos ω and sin ω, for the filter's complex output.
     cos_w: [f32; 8],
     sin_w: [f32; 8],
+    /// e^(jω·(H/2)): turns the DFT of a half-block's first part onto the phase of its
+    /// second (see `goertzel8x2`).
+    split_re: [f32; 8],
+    split_im: [f32; 8],
     /// e^(−jωH): the phase the filter frequency advances over a half-block of H samples.
     hop_re: [f32; 8],
     hop_im: [f32; 8],
@@ -429,6 +433,8 @@ impl Tables {
             coef: omega.map(|w| (2.0 * w.cos()) as f32),
             cos_w: omega.map(|w| w.cos() as f32),
             sin_w: omega.map(|w| w.sin() as f32),
+            split_re: omega.map(|w| (w * (half_len / 2) as f64).cos() as f32),
+            split_im: omega.map(|w| (w * (half_len / 2) as f64).sin() as f32),
             hop_re: omega.map(|w| (w * h).cos() as f32),
             hop_im: omega.map(|w| (-(w * h).sin()) as f32),
             inv_hop_phase: omega.map(|w| (1.0 / (w * h)) as f32),
@@ -617,11 +623,16 @@ impl DtmfDetector {
         let energy = energy(&self.buf);
         let (mut v_re, mut v_im) = ([0f32; 8], [0f32; 8]);
         if energy >= self.thresholds.half_gate {
-            let (s1, s2) = goertzel8(&self.buf, &self.t.coef);
-            // DFT of the half-block up to the factor e^(−jω(H−1)): s1 − e^(−jω)·s2.
+            let [s1a, s2a, s1b, s2b] = goertzel8x2(&self.buf, &self.t.coef);
+            // Each part's DFT up to the factor e^(−jω(len−1)): s1 − e^(−jω)·s2; the first
+            // part's turned on by the phase ω advances over the second, then summed: the
+            // DFT of the half-block up to e^(−jω(H−1)).
+            let t = &self.t;
             for k in 0..8 {
-                v_re[k] = s1[k] - self.t.cos_w[k] * s2[k];
-                v_im[k] = self.t.sin_w[k] * s2[k];
+                let (a_re, a_im) = (s1a[k] - t.cos_w[k] * s2a[k], t.sin_w[k] * s2a[k]);
+                let (b_re, b_im) = (s1b[k] - t.cos_w[k] * s2b[k], t.sin_w[k] * s2b[k]);
+                v_re[k] = t.split_re[k] * a_re - t.split_im[k] * a_im + b_re;
+                v_im[k] = t.split_re[k] * a_im + t.split_im[k] * a_re + b_im;
             }
         }
         // Window = previous half + this half rotated by the phase ω advances over a half.
@@ -984,37 +995,63 @@ fn energy(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Eight Goertzel filters over `x` from rest: returns the last two states (s[n−1], s[n−2])
-/// of each. The filters are lanes of arrays so the loop compiles to SIMD.
+/// Eight Goertzel filters over each of the two parts of `x` (the first `len − len/2`
+/// samples, then the last `len/2`), from rest: returns the last two states
+/// (s[n−1], s[n−2]) of each filter on the first part, then on the second.
+///
+/// The two parts run side by side, sixteen lanes of arrays so the loop compiles to SIMD:
+/// a filter's recurrence is a chain of dependent operations per sample, so one pass over
+/// the whole half-block waits on that chain's latency, while two independent chains
+/// over half as many samples overlap. Each step is `(x − s[n−2]) + c·s[n−1]`, so only
+/// the multiply and the add wait on the previous sample.
 #[inline(always)]
-fn goertzel8(x: &[f32], coef: &[f32; 8]) -> ([f32; 8], [f32; 8]) {
-    let mut s1 = [0f32; 8];
-    let mut s2 = [0f32; 8];
-    // Four samples per pass, the states updated in place (s2 takes s[n], then s1 takes
-    // s[n+1], ...): the same arithmetic as one sample at a time, without the register
-    // moves that shifting s1 into s2 costs on every sample.
-    let quads = x.chunks_exact(4);
-    let last = quads.remainder();
-    for q in quads {
-        for pair in q.chunks_exact(2) {
-            let (a, b) = (pair[0], pair[1]);
-            for k in 0..8 {
-                s2[k] = a + coef[k] * s1[k] - s2[k];
-            }
-            for k in 0..8 {
-                s1[k] = b + coef[k] * s2[k] - s1[k];
-            }
+fn goertzel8x2(x: &[f32], coef: &[f32; 8]) -> [[f32; 8]; 4] {
+    let len_b = x.len() / 2;
+    let (xa, xb) = x.split_at(x.len() - len_b);
+    let mut c = [0f32; 16];
+    c[..8].copy_from_slice(coef);
+    c[8..].copy_from_slice(coef);
+    let mut s1 = [0f32; 16];
+    let mut s2 = [0f32; 16];
+    // An odd length: the first part's extra (first) sample alone; from rest, the state
+    // after it is the sample itself.
+    let xa = match xa.split_first() {
+        Some((&first, rest)) if rest.len() == len_b => {
+            s1[..8].fill(first);
+            rest
+        }
+        _ => xa,
+    };
+    // Two samples of each part per pass, the states updated in place (s2 takes s[n],
+    // then s1 takes s[n+1]): no register moves to shift s1 into s2.
+    let pairs = xa.chunks_exact(2).zip(xb.chunks_exact(2));
+    for (a, b) in pairs {
+        for k in 0..16 {
+            let v = if k < 8 { a[0] } else { b[0] };
+            s2[k] = (v - s2[k]) + c[k] * s1[k];
+        }
+        for k in 0..16 {
+            let v = if k < 8 { a[1] } else { b[1] };
+            s1[k] = (v - s1[k]) + c[k] * s2[k];
         }
     }
-    for &v in last {
-        let mut s0 = [0f32; 8];
-        for k in 0..8 {
-            s0[k] = v + coef[k] * s1[k] - s2[k];
+    if len_b % 2 == 1 {
+        if let (Some(&a), Some(&b)) = (xa.last(), xb.last()) {
+            let mut s0 = [0f32; 16];
+            for k in 0..16 {
+                let v = if k < 8 { a } else { b };
+                s0[k] = (v - s2[k]) + c[k] * s1[k];
+            }
+            s2 = s1;
+            s1 = s0;
         }
-        s2 = s1;
-        s1 = s0;
     }
-    (s1, s2)
+    let half = |v: &[f32; 16], from: usize| {
+        let mut out = [0f32; 8];
+        out.copy_from_slice(&v[from..from + 8]);
+        out
+    };
+    [half(&s1, 0), half(&s2, 0), half(&s1, 8), half(&s2, 8)]
 }
 
 // ---------------------------------------------------------------------------

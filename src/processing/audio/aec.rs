@@ -791,12 +791,8 @@ impl EchoCanceller {
         }
 
         // --- Is the capture explained by the echo estimate (far-end single talk)?
-        let mut cross = 0.0f32;
-        let mut echo_energy = 0.0f32;
-        for (&d, &y) in self.capture.iter().zip(self.echo_fg.iter()) {
-            cross += d * y;
-            echo_energy += y * y;
-        }
+        let cross = dot(&self.capture, &self.echo_fg);
+        let echo_energy = energy(&self.echo_fg);
         let echo_dominated = !near_end
             && echo_energy > TINY
             && cross * cross > ECHO_DOMINATED_RHO2 * capture_energy * echo_energy;
@@ -826,9 +822,8 @@ impl EchoCanceller {
         } else {
             &self.err_fg
         };
-        let mut output_energy = 0.0f32;
+        let output_energy = energy(output);
         for (c, &v) in capture.iter_mut().zip(output.iter()) {
-            output_energy += v * v;
             *c = (v * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
         }
         self.out_prev.copy_from_slice(&self.err_fg);
@@ -851,7 +846,6 @@ impl EchoCanceller {
         let p = self.partitions;
         let (older, newer) = self.time.split_at_mut(n);
         older.copy_from_slice(&self.ref_prev);
-        let mut ref_energy = 0.0f32;
         for ((t, prev), &s) in newer
             .iter_mut()
             .zip(self.ref_prev.iter_mut())
@@ -860,8 +854,8 @@ impl EchoCanceller {
             let v = f32::from(s) * SAMPLE_TO_FLOAT;
             *t = v;
             *prev = v;
-            ref_energy += v * v;
         }
+        let ref_energy = energy(&self.ref_prev);
         self.ref_head = (self.ref_head + p - 1) % p;
         let head = self.ref_head;
         let newest = head * bins..(head + 1) * bins;
@@ -917,19 +911,9 @@ impl EchoCanceller {
     /// `err_fg`/`echo_fg`. Returns false if the energies are not finite.
     #[inline(always)]
     fn choose_model(&mut self, capture_energy: f32, near_end: bool) -> bool {
-        let mut fg_energy = 0.0f32;
-        let mut bg_energy = 0.0f32;
-        let mut model_diff = 0.0f32;
-        for ((&ef, &eb), (&yf, &yb)) in self
-            .err_fg
-            .iter()
-            .zip(self.err_bg.iter())
-            .zip(self.echo_fg.iter().zip(self.echo_bg.iter()))
-        {
-            fg_energy += ef * ef;
-            bg_energy += eb * eb;
-            model_diff += (yb - yf) * (yb - yf);
-        }
+        let fg_energy = energy(&self.err_fg);
+        let bg_energy = energy(&self.err_bg);
+        let model_diff = diff_energy(&self.echo_fg, &self.echo_bg);
         if !(fg_energy.is_finite() && bg_energy.is_finite() && model_diff.is_finite()) {
             return false;
         }
@@ -1007,12 +991,7 @@ impl EchoCanceller {
 
         let err_energy = energy(&self.err_bg);
         let echo_energy = energy(&self.echo_bg);
-        let cross: f32 = self
-            .err_bg
-            .iter()
-            .zip(self.echo_bg.iter())
-            .map(|(&e, &y)| e * y)
-            .sum();
+        let cross = dot(&self.err_bg, &self.echo_bg);
 
         // Per-bin powers, the leakage ratios learnt in echo-dominated blocks, and the band
         // powers of the leakage regression (Valin 2007): fluctuations of error and echo
@@ -1315,8 +1294,47 @@ fn norm_sqr_sum(z: &[Complex32]) -> f32 {
 }
 
 /// Energy of a block.
+#[inline(always)]
 fn energy(x: &[f32]) -> f32 {
-    x.iter().map(|&v| v * v).sum()
+    dot(x, x)
+}
+
+/// `Σ a·b` over the samples both hold, in eight running sums (lane `k` takes samples
+/// `k`, `k + 8`, ...) so that the loop vectorises, then added in lane order: the same
+/// bits in every build.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let whole = n - n % 8;
+    let mut acc = [0.0f32; 8];
+    for (x, y) in a[..whole].chunks_exact(8).zip(b[..whole].chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut sum = acc.iter().sum::<f32>();
+    for (x, y) in a[whole..n].iter().zip(&b[whole..n]) {
+        sum += x * y;
+    }
+    sum
+}
+
+/// `Σ (b − a)²` over the samples both hold, summed as [`dot`] sums.
+#[inline(always)]
+fn diff_energy(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let whole = n - n % 8;
+    let mut acc = [0.0f32; 8];
+    for (x, y) in a[..whole].chunks_exact(8).zip(b[..whole].chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] += (y[k] - x[k]) * (y[k] - x[k]);
+        }
+    }
+    let mut sum = acc.iter().sum::<f32>();
+    for (x, y) in a[whole..n].iter().zip(&b[whole..n]) {
+        sum += (y - x) * (y - x);
+    }
+    sum
 }
 
 /// `out = Σ_q w_q · x_(head+q)`: the echo estimate spectrum of a partitioned filter.

@@ -95,11 +95,14 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustfft::num_complex::Complex;
 
-use super::config::{block_len, check_rate, fast_exp, fast_ln, fast_sin_cos, DspConfigError};
+use super::config::{
+    block_len, check_rate, fast_exp, fast_ln, fast_sin_cos, rate_index, DspConfigError,
+    SUPPORTED_RATES_HZ,
+};
 use super::ns::{shared_plan, NsPlan};
 
 type Complex32 = Complex<f32>;
@@ -262,8 +265,6 @@ struct Fft {
     z: Box<[Complex32]>,
     /// The periodogram |X|² of the last forward transform (`N + 1`).
     power: Box<[f32]>,
-    /// Gains of 1 for the inverse (`N + 1`).
-    unity: Box<[f32]>,
     /// rustfft's scratch (none at 8 kHz).
     scratch: Box<[Complex32]>,
 }
@@ -278,7 +279,6 @@ impl Fft {
             plan,
             z: vec![Complex32::new(0.0, 0.0); n].into_boxed_slice(),
             power: vec![0.0; n + 1].into_boxed_slice(),
-            unity: vec![1.0; n + 1].into_boxed_slice(),
             scratch,
         })
     }
@@ -301,15 +301,11 @@ impl Fft {
 
     /// Unnormalised inverse transform (the result is `2N` times the signal) of `input`
     /// (`N + 1`, used as scratch; the imaginary parts of DC and Nyquist are ignored) into
-    /// `output` (`2N`).
-    fn inverse(&mut self, input: &mut [Complex32], output: &mut [f32]) {
+    /// `output` (`2N`); `unity` is `N + 1` gains of 1 ([`Shared::unity`]).
+    fn inverse(&mut self, input: &mut [Complex32], output: &mut [f32], unity: &[f32]) {
         let n = self.z.len();
-        self.plan.inverse_real(
-            &mut input[..n + 1],
-            &self.unity,
-            &mut self.z,
-            &mut self.scratch,
-        );
+        self.plan
+            .inverse_real(&mut input[..n + 1], unity, &mut self.z, &mut self.scratch);
         for (pair, c) in output.chunks_exact_mut(2).zip(input[..n].iter()) {
             pair[0] = c.re;
             pair[1] = c.im;
@@ -336,10 +332,8 @@ pub struct EchoCanceller {
     // Reference history.
     /// Previous reference block (first half of the overlap-save window).
     ref_prev: Box<[f32]>,
-    /// Spectra of the last `P` reference windows (a ring, `ref_head` the newest) and their
-    /// power per bin.
+    /// Spectra of the last `P` reference windows (a ring, `ref_head` the newest).
     ref_spectra: Box<[Complex32]>,
-    ref_power: Box<[f32]>,
     ref_head: usize,
     /// Per-bin normaliser: reference power seen by the filter, weighted like the step.
     ref_norm: Box<[f32]>,
@@ -426,11 +420,8 @@ pub struct EchoCanceller {
     res_gain: Box<[f32]>,
     /// Scratch: this block's Hann-windowed output and echo-estimate powers per bin.
     res_hann: Box<[f32]>,
-    /// Cepstral lifter (`2N`): the log gains' cepstrum folded onto positive quefrencies
-    /// with a raised-cosine taper to `N/4`, which smooths the gain curve over ~8 bins and
-    /// keeps the filter well inside the `N + 1` taps overlap-save allows; the inverse
-    /// FFT's `1/2N` folded in.
-    res_lifter: Box<[f32]>,
+    /// Constants every canceller at this rate shares.
+    shared: Arc<Shared>,
     /// Share of the suppression applied (0 during near-end speech, 1 otherwise).
     res_depth: f32,
     /// The post-filtered block.
@@ -466,7 +457,6 @@ impl EchoCanceller {
         prefetch::slice_l2(&self.spec);
         prefetch::slice_l2(&self.ref_prev);
         prefetch::slice_l2(&self.ref_spectra);
-        prefetch::slice_l2(&self.ref_power);
         prefetch::slice_l2(&self.ref_norm);
         prefetch::slice_l2(&self.background);
         prefetch::slice_l2(&self.foreground);
@@ -497,7 +487,6 @@ impl EchoCanceller {
         prefetch::slice_l2(&self.res_noise);
         prefetch::slice_l2(&self.res_gain);
         prefetch::slice_l2(&self.res_hann);
-        prefetch::slice_l2(&self.res_lifter);
         prefetch::slice_l2(&self.post);
     }
 
@@ -533,7 +522,6 @@ impl EchoCanceller {
             spec: zeros_c(bins),
             ref_prev: zeros(block),
             ref_spectra: zeros_c(partitions * bins),
-            ref_power: zeros(partitions * bins),
             ref_head: 0,
             ref_norm: zeros(bins),
             background: zeros_c(partitions * bins),
@@ -584,7 +572,10 @@ impl EchoCanceller {
             res_noise: zeros(bins),
             res_gain: zeros(bins),
             res_hann: zeros(2 * bins),
-            res_lifter: lifter_window(block),
+            shared: Shared::for_rate(config.sample_rate_hz).ok_or(DspConfigError {
+                component: COMPONENT,
+                reason: "no tables at this rate",
+            })?,
             res_depth: 1.0,
             post: zeros(block),
             ref_recent: 0.0,
@@ -617,7 +608,6 @@ impl EchoCanceller {
         self.spec.fill(zero);
         self.ref_prev.fill(0.0);
         self.ref_spectra.fill(zero);
-        self.ref_power.fill(0.0);
         self.ref_head = 0;
         self.ref_norm.fill(0.0);
         self.background.fill(zero);
@@ -859,25 +849,20 @@ impl EchoCanceller {
         self.ref_head = (self.ref_head + p - 1) % p;
         let head = self.ref_head;
         let newest = head * bins..(head + 1) * bins;
-        self.fft
-            .forward(&self.time, &mut self.ref_spectra[newest.clone()]);
-        for (pw, x) in self.ref_power[newest.clone()]
-            .iter_mut()
-            .zip(self.ref_spectra[newest].iter())
-        {
-            *pw = x.norm_sqr();
-        }
+        self.fft.forward(&self.time, &mut self.ref_spectra[newest]);
         // Normaliser Σ_q prop_q·|X_q|²: with it an unconstrained update moves the echo
         // estimate of every bin by exactly step·error, whatever the reference spectrum.
+        // The powers are recomputed from the spectra, which the filters read next anyway,
+        // rather than kept (P·(N + 1) more floats to bring from memory every block).
         self.ref_norm.fill(0.0);
         for (q, &g) in self.prop.iter().enumerate() {
             let at = ((head + q) % p) * bins;
-            for (nrm, &pw) in self
+            for (nrm, x) in self
                 .ref_norm
                 .iter_mut()
-                .zip(self.ref_power[at..at + bins].iter())
+                .zip(self.ref_spectra[at..at + bins].iter())
             {
-                *nrm += g * pw;
+                *nrm += g * x.norm_sqr();
             }
         }
         ref_energy
@@ -889,7 +874,8 @@ impl EchoCanceller {
     fn echo_and_error(&mut self, fg: bool) {
         let n = self.block;
         let inv_fft_len = 1.0 / (2 * n) as f32;
-        self.fft.inverse(&mut self.spec, &mut self.time);
+        self.fft
+            .inverse(&mut self.spec, &mut self.time, &self.shared.unity);
         let (echo, err) = if fg {
             (&mut self.echo_fg, &mut self.err_fg)
         } else {
@@ -1135,7 +1121,8 @@ impl EchoCanceller {
         let inv_fft_len = 1.0 / (2 * n) as f32;
         let part = &mut self.background[q * bins..(q + 1) * bins];
         self.spec.copy_from_slice(part);
-        self.fft.inverse(&mut self.spec, &mut self.time);
+        self.fft
+            .inverse(&mut self.spec, &mut self.time, &self.shared.unity);
         let (head, tail) = self.time.split_at_mut(n);
         for t in head.iter_mut() {
             *t *= inv_fft_len;
@@ -1233,9 +1220,10 @@ impl EchoCanceller {
         for (s, &g) in self.spec.iter_mut().zip(self.res_gain.iter()) {
             *s = Complex32::new(depth * fast_ln(g), 0.0);
         }
-        self.fft.inverse(&mut self.spec, &mut self.time);
+        self.fft
+            .inverse(&mut self.spec, &mut self.time, &self.shared.unity);
         // Fold and lifter (the taper built in `new`; the FFT's scale folded in).
-        for (c, &w) in self.time.iter_mut().zip(self.res_lifter.iter()) {
+        for (c, &w) in self.time.iter_mut().zip(self.shared.lifter.iter()) {
             *c *= w;
         }
         self.fft.forward(&self.time, &mut self.spec);
@@ -1245,7 +1233,8 @@ impl EchoCanceller {
             let mag = fast_exp(c.re);
             *o *= Complex32::new(mag * cos, mag * sin);
         }
-        self.fft.inverse(&mut self.out_spectrum, &mut self.time);
+        self.fft
+            .inverse(&mut self.out_spectrum, &mut self.time, &self.shared.unity);
         for (o, &t) in self.post.iter_mut().zip(self.time[n..].iter()) {
             *o = t * inv_fft_len;
         }
@@ -1253,8 +1242,38 @@ impl EchoCanceller {
     }
 }
 
+/// What every canceller at one rate shares, read-only once built (one copy per rate for
+/// the whole process, so thousands of sessions do not each keep and pull through the
+/// cache their own).
+struct Shared {
+    /// Gains of 1 for the inverse transforms (`N + 1`).
+    unity: Box<[f32]>,
+    /// Cepstral lifter (`2N`): the log gains' cepstrum folded onto positive quefrencies
+    /// with a raised-cosine taper to `N/4`, which smooths the gain curve over ~8 bins and
+    /// keeps the filter well inside the `N + 1` taps overlap-save allows; the inverse
+    /// FFT's `1/2N` folded in.
+    lifter: Box<[f32]>,
+}
+
+impl Shared {
+    /// The tables for `sample_rate_hz` (control plane: built on first use; `None` for an
+    /// unsupported rate).
+    fn for_rate(sample_rate_hz: u32) -> Option<Arc<Shared>> {
+        static SHARED: [OnceLock<Arc<Shared>>; SUPPORTED_RATES_HZ.len()] =
+            [const { OnceLock::new() }; SUPPORTED_RATES_HZ.len()];
+        let shared = SHARED[rate_index(sample_rate_hz)?].get_or_init(|| {
+            let n = block_len(sample_rate_hz);
+            Arc::new(Shared {
+                unity: vec![1.0; n + 1].into_boxed_slice(),
+                lifter: lifter_window(n),
+            })
+        });
+        Some(Arc::clone(shared))
+    }
+}
+
 /// The residual suppressor's cepstral lifter for blocks of `n` samples (see
-/// `EchoCanceller::res_lifter`). Control plane.
+/// [`Shared::lifter`]). Control plane.
 fn lifter_window(n: usize) -> Box<[f32]> {
     let inv_fft_len = 1.0 / (2 * n) as f32;
     let lifter = (n / RES_LIFTER_SHARE).max(2);
@@ -1850,7 +1869,6 @@ mod tests {
         let real = [
             &aec.time,
             &aec.ref_prev,
-            &aec.ref_power,
             &aec.ref_norm,
             &aec.prop,
             &aec.partition_norm,
@@ -1877,10 +1895,8 @@ mod tests {
             &aec.res_noise,
             &aec.res_gain,
             &aec.res_hann,
-            &aec.res_lifter,
             &aec.post,
             &aec.fft.power,
-            &aec.fft.unity,
         ];
         complex.iter().map(|b| b.len() * c).sum::<usize>()
             + real.iter().map(|b| b.len() * f).sum::<usize>()

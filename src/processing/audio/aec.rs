@@ -256,11 +256,16 @@ impl Default for AecConfig {
 }
 
 /// Real FFTs of `2N` points: the plan every noise suppressor at the rate shares (a complex
-/// FFT of `N` points and a split that vectorises, see [`NsPlan`]), with this canceller's
-/// work space.
+/// FFT of `N` points and a split that vectorises, see [`NsPlan`]); the work space is in
+/// [`FftWork`].
 #[derive(Clone)]
 struct Fft {
     plan: Arc<NsPlan>,
+}
+
+/// The transforms' work space.
+#[derive(Clone)]
+struct FftWork {
     /// The complex transform's values (`N`).
     z: Box<[Complex32]>,
     /// The periodogram |X|² of the last forward transform (`N + 1`).
@@ -270,46 +275,122 @@ struct Fft {
 }
 
 impl Fft {
-    /// The transforms for blocks of `n` samples at `sample_rate_hz` (a supported rate, so
-    /// the plan exists). Control plane.
-    fn new(sample_rate_hz: u32, n: usize) -> Option<Self> {
+    /// The transforms at `sample_rate_hz` (a supported rate, so the plan exists) and work
+    /// space for them. Control plane.
+    fn new(sample_rate_hz: u32) -> Option<(Self, FftWork)> {
         let plan = shared_plan(sample_rate_hz)?;
-        let scratch = vec![Complex32::new(0.0, 0.0); plan.scratch_len()].into_boxed_slice();
-        Some(Fft {
-            plan,
+        let n = block_len(sample_rate_hz);
+        let work = FftWork {
             z: vec![Complex32::new(0.0, 0.0); n].into_boxed_slice(),
             power: vec![0.0; n + 1].into_boxed_slice(),
-            scratch,
-        })
+            scratch: vec![Complex32::new(0.0, 0.0); plan.scratch_len()].into_boxed_slice(),
+        };
+        Some((Fft { plan }, work))
     }
 
     /// Unnormalised forward transform of `input` (`2N`) into `output` (`N + 1`); the
-    /// periodogram is left in `power`.
-    fn forward(&mut self, input: &[f32], output: &mut [Complex32]) {
-        let n = self.z.len();
+    /// periodogram is left in `work.power`.
+    fn forward(&self, work: &mut FftWork, input: &[f32], output: &mut [Complex32]) {
+        let n = work.z.len();
         // The samples packed in pairs, the transform's input, in the output's buffer.
         for (o, pair) in output[..n].iter_mut().zip(input.chunks_exact(2)) {
             *o = Complex32::new(pair[0], pair[1]);
         }
         self.plan.forward_real(
             &mut output[..n + 1],
-            &mut self.z,
-            &mut self.power,
-            &mut self.scratch,
+            &mut work.z,
+            &mut work.power,
+            &mut work.scratch,
         );
     }
 
     /// Unnormalised inverse transform (the result is `2N` times the signal) of `input`
     /// (`N + 1`, used as scratch; the imaginary parts of DC and Nyquist are ignored) into
     /// `output` (`2N`); `unity` is `N + 1` gains of 1 ([`Shared::unity`]).
-    fn inverse(&mut self, input: &mut [Complex32], output: &mut [f32], unity: &[f32]) {
-        let n = self.z.len();
+    fn inverse(
+        &self,
+        work: &mut FftWork,
+        input: &mut [Complex32],
+        output: &mut [f32],
+        unity: &[f32],
+    ) {
+        let n = work.z.len();
         self.plan
-            .inverse_real(&mut input[..n + 1], unity, &mut self.z, &mut self.scratch);
+            .inverse_real(&mut input[..n + 1], unity, &mut work.z, &mut work.scratch);
         for (pair, c) in output.chunks_exact_mut(2).zip(input[..n].iter()) {
             pair[0] = c.re;
             pair[1] = c.im;
         }
+    }
+}
+
+/// A canceller's work space for one block: what it computes and uses within the block and
+/// keeps nothing of. Sized for one rate. A lane's DSP stage owns one per supported rate
+/// (in [`super::DspScratch`]) for all its sessions' cancellers, so it stays in the cache
+/// while each canceller's state is fetched once; a canceller built on its own
+/// ([`EchoCanceller::new`]) owns one.
+#[derive(Clone)]
+pub(crate) struct AecWork {
+    /// Samples per block (`N`).
+    block: usize,
+    fft: FftWork,
+    // Scratch: 2N real, N + 1 complex.
+    time: Box<[f32]>,
+    spec: Box<[Complex32]>,
+    // This block's signals (full scale = 1).
+    capture: Box<[f32]>,
+    echo_fg: Box<[f32]>,
+    err_fg: Box<[f32]>,
+    echo_bg: Box<[f32]>,
+    err_bg: Box<[f32]>,
+    /// Spectrum of the zero-padded background error, then the scaled gradient input.
+    err_spectrum: Box<[Complex32]>,
+    /// Per-bin step of the next update.
+    step: Box<[f32]>,
+    /// Spectrum of the linear output window, filtered in place.
+    out_spectrum: Box<[Complex32]>,
+    /// This block's Hann-windowed output and echo-estimate powers per bin.
+    res_hann: Box<[f32]>,
+    /// The post-filtered block.
+    post: Box<[f32]>,
+}
+
+impl AecWork {
+    /// Work space for cancellers at `sample_rate_hz` (a supported rate). Control plane.
+    pub(crate) fn new(sample_rate_hz: u32) -> Option<AecWork> {
+        let (_, fft) = Fft::new(sample_rate_hz)?;
+        let block = block_len(sample_rate_hz);
+        let bins = block + 1;
+        let zeros_c = |len: usize| vec![Complex32::new(0.0, 0.0); len].into_boxed_slice();
+        let zeros = |len: usize| vec![0.0f32; len].into_boxed_slice();
+        Some(AecWork {
+            block,
+            fft,
+            time: zeros(2 * block),
+            spec: zeros_c(bins),
+            capture: zeros(block),
+            echo_fg: zeros(block),
+            err_fg: zeros(block),
+            echo_bg: zeros(block),
+            err_bg: zeros(block),
+            err_spectrum: zeros_c(bins),
+            step: zeros(bins),
+            out_spectrum: zeros_c(bins),
+            res_hann: zeros(2 * bins),
+            post: zeros(block),
+        })
+    }
+
+    /// Heap bytes of this work space.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        let c = std::mem::size_of::<Complex32>();
+        let f = std::mem::size_of::<f32>();
+        (self.fft.z.len() + self.fft.scratch.len() + self.spec.len()) * c
+            + (self.err_spectrum.len() + self.out_spectrum.len()) * c
+            + (self.fft.power.len() + self.time.len() + self.step.len() + self.res_hann.len()) * f
+            + (self.capture.len() + self.echo_fg.len() + self.err_fg.len()) * f
+            + (self.echo_bg.len() + self.err_bg.len() + self.post.len()) * f
     }
 }
 
@@ -324,10 +405,9 @@ pub struct EchoCanceller {
     /// Filter partitions (`P`).
     partitions: usize,
     fft: Fft,
-
-    // Scratch: 2N real, N + 1 complex.
-    time: Box<[f32]>,
-    spec: Box<[Complex32]>,
+    /// This canceller's own work space, when built on its own ([`EchoCanceller::new`]);
+    /// `None` when a lane's DSP stage lends one ([`EchoCanceller::process_with`]).
+    own_work: Option<Box<AecWork>>,
 
     // Reference history.
     /// Previous reference block (first half of the overlap-save window).
@@ -348,18 +428,7 @@ pub struct EchoCanceller {
     /// Next partition whose gradient constraint is enforced.
     constrain_next: usize,
 
-    // This block's signals (full scale = 1).
-    capture: Box<[f32]>,
-    echo_fg: Box<[f32]>,
-    err_fg: Box<[f32]>,
-    echo_bg: Box<[f32]>,
-    err_bg: Box<[f32]>,
-
     // Step-size statistics.
-    /// Spectrum of the zero-padded background error, then the scaled gradient input.
-    err_spectrum: Box<[Complex32]>,
-    /// Per-bin step of the next update.
-    step: Box<[f32]>,
     /// Smoothed per-bin error and echo-estimate powers.
     err_power: Box<[f32]>,
     echo_power: Box<[f32]>,
@@ -405,8 +474,6 @@ pub struct EchoCanceller {
     /// Previous linear output and echo-estimate blocks (first halves of the windows).
     out_prev: Box<[f32]>,
     echo_prev: Box<[f32]>,
-    /// Spectrum of the linear output window, filtered in place.
-    out_spectrum: Box<[Complex32]>,
     res_err_power: Box<[f32]>,
     res_echo_power: Box<[f32]>,
     /// Output and echo-estimate power averaged over echo-dominated blocks.
@@ -418,14 +485,10 @@ pub struct EchoCanceller {
     res_noise: Box<[f32]>,
     /// Gain per bin.
     res_gain: Box<[f32]>,
-    /// Scratch: this block's Hann-windowed output and echo-estimate powers per bin.
-    res_hann: Box<[f32]>,
     /// Constants every canceller at this rate shares.
     shared: Arc<Shared>,
     /// Share of the suppression applied (0 during near-end speech, 1 otherwise).
     res_depth: f32,
-    /// The post-filtered block.
-    post: Box<[f32]>,
 
     // ERLE meter.
     /// Reference power, held over the tail (echo may still be arriving).
@@ -453,8 +516,6 @@ impl EchoCanceller {
     #[inline]
     pub fn prefetch(&self) {
         use crate::runtime::prefetch;
-        prefetch::slice_l2(&self.time);
-        prefetch::slice_l2(&self.spec);
         prefetch::slice_l2(&self.ref_prev);
         prefetch::slice_l2(&self.ref_spectra);
         prefetch::slice_l2(&self.ref_norm);
@@ -462,13 +523,6 @@ impl EchoCanceller {
         prefetch::slice_l2(&self.foreground);
         prefetch::slice_l2(&self.prop);
         prefetch::slice_l2(&self.partition_norm);
-        prefetch::slice_l2(&self.capture);
-        prefetch::slice_l2(&self.echo_fg);
-        prefetch::slice_l2(&self.err_fg);
-        prefetch::slice_l2(&self.echo_bg);
-        prefetch::slice_l2(&self.err_bg);
-        prefetch::slice_l2(&self.err_spectrum);
-        prefetch::slice_l2(&self.step);
         prefetch::slice_l2(&self.err_power);
         prefetch::slice_l2(&self.echo_power);
         prefetch::slice_l2(&self.leak_err);
@@ -478,7 +532,6 @@ impl EchoCanceller {
         prefetch::slice_l2(&self.ref_peaks);
         prefetch::slice_l2(&self.out_prev);
         prefetch::slice_l2(&self.echo_prev);
-        prefetch::slice_l2(&self.out_spectrum);
         prefetch::slice_l2(&self.res_err_power);
         prefetch::slice_l2(&self.res_echo_power);
         prefetch::slice_l2(&self.res_leak_err);
@@ -486,13 +539,23 @@ impl EchoCanceller {
         prefetch::slice_l2(&self.res_residual);
         prefetch::slice_l2(&self.res_noise);
         prefetch::slice_l2(&self.res_gain);
-        prefetch::slice_l2(&self.res_hann);
-        prefetch::slice_l2(&self.post);
     }
 
     /// Builds a canceller for `config`. Control plane: validates the rate and the tail
     /// ([`MIN_TAIL_MS`] to [`MAX_TAIL_MS`]) and allocates every buffer and FFT plan.
     pub fn new(config: AecConfig) -> Result<Self, DspConfigError> {
+        let mut aec = Self::for_lane(config)?;
+        let work = AecWork::new(config.sample_rate_hz).ok_or(DspConfigError {
+            component: COMPONENT,
+            reason: "no FFT plan at this rate",
+        })?;
+        aec.own_work = Some(Box::new(work));
+        Ok(aec)
+    }
+
+    /// [`Self::new`] without work space of its own, for a lane's DSP stage, which lends
+    /// its own to [`Self::process_with`]. Control plane.
+    pub(crate) fn for_lane(config: AecConfig) -> Result<Self, DspConfigError> {
         check_rate(COMPONENT, config.sample_rate_hz)?;
         // The CPU check the block kernels make, done here first (control plane).
         crate::processing::simd::warm_up();
@@ -505,7 +568,10 @@ impl EchoCanceller {
         let block = block_len(config.sample_rate_hz);
         let bins = block + 1;
         let partitions = config.tail_ms.div_ceil(10) as usize;
-        let fft_len = 2 * block;
+        let (fft, _) = Fft::new(config.sample_rate_hz).ok_or(DspConfigError {
+            component: COMPONENT,
+            reason: "no FFT plan at this rate",
+        })?;
         let bands = bins.div_ceil(bins.div_ceil(LEAK_BANDS));
         let zeros_c = |len: usize| vec![Complex32::new(0.0, 0.0); len].into_boxed_slice();
         let zeros = |len: usize| vec![0.0f32; len].into_boxed_slice();
@@ -514,12 +580,8 @@ impl EchoCanceller {
             block,
             bins,
             partitions,
-            fft: Fft::new(config.sample_rate_hz, block).ok_or(DspConfigError {
-                component: COMPONENT,
-                reason: "no FFT plan at this rate",
-            })?,
-            time: zeros(fft_len),
-            spec: zeros_c(bins),
+            fft,
+            own_work: None,
             ref_prev: zeros(block),
             ref_spectra: zeros_c(partitions * bins),
             ref_head: 0,
@@ -529,13 +591,6 @@ impl EchoCanceller {
             prop: zeros(partitions),
             partition_norm: zeros(partitions),
             constrain_next: 0,
-            capture: zeros(block),
-            echo_fg: zeros(block),
-            err_fg: zeros(block),
-            echo_bg: zeros(block),
-            err_bg: zeros(block),
-            err_spectrum: zeros_c(bins),
-            step: zeros(bins),
             err_power: zeros(bins),
             echo_power: zeros(bins),
             leak_err: zeros(bins),
@@ -563,7 +618,6 @@ impl EchoCanceller {
             suppress: config.residual_suppression,
             out_prev: zeros(block),
             echo_prev: zeros(block),
-            out_spectrum: zeros_c(bins),
             res_err_power: zeros(bins),
             res_echo_power: zeros(bins),
             res_leak_err: zeros(bins),
@@ -571,13 +625,11 @@ impl EchoCanceller {
             res_residual: zeros(bins),
             res_noise: zeros(bins),
             res_gain: zeros(bins),
-            res_hann: zeros(2 * bins),
             shared: Shared::for_rate(config.sample_rate_hz).ok_or(DspConfigError {
                 component: COMPONENT,
                 reason: "no tables at this rate",
             })?,
             res_depth: 1.0,
-            post: zeros(block),
             ref_recent: 0.0,
             // Hold the reference power over the tail, falling 30 dB across it.
             ref_recent_decay: 10f32.powf(-3.0 / partitions as f32),
@@ -604,8 +656,6 @@ impl EchoCanceller {
     /// Called on the real-time thread; never allocates.
     pub fn reset(&mut self) {
         let zero = Complex32::new(0.0, 0.0);
-        self.time.fill(0.0);
-        self.spec.fill(zero);
         self.ref_prev.fill(0.0);
         self.ref_spectra.fill(zero);
         self.ref_head = 0;
@@ -615,8 +665,6 @@ impl EchoCanceller {
         self.prop.fill(1.0 / self.partitions as f32);
         self.partition_norm.fill(0.0);
         self.constrain_next = 0;
-        self.err_spectrum.fill(zero);
-        self.step.fill(0.0);
         self.err_power.fill(0.0);
         self.echo_power.fill(0.0);
         self.leak_err.fill(0.0);
@@ -678,12 +726,38 @@ impl EchoCanceller {
     ///
     /// Called on the real-time thread; never allocates.
     pub fn process(&mut self, capture: &mut [i16], reference: &[i16]) {
+        // A canceller built for a lane has no work space of its own: the lane calls
+        // `process_with`.
+        let Some(mut work) = self.own_work.take() else {
+            return;
+        };
+        self.process_with(capture, reference, &mut work);
+        self.own_work = Some(work);
+    }
+
+    /// The work space for this canceller's rate among `works` (one per rate, as a lane's
+    /// DSP stage keeps them). Called on the real-time thread.
+    pub(crate) fn work_in<'a>(&self, works: &'a mut [AecWork]) -> Option<&'a mut AecWork> {
+        works.iter_mut().find(|w| w.block == self.block)
+    }
+
+    /// [`Self::process`] with work space lent by the caller (a lane's DSP stage, one for
+    /// all its cancellers at this rate). Work space for another rate is a caller bug: the
+    /// call is ignored, as for frames of the wrong length.
+    ///
+    /// Called on the real-time thread; never allocates.
+    pub(crate) fn process_with(
+        &mut self,
+        capture: &mut [i16],
+        reference: &[i16],
+        work: &mut AecWork,
+    ) {
         let n = self.block;
-        if capture.len() != reference.len() || capture.len() % n != 0 {
+        if work.block != n || capture.len() != reference.len() || capture.len() % n != 0 {
             return;
         }
         for (cap, refr) in capture.chunks_exact_mut(n).zip(reference.chunks_exact(n)) {
-            self.process_block(cap, refr);
+            self.process_block(work, cap, refr);
         }
     }
 
@@ -695,10 +769,10 @@ impl EchoCanceller {
     }
 
     /// One 10 ms block; `capture.len() == reference.len() == self.block`.
-    fn process_block(&mut self, capture: &mut [i16], reference: &[i16]) {
+    fn process_block(&mut self, w: &mut AecWork, capture: &mut [i16], reference: &[i16]) {
         crate::processing::simd::avx2_or_portable!(
-            self.process_block_avx2(capture, reference),
-            self.process_block_portable(capture, reference)
+            self.process_block_avx2(w, capture, reference),
+            self.process_block_portable(w, capture, reference)
         )
     }
 
@@ -708,16 +782,21 @@ impl EchoCanceller {
     /// The CPU must run AVX2 ([`crate::processing::simd::avx2`]).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn process_block_avx2(&mut self, capture: &mut [i16], reference: &[i16]) {
-        self.process_block_portable(capture, reference)
+    unsafe fn process_block_avx2(
+        &mut self,
+        w: &mut AecWork,
+        capture: &mut [i16],
+        reference: &[i16],
+    ) {
+        self.process_block_portable(w, capture, reference)
     }
 
     /// The body of [`Self::process_block`], built into both of its versions.
     #[inline(always)]
-    fn process_block_portable(&mut self, capture: &mut [i16], reference: &[i16]) {
+    fn process_block_portable(&mut self, w: &mut AecWork, capture: &mut [i16], reference: &[i16]) {
         let n = self.block;
-        let ref_energy = self.push_reference(reference);
-        for (c, &s) in self.capture.iter_mut().zip(capture.iter()) {
+        let ref_energy = self.push_reference(w, reference);
+        for (c, &s) in w.capture.iter_mut().zip(capture.iter()) {
             *c = f32::from(s) * SAMPLE_TO_FLOAT;
         }
 
@@ -728,22 +807,22 @@ impl EchoCanceller {
             &self.ref_spectra,
             head,
             self.bins,
-            &mut self.spec,
+            &mut w.spec,
         );
-        self.echo_and_error(true);
+        self.echo_and_error(w, true);
         filter(
             &self.background,
             &self.ref_spectra,
             head,
             self.bins,
-            &mut self.spec,
+            &mut w.spec,
         );
-        self.echo_and_error(false);
+        self.echo_and_error(w, false);
 
         // --- Near-end speech: the foreground error holds much more than the residual echo
         // and noise seen in single talk.
-        let fg_err = energy(&self.err_fg);
-        let fg_echo = energy(&self.echo_fg);
+        let fg_err = energy(&w.err_fg);
+        let fg_echo = energy(&w.echo_fg);
         self.talk_err_smooth += TALK_FLOOR_SMOOTHING * (fg_err - self.talk_err_smooth);
         self.talk_floor = if self.talk_err_smooth < self.talk_floor {
             self.talk_err_smooth
@@ -765,15 +844,15 @@ impl EchoCanceller {
         }
         self.ref_peak_pos = (self.ref_peak_pos + 1) % self.ref_peaks.len();
         let ref_peak_tail = self.ref_peaks.iter().copied().fold(0.0f32, f32::max);
-        let capture_peak = self.capture.iter().fold(0.0f32, |m, &v| m.max(v.abs()));
+        let capture_peak = w.capture.iter().fold(0.0f32, |m, &v| m.max(v.abs()));
         self.near_end_level = capture_peak > GEIGEL_MARGIN * self.echo_peak_ratio * ref_peak_tail;
         let near_end = self.adapted
             && fg_err
                 > NEAR_END_RATIO * (talk_ratio * fg_echo + NEAR_END_NOISE_WEIGHT * self.talk_floor);
 
         // --- Which model drives the output; `err_fg`/`echo_fg` become this block's.
-        let capture_energy = energy(&self.capture);
-        if !self.choose_model(capture_energy, near_end) {
+        let capture_energy = energy(&w.capture);
+        if !self.choose_model(w, capture_energy, near_end) {
             // Cannot happen with bounded input and the regularised step, but a corrupted
             // state must not stay corrupted: start over and leave this block untouched.
             self.reset();
@@ -781,8 +860,8 @@ impl EchoCanceller {
         }
 
         // --- Is the capture explained by the echo estimate (far-end single talk)?
-        let cross = dot(&self.capture, &self.echo_fg);
-        let echo_energy = energy(&self.echo_fg);
+        let cross = dot(&w.capture, &w.echo_fg);
+        let echo_energy = energy(&w.echo_fg);
         let echo_dominated = !near_end
             && echo_energy > TINY
             && cross * cross > ECHO_DOMINATED_RHO2 * capture_energy * echo_energy;
@@ -800,24 +879,20 @@ impl EchoCanceller {
         }
 
         // --- Adapt the background model.
-        self.update_step(ref_energy, echo_dominated);
+        self.update_step(w, ref_energy, echo_dominated);
         if !self.frozen {
-            self.adapt();
+            self.adapt(w);
         }
 
         // --- Residual echo suppression and output.
-        let post_filtered = self.suppress && self.suppress_residual(echo_dominated);
-        let output: &[f32] = if post_filtered {
-            &self.post
-        } else {
-            &self.err_fg
-        };
+        let post_filtered = self.suppress && self.suppress_residual(w, echo_dominated);
+        let output: &[f32] = if post_filtered { &w.post } else { &w.err_fg };
         let output_energy = energy(output);
         for (c, &v) in capture.iter_mut().zip(output.iter()) {
             *c = (v * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
         }
-        self.out_prev.copy_from_slice(&self.err_fg);
-        self.echo_prev.copy_from_slice(&self.echo_fg);
+        self.out_prev.copy_from_slice(&w.err_fg);
+        self.echo_prev.copy_from_slice(&w.echo_fg);
 
         // --- ERLE meter: only while echo can be present.
         self.ref_recent = (self.ref_recent * self.ref_recent_decay).max(ref_energy / n as f32);
@@ -830,11 +905,11 @@ impl EchoCanceller {
     /// Moves the reference history on by one block and refreshes the normaliser; returns
     /// the block's energy.
     #[inline(always)]
-    fn push_reference(&mut self, reference: &[i16]) -> f32 {
+    fn push_reference(&mut self, w: &mut AecWork, reference: &[i16]) -> f32 {
         let n = self.block;
         let bins = self.bins;
         let p = self.partitions;
-        let (older, newer) = self.time.split_at_mut(n);
+        let (older, newer) = w.time.split_at_mut(n);
         older.copy_from_slice(&self.ref_prev);
         for ((t, prev), &s) in newer
             .iter_mut()
@@ -849,7 +924,8 @@ impl EchoCanceller {
         self.ref_head = (self.ref_head + p - 1) % p;
         let head = self.ref_head;
         let newest = head * bins..(head + 1) * bins;
-        self.fft.forward(&self.time, &mut self.ref_spectra[newest]);
+        self.fft
+            .forward(&mut w.fft, &w.time, &mut self.ref_spectra[newest]);
         // Normaliser Σ_q prop_q·|X_q|²: with it an unconstrained update moves the echo
         // estimate of every bin by exactly step·error, whatever the reference spectrum.
         // The powers are recomputed from the spectra, which the filters read next anyway,
@@ -871,21 +947,21 @@ impl EchoCanceller {
     /// Turns the echo estimate spectrum in `spec` into the foreground's (`fg`) or
     /// background's echo estimate and error for this block.
     #[inline(always)]
-    fn echo_and_error(&mut self, fg: bool) {
+    fn echo_and_error(&mut self, w: &mut AecWork, fg: bool) {
         let n = self.block;
         let inv_fft_len = 1.0 / (2 * n) as f32;
         self.fft
-            .inverse(&mut self.spec, &mut self.time, &self.shared.unity);
+            .inverse(&mut w.fft, &mut w.spec, &mut w.time, &self.shared.unity);
         let (echo, err) = if fg {
-            (&mut self.echo_fg, &mut self.err_fg)
+            (&mut w.echo_fg, &mut w.err_fg)
         } else {
-            (&mut self.echo_bg, &mut self.err_bg)
+            (&mut w.echo_bg, &mut w.err_bg)
         };
         for (((y, e), &d), &t) in echo
             .iter_mut()
             .zip(err.iter_mut())
-            .zip(self.capture.iter())
-            .zip(self.time[n..].iter())
+            .zip(w.capture.iter())
+            .zip(w.time[n..].iter())
         {
             *y = t * inv_fft_len;
             *e = d - *y;
@@ -896,10 +972,10 @@ impl EchoCanceller {
     /// is significantly better, resets it when significantly worse. Leaves the output in
     /// `err_fg`/`echo_fg`. Returns false if the energies are not finite.
     #[inline(always)]
-    fn choose_model(&mut self, capture_energy: f32, near_end: bool) -> bool {
-        let fg_energy = energy(&self.err_fg);
-        let bg_energy = energy(&self.err_bg);
-        let model_diff = diff_energy(&self.echo_fg, &self.echo_bg);
+    fn choose_model(&mut self, w: &mut AecWork, capture_energy: f32, near_end: bool) -> bool {
+        let fg_energy = energy(&w.err_fg);
+        let bg_energy = energy(&w.err_bg);
+        let model_diff = diff_energy(&w.echo_fg, &w.echo_bg);
         if !(fg_energy.is_finite() && bg_energy.is_finite() && model_diff.is_finite()) {
             return false;
         }
@@ -936,11 +1012,11 @@ impl EchoCanceller {
             // Cross-fade from the old model's output to the new one's over the block, so
             // the switch does not click.
             let ramp = 1.0 / self.block as f32;
-            for (i, ((ef, yf), (&eb, &yb))) in self
+            for (i, ((ef, yf), (&eb, &yb))) in w
                 .err_fg
                 .iter_mut()
-                .zip(self.echo_fg.iter_mut())
-                .zip(self.err_bg.iter().zip(self.echo_bg.iter()))
+                .zip(w.echo_fg.iter_mut())
+                .zip(w.err_bg.iter().zip(w.echo_bg.iter()))
                 .enumerate()
             {
                 let w = (i + 1) as f32 * ramp;
@@ -952,8 +1028,8 @@ impl EchoCanceller {
             // model, and adapt from its error.
             self.background.copy_from_slice(&self.foreground);
             self.reset_two_path_stats();
-            self.err_bg.copy_from_slice(&self.err_fg);
-            self.echo_bg.copy_from_slice(&self.echo_fg);
+            w.err_bg.copy_from_slice(&w.err_fg);
+            w.echo_bg.copy_from_slice(&w.echo_fg);
         }
         true
     }
@@ -961,23 +1037,23 @@ impl EchoCanceller {
     /// Computes `step` for the background update from this block's background error and
     /// echo estimate, leaving the error spectrum in `err_spectrum`.
     #[inline(always)]
-    fn update_step(&mut self, ref_energy: f32, echo_dominated: bool) {
+    fn update_step(&mut self, w: &mut AecWork, ref_energy: f32, echo_dominated: bool) {
         let n = self.block;
         let bins = self.bins;
         // Error and echo estimate, zero-padded to the FFT length: the error spectrum is the
         // gradient input, and both give the powers the step comes from.
-        let (zeros, tail) = self.time.split_at_mut(n);
+        let (zeros, tail) = w.time.split_at_mut(n);
         zeros.fill(0.0);
-        tail.copy_from_slice(&self.err_bg);
-        self.fft.forward(&self.time, &mut self.err_spectrum);
-        let (zeros, tail) = self.time.split_at_mut(n);
+        tail.copy_from_slice(&w.err_bg);
+        self.fft.forward(&mut w.fft, &w.time, &mut w.err_spectrum);
+        let (zeros, tail) = w.time.split_at_mut(n);
         zeros.fill(0.0);
-        tail.copy_from_slice(&self.echo_bg);
-        self.fft.forward(&self.time, &mut self.spec);
+        tail.copy_from_slice(&w.echo_bg);
+        self.fft.forward(&mut w.fft, &w.time, &mut w.spec);
 
-        let err_energy = energy(&self.err_bg);
-        let echo_energy = energy(&self.echo_bg);
-        let cross = dot(&self.err_bg, &self.echo_bg);
+        let err_energy = energy(&w.err_bg);
+        let echo_energy = energy(&w.echo_bg);
+        let cross = dot(&w.err_bg, &w.echo_bg);
 
         // Per-bin powers, the leakage ratios learnt in echo-dominated blocks, and the band
         // powers of the leakage regression (Valin 2007): fluctuations of error and echo
@@ -1002,8 +1078,8 @@ impl EchoCanceller {
                         .iter_mut()
                         .zip(self.leak_echo[at..to].iter_mut()),
                 )
-                .zip(self.err_spectrum[at..to].iter())
-                .zip(self.spec[at..to].iter())
+                .zip(w.err_spectrum[at..to].iter())
+                .zip(w.spec[at..to].iter())
             {
                 let ef = e.norm_sqr();
                 let yf = y.norm_sqr();
@@ -1043,7 +1119,7 @@ impl EchoCanceller {
                 0.0
             };
             self.initial_steps += mu;
-            for (s, &nrm) in self.step.iter_mut().zip(self.ref_norm.iter()) {
+            for (s, &nrm) in w.step.iter_mut().zip(self.ref_norm.iter()) {
                 *s = mu / (nrm + reg);
             }
             if self.initial_steps > INITIAL_STEPS_PER_PARTITION * self.partitions as f32 {
@@ -1059,7 +1135,7 @@ impl EchoCanceller {
             .max(cross * cross / (err_energy * echo_energy + TINY))
             .min(RER_MAX);
         let leak_floor = LEAK_FLOOR_GAIN * self.leak;
-        for ((((s, &nrm), &ep), &yp), (&le, &ly)) in self
+        for ((((s, &nrm), &ep), &yp), (&le, &ly)) in w
             .step
             .iter_mut()
             .zip(self.ref_norm.iter())
@@ -1079,14 +1155,14 @@ impl EchoCanceller {
     /// Background update `W_q += prop_q · step · conj(X_q) · E`, then the gradient constraint
     /// on one partition and new step weights.
     #[inline(always)]
-    fn adapt(&mut self) {
+    fn adapt(&mut self, w: &mut AecWork) {
         let bins = self.bins;
         let p = self.partitions;
         let head = self.ref_head;
-        for (e, &mu) in self.err_spectrum.iter_mut().zip(self.step.iter()) {
+        for (e, &mu) in w.err_spectrum.iter_mut().zip(w.step.iter()) {
             *e *= mu;
         }
-        for (q, ((w, &g), norm)) in self
+        for (q, ((part, &g), norm)) in self
             .background
             .chunks_exact_mut(bins)
             .zip(self.prop.iter())
@@ -1094,9 +1170,9 @@ impl EchoCanceller {
             .enumerate()
         {
             let at = ((head + q) % p) * bins;
-            *norm = update_partition(w, &self.ref_spectra[at..at + bins], &self.err_spectrum, g);
+            *norm = update_partition(part, &self.ref_spectra[at..at + bins], &w.err_spectrum, g);
         }
-        self.constrain(self.constrain_next);
+        self.constrain(w, self.constrain_next);
         self.constrain_next = (self.constrain_next + 1) % p;
 
         // Step weights: uniform plus proportionate (IPNLMS), summing to 1.
@@ -1115,46 +1191,46 @@ impl EchoCanceller {
     /// Enforces the gradient constraint on background partition `q`: its impulse response
     /// keeps only its first `N` taps, so the circular convolution stays linear.
     #[inline(always)]
-    fn constrain(&mut self, q: usize) {
+    fn constrain(&mut self, w: &mut AecWork, q: usize) {
         let n = self.block;
         let bins = self.bins;
         let inv_fft_len = 1.0 / (2 * n) as f32;
         let part = &mut self.background[q * bins..(q + 1) * bins];
-        self.spec.copy_from_slice(part);
+        w.spec.copy_from_slice(part);
         self.fft
-            .inverse(&mut self.spec, &mut self.time, &self.shared.unity);
-        let (head, tail) = self.time.split_at_mut(n);
+            .inverse(&mut w.fft, &mut w.spec, &mut w.time, &self.shared.unity);
+        let (head, tail) = w.time.split_at_mut(n);
         for t in head.iter_mut() {
             *t *= inv_fft_len;
         }
         tail.fill(0.0);
-        self.fft.forward(&self.time, part);
+        self.fft.forward(&mut w.fft, &w.time, part);
     }
 
     /// Spectral residual echo suppression of `err_fg` into `post`. Returns false when the
     /// post-filter is transparent (every gain 1, or near-end speech), in which case `post`
     /// is not written and the linear output stands.
     #[inline(always)]
-    fn suppress_residual(&mut self, echo_dominated: bool) -> bool {
+    fn suppress_residual(&mut self, w: &mut AecWork, echo_dominated: bool) -> bool {
         let n = self.block;
         let inv_fft_len = 1.0 / (2 * n) as f32;
         // Windows [previous block, this block] of the linear output and of the echo
         // estimate it removed.
-        let (older, newer) = self.time.split_at_mut(n);
+        let (older, newer) = w.time.split_at_mut(n);
         older.copy_from_slice(&self.echo_prev);
-        newer.copy_from_slice(&self.echo_fg);
-        self.fft.forward(&self.time, &mut self.spec);
-        let (older, newer) = self.time.split_at_mut(n);
+        newer.copy_from_slice(&w.echo_fg);
+        self.fft.forward(&mut w.fft, &w.time, &mut w.spec);
+        let (older, newer) = w.time.split_at_mut(n);
         older.copy_from_slice(&self.out_prev);
-        newer.copy_from_slice(&self.err_fg);
-        self.fft.forward(&self.time, &mut self.out_spectrum);
+        newer.copy_from_slice(&w.err_fg);
+        self.fft.forward(&mut w.fft, &w.time, &mut w.out_spectrum);
 
         // Powers through a Hann window, applied as the kernel [−¼, ½, −¼] across bins (the
         // rectangular window's sidelobes would smear loud bins into quiet ones).
         let bins = self.bins;
-        let (pe, py) = self.res_hann.split_at_mut(bins);
-        hann_powers(&self.out_spectrum, pe);
-        hann_powers(&self.spec, py);
+        let (pe, py) = w.res_hann.split_at_mut(bins);
+        hann_powers(&w.out_spectrum, pe);
+        hann_powers(&w.spec, py);
         let (pe, py) = (&pe[..bins], &py[..bins]);
         let ep = &mut self.res_err_power[..bins];
         let yp = &mut self.res_echo_power[..bins];
@@ -1217,25 +1293,29 @@ impl EchoCanceller {
         // Minimum-phase filter with magnitude gain^depth: fold the real cepstrum of its log
         // onto positive quefrencies (Oppenheim & Schafer §13.8); the exponential of the
         // folded cepstrum's spectrum is the filter. Causal, so no look-ahead is needed.
-        for (s, &g) in self.spec.iter_mut().zip(self.res_gain.iter()) {
+        for (s, &g) in w.spec.iter_mut().zip(self.res_gain.iter()) {
             *s = Complex32::new(depth * fast_ln(g), 0.0);
         }
         self.fft
-            .inverse(&mut self.spec, &mut self.time, &self.shared.unity);
+            .inverse(&mut w.fft, &mut w.spec, &mut w.time, &self.shared.unity);
         // Fold and lifter (the taper built in `new`; the FFT's scale folded in).
-        for (c, &w) in self.time.iter_mut().zip(self.shared.lifter.iter()) {
+        for (c, &w) in w.time.iter_mut().zip(self.shared.lifter.iter()) {
             *c *= w;
         }
-        self.fft.forward(&self.time, &mut self.spec);
+        self.fft.forward(&mut w.fft, &w.time, &mut w.spec);
         // Overlap-save filtering of the linear output.
-        for (o, c) in self.out_spectrum.iter_mut().zip(self.spec.iter()) {
+        for (o, c) in w.out_spectrum.iter_mut().zip(w.spec.iter()) {
             let (sin, cos) = fast_sin_cos(c.im);
             let mag = fast_exp(c.re);
             *o *= Complex32::new(mag * cos, mag * sin);
         }
-        self.fft
-            .inverse(&mut self.out_spectrum, &mut self.time, &self.shared.unity);
-        for (o, &t) in self.post.iter_mut().zip(self.time[n..].iter()) {
+        self.fft.inverse(
+            &mut w.fft,
+            &mut w.out_spectrum,
+            &mut w.time,
+            &self.shared.unity,
+        );
+        for (o, &t) in w.post.iter_mut().zip(w.time[n..].iter()) {
             *o = t * inv_fft_len;
         }
         true
@@ -1852,32 +1932,17 @@ mod tests {
         .expect("valid configuration")
     }
 
-    /// Heap bytes of a canceller's state (FFT plans' twiddles not included).
+    /// Heap bytes of a canceller's state (FFT plans' twiddles and the work space, which a
+    /// lane shares among its cancellers, not included).
     fn heap_bytes(aec: &EchoCanceller) -> usize {
         let c = std::mem::size_of::<Complex32>();
         let f = std::mem::size_of::<f32>();
-        let complex = [
-            &aec.fft.z,
-            &aec.fft.scratch,
-            &aec.spec,
-            &aec.ref_spectra,
-            &aec.background,
-            &aec.foreground,
-            &aec.err_spectrum,
-            &aec.out_spectrum,
-        ];
+        let complex = [&aec.ref_spectra, &aec.background, &aec.foreground];
         let real = [
-            &aec.time,
             &aec.ref_prev,
             &aec.ref_norm,
             &aec.prop,
             &aec.partition_norm,
-            &aec.capture,
-            &aec.echo_fg,
-            &aec.err_fg,
-            &aec.echo_bg,
-            &aec.err_bg,
-            &aec.step,
             &aec.err_power,
             &aec.echo_power,
             &aec.leak_err,
@@ -1894,9 +1959,6 @@ mod tests {
             &aec.res_residual,
             &aec.res_noise,
             &aec.res_gain,
-            &aec.res_hann,
-            &aec.post,
-            &aec.fft.power,
         ];
         complex.iter().map(|b| b.len() * c).sum::<usize>()
             + real.iter().map(|b| b.len() * f).sum::<usize>()
@@ -2057,13 +2119,14 @@ mod tests {
             println!(
                 "8 kHz, {tail} ms tail: ERLE 2-5 s {erle:.1} dB ({erle_linear:.1} dB linear only; \
                  {:.1} dB counting far-end pauses), 0.5-1 s {:.1} dB, 1-2 s {:.1} dB, \
-                 meter {:.1} dB, state {} + {} B",
+                 meter {:.1} dB, state {} + {} B, work space (per lane) {} B",
                 sc.erle_all_blocks_db(&out, 2.0, 5.0),
                 sc.erle_db(&out, 0.5, 1.0),
                 sc.erle_db(&out, 1.0, 2.0),
                 full.erle_db(),
                 std::mem::size_of::<EchoCanceller>(),
                 heap_bytes(&full),
+                full.own_work.as_ref().map_or(0, |w| w.bytes()),
             );
             assert!(erle >= 30.0, "{tail} ms: ERLE {erle:.1} dB");
             assert!(

@@ -207,6 +207,8 @@ pub struct DspChain {
 pub struct DspScratch {
     ns: ns::NsWork,
     vad: vad::VadWork,
+    /// One echo canceller work space per supported rate.
+    aec: Box<[aec::AecWork]>,
 }
 
 impl DspScratch {
@@ -216,6 +218,10 @@ impl DspScratch {
         DspScratch {
             ns: ns::NsWork::for_rates(&config::SUPPORTED_RATES_HZ),
             vad: vad::VadWork::for_rates(&config::SUPPORTED_RATES_HZ),
+            aec: config::SUPPORTED_RATES_HZ
+                .iter()
+                .filter_map(|&rate| aec::AecWork::new(rate))
+                .collect(),
         }
     }
 }
@@ -286,7 +292,8 @@ impl DspChain {
         let aec = config
             .aec
             .map(|c| {
-                aec::EchoCanceller::new(aec::AecConfig {
+                // Its work space is the lane's (`DspScratch`), lent to each frame.
+                aec::EchoCanceller::for_lane(aec::AecConfig {
                     sample_rate_hz,
                     ..c
                 })
@@ -435,7 +442,9 @@ impl Voice {
         if let (Some(aec), Some(r)) = (self.aec.as_mut(), self.reference.as_ref()) {
             let n = frame.len().min(self.ref_frame.len());
             r.latest(&mut self.ref_frame[..n]);
-            aec.process(&mut frame[..n], &self.ref_frame[..n]);
+            if let Some(work) = aec.work_in(&mut scratch.aec) {
+                aec.process_with(&mut frame[..n], &self.ref_frame[..n], work);
+            }
         }
         if let Some(d) = self.dtmf.as_mut() {
             d.process(frame, |e| {

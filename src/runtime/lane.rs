@@ -1167,6 +1167,11 @@ pub struct DspStage {
     shared: Arc<Shared>,
 }
 
+/// How many frames ahead the DSP stage prefetches a session's chain box, and its
+/// components' buffers (see [`DspStage::prefetch_ahead`]).
+const DSP_BOX_AHEAD: usize = 1;
+const DSP_BUFFERS_AHEAD: usize = 0;
+
 impl DspStage {
     /// Starts loading the processing state of the next two frames' sessions (a voice chain
     /// is kilobytes per session, at addresses the hardware cannot guess): the chain's box
@@ -1175,22 +1180,29 @@ impl DspStage {
     #[inline]
     fn prefetch_ahead(&mut self) {
         let (sessions, frames, cells) = (&self.sessions, &self.frames, &self.shared.sessions);
-        prefetch::ahead(&mut self.input, |i, msg| {
-            let Downstream::Frame { src, frame, .. } = msg else {
-                return;
-            };
-            if i == 1 {
-                if let Some(cell) = cells.get(*src as usize) {
-                    prefetch::line(&cell.counters.frames_processed);
+        // The item at DSP_BOX_AHEAD: its chain's box and counter; the one at
+        // DSP_BUFFERS_AHEAD (whose box was loaded a frame ago): its components' buffers.
+        // Each read by position (`prefetch::at`) rather than by walking the items before.
+        let visit = |first: bool| {
+            move |msg: &Downstream| {
+                let Downstream::Frame { src, frame, .. } = msg else {
+                    return;
+                };
+                if first {
+                    if let Some(cell) = cells.get(*src as usize) {
+                        prefetch::line(&cell.counters.frames_processed);
+                    }
+                }
+                if frames.with(frame, |f| f.relay && f.samples == 0) {
+                    return;
+                }
+                if let Some(p) = sessions.get(*src as usize).and_then(|p| p.as_ref()) {
+                    p.chain.prefetch(first);
                 }
             }
-            if frames.with(frame, |f| f.relay && f.samples == 0) {
-                return;
-            }
-            if let Some(p) = sessions.get(*src as usize).and_then(|p| p.as_ref()) {
-                p.chain.prefetch(i == 1);
-            }
-        });
+        };
+        prefetch::at(&mut self.input, DSP_BOX_AHEAD, visit(true));
+        prefetch::at(&mut self.input, DSP_BUFFERS_AHEAD, visit(false));
     }
 
     /// Drains the input ring as far as the output has room. Called on the real-time thread.

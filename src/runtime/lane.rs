@@ -1167,8 +1167,10 @@ pub struct DspStage {
     shared: Arc<Shared>,
 }
 
-/// How many frames ahead the DSP stage prefetches a session's chain box, and its
-/// components' buffers (see [`DspStage::prefetch_ahead`]).
+/// Where in its input ring (0: the frame after the one being processed) the DSP stage
+/// prefetches a session's chain box and the frame's counter, and where the components'
+/// buffers (see [`DspStage::prefetch_ahead`]). One frame deeper (2 and 1, or 3 and 2)
+/// measured no better (PERF.md, session 12).
 const DSP_BOX_AHEAD: usize = 1;
 const DSP_BUFFERS_AHEAD: usize = 0;
 

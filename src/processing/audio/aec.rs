@@ -274,18 +274,23 @@ struct FftWork {
     scratch: Box<[Complex32]>,
 }
 
-impl Fft {
-    /// The transforms at `sample_rate_hz` (a supported rate, so the plan exists) and work
-    /// space for them. Control plane.
-    fn new(sample_rate_hz: u32) -> Option<(Self, FftWork)> {
-        let plan = shared_plan(sample_rate_hz)?;
-        let n = block_len(sample_rate_hz);
-        let work = FftWork {
+impl FftWork {
+    /// Work space for `fft`'s transforms of blocks of `n` samples. Control plane.
+    fn new(fft: &Fft, n: usize) -> Self {
+        FftWork {
             z: vec![Complex32::new(0.0, 0.0); n].into_boxed_slice(),
             power: vec![0.0; n + 1].into_boxed_slice(),
-            scratch: vec![Complex32::new(0.0, 0.0); plan.scratch_len()].into_boxed_slice(),
-        };
-        Some((Fft { plan }, work))
+            scratch: vec![Complex32::new(0.0, 0.0); fft.plan.scratch_len()].into_boxed_slice(),
+        }
+    }
+}
+
+impl Fft {
+    /// The transforms at `sample_rate_hz` (`None` for an unsupported rate). Control plane.
+    fn new(sample_rate_hz: u32) -> Option<Self> {
+        Some(Fft {
+            plan: shared_plan(sample_rate_hz)?,
+        })
     }
 
     /// Unnormalised forward transform of `input` (`2N`) into `output` (`N + 1`); the
@@ -351,6 +356,8 @@ pub(crate) struct AecWork {
     out_spectrum: Box<[Complex32]>,
     /// This block's Hann-windowed output and echo-estimate powers per bin.
     res_hann: Box<[f32]>,
+    /// The residual suppressor's gain per bin.
+    res_gain: Box<[f32]>,
     /// The post-filtered block.
     post: Box<[f32]>,
 }
@@ -358,8 +365,8 @@ pub(crate) struct AecWork {
 impl AecWork {
     /// Work space for cancellers at `sample_rate_hz` (a supported rate). Control plane.
     pub(crate) fn new(sample_rate_hz: u32) -> Option<AecWork> {
-        let (_, fft) = Fft::new(sample_rate_hz)?;
         let block = block_len(sample_rate_hz);
+        let fft = FftWork::new(&Fft::new(sample_rate_hz)?, block);
         let bins = block + 1;
         let zeros_c = |len: usize| vec![Complex32::new(0.0, 0.0); len].into_boxed_slice();
         let zeros = |len: usize| vec![0.0f32; len].into_boxed_slice();
@@ -377,6 +384,7 @@ impl AecWork {
             step: zeros(bins),
             out_spectrum: zeros_c(bins),
             res_hann: zeros(2 * bins),
+            res_gain: zeros(bins),
             post: zeros(block),
         })
     }
@@ -388,7 +396,8 @@ impl AecWork {
         let f = std::mem::size_of::<f32>();
         (self.fft.z.len() + self.fft.scratch.len() + self.spec.len()) * c
             + (self.err_spectrum.len() + self.out_spectrum.len()) * c
-            + (self.fft.power.len() + self.time.len() + self.step.len() + self.res_hann.len()) * f
+            + (self.fft.power.len() + self.time.len() + self.step.len()) * f
+            + (self.res_hann.len() + self.res_gain.len()) * f
             + (self.capture.len() + self.echo_fg.len() + self.err_fg.len()) * f
             + (self.echo_bg.len() + self.err_bg.len() + self.post.len()) * f
     }
@@ -483,8 +492,6 @@ pub struct EchoCanceller {
     res_residual: Box<[f32]>,
     /// Background noise tracker per bin (comfort floor, near-end detection).
     res_noise: Box<[f32]>,
-    /// Gain per bin.
-    res_gain: Box<[f32]>,
     /// Constants every canceller at this rate shares.
     shared: Arc<Shared>,
     /// Share of the suppression applied (0 during near-end speech, 1 otherwise).
@@ -538,7 +545,6 @@ impl EchoCanceller {
         prefetch::slice_l2(&self.res_leak_echo);
         prefetch::slice_l2(&self.res_residual);
         prefetch::slice_l2(&self.res_noise);
-        prefetch::slice_l2(&self.res_gain);
     }
 
     /// Builds a canceller for `config`. Control plane: validates the rate and the tail
@@ -568,7 +574,7 @@ impl EchoCanceller {
         let block = block_len(config.sample_rate_hz);
         let bins = block + 1;
         let partitions = config.tail_ms.div_ceil(10) as usize;
-        let (fft, _) = Fft::new(config.sample_rate_hz).ok_or(DspConfigError {
+        let fft = Fft::new(config.sample_rate_hz).ok_or(DspConfigError {
             component: COMPONENT,
             reason: "no FFT plan at this rate",
         })?;
@@ -624,7 +630,6 @@ impl EchoCanceller {
             res_leak_echo: zeros(bins),
             res_residual: zeros(bins),
             res_noise: zeros(bins),
-            res_gain: zeros(bins),
             shared: Shared::for_rate(config.sample_rate_hz).ok_or(DspConfigError {
                 component: COMPONENT,
                 reason: "no tables at this rate",
@@ -694,7 +699,6 @@ impl EchoCanceller {
         self.res_residual.fill(0.0);
         // Start high so the tracker settles on the first quiet blocks.
         self.res_noise.fill(f32::MAX);
-        self.res_gain.fill(1.0);
         self.res_depth = 1.0;
         self.ref_recent = 0.0;
         self.erle_capture = 0.0;
@@ -1238,7 +1242,7 @@ impl EchoCanceller {
         let ly = &mut self.res_leak_echo[..bins];
         let res = &mut self.res_residual[..bins];
         let noise = &mut self.res_noise[..bins];
-        let gain = &mut self.res_gain[..bins];
+        let gain = &mut w.res_gain[..bins];
         if echo_dominated {
             for k in 0..bins {
                 le[k] += LEAK_RATIO_RATE * (pe[k] - le[k]);
@@ -1293,7 +1297,7 @@ impl EchoCanceller {
         // Minimum-phase filter with magnitude gain^depth: fold the real cepstrum of its log
         // onto positive quefrencies (Oppenheim & Schafer §13.8); the exponential of the
         // folded cepstrum's spectrum is the filter. Causal, so no look-ahead is needed.
-        for (s, &g) in w.spec.iter_mut().zip(self.res_gain.iter()) {
+        for (s, &g) in w.spec.iter_mut().zip(w.res_gain.iter()) {
             *s = Complex32::new(depth * fast_ln(g), 0.0);
         }
         self.fft
@@ -1398,40 +1402,34 @@ fn energy(x: &[f32]) -> f32 {
     dot(x, x)
 }
 
-/// `Σ a·b` over the samples both hold, in eight running sums (lane `k` takes samples
-/// `k`, `k + 8`, ...) so that the loop vectorises, then added in lane order: the same
-/// bits in every build.
+/// `Σ a·b` over the samples both hold, summed as [`lane_sum`] sums.
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let whole = n - n % 8;
-    let mut acc = [0.0f32; 8];
-    for (x, y) in a[..whole].chunks_exact(8).zip(b[..whole].chunks_exact(8)) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let mut sum = acc.iter().sum::<f32>();
-    for (x, y) in a[whole..n].iter().zip(&b[whole..n]) {
-        sum += x * y;
-    }
-    sum
+    lane_sum(a, b, |x, y| x * y)
 }
 
-/// `Σ (b − a)²` over the samples both hold, summed as [`dot`] sums.
+/// `Σ (b − a)²` over the samples both hold, summed as [`lane_sum`] sums.
 #[inline(always)]
 fn diff_energy(a: &[f32], b: &[f32]) -> f32 {
+    lane_sum(a, b, |x, y| (y - x) * (y - x))
+}
+
+/// `Σ term(a, b)` over the samples both hold, in eight running sums (lane `k` takes
+/// samples `k`, `k + 8`, ...) so that the loop vectorises, then added in lane order, then
+/// the samples left over: the same bits in every build.
+#[inline(always)]
+fn lane_sum(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f32 {
     let n = a.len().min(b.len());
     let whole = n - n % 8;
     let mut acc = [0.0f32; 8];
     for (x, y) in a[..whole].chunks_exact(8).zip(b[..whole].chunks_exact(8)) {
         for k in 0..8 {
-            acc[k] += (y[k] - x[k]) * (y[k] - x[k]);
+            acc[k] += term(x[k], y[k]);
         }
     }
     let mut sum = acc.iter().sum::<f32>();
-    for (x, y) in a[whole..n].iter().zip(&b[whole..n]) {
-        sum += (y - x) * (y - x);
+    for (&x, &y) in a[whole..n].iter().zip(&b[whole..n]) {
+        sum += term(x, y);
     }
     sum
 }
@@ -1514,23 +1512,11 @@ mod avx2 {
         _mm256_addsub_ps(_mm256_mul_ps(a_re, b), _mm256_mul_ps(a_im, b_swapped))
     }
 
-    /// The first four bins of `z`.
-    ///
-    /// # Safety
-    /// The CPU must run AVX2, and `z` must hold at least four bins (8 contiguous `f32`,
-    /// what the unaligned load reads).
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn load(z: &[Complex32]) -> __m256 {
-        debug_assert!(z.len() >= 4);
-        // SAFETY: the caller's contract.
-        unsafe { _mm256_loadu_ps(z.as_ptr().cast()) }
-    }
-
     /// The four bins at `z`.
     ///
     /// # Safety
-    /// The CPU must run AVX2, and `z` must point to four readable bins.
+    /// The CPU must run AVX2, and `z` must point to four readable bins (8 contiguous
+    /// `f32`, what the unaligned load reads).
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn load_at(z: *const Complex32) -> __m256 {
@@ -1541,7 +1527,7 @@ mod avx2 {
     /// Stores four bins at the start of `z`.
     ///
     /// # Safety
-    /// As for [`load`].
+    /// The CPU must run AVX2, and `z` must hold at least four bins.
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn store(z: &mut [Complex32], v: __m256) {
@@ -1650,14 +1636,17 @@ mod avx2 {
             .zip(e[..whole].chunks_exact(4))
         {
             // SAFETY: AVX2 (this function's contract); chunks of 4 bins.
-            let (xv, ev) = unsafe { (load(xc), load(ec)) };
+            let (xv, ev) = unsafe { (load_at(xc.as_ptr()), load_at(ec.as_ptr())) };
             // conj(x) · e: x's imaginary parts negated (exactly, as `conj` does).
             let x_re = _mm256_moveldup_ps(xv);
             let x_im = _mm256_xor_ps(_mm256_movehdup_ps(xv), sign);
             let e_swapped = _mm256_permute_ps::<0b1011_0001>(ev);
             let product = _mm256_addsub_ps(_mm256_mul_ps(x_re, ev), _mm256_mul_ps(x_im, e_swapped));
             // SAFETY: as above.
-            let updated = _mm256_add_ps(unsafe { load(wc) }, _mm256_mul_ps(product, gain));
+            let updated = _mm256_add_ps(
+                unsafe { load_at(wc.as_ptr()) },
+                _mm256_mul_ps(product, gain),
+            );
             // SAFETY: as above.
             unsafe { store(wc, updated) };
             acc = _mm256_add_ps(acc, _mm256_mul_ps(updated, updated));
@@ -1958,7 +1947,6 @@ mod tests {
             &aec.res_leak_echo,
             &aec.res_residual,
             &aec.res_noise,
-            &aec.res_gain,
         ];
         complex.iter().map(|b| b.len() * c).sum::<usize>()
             + real.iter().map(|b| b.len() * f).sum::<usize>()

@@ -78,8 +78,8 @@ pub(crate) fn fast_ln(x: f32) -> f32 {
 
 /// `(sin x, cos x)`, within 3·10⁻⁷ absolute for |x| ≤ 1000 (further out the quadrant
 /// reduction loses accuracy, and beyond ±10⁵ the value at ±10⁵ is returned: still within
-/// ±1.000001; NaN gives NaN). Built from integer and float arithmetic and selects only, so a loop of it
-/// vectorises, where `f32::sin_cos` is a libm call per value.
+/// ±1.000001; NaN gives NaN). Built from integer and float arithmetic and selects only,
+/// so a loop of it vectorises, where `f32::sin_cos` is a libm call per value.
 #[inline]
 pub(crate) fn fast_sin_cos(x: f32) -> (f32, f32) {
     // Adding 1.5 · 2²³ rounds to an integer, which then sits in the low mantissa bits.

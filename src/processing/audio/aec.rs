@@ -403,6 +403,17 @@ impl AecWork {
     }
 }
 
+/// Which echo path model takes the other's coefficients after a block's comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ModelChange {
+    /// Neither.
+    Keep,
+    /// The background is significantly better: the foreground becomes a copy of it.
+    BackgroundToForeground,
+    /// The background diverged: it restarts from the foreground.
+    ForegroundToBackground,
+}
+
 /// Frequency-domain echo canceller for one mono session: see the [module docs](self).
 #[derive(Clone)]
 pub struct EchoCanceller {
@@ -856,12 +867,12 @@ impl EchoCanceller {
 
         // --- Which model drives the output; `err_fg`/`echo_fg` become this block's.
         let capture_energy = energy(&w.capture);
-        if !self.choose_model(w, capture_energy, near_end) {
+        let Some(change) = self.choose_model(w, capture_energy, near_end) else {
             // Cannot happen with bounded input and the regularised step, but a corrupted
             // state must not stay corrupted: start over and leave this block untouched.
             self.reset();
             return;
-        }
+        };
 
         // --- Is the capture explained by the echo estimate (far-end single talk)?
         let cross = dot(&w.capture, &w.echo_fg);
@@ -885,7 +896,7 @@ impl EchoCanceller {
         // --- Adapt the background model.
         self.update_step(w, ref_energy, echo_dominated);
         if !self.frozen {
-            self.adapt(w);
+            self.adapt(w, change);
         }
 
         // --- Residual echo suppression and output.
@@ -972,19 +983,26 @@ impl EchoCanceller {
         }
     }
 
-    /// Two echo path models (Ochiai 1977): copies the background into the foreground when it
-    /// is significantly better, resets it when significantly worse. Leaves the output in
-    /// `err_fg`/`echo_fg`. Returns false if the energies are not finite.
+    /// Two echo path models (Ochiai 1977): the background replaces the foreground when it
+    /// is significantly better, is reset to it when significantly worse. Leaves the output
+    /// in `err_fg`/`echo_fg` and returns which model takes the other's coefficients, which
+    /// [`Self::adapt`] carries out as it updates the background; `None` if the energies
+    /// are not finite.
     #[inline(always)]
-    fn choose_model(&mut self, w: &mut AecWork, capture_energy: f32, near_end: bool) -> bool {
+    fn choose_model(
+        &mut self,
+        w: &mut AecWork,
+        capture_energy: f32,
+        near_end: bool,
+    ) -> Option<ModelChange> {
         let fg_energy = energy(&w.err_fg);
         let bg_energy = energy(&w.err_bg);
         let model_diff = diff_energy(&w.echo_fg, &w.echo_bg);
         if !(fg_energy.is_finite() && bg_energy.is_finite() && model_diff.is_finite()) {
-            return false;
+            return None;
         }
         if self.frozen {
-            return true;
+            return Some(ModelChange::Keep);
         }
         // The errors share the near-end signal and differ by the model difference, so
         // fg − bg has a variance of about (error energy)·(model difference energy); a change
@@ -1011,7 +1029,6 @@ impl EchoCanceller {
         let bg_cancels = bg_energy < COPY_MAX_ERROR_SHARE * capture_energy
             && (!near_end || bg_energy < COPY_DURING_NEAR_END_SHARE * fg_energy);
         if bg_better && bg_cancels {
-            self.foreground.copy_from_slice(&self.background);
             self.reset_two_path_stats();
             // Cross-fade from the old model's output to the new one's over the block, so
             // the switch does not click.
@@ -1027,15 +1044,17 @@ impl EchoCanceller {
                 *ef += w * (eb - *ef);
                 *yf += w * (yb - *yf);
             }
+            Some(ModelChange::BackgroundToForeground)
         } else if bg_worse {
             // The background diverged (double talk got through): back to the last good
             // model, and adapt from its error.
-            self.background.copy_from_slice(&self.foreground);
             self.reset_two_path_stats();
             w.err_bg.copy_from_slice(&w.err_fg);
             w.echo_bg.copy_from_slice(&w.echo_fg);
+            Some(ModelChange::ForegroundToBackground)
+        } else {
+            Some(ModelChange::Keep)
         }
-        true
     }
 
     /// Computes `step` for the background update from this block's background error and
@@ -1157,24 +1176,42 @@ impl EchoCanceller {
     }
 
     /// Background update `W_q += prop_q · step · conj(X_q) · E`, then the gradient constraint
-    /// on one partition and new step weights.
+    /// on one partition and new step weights. `change` (from [`Self::choose_model`]) is
+    /// carried out by the same pass instead of a copy of every coefficient first: the
+    /// foreground's old coefficients plus the update become the background, or the
+    /// background's plus the update are written over the foreground's, whose buffer then
+    /// becomes the background while the untouched one becomes the foreground.
     #[inline(always)]
-    fn adapt(&mut self, w: &mut AecWork) {
+    fn adapt(&mut self, w: &mut AecWork, change: ModelChange) {
         let bins = self.bins;
         let p = self.partitions;
         let head = self.ref_head;
         for (e, &mu) in w.err_spectrum.iter_mut().zip(w.step.iter()) {
             *e *= mu;
         }
-        for (q, ((part, &g), norm)) in self
-            .background
+        let (updated, from): (&mut [Complex32], Option<&[Complex32]>) = match change {
+            ModelChange::Keep => (&mut self.background, None),
+            ModelChange::BackgroundToForeground => (&mut self.foreground, Some(&self.background)),
+            ModelChange::ForegroundToBackground => (&mut self.background, Some(&self.foreground)),
+        };
+        for (q, ((part, &g), norm)) in updated
             .chunks_exact_mut(bins)
             .zip(self.prop.iter())
             .zip(self.partition_norm.iter_mut())
             .enumerate()
         {
             let at = ((head + q) % p) * bins;
-            *norm = update_partition(part, &self.ref_spectra[at..at + bins], &w.err_spectrum, g);
+            let old = from.map(|f| &f[q * bins..(q + 1) * bins]);
+            *norm = update_partition(
+                part,
+                old,
+                &self.ref_spectra[at..at + bins],
+                &w.err_spectrum,
+                g,
+            );
+        }
+        if change == ModelChange::BackgroundToForeground {
+            std::mem::swap(&mut self.foreground, &mut self.background);
         }
         self.constrain(w, self.constrain_next);
         self.constrain_next = (self.constrain_next + 1) % p;
@@ -1472,20 +1509,42 @@ fn filter_portable(
     }
 }
 
-/// One partition's background update `w += conj(x) · e · g` (`e` already scaled by the
-/// step), returning the partition's new squared norm `Σ |w|²` as [`norm_sqr_sum`] sums it.
-/// Built twice, by hand with AVX2 and portable; the same bits either way (tested).
-fn update_partition(w: &mut [Complex32], x: &[Complex32], e: &[Complex32], g: f32) -> f32 {
+/// One partition's background update `w = old + conj(x) · e · g` (`e` already scaled by
+/// the step; `old` is `w` itself when `None`), returning the partition's new squared norm
+/// `Σ |w|²` as [`norm_sqr_sum`] sums it. Built twice, by hand with AVX2 and portable; the
+/// same bits either way (tested).
+fn update_partition(
+    w: &mut [Complex32],
+    old: Option<&[Complex32]>,
+    x: &[Complex32],
+    e: &[Complex32],
+    g: f32,
+) -> f32 {
     crate::processing::simd::avx2_or_portable!(
-        avx2::update_partition(w, x, e, g),
-        update_partition_portable(w, x, e, g),
+        avx2::update_partition(w, old, x, e, g),
+        update_partition_portable(w, old, x, e, g),
     )
 }
 
 /// The portable build of [`update_partition`].
-fn update_partition_portable(w: &mut [Complex32], x: &[Complex32], e: &[Complex32], g: f32) -> f32 {
-    for ((w, x), e) in w.iter_mut().zip(x.iter()).zip(e.iter()) {
-        *w += x.conj() * e * g;
+fn update_partition_portable(
+    w: &mut [Complex32],
+    old: Option<&[Complex32]>,
+    x: &[Complex32],
+    e: &[Complex32],
+    g: f32,
+) -> f32 {
+    match old {
+        Some(old) => {
+            for (((w, &o), x), e) in w.iter_mut().zip(old.iter()).zip(x.iter()).zip(e.iter()) {
+                *w = o + x.conj() * e * g;
+            }
+        }
+        None => {
+            for ((w, x), e) in w.iter_mut().zip(x.iter()).zip(e.iter()) {
+                *w += x.conj() * e * g;
+            }
+        }
     }
     norm_sqr_sum(w)
 }
@@ -1497,7 +1556,7 @@ fn update_partition_portable(w: &mut [Complex32], x: &[Complex32], e: &[Complex3
 /// run in the portable loops' order, so the output is bit for bit theirs.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{filter_portable, norm_sqr_sum, Complex32};
+    use super::{filter_portable, update_partition_portable, Complex32};
     use core::arch::x86_64::*;
 
     /// `a · b` for four bins.
@@ -1622,41 +1681,44 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn update_partition(
         w: &mut [Complex32],
+        old: Option<&[Complex32]>,
         x: &[Complex32],
         e: &[Complex32],
         g: f32,
     ) -> f32 {
-        let n = w.len().min(x.len()).min(e.len());
+        let n = w.len();
+        if x.len() < n || e.len() < n || old.is_some_and(|o| o.len() < n) {
+            // Not a canceller's shapes; the portable build handles them alike.
+            return update_partition_portable(w, old, x, e, g);
+        }
         let whole = n - n % 4;
         let (gain, sign) = (_mm256_set1_ps(g), _mm256_set1_ps(-0.0));
         let mut acc = _mm256_setzero_ps();
-        for ((wc, xc), ec) in w[..whole]
-            .chunks_exact_mut(4)
-            .zip(x[..whole].chunks_exact(4))
-            .zip(e[..whole].chunks_exact(4))
-        {
-            // SAFETY: AVX2 (this function's contract); chunks of 4 bins.
-            let (xv, ev) = unsafe { (load_at(xc.as_ptr()), load_at(ec.as_ptr())) };
-            // conj(x) · e: x's imaginary parts negated (exactly, as `conj` does).
-            let x_re = _mm256_moveldup_ps(xv);
-            let x_im = _mm256_xor_ps(_mm256_movehdup_ps(xv), sign);
-            let e_swapped = _mm256_permute_ps::<0b1011_0001>(ev);
-            let product = _mm256_addsub_ps(_mm256_mul_ps(x_re, ev), _mm256_mul_ps(x_im, e_swapped));
-            // SAFETY: as above.
-            let updated = _mm256_add_ps(
-                unsafe { load_at(wc.as_ptr()) },
-                _mm256_mul_ps(product, gain),
-            );
-            // SAFETY: as above.
-            unsafe { store(wc, updated) };
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(updated, updated));
+        // Raw pointers throughout the vector loop, as `old` may be `w` itself.
+        let to = w.as_mut_ptr();
+        let from = old.map_or(to.cast_const(), <[Complex32]>::as_ptr);
+        let (x_at, e_at) = (x.as_ptr(), e.as_ptr());
+        let mut k = 0;
+        while k < whole {
+            // SAFETY: AVX2 (this function's contract); bins k..k + 4 lie within all four
+            // slices (k + 4 <= whole <= n, and each holds at least n, checked above).
+            unsafe {
+                let (xv, ev) = (load_at(x_at.add(k)), load_at(e_at.add(k)));
+                // conj(x) · e: x's imaginary parts negated (exactly, as `conj` does).
+                let x_re = _mm256_moveldup_ps(xv);
+                let x_im = _mm256_xor_ps(_mm256_movehdup_ps(xv), sign);
+                let e_swapped = _mm256_permute_ps::<0b1011_0001>(ev);
+                let product =
+                    _mm256_addsub_ps(_mm256_mul_ps(x_re, ev), _mm256_mul_ps(x_im, e_swapped));
+                let updated = _mm256_add_ps(load_at(from.add(k)), _mm256_mul_ps(product, gain));
+                _mm256_storeu_ps(to.add(k).cast(), updated);
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(updated, updated));
+            }
+            k += 4;
         }
-        for ((w, x), e) in w[whole..n].iter_mut().zip(&x[whole..n]).zip(&e[whole..n]) {
-            *w += x.conj() * e * g;
-        }
-        if n != w.len() {
-            // Not a canceller's shapes: sum as the portable build does.
-            return norm_sqr_sum(w);
+        for k in whole..n {
+            let o = old.map_or(w[k], |o| o[k]);
+            w[k] = o + x[k].conj() * e[k] * g;
         }
         let mut lanes = [0.0f32; 8];
         // SAFETY: `lanes` is 8 `f32`, what the unaligned 256-bit store writes.

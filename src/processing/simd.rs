@@ -19,7 +19,9 @@
 //! recurrences are bound by their latency, not their width), so they have one build (the
 //! detector now runs each half-block as two independent chains instead, which halved its
 //! time). The echo canceller's partitioned filter and update are hand-written AVX2 complex
-//! kernels (`aec::avx2`), exact to the portable loops' rounding.
+//! kernels (`aec::avx2`), exact to the portable loops' rounding, and so are the real
+//! transforms' split and merge (`ns::avx2_split`), which the suppressor, the detector's
+//! analysis and the echo canceller share.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -104,6 +104,7 @@ use super::config::{
     SUPPORTED_RATES_HZ,
 };
 use super::ns::{shared_plan, NsPlan};
+use super::round_to_i16;
 
 type Complex32 = Complex<f32>;
 
@@ -112,6 +113,8 @@ const COMPONENT: &str = "aec";
 pub const MIN_TAIL_MS: u32 = 64;
 /// Longest tail accepted, ms: cost and state grow linearly with the tail.
 pub const MAX_TAIL_MS: u32 = 128;
+/// Most filter partitions (10 ms each) a canceller has: [`MAX_TAIL_MS`] in whole blocks.
+const MAX_PARTITIONS: usize = MAX_TAIL_MS.div_ceil(10) as usize;
 
 /// i16 sample to the internal float scale (full scale = 1.0).
 const SAMPLE_TO_FLOAT: f32 = 1.0 / 32768.0;
@@ -904,7 +907,7 @@ impl EchoCanceller {
         let output: &[f32] = if post_filtered { &w.post } else { &w.err_fg };
         let output_energy = energy(output);
         for (c, &v) in capture.iter_mut().zip(output.iter()) {
-            *c = (v * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
+            *c = round_to_i16(v * 32768.0);
         }
         self.out_prev.copy_from_slice(&w.err_fg);
         self.echo_prev.copy_from_slice(&w.echo_fg);
@@ -1081,41 +1084,55 @@ impl EchoCanceller {
         // Per-bin powers, the leakage ratios learnt in echo-dominated blocks, and the band
         // powers of the leakage regression (Valin 2007): fluctuations of error and echo
         // estimate power around slow means; uncorrelated near-end speech adds no covariance.
+        // Each per-bin step runs over all bins in a loop of its own, which vectorises (the
+        // residual suppressor's power buffers, unused until it runs, hold the periodograms).
+        let (err_f, echo_f) = w.res_hann.split_at_mut(bins);
+        let (err_f, echo_f) = (&mut err_f[..bins], &mut echo_f[..bins]);
+        for ((ef, yf), (e, y)) in err_f
+            .iter_mut()
+            .zip(echo_f.iter_mut())
+            .zip(w.err_spectrum.iter().zip(w.spec.iter()))
+        {
+            *ef = e.norm_sqr();
+            *yf = y.norm_sqr();
+        }
+        for ((ep, yp), (&ef, &yf)) in self
+            .err_power
+            .iter_mut()
+            .zip(self.echo_power.iter_mut())
+            .zip(err_f.iter().zip(echo_f.iter()))
+        {
+            // The error power jumps up at once (double-talk onset must cut the step
+            // immediately) and decays smoothly.
+            *ep = (*ep + STEP_POWER_RATE * (ef - *ep)).max(ef);
+            *yp += STEP_POWER_RATE * (yf - *yp);
+        }
+        if echo_dominated {
+            for ((le, ly), (&ef, &yf)) in self
+                .leak_err
+                .iter_mut()
+                .zip(self.leak_echo.iter_mut())
+                .zip(err_f.iter().zip(echo_f.iter()))
+            {
+                *le += LEAK_RATIO_RATE * (ef - *le);
+                *ly += LEAK_RATIO_RATE * (yf - *ly);
+            }
+        }
         let band_width = bins.div_ceil(LEAK_BANDS);
         let mut cov = 0.0f32;
         let mut var = 0.0f32;
-        for ((em, ym), at) in self
+        for ((em, ym), (err_band, echo_band)) in self
             .band_err_mean
             .iter_mut()
             .zip(self.band_echo_mean.iter_mut())
-            .zip((0..bins).step_by(band_width))
+            .zip(err_f.chunks(band_width).zip(echo_f.chunks(band_width)))
         {
-            let to = (at + band_width).min(bins);
+            // In bin order, as one running sum each.
             let mut band_err = 0.0f32;
             let mut band_echo = 0.0f32;
-            for ((((ep, yp), (le, ly)), e), y) in self.err_power[at..to]
-                .iter_mut()
-                .zip(self.echo_power[at..to].iter_mut())
-                .zip(
-                    self.leak_err[at..to]
-                        .iter_mut()
-                        .zip(self.leak_echo[at..to].iter_mut()),
-                )
-                .zip(w.err_spectrum[at..to].iter())
-                .zip(w.spec[at..to].iter())
-            {
-                let ef = e.norm_sqr();
-                let yf = y.norm_sqr();
+            for (&ef, &yf) in err_band.iter().zip(echo_band) {
                 band_err += ef;
                 band_echo += yf;
-                // The error power jumps up at once (double-talk onset must cut the step
-                // immediately) and decays smoothly.
-                *ep = (*ep + STEP_POWER_RATE * (ef - *ep)).max(ef);
-                *yp += STEP_POWER_RATE * (yf - *yp);
-                if echo_dominated {
-                    *le += LEAK_RATIO_RATE * (ef - *le);
-                    *ly += LEAK_RATIO_RATE * (yf - *ly);
-                }
             }
             *em += LEAK_MEAN_RATE * (band_err - *em);
             *ym += LEAK_MEAN_RATE * (band_echo - *ym);
@@ -1310,15 +1327,11 @@ impl EchoCanceller {
                 wiener.max(comfort).clamp(RES_GAIN_MIN, 1.0)
             };
         }
-        // In bin order, as one running sum each (the same bits in every build).
-        let mut all_unity = true;
-        let mut error_power = 0.0f32;
-        let mut expected_power = 0.0f32;
-        for k in 0..bins {
-            error_power += pe[k];
-            expected_power += res[k] + NEAR_END_NOISE_WEIGHT * noise[k];
-            all_unity &= gain[k] >= 1.0;
-        }
+        // Eight-lane sums (the same bits in every build), and a test that does not stop
+        // early, so that all three vectorise.
+        let error_power = lane_sum(pe, pe, |e, _| e);
+        let expected_power = lane_sum(res, noise, |r, n| r + NEAR_END_NOISE_WEIGHT * n);
+        let all_unity = gain.iter().fold(true, |all, &g| all & (g >= 1.0));
         // Near-end speech: the error holds far more than residual echo and noise. Back off
         // at once, come back over a few blocks (G.168: NLP disabled during double talk).
         self.res_depth = if self.near_end_level && error_power > NEAR_END_RATIO * expected_power {
@@ -1556,7 +1569,7 @@ fn update_partition_portable(
 /// run in the portable loops' order, so the output is bit for bit theirs.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{filter_portable, update_partition_portable, Complex32};
+    use super::{filter_portable, update_partition_portable, Complex32, MAX_PARTITIONS};
     use core::arch::x86_64::*;
 
     /// `a · b` for four bins.
@@ -1610,27 +1623,35 @@ mod avx2 {
         out: &mut [Complex32],
     ) {
         let p = weights.len() / bins.max(1);
-        if bins == 0 || p == 0 || head >= p || ref_spectra.len() < p * bins || out.len() < bins {
+        if bins == 0
+            || p == 0
+            || p > MAX_PARTITIONS
+            || head >= p
+            || ref_spectra.len() < p * bins
+            || out.len() < bins
+        {
             // Not a canceller's shapes; the portable build handles (or refuses) it alike.
             return filter_portable(weights, ref_spectra, head, bins, out);
         }
         let whole = bins - bins % 4;
         // Per partition, the offsets of its weights and of its reference spectrum (the
-        // ring read from `head`), within `p · bins` of both slices (checked above).
-        let offset = |q: usize| {
+        // ring read from `head`), within `p · bins` of both slices (checked above), worked
+        // out once instead of for every run of bins.
+        let mut offsets = [(0usize, 0usize); MAX_PARTITIONS];
+        for (q, o) in offsets.iter_mut().enumerate().take(p) {
             let at = if head + q >= p {
                 head + q - p
             } else {
                 head + q
             };
-            (q * bins, at * bins)
-        };
+            *o = (q * bins, at * bins);
+        }
+        let offsets = &offsets[..p];
         let (w_base, x_base) = (weights.as_ptr(), ref_spectra.as_ptr());
         let mut k = 0;
         while k + 16 <= whole {
             let mut acc = [_mm256_setzero_ps(); 4];
-            for q in 0..p {
-                let (w_at, x_at) = offset(q);
+            for &(w_at, x_at) in offsets {
                 // SAFETY: AVX2 (this function's contract); bins k..k + 16 of partition q
                 // lie within both slices (k + 16 <= bins).
                 unsafe {
@@ -1649,8 +1670,7 @@ mod avx2 {
         }
         while k < whole {
             let mut acc = _mm256_setzero_ps();
-            for q in 0..p {
-                let (w_at, x_at) = offset(q);
+            for &(w_at, x_at) in offsets {
                 // SAFETY: as above, for bins k..k + 4.
                 unsafe {
                     let product =

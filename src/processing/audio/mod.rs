@@ -175,9 +175,11 @@ impl Reference {
         let n = self.ring.len();
         let k = out.len().min(n);
         let start = (self.pos + n - k) % n;
-        for (i, o) in out[..k].iter_mut().enumerate() {
-            *o = self.ring[(start + i) % n];
-        }
+        // The ring from `start`, then from its beginning: two copies instead of an index
+        // wrapped per sample (a division each).
+        let first = (n - start).min(k);
+        out[..first].copy_from_slice(&self.ring[start..start + first]);
+        out[first..k].copy_from_slice(&self.ring[..k - first]);
         out[k..].fill(0);
     }
 }
@@ -508,6 +510,41 @@ impl Voice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The echo reference ring against a plain history: whatever lengths are pushed and
+    /// read, `latest` gives the newest samples in order, zeros before any was pushed.
+    #[test]
+    fn the_reference_ring_gives_the_newest_samples_in_order() {
+        let n = 37;
+        let mut ring = Reference::new(n);
+        let mut history = vec![0i16; n];
+        let mut next = 1i16;
+        for step in 0..200usize {
+            let len = (step * 7 + 3) % 50;
+            let chunk: Vec<i16> = (0..len)
+                .map(|_| {
+                    next = next.wrapping_add(1);
+                    next
+                })
+                .collect();
+            ring.push(&chunk);
+            history.extend_from_slice(&chunk);
+            for k in [0, 1, 5, 20, n - 1, n] {
+                let mut out = vec![-1i16; k];
+                ring.latest(&mut out);
+                assert_eq!(
+                    out,
+                    history[history.len() - k..],
+                    "step {step}, {k} samples"
+                );
+            }
+            // Asked for more than the ring holds: its n newest, then zeros.
+            let mut out = vec![-1i16; n + 3];
+            ring.latest(&mut out);
+            assert_eq!(out[..n], history[history.len() - n..]);
+            assert_eq!(out[n..], [0, 0, 0]);
+        }
+    }
 
     #[test]
     fn round_to_i16_rounds_to_nearest_and_saturates_at_the_rails() {

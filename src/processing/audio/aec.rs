@@ -1693,6 +1693,39 @@ mod avx2 {
         }
     }
 
+    /// The inner bins of [`super::hann_powers`] (`z.len() >= 3`), four at a time:
+    /// `|½·z[k] − ¼·(z[k−1] + z[k+1])|²` as the portable loop rounds it, `re² + im²` by a
+    /// horizontal add. Returns the first bin left to the caller (from 1 on).
+    ///
+    /// # Safety
+    /// The CPU must run AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn hann_powers_inner(z: &[Complex32], out: &mut [f32]) -> usize {
+        let last = z.len().min(out.len()).saturating_sub(1);
+        let (half, quarter) = (_mm256_set1_ps(0.5), _mm256_set1_ps(0.25));
+        let (zp, op) = (z.as_ptr(), out.as_mut_ptr());
+        let mut k = 1;
+        // Bins k..k + 4 and their neighbours k − 1..k + 5, all within z (k + 4 <= last).
+        while k + 4 <= last {
+            // SAFETY: AVX2 (this function's contract); z[k − 1..k + 5] lies within z
+            // (k ≥ 1, k + 5 <= last + 1 = len) and out[k..k + 4] within out.
+            unsafe {
+                let here = load_at(zp.add(k));
+                let below = load_at(zp.add(k - 1));
+                let above = load_at(zp.add(k + 1));
+                let t = _mm256_sub_ps(
+                    _mm256_mul_ps(here, half),
+                    _mm256_mul_ps(_mm256_add_ps(below, above), quarter),
+                );
+                let sums = _mm256_hadd_ps(_mm256_mul_ps(t, t), _mm256_mul_ps(t, t));
+                let packed = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(sums));
+                _mm_storeu_ps(op.add(k), _mm256_castps256_ps128(_mm256_castpd_ps(packed)));
+            }
+            k += 4;
+        }
+        k
+    }
+
     /// [`super::update_partition`], four bins at a time; the squared norm summed in eight
     /// lanes as [`norm_sqr_sum`] sums it.
     ///
@@ -1737,7 +1770,10 @@ mod avx2 {
             k += 4;
         }
         for k in whole..n {
-            let o = old.map_or(w[k], |o| o[k]);
+            let o = match old {
+                Some(o) => o[k],
+                None => w[k],
+            };
             w[k] = o + x[k].conj() * e[k] * g;
         }
         let mut lanes = [0.0f32; 8];
@@ -1761,11 +1797,12 @@ fn hann_powers(z: &[Complex32], out: &mut [f32]) {
     let last = bins - 1;
     out[0] = hann_power(z, 0, last);
     out[last] = hann_power(z, last, last);
-    for (((o, &here), &below), &above) in out[1..last]
+    let done = crate::processing::simd::avx2_or_portable!(avx2::hann_powers_inner(z, out), 1);
+    for (((o, &here), &below), &above) in out[done..last]
         .iter_mut()
-        .zip(&z[1..last])
-        .zip(&z[..last - 1])
-        .zip(&z[2..])
+        .zip(&z[done..last])
+        .zip(&z[done - 1..last - 1])
+        .zip(&z[done + 1..])
     {
         *o = (here * 0.5 - (below + above) * 0.25).norm_sqr();
     }

@@ -78,10 +78,43 @@ macro_rules! avx2_or_portable {
 pub(crate) use avx2_or_portable;
 
 /// AVX2 building blocks the hand-written kernels share (G.711 frames and energies, the
-/// concealer's frame energy). Callable only from code built with AVX2 enabled.
+/// concealer's frame energy, the complex bins of the transforms and the echo canceller).
+/// Callable only from code built with AVX2 enabled.
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2_parts {
     use core::arch::x86_64::*;
+    use rustfft::num_complex::Complex;
+
+    /// The four complex bins at `z` (interleaved `re, im`: one 256-bit vector).
+    ///
+    /// # Safety
+    /// The CPU must run AVX2, and `z` must point to four readable bins (8 contiguous
+    /// `f32`, what the unaligned load reads).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn load_bins(z: *const Complex<f32>) -> __m256 {
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_loadu_ps(z.cast()) }
+    }
+
+    /// `(re, im)` → `(im, re)` in each of the four bins of `v`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn swap_re_im(v: __m256) -> __m256 {
+        _mm256_permute_ps::<0b10_11_00_01>(v)
+    }
+
+    /// `re² + im²` of the four bins of `v`, in bin order, rounded as `norm_sqr` rounds it
+    /// (the two squares, then one add: a horizontal add of the squares).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn norm_sqr4(v: __m256) -> __m128 {
+        let sq = _mm256_mul_ps(v, v);
+        // [n0 n1 n0 n1 | n2 n3 n2 n3]: the first pair of each 128-bit half, joined.
+        let sums = _mm256_hadd_ps(sq, sq);
+        let packed = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(sums));
+        _mm256_castps256_ps128(_mm256_castpd_ps(packed))
+    }
 
     /// A 16-byte table in both 128-bit halves, for byte shuffles (`_mm256_shuffle_epi8`
     /// looks up within each half).

@@ -1570,6 +1570,7 @@ fn update_partition_portable(
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{filter_portable, update_partition_portable, Complex32, MAX_PARTITIONS};
+    use crate::processing::simd::avx2_parts::{load_bins, norm_sqr4, swap_re_im};
     use core::arch::x86_64::*;
 
     /// `a · b` for four bins.
@@ -1580,20 +1581,7 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     unsafe fn cmul(a: __m256, b: __m256) -> __m256 {
         let (a_re, a_im) = (_mm256_moveldup_ps(a), _mm256_movehdup_ps(a));
-        let b_swapped = _mm256_permute_ps::<0b1011_0001>(b);
-        _mm256_addsub_ps(_mm256_mul_ps(a_re, b), _mm256_mul_ps(a_im, b_swapped))
-    }
-
-    /// The four bins at `z`.
-    ///
-    /// # Safety
-    /// The CPU must run AVX2, and `z` must point to four readable bins (8 contiguous
-    /// `f32`, what the unaligned load reads).
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn load_at(z: *const Complex32) -> __m256 {
-        // SAFETY: the caller's contract.
-        unsafe { _mm256_loadu_ps(z.cast()) }
+        _mm256_addsub_ps(_mm256_mul_ps(a_re, b), _mm256_mul_ps(a_im, swap_re_im(b)))
     }
 
     /// Stores four bins at the start of `z`.
@@ -1657,7 +1645,7 @@ mod avx2 {
                 unsafe {
                     let (w, x) = (w_base.add(w_at + k), x_base.add(x_at + k));
                     for (j, a) in acc.iter_mut().enumerate() {
-                        let product = cmul(load_at(w.add(4 * j)), load_at(x.add(4 * j)));
+                        let product = cmul(load_bins(w.add(4 * j)), load_bins(x.add(4 * j)));
                         *a = _mm256_add_ps(*a, product);
                     }
                 }
@@ -1673,8 +1661,10 @@ mod avx2 {
             for &(w_at, x_at) in offsets {
                 // SAFETY: as above, for bins k..k + 4.
                 unsafe {
-                    let product =
-                        cmul(load_at(w_base.add(w_at + k)), load_at(x_base.add(x_at + k)));
+                    let product = cmul(
+                        load_bins(w_base.add(w_at + k)),
+                        load_bins(x_base.add(x_at + k)),
+                    );
                     acc = _mm256_add_ps(acc, product);
                 }
             }
@@ -1710,16 +1700,14 @@ mod avx2 {
             // SAFETY: AVX2 (this function's contract); z[k − 1..k + 5] lies within z
             // (k ≥ 1, k + 5 <= last + 1 = len) and out[k..k + 4] within out.
             unsafe {
-                let here = load_at(zp.add(k));
-                let below = load_at(zp.add(k - 1));
-                let above = load_at(zp.add(k + 1));
+                let here = load_bins(zp.add(k));
+                let below = load_bins(zp.add(k - 1));
+                let above = load_bins(zp.add(k + 1));
                 let t = _mm256_sub_ps(
                     _mm256_mul_ps(here, half),
                     _mm256_mul_ps(_mm256_add_ps(below, above), quarter),
                 );
-                let sums = _mm256_hadd_ps(_mm256_mul_ps(t, t), _mm256_mul_ps(t, t));
-                let packed = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(sums));
-                _mm_storeu_ps(op.add(k), _mm256_castps256_ps128(_mm256_castpd_ps(packed)));
+                _mm_storeu_ps(op.add(k), norm_sqr4(t));
             }
             k += 4;
         }
@@ -1756,14 +1744,13 @@ mod avx2 {
             // SAFETY: AVX2 (this function's contract); bins k..k + 4 lie within all four
             // slices (k + 4 <= whole <= n, and each holds at least n, checked above).
             unsafe {
-                let (xv, ev) = (load_at(x_at.add(k)), load_at(e_at.add(k)));
+                let (xv, ev) = (load_bins(x_at.add(k)), load_bins(e_at.add(k)));
                 // conj(x) · e: x's imaginary parts negated (exactly, as `conj` does).
                 let x_re = _mm256_moveldup_ps(xv);
                 let x_im = _mm256_xor_ps(_mm256_movehdup_ps(xv), sign);
-                let e_swapped = _mm256_permute_ps::<0b1011_0001>(ev);
                 let product =
-                    _mm256_addsub_ps(_mm256_mul_ps(x_re, ev), _mm256_mul_ps(x_im, e_swapped));
-                let updated = _mm256_add_ps(load_at(from.add(k)), _mm256_mul_ps(product, gain));
+                    _mm256_addsub_ps(_mm256_mul_ps(x_re, ev), _mm256_mul_ps(x_im, swap_re_im(ev)));
+                let updated = _mm256_add_ps(load_bins(from.add(k)), _mm256_mul_ps(product, gain));
                 _mm256_storeu_ps(to.add(k).cast(), updated);
                 acc = _mm256_add_ps(acc, _mm256_mul_ps(updated, updated));
             }

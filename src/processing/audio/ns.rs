@@ -246,18 +246,8 @@ impl SplitTwiddles {
 #[cfg(target_arch = "x86_64")]
 mod avx2_split {
     use super::{Complex, SplitTwiddles};
+    use crate::processing::simd::avx2_parts::{load_bins, norm_sqr4, swap_re_im};
     use core::arch::x86_64::*;
-
-    /// Four bins from `p`.
-    ///
-    /// # Safety
-    /// AVX2, and 8 readable `f32` at `p`.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn load4(p: *const Complex<f32>) -> __m256 {
-        // SAFETY: the caller's contract.
-        unsafe { _mm256_loadu_ps(p.cast()) }
-    }
 
     /// The four bins of `v` in reverse order.
     ///
@@ -267,16 +257,6 @@ mod avx2_split {
     #[target_feature(enable = "avx2")]
     unsafe fn reversed(v: __m256) -> __m256 {
         _mm256_castpd_ps(_mm256_permute4x64_pd::<0b00_01_10_11>(_mm256_castps_pd(v)))
-    }
-
-    /// `(re, im)` → `(im, re)` in every bin.
-    ///
-    /// # Safety
-    /// AVX2.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn swapped(v: __m256) -> __m256 {
-        _mm256_permute_ps::<0b10_11_00_01>(v)
     }
 
     /// Bins `1..done` of the forward split (`done` returned; the caller finishes the
@@ -304,20 +284,16 @@ mod avx2_split {
             // k + 4 ≤ n), spectrum[k..k + 4] and power[k..k + 4] in theirs (longer than n),
             // tables of 2n values read at 2k..2k + 8.
             unsafe {
-                let a = load4(zp.add(k));
-                let b = _mm256_xor_ps(reversed(load4(zp.add(n - k - 3))), conj);
+                let a = load_bins(zp.add(k));
+                let b = _mm256_xor_ps(reversed(load_bins(zp.add(n - k - 3))), conj);
                 let e = _mm256_add_ps(a, b);
                 let d = _mm256_sub_ps(a, b);
                 let c = _mm256_loadu_ps(cp.add(2 * k));
                 let s = _mm256_loadu_ps(sp.add(2 * k));
-                let t = _mm256_add_ps(_mm256_mul_ps(half, e), _mm256_mul_ps(c, swapped(d)));
+                let t = _mm256_add_ps(_mm256_mul_ps(half, e), _mm256_mul_ps(c, swap_re_im(d)));
                 let x = _mm256_add_ps(t, _mm256_mul_ps(s, d));
                 _mm256_storeu_ps(xp.add(k).cast(), x);
-                // re² + im² per bin: the pair sums of the first half of each lane.
-                let sq = _mm256_mul_ps(x, x);
-                let sums = _mm256_hadd_ps(sq, sq);
-                let packed = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(sums));
-                _mm_storeu_ps(pp.add(k), _mm256_castps256_ps128(_mm256_castpd_ps(packed)));
+                _mm_storeu_ps(pp.add(k), norm_sqr4(x));
             }
             k += 4;
         }
@@ -353,17 +329,20 @@ mod avx2_split {
                     _mm256_castps128_ps256(_mm_loadu_ps(gp.add(k))),
                     spread,
                 );
-                let a = _mm256_mul_ps(load4(xp.add(k)), g);
+                let a = _mm256_mul_ps(load_bins(xp.add(k)), g);
                 let gm = _mm256_permutevar8x32_ps(
                     _mm256_castps128_ps256(_mm_loadu_ps(gp.add(n - k - 3))),
                     spread_reversed,
                 );
-                let b = _mm256_mul_ps(_mm256_xor_ps(reversed(load4(xp.add(n - k - 3))), conj), gm);
+                let b = _mm256_mul_ps(
+                    _mm256_xor_ps(reversed(load_bins(xp.add(n - k - 3))), conj),
+                    gm,
+                );
                 let e = _mm256_add_ps(a, b);
                 let d = _mm256_sub_ps(a, b);
                 let c = _mm256_loadu_ps(cp.add(2 * k));
                 let s = _mm256_loadu_ps(sp.add(2 * k));
-                let t = _mm256_add_ps(e, _mm256_mul_ps(c, swapped(d)));
+                let t = _mm256_add_ps(e, _mm256_mul_ps(c, swap_re_im(d)));
                 _mm256_storeu_ps(zp.add(k).cast(), _mm256_add_ps(t, _mm256_mul_ps(s, d)));
             }
             k += 4;

@@ -6,5 +6,6 @@
 
 pub mod audio;
 pub mod effects;
+pub(crate) mod fft;
 pub mod format;
 pub mod simd;

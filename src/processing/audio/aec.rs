@@ -273,17 +273,14 @@ struct FftWork {
     z: Box<[Complex32]>,
     /// The periodogram |X|² of the last forward transform (`N + 1`).
     power: Box<[f32]>,
-    /// rustfft's scratch (none at 8 kHz).
-    scratch: Box<[Complex32]>,
 }
 
 impl FftWork {
     /// Work space for `fft`'s transforms of blocks of `n` samples. Control plane.
-    fn new(fft: &Fft, n: usize) -> Self {
+    fn new(n: usize) -> Self {
         FftWork {
             z: vec![Complex32::new(0.0, 0.0); n].into_boxed_slice(),
             power: vec![0.0; n + 1].into_boxed_slice(),
-            scratch: vec![Complex32::new(0.0, 0.0); fft.plan.scratch_len()].into_boxed_slice(),
         }
     }
 }
@@ -300,35 +297,21 @@ impl Fft {
     /// periodogram is left in `work.power`.
     fn forward(&self, work: &mut FftWork, input: &[f32], output: &mut [Complex32]) {
         let n = work.z.len();
-        // The samples packed in pairs, the transform's input, in the output's buffer.
-        for (o, pair) in output[..n].iter_mut().zip(input.chunks_exact(2)) {
-            *o = Complex32::new(pair[0], pair[1]);
-        }
-        self.plan.forward_real(
+        self.plan.forward_real_samples(
+            &input[..2 * n],
             &mut output[..n + 1],
             &mut work.z,
             &mut work.power,
-            &mut work.scratch,
         );
     }
 
     /// Unnormalised inverse transform (the result is `2N` times the signal) of `input`
-    /// (`N + 1`, used as scratch; the imaginary parts of DC and Nyquist are ignored) into
-    /// `output` (`2N`); `unity` is `N + 1` gains of 1 ([`Shared::unity`]).
-    fn inverse(
-        &self,
-        work: &mut FftWork,
-        input: &mut [Complex32],
-        output: &mut [f32],
-        unity: &[f32],
-    ) {
+    /// (`N + 1`; the imaginary parts of DC and Nyquist are ignored) into `output` (`2N`);
+    /// `unity` is `N + 1` gains of 1 ([`Shared::unity`]).
+    fn inverse(&self, work: &mut FftWork, input: &[Complex32], output: &mut [f32], unity: &[f32]) {
         let n = work.z.len();
         self.plan
-            .inverse_real(&mut input[..n + 1], unity, &mut work.z, &mut work.scratch);
-        for (pair, c) in output.chunks_exact_mut(2).zip(input[..n].iter()) {
-            pair[0] = c.re;
-            pair[1] = c.im;
-        }
+            .inverse_real_samples(&input[..n + 1], unity, &mut work.z, &mut output[..2 * n]);
     }
 }
 
@@ -369,7 +352,7 @@ impl AecWork {
     /// Work space for cancellers at `sample_rate_hz` (a supported rate). Control plane.
     pub(crate) fn new(sample_rate_hz: u32) -> Option<AecWork> {
         let block = block_len(sample_rate_hz);
-        let fft = FftWork::new(&Fft::new(sample_rate_hz)?, block);
+        let fft = FftWork::new(block);
         let bins = block + 1;
         let zeros_c = |len: usize| vec![Complex32::new(0.0, 0.0); len].into_boxed_slice();
         let zeros = |len: usize| vec![0.0f32; len].into_boxed_slice();
@@ -397,7 +380,7 @@ impl AecWork {
     fn bytes(&self) -> usize {
         let c = std::mem::size_of::<Complex32>();
         let f = std::mem::size_of::<f32>();
-        (self.fft.z.len() + self.fft.scratch.len() + self.spec.len()) * c
+        (self.fft.z.len() + self.spec.len()) * c
             + (self.err_spectrum.len() + self.out_spectrum.len()) * c
             + (self.fft.power.len() + self.time.len() + self.step.len()) * f
             + (self.res_hann.len() + self.res_gain.len()) * f
@@ -969,7 +952,7 @@ impl EchoCanceller {
         let n = self.block;
         let inv_fft_len = 1.0 / (2 * n) as f32;
         self.fft
-            .inverse(&mut w.fft, &mut w.spec, &mut w.time, &self.shared.unity);
+            .inverse(&mut w.fft, &w.spec, &mut w.time, &self.shared.unity);
         let (echo, err) = if fg {
             (&mut w.echo_fg, &mut w.err_fg)
         } else {
@@ -1256,7 +1239,7 @@ impl EchoCanceller {
         let part = &mut self.background[q * bins..(q + 1) * bins];
         w.spec.copy_from_slice(part);
         self.fft
-            .inverse(&mut w.fft, &mut w.spec, &mut w.time, &self.shared.unity);
+            .inverse(&mut w.fft, &w.spec, &mut w.time, &self.shared.unity);
         let (head, tail) = w.time.split_at_mut(n);
         for t in head.iter_mut() {
             *t *= inv_fft_len;
@@ -1351,7 +1334,7 @@ impl EchoCanceller {
             *s = Complex32::new(depth * fast_ln(g), 0.0);
         }
         self.fft
-            .inverse(&mut w.fft, &mut w.spec, &mut w.time, &self.shared.unity);
+            .inverse(&mut w.fft, &w.spec, &mut w.time, &self.shared.unity);
         // Fold and lifter (the taper built in `new`; the FFT's scale folded in).
         for (c, &w) in w.time.iter_mut().zip(self.shared.lifter.iter()) {
             *c *= w;
@@ -1363,12 +1346,8 @@ impl EchoCanceller {
             let mag = fast_exp(c.re);
             *o *= Complex32::new(mag * cos, mag * sin);
         }
-        self.fft.inverse(
-            &mut w.fft,
-            &mut w.out_spectrum,
-            &mut w.time,
-            &self.shared.unity,
-        );
+        self.fft
+            .inverse(&mut w.fft, &w.out_spectrum, &mut w.time, &self.shared.unity);
         for (o, &t) in w.post.iter_mut().zip(w.time[n..].iter()) {
             *o = t * inv_fft_len;
         }

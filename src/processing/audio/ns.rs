@@ -65,8 +65,8 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use crate::processing::fft::FixedFft;
 use rustfft::num_complex::Complex;
-use rustfft::{Fft, FftPlanner};
 
 use super::config::{block_len, check_rate, rate_index, DspConfigError, SUPPORTED_RATES_HZ};
 use super::{fast_max as max, fast_min as min, round_to_i16};
@@ -141,9 +141,9 @@ fn gain_floor(max_attenuation_db: f32) -> f32 {
 /// this took the suppressor with its detector from 38.0k to 34.4k instructions per leg
 /// per 20 ms (callgrind, `sessions_per_core --scenario voice-pcmu`).
 pub(crate) struct NsPlan {
-    /// `n`-point complex FFTs (`n` = one block).
-    forward: Arc<dyn Fft<f32>>,
-    inverse: Arc<dyn Fft<f32>>,
+    /// `n`-point complex FFTs (`n` = one block; [`crate::processing::fft`]).
+    forward: FixedFft,
+    inverse: FixedFft,
     /// Half of `e^(-2πik/2n)` for `k` in `0..n`, real and imaginary parts.
     half_twiddle_re: Box<[f32]>,
     half_twiddle_im: Box<[f32]>,
@@ -153,25 +153,18 @@ pub(crate) struct NsPlan {
     split_twiddles: SplitTwiddles,
     /// Square-root Hann window over two blocks (analysis and synthesis).
     window: Box<[f32]>,
-    /// Complex scratch the two transforms need.
-    scratch_len: usize,
 }
 
 /// The shared plan for `sample_rate_hz` (control plane: planned on first use; `None` for
 /// an unsupported rate).
 pub(crate) fn shared_plan(sample_rate_hz: u32) -> Option<Arc<NsPlan>> {
-    static PLANS: [OnceLock<Arc<NsPlan>>; SUPPORTED_RATES_HZ.len()] =
+    static PLANS: [OnceLock<Option<Arc<NsPlan>>>; SUPPORTED_RATES_HZ.len()] =
         [const { OnceLock::new() }; SUPPORTED_RATES_HZ.len()];
     let plan = PLANS[rate_index(sample_rate_hz)?].get_or_init(|| {
         let block = block_len(sample_rate_hz);
         let fft_len = 2 * block;
-        let mut planner = FftPlanner::<f32>::new();
-        let forward = planner.plan_fft_forward(block);
-        let inverse = planner.plan_fft_inverse(block);
-        // Out of place: rustfft then needs less scratch (none at 8 kHz) than in place.
-        let scratch_len = forward
-            .get_outofplace_scratch_len()
-            .max(inverse.get_outofplace_scratch_len());
+        let forward = FixedFft::new(block, false)?;
+        let inverse = FixedFft::new(block, true)?;
         // Twiddles in f64, so each is rounded once.
         let phase = |k: usize| -2.0 * std::f64::consts::PI * k as f64 / fft_len as f64;
         let half_twiddle_re: Box<[f32]> =
@@ -187,17 +180,16 @@ pub(crate) fn shared_plan(sample_rate_hz: u32) -> Option<Arc<NsPlan>> {
                 (0.5 - 0.5 * phase.cos()).sqrt()
             })
             .collect();
-        Arc::new(NsPlan {
+        Some(Arc::new(NsPlan {
             forward,
             inverse,
             half_twiddle_re,
             half_twiddle_im,
             split_twiddles,
             window,
-            scratch_len,
-        })
+        }))
     });
-    Some(Arc::clone(plan))
+    plan.as_ref().map(Arc::clone)
 }
 
 /// The real transforms' split and merge twiddles, interleaved for the AVX2 kernels
@@ -356,11 +348,6 @@ mod avx2_split {
 pub(crate) const WINDOW_SUBBLOCKS: usize = 16;
 
 impl NsPlan {
-    /// Complex values of scratch the transforms need (none at 8 kHz).
-    pub(crate) fn scratch_len(&self) -> usize {
-        self.scratch_len
-    }
-
     /// The analysis of one block, shared by the suppressor and the voice activity
     /// detector: windows `previous` and `block` (20 ms) into `work.time`, stores `block` in
     /// `previous`, transforms, and writes the periodogram |X|² per bin to `work.power`
@@ -408,7 +395,7 @@ impl NsPlan {
         energies: bool,
     ) -> bool {
         let n = self.window.len() / 2;
-        if previous.len() != n || block.len() != n || !work.fits(n, self.scratch_len) {
+        if previous.len() != n || block.len() != n || !work.fits(n) {
             return false;
         }
         // The 2n windowed samples packed in pairs: n complex values, in the spectrum's
@@ -460,67 +447,68 @@ impl NsPlan {
             &mut work.spectrum[..n + 1],
             &mut work.time[..n],
             &mut work.power[..n + 1],
-            &mut work.scratch[..self.scratch_len],
         );
         true
     }
 
     /// The real FFT of the `2n` samples packed in pairs in `spectrum[..n]` into the
     /// `n + 1` bins of `spectrum`, and their power |X|² into `power`; `z` (`n` values) is
-    /// work space. Every slice is sized for this plan (the caller checks; a mismatch is a
-    /// bug that rustfft reports by panicking). Not inlined, like [`NsPlan::inverse_real`].
-    #[inline(never)]
+    /// work space. Every slice is sized for this plan (the caller checks; with a mismatch,
+    /// a caller bug, the output is unspecified or the slicing panics).
     pub(crate) fn forward_real(
         &self,
         spectrum: &mut [Complex<f32>],
         z: &mut [Complex<f32>],
         power: &mut [f32],
-        scratch: &mut [Complex<f32>],
     ) {
+        let n = z.len();
+        self.forward.process(&spectrum[..n], z);
+        self.split(z, spectrum, power);
+    }
+
+    /// [`Self::forward_real`] of the `2n` samples in `samples` (the transform reads them
+    /// in place: no packing copy).
+    pub(crate) fn forward_real_samples(
+        &self,
+        samples: &[f32],
+        spectrum: &mut [Complex<f32>],
+        z: &mut [Complex<f32>],
+        power: &mut [f32],
+    ) {
+        self.forward.process_samples(samples, z);
+        self.split(z, spectrum, power);
+    }
+
+    /// The split of the complex transform `z` into the real transform's bins. Not inlined,
+    /// like [`NsPlan::inverse_real`].
+    #[inline(never)]
+    fn split(&self, z: &[Complex<f32>], spectrum: &mut [Complex<f32>], power: &mut [f32]) {
         crate::processing::simd::avx2_or_portable!(
-            self.forward_real_avx2(spectrum, z, power, scratch),
-            self.forward_real_portable(spectrum, z, power, scratch)
+            self.split_avx2(z, spectrum, power),
+            self.split_tail(z, spectrum, power, 1)
         )
     }
 
-    /// [`Self::forward_real`] compiled with AVX2 (see [`crate::processing::simd`]).
+    /// [`Self::split`] compiled with AVX2 (see [`crate::processing::simd`]).
     ///
     /// # Safety
     /// The CPU must run AVX2 ([`crate::processing::simd::avx2`]).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn forward_real_avx2(
+    unsafe fn split_avx2(
         &self,
+        z: &[Complex<f32>],
         spectrum: &mut [Complex<f32>],
-        z: &mut [Complex<f32>],
         power: &mut [f32],
-        scratch: &mut [Complex<f32>],
     ) {
         let n = z.len();
         if spectrum.len() <= n || power.len() <= n || !self.split_twiddles.fits(n) {
             // Not this plan's shapes: the portable body handles (or refuses) them alike.
-            return self.forward_real_portable(spectrum, z, power, scratch);
+            return self.split_tail(z, spectrum, power, 1);
         }
-        self.forward
-            .process_outofplace_with_scratch(&mut spectrum[..n], z, scratch);
         // SAFETY: AVX2 (this function's contract); the lengths were checked above.
         let done = unsafe { avx2_split::forward(z, spectrum, power, &self.split_twiddles) };
         self.split_tail(z, spectrum, power, done);
-    }
-
-    /// The body of [`Self::forward_real`], built into both of its versions.
-    #[inline(always)]
-    fn forward_real_portable(
-        &self,
-        spectrum: &mut [Complex<f32>],
-        z: &mut [Complex<f32>],
-        power: &mut [f32],
-        scratch: &mut [Complex<f32>],
-    ) {
-        let n = z.len();
-        self.forward
-            .process_outofplace_with_scratch(&mut spectrum[..n], z, scratch);
-        self.split_tail(z, spectrum, power, 1);
     }
 
     /// The split of [`Self::forward_real`] from the transform `z` for bins `from..n`, then
@@ -571,61 +559,58 @@ impl NsPlan {
     /// The inverse of [`NsPlan::forward_real`] on the `n + 1` bins of `spectrum` weighted
     /// bin by bin by `gain` (the imaginary parts of the DC and Nyquist bins are ignored),
     /// unnormalised (`2n` times the samples), packed in pairs into `spectrum[..n]`; `z`
-    /// (`n` values) is work space. Not inlined: as a function of its own its slices are
-    /// arguments the compiler knows do not overlap, so the split loop needs no run-time
-    /// checks that they do not (100 instructions a block at 8 kHz, inlined).
-    #[inline(never)]
+    /// (`n` values) is work space.
     pub(crate) fn inverse_real(
         &self,
         spectrum: &mut [Complex<f32>],
         gain: &[f32],
         z: &mut [Complex<f32>],
-        scratch: &mut [Complex<f32>],
     ) {
+        self.merge(spectrum, gain, z);
+        let n = z.len();
+        self.inverse.process(z, &mut spectrum[..n]);
+    }
+
+    /// [`Self::inverse_real`] with the `2n` samples written to `samples` (`spectrum` is
+    /// left as it was).
+    pub(crate) fn inverse_real_samples(
+        &self,
+        spectrum: &[Complex<f32>],
+        gain: &[f32],
+        z: &mut [Complex<f32>],
+        samples: &mut [f32],
+    ) {
+        self.merge(spectrum, gain, z);
+        self.inverse.process_to_samples(z, samples);
+    }
+
+    /// The merge of the weighted bins into the complex transform's input `z`. Not
+    /// inlined: as a function of its own its slices are arguments the compiler knows do
+    /// not overlap, so the merge loop needs no run-time checks that they do not (100
+    /// instructions a block at 8 kHz, inlined).
+    #[inline(never)]
+    fn merge(&self, spectrum: &[Complex<f32>], gain: &[f32], z: &mut [Complex<f32>]) {
         crate::processing::simd::avx2_or_portable!(
-            self.inverse_real_avx2(spectrum, gain, z, scratch),
-            self.inverse_real_portable(spectrum, gain, z, scratch)
+            self.merge_avx2(spectrum, gain, z),
+            self.merge_tail(spectrum, gain, z, 0)
         )
     }
 
-    /// [`Self::inverse_real`] compiled with AVX2 (see [`crate::processing::simd`]).
+    /// [`Self::merge`] compiled with AVX2 (see [`crate::processing::simd`]).
     ///
     /// # Safety
     /// The CPU must run AVX2 ([`crate::processing::simd::avx2`]).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn inverse_real_avx2(
-        &self,
-        spectrum: &mut [Complex<f32>],
-        gain: &[f32],
-        z: &mut [Complex<f32>],
-        scratch: &mut [Complex<f32>],
-    ) {
+    unsafe fn merge_avx2(&self, spectrum: &[Complex<f32>], gain: &[f32], z: &mut [Complex<f32>]) {
         let n = z.len();
         if spectrum.len() <= n || gain.len() <= n || !self.split_twiddles.fits(n) {
             // Not this plan's shapes: the portable body handles (or refuses) them alike.
-            return self.inverse_real_portable(spectrum, gain, z, scratch);
+            return self.merge_tail(spectrum, gain, z, 0);
         }
         // SAFETY: AVX2 (this function's contract); the lengths were checked above.
         let done = unsafe { avx2_split::inverse(spectrum, gain, z, &self.split_twiddles) };
         self.merge_tail(spectrum, gain, z, done);
-        self.inverse
-            .process_outofplace_with_scratch(z, &mut spectrum[..n], scratch);
-    }
-
-    /// The body of [`Self::inverse_real`], built into both of its versions.
-    #[inline(always)]
-    fn inverse_real_portable(
-        &self,
-        spectrum: &mut [Complex<f32>],
-        gain: &[f32],
-        z: &mut [Complex<f32>],
-        scratch: &mut [Complex<f32>],
-    ) {
-        self.merge_tail(spectrum, gain, z, 0);
-        let n = z.len();
-        self.inverse
-            .process_outofplace_with_scratch(z, &mut spectrum[..n], scratch);
     }
 
     /// The merge of [`Self::inverse_real`] into `z` for bins `from..n` (bins below it are
@@ -703,7 +688,6 @@ pub(crate) struct NsWork {
     /// The windowed input packed in pairs (one block of complex values), then its
     /// spectrum, then the inverse transform's output (packed likewise).
     spectrum: Box<[Complex<f32>]>,
-    scratch: Box<[Complex<f32>]>,
     /// Periodogram of the current block, per bin.
     power: Box<[f32]>,
     /// Periodogram smoothed over three bins.
@@ -722,18 +706,15 @@ impl NsWork {
     /// the FFTs of those rates).
     pub(crate) fn for_rates(rates_hz: &[u32]) -> NsWork {
         let block = rates_hz.iter().map(|&r| block_len(r)).max().unwrap_or(0);
-        let scratch_len = rates_hz
-            .iter()
-            .filter_map(|&r| shared_plan(r))
-            .map(|p| p.scratch_len)
-            .max()
-            .unwrap_or(0);
+        for &rate in rates_hz {
+            // Planned here, on the control plane, not at a lane's first block.
+            let _ = shared_plan(rate);
+        }
         let zeros = |len: usize| vec![0.0f32; len].into_boxed_slice();
         let complex_zeros = |len: usize| vec![Complex::new(0.0f32, 0.0); len].into_boxed_slice();
         NsWork {
             time: complex_zeros(block),
             spectrum: complex_zeros(block + 1),
-            scratch: complex_zeros(scratch_len),
             power: zeros(block + 1),
             freq_smoothed: zeros(block + 1),
             gain: zeros(block + 1),
@@ -742,15 +723,13 @@ impl NsWork {
         }
     }
 
-    /// Whether these buffers are large enough for `n`-sample blocks and a plan needing
-    /// `scratch_len` complex values of scratch.
-    fn fits(&self, n: usize, scratch_len: usize) -> bool {
+    /// Whether these buffers are large enough for `n`-sample blocks.
+    fn fits(&self, n: usize) -> bool {
         self.time.len() >= n
             && self.spectrum.len() > n
             && self.power.len() > n
             && self.freq_smoothed.len() > n
             && self.gain.len() > n
-            && self.scratch.len() >= scratch_len
     }
 
     /// The periodogram of the last block analysed, per bin (DC first).
@@ -759,7 +738,7 @@ impl NsWork {
     }
 
     pub(crate) fn bytes(&self) -> usize {
-        4 * 3 * self.power.len() + 8 * (self.time.len() + self.spectrum.len() + self.scratch.len())
+        4 * 3 * self.power.len() + 8 * (self.time.len() + self.spectrum.len())
     }
 }
 
@@ -1012,7 +991,6 @@ impl NsCore {
             &mut work.spectrum[..bins],
             &work.gain[..bins],
             &mut work.time[..n],
-            &mut work.scratch[..plan.scratch_len],
         );
         // The inverse is unnormalised: scale by 1 / FFT length. Its output is packed in
         // pairs: the first half of the window is the first n / 2 values.
@@ -1312,8 +1290,7 @@ mod tests {
                 .collect();
             let mut z = vec![Complex::new(0.0f32, 0.0); n];
             let mut power = vec![0.0f32; n + 1];
-            let mut scratch = vec![Complex::new(0.0f32, 0.0); plan.scratch_len];
-            plan.forward_real(&mut spectrum, &mut z, &mut power, &mut scratch);
+            plan.forward_real(&mut spectrum, &mut z, &mut power);
             // Rounding of sums of 2n values of 2^15: relative to the largest bin.
             let peak = reference.iter().map(|c| c.norm()).fold(0.0f32, f32::max);
             for (k, (got, want)) in spectrum.iter().zip(&reference).enumerate() {
@@ -1353,11 +1330,10 @@ mod tests {
                         .collect();
                     let mut z = vec![Complex::new(0.0f32, 0.0); n];
                     let mut power = vec![0.0f32; n + 1];
-                    let mut scratch = vec![Complex::new(0.0f32, 0.0); plan.scratch_len];
-                    plan.forward_real(&mut spectrum, &mut z, &mut power, &mut scratch);
+                    plan.forward_real(&mut spectrum, &mut z, &mut power);
                     let mut out: Vec<f32> = spectrum.iter().flat_map(|c| [c.re, c.im]).collect();
                     out.extend_from_slice(&power);
-                    plan.inverse_real(&mut spectrum, &gain, &mut z, &mut scratch);
+                    plan.inverse_real(&mut spectrum, &gain, &mut z);
                     out.extend(spectrum[..n].iter().flat_map(|c| [c.re, c.im]));
                     out
                 };
@@ -1396,8 +1372,7 @@ mod tests {
                 .process(&mut weighted, &mut reference)
                 .expect("lengths match the plan and DC and Nyquist are real");
             let mut z = vec![Complex::new(0.0f32, 0.0); n];
-            let mut scratch = vec![Complex::new(0.0f32, 0.0); plan.scratch_len];
-            plan.inverse_real(&mut spectrum, &gain, &mut z, &mut scratch);
+            plan.inverse_real(&mut spectrum, &gain, &mut z);
             let peak = reference.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
             for (m, (got, want)) in spectrum[..n]
                 .iter()

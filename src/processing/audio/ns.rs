@@ -62,6 +62,7 @@
 //! Everything is allocated in [`NoiseSuppressor::new`]; the real-time methods never
 //! allocate, lock or panic.
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -165,12 +166,22 @@ pub(crate) fn shared_plan(sample_rate_hz: u32) -> Option<Arc<NsPlan>> {
         let fft_len = 2 * block;
         let forward = FixedFft::new(block, false)?;
         let inverse = FixedFft::new(block, true)?;
-        // Twiddles in f64, so each is rounded once.
+        // Twiddles in f64, so each is rounded once, and mirrored exactly: with
+        // m = min(k, n − k), the real part at n − k is minus the one at k and the
+        // imaginary part the same (cos(π − x) = −cos x, sin(π − x) = sin x), and the real
+        // part at n/2 is 0. The AVX2 split and merge compute bin n − k from bin k's
+        // products on that basis (`avx2_split`), bit for bit the portable loops' result.
         let phase = |k: usize| -2.0 * std::f64::consts::PI * k as f64 / fft_len as f64;
-        let half_twiddle_re: Box<[f32]> =
-            (0..block).map(|k| (0.5 * phase(k).cos()) as f32).collect();
-        let half_twiddle_im: Box<[f32]> =
-            (0..block).map(|k| (0.5 * phase(k).sin()) as f32).collect();
+        let half_twiddle_re: Box<[f32]> = (0..block)
+            .map(|k| match (2 * k).cmp(&block) {
+                Ordering::Less => (0.5 * phase(k).cos()) as f32,
+                Ordering::Equal => 0.0,
+                Ordering::Greater => -((0.5 * phase(block - k).cos()) as f32),
+            })
+            .collect();
+        let half_twiddle_im: Box<[f32]> = (0..block)
+            .map(|k| (0.5 * phase(k.min(block - k)).sin()) as f32)
+            .collect();
         let split_twiddles = SplitTwiddles::new(&half_twiddle_re, &half_twiddle_im);
         // Periodic sqrt-Hann: w²[n] + w²[n + block] = 1, so analysis × synthesis windows
         // overlap-add to unity at 50 % overlap.
@@ -251,12 +262,22 @@ mod avx2_split {
         _mm256_castpd_ps(_mm256_permute4x64_pd::<0b00_01_10_11>(_mm256_castps_pd(v)))
     }
 
-    /// Bins `1..done` of the forward split (`done` returned; the caller finishes the
-    /// rest): `X = ½(A + B) + (c, −c)·swap(A − B) + (s, s)·(A − B)`, `A = Z[k]`,
+    /// The forward split of bins `1..n` (`n = z.len()`, a multiple of 8; returns `n`,
+    /// or 1 with nothing done for other lengths, which the caller finishes):
+    /// `X = ½(A + B) + (c, −c)·swap(A − B) + (s, s)·(A − B)`, `A = Z[k]`,
     /// `B = conj(Z[n − k])`, and `|X|²`.
     ///
+    /// Bins `k` and `n − k` are computed together: for `n − k` the roles of `A` and `B`
+    /// swap, so `A + B` and `A − B` become `conj(A + B)` and `−conj(A − B)` exactly, and
+    /// with the table's `c[n − k] = −c[k]`, `s[n − k] = s[k]` (exact, see
+    /// [`super::shared_plan`]) the portable expression of bin `n − k` rounds to
+    /// `conj((P − C) − S)` of bin `k`'s three products `P`, `C`, `S` (whose sum in that
+    /// order is bin `k`). One load, one set of products and one twiddle load per pair of
+    /// bins. The last block meets its mirror at bin `n/2`, which is stored last from the
+    /// low block, as the portable loop computes it.
+    ///
     /// # Safety
-    /// AVX2; `spectrum` and `power` hold more than `n = z.len()` values and `tw` fits `n`.
+    /// AVX2; `spectrum` and `power` hold more than `n` values and `tw` fits `n`.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn forward(
         z: &[Complex<f32>],
@@ -265,36 +286,47 @@ mod avx2_split {
         tw: &SplitTwiddles,
     ) -> usize {
         let n = z.len();
+        if n % 8 != 0 {
+            return 1;
+        }
         let conj = _mm256_setr_ps(0.0, -0.0, 0.0, -0.0, 0.0, -0.0, 0.0, -0.0);
         let half = _mm256_set1_ps(0.5);
         let (zp, xp, pp) = (z.as_ptr(), spectrum.as_mut_ptr(), power.as_mut_ptr());
         let (cp, sp) = (tw.fwd_c.as_ptr(), tw.fwd_s.as_ptr());
         let mut k = 1;
-        // Bins k..k + 4 and their mirrors n − k − 3..=n − k, all within 1..n.
-        while k + 4 <= n {
+        // Bins k..k + 4 and their mirrors n − k − 3..=n − k (k + 3 ≤ n/2 ≤ n − k − 3).
+        while k + 3 <= n / 2 {
             // SAFETY: AVX2; z[k..k + 4] and z[n − k − 3..n − k + 1] lie in z (k ≥ 1,
-            // k + 4 ≤ n), spectrum[k..k + 4] and power[k..k + 4] in theirs (longer than n),
-            // tables of 2n values read at 2k..2k + 8.
+            // k + 4 ≤ n), spectrum and power likewise (longer than n), tables of 2n values
+            // read at 2k..2k + 8.
             unsafe {
+                let m = n - k - 3;
                 let a = load_bins(zp.add(k));
-                let b = _mm256_xor_ps(reversed(load_bins(zp.add(n - k - 3))), conj);
+                let b = _mm256_xor_ps(reversed(load_bins(zp.add(m))), conj);
                 let e = _mm256_add_ps(a, b);
                 let d = _mm256_sub_ps(a, b);
                 let c = _mm256_loadu_ps(cp.add(2 * k));
                 let s = _mm256_loadu_ps(sp.add(2 * k));
-                let t = _mm256_add_ps(_mm256_mul_ps(half, e), _mm256_mul_ps(c, swap_re_im(d)));
-                let x = _mm256_add_ps(t, _mm256_mul_ps(s, d));
+                let p = _mm256_mul_ps(half, e);
+                let pc = _mm256_mul_ps(c, swap_re_im(d));
+                let ps = _mm256_mul_ps(s, d);
+                let x = _mm256_add_ps(_mm256_add_ps(p, pc), ps);
+                let xm = reversed(_mm256_xor_ps(_mm256_sub_ps(_mm256_sub_ps(p, pc), ps), conj));
+                _mm256_storeu_ps(xp.add(m).cast(), xm);
+                _mm_storeu_ps(pp.add(m), norm_sqr4(xm));
                 _mm256_storeu_ps(xp.add(k).cast(), x);
                 _mm_storeu_ps(pp.add(k), norm_sqr4(x));
             }
             k += 4;
         }
-        k
+        n
     }
 
-    /// Bins `0..done` of the merge into `z` (`done` returned; the caller finishes the
-    /// rest and sets bin 0): `Z = (A + B) + (−2c, 2c)·swap(A − B) + (2s, 2s)·(A − B)`,
-    /// `A = G[k] X[k]`, `B = G[n − k] conj(X[n − k])`.
+    /// The merge into `z[1..n]` (`n = z.len()`, a multiple of 8; returns `n`, or 0 with
+    /// nothing done for other lengths; the caller sets bin 0):
+    /// `Z = (A + B) + (−2c, 2c)·swap(A − B) + (2s, 2s)·(A − B)`, `A = G[k] X[k]`,
+    /// `B = G[n − k] conj(X[n − k])`. Pairs of bins as in [`forward`]: for `n − k`,
+    /// `Z = conj((P − C) − S)` of bin `k`'s terms.
     ///
     /// # Safety
     /// AVX2; `spectrum` and `gain` hold more than `n = z.len()` values and `tw` fits `n`.
@@ -306,40 +338,44 @@ mod avx2_split {
         tw: &SplitTwiddles,
     ) -> usize {
         let n = z.len();
+        if n % 8 != 0 {
+            return 0;
+        }
         let conj = _mm256_setr_ps(0.0, -0.0, 0.0, -0.0, 0.0, -0.0, 0.0, -0.0);
         let spread = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
         let spread_reversed = _mm256_setr_epi32(3, 3, 2, 2, 1, 1, 0, 0);
         let (xp, gp, zp) = (spectrum.as_ptr(), gain.as_ptr(), z.as_mut_ptr());
         let (cp, sp) = (tw.inv_c.as_ptr(), tw.inv_s.as_ptr());
-        let mut k = 0;
-        // Bins k..k + 4 and their mirrors n − k − 3..=n − k, all within 0..=n.
-        while k + 4 <= n {
+        let mut k = 1;
+        while k + 3 <= n / 2 {
             // SAFETY: AVX2; spectrum and gain hold n + 1 values or more, read at k..k + 4
-            // and n − k − 3..n − k + 1 (k + 4 ≤ n); z[k..k + 4]; tables at 2k..2k + 8.
+            // and n − k − 3..n − k + 1 (1 ≤ k, k + 4 ≤ n); z at the same places; tables
+            // at 2k..2k + 8.
             unsafe {
+                let m = n - k - 3;
                 let g = _mm256_permutevar8x32_ps(
                     _mm256_castps128_ps256(_mm_loadu_ps(gp.add(k))),
                     spread,
                 );
                 let a = _mm256_mul_ps(load_bins(xp.add(k)), g);
                 let gm = _mm256_permutevar8x32_ps(
-                    _mm256_castps128_ps256(_mm_loadu_ps(gp.add(n - k - 3))),
+                    _mm256_castps128_ps256(_mm_loadu_ps(gp.add(m))),
                     spread_reversed,
                 );
-                let b = _mm256_mul_ps(
-                    _mm256_xor_ps(reversed(load_bins(xp.add(n - k - 3))), conj),
-                    gm,
-                );
+                let b = _mm256_mul_ps(_mm256_xor_ps(reversed(load_bins(xp.add(m))), conj), gm);
                 let e = _mm256_add_ps(a, b);
                 let d = _mm256_sub_ps(a, b);
                 let c = _mm256_loadu_ps(cp.add(2 * k));
                 let s = _mm256_loadu_ps(sp.add(2 * k));
-                let t = _mm256_add_ps(e, _mm256_mul_ps(c, swap_re_im(d)));
-                _mm256_storeu_ps(zp.add(k).cast(), _mm256_add_ps(t, _mm256_mul_ps(s, d)));
+                let pc = _mm256_mul_ps(c, swap_re_im(d));
+                let ps = _mm256_mul_ps(s, d);
+                let zm = _mm256_xor_ps(_mm256_sub_ps(_mm256_sub_ps(e, pc), ps), conj);
+                _mm256_storeu_ps(zp.add(m).cast(), reversed(zm));
+                _mm256_storeu_ps(zp.add(k).cast(), _mm256_add_ps(_mm256_add_ps(e, pc), ps));
             }
             k += 4;
         }
-        k
+        n
     }
 }
 

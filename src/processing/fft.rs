@@ -18,9 +18,10 @@
 //! small butterflies. All sizes are fixed, so every loop unrolls and every index is a
 //! constant.
 //!
-//! Why not rustfft: for 80 points its AVX plan (a 5×16 mixed radix) costs about 900
+//! Why not rustfft: for 80 points its AVX plan (a 5×16 mixed radix) cost about 900
 //! instructions per call with its dispatch, transposes and helpers, where this costs about
-//! half; the echo canceller runs 12 such transforms per 10 ms block (PERF.md).
+//! 430 (callgrind, `scripts/instructions_steady.sh aec-pcmu`); the echo canceller runs 12
+//! such transforms per 10 ms block (PERF.md, voice section, session 14).
 //!
 //! Both builds (AVX2, and the portable one on `[f32; 8]` that runs elsewhere) are the same
 //! macro body over the same operations in the same order, with the same constants and

@@ -1694,7 +1694,7 @@ mod avx2 {
     }
 
     /// [`super::update_partition`], four bins at a time; the squared norm summed in eight
-    /// lanes as [`norm_sqr_sum`] sums it.
+    /// lanes as [`super::norm_sqr_sum`] sums it.
     ///
     /// # Safety
     /// The CPU must run AVX2.

@@ -139,29 +139,23 @@ impl FixedFft {
     /// `input` and `output` point to `2·n` readable and writable floats, not overlapping.
     unsafe fn run(&self, input: *const f32, output: *mut f32) {
         let tw = &self.twiddles[..];
-        // SAFETY (every arm): the caller's contract; the twiddles are this size's.
+        // The kernel of this size and direction in one build (`avx` or `portable`).
+        macro_rules! by_size {
+            ($build:ident) => {
+                match (self.n, self.inverse) {
+                    (80, false) => $build::transform::<1, false>(tw, input, output),
+                    (80, true) => $build::transform::<1, true>(tw, input, output),
+                    (160, false) => $build::transform::<2, false>(tw, input, output),
+                    (160, true) => $build::transform::<2, true>(tw, input, output),
+                    (_, false) => $build::transform::<6, false>(tw, input, output),
+                    (_, true) => $build::transform::<6, true>(tw, input, output),
+                }
+            };
+        }
         crate::processing::simd::avx2_or_portable!(
-            {
-                match (self.n, self.inverse) {
-                    (80, false) => avx::transform::<1, false>(tw, input, output),
-                    (80, true) => avx::transform::<1, true>(tw, input, output),
-                    (160, false) => avx::transform::<2, false>(tw, input, output),
-                    (160, true) => avx::transform::<2, true>(tw, input, output),
-                    (_, false) => avx::transform::<6, false>(tw, input, output),
-                    (_, true) => avx::transform::<6, true>(tw, input, output),
-                }
-            },
+            by_size!(avx),
             // SAFETY: the caller's contract; the twiddles are this size's.
-            unsafe {
-                match (self.n, self.inverse) {
-                    (80, false) => portable::transform::<1, false>(tw, input, output),
-                    (80, true) => portable::transform::<1, true>(tw, input, output),
-                    (160, false) => portable::transform::<2, false>(tw, input, output),
-                    (160, true) => portable::transform::<2, true>(tw, input, output),
-                    (_, false) => portable::transform::<6, false>(tw, input, output),
-                    (_, true) => portable::transform::<6, true>(tw, input, output),
-                }
-            }
+            unsafe { by_size!(portable) }
         )
     }
 }

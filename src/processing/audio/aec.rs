@@ -276,7 +276,7 @@ struct FftWork {
 }
 
 impl FftWork {
-    /// Work space for `fft`'s transforms of blocks of `n` samples. Control plane.
+    /// Work space for the transforms of blocks of `n` samples. Control plane.
     fn new(n: usize) -> Self {
         FftWork {
             z: vec![Complex32::new(0.0, 0.0); n].into_boxed_slice(),

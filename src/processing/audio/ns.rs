@@ -253,13 +253,26 @@ mod avx2_split {
     use core::arch::x86_64::*;
 
     /// The four bins of `v` in reverse order.
-    ///
-    /// # Safety
-    /// AVX2.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn reversed(v: __m256) -> __m256 {
+    fn reversed(v: __m256) -> __m256 {
         _mm256_castpd_ps(_mm256_permute4x64_pd::<0b00_01_10_11>(_mm256_castps_pd(v)))
+    }
+
+    /// Bins `k..k + 4` and their mirrors, shared by [`forward`] and [`inverse`]: from bin
+    /// `k`'s first term `p`, the difference `d = A − B` and the twiddle vectors `c` and
+    /// `s`, the products `C = c·swap(d)` and `S = s·d`, then `(P + C) + S` (bins `k`, in
+    /// order) and `conj((P − C) − S)` (bins `n − k`, reversed into ascending order, to
+    /// store at `n − k − 3`).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn pair(p: __m256, d: __m256, c: __m256, s: __m256) -> (__m256, __m256) {
+        let conj = _mm256_setr_ps(0.0, -0.0, 0.0, -0.0, 0.0, -0.0, 0.0, -0.0);
+        let pc = _mm256_mul_ps(c, swap_re_im(d));
+        let ps = _mm256_mul_ps(s, d);
+        let low = _mm256_add_ps(_mm256_add_ps(p, pc), ps);
+        let mirror = _mm256_xor_ps(_mm256_sub_ps(_mm256_sub_ps(p, pc), ps), conj);
+        (low, reversed(mirror))
     }
 
     /// The forward split of bins `1..n` (`n = z.len()`, a multiple of 8; returns `n`,
@@ -307,11 +320,7 @@ mod avx2_split {
                 let d = _mm256_sub_ps(a, b);
                 let c = _mm256_loadu_ps(cp.add(2 * k));
                 let s = _mm256_loadu_ps(sp.add(2 * k));
-                let p = _mm256_mul_ps(half, e);
-                let pc = _mm256_mul_ps(c, swap_re_im(d));
-                let ps = _mm256_mul_ps(s, d);
-                let x = _mm256_add_ps(_mm256_add_ps(p, pc), ps);
-                let xm = reversed(_mm256_xor_ps(_mm256_sub_ps(_mm256_sub_ps(p, pc), ps), conj));
+                let (x, xm) = pair(_mm256_mul_ps(half, e), d, c, s);
                 _mm256_storeu_ps(xp.add(m).cast(), xm);
                 _mm_storeu_ps(pp.add(m), norm_sqr4(xm));
                 _mm256_storeu_ps(xp.add(k).cast(), x);
@@ -367,11 +376,9 @@ mod avx2_split {
                 let d = _mm256_sub_ps(a, b);
                 let c = _mm256_loadu_ps(cp.add(2 * k));
                 let s = _mm256_loadu_ps(sp.add(2 * k));
-                let pc = _mm256_mul_ps(c, swap_re_im(d));
-                let ps = _mm256_mul_ps(s, d);
-                let zm = _mm256_xor_ps(_mm256_sub_ps(_mm256_sub_ps(e, pc), ps), conj);
-                _mm256_storeu_ps(zp.add(m).cast(), reversed(zm));
-                _mm256_storeu_ps(zp.add(k).cast(), _mm256_add_ps(_mm256_add_ps(e, pc), ps));
+                let (z, zm) = pair(e, d, c, s);
+                _mm256_storeu_ps(zp.add(m).cast(), zm);
+                _mm256_storeu_ps(zp.add(k).cast(), z);
             }
             k += 4;
         }

@@ -244,8 +244,9 @@ impl SplitTwiddles {
 /// (`re, im`), the mirrored bins read as one load reversed by a lane permute. The
 /// compiler's build of the portable loops separates real and imaginary parts and puts
 /// them back (about 10 instructions a bin at 8 kHz, half of each transform's cost); these
-/// compute the same expressions, operation for operation in the same order, so the bits
-/// are the portable loops' (tested with the suppressor and the echo canceller).
+/// compute the same expressions, operation for operation in the same order (bin `n − k`
+/// by one that rounds exactly alike, see [`avx2_split::forward`]), so the bits are the
+/// portable loops' (tested with the suppressor and the echo canceller).
 #[cfg(target_arch = "x86_64")]
 mod avx2_split {
     use super::{Complex, SplitTwiddles};
@@ -523,7 +524,7 @@ impl NsPlan {
     }
 
     /// The split of the complex transform `z` into the real transform's bins. Not inlined,
-    /// like [`NsPlan::inverse_real`].
+    /// like [`NsPlan::merge`].
     #[inline(never)]
     fn split(&self, z: &[Complex<f32>], spectrum: &mut [Complex<f32>], power: &mut [f32]) {
         crate::processing::simd::avx2_or_portable!(

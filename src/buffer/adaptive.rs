@@ -254,6 +254,10 @@ enum State {
     Playing,
 }
 
+/// Packet slots [`AdaptiveBuffer::header_range`] covers (16 bytes each for a slab token: one
+/// line).
+const HEADER_SLOTS: usize = 4;
+
 /// Adaptive jitter buffer of encoded packets (see module docs). `N` is the packet capacity.
 #[derive(Debug)]
 ///
@@ -411,6 +415,18 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
     #[inline]
     pub fn prefetch_header(&self) {
         crate::runtime::prefetch::fields(&self.occ, &self.idle_after_ts);
+    }
+
+    /// The bytes a frame reads first, as (address, length): the header of
+    /// [`AdaptiveBuffer::prefetch_header`] and the first packet slots (a buffer holds its
+    /// packets in the lowest free slots, so a few packets are in the first line). For a
+    /// caller that prefetches them at the same offset in many buffers without loading any.
+    pub fn header_range(&self) -> (usize, usize) {
+        use crate::runtime::prefetch::field_range;
+        match self.slots.get(N.min(HEADER_SLOTS).wrapping_sub(1)) {
+            Some(last) => field_range(&self.occ, last),
+            None => field_range(&self.occ, &self.idle_after_ts),
+        }
     }
 
     /// Starts loading what [`AdaptiveBuffer::insert`] touches: the header, the first

@@ -56,6 +56,15 @@ const INSERT_AHEAD: usize = 4;
 /// +1-3% relay-pcmu at 10,000 calls).
 const ENCODE_AHEAD: usize = 3;
 
+/// The decode stage starts loading a due session's headers (its entry's head, the jitter
+/// buffer's header and first packet slots, the concealer's header) this many due
+/// sessions before it plays, from the entry's address alone (no load), across play ranges;
+/// the rings and the due packet's slot [`RINGS_AHEAD`] sessions ahead (reading those
+/// headers), the packet's bytes one ahead.
+const HEADERS_AHEAD: usize = 6;
+/// See [`HEADERS_AHEAD`].
+const RINGS_AHEAD: usize = 3;
+
 /// Sizes of one lane's fixed resources.
 #[derive(Debug, Clone, Copy)]
 pub struct LaneConfig {
@@ -611,6 +620,18 @@ pub struct DecodeStage {
     spare_frame: Option<Token>,
     /// Start of the tick whose play range is being served (lane clock).
     play_ns: u64,
+    /// The tick of the play range being served and its `tick % k` (k = 1..=6), to tell
+    /// which sessions are due.
+    play_tick: u64,
+    tick_mod: [u8; 7],
+    /// Due sessions after the one playing whose headers were prefetched, in play order
+    /// (`ahead[..ahead_len]`), and the slot the search for the next one resumes at.
+    ahead: [u32; HEADERS_AHEAD],
+    ahead_len: usize,
+    ahead_next: usize,
+    /// What [`DecodeStage::prefetch_headers`] loads, as (offset from a session's entry, length),
+    /// taken from the first session created (the same for every entry).
+    header_spans: [(u32, u32); 3],
     stretch: StretchPool,
     out: Producer<Downstream>,
     reserve: usize,
@@ -634,45 +655,22 @@ impl DecodeStage {
         while let Ok(r) = self.plays.pop() {
             n += 1 + self.drain_input();
             self.play_ns = r.at_ns;
-            let mut tick_mod = [0u8; 7];
-            for (k, m) in tick_mod.iter_mut().enumerate().skip(1) {
-                *m = (r.tick % k as u64) as u8;
+            if r.tick != self.play_tick {
+                self.play_tick = r.tick;
+                for (k, m) in self.tick_mod.iter_mut().enumerate().skip(1) {
+                    *m = (r.tick % k as u64) as u8;
+                }
+                self.ahead_len = 0;
+                self.ahead_next = 0;
             }
             let to = (r.to as usize).min(self.sessions.len());
-            let mut slot = (r.from as usize).min(to);
-            while slot < to {
-                // The due sessions of the next stretch, so that what each one's frame will
-                // touch (its concealer's rings and its packet, at addresses the hardware
-                // cannot guess) is loading while the ones before it play.
-                let mut due = ArrayVec::<u32, 32>::new();
-                while slot < to && !due.is_full() {
-                    let s = self.sched[slot];
-                    if s != 0 && tick_mod[usize::from(s >> 4)] == s & 0xF {
-                        due.push(slot as u32);
-                    }
-                    slot += 1;
-                }
-                // Three steps, each a session apart, so each step's loads have arrived when
-                // the next step reads them: headers, then rings and packet slot, then
-                // packet bytes.
-                // (Six, four and two sessions ahead measured no better: session 11.)
-                for &ahead in due.iter().take(3) {
-                    self.prefetch_play(ahead, PlayPrefetch::Headers);
-                }
-                for &ahead in due.iter().take(2) {
-                    self.prefetch_play(ahead, PlayPrefetch::Rings);
-                }
-                for (i, &d) in due.iter().enumerate() {
-                    if let Some(&ahead) = due.get(i + 3) {
-                        self.prefetch_play(ahead, PlayPrefetch::Headers);
-                    }
-                    if let Some(&ahead) = due.get(i + 2) {
-                        self.prefetch_play(ahead, PlayPrefetch::Rings);
-                    }
-                    if let Some(&ahead) = due.get(i + 1) {
-                        self.prefetch_play(ahead, PlayPrefetch::Bytes);
-                    }
-                    self.play(d);
+            for slot in (r.from as usize).min(to)..to {
+                if self.is_due(slot) {
+                    // What each one's frame will touch (its headers, its concealer's rings,
+                    // its packet, at addresses the hardware cannot guess) loads while the
+                    // ones before it play.
+                    self.prefetch_ahead_of(slot);
+                    self.play(slot as u32);
                 }
             }
         }
@@ -683,6 +681,57 @@ impl DecodeStage {
         n
     }
 
+    /// True when the session in `slot` plays in the tick being served.
+    #[inline]
+    fn is_due(&self, slot: usize) -> bool {
+        let s = self.sched[slot];
+        s != 0 && self.tick_mod[usize::from(s >> 4)] == s & 0xF
+    }
+
+    /// Keeps the prefetch for `play` ahead of `slot`, which is about to play: the next
+    /// [`HEADERS_AHEAD`] due sessions of this tick (in this play range or the next ones)
+    /// have their headers loading, the [`RINGS_AHEAD`]-th its rings and packet slot, the
+    /// next one its packet's bytes. Three steps, so each step's loads have arrived when
+    /// the next one reads them.
+    #[inline]
+    fn prefetch_ahead_of(&mut self, slot: usize) {
+        if self.ahead_len > 0 && self.ahead[0] as usize == slot {
+            self.ahead.copy_within(1..self.ahead_len, 0);
+            self.ahead_len -= 1;
+        } else {
+            // The first of the tick, or the schedule changed under the queue: start over.
+            self.ahead_len = 0;
+            self.ahead_next = slot + 1;
+        }
+        let n = self.sched.len();
+        while self.ahead_len < HEADERS_AHEAD && self.ahead_next < n {
+            let s = self.ahead_next;
+            self.ahead_next += 1;
+            if self.is_due(s) {
+                self.prefetch_headers(s);
+                self.ahead[self.ahead_len] = s as u32;
+                self.ahead_len += 1;
+            }
+        }
+        if let Some(&s) = self.ahead[..self.ahead_len].get(RINGS_AHEAD - 1) {
+            self.prefetch_play(s, PlayPrefetch::Rings);
+        }
+        if let Some(&s) = self.ahead[..self.ahead_len].first() {
+            self.prefetch_play(s, PlayPrefetch::Bytes);
+        }
+    }
+
+    /// Starts loading the headers of the entry in `slot` (its head, the jitter buffer's
+    /// header and first packet slots, the concealer's header): addresses only, so nothing
+    /// waits for the entry (an empty one gets a useless hint).
+    #[inline]
+    fn prefetch_headers(&self, slot: usize) {
+        let entry = self.sessions.as_ptr().wrapping_add(slot) as *const u8;
+        for &(offset, len) in &self.header_spans {
+            prefetch::range(entry.wrapping_add(offset as usize), len as usize);
+        }
+    }
+
     /// One step of the prefetch for `play(slot)` (see [`PlayPrefetch`]).
     #[inline]
     fn prefetch_play(&self, slot: u32, step: PlayPrefetch) {
@@ -690,7 +739,6 @@ impl DecodeStage {
             return;
         };
         match step {
-            PlayPrefetch::Headers => part.receive.prefetch_headers(),
             PlayPrefetch::Rings => {
                 if let Some(t) = part.receive.prefetch_frame() {
                     self.packets.prefetch(t);
@@ -849,6 +897,11 @@ impl DecodeStage {
             // Invariant broken on purpose: the control plane asked for a drill of the
             // lane-failure policy (MediaEngine::inject_lane_fault).
             Op::Fault => panic!("lane {}: injected fault", self.shared.lane),
+        }
+        if self.header_spans[0].1 == 0 {
+            if let Some(spans) = header_spans(&self.sessions, slot) {
+                self.header_spans = spans;
+            }
         }
         self.sched[slot] = self.sessions[slot]
             .as_ref()
@@ -1083,14 +1136,26 @@ impl DecodeStage {
     }
 }
 
-/// The steps of the playout prefetch, each issued a session after the one before, so
-/// that what a step reads was loaded by the previous one.
+/// [`DecodeStage::header_spans`] taken from the session in `slot` (the same offsets in
+/// every entry), if there is one.
+fn header_spans(sessions: &[Option<DecodePart<Token>>], slot: usize) -> Option<[(u32, u32); 3]> {
+    let entry = sessions.get(slot)?;
+    let base = entry as *const _ as usize;
+    let part = entry.as_ref()?;
+    let head = (0, &part.receive as *const _ as usize - base);
+    let [jb, plc] = part.receive.header_ranges();
+    let spans = [head, (jb.0 - base, jb.1), (plc.0 - base, plc.1)];
+    Some(spans.map(|(offset, len)| (offset as u32, len as u32)))
+}
+
+/// The steps of the playout prefetch after the headers ([`DecodeStage::prefetch_headers`]:
+/// the entry's head, the jitter buffer's and the concealer's per-frame fields), each
+/// issued sessions after the one before, so that what a step reads was loaded by the
+/// previous one.
 #[derive(Clone, Copy)]
 enum PlayPrefetch {
-    /// The jitter buffer's and the concealer's per-frame fields.
-    Headers,
     /// The concealer's rings at the write position (its background ring's too), and the
-    /// slot of the packet due (read from the buffer loaded by `Headers`).
+    /// slot of the packet due (read from the headers).
     Rings,
     /// The bytes of the packet due (through its slot, loaded by `Rings`).
     Bytes,
@@ -1860,6 +1925,12 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
             frame_free: fr_rx,
             spare_frame: None,
             play_ns: 0,
+            play_tick: u64::MAX,
+            tick_mod: [0; 7],
+            ahead: [0; HEADERS_AHEAD],
+            ahead_len: 0,
+            ahead_next: 0,
+            header_spans: [(0, 0); 3],
             // Fill target (30 ms) + one 60 ms packet + a frame: enough for any session.
             stretch: StretchPool::new(120),
             out: dp_tx,
@@ -1914,4 +1985,43 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
         slab: egress_slab,
     };
     (lane, control, ingress, egress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::JitterConfig;
+    use crate::codec::CodecSpec;
+    use crate::session::{MediaSessionParams, SessionParts};
+    use crate::types::Ptime;
+
+    #[test]
+    fn header_spans_lie_in_the_entry_and_cover_what_a_frame_reads_first() {
+        let params = MediaSessionParams::new(CodecSpec::PCMU, Ptime::from_ms(20).unwrap());
+        let parts = SessionParts::<Token>::build(&params, 1, 0, JitterConfig::default(), 1, 0, 0);
+        let sessions = vec![None, Some(parts.decode)];
+        assert_eq!(header_spans(&sessions, 0), None, "an empty slot has none");
+        let spans = header_spans(&sessions, 1).unwrap();
+        let size = std::mem::size_of::<Option<DecodePart<Token>>>();
+        assert_eq!(
+            spans[0].0, 0,
+            "the head starts at the entry (its Present marker)"
+        );
+        for (offset, len) in spans {
+            assert!(
+                len > 0 && (offset + len) as usize <= size,
+                "{offset} + {len} > {size}"
+            );
+        }
+        // The offsets are the fields' own: the same span measured on the part itself.
+        let base = &sessions[1] as *const _ as usize;
+        let part = sessions[1].as_ref().unwrap();
+        let [jb, plc] = part.receive.header_ranges();
+        assert_eq!(spans[1], ((jb.0 - base) as u32, jb.1 as u32));
+        assert_eq!(spans[2], ((plc.0 - base) as u32, plc.1 as u32));
+        assert_eq!(
+            spans[0].1 as usize,
+            &part.receive as *const _ as usize - base
+        );
+    }
 }

@@ -66,6 +66,22 @@ pub fn fields<A, B>(first: &A, last: &B) {
     bytes(start, len);
 }
 
+/// The bytes [`fields`] covers, as (address, length): for a caller that prefetches the
+/// same fields of many structs, at a fixed offset from each, with no load of any of them
+/// (see [`range`]).
+#[inline]
+pub fn field_range<A, B>(first: &A, last: &B) -> (usize, usize) {
+    let (p, len) = field_bytes(first, last);
+    (p as usize, len)
+}
+
+/// Starts loading every line `len` bytes from `p` touch. A hint only: reads nothing, so
+/// `p` may be any address (a prefetch never faults).
+#[inline(always)]
+pub fn range(p: *const u8, len: usize) {
+    bytes(p, len);
+}
+
 /// The bytes [`fields`] covers: from the start of `first` to the end of `last`.
 #[inline(always)]
 fn field_bytes<A, B>(first: &A, last: &B) -> (*const u8, usize) {

@@ -208,6 +208,13 @@ impl<T> ReceiveChannel<T> {
         self.plc.prefetch_header();
     }
 
+    /// The bytes [`ReceiveChannel::prefetch_frame`] reads (and the first packet slots), as
+    /// (address, length) pairs: for a caller that prefetches them in many channels at the
+    /// same offsets, with no load of any channel.
+    pub fn header_ranges(&self) -> [(usize, usize); 2] {
+        [self.buffer.header_range(), self.plc.header_range()]
+    }
+
     /// Starts loading what the next frame will touch: the concealer's rings (see
     /// [`PcmPlc::prefetch_frame`]). Returns the packet due next, if held, for the caller
     /// to prefetch from its slab. Reads only the buffer's and concealer's own fields

@@ -453,6 +453,11 @@ impl PcmPlc {
         crate::runtime::prefetch::fields(&self.run, &self.history);
     }
 
+    /// The bytes [`PcmPlc::prefetch_header`] loads, as (address, length).
+    pub fn header_range(&self) -> (usize, usize) {
+        crate::runtime::prefetch::field_range(&self.run, &self.history)
+    }
+
     /// Feeds one real (decoded) frame, in stream order. If samples were concealed just
     /// before it, the start of `frame` is overlap-added with the continuing synthetic
     /// signal so the stream has no discontinuity; otherwise `frame` is left untouched.

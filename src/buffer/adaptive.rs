@@ -439,6 +439,15 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         prefetch::object(&self.delay);
     }
 
+    /// The delay estimator's bytes (what an insert touches besides
+    /// [`AdaptiveBuffer::header_range`]), as (address, length).
+    pub fn delay_range(&self) -> (usize, usize) {
+        (
+            &self.delay as *const DelayManager as usize,
+            core::mem::size_of::<DelayManager>(),
+        )
+    }
+
     /// Packets held.
     pub fn len(&self) -> usize {
         self.occ.count_ones() as usize

@@ -11,7 +11,7 @@ pub mod rtcp;
 pub mod session_core;
 
 use crate::runtime::lane::{EgressParts, IngressParts};
-use crate::runtime::msg::EgressSlot;
+use crate::runtime::msg::{Arrival, EgressSlot};
 use crate::runtime::slab::Token;
 use crate::types::SessionId;
 use crate::Error;
@@ -141,7 +141,11 @@ impl IngressHandle {
             s.bytes[..packet.len()].copy_from_slice(packet);
         });
         // Cannot fail: the ingress ring holds as many entries as there are slots.
-        if p.ingress.push(tok).is_err() {
+        let arrival = Arrival {
+            token: tok,
+            slot: session.slot(),
+        };
+        if p.ingress.push(arrival).is_err() {
             p.shared.counters.internal_ring_full.inc_shared();
         }
         self.taken = self.taken.wrapping_add(1);

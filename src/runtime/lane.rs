@@ -15,8 +15,8 @@ use rtrb::{Consumer, Producer, RingBuffer};
 
 use super::live::LiveTable;
 use super::msg::{
-    Bundle, Downstream, DtmfSource, EgressSlot, FrameSlot, LaneEvent, Op, PacketSlot, PlayRange,
-    ToDecode,
+    Arrival, Bundle, Downstream, DtmfSource, EgressSlot, FrameSlot, LaneEvent, Op, PacketSlot,
+    PlayRange, ToDecode,
 };
 use super::prefetch;
 use super::slab::{Slab, Token};
@@ -45,13 +45,17 @@ pub const FUSED_CHUNK: usize = 16;
 /// How far ahead in their input rings the stages start loading what the next items will
 /// touch: a packet's ingest or insert is only ~100-150 ns of work, so one or two items
 /// ahead left most of a memory access still to wait for. The jitter stage prefetches a
-/// packet's slot `INGRESS_AHEAD - 1` packets ahead and, from it, the session's state half
-/// as far ahead; the decode stage's inserts likewise. Virtual clock, this machine, alternated
-/// builds (session 11): relay-pcmu 10,000 calls 18.4-18.5 k -> 19.8-20.4 k calls per core
-/// at 4 (2 before); 8 measured the same as 4.
-const INGRESS_AHEAD: usize = 4;
-/// See [`INGRESS_AHEAD`].
-const INSERT_AHEAD: usize = 4;
+/// packet's slot and the session's state `INGRESS_AHEAD - 1` packets ahead (the ring item
+/// names the session slot), and from the slot the packet's bytes half as far ahead; the
+/// decode stage's inserts likewise. Virtual clock, this machine, alternated builds
+/// (session 11): relay-pcmu 10,000 calls 18.4-18.5 k -> 19.8-20.4 k calls per core at 4 (2
+/// before), when the session's state was found through the packet's slot; session 15,
+/// found from the ring item: 8 ahead +6-9% over 4, 16 the same as 8.
+const INGRESS_AHEAD: usize = 8;
+/// See [`INGRESS_AHEAD`]. From the ring item alone since session 15 (the entry's fields at
+/// fixed offsets, no load of the entry): 8 ahead +3-4% relay-pcmu and +9% pcmu-pcma over 4
+/// (10,000 / 8,000 calls), 16 the same as 8.
+const INSERT_AHEAD: usize = 8;
 /// The encode stage starts loading a frame's send state this many frames ahead (1 before:
 /// +1-3% relay-pcmu at 10,000 calls).
 const ENCODE_AHEAD: usize = 3;
@@ -237,7 +241,7 @@ pub struct JitterStage {
     sched: Box<[u8]>,
     sessions: Box<[Option<JitterPart>]>,
     commands: Consumer<Box<Bundle>>,
-    ingress: Consumer<Token>,
+    ingress: Consumer<Arrival>,
     packets: Arc<Slab<PacketSlot>>,
     released: Producer<Token>,
     out: Producer<ToDecode>,
@@ -356,30 +360,31 @@ impl JitterStage {
 
     /// Starts loading what the packets after the one being ingested will touch: packets
     /// arrive in no session order the hardware could follow, so without this every session's
-    /// state is a wait on memory. [`INGRESS_AHEAD`] packets ahead: the packet slot; half as
-    /// far (its slot loaded by then): the session's jitter state and counters.
+    /// state is a wait on memory. [`INGRESS_AHEAD`] packets ahead: the packet slot and the
+    /// session's jitter state and counters (the ring item names the session slot); half
+    /// as far (its slot loaded by then): the packet's bytes.
     #[inline]
     fn prefetch_ingress(&mut self) {
         let (packets, sessions, cells) = (&self.packets, &self.sessions, &self.shared.sessions);
-        prefetch::at(&mut self.ingress, INGRESS_AHEAD / 2 - 1, |t| {
-            let session = packets.with(t, |p| {
-                prefetch::line(p.bytes.as_ptr());
-                p.session
-            });
-            let slot = SessionId::from_u64(session).slot as usize;
+        // From the ring item alone (no load): the packet's slot, the session's state and
+        // counters.
+        prefetch::at(&mut self.ingress, INGRESS_AHEAD - 1, |a| {
+            packets.prefetch(&a.token);
+            let slot = a.slot as usize;
             if let (Some(part), Some(cell)) = (sessions.get(slot), cells.get(slot)) {
                 prefetch::object(part);
                 prefetch::line(cell);
             }
         });
-        prefetch::at(&mut self.ingress, INGRESS_AHEAD - 1, |t| {
-            packets.prefetch(t)
+        // Through the slot (loaded by now): the packet's bytes.
+        prefetch::at(&mut self.ingress, INGRESS_AHEAD / 2 - 1, |a| {
+            packets.with(&a.token, |p| prefetch::line(p.bytes.as_ptr()));
         });
     }
 
     fn drain_ingress(&mut self) {
         let mut redrained = false;
-        while let Ok(mut tok) = self.ingress.pop() {
+        while let Ok(Arrival { token: mut tok, .. }) = self.ingress.pop() {
             self.prefetch_ingress();
             let verdict = self.packets.with_mut(&mut tok, |p| {
                 let Some(bytes) = p.bytes.get(..p.len) else {
@@ -632,6 +637,9 @@ pub struct DecodeStage {
     /// What [`DecodeStage::prefetch_headers`] loads, as (offset from a session's entry, length),
     /// taken from the first session created (the same for every entry).
     header_spans: [(u32, u32); 3],
+    /// What [`DecodeStage::prefetch_insert`] loads, likewise: the entry's head, the jitter
+    /// buffer's header and first slots, its delay estimator.
+    insert_spans: [(u32, u32); 3],
     stretch: StretchPool,
     out: Producer<Downstream>,
     reserve: usize,
@@ -757,25 +765,20 @@ impl DecodeStage {
 
     /// Packets come in arrival order, so sessions in no order the hardware could guess:
     /// start loading what the next inserts touch while this one is inserted.
-    /// [`INSERT_AHEAD`] packets ahead, the session's first line and the packet's slot; half
-    /// as far (that line loaded by then), the decoders, the jitter buffer's header and
-    /// slots and its delay estimator. A hint only.
+    /// [`INSERT_AHEAD`] packets ahead, from the ring item alone (no load): the packet's
+    /// slot, the session entry's head (its decoders), the jitter buffer's header and first
+    /// slots and its delay estimator, at the offsets every entry has. A hint only.
     #[inline]
     fn prefetch_insert(&mut self) {
-        let (packets, sessions) = (&self.packets, &self.sessions);
-        prefetch::at(&mut self.input, INSERT_AHEAD / 2 - 1, |msg| {
-            if let ToDecode::Packet { slot, .. } = msg {
-                if let Some(part) = sessions.get(*slot as usize).and_then(|e| e.as_ref()) {
-                    prefetch::line(&part.decoders);
-                    part.receive.buffer.prefetch_insert();
-                }
-            }
-        });
+        let (packets, sessions, spans) = (&self.packets, &self.sessions, &self.insert_spans);
         prefetch::at(&mut self.input, INSERT_AHEAD - 1, |msg| {
             if let ToDecode::Packet { slot, pkt, .. } = msg {
-                if let Some(entry) = sessions.get(*slot as usize) {
-                    prefetch::line(entry);
-                    packets.prefetch(pkt);
+                packets.prefetch(pkt);
+                if (*slot as usize) < sessions.len() {
+                    let entry = sessions.as_ptr().wrapping_add(*slot as usize) as *const u8;
+                    for &(offset, len) in spans {
+                        prefetch::range(entry.wrapping_add(offset as usize), len as usize);
+                    }
                 }
             }
         });
@@ -899,8 +902,9 @@ impl DecodeStage {
             Op::Fault => panic!("lane {}: injected fault", self.shared.lane),
         }
         if self.header_spans[0].1 == 0 {
-            if let Some(spans) = header_spans(&self.sessions, slot) {
-                self.header_spans = spans;
+            if let Some((play, insert)) = header_spans(&self.sessions, slot) {
+                self.header_spans = play;
+                self.insert_spans = insert;
             }
         }
         self.sched[slot] = self.sessions[slot]
@@ -1136,16 +1140,21 @@ impl DecodeStage {
     }
 }
 
-/// [`DecodeStage::header_spans`] taken from the session in `slot` (the same offsets in
-/// every entry), if there is one.
-fn header_spans(sessions: &[Option<DecodePart<Token>>], slot: usize) -> Option<[(u32, u32); 3]> {
+/// [`DecodeStage::header_spans`] and [`DecodeStage::insert_spans`] taken from the session
+/// in `slot` (the same offsets in every entry), if there is one.
+#[allow(clippy::type_complexity)]
+fn header_spans(
+    sessions: &[Option<DecodePart<Token>>],
+    slot: usize,
+) -> Option<([(u32, u32); 3], [(u32, u32); 3])> {
     let entry = sessions.get(slot)?;
     let base = entry as *const _ as usize;
     let part = entry.as_ref()?;
-    let head = (0, &part.receive as *const _ as usize - base);
+    let span = |(addr, len): (usize, usize)| ((addr - base) as u32, len as u32);
+    let head = span((base, &part.receive as *const _ as usize - base));
     let [jb, plc] = part.receive.header_ranges();
-    let spans = [head, (jb.0 - base, jb.1), (plc.0 - base, plc.1)];
-    Some(spans.map(|(offset, len)| (offset as u32, len as u32)))
+    let delay = part.receive.insert_range();
+    Some(([head, span(jb), span(plc)], [head, span(jb), span(delay)]))
 }
 
 /// The steps of the playout prefetch after the headers ([`DecodeStage::prefetch_headers`]:
@@ -1810,7 +1819,7 @@ pub struct LaneControl {
 /// The transport's receive end: free packet slots come back on two rings.
 pub struct IngressParts {
     /// Packets to the jitter stage.
-    pub ingress: Producer<Token>,
+    pub ingress: Producer<Arrival>,
     /// Slots released by the jitter stage (late, duplicate, malformed, flushed).
     pub free_from_jitter: Consumer<Token>,
     /// Slots returned by the decode stage after playout.
@@ -1931,6 +1940,7 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
             ahead_len: 0,
             ahead_next: 0,
             header_spans: [(0, 0); 3],
+            insert_spans: [(0, 0); 3],
             // Fill target (30 ms) + one 60 ms packet + a frame: enough for any session.
             stretch: StretchPool::new(120),
             out: dp_tx,
@@ -2001,13 +2011,13 @@ mod tests {
         let parts = SessionParts::<Token>::build(&params, 1, 0, JitterConfig::default(), 1, 0, 0);
         let sessions = vec![None, Some(parts.decode)];
         assert_eq!(header_spans(&sessions, 0), None, "an empty slot has none");
-        let spans = header_spans(&sessions, 1).unwrap();
+        let (spans, insert) = header_spans(&sessions, 1).unwrap();
         let size = std::mem::size_of::<Option<DecodePart<Token>>>();
         assert_eq!(
             spans[0].0, 0,
             "the head starts at the entry (its Present marker)"
         );
-        for (offset, len) in spans {
+        for (offset, len) in spans.into_iter().chain(insert) {
             assert!(
                 len > 0 && (offset + len) as usize <= size,
                 "{offset} + {len} > {size}"
@@ -2023,5 +2033,8 @@ mod tests {
             spans[0].1 as usize,
             &part.receive as *const _ as usize - base
         );
+        let delay = part.receive.insert_range();
+        let delay = ((delay.0 - base) as u32, delay.1 as u32);
+        assert_eq!(insert, [spans[0], spans[1], delay]);
     }
 }

@@ -261,6 +261,18 @@ pub enum ToDecode {
     Cmd(Box<Bundle>),
 }
 
+/// Transport → jitter stage: a received packet's slot and the session slot the transport
+/// addressed it to (as in the packet slot's `session`), so that the stage can start
+/// loading the session's state from this ring item alone, without first waiting for the
+/// packet's slot. The slot's `session` stays the authority (lane and generation checked).
+#[derive(Debug)]
+pub struct Arrival {
+    /// The packet's slot in the ingress slab.
+    pub token: Token,
+    /// Session slot within the lane (a hint for prefetching only).
+    pub slot: u32,
+}
+
 /// Jitter stage → decode stage, on its own ring: play the sessions due at `tick` among
 /// slots `from..to`. One message covers a whole chunk of sessions; the decode stage applies
 /// everything on the packet ring first, so packets and commands pushed before it are seen.

@@ -152,7 +152,8 @@ counter_block! {
         rx_late,
         // Written by the DSP and encode stages every frame (in the split topology two
         // threads share this line; each counter still has one writer).
-        /// Frames run through the DSP stage.
+        /// Frames run through the session's DSP chain (undecoded relays pass the DSP stage
+        /// untouched and count in `frames_relayed` only).
         frames_processed,
         /// RTP packets produced for sending.
         tx_packets,

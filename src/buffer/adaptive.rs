@@ -409,34 +409,17 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             .and_then(|i| self.slots[i].item.as_ref())
     }
 
-    /// Starts loading the fields every frame and every insert read (from `occ` to
-    /// `idle_after_ts`, which may straddle two lines). A hint only: reads nothing. Called
-    /// on the real-time thread.
-    #[inline]
-    pub fn prefetch_header(&self) {
-        crate::runtime::prefetch::fields(&self.occ, &self.idle_after_ts);
-    }
-
-    /// The bytes a frame reads first, as (address, length): the header of
-    /// [`AdaptiveBuffer::prefetch_header`] and the first packet slots (a buffer holds its
-    /// packets in the lowest free slots, so a few packets are in the first line). For a
-    /// caller that prefetches them at the same offset in many buffers without loading any.
+    /// The bytes every frame and every insert read first, as (address, length): the
+    /// header (from `occ` to `idle_after_ts`, which may straddle two lines) and the first
+    /// packet slots (a buffer holds its packets in the lowest free slots, so a few packets
+    /// are in the first line). For a caller that prefetches them at the same offset in
+    /// many buffers without loading any (the lane's decode stage).
     pub fn header_range(&self) -> (usize, usize) {
         use crate::runtime::prefetch::field_range;
         match self.slots.get(N.min(HEADER_SLOTS).wrapping_sub(1)) {
             Some(last) => field_range(&self.occ, last),
             None => field_range(&self.occ, &self.idle_after_ts),
         }
-    }
-
-    /// Starts loading what [`AdaptiveBuffer::insert`] touches: the header, the first
-    /// packet slots (the lowest free one is taken) and the delay estimator. A hint only.
-    #[inline]
-    pub fn prefetch_insert(&self) {
-        use crate::runtime::prefetch;
-        self.prefetch_header();
-        prefetch::line(&self.slots);
-        prefetch::object(&self.delay);
     }
 
     /// The delay estimator's bytes (what an insert touches besides

@@ -56,19 +56,11 @@ pub fn object<T>(r: &T) {
     bytes(r as *const T as *const u8, core::mem::size_of::<T>());
 }
 
-/// Prefetches every cache line from the start of `first` to the end of `last`: a run of
-/// fields of one struct (`repr(C)`, `first` declared before `last`), such as the ones
-/// every frame reads, which may straddle a line boundary. Nothing when `last` lies before
-/// `first`.
-#[inline(always)]
-pub fn fields<A, B>(first: &A, last: &B) {
-    let (start, len) = field_bytes(first, last);
-    bytes(start, len);
-}
-
-/// The bytes [`fields`] covers, as (address, length): for a caller that prefetches the
-/// same fields of many structs, at a fixed offset from each, with no load of any of them
-/// (see [`range`]).
+/// The bytes from the start of `first` to the end of `last`, as (address, length): a run
+/// of fields of one struct (`repr(C)`, `first` declared before `last`), such as the ones
+/// every frame reads, which may straddle a line boundary (empty when `last` lies before
+/// `first`). For a caller that prefetches the same fields of many structs, at a fixed
+/// offset from each, with no load of any of them (see [`range`]).
 #[inline]
 pub fn field_range<A, B>(first: &A, last: &B) -> (usize, usize) {
     let (p, len) = field_bytes(first, last);
@@ -82,7 +74,7 @@ pub fn range(p: *const u8, len: usize) {
     bytes(p, len);
 }
 
-/// The bytes [`fields`] covers: from the start of `first` to the end of `last`.
+/// The bytes [`field_range`] covers, as a pointer and a length.
 #[inline(always)]
 fn field_bytes<A, B>(first: &A, last: &B) -> (*const u8, usize) {
     let start = first as *const A as *const u8;

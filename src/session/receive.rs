@@ -199,18 +199,10 @@ const STRETCH_INTERVAL_MS: usize = 100;
 const RELAY_SURPLUS_FRAMES: u16 = 50;
 
 impl<T> ReceiveChannel<T> {
-    /// Starts loading the per-frame fields of the jitter buffer and the concealer (a hint:
-    /// reads nothing), before [`ReceiveChannel::prefetch_frame`] reads them. Called on the
-    /// real-time thread.
-    #[inline]
-    pub fn prefetch_headers(&self) {
-        self.buffer.prefetch_header();
-        self.plc.prefetch_header();
-    }
-
-    /// The bytes [`ReceiveChannel::prefetch_frame`] reads (and the first packet slots), as
-    /// (address, length) pairs: for a caller that prefetches them in many channels at the
-    /// same offsets, with no load of any channel.
+    /// The per-frame fields of the jitter buffer (with its first packet slots) and of the
+    /// concealer, which [`ReceiveChannel::prefetch_frame`] reads, as (address, length)
+    /// pairs: for a caller that prefetches them in many channels at the same offsets, with
+    /// no load of any channel.
     pub fn header_ranges(&self) -> [(usize, usize); 2] {
         [self.buffer.header_range(), self.plc.header_range()]
     }
@@ -224,7 +216,7 @@ impl<T> ReceiveChannel<T> {
     /// Starts loading what the next frame will touch: the concealer's rings (see
     /// [`PcmPlc::prefetch_frame`]). Returns the packet due next, if held, for the caller
     /// to prefetch from its slab. Reads only the buffer's and concealer's own fields
-    /// (loaded by [`ReceiveChannel::prefetch_headers`]). Called on the real-time thread.
+    /// (see [`ReceiveChannel::header_ranges`]). Called on the real-time thread.
     #[inline]
     pub fn prefetch_frame(&self) -> Option<&T> {
         self.plc.prefetch_frame(self.frame);

@@ -445,15 +445,9 @@ impl PcmPlc {
         }
     }
 
-    /// Starts loading the fields every real frame reads (from `run` to `history`, which
-    /// may straddle two lines), before [`PcmPlc::prefetch_frame`] reads them. A hint only:
-    /// reads nothing. Called on the real-time thread.
-    #[inline]
-    pub fn prefetch_header(&self) {
-        crate::runtime::prefetch::fields(&self.run, &self.history);
-    }
-
-    /// The bytes [`PcmPlc::prefetch_header`] loads, as (address, length).
+    /// The fields every real frame reads first (from `run` to `history`, which may
+    /// straddle two lines; [`PcmPlc::prefetch_frame`] reads them), as (address, length):
+    /// for a caller that prefetches them in many concealers without loading any.
     pub fn header_range(&self) -> (usize, usize) {
         crate::runtime::prefetch::field_range(&self.run, &self.history)
     }

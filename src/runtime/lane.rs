@@ -282,9 +282,7 @@ impl JitterStage {
         self.tick = tick;
         self.tick_ns = now_ns;
         self.cursor = 0;
-        for (n, m) in self.tick_mod.iter_mut().enumerate().skip(1) {
-            *m = (tick % n as u64) as u8;
-        }
+        self.tick_mod = tick_mods(tick);
         self.drain_commands();
         self.drain_ingress();
         if self.dtmf_pending {
@@ -348,7 +346,7 @@ impl JitterStage {
         }
         self.sched[slot] = self.sessions[slot]
             .as_ref()
-            .map(|p| ((p.ptime_ticks as u8) << 4) | (p.phase as u8 & 0xF))
+            .map(|p| sched_entry(p.ptime_ticks, p.phase))
             .unwrap_or(0);
         push_cmd(&mut self.out, &self.shared.counters, ToDecode::Cmd(b));
     }
@@ -577,7 +575,7 @@ impl JitterStage {
         while self.cursor < n && done < limit {
             let s = self.sched[self.cursor];
             self.cursor += 1;
-            if s != 0 && self.tick_mod[usize::from(s >> 4)] == s & 0xF {
+            if is_due(s, &self.tick_mod) {
                 done += 1;
             }
         }
@@ -671,9 +669,7 @@ impl DecodeStage {
             self.play_ns = r.at_ns;
             if r.tick != self.play_tick {
                 self.play_tick = r.tick;
-                for (k, m) in self.tick_mod.iter_mut().enumerate().skip(1) {
-                    *m = (r.tick % k as u64) as u8;
-                }
+                self.tick_mod = tick_mods(r.tick);
                 self.ahead_len = 0;
                 self.ahead_next = 0;
             }
@@ -698,8 +694,7 @@ impl DecodeStage {
     /// True when the session in `slot` plays in the tick being served.
     #[inline]
     fn is_due(&self, slot: usize) -> bool {
-        let s = self.sched[slot];
-        s != 0 && self.tick_mod[usize::from(s >> 4)] == s & 0xF
+        is_due(self.sched[slot], &self.tick_mod)
     }
 
     /// Keeps the prefetch for `play` ahead of `slot`, which is about to play: the next
@@ -740,10 +735,7 @@ impl DecodeStage {
     /// waits for the entry (an empty one gets a useless hint).
     #[inline]
     fn prefetch_headers(&self, slot: usize) {
-        let entry = self.sessions.as_ptr().wrapping_add(slot) as *const u8;
-        for &(offset, len) in &self.header_spans {
-            prefetch::range(entry.wrapping_add(offset as usize), len as usize);
-        }
+        prefetch_spans(&self.sessions, slot, &self.header_spans);
     }
 
     /// One step of the prefetch for `play(slot)` (see [`PlayPrefetch`]).
@@ -780,12 +772,7 @@ impl DecodeStage {
         prefetch::at(&mut self.input, INSERT_AHEAD - 1, |msg| {
             if let ToDecode::Packet { slot, pkt, .. } = msg {
                 packets.prefetch(pkt);
-                if (*slot as usize) < sessions.len() {
-                    let entry = sessions.as_ptr().wrapping_add(*slot as usize) as *const u8;
-                    for &(offset, len) in spans {
-                        prefetch::range(entry.wrapping_add(offset as usize), len as usize);
-                    }
-                }
+                prefetch_spans(sessions, *slot as usize, spans);
             }
         });
     }
@@ -915,7 +902,7 @@ impl DecodeStage {
         }
         self.sched[slot] = self.sessions[slot]
             .as_ref()
-            .map(|p| ((p.ptime_ticks as u8) << 4) | (p.phase as u8 & 0xF))
+            .map(|p| sched_entry(p.ptime_ticks, p.phase))
             .unwrap_or(0);
         push_cmd(&mut self.out, &self.shared.counters, Downstream::Cmd(b));
     }
@@ -1146,6 +1133,42 @@ impl DecodeStage {
     }
 }
 
+/// `tick % k` for k = 1..=6 (index 0 unused): where `tick` falls in each frame period, so
+/// that [`is_due`] tells which sessions play in it.
+fn tick_mods(tick: u64) -> [u8; 7] {
+    let mut m = [0u8; 7];
+    for (k, m) in m.iter_mut().enumerate().skip(1) {
+        *m = (tick % k as u64) as u8;
+    }
+    m
+}
+
+/// A session's schedule entry, as both stages that play sessions keep it: 0 for an empty
+/// slot, else `ptime_ticks << 4 | phase`.
+fn sched_entry(ptime_ticks: u32, phase: u32) -> u8 {
+    ((ptime_ticks as u8) << 4) | (phase as u8 & 0xF)
+}
+
+/// True when the session scheduled as `s` (see [`sched_entry`]) plays in the tick whose
+/// [`tick_mods`] are `m`.
+#[inline]
+fn is_due(s: u8, m: &[u8; 7]) -> bool {
+    s != 0 && m[usize::from(s >> 4)] == s & 0xF
+}
+
+/// Starts loading `spans` (offsets and lengths) of the entry in `slot`: addresses only,
+/// nothing read (an empty entry gets a useless hint, a slot out of range none).
+#[inline]
+fn prefetch_spans<T>(entries: &[T], slot: usize, spans: &[(u32, u32)]) {
+    if slot >= entries.len() {
+        return;
+    }
+    let entry = entries.as_ptr().wrapping_add(slot) as *const u8;
+    for &(offset, len) in spans {
+        prefetch::range(entry.wrapping_add(offset as usize), len as usize);
+    }
+}
+
 /// [`DecodeStage::header_spans`] and [`DecodeStage::insert_spans`] taken from the session
 /// in `slot` (the same offsets in every entry), if there is one.
 #[allow(clippy::type_complexity)]
@@ -1159,7 +1182,7 @@ fn header_spans(
     let span = |(addr, len): (usize, usize)| ((addr - base) as u32, len as u32);
     let head = span((base, &part.receive as *const _ as usize - base));
     let [jb, plc] = part.receive.header_ranges();
-    let delay = part.receive.insert_range();
+    let delay = part.receive.buffer.delay_range();
     Some(([head, span(jb), span(plc)], [head, span(jb), span(delay)]))
 }
 
@@ -2039,7 +2062,7 @@ mod tests {
             spans[0].1 as usize,
             &part.receive as *const _ as usize - base
         );
-        let delay = part.receive.insert_range();
+        let delay = part.receive.buffer.delay_range();
         let delay = ((delay.0 - base) as u32, delay.1 as u32);
         assert_eq!(insert, [spans[0], spans[1], delay]);
     }

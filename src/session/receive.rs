@@ -207,12 +207,6 @@ impl<T> ReceiveChannel<T> {
         [self.buffer.header_range(), self.plc.header_range()]
     }
 
-    /// What an insert touches besides the buffer's header and first slots: the delay
-    /// estimator, as (address, length).
-    pub fn insert_range(&self) -> (usize, usize) {
-        self.buffer.delay_range()
-    }
-
     /// Starts loading what the next frame will touch: the concealer's rings (see
     /// [`PcmPlc::prefetch_frame`]). Returns the packet due next, if held, for the caller
     /// to prefetch from its slab. Reads only the buffer's and concealer's own fields

@@ -1263,6 +1263,120 @@ fn create_call_is_both_or_neither_when_the_command_ring_is_nearly_full() {
         // Never half a call.
         assert_eq!(e.session_count(), 2 * created);
     }
+    // A call needs room for four commands: the empty ring of a fresh engine has it.
+    assert!(created >= 1, "the first call fits a 4-command ring");
+    e.stop().unwrap();
+}
+
+#[test]
+fn a_refused_call_leaves_no_leg_and_frees_its_dialogs() {
+    let e = virtual_engine(4);
+    let err = e
+        .create_call(
+            (
+                DialogId(1),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMA, Ptime::MS_30),
+            ),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::BridgeMismatch { .. }), "{err:?}");
+    assert_eq!(e.session_count(), 0);
+    e.step(2).unwrap();
+    // The same dialogs can be used again, and the slots came back.
+    for _ in 0..4 {
+        let (a, b) = e
+            .create_call(
+                (
+                    DialogId(1),
+                    MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+                ),
+                (
+                    DialogId(2),
+                    MediaSessionParams::new(CodecSpec::PCMA, Ptime::MS_20),
+                ),
+            )
+            .unwrap();
+        e.destroy_media_session(a.id).unwrap();
+        e.destroy_media_session(b.id).unwrap();
+        e.step(2).unwrap();
+    }
+    assert_eq!(e.session_count(), 0);
+}
+
+/// `create_call` against other control-plane callers filling the same small command ring:
+/// every call is whole or absent, whatever the interleaving (session 15's soak once ended
+/// with half a call after a refused rollback).
+#[test]
+fn calls_stay_whole_while_other_callers_fill_the_command_ring() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let e = std::sync::Arc::new(
+        MediaEngine::new(EngineConfig {
+            sessions_per_lane: 16,
+            command_capacity: 16,
+            raise_priority: false,
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    e.start().unwrap();
+    let busy = e
+        .create_media_session(
+            DialogId(1_000_000),
+            MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+        )
+        .unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let filler = {
+        let (e, stop) = (e.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = e.update_media_session(
+                    busy.id,
+                    MediaSessionParams::new(CodecSpec::PCMA, Ptime::MS_20),
+                );
+                // About 20 updates per 10 ms tick: the ring fills and drains all the time.
+                std::thread::sleep(std::time::Duration::from_micros(500));
+            }
+        })
+    };
+    let (mut made, mut refused) = (0, 0);
+    for i in 0..400u64 {
+        match e.create_call(
+            (
+                DialogId(2 * i),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+            (
+                DialogId(2 * i + 1),
+                MediaSessionParams::new(CodecSpec::PCMA, Ptime::MS_20),
+            ),
+        ) {
+            Ok((a, b)) => {
+                made += 1;
+                assert_eq!(e.session_count(), 3);
+                while e.destroy_media_session(b.id).is_err() {
+                    std::thread::yield_now();
+                }
+                while e.destroy_media_session(a.id).is_err() {
+                    std::thread::yield_now();
+                }
+            }
+            Err(err) => {
+                assert_eq!(err, Error::RingFull { ring: "commands" });
+                refused += 1;
+            }
+        }
+        assert_eq!(e.session_count(), 1, "call {i} left a leg behind");
+        std::thread::sleep(std::time::Duration::from_micros(300));
+    }
+    stop.store(true, Ordering::Relaxed);
+    filler.join().unwrap();
+    eprintln!("{made} calls made, {refused} refused (ring full)");
+    assert!(made > 0, "{made} made, {refused} refused");
     e.stop().unwrap();
 }
 

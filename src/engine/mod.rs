@@ -212,6 +212,12 @@ impl MediaSessionHandle {
     }
 }
 
+/// A route command's contents, built before it is queued.
+struct PlannedRoute {
+    route: Option<Route>,
+    resampler: Option<Box<crate::processing::format::resample::Resampler>>,
+}
+
 struct SessionRecord {
     dialog: DialogId,
     params: MediaSessionParams,
@@ -667,78 +673,70 @@ impl MediaEngine {
     }
 
     /// Creates both legs of a gateway call on one lane (the least-loaded with two free
-    /// slots) and bridges them. Either both are created or neither.
+    /// slots) and bridges them. Either both are created and bridged or neither: the whole
+    /// call is made under one hold of the control-plane lock, with room for its four
+    /// commands (two creates, two routes) checked first and held (only the lock's holder
+    /// queues commands, and the room a lane frees only grows), and everything that can
+    /// refuse the bridge after the creates (the ptimes, the rate conversion) refuses before
+    /// anything is sent, so a refusal rolls back with the room the call did not use.
     pub fn create_call(
         &self,
         a: (DialogId, MediaSessionParams),
         b: (DialogId, MediaSessionParams),
     ) -> Result<(MediaSessionHandle, MediaSessionHandle)> {
-        let lane = {
-            let mut g = self.lock();
-            let inner = &mut *g;
-            inner.collect_all();
-            inner
-                .lanes
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| l.free_slots.len() >= 2 && !matches!(l.run, LaneRun::Gone))
-                .min_by_key(|(_, l)| l.live)
-                .map(|(i, _)| i)
-                .ok_or(Error::CapacityExhausted {
-                    capacity: self.config.lanes * self.config.sessions_per_lane,
-                })?
-        };
-        {
-            // Both creates and the two routes must fit, so a full ring cannot leave half a
-            // call behind (the rollback itself needs room too).
-            let mut g = self.lock();
-            if !Self::has_room(&mut g.lanes[lane], 6) {
-                return Err(Error::RingFull { ring: "commands" });
-            }
-            if g.dialogs.contains_key(&a.0) {
-                return Err(Error::DuplicateDialog(a.0));
-            }
-            if g.dialogs.contains_key(&b.0) || a.0 == b.0 {
-                return Err(Error::DuplicateDialog(b.0));
+        self.check_params(&a.1)?;
+        self.check_params(&b.1)?;
+        if a.0 == b.0 {
+            return Err(Error::DuplicateDialog(b.0));
+        }
+        let mut g = self.lock();
+        let inner = &mut *g;
+        if !inner.running {
+            return Err(Error::EngineNotRunning);
+        }
+        for d in [a.0, b.0] {
+            if inner.dialogs.contains_key(&d) {
+                return Err(Error::DuplicateDialog(d));
             }
         }
-        let ha = self.create_media_session_at(a.0, a.1, Placement::Lane(lane))?;
-        let hb = match self.create_media_session_at(b.0, b.1, Placement::Lane(lane)) {
+        inner.collect_all();
+        let lane = inner
+            .lanes
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.free_slots.len() >= 2 && !matches!(l.run, LaneRun::Gone))
+            .min_by_key(|(_, l)| l.live)
+            .map(|(i, _)| i)
+            .ok_or(Error::CapacityExhausted {
+                capacity: self.config.lanes * self.config.sessions_per_lane,
+            })?;
+        if !Self::has_room(&mut inner.lanes[lane], 4) {
+            return Err(Error::RingFull { ring: "commands" });
+        }
+        let ha = self.create_locked(inner, a.0, a.1, Placement::Lane(lane))?;
+        let hb = match self.create_locked(inner, b.0, b.1, Placement::Lane(lane)) {
             Ok(h) => h,
             Err(e) => {
-                self.roll_back(ha.id);
+                self.roll_back(inner, ha.id);
                 return Err(e);
             }
         };
-        if let Err(e) = self.bridge(ha.id, hb.id) {
-            self.roll_back(ha.id);
-            self.roll_back(hb.id);
+        if let Err(e) = self.bridge_locked(inner, ha.id, hb.id) {
+            self.roll_back(inner, ha.id);
+            self.roll_back(inner, hb.id);
             return Err(e);
         }
         Ok((ha, hb))
     }
 
-    /// Destroys a session of a call that could not be completed. The room checked above
-    /// is not held: other control-plane callers (updates, other calls' destroys) can fill
-    /// the lane's command ring between that check and this rollback, and a refused destroy
-    /// here would leave half a call behind that no caller holds a handle to (a 60 s soak
-    /// run with concurrent updates once ended with two sessions nobody held, after 1,943
-    /// calls; this is the path found that can leave sessions behind, not reproduced on
-    /// demand). So a full ring is waited out, for up to a second: a running lane drains it
-    /// every tick, and the room check drains an idle one itself.
-    fn roll_back(&self, id: SessionId) {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        loop {
-            match self.destroy_media_session(id) {
-                Err(Error::RingFull { .. }) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(session = %id, error = %e, "rollback of a half-made call failed");
-                    return;
-                }
-            }
+    /// Destroys a leg of a call that could not be completed, under the same lock hold as
+    /// its creation. The call's room covers it: a refused bridge sends nothing before it
+    /// refuses, so the two destroys take the two route commands' room.
+    fn roll_back(&self, inner: &mut Inner, id: SessionId) {
+        if let Err(e) = self.destroy_locked(inner, id) {
+            // Invariant: the room was checked and held; reaching here is a bug.
+            debug_assert!(false, "rollback of a half-made call failed: {e}");
+            tracing::error!(session = %id, error = %e, "rollback of a half-made call failed");
         }
     }
 
@@ -753,13 +751,24 @@ impl MediaEngine {
     ) -> Result<MediaSessionHandle> {
         self.check_params(&params)?;
         let mut g = self.lock();
-        if !g.running {
+        self.create_locked(&mut g, dialog, params, placement)
+    }
+
+    /// [`MediaEngine::create_media_session_at`] with the lock held and the parameters
+    /// checked.
+    fn create_locked(
+        &self,
+        inner: &mut Inner,
+        dialog: DialogId,
+        params: MediaSessionParams,
+        placement: Placement,
+    ) -> Result<MediaSessionHandle> {
+        if !inner.running {
             return Err(Error::EngineNotRunning);
         }
-        if g.dialogs.contains_key(&dialog) {
+        if inner.dialogs.contains_key(&dialog) {
             return Err(Error::DuplicateDialog(dialog));
         }
-        let inner = &mut *g;
         inner.collect_all();
         let exhausted = Error::CapacityExhausted {
             capacity: self.config.lanes * self.config.sessions_per_lane,
@@ -887,6 +896,18 @@ impl MediaEngine {
     }
 
     fn route(&self, inner: &mut Inner, from: SessionId, to: Option<SessionId>) -> Result<()> {
+        let planned = self.plan_route(inner, from, to)?;
+        Self::send_route(inner, from, planned)
+    }
+
+    /// What [`MediaEngine::route`] sends, built without sending it: the fallible part
+    /// (the rate converter), so a caller can refuse before queueing anything.
+    fn plan_route(
+        &self,
+        inner: &Inner,
+        from: SessionId,
+        to: Option<SessionId>,
+    ) -> Result<PlannedRoute> {
         // Relay or transcode, and the rate conversion on the way (codec::transcoding).
         let plan = to.map(|t| {
             crate::codec::transcoding::plan(
@@ -905,21 +926,29 @@ impl MediaEngine {
             Some(p) => p.resampler()?,
             None => None,
         };
+        Ok(PlannedRoute { route, resampler })
+    }
+
+    fn send_route(inner: &mut Inner, from: SessionId, planned: PlannedRoute) -> Result<()> {
         let ls = &mut inner.lanes[from.lane()];
         ls.next_seq += 1;
         let mut b = Bundle::new(ls.next_seq, Op::Route, from);
-        b.route = route;
-        b.resampler = resampler;
+        b.route = planned.route;
+        b.resampler = planned.resampler;
         Self::send(ls, b)
     }
 
     /// Bridges two sessions on the same lane into a call: each one's decoded audio feeds
     /// the other's encoder (relayed without decoding when codecs match). `a == b` makes
-    /// an echo session. Existing bridges of either session are dissolved first.
+    /// an echo session. Existing bridges of either session are dissolved first. Nothing is
+    /// queued unless all of it fits and every route could be built.
     #[tracing::instrument(level = "debug", skip(self), err(Display))]
     pub fn bridge(&self, a: SessionId, b: SessionId) -> Result<()> {
         let mut g = self.lock();
-        let inner = &mut *g;
+        self.bridge_locked(&mut g, a, b)
+    }
+
+    fn bridge_locked(&self, inner: &mut Inner, a: SessionId, b: SessionId) -> Result<()> {
         let ra = inner.sessions.get(&a).ok_or(Error::UnknownSession(a))?;
         let rb = inner.sessions.get(&b).ok_or(Error::UnknownSession(b))?;
         if a.lane != b.lane {
@@ -936,21 +965,31 @@ impl MediaEngine {
                 reason: "different ptime (repacketisation not supported)",
             });
         }
-        let ls = &mut inner.lanes[a.lane()];
-        if !Self::has_room(ls, 4) {
+        let to_b = self.plan_route(inner, a, Some(b))?;
+        let to_a = if a != b {
+            Some(self.plan_route(inner, b, Some(a))?)
+        } else {
+            None
+        };
+        // Old peers of either session that this bridge leaves (each gets its route cleared).
+        let mut olds = [None; 2];
+        for (i, s) in [a, b].into_iter().enumerate() {
+            olds[i] = inner.sessions[&s].peer.filter(|o| *o != a && *o != b);
+        }
+        if olds[0] == olds[1] {
+            olds[1] = None;
+        }
+        let need = olds.iter().flatten().count() + 1 + usize::from(a != b);
+        if !Self::has_room(&mut inner.lanes[a.lane()], need) {
             return Err(Error::RingFull { ring: "commands" });
         }
-        for s in [a, b] {
-            if let Some(old) = inner.sessions[&s].peer {
-                if old != a && old != b {
-                    inner.sessions.get_mut(&old).expect("peer record").peer = None;
-                    self.route(inner, old, None)?;
-                }
-            }
+        for old in olds.into_iter().flatten() {
+            inner.sessions.get_mut(&old).expect("peer record").peer = None;
+            self.route(inner, old, None)?;
         }
-        self.route(inner, a, Some(b))?;
-        if a != b {
-            self.route(inner, b, Some(a))?;
+        Self::send_route(inner, a, to_b)?;
+        if let Some(to_a) = to_a {
+            Self::send_route(inner, b, to_a)?;
         }
         inner.sessions.get_mut(&a).expect("checked").peer = Some(b);
         inner.sessions.get_mut(&b).expect("checked").peer = Some(a);
@@ -984,11 +1023,14 @@ impl MediaEngine {
     #[tracing::instrument(level = "debug", skip(self), err(Display))]
     pub fn destroy_media_session(&self, id: SessionId) -> Result<()> {
         let mut g = self.lock();
-        let inner = &mut *g;
+        self.destroy_locked(&mut g, id)
+    }
+
+    fn destroy_locked(&self, inner: &mut Inner, id: SessionId) -> Result<()> {
         let rec = inner.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
         let peer = rec.peer.filter(|p| *p != id);
         let ls = &mut inner.lanes[id.lane()];
-        if !Self::has_room(ls, 2) {
+        if !Self::has_room(ls, 1 + usize::from(peer.is_some())) {
             return Err(Error::RingFull { ring: "commands" });
         }
         if let Some(p) = peer {

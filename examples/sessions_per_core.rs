@@ -43,6 +43,13 @@
 //! the budget per tick is 10 ms. With several lanes every lane must pass; the percentiles
 //! shown are those of the lane with the highest p99.9.
 //!
+//! Slices: the window is also cut into 0.5 s slices and each slice's tick median is
+//! reported (typical, worst and when, and how many exceed 1.25 x the typical one; JSON
+//! `tick_slices`). The calls and traffic are the same in every slice, so the lane's work
+//! per tick is too: slices far above the others mean the machine ran slower for a while
+//! (a shared host's other tenants, clock frequency), which tells a window failed on the
+//! host from one failed on the lane's cost. Informative only: the verdict is unchanged.
+//!
 //! Scheduling: the engine's `raise_priority` keeps the calling thread's policy, which is
 //! SCHED_OTHER, where it means nice -20; with autogroup scheduling that does not protect
 //! the lanes from other sessions' processes. `--fifo` starts lanes and generator under
@@ -1197,6 +1204,43 @@ struct TickFigures {
     lane: usize,
 }
 
+/// The tick median of each 0.5 s slice of a paced window (of the lane with the highest
+/// p99.9 in that slice). The lane's work per tick is the same in every slice (the same
+/// calls, the same traffic), so slices whose median rises well above the others' show the
+/// machine slowing down for a while (another tenant's load on a shared host, frequency),
+/// not the load: a window failed in such a stretch says little about the lane's cost.
+#[derive(Debug, Clone, Default)]
+struct Slices {
+    /// Median over the slices of their tick medians, ns.
+    median_p50: u64,
+    /// The slowest slice's tick median, ns, and when it ended (s into the window).
+    worst_p50: u64,
+    worst_at_s: f64,
+    /// Slices whose tick median exceeds 1.25 × `median_p50`, and slices in all.
+    slow: usize,
+    count: usize,
+}
+
+impl Slices {
+    /// From (end of slice in s, its tick median in ns) pairs.
+    fn from(p50s: &[(f64, u64)]) -> Option<Slices> {
+        let mut v: Vec<u64> = p50s.iter().map(|x| x.1).collect();
+        v.sort_unstable();
+        let median_p50 = *v.get(v.len() / 2)?;
+        let &(worst_at_s, worst_p50) = p50s.iter().max_by_key(|x| x.1)?;
+        Some(Slices {
+            median_p50,
+            worst_p50,
+            worst_at_s,
+            slow: p50s
+                .iter()
+                .filter(|x| x.1 as f64 > 1.25 * median_p50 as f64)
+                .count(),
+            count: p50s.len(),
+        })
+    }
+}
+
 /// Per-lane windows; the figures of the lane with the highest p99.9 (every lane must
 /// meet the budget), max over all lanes.
 fn tick_figures(before: &[HistogramSnapshot], after: &[HistogramSnapshot]) -> TickFigures {
@@ -1360,6 +1404,8 @@ struct StepResult {
     gen_late_max_ns: u64,
     gen_late_slots: u64,
     gen_busy: f64,
+    /// Paced: the tick median in each 0.5 s slice of the window (see [`Slices`]).
+    slices: Option<Slices>,
     gen_pinned: Option<bool>,
     gen_priority: bool,
     /// pop - push.
@@ -1664,6 +1710,8 @@ fn run_paced_step(
     let before = snap(&b.engine, lanes, &b.calls);
     publish_targets(&targets, &before.jb_target);
     let mut next = w0;
+    let mut slice_from = before.hists.clone();
+    let mut slice_p50s = Vec::new();
     loop {
         next = (next + 500_000_000).min(w1);
         sleep_until_ns(next);
@@ -1671,8 +1719,9 @@ fn run_paced_step(
             break;
         }
         read_targets(&b.engine, &b.calls, &targets);
+        let (l, h) = lane_snap(&b.engine, lanes);
+        slice_p50s.push(((next - w0) as f64 / 1e9, tick_figures(&slice_from, &h).p50));
         if out.live {
-            let (l, h) = lane_snap(&b.engine, lanes);
             let t = tick_figures(&before.hists, &h);
             let ov: u64 = l
                 .iter()
@@ -1689,14 +1738,20 @@ fn run_paced_step(
                 ms(t.max),
             ));
         }
+        slice_from = h;
     }
     let after = snap(&b.engine, lanes, &b.calls);
+    slice_p50s.push((
+        (w1 - w0) as f64 / 1e9,
+        tick_figures(&slice_from, &after.hists).p50,
+    ));
     let (tr, rep) = gen
         .join()
         .map_err(|_| "the generator thread panicked".to_string())?;
     let mut r = finish_step(o, &b, &before, &after, &tr);
     r.window_s = (w1 - w0) as f64 / 1e9;
     r.gen_busy = tr.st.busy_ns as f64 / (w1 - w0) as f64;
+    r.slices = Slices::from(&slice_p50s);
     r.gen_pinned = rep.pinned;
     r.gen_priority = rep.priority_raised;
     r.rss_after = rss_bytes();
@@ -2044,6 +2099,17 @@ fn step_line(o: &Opts, r: &StepResult) -> String {
             ms(r.gen_late_max_ns),
             r.gen_busy * 100.0
         );
+        if let Some(sl) = &r.slices {
+            let _ = write!(
+                s,
+                " | 0.5 s slices: p50 {} typical, {} at worst ({:.1} s), {} of {} above 1.25x",
+                ms(sl.median_p50),
+                ms(sl.worst_p50),
+                sl.worst_at_s,
+                sl.slow,
+                sl.count
+            );
+        }
     } else if let Some(v) = r.virt {
         let _ = write!(
             s,
@@ -2815,6 +2881,17 @@ fn json(
         ",\"tick_ns\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{}}}",
         t.p50, t.p99, t.p999, t.max
     );
+    if let Some(sl) = best.and_then(|r| r.slices.as_ref()) {
+        let _ = write!(
+            j,
+            ",\"tick_slices\":{{\"slice_s\":0.5,\"median_p50_ns\":{},\"worst_p50_ns\":{},\"worst_at_s\":{},\"slow\":{},\"count\":{}}}",
+            sl.median_p50,
+            sl.worst_p50,
+            json_f(sl.worst_at_s),
+            sl.slow,
+            sl.count
+        );
+    }
     let _ = write!(
         j,
         ",\"deadline_overruns\":{}",

@@ -771,10 +771,26 @@ impl EchoCanceller {
 
     /// One 10 ms block; `capture.len() == reference.len() == self.block`.
     fn process_block(&mut self, w: &mut AecWork, capture: &mut [i16], reference: &[i16]) {
-        crate::processing::simd::avx2_or_portable!(
+        crate::processing::simd::avx512_avx2_or_portable!(
+            self.process_block_avx512(w, capture, reference),
             self.process_block_avx2(w, capture, reference),
             self.process_block_portable(w, capture, reference)
         )
+    }
+
+    /// [`Self::process_block`] compiled with AVX-512 (see [`crate::processing::simd`]).
+    ///
+    /// # Safety
+    /// The CPU must run AVX-512 F/BW/DQ/VL and AVX2 ([`crate::processing::simd::avx512`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512dq,avx512vl")]
+    unsafe fn process_block_avx512(
+        &mut self,
+        w: &mut AecWork,
+        capture: &mut [i16],
+        reference: &[i16],
+    ) {
+        self.process_block_portable(w, capture, reference)
     }
 
     /// [`Self::process_block`] compiled with AVX2 (see [`crate::processing::simd`]).
@@ -2209,25 +2225,36 @@ mod tests {
         }
     }
 
-    /// Double talk from 4.5 to 6 s: the echo path model survives it (a frozen copy taken at
-    /// any point of it still cancels > 10 dB of echo alone), the ERLE is back to ≥ 25 dB
-    /// a quarter second after it ends, and the near-end speech comes through.
-    /// The AVX2 build of the block kernels (see `processing::simd`) rounds every
-    /// operation as the portable one does: the same output bits, with double talk and
-    /// residual suppression, at 8 and 16 kHz.
+    /// The AVX-512 and AVX2 builds of the block kernels (see `processing::simd`) round
+    /// every operation as the portable one does: the same output bits, with double talk
+    /// and residual suppression, at 8 and 16 kHz (the AVX-512 comparison where the CPU
+    /// has it).
     #[test]
-    fn the_avx2_and_the_portable_builds_give_the_same_bits() {
-        use crate::processing::simd::{both_builds, same_bits};
+    fn the_avx512_avx2_and_portable_builds_give_the_same_bits() {
+        use crate::processing::simd::{avx512_and_avx2, both_builds, same_bits};
         for rate in [8000, 16000] {
             let s = scenario(rate, 3.0, Some((1.5, 2.5)));
-            let (wide, narrow) =
-                both_builds(|| run(&mut canceller(rate, 64, true), &s.capture, &s.far));
+            let go = || run(&mut canceller(rate, 64, true), &s.capture, &s.far);
+            let (wide, narrow) = both_builds(go);
             assert!(same_bits(&wide, &narrow), "{rate} Hz: the builds differ");
             // Not trivially equal: the canceller changed the capture.
             assert!(wide.iter().zip(&s.capture).any(|(&a, &b)| a != b.round()));
+            if let Some((widest, avx2)) = avx512_and_avx2(go) {
+                assert!(
+                    same_bits(&widest, &avx2),
+                    "{rate} Hz: AVX-512 and AVX2 differ"
+                );
+                assert!(
+                    same_bits(&widest, &narrow),
+                    "{rate} Hz: AVX-512 and portable differ"
+                );
+            }
         }
     }
 
+    /// Double talk from 4.5 to 6 s: the echo path model survives it (a frozen copy taken at
+    /// any point of it still cancels > 10 dB of echo alone), the ERLE is back to ≥ 25 dB
+    /// a quarter second after it ends, and the near-end speech comes through.
     #[test]
     fn double_talk_neither_derails_the_filter_nor_loses_the_near_end() {
         let rate = 8000;

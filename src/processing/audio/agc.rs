@@ -320,10 +320,21 @@ impl Agc {
     }
 
     fn process_block(&mut self, block: &mut [i16], vad: Option<bool>) {
-        crate::processing::simd::avx2_or_portable!(
+        crate::processing::simd::avx512_avx2_or_portable!(
+            self.process_block_avx512(block, vad),
             self.process_block_avx2(block, vad),
             self.process_block_portable(block, vad)
         )
+    }
+
+    /// [`Self::process_block`] compiled with AVX-512 (see [`crate::processing::simd`]).
+    ///
+    /// # Safety
+    /// The CPU must run AVX-512 F/BW/DQ/VL and AVX2 ([`crate::processing::simd::avx512`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512dq,avx512vl")]
+    unsafe fn process_block_avx512(&mut self, block: &mut [i16], vad: Option<bool>) {
+        self.process_block_portable(block, vad)
     }
 
     /// [`Self::process_block`] compiled with AVX2 (see [`crate::processing::simd`]).
@@ -615,11 +626,12 @@ mod tests {
         }
     }
 
-    /// The AVX2 build of the block (see `processing::simd`) rounds every operation as the
-    /// portable one does: the same samples, quiet and loud, at every rate.
+    /// The AVX-512 and AVX2 builds of the block (see `processing::simd`) round every
+    /// operation as the portable one does: the same samples, quiet and loud, at every rate
+    /// (the AVX-512 comparison where the CPU has it).
     #[test]
-    fn the_avx2_and_the_portable_builds_give_the_same_samples() {
-        use crate::processing::simd::both_builds;
+    fn the_avx512_avx2_and_portable_builds_give_the_same_samples() {
+        use crate::processing::simd::{avx512_and_avx2, both_builds};
         for rate in [8000, 16000, 48000] {
             for dbfs in [-40.0, -6.0] {
                 let x = at_level(&speech(rate), rate, dbfs);
@@ -628,9 +640,15 @@ mod tests {
                     sample_rate_hz: rate,
                     ..AgcConfig::default()
                 };
-                let (wide, narrow) =
-                    both_builds(|| run(&mut Agc::new(config).expect("valid"), x, 20, rate));
+                let go = || run(&mut Agc::new(config).expect("valid"), x, 20, rate);
+                let (wide, narrow) = both_builds(go);
                 assert_eq!(wide, narrow, "{rate} Hz, {dbfs} dBFS: the builds differ");
+                if let Some((widest, avx2)) = avx512_and_avx2(go) {
+                    assert_eq!(
+                        widest, avx2,
+                        "{rate} Hz, {dbfs} dBFS: AVX-512 and AVX2 differ"
+                    );
+                }
                 // Not trivially equal: the gain changed the signal.
                 assert_ne!(wide, x, "{rate} Hz, {dbfs} dBFS");
             }

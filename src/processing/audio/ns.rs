@@ -972,10 +972,27 @@ impl NsCore {
         work: &mut NsWork,
         energies: bool,
     ) -> bool {
-        crate::processing::simd::avx2_or_portable!(
+        crate::processing::simd::avx512_avx2_or_portable!(
+            self.process_block_avx512(block, work, energies),
             self.process_block_avx2(block, work, energies),
             self.process_block_portable(block, work, energies)
         )
+    }
+
+    /// [`Self::process_block`] compiled with AVX-512 (see [`crate::processing::simd`]):
+    /// the per-bin noise tracking and gain loops run sixteen bins per vector.
+    ///
+    /// # Safety
+    /// The CPU must run AVX-512 F/BW/DQ/VL and AVX2 ([`crate::processing::simd::avx512`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512dq,avx512vl")]
+    unsafe fn process_block_avx512(
+        &mut self,
+        block: &mut [i16],
+        work: &mut NsWork,
+        energies: bool,
+    ) -> bool {
+        self.process_block_portable(block, work, energies)
     }
 
     /// [`Self::process_block`] compiled with AVX2 (see [`crate::processing::simd`]).
@@ -1663,11 +1680,12 @@ mod tests {
         }
     }
 
-    /// The AVX2 build of the block kernels (see `processing::simd`) rounds every
-    /// operation as the portable one does: the same output bits, at every rate.
+    /// The AVX-512 and AVX2 builds of the block kernels (see `processing::simd`) round
+    /// every operation as the portable one does: the same output bits, at every rate (the
+    /// AVX-512 comparison runs where the CPU has it).
     #[test]
-    fn the_avx2_and_the_portable_builds_give_the_same_bits() {
-        use crate::processing::simd::{both_builds, same_bits};
+    fn the_avx512_avx2_and_portable_builds_give_the_same_bits() {
+        use crate::processing::simd::{avx512_and_avx2, both_builds, same_bits};
         for (path, rate) in [
             (SPEECH1_8000, 8000),
             (SPEECH1_16000, 16000),
@@ -1683,6 +1701,13 @@ mod tests {
             assert!(same_bits(&wide, &narrow), "{path}: the builds differ");
             // Not trivially equal: the suppressor changed the signal.
             assert!(wide.iter().zip(&x).any(|(&a, &b)| a != f32::from(b)));
+            if let Some((widest, avx2)) = avx512_and_avx2(|| suppress(&x, cfg)) {
+                assert!(same_bits(&widest, &avx2), "{path}: AVX-512 and AVX2 differ");
+                assert!(
+                    same_bits(&widest, &narrow),
+                    "{path}: AVX-512 and portable differ"
+                );
+            }
         }
     }
 

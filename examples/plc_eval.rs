@@ -117,7 +117,7 @@ fn loss_pattern(packets: usize, loss_pct: f64, burst_mean: Option<f64>, seed: u6
         if miss <= RATE_TOLERANCE * target {
             return pattern;
         }
-        if best.as_ref().map_or(true, |(m, _)| miss < *m) {
+        if best.as_ref().is_none_or(|(m, _)| miss < *m) {
             best = Some((miss, pattern));
         }
     }

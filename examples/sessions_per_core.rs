@@ -1251,7 +1251,7 @@ fn tick_figures(before: &[HistogramSnapshot], after: &[HistogramSnapshot]) -> Ti
         let p999 = w.quantile(0.999);
         t.max = t.max.max(w.max());
         t.count += w.count();
-        if worst.map_or(true, |(_, p)| p999 > p) {
+        if worst.is_none_or(|(_, p)| p999 > p) {
             worst = Some((i, p999));
             t.lane = i;
             t.p50 = w.quantile(0.5);
@@ -1844,7 +1844,7 @@ fn run_virtual_step(
         }
         let step_ns = sum[0];
         iters += 1;
-        if iters % 25 == 0 {
+        if iters.is_multiple_of(25) {
             // Every 0.5 s of media, outside the timed iteration.
             read_targets(engine, &b.calls, &targets);
         }

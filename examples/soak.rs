@@ -1529,7 +1529,7 @@ fn run(o: &Opts) -> Result<bool, String> {
         && final_lanes.ingress_unknown == unknown;
     let panics = PANICS.load(Ordering::SeqCst) + thread_panics;
     let unexpected = get(&sh.c.unexpected_errors);
-    let rss_ok = !judged_rss || rss_slope.map_or(true, |s| s <= o.rss_slope_max);
+    let rss_ok = !judged_rss || rss_slope.is_none_or(|s| s <= o.rss_slope_max);
     let mut fails = Vec::new();
     // The steady window's overruns as stalls (a late wake-up and the ticks that caught up
     // after it), when the events account for every overrun tick the counters saw.

@@ -339,11 +339,11 @@ fn traffic_round(
                 &frame,
                 pkt,
             );
-            if k % 13 == 0 {
+            if k.is_multiple_of(13) {
                 continue;
             }
             let ing = &mut handles[s.lane()].0;
-            if k % 7 == 0 {
+            if k.is_multiple_of(7) {
                 held.push((s, pkt.clone()));
                 continue;
             }
@@ -354,10 +354,10 @@ fn traffic_round(
                 continue;
             }
             let _ = as_transport(|| ing.push_at(s, pkt, now_ns));
-            if k % 17 == 0 {
+            if k.is_multiple_of(17) {
                 let _ = as_transport(|| ing.push_at(s, pkt, now_ns + 1_000_000));
             }
-            if k % 25 == 0 {
+            if k.is_multiple_of(25) {
                 // An RFC 4733 event packet, routed out of the audio path.
                 rtp(
                     101,

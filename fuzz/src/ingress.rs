@@ -213,7 +213,7 @@ pub fn run(data: &[u8]) {
                     _ => step,
                 };
                 leg.ts = leg.ts.wrapping_add(dts);
-                if inp.u8() % 32 == 0 {
+                if inp.u8().is_multiple_of(32) {
                     leg.ssrc = inp.u32();
                 }
                 let (seq, ts, ssrc) = (leg.seq, leg.ts, leg.ssrc);
@@ -268,7 +268,7 @@ pub fn run(data: &[u8]) {
 /// padding) over a payload of fuzzed length and bytes. Returns its length.
 fn write_rtp(inp: &mut Input, pkt: &mut [u8], pt: u8, seq: u16, ts: u32, ssrc: u32) -> usize {
     let h = RtpHeader {
-        marker: inp.u8() % 8 == 0,
+        marker: inp.u8().is_multiple_of(8),
         payload_type: pt,
         sequence: seq,
         timestamp: ts,

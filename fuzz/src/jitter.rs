@@ -101,7 +101,7 @@ impl PacketDecoder<u32> for Decoder<'_> {
             .min(out.len());
         for (k, s) in out[..n].iter_mut().enumerate() {
             // A loud, periodic signal so time-scale modification has something to do.
-            *s = if (k / 20 + *item as usize) % 2 == 0 {
+            *s = if (k / 20 + *item as usize).is_multiple_of(2) {
                 9000
             } else {
                 -9000
@@ -117,7 +117,11 @@ impl PacketDecoder<u32> for Decoder<'_> {
         let codes: Vec<u8> = (0..samples)
             .map(|k| (k as u32 * 37 + *item) as u8)
             .collect();
-        let law = if item % 2 == 0 { Law::Ulaw } else { Law::Alaw };
+        let law = if item.is_multiple_of(2) {
+            Law::Ulaw
+        } else {
+            Law::Alaw
+        };
         if !plc.good_coded_frame(&codes, law) {
             return false;
         }
@@ -147,7 +151,7 @@ impl PacketDecoder<u32> for Decoder<'_> {
 /// Runs one input. Panics (the finding) when an invariant breaks.
 pub fn run(data: &[u8]) {
     let mut inp = Input::new(data);
-    if inp.u8() % 4 == 0 {
+    if inp.u8().is_multiple_of(4) {
         run_buffer(&mut inp);
     } else {
         run_channel(&mut inp);
@@ -258,10 +262,10 @@ fn run_channel(inp: &mut Input) {
                     _ => ts_per_ms * ptime_ms,
                 };
                 ts = ts.wrapping_add(dts);
-                if inp.u8() % 32 == 0 {
+                if inp.u8().is_multiple_of(32) {
                     ssrc = inp.u32();
                 }
-                let marker = inp.u8() % 8 == 0;
+                let marker = inp.u8().is_multiple_of(8);
                 let arrival = match inp.u8() % 8 {
                     0 => 0,
                     1 => now_ns.wrapping_add(u64::from(inp.u16()) * 100_000),
@@ -341,7 +345,7 @@ fn run_buffer(inp: &mut Input) {
                 buf.drop_stale(&mut release);
             }
             2 => {
-                if inp.u8() % 8 == 0 {
+                if inp.u8().is_multiple_of(8) {
                     buf.reset(&mut release);
                 } else {
                     let _ = (buf.buffered_ts(), buf.held_ts(), buf.target_ts());
@@ -362,7 +366,7 @@ fn run_buffer(inp: &mut Input) {
                     1 => inp.below(4 * step as usize) as u32,
                     _ => step,
                 };
-                let marker = inp.u8() % 8 == 0;
+                let marker = inp.u8().is_multiple_of(8);
                 let arrival = inp.u64();
                 let id = next_id;
                 next_id += 1;

@@ -1226,7 +1226,7 @@ pub fn process_answer(
                 .map(|ours| (theirs, ours))
         })
         .collect();
-    let is_audio = |e: &RtpMap| e.kind().map_or(true, CodecKind::is_audio);
+    let is_audio = |e: &RtpMap| e.kind().is_none_or(CodecKind::is_audio);
     let Some(&(send, _)) = pairs.iter().find(|(theirs, _)| is_audio(theirs)) else {
         return Err(NegotiationError::NoCommonCodec {
             offered: our_offer.encodings(),

@@ -150,7 +150,7 @@ impl IngressHandle {
         }
         self.taken = self.taken.wrapping_add(1);
         // Every 16 pushes; every push while under a quarter of the slots are free.
-        if self.taken % 16 == 0
+        if self.taken.is_multiple_of(16)
             || p.shared.counters.packet_slots_free.get() < (p.slab.capacity() / 4) as u64
         {
             self.publish_free_slots();

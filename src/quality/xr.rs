@@ -964,7 +964,7 @@ mod tests {
                 _ => R,
             };
             t.on_packet(fate);
-            if x % 997 == 0 {
+            if x.is_multiple_of(997) {
                 let s = t.snapshot();
                 // Every slot is in exactly one burst or gap.
                 assert_eq!(s.burst_packets + s.gap_packets, s.expected());

@@ -754,7 +754,7 @@ impl EchoCanceller {
         work: &mut AecWork,
     ) {
         let n = self.block;
-        if work.block != n || capture.len() != reference.len() || capture.len() % n != 0 {
+        if work.block != n || capture.len() != reference.len() || !capture.len().is_multiple_of(n) {
             return;
         }
         for (cap, refr) in capture.chunks_exact_mut(n).zip(reference.chunks_exact(n)) {

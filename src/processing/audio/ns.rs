@@ -300,7 +300,7 @@ mod avx2_split {
         tw: &SplitTwiddles,
     ) -> usize {
         let n = z.len();
-        if n % 8 != 0 {
+        if !n.is_multiple_of(8) {
             return 1;
         }
         let conj = _mm256_setr_ps(0.0, -0.0, 0.0, -0.0, 0.0, -0.0, 0.0, -0.0);
@@ -348,7 +348,7 @@ mod avx2_split {
         tw: &SplitTwiddles,
     ) -> usize {
         let n = z.len();
-        if n % 8 != 0 {
+        if !n.is_multiple_of(8) {
             return 0;
         }
         let conj = _mm256_setr_ps(0.0, -0.0, 0.0, -0.0, 0.0, -0.0, 0.0, -0.0);

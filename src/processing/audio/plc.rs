@@ -202,7 +202,7 @@ const GROUP_BLOCKS: usize = 16;
 #[repr(C, align(64))]
 struct BlockRing([f32; BACKGROUND_BLOCKS]);
 
-const _: () = assert!(BACKGROUND_BLOCKS % GROUP_BLOCKS == 0 && GROUP_BLOCKS * 4 == 64);
+const _: () = assert!(BACKGROUND_BLOCKS.is_multiple_of(GROUP_BLOCKS) && GROUP_BLOCKS * 4 == 64);
 
 impl Background {
     /// Control plane: allocates the ring.

@@ -606,7 +606,13 @@ mod tests {
     /// A square wave alternating `hi` and `lo` every `half_period` samples.
     fn square(n: usize, half_period: usize, hi: i16, lo: i16) -> Vec<i16> {
         (0..n)
-            .map(|i| if (i / half_period) % 2 == 0 { hi } else { lo })
+            .map(|i| {
+                if (i / half_period).is_multiple_of(2) {
+                    hi
+                } else {
+                    lo
+                }
+            })
             .collect()
     }
 

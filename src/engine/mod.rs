@@ -872,24 +872,57 @@ impl MediaEngine {
             }
         }
         let peer = rec.peer;
+        // All or nothing, as create_call: the update and its bridge's refreshed routes
+        // (the peer's audio now feeds a different encoder; this session's may now come at
+        // another rate) are planned first, with the new parameters in place, and queued
+        // only if all of them fit; a refusal leaves the record as it was.
+        let need = 1 + peer.map_or(0, |p| if p == id { 1 } else { 2 });
+        if !Self::has_room(&mut inner.lanes[id.lane()], need) {
+            return Err(Error::RingFull { ring: "commands" });
+        }
+        let parts =
+            SessionParts::build(&params, id.generation, id.slot, self.config.jitter, 0, 0, 0);
+        // Invariant: checked above.
+        let old = std::mem::replace(
+            &mut inner.sessions.get_mut(&id).expect("record exists").params,
+            params,
+        );
+        let routes = match peer {
+            Some(peer) => {
+                let planned = self.plan_route(inner, peer, Some(id)).and_then(|to_id| {
+                    let to_peer = if peer != id {
+                        Some(self.plan_route(inner, id, Some(peer))?)
+                    } else {
+                        None
+                    };
+                    Ok((to_id, to_peer))
+                });
+                match planned {
+                    Ok(r) => Some((peer, r)),
+                    Err(e) => {
+                        inner.sessions.get_mut(&id).expect("record exists").params = old;
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
         let ls = &mut inner.lanes[id.lane()];
         ls.next_seq += 1;
         let mut b = Bundle::new(ls.next_seq, Op::Update, id);
-        let parts =
-            SessionParts::build(&params, id.generation, id.slot, self.config.jitter, 0, 0, 0);
         b.jitter = Some(parts.jitter);
         b.decode = Some(parts.decode);
         b.dsp = Some(parts.dsp);
         b.encode = Some(parts.encode);
-        Self::send(ls, b)?;
-        // Invariant: checked above.
-        inner.sessions.get_mut(&id).expect("record exists").params = params;
-        if let Some(peer) = peer {
-            // The peer's audio now feeds a different encoder: refresh its route; and this
-            // session's audio may now come at another rate: refresh its own too.
-            self.route(inner, peer, Some(id))?;
-            if peer != id {
-                self.route(inner, id, Some(peer))?;
+        if let Err(e) = Self::send(ls, b) {
+            // Not expected (the room is held); the record stays as the lane has it.
+            inner.sessions.get_mut(&id).expect("record exists").params = old;
+            return Err(e);
+        }
+        if let Some((peer, (to_id, to_peer))) = routes {
+            Self::send_route(inner, peer, to_id)?;
+            if let Some(to_peer) = to_peer {
+                Self::send_route(inner, id, to_peer)?;
             }
         }
         Ok(())

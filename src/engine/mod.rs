@@ -1223,3 +1223,66 @@ impl Drop for MediaEngine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::CodecSpec;
+    use crate::types::Ptime;
+
+    /// An update refused for room (a 6-command ring, four of them just taken by a call
+    /// before the running lane drains them: room for the update but not for both of its
+    /// bridge's routes) queues nothing and leaves the session's record as it was;
+    /// once there is room it goes through whole.
+    #[test]
+    fn an_update_refused_for_room_changes_nothing() {
+        let e = MediaEngine::new(EngineConfig {
+            sessions_per_lane: 64,
+            command_capacity: 6,
+            raise_priority: false,
+            ..Default::default()
+        })
+        .unwrap();
+        e.start().unwrap();
+        let pcmu = || MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+        let pcma = || MediaSessionParams::new(CodecSpec::PCMA, Ptime::MS_20);
+        let mut refused = 0;
+        for i in 0..20u64 {
+            let Ok((a, b)) =
+                e.create_call((DialogId(2 * i), pcmu()), (DialogId(2 * i + 1), pcmu()))
+            else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            match e.update_media_session(a.id, pcma()) {
+                Err(Error::RingFull { .. }) => {
+                    refused += 1;
+                    let g = e.lock();
+                    assert_eq!(g.sessions[&a.id].params, pcmu(), "the record moved");
+                    assert_eq!(g.sessions[&a.id].peer, Some(b.id));
+                }
+                Ok(()) => {}
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+            // With room again, the update goes through and the record follows.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                match e.update_media_session(a.id, pcma()) {
+                    Ok(()) => break,
+                    Err(Error::RingFull { .. }) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(other) => panic!("unexpected {other:?}"),
+                }
+            }
+            assert_eq!(e.lock().sessions[&a.id].params, pcma());
+            for id in [a.id, b.id] {
+                while e.destroy_media_session(id).is_err() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        assert!(refused > 0, "no update met a full ring");
+        e.stop().unwrap();
+    }
+}

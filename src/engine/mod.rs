@@ -10,6 +10,7 @@
 // The control plane is not real-time: a short, uncontended mutex serialises its calls.
 #![allow(clippy::disallowed_types)]
 
+use arrayvec::ArrayVec;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -217,6 +218,9 @@ struct PlannedRoute {
     route: Option<Route>,
     resampler: Option<Box<crate::processing::format::resample::Resampler>>,
 }
+
+/// A bridge's routes, each with the session it is sent for.
+type BridgeRoutes = ArrayVec<(SessionId, PlannedRoute), 2>;
 
 struct SessionRecord {
     dialog: DialogId,
@@ -549,6 +553,23 @@ impl MediaEngine {
         }
     }
 
+    /// True if `lane` is running (not gone after a failure) with at least `free` free
+    /// session slots.
+    fn takes_sessions(lane: &LaneState, free: usize) -> bool {
+        lane.free_slots.len() >= free && !matches!(lane.run, LaneRun::Gone)
+    }
+
+    /// The lane with the fewest live sessions among those that take `free` more
+    /// ([`MediaEngine::takes_sessions`]).
+    fn least_loaded(lanes: &[LaneState], free: usize) -> Option<usize> {
+        lanes
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| Self::takes_sessions(l, free))
+            .min_by_key(|(_, l)| l.live)
+            .map(|(i, _)| i)
+    }
+
     /// True if `need` more commands fit. A lane that is not running on threads (virtual
     /// clock, or stopped) applies its queued commands here to make room.
     fn has_room(ls: &mut LaneState, need: usize) -> bool {
@@ -700,16 +721,9 @@ impl MediaEngine {
             }
         }
         inner.collect_all();
-        let lane = inner
-            .lanes
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.free_slots.len() >= 2 && !matches!(l.run, LaneRun::Gone))
-            .min_by_key(|(_, l)| l.live)
-            .map(|(i, _)| i)
-            .ok_or(Error::CapacityExhausted {
-                capacity: self.config.lanes * self.config.sessions_per_lane,
-            })?;
+        let lane = Self::least_loaded(&inner.lanes, 2).ok_or(Error::CapacityExhausted {
+            capacity: self.config.lanes * self.config.sessions_per_lane,
+        })?;
         if !Self::has_room(&mut inner.lanes[lane], 4) {
             return Err(Error::RingFull { ring: "commands" });
         }
@@ -773,16 +787,9 @@ impl MediaEngine {
         let exhausted = Error::CapacityExhausted {
             capacity: self.config.lanes * self.config.sessions_per_lane,
         };
-        let usable = |l: &LaneState| !l.free_slots.is_empty() && !matches!(l.run, LaneRun::Gone);
+        let usable = |l: &LaneState| Self::takes_sessions(l, 1);
         let lane = match placement {
-            Placement::LeastLoaded => inner
-                .lanes
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| usable(l))
-                .min_by_key(|(_, l)| l.live)
-                .map(|(i, _)| i)
-                .ok_or(exhausted)?,
+            Placement::LeastLoaded => Self::least_loaded(&inner.lanes, 1).ok_or(exhausted)?,
             Placement::Lane(i) => {
                 let l = inner
                     .lanes
@@ -876,7 +883,7 @@ impl MediaEngine {
         // (the peer's audio now feeds a different encoder; this session's may now come at
         // another rate) are planned first, with the new parameters in place, and queued
         // only if all of them fit; a refusal leaves the record as it was.
-        let need = 1 + peer.map_or(0, |p| if p == id { 1 } else { 2 });
+        let need = 1 + peer.map_or(0, |p| 1 + usize::from(p != id));
         if !Self::has_room(&mut inner.lanes[id.lane()], need) {
             return Err(Error::RingFull { ring: "commands" });
         }
@@ -887,24 +894,12 @@ impl MediaEngine {
             &mut inner.sessions.get_mut(&id).expect("record exists").params,
             params,
         );
-        let routes = match peer {
-            Some(peer) => {
-                let planned = self.plan_route(inner, peer, Some(id)).and_then(|to_id| {
-                    let to_peer = if peer != id {
-                        Some(self.plan_route(inner, id, Some(peer))?)
-                    } else {
-                        None
-                    };
-                    Ok((to_id, to_peer))
-                });
-                match planned {
-                    Ok(r) => Some((peer, r)),
-                    Err(e) => {
-                        inner.sessions.get_mut(&id).expect("record exists").params = old;
-                        return Err(e);
-                    }
-                }
+        let routes = match peer.map(|peer| self.plan_bridge(inner, peer, id)) {
+            Some(Err(e)) => {
+                inner.sessions.get_mut(&id).expect("record exists").params = old;
+                return Err(e);
             }
+            Some(Ok(routes)) => Some(routes),
             None => None,
         };
         let ls = &mut inner.lanes[id.lane()];
@@ -919,13 +914,10 @@ impl MediaEngine {
             inner.sessions.get_mut(&id).expect("record exists").params = old;
             return Err(e);
         }
-        if let Some((peer, (to_id, to_peer))) = routes {
-            Self::send_route(inner, peer, to_id)?;
-            if let Some(to_peer) = to_peer {
-                Self::send_route(inner, id, to_peer)?;
-            }
+        match routes {
+            Some(routes) => Self::send_bridge(inner, routes),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn route(&self, inner: &mut Inner, from: SessionId, to: Option<SessionId>) -> Result<()> {
@@ -971,6 +963,24 @@ impl MediaEngine {
         Self::send(ls, b)
     }
 
+    /// The two routes of a bridge between `a` and `b` (`a` → `b`, then `b` → `a`; one
+    /// when `a == b`, an echo session), planned from the sessions' current records.
+    fn plan_bridge(&self, inner: &Inner, a: SessionId, b: SessionId) -> Result<BridgeRoutes> {
+        let mut routes = BridgeRoutes::new();
+        routes.push((a, self.plan_route(inner, a, Some(b))?));
+        if a != b {
+            routes.push((b, self.plan_route(inner, b, Some(a))?));
+        }
+        Ok(routes)
+    }
+
+    fn send_bridge(inner: &mut Inner, routes: BridgeRoutes) -> Result<()> {
+        for (from, planned) in routes {
+            Self::send_route(inner, from, planned)?;
+        }
+        Ok(())
+    }
+
     /// Bridges two sessions on the same lane into a call: each one's decoded audio feeds
     /// the other's encoder (relayed without decoding when codecs match). `a == b` makes
     /// an echo session. Existing bridges of either session are dissolved first. Nothing is
@@ -998,12 +1008,7 @@ impl MediaEngine {
                 reason: "different ptime (repacketisation not supported)",
             });
         }
-        let to_b = self.plan_route(inner, a, Some(b))?;
-        let to_a = if a != b {
-            Some(self.plan_route(inner, b, Some(a))?)
-        } else {
-            None
-        };
+        let routes = self.plan_bridge(inner, a, b)?;
         // Old peers of either session that this bridge leaves (each gets its route cleared).
         let mut olds = [None; 2];
         for (i, s) in [a, b].into_iter().enumerate() {
@@ -1012,7 +1017,7 @@ impl MediaEngine {
         if olds[0] == olds[1] {
             olds[1] = None;
         }
-        let need = olds.iter().flatten().count() + 1 + usize::from(a != b);
+        let need = olds.iter().flatten().count() + routes.len();
         if !Self::has_room(&mut inner.lanes[a.lane()], need) {
             return Err(Error::RingFull { ring: "commands" });
         }
@@ -1020,10 +1025,7 @@ impl MediaEngine {
             inner.sessions.get_mut(&old).expect("peer record").peer = None;
             self.route(inner, old, None)?;
         }
-        Self::send_route(inner, a, to_b)?;
-        if let Some(to_a) = to_a {
-            Self::send_route(inner, b, to_a)?;
-        }
+        Self::send_bridge(inner, routes)?;
         inner.sessions.get_mut(&a).expect("checked").peer = Some(b);
         inner.sessions.get_mut(&b).expect("checked").peer = Some(a);
         Ok(())

@@ -127,11 +127,8 @@ macro_rules! avx512_avx2_or_portable {
             // SAFETY: the CPU runs AVX-512 F/BW/DQ/VL and AVX2 (just checked), all an
             // AVX-512 build requires.
             unsafe { $widest }
-        } else if $crate::processing::simd::avx2() {
-            // SAFETY: the CPU runs AVX2 (just checked), all an AVX2 build requires.
-            unsafe { $wide }
         } else {
-            $portable
+            $crate::processing::simd::avx2_or_portable!($wide, $portable)
         };
         #[cfg(not(target_arch = "x86_64"))]
         let out = $portable;
@@ -217,45 +214,39 @@ fn test_switch_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `run` with the AVX2 builds, then with the portable ones (holding the test lock,
-/// and switching back even if `run` panics), and returns both results, for the tests
-/// that compare the two builds of a kernel. Test builds only.
+/// Runs `run` with the widest builds, then with at most `limit` (switching back even if
+/// `run` panics), and returns both results. The caller holds the test lock.
 #[cfg(test)]
-pub(crate) fn both_builds<R>(mut run: impl FnMut() -> R) -> (R, R) {
+fn widest_then<R>(limit: u8, mut run: impl FnMut() -> R) -> (R, R) {
     struct Restore;
     impl Drop for Restore {
         fn drop(&mut self) {
-            force_portable(false);
+            LIMIT.store(WIDEST, Ordering::Relaxed);
         }
     }
-    let _switch = test_switch_lock();
-    let wide = run();
+    let widest = run();
     let _restore = Restore;
-    force_portable(true);
-    let narrow = run();
-    (wide, narrow)
+    LIMIT.store(limit, Ordering::Relaxed);
+    let limited = run();
+    (widest, limited)
+}
+
+/// Runs `run` with the widest builds the CPU runs (AVX-512 or AVX2), then with the
+/// portable ones (holding the test lock), and returns both results, for the tests that
+/// compare the builds of a kernel. Test builds only.
+#[cfg(test)]
+pub(crate) fn both_builds<R>(run: impl FnMut() -> R) -> (R, R) {
+    let _switch = test_switch_lock();
+    widest_then(PORTABLE, run)
 }
 
 /// Runs `run` with the AVX-512 builds, then with the AVX2 ones, and returns both
 /// results; `None` when this CPU has no AVX-512 (there is then nothing to compare). As
 /// [`both_builds`], holding the test lock. Test builds only.
 #[cfg(test)]
-pub(crate) fn avx512_and_avx2<R>(mut run: impl FnMut() -> R) -> Option<(R, R)> {
-    struct Restore;
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            limit_to_avx2(false);
-        }
-    }
+pub(crate) fn avx512_and_avx2<R>(run: impl FnMut() -> R) -> Option<(R, R)> {
     let _switch = test_switch_lock();
-    if !avx512() {
-        return None;
-    }
-    let widest = run();
-    let _restore = Restore;
-    limit_to_avx2(true);
-    let wide = run();
-    Some((widest, wide))
+    avx512().then(|| widest_then(AT_MOST_AVX2, run))
 }
 
 /// True when `a` and `b` hold the same floats bit for bit. Test builds only.

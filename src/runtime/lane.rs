@@ -1285,29 +1285,28 @@ impl DspStage {
     #[inline]
     fn prefetch_ahead(&mut self) {
         let (sessions, frames, cells) = (&self.sessions, &self.frames, &self.shared.sessions);
+        let work = &mut self.work;
         // The item at DSP_BOX_AHEAD: its chain's box and counter; the one at
         // DSP_BUFFERS_AHEAD (whose box was loaded a frame ago): its components' buffers.
         // Each read by position (`prefetch::at`) rather than by walking the items before.
-        let visit = |first: bool| {
-            move |msg: &Downstream| {
-                let Downstream::Frame { src, frame, .. } = msg else {
-                    return;
-                };
-                if frames.with(frame, |f| f.relay && f.samples == 0) {
-                    return;
-                }
-                if first {
-                    if let Some(cell) = cells.get(*src as usize) {
-                        prefetch::line(&cell.counters.frames_processed);
-                    }
-                }
-                if let Some(p) = sessions.get(*src as usize).and_then(|p| p.as_ref()) {
-                    p.chain.prefetch(first);
+        let mut visit = |msg: &Downstream, first: bool| {
+            let Downstream::Frame { src, frame, .. } = msg else {
+                return;
+            };
+            if frames.with(frame, |f| f.relay && f.samples == 0) {
+                return;
+            }
+            if first {
+                if let Some(cell) = cells.get(*src as usize) {
+                    prefetch::line(&cell.counters.frames_processed);
                 }
             }
+            if let Some(p) = sessions.get(*src as usize).and_then(|p| p.as_ref()) {
+                p.chain.prefetch(first, work);
+            }
         };
-        prefetch::at(&mut self.input, DSP_BOX_AHEAD, visit(true));
-        prefetch::at(&mut self.input, DSP_BUFFERS_AHEAD, visit(false));
+        prefetch::at(&mut self.input, DSP_BOX_AHEAD, |m| visit(m, true));
+        prefetch::at(&mut self.input, DSP_BUFFERS_AHEAD, |m| visit(m, false));
     }
 
     /// Drains the input ring as far as the output has room. Called on the real-time thread.

@@ -99,6 +99,102 @@ fn lines(p: *const u8, len: usize, fetch: impl Fn(*const u8)) {
     }
 }
 
+/// How many separate buffers a [`Trickle`] holds (an echo canceller has about 25).
+pub const TRICKLE_SPANS: usize = 32;
+
+/// The fewest lines [`Trickle::step_share`] issues at a step.
+pub const TRICKLE_MIN_STEP: usize = 8;
+
+/// Lines queued for prefetch into the second-level cache and issued a few at a time, for
+/// state too large to ask for at once. A core keeps only a few dozen misses in flight;
+/// asked for 30 KB (an echo canceller: about 470 lines) in one burst, it drops or stalls
+/// on most of them, so a lane queues the next session's state here and the session being
+/// processed issues it in steps of tens of lines as its own work goes on
+/// ([`Trickle::step`]). The spans are issued in the order queued: queue what is touched
+/// first, first. A hint only: holds addresses, never reads through them. Real-time safe:
+/// fixed capacity, no allocation.
+#[derive(Debug, Clone, Default)]
+pub struct Trickle {
+    /// (address of the next line to issue, lines left), in queue order.
+    spans: arrayvec::ArrayVec<(usize, usize), TRICKLE_SPANS>,
+    /// The first span with lines left.
+    next: usize,
+    /// Lines queued since the last [`Trickle::flush`].
+    total: usize,
+}
+
+impl Trickle {
+    /// An empty queue.
+    pub const fn new() -> Self {
+        Trickle {
+            spans: arrayvec::ArrayVec::new_const(),
+            next: 0,
+            total: 0,
+        }
+    }
+
+    /// Queues every line of `s`. When the queue is full the lines are issued at once
+    /// instead (nothing queued is ever lost, only issued earlier).
+    #[inline]
+    pub fn queue<T>(&mut self, s: &[T]) {
+        let (first, count) = span(s.as_ptr() as usize, core::mem::size_of_val(s));
+        if count == 0 {
+            return;
+        }
+        if self.spans.try_push((first, count)).is_err() {
+            lines(first as *const u8, count * LINE, line_l2::<u8>);
+        } else {
+            self.total += count;
+        }
+    }
+
+    /// Issues the next `1/parts` of the lines queued since the last flush (at least
+    /// [`TRICKLE_MIN_STEP`]): a caller that steps `parts` times through its own work
+    /// spreads the next one's state evenly across it, whatever its size.
+    #[inline]
+    pub fn step_share(&mut self, parts: usize) {
+        self.step(self.total.div_ceil(parts.max(1)).max(TRICKLE_MIN_STEP));
+    }
+
+    /// Issues up to `lines` more of the queued lines.
+    #[inline]
+    pub fn step(&mut self, mut lines: usize) {
+        while lines > 0 {
+            let Some((addr, left)) = self.spans.get_mut(self.next) else {
+                return;
+            };
+            let n = lines.min(*left);
+            for k in 0..n {
+                line_l2((*addr as *const u8).wrapping_add(k * LINE));
+            }
+            *addr += n * LINE;
+            *left -= n;
+            lines -= n;
+            if *left == 0 {
+                self.next += 1;
+            }
+        }
+    }
+
+    /// Lines queued and not yet issued.
+    pub fn pending(&self) -> usize {
+        self.spans
+            .iter()
+            .skip(self.next)
+            .map(|&(_, left)| left)
+            .sum()
+    }
+
+    /// Issues every line still queued and empties the queue.
+    #[inline]
+    pub fn flush(&mut self) {
+        self.step(usize::MAX);
+        self.spans.clear();
+        self.next = 0;
+        self.total = 0;
+    }
+}
+
 /// Shows `visit` the next two items queued in `ring` (the next one as 0), without taking
 /// them: how a stage looks ahead to prefetch for the items it will pop next.
 #[inline(always)]
@@ -156,6 +252,47 @@ mod tests {
         // 1.4 KB from an 8-byte aligned address: 23 lines, or 24 when it straddles.
         assert_eq!(span(64, 1464).1, 23);
         assert_eq!(span(64 + 56, 1464).1, 24);
+    }
+
+    #[test]
+    fn a_trickle_issues_each_queued_line_once_in_steps_and_never_loses_one() {
+        let a = [0u8; 64 * 5];
+        let b = [0u32; 40];
+        let mut t = Trickle::new();
+        t.queue(&a);
+        t.queue(&b);
+        t.queue::<u8>(&[]);
+        let (_, la) = span(a.as_ptr() as usize, a.len());
+        let (_, lb) = span(b.as_ptr() as usize, 160);
+        assert_eq!(t.pending(), la + lb);
+        t.step(3);
+        assert_eq!(t.pending(), la + lb - 3);
+        // A step past the end of one span goes on into the next.
+        t.step(la);
+        assert_eq!(t.pending(), lb - 3);
+        t.step(usize::MAX);
+        assert_eq!(t.pending(), 0);
+        t.step(5);
+        assert_eq!(t.pending(), 0);
+        // Shares: a tenth of what was queued at each step, the last one the remainder.
+        t.flush();
+        let c = [0u8; 64 * 100];
+        t.queue(&c);
+        let lc = t.pending();
+        t.step_share(10);
+        assert_eq!(t.pending(), lc - lc.div_ceil(10));
+        for _ in 0..9 {
+            t.step_share(10);
+        }
+        assert_eq!(t.pending(), 0);
+        // Full: what does not fit is issued at once, and the queue keeps its capacity.
+        for _ in 0..TRICKLE_SPANS + 3 {
+            t.queue(&a);
+        }
+        assert_eq!(t.spans.len(), TRICKLE_SPANS);
+        t.flush();
+        assert_eq!(t.pending(), 0);
+        assert!(t.spans.is_empty());
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod tsm;
 pub mod vad;
 
 use super::effects::Gain;
+use crate::runtime::prefetch::Trickle;
 
 pub use config::DspConfigError;
 
@@ -211,6 +212,9 @@ pub struct DspScratch {
     vad: vad::VadWork,
     /// One echo canceller work space per supported rate.
     aec: Box<[aec::AecWork]>,
+    /// The next chain's echo canceller state, issued for prefetch in steps by the one
+    /// processed before it (see [`DspChain::prefetch`]).
+    trickle: Trickle,
 }
 
 impl DspScratch {
@@ -224,6 +228,7 @@ impl DspScratch {
                 .iter()
                 .filter_map(|&rate| aec::AecWork::new(rate))
                 .collect(),
+            trickle: Trickle::new(),
         }
     }
 }
@@ -262,17 +267,24 @@ const MAX_FRAME: usize = 2880;
 impl DspChain {
     /// Starts loading the state the next [`DspChain::process`] will touch, in two steps a
     /// caller walking many chains spaces out: `first`, the chain's box; then (its pointers
-    /// loaded by then) each component's buffers. A hint only: reads the components' buffer
-    /// addresses, never their contents.
+    /// loaded by then) each component's buffers. An echo canceller's buffers (about
+    /// 30 KB) are queued in `scratch` instead, for the chain processed before this one
+    /// to issue a few lines at a time ([`Trickle`]); whatever an earlier call left
+    /// queued is issued first. A hint only: reads the components' buffer addresses,
+    /// never their contents.
     /// Called on the real-time thread.
     #[inline]
-    pub fn prefetch(&self, first: bool) {
+    pub fn prefetch(&self, first: bool, scratch: &mut DspScratch) {
         let Some(v) = self.voice.as_deref() else {
             return;
         };
         if first {
             crate::runtime::prefetch::object(v);
             return;
+        }
+        if let Some(aec) = &v.aec {
+            scratch.trickle.flush();
+            aec.queue_prefetch(&mut scratch.trickle);
         }
         if let Some(ns) = &v.ns {
             ns.prefetch();
@@ -282,9 +294,6 @@ impl DspChain {
         }
         if let Some(d) = &v.dtmf {
             d.prefetch();
-        }
-        if let Some(aec) = &v.aec {
-            aec.prefetch();
         }
     }
 
@@ -445,7 +454,12 @@ impl Voice {
             let n = frame.len().min(self.ref_frame.len());
             r.latest(&mut self.ref_frame[..n]);
             if let Some(work) = aec.work_in(&mut scratch.aec) {
-                aec.process_with(&mut frame[..n], &self.ref_frame[..n], work);
+                aec.process_with(
+                    &mut frame[..n],
+                    &self.ref_frame[..n],
+                    work,
+                    &mut scratch.trickle,
+                );
             }
         }
         if let Some(d) = self.dtmf.as_mut() {

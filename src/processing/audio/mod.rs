@@ -152,6 +152,8 @@ pub enum DspEvent {
 struct Reference {
     ring: Box<[i16]>,
     pos: usize,
+    /// Samples in the last push (what the next frame will most likely read back).
+    last: usize,
 }
 
 impl Reference {
@@ -159,6 +161,7 @@ impl Reference {
         Reference {
             ring: vec![0; len.max(1)].into_boxed_slice(),
             pos: 0,
+            last: 0,
         }
     }
 
@@ -169,6 +172,18 @@ impl Reference {
         self.ring[self.pos..self.pos + first].copy_from_slice(&x[..first]);
         self.ring[..x.len() - first].copy_from_slice(&x[first..]);
         self.pos = (self.pos + x.len()) % n;
+        self.last = x.len();
+    }
+
+    /// Queues on `t` the newest samples a frame as long as the last one pushed reads
+    /// back ([`Self::latest`]). Reads no samples.
+    fn queue_prefetch(&self, t: &mut Trickle) {
+        let n = self.ring.len();
+        let k = self.last.min(n);
+        let start = (self.pos + n - k) % n;
+        let first = (n - start).min(k);
+        t.queue(&self.ring[start..start + first]);
+        t.queue(&self.ring[..k - first]);
     }
 
     /// Writes the newest `out.len()` samples (zeros where nothing was sent).
@@ -283,8 +298,15 @@ impl DspChain {
             return;
         }
         if let Some(aec) = &v.aec {
-            scratch.trickle.flush();
-            aec.queue_prefetch(&mut scratch.trickle);
+            let t = &mut scratch.trickle;
+            t.flush();
+            // In the order the frame touches them: the reference, copied out, then the
+            // canceller's state.
+            if let Some(r) = &v.reference {
+                r.queue_prefetch(t);
+                t.queue(&v.ref_frame[..r.last.min(v.ref_frame.len())]);
+            }
+            aec.queue_prefetch(t);
         }
         if let Some(ns) = &v.ns {
             ns.prefetch();
@@ -552,6 +574,13 @@ mod tests {
                     "step {step}, {k} samples"
                 );
             }
+            // The prefetch covers the samples a frame as long as this chunk reads back: at
+            // least their bytes' worth of lines, at most one more per piece of the ring.
+            let mut t = Trickle::new();
+            ring.queue_prefetch(&mut t);
+            let bytes = 2 * len.min(n);
+            assert!(t.pending() >= bytes.div_ceil(64), "step {step}");
+            assert!(t.pending() <= bytes.div_ceil(64) + 2, "step {step}");
             // Asked for more than the ring holds: its n newest, then zeros.
             let mut out = vec![-1i16; n + 3];
             ring.latest(&mut out);

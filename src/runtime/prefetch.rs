@@ -105,14 +105,15 @@ pub const TRICKLE_SPANS: usize = 32;
 /// The fewest lines [`Trickle::step_share`] issues at a step.
 pub const TRICKLE_MIN_STEP: usize = 8;
 
-/// Lines queued for prefetch into the second-level cache and issued a few at a time, for
-/// state too large to ask for at once. A core keeps only a few dozen misses in flight;
-/// asked for 30 KB (an echo canceller: about 470 lines) in one burst, it drops or stalls
-/// on most of them, so a lane queues the next session's state here and the session being
-/// processed issues it in steps of tens of lines as its own work goes on
-/// ([`Trickle::step`]). The spans are issued in the order queued: queue what is touched
-/// first, first. A hint only: holds addresses, never reads through them. Real-time safe:
-/// fixed capacity, no allocation.
+/// Lines queued for prefetch and issued a few at a time, for state too large to ask for
+/// at once. A core keeps only a few dozen misses in flight; asked for 30 KB (an echo
+/// canceller: about 470 lines) in one burst, it drops or stalls on most of them, so a
+/// lane queues the next session's state here and the session being processed issues it
+/// in steps of tens of lines as its own work goes on ([`Trickle::step`]). The lines are
+/// asked for into every cache level ([`line`]; into the second level only measured 2-4%
+/// slower on aec-pcmu, PERF.md session 17). The spans are issued in the order queued:
+/// queue what is touched first, first. A hint only: holds addresses, never reads through
+/// them. Real-time safe: fixed capacity, no allocation.
 #[derive(Debug, Clone, Default)]
 pub struct Trickle {
     /// (address of the next line to issue, lines left), in queue order.
@@ -142,7 +143,7 @@ impl Trickle {
             return;
         }
         if self.spans.try_push((first, count)).is_err() {
-            lines(first as *const u8, count * LINE, line_l2::<u8>);
+            lines(first as *const u8, count * LINE, line::<u8>);
         } else {
             self.total += count;
         }
@@ -165,7 +166,7 @@ impl Trickle {
             };
             let n = lines.min(*left);
             for k in 0..n {
-                line_l2((*addr as *const u8).wrapping_add(k * LINE));
+                line((*addr as *const u8).wrapping_add(k * LINE));
             }
             *addr += n * LINE;
             *left -= n;

@@ -336,6 +336,8 @@ pub(crate) struct AecWork {
     // Scratch: 2N real, N + 1 complex.
     time: Box<[f32]>,
     spec: Box<[Complex32]>,
+    /// The background's echo estimate spectrum (the foreground's is in `spec`).
+    spec_bg: Box<[Complex32]>,
     // This block's signals (full scale = 1).
     capture: Box<[f32]>,
     echo_fg: Box<[f32]>,
@@ -369,6 +371,7 @@ impl AecWork {
             fft,
             time: zeros(2 * block),
             spec: zeros_c(bins),
+            spec_bg: zeros_c(bins),
             capture: zeros(block),
             echo_fg: zeros(block),
             err_fg: zeros(block),
@@ -388,7 +391,7 @@ impl AecWork {
     fn bytes(&self) -> usize {
         let c = std::mem::size_of::<Complex32>();
         let f = std::mem::size_of::<f32>();
-        (self.fft.z.len() + self.spec.len()) * c
+        (self.fft.z.len() + self.spec.len() + self.spec_bg.len()) * c
             + (self.err_spectrum.len() + self.out_spectrum.len()) * c
             + (self.fft.power.len() + self.time.len() + self.step.len()) * f
             + (self.res_hann.len() + self.res_gain.len()) * f
@@ -875,23 +878,15 @@ impl EchoCanceller {
         }
 
         // --- Both echo path models filter the reference history.
-        let head = self.ref_head;
         filter(
-            &self.foreground,
+            [&self.foreground, &self.background],
             &self.ref_spectra,
-            head,
+            self.ref_head,
             self.bins,
-            &mut w.spec,
+            [&mut w.spec, &mut w.spec_bg],
         );
         self.echo_and_error(w, true);
         t.step_share(TRICKLE_STEPS);
-        filter(
-            &self.background,
-            &self.ref_spectra,
-            head,
-            self.bins,
-            &mut w.spec,
-        );
         self.echo_and_error(w, false);
         t.step_share(TRICKLE_STEPS);
 
@@ -1023,14 +1018,15 @@ impl EchoCanceller {
         ref_energy
     }
 
-    /// Turns the echo estimate spectrum in `spec` into the foreground's (`fg`) or
-    /// background's echo estimate and error for this block.
+    /// Turns the echo estimate spectrum in `spec` (`spec_bg`) into the foreground's (`fg`)
+    /// or background's echo estimate and error for this block.
     #[inline(always)]
     fn echo_and_error(&mut self, w: &mut AecWork, fg: bool) {
         let n = self.block;
         let inv_fft_len = 1.0 / (2 * n) as f32;
+        let spec = if fg { &w.spec } else { &w.spec_bg };
         self.fft
-            .inverse(&mut w.fft, &w.spec, &mut w.time, &self.shared.unity);
+            .inverse(&mut w.fft, spec, &mut w.time, &self.shared.unity);
         let (echo, err) = if fg {
             (&mut w.echo_fg, &mut w.err_fg)
         } else {
@@ -1541,15 +1537,17 @@ fn lane_sum(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f32 {
     sum
 }
 
-/// `out = Σ_q w_q · x_(head+q)`: the echo estimate spectrum of a partitioned filter.
+/// `out[m] = Σ_q w[m]_q · x_(head+q)` for both echo path models `m` (foreground,
+/// background): their echo estimate spectra, in one pass over the reference history.
 /// Built twice, by hand with AVX2 and portable (see [`crate::processing::simd`]); both
-/// round every operation alike, so they give the same bits (tested).
+/// round every operation alike and sum in partition order, so they give the same bits
+/// (tested).
 fn filter(
-    weights: &[Complex32],
+    weights: [&[Complex32]; 2],
     ref_spectra: &[Complex32],
     head: usize,
     bins: usize,
-    out: &mut [Complex32],
+    out: [&mut [Complex32]; 2],
 ) {
     crate::processing::simd::avx2_or_portable!(
         avx2::filter(weights, ref_spectra, head, bins, out),
@@ -1559,22 +1557,24 @@ fn filter(
 
 /// The portable build of [`filter`].
 fn filter_portable(
-    weights: &[Complex32],
+    weights: [&[Complex32]; 2],
     ref_spectra: &[Complex32],
     head: usize,
     bins: usize,
-    out: &mut [Complex32],
+    out: [&mut [Complex32]; 2],
 ) {
-    let partitions = weights.len() / bins.max(1);
-    out.fill(Complex32::new(0.0, 0.0));
-    for (q, w) in weights.chunks_exact(bins).enumerate() {
-        let at = ((head + q) % partitions) * bins;
-        for ((o, w), x) in out
-            .iter_mut()
-            .zip(w.iter())
-            .zip(ref_spectra[at..at + bins].iter())
-        {
-            *o += w * x;
+    for (weights, out) in weights.into_iter().zip(out) {
+        let partitions = weights.len() / bins.max(1);
+        out.fill(Complex32::new(0.0, 0.0));
+        for (q, w) in weights.chunks_exact(bins).enumerate() {
+            let at = ((head + q) % partitions) * bins;
+            for ((o, w), x) in out
+                .iter_mut()
+                .zip(w.iter())
+                .zip(ref_spectra[at..at + bins].iter())
+            {
+                *o += w * x;
+            }
         }
     }
 }
@@ -1631,12 +1631,9 @@ mod avx2 {
     use core::arch::x86_64::*;
 
     /// `a · b` for four bins.
-    ///
-    /// # Safety
-    /// The CPU must run AVX2.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn cmul(a: __m256, b: __m256) -> __m256 {
+    fn cmul(a: __m256, b: __m256) -> __m256 {
         let (a_re, a_im) = (_mm256_moveldup_ps(a), _mm256_movehdup_ps(a));
         _mm256_addsub_ps(_mm256_mul_ps(a_re, b), _mm256_mul_ps(a_im, swap_re_im(b)))
     }
@@ -1653,35 +1650,38 @@ mod avx2 {
         unsafe { _mm256_storeu_ps(z.as_mut_ptr().cast(), v) }
     }
 
-    /// [`super::filter`]: sixteen bins at a time, each summed over the partitions in a
-    /// register (four independent sums, so the additions overlap) instead of in `out`
-    /// once per partition.
+    /// [`super::filter`]: eight bins at a time, each summed over the partitions in a
+    /// register for both models (four independent sums, so the additions overlap), each
+    /// reference bin loaded once for both.
     ///
     /// # Safety
     /// The CPU must run AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn filter(
-        weights: &[Complex32],
+        weights: [&[Complex32]; 2],
         ref_spectra: &[Complex32],
         head: usize,
         bins: usize,
-        out: &mut [Complex32],
+        out: [&mut [Complex32]; 2],
     ) {
-        let p = weights.len() / bins.max(1);
+        let p = weights[0].len() / bins.max(1);
         if bins == 0
             || p == 0
             || p > MAX_PARTITIONS
             || head >= p
+            || weights[1].len() / bins != p
+            || weights.iter().any(|w| w.len() < p * bins)
             || ref_spectra.len() < p * bins
-            || out.len() < bins
+            || out.iter().any(|o| o.len() < bins)
         {
             // Not a canceller's shapes; the portable build handles (or refuses) it alike.
             return filter_portable(weights, ref_spectra, head, bins, out);
         }
+        let [out_fg, out_bg] = out;
         let whole = bins - bins % 4;
         // Per partition, the offsets of its weights and of its reference spectrum (the
-        // ring read from `head`), within `p · bins` of both slices (checked above), worked
-        // out once instead of for every run of bins.
+        // ring read from `head`), within `p · bins` of all three slices (checked above),
+        // worked out once instead of for every run of bins.
         let mut offsets = [(0usize, 0usize); MAX_PARTITIONS];
         for (q, o) in offsets.iter_mut().enumerate().take(p) {
             let at = if head + q >= p {
@@ -1692,51 +1692,65 @@ mod avx2 {
             *o = (q * bins, at * bins);
         }
         let offsets = &offsets[..p];
-        let (w_base, x_base) = (weights.as_ptr(), ref_spectra.as_ptr());
+        let (fg, bg, x_base) = (
+            weights[0].as_ptr(),
+            weights[1].as_ptr(),
+            ref_spectra.as_ptr(),
+        );
         let mut k = 0;
-        while k + 16 <= whole {
+        while k + 8 <= whole {
             let mut acc = [_mm256_setzero_ps(); 4];
             for &(w_at, x_at) in offsets {
-                // SAFETY: AVX2 (this function's contract); bins k..k + 16 of partition q
-                // lie within both slices (k + 16 <= bins).
+                // SAFETY: AVX2 (this function's contract); bins k..k + 8 of partition q
+                // lie within the three slices (k + 8 <= bins).
                 unsafe {
-                    let (w, x) = (w_base.add(w_at + k), x_base.add(x_at + k));
-                    for (j, a) in acc.iter_mut().enumerate() {
-                        let product = cmul(load_bins(w.add(4 * j)), load_bins(x.add(4 * j)));
-                        *a = _mm256_add_ps(*a, product);
-                    }
+                    let (x0, x1) = (
+                        load_bins(x_base.add(x_at + k)),
+                        load_bins(x_base.add(x_at + k + 4)),
+                    );
+                    let (f, b) = (fg.add(w_at + k), bg.add(w_at + k));
+                    acc[0] = _mm256_add_ps(acc[0], cmul(load_bins(f), x0));
+                    acc[1] = _mm256_add_ps(acc[1], cmul(load_bins(f.add(4)), x1));
+                    acc[2] = _mm256_add_ps(acc[2], cmul(load_bins(b), x0));
+                    acc[3] = _mm256_add_ps(acc[3], cmul(load_bins(b.add(4)), x1));
                 }
             }
-            for (o, a) in out[k..k + 16].chunks_exact_mut(4).zip(acc) {
-                // SAFETY: as above; a chunk of 4 bins.
-                unsafe { store(o, a) };
+            // SAFETY: chunks of 4 bins within both outputs (k + 8 <= bins <= their lengths).
+            unsafe {
+                store(&mut out_fg[k..k + 4], acc[0]);
+                store(&mut out_fg[k + 4..k + 8], acc[1]);
+                store(&mut out_bg[k..k + 4], acc[2]);
+                store(&mut out_bg[k + 4..k + 8], acc[3]);
             }
-            k += 16;
+            k += 8;
         }
         while k < whole {
-            let mut acc = _mm256_setzero_ps();
+            let mut acc = [_mm256_setzero_ps(); 2];
             for &(w_at, x_at) in offsets {
                 // SAFETY: as above, for bins k..k + 4.
                 unsafe {
-                    let product = cmul(
-                        load_bins(w_base.add(w_at + k)),
-                        load_bins(x_base.add(x_at + k)),
-                    );
-                    acc = _mm256_add_ps(acc, product);
+                    let x = load_bins(x_base.add(x_at + k));
+                    acc[0] = _mm256_add_ps(acc[0], cmul(load_bins(fg.add(w_at + k)), x));
+                    acc[1] = _mm256_add_ps(acc[1], cmul(load_bins(bg.add(w_at + k)), x));
                 }
             }
             // SAFETY: as above.
-            unsafe { store(&mut out[k..k + 4], acc) };
+            unsafe {
+                store(&mut out_fg[k..k + 4], acc[0]);
+                store(&mut out_bg[k..k + 4], acc[1]);
+            }
             k += 4;
         }
-        for k in whole..bins {
-            let mut o = Complex32::new(0.0, 0.0);
-            let mut at = head;
-            for q in 0..p {
-                o += weights[q * bins + k] * ref_spectra[at * bins + k];
-                at = if at + 1 == p { 0 } else { at + 1 };
+        for (weights, out) in weights.into_iter().zip([out_fg, out_bg]) {
+            for k in whole..bins {
+                let mut o = Complex32::new(0.0, 0.0);
+                let mut at = head;
+                for q in 0..p {
+                    o += weights[q * bins + k] * ref_spectra[at * bins + k];
+                    at = if at + 1 == p { 0 } else { at + 1 };
+                }
+                out[k] = o;
             }
-            out[k] = o;
         }
     }
 

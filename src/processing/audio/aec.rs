@@ -111,12 +111,14 @@ type Complex32 = Complex<f32>;
 
 const COMPONENT: &str = "aec";
 
-/// Steps in which a 20 ms frame (six per 10 ms block) issues the next canceller's state
-/// for prefetch ([`Trickle::step_share`]): at 8 kHz with a 128 ms tail (about 470 lines)
-/// 40 lines a step. Measured on aec-pcmu at 500 calls (PERF.md, session 17): steps of
-/// 24 to 48 lines did alike, 16 worse, and 128 (or the whole state in one burst, as
-/// before) about 8% worse.
-const TRICKLE_STEPS: usize = 12;
+/// Steps per 10 ms block at which a canceller issues the next one's state for prefetch
+/// ([`Trickle::step_share`]) besides one per filter partition (in the update): with 2 such
+/// blocks a frame, `2·(6 + P)` steps, 38 at 8 kHz with a 128 ms tail (about 470 lines:
+/// 12-13 lines a step). Measured on aec-pcmu at 500 calls (PERF.md, session 17): against
+/// the whole state in one burst, 12 steps of about 40 lines gave +12-14% calls per core
+/// and these 38 steps +18-20% on top; 64 steps of about 8 lines no more.
+const TRICKLE_STEPS_PER_BLOCK: usize = 6;
+
 /// Shortest tail accepted, ms. G.168 asks line echo cancellers for at least 64 ms.
 pub const MIN_TAIL_MS: u32 = 64;
 /// Longest tail accepted, ms: cost and state grow linearly with the tail.
@@ -421,6 +423,9 @@ pub struct EchoCanceller {
     bins: usize,
     /// Filter partitions (`P`).
     partitions: usize,
+    /// Steps a 20 ms frame issues the next canceller's state in (see
+    /// [`TRICKLE_STEPS_PER_BLOCK`]).
+    trickle_steps: usize,
     fft: Fft,
     /// This canceller's own work space, when built on its own ([`EchoCanceller::new`]);
     /// `None` when a lane's DSP stage lends one ([`EchoCanceller::process_with`]).
@@ -623,6 +628,7 @@ impl EchoCanceller {
             block,
             bins,
             partitions,
+            trickle_steps: 2 * (TRICKLE_STEPS_PER_BLOCK + partitions),
             fft,
             own_work: None,
             ref_prev: zeros(block),
@@ -872,7 +878,7 @@ impl EchoCanceller {
     ) {
         let n = self.block;
         let ref_energy = self.push_reference(w, reference);
-        t.step_share(TRICKLE_STEPS);
+        t.step_share(self.trickle_steps);
         for (c, &s) in w.capture.iter_mut().zip(capture.iter()) {
             *c = f32::from(s) * SAMPLE_TO_FLOAT;
         }
@@ -886,9 +892,9 @@ impl EchoCanceller {
             [&mut w.spec, &mut w.spec_bg],
         );
         self.echo_and_error(w, true);
-        t.step_share(TRICKLE_STEPS);
+        t.step_share(self.trickle_steps);
         self.echo_and_error(w, false);
-        t.step_share(TRICKLE_STEPS);
+        t.step_share(self.trickle_steps);
 
         // --- Near-end speech: the foreground error holds much more than the residual echo
         // and noise seen in single talk.
@@ -951,15 +957,15 @@ impl EchoCanceller {
 
         // --- Adapt the background model.
         self.update_step(w, ref_energy, echo_dominated);
-        t.step_share(TRICKLE_STEPS);
+        t.step_share(self.trickle_steps);
         if !self.frozen {
-            self.adapt(w, change);
+            self.adapt(w, t, change);
         }
-        t.step_share(TRICKLE_STEPS);
+        t.step_share(self.trickle_steps);
 
         // --- Residual echo suppression and output.
         let post_filtered = self.suppress && self.suppress_residual(w, echo_dominated);
-        t.step_share(TRICKLE_STEPS);
+        t.step_share(self.trickle_steps);
         let output: &[f32] = if post_filtered { &w.post } else { &w.err_fg };
         let output_energy = energy(output);
         for (c, &v) in capture.iter_mut().zip(output.iter()) {
@@ -1256,7 +1262,7 @@ impl EchoCanceller {
     /// background's plus the update are written over the foreground's, whose buffer then
     /// becomes the background while the untouched one becomes the foreground.
     #[inline(always)]
-    fn adapt(&mut self, w: &mut AecWork, change: ModelChange) {
+    fn adapt(&mut self, w: &mut AecWork, t: &mut Trickle, change: ModelChange) {
         let bins = self.bins;
         let p = self.partitions;
         let head = self.ref_head;
@@ -1276,6 +1282,7 @@ impl EchoCanceller {
         {
             let at = ((head + q) % p) * bins;
             let old = from.map(|f| &f[q * bins..(q + 1) * bins]);
+            t.step_share(self.trickle_steps);
             *norm = update_partition(
                 part,
                 old,

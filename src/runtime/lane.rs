@@ -1316,6 +1316,22 @@ impl DspStage {
             let Ok(mut msg) = self.input.pop() else { break };
             n += 1;
             self.prefetch_ahead();
+            // A frame that runs no echo canceller issues none of the next one's state in
+            // steps (`DspChain::prefetch`): ask for what is queued now, a frame ahead.
+            let steps = match &msg {
+                Downstream::Frame { src, frame, .. } => {
+                    !self.frames.with(frame, |f| f.relay)
+                        && self
+                            .sessions
+                            .get(*src as usize)
+                            .and_then(|p| p.as_ref())
+                            .is_some_and(|p| p.chain.wants_reference())
+                }
+                _ => false,
+            };
+            if !steps {
+                self.work.flush_prefetch();
+            }
             match &mut msg {
                 Downstream::Frame { src, dst, frame } => {
                     let (src, dst) = (*src as usize, *dst as usize);

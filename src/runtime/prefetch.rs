@@ -110,7 +110,7 @@ pub const TRICKLE_MIN_STEP: usize = 8;
 /// canceller: about 470 lines) in one burst, it drops or stalls on most of them, so a
 /// lane queues the next session's state here and the session being processed issues it
 /// in steps of about ten lines as its own work goes on ([`Trickle::step`]). The lines are
-/// asked for into every cache level ([`line`]; into the second level only measured 2-4%
+/// asked for into every cache level ([`line()`]; into the second level only measured 2-4%
 /// slower on aec-pcmu, PERF.md session 17). The spans are issued in the order queued:
 /// queue what is touched first, first. A hint only: holds addresses, never reads through
 /// them. Real-time safe: fixed capacity, no allocation.

@@ -531,8 +531,10 @@ impl fmt::Debug for EchoCanceller {
 
 impl EchoCanceller {
     /// Starts loading this canceller's buffers into cache (a hint: reads only their
-    /// addresses, none of their contents), for a caller walking many sessions. Called on
-    /// the real-time thread.
+    /// addresses, none of their contents), for a caller walking many sessions. It asks for
+    /// all of them (about 30 KB) at once, more than a core keeps in flight: a lane instead
+    /// queues them on a [`Trickle`] that the canceller before this one issues in steps
+    /// (PERF.md, session 17). Called on the real-time thread.
     #[inline]
     pub fn prefetch(&self) {
         use crate::runtime::prefetch;

@@ -248,6 +248,16 @@ impl DspScratch {
     }
 }
 
+impl DspScratch {
+    /// Issues every line still queued for prefetch (see [`DspChain::prefetch`]), for a
+    /// caller about to process a chain that will not issue them in steps (one without an
+    /// echo canceller). Called on the real-time thread.
+    #[inline]
+    pub(crate) fn flush_prefetch(&mut self) {
+        self.trickle.flush();
+    }
+}
+
 impl Default for DspScratch {
     fn default() -> Self {
         Self::new()

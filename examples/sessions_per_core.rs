@@ -5,7 +5,7 @@
 //! cargo run --release --example sessions_per_core -- [--scenario NAME] [--topology fused|split]
 //!     [--lanes N] [--cores LIST] [--seconds S] [--mode paced|virtual] [--json] [--headroom F]
 //!     [--start N] [--max N] [--jitter-ms J] [--loss-pct P] [--seed N] [--gen-core C]
-//!     [--warmup S] [--fifo] [--step2] [--strict] [--iterations N]
+//!     [--warmup S] [--fifo] [--step2] [--strict] [--iterations N] [--half-plain]
 //! ```
 //!
 //! # What is counted
@@ -266,6 +266,8 @@ struct Opts {
     seed: u64,
     fifo: bool,
     step2: bool,
+    /// Every other call created without voice processing (a lane mixing the two).
+    half_plain: bool,
     strict: bool,
     huge_pages: bool,
     /// Paced: after the ramp, rerun the largest passing count for this many seconds,
@@ -280,7 +282,7 @@ const USAGE: &str =
     [--cores LIST] [--seconds S] [--mode paced|virtual] [--json] [--headroom F]
     [--start N] [--max N] [--jitter-ms J] [--loss-pct P] [--seed N] [--gen-core C] [--warmup S]
     [--fifo] [--step2] [--strict] [--iterations N] [--no-huge-pages] [--confirm S]
-    [--tick-log FILE]
+    [--tick-log FILE] [--half-plain]
   --scenario   one of the scenario table (default pcmu-pcma)
   --topology   fused (one thread per lane, default) or split (four threads per lane)
   --lanes      lanes (default 1)
@@ -306,6 +308,9 @@ const USAGE: &str =
                the work is the same on every run (for instruction counts, e.g. callgrind)
   --step2      virtual: push 20 ms of traffic then step(2), instead of pushing each 10 ms
                tick's traffic before its own step(1)
+  --half-plain every other call without the scenario's voice processing (e.g. aec-pcmu:
+               half the calls cancel echo, half are relayed), as on a lane that mixes
+               them; the bare baseline stays the scenario's full chains
   --no-huge-pages  leave memory on the pages the allocator gave it (by default the
                harness calls MediaEngine::use_huge_pages(true) after creating the calls)
   --tick-log   virtual: write the time inside step of each measured tick (ns, one per
@@ -357,6 +362,7 @@ fn parse_args() -> Result<Opts, String> {
         seed: 1,
         fifo: false,
         step2: false,
+        half_plain: false,
         strict: false,
         huge_pages: true,
         confirm: 60.0,
@@ -368,13 +374,14 @@ fn parse_args() -> Result<Opts, String> {
         let flag = args[i].as_str();
         if matches!(
             flag,
-            "--json" | "--fifo" | "--step2" | "--strict" | "--no-huge-pages"
+            "--json" | "--fifo" | "--step2" | "--strict" | "--no-huge-pages" | "--half-plain"
         ) {
             match flag {
                 "--json" => o.json = true,
                 "--fifo" => o.fifo = true,
                 "--strict" => o.strict = true,
                 "--no-huge-pages" => o.huge_pages = false,
+                "--half-plain" => o.half_plain = true,
                 _ => o.step2 = true,
             }
             i += 1;
@@ -1530,11 +1537,15 @@ fn build(o: &Opts, plan: &CorePlan, calls: usize) -> Result<Built, String> {
                 .map_err(|e| format!("waiting for the lanes to apply creates: {e}"))?;
             flushes += 1;
         }
+        let leg = |spec| {
+            let mut p = params(o.scenario, spec);
+            if o.half_plain && i % 2 == 0 {
+                p.dsp = no_dsp();
+            }
+            p
+        };
         let (a, b) = engine
-            .create_call(
-                (DialogId(2 * i), params(o.scenario, la)),
-                (DialogId(2 * i + 1), params(o.scenario, lb)),
-            )
+            .create_call((DialogId(2 * i), leg(la)), (DialogId(2 * i + 1), leg(lb)))
             .map_err(|e| format!("creating call {i} of {calls}: {e}"))?;
         v.push((a.id, b.id));
     }
@@ -2346,9 +2357,14 @@ fn run() -> Result<(), String> {
     let limit_ns = o.headroom * budget_ns;
 
     out.line(&format!(
-        "sessions_per_core: scenario {} ({}), mode {mode}, topology {}, {} lane(s)",
+        "sessions_per_core: scenario {} ({}){}, mode {mode}, topology {}, {} lane(s)",
         sc.name,
         sc.about,
+        if o.half_plain {
+            "; every other call without voice processing (--half-plain)"
+        } else {
+            ""
+        },
         topo_name(o.topology),
         o.lanes
     ));
@@ -2874,6 +2890,7 @@ fn json(
     let _ = write!(j, ",\"headroom\":{}", json_f(o.headroom));
     let _ = write!(j, ",\"strict\":{}", o.strict);
     let _ = write!(j, ",\"fifo\":{}", o.fifo);
+    let _ = write!(j, ",\"half_plain\":{}", o.half_plain);
     let _ = write!(j, ",\"tick_budget_ns\":{TICK_NS}");
     let t = best.map(|r| r.tick).unwrap_or_default();
     let _ = write!(

@@ -157,20 +157,18 @@ impl Trickle {
         self.step(self.total.div_ceil(parts.max(1)).max(TRICKLE_MIN_STEP));
     }
 
-    /// Issues up to `lines` more of the queued lines.
+    /// Issues up to `count` more of the queued lines.
     #[inline]
-    pub fn step(&mut self, mut lines: usize) {
-        while lines > 0 {
+    pub fn step(&mut self, mut count: usize) {
+        while count > 0 {
             let Some((addr, left)) = self.spans.get_mut(self.next) else {
                 return;
             };
-            let n = lines.min(*left);
-            for k in 0..n {
-                line((*addr as *const u8).wrapping_add(k * LINE));
-            }
+            let n = count.min(*left);
+            lines(*addr as *const u8, n * LINE, line::<u8>);
             *addr += n * LINE;
             *left -= n;
-            lines -= n;
+            count -= n;
             if *left == 0 {
                 self.next += 1;
             }

@@ -869,7 +869,7 @@ impl EchoCanceller {
         self.process_block_portable(w, t, capture, reference)
     }
 
-    /// The body of [`Self::process_block`], built into both of its versions.
+    /// The body of [`Self::process_block`], built into each of its three versions.
     #[inline(always)]
     fn process_block_portable(
         &mut self,

@@ -347,7 +347,7 @@ impl Agc {
         self.process_block_portable(block, vad)
     }
 
-    /// The body of [`Self::process_block`], built into both of its versions.
+    /// The body of [`Self::process_block`], built into each of its three versions.
     #[inline(always)]
     fn process_block_portable(&mut self, block: &mut [i16], vad: Option<bool>) {
         // Integer sums vectorise; 480 squares of at most 2^30 fit an i64 easily.

@@ -1010,7 +1010,7 @@ impl NsCore {
         self.process_block_portable(block, work, energies)
     }
 
-    /// The body of [`Self::process_block`], built into both of its versions.
+    /// The body of [`Self::process_block`], built into each of its three versions.
     #[inline(always)]
     fn process_block_portable(
         &mut self,

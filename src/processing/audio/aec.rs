@@ -348,6 +348,9 @@ pub(crate) struct AecWork {
     err_bg: Box<[f32]>,
     /// Spectrum of the zero-padded background error, then the scaled gradient input.
     err_spectrum: Box<[Complex32]>,
+    /// Per-bin normaliser `Σ_q prop_q·|X_q|²`: the reference power seen by the filter,
+    /// weighted like the step; computed by [`filter`] as it reads the reference history.
+    ref_norm: Box<[f32]>,
     /// Per-bin step of the next update.
     step: Box<[f32]>,
     /// Spectrum of the linear output window, filtered in place.
@@ -380,6 +383,7 @@ impl AecWork {
             echo_bg: zeros(block),
             err_bg: zeros(block),
             err_spectrum: zeros_c(bins),
+            ref_norm: zeros(bins),
             step: zeros(bins),
             out_spectrum: zeros_c(bins),
             res_hann: zeros(2 * bins),
@@ -396,6 +400,7 @@ impl AecWork {
         (self.fft.z.len() + self.spec.len() + self.spec_bg.len()) * c
             + (self.err_spectrum.len() + self.out_spectrum.len()) * c
             + (self.fft.power.len() + self.time.len() + self.step.len()) * f
+            + self.ref_norm.len() * f
             + (self.res_hann.len() + self.res_gain.len()) * f
             + (self.capture.len() + self.echo_fg.len() + self.err_fg.len()) * f
             + (self.echo_bg.len() + self.err_bg.len() + self.post.len()) * f
@@ -437,8 +442,6 @@ pub struct EchoCanceller {
     /// Spectra of the last `P` reference windows (a ring, `ref_head` the newest).
     ref_spectra: Box<[Complex32]>,
     ref_head: usize,
-    /// Per-bin normaliser: reference power seen by the filter, weighted like the step.
-    ref_norm: Box<[f32]>,
 
     // Two echo path models: P partitions of N + 1 bins, partition 0 = no delay.
     background: Box<[Complex32]>,
@@ -540,7 +543,6 @@ impl EchoCanceller {
         use crate::runtime::prefetch;
         prefetch::slice_l2(&self.ref_prev);
         prefetch::slice_l2(&self.ref_spectra);
-        prefetch::slice_l2(&self.ref_norm);
         prefetch::slice_l2(&self.background);
         prefetch::slice_l2(&self.foreground);
         prefetch::slice_l2(&self.prop);
@@ -570,7 +572,6 @@ impl EchoCanceller {
         trickle.queue(&self.ref_prev);
         trickle.queue(&self.ref_spectra);
         trickle.queue(&self.prop);
-        trickle.queue(&self.ref_norm);
         trickle.queue(&self.foreground);
         trickle.queue(&self.background);
         trickle.queue(&self.ref_peaks);
@@ -636,7 +637,6 @@ impl EchoCanceller {
             ref_prev: zeros(block),
             ref_spectra: zeros_c(partitions * bins),
             ref_head: 0,
-            ref_norm: zeros(bins),
             background: zeros_c(partitions * bins),
             foreground: zeros_c(partitions * bins),
             prop: zeros(partitions),
@@ -709,7 +709,6 @@ impl EchoCanceller {
         self.ref_prev.fill(0.0);
         self.ref_spectra.fill(zero);
         self.ref_head = 0;
-        self.ref_norm.fill(0.0);
         self.background.fill(zero);
         self.foreground.fill(zero);
         self.prop.fill(1.0 / self.partitions as f32);
@@ -885,13 +884,19 @@ impl EchoCanceller {
             *c = f32::from(s) * SAMPLE_TO_FLOAT;
         }
 
-        // --- Both echo path models filter the reference history.
+        // --- Both echo path models filter the reference history, which also gives the
+        // step's normaliser Σ_q prop_q·|X_q|²: with it an unconstrained update moves the
+        // echo estimate of every bin by exactly step·error, whatever the reference
+        // spectrum. The powers are recomputed from the spectra as the filter reads them,
+        // rather than kept (P·(N + 1) more floats to bring from memory every block).
         filter(
             [&self.foreground, &self.background],
             &self.ref_spectra,
             self.ref_head,
             self.bins,
+            &self.prop,
             [&mut w.spec, &mut w.spec_bg],
+            &mut w.ref_norm,
         );
         self.echo_and_error(w, true);
         t.step_share(self.trickle_steps);
@@ -917,13 +922,13 @@ impl EchoCanceller {
         // reference peaks over the tail, with the path's peak gain learnt in single talk
         // instead of assumed (6 dB ERL), so that a filter still learning new spectral content
         // (a large error, but no louder than echo can be) is not taken for near-end speech.
-        let ref_peak = reference_peak(reference);
+        let ref_peak = peak(reference);
         if let Some(slot) = self.ref_peaks.get_mut(self.ref_peak_pos) {
             *slot = ref_peak;
         }
         self.ref_peak_pos = (self.ref_peak_pos + 1) % self.ref_peaks.len();
         let ref_peak_tail = self.ref_peaks.iter().copied().fold(0.0f32, f32::max);
-        let capture_peak = w.capture.iter().fold(0.0f32, |m, &v| m.max(v.abs()));
+        let capture_peak = peak(capture);
         self.near_end_level = capture_peak > GEIGEL_MARGIN * self.echo_peak_ratio * ref_peak_tail;
         let near_end = self.adapted
             && fg_err
@@ -1008,21 +1013,6 @@ impl EchoCanceller {
         let newest = head * bins..(head + 1) * bins;
         self.fft
             .forward(&mut w.fft, &w.time, &mut self.ref_spectra[newest]);
-        // Normaliser Σ_q prop_q·|X_q|²: with it an unconstrained update moves the echo
-        // estimate of every bin by exactly step·error, whatever the reference spectrum.
-        // The powers are recomputed from the spectra, which the filters read next anyway,
-        // rather than kept (P·(N + 1) more floats to bring from memory every block).
-        self.ref_norm.fill(0.0);
-        for (q, &g) in self.prop.iter().enumerate() {
-            let at = ((head + q) % p) * bins;
-            for (nrm, x) in self
-                .ref_norm
-                .iter_mut()
-                .zip(self.ref_spectra[at..at + bins].iter())
-            {
-                *nrm += g * x.norm_sqr();
-            }
-        }
         ref_energy
     }
 
@@ -1213,7 +1203,7 @@ impl EchoCanceller {
             self.leak = (self.leak_cov / self.leak_var).clamp(LEAK_MIN, 1.0);
         }
 
-        let mean_norm = self.ref_norm.iter().sum::<f32>() / bins as f32;
+        let mean_norm = lane_sum(&w.ref_norm, &w.ref_norm, |v, _| v) / bins as f32;
         let reg = REG_ABS_PER_POINT * (2 * n) as f32 + REG_REL * mean_norm;
         if !self.adapted {
             // Start-up: a fixed step while the reference is active, smaller when the error
@@ -1224,7 +1214,7 @@ impl EchoCanceller {
                 0.0
             };
             self.initial_steps += mu;
-            for (s, &nrm) in w.step.iter_mut().zip(self.ref_norm.iter()) {
+            for (s, &nrm) in w.step.iter_mut().zip(w.ref_norm.iter()) {
                 *s = mu / (nrm + reg);
             }
             if self.initial_steps > INITIAL_STEPS_PER_PARTITION * self.partitions as f32 {
@@ -1243,7 +1233,7 @@ impl EchoCanceller {
         for ((((s, &nrm), &ep), &yp), (&le, &ly)) in w
             .step
             .iter_mut()
-            .zip(self.ref_norm.iter())
+            .zip(w.ref_norm.iter())
             .zip(self.err_power.iter())
             .zip(self.echo_power.iter())
             .zip(self.leak_err.iter().zip(self.leak_echo.iter()))
@@ -1487,9 +1477,12 @@ fn lifter_window(n: usize) -> Box<[f32]> {
         .collect()
 }
 
-/// Largest magnitude of a reference block (full scale = 1).
-fn reference_peak(x: &[i16]) -> f32 {
-    x.iter().map(|&v| f32::from(v).abs()).fold(0.0f32, f32::max) * SAMPLE_TO_FLOAT
+/// Largest magnitude of a block (full scale = 1). Found among the integers (a vector of
+/// them at a time; `f32::max` over floats keeps to one lane for its NaN rule), then
+/// converted, which is exact: the same value as the largest of the converted samples.
+fn peak(x: &[i16]) -> f32 {
+    let largest = x.iter().map(|&v| v.unsigned_abs()).fold(0u16, u16::max);
+    f32::from(largest) * SAMPLE_TO_FLOAT
 }
 
 /// `Σ |z|²`, with eight partial sums so that the compiler can vectorise it.
@@ -1547,8 +1540,9 @@ fn lane_sum(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f32 {
 }
 
 /// `out[m] = Σ_q w[m]_q · x_(head+q)` for both echo path models `m` (foreground,
-/// background): their echo estimate spectra, in one pass over the reference history.
-/// Built twice, by hand with AVX2 and portable (see [`crate::processing::simd`]); both
+/// background): their echo estimate spectra, in one pass over the reference history, and
+/// in the same pass the step's normaliser `norm = Σ_q prop_q · |x_(head+q)|²` (`prop`:
+/// one weight per partition). Built twice, by hand with AVX2 and portable (see [`crate::processing::simd`]); both
 /// round every operation alike and sum in partition order, so they give the same bits
 /// (tested).
 fn filter(
@@ -1556,11 +1550,13 @@ fn filter(
     ref_spectra: &[Complex32],
     head: usize,
     bins: usize,
+    prop: &[f32],
     out: [&mut [Complex32]; 2],
+    norm: &mut [f32],
 ) {
     crate::processing::simd::avx2_or_portable!(
-        avx2::filter(weights, ref_spectra, head, bins, out),
-        filter_portable(weights, ref_spectra, head, bins, out),
+        avx2::filter(weights, ref_spectra, head, bins, prop, out, norm),
+        filter_portable(weights, ref_spectra, head, bins, prop, out, norm),
     )
 }
 
@@ -1570,8 +1566,19 @@ fn filter_portable(
     ref_spectra: &[Complex32],
     head: usize,
     bins: usize,
+    prop: &[f32],
     out: [&mut [Complex32]; 2],
+    norm: &mut [f32],
 ) {
+    let partitions = prop.len();
+    let norm = &mut norm[..bins];
+    norm.fill(0.0);
+    for (q, &g) in prop.iter().enumerate() {
+        let at = ((head + q) % partitions) * bins;
+        for (nrm, x) in norm.iter_mut().zip(ref_spectra[at..at + bins].iter()) {
+            *nrm += g * x.norm_sqr();
+        }
+    }
     for (weights, out) in weights.into_iter().zip(out) {
         let partitions = weights.len() / bins.max(1);
         out.fill(Complex32::new(0.0, 0.0));
@@ -1671,34 +1678,38 @@ mod avx2 {
         ref_spectra: &[Complex32],
         head: usize,
         bins: usize,
+        prop: &[f32],
         out: [&mut [Complex32]; 2],
+        norm: &mut [f32],
     ) {
         let p = weights[0].len() / bins.max(1);
         if bins == 0
             || p == 0
             || p > MAX_PARTITIONS
             || head >= p
+            || prop.len() != p
             || weights[1].len() / bins != p
             || weights.iter().any(|w| w.len() < p * bins)
             || ref_spectra.len() < p * bins
             || out.iter().any(|o| o.len() < bins)
+            || norm.len() < bins
         {
             // Not a canceller's shapes; the portable build handles (or refuses) it alike.
-            return filter_portable(weights, ref_spectra, head, bins, out);
+            return filter_portable(weights, ref_spectra, head, bins, prop, out, norm);
         }
         let [out_fg, out_bg] = out;
         let whole = bins - bins % 4;
         // Per partition, the offsets of its weights and of its reference spectrum (the
         // ring read from `head`), within `p · bins` of all three slices (checked above),
         // worked out once instead of for every run of bins.
-        let mut offsets = [(0usize, 0usize); MAX_PARTITIONS];
-        for (q, o) in offsets.iter_mut().enumerate().take(p) {
+        let mut offsets = [(0usize, 0usize, 0.0f32); MAX_PARTITIONS];
+        for ((q, o), &g) in offsets.iter_mut().enumerate().zip(prop) {
             let at = if head + q >= p {
                 head + q - p
             } else {
                 head + q
             };
-            *o = (q * bins, at * bins);
+            *o = (q * bins, at * bins, g);
         }
         let offsets = &offsets[..p];
         let (fg, bg, x_base) = (
@@ -1709,7 +1720,10 @@ mod avx2 {
         let mut k = 0;
         while k + 8 <= whole {
             let mut acc = [_mm256_setzero_ps(); 4];
-            for &(w_at, x_at) in offsets {
+            // Σ prop_q·|x|² of bins k, k+1, k+4, k+5 | k+2, k+3, k+6, k+7 (the order
+            // `hadd` leaves them in); each |x|² is re² + im², rounded as `norm_sqr` does.
+            let mut acc_norm = _mm256_setzero_ps();
+            for &(w_at, x_at, g) in offsets {
                 // SAFETY: AVX2 (this function's contract); bins k..k + 8 of partition q
                 // lie within the three slices (k + 8 <= bins).
                 unsafe {
@@ -1722,33 +1736,59 @@ mod avx2 {
                     acc[1] = _mm256_add_ps(acc[1], cmul(load_bins(f.add(4)), x1));
                     acc[2] = _mm256_add_ps(acc[2], cmul(load_bins(b), x0));
                     acc[3] = _mm256_add_ps(acc[3], cmul(load_bins(b.add(4)), x1));
+                    let power = _mm256_hadd_ps(_mm256_mul_ps(x0, x0), _mm256_mul_ps(x1, x1));
+                    acc_norm = _mm256_add_ps(acc_norm, _mm256_mul_ps(_mm256_set1_ps(g), power));
                 }
             }
-            // SAFETY: chunks of 4 bins within both outputs (k + 8 <= bins <= their lengths).
+            // Pairs of bins back in order: (k, k+1), (k+2, k+3), (k+4, k+5), (k+6, k+7).
+            let acc_norm = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
+                _mm256_castps_pd(acc_norm),
+            ));
+            // SAFETY: chunks of 4 bins within both outputs and 8 values within `norm`
+            // (k + 8 <= bins <= their lengths).
             unsafe {
                 store(&mut out_fg[k..k + 4], acc[0]);
                 store(&mut out_fg[k + 4..k + 8], acc[1]);
                 store(&mut out_bg[k..k + 4], acc[2]);
                 store(&mut out_bg[k + 4..k + 8], acc[3]);
+                _mm256_storeu_ps(norm.as_mut_ptr().add(k), acc_norm);
             }
             k += 8;
         }
         while k < whole {
             let mut acc = [_mm256_setzero_ps(); 2];
-            for &(w_at, x_at) in offsets {
+            // As above: bins k, k+1, k, k+1 | k+2, k+3, k+2, k+3.
+            let mut acc_norm = _mm256_setzero_ps();
+            for &(w_at, x_at, g) in offsets {
                 // SAFETY: as above, for bins k..k + 4.
                 unsafe {
                     let x = load_bins(x_base.add(x_at + k));
                     acc[0] = _mm256_add_ps(acc[0], cmul(load_bins(fg.add(w_at + k)), x));
                     acc[1] = _mm256_add_ps(acc[1], cmul(load_bins(bg.add(w_at + k)), x));
+                    let square = _mm256_mul_ps(x, x);
+                    let power = _mm256_hadd_ps(square, square);
+                    acc_norm = _mm256_add_ps(acc_norm, _mm256_mul_ps(_mm256_set1_ps(g), power));
                 }
             }
-            // SAFETY: as above.
+            let acc_norm = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b00_10_10_00>(
+                _mm256_castps_pd(acc_norm),
+            ));
+            // SAFETY: as above, for 4 bins and 4 values of `norm` (k + 4 <= bins).
             unsafe {
                 store(&mut out_fg[k..k + 4], acc[0]);
                 store(&mut out_bg[k..k + 4], acc[1]);
+                _mm_storeu_ps(norm.as_mut_ptr().add(k), _mm256_castps256_ps128(acc_norm));
             }
             k += 4;
+        }
+        for k in whole..bins {
+            let mut nrm = 0.0f32;
+            let mut at = head;
+            for &g in prop {
+                nrm += g * ref_spectra[at * bins + k].norm_sqr();
+                at = if at + 1 == p { 0 } else { at + 1 };
+            }
+            norm[k] = nrm;
         }
         for (weights, out) in weights.into_iter().zip([out_fg, out_bg]) {
             for k in whole..bins {
@@ -2115,7 +2155,6 @@ mod tests {
         let complex = [&aec.ref_spectra, &aec.background, &aec.foreground];
         let real = [
             &aec.ref_prev,
-            &aec.ref_norm,
             &aec.prop,
             &aec.partition_norm,
             &aec.err_power,

@@ -1316,26 +1316,24 @@ impl DspStage {
             let Ok(mut msg) = self.input.pop() else { break };
             n += 1;
             self.prefetch_ahead();
-            // A frame that runs no echo canceller issues none of the next one's state in
-            // steps (`DspChain::prefetch`): ask for what is queued now, a frame ahead.
-            let steps = match &msg {
-                Downstream::Frame { src, frame, .. } => {
-                    !self.frames.with(frame, |f| f.relay)
-                        && self
-                            .sessions
-                            .get(*src as usize)
-                            .and_then(|p| p.as_ref())
-                            .is_some_and(|p| p.chain.wants_reference())
-                }
-                _ => false,
-            };
-            if !steps {
-                self.work.flush_prefetch();
-            }
             match &mut msg {
                 Downstream::Frame { src, dst, frame } => {
                     let (src, dst) = (*src as usize, *dst as usize);
-                    if self.frames.with(frame, |f| f.relay && f.samples == 0) {
+                    let (relay, samples) = self.frames.with(frame, |f| (f.relay, f.samples));
+                    // A frame that runs no echo canceller issues none of the next one's
+                    // state in steps (`DspChain::prefetch`): ask for what is queued now, a
+                    // frame ahead. (A chain runs its canceller on every frame it processes,
+                    // and it processes every frame that is not a relay.)
+                    let runs_canceller = !relay
+                        && self
+                            .sessions
+                            .get(src)
+                            .and_then(|p| p.as_ref())
+                            .is_some_and(|p| p.chain.wants_reference());
+                    if !runs_canceller {
+                        self.work.flush_prefetch();
+                    }
+                    if relay && samples == 0 {
                         // An undecoded relay: no audio to process or to give an echo
                         // canceller as its reference, so neither session's DSP state nor
                         // its counters are touched (three cache lines per frame at
@@ -1398,8 +1396,11 @@ impl DspStage {
                         }
                     }
                 }
-                Downstream::Missing { .. } | Downstream::Dtmf { .. } => {}
+                Downstream::Missing { .. } | Downstream::Dtmf { .. } => {
+                    self.work.flush_prefetch();
+                }
                 Downstream::Cmd(b) => {
+                    self.work.flush_prefetch();
                     let slot = b.id.slot as usize;
                     match b.op {
                         Op::Create => {

@@ -120,45 +120,53 @@ enum JitterStep {
 /// assert_eq!(stats.jitter_ts(), 0);
 /// ```
 #[derive(Debug, Clone)]
+// `repr(C)`: the fields every packet reads and writes first, in the first 64 bytes
+// ([`RtpReceiveStats::HOT_BYTES`]), the ones only sequence jumps and reports touch after
+// them: a lane with thousands of sessions loads one cache line of these per packet, not two.
+#[repr(C)]
 pub struct RtpReceiveStats {
-    clock_rate_hz: u32,
-    /// Whether any packet was seen since construction or reset.
-    started: bool,
-    // --- RFC 3550 A.1 `source` fields ---
-    /// A.1 `max_seq`: highest sequence number seen.
-    max_seq: u16,
+    // --- Read or written for every packet ---
+    /// Bit `i` set: sequence number `max_seq - i` was received (beyond the RFC).
+    seen: u128,
     /// A.1 `cycles`: sequence number wraps, shifted (a multiple of 65536). `u64` so it
     /// cannot overflow where A.1's `u_int32` would after 2^32 packets.
     cycles: u64,
-    /// A.1 `base_seq`.
-    base_seq: u16,
-    /// A.1 `bad_seq`: last "bad" sequence number + 1, or [`NO_BAD_SEQ`].
-    bad_seq: u32,
-    /// A.1 `probation`: sequential packets still needed before the source is valid.
-    probation: u32,
     /// A.1 `received`.
     received: u64,
+    /// A.8: previous relative transit time, in 1/16 timestamp units modulo 2^36.
+    transit_q4: u64,
+    /// A.8: interarrival jitter in 1/256 timestamp units.
+    jitter_q8: u64,
+    clock_rate_hz: u32,
+    /// A.1 `probation`: sequential packets still needed before the source is valid.
+    probation: u32,
+    /// A.1 `max_seq`: highest sequence number seen.
+    max_seq: u16,
+    /// A.1 `base_seq`.
+    base_seq: u16,
+    /// Whether any packet was seen since construction or reset.
+    started: bool,
+    has_transit: bool,
+    /// Run A.1 probation on a new source (false for a source known from signalling).
+    validate: bool,
+    // --- Sequence jumps, duplicates and reports only ---
+    /// A.1 `bad_seq`: last "bad" sequence number + 1, or [`NO_BAD_SEQ`].
+    bad_seq: u32,
     /// A.3 `expected_prior`.
     expected_prior: u64,
     /// A.3 `received_prior`.
     received_prior: u64,
-    // --- RFC 3550 A.8 ---
-    /// Previous relative transit time, in 1/16 timestamp units modulo 2^36.
-    transit_q4: u64,
-    has_transit: bool,
-    /// Interarrival jitter in 1/256 timestamp units.
-    jitter_q8: u64,
-    // --- beyond the RFC ---
-    /// Bit `i` set: sequence number `max_seq - i` was received.
-    seen: u128,
     duplicates: u64,
     reordered: u64,
     resyncs: u64,
-    /// Run A.1 probation on a new source (false for a source known from signalling).
-    validate: bool,
 }
 
 impl RtpReceiveStats {
+    /// Bytes at the start of the statistics that an ordinary in-order packet reads or
+    /// writes ([`Self::on_packet`], [`Self::expected`], [`Self::cumulative_lost`],
+    /// [`Self::jitter_ts`]): what a caller walking many streams should prefetch.
+    pub const HOT_BYTES: usize = std::mem::offset_of!(RtpReceiveStats, bad_seq);
+
     /// Statistics for a source whose RTP clock runs at `clock_rate_hz` (8000 for G.711
     /// and G.722 per RFC 3551, 48000 for Opus per RFC 7587). The clock rate only scales
     /// jitter; with `0` jitter is not computed and stays 0.

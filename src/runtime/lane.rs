@@ -376,7 +376,12 @@ impl JitterStage {
             packets.prefetch(&a.token);
             let slot = a.slot as usize;
             if let (Some(part), Some(cell)) = (sessions.get(slot), cells.get(slot)) {
-                prefetch::object(part);
+                // The part's hot fields only (an `Option` of it is the part itself: its
+                // box is the niche, tested).
+                prefetch::range(
+                    (part as *const Option<JitterPart>).cast(),
+                    JitterPart::HOT_BYTES,
+                );
                 prefetch::line(cell);
             }
         });

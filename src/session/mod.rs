@@ -218,31 +218,42 @@ impl MediaSessionParams {
 }
 
 /// Jitter-stage part: receive filtering, stream identity and the playout schedule.
+///
+/// `repr(C, align(64))`: the fields an ordinary packet reads, then the receive
+/// statistics, whose own hot fields come first, so that a packet touches only the
+/// first [`JitterPart::HOT_BYTES`] (two cache lines) of its session's part; the
+/// statistics' cold fields fill the third line.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub struct JitterPart {
-    /// Generation of the session this part belongs to.
-    pub generation: u32,
+    /// SSRC of the current receive stream (`None` until the first packet).
+    pub rx_ssrc: Option<u32>,
     /// Accepted receive payload types.
     pub rx_pts: ArrayVec<u8, MAX_RX_CODECS>,
     /// RFC 4733 telephone-event payload type, if negotiated.
     pub telephone_event_pt: Option<u8>,
     /// RFC 3389 comfort-noise payload type, if negotiated.
     pub cn_pt: Option<u8>,
-    /// SSRC of the current receive stream (`None` until the first packet).
-    pub rx_ssrc: Option<u32>,
-    /// RFC 3550 receive statistics of the current stream.
-    pub stats: RtpReceiveStats,
+    /// Generation of the session this part belongs to.
+    pub generation: u32,
     /// Frame period in lane ticks.
     pub ptime_ticks: u32,
     /// Which tick within the period this session plays on (spreads load).
     pub phase: u32,
-    /// RFC 4733 receiver (deduplication, end detection, lost-end timeout).
-    pub dtmf: Box<DtmfReceiver>,
     /// Telephone-event clock rate (the audio codec's RTP clock), Hz.
     pub dtmf_clock_hz: u32,
+    /// RFC 4733 receiver (deduplication, end detection, lost-end timeout).
+    pub dtmf: Box<DtmfReceiver>,
+    /// RFC 3550 receive statistics of the current stream.
+    pub stats: RtpReceiveStats,
 }
 
 impl JitterPart {
+    /// Bytes at the start of the part that an ordinary audio packet reads or writes: what
+    /// the lane prefetches for a packet ahead.
+    pub const HOT_BYTES: usize =
+        std::mem::offset_of!(JitterPart, stats) + RtpReceiveStats::HOT_BYTES;
+
     /// True if `pt` is negotiated for receive audio.
     #[inline]
     pub fn accepts(&self, pt: u8) -> bool {
@@ -619,6 +630,36 @@ mod tests {
         p.comfort_noise_send_pt = PayloadType::new(13);
         p.dtx = true;
         SessionParts::<Token>::build(&p, 1, 0, JitterConfig::default(), 7, 0, 0).encode
+    }
+
+    /// What the lane's ingest prefetch assumes of the jitter part's layout: an `Option`
+    /// of it is the part itself (its box is the niche), and a packet's fields lie in its
+    /// first two cache lines.
+    #[test]
+    fn a_packet_reads_the_first_two_lines_of_its_jitter_part() {
+        use std::mem::{align_of, size_of};
+        assert_eq!(size_of::<Option<JitterPart>>(), size_of::<JitterPart>());
+        assert_eq!(align_of::<JitterPart>(), 64);
+        assert!(
+            RtpReceiveStats::HOT_BYTES <= 64,
+            "{}",
+            RtpReceiveStats::HOT_BYTES
+        );
+        assert!(JitterPart::HOT_BYTES <= 128, "{}", JitterPart::HOT_BYTES);
+        // The option's first byte is the part's.
+        let part = SessionParts::<Token>::build(
+            &MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            1,
+            0,
+            JitterConfig::default(),
+            7,
+            0,
+            0,
+        )
+        .jitter;
+        let slot = Some(part);
+        let inner = slot.as_ref().map(|p| p as *const JitterPart as usize);
+        assert_eq!(inner, Some(&slot as *const Option<JitterPart> as usize));
     }
 
     /// 20 ms at 8 kHz of a square wave of amplitude `a`.

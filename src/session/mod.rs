@@ -640,12 +640,8 @@ mod tests {
         use std::mem::{align_of, size_of};
         assert_eq!(size_of::<Option<JitterPart>>(), size_of::<JitterPart>());
         assert_eq!(align_of::<JitterPart>(), 64);
-        assert!(
-            RtpReceiveStats::HOT_BYTES <= 64,
-            "{}",
-            RtpReceiveStats::HOT_BYTES
-        );
-        assert!(JitterPart::HOT_BYTES <= 128, "{}", JitterPart::HOT_BYTES);
+        const { assert!(RtpReceiveStats::HOT_BYTES <= 64) };
+        const { assert!(JitterPart::HOT_BYTES <= 128) };
         // The option's first byte is the part's.
         let part = SessionParts::<Token>::build(
             &MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),

@@ -1273,6 +1273,9 @@ pub struct DspStage {
     /// Digits and talkspurt changes found in the audio.
     events: Producer<LaneEvent>,
     shared: Arc<Shared>,
+    /// Sessions whose chain takes an echo reference (kept as commands swap chains in and
+    /// out): with none, the stage prefetches no reference writes.
+    reference_chains: usize,
 }
 
 /// Where in its input ring (0: the frame after the one being processed) the DSP stage
@@ -1282,6 +1285,21 @@ pub struct DspStage {
 const DSP_BOX_AHEAD: usize = 1;
 const DSP_BUFFERS_AHEAD: usize = 0;
 
+/// For a frame that becomes the echo reference of its destination's canceller (session
+/// `dst`): starts loading where it will be written, in the two steps of
+/// [`DspChain::prefetch_reference`] (another session's chain, not walked in order). Not
+/// inlined: inlined in the DSP stage's prefetch closure it changed how that closure was
+/// compiled, and lanes without cancellers, which never call it, measured slower
+/// (PERF.md, session 18).
+#[inline(never)]
+fn prefetch_reference_write(sessions: &[Option<DspPart>], dst: usize, first: bool) {
+    if let Some(d) = sessions.get(dst).and_then(|d| d.as_ref()) {
+        if d.chain.wants_reference() {
+            d.chain.prefetch_reference(first);
+        }
+    }
+}
+
 impl DspStage {
     /// Starts loading the processing state of the next two frames' sessions (a voice chain
     /// is kilobytes per session, at addresses the hardware cannot guess): the chain's box
@@ -1290,16 +1308,20 @@ impl DspStage {
     #[inline]
     fn prefetch_ahead(&mut self) {
         let (sessions, frames, cells) = (&self.sessions, &self.frames, &self.shared.sessions);
+        let reference_chains = self.reference_chains;
         let work = &mut self.work;
         // The item at DSP_BOX_AHEAD: its chain's box and counter; the one at
         // DSP_BUFFERS_AHEAD (whose box was loaded a frame ago): its components' buffers.
         // Each read by position (`prefetch::at`) rather than by walking the items before.
         let mut visit = |msg: &Downstream, first: bool| {
-            let Downstream::Frame { src, frame, .. } = msg else {
+            let Downstream::Frame { src, dst, frame } = msg else {
                 return;
             };
             if frames.with(frame, |f| f.relay && f.samples == 0) {
                 return;
+            }
+            if reference_chains > 0 {
+                prefetch_reference_write(sessions, *dst as usize, first);
             }
             if first {
                 if let Some(cell) = cells.get(*src as usize) {
@@ -1407,6 +1429,9 @@ impl DspStage {
                 Downstream::Cmd(b) => {
                     self.work.flush_prefetch();
                     let slot = b.id.slot as usize;
+                    let wants_reference =
+                        |p: &Option<DspPart>| p.as_ref().is_some_and(|p| p.chain.wants_reference());
+                    let before = self.sessions.get(slot).is_some_and(wants_reference);
                     match b.op {
                         Op::Create => {
                             b.dsp = std::mem::replace(&mut self.sessions[slot], b.dsp.take())
@@ -1433,6 +1458,9 @@ impl DspStage {
                         }
                         Op::Barrier | Op::Tune | Op::Dtmf | Op::Fault => {}
                     }
+                    let after = self.sessions.get(slot).is_some_and(wants_reference);
+                    self.reference_chains = (self.reference_chains + usize::from(after))
+                        .saturating_sub(usize::from(before));
                 }
             }
             // Cannot fail: checked for room above and this is the only producer.
@@ -2010,6 +2038,7 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
             out: pe_tx,
             events: ev_d_tx,
             shared: shared.clone(),
+            reference_chains: 0,
         },
         encode: EncodeStage {
             sessions: none_table(cfg.sessions),

@@ -186,6 +186,17 @@ impl Reference {
         t.queue(&self.ring[..k - first]);
     }
 
+    /// Starts loading the samples the next push as long as the last one writes. A hint
+    /// only: reads no samples.
+    fn prefetch_write(&self) {
+        let n = self.ring.len();
+        let k = self.last.min(n);
+        let pos = self.pos.min(n);
+        let first = (n - pos).min(k);
+        crate::runtime::prefetch::slice(&self.ring[pos..pos + first]);
+        crate::runtime::prefetch::slice(&self.ring[..k - first]);
+    }
+
     /// Writes the newest `out.len()` samples (zeros where nothing was sent).
     fn latest(&self, out: &mut [i16]) {
         let n = self.ring.len();
@@ -326,6 +337,22 @@ impl DspChain {
         }
         if let Some(d) = &v.dtmf {
             d.prefetch();
+        }
+    }
+
+    /// Starts loading what [`DspChain::push_reference`] of a frame as long as the last
+    /// will write, in the two steps of [`DspChain::prefetch`]: `first`, the line holding
+    /// the reference ring's position; then the ring's lines at that position. A hint
+    /// only. Called on the real-time thread.
+    #[inline]
+    pub fn prefetch_reference(&self, first: bool) {
+        let Some(v) = self.voice.as_deref() else {
+            return;
+        };
+        if first {
+            crate::runtime::prefetch::line(&v.reference);
+        } else if let Some(r) = &v.reference {
+            r.prefetch_write();
         }
     }
 

@@ -35,6 +35,7 @@ pub mod vad;
 
 use super::effects::Gain;
 use crate::runtime::prefetch::Trickle;
+use std::ops::Range;
 
 pub use config::DspConfigError;
 
@@ -165,48 +166,55 @@ impl Reference {
         }
     }
 
+    /// The ring's indices of `k` samples (at most its length) from `start` (at most its
+    /// length): the run up to its end, then the run from its beginning. Two runs instead
+    /// of an index wrapped per sample (a division each).
+    fn runs(&self, start: usize, k: usize) -> (Range<usize>, Range<usize>) {
+        let first = (self.ring.len() - start).min(k);
+        (start..start + first, 0..k - first)
+    }
+
     fn push(&mut self, x: &[i16]) {
         let n = self.ring.len();
         let x = &x[x.len().saturating_sub(n)..];
-        let first = (n - self.pos).min(x.len());
-        self.ring[self.pos..self.pos + first].copy_from_slice(&x[..first]);
-        self.ring[..x.len() - first].copy_from_slice(&x[first..]);
+        let (a, b) = self.runs(self.pos, x.len());
+        let first = a.len();
+        self.ring[a].copy_from_slice(&x[..first]);
+        self.ring[b].copy_from_slice(&x[first..]);
         self.pos = (self.pos + x.len()) % n;
         self.last = x.len();
+    }
+
+    /// Where the newest `k` samples (at most the ring's length) lie.
+    fn newest(&self, k: usize) -> (Range<usize>, Range<usize>) {
+        let n = self.ring.len();
+        self.runs((self.pos + n - k) % n, k)
     }
 
     /// Queues on `t` the newest samples a frame as long as the last one pushed reads
     /// back ([`Self::latest`]). Reads no samples.
     fn queue_prefetch(&self, t: &mut Trickle) {
-        let n = self.ring.len();
-        let k = self.last.min(n);
-        let start = (self.pos + n - k) % n;
-        let first = (n - start).min(k);
-        t.queue(&self.ring[start..start + first]);
-        t.queue(&self.ring[..k - first]);
+        let (a, b) = self.newest(self.last.min(self.ring.len()));
+        t.queue(&self.ring[a]);
+        t.queue(&self.ring[b]);
     }
 
     /// Starts loading the samples the next push as long as the last one writes. A hint
     /// only: reads no samples.
     fn prefetch_write(&self) {
         let n = self.ring.len();
-        let k = self.last.min(n);
-        let pos = self.pos.min(n);
-        let first = (n - pos).min(k);
-        crate::runtime::prefetch::slice(&self.ring[pos..pos + first]);
-        crate::runtime::prefetch::slice(&self.ring[..k - first]);
+        let (a, b) = self.runs(self.pos.min(n), self.last.min(n));
+        crate::runtime::prefetch::slice(&self.ring[a]);
+        crate::runtime::prefetch::slice(&self.ring[b]);
     }
 
     /// Writes the newest `out.len()` samples (zeros where nothing was sent).
     fn latest(&self, out: &mut [i16]) {
-        let n = self.ring.len();
-        let k = out.len().min(n);
-        let start = (self.pos + n - k) % n;
-        // The ring from `start`, then from its beginning: two copies instead of an index
-        // wrapped per sample (a division each).
-        let first = (n - start).min(k);
-        out[..first].copy_from_slice(&self.ring[start..start + first]);
-        out[first..k].copy_from_slice(&self.ring[..k - first]);
+        let k = out.len().min(self.ring.len());
+        let (a, b) = self.newest(k);
+        let first = a.len();
+        out[..first].copy_from_slice(&self.ring[a]);
+        out[first..k].copy_from_slice(&self.ring[b]);
         out[k..].fill(0);
     }
 }
@@ -257,9 +265,7 @@ impl DspScratch {
             trickle: Trickle::new(),
         }
     }
-}
 
-impl DspScratch {
     /// Issues every line still queued for prefetch (see [`DspChain::prefetch`]), for a
     /// caller about to process a chain that will not issue them in steps (one without an
     /// echo canceller). Called on the real-time thread.

@@ -193,6 +193,79 @@ fn the_echo_canceller_removes_the_echo_of_what_a_leg_is_sent() {
     assert!(with > 20.0, "with AEC: {with:.1} dB of echo removed");
 }
 
+/// Echo cancellers swapped in and out by commands while frames flow: the DSP stage keeps a
+/// count of the chains that take an echo reference (it decides whether the stage prefetches
+/// reference writes), and in builds with debug assertions it checks that count against a
+/// recount after every command, so a count out of step fails this test there. Each change
+/// is a different transition: a create with and without a canceller, an update adding one,
+/// an update removing one, an update keeping one, a destroy of a session with one and of
+/// one without.
+#[test]
+fn echo_cancellers_swapped_in_and_out_by_commands_keep_the_reference_count() {
+    let e = engine();
+    let aec = || {
+        with_dsp(DspConfig {
+            aec: Some(AecConfig {
+                tail_ms: 64,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    };
+    let plain = || MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let talk = babble(8000, 5);
+    let mut payload = [0u8; 160];
+    g711::ulaw_encode(&talk[..160], &mut payload);
+    let mut pkt = Vec::new();
+    let mut seq = 0u16;
+    let mut sent = 0usize;
+    let mut got = 0usize;
+    let mut run = |ids: &[media_core::SessionId], eg: &mut media_core::EgressHandle| {
+        for _ in 0..10 {
+            for (i, &id) in ids.iter().enumerate() {
+                rtp(
+                    0,
+                    seq,
+                    160 * u32::from(seq),
+                    10 + i as u32,
+                    seq == 0,
+                    &payload,
+                    &mut pkt,
+                );
+                ing.push(id, &pkt).unwrap();
+                sent += 1;
+            }
+            seq = seq.wrapping_add(1);
+            e.step(2).unwrap();
+            got += drain(eg).len();
+        }
+    };
+    let (a, b) = e
+        .create_call((DialogId(1), plain()), (DialogId(2), aec()))
+        .unwrap();
+    run(&[a.id, b.id], &mut eg);
+    e.update_media_session(a.id, aec()).unwrap(); // adds one
+    run(&[a.id, b.id], &mut eg);
+    e.update_media_session(b.id, plain()).unwrap(); // removes one
+    run(&[a.id, b.id], &mut eg);
+    e.update_media_session(a.id, aec()).unwrap(); // keeps one
+    run(&[a.id, b.id], &mut eg);
+    let (c, d) = e
+        .create_call((DialogId(3), aec()), (DialogId(4), aec()))
+        .unwrap();
+    run(&[a.id, b.id, c.id, d.id], &mut eg);
+    e.destroy_media_session(a.id).unwrap(); // with a canceller
+    e.destroy_media_session(b.id).unwrap(); // without
+    run(&[c.id, d.id], &mut eg);
+    e.destroy_media_session(c.id).unwrap();
+    e.destroy_media_session(d.id).unwrap();
+    e.step(4).unwrap();
+    // Frames went through every configuration (each leg sends what the other receives,
+    // after the jitter buffer's start-up delay).
+    assert!(got > sent / 2, "{got} of {sent} packets sent on");
+}
+
 #[test]
 fn voice_activity_is_reported_as_talkspurt_events() {
     let e = engine();

@@ -1461,6 +1461,13 @@ impl DspStage {
                     let after = self.sessions.get(slot).is_some_and(wants_reference);
                     self.reference_chains = (self.reference_chains + usize::from(after))
                         .saturating_sub(usize::from(before));
+                    // The count against a recount, in builds with debug assertions only (a
+                    // walk of every slot; commands are rare and not on the frame path).
+                    debug_assert_eq!(
+                        self.reference_chains,
+                        self.sessions.iter().filter(|p| wants_reference(p)).count(),
+                        "the DSP stage's count of chains taking a reference is out of step"
+                    );
                 }
             }
             // Cannot fail: checked for room above and this is the only producer.

@@ -1,0 +1,270 @@
+//! The quality figures an operator reads from the engine: the engine-wide report (lanes,
+//! drops, sessions by MOS band), the round-trip time the transport feeds into a session's
+//! E-model, Opus adaptation driven by the loss the peer reports for the stream we send,
+//! and the monitor's lane-load event. On the virtual clock.
+
+mod common;
+
+use common::*;
+use media_core::codec::audio::g711;
+use media_core::engine::QualityMonitor;
+use media_core::quality::monitor::{QualityAdjustment, QualityEvent, QualityThresholds};
+use media_core::{
+    ClockMode, CodecSpec, DialogId, EgressHandle, EngineConfig, Error, IngressHandle, MediaEngine,
+    MediaSessionParams, Ptime, SessionId,
+};
+
+fn engine() -> MediaEngine {
+    let e = MediaEngine::new(EngineConfig {
+        clock: ClockMode::Virtual,
+        sessions_per_lane: 8,
+        ..Default::default()
+    })
+    .unwrap();
+    e.start().unwrap();
+    e
+}
+
+fn pcmu() -> MediaSessionParams {
+    MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20)
+}
+
+/// Frame `k` of a tone as PCMU.
+fn ulaw(k: usize) -> [u8; 160] {
+    let mut u = [0u8; 160];
+    g711::ulaw_encode(&signal(k * 160, 160), &mut u);
+    u
+}
+
+/// Sends frames `k0..k0 + n` to each of `sessions` (PCMU, SSRC 100 + index), leaving out
+/// those `lost(index, k)` names, stepping the engine a frame at a time.
+fn send(
+    e: &MediaEngine,
+    ing: &mut IngressHandle,
+    eg: &mut EgressHandle,
+    sessions: &[SessionId],
+    k0: usize,
+    n: usize,
+    lost: impl Fn(usize, usize) -> bool,
+) {
+    let mut pkt = Vec::new();
+    for k in k0..k0 + n {
+        for (i, &id) in sessions.iter().enumerate() {
+            if !lost(i, k) {
+                rtp(
+                    0,
+                    k as u16,
+                    160 * k as u32,
+                    100 + i as u32,
+                    k == 0,
+                    &ulaw(k),
+                    &mut pkt,
+                );
+                ing.push(id, &pkt).unwrap();
+            }
+        }
+        e.step(2).unwrap();
+        drain(eg);
+    }
+}
+
+/// The report's bands, as `EngineQuality::mos_histogram` documents them.
+fn band(mos: f64) -> usize {
+    [2.6, 3.1, 3.6, 4.0]
+        .iter()
+        .filter(|&&edge| mos >= edge)
+        .count()
+}
+
+#[test]
+fn the_quality_report_counts_every_session_and_bands_it_by_its_mos() {
+    let e = engine();
+    let (a, b) = e
+        .create_call((DialogId(1), pcmu()), (DialogId(2), pcmu()))
+        .unwrap();
+    let (c, d) = e
+        .create_call((DialogId(3), pcmu()), (DialogId(4), pcmu()))
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let ids = [a.id, b.id, c.id, d.id];
+    // Session c receives with one packet in five lost, the others clean.
+    send(&e, &mut ing, &mut eg, &ids, 0, 250, |i, k| {
+        i == 2 && k % 5 == 2
+    });
+    // A malformed packet, refused or dropped on the lane: either way a counted drop.
+    let _ = ing.push(a.id, &[0x80, 0]);
+    e.step(2).unwrap();
+
+    let report = e.quality_report();
+    assert_eq!(report.sessions, 4);
+    assert_eq!(report.lanes.len(), 1);
+    let lane = &report.lanes[0];
+    assert_eq!((lane.lane, lane.sessions), (0, 4));
+    assert!(lane.drops >= 1, "the malformed packet is a drop: {lane:?}");
+    assert!(lane.tick_p99_ns > 0 && lane.load > 0.0, "{lane:?}");
+
+    let mos: Vec<f64> = ids
+        .iter()
+        .map(|&id| e.session_quality(id).unwrap().mos)
+        .collect();
+    let lossy = e.session_quality(c.id).unwrap();
+    assert!(
+        (18.0..=22.0).contains(&lossy.loss_percent),
+        "{}",
+        lossy.loss_percent
+    );
+    // 20% loss costs G.711 with concealment far more than a band (G.107: Bpl 25.1).
+    assert!(band(mos[2]) + 2 <= band(mos[0]), "{mos:?}");
+    let mut expected = [0usize; 5];
+    for &m in &mos {
+        expected[band(m)] += 1;
+    }
+    assert_eq!(report.mos_histogram, expected, "{mos:?}");
+    let mean = mos.iter().sum::<f64>() / 4.0;
+    assert!((report.mean_mos - mean).abs() < 1e-9, "{report:?}");
+
+    // An ended session leaves the report.
+    e.destroy_media_session(d.id).unwrap();
+    e.step(2).unwrap();
+    let report = e.quality_report();
+    assert_eq!(report.sessions, 3);
+    assert_eq!(report.mos_histogram.iter().sum::<usize>(), 3);
+}
+
+#[test]
+fn the_round_trip_time_enters_the_mos_and_bad_values_are_not_kept() {
+    let e = engine();
+    let (a, b) = e
+        .create_call((DialogId(1), pcmu()), (DialogId(2), pcmu()))
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    send(&e, &mut ing, &mut eg, &[a.id, b.id], 0, 100, |_, _| false);
+
+    // No report yet: a 20 ms network assumption.
+    let q0 = e.session_quality(a.id).unwrap();
+    assert_eq!(q0.round_trip_ms, None);
+    // A 600 ms round trip: half of it one way instead of the 20 ms assumed. Past the
+    // G.107 knee at 100 ms one way the delay impairment lowers the MOS.
+    e.set_round_trip(a.id, 600.0).unwrap();
+    let q1 = e.session_quality(a.id).unwrap();
+    assert_eq!(q1.round_trip_ms, Some(600.0));
+    assert!(
+        (q1.one_way_delay_ms - q0.one_way_delay_ms - 280.0).abs() < 1e-9,
+        "{} -> {}",
+        q0.one_way_delay_ms,
+        q1.one_way_delay_ms
+    );
+    assert!(q1.mos < q0.mos - 0.3, "{} -> {}", q0.mos, q1.mos);
+    // The other leg keeps its own estimate.
+    assert_eq!(e.session_quality(b.id).unwrap().round_trip_ms, None);
+    // A negative time is clamped to 0; a NaN forgets the report.
+    e.set_round_trip(a.id, -5.0).unwrap();
+    assert_eq!(e.session_quality(a.id).unwrap().round_trip_ms, Some(0.0));
+    e.set_round_trip(a.id, f64::NAN).unwrap();
+    let q2 = e.session_quality(a.id).unwrap();
+    assert_eq!(q2.round_trip_ms, None);
+    assert_eq!(q2.mos, q0.mos);
+    // Unknown sessions are typed errors.
+    e.destroy_media_session(b.id).unwrap();
+    assert!(matches!(
+        e.set_round_trip(b.id, 50.0),
+        Err(Error::UnknownSession(id)) if id == b.id
+    ));
+    assert!(matches!(
+        e.set_peer_loss(b.id, 100, 1),
+        Err(Error::UnknownSession(_))
+    ));
+}
+
+#[test]
+fn opus_adaptation_follows_the_loss_the_peer_reports_for_what_we_send() {
+    let e = engine();
+    let mut opus = MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20);
+    opus.opus.inband_fec = false;
+    opus.opus.packet_loss_percent = 0;
+    let negotiated = opus.opus;
+    let (a, b) = e
+        .create_call((DialogId(1), opus), (DialogId(2), pcmu()))
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    // B receives PCMU (A's encoder has audio to send); nothing arrives for A, so the
+    // stream A receives shows no loss at all.
+    send(&e, &mut ing, &mut eg, &[b.id], 0, 100, |_, _| false);
+    let mut monitor = QualityMonitor::new(QualityThresholds {
+        lane_load_high: f64::INFINITY,
+        ..Default::default()
+    });
+    let opus_for_a = |adj: &[QualityAdjustment]| {
+        adj.iter().find_map(|x| match *x {
+            QualityAdjustment::OpusEncoder {
+                session,
+                bitrate_bps,
+                inband_fec,
+                packet_loss_percent,
+            } if session == a.id.to_u64() => Some((bitrate_bps, inband_fec, packet_loss_percent)),
+            _ => None,
+        })
+    };
+    assert_eq!(opus_for_a(&monitor.suggest_quality_adjustments(&e)), None);
+    // The peer's receiver reports: cumulative counters, judged by their differences.
+    e.set_peer_loss(a.id, 1_000, 0).unwrap();
+    assert_eq!(opus_for_a(&monitor.suggest_quality_adjustments(&e)), None);
+    e.set_peer_loss(a.id, 1_100, 10).unwrap();
+    assert_eq!(
+        opus_for_a(&monitor.suggest_quality_adjustments(&e)),
+        Some((24_000, true, 10)),
+        "10% lost on the way to the peer: in-band FEC on"
+    );
+    // Fewer than 50 more packets: not enough to judge, nothing changes, and the interval
+    // is judged with the next one.
+    e.set_peer_loss(a.id, 1_140, 10).unwrap();
+    assert_eq!(opus_for_a(&monitor.suggest_quality_adjustments(&e)), None);
+    // A clean interval: back to what was negotiated.
+    e.set_peer_loss(a.id, 1_300, 10).unwrap();
+    assert_eq!(
+        opus_for_a(&monitor.suggest_quality_adjustments(&e)),
+        Some((negotiated.bitrate_bps, false, 0))
+    );
+    // A report claiming more lost than expected counts as everything lost, no more.
+    e.set_peer_loss(a.id, 1_400, 10_000).unwrap();
+    assert_eq!(
+        opus_for_a(&monitor.suggest_quality_adjustments(&e)),
+        Some((12_000.max(negotiated.bitrate_bps / 2), true, 30))
+    );
+    // Peer reports for a leg that sends PCMU change nothing there.
+    e.set_peer_loss(b.id, 1_000, 500).unwrap();
+    assert!(!monitor.suggest_quality_adjustments(&e).iter().any(
+        |x| matches!(x, QualityAdjustment::OpusEncoder { session, .. } if *session == b.id.to_u64())
+    ));
+}
+
+#[test]
+fn a_lane_over_its_load_threshold_raises_one_event_not_one_per_poll() {
+    let e = engine();
+    let (a, b) = e
+        .create_call((DialogId(1), pcmu()), (DialogId(2), pcmu()))
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    send(&e, &mut ing, &mut eg, &[a.id, b.id], 0, 20, |_, _| false);
+    let lane_events = |events: &[QualityEvent]| {
+        events
+            .iter()
+            .filter(|ev| matches!(ev, QualityEvent::LaneNearDeadline { .. }))
+            .count()
+    };
+    // Any tick at all is over a threshold of 0.
+    let mut hot = QualityMonitor::new(QualityThresholds {
+        lane_load_high: 0.0,
+        ..Default::default()
+    });
+    let events = hot.poll(&e);
+    assert_eq!(lane_events(&events), 1, "{events:?}");
+    assert!(events
+        .iter()
+        .any(|ev| matches!(ev, QualityEvent::LaneNearDeadline { lane: 0, load } if *load > 0.0)));
+    send(&e, &mut ing, &mut eg, &[a.id, b.id], 20, 20, |_, _| false);
+    assert_eq!(lane_events(&hot.poll(&e)), 0, "still hot: no new event");
+    // The default threshold (a share of the 10 ms tick) is far above two calls' ticks.
+    let mut calm = QualityMonitor::default();
+    assert_eq!(lane_events(&calm.poll(&e)), 0);
+}

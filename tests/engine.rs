@@ -9,7 +9,7 @@ use media_core::buffer::adaptive::JitterConfig;
 use media_core::codec::audio::g711;
 use media_core::{
     ClockMode, CodecSpec, DialogId, EngineConfig, EngineEvent, Error, IngressLimit, MediaEngine,
-    MediaSessionParams, PayloadType, Ptime, SessionId, Topology,
+    MediaSessionParams, PayloadType, Placement, Ptime, SessionId, Topology,
 };
 
 /// Jitter settings for bit-exact tests: a fixed 60 ms delay, so no time-scale
@@ -2308,4 +2308,150 @@ fn quality_monitor_turns_opus_fec_on_under_loss_and_the_encoder_follows_adjustme
     })
     .unwrap();
     run(550, 10, 0, &mut Vec::new());
+}
+
+#[test]
+fn invalid_engine_configs_and_session_requests_are_typed_errors() {
+    let base = || EngineConfig {
+        clock: ClockMode::Virtual,
+        sessions_per_lane: 3,
+        ..Default::default()
+    };
+    let bad: [(&str, EngineConfig); 10] = [
+        ("no lanes", EngineConfig { lanes: 0, ..base() }),
+        (
+            "no sessions",
+            EngineConfig {
+                sessions_per_lane: 0,
+                ..base()
+            },
+        ),
+        (
+            "2^24 sessions",
+            EngineConfig {
+                sessions_per_lane: 1 << 24,
+                ..base()
+            },
+        ),
+        (
+            "3 commands",
+            EngineConfig {
+                command_capacity: 3,
+                ..base()
+            },
+        ),
+        (
+            "79-sample frames",
+            EngineConfig {
+                max_frame_samples: 79,
+                ..base()
+            },
+        ),
+        (
+            "79-byte payloads",
+            EngineConfig {
+                max_payload_bytes: 79,
+                ..base()
+            },
+        ),
+        (
+            "jitter min above max",
+            EngineConfig {
+                jitter: JitterConfig {
+                    min_delay_ms: 200,
+                    max_delay_ms: 100,
+                    ..Default::default()
+                },
+                ..base()
+            },
+        ),
+        (
+            "no frame slots",
+            EngineConfig {
+                frame_slots_per_lane: Some(0),
+                ..base()
+            },
+        ),
+        (
+            "no packet slots",
+            EngineConfig {
+                packet_slots_per_lane: Some(0),
+                ..base()
+            },
+        ),
+        (
+            "no egress slots",
+            EngineConfig {
+                egress_slots_per_lane: Some(0),
+                ..base()
+            },
+        ),
+    ];
+    for (what, cfg) in bad {
+        assert!(
+            matches!(MediaEngine::new(cfg), Err(Error::InvalidConfig(_))),
+            "{what}"
+        );
+    }
+
+    let e = MediaEngine::new(base()).unwrap();
+    assert_eq!(e.step(1), Err(Error::EngineNotRunning));
+    e.start().unwrap();
+    let pcmu = || MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+    // Opus has no 30 ms packet; a receive codec at another rate than the send codec's.
+    assert!(matches!(
+        e.create_media_session(
+            DialogId(1),
+            MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_30)
+        ),
+        Err(Error::UnsupportedParameters { .. })
+    ));
+    assert!(matches!(
+        e.create_media_session(
+            DialogId(1),
+            MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20).with_rx(CodecSpec::PCMU)
+        ),
+        Err(Error::UnsupportedParameters { .. })
+    ));
+    // Placement: a lane that does not exist, the lane of a session that does not.
+    assert_eq!(
+        e.create_media_session_at(DialogId(1), pcmu(), Placement::Lane(5)),
+        Err(Error::InvalidConfig("no such lane"))
+    );
+    let ghost = SessionId::from_parts(0, 1, 77);
+    assert_eq!(
+        e.create_media_session_at(DialogId(1), pcmu(), Placement::With(ghost)),
+        Err(Error::UnknownSession(ghost))
+    );
+    // Calls: one dialog for both legs, a dialog already served, no room for two legs.
+    assert_eq!(
+        e.create_call((DialogId(1), pcmu()), (DialogId(1), pcmu())),
+        Err(Error::DuplicateDialog(DialogId(1)))
+    );
+    let one = e.create_media_session(DialogId(1), pcmu()).unwrap();
+    assert_eq!(
+        e.create_call((DialogId(2), pcmu()), (DialogId(1), pcmu())),
+        Err(Error::DuplicateDialog(DialogId(1)))
+    );
+    e.create_media_session_at(DialogId(2), pcmu(), Placement::With(one.id))
+        .unwrap();
+    assert!(matches!(
+        e.create_call((DialogId(3), pcmu()), (DialogId(4), pcmu())),
+        Err(Error::CapacityExhausted { capacity: 3 })
+    ));
+    // Nothing refused took a slot: the third one is still free.
+    e.create_media_session(DialogId(3), pcmu()).unwrap();
+    e.step(2).unwrap();
+    assert_eq!(e.quality_report().sessions, 3);
+
+    // `step` drives the virtual clock only.
+    let rt = MediaEngine::new(EngineConfig {
+        clock: ClockMode::Realtime,
+        raise_priority: false,
+        ..base()
+    })
+    .unwrap();
+    rt.start().unwrap();
+    assert!(matches!(rt.step(1), Err(Error::InvalidConfig(_))));
+    rt.stop().unwrap();
 }

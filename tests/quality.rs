@@ -268,3 +268,68 @@ fn a_lane_over_its_load_threshold_raises_one_event_not_one_per_poll() {
     let mut calm = QualityMonitor::default();
     assert_eq!(lane_events(&calm.poll(&e)), 0);
 }
+
+#[test]
+fn the_first_peer_report_starts_the_loss_interval_over() {
+    let e = engine();
+    let mut opus = MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20);
+    opus.opus.inband_fec = false;
+    opus.opus.packet_loss_percent = 0;
+    let (a, b) = e
+        .create_call((DialogId(1), opus), (DialogId(2), pcmu()))
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    // Three clean seconds of Opus into A: the monitor judges A's loss from them (150
+    // packets expected, none lost).
+    let mut enc =
+        opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    let mut pkt = Vec::new();
+    let mut payload = [0u8; 400];
+    for k in 0..150usize {
+        let pcm: Vec<i16> = (0..960)
+            .map(|i| ((((k * 960 + i) as f64) * 0.0576).sin() * 6000.0) as i16)
+            .collect();
+        let len = enc.encode(&pcm, &mut payload).unwrap();
+        rtp(
+            111,
+            k as u16,
+            960 * k as u32,
+            9,
+            k == 0,
+            &payload[..len],
+            &mut pkt,
+        );
+        ing.push(a.id, &pkt).unwrap();
+        rtp(0, k as u16, 160 * k as u32, 10, k == 0, &ulaw(k), &mut pkt);
+        ing.push(b.id, &pkt).unwrap();
+        e.step(2).unwrap();
+        drain(&mut eg);
+    }
+    let mut monitor = QualityMonitor::new(QualityThresholds {
+        lane_load_high: f64::INFINITY,
+        ..Default::default()
+    });
+    let opus_for_a = |adj: &[QualityAdjustment]| {
+        adj.iter().find_map(|x| match *x {
+            QualityAdjustment::OpusEncoder {
+                session,
+                bitrate_bps,
+                inband_fec,
+                packet_loss_percent,
+            } if session == a.id.to_u64() => Some((bitrate_bps, inband_fec, packet_loss_percent)),
+            _ => None,
+        })
+    };
+    assert_eq!(opus_for_a(&monitor.suggest_quality_adjustments(&e)), None);
+    assert!(e.session_quality(a.id).unwrap().packets_expected >= 140);
+    // The peer's counters (its extended highest sequence number, from the random base we
+    // started at) are below the received stream's count. Judged against that count, the
+    // next interval would read 10 lost of 50 (20%: bitrate halved) instead of 10 of 100.
+    e.set_peer_loss(a.id, 100, 0).unwrap();
+    assert_eq!(opus_for_a(&monitor.suggest_quality_adjustments(&e)), None);
+    e.set_peer_loss(a.id, 200, 10).unwrap();
+    assert_eq!(
+        opus_for_a(&monitor.suggest_quality_adjustments(&e)),
+        Some((24_000, true, 10))
+    );
+}

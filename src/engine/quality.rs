@@ -315,6 +315,13 @@ impl QualityMonitor {
                 continue;
             };
             let (expected, lost) = peer.unwrap_or((q.packets_expected, q.packets_lost));
+            if f.loss_from_peer != peer.is_some() {
+                // The first receiver report: its counters count from another base than
+                // the received stream's, so the interval starts here.
+                f.loss_from_peer = peer.is_some();
+                f.expected_seen = expected;
+                f.lost_seen = lost;
+            }
             suggest_opus(id.to_u64(), expected, lost, f, &opus, &mut out);
             let load = loads.get(&id.lane()).copied().unwrap_or(0.0);
             suggest_complexity(

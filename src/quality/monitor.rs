@@ -253,6 +253,10 @@ pub struct SessionFlags {
     pub expected_seen: u64,
     /// See `expected_seen`.
     pub lost_seen: u64,
+    /// `expected_seen` and `lost_seen` are the peer's RTCP counters rather than those of
+    /// the stream received: a change of source starts the interval over (the two count
+    /// from different bases).
+    pub loss_from_peer: bool,
     /// The expected-loss percent the Opus encoder was last set to for loss (`None`: the
     /// negotiated settings are in force).
     pub opus_loss_percent: Option<i32>,
@@ -276,6 +280,8 @@ const FEC_MIN_BITRATE_BPS: i32 = 16_000;
 /// (room for LBRR); at >= 15% the bitrate is halved (heavy loss is usually congestion, and
 /// FEC alone does not help a full link), not below 12 kbit/s. Raised at once, lowered only
 /// when the step would fall by 10 points, and the negotiated settings come back below 0.5%.
+/// Counters that go backwards (a new SSRC's, or the counts of another source) start the
+/// interval over from their new values instead of waiting until they pass the old ones.
 pub fn suggest_opus(
     session: u64,
     expected: u64,
@@ -284,7 +290,12 @@ pub fn suggest_opus(
     negotiated: &crate::codec::OpusSettings,
     out: &mut Vec<QualityAdjustment>,
 ) {
-    let d_expected = expected.saturating_sub(flags.expected_seen);
+    if expected < flags.expected_seen {
+        flags.expected_seen = expected;
+        flags.lost_seen = lost;
+        return;
+    }
+    let d_expected = expected - flags.expected_seen;
     if d_expected < 50 {
         return; // a second of packets at least before judging
     }
@@ -444,6 +455,31 @@ mod tests {
             rx_jitter_ts: 80,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn opus_loss_counters_that_go_backwards_start_the_interval_over() {
+        let neg = crate::codec::OpusSettings::default();
+        let mut f = SessionFlags::default();
+        let mut out = Vec::new();
+        suggest_opus(7, 5_000, 0, &mut f, &neg, &mut out);
+        assert!(out.is_empty());
+        // A new SSRC: its extended sequence numbers start far below the old ones. The
+        // interval restarts there, judged at once on the next 100 packets (10% lost),
+        // rather than only after 4,900 more packets pass the old count.
+        suggest_opus(7, 100, 0, &mut f, &neg, &mut out);
+        assert!(out.is_empty());
+        assert_eq!((f.expected_seen, f.lost_seen), (100, 0));
+        suggest_opus(7, 200, 10, &mut f, &neg, &mut out);
+        assert_eq!(
+            out,
+            [QualityAdjustment::OpusEncoder {
+                session: 7,
+                bitrate_bps: neg.bitrate_bps.max(FEC_MIN_BITRATE_BPS),
+                inband_fec: true,
+                packet_loss_percent: 10,
+            }]
+        );
     }
 
     #[test]

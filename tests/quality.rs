@@ -333,3 +333,76 @@ fn the_first_peer_report_starts_the_loss_interval_over() {
         Some((24_000, true, 10))
     );
 }
+
+#[test]
+fn loss_and_mos_events_follow_the_call_now_not_its_average() {
+    let e = engine();
+    let (a, b) = e
+        .create_call((DialogId(1), pcmu()), (DialogId(2), pcmu()))
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut monitor = QualityMonitor::new(QualityThresholds {
+        lane_load_high: f64::INFINITY,
+        ..Default::default()
+    });
+    let mut events = Vec::new();
+    let ids = [a.id, b.id];
+    // A minute clean, then 5 s with every fifth packet to A lost, then 10 s clean; the
+    // monitor polled every second.
+    let mut k = 0;
+    for (seconds, lossy) in [(60, false), (5, true), (10, false)] {
+        for _ in 0..seconds {
+            send(&e, &mut ing, &mut eg, &ids, k, 50, |i, k| {
+                lossy && i == 0 && k % 5 == 0
+            });
+            k += 50;
+            events.extend(
+                monitor
+                    .poll(&e)
+                    .into_iter()
+                    .filter(|ev| !matches!(ev, QualityEvent::LaneNearDeadline { .. })),
+            );
+        }
+        if lossy {
+            // Over the whole call A lost 1.5%, under the 3% alarm; over the last 5 s, 20%.
+            let whole = e.session_quality(a.id).unwrap();
+            assert!(whole.loss_percent < 2.0 && whole.mos > 3.8, "{whole:?}");
+            let a_id = a.id.to_u64();
+            assert!(
+                events.iter().any(
+                    |ev| matches!(ev, QualityEvent::LossHigh { session, loss_percent }
+                    if *session == a_id && *loss_percent > 15.0)
+                ),
+                "{events:?}"
+            );
+            assert!(
+                events.iter().any(
+                    |ev| matches!(ev, QualityEvent::MosLow { session, .. } if *session == a_id)
+                ),
+                "{events:?}"
+            );
+        }
+    }
+    // Both cleared once the loss stopped; nothing was raised for B.
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|ev| match ev {
+            QualityEvent::MosLow { session, .. } => ("mos low", *session),
+            QualityEvent::MosRecovered { session, .. } => ("mos recovered", *session),
+            QualityEvent::LossHigh { session, .. } => ("loss high", *session),
+            QualityEvent::LossRecovered { session, .. } => ("loss recovered", *session),
+            _ => ("other", 0),
+        })
+        .collect();
+    let a_id = a.id.to_u64();
+    assert_eq!(
+        kinds,
+        [
+            ("mos low", a_id),
+            ("loss high", a_id),
+            ("mos recovered", a_id),
+            ("loss recovered", a_id)
+        ],
+        "{events:?}"
+    );
+}

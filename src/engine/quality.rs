@@ -259,6 +259,10 @@ impl QualityMonitor {
     }
 
     /// Evaluates every session and lane; returns the threshold crossings since the last poll.
+    /// A session's MOS and loss are judged over the packets since its last judgement, once
+    /// they number [`QualityThresholds::window_packets`] (5 s of 20 ms packets by default),
+    /// so the events follow the call's recent quality rather than its average since it
+    /// began.
     pub fn poll(&mut self, engine: &MediaEngine) -> Vec<QualityEvent> {
         let mut events = Vec::new();
         let ids = engine.session_ids();

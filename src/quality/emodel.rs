@@ -76,10 +76,11 @@ pub const MAX_DELAY_MS: f64 = 60_000.0;
 
 /// The codecs this module has impairment values for. The caller maps its own codec
 /// description onto one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum CodecKind {
     /// G.711 (either law) with packet loss concealment as in G.711 Appendix I:
     /// Ie = 0, Bpl = 25.1 (G.113 Appendix I).
+    #[default]
     G711Plc,
     /// G.711 without concealment (lost packets played as silence):
     /// Ie = 0, Bpl = 4.3 (G.113 Appendix I).

@@ -49,6 +49,8 @@ pub struct QualitySnapshot {
     pub r_factor: f64,
     /// MOS-CQE estimate from R (G.107 Annex B).
     pub mos: f64,
+    /// The E-model impairment class R and the MOS were computed for.
+    pub codec: CodecKind,
 }
 
 impl QualitySnapshot {
@@ -101,7 +103,62 @@ impl QualitySnapshot {
             effective_loss_percent,
             r_factor: r,
             mos: mos_from_r(r),
+            codec,
         }
+    }
+
+    /// The same session over the interval since `earlier` (an earlier snapshot of it):
+    /// packet, loss, late-discard and frame counts are the interval's, and so are the loss
+    /// percentages, the concealment ratio, R and the MOS (from the interval's effective
+    /// loss and this snapshot's delay); jitter, jitter buffer and round trip are this
+    /// snapshot's. `None` when a counter went backwards (not the same stream's counts).
+    pub fn since(&self, earlier: &QualitySnapshot) -> Option<QualitySnapshot> {
+        let d = |now: u64, then: u64| now.checked_sub(then);
+        let expected = d(self.packets_expected, earlier.packets_expected)?;
+        let received = d(self.packets_received, earlier.packets_received)?;
+        let played = d(self.frames_played, earlier.frames_played)?;
+        let concealed = d(self.frames_concealed, earlier.frames_concealed)?;
+        let late = d(self.late_discards, earlier.late_discards)?;
+        // RFC 3550's cumulative loss can fall (duplicates count as received): clamped.
+        let lost = self
+            .packets_lost
+            .saturating_sub(earlier.packets_lost)
+            .min(expected);
+        let pct = |n: u64| {
+            if expected == 0 {
+                0.0
+            } else {
+                (100.0 * n as f64 / expected as f64).min(100.0)
+            }
+        };
+        let effective_loss_percent = pct(lost + late);
+        let input = EModelInput::for_codec(
+            self.codec,
+            effective_loss_percent,
+            1.0,
+            self.one_way_delay_ms,
+        );
+        let r = r_factor(&input);
+        Some(QualitySnapshot {
+            packets_received: received,
+            packets_expected: expected,
+            packets_lost: lost,
+            loss_percent: pct(lost),
+            late_discards: late,
+            duplicates: self.duplicates.saturating_sub(earlier.duplicates),
+            reordered: self.reordered.saturating_sub(earlier.reordered),
+            frames_played: played,
+            frames_concealed: concealed,
+            concealment_ratio: if played == 0 {
+                0.0
+            } else {
+                concealed as f64 / played as f64
+            },
+            effective_loss_percent,
+            r_factor: r,
+            mos: mos_from_r(r),
+            ..*self
+        })
     }
 
     /// The values of an RTCP XR VoIP Metrics block (RFC 3611 §4.7) for this snapshot.
@@ -147,6 +204,13 @@ pub struct QualityThresholds {
     /// A lane whose p99 tick time exceeds this fraction of its 10 ms budget is "near
     /// deadline" (suggest shedding work).
     pub lane_load_high: f64,
+    /// Packets a session must have been expected to receive since its last judgement
+    /// before the MOS and loss events judge it again, over those packets: the events
+    /// follow the call's recent quality, not its average since it began (a long clean call
+    /// would otherwise never raise an alarm for a bad minute, and an early burst would
+    /// hold one long after it ended). 250: 5 s of 20 ms packets, where 1% random loss
+    /// crosses the default 3% only about once an hour.
+    pub window_packets: u64,
 }
 
 impl Default for QualityThresholds {
@@ -157,6 +221,7 @@ impl Default for QualityThresholds {
             loss_high_percent: 3.0,
             loss_recovered_percent: 1.0,
             lane_load_high: 0.7,
+            window_packets: 250,
         }
     }
 }
@@ -262,7 +327,24 @@ pub struct SessionFlags {
     pub opus_loss_percent: Option<i32>,
     /// The Opus complexity was lowered for lane load.
     pub complexity_lowered: bool,
+    /// Where the events' current interval began: the snapshot of their last judgement
+    /// (`None`: the session's start).
+    pub judged: Option<QualitySnapshot>,
+    /// Packets expected at the last suggestion pass (the late-discard rate's interval).
+    pub adjust_expected_seen: u64,
+    /// Packets expected when late discards were last seen (or the bounds widened): the
+    /// bounds are restored after [`RESTORE_CLEAN_PACKETS`] more without one.
+    pub late_free_since: u64,
 }
+
+/// Packets an interval of [`suggest`] holds at least (2 s of 20 ms packets) before it
+/// judges the late-discard rate over it: one late packet in a short interval is no rate.
+pub const LATE_INTERVAL_PACKETS: u64 = 100;
+
+/// Packets without a late discard (10 s of 20 ms packets) after which widened jitter
+/// buffer bounds are restored: longer than the interval they were widened on, so that a
+/// network whose jitter comes in bursts does not flap them.
+pub const RESTORE_CLEAN_PACKETS: u64 = 500;
 
 /// Complexity an Opus sender runs at while its lane is near its deadline: libopus at 2
 /// costs about half of 5 and keeps speech quality close (its SILK low-complexity modes).
@@ -364,17 +446,26 @@ pub fn suggest_complexity(
     }
 }
 
-/// Applies the hysteresis rules to one session's snapshot; pushes crossing events.
+/// Applies the hysteresis rules to one session; pushes crossing events. `now` is its
+/// current (cumulative) snapshot; it is judged over the interval since the last judgement
+/// ([`QualitySnapshot::since`] the snapshot kept in `flags`), once that interval holds
+/// [`QualityThresholds::window_packets`] expected packets.
 pub fn evaluate(
     t: &QualityThresholds,
     session: u64,
-    q: &QualitySnapshot,
+    now: &QualitySnapshot,
     flags: &mut SessionFlags,
     events: &mut Vec<QualityEvent>,
 ) {
-    if q.frames_played < 50 {
-        return; // under a second of audio: too little to judge
+    let Some(q) = now.since(&flags.judged.unwrap_or_default()) else {
+        // Counters from another start (a re-created stream): judge from here on.
+        flags.judged = Some(*now);
+        return;
+    };
+    if q.packets_expected < t.window_packets.max(1) {
+        return; // too few packets since the last judgement: wait for more
     }
+    flags.judged = Some(*now);
     if !flags.mos_low && q.mos < t.mos_low {
         flags.mos_low = true;
         events.push(QualityEvent::MosLow {
@@ -403,9 +494,12 @@ pub fn evaluate(
     }
 }
 
-/// Suggests adjustments for one session with hysteresis: when late discards keep rising
-/// while the buffer sits at its target, widen the minimum delay (late packets mean the
-/// target is too tight for this network); when the session is clean again, restore.
+/// Suggests adjustments for one session with hysteresis: when late discards exceed 1% of
+/// the packets expected since the last judgement (an interval of at least
+/// [`LATE_INTERVAL_PACKETS`]), widen the minimum delay (late packets mean
+/// the target is too tight for this network); once [`RESTORE_CLEAN_PACKETS`] more have been
+/// expected without a late discard, restore. Network loss does not hold the wider bounds (a
+/// deeper buffer does not help it). `q` is the session's current (cumulative) snapshot.
 pub fn suggest(
     session: u64,
     q: &QualitySnapshot,
@@ -414,21 +508,31 @@ pub fn suggest(
     default_max_ms: u32,
     out: &mut Vec<QualityAdjustment>,
 ) {
-    let new_late = q.late_discards.saturating_sub(flags.late_seen);
+    if q.packets_expected < flags.adjust_expected_seen || q.late_discards < flags.late_seen {
+        // Counters from another start: count from here.
+        flags.adjust_expected_seen = q.packets_expected;
+        flags.late_seen = q.late_discards;
+        flags.late_free_since = q.packets_expected;
+        return;
+    }
+    let new_expected = q.packets_expected - flags.adjust_expected_seen;
+    if new_expected < LATE_INTERVAL_PACKETS {
+        return; // too few packets to judge a rate: the interval goes on
+    }
+    let new_late = q.late_discards - flags.late_seen;
     flags.late_seen = q.late_discards;
-    let late_rate = if q.frames_played == 0 {
-        0.0
-    } else {
-        q.late_discards as f64 / q.frames_played as f64
-    };
-    if !flags.widened && new_late > 0 && late_rate > 0.01 {
+    flags.adjust_expected_seen = q.packets_expected;
+    if new_late > 0 {
+        flags.late_free_since = q.packets_expected;
+    }
+    if !flags.widened && new_late * 100 > new_expected {
         flags.widened = true;
         out.push(QualityAdjustment::JitterBounds {
             session,
             min_delay_ms: (q.jb_target_ms + 40).min(default_max_ms),
             max_delay_ms: default_max_ms,
         });
-    } else if flags.widened && new_late == 0 && q.effective_loss_percent < 0.5 {
+    } else if flags.widened && q.packets_expected - flags.late_free_since >= RESTORE_CLEAN_PACKETS {
         flags.widened = false;
         out.push(QualityAdjustment::JitterBounds {
             session,
@@ -592,8 +696,9 @@ mod tests {
         assert_eq!(ev.len(), 2);
         evaluate(&t, 1, &bad, &mut flags, &mut ev);
         assert_eq!(ev.len(), 2, "no repeat while still bad");
+        // 10,000 more packets with 5 lost (the counters go on from `bad`'s).
         let good = QualitySnapshot::from_stats(
-            &stats(10_000, 5, 0, 10_000, 5),
+            &stats(10_900, 85, 20, 11_000, 105),
             CodecKind::G711Plc,
             8000,
             20,
@@ -602,6 +707,106 @@ mod tests {
         evaluate(&t, 1, &good, &mut flags, &mut ev);
         assert!(matches!(ev[2], QualityEvent::MosRecovered { .. }));
         assert!(matches!(ev[3], QualityEvent::LossRecovered { .. }));
+    }
+
+    #[test]
+    fn events_follow_the_recent_interval_not_the_average_since_the_call_began() {
+        let t = QualityThresholds::default();
+        let mut flags = SessionFlags::default();
+        let mut ev = vec![];
+        let at = |rx, lost, played, concealed| {
+            QualitySnapshot::from_stats(
+                &stats(rx, lost, 0, played, concealed),
+                CodecKind::G711Plc,
+                8000,
+                20,
+                None,
+            )
+        };
+        // 30 clean minutes.
+        evaluate(&t, 1, &at(90_000, 0, 90_000, 0), &mut flags, &mut ev);
+        assert!(ev.is_empty());
+        // Then a minute with 10% lost: 0.3% of the whole call, but 10% of this minute.
+        let bad = at(92_700, 300, 93_000, 300);
+        assert!(bad.loss_percent < 0.5 && bad.mos > 4.0, "{bad:?}");
+        evaluate(&t, 1, &bad, &mut flags, &mut ev);
+        assert!(
+            matches!(ev[..], [QualityEvent::MosLow { mos, .. }, QualityEvent::LossHigh { loss_percent, .. }]
+                if mos < 3.6 && (loss_percent - 10.0).abs() < 1e-9),
+            "{ev:?}"
+        );
+        // Under a window (250 packets) later: not judged yet, even though clean.
+        evaluate(&t, 1, &at(92_900, 300, 93_200, 300), &mut flags, &mut ev);
+        assert_eq!(ev.len(), 2);
+        // A clean minute after it: both recover (the whole call is still at 0.3%).
+        evaluate(&t, 1, &at(95_700, 300, 96_000, 300), &mut flags, &mut ev);
+        assert!(
+            matches!(
+                ev[2..],
+                [
+                    QualityEvent::MosRecovered { .. },
+                    QualityEvent::LossRecovered { .. }
+                ]
+            ),
+            "{ev:?}"
+        );
+        // A re-created stream (counters from zero) is judged from its own start.
+        evaluate(&t, 1, &at(100, 0, 100, 0), &mut flags, &mut ev);
+        evaluate(&t, 1, &at(400, 100, 500, 100), &mut flags, &mut ev);
+        assert!(matches!(ev[4], QualityEvent::MosLow { .. }), "{ev:?}");
+    }
+
+    #[test]
+    fn an_interval_snapshot_counts_only_the_interval() {
+        let a = QualitySnapshot::from_stats(
+            &stats(1_000, 0, 0, 1_000, 0),
+            CodecKind::G711Plc,
+            8000,
+            20,
+            Some(100.0),
+        );
+        let b = QualitySnapshot::from_stats(
+            &stats(1_900, 100, 20, 2_000, 100),
+            CodecKind::G711Plc,
+            8000,
+            20,
+            Some(100.0),
+        );
+        let iv = b.since(&a).unwrap();
+        assert_eq!(
+            (
+                iv.packets_expected,
+                iv.packets_lost,
+                iv.late_discards,
+                iv.frames_played
+            ),
+            (1_000, 100, 20, 1_000)
+        );
+        assert!((iv.loss_percent - 10.0).abs() < 1e-9);
+        assert!((iv.effective_loss_percent - 12.0).abs() < 1e-9);
+        assert!((iv.concealment_ratio - 0.1).abs() < 1e-9);
+        assert_eq!(
+            (iv.one_way_delay_ms, iv.round_trip_ms),
+            (b.one_way_delay_ms, b.round_trip_ms)
+        );
+        // The interval's MOS is what a snapshot with only the interval's counts gives.
+        let alone = QualitySnapshot::from_stats(
+            &stats(900, 100, 20, 1_000, 100),
+            CodecKind::G711Plc,
+            8000,
+            20,
+            Some(100.0),
+        );
+        assert!(
+            (iv.mos - alone.mos).abs() < 1e-12,
+            "{} {}",
+            iv.mos,
+            alone.mos
+        );
+        assert!(iv.mos < b.mos);
+        // Since itself: an empty interval; since a later snapshot: none.
+        assert_eq!(b.since(&b).unwrap().packets_expected, 0);
+        assert_eq!(a.since(&b), None);
     }
 
     #[test]
@@ -641,6 +846,43 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn widened_bounds_come_back_after_a_clean_stretch_whatever_the_network_loss() {
+        let mut f = SessionFlags::default();
+        let mut adj = vec![];
+        // rx, lost, late: cumulative counters, 2% network loss throughout.
+        let at = |rx: u64, late: u64| {
+            QualitySnapshot::from_stats(
+                &stats(rx, rx / 49, late, rx, rx / 49),
+                CodecKind::G711Plc,
+                8000,
+                20,
+                None,
+            )
+        };
+        // One late packet in 50: too short an interval to call it a rate; the interval
+        // goes on, and over 200 packets the one is 0.5%: no widening.
+        suggest(1, &at(49, 1), &mut f, 20, 500, &mut adj);
+        suggest(1, &at(196, 1), &mut f, 20, 500, &mut adj);
+        assert!(adj.is_empty(), "{adj:?}");
+        // 5 late in the next 100: widened.
+        suggest(1, &at(294, 6), &mut f, 20, 500, &mut adj);
+        assert_eq!(adj.len(), 1);
+        assert!(f.widened);
+        // 400 clean packets later: still widened; 500: restored, under 2% network loss.
+        suggest(1, &at(686, 6), &mut f, 20, 500, &mut adj);
+        assert_eq!(adj.len(), 1);
+        suggest(1, &at(784, 6), &mut f, 20, 500, &mut adj);
+        assert_eq!(
+            adj[1],
+            QualityAdjustment::JitterBounds {
+                session: 1,
+                min_delay_ms: 20,
+                max_delay_ms: 500
+            }
+        );
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct EngineQuality {
     pub sessions: usize,
     /// Sessions by MOS: `< 2.6`, `2.6–3.1`, `3.1–3.6`, `3.6–4.0`, `≥ 4.0` (ITU-T G.107
     /// user-satisfaction bands: nearly all / many / some dissatisfied, satisfied, very satisfied).
+    /// Each session's MOS over its whole life so far ([`MediaEngine::session_quality`]); for
+    /// alarms on how calls are doing now, [`QualityMonitor`] judges recent intervals.
     pub mos_histogram: [usize; 5],
     /// Mean MOS over sessions that have played audio.
     pub mean_mos: f64,

@@ -8,7 +8,8 @@ use crate::quality::monitor::{
     QualitySnapshot, QualityThresholds, SessionFlags,
 };
 use crate::runtime::msg::{Bundle, Op, Tune};
-use crate::types::SessionId;
+use crate::runtime::stats::HistogramSnapshot;
+use crate::types::{Ptime, SessionId};
 use std::collections::HashMap;
 
 /// One lane's load and health.
@@ -20,7 +21,8 @@ pub struct LaneQuality {
     pub sessions: usize,
     /// p99 tick processing time since the lane started, ns.
     pub tick_p99_ns: u64,
-    /// p99 tick time as a fraction of the 10 ms tick budget.
+    /// p99 tick time as a fraction of the 10 ms tick budget, since the lane started
+    /// ([`QualityMonitor`] judges the recent ticks instead).
     pub load: f64,
     /// Ticks that overran their deadline.
     pub deadline_overruns: u64,
@@ -243,6 +245,60 @@ pub struct QualityMonitor {
     thresholds: QualityThresholds,
     flags: HashMap<u64, SessionFlags>,
     lane_hot: HashMap<usize, bool>,
+    /// Per lane, the load windows of [`QualityMonitor::poll`] and of
+    /// [`QualityMonitor::suggest_quality_adjustments`] (each judges its own, whatever the
+    /// other's cadence).
+    lane_events: HashMap<usize, LaneWindow>,
+    lane_adjust: HashMap<usize, LaneWindow>,
+}
+
+/// Ticks a lane-load window holds before its p99 is judged: 1 s of 10 ms ticks.
+pub const LANE_WINDOW_TICKS: u64 = 100;
+
+/// A lane's load over its recent ticks: the p99 tick time over the ticks since the last
+/// judgement, as a share of the 10 ms tick (the lane's histogram counts since the lane
+/// started, where a day of calm would hide an overload for many minutes, and a busy hour
+/// would hold shed complexity long after it).
+#[derive(Debug, Default)]
+struct LaneWindow {
+    /// The lane's tick histogram where the current window began (`None`: the lane's start).
+    from: Option<HistogramSnapshot>,
+    /// The load of the last window judged (0 before any).
+    load: f64,
+}
+
+impl LaneWindow {
+    /// Takes the lane's histogram now; returns the load and whether it was judged anew
+    /// (the window since the last judgement held [`LANE_WINDOW_TICKS`]).
+    fn update(&mut self, now: HistogramSnapshot) -> (f64, bool) {
+        let window = match &self.from {
+            Some(from) => now.since(from),
+            None => now.clone(),
+        };
+        if window.count() < LANE_WINDOW_TICKS {
+            return (self.load, false);
+        }
+        self.load = window.quantile(0.99) as f64 / TICK_NS;
+        self.from = Some(now);
+        (self.load, true)
+    }
+}
+
+/// The lanes' tick period, ns (their budget per tick).
+const TICK_NS: f64 = Ptime::TICK_MS as f64 * 1e6;
+
+/// Moves each lane's window on; returns `(lane, load, judged anew)` for every lane.
+fn lane_windows(
+    engine: &MediaEngine,
+    windows: &mut HashMap<usize, LaneWindow>,
+) -> Vec<(usize, f64, bool)> {
+    (0..engine.lane_loads().len())
+        .filter_map(|lane| {
+            let now = engine.lane_tick_histogram(lane)?;
+            let (load, judged) = windows.entry(lane).or_default().update(now);
+            Some((lane, load, judged))
+        })
+        .collect()
 }
 
 impl QualityMonitor {
@@ -275,14 +331,14 @@ impl QualityMonitor {
                 evaluate(&self.thresholds, id.to_u64(), &q, f, &mut events);
             }
         }
-        for l in engine.lane_qualities() {
-            let hot = self.lane_hot.entry(l.lane).or_default();
-            let now_hot = l.load > self.thresholds.lane_load_high;
+        for (lane, load, judged) in lane_windows(engine, &mut self.lane_events) {
+            if !judged {
+                continue;
+            }
+            let hot = self.lane_hot.entry(lane).or_default();
+            let now_hot = load > self.thresholds.lane_load_high;
             if now_hot && !*hot {
-                events.push(QualityEvent::LaneNearDeadline {
-                    lane: l.lane,
-                    load: l.load,
-                });
+                events.push(QualityEvent::LaneNearDeadline { lane, load });
             }
             *hot = now_hot;
         }
@@ -303,10 +359,9 @@ impl QualityMonitor {
     pub fn suggest_quality_adjustments(&mut self, engine: &MediaEngine) -> Vec<QualityAdjustment> {
         let mut out = Vec::new();
         let j = engine.config().jitter;
-        let loads: HashMap<usize, f64> = engine
-            .lane_qualities()
-            .iter()
-            .map(|l| (l.lane, l.load))
+        let loads: HashMap<usize, f64> = lane_windows(engine, &mut self.lane_adjust)
+            .into_iter()
+            .map(|(lane, load, _)| (lane, load))
             .collect();
         let ids = engine.session_ids();
         // Callers may use this without `poll`.
@@ -340,5 +395,43 @@ impl QualityMonitor {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::stats::TickHistogram;
+
+    #[test]
+    fn a_lane_window_judges_the_recent_ticks_not_the_lanes_life() {
+        let h = TickHistogram::default();
+        let mut w = LaneWindow::default();
+        // A calm day: 10,000 ticks of 1 ms.
+        for _ in 0..10_000 {
+            h.record(1_000_000);
+        }
+        let (load, judged) = w.update(h.snapshot());
+        assert!(judged && (0.09..0.12).contains(&load), "{load}");
+        // Then a second at 9 ms a tick: the lane's whole-life p99 still reads 1 ms
+        // (100 of 10,100 ticks), the window reads 9 ms at once.
+        for _ in 0..100 {
+            h.record(9_000_000);
+        }
+        assert!(h.snapshot().quantile(0.99) < 1_100_000);
+        let (load, judged) = w.update(h.snapshot());
+        assert!(judged && load > 0.85, "{load}");
+        // Fewer than a window's ticks since: not judged, the last load stands.
+        for _ in 0..50 {
+            h.record(1_000_000);
+        }
+        assert_eq!(w.update(h.snapshot()), (load, false));
+        // A calm second after the busy one: back down, though the lane's life now holds
+        // 1% of 9 ms ticks.
+        for _ in 0..50 {
+            h.record(1_000_000);
+        }
+        let (load, judged) = w.update(h.snapshot());
+        assert!(judged && load < 0.12, "{load}");
     }
 }

@@ -253,7 +253,7 @@ pub struct QualityMonitor {
 }
 
 /// Ticks a lane-load window holds before its p99 is judged: 1 s of 10 ms ticks.
-pub const LANE_WINDOW_TICKS: u64 = 100;
+const LANE_WINDOW_TICKS: u64 = 100;
 
 /// A lane's load over its recent ticks: the p99 tick time over the ticks since the last
 /// judgement, as a share of the 10 ms tick (the lane's histogram counts since the lane
@@ -318,7 +318,7 @@ impl QualityMonitor {
 
     /// Evaluates every session and lane; returns the threshold crossings since the last poll.
     /// A session's MOS and loss are judged over the packets since its last judgement, once
-    /// they number [`QualityThresholds::window_packets`] (5 s of 20 ms packets by default),
+    /// they number [`QualityThresholds::window_packets`] (10 s of 20 ms packets by default),
     /// so the events follow the call's recent quality rather than its average since it
     /// began.
     pub fn poll(&mut self, engine: &MediaEngine) -> Vec<QualityEvent> {

@@ -208,8 +208,9 @@ pub struct QualityThresholds {
     /// before the MOS and loss events judge it again, over those packets: the events
     /// follow the call's recent quality, not its average since it began (a long clean call
     /// would otherwise never raise an alarm for a bad minute, and an early burst would
-    /// hold one long after it ended). 250: 5 s of 20 ms packets, where 1% random loss
-    /// crosses the default 3% only about once an hour.
+    /// hold one long after it ended). 500: 10 s of 20 ms packets, where 1% random loss
+    /// (5 expected) reaches the default 3% (16 lost) about once a day (Poisson tail
+    /// 7·10⁻⁵ per window); 250 would cross it three times an hour.
     pub window_packets: u64,
 }
 
@@ -221,7 +222,7 @@ impl Default for QualityThresholds {
             loss_high_percent: 3.0,
             loss_recovered_percent: 1.0,
             lane_load_high: 0.7,
-            window_packets: 250,
+            window_packets: 500,
         }
     }
 }
@@ -735,7 +736,7 @@ mod tests {
                 if mos < 3.6 && (loss_percent - 10.0).abs() < 1e-9),
             "{ev:?}"
         );
-        // Under a window (250 packets) later: not judged yet, even though clean.
+        // Under a window (500 packets) later: not judged yet, even though clean.
         evaluate(&t, 1, &at(92_900, 300, 93_200, 300), &mut flags, &mut ev);
         assert_eq!(ev.len(), 2);
         // A clean minute after it: both recover (the whole call is still at 0.3%).
@@ -752,7 +753,7 @@ mod tests {
         );
         // A re-created stream (counters from zero) is judged from its own start.
         evaluate(&t, 1, &at(100, 0, 100, 0), &mut flags, &mut ev);
-        evaluate(&t, 1, &at(400, 100, 500, 100), &mut flags, &mut ev);
+        evaluate(&t, 1, &at(500, 100, 600, 100), &mut flags, &mut ev);
         assert!(matches!(ev[4], QualityEvent::MosLow { .. }), "{ev:?}");
     }
 

@@ -245,8 +245,8 @@ fn a_lane_over_its_load_threshold_raises_one_event_not_one_per_poll() {
         .create_call((DialogId(1), pcmu()), (DialogId(2), pcmu()))
         .unwrap();
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
-    // A window is 100 ticks (1 s): 60 frames are 120.
-    send(&e, &mut ing, &mut eg, &[a.id, b.id], 0, 60, |_, _| false);
+    // A window is 500 ticks (5 s): 260 frames are 520.
+    send(&e, &mut ing, &mut eg, &[a.id, b.id], 0, 260, |_, _| false);
     let lane_events = |events: &[QualityEvent]| {
         events
             .iter()
@@ -264,9 +264,9 @@ fn a_lane_over_its_load_threshold_raises_one_event_not_one_per_poll() {
         .iter()
         .any(|ev| matches!(ev, QualityEvent::LaneNearDeadline { lane: 0, load } if *load > 0.0)));
     // Under a window later: not judged yet.
-    send(&e, &mut ing, &mut eg, &[a.id, b.id], 60, 20, |_, _| false);
+    send(&e, &mut ing, &mut eg, &[a.id, b.id], 260, 100, |_, _| false);
     assert_eq!(lane_events(&hot.poll(&e)), 0);
-    send(&e, &mut ing, &mut eg, &[a.id, b.id], 80, 60, |_, _| false);
+    send(&e, &mut ing, &mut eg, &[a.id, b.id], 360, 200, |_, _| false);
     assert_eq!(lane_events(&hot.poll(&e)), 0, "still hot: no new event");
     // The default threshold (a share of the 10 ms tick) is far above two calls' ticks.
     let mut calm = QualityMonitor::default();

@@ -252,8 +252,9 @@ pub struct QualityMonitor {
     lane_adjust: HashMap<usize, LaneWindow>,
 }
 
-/// Ticks a lane-load window holds before its p99 is judged: 1 s of 10 ms ticks.
-const LANE_WINDOW_TICKS: u64 = 100;
+/// Ticks a lane-load window holds before its p99 is judged: 5 s of 10 ms ticks, so the
+/// p99 is a window's fifth-slowest tick, not one stall of the host.
+const LANE_WINDOW_TICKS: u64 = 500;
 
 /// A lane's load over its recent ticks: the p99 tick time over the ticks since the last
 /// judgement, as a share of the 10 ms tick (the lane's histogram counts since the lane
@@ -407,28 +408,29 @@ mod tests {
     fn a_lane_window_judges_the_recent_ticks_not_the_lanes_life() {
         let h = TickHistogram::default();
         let mut w = LaneWindow::default();
-        // A calm day: 10,000 ticks of 1 ms.
-        for _ in 0..10_000 {
+        // A calm day: 100,000 ticks of 1 ms.
+        for _ in 0..100_000 {
             h.record(1_000_000);
         }
         let (load, judged) = w.update(h.snapshot());
         assert!(judged && (0.09..0.12).contains(&load), "{load}");
-        // Then a second at 9 ms a tick: the lane's whole-life p99 still reads 1 ms
-        // (100 of 10,100 ticks), the window reads 9 ms at once.
-        for _ in 0..100 {
+        // Then 5 s at 9 ms a tick: the lane's whole-life p99 still reads 1 ms (500 of
+        // 100,500 ticks), the window reads 9 ms at once.
+        for _ in 0..500 {
             h.record(9_000_000);
         }
         assert!(h.snapshot().quantile(0.99) < 1_100_000);
         let (load, judged) = w.update(h.snapshot());
         assert!(judged && load > 0.85, "{load}");
         // Fewer than a window's ticks since: not judged, the last load stands.
-        for _ in 0..50 {
+        for _ in 0..250 {
             h.record(1_000_000);
         }
         assert_eq!(w.update(h.snapshot()), (load, false));
-        // A calm second after the busy one: back down, though the lane's life now holds
-        // 1% of 9 ms ticks.
-        for _ in 0..50 {
+        // Calm seconds after the busy ones, with one stall of 9 ms among them: back down
+        // (a stall is not a load), though the lane's life now holds 0.5% of 9 ms ticks.
+        h.record(9_000_000);
+        for _ in 0..249 {
             h.record(1_000_000);
         }
         let (load, judged) = w.update(h.snapshot());

@@ -362,6 +362,14 @@ impl DspChain {
         }
     }
 
+    /// Offsets the chain's periodic work by `k` blocks (see [`vad::VadCore::stagger`]), so
+    /// that chains built together do not all do it in the same tick. Control plane.
+    pub(crate) fn stagger(&mut self, k: u32) {
+        if let Some(vad) = self.voice.as_mut().and_then(|v| v.vad.as_mut()) {
+            vad.stagger(k);
+        }
+    }
+
     /// Builds the chain for `config` at `sample_rate_hz` (the session's decoded rate).
     /// Control plane: allocates everything.
     pub fn new(config: &DspConfig, sample_rate_hz: u32) -> Result<Self, DspConfigError> {

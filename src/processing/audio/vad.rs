@@ -434,6 +434,8 @@ struct Scalars {
     blocks: u32,
     /// Blocks into the current minimum-statistics sub-window.
     ms_window_blocks: u32,
+    /// Where `ms_window_blocks` starts (see [`VadCore::stagger`]); 0 unless staggered.
+    ms_phase: u32,
     /// Next row of the ring of sub-window minima to overwrite.
     ms_ring_pos: usize,
     /// Smoothed whitened energy (linear).
@@ -466,6 +468,7 @@ impl Scalars {
     const START: Scalars = Scalars {
         blocks: 0,
         ms_window_blocks: 0,
+        ms_phase: 0,
         ms_ring_pos: 0,
         feature: 1.0,
         burst_blocks: 0,
@@ -576,7 +579,23 @@ impl VadCore {
         // infinity.
         zeros.fill(0.0);
         minima.fill(f32::INFINITY);
-        self.s = Scalars::START;
+        let phase = self.s.ms_phase;
+        self.s = Scalars {
+            ms_window_blocks: phase,
+            ms_phase: phase,
+            ..Scalars::START
+        };
+    }
+
+    /// Offsets the detector's minimum-statistics sub-windows by `k` blocks (modulo their
+    /// length). Every sub-window's end costs a pass over the ring of minima; detectors
+    /// started together (a gateway's calls created in one batch) would otherwise all pay
+    /// it in the same tick, every 250 ms. The engine staggers each session's by its slot.
+    /// Control plane.
+    pub(crate) fn stagger(&mut self, k: u32) {
+        let phase = k % MIN_STAT_SUBWINDOW_BLOCKS;
+        self.s.ms_phase = phase;
+        self.s.ms_window_blocks = phase;
     }
 
     /// Splits the state and `work` into one block's per-band arrays (None if `work` is
@@ -787,7 +806,7 @@ impl Scalars {
     /// Starts the noise estimates afresh from the current block (see [`Self::start_up`]).
     fn restart_noise_estimates(&mut self, b: Bands<'_>) {
         self.blocks = 1;
-        self.ms_window_blocks = 0;
+        self.ms_window_blocks = self.ms_phase;
         b.ms_window_min.fill(f32::INFINITY);
         b.ms_ring.fill(f32::INFINITY);
         b.ms_ring_min.fill(f32::INFINITY);
@@ -1621,6 +1640,41 @@ mod tests {
         let noise = f64::from(vad.noise_level_dbfs());
         eprintln!("noise estimate {noise:.1} dBFS, in-band noise {band_dbfs:.1} dBFS");
         assert!((noise - band_dbfs).abs() <= 1.0);
+    }
+
+    #[test]
+    fn staggered_detectors_end_their_sub_windows_at_other_blocks_and_keep_it_through_reset() {
+        let (rate, clean) = read_wav(SPEECH1_8K);
+        let speech = &clean[..rate as usize * 3];
+        let mut plain = Vad::new(config_for(rate)).expect("valid config");
+        let mut staggered = Vad::new(config_for(rate)).expect("valid config");
+        staggered.core.stagger(10 + MIN_STAT_SUBWINDOW_BLOCKS);
+        // 10 ms blocks; the first starts the estimates, the sub-windows count from the
+        // second: the staggered detector's first ends 15 blocks on, the plain one's 25.
+        let ring_pos = |v: &Vad| v.core.s.ms_ring_pos;
+        let mut ends = [Vec::new(), Vec::new()];
+        let run = |plain: &mut Vad, staggered: &mut Vad, ends: &mut [Vec<usize>; 2]| {
+            for (i, f) in speech.chunks_exact(80).enumerate() {
+                for (v, e) in [&mut *plain, &mut *staggered]
+                    .into_iter()
+                    .zip(ends.iter_mut())
+                {
+                    let before = ring_pos(v);
+                    v.process(f);
+                    if ring_pos(v) != before {
+                        e.push(i);
+                    }
+                }
+            }
+        };
+        run(&mut plain, &mut staggered, &mut ends);
+        assert_eq!(ends[0][..3], [25, 50, 75]);
+        assert_eq!(ends[1][..3], [15, 40, 65]);
+        plain.reset();
+        staggered.reset();
+        let mut ends_again = [Vec::new(), Vec::new()];
+        run(&mut plain, &mut staggered, &mut ends_again);
+        assert_eq!(ends_again, ends, "reset keeps the stagger");
     }
 
     #[test]

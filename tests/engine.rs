@@ -2208,33 +2208,23 @@ fn quality_monitor_turns_opus_fec_on_under_loss_and_the_encoder_follows_adjustme
     });
     let mut pkt = Vec::new();
     // Speech-like input into B (PCMU), so A's Opus encoder has something to spend bits on.
-    let ulaw = |k: usize| {
-        let pcm: Vec<i16> = signal(k * 160, 160);
-        let mut u = [0u8; 160];
-        g711::ulaw_encode(&pcm, &mut u);
-        u
-    };
     let mut sizes_from_a = Vec::new();
     let mut run = |k0: usize, n: usize, lose_every: usize, sizes: &mut Vec<usize>| {
         for k in k0..k0 + n {
-            let pcm: Vec<i16> = (0..960)
-                .map(|i| ((((k * 960 + i) as f64) * 0.0576).sin() * 6000.0) as i16)
-                .collect();
-            let mut payload = vec![0u8; 400];
-            let len = enc.encode(&pcm, &mut payload).unwrap();
+            let payload = opus_tone_packet(&mut enc, k, 6000.0);
             if lose_every == 0 || k % lose_every != 0 {
-                rtp(
-                    111,
-                    k as u16,
-                    960 * k as u32,
-                    5,
-                    k == 0,
-                    &payload[..len],
-                    &mut pkt,
-                );
+                rtp(111, k as u16, 960 * k as u32, 5, k == 0, &payload, &mut pkt);
                 ing.push(a.id, &pkt).unwrap();
             }
-            rtp(0, k as u16, 160 * k as u32, 6, k == 0, &ulaw(k), &mut pkt);
+            rtp(
+                0,
+                k as u16,
+                160 * k as u32,
+                6,
+                k == 0,
+                &ulaw_frame(k),
+                &mut pkt,
+            );
             ing.push(b.id, &pkt).unwrap();
             e.step(2).unwrap();
             for p in drain(&mut eg) {

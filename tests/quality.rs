@@ -6,34 +6,54 @@
 mod common;
 
 use common::*;
-use media_core::codec::audio::g711;
+use media_core::codec::OpusSettings;
 use media_core::engine::QualityMonitor;
 use media_core::quality::monitor::{QualityAdjustment, QualityEvent, QualityThresholds};
 use media_core::{
-    ClockMode, CodecSpec, DialogId, EgressHandle, EngineConfig, Error, IngressHandle, MediaEngine,
+    CodecSpec, DialogId, EgressHandle, Error, IngressHandle, MediaEngine, MediaSessionHandle,
     MediaSessionParams, Ptime, SessionId,
 };
 
 fn engine() -> MediaEngine {
-    let e = MediaEngine::new(EngineConfig {
-        clock: ClockMode::Virtual,
-        sessions_per_lane: 8,
-        ..Default::default()
-    })
-    .unwrap();
-    e.start().unwrap();
-    e
+    started_virtual_engine(8)
 }
 
 fn pcmu() -> MediaSessionParams {
     MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20)
 }
 
-/// Frame `k` of a tone as PCMU.
-fn ulaw(k: usize) -> [u8; 160] {
-    let mut u = [0u8; 160];
-    g711::ulaw_encode(&signal(k * 160, 160), &mut u);
-    u
+/// A call whose leg A sends Opus negotiated without FEC and B sends PCMU; returns the legs
+/// and A's negotiated Opus settings.
+fn opus_call(e: &MediaEngine) -> (MediaSessionHandle, MediaSessionHandle, OpusSettings) {
+    let mut opus = MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20);
+    opus.opus.inband_fec = false;
+    opus.opus.packet_loss_percent = 0;
+    let negotiated = opus.opus;
+    let (a, b) = e
+        .create_call((DialogId(1), opus), (DialogId(2), pcmu()))
+        .unwrap();
+    (a, b, negotiated)
+}
+
+/// A monitor that never finds a lane loaded (lane load is not under test where it is used).
+fn monitor_without_lane_load() -> QualityMonitor {
+    QualityMonitor::new(QualityThresholds {
+        lane_load_high: f64::INFINITY,
+        ..Default::default()
+    })
+}
+
+/// The Opus encoder settings `adj` suggests for `session`: bitrate, FEC, expected loss.
+fn opus_settings_for(adj: &[QualityAdjustment], session: SessionId) -> Option<(i32, bool, i32)> {
+    adj.iter().find_map(|x| match *x {
+        QualityAdjustment::OpusEncoder {
+            session: s,
+            bitrate_bps,
+            inband_fec,
+            packet_loss_percent,
+        } if s == session.to_u64() => Some((bitrate_bps, inband_fec, packet_loss_percent)),
+        _ => None,
+    })
 }
 
 /// Sends frames `k0..k0 + n` to each of `sessions` (PCMU, SSRC 100 + index), leaving out
@@ -57,7 +77,7 @@ fn send(
                     160 * k as u32,
                     100 + i as u32,
                     k == 0,
-                    &ulaw(k),
+                    &ulaw_frame(k),
                     &mut pkt,
                 );
                 ing.push(id, &pkt).unwrap();
@@ -179,32 +199,13 @@ fn the_round_trip_time_enters_the_mos_and_bad_values_are_not_kept() {
 #[test]
 fn opus_adaptation_follows_the_loss_the_peer_reports_for_what_we_send() {
     let e = engine();
-    let mut opus = MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20);
-    opus.opus.inband_fec = false;
-    opus.opus.packet_loss_percent = 0;
-    let negotiated = opus.opus;
-    let (a, b) = e
-        .create_call((DialogId(1), opus), (DialogId(2), pcmu()))
-        .unwrap();
+    let (a, b, negotiated) = opus_call(&e);
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
     // B receives PCMU (A's encoder has audio to send); nothing arrives for A, so the
     // stream A receives shows no loss at all.
     send(&e, &mut ing, &mut eg, &[b.id], 0, 100, |_, _| false);
-    let mut monitor = QualityMonitor::new(QualityThresholds {
-        lane_load_high: f64::INFINITY,
-        ..Default::default()
-    });
-    let opus_for_a = |adj: &[QualityAdjustment]| {
-        adj.iter().find_map(|x| match *x {
-            QualityAdjustment::OpusEncoder {
-                session,
-                bitrate_bps,
-                inband_fec,
-                packet_loss_percent,
-            } if session == a.id.to_u64() => Some((bitrate_bps, inband_fec, packet_loss_percent)),
-            _ => None,
-        })
-    };
+    let mut monitor = monitor_without_lane_load();
+    let opus_for_a = |adj: &[QualityAdjustment]| opus_settings_for(adj, a.id);
     assert_eq!(opus_for_a(&monitor.suggest_quality_adjustments(&e)), None);
     // The peer's receiver reports: cumulative counters, judged by their differences.
     e.set_peer_loss(a.id, 1_000, 0).unwrap();
@@ -276,54 +277,32 @@ fn a_lane_over_its_load_threshold_raises_one_event_not_one_per_poll() {
 #[test]
 fn the_first_peer_report_starts_the_loss_interval_over() {
     let e = engine();
-    let mut opus = MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20);
-    opus.opus.inband_fec = false;
-    opus.opus.packet_loss_percent = 0;
-    let (a, b) = e
-        .create_call((DialogId(1), opus), (DialogId(2), pcmu()))
-        .unwrap();
+    let (a, b, _) = opus_call(&e);
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
     // Three clean seconds of Opus into A: the monitor judges A's loss from them (150
     // packets expected, none lost).
     let mut enc =
         opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
     let mut pkt = Vec::new();
-    let mut payload = [0u8; 400];
     for k in 0..150usize {
-        let pcm: Vec<i16> = (0..960)
-            .map(|i| ((((k * 960 + i) as f64) * 0.0576).sin() * 6000.0) as i16)
-            .collect();
-        let len = enc.encode(&pcm, &mut payload).unwrap();
+        let payload = opus_tone_packet(&mut enc, k, 6000.0);
+        rtp(111, k as u16, 960 * k as u32, 9, k == 0, &payload, &mut pkt);
+        ing.push(a.id, &pkt).unwrap();
         rtp(
-            111,
+            0,
             k as u16,
-            960 * k as u32,
-            9,
+            160 * k as u32,
+            10,
             k == 0,
-            &payload[..len],
+            &ulaw_frame(k),
             &mut pkt,
         );
-        ing.push(a.id, &pkt).unwrap();
-        rtp(0, k as u16, 160 * k as u32, 10, k == 0, &ulaw(k), &mut pkt);
         ing.push(b.id, &pkt).unwrap();
         e.step(2).unwrap();
         drain(&mut eg);
     }
-    let mut monitor = QualityMonitor::new(QualityThresholds {
-        lane_load_high: f64::INFINITY,
-        ..Default::default()
-    });
-    let opus_for_a = |adj: &[QualityAdjustment]| {
-        adj.iter().find_map(|x| match *x {
-            QualityAdjustment::OpusEncoder {
-                session,
-                bitrate_bps,
-                inband_fec,
-                packet_loss_percent,
-            } if session == a.id.to_u64() => Some((bitrate_bps, inband_fec, packet_loss_percent)),
-            _ => None,
-        })
-    };
+    let mut monitor = monitor_without_lane_load();
+    let opus_for_a = |adj: &[QualityAdjustment]| opus_settings_for(adj, a.id);
     assert_eq!(opus_for_a(&monitor.suggest_quality_adjustments(&e)), None);
     assert!(e.session_quality(a.id).unwrap().packets_expected >= 140);
     // The peer's counters (its extended highest sequence number, from the random base we
@@ -345,10 +324,7 @@ fn loss_and_mos_events_follow_the_call_now_not_its_average() {
         .create_call((DialogId(1), pcmu()), (DialogId(2), pcmu()))
         .unwrap();
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
-    let mut monitor = QualityMonitor::new(QualityThresholds {
-        lane_load_high: f64::INFINITY,
-        ..Default::default()
-    });
+    let mut monitor = monitor_without_lane_load();
     let mut events = Vec::new();
     let ids = [a.id, b.id];
     // A minute clean, then 10 s with every fifth packet to A lost, then 20 s clean; the

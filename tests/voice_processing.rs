@@ -4,25 +4,17 @@
 
 mod common;
 
-use common::{background_noise, drain, rtp, Out};
+use common::{background_noise, drain, rtp, started_virtual_engine, Out};
 use media_core::codec::audio::g711;
 use media_core::processing::audio::dtmf_detector::{Digit, DtmfGenerator, DtmfGeneratorConfig};
 use media_core::processing::audio::{aec::AecConfig, DspConfig};
 use media_core::runtime::msg::DtmfSource;
 use media_core::{
-    ClockMode, CodecSpec, DialogId, EngineConfig, EngineEvent, Error, MediaEngine,
-    MediaSessionParams, PayloadType, Ptime,
+    CodecSpec, DialogId, EngineEvent, Error, MediaEngine, MediaSessionParams, PayloadType, Ptime,
 };
 
 fn engine() -> MediaEngine {
-    let e = MediaEngine::new(EngineConfig {
-        clock: ClockMode::Virtual,
-        sessions_per_lane: 8,
-        ..Default::default()
-    })
-    .unwrap();
-    e.start().unwrap();
-    e
+    started_virtual_engine(8)
 }
 
 fn with_dsp(dsp: DspConfig) -> MediaSessionParams {

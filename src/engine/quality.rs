@@ -293,7 +293,7 @@ fn lane_windows(
     engine: &MediaEngine,
     windows: &mut HashMap<usize, LaneWindow>,
 ) -> Vec<(usize, f64, bool)> {
-    (0..engine.lane_loads().len())
+    (0..engine.config().lanes)
         .filter_map(|lane| {
             let now = engine.lane_tick_histogram(lane)?;
             let (load, judged) = windows.entry(lane).or_default().update(now);
@@ -381,8 +381,7 @@ impl QualityMonitor {
                 // The first receiver report: its counters count from another base than
                 // the received stream's, so the interval starts here.
                 f.loss_from_peer = peer.is_some();
-                f.expected_seen = expected;
-                f.lost_seen = lost;
+                f.start_loss_interval(expected, lost);
             }
             suggest_opus(id.to_u64(), expected, lost, f, &opus, &mut out);
             let load = loads.get(&id.lane()).copied().unwrap_or(0.0);

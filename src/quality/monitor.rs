@@ -338,6 +338,14 @@ pub struct SessionFlags {
     pub late_free_since: u64,
 }
 
+impl SessionFlags {
+    /// Starts [`suggest_opus`]'s next loss interval at these cumulative counters.
+    pub fn start_loss_interval(&mut self, expected: u64, lost: u64) {
+        self.expected_seen = expected;
+        self.lost_seen = lost;
+    }
+}
+
 /// Packets an interval of [`suggest`] holds at least (2 s of 20 ms packets) before it
 /// judges the late-discard rate over it: one late packet in a short interval is no rate.
 pub const LATE_INTERVAL_PACKETS: u64 = 100;
@@ -374,8 +382,7 @@ pub fn suggest_opus(
     out: &mut Vec<QualityAdjustment>,
 ) {
     if expected < flags.expected_seen {
-        flags.expected_seen = expected;
-        flags.lost_seen = lost;
+        flags.start_loss_interval(expected, lost);
         return;
     }
     let d_expected = expected - flags.expected_seen;
@@ -383,8 +390,7 @@ pub fn suggest_opus(
         return; // a second of packets at least before judging
     }
     let d_lost = lost.saturating_sub(flags.lost_seen).min(d_expected);
-    flags.expected_seen = expected;
-    flags.lost_seen = lost;
+    flags.start_loss_interval(expected, lost);
     let loss = 100.0 * d_lost as f64 / d_expected as f64;
     let step = (((loss / 5.0).ceil() * 5.0) as i32).clamp(5, 30);
     let settings = |percent: i32| {

@@ -34,6 +34,19 @@ pub fn background_noise(n: usize, amplitude: u16, seed: u32) -> Vec<i16> {
         .collect()
 }
 
+/// A started engine on the virtual clock, one lane of `sessions_per_lane` slots, the
+/// other settings at their defaults.
+pub fn started_virtual_engine(sessions_per_lane: usize) -> media_core::MediaEngine {
+    let e = media_core::MediaEngine::new(media_core::EngineConfig {
+        clock: media_core::ClockMode::Virtual,
+        sessions_per_lane,
+        ..Default::default()
+    })
+    .unwrap();
+    e.start().unwrap();
+    e
+}
+
 /// A deterministic test signal: a 440 Hz-ish tone plus a slow sweep, 8 kHz, `n` samples from `start`.
 pub fn signal(start: usize, n: usize) -> Vec<i16> {
     (start..start + n)

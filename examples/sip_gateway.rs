@@ -32,7 +32,10 @@
 //!   then cannot delay a tick.
 //! - Engine events (DTMF, talkspurts with `--vad`, deadline overruns) and quality alerts
 //!   ([`QualityMonitor`]) are logged on the control plane; each call prints a summary at
-//!   its end (`CALL SUMMARY`), the gateway its totals at exit (`GATEWAY TOTALS`).
+//!   its end (`CALL SUMMARY`), the gateway its totals at exit (`GATEWAY TOTALS`). A
+//!   `STATS` line every few seconds gives the lanes' p99 load, overruns and drops and the
+//!   calls' mean MOS over the seconds since the line before ([`QualityMonitor::report`]);
+//!   the last one, at exit, over the whole calls.
 
 #[path = "sip/media_io.rs"]
 mod media_io;
@@ -50,7 +53,7 @@ use media_core::codec::negotiation::{
     answer, negotiate_reoffer, process_answer, CodecKind, Direction, LocalCapabilities, MediaOffer,
     NegotiatedMedia,
 };
-use media_core::engine::{EngineEvent, QualityMonitor};
+use media_core::engine::{EngineEvent, EngineQuality, QualityMonitor};
 use media_core::quality::monitor::QualityEvent;
 use media_core::{DialogId, EngineConfig, MediaEngine, MediaSessionParams, SessionId};
 use media_io::{LaneIo, LegCounters, NewLeg, SendPts};
@@ -1878,8 +1881,8 @@ impl Gateway {
         }
     }
 
-    fn stats_line(&self) {
-        let q = self.engine.quality_report();
+    /// One `STATS` line: the calls so far, and the engine's quality `q` over `span`.
+    fn stats_line(&self, q: &EngineQuality, span: &str) {
         let lanes: Vec<String> = q
             .lanes
             .iter()
@@ -1901,7 +1904,7 @@ impl Gateway {
             .filter(|c| matches!(c.state, State::Established | State::AwaitAck))
             .count();
         println!(
-            "STATS t={:.1}s calls: active {active} attempted {} completed {} failed {} (488: {}) cancelled {} | mean MOS {:.2} | {}",
+            "STATS t={:.1}s calls: active {active} attempted {} completed {} failed {} (488: {}) cancelled {} | {span}: mean MOS {:.2} | {}",
             self.started.elapsed().as_secs_f64(),
             self.totals.attempted,
             self.totals.completed,
@@ -2022,6 +2025,8 @@ fn main() -> Result<(), BoxError> {
         started: Instant::now(),
     };
     let mut monitor = QualityMonitor::default();
+    // The STATS lines' interval reports (their own marks, whatever the poll's cadence).
+    let mut reporter = QualityMonitor::default();
     let mut next_stats = Instant::now() + stats_interval;
     let mut next_monitor = Instant::now() + Duration::from_secs(1);
     let mut buf = vec![0u8; 65536];
@@ -2075,7 +2080,10 @@ fn main() -> Result<(), BoxError> {
         }
         if now >= next_stats {
             next_stats = now + stats_interval;
-            gw.stats_line();
+            // What the calls are like now: the interval since the last line (the
+            // engine's own report averages over each call's life).
+            let span = format!("last {:.0} s", stats_interval.as_secs_f64());
+            gw.stats_line(&reporter.report(&engine), &span);
         }
         if INTERRUPTED.load(Ordering::Relaxed) || deadline.is_some_and(|d| now >= d) {
             break;
@@ -2107,8 +2115,8 @@ fn main() -> Result<(), BoxError> {
     for n in live {
         gw.hang_up(n, None);
     }
-    gw.stats_line();
     let q = engine.quality_report();
+    gw.stats_line(&q, "whole calls");
     let (overruns, drops): (u64, u64) = q
         .lanes
         .iter()

@@ -386,3 +386,87 @@ fn loss_and_mos_events_follow_the_call_now_not_its_average() {
         "{events:?}"
     );
 }
+
+#[test]
+fn the_monitors_report_gives_each_interval_its_own_figures() {
+    let e = engine();
+    let (a, b) = e
+        .create_call((DialogId(1), pcmu()), (DialogId(2), pcmu()))
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut monitor = monitor_without_lane_load();
+    let ids = [a.id, b.id];
+
+    // A minute clean: the first report covers the calls' lives, as the engine's does.
+    send(&e, &mut ing, &mut eg, &ids, 0, 3000, |_, _| false);
+    let first = monitor.report(&e);
+    assert_eq!(first, e.quality_report());
+    assert_eq!(first.mos_histogram, [0, 0, 0, 0, 2], "{first:?}");
+    let lane = first.lanes[0];
+    assert!(lane.tick_p99_ns > 0 && lane.drops == 0, "{lane:?}");
+    let (a_first, b_first) = (
+        e.session_quality(a.id).unwrap(),
+        e.session_quality(b.id).unwrap(),
+    );
+
+    // 10 s with every fifth packet to A lost, and one malformed packet on the lane.
+    send(&e, &mut ing, &mut eg, &ids, 3000, 500, |i, k| {
+        i == 0 && k % 5 == 0
+    });
+    let _ = ing.push(a.id, &[0x80, 0]);
+    e.step(2).unwrap();
+    let a_now = e.session_quality(a.id).unwrap();
+    let b_now = e.session_quality(b.id).unwrap();
+    let second = monitor.report(&e);
+    // Over its life A lost 2.9% and still rates "very satisfied"; over these 10 s, 20%.
+    let whole = e.quality_report();
+    assert_eq!(whole.mos_histogram, [0, 0, 0, 0, 2], "{whole:?}");
+    assert!(
+        band(a_now.mos) == 4 && a_now.loss_percent < 3.0,
+        "{a_now:?}"
+    );
+    assert!(
+        second.mos_histogram[..2].iter().sum::<usize>() == 1 && second.mos_histogram[4] == 1,
+        "{second:?}"
+    );
+    // The interval's MOS is what `since` makes of the snapshots at the two reports.
+    let a_interval = a_now.since(&a_first).unwrap();
+    let b_interval = b_now.since(&b_first).unwrap();
+    assert!(
+        band(a_interval.mos) <= 1 && (18.0..=22.0).contains(&a_interval.loss_percent),
+        "{a_interval:?}"
+    );
+    let mean = (a_interval.mos + b_interval.mos) / 2.0;
+    assert!((second.mean_mos - mean).abs() < 1e-9, "{second:?}");
+    // The drop is this interval's; the lane's life holds it too.
+    assert_eq!(second.lanes[0].drops, 1, "{second:?}");
+    assert!(whole.lanes[0].drops >= 1);
+
+    // 5 s clean: A is back in the top band, the lane dropped nothing in between, while
+    // the whole-life report still holds the drop.
+    send(&e, &mut ing, &mut eg, &ids, 3500, 250, |_, _| false);
+    let third = monitor.report(&e);
+    assert_eq!(third.mos_histogram, [0, 0, 0, 0, 2], "{third:?}");
+    assert_eq!(
+        (third.lanes[0].drops, third.lanes[0].deadline_overruns),
+        (0, 0)
+    );
+    assert!(e.quality_report().lanes[0].drops >= 1);
+
+    // No traffic since: nothing played, so no session is banded; an ended call leaves.
+    let idle = monitor.report(&e);
+    assert_eq!((idle.sessions, idle.mos_histogram), (2, [0; 5]), "{idle:?}");
+    assert_eq!(idle.mean_mos, 0.0);
+    // A call created since counts from its start.
+    e.destroy_media_session(b.id).unwrap();
+    let (c, d) = e
+        .create_call((DialogId(3), pcmu()), (DialogId(4), pcmu()))
+        .unwrap();
+    send(&e, &mut ing, &mut eg, &[c.id, d.id], 0, 50, |_, _| false);
+    let after = monitor.report(&e);
+    assert_eq!(
+        (after.sessions, after.mos_histogram),
+        (3, [0, 0, 0, 0, 2]),
+        "{after:?}"
+    );
+}

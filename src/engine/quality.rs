@@ -12,25 +12,28 @@ use crate::runtime::stats::HistogramSnapshot;
 use crate::types::{Ptime, SessionId};
 use std::collections::HashMap;
 
-/// One lane's load and health.
+/// One lane's load and health over a report's span.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LaneQuality {
     /// Lane index.
     pub lane: usize,
     /// Live sessions.
     pub sessions: usize,
-    /// p99 tick processing time since the lane started, ns.
+    /// p99 tick processing time over the report's span (since the lane started from
+    /// [`MediaEngine::quality_report`], since the previous report from
+    /// [`QualityMonitor::report`]), ns.
     pub tick_p99_ns: u64,
-    /// p99 tick time as a fraction of the 10 ms tick budget, since the lane started
-    /// ([`QualityMonitor`] judges the recent ticks instead).
+    /// `tick_p99_ns` as a fraction of the 10 ms tick budget.
     pub load: f64,
-    /// Ticks that overran their deadline.
+    /// Ticks that overran their deadline in the report's span.
     pub deadline_overruns: u64,
-    /// Packets or frames dropped by the lane or at its rings (all causes).
+    /// Packets or frames dropped by the lane or at its rings in the report's span (all
+    /// causes).
     pub drops: u64,
 }
 
-/// The engine's quality at a glance.
+/// The engine's quality at a glance: whole-life figures from
+/// [`MediaEngine::quality_report`], the last interval's from [`QualityMonitor::report`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineQuality {
     /// Per lane.
@@ -39,8 +42,9 @@ pub struct EngineQuality {
     pub sessions: usize,
     /// Sessions by MOS: `< 2.6`, `2.6–3.1`, `3.1–3.6`, `3.6–4.0`, `≥ 4.0` (ITU-T G.107
     /// user-satisfaction bands: nearly all / many / some dissatisfied, satisfied, very satisfied).
-    /// Each session's MOS over its whole life so far ([`MediaEngine::session_quality`]); for
-    /// alarms on how calls are doing now, [`QualityMonitor`] judges recent intervals.
+    /// Each session's MOS over the report's span: its whole life so far from
+    /// [`MediaEngine::quality_report`], the interval since the previous report from
+    /// [`QualityMonitor::report`].
     pub mos_histogram: [usize; 5],
     /// Mean MOS over sessions that have played audio.
     pub mean_mos: f64,
@@ -52,6 +56,62 @@ pub(crate) fn codec_kind(c: Codec) -> CodecKind {
         Codec::Pcmu | Codec::Pcma => CodecKind::G711Plc,
         Codec::G722 => CodecKind::G722,
         Codec::Opus => CodecKind::Opus,
+    }
+}
+
+/// Packets or frames a lane dropped, all causes ([`LaneQuality::drops`]).
+fn lane_drops(st: &crate::runtime::stats::LaneStats) -> u64 {
+    st.unknown_session
+        + st.malformed
+        + st.ingress_full
+        + st.ingress_too_large
+        + st.ingress_rate_limited
+        + st.ingress_unknown
+        + st.internal_ring_full
+        + st.stage_backlog_drops
+}
+
+impl LaneQuality {
+    fn new(lane: usize, sessions: usize, tick_p99_ns: u64, overruns: u64, drops: u64) -> Self {
+        LaneQuality {
+            lane,
+            sessions,
+            tick_p99_ns,
+            load: tick_p99_ns as f64 / TICK_NS,
+            deadline_overruns: overruns,
+            drops,
+        }
+    }
+}
+
+/// A session's [`EngineQuality::mos_histogram`] band.
+fn mos_band(mos: f64) -> usize {
+    match mos {
+        m if m < 2.6 => 0,
+        m if m < 3.1 => 1,
+        m if m < 3.6 => 2,
+        m if m < 4.0 => 3,
+        _ => 4,
+    }
+}
+
+impl EngineQuality {
+    /// The report from the lanes' figures and the sessions' snapshots (those that played
+    /// no audio are left out of the bands and the mean).
+    fn new(lanes: Vec<LaneQuality>, sessions: impl Iterator<Item = QualitySnapshot>) -> Self {
+        let mut hist = [0usize; 5];
+        let (mut sum, mut n) = (0.0, 0usize);
+        for q in sessions.filter(|q| q.frames_played > 0) {
+            hist[mos_band(q.mos)] += 1;
+            sum += q.mos;
+            n += 1;
+        }
+        EngineQuality {
+            sessions: lanes.iter().map(|l| l.sessions).sum(),
+            lanes,
+            mos_histogram: hist,
+            mean_mos: if n == 0 { 0.0 } else { sum / n as f64 },
+        }
     }
 }
 
@@ -113,65 +173,34 @@ impl MediaEngine {
         self.lock().sessions.keys().copied().collect()
     }
 
-    /// Each lane's load and health, without the per-session pass of
+    /// Each lane's load and health since it started, without the per-session pass of
     /// [`MediaEngine::quality_report`].
     fn lane_qualities(&self) -> Vec<LaneQuality> {
-        let loads = self.lane_loads();
-        let mut lanes = Vec::with_capacity(loads.len());
-        for (i, &sessions) in loads.iter().enumerate() {
-            let st = self.lane_stats(i).unwrap_or_default();
-            let p99 = self
-                .lane_tick_histogram(i)
-                .map(|h| h.quantile(0.99))
-                .unwrap_or(0);
-            lanes.push(LaneQuality {
-                lane: i,
-                sessions,
-                tick_p99_ns: p99,
-                load: p99 as f64 / 10_000_000.0,
-                deadline_overruns: st.deadline_overruns,
-                drops: st.unknown_session
-                    + st.malformed
-                    + st.ingress_full
-                    + st.ingress_too_large
-                    + st.ingress_rate_limited
-                    + st.ingress_unknown
-                    + st.internal_ring_full
-                    + st.stage_backlog_drops,
-            });
-        }
-        lanes
+        self.lane_loads()
+            .iter()
+            .enumerate()
+            .map(|(i, &sessions)| {
+                let st = self.lane_stats(i).unwrap_or_default();
+                let p99 = self
+                    .lane_tick_histogram(i)
+                    .map(|h| h.quantile(0.99))
+                    .unwrap_or(0);
+                LaneQuality::new(i, sessions, p99, st.deadline_overruns, lane_drops(&st))
+            })
+            .collect()
     }
 
-    /// Lane loads, drops and the MOS distribution over all sessions.
+    /// Lane loads, drops and the MOS distribution over all sessions, each since it began
+    /// (a lane since it started, a session since it was created): what a call has been
+    /// like so far. For what calls are like now, [`QualityMonitor::report`] gives the same
+    /// figures over the interval since its previous report.
     pub fn quality_report(&self) -> EngineQuality {
         let lanes = self.lane_qualities();
-        let sessions = lanes.iter().map(|l| l.sessions).sum();
-        let mut hist = [0usize; 5];
-        let (mut sum, mut n) = (0.0, 0usize);
-        for id in self.session_ids() {
-            if let Ok(q) = self.session_quality(id) {
-                if q.frames_played == 0 {
-                    continue;
-                }
-                let b = match q.mos {
-                    m if m < 2.6 => 0,
-                    m if m < 3.1 => 1,
-                    m if m < 3.6 => 2,
-                    m if m < 4.0 => 3,
-                    _ => 4,
-                };
-                hist[b] += 1;
-                sum += q.mos;
-                n += 1;
-            }
-        }
-        EngineQuality {
-            lanes,
-            sessions,
-            mos_histogram: hist,
-            mean_mos: if n == 0 { 0.0 } else { sum / n as f64 },
-        }
+        let mos = self
+            .session_ids()
+            .into_iter()
+            .filter_map(|id| self.session_quality(id).ok());
+        EngineQuality::new(lanes, mos)
     }
 
     /// Applies an adjustment through the session's lane command ring (never blocks).
@@ -250,6 +279,17 @@ pub struct QualityMonitor {
     /// other's cadence).
     lane_events: HashMap<usize, LaneWindow>,
     lane_adjust: HashMap<usize, LaneWindow>,
+    /// Where the last [`QualityMonitor::report`] left each session and lane.
+    report_sessions: HashMap<u64, QualitySnapshot>,
+    report_lanes: HashMap<usize, LaneMark>,
+}
+
+/// A lane's figures at the last [`QualityMonitor::report`].
+#[derive(Debug, Default)]
+struct LaneMark {
+    ticks: Option<HistogramSnapshot>,
+    overruns: u64,
+    drops: u64,
 }
 
 /// Ticks a lane-load window holds before its p99 is judged: 5 s of 10 ms ticks, so the
@@ -344,6 +384,65 @@ impl QualityMonitor {
             *hot = now_hot;
         }
         events
+    }
+
+    /// The engine's quality over the interval since the previous call (the first call:
+    /// since each lane started and each session began): per lane the p99 tick time and
+    /// load over the ticks in between, and the deadline overruns and drops in it; per
+    /// session its loss, concealment and MOS over the packets in between
+    /// ([`QualitySnapshot::since`]), banded as [`EngineQuality::mos_histogram`] says. A
+    /// session that played nothing in the interval is left out of the bands and the mean;
+    /// one whose counters started over (a new stream) counts from its new start.
+    ///
+    /// What an operator's dashboard wants every few seconds: [`MediaEngine::quality_report`]
+    /// averages over each call's life, where ten clean minutes hide a bad minute now. Its
+    /// own marks, independent of [`QualityMonitor::poll`]'s and
+    /// [`QualityMonitor::suggest_quality_adjustments`]' intervals.
+    pub fn report(&mut self, engine: &MediaEngine) -> EngineQuality {
+        let lanes = engine
+            .lane_loads()
+            .iter()
+            .enumerate()
+            .map(|(i, &sessions)| {
+                let st = engine.lane_stats(i).unwrap_or_default();
+                let ticks = engine.lane_tick_histogram(i);
+                let drops = lane_drops(&st);
+                let mark = self.report_lanes.entry(i).or_default();
+                let p99 = match (&ticks, &mark.ticks) {
+                    (Some(now), Some(then)) => now.since(then).quantile(0.99),
+                    (Some(now), None) => now.quantile(0.99),
+                    (None, _) => 0,
+                };
+                let q = LaneQuality::new(
+                    i,
+                    sessions,
+                    p99,
+                    st.deadline_overruns.saturating_sub(mark.overruns),
+                    drops.saturating_sub(mark.drops),
+                );
+                *mark = LaneMark {
+                    ticks,
+                    overruns: st.deadline_overruns,
+                    drops,
+                };
+                q
+            })
+            .collect();
+        let ids = engine.session_ids();
+        let live: std::collections::HashSet<u64> = ids.iter().map(|i| i.to_u64()).collect();
+        self.report_sessions.retain(|k, _| live.contains(k));
+        let mut interval = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Ok(now) = engine.session_quality(id) else {
+                continue;
+            };
+            let q = match self.report_sessions.insert(id.to_u64(), now) {
+                Some(then) => now.since(&then).unwrap_or(now),
+                None => now,
+            };
+            interval.push(q);
+        }
+        EngineQuality::new(lanes, interval.into_iter())
     }
 
     /// Concrete adjustments for sessions whose quality calls for one (with hysteresis, so

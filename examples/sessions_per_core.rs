@@ -275,6 +275,8 @@ struct Opts {
     confirm: f64,
     /// Virtual: write each measured tick's time inside `step`, ns, one per line.
     tick_log: Option<String>,
+    /// The widest kernel builds the voice-processing kernels may take (`--simd`).
+    simd: &'static str,
 }
 
 const USAGE: &str =
@@ -282,7 +284,7 @@ const USAGE: &str =
     [--cores LIST] [--seconds S] [--mode paced|virtual] [--json] [--headroom F]
     [--start N] [--max N] [--jitter-ms J] [--loss-pct P] [--seed N] [--gen-core C] [--warmup S]
     [--fifo] [--step2] [--strict] [--iterations N] [--no-huge-pages] [--confirm S]
-    [--tick-log FILE] [--half-plain]
+    [--tick-log FILE] [--half-plain] [--simd widest|avx2|portable]
   --scenario   one of the scenario table (default pcmu-pcma)
   --topology   fused (one thread per lane, default) or split (four threads per lane)
   --lanes      lanes (default 1)
@@ -313,6 +315,9 @@ const USAGE: &str =
                them; the bare baseline stays the scenario's full chains
   --no-huge-pages  leave memory on the pages the allocator gave it (by default the
                harness calls MediaEngine::use_huge_pages(true) after creating the calls)
+  --simd       the widest builds the voice-processing kernels may take: widest (default:
+               AVX-512 where the CPU has it, else AVX2), avx2, or portable (SSE2); every
+               build gives the same audio, so this compares their speed
   --tick-log   virtual: write the time inside step of each measured tick (ns, one per
                line) to FILE, to find work that recurs at some period (e.g. every 100 ms)
   --strict     a step passes only if the engine also dropped nothing in its window (by
@@ -367,6 +372,7 @@ fn parse_args() -> Result<Opts, String> {
         huge_pages: true,
         confirm: 60.0,
         tick_log: None,
+        simd: "widest",
     };
     let mut start = None;
     let mut i = 0;
@@ -438,6 +444,14 @@ fn parse_args() -> Result<Opts, String> {
             "--start" => start = Some(int(val)?),
             "--max" => o.max = int(val)?,
             "--tick-log" => o.tick_log = Some(val.to_string()),
+            "--simd" => {
+                o.simd = match val {
+                    "widest" => "widest",
+                    "avx2" => "avx2",
+                    "portable" => "portable",
+                    _ => return Err(format!("--simd: widest, avx2 or portable, not {val:?}")),
+                }
+            }
             "--jitter-ms" => o.jitter_ms = num(val)?,
             "--loss-pct" => o.loss = num(val)? / 100.0,
             "--seed" => o.seed = int(val)? as u64,
@@ -2348,6 +2362,17 @@ fn run() -> Result<(), String> {
     let o = parse_args()?;
     let plan = plan_cores(&o)?;
     let mut out = Out::new(o.json);
+    match o.simd {
+        "avx2" => media_core::processing::simd::limit_to_avx2(true),
+        "portable" => media_core::processing::simd::force_portable(true),
+        _ => {}
+    }
+    if o.simd != "widest" {
+        out.line(&format!(
+            "  --simd {}: voice-processing kernels at most {}",
+            o.simd, o.simd
+        ));
+    }
     let sc = o.scenario;
     let mode = match o.mode {
         Mode::Paced => "paced",
@@ -2891,6 +2916,7 @@ fn json(
     let _ = write!(j, ",\"strict\":{}", o.strict);
     let _ = write!(j, ",\"fifo\":{}", o.fifo);
     let _ = write!(j, ",\"half_plain\":{}", o.half_plain);
+    let _ = write!(j, ",\"simd\":\"{}\"", o.simd);
     let _ = write!(j, ",\"tick_budget_ns\":{TICK_NS}");
     let t = best.map(|r| r.tick).unwrap_or_default();
     let _ = write!(

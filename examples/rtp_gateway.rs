@@ -4,7 +4,8 @@
 //! cargo run --release --example rtp_gateway -- \
 //!     --a-listen 127.0.0.1:40000 [--a-peer ADDR] --a-codec pcmu \
 //!     --b-listen 127.0.0.1:40010 [--b-peer ADDR] --b-codec opus \
-//!     [--ptime 20] [--dtmf 101] [--vad --agc --ns] [--stats-interval 5] [--seconds S] [-v]
+//!     [--ptime 20] [--dtmf 101] [--cn 13 [--dtx]] [--vad --agc --ns] [--stats-interval 5]
+//!     [--seconds S] [-v]
 //!     [--metrics-file PATH]   (Prometheus text format, rewritten every stats interval)
 //! ```
 //!
@@ -12,7 +13,10 @@
 //! `--x-peer` learns its peer from the first RTP packet it receives (symmetric RTP), which
 //! is what receivers such as ffmpeg need. RTCP listens and sends on the RTP port + 1. With
 //! `--dtmf PT`, both legs negotiate RFC 4733 telephone events on PT, and digits received on
-//! one leg are sent as telephone events on the other. `--vad --agc --ns` turn on voice
+//! one leg are sent as telephone events on the other. With `--cn PT`, both legs negotiate
+//! RFC 3389 comfort noise on PT: SID frames received set the comfort noise played through
+//! the sender's silence, and with `--dtx` (and `--vad`) each leg sends SID frames instead
+//! of audio through the silences the other leg's voice-activity detector finds. `--vad --agc --ns` turn on voice
 //! processing of the audio each leg receives.
 //!
 //! Prints both legs' statistics every `--stats-interval` seconds and a summary on exit
@@ -47,6 +51,10 @@ struct Args {
     b_codec: CodecSpec,
     ptime: Ptime,
     dtmf: Option<PayloadType>,
+    /// RFC 3389 comfort noise negotiated on both legs on this payload type (`--cn PT`).
+    cn: Option<PayloadType>,
+    /// Discontinuous transmission toward both peers (`--dtx`, needs `--cn` and `--vad`).
+    dtx: bool,
     dsp: DspConfig,
     stats_interval: Duration,
     seconds: Option<f64>,
@@ -56,7 +64,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: rtp_gateway --a-listen ADDR [--a-peer ADDR] --a-codec C \
---b-listen ADDR [--b-peer ADDR] --b-codec C [--ptime MS] [--dtmf PT] [--vad] [--agc] [--ns] \
+--b-listen ADDR [--b-peer ADDR] --b-codec C [--ptime MS] [--dtmf PT] [--cn PT [--dtx]] [--vad] [--agc] [--ns] \
 [--stats-interval S] [--metrics-file PATH] [--seconds S] [-v]   (C: pcmu, pcma, g722, opus)";
 
 fn codec(name: &str) -> Result<CodecSpec, BoxError> {
@@ -98,6 +106,13 @@ fn parse_args() -> Result<Args, BoxError> {
         None => None,
         Some(v) => Some(PayloadType::new(v.parse()?).ok_or("--dtmf payload type must be 0..=127")?),
     };
+    let cn = match opt("--cn")? {
+        None => None,
+        Some(v) => Some(PayloadType::new(v.parse()?).ok_or("--cn payload type must be 0..=127")?),
+    };
+    if has("--dtx") && !(cn.is_some() && has("--vad")) {
+        return Err("--dtx needs --cn PT (the SID frames' payload type) and --vad".into());
+    }
     let stats_s: f64 = opt("--stats-interval")?.map_or(Ok(5.0), str::parse)?;
     if !(stats_s.is_finite() && stats_s > 0.0) {
         return Err("--stats-interval must be positive".into());
@@ -112,6 +127,8 @@ fn parse_args() -> Result<Args, BoxError> {
         b_codec: codec(req("--b-codec")?)?,
         ptime,
         dtmf,
+        cn,
+        dtx: has("--dtx"),
         dsp: DspConfig {
             vad: has("--vad").then(Default::default),
             agc: has("--agc").then(Default::default),
@@ -131,6 +148,10 @@ fn params(args: &Args, codec: CodecSpec, ssrc: u32) -> MediaSessionParams {
     p.tx_ssrc = Some(ssrc);
     p.telephone_event_pt = args.dtmf;
     p.telephone_event_send_pt = args.dtmf;
+    p.comfort_noise_pt = args.cn;
+    p.comfort_noise_send_pt = args.cn;
+    // DTX is not for Opus legs, which have their own (`opus.dtx`).
+    p.dtx = args.dtx && codec.codec != media_core::Codec::Opus;
     p.dsp = args.dsp;
     p
 }

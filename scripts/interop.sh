@@ -4,8 +4,9 @@
 # in real time, the gateway transcodes (or relays) it to leg B, and an ffmpeg receiver (SDP
 # file) records leg B. The recording is compared with the input: PESQ (P.862 narrowband),
 # duration within +-0.3 s, no run of digital silence over 60 ms inside the speech. Then RFC 4733
-# digits "159#" through the gateway, and random datagrams at all four ports of a running
-# gateway (it must keep running and exit cleanly). Prints a table; exits non-zero on any failure.
+# digits "159#" through the gateway, RFC 3389 comfort noise both ways against ffmpeg's
+# encoder and decoder (scripts/cn_interop.py), and random datagrams at all four ports of a
+# running gateway (it must keep running and exit cleanly). Prints a table; exits non-zero on any failure.
 #
 # Needs root to install ffmpeg when missing (otherwise SKIPs), python3 with pip. ~2.5 minutes.
 # Env: PESQ_MIN (default 3.5, see the threshold note below), KEEP=1 keeps the work directory.
@@ -253,6 +254,18 @@ garbage_case() {
     grep -A3 '^summary' "$log" | sed 's/^/    /' | cut -c1-200 >&2 || true
 }
 
+# RFC 3389 comfort noise against ffmpeg's encoder and decoder (scripts/cn_interop.py): the
+# gateway's DTX SID frames, and ffmpeg's SID frames played as comfort noise.
+cn_case() {
+    local out rc=0
+    out="$(python3 scripts/cn_interop.py "$GW" "$AUDIO/speech1_8000.wav" "$work" 44200 2>"$work/cn.err")" || rc=$?
+    if [ "$rc" != 0 ] || [ -z "$out" ]; then
+        fail=1
+        cat "$work/cn.err" >&2
+    fi
+    while IFS= read -r line; do results+=("$line"); done <<<"${out:-cn             FAIL (no output, exit $rc)}"
+}
+
 start=$(date +%s)
 run_case pcmu-pcmu pcmu pcmu # same codec, no processing: payload relay
 run_case pcma-pcmu pcma pcmu
@@ -260,6 +273,7 @@ run_case g722-pcmu g722 pcmu
 run_case opus-pcmu opus pcmu
 run_case opus-opus opus opus # relay
 dtmf_case
+cn_case
 garbage_case
 
 echo

@@ -1962,6 +1962,82 @@ fn comfort_noise_rms(sid: bool) -> f64 {
     (tail.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / tail.len() as f64).sqrt()
 }
 
+/// What B's peer hears of a 3 s silence after 1 s of audio on A, through a gateway with
+/// the default `max_conceal_ms`: frames heard in the silence and their RMS (over its last
+/// 2 s, 0 if none), with or without a SID (level 60 dBov) at its start. 3 s: longer than
+/// the jitter buffer's idle timeout (2 s), after which it waits for a new talkspurt.
+fn gateway_silence(sid: bool) -> (usize, f64) {
+    let e = virtual_engine(8);
+    let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+    pa.comfort_noise_pt = media_core::PayloadType::new(13);
+    let (a, b) = e
+        .create_call(
+            (DialogId(1), pa),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    let mut in_silence = Vec::new();
+    for k in 0..200u32 {
+        if k < 50 {
+            let frame = ulaw_frame(k as usize);
+            rtp(0, k as u16, 160 * k, 4, k == 0, &frame, &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+        } else if k == 50 && sid {
+            rtp(13, k as u16, 160 * k, 4, false, &[60], &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+        }
+        e.step(2).unwrap();
+        for p in drain(&mut eg).into_iter().filter(|p| p.session == b.id) {
+            // After the 60 ms buffer's last audio frame.
+            if k >= 54 {
+                let mut f = [0i16; 160];
+                g711::ulaw_decode(p.payload(), &mut f);
+                in_silence.push((k, f));
+            }
+        }
+    }
+    let tail: Vec<i16> = in_silence
+        .iter()
+        .filter(|(k, _)| *k >= 100)
+        .flat_map(|(_, f)| f.iter().copied())
+        .collect();
+    let rms = if tail.is_empty() {
+        0.0
+    } else {
+        (tail.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / tail.len() as f64).sqrt()
+    };
+    (in_silence.len(), rms)
+}
+
+/// A gateway leg whose sender stops (hold, DTX without comfort noise) stops sending
+/// after a short concealment, so the silence reaches the other side as silence. One whose
+/// sender signalled the silence with a SID (RFC 3389 DTX) plays comfort noise at the SID's
+/// level to the other leg through the whole silence: that leg never saw the SID, and
+/// stopping gave its listener dead air (found with ffmpeg's RFC 3389 encoder,
+/// `scripts/cn_interop.py`).
+#[test]
+fn a_gateway_plays_a_signalled_silence_as_comfort_noise_and_propagates_an_unsignalled_one() {
+    let (heard, _) = gateway_silence(false);
+    assert!(
+        heard <= TRAILING,
+        "{heard} frames sent into an unsignalled silence"
+    );
+    let (heard, rms) = gateway_silence(true);
+    // Every frame period of the silence (146 after the buffer's last audio frame).
+    assert!(heard >= 145, "{heard} frames of comfort noise");
+    let signalled = 32768.0 * 10f64.powf(-60.0 / 20.0);
+    let db = 20.0 * (rms / signalled).log10();
+    assert!(
+        db.abs() < 3.0,
+        "{rms:.1} RMS for {signalled:.1} ({db:.1} dB)"
+    );
+}
+
 #[test]
 fn an_rfc3389_sid_sets_the_level_of_the_comfort_noise_that_follows() {
     let signalled = 32768.0 * 10f64.powf(-60.0 / 20.0);

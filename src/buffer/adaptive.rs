@@ -47,9 +47,11 @@ pub struct JitterConfig {
     /// Per-packet forgetting factor of the delay histogram (closer to 1 = longer memory).
     pub forget_factor: f32,
     /// After this much continuous concealment with nothing buffered, the receive channel
-    /// stops producing frames until packets return, so a sender's silence (DTX, hold)
-    /// propagates to the other leg instead of being filled with synthetic audio. 0 = never
-    /// stop (an endpoint that must always play something: comfort noise fills the gap).
+    /// stops producing frames until packets return, so a sender's silence (hold, DTX
+    /// without comfort noise) propagates to the other leg instead of being filled with
+    /// synthetic audio. A silence the sender signalled with an RFC 3389 SID frame is not
+    /// stopped: comfort noise at its level plays through it. 0 = never stop (an endpoint
+    /// that must always play something: comfort noise fills every gap).
     pub max_conceal_ms: u32,
 }
 

@@ -483,13 +483,15 @@ impl<T> ReceiveChannel<T> {
             frame
         };
         if !self.fill(want, &mut rep, decode, release) && self.sync_len < frame {
-            if self.sync_len == 0 {
+            if self.sync_len == 0 && !self.plc.comfort_noise_signalled() {
                 if let Some(item) = rep.relay.take() {
                     release(item);
                 }
                 return rep;
             }
-            // The stream stopped mid-frame: finish the frame with concealment.
+            // The stream stopped mid-frame, or went idle in a silence the sender signalled
+            // (RFC 3389: comfort noise until its next packet, however long the silence):
+            // finish the frame with concealment or comfort noise.
             let n = frame - self.sync_len;
             self.plc.comfort_noise(&mut self.sync[self.sync_len..frame]);
             self.sync_len = frame;
@@ -559,9 +561,14 @@ impl<T> ReceiveChannel<T> {
             && rep.concealed as usize >= frame
             && self.plc.concealed_run().max(self.codec_conceal_run) > self.conceal_limit
             && self.buffer.is_empty()
+            && !self.plc.comfort_noise_signalled()
         {
-            // A long gap with nothing buffered: the sender is silent (DTX, hold) or gone.
-            // Stop producing so the silence propagates; the timeline keeps advancing.
+            // A long gap with nothing buffered and no SID: the sender is silent (hold,
+            // DTX without comfort noise) or gone. Stop producing so the silence
+            // propagates; the timeline keeps advancing. A sender that signalled comfort
+            // noise (RFC 3389) gets it played through its whole silence instead: the
+            // destination leg never saw the SID, and stopping would give its listener
+            // dead air instead of the background the sender described.
             self.sync_len = 0;
             return rep;
         }

@@ -1041,6 +1041,12 @@ impl PcmPlc {
         }
     }
 
+    /// True while the sender has signalled (RFC 3389 SID) the silence it is in or is about
+    /// to start: from the SID until the first real frame after the gap it describes.
+    pub fn comfort_noise_signalled(&self) -> bool {
+        self.signalled_rms.is_some()
+    }
+
     /// The sender's signalled comfort-noise level if any, else the RMS of the recent real
     /// 10 ms blocks at the background level (within [`BACKGROUND_MARGIN`] of the
     /// quietest), capped at [`COMFORT_NOISE_MAX_RMS`].

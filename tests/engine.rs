@@ -1964,9 +1964,10 @@ fn comfort_noise_rms(sid: bool) -> f64 {
 
 /// What B's peer hears of a 3 s silence after 1 s of audio on A, through a gateway with
 /// the default `max_conceal_ms`: frames heard in the silence and their RMS (over its last
-/// 2 s, 0 if none), with or without a SID (level 60 dBov) at its start. 3 s: longer than
-/// the jitter buffer's idle timeout (2 s), after which it waits for a new talkspurt.
-fn gateway_silence(sid: bool) -> (usize, f64) {
+/// 2 s, 0 if none), and the frames A's counters call concealed; with or without a SID
+/// (level 60 dBov) at its start. 3 s: longer than the jitter buffer's idle timeout (2 s),
+/// after which it waits for a new talkspurt.
+fn gateway_silence(sid: bool) -> (usize, f64, u64) {
     let e = virtual_engine(8);
     let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
     pa.comfort_noise_pt = media_core::PayloadType::new(13);
@@ -2011,7 +2012,8 @@ fn gateway_silence(sid: bool) -> (usize, f64) {
     } else {
         (tail.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / tail.len() as f64).sqrt()
     };
-    (in_silence.len(), rms)
+    let concealed = e.session_stats(a.id).unwrap().frames_concealed;
+    (in_silence.len(), rms, concealed)
 }
 
 /// A gateway leg whose sender stops (hold, DTX without comfort noise) stops sending
@@ -2022,12 +2024,18 @@ fn gateway_silence(sid: bool) -> (usize, f64) {
 /// `scripts/cn_interop.py`).
 #[test]
 fn a_gateway_plays_a_signalled_silence_as_comfort_noise_and_propagates_an_unsignalled_one() {
-    let (heard, _) = gateway_silence(false);
+    let (heard, _, concealed) = gateway_silence(false);
     assert!(
         heard <= TRAILING,
         "{heard} frames sent into an unsignalled silence"
     );
-    let (heard, rms) = gateway_silence(true);
+    assert!(
+        concealed >= 4,
+        "the unsignalled gap's first frames are concealment"
+    );
+    let (heard, rms, concealed) = gateway_silence(true);
+    // Comfort noise the sender asked for is not concealment of lost audio.
+    assert_eq!(concealed, 0);
     // Every frame period of the silence (146 after the buffer's last audio frame).
     assert!(heard >= 145, "{heard} frames of comfort noise");
     let signalled = 32768.0 * 10f64.powf(-60.0 / 20.0);

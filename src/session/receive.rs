@@ -585,6 +585,11 @@ impl<T> ReceiveChannel<T> {
                 release(item);
             }
         }
+        if rep.decoded == 0 && self.plc.comfort_noise_signalled() {
+            // Comfort noise the sender asked for (RFC 3389), not concealment of lost audio:
+            // a DTX call's silences do not count as concealment.
+            rep.concealed = 0;
+        }
         rep.produced = true;
         rep
     }

@@ -456,8 +456,8 @@ impl JitterStage {
                 // for loss (not for jitter), or every digit would read as lost audio.
                 if part.rx_ssrc == Some(ssrc) || part.rx_ssrc.is_none() {
                     part.stats.on_sequence(seq);
-                    sc.rx_expected.set(part.stats.expected());
-                    sc.rx_lost.set(part.stats.cumulative_lost().max(0) as u64);
+                    sc.rx_expected.set(part.expected());
+                    sc.rx_lost.set(part.lost());
                 }
             }
             if part.telephone_event_pt == Some(pt) {
@@ -530,18 +530,24 @@ impl JitterStage {
                 if new_stream {
                     // A new stream (RFC 3550 §8.2): its sequence and timestamp spaces are unrelated.
                     sc.rx_resyncs.inc();
-                    part.stats.reset();
+                    part.start_stream();
                 }
                 part.rx_ssrc = Some(ssrc);
             }
             let class = part.stats.on_packet(seq, ts, arrival_ns);
             match class {
                 PacketClass::Reordered => sc.rx_reordered.inc(),
-                PacketClass::Resync => sc.rx_resyncs.inc(),
+                PacketClass::Resync => {
+                    sc.rx_resyncs.inc();
+                    // RFC 3550 A.1 restarted the statistics (the sender restarted its
+                    // sequence): what they counted before, which the gauges still hold,
+                    // joins the earlier streams' counts.
+                    part.earlier_streams = (sc.rx_expected.get(), sc.rx_lost.get());
+                }
                 _ => {}
             }
-            sc.rx_expected.set(part.stats.expected());
-            sc.rx_lost.set(part.stats.cumulative_lost().max(0) as u64);
+            sc.rx_expected.set(part.expected());
+            sc.rx_lost.set(part.lost());
             sc.rx_jitter_ts.set(u64::from(part.stats.jitter_ts()));
             if class == PacketClass::Duplicate {
                 // Seen already (RFC 3550 sequence window): never buffer or play it twice.

@@ -244,8 +244,33 @@ pub struct JitterPart {
     pub dtmf_clock_hz: u32,
     /// RFC 4733 receiver (deduplication, end detection, lost-end timeout).
     pub dtmf: Box<DtmfReceiver>,
+    /// Packets expected and lost by the streams before the current one (an SSRC change
+    /// starts `stats` over): the session's counters are these plus the current stream's.
+    pub earlier_streams: (u64, u64),
     /// RFC 3550 receive statistics of the current stream.
     pub stats: RtpReceiveStats,
+}
+
+impl JitterPart {
+    /// Packets expected over the session's streams (RFC 3550 A.3 for each).
+    #[inline]
+    pub fn expected(&self) -> u64 {
+        self.earlier_streams.0 + self.stats.expected()
+    }
+
+    /// Packets lost over the session's streams (each stream's cumulative loss, clamped
+    /// at 0).
+    #[inline]
+    pub fn lost(&self) -> u64 {
+        self.earlier_streams.1 + self.stats.cumulative_lost().max(0) as u64
+    }
+
+    /// A new stream starts (SSRC change): the current one's counts join the earlier ones
+    /// and the statistics start over.
+    pub fn start_stream(&mut self) {
+        self.earlier_streams = (self.expected(), self.lost());
+        self.stats.reset();
+    }
 }
 
 impl JitterPart {
@@ -549,6 +574,7 @@ impl<T> SessionParts<T> {
                 // hot state every packet walks.
                 dtmf: Box::new(DtmfReceiver::new(200)),
                 dtmf_clock_hz: tx.info().clock_rate_hz,
+                earlier_streams: (0, 0),
             },
             decode: DecodePart {
                 present: Present::Yes,

@@ -470,3 +470,92 @@ fn the_monitors_report_gives_each_interval_its_own_figures() {
         "{after:?}"
     );
 }
+
+/// A leg whose sender restarts its stream (a new SSRC, whose statistics start over) keeps
+/// counting on top of the old stream: loss and MOS over the call and over the monitor's
+/// interval are those of the packets sent, not a mix of two streams' counters; and the
+/// restart's timestamp jump is not read as network delay.
+#[test]
+fn a_restarted_stream_adds_to_the_sessions_counts() {
+    let e = engine();
+    let (a, b) = e
+        .create_call((DialogId(1), pcmu()), (DialogId(2), pcmu()))
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut monitor = monitor_without_lane_load();
+    // A minute clean on SSRC 100 (A) and 101 (B).
+    send(&e, &mut ing, &mut eg, &[a.id, b.id], 0, 3000, |_, _| false);
+    let first = monitor.report(&e);
+    assert_eq!(first.mos_histogram, [0, 0, 0, 0, 2], "{first:?}");
+    let before = e.session_quality(a.id).unwrap();
+    // A's sender restarts: SSRC 900, sequence numbers from 1000, every fifth packet lost.
+    let mut pkt = Vec::new();
+    for k in 0..500usize {
+        if k % 5 != 2 {
+            let frame = ulaw_frame(k);
+            rtp(
+                0,
+                (1000 + k) as u16,
+                160 * k as u32,
+                900,
+                k == 0,
+                &frame,
+                &mut pkt,
+            );
+            ing.push(a.id, &pkt).unwrap();
+        }
+        let frame = ulaw_frame(k);
+        let (seq, ts) = ((3000 + k) as u16, 160 * (3000 + k) as u32);
+        rtp(0, seq, ts, 101, false, &frame, &mut pkt);
+        ing.push(b.id, &pkt).unwrap();
+        e.step(2).unwrap();
+        drain(&mut eg);
+    }
+    let now = e.session_quality(a.id).unwrap();
+    assert_eq!(now.packets_received, before.packets_received + 400);
+    assert_eq!(now.packets_expected, before.packets_expected + 500);
+    assert_eq!(now.packets_lost, 100, "{now:?}");
+    let interval = now.since(&before).unwrap();
+    assert!((interval.loss_percent - 20.0).abs() < 1e-9, "{interval:?}");
+    // The monitor's interval report bands A by the new stream's 20% loss.
+    let second = monitor.report(&e);
+    assert!(
+        second.mos_histogram[..2].iter().sum::<usize>() == 1 && second.mos_histogram[4] == 1,
+        "{second:?}"
+    );
+    // Then the sender jumps its sequence numbers (RFC 3550 A.1 restarts the statistics
+    // once a second packet confirms the jump): 100 more packets, none lost.
+    for k in 500..600usize {
+        let frame = ulaw_frame(k);
+        rtp(
+            0,
+            (30_000 + k) as u16,
+            160 * k as u32,
+            900,
+            false,
+            &frame,
+            &mut pkt,
+        );
+        ing.push(a.id, &pkt).unwrap();
+        e.step(2).unwrap();
+        drain(&mut eg);
+    }
+    let after = e.session_quality(a.id).unwrap();
+    assert_eq!(
+        e.session_stats(a.id).unwrap().rx_resyncs,
+        2,
+        "the SSRC change and the jump"
+    );
+    // The packet that announced the jump is not in the restarted range (A.1's probation).
+    assert!(
+        (99..=100).contains(&(after.packets_expected - now.packets_expected)),
+        "{after:?}"
+    );
+    assert_eq!(after.packets_lost, 100, "{after:?}");
+    // Neither restart is read as delay: the jitter buffer keeps its 20 ms target (it
+    // went to its 500 ms maximum when the delay estimator measured across the restart).
+    assert_eq!(
+        (before.jb_target_ms, now.jb_target_ms, after.jb_target_ms),
+        (20, 20, 20)
+    );
+}

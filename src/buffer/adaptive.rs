@@ -117,10 +117,17 @@ impl DelayManager {
         if arrival_ns == 0 {
             return;
         }
+        // The first packet since construction or since `reanchor` (a new stream, a
+        // timestamp jump): relative delays start over from it. Not `packets == 0`, which
+        // `reanchor` leaves at 8 to keep the learned distribution: continuing the old
+        // stream's timestamp offset and minimum across the discontinuity read every later
+        // packet as delayed by the jump (an SSRC change whose timestamps restarted held the
+        // target at its maximum, the minimum rising 0.4 ms a packet).
+        let fresh = self.reference.is_none();
         let (a0, t0) = *self.reference.get_or_insert((arrival_ns, ts));
         // Extend the timestamp relative to the reference through wraps.
         let step = i64::from(ts.wrapping_sub(self.last_ts) as i32);
-        self.ts_offset = if self.packets == 0 {
+        self.ts_offset = if fresh {
             i64::from(ts.wrapping_sub(t0) as i32)
         } else {
             self.ts_offset + step
@@ -129,7 +136,7 @@ impl DelayManager {
         let media_ms = self.ts_offset as f64 * 1000.0 / f64::from(self.cfg.clock_rate_hz);
         let wall_ms = arrival_ns.wrapping_sub(a0) as i64 as f64 / 1e6;
         let rel = wall_ms - media_ms;
-        self.min_rel_ms = if self.packets == 0 {
+        self.min_rel_ms = if fresh {
             rel
         } else {
             rel.min(self.min_rel_ms + 0.02 * dur_ms.max(0.0))
@@ -815,6 +822,32 @@ mod tests {
 
     fn no_release(_: u32) {
         panic!("nothing should be released");
+    }
+
+    /// A stream whose timestamps jump (a new SSRC starting from 0, a sender's restart)
+    /// is re-anchored: its delays are measured afresh, not across the jump.
+    #[test]
+    fn a_reanchored_stream_measures_its_delays_afresh() {
+        for jump in [-1_000_000i64, -160, 5_000_000] {
+            let mut d = DelayManager::new(JitterConfig::default());
+            let ms = |k: u64| 1 + k * 20_000_000;
+            for k in 0..3000u64 {
+                d.update((160 * k) as u32, ms(k), 20.0);
+            }
+            assert_eq!(d.target_ms(), JitterConfig::default().min_delay_ms.max(20));
+            let low = d.target_ms();
+            d.reanchor();
+            let ts0 = (160 * 3000i64 + jump) as u32;
+            for k in 0..500u64 {
+                d.update(ts0.wrapping_add((160 * k) as u32), ms(3000 + k), 20.0);
+                assert!(
+                    d.last_jitter_ms() < 1.0,
+                    "jump {jump}, packet {k}: {}",
+                    d.last_jitter_ms()
+                );
+            }
+            assert_eq!(d.target_ms(), low, "jump {jump}");
+        }
     }
 
     #[test]

@@ -1904,17 +1904,25 @@ fn rfc4733_digits_toward_a_leg_without_telephone_event_are_played_in_band() {
     assert_eq!(found, "2D");
 }
 
-/// RMS of what B's peer hears during a 1 s silence after 1 s of audio on A, with or
-/// without an RFC 3389 SID frame (level 60 dBov, RMS ~33) at the start of the silence.
-fn comfort_noise_rms(sid: bool) -> f64 {
+/// A call whose leg A gets 1 s of audio, then silence until `rounds` 20 ms rounds have
+/// passed, with or without an RFC 3389 SID frame (level 60 dBov, RMS ~33) at the start of
+/// the silence; `endpoint`: A's receiver never stops producing (`max_conceal_ms` 0, comfort
+/// noise through every gap), else the gateway default. Returns what B's peer heard, each
+/// frame with the round it came out in, and A's counters.
+fn silence_after_audio(
+    sid: bool,
+    endpoint: bool,
+    rounds: u32,
+) -> (Vec<(u32, [i16; 160])>, media_core::quality::SessionStats) {
     let e = virtual_engine(8);
     let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
     pa.comfort_noise_pt = media_core::PayloadType::new(13);
-    // An endpoint-style receiver: comfort noise through the whole gap.
-    pa.jitter = Some(JitterConfig {
-        max_conceal_ms: 0,
-        ..fixed_jitter()
-    });
+    if endpoint {
+        pa.jitter = Some(JitterConfig {
+            max_conceal_ms: 0,
+            ..fixed_jitter()
+        });
+    }
     let (a, b) = e
         .create_call(
             (DialogId(1), pa),
@@ -1927,63 +1935,7 @@ fn comfort_noise_rms(sid: bool) -> f64 {
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
     let mut pkt = Vec::new();
     let mut heard = Vec::new();
-    for k in 0..100u32 {
-        if k < 50 {
-            rtp(
-                0,
-                k as u16,
-                160 * k,
-                4,
-                k == 0,
-                &ulaw_frame(k as usize),
-                &mut pkt,
-            );
-            ing.push(a.id, &pkt).unwrap();
-        } else if k == 50 && sid {
-            rtp(13, k as u16, 160 * k, 4, false, &[60], &mut pkt);
-            ing.push(a.id, &pkt).unwrap();
-        }
-        e.step(2).unwrap();
-        for p in drain(&mut eg).into_iter().filter(|p| p.session == b.id) {
-            let mut f = [0i16; 160];
-            g711::ulaw_decode(p.payload(), &mut f);
-            heard.push(f);
-        }
-    }
-    if sid {
-        assert_eq!(e.session_stats(a.id).unwrap().rx_cn_packets, 1);
-    }
-    // The last 0.5 s of the silence.
-    let tail: Vec<i16> = heard[heard.len() - 25..]
-        .iter()
-        .flatten()
-        .copied()
-        .collect();
-    (tail.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / tail.len() as f64).sqrt()
-}
-
-/// What B's peer hears of a 3 s silence after 1 s of audio on A, through a gateway with
-/// the default `max_conceal_ms`: frames heard in the silence and their RMS (over its last
-/// 2 s, 0 if none), and the frames A's counters call concealed; with or without a SID
-/// (level 60 dBov) at its start. 3 s: longer than the jitter buffer's idle timeout (2 s),
-/// after which it waits for a new talkspurt.
-fn gateway_silence(sid: bool) -> (usize, f64, u64) {
-    let e = virtual_engine(8);
-    let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
-    pa.comfort_noise_pt = media_core::PayloadType::new(13);
-    let (a, b) = e
-        .create_call(
-            (DialogId(1), pa),
-            (
-                DialogId(2),
-                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
-            ),
-        )
-        .unwrap();
-    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
-    let mut pkt = Vec::new();
-    let mut in_silence = Vec::new();
-    for k in 0..200u32 {
+    for k in 0..rounds {
         if k < 50 {
             let frame = ulaw_frame(k as usize);
             rtp(0, k as u16, 160 * k, 4, k == 0, &frame, &mut pkt);
@@ -1994,26 +1946,47 @@ fn gateway_silence(sid: bool) -> (usize, f64, u64) {
         }
         e.step(2).unwrap();
         for p in drain(&mut eg).into_iter().filter(|p| p.session == b.id) {
-            // After the 60 ms buffer's last audio frame.
-            if k >= 54 {
-                let mut f = [0i16; 160];
-                g711::ulaw_decode(p.payload(), &mut f);
-                in_silence.push((k, f));
-            }
+            let mut f = [0i16; 160];
+            g711::ulaw_decode(p.payload(), &mut f);
+            heard.push((k, f));
         }
     }
-    let tail: Vec<i16> = in_silence
-        .iter()
-        .filter(|(k, _)| *k >= 100)
-        .flat_map(|(_, f)| f.iter().copied())
-        .collect();
-    let rms = if tail.is_empty() {
+    (heard, e.session_stats(a.id).unwrap())
+}
+
+/// RMS of the frames' samples (0 for none).
+fn frames_rms<'a>(frames: impl Iterator<Item = &'a [i16; 160]>) -> f64 {
+    let (sum, n) = frames.flatten().fold((0.0, 0usize), |(sum, n), &x| {
+        (sum + f64::from(x).powi(2), n + 1)
+    });
+    if n == 0 {
         0.0
     } else {
-        (tail.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / tail.len() as f64).sqrt()
-    };
-    let concealed = e.session_stats(a.id).unwrap().frames_concealed;
-    (in_silence.len(), rms, concealed)
+        (sum / n as f64).sqrt()
+    }
+}
+
+/// RMS of what B's peer hears during a 1 s silence after 1 s of audio on A (an endpoint
+/// receiver), with or without a SID at the start of the silence: over its last 0.5 s.
+fn comfort_noise_rms(sid: bool) -> f64 {
+    let (heard, a) = silence_after_audio(sid, true, 100);
+    if sid {
+        assert_eq!(a.rx_cn_packets, 1);
+    }
+    frames_rms(heard[heard.len() - 25..].iter().map(|(_, f)| f))
+}
+
+/// What B's peer hears of a 3 s silence after 1 s of audio on A, through a gateway with
+/// the default `max_conceal_ms`: frames heard in the silence and their RMS (over its last
+/// 2 s, 0 if none), and the frames A's counters call concealed; with or without a SID
+/// (level 60 dBov) at its start. 3 s: longer than the jitter buffer's idle timeout (2 s),
+/// after which it waits for a new talkspurt.
+fn gateway_silence(sid: bool) -> (usize, f64, u64) {
+    let (heard, a) = silence_after_audio(sid, false, 200);
+    // After the 60 ms buffer's last audio frame.
+    let in_silence = heard.iter().filter(|(k, _)| *k >= 54).count();
+    let rms = frames_rms(heard.iter().filter(|(k, _)| *k >= 100).map(|(_, f)| f));
+    (in_silence, rms, a.frames_concealed)
 }
 
 /// A gateway leg whose sender stops (hold, DTX without comfort noise) stops sending

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use media_core::codec::OpusSettings;
-use media_core::engine::QualityMonitor;
+use media_core::engine::{EngineQuality, QualityMonitor};
 use media_core::quality::monitor::{QualityAdjustment, QualityEvent, QualityThresholds};
 use media_core::{
     CodecSpec, DialogId, EgressHandle, Error, IngressHandle, MediaEngine, MediaSessionHandle,
@@ -387,36 +387,64 @@ fn loss_and_mos_events_follow_the_call_now_not_its_average() {
     );
 }
 
-#[test]
-fn the_monitors_report_gives_each_interval_its_own_figures() {
-    let e = engine();
+/// A PCMU call (legs A and B, on the lane's RTP handles) after a minute of clean audio
+/// both ways, and a monitor that has made its first report.
+struct CleanCall {
+    a: SessionId,
+    b: SessionId,
+    ing: IngressHandle,
+    eg: EgressHandle,
+    monitor: QualityMonitor,
+    /// The monitor's first report: the calls' lives, both legs in the top band.
+    first: EngineQuality,
+}
+
+fn clean_call(e: &MediaEngine) -> CleanCall {
     let (a, b) = e
         .create_call((DialogId(1), pcmu()), (DialogId(2), pcmu()))
         .unwrap();
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
     let mut monitor = monitor_without_lane_load();
-    let ids = [a.id, b.id];
-
-    // A minute clean: the first report covers the calls' lives, as the engine's does.
-    send(&e, &mut ing, &mut eg, &ids, 0, 3000, |_, _| false);
-    let first = monitor.report(&e);
-    assert_eq!(first, e.quality_report());
+    // SSRC 100 (A) and 101 (B).
+    send(e, &mut ing, &mut eg, &[a.id, b.id], 0, 3000, |_, _| false);
+    let first = monitor.report(e);
     assert_eq!(first.mos_histogram, [0, 0, 0, 0, 2], "{first:?}");
+    CleanCall {
+        a: a.id,
+        b: b.id,
+        ing,
+        eg,
+        monitor,
+        first,
+    }
+}
+
+#[test]
+fn the_monitors_report_gives_each_interval_its_own_figures() {
+    let e = engine();
+    // A minute clean: the first report covers the calls' lives, as the engine's does.
+    let CleanCall {
+        a,
+        b,
+        mut ing,
+        mut eg,
+        mut monitor,
+        first,
+    } = clean_call(&e);
+    let ids = [a, b];
+    assert_eq!(first, e.quality_report());
     let lane = first.lanes[0];
     assert!(lane.tick_p99_ns > 0 && lane.drops == 0, "{lane:?}");
-    let (a_first, b_first) = (
-        e.session_quality(a.id).unwrap(),
-        e.session_quality(b.id).unwrap(),
-    );
+    let (a_first, b_first) = (e.session_quality(a).unwrap(), e.session_quality(b).unwrap());
 
     // 10 s with every fifth packet to A lost, and one malformed packet on the lane.
     send(&e, &mut ing, &mut eg, &ids, 3000, 500, |i, k| {
         i == 0 && k % 5 == 0
     });
-    let _ = ing.push(a.id, &[0x80, 0]);
+    let _ = ing.push(a, &[0x80, 0]);
     e.step(2).unwrap();
-    let a_now = e.session_quality(a.id).unwrap();
-    let b_now = e.session_quality(b.id).unwrap();
+    let a_now = e.session_quality(a).unwrap();
+    let b_now = e.session_quality(b).unwrap();
     let second = monitor.report(&e);
     // Over its life A lost 2.9% and still rates "very satisfied"; over these 10 s, 20%.
     let whole = e.quality_report();
@@ -458,7 +486,7 @@ fn the_monitors_report_gives_each_interval_its_own_figures() {
     assert_eq!((idle.sessions, idle.mos_histogram), (2, [0; 5]), "{idle:?}");
     assert_eq!(idle.mean_mos, 0.0);
     // A call created since counts from its start.
-    e.destroy_media_session(b.id).unwrap();
+    e.destroy_media_session(b).unwrap();
     let (c, d) = e
         .create_call((DialogId(3), pcmu()), (DialogId(4), pcmu()))
         .unwrap();
@@ -478,16 +506,16 @@ fn the_monitors_report_gives_each_interval_its_own_figures() {
 #[test]
 fn a_restarted_stream_adds_to_the_sessions_counts() {
     let e = engine();
-    let (a, b) = e
-        .create_call((DialogId(1), pcmu()), (DialogId(2), pcmu()))
-        .unwrap();
-    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
-    let mut monitor = monitor_without_lane_load();
     // A minute clean on SSRC 100 (A) and 101 (B).
-    send(&e, &mut ing, &mut eg, &[a.id, b.id], 0, 3000, |_, _| false);
-    let first = monitor.report(&e);
-    assert_eq!(first.mos_histogram, [0, 0, 0, 0, 2], "{first:?}");
-    let before = e.session_quality(a.id).unwrap();
+    let CleanCall {
+        a,
+        b,
+        mut ing,
+        mut eg,
+        mut monitor,
+        ..
+    } = clean_call(&e);
+    let before = e.session_quality(a).unwrap();
     // A's sender restarts: SSRC 900, sequence numbers from 1000, every fifth packet lost.
     let mut pkt = Vec::new();
     for k in 0..500usize {
@@ -502,16 +530,16 @@ fn a_restarted_stream_adds_to_the_sessions_counts() {
                 &frame,
                 &mut pkt,
             );
-            ing.push(a.id, &pkt).unwrap();
+            ing.push(a, &pkt).unwrap();
         }
         let frame = ulaw_frame(k);
         let (seq, ts) = ((3000 + k) as u16, 160 * (3000 + k) as u32);
         rtp(0, seq, ts, 101, false, &frame, &mut pkt);
-        ing.push(b.id, &pkt).unwrap();
+        ing.push(b, &pkt).unwrap();
         e.step(2).unwrap();
         drain(&mut eg);
     }
-    let now = e.session_quality(a.id).unwrap();
+    let now = e.session_quality(a).unwrap();
     assert_eq!(now.packets_received, before.packets_received + 400);
     assert_eq!(now.packets_expected, before.packets_expected + 500);
     assert_eq!(now.packets_lost, 100, "{now:?}");
@@ -536,13 +564,13 @@ fn a_restarted_stream_adds_to_the_sessions_counts() {
             &frame,
             &mut pkt,
         );
-        ing.push(a.id, &pkt).unwrap();
+        ing.push(a, &pkt).unwrap();
         e.step(2).unwrap();
         drain(&mut eg);
     }
-    let after = e.session_quality(a.id).unwrap();
+    let after = e.session_quality(a).unwrap();
     assert_eq!(
-        e.session_stats(a.id).unwrap().rx_resyncs,
+        e.session_stats(a).unwrap().rx_resyncs,
         2,
         "the SSRC change and the jump"
     );

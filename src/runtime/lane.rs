@@ -217,6 +217,19 @@ fn dtmf_event(session: SessionId, d: DtmfEvent, clock_khz: u32) -> LaneEvent {
     }
 }
 
+/// Sets the session's loss gauges after a packet's sequence number was counted (`class`).
+/// On an RFC 3550 A.1 restart (the sender restarted its sequence; an audio, event or SID
+/// packet may confirm it) the statistics start over: what they counted before, which the
+/// gauges still hold, joins the earlier streams' counts first.
+#[inline]
+fn set_loss_gauges(part: &mut JitterPart, sc: &SessionCounters, class: PacketClass) {
+    if class == PacketClass::Resync {
+        part.earlier_streams = (sc.rx_expected.get(), sc.rx_lost.get());
+    }
+    sc.rx_expected.set(part.expected());
+    sc.rx_lost.set(part.lost());
+}
+
 fn push_event(events: &mut Producer<LaneEvent>, counters: &LaneCounters, ev: LaneEvent) {
     if events.push(ev).is_err() {
         counters.events_dropped.inc_shared();
@@ -455,9 +468,8 @@ impl JitterStage {
                 // Events and SID frames share the stream's sequence numbers: count them
                 // for loss (not for jitter), or every digit would read as lost audio.
                 if part.rx_ssrc == Some(ssrc) || part.rx_ssrc.is_none() {
-                    part.stats.on_sequence(seq);
-                    sc.rx_expected.set(part.expected());
-                    sc.rx_lost.set(part.lost());
+                    let class = part.stats.on_sequence(seq);
+                    set_loss_gauges(part, sc, class);
                 }
             }
             if part.telephone_event_pt == Some(pt) {
@@ -537,17 +549,10 @@ impl JitterStage {
             let class = part.stats.on_packet(seq, ts, arrival_ns);
             match class {
                 PacketClass::Reordered => sc.rx_reordered.inc(),
-                PacketClass::Resync => {
-                    sc.rx_resyncs.inc();
-                    // RFC 3550 A.1 restarted the statistics (the sender restarted its
-                    // sequence): what they counted before, which the gauges still hold,
-                    // joins the earlier streams' counts.
-                    part.earlier_streams = (sc.rx_expected.get(), sc.rx_lost.get());
-                }
+                PacketClass::Resync => sc.rx_resyncs.inc(),
                 _ => {}
             }
-            sc.rx_expected.set(part.expected());
-            sc.rx_lost.set(part.lost());
+            set_loss_gauges(part, sc, class);
             sc.rx_jitter_ts.set(u64::from(part.stats.jitter_ts()));
             if class == PacketClass::Duplicate {
                 // Seen already (RFC 3550 sequence window): never buffer or play it twice.

@@ -587,3 +587,68 @@ fn a_restarted_stream_adds_to_the_sessions_counts() {
         (20, 20, 20)
     );
 }
+
+/// The RFC 3550 A.1 restart of a stream whose jump is confirmed by an RFC 4733 event
+/// packet (which shares the audio's sequence numbers) rather than by audio: the counts
+/// before the jump still join the session's, as they do when audio confirms it.
+#[test]
+fn a_restart_confirmed_by_an_event_packet_keeps_the_earlier_counts() {
+    let e = engine();
+    let mut pa = pcmu();
+    pa.telephone_event_pt = media_core::PayloadType::new(101);
+    let (a, b) = e
+        .create_call((DialogId(1), pa), (DialogId(2), pcmu()))
+        .unwrap();
+    let (a, b) = (a.id, b.id);
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    // 10 s clean both ways, then every tenth packet to A lost for 10 s.
+    send(&e, &mut ing, &mut eg, &[a, b], 0, 500, |_, _| false);
+    send(&e, &mut ing, &mut eg, &[a, b], 500, 500, |i, k| {
+        i == 0 && k % 10 == 3
+    });
+    let before = e.session_quality(a).unwrap();
+    assert_eq!(
+        (before.packets_expected, before.packets_lost),
+        (1000, 50),
+        "{before:?}"
+    );
+    // A's sender jumps its sequence numbers by 20,000: the first packet after the jump is
+    // audio, the one that confirms it a digit's first event packet, then audio again.
+    let mut pkt = Vec::new();
+    for k in 1000..1100usize {
+        let seq = (20_000 + k) as u16;
+        let ts = 160 * k as u32;
+        if k == 1001 {
+            // Event 5, not the end, volume 10, 160 samples so far.
+            rtp(101, seq, ts, 100, true, &[5, 10, 0, 160], &mut pkt);
+        } else {
+            rtp(0, seq, ts, 100, false, &ulaw_frame(k), &mut pkt);
+        }
+        ing.push(a, &pkt).unwrap();
+        rtp(
+            0,
+            k as u16,
+            160 * k as u32,
+            101,
+            false,
+            &ulaw_frame(k),
+            &mut pkt,
+        );
+        ing.push(b, &pkt).unwrap();
+        e.step(2).unwrap();
+        drain(&mut eg);
+    }
+    let after = e.session_quality(a).unwrap();
+    assert_eq!(e.session_stats(a).unwrap().rx_resyncs, 1, "the jump");
+    assert_eq!(e.session_stats(a).unwrap().rx_dtmf_packets, 1);
+    // The restarted range begins with the confirming packet (A.1's probation leaves the
+    // one that announced the jump out): the earlier 1,000 expected and 50 lost stay.
+    assert!((1099..=1100).contains(&after.packets_expected), "{after:?}");
+    assert_eq!(after.packets_lost, 50, "{after:?}");
+    // Packets pushed every 20 ms of the lane's clock, however fast the test runs: no
+    // interarrival jitter (the wall clock read ~20 ms here), the restart none either.
+    assert!(
+        before.jitter_ms < 0.5 && after.jitter_ms < 0.5,
+        "{before:?} {after:?}"
+    );
+}

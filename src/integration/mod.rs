@@ -70,17 +70,21 @@ impl IngressHandle {
     /// than the engine's [`IngressLimit`] allows (see [`policer`]), [`Error::RingFull`] if
     /// no slot is free (the lane is behind or the buffers are full). Each is also counted in the lane's
     /// counters; the packet is dropped.
+    ///
+    /// The packet's arrival time is the monotonic clock's now; on an engine on the virtual
+    /// clock it is the start of the lane's next tick.
     pub fn push(&mut self, session: SessionId, packet: &[u8]) -> Result<(), Error> {
-        let now = crate::runtime::clock::monotonic_ns();
-        let police_ns = if self.virtual_clock {
+        let now = if self.virtual_clock {
             // The lane's simulated time: packets pushed between two virtual ticks arrive
-            // together, however fast the simulation runs.
+            // together, however fast the simulation runs. The wall clock would make the
+            // jitter estimate read the simulation's speed (a clean stream stepped faster
+            // than real time showed ~20 ms of interarrival jitter).
             let tick = self.parts.shared.counters.ticks.get() + 1;
             tick.saturating_mul(crate::runtime::clock::TICK.as_nanos() as u64)
         } else {
-            now
+            crate::runtime::clock::monotonic_ns()
         };
-        self.push_inner(session, packet, now, police_ns)
+        self.push_inner(session, packet, now, now)
     }
 
     /// Like [`IngressHandle::push`], with the packet's arrival time in nanoseconds on any

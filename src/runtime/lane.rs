@@ -219,11 +219,13 @@ fn dtmf_event(session: SessionId, d: DtmfEvent, clock_khz: u32) -> LaneEvent {
 
 /// Sets the session's loss gauges after a packet's sequence number was counted (`class`).
 /// On an RFC 3550 A.1 restart (the sender restarted its sequence; an audio, event or SID
-/// packet may confirm it) the statistics start over: what they counted before, which the
-/// gauges still hold, joins the earlier streams' counts first.
+/// packet may confirm it) the restart is counted (`rx_resyncs`) and the statistics start
+/// over: what they counted before, which the gauges still hold, joins the earlier
+/// streams' counts first.
 #[inline]
 fn set_loss_gauges(part: &mut JitterPart, sc: &SessionCounters, class: PacketClass) {
     if class == PacketClass::Resync {
+        sc.rx_resyncs.inc();
         part.earlier_streams = (sc.rx_expected.get(), sc.rx_lost.get());
     }
     sc.rx_expected.set(part.expected());
@@ -547,10 +549,8 @@ impl JitterStage {
                 part.rx_ssrc = Some(ssrc);
             }
             let class = part.stats.on_packet(seq, ts, arrival_ns);
-            match class {
-                PacketClass::Reordered => sc.rx_reordered.inc(),
-                PacketClass::Resync => sc.rx_resyncs.inc(),
-                _ => {}
+            if class == PacketClass::Reordered {
+                sc.rx_reordered.inc();
             }
             set_loss_gauges(part, sc, class);
             sc.rx_jitter_ts.set(u64::from(part.stats.jitter_ts()));

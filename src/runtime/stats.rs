@@ -127,8 +127,9 @@ counter_block! {
         rx_jitter_ts,
         /// Packets that arrived out of order (RFC 3550 sequence tracking).
         rx_reordered,
-        /// Times the receive stream was resynchronised (SSRC change, sequence jump; jitter
-        /// stage).
+        /// Times the receive stream was resynchronised (SSRC change, or an RFC 3550 A.1
+        /// sequence restart that an audio, RFC 4733 event or RFC 3389 SID packet
+        /// confirmed; jitter stage).
         rx_resyncs,
         // Written by the decode stage, every frame.
         /// Jitter buffer target delay, ms; gauge.

@@ -108,15 +108,30 @@ fn bench_rate(c: &mut Criterion, rate_hz: u32) {
             ns.process(black_box(&mut buf));
         })
     });
-    for tail_ms in [64, 128] {
-        let mut aec = EchoCanceller::new(AecConfig {
+    // 10 ms blocks (`new`), then the blocks a session's 20 ms frames allow (`with_frame`:
+    // 20 ms at 8 kHz, the same 10 ms elsewhere).
+    for (tail_ms, blocks) in [(64, "10"), (128, "10"), (64, "frame"), (128, "frame")] {
+        let config = AecConfig {
             sample_rate_hz: rate_hz,
             tail_ms,
             ..Default::default()
-        })
+        };
+        let mut aec = if blocks == "10" {
+            EchoCanceller::new(config)
+        } else {
+            EchoCanceller::with_frame(config, frame)
+        }
         .expect("valid");
+        if blocks == "frame" && aec.block_samples() * 100 == rate_hz as usize {
+            continue;
+        }
+        let name = if blocks == "10" {
+            format!("aec_{tail_ms}ms")
+        } else {
+            format!("aec_{tail_ms}ms_20ms_blocks")
+        };
         let mut kk = 0usize;
-        group.bench_function(format!("aec_{tail_ms}ms"), |b| {
+        group.bench_function(name, |b| {
             b.iter(|| {
                 kk = (kk + 1) % frames;
                 buf.copy_from_slice(&echo[kk * frame..(kk + 1) * frame]);
@@ -125,7 +140,7 @@ fn bench_rate(c: &mut Criterion, rate_hz: u32) {
         });
     }
     // The whole chain as a session runs it (AEC 128 ms, DTMF, NS, VAD, AGC).
-    let mut chain = DspChain::new(&DspConfig::voice(), rate_hz).expect("valid");
+    let mut chain = DspChain::new(&DspConfig::voice(), rate_hz, frame).expect("valid");
     let mut work = DspScratch::new();
     let mut kk = 0usize;
     group.bench_function("chain_all", |b| {
@@ -183,7 +198,7 @@ fn bench_sessions(c: &mut Criterion) {
     ];
     for (name, config) in configs {
         let mut chains: Vec<DspChain> = (0..SESSIONS)
-            .map(|_| DspChain::new(&config, rate_hz).expect("valid"))
+            .map(|_| DspChain::new(&config, rate_hz, frame).expect("valid"))
             .collect();
         let (mut i, mut k) = (0usize, 0usize);
         group.bench_function(name, |b| {

@@ -1964,8 +1964,10 @@ fn baseline(sc: &Scenario) -> Result<(f64, String), String> {
     let relay = ca == cb && dsp.is_passthrough();
     // With voice processing, the same components run bare on each leg's decoded audio.
     let mut chains = [
-        DspChain::new(&dsp, sc.rate(ca).hz()).map_err(|e| e.to_string())?,
-        DspChain::new(&dsp, sc.rate(cb).hz()).map_err(|e| e.to_string())?,
+        DspChain::new(&dsp, sc.rate(ca).hz(), sc.rate(ca).samples_in(Ptime::MS_20))
+            .map_err(|e| e.to_string())?,
+        DspChain::new(&dsp, sc.rate(cb).hz(), sc.rate(cb).samples_in(Ptime::MS_20))
+            .map_err(|e| e.to_string())?,
     ];
     let with_dsp = !dsp.is_passthrough();
     // The chains borrow one set of work buffers, as on a lane.

@@ -86,6 +86,10 @@ thread_local! {
     /// Legs whose input goes quiet for a second in every two (a voice chain's VAD finds
     /// the silence; the bridged leg's DTX sends SID frames through it).
     static QUIET_LEGS: std::cell::RefCell<std::collections::HashSet<SessionId>> = Default::default();
+    /// Legs quiet in the other second of every two (the B legs of those calls): each leg's
+    /// input is then never the other's, which an echo canceller would take for echo and
+    /// cancel (the generator sends every leg the same tone and the same noise).
+    static QUIET_LATE_LEGS: std::cell::RefCell<std::collections::HashSet<SessionId>> = Default::default();
     /// G.711 legs whose sender goes into DTX with comfort noise for 2.6 s in every 4 s: a
     /// SID frame, then nothing (past the jitter buffer's 2 s idle timeout), then audio
     /// again; the lane plays comfort noise through the silence.
@@ -277,9 +281,10 @@ fn make_calls(
                 .create_call((DialogId(d), a), (DialogId(d + 1), b))
                 .unwrap();
             if voice && i % 8 == 7 {
-                // Both legs: A's echo canceller would otherwise keep subtracting what it
-                // learned of B's audio (the generator sends both legs the same tone).
-                QUIET_LEGS.with(|g| g.borrow_mut().extend([ha.id, hb.id]));
+                // Both legs, in turn: A's echo canceller, whose reference is B's audio,
+                // would otherwise cancel A's input as the echo of the same tone.
+                QUIET_LEGS.with(|g| g.borrow_mut().insert(ha.id));
+                QUIET_LATE_LEGS.with(|g| g.borrow_mut().insert(hb.id));
             }
             if i % 8 == 0 || i % 8 == 5 {
                 // A transcoded and a relayed leg with comfort noise negotiated.
@@ -316,7 +321,8 @@ fn traffic_round(
         for s in [a, b] {
             let g722 = G722_LEGS.with(|g| g.borrow().contains(&s));
             let is_opus = OPUS_LEGS.with(|g| g.borrow().contains(&s));
-            let quiet = k % 100 >= 50 && QUIET_LEGS.with(|g| g.borrow().contains(&s));
+            let quiet = (k % 100 >= 50 && QUIET_LEGS.with(|g| g.borrow().contains(&s)))
+                || (k % 100 < 50 && QUIET_LATE_LEGS.with(|g| g.borrow().contains(&s)));
             let frame = if quiet {
                 quiet_frame(k, s.slot() % 2 == 1)
             } else if is_opus {

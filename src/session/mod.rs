@@ -554,8 +554,8 @@ impl<T> SessionParts<T> {
         // building; should that ever differ, the session runs unprocessed rather than fail.
         let rate = params.sample_rate();
         let frame = params.frame_samples();
-        let mut dsp =
-            DspChain::new(&params.dsp, rate.hz()).unwrap_or_else(|_| DspChain::passthrough());
+        let mut dsp = DspChain::new(&params.dsp, rate.hz(), frame)
+            .unwrap_or_else(|_| DspChain::passthrough());
         // `phase` is the slot: sessions built in a batch spread their periodic work.
         dsp.stagger(phase);
         SessionParts {

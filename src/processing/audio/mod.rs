@@ -129,7 +129,7 @@ impl DspConfig {
 
     /// Checks every enabled component at `sample_rate_hz` (control plane).
     pub fn validate(&self, sample_rate_hz: u32) -> Result<(), DspConfigError> {
-        DspChain::new(self, sample_rate_hz).map(|_| ())
+        DspChain::new(self, sample_rate_hz, config::block_len(sample_rate_hz)).map(|_| ())
     }
 }
 
@@ -244,7 +244,9 @@ pub struct DspChain {
 pub struct DspScratch {
     ns: ns::NsWork,
     vad: vad::VadWork,
-    /// One echo canceller work space per supported rate.
+    /// One echo canceller work space per block length: 10 ms at each supported rate (80,
+    /// 160, 480 samples), which includes the 20 ms blocks of 8 kHz (160 samples; see
+    /// [`aec::block_for`]).
     aec: Box<[aec::AecWork]>,
     /// The next chain's echo canceller state, issued for prefetch in steps by the one
     /// processed before it (see [`DspChain::prefetch`]).
@@ -260,7 +262,7 @@ impl DspScratch {
             vad: vad::VadWork::for_rates(&config::SUPPORTED_RATES_HZ),
             aec: config::SUPPORTED_RATES_HZ
                 .iter()
-                .filter_map(|&rate| aec::AecWork::new(rate))
+                .filter_map(|&rate| aec::AecWork::new(config::block_len(rate)))
                 .collect(),
             trickle: Trickle::new(),
         }
@@ -370,17 +372,25 @@ impl DspChain {
         }
     }
 
-    /// Builds the chain for `config` at `sample_rate_hz` (the session's decoded rate).
-    /// Control plane: allocates everything.
-    pub fn new(config: &DspConfig, sample_rate_hz: u32) -> Result<Self, DspConfigError> {
+    /// Builds the chain for `config` at `sample_rate_hz` (the session's decoded rate), for
+    /// frames of `frame_samples` (the session's ptime; the echo canceller works in the
+    /// longest blocks they allow, [`aec::block_for`]). Control plane: allocates everything.
+    pub fn new(
+        config: &DspConfig,
+        sample_rate_hz: u32,
+        frame_samples: usize,
+    ) -> Result<Self, DspConfigError> {
         let aec = config
             .aec
             .map(|c| {
                 // Its work space is the lane's (`DspScratch`), lent to each frame.
-                aec::EchoCanceller::for_lane(aec::AecConfig {
-                    sample_rate_hz,
-                    ..c
-                })
+                aec::EchoCanceller::for_lane(
+                    aec::AecConfig {
+                        sample_rate_hz,
+                        ..c
+                    },
+                    frame_samples,
+                )
             })
             .transpose()?;
         let dtmf = config
@@ -685,7 +695,7 @@ mod tests {
             vad: Some(vad::VadConfig::default()),
             ..DspConfig::default()
         };
-        let mut chain = DspChain::new(&config, 8000).expect("valid config");
+        let mut chain = DspChain::new(&config, 8000, 160).expect("valid config");
         let mut scratch = DspScratch::new();
         let mut alone = vad::Vad::new(vad::VadConfig::default()).expect("valid config");
         let (mut speaking, mut changes) = (false, 0);

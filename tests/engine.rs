@@ -2035,6 +2035,63 @@ fn an_rfc3389_sid_sets_the_level_of_the_comfort_noise_that_follows() {
     );
 }
 
+/// The same through a G.722 leg: its RFC 3389 SID frames keep the 8,000 Hz RTP clock that
+/// RFC 3551 gives G.722 while the leg decodes at 16 kHz, and the PCMU leg it is bridged to
+/// hears comfort noise at the signalled level through the whole silence, with nothing
+/// counted as concealment.
+#[test]
+fn a_g722_legs_signalled_silence_reaches_a_pcmu_leg_as_comfort_noise() {
+    use media_core::codec::audio::g722::{G722Encoder, G722Mode};
+    let e = virtual_engine(8);
+    let mut pa = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
+    pa.comfort_noise_pt = media_core::PayloadType::new(13);
+    let (a, b) = e
+        .create_call(
+            (DialogId(1), pa),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut enc = G722Encoder::new(G722Mode::Rate64k);
+    let mut frame = [0u8; 160];
+    let mut pkt = Vec::new();
+    let mut heard = Vec::new();
+    for k in 0..200u32 {
+        if k < 50 {
+            enc.encode(&signal(320 * k as usize, 320), &mut frame);
+            rtp(9, k as u16, 160 * k, 4, k == 0, &frame, &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+        } else if k == 50 {
+            rtp(13, k as u16, 160 * k, 4, false, &[60], &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+        }
+        e.step(2).unwrap();
+        for p in drain(&mut eg).into_iter().filter(|p| p.session == b.id) {
+            let mut f = [0i16; 160];
+            g711::ulaw_decode(p.payload(), &mut f);
+            heard.push((k, f));
+        }
+    }
+    let stats = e.session_stats(a.id).unwrap();
+    assert_eq!(
+        (stats.rx_cn_packets, stats.frames_concealed),
+        (1, 0),
+        "{stats:?}"
+    );
+    let in_silence = heard.iter().filter(|(k, _)| *k >= 54).count();
+    assert!(in_silence >= 145, "{in_silence} frames of comfort noise");
+    let rms = frames_rms(heard.iter().filter(|(k, _)| *k >= 100).map(|(_, f)| f));
+    let signalled = 32768.0 * 10f64.powf(-60.0 / 20.0);
+    let db = 20.0 * (rms / signalled).log10();
+    assert!(
+        db.abs() < 3.0,
+        "{rms:.1} RMS for {signalled:.1} ({db:.1} dB)"
+    );
+}
+
 /// Lane-failure policy: a panicking lane (here a fault drill standing in for a codec bug)
 /// stops loudly, alone. The control plane hears `LaneFailed` and a `SessionStopped` per
 /// lost session; the other lane's calls keep flowing; new calls land on the healthy

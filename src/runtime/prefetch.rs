@@ -110,8 +110,12 @@ pub const TRICKLE_MIN_STEP: usize = 8;
 /// canceller: about 470 lines) in one burst, it drops or stalls on most of them, so a
 /// lane queues the next session's state here and the session being processed issues it
 /// in steps of about ten lines as its own work goes on ([`Trickle::step`]). The lines are
-/// asked for into every cache level ([`line()`]; into the second level only measured 2-4%
-/// slower on aec-pcmu, PERF.md session 17). The spans are issued in the order queued:
+/// asked for into the second-level cache only ([`line_l2`]): an echo canceller's state
+/// (30-36 KB) and the one being processed do not fit a 32 KB first level together, and
+/// on a Zen 4 core aec-pcmu at 500 calls ran +20% (10 ms blocks) and +44% (20 ms blocks)
+/// faster than with the lines asked for into every level (PERF.md, session 21; session
+/// 17 had measured every level 2-4% faster on a Zen 5 core, whose first level is 48 KB,
+/// with 10 ms blocks). The spans are issued in the order queued:
 /// queue what is touched first, first. A hint only: holds addresses, never reads through
 /// them. Real-time safe: fixed capacity, no allocation.
 #[derive(Debug, Clone, Default)]
@@ -143,7 +147,7 @@ impl Trickle {
             return;
         }
         if self.spans.try_push((first, count)).is_err() {
-            lines(first as *const u8, count * LINE, line::<u8>);
+            lines(first as *const u8, count * LINE, line_l2::<u8>);
         } else {
             self.total += count;
         }
@@ -165,7 +169,7 @@ impl Trickle {
                 return;
             };
             let n = count.min(*left);
-            lines(*addr as *const u8, n * LINE, line::<u8>);
+            lines(*addr as *const u8, n * LINE, line_l2::<u8>);
             *addr += n * LINE;
             *left -= n;
             count -= n;

@@ -96,11 +96,13 @@ fn aec_erle(far: &[f64], near_src: &[f64], png: &Path) -> Res<()> {
 
     // Output and the canceller's own meter at the end.
     let run = |residual_suppression: bool| -> Res<(Vec<f64>, f32)> {
-        let mut aec = EchoCanceller::new(AecConfig {
+        // As a session at 20 ms ptime builds it (20 ms blocks at 8 kHz).
+        let config = AecConfig {
             sample_rate_hz: RATE as u32,
             tail_ms: 128,
             residual_suppression,
-        })?;
+        };
+        let mut aec = EchoCanceller::with_frame(config, FRAME)?;
         let mut out = capture.clone();
         for i in (0..len).step_by(FRAME) {
             aec.process(&mut out[i..i + FRAME], &reference[i..i + FRAME]);

@@ -1,9 +1,9 @@
-//! Complex FFTs of the three block sizes the voice kernels transform: 80, 160 and 480
-//! points (the real transforms of 20 ms windows at 8, 16 and 48 kHz, see
-//! [`crate::processing::audio::ns`]), unnormalised, forwards (`e^(−2πi nk/N)`) and
-//! backwards (`e^(+2πi nk/N)`).
+//! Complex FFTs of the block sizes the voice kernels transform: 80, 160 and 480 points
+//! (the real transforms of 20 ms windows at 8, 16 and 48 kHz, see
+//! [`crate::processing::audio::ns`]), and 320 (the echo canceller's 40 ms window at 16 kHz),
+//! unnormalised, forwards (`e^(−2πi nk/N)`) and backwards (`e^(+2πi nk/N)`).
 //!
-//! Each size is a product `N = N1 · 20` with `N1` = 4, 8 or 24, computed in four steps
+//! Each size is a product `N = N1 · 20` with `N1` = 4, 8, 16 or 24, computed in four steps
 //! (Cooley–Tukey with the index maps `n = n1 + N1·n2`, `k = k2 + 20·k1`) on vectors of
 //! four complex values:
 //! 1. 20-point transforms along `n2`, vectorised over `n1` (each row of `N1` inputs is
@@ -15,7 +15,7 @@
 //!
 //! The 20- and 24-point transforms are prime-factor (Good–Thomas) compositions of 4×5 and
 //! 8×3 points, which need no twiddles; the 3-, 4-, 5- and 8-point ones are the usual
-//! small butterflies. All sizes are fixed, so every loop unrolls and every index is a
+//! small butterflies, and the 16-point one two 8-point halves joined by `W_16` twiddles. All sizes are fixed, so every loop unrolls and every index is a
 //! constant.
 //!
 //! Why not rustfft: for 80 points its AVX plan (a 5×16 mixed radix) cost about 900
@@ -38,6 +38,9 @@ const S5_2: f32 = 0.587_785_252_292_473_1_f64 as f32;
 const S3: f32 = 0.866_025_403_784_438_6_f64 as f32;
 /// `1/√2`.
 const R2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// `cos(π/8)`, `sin(π/8)` (each rounded once, from f64).
+const C16: f32 = 0.923_879_532_511_286_7_f64 as f32;
+const S16: f32 = 0.382_683_432_365_089_8_f64 as f32;
 
 /// Length of the inner (vectorised) transform.
 const N2: usize = 20;
@@ -62,9 +65,9 @@ pub(crate) struct FixedFft {
 }
 
 impl FixedFft {
-    /// The transform of `n` points (80, 160 or 480; `None` otherwise). Control plane.
+    /// The transform of `n` points (80, 160, 320 or 480; `None` otherwise). Control plane.
     pub(crate) fn new(n: usize, inverse: bool) -> Option<FixedFft> {
-        if !matches!(n, 80 | 160 | 480) {
+        if !matches!(n, 80 | 160 | 320 | 480) {
             return None;
         }
         let n1 = n / N2;
@@ -147,6 +150,8 @@ impl FixedFft {
                     (80, true) => $build::transform::<1, true>(tw, input, output),
                     (160, false) => $build::transform::<2, false>(tw, input, output),
                     (160, true) => $build::transform::<2, true>(tw, input, output),
+                    (320, false) => $build::transform::<4, false>(tw, input, output),
+                    (320, true) => $build::transform::<4, true>(tw, input, output),
                     (_, false) => $build::transform::<6, false>(tw, input, output),
                     (_, true) => $build::transform::<6, true>(tw, input, output),
                 }
@@ -216,6 +221,39 @@ macro_rules! transforms {
                 sub(e[2], o2),
                 sub(e[3], o3),
             ]
+        }
+
+        /// `v·(c ∓ i·s)` = `c·v + s·(∓i·v)`.
+        $(#[$attr])*
+        fn turn<const INV: bool>(v: V, c: f32, s: f32) -> V {
+            add(scale(v, c), scale(rot::<INV>(v), s))
+        }
+
+        /// 16 points as two 8-point halves (even and odd inputs), the odd one's bin `k`
+        /// turned by `W_16^k`: `W_16^(k+4) = ∓i·W_16^k`, `W_16² = W_8`.
+        $(#[$attr])*
+        fn dft16<const INV: bool>(x: [V; 16]) -> [V; 16] {
+            let e = dft8::<INV>([x[0], x[2], x[4], x[6], x[8], x[10], x[12], x[14]]);
+            let o = dft8::<INV>([x[1], x[3], x[5], x[7], x[9], x[11], x[13], x[15]]);
+            let w1 = turn::<INV>(o[1], C16, S16);
+            let w2 = scale(add(o[2], rot::<INV>(o[2])), R2);
+            let w3 = turn::<INV>(o[3], S16, C16);
+            let w = [
+                o[0],
+                w1,
+                w2,
+                w3,
+                rot::<INV>(o[4]),
+                rot::<INV>(turn::<INV>(o[5], C16, S16)),
+                rot::<INV>(scale(add(o[6], rot::<INV>(o[6])), R2)),
+                rot::<INV>(turn::<INV>(o[7], S16, C16)),
+            ];
+            let mut y = [zero(); 16];
+            for k in 0..8 {
+                y[k] = add(e[k], w[k]);
+                y[k + 8] = sub(e[k], w[k]);
+            }
+            y
         }
 
         /// 20 points as 4×5 (Good–Thomas): `n = (5·n1 + 4·n2) mod 20`, output
@@ -313,6 +351,16 @@ macro_rules! transforms {
                         // SAFETY: as above.
                         unsafe { store(output.add(2 * (20 * k1 + 4 * b)), y) };
                     }
+                } else if M == 4 {
+                    let mut x = [zero(); 16];
+                    for (r, x) in x.iter_mut().enumerate() {
+                        // SAFETY: within the 2N floats (M = 4, N = 320).
+                        *x = unsafe { load(output.add(2 * (20 * r + 4 * b))) };
+                    }
+                    for (k1, y) in dft16::<INV>(x).into_iter().enumerate() {
+                        // SAFETY: as above.
+                        unsafe { store(output.add(2 * (20 * k1 + 4 * b)), y) };
+                    }
                 } else {
                     let mut x = [zero(); 24];
                     for (r, x) in x.iter_mut().enumerate() {
@@ -340,7 +388,7 @@ macro_rules! transforms {
 /// sound.
 #[cfg(target_arch = "x86_64")]
 mod avx {
-    use super::{Twiddle, C5_1, C5_2, R2, S3, S5_1, S5_2};
+    use super::{Twiddle, C16, C5_1, C5_2, R2, S16, S3, S5_1, S5_2};
     use core::arch::x86_64::*;
 
     type V = __m256;
@@ -449,7 +497,7 @@ mod avx {
 
 /// The portable build: `V` is eight floats, the same operations lane by lane.
 mod portable {
-    use super::{Twiddle, C5_1, C5_2, R2, S3, S5_1, S5_2};
+    use super::{Twiddle, C16, C5_1, C5_2, R2, S16, S3, S5_1, S5_2};
 
     type V = [f32; 8];
 
@@ -581,7 +629,7 @@ mod tests {
 
     #[test]
     fn each_size_and_direction_is_the_discrete_fourier_transform() {
-        for n in [80, 160, 480] {
+        for n in [80, 160, 320, 480] {
             for inverse in [false, true] {
                 let fft = FixedFft::new(n, inverse).expect("a supported size");
                 assert_eq!(fft.len(), n);
@@ -607,7 +655,7 @@ mod tests {
     fn impulses_give_the_twiddles_exactly_where_they_must() {
         // An impulse at m: bin k is W^(mk), so every bin has magnitude 1 and bin 1's phase
         // says which input the transform read.
-        for n in [80, 160, 480] {
+        for n in [80, 160, 320, 480] {
             let fft = FixedFft::new(n, false).expect("a supported size");
             for m in [0, 1, 7, n / 2, n - 1] {
                 let mut x = vec![Complex::new(0.0f32, 0.0); n];
@@ -624,7 +672,7 @@ mod tests {
 
     #[test]
     fn forwards_then_backwards_is_n_times_the_input() {
-        for n in [80, 160, 480] {
+        for n in [80, 160, 320, 480] {
             let (f, b) = (
                 FixedFft::new(n, false).unwrap(),
                 FixedFft::new(n, true).unwrap(),
@@ -644,7 +692,7 @@ mod tests {
     #[test]
     fn the_builds_give_the_same_bits() {
         use crate::processing::simd::{both_builds, same_bits};
-        for n in [80, 160, 480] {
+        for n in [80, 160, 320, 480] {
             for inverse in [false, true] {
                 let fft = FixedFft::new(n, inverse).unwrap();
                 for (seed, amplitude) in [(3, 1.0f32), (4, 3e4), (5, 1e-18), (6, 1e15)] {

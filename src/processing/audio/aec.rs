@@ -107,7 +107,7 @@ use super::config::{
     block_len, check_rate, fast_exp, fast_ln, fast_sin_cos, rate_index, DspConfigError,
     SUPPORTED_RATES_HZ,
 };
-use super::ns::{shared_plan, NsPlan};
+use super::ns::{plan_for_block, NsPlan};
 use super::round_to_i16;
 use crate::runtime::prefetch::Trickle;
 
@@ -306,13 +306,12 @@ impl FftWork {
 
 impl Fft {
     /// The transforms of blocks of `block` samples, windows of `2·block` (`None` for a
-    /// length without a plan). The plans are the noise suppressor's 20 ms analyses, so a
-    /// block of 80, 160 or 480 samples (10 ms at 8, 16, 48 kHz; 160 is also 20 ms at
-    /// 8 kHz) has one. Control plane.
+    /// length without a plan): the noise suppressor's 20 ms analyses for blocks of 80, 160
+    /// and 480 samples (10 ms at 8, 16, 48 kHz; 160 is also 20 ms at 8 kHz), and 320 (20 ms
+    /// at 16 kHz). Control plane.
     fn new(block: usize) -> Option<Self> {
-        let plan_rate = u32::try_from(block * 100).ok()?;
         Some(Fft {
-            plan: shared_plan(plan_rate)?,
+            plan: plan_for_block(block)?,
         })
     }
 
@@ -377,8 +376,8 @@ pub(crate) struct AecWork {
 }
 
 impl AecWork {
-    /// Work space for cancellers whose blocks are `block` samples long (80, 160 or 480:
-    /// see [`block_for`]). Control plane.
+    /// Work space for cancellers whose blocks are `block` samples long (80, 160, 320 or
+    /// 480: see [`block_for`]). Control plane.
     pub(crate) fn new(block: usize) -> Option<AecWork> {
         Fft::new(block)?;
         let fft = FftWork::new(block);
@@ -1518,11 +1517,12 @@ impl Shared {
     /// The tables for blocks of `n` samples lasting `block_ms` (control plane: built on
     /// first use; `None` for a block [`block_for`] never gives).
     fn for_block(n: usize, block_ms: u32) -> Option<Arc<Shared>> {
-        static SHARED: [OnceLock<Arc<Shared>>; SUPPORTED_RATES_HZ.len() + 1] =
-            [const { OnceLock::new() }; SUPPORTED_RATES_HZ.len() + 1];
+        static SHARED: [OnceLock<Arc<Shared>>; SUPPORTED_RATES_HZ.len() + 2] =
+            [const { OnceLock::new() }; SUPPORTED_RATES_HZ.len() + 2];
         let index = match (n, block_ms) {
             (_, 10) => rate_index(u32::try_from(n * 100).ok()?)?,
             (160, 20) => SUPPORTED_RATES_HZ.len(),
+            (320, 20) => SUPPORTED_RATES_HZ.len() + 1,
             _ => return None,
         };
         let shared = SHARED[index].get_or_init(|| {
@@ -1586,14 +1586,16 @@ impl BlockRates {
 }
 
 /// Samples per block of a canceller at `sample_rate_hz` fed frames of `frame_samples`:
-/// 20 ms at 8 kHz when the frames are whole 20 ms (the 40 ms window's transform is the
-/// one the noise suppressor uses at 16 kHz; 16 and 48 kHz have none of that length), else
-/// 10 ms. Half the blocks per frame means half the filter and update passes over the
+/// 20 ms at 8 and 16 kHz when the frames are whole 20 ms (the 40 ms windows' transforms
+/// of 320 and 640 points; 48 kHz has none of 1,920), else 10 ms. Half the blocks per frame means half the filter and update passes over the
 /// echo path model (the model keeps its taps: half as many partitions of twice the bins)
 /// and half the per-block work, against transforms twice as long.
 pub fn block_for(sample_rate_hz: u32, frame_samples: usize) -> usize {
     let ten = block_len(sample_rate_hz);
-    if sample_rate_hz == 8000 && frame_samples > 0 && frame_samples.is_multiple_of(2 * ten) {
+    if (sample_rate_hz == 8000 || sample_rate_hz == 16000)
+        && frame_samples > 0
+        && frame_samples.is_multiple_of(2 * ten)
+    {
         2 * ten
     } else {
         ten
@@ -2290,7 +2292,7 @@ mod tests {
     }
 
     /// A canceller for 20 ms frames, as a session at 20 ms ptime builds it: 20 ms blocks at
-    /// 8 kHz, 10 ms at the other rates.
+    /// 8 and 16 kHz, 10 ms at 48 kHz.
     fn canceller_20(rate: u32, tail_ms: u32, residual_suppression: bool) -> EchoCanceller {
         let config = AecConfig {
             sample_rate_hz: rate,
@@ -2359,10 +2361,10 @@ mod tests {
                 let aec = canceller(rate, tail, true);
                 assert_eq!(aec.partitions, tail.div_ceil(10) as usize);
                 assert_eq!(aec.block_samples(), block_len(rate));
-                // For 20 ms frames: 20 ms blocks at 8 kHz (the tail in whole 20 ms
-                // partitions), 10 ms elsewhere; frames of 10 or 30 ms keep 10 ms blocks.
+                // For 20 ms frames: 20 ms blocks at 8 and 16 kHz (the tail in whole 20 ms
+                // partitions), 10 ms at 48 kHz; frames of 10 or 30 ms keep 10 ms blocks.
                 let aec = canceller_20(rate, tail, true);
-                let block_ms = if rate == 8000 { 20 } else { 10 };
+                let block_ms = if rate == 48000 { 10 } else { 20 };
                 assert_eq!(aec.partitions, tail.div_ceil(block_ms) as usize);
                 assert_eq!(
                     aec.block_samples(),
@@ -2377,6 +2379,8 @@ mod tests {
                 80
             };
             assert_eq!(block_for(8000, frame), expected, "{frame}");
+            assert_eq!(block_for(16000, 2 * frame), 2 * expected, "{frame}");
+            assert_eq!(block_for(48000, 6 * frame), 480, "{frame}");
         }
     }
 
@@ -2653,21 +2657,26 @@ mod tests {
     /// white noise, so it converges more slowly there).
     #[test]
     fn speech_echo_at_16_khz_is_cancelled_by_30_db_within_2_s() {
-        let sc = scenario(16000, 4.0, None);
-        let mut full = canceller(16000, 128, true);
-        let mut linear = canceller(16000, 128, false);
-        let out = run(&mut full, &sc.capture, &sc.far);
-        let out_linear = run(&mut linear, &sc.capture, &sc.far);
-        let erle = sc.erle_db(&out, 2.0, 4.0);
-        let erle_linear = sc.erle_db(&out_linear, 2.0, 4.0);
-        println!(
-            "16 kHz, 128 ms tail: ERLE 2-4 s {erle:.1} dB ({erle_linear:.1} dB linear only), \
-             state {} + {} B",
-            std::mem::size_of::<EchoCanceller>(),
-            heap_bytes(&full)
-        );
-        assert!(erle >= 30.0, "ERLE {erle:.1} dB");
-        assert!(erle_linear >= 12.0, "linear ERLE {erle_linear:.1} dB");
+        for (blocks, make) in MAKERS {
+            let sc = scenario(16000, 4.0, None);
+            let mut full = make(16000, 128, true);
+            let mut linear = make(16000, 128, false);
+            let out = run(&mut full, &sc.capture, &sc.far);
+            let out_linear = run(&mut linear, &sc.capture, &sc.far);
+            let erle = sc.erle_db(&out, 2.0, 4.0);
+            let erle_linear = sc.erle_db(&out_linear, 2.0, 4.0);
+            println!(
+                "{blocks}: 16 kHz, 128 ms tail: ERLE 2-4 s {erle:.1} dB ({erle_linear:.1} dB \
+                 linear only), state {} + {} B",
+                std::mem::size_of::<EchoCanceller>(),
+                heap_bytes(&full)
+            );
+            assert!(erle >= 30.0, "{blocks}: ERLE {erle:.1} dB");
+            assert!(
+                erle_linear >= 12.0,
+                "{blocks}: linear ERLE {erle_linear:.1} dB"
+            );
+        }
     }
 
     /// 48 kHz builds and runs (a second of speech and echo); it also cancels.

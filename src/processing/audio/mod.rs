@@ -244,8 +244,8 @@ pub struct DspChain {
 pub struct DspScratch {
     ns: ns::NsWork,
     vad: vad::VadWork,
-    /// One echo canceller work space per block length: 10 ms at each supported rate (80,
-    /// 160, 480 samples), which includes the 20 ms blocks of 8 kHz (160 samples; see
+    /// One echo canceller work space per block length: 80, 160, 320 and 480 samples (10 ms
+    /// at each supported rate, which includes 20 ms at 8 kHz, and 20 ms at 16 kHz; see
     /// [`aec::block_for`]).
     aec: Box<[aec::AecWork]>,
     /// The next chain's echo canceller state, issued for prefetch in steps by the one
@@ -260,9 +260,9 @@ impl DspScratch {
         DspScratch {
             ns: ns::NsWork::for_rates(&config::SUPPORTED_RATES_HZ),
             vad: vad::VadWork::for_rates(&config::SUPPORTED_RATES_HZ),
-            aec: config::SUPPORTED_RATES_HZ
-                .iter()
-                .filter_map(|&rate| aec::AecWork::new(config::block_len(rate)))
+            aec: [80, 160, 320, 480]
+                .into_iter()
+                .filter_map(aec::AecWork::new)
                 .collect(),
             trickle: Trickle::new(),
         }

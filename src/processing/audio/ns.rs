@@ -69,7 +69,7 @@ use std::sync::{Arc, OnceLock};
 use crate::processing::fft::FixedFft;
 use rustfft::num_complex::Complex;
 
-use super::config::{block_len, check_rate, rate_index, DspConfigError, SUPPORTED_RATES_HZ};
+use super::config::{block_len, check_rate, rate_index, DspConfigError};
 use super::{fast_max as max, fast_min as min, round_to_i16};
 
 /// The noise minimum is re-taken every this many 10 ms blocks (1.5 s, the window of
@@ -159,10 +159,23 @@ pub(crate) struct NsPlan {
 /// The shared plan for `sample_rate_hz` (control plane: planned on first use; `None` for
 /// an unsupported rate).
 pub(crate) fn shared_plan(sample_rate_hz: u32) -> Option<Arc<NsPlan>> {
-    static PLANS: [OnceLock<Option<Arc<NsPlan>>>; SUPPORTED_RATES_HZ.len()] =
-        [const { OnceLock::new() }; SUPPORTED_RATES_HZ.len()];
-    let plan = PLANS[rate_index(sample_rate_hz)?].get_or_init(|| {
-        let block = block_len(sample_rate_hz);
+    rate_index(sample_rate_hz)?;
+    plan_for_block(block_len(sample_rate_hz))
+}
+
+/// The shared plan for windows of two blocks of `block` samples: 80, 160 and 480 (10 ms
+/// at 8, 16 and 48 kHz), and 320 (the echo canceller's 20 ms blocks at 16 kHz). Control
+/// plane: planned on first use; `None` for other lengths.
+pub(crate) fn plan_for_block(block: usize) -> Option<Arc<NsPlan>> {
+    static PLANS: [OnceLock<Option<Arc<NsPlan>>>; 4] = [const { OnceLock::new() }; 4];
+    let index = match block {
+        80 => 0,
+        160 => 1,
+        320 => 2,
+        480 => 3,
+        _ => return None,
+    };
+    let plan = PLANS[index].get_or_init(|| {
         let fft_len = 2 * block;
         let forward = FixedFft::new(block, false)?;
         let inverse = FixedFft::new(block, true)?;
@@ -1335,9 +1348,11 @@ mod tests {
 
     #[test]
     fn forward_transform_matches_realfft_within_float_rounding() {
-        for rate in SUPPORTED_RATES_HZ {
-            let plan = shared_plan(rate).expect("supported rate");
-            let n = block_len(rate);
+        // Blocks of 10 ms at 8, 16 and 48 kHz and of 20 ms at 16 kHz (the echo canceller's);
+        // `rate` names the block as if it were 10 ms.
+        for n in [80usize, 160, 320, 480] {
+            let rate = 100 * n as u32;
+            let plan = plan_for_block(n).expect("a planned length");
             let x = uniform(2 * n, 0x1234_5678 ^ rate, 32_768.0);
             let mut reference = vec![Complex::new(0.0f32, 0.0); n + 1];
             realfft::RealFftPlanner::<f32>::new()
@@ -1377,9 +1392,11 @@ mod tests {
     #[test]
     fn the_transforms_give_the_same_bits_in_both_builds() {
         use crate::processing::simd::{both_builds, same_bits};
-        for rate in SUPPORTED_RATES_HZ {
-            let plan = shared_plan(rate).expect("supported rate");
-            let n = block_len(rate);
+        // Blocks of 10 ms at 8, 16 and 48 kHz and of 20 ms at 16 kHz (the echo canceller's);
+        // `rate` names the block as if it were 10 ms.
+        for n in [80usize, 160, 320, 480] {
+            let rate = 100 * n as u32;
+            let plan = plan_for_block(n).expect("a planned length");
             for (seed, amplitude) in [(1u32, 1.0f32), (2, 3e4), (3, 1e-18), (4, 1e15)] {
                 let parts = uniform(2 * n, seed ^ rate, amplitude);
                 let gain: Vec<f32> = uniform(n + 1, seed.wrapping_mul(7) ^ rate, 1.0);
@@ -1409,9 +1426,11 @@ mod tests {
 
     #[test]
     fn inverse_transform_matches_realfft_within_float_rounding() {
-        for rate in SUPPORTED_RATES_HZ {
-            let plan = shared_plan(rate).expect("supported rate");
-            let n = block_len(rate);
+        // Blocks of 10 ms at 8, 16 and 48 kHz and of 20 ms at 16 kHz (the echo canceller's);
+        // `rate` names the block as if it were 10 ms.
+        for n in [80usize, 160, 320, 480] {
+            let rate = 100 * n as u32;
+            let plan = plan_for_block(n).expect("a planned length");
             let parts = uniform(2 * (n + 1), 0x9e37_79b9 ^ rate, 1e6);
             let mut spectrum: Vec<Complex<f32>> = parts
                 .chunks_exact(2)

@@ -96,7 +96,7 @@ fn aec_erle(far: &[f64], near_src: &[f64], png: &Path) -> Res<()> {
 
     // Output and the canceller's own meter at the end.
     let run = |residual_suppression: bool| -> Res<(Vec<f64>, f32)> {
-        // As a session at 20 ms ptime builds it (20 ms blocks at 8 kHz).
+        // As a session at 20 ms ptime builds it (20 ms blocks).
         let config = AecConfig {
             sample_rate_hz: RATE as u32,
             tail_ms: 128,

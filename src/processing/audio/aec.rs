@@ -11,13 +11,14 @@
 //!
 //! **Linear echo path model.** A partitioned-block frequency-domain adaptive filter (PBFDAF, or
 //! multidelay filter, MDF: J.-S. Soo, K. K. Pang, "Multidelay block frequency domain adaptive
-//! filter", IEEE Trans. ASSP 38(2), 1990). Blocks are 10 ms (`N` samples), or 20 ms at 8 kHz
-//! when the frames are whole 20 ms ([`block_for`], [`EchoCanceller::with_frame`]: a lane's
-//! sessions at 20, 40 or 60 ms ptime), FFTs `2N` long (overlap-save), and the tail is covered
-//! by `P = ceil(tail / block)` partitions of `N` taps, so the canceller adds no delay. A 20 ms
-//! block halves the passes over the echo path model per frame (7 partitions of 161 bins for
-//! a 128 ms tail instead of 2 × 13 of 81) and the per-block work, for transforms twice as
-//! long; its trackers keep their time constants (each per-block rate is converted). The update of each bin is normalised by the reference power
+//! filter", IEEE Trans. ASSP 38(2), 1990). Blocks are 10 ms (`N` samples), or 20 ms at 8 and
+//! 16 kHz when the frames are whole 20 ms ([`block_for`], [`EchoCanceller::with_frame`]: a
+//! lane's sessions at 20, 40 or 60 ms ptime), FFTs `2N` long (overlap-save), and the tail is
+//! covered by `P = ceil(tail / block)` partitions of `N` taps, so the canceller adds no delay.
+//! A 20 ms block halves the passes over the echo path model per frame (7 partitions of 161
+//! bins for a 128 ms tail at 8 kHz instead of 2 × 13 of 81) and the per-block work, for
+//! transforms twice as long; its trackers keep their time constants (each per-block rate is
+//! converted). The update of each bin is normalised by the reference power
 //! the filter actually saw in that bin (summed over the partitions with their step weights),
 //! and weighted per partition two thirds uniformly, one third in proportion to the
 //! partition's share of the filter norm (a block form of improved proportionate NLMS:
@@ -617,7 +618,7 @@ impl EchoCanceller {
 
     /// Builds a canceller for `config` that will be fed frames of `frame_samples` (or
     /// whole multiples of them), in the longest blocks those frames allow
-    /// ([`block_for`]): 20 ms at 8 kHz when the frames are whole 20 ms, which halves the
+    /// ([`block_for`]): 20 ms at 8 and 16 kHz when the frames are whole 20 ms, which halves the
     /// filter's work per frame; 10 ms otherwise. Frames that are not whole blocks are
     /// ignored, as in [`Self::process`]. Control plane, like [`Self::new`].
     pub fn with_frame(config: AecConfig, frame_samples: usize) -> Result<Self, DspConfigError> {

@@ -72,7 +72,8 @@ impl IngressHandle {
     /// counters; the packet is dropped.
     ///
     /// The packet's arrival time is the monotonic clock's now; on an engine on the virtual
-    /// clock it is the start of the lane's next tick.
+    /// clock it is the end of the tick the lane runs next (its simulated time when it takes
+    /// the packet in, and never 0, which means unknown).
     pub fn push(&mut self, session: SessionId, packet: &[u8]) -> Result<(), Error> {
         let now = if self.virtual_clock {
             // The lane's simulated time: packets pushed between two virtual ticks arrive

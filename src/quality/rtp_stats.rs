@@ -255,12 +255,18 @@ impl RtpReceiveStats {
             self.max_seq = seq.wrapping_sub(1);
             self.probation = MIN_SEQUENTIAL;
         }
-        let (class, _) = self.update_seq(seq);
+        let (class, step) = self.update_seq(seq);
         match class {
             PacketClass::Duplicate => self.duplicates = self.duplicates.saturating_add(1),
             PacketClass::Reordered => self.reordered = self.reordered.saturating_add(1),
             PacketClass::Resync => self.resyncs = self.resyncs.saturating_add(1),
             PacketClass::InOrder | PacketClass::Probation => {}
+        }
+        if step == JitterStep::Reference {
+            // The stream restarted here: the next audio packet's transit is the new
+            // reference (its timestamps may start anywhere), not a sample against the old
+            // stream's.
+            self.has_transit = false;
         }
         class
     }

@@ -123,9 +123,10 @@ const COMPONENT: &str = "aec";
 /// the whole state in one burst, 12 steps of about 40 lines gave +12-14% calls per core
 /// and these 38 steps +18-20% on top; 64 steps of about 8 lines no more.
 const TRICKLE_STEPS_PER_BLOCK: usize = 6;
-/// Further steps of a 20 ms block, between its transforms: one 20 ms block has half the
-/// steps of two 10 ms ones, and issuing the same lines in half as many bursts measured
-/// slower than 10 ms blocks on aec-pcmu at 500 calls (PERF.md, session 21).
+/// Further steps of a 20 ms block, between its transforms, which has half the steps of two
+/// 10 ms blocks otherwise: +4% on aec-pcmu at 500 calls with the trickle into L2 (PERF.md,
+/// session 21). Every block issues all five, the residual suppressor's where it skips its
+/// transforms.
 const FINE_TRICKLE_STEPS: usize = 5;
 
 /// Shortest tail accepted, ms. G.168 asks line echo cancellers for at least 64 ms.
@@ -339,8 +340,9 @@ impl Fft {
 }
 
 /// A canceller's work space for one block: what it computes and uses within the block and
-/// keeps nothing of. Sized for one rate. A lane's DSP stage owns one per supported rate
-/// (in [`super::DspScratch`]) for all its sessions' cancellers, so it stays in the cache
+/// keeps nothing of. Sized for one block length (80, 160, 320 or 480 samples; 160 serves
+/// 10 ms blocks at 16 kHz and 20 ms ones at 8 kHz alike). A lane's DSP stage owns one per
+/// block length (in [`super::DspScratch`]) for all its sessions' cancellers, so it stays in the cache
 /// while each canceller's state is fetched once; a canceller built on its own
 /// ([`EchoCanceller::new`]) owns one.
 #[derive(Clone)]
@@ -811,8 +813,9 @@ impl EchoCanceller {
     /// Removes the echo of `reference` (the frame sent to the peer this tick) from `capture`
     /// (the frame received from it this tick), in place.
     ///
-    /// Both frames must have the same length, a whole number of 10 ms blocks; otherwise the
-    /// call is ignored: `capture` is left untouched and no state changes.
+    /// Both frames must have the same length, a whole number of blocks (10 ms from
+    /// [`Self::new`]; see [`Self::block_samples`]); otherwise the call is ignored: `capture`
+    /// is left untouched and no state changes.
     ///
     /// Called on the real-time thread; never allocates.
     pub fn process(&mut self, capture: &mut [i16], reference: &[i16]) {
@@ -825,15 +828,15 @@ impl EchoCanceller {
         self.own_work = Some(work);
     }
 
-    /// The work space for this canceller's rate among `works` (one per rate, as a lane's
-    /// DSP stage keeps them). Called on the real-time thread.
+    /// The work space for this canceller's block length among `works` (one per block
+    /// length, as a lane's DSP stage keeps them). Called on the real-time thread.
     pub(crate) fn work_in<'a>(&self, works: &'a mut [AecWork]) -> Option<&'a mut AecWork> {
         works.iter_mut().find(|w| w.block == self.block)
     }
 
     /// [`Self::process`] with work space lent by the caller (a lane's DSP stage, one for
-    /// all its cancellers at this rate). Work space for another rate is a caller bug: the
-    /// call is ignored, as for frames of the wrong length.
+    /// all its cancellers with this block length). Work space for another block length is
+    /// a caller bug: the call is ignored, as for frames of the wrong length.
     ///
     /// `trickle` holds the state of the canceller the lane processes next, which this one
     /// issues for prefetch a few lines at a time as its blocks go on
@@ -1022,7 +1025,15 @@ impl EchoCanceller {
         t.step_share(self.trickle_steps);
 
         // --- Residual echo suppression and output.
-        let post_filtered = self.suppress && self.suppress_residual(w, t, echo_dominated);
+        let post_filtered = if self.suppress {
+            self.suppress_residual(w, t, echo_dominated)
+        } else {
+            // The suppressor's three steps, so the next canceller's state is issued whole.
+            for _ in 0..3 {
+                self.fine_step(t);
+            }
+            false
+        };
         t.step_share(self.trickle_steps);
         let output: &[f32] = if post_filtered { &w.post } else { &w.err_fg };
         let output_energy = energy(output);
@@ -1466,6 +1477,9 @@ impl EchoCanceller {
         };
         let depth = self.res_depth;
         if all_unity || depth <= 0.0 {
+            // The two steps the minimum-phase filter would have issued.
+            self.fine_step(t);
+            self.fine_step(t);
             return false;
         }
 
@@ -1499,9 +1513,9 @@ impl EchoCanceller {
     }
 }
 
-/// What every canceller at one rate shares, read-only once built (one copy per rate for
-/// the whole process, so thousands of sessions do not each keep and pull through the
-/// cache their own).
+/// What every canceller with one block length and duration shares, read-only once built
+/// (one copy for the whole process, so thousands of sessions do not each keep and pull
+/// through the cache their own).
 struct Shared {
     /// Gains of 1 for the inverse transforms (`N + 1`).
     unity: Box<[f32]>,

@@ -129,7 +129,11 @@ impl DspConfig {
 
     /// Checks every enabled component at `sample_rate_hz` (control plane).
     pub fn validate(&self, sample_rate_hz: u32) -> Result<(), DspConfigError> {
-        DspChain::new(self, sample_rate_hz, config::block_len(sample_rate_hz)).map(|_| ())
+        // Built for 10 ms and for 20 ms frames: the echo canceller's block, and so the
+        // tables it needs, follow the session's frame (`aec::block_for`).
+        let block = config::block_len(sample_rate_hz);
+        DspChain::new(self, sample_rate_hz, block)?;
+        DspChain::new(self, sample_rate_hz, 2 * block).map(|_| ())
     }
 }
 

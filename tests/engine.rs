@@ -1904,18 +1904,21 @@ fn rfc4733_digits_toward_a_leg_without_telephone_event_are_played_in_band() {
     assert_eq!(found, "2D");
 }
 
-/// A call whose leg A gets 1 s of audio, then silence until `rounds` 20 ms rounds have
-/// passed, with or without an RFC 3389 SID frame (level 60 dBov, RMS ~33) at the start of
+/// A call whose leg A (PCMU or G.722, `codec`) gets 1 s of audio, then silence until
+/// `rounds` 20 ms rounds have passed, with or without an RFC 3389 SID frame (level 60
+/// dBov, RMS ~33; on the 8,000 Hz RTP clock both codecs signal, RFC 3551) at the start of
 /// the silence; `endpoint`: A's receiver never stops producing (`max_conceal_ms` 0, comfort
-/// noise through every gap), else the gateway default. Returns what B's peer heard, each
-/// frame with the round it came out in, and A's counters.
+/// noise through every gap), else the gateway default. B is PCMU. Returns what B's peer
+/// heard, each frame with the round it came out in, and A's counters.
 fn silence_after_audio(
+    codec: CodecSpec,
     sid: bool,
     endpoint: bool,
     rounds: u32,
 ) -> (Vec<(u32, [i16; 160])>, media_core::quality::SessionStats) {
+    use media_core::codec::audio::g722::{G722Encoder, G722Mode};
     let e = virtual_engine(8);
-    let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+    let mut pa = MediaSessionParams::new(codec, Ptime::MS_20);
     pa.comfort_noise_pt = media_core::PayloadType::new(13);
     if endpoint {
         pa.jitter = Some(JitterConfig {
@@ -1933,12 +1936,20 @@ fn silence_after_audio(
         )
         .unwrap();
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut g722 = (codec == CodecSpec::G722).then(|| G722Encoder::new(G722Mode::Rate64k));
     let mut pkt = Vec::new();
     let mut heard = Vec::new();
     for k in 0..rounds {
         if k < 50 {
-            let frame = ulaw_frame(k as usize);
-            rtp(0, k as u16, 160 * k, 4, k == 0, &frame, &mut pkt);
+            let (pt, frame) = match g722.as_mut() {
+                Some(enc) => {
+                    let mut frame = vec![0u8; 160];
+                    enc.encode(&signal(320 * k as usize, 320), &mut frame);
+                    (9, frame)
+                }
+                None => (0, ulaw_frame(k as usize)),
+            };
+            rtp(pt, k as u16, 160 * k, 4, k == 0, &frame, &mut pkt);
             ing.push(a.id, &pkt).unwrap();
         } else if k == 50 && sid {
             rtp(13, k as u16, 160 * k, 4, false, &[60], &mut pkt);
@@ -1969,24 +1980,41 @@ fn frames_rms<'a>(frames: impl Iterator<Item = &'a [i16; 160]>) -> f64 {
 /// RMS of what B's peer hears during a 1 s silence after 1 s of audio on A (an endpoint
 /// receiver), with or without a SID at the start of the silence: over its last 0.5 s.
 fn comfort_noise_rms(sid: bool) -> f64 {
-    let (heard, a) = silence_after_audio(sid, true, 100);
+    let (heard, a) = silence_after_audio(CodecSpec::PCMU, sid, true, 100);
     if sid {
         assert_eq!(a.rx_cn_packets, 1);
     }
     frames_rms(heard[heard.len() - 25..].iter().map(|(_, f)| f))
 }
 
-/// What B's peer hears of a 3 s silence after 1 s of audio on A, through a gateway with
-/// the default `max_conceal_ms`: frames heard in the silence and their RMS (over its last
-/// 2 s, 0 if none), and the frames A's counters call concealed; with or without a SID
-/// (level 60 dBov) at its start. 3 s: longer than the jitter buffer's idle timeout (2 s),
-/// after which it waits for a new talkspurt.
-fn gateway_silence(sid: bool) -> (usize, f64, u64) {
-    let (heard, a) = silence_after_audio(sid, false, 200);
+/// What B's peer hears of a 3 s silence after 1 s of audio on A (`codec`), through a
+/// gateway with the default `max_conceal_ms`: frames heard in the silence and their RMS
+/// (over its last 2 s, 0 if none), and A's counters; with or without a SID (level 60 dBov)
+/// at its start. 3 s: longer than the jitter buffer's idle timeout (2 s), after which it
+/// waits for a new talkspurt.
+fn gateway_silence(codec: CodecSpec, sid: bool) -> (usize, f64, media_core::quality::SessionStats) {
+    let (heard, a) = silence_after_audio(codec, sid, false, 200);
     // After the 60 ms buffer's last audio frame.
     let in_silence = heard.iter().filter(|(k, _)| *k >= 54).count();
     let rms = frames_rms(heard.iter().filter(|(k, _)| *k >= 100).map(|(_, f)| f));
-    (in_silence, rms, a.frames_concealed)
+    (in_silence, rms, a)
+}
+
+/// A SID at the start of A's silence (`codec`): B hears comfort noise at its level in every
+/// frame period of the silence, and nothing counts as concealment of lost audio.
+fn assert_signalled_silence_is_comfort_noise(codec: CodecSpec) {
+    let (heard, rms, a) = gateway_silence(codec, true);
+    assert_eq!(a.rx_cn_packets, 1, "{codec:?}");
+    // Comfort noise the sender asked for is not concealment of lost audio.
+    assert_eq!(a.frames_concealed, 0, "{codec:?}");
+    // Every frame period of the silence (146 after the buffer's last audio frame).
+    assert!(heard >= 145, "{codec:?}: {heard} frames of comfort noise");
+    let signalled = 32768.0 * 10f64.powf(-60.0 / 20.0);
+    let db = 20.0 * (rms / signalled).log10();
+    assert!(
+        db.abs() < 3.0,
+        "{codec:?}: {rms:.1} RMS for {signalled:.1} ({db:.1} dB)"
+    );
 }
 
 /// A gateway leg whose sender stops (hold, DTX without comfort noise) stops sending
@@ -1997,26 +2025,16 @@ fn gateway_silence(sid: bool) -> (usize, f64, u64) {
 /// `scripts/cn_interop.py`).
 #[test]
 fn a_gateway_plays_a_signalled_silence_as_comfort_noise_and_propagates_an_unsignalled_one() {
-    let (heard, _, concealed) = gateway_silence(false);
+    let (heard, _, a) = gateway_silence(CodecSpec::PCMU, false);
     assert!(
         heard <= TRAILING,
         "{heard} frames sent into an unsignalled silence"
     );
     assert!(
-        concealed >= 4,
+        a.frames_concealed >= 4,
         "the unsignalled gap's first frames are concealment"
     );
-    let (heard, rms, concealed) = gateway_silence(true);
-    // Comfort noise the sender asked for is not concealment of lost audio.
-    assert_eq!(concealed, 0);
-    // Every frame period of the silence (146 after the buffer's last audio frame).
-    assert!(heard >= 145, "{heard} frames of comfort noise");
-    let signalled = 32768.0 * 10f64.powf(-60.0 / 20.0);
-    let db = 20.0 * (rms / signalled).log10();
-    assert!(
-        db.abs() < 3.0,
-        "{rms:.1} RMS for {signalled:.1} ({db:.1} dB)"
-    );
+    assert_signalled_silence_is_comfort_noise(CodecSpec::PCMU);
 }
 
 #[test]
@@ -2041,55 +2059,7 @@ fn an_rfc3389_sid_sets_the_level_of_the_comfort_noise_that_follows() {
 /// counted as concealment.
 #[test]
 fn a_g722_legs_signalled_silence_reaches_a_pcmu_leg_as_comfort_noise() {
-    use media_core::codec::audio::g722::{G722Encoder, G722Mode};
-    let e = virtual_engine(8);
-    let mut pa = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
-    pa.comfort_noise_pt = media_core::PayloadType::new(13);
-    let (a, b) = e
-        .create_call(
-            (DialogId(1), pa),
-            (
-                DialogId(2),
-                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
-            ),
-        )
-        .unwrap();
-    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
-    let mut enc = G722Encoder::new(G722Mode::Rate64k);
-    let mut frame = [0u8; 160];
-    let mut pkt = Vec::new();
-    let mut heard = Vec::new();
-    for k in 0..200u32 {
-        if k < 50 {
-            enc.encode(&signal(320 * k as usize, 320), &mut frame);
-            rtp(9, k as u16, 160 * k, 4, k == 0, &frame, &mut pkt);
-            ing.push(a.id, &pkt).unwrap();
-        } else if k == 50 {
-            rtp(13, k as u16, 160 * k, 4, false, &[60], &mut pkt);
-            ing.push(a.id, &pkt).unwrap();
-        }
-        e.step(2).unwrap();
-        for p in drain(&mut eg).into_iter().filter(|p| p.session == b.id) {
-            let mut f = [0i16; 160];
-            g711::ulaw_decode(p.payload(), &mut f);
-            heard.push((k, f));
-        }
-    }
-    let stats = e.session_stats(a.id).unwrap();
-    assert_eq!(
-        (stats.rx_cn_packets, stats.frames_concealed),
-        (1, 0),
-        "{stats:?}"
-    );
-    let in_silence = heard.iter().filter(|(k, _)| *k >= 54).count();
-    assert!(in_silence >= 145, "{in_silence} frames of comfort noise");
-    let rms = frames_rms(heard.iter().filter(|(k, _)| *k >= 100).map(|(_, f)| f));
-    let signalled = 32768.0 * 10f64.powf(-60.0 / 20.0);
-    let db = 20.0 * (rms / signalled).log10();
-    assert!(
-        db.abs() < 3.0,
-        "{rms:.1} RMS for {signalled:.1} ({db:.1} dB)"
-    );
+    assert_signalled_silence_is_comfort_noise(CodecSpec::G722);
 }
 
 /// Lane-failure policy: a panicking lane (here a fault drill standing in for a codec bug)

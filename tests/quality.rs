@@ -640,8 +640,9 @@ fn a_restart_confirmed_by_an_event_packet_keeps_the_earlier_counts() {
         drain(&mut eg);
     }
     let after = e.session_quality(a).unwrap();
-    assert_eq!(e.session_stats(a).unwrap().rx_resyncs, 1, "the jump");
-    assert_eq!(e.session_stats(a).unwrap().rx_dtmf_packets, 1);
+    let stats = e.session_stats(a).unwrap();
+    assert_eq!(stats.rx_resyncs, 1, "the jump");
+    assert_eq!(stats.rx_dtmf_packets, 1);
     // The restarted range begins with the confirming packet (A.1's probation leaves the
     // one that announced the jump out): the earlier 1,000 expected and 50 lost stay.
     assert!((1099..=1100).contains(&after.packets_expected), "{after:?}");

@@ -317,6 +317,25 @@ fn traffic_round(
 ) {
     // Simulated arrival time: 20 ms per round (the virtual clock's timeline).
     let now_ns = 1 + k as u64 * 20_000_000;
+    // A packet beside session `s`'s audio (an event or SID on its stream: the round's
+    // sequence number and 8 kHz timestamp), pushed as the transport would.
+    let side = |ing: &mut IngressHandle,
+                pkt: &mut Vec<u8>,
+                s: SessionId,
+                pt: u8,
+                marker: bool,
+                payload: &[u8]| {
+        rtp(
+            pt,
+            k as u16,
+            (160 * k) as u32,
+            s.slot() + 1000,
+            marker,
+            payload,
+            pkt,
+        );
+        let _ = as_transport(|| ing.push_at(s, pkt, now_ns));
+    };
     for &(a, b) in calls {
         for s in [a, b] {
             let g722 = G722_LEGS.with(|g| g.borrow().contains(&s));
@@ -360,16 +379,7 @@ fn traffic_round(
             if (60..190).contains(&(k % 200)) && CN_DTX_LEGS.with(|g| g.borrow().contains(&s)) {
                 if k % 200 == 60 {
                     // The SID that starts the silence (level 50 dBov, one coefficient).
-                    rtp(
-                        13,
-                        k as u16,
-                        (160 * k) as u32,
-                        s.slot() + 1000,
-                        false,
-                        &[50, 120],
-                        pkt,
-                    );
-                    let _ = as_transport(|| ing.push_at(s, pkt, now_ns));
+                    side(ing, pkt, s, 13, false, &[50, 120]);
                 }
                 continue;
             }
@@ -389,27 +399,9 @@ fn traffic_round(
             }
             if k.is_multiple_of(25) {
                 // An RFC 4733 event packet, routed out of the audio path.
-                rtp(
-                    101,
-                    k as u16,
-                    (160 * k) as u32,
-                    s.slot() + 1000,
-                    true,
-                    &[1, 0x8a, 0, 160],
-                    pkt,
-                );
-                let _ = as_transport(|| ing.push_at(s, pkt, now_ns));
+                side(ing, pkt, s, 101, true, &[1, 0x8a, 0, 160]);
                 // An RFC 3389 SID frame (level 55 dBov, two reflection coefficients).
-                rtp(
-                    13,
-                    k as u16,
-                    (160 * k) as u32,
-                    s.slot() + 1000,
-                    false,
-                    &[55, 100, 140],
-                    pkt,
-                );
-                let _ = as_transport(|| ing.push_at(s, pkt, now_ns));
+                side(ing, pkt, s, 13, false, &[55, 100, 140]);
             }
         }
     }

@@ -42,6 +42,11 @@ const R2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 const C16: f32 = 0.923_879_532_511_286_7_f64 as f32;
 const S16: f32 = 0.382_683_432_365_089_8_f64 as f32;
 
+/// The transform sizes there are, points: also the block lengths, in samples, whose
+/// two-block windows the voice kernels transform as real sequences (10 ms at 8, 16 and
+/// 48 kHz; 20 ms at 8 and 16 kHz).
+pub(crate) const SIZES: [usize; 4] = [80, 160, 320, 480];
+
 /// Length of the inner (vectorised) transform.
 const N2: usize = 20;
 
@@ -67,7 +72,7 @@ pub(crate) struct FixedFft {
 impl FixedFft {
     /// The transform of `n` points (80, 160, 320 or 480; `None` otherwise). Control plane.
     pub(crate) fn new(n: usize, inverse: bool) -> Option<FixedFft> {
-        if !matches!(n, 80 | 160 | 320 | 480) {
+        if !SIZES.contains(&n) {
             return None;
         }
         let n1 = n / N2;
@@ -629,7 +634,7 @@ mod tests {
 
     #[test]
     fn each_size_and_direction_is_the_discrete_fourier_transform() {
-        for n in [80, 160, 320, 480] {
+        for n in SIZES {
             for inverse in [false, true] {
                 let fft = FixedFft::new(n, inverse).expect("a supported size");
                 assert_eq!(fft.len(), n);
@@ -655,7 +660,7 @@ mod tests {
     fn impulses_give_the_twiddles_exactly_where_they_must() {
         // An impulse at m: bin k is W^(mk), so every bin has magnitude 1 and bin 1's phase
         // says which input the transform read.
-        for n in [80, 160, 320, 480] {
+        for n in SIZES {
             let fft = FixedFft::new(n, false).expect("a supported size");
             for m in [0, 1, 7, n / 2, n - 1] {
                 let mut x = vec![Complex::new(0.0f32, 0.0); n];
@@ -672,7 +677,7 @@ mod tests {
 
     #[test]
     fn forwards_then_backwards_is_n_times_the_input() {
-        for n in [80, 160, 320, 480] {
+        for n in SIZES {
             let (f, b) = (
                 FixedFft::new(n, false).unwrap(),
                 FixedFft::new(n, true).unwrap(),
@@ -692,7 +697,7 @@ mod tests {
     #[test]
     fn the_builds_give_the_same_bits() {
         use crate::processing::simd::{both_builds, same_bits};
-        for n in [80, 160, 320, 480] {
+        for n in SIZES {
             for inverse in [false, true] {
                 let fft = FixedFft::new(n, inverse).unwrap();
                 for (seed, amplitude) in [(3, 1.0f32), (4, 3e4), (5, 1e-18), (6, 1e15)] {

@@ -264,7 +264,7 @@ impl DspScratch {
         DspScratch {
             ns: ns::NsWork::for_rates(&config::SUPPORTED_RATES_HZ),
             vad: vad::VadWork::for_rates(&config::SUPPORTED_RATES_HZ),
-            aec: [80, 160, 320, 480]
+            aec: crate::processing::fft::SIZES
                 .into_iter()
                 .filter_map(aec::AecWork::new)
                 .collect(),

@@ -66,7 +66,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use crate::processing::fft::FixedFft;
+use crate::processing::fft::{FixedFft, SIZES};
 use rustfft::num_complex::Complex;
 
 use super::config::{block_len, check_rate, rate_index, DspConfigError};
@@ -167,14 +167,9 @@ pub(crate) fn shared_plan(sample_rate_hz: u32) -> Option<Arc<NsPlan>> {
 /// at 8, 16 and 48 kHz), and 320 (the echo canceller's 20 ms blocks at 16 kHz). Control
 /// plane: planned on first use; `None` for other lengths.
 pub(crate) fn plan_for_block(block: usize) -> Option<Arc<NsPlan>> {
-    static PLANS: [OnceLock<Option<Arc<NsPlan>>>; 4] = [const { OnceLock::new() }; 4];
-    let index = match block {
-        80 => 0,
-        160 => 1,
-        320 => 2,
-        480 => 3,
-        _ => return None,
-    };
+    static PLANS: [OnceLock<Option<Arc<NsPlan>>>; SIZES.len()] =
+        [const { OnceLock::new() }; SIZES.len()];
+    let index = SIZES.iter().position(|&n| n == block)?;
     let plan = PLANS[index].get_or_init(|| {
         let fft_len = 2 * block;
         let forward = FixedFft::new(block, false)?;
@@ -1350,7 +1345,7 @@ mod tests {
     fn forward_transform_matches_realfft_within_float_rounding() {
         // Blocks of 10 ms at 8, 16 and 48 kHz and of 20 ms at 16 kHz (the echo canceller's);
         // `rate` names the block as if it were 10 ms.
-        for n in [80usize, 160, 320, 480] {
+        for n in SIZES {
             let rate = 100 * n as u32;
             let plan = plan_for_block(n).expect("a planned length");
             let x = uniform(2 * n, 0x1234_5678 ^ rate, 32_768.0);
@@ -1394,7 +1389,7 @@ mod tests {
         use crate::processing::simd::{both_builds, same_bits};
         // Blocks of 10 ms at 8, 16 and 48 kHz and of 20 ms at 16 kHz (the echo canceller's);
         // `rate` names the block as if it were 10 ms.
-        for n in [80usize, 160, 320, 480] {
+        for n in SIZES {
             let rate = 100 * n as u32;
             let plan = plan_for_block(n).expect("a planned length");
             for (seed, amplitude) in [(1u32, 1.0f32), (2, 3e4), (3, 1e-18), (4, 1e15)] {
@@ -1428,7 +1423,7 @@ mod tests {
     fn inverse_transform_matches_realfft_within_float_rounding() {
         // Blocks of 10 ms at 8, 16 and 48 kHz and of 20 ms at 16 kHz (the echo canceller's);
         // `rate` names the block as if it were 10 ms.
-        for n in [80usize, 160, 320, 480] {
+        for n in SIZES {
             let rate = 100 * n as u32;
             let plan = plan_for_block(n).expect("a planned length");
             let parts = uniform(2 * (n + 1), 0x9e37_79b9 ^ rate, 1e6);

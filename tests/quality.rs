@@ -655,3 +655,73 @@ fn a_restart_confirmed_by_an_event_packet_keeps_the_earlier_counts() {
         "{before:?} {after:?}"
     );
 }
+
+/// RFC 4733 event and RFC 3389 SID packets share the audio's sequence numbers, so a copy
+/// of one is a duplicate and a late one is reordered, as for audio: counted in the
+/// session's `rx_duplicates` and `rx_reordered` (they were left out), with no loss read.
+#[test]
+fn duplicate_and_reordered_event_and_sid_packets_are_counted() {
+    let e = engine();
+    let mut pa = pcmu();
+    pa.telephone_event_pt = media_core::PayloadType::new(101);
+    pa.comfort_noise_pt = media_core::PayloadType::new(13);
+    let (a, b) = e
+        .create_call((DialogId(1), pa), (DialogId(2), pcmu()))
+        .unwrap();
+    let (a, b) = (a.id, b.id);
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    send(&e, &mut ing, &mut eg, &[a, b], 0, 100, |_, _| false);
+    let mut pkt = Vec::new();
+    let audio = |k: usize, pkt: &mut Vec<u8>| {
+        rtp(0, k as u16, 160 * k as u32, 100, false, &ulaw_frame(k), pkt)
+    };
+    // k = 100: an event packet, then its copy. k = 101 and 102: audio. k = 103: a SID
+    // sent after k = 104's audio (late). Then audio on to 120.
+    let mut order: Vec<(usize, &str)> = vec![(100, "event"), (100, "event"), (101, "a")];
+    order.extend([(102, "a"), (104, "a"), (103, "sid")]);
+    order.extend((105..120).map(|k| (k, "a")));
+    for (j, (k, kind)) in order.into_iter().enumerate() {
+        match kind {
+            // Event 7, not the end, volume 10, 160 samples so far.
+            "event" => rtp(
+                101,
+                k as u16,
+                160 * 100,
+                100,
+                true,
+                &[7, 10, 0, 160],
+                &mut pkt,
+            ),
+            // RFC 3389: noise level 60 -dBov, no spectral information.
+            "sid" => rtp(13, k as u16, 160 * k as u32, 100, false, &[60], &mut pkt),
+            _ => audio(k, &mut pkt),
+        }
+        ing.push(a, &pkt).unwrap();
+        // B's stream goes on in order.
+        let kb = 100 + j;
+        rtp(
+            0,
+            kb as u16,
+            160 * kb as u32,
+            101,
+            false,
+            &ulaw_frame(kb),
+            &mut pkt,
+        );
+        ing.push(b, &pkt).unwrap();
+        e.step(2).unwrap();
+        drain(&mut eg);
+    }
+    let stats = e.session_stats(a).unwrap();
+    assert_eq!(stats.rx_duplicates, 1, "the event's copy: {stats:?}");
+    assert_eq!(stats.rx_reordered, 1, "the late SID: {stats:?}");
+    assert_eq!(stats.rx_dtmf_packets, 2, "{stats:?}");
+    assert_eq!(stats.rx_cn_packets, 1, "{stats:?}");
+    let q = e.session_quality(a).unwrap();
+    assert_eq!((q.packets_expected, q.packets_lost), (120, 0), "{q:?}");
+    assert_eq!(q.duplicates, 1, "{q:?}");
+    assert_eq!(q.reordered, 1, "{q:?}");
+    // B's stream, all audio in order, has neither.
+    let sb = e.session_stats(b).unwrap();
+    assert_eq!((sb.rx_duplicates, sb.rx_reordered), (0, 0), "{sb:?}");
+}

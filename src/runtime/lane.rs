@@ -224,9 +224,16 @@ fn dtmf_event(session: SessionId, d: DtmfEvent, clock_khz: u32) -> LaneEvent {
 /// streams' counts first.
 #[inline]
 fn set_loss_gauges(part: &mut JitterPart, sc: &SessionCounters, class: PacketClass) {
-    if class == PacketClass::Resync {
-        sc.rx_resyncs.inc();
-        part.earlier_streams = (sc.rx_expected.get(), sc.rx_lost.get());
+    match class {
+        PacketClass::Resync => {
+            sc.rx_resyncs.inc();
+            part.earlier_streams = (sc.rx_expected.get(), sc.rx_lost.get());
+        }
+        // Audio, RFC 4733 event and RFC 3389 SID packets alike (they share the sequence
+        // space): a late copy or a late original is counted whichever it carries.
+        PacketClass::Reordered => sc.rx_reordered.inc(),
+        PacketClass::Duplicate => sc.rx_duplicates.inc(),
+        PacketClass::InOrder | PacketClass::Probation => {}
     }
     sc.rx_expected.set(part.expected());
     sc.rx_lost.set(part.lost());
@@ -549,14 +556,10 @@ impl JitterStage {
                 part.rx_ssrc = Some(ssrc);
             }
             let class = part.stats.on_packet(seq, ts, arrival_ns);
-            if class == PacketClass::Reordered {
-                sc.rx_reordered.inc();
-            }
             set_loss_gauges(part, sc, class);
             sc.rx_jitter_ts.set(u64::from(part.stats.jitter_ts()));
             if class == PacketClass::Duplicate {
                 // Seen already (RFC 3550 sequence window): never buffer or play it twice.
-                sc.rx_duplicates.inc();
                 self.release(tok);
                 continue;
             }

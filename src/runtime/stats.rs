@@ -125,7 +125,8 @@ counter_block! {
         rx_lost,
         /// RFC 3550 interarrival jitter in timestamp units; gauge.
         rx_jitter_ts,
-        /// Packets that arrived out of order (RFC 3550 sequence tracking).
+        /// Packets that arrived out of order (RFC 3550 sequence tracking; audio, RFC 4733
+        /// event and RFC 3389 SID packets, which share the sequence space).
         rx_reordered,
         /// Times the receive stream was resynchronised (SSRC change, or an RFC 3550 A.1
         /// sequence restart that an audio, RFC 4733 event or RFC 3389 SID packet
@@ -175,7 +176,8 @@ counter_block! {
         rx_empty_payloads,
         /// Packets whose payload type is not negotiated for this session.
         rx_unsupported_pt,
-        /// Packets already seen by RFC 3550 sequence tracking (jitter stage).
+        /// Packets already seen by RFC 3550 sequence tracking (jitter stage; audio, RFC 4733
+        /// event and RFC 3389 SID packets).
         rx_duplicates,
         /// Packets the jitter buffer already held or played that sequence tracking let
         /// through (decode stage; total duplicates = `rx_duplicates + jb_duplicates`).

@@ -109,7 +109,7 @@ fn bench_rate(c: &mut Criterion, rate_hz: u32) {
         })
     });
     // 10 ms blocks (`new`), then the blocks a session's 20 ms frames allow (`with_frame`:
-    // 20 ms at 8 and 16 kHz, the same 10 ms at 48 kHz).
+    // 20 ms at 8 and 16 kHz, and at 48 kHz with the 128 ms tail).
     for (tail_ms, blocks) in [(64, "10"), (128, "10"), (64, "frame"), (128, "frame")] {
         let config = AecConfig {
             sample_rate_hz: rate_hz,

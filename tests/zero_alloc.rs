@@ -199,10 +199,12 @@ fn make_calls(
                 match i % 21 {
                     6 => opus.opus.sample_rate = media_core::SampleRate::new(8000).unwrap(),
                     13 => opus.opus.stereo = true,
-                    // The RNN noise suppressor (48 kHz only) on the Opus leg.
+                    // The RNN noise suppressor (48 kHz only) and the echo canceller (at
+                    // 48 kHz in 20 ms blocks: the 1,920-point transforms) on the Opus leg.
                     20 if voice => {
                         opus.dsp = DspConfig {
                             ns_rnn: Some(Default::default()),
+                            aec: Some(Default::default()),
                             ..Default::default()
                         }
                     }

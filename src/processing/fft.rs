@@ -1,9 +1,10 @@
 //! Complex FFTs of the block sizes the voice kernels transform: 80, 160 and 480 points
 //! (the real transforms of 20 ms windows at 8, 16 and 48 kHz, see
-//! [`crate::processing::audio::ns`]), and 320 (the echo canceller's 40 ms window at 16 kHz),
-//! unnormalised, forwards (`e^(−2πi nk/N)`) and backwards (`e^(+2πi nk/N)`).
+//! [`crate::processing::audio::ns`]), and 320 and 960 (the echo canceller's 40 ms windows
+//! at 16 and 48 kHz), unnormalised, forwards (`e^(−2πi nk/N)`) and backwards
+//! (`e^(+2πi nk/N)`).
 //!
-//! Each size is a product `N = N1 · 20` with `N1` = 4, 8, 16 or 24, computed in four steps
+//! Each size is a product `N = N1 · 20` with `N1` = 4, 8, 16, 24 or 48, computed in four steps
 //! (Cooley–Tukey with the index maps `n = n1 + N1·n2`, `k = k2 + 20·k1`) on vectors of
 //! four complex values:
 //! 1. 20-point transforms along `n2`, vectorised over `n1` (each row of `N1` inputs is
@@ -13,8 +14,8 @@
 //! 4. `N1`-point transforms along `n1`, vertical again, storing the output in natural
 //!    order.
 //!
-//! The 20- and 24-point transforms are prime-factor (Good–Thomas) compositions of 4×5 and
-//! 8×3 points, which need no twiddles; the 3-, 4-, 5- and 8-point ones are the usual
+//! The 20-, 24- and 48-point transforms are prime-factor (Good–Thomas) compositions of 4×5,
+//! 8×3 and 16×3 points, which need no twiddles; the 3-, 4-, 5- and 8-point ones are the usual
 //! small butterflies, and the 16-point one two 8-point halves joined by `W_16` twiddles. All sizes are fixed, so every loop unrolls and every index is a
 //! constant.
 //!
@@ -44,8 +45,8 @@ const S16: f32 = 0.382_683_432_365_089_8_f64 as f32;
 
 /// The transform sizes there are, points: also the block lengths, in samples, whose
 /// two-block windows the voice kernels transform as real sequences (10 ms at 8, 16 and
-/// 48 kHz; 20 ms at 8 and 16 kHz).
-pub(crate) const SIZES: [usize; 4] = [80, 160, 320, 480];
+/// 48 kHz; 20 ms at 8, 16 and 48 kHz).
+pub(crate) const SIZES: [usize; 5] = [80, 160, 320, 480, 960];
 
 /// Length of the inner (vectorised) transform.
 const N2: usize = 20;
@@ -70,7 +71,8 @@ pub(crate) struct FixedFft {
 }
 
 impl FixedFft {
-    /// The transform of `n` points (80, 160, 320 or 480; `None` otherwise). Control plane.
+    /// The transform of `n` points (80, 160, 320, 480 or 960; `None` otherwise). Control
+    /// plane.
     pub(crate) fn new(n: usize, inverse: bool) -> Option<FixedFft> {
         if !SIZES.contains(&n) {
             return None;
@@ -157,8 +159,10 @@ impl FixedFft {
                     (160, true) => $build::transform::<2, true>(tw, input, output),
                     (320, false) => $build::transform::<4, false>(tw, input, output),
                     (320, true) => $build::transform::<4, true>(tw, input, output),
-                    (_, false) => $build::transform::<6, false>(tw, input, output),
-                    (_, true) => $build::transform::<6, true>(tw, input, output),
+                    (480, false) => $build::transform::<6, false>(tw, input, output),
+                    (480, true) => $build::transform::<6, true>(tw, input, output),
+                    (_, false) => $build::transform::<12, false>(tw, input, output),
+                    (_, true) => $build::transform::<12, true>(tw, input, output),
                 }
             };
         }
@@ -281,25 +285,6 @@ macro_rules! transforms {
             }
         }
 
-        /// 24 points as 8×3 (Good–Thomas): `n = (3·n1 + 8·n2) mod 24`, output
-        /// `k = (9·k1 + 16·k2) mod 24`.
-        $(#[$attr])*
-        fn dft24<const INV: bool>(x: &mut [V; 24]) {
-            let mut t = [[zero(); 3]; 8];
-            for (n1, row) in t.iter_mut().enumerate() {
-                *row = dft3::<INV>(x[(3 * n1) % 24], x[(3 * n1 + 8) % 24], x[(3 * n1 + 16) % 24]);
-            }
-            for k2 in 0..3 {
-                let mut v = [zero(); 8];
-                for (n1, v) in v.iter_mut().enumerate() {
-                    *v = t[n1][k2];
-                }
-                for (k1, y) in dft8::<INV>(v).into_iter().enumerate() {
-                    x[(9 * k1 + 16 * k2) % 24] = y;
-                }
-            }
-        }
-
         /// The `N = 4·M·20`-point transform of `input` into `output` (see the module).
         ///
         /// # Safety
@@ -366,16 +351,75 @@ macro_rules! transforms {
                         // SAFETY: as above.
                         unsafe { store(output.add(2 * (20 * k1 + 4 * b)), y) };
                     }
-                } else {
-                    let mut x = [zero(); 24];
-                    for (r, x) in x.iter_mut().enumerate() {
+                } else if M == 6 {
+                    // 24 points as 8×3 (Good–Thomas): `n = (3·n1 + 8·n2) mod 24`, output
+                    // `k = (9·k1 + 16·k2) mod 24`, read from and written to the output
+                    // directly: the 3-point transforms' results wait in `t`, with no copy
+                    // of the column in and out.
+                    let at = |r: usize| 2 * (20 * r + 4 * b);
+                    let mut t = [[zero(); 3]; 8];
+                    for (n1, row) in t.iter_mut().enumerate() {
                         // SAFETY: within the 2N floats (M = 6, N = 480).
-                        *x = unsafe { load(output.add(2 * (20 * r + 4 * b))) };
+                        *row = unsafe {
+                            dft3::<INV>(
+                                load(output.add(at(3 * n1))),
+                                load(output.add(at((3 * n1 + 8) % 24))),
+                                load(output.add(at((3 * n1 + 16) % 24))),
+                            )
+                        };
                     }
-                    dft24::<INV>(&mut x);
-                    for (k1, y) in x.into_iter().enumerate() {
-                        // SAFETY: as above.
-                        unsafe { store(output.add(2 * (20 * k1 + 4 * b)), y) };
+                    for k2 in 0..3 {
+                        let mut v = [zero(); 8];
+                        for (n1, v) in v.iter_mut().enumerate() {
+                            *v = t[n1][k2];
+                        }
+                        for (k1, y) in dft8::<INV>(v).into_iter().enumerate() {
+                            // SAFETY: as above.
+                            unsafe { store(output.add(at((9 * k1 + 16 * k2) % 24)), y) };
+                        }
+                    }
+                } else {
+                    // 48 points as 16×3 (Good–Thomas): `n = (3·n1 + 16·n2) mod 48`,
+                    // output `k = (33·k1 + 16·k2) mod 48` (33 = 3·(3⁻¹ mod 16), 16 =
+                    // 16·(16⁻¹ mod 3)). The three 16-point transforms first, each read
+                    // from the output directly, their results waiting in `u`; then the
+                    // sixteen 3-point ones, each stored to the output directly. (The other
+                    // order keeps 48 vectors live into 16-point transforms, which spill:
+                    // twice the instructions.)
+                    // The index maps as tables of float offsets: the loops need not be
+                    // unrolled for their indices to cost no arithmetic.
+                    const fn offsets(k: usize, l: usize) -> [[usize; 16]; 3] {
+                        let mut o = [[0; 16]; 3];
+                        let mut j = 0;
+                        while j < 3 {
+                            let mut i = 0;
+                            while i < 16 {
+                                o[j][i] = 40 * ((k * i + l * j) % 48);
+                                i += 1;
+                            }
+                            j += 1;
+                        }
+                        o
+                    }
+                    const INPUT: [[usize; 16]; 3] = offsets(3, 16);
+                    const OUTPUT: [[usize; 16]; 3] = offsets(33, 16);
+                    let column = output.wrapping_add(8 * b);
+                    let mut u = [[zero(); 16]; 3];
+                    for (u, rows) in u.iter_mut().zip(&INPUT) {
+                        let mut v = [zero(); 16];
+                        for (v, &at) in v.iter_mut().zip(rows) {
+                            // SAFETY: within the 2N floats (M = 12, N = 960: row r of
+                            // the column b at 2·(20·r + 4b), r < 48).
+                            *v = unsafe { load(column.add(at)) };
+                        }
+                        *u = dft16::<INV>(v);
+                    }
+                    for k1 in 0..16 {
+                        let y = dft3::<INV>(u[0][k1], u[1][k1], u[2][k1]);
+                        for (y, rows) in y.into_iter().zip(&OUTPUT) {
+                            // SAFETY: as above.
+                            unsafe { store(column.add(rows[k1]), y) };
+                        }
                     }
                 }
             }

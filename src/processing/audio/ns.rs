@@ -164,7 +164,8 @@ pub(crate) fn shared_plan(sample_rate_hz: u32) -> Option<Arc<NsPlan>> {
 }
 
 /// The shared plan for windows of two blocks of `block` samples: 80, 160 and 480 (10 ms
-/// at 8, 16 and 48 kHz), and 320 (the echo canceller's 20 ms blocks at 16 kHz). Control
+/// at 8, 16 and 48 kHz), and 320 and 960 (the echo canceller's 20 ms blocks at 16 and
+/// 48 kHz). Control
 /// plane: planned on first use; `None` for other lengths.
 pub(crate) fn plan_for_block(block: usize) -> Option<Arc<NsPlan>> {
     static PLANS: [OnceLock<Option<Arc<NsPlan>>>; SIZES.len()] =
@@ -1343,7 +1344,8 @@ mod tests {
 
     #[test]
     fn forward_transform_matches_realfft_within_float_rounding() {
-        // Blocks of 10 ms at 8, 16 and 48 kHz and of 20 ms at 16 kHz (the echo canceller's);
+        // Blocks of 10 ms at 8, 16 and 48 kHz and of 20 ms at 16 and 48 kHz (the echo
+        // canceller's);
         // `rate` names the block as if it were 10 ms.
         for n in SIZES {
             let rate = 100 * n as u32;
@@ -1387,7 +1389,8 @@ mod tests {
     #[test]
     fn the_transforms_give_the_same_bits_in_both_builds() {
         use crate::processing::simd::{both_builds, same_bits};
-        // Blocks of 10 ms at 8, 16 and 48 kHz and of 20 ms at 16 kHz (the echo canceller's);
+        // Blocks of 10 ms at 8, 16 and 48 kHz and of 20 ms at 16 and 48 kHz (the echo
+        // canceller's);
         // `rate` names the block as if it were 10 ms.
         for n in SIZES {
             let rate = 100 * n as u32;
@@ -1421,7 +1424,8 @@ mod tests {
 
     #[test]
     fn inverse_transform_matches_realfft_within_float_rounding() {
-        // Blocks of 10 ms at 8, 16 and 48 kHz and of 20 ms at 16 kHz (the echo canceller's);
+        // Blocks of 10 ms at 8, 16 and 48 kHz and of 20 ms at 16 and 48 kHz (the echo
+        // canceller's);
         // `rate` names the block as if it were 10 ms.
         for n in SIZES {
             let rate = 100 * n as u32;

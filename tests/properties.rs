@@ -406,9 +406,17 @@ proptest! {
         for id in &ids[..4] {
             let s = e.session_stats(*id).expect("live");
             classified += s.rx_packets + s.rx_unsupported_pt + s.rx_dtmf_packets + s.rx_cn_packets;
-            let fates = s.rx_duplicates + s.jb_duplicates + s.rx_empty_payloads + s.rx_late
-                + s.jb_overflows + s.rx_undecodable + s.packets_decoded;
+            // Each audio packet meets at most one fate after the jitter stage's sequence
+            // tracking; that tracking's duplicates are audio, RFC 4733 event or RFC 3389
+            // SID copies (they share the sequence space).
+            let fates = s.jb_duplicates + s.rx_empty_payloads + s.rx_late + s.jb_overflows
+                + s.rx_undecodable + s.packets_decoded;
             prop_assert!(fates <= s.rx_packets, "{} fates for {} packets: {:?}", fates, s.rx_packets, s);
+            let seen = s.rx_packets + s.rx_dtmf_packets + s.rx_cn_packets;
+            prop_assert!(
+                s.rx_duplicates + fates <= seen,
+                "{} duplicates and {} fates for {} packets: {:?}", s.rx_duplicates, fates, seen, s
+            );
         }
         prop_assert_eq!(classified, pushed, "every accepted packet classified once: {:?}", lane);
         prop_assert_eq!(lane.internal_ring_full, 0);

@@ -348,8 +348,10 @@ proptest! {
     /// rx_cn_packets)` (each accepted packet classified once). Within `rx_packets` the
     /// fates are exclusive but not all counted (packets flushed by a resync, still held,
     /// or relayed undecoded have no counter), so the per-session law is an
-    /// inequality: `rx_duplicates + jb_duplicates + rx_empty_payloads + rx_late +
-    /// jb_overflows + rx_undecodable + packets_decoded <= rx_packets`.
+    /// inequality: `jb_duplicates + rx_empty_payloads + rx_late + jb_overflows +
+    /// rx_undecodable + packets_decoded <= rx_packets`, and with the sequence tracking's
+    /// `rx_duplicates` (audio, event and SID copies) added, `<= rx_packets +
+    /// rx_dtmf_packets + rx_cn_packets`.
     #[test]
     fn engine_counters_add_up(ops in proptest::collection::vec(push_op(), 1..120)) {
         let e = engine();

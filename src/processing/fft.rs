@@ -16,8 +16,9 @@
 //!
 //! The 20-, 24- and 48-point transforms are prime-factor (Good–Thomas) compositions of 4×5,
 //! 8×3 and 16×3 points, which need no twiddles; the 3-, 4-, 5- and 8-point ones are the usual
-//! small butterflies, and the 16-point one two 8-point halves joined by `W_16` twiddles. All sizes are fixed, so every loop unrolls and every index is a
-//! constant.
+//! small butterflies, and the 16-point one two 8-point halves joined by `W_16` twiddles. All
+//! sizes are fixed, so every index is a constant: in the loops the compiler unrolls, or
+//! (the 48-point columns) read from constant offset tables.
 //!
 //! Why not rustfft: for 80 points its AVX plan (a 5×16 mixed radix) cost about 900
 //! instructions per call with its dispatch, transposes and helpers, where this costs about
@@ -161,8 +162,10 @@ impl FixedFft {
                     (320, true) => $build::transform::<4, true>(tw, input, output),
                     (480, false) => $build::transform::<6, false>(tw, input, output),
                     (480, true) => $build::transform::<6, true>(tw, input, output),
-                    (_, false) => $build::transform::<12, false>(tw, input, output),
-                    (_, true) => $build::transform::<12, true>(tw, input, output),
+                    (960, false) => $build::transform::<12, false>(tw, input, output),
+                    (960, true) => $build::transform::<12, true>(tw, input, output),
+                    // `new` admits only the sizes above.
+                    _ => {}
                 }
             };
         }

@@ -22,9 +22,10 @@ pub struct QualitySnapshot {
     pub loss_percent: f64,
     /// Packets that arrived too late to play.
     pub late_discards: u64,
-    /// Duplicate packets.
+    /// Duplicate packets: audio, and RFC 4733 event and RFC 3389 SID packets (which share
+    /// the sequence space; `packets_received` counts audio only).
     pub duplicates: u64,
-    /// Packets that arrived out of order.
+    /// Packets that arrived out of order (audio, event and SID packets).
     pub reordered: u64,
     /// RFC 3550 interarrival jitter, ms.
     pub jitter_ms: f64,

@@ -2485,7 +2485,7 @@ mod tests {
     #[test]
     fn hostile_input_neither_panics_nor_corrupts_the_state() {
         for (blocks, make) in MAKERS {
-            for rate in [8000, 16000] {
+            for rate in [8000, 16000, 48000] {
                 let mut aec = make(rate, 128, true);
                 let n = 2 * block_len(rate);
                 let mut rng = XorShift(7);
@@ -2601,16 +2601,23 @@ mod tests {
     }
 
     /// The AVX-512 and AVX2 builds of the block kernels (see `processing::simd`) round
-    /// every operation as the portable one does: the same output bits, with double talk
-    /// and residual suppression, at 8 and 16 kHz (the AVX-512 comparison where the CPU
-    /// has it).
+    /// every operation as the portable one does: the same output bits, with residual
+    /// suppression, at 8 and 16 kHz through double talk and at 48 kHz in single talk with
+    /// the 128 ms tail, which takes 20 ms blocks there (the AVX-512 comparison where the
+    /// CPU has it).
     #[test]
     fn the_avx512_avx2_and_portable_builds_give_the_same_bits() {
         for (blocks, make) in MAKERS {
             use crate::processing::simd::{avx512_and_avx2, both_builds, same_bits};
-            for rate in [8000, 16000] {
-                let s = scenario(rate, 3.0, Some((1.5, 2.5)));
-                let go = || run(&mut make(rate, 64, true), &s.capture, &s.far);
+            for rate in [8000, 16000, 48000] {
+                // (No near-end speech file at 48 kHz here: single talk.)
+                let (tail, double_talk) = if rate == 48000 {
+                    (128, None)
+                } else {
+                    (64, Some((1.5, 2.5)))
+                };
+                let s = scenario(rate, 3.0, double_talk);
+                let go = || run(&mut make(rate, tail, true), &s.capture, &s.far);
                 let (wide, narrow) = both_builds(go);
                 assert!(
                     same_bits(&wide, &narrow),

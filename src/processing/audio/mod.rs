@@ -248,9 +248,9 @@ pub struct DspChain {
 pub struct DspScratch {
     ns: ns::NsWork,
     vad: vad::VadWork,
-    /// One echo canceller work space per block length: 80, 160, 320 and 480 samples (10 ms
-    /// at each supported rate, which includes 20 ms at 8 kHz, and 20 ms at 16 kHz; see
-    /// [`aec::block_for`]).
+    /// One echo canceller work space per block length of `fft::SIZES`: 80, 160, 320, 480
+    /// and 960 samples (10 ms at each supported rate, which includes 20 ms at 8 kHz, and
+    /// 20 ms at 16 and 48 kHz; see [`aec::block_for`]).
     aec: Box<[aec::AecWork]>,
     /// The next chain's echo canceller state, issued for prefetch in steps by the one
     /// processed before it (see [`DspChain::prefetch`]).
@@ -611,6 +611,32 @@ impl Voice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lane's scratch lends work space to every canceller a session can build: each
+    /// block length `aec::block_for` picks, at every rate, tail and ptime (a canceller
+    /// without one would be skipped in `Voice::process`, silently).
+    #[test]
+    fn the_scratch_has_work_space_for_every_canceller_block() {
+        let mut scratch = DspScratch::new();
+        for rate in config::SUPPORTED_RATES_HZ {
+            for tail_ms in [aec::MIN_TAIL_MS, 96, 97, aec::MAX_TAIL_MS] {
+                for ms in [10, 20, 30, 40, 60] {
+                    let config = aec::AecConfig {
+                        sample_rate_hz: rate,
+                        tail_ms,
+                        residual_suppression: true,
+                    };
+                    let frame = rate as usize * ms / 1000;
+                    let canceller = aec::EchoCanceller::for_lane(config, frame).expect("valid");
+                    assert!(
+                        canceller.work_in(&mut scratch.aec).is_some(),
+                        "{rate} Hz, {tail_ms} ms tail, {ms} ms frames: block {}",
+                        canceller.block_samples()
+                    );
+                }
+            }
+        }
+    }
 
     /// The echo reference ring against a plain history: whatever lengths are pushed and
     /// read, `latest` gives the newest samples in order, zeros before any was pushed.

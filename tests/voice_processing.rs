@@ -109,8 +109,8 @@ fn in_band_dtmf_in_received_audio_becomes_engine_events() {
 /// Leg B's line echoes what B is sent (10 ms after the frame it arrived in, -10 dB, a
 /// short dispersion); B's echo
 /// canceller must remove it from what B sends on to A. Returns the echo power reduction (dB)
-/// over the last second, A talking alone.
-fn echo_reduction_db(aec: bool) -> f64 {
+/// over the last second, A talking alone, and the ERLE B's quality snapshot reports.
+fn echo_reduction_db(aec: bool) -> (f64, Option<f64>) {
     let e = engine();
     let dsp_b = DspConfig {
         aec: aec.then(|| AecConfig {
@@ -173,23 +173,44 @@ fn echo_reduction_db(aec: bool) -> f64 {
             echo_in += echo.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
         }
     }
-    10.0 * (echo_in / echo_out.max(1.0)).log10()
+    let erle = e.session_quality(b.id).unwrap().echo_erle_db;
+    // The Prometheus export carries it for B alone.
+    let text = e.render_prometheus(media_core::engine::PrometheusOptions { per_session: true });
+    let samples = text
+        .lines()
+        .filter(|l| l.starts_with("media_core_session_echo_erle_db{"))
+        .collect::<Vec<_>>();
+    let expected = usize::from(erle.is_some());
+    assert_eq!(samples.len(), expected, "{samples:?}");
+    if let Some(line) = samples.first() {
+        assert!(
+            line.contains(&format!("slot=\"{}\"", b.id.slot())),
+            "{line}"
+        );
+    }
+    (10.0 * (echo_in / echo_out.max(1.0)).log10(), erle)
 }
 
 #[test]
 fn the_echo_canceller_removes_the_echo_of_what_a_leg_is_sent() {
-    let without = echo_reduction_db(false);
-    let with = echo_reduction_db(true);
+    let (without, no_erle) = echo_reduction_db(false);
+    let (with, erle) = echo_reduction_db(true);
     // Without the canceller the echo passes (about 0 dB, PCMU noise aside).
     assert!(without.abs() < 3.0, "without AEC: {without:.1} dB");
     assert!(with > 20.0, "with AEC: {with:.1} dB of echo removed");
+    // What the operator reads: the canceller's own meter, none without one.
+    assert_eq!(no_erle, None);
+    let erle = erle.expect("a canceller reports its ERLE");
+    println!("PCMU leg: echo reduced {with:.1} dB, reported ERLE {erle:.1} dB");
+    assert!(erle > 20.0, "reported ERLE {erle:.1} dB");
 }
 
 /// As [`echo_reduction_db`] with B an Opus leg (48 kHz, so its canceller runs 20 ms blocks
 /// with the default 128 ms tail): B's line decodes what it is sent, echoes it (10 ms,
 /// -10 dB, a short dispersion, at 48 kHz) and sends the echo back Opus-encoded. Returns
-/// the echo power reduction (dB, mean square per sample) over the last second.
-fn opus_echo_reduction_db(aec: bool) -> f64 {
+/// the echo power reduction (dB, mean square per sample) over the last second, and the
+/// ERLE B's quality snapshot reports.
+fn opus_echo_reduction_db(aec: bool) -> (f64, Option<f64>) {
     let e = engine();
     let mut b_params = MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20);
     b_params.dsp = DspConfig {
@@ -267,17 +288,23 @@ fn opus_echo_reduction_db(aec: bool) -> f64 {
     assert!(in_samples > 0 && out_samples > 0, "echo flowed");
     let mean_in = echo_in / in_samples as f64;
     let mean_out = (echo_out / out_samples as f64).max(1e-3);
-    10.0 * (mean_in / mean_out).log10()
+    let erle = e.session_quality(b.id).unwrap().echo_erle_db;
+    (10.0 * (mean_in / mean_out).log10(), erle)
 }
 
 /// The 48 kHz canceller in 20 ms blocks (an Opus leg), in a lane, bridged to PCMU.
 #[test]
 fn the_echo_canceller_removes_the_echo_on_an_opus_leg() {
-    let without = opus_echo_reduction_db(false);
-    let with = opus_echo_reduction_db(true);
-    println!("Opus leg: echo reduced {without:.1} dB without, {with:.1} dB with the canceller");
+    let (without, no_erle) = opus_echo_reduction_db(false);
+    let (with, erle) = opus_echo_reduction_db(true);
+    println!(
+        "Opus leg: echo reduced {without:.1} dB without, {with:.1} dB with the canceller \
+         (reported ERLE {erle:?})"
+    );
     assert!(without.abs() < 3.0, "without AEC: {without:.1} dB");
     assert!(with > 20.0, "with AEC: {with:.1} dB of echo removed");
+    assert_eq!(no_erle, None);
+    assert!(erle.is_some_and(|e| e > 20.0), "reported ERLE {erle:?}");
 }
 
 /// Echo cancellers swapped in and out by commands while frames flow: the DSP stage keeps a
@@ -331,13 +358,19 @@ fn echo_cancellers_swapped_in_and_out_by_commands_keep_the_reference_count() {
     let (a, b) = e
         .create_call((DialogId(1), plain()), (DialogId(2), aec()))
         .unwrap();
+    // The ERLE the quality snapshot reports follows: present while a canceller runs.
+    let erle = |id| e.session_quality(id).unwrap().echo_erle_db;
     run(&[a.id, b.id], &mut eg);
+    assert_eq!((erle(a.id).is_some(), erle(b.id).is_some()), (false, true));
     e.update_media_session(a.id, aec()).unwrap(); // adds one
     run(&[a.id, b.id], &mut eg);
+    assert_eq!((erle(a.id).is_some(), erle(b.id).is_some()), (true, true));
     e.update_media_session(b.id, plain()).unwrap(); // removes one
     run(&[a.id, b.id], &mut eg);
+    assert_eq!((erle(a.id).is_some(), erle(b.id).is_some()), (true, false));
     e.update_media_session(a.id, aec()).unwrap(); // keeps one
     run(&[a.id, b.id], &mut eg);
+    assert!(erle(a.id).is_some());
     let (c, d) = e
         .create_call((DialogId(3), aec()), (DialogId(4), aec()))
         .unwrap();

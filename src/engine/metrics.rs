@@ -204,6 +204,17 @@ impl MediaEngine {
                 let _ = writeln!(out, "{name}{{{labels}}} {}", get(q));
             }
         }
+        // Sessions that cancel echo only.
+        if rows.iter().any(|(_, _, q)| q.echo_erle_db.is_some()) {
+            let name = "media_core_session_echo_erle_db";
+            let help = "Echo return loss enhancement of the session's echo canceller, dB.";
+            family(out, name, "gauge", help);
+            for (labels, _, q) in &rows {
+                if let Some(erle) = q.echo_erle_db {
+                    let _ = writeln!(out, "{name}{{{labels}}} {erle}");
+                }
+            }
+        }
     }
 }
 

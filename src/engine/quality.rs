@@ -127,13 +127,20 @@ impl MediaEngine {
             (codec, rec.params.ptime, rec.round_trip_ms)
         };
         let stats = self.session_stats(id)?;
-        Ok(QualitySnapshot::from_stats(
-            &stats,
-            codec_kind(codec),
-            codec.info().clock_rate_hz,
-            ptime.ms(),
-            rtt,
-        ))
+        let erle = self.lock().lanes[id.lane()]
+            .ctl
+            .shared
+            .echo_erle_db(id.slot);
+        Ok(QualitySnapshot {
+            echo_erle_db: erle.map(f64::from),
+            ..QualitySnapshot::from_stats(
+                &stats,
+                codec_kind(codec),
+                codec.info().clock_rate_hz,
+                ptime.ms(),
+                rtt,
+            )
+        })
     }
 
     /// Feeds the round-trip time the transport measured (RTCP SR/RR, RFC 3550 §6.4.1) into

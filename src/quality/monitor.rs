@@ -52,6 +52,12 @@ pub struct QualitySnapshot {
     pub mos: f64,
     /// The E-model impairment class R and the MOS were computed for.
     pub codec: CodecKind,
+    /// Echo return loss enhancement of the session's echo canceller, dB: the echo power
+    /// it removes from the audio it receives, over about the last second in which the
+    /// audio it sends was active (capture over output power, so near-end speech lowers
+    /// it). `None` when the session cancels no echo (or its canceller has not run yet).
+    /// Not part of the E-model figures.
+    pub echo_erle_db: Option<f64>,
 }
 
 impl QualitySnapshot {
@@ -105,6 +111,7 @@ impl QualitySnapshot {
             r_factor: r,
             mos: mos_from_r(r),
             codec,
+            echo_erle_db: None,
         }
     }
 

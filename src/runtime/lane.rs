@@ -21,7 +21,7 @@ use super::msg::{
 use super::prefetch;
 use super::slab::{Slab, Token};
 use super::stats::{LaneCounters, SessionCell, SessionCounters, TickHistogram};
-use super::sync::{Arc, AtomicBool, AtomicU64, Ordering};
+use super::sync::{Arc, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::buffer::adaptive::Insert;
 use crate::codec::audio::comfort_noise::{analyze, CnPayload};
 use crate::codec::audio::g711::Law;
@@ -135,6 +135,13 @@ pub struct Shared {
     pub tick_ns: TickHistogram,
     /// Session counter blocks, one per slot.
     pub sessions: Box<[SessionCell]>,
+    /// Per slot: the running ERLE of the session's echo canceller, dB, as `f32` bits
+    /// ([`NO_ERLE`] when it has none, or none yet). A gauge with one writer (the DSP
+    /// stage, each frame it processes through a canceller, and when a command installs,
+    /// replaces or removes a chain), read relaxed by the control plane: one independent
+    /// value, no protocol. Outside the counter blocks so sessions without a canceller
+    /// never touch it.
+    pub echo_erle: Box<[AtomicU32]>,
     /// The live session of each slot, as the control plane set it: the ingress handle
     /// refuses packets for any other id before they take a slot.
     pub live: LiveTable,
@@ -151,6 +158,7 @@ impl Shared {
             counters: LaneCounters::default(),
             tick_ns: TickHistogram::default(),
             sessions: (0..sessions).map(|_| SessionCell::default()).collect(),
+            echo_erle: (0..sessions).map(|_| AtomicU32::new(NO_ERLE)).collect(),
             live: LiveTable::new(sessions),
         }
     }
@@ -170,7 +178,17 @@ impl Shared {
     fn sc(&self, slot: u32) -> &SessionCounters {
         &self.sessions[slot as usize].counters
     }
+
+    /// The running ERLE of `slot`'s echo canceller, dB (`None` without one, or before its
+    /// first frame). Control plane.
+    pub fn echo_erle_db(&self, slot: u32) -> Option<f32> {
+        let bits = self.echo_erle.get(slot as usize)?.load(Ordering::Relaxed);
+        Some(f32::from_bits(bits)).filter(|v| !v.is_nan())
+    }
 }
+
+/// [`Shared::echo_erle`] of a slot without an echo canceller (a NaN's bits).
+pub const NO_ERLE: u32 = 0x7fc0_0000;
 
 /// Pushes a slot token back to its owner's free ring; a full ring (a sizing bug) is counted
 /// and the slot is lost, never blocked on.
@@ -1405,6 +1423,9 @@ impl DspStage {
                             if !f.relay {
                                 part.chain.process(&mut f.pcm[..f.samples], work, &mut emit);
                                 f.silence = part.chain.speaking() == Some(false);
+                                if let Some(erle) = part.chain.erle_db() {
+                                    shared.echo_erle[src].store(erle.to_bits(), Ordering::Relaxed);
+                                }
                                 if let Some(r) = part.resampler.as_mut() {
                                     // To the peer's rate (e.g. G.722 16 kHz -> PCMU 8 kHz).
                                     let n =
@@ -1475,6 +1496,12 @@ impl DspStage {
                     let after = self.sessions.get(slot).is_some_and(wants_reference);
                     self.reference_chains = (self.reference_chains + usize::from(after))
                         .saturating_sub(usize::from(before));
+                    if matches!(b.op, Op::Create | Op::Update | Op::Destroy) {
+                        // A new chain (or none): no ERLE until its canceller runs a frame.
+                        if let Some(g) = self.shared.echo_erle.get(slot) {
+                            g.store(NO_ERLE, Ordering::Relaxed);
+                        }
+                    }
                     // The count against a recount, in builds with debug assertions only (a
                     // walk of every slot; commands are rare and not on the frame path).
                     debug_assert_eq!(

@@ -495,6 +495,17 @@ impl DspChain {
             .map(|v| v.speaking)
     }
 
+    /// The echo canceller's running ERLE, dB ([`aec::EchoCanceller::erle_db`]): `None`
+    /// when the chain has no canceller. Called on the real-time thread.
+    #[inline]
+    pub fn erle_db(&self) -> Option<f32> {
+        self.voice
+            .as_ref()?
+            .aec
+            .as_ref()
+            .map(aec::EchoCanceller::erle_db)
+    }
+
     /// True when the chain wants the audio sent to the session's peer
     /// ([`DspChain::push_reference`]).
     #[inline]

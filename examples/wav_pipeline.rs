@@ -273,6 +273,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "  toward the far end: {} packets ({} SID), {} frames not sent (DTX)",
             result.far_packets, result.far_sids, result.far_frames_skipped
         );
+        if let Some(erle) = result.echo_erle_db {
+            println!("  echo canceller: ERLE {erle:.1} dB over its last second of far-end speech");
+        }
     }
     Ok(())
 }

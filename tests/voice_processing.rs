@@ -743,10 +743,18 @@ fn the_file_pipeline_cancels_the_echo_of_the_far_end_it_sends() {
             },
         )
         .unwrap()
-        .output
     };
     let energy = |x: &[i16]| x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>();
     let (with, without) = (out(true), out(false));
+    // The summary reports the canceller's meter (`--json`: `echo_erle_db`), none without.
+    assert!(without.to_json().ends_with("\"echo_erle_db\":null}"));
+    let meter = with.echo_erle_db.expect("a canceller's ERLE");
+    println!("wav pipeline: reported ERLE {meter:.1} dB");
+    assert!(meter > 25.0, "reported ERLE {meter:.1} dB");
+    assert!(with
+        .to_json()
+        .contains(&format!("\"echo_erle_db\":{meter:.1}")));
+    let (with, without) = (with.output, without.output);
     // Over the last 4 s (after convergence), the echo is attenuated by at least 25 dB
     // (measured 42 dB on the whole file with `wav_pipeline --aec`).
     let tail = 8000 * 4..with.len();

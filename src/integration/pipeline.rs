@@ -80,6 +80,9 @@ pub struct PipelineResult {
     pub far_sids: u64,
     /// Frames leg B left unsent during silences (DTX).
     pub far_frames_skipped: u64,
+    /// Leg A's echo canceller's ERLE at the end, dB (its last whole second of far-end
+    /// activity; `None` without a canceller).
+    pub echo_erle_db: Option<f64>,
 }
 
 impl PipelineResult {
@@ -110,7 +113,7 @@ impl PipelineResult {
              \"mean_playout_delay_ms\":{:.2},\"p95_playout_delay_ms\":{:.2},\"jitter_ms\":{:.2},\
              \"loss_percent\":{:.3},\"mos_estimate\":{:.3},\"samples_accelerated\":{},\"samples_expanded\":{},\
              \"jb_target_ms\":{},\"dtmf_digits\":\"{}\",\"talkspurts\":[{}],\
-             \"far_packets\":{},\"far_sids\":{},\"far_frames_skipped\":{}}}",
+             \"far_packets\":{},\"far_sids\":{},\"far_frames_skipped\":{},\"echo_erle_db\":{}}}",
             self.frames_played,
             self.frames_concealed,
             self.late_discards,
@@ -135,6 +138,8 @@ impl PipelineResult {
             self.far_packets,
             self.far_sids,
             self.far_frames_skipped,
+            self.echo_erle_db
+                .map_or_else(|| "null".to_string(), |v| format!("{v:.1}")),
         )
     }
 }
@@ -455,6 +460,7 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
         far_packets: far_stats.tx_packets,
         far_sids: far_stats.tx_cn_packets,
         far_frames_skipped: far_stats.frames_dtx,
+        echo_erle_db: q.echo_erle_db,
     };
     let eff = loss_percent + 100.0 * r.late_discards as f64 / sent;
     let kind = crate::engine::codec_kind(codec);

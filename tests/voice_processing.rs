@@ -182,6 +182,20 @@ fn echo_reduction_db(aec: bool) -> (f64, Option<f64>) {
         .collect::<Vec<_>>();
     let expected = usize::from(erle.is_some());
     assert_eq!(samples.len(), expected, "{samples:?}");
+    // Its family declared once, before its samples.
+    for head in [
+        "# HELP media_core_session_echo_erle_db ",
+        "# TYPE media_core_session_echo_erle_db gauge",
+    ] {
+        let at: Vec<_> = text.match_indices(head).map(|(i, _)| i).collect();
+        assert_eq!(at.len(), expected, "{head}");
+        if let (Some(&i), Some(line)) = (at.first(), samples.first()) {
+            assert!(
+                i < text.find(line).unwrap_or(0),
+                "{head} before the samples"
+            );
+        }
+    }
     if let Some(line) = samples.first() {
         assert!(
             line.contains(&format!("slot=\"{}\"", b.id.slot())),
@@ -334,16 +348,21 @@ fn echo_cancellers_swapped_in_and_out_by_commands_keep_the_reference_count() {
     };
     let plain = || MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
-    let talk = babble(8000, 5);
+    // Each leg its own talker (a leg whose input were the audio it sends would have it
+    // cancelled as echo, and its peer's canceller then a silent reference).
+    let talkers: Vec<Vec<i16>> = (0..4).map(|i| babble(8000 * 4, 5 + i)).collect();
     let mut payload = [0u8; 160];
-    g711::ulaw_encode(&talk[..160], &mut payload);
     let mut pkt = Vec::new();
     let mut seq = 0u16;
     let mut sent = 0usize;
     let mut got = 0usize;
+    // 1.5 s a phase: the ERLE a canceller reports is its last whole second's.
     let mut run = |ids: &[media_core::SessionId], eg: &mut media_core::EgressHandle| {
-        for _ in 0..10 {
+        for _ in 0..75 {
             for (i, &id) in ids.iter().enumerate() {
+                let talk = &talkers[i % talkers.len()];
+                let at = (usize::from(seq) * 160) % (talk.len() - 160);
+                g711::ulaw_encode(&talk[at..at + 160], &mut payload);
                 rtp(
                     0,
                     seq,
@@ -381,9 +400,24 @@ fn echo_cancellers_swapped_in_and_out_by_commands_keep_the_reference_count() {
         .create_call((DialogId(3), aec()), (DialogId(4), aec()))
         .unwrap();
     run(&[a.id, b.id, c.id, d.id], &mut eg);
+    assert!(erle(c.id).is_some() && erle(d.id).is_some());
     e.destroy_media_session(a.id).unwrap(); // with a canceller
     e.destroy_media_session(b.id).unwrap(); // without
     run(&[c.id, d.id], &mut eg);
+    // A plain call on the slots just freed (reused last-in first-out): nothing of A's
+    // figure stays with its slot.
+    let (f, g) = e
+        .create_call((DialogId(5), plain()), (DialogId(6), plain()))
+        .unwrap();
+    assert!(
+        [f.id.slot(), g.id.slot()].contains(&a.id.slot()),
+        "the new call reuses A's slot"
+    );
+    assert_eq!((erle(f.id), erle(g.id)), (None, None));
+    run(&[c.id, d.id, f.id, g.id], &mut eg);
+    assert_eq!((erle(f.id), erle(g.id)), (None, None));
+    e.destroy_media_session(f.id).unwrap();
+    e.destroy_media_session(g.id).unwrap();
     e.destroy_media_session(c.id).unwrap();
     e.destroy_media_session(d.id).unwrap();
     e.step(4).unwrap();

@@ -4,7 +4,8 @@
 //! A small renderer rather than the `metrics`/`prometheus` crates: every figure already
 //! lives in per-lane and per-session atomic counters, so exporting is formatting, and a
 //! registry crate would add a second copy of each value to keep in step. Names follow the
-//! Prometheus conventions (`media_core_` prefix, `_total` on counters, base units);
+//! Prometheus conventions (`media_core_` prefix, `_total` on counters, base units, except
+//! the echo canceller's ERLE in dB, the unit it is read and set in);
 //! every lane counter is labelled `lane`, every session series `lane`, `slot` and
 //! `dialog` (the SIP dialog's id as the caller gave it).
 //!
@@ -19,7 +20,8 @@ use super::MediaEngine;
 /// What [`MediaEngine::render_prometheus`] includes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PrometheusOptions {
-    /// Add every live session's counters and quality (MOS, loss, jitter).
+    /// Add every live session's counters and quality (MOS, loss, jitter, and the echo
+    /// canceller's ERLE where one runs).
     pub per_session: bool,
 }
 
@@ -58,7 +60,8 @@ fn series_name(scope: &str, field: &str, gauges: &[&str]) -> (String, &'static s
 impl MediaEngine {
     /// The engine's metrics in the Prometheus text format: engine totals, every lane's
     /// counters and tick-time quantiles (as a summary, seconds), and with
-    /// `options.per_session` every live session's counters and E-model quality.
+    /// `options.per_session` every live session's counters, E-model quality and echo
+    /// canceller ERLE.
     /// Serve it from an HTTP `/metrics` handler. Control plane; allocates.
     pub fn render_prometheus(&self, options: PrometheusOptions) -> String {
         let mut out = String::with_capacity(8 * 1024);

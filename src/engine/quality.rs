@@ -127,10 +127,14 @@ impl MediaEngine {
             (codec, rec.params.ptime, rec.round_trip_ms)
         };
         let stats = self.session_stats(id)?;
-        let erle = self.lock().lanes[id.lane()]
-            .ctl
-            .shared
-            .echo_erle_db(id.slot);
+        let erle = {
+            // Still this session's slot (not destroyed and reused since the counters).
+            let g = self.lock();
+            if !g.sessions.contains_key(&id) {
+                return Err(Error::UnknownSession(id));
+            }
+            g.lanes[id.lane()].ctl.shared.echo_erle_db(id.slot)
+        };
         Ok(QualitySnapshot {
             echo_erle_db: erle.map(f64::from),
             ..QualitySnapshot::from_stats(

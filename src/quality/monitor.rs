@@ -53,10 +53,10 @@ pub struct QualitySnapshot {
     /// The E-model impairment class R and the MOS were computed for.
     pub codec: CodecKind,
     /// Echo return loss enhancement of the session's echo canceller, dB: the echo power
-    /// it removes from the audio it receives, over about the last second in which the
-    /// audio it sends was active (capture over output power, so near-end speech lowers
-    /// it). `None` when the session cancels no echo (or its canceller has not run yet).
-    /// Not part of the E-model figures.
+    /// it removes from the audio it receives, over the last whole second in which the
+    /// audio it sends was active (capture over output energy, so near-end speech lowers
+    /// it). `None` when the session cancels no echo, or before its canceller has measured
+    /// a second. Not part of the E-model figures.
     pub echo_erle_db: Option<f64>,
 }
 
@@ -118,8 +118,8 @@ impl QualitySnapshot {
     /// The same session over the interval since `earlier` (an earlier snapshot of it):
     /// packet, loss, late-discard and frame counts are the interval's, and so are the loss
     /// percentages, the concealment ratio, R and the MOS (from the interval's effective
-    /// loss and this snapshot's delay); jitter, jitter buffer and round trip are this
-    /// snapshot's. `None` when a counter went backwards (not the same stream's counts).
+    /// loss and this snapshot's delay); jitter, jitter buffer, round trip and echo ERLE
+    /// are this snapshot's. `None` when a counter went backwards (not the same stream's counts).
     pub fn since(&self, earlier: &QualitySnapshot) -> Option<QualitySnapshot> {
         let d = |now: u64, then: u64| now.checked_sub(then);
         let expected = d(self.packets_expected, earlier.packets_expected)?;

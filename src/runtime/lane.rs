@@ -135,12 +135,12 @@ pub struct Shared {
     pub tick_ns: TickHistogram,
     /// Session counter blocks, one per slot.
     pub sessions: Box<[SessionCell]>,
-    /// Per slot: the running ERLE of the session's echo canceller, dB, as `f32` bits
-    /// ([`NO_ERLE`] when it has none, or none yet). A gauge with one writer (the DSP
-    /// stage, each frame it processes through a canceller, and when a command installs,
-    /// replaces or removes a chain), read relaxed by the control plane: one independent
-    /// value, no protocol. Outside the counter blocks so sessions without a canceller
-    /// never touch it.
+    /// Per slot: the ERLE of the session's echo canceller over its last whole second of
+    /// far-end activity, dB, as `f32` bits ([`NO_ERLE`] when it has none, or none yet).
+    /// A gauge with one writer (the DSP stage, each frame it processes through a
+    /// canceller, and when a command installs, replaces or removes a chain), read relaxed
+    /// by the control plane: one independent value, no protocol. Outside the counter
+    /// blocks so sessions without a canceller never touch it.
     pub echo_erle: Box<[AtomicU32]>,
     /// The live session of each slot, as the control plane set it: the ingress handle
     /// refuses packets for any other id before they take a slot.
@@ -179,8 +179,8 @@ impl Shared {
         &self.sessions[slot as usize].counters
     }
 
-    /// The running ERLE of `slot`'s echo canceller, dB (`None` without one, or before its
-    /// first frame). Control plane.
+    /// The ERLE of `slot`'s echo canceller over its last whole second of far-end
+    /// activity, dB (`None` without one, or before that second). Control plane.
     pub fn echo_erle_db(&self, slot: u32) -> Option<f32> {
         let bits = self.echo_erle.get(slot as usize)?.load(Ordering::Relaxed);
         Some(f32::from_bits(bits)).filter(|v| !v.is_nan())
@@ -1423,8 +1423,10 @@ impl DspStage {
                             if !f.relay {
                                 part.chain.process(&mut f.pcm[..f.samples], work, &mut emit);
                                 f.silence = part.chain.speaking() == Some(false);
-                                if let Some(erle) = part.chain.erle_db() {
-                                    shared.echo_erle[src].store(erle.to_bits(), Ordering::Relaxed);
+                                if let (Some(erle), Some(g)) =
+                                    (part.chain.erle_db(), shared.echo_erle.get(src))
+                                {
+                                    g.store(erle.to_bits(), Ordering::Relaxed);
                                 }
                                 if let Some(r) = part.resampler.as_mut() {
                                     // To the peer's rate (e.g. G.722 16 kHz -> PCMU 8 kHz).
@@ -1497,7 +1499,8 @@ impl DspStage {
                     self.reference_chains = (self.reference_chains + usize::from(after))
                         .saturating_sub(usize::from(before));
                     if matches!(b.op, Op::Create | Op::Update | Op::Destroy) {
-                        // A new chain (or none): no ERLE until its canceller runs a frame.
+                        // A new chain (or none): no ERLE until its canceller has measured a
+                        // second.
                         if let Some(g) = self.shared.echo_erle.get(slot) {
                             g.store(NO_ERLE, Ordering::Relaxed);
                         }

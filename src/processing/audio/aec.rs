@@ -551,7 +551,7 @@ pub struct EchoCanceller {
     erle_blocks: u32,
     /// Blocks per window ([`ERLE_WINDOW_MS`]).
     erle_window: u32,
-    /// The last whole window's ERLE, dB (0 before the first).
+    /// The last whole window's ERLE, dB (NaN before the first).
     erle_last: f32,
 }
 
@@ -765,7 +765,7 @@ impl EchoCanceller {
             erle_output: 0.0,
             erle_blocks: 0,
             erle_window: ERLE_WINDOW_MS / block_ms,
-            erle_last: 0.0,
+            erle_last: f32::NAN,
         };
         aec.reset();
         Ok(aec)
@@ -829,7 +829,7 @@ impl EchoCanceller {
         self.erle_capture = 0.0;
         self.erle_output = 0.0;
         self.erle_blocks = 0;
-        self.erle_last = 0.0;
+        self.erle_last = f32::NAN;
     }
 
     /// Turns the residual echo suppressor (spectral post-filter) on or off; the linear
@@ -850,7 +850,17 @@ impl EchoCanceller {
     ///
     /// Called on the real-time thread; never allocates.
     pub fn erle_db(&self) -> f32 {
-        self.erle_last
+        self.erle_measured_db().unwrap_or(0.0)
+    }
+
+    /// [`Self::erle_db`], or `None` before the first whole window (a new canceller, or
+    /// one whose far end has not yet spoken for a second): what a session reports, so
+    /// that a canceller still waiting for far-end speech does not read as one that
+    /// cancels nothing.
+    ///
+    /// Called on the real-time thread; never allocates.
+    pub fn erle_measured_db(&self) -> Option<f32> {
+        Some(self.erle_last).filter(|v| !v.is_nan())
     }
 
     /// Removes the echo of `reference` (the frame sent to the peer this tick) from `capture`
@@ -2555,8 +2565,10 @@ mod tests {
             let mut aec = make(8000, 64, true);
             run(&mut aec, &sc.capture, &sc.far);
             assert!(aec.erle_db() > 10.0);
+            assert!(aec.erle_measured_db().is_some_and(|v| v > 10.0));
             aec.reset();
             assert_eq!(aec.erle_db(), 0.0, "{blocks}");
+            assert_eq!(aec.erle_measured_db(), None, "{blocks}");
             assert!(aec.foreground.iter().all(|w| w.norm_sqr() == 0.0));
             // With no model, the first frame of echo passes unchanged.
             let (a, b) = (secs(8000, 1.0), secs(8000, 1.02));

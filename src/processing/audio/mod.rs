@@ -495,15 +495,12 @@ impl DspChain {
             .map(|v| v.speaking)
     }
 
-    /// The echo canceller's running ERLE, dB ([`aec::EchoCanceller::erle_db`]): `None`
-    /// when the chain has no canceller. Called on the real-time thread.
+    /// The echo canceller's ERLE over its last whole second of far-end activity, dB
+    /// ([`aec::EchoCanceller::erle_measured_db`]): `None` when the chain has no
+    /// canceller, or before that second. Called on the real-time thread.
     #[inline]
     pub fn erle_db(&self) -> Option<f32> {
-        self.voice
-            .as_ref()?
-            .aec
-            .as_ref()
-            .map(aec::EchoCanceller::erle_db)
+        self.voice.as_ref()?.aec.as_ref()?.erle_measured_db()
     }
 
     /// True when the chain wants the audio sent to the session's peer

@@ -4,7 +4,7 @@
 //! cargo run --release --example rtp_gateway -- \
 //!     --a-listen 127.0.0.1:40000 [--a-peer ADDR] --a-codec pcmu \
 //!     --b-listen 127.0.0.1:40010 [--b-peer ADDR] --b-codec opus \
-//!     [--ptime 20] [--dtmf 101] [--cn 13 [--dtx]] [--vad --agc --ns] [--stats-interval 5]
+//!     [--ptime 20] [--dtmf 101] [--cn 13 [--dtx]] [--vad --agc --ns --aec] [--stats-interval 5]
 //!     [--seconds S] [-v]
 //!     [--metrics-file PATH]   (Prometheus text format, rewritten every stats interval)
 //! ```
@@ -17,7 +17,9 @@
 //! RFC 3389 comfort noise on PT: SID frames received set the comfort noise played through
 //! the sender's silence, and with `--dtx` (and `--vad`) each leg sends SID frames instead
 //! of audio through the silences the other leg's voice-activity detector finds. `--vad --agc --ns` turn on voice
-//! processing of the audio each leg receives.
+//! processing of the audio each leg receives, and `--aec` an echo canceller on each leg (a
+//! 128 ms tail, the audio sent to the leg's peer as its reference), whose ERLE over its last
+//! second of far-end speech the statistics then print.
 //!
 //! Prints both legs' statistics every `--stats-interval` seconds and a summary on exit
 //! (Ctrl-C or after `--seconds`). The UDP/RTP/RTCP I/O lives in `common/udp_media.rs`.
@@ -64,7 +66,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: rtp_gateway --a-listen ADDR [--a-peer ADDR] --a-codec C \
---b-listen ADDR [--b-peer ADDR] --b-codec C [--ptime MS] [--dtmf PT] [--cn PT [--dtx]] [--vad] [--agc] [--ns] \
+--b-listen ADDR [--b-peer ADDR] --b-codec C [--ptime MS] [--dtmf PT] [--cn PT [--dtx]] [--vad] [--agc] [--ns] [--aec] \
 [--stats-interval S] [--metrics-file PATH] [--seconds S] [-v]   (C: pcmu, pcma, g722, opus)";
 
 fn codec(name: &str) -> Result<CodecSpec, BoxError> {
@@ -133,6 +135,7 @@ fn parse_args() -> Result<Args, BoxError> {
             vad: has("--vad").then(Default::default),
             agc: has("--agc").then(Default::default),
             ns: has("--ns").then(Default::default),
+            aec: has("--aec").then(Default::default),
             ..Default::default()
         },
         stats_interval: Duration::from_secs_f64(stats_s),
@@ -226,6 +229,9 @@ fn print_leg(engine: &MediaEngine, l: &LegView<'_>, digits: &str) {
             format!(" | DTMF received: {digits}")
         }
     );
+    if let Some(erle) = q.echo_erle_db {
+        println!("    echo canceller: ERLE {erle:.1} dB over its last second of far-end speech");
+    }
 }
 
 fn main() -> Result<(), BoxError> {

@@ -106,6 +106,23 @@ fn in_band_dtmf_in_received_audio_becomes_engine_events() {
     }
 }
 
+/// The echo a line returns in one frame (`echo.len()` samples) of what it has played
+/// (`played`, its timeline): the echo of its last frame's audio and earlier, through
+/// `path`'s taps (delay in samples, gain).
+fn line_echo(played: &[i16], path: &[(usize, f32)], echo: &mut [i16]) {
+    let base = played.len() as isize - echo.len() as isize;
+    for (i, x) in echo.iter_mut().enumerate() {
+        let mut v = 0.0f32;
+        for &(d, g) in path {
+            let t = base + i as isize - d as isize;
+            if t >= 0 {
+                v += g * f32::from(played[t as usize]);
+            }
+        }
+        *x = v as i16;
+    }
+}
+
 /// Leg B's line echoes what B is sent (10 ms after the frame it arrived in, -10 dB, a
 /// short dispersion); B's echo
 /// canceller must remove it from what B sends on to A. Returns the echo power reduction (dB)
@@ -144,17 +161,7 @@ fn echo_reduction_db(aec: bool) -> (f64, Option<f64>) {
         // The line plays what it is sent as it arrives; what it returns in this frame is
         // the echo of its last frame's audio and earlier (timeline of `to_b`).
         let mut echo = [0i16; 160];
-        let base = to_b.len() as isize - 160;
-        for (i, x) in echo.iter_mut().enumerate() {
-            let mut v = 0.0f32;
-            for &(d, g) in &echo_path {
-                let t = base + i as isize - d as isize;
-                if t >= 0 {
-                    v += g * f32::from(to_b[t as usize]);
-                }
-            }
-            *x = v as i16;
-        }
+        line_echo(&to_b, &echo_path, &mut echo);
         g711::ulaw_encode(&echo, &mut payload);
         rtp(0, k as u16, 160 * k as u32, 2, k == 0, &payload, &mut pkt);
         ing.push(b.id, &pkt).unwrap();
@@ -261,17 +268,7 @@ fn opus_echo_reduction_db(aec: bool) -> (f64, Option<f64>) {
         rtp(0, k as u16, 160 * k as u32, 1, k == 0, &payload, &mut pkt);
         ing.push(a.id, &pkt).unwrap();
         let mut echo = [0i16; 960];
-        let base = to_b.len() as isize - 960;
-        for (i, x) in echo.iter_mut().enumerate() {
-            let mut v = 0.0f32;
-            for &(d, g) in &echo_path {
-                let t = base + i as isize - d as isize;
-                if t >= 0 {
-                    v += g * f32::from(to_b[t as usize]);
-                }
-            }
-            *x = v as i16;
-        }
+        line_echo(&to_b, &echo_path, &mut echo);
         let len = line_enc.encode(&echo, &mut opus_out).unwrap();
         rtp(
             111,

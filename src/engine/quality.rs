@@ -119,22 +119,16 @@ impl MediaEngine {
     /// A session's receive quality now: loss, jitter, concealment, jitter buffer and an
     /// E-model MOS. Reads counters without stopping the lane.
     pub fn session_quality(&self, id: SessionId) -> Result<QualitySnapshot> {
-        let (codec, ptime, rtt) = {
+        let (codec, ptime, rtt, erle) = {
             let g = self.lock();
             let rec = g.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
             let rx = rec.params.rx_codecs();
             let codec = rx.first().map(|c| c.codec).unwrap_or(rec.params.tx.codec);
-            (codec, rec.params.ptime, rec.round_trip_ms)
+            // Read while the id is live, so the slot is still this session's.
+            let erle = g.lanes[id.lane()].ctl.shared.echo_erle_db(id.slot);
+            (codec, rec.params.ptime, rec.round_trip_ms, erle)
         };
         let stats = self.session_stats(id)?;
-        let erle = {
-            // Still this session's slot (not destroyed and reused since the counters).
-            let g = self.lock();
-            if !g.sessions.contains_key(&id) {
-                return Err(Error::UnknownSession(id));
-            }
-            g.lanes[id.lane()].ctl.shared.echo_erle_db(id.slot)
-        };
         Ok(QualitySnapshot {
             echo_erle_db: erle.map(f64::from),
             ..QualitySnapshot::from_stats(

@@ -34,6 +34,16 @@ pub enum Error {
         /// The offered size.
         actual: usize,
     },
+    /// An application audio frame is longer than the lane's frame slots.
+    /// Recover: write one ptime of audio at the session's codec rate; raise
+    /// `max_frame_samples` if it is legitimate.
+    #[error("frame too large: {actual} samples, limit {limit}")]
+    FrameTooLarge {
+        /// The configured limit (`max_frame_samples`).
+        limit: usize,
+        /// The offered length.
+        actual: usize,
+    },
     /// The payload type or codec is not one this engine can process.
     /// Recover: negotiate another codec (answer without it, or SIP 488).
     #[error("unsupported payload type {0:?}")]

@@ -67,8 +67,8 @@ pub use engine::{
 pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use integration::{
-    policer::IngressLimit, EgressHandle, IngressHandle, MediaPacketHandler, OutboundPacket,
-    RtpPacketAdapter, RtpPacketSink,
+    policer::IngressLimit, AudioHandle, EgressHandle, IngressHandle, MediaPacketHandler,
+    OutboundPacket, ReceivedAudio, RtpPacketAdapter, RtpPacketSink,
 };
 pub use runtime::{ClockMode, Topology};
 pub use session::MediaSessionParams;

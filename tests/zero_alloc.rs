@@ -6,7 +6,10 @@
 //! same-codec relay, the gain DSP path — with reordered, lost, duplicated, malformed and
 //! unknown-session packets and a flooding peer, while the control plane creates, updates
 //! and destroys sessions. The transport's ingress pushes (slot hand-off, the per-session
-//! rate limit) are counted too. Every new hot-path feature extends this test.
+//! rate limit) are counted too, and so is an endpoint application reading and writing
+//! the audio of sessions attached to the lanes' audio handles (PCMU with an echo
+//! canceller and DTMF detection, G.722, Opus). Every new hot-path feature extends this
+//! test.
 
 mod common;
 
@@ -19,8 +22,8 @@ use common::*;
 use media_core::processing::audio::DspConfig;
 use media_core::runtime::thread::LaneThread;
 use media_core::{
-    ClockMode, CodecSpec, DialogId, EgressHandle, EngineConfig, IngressHandle, MediaEngine,
-    MediaSessionParams, Ptime, SessionId, Topology,
+    AudioHandle, ClockMode, CodecSpec, DialogId, EgressHandle, EngineConfig, IngressHandle,
+    MediaEngine, MediaSessionParams, Ptime, SessionId, Topology,
 };
 
 struct Counting;
@@ -430,6 +433,75 @@ fn traffic_round(
     }
 }
 
+/// Sessions attached to their lanes' application audio handles, as an IVR would have
+/// them: per lane a PCMU leg with an echo canceller and in-band DTMF detection (the
+/// application's prompt is its reference), a G.722 leg and an Opus leg.
+fn make_app_sessions(e: &MediaEngine, dialog0: u64) -> Vec<(SessionId, CodecSpec)> {
+    let mut out = Vec::new();
+    for (i, codec) in [CodecSpec::PCMU, CodecSpec::G722, CodecSpec::OPUS]
+        .into_iter()
+        .cycle()
+        .take(6)
+        .enumerate()
+    {
+        let mut p = MediaSessionParams::new(codec, Ptime::MS_20);
+        if codec == CodecSpec::PCMU {
+            p.dsp.aec = Some(Default::default());
+            p.dsp.dtmf = Some(Default::default());
+        }
+        let h = e
+            .create_media_session(DialogId(dialog0 + i as u64), p)
+            .unwrap();
+        e.attach_audio(h.id).unwrap();
+        out.push((h.id, codec));
+    }
+    out
+}
+
+/// One 20 ms round of an endpoint application: each attached session receives a frame,
+/// and the application writes one (a tone at the session's rate) and reads what the
+/// lanes handed it, both counted like a lane thread.
+fn app_round(
+    apps: &[(SessionId, CodecSpec)],
+    k: usize,
+    handles: &mut [(IngressHandle, EgressHandle)],
+    audio: &mut [AudioHandle],
+    pkt: &mut Vec<u8>,
+) -> usize {
+    let now_ns = 1 + k as u64 * 20_000_000;
+    let mut tone = [0i16; 960];
+    for (i, x) in tone.iter_mut().enumerate() {
+        *x = ((i as f32 * 0.07).sin() * 3000.0) as i16;
+    }
+    for &(s, codec) in apps {
+        let (pt, ts_step, frame, samples) = match codec {
+            CodecSpec::G722 => (9, 160, g722_frame(k % 50), 320),
+            CodecSpec::OPUS => (111, 960, OPUS_FRAMES.with(|f| f[k % 50].clone()), 960),
+            _ => (0, 160, ulaw_frame(k % 50), 160),
+        };
+        rtp(
+            pt,
+            k as u16,
+            (ts_step * k) as u32,
+            s.slot() + 2000,
+            false,
+            &frame,
+            pkt,
+        );
+        let _ = as_transport(|| handles[s.lane()].0.push_at(s, pkt, now_ns));
+        let _ = as_transport(|| audio[s.lane()].write(s, &tone[..samples]));
+    }
+    let mut read = 0;
+    for a in audio.iter_mut() {
+        as_transport(|| {
+            while let Some(f) = a.read() {
+                read += f.with_pcm(|p| usize::from(!p.is_empty()));
+            }
+        });
+    }
+    read
+}
+
 fn drain_all(handles: &mut [(IngressHandle, EgressHandle)]) -> usize {
     let mut n = 0;
     for (_, eg) in handles.iter_mut() {
@@ -454,7 +526,10 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
         .unwrap();
         e.start().unwrap();
         let mut handles: Vec<_> = (0..2).map(|l| e.take_rtp_handles(l).unwrap()).collect();
+        let mut audio: Vec<_> = (0..2).map(|l| e.take_audio_handle(l).unwrap()).collect();
         let mut calls = make_calls(&e, 80, 0, true); // 160 sessions
+        let apps = make_app_sessions(&e, 50_000);
+        let mut app_frames = 0;
         let mut pkt = Vec::with_capacity(2048);
         let mut held = Vec::with_capacity(1024);
         let mut stalled = Vec::with_capacity(1024);
@@ -463,6 +538,7 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
         let mut dialog = 10_000;
         for k in 0..600usize {
             traffic_round(&calls, k, &mut handles, &mut pkt, &mut held, &mut stalled);
+            app_frames += app_round(&apps, k, &mut handles, &mut audio, &mut pkt);
             if k == 100 {
                 measured = counts();
             }
@@ -521,6 +597,14 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
             sent > 60_000,
             "{topology:?}: traffic flowed ({sent} packets)"
         );
+        // The application's frames went both ways through every attached session.
+        assert!(app_frames > 3000, "{topology:?}: {app_frames} frames read");
+        for &(s, _) in &apps {
+            let st = e.session_stats(s).unwrap();
+            assert!(st.tx_packets > 500, "{topology:?}: {s} sent {st:?}");
+        }
+        let erle = e.session_quality(apps[0].0).unwrap().echo_erle_db;
+        assert!(erle.is_some(), "the attached leg's canceller ran");
         assert_eq!(
             (after.0 - measured.0, after.1 - measured.1),
             (0, 0),
@@ -608,8 +692,11 @@ fn realtime_lane_threads_do_not_allocate_in_steady_state() {
         })
         .unwrap();
         let mut handles: Vec<_> = (0..2).map(|l| e.take_rtp_handles(l).unwrap()).collect();
+        let mut audio: Vec<_> = (0..2).map(|l| e.take_audio_handle(l).unwrap()).collect();
         e.start().unwrap();
         let mut calls = make_calls(&e, 60, 0, false); // 120 sessions
+        let apps = make_app_sessions(&e, 50_000);
+        let mut app_frames = 0;
         let mut pkt = Vec::with_capacity(2048);
         let mut held = Vec::with_capacity(1024);
         let mut stalled = Vec::with_capacity(1024);
@@ -618,6 +705,7 @@ fn realtime_lane_threads_do_not_allocate_in_steady_state() {
         // Warm-up: 0.4 s.
         for k in 0..20usize {
             traffic_round(&calls, k, &mut handles, &mut pkt, &mut held, &mut stalled);
+            app_round(&apps, k, &mut handles, &mut audio, &mut pkt);
             std::thread::sleep(Duration::from_millis(20));
             drain_all(&mut handles);
         }
@@ -625,6 +713,7 @@ fn realtime_lane_threads_do_not_allocate_in_steady_state() {
         let ticks0 = e.lane_stats(0).unwrap().ticks;
         for k in 20..170usize {
             traffic_round(&calls, k, &mut handles, &mut pkt, &mut held, &mut stalled);
+            app_frames += app_round(&apps, k, &mut handles, &mut audio, &mut pkt);
             if k % 30 == 0 {
                 let (a, b) = calls.remove(0);
                 e.destroy_media_session(a).unwrap();
@@ -644,6 +733,10 @@ fn realtime_lane_threads_do_not_allocate_in_steady_state() {
         // check: an unoptimised build on a loaded two-core machine sends far fewer (971
         // under coverage instrumentation with two other builds running).
         assert!(sent > 200, "{topology:?}: traffic flowed ({sent} packets)");
+        assert!(
+            app_frames > 100,
+            "{topology:?}: {app_frames} application frames read"
+        );
         assert_eq!(
             (after.0 - before.0, after.1 - before.1),
             (0, 0),

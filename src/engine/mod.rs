@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::buffer::adaptive::JitterConfig;
 use crate::codec::{supported_codecs, Codec, CodecInfo, OpusSettings};
-use crate::integration::{EgressHandle, IngressHandle};
+use crate::integration::{AudioHandle, EgressHandle, IngressHandle};
 use crate::runtime::lane::{self, Lane, LaneConfig, LaneControl};
 use crate::runtime::msg::{Bundle, Op};
 use crate::runtime::stats::{HistogramSnapshot, LaneStats, SessionStats};
@@ -65,6 +65,13 @@ pub struct EngineConfig {
     pub frame_slots_per_lane: Option<usize>,
     /// Egress packet slots per lane; `None` = 4 per session + 256.
     pub egress_slots_per_lane: Option<usize>,
+    /// Application frame slots per lane, each way (the lane's [`AudioHandle`], for
+    /// sessions attached with [`MediaEngine::attach_audio`]); `None` = 64. An attached
+    /// session holds up to two frames to the application in flight and up to
+    /// [`APP_QUEUE_FRAMES`](crate::runtime::lane::APP_QUEUE_FRAMES) written ahead: size
+    /// this at about 4 per attached session for an application that writes one frame
+    /// ahead.
+    pub app_frame_slots_per_lane: Option<usize>,
     /// Per-session ingress rate limit, applied by the lane's ingress handle before a packet
     /// takes a slot, so one flooding peer cannot take the slots of the lane's other
     /// sessions (see [`crate::integration::policer`]); `None` turns it off. Default:
@@ -102,6 +109,7 @@ impl Default for EngineConfig {
             packet_slots_per_lane: None,
             frame_slots_per_lane: None,
             egress_slots_per_lane: None,
+            app_frame_slots_per_lane: None,
             ingress_limit: Some(crate::integration::policer::IngressLimit::default()),
             command_capacity: 1024,
             event_capacity: 4096,
@@ -129,6 +137,7 @@ impl EngineConfig {
                 Topology::Split => 2 * s + 64,
             }),
             egress_slots: self.egress_slots_per_lane.unwrap_or(4 * s + 256),
+            app_frame_slots: self.app_frame_slots_per_lane.unwrap_or(64),
             command_capacity: self.command_capacity,
             event_capacity: self.event_capacity,
         }
@@ -157,6 +166,7 @@ impl EngineConfig {
         if self.frame_slots_per_lane == Some(0)
             || self.packet_slots_per_lane == Some(0)
             || self.egress_slots_per_lane == Some(0)
+            || self.app_frame_slots_per_lane == Some(0)
         {
             return Err(Error::InvalidConfig("slot counts must be positive"));
         }
@@ -226,6 +236,8 @@ struct SessionRecord {
     dialog: DialogId,
     params: MediaSessionParams,
     peer: Option<SessionId>,
+    /// Attached to its lane's application audio handle (then `peer` is `None`).
+    app: bool,
     round_trip_ms: Option<f64>,
     /// Peer-reported (packets expected, packets lost) of the stream this session sends.
     peer_loss: Option<(u64, u64)>,
@@ -248,6 +260,7 @@ struct LaneState {
     retired_seq: u64,
     outstanding: usize,
     handles: Option<(IngressHandle, EgressHandle)>,
+    audio: Option<AudioHandle>,
     /// The lane's failure (a panicked thread) has been reported and its sessions forgotten.
     failure_reported: bool,
 }
@@ -341,7 +354,7 @@ impl MediaEngine {
         config.validate()?;
         let mut lanes = Vec::with_capacity(config.lanes);
         for i in 0..config.lanes {
-            let (lane, ctl, ing, eg) = lane::build(&config.lane_config(i as u16));
+            let (lane, ctl, ing, eg, audio) = lane::build(&config.lane_config(i as u16));
             let s = config.sessions_per_lane;
             lanes.push(LaneState {
                 ctl,
@@ -362,6 +375,7 @@ impl MediaEngine {
                     ),
                     EgressHandle::new(eg),
                 )),
+                audio: Some(AudioHandle::new(audio, i as u16, config.max_frame_samples)),
                 failure_reported: false,
             });
         }
@@ -397,6 +411,66 @@ impl MediaEngine {
     /// Takes lane `lane`'s transport handles (once; `None` afterwards or if out of range).
     pub fn take_rtp_handles(&self, lane: usize) -> Option<(IngressHandle, EgressHandle)> {
         self.lock().lanes.get_mut(lane)?.handles.take()
+    }
+
+    /// Takes lane `lane`'s application audio handle (once; `None` afterwards or if out of
+    /// range): an endpoint application (IVR, recorder, conference mixer) reads the
+    /// received audio of the lane's sessions attached with [`MediaEngine::attach_audio`]
+    /// and writes the audio they send. Like the transport's handles it is owned by one
+    /// thread and never blocks.
+    pub fn take_audio_handle(&self, lane: usize) -> Option<AudioHandle> {
+        self.lock().lanes.get_mut(lane)?.audio.take()
+    }
+
+    /// Attaches a session to its lane's [`AudioHandle`] instead of a bridged peer: from
+    /// its next frame period its received audio, after its voice processing (`dsp`), is
+    /// read with [`AudioHandle::read`], and what the application writes for it with
+    /// [`AudioHandle::write`] is encoded and sent, one frame per period (its echo
+    /// canceller, if any, takes that as its reference). Frames are PCM at the session's
+    /// codec rate (8 kHz for G.711, 16 kHz for G.722, 48 kHz for Opus) of exactly one
+    /// ptime. Its RFC 4733 and in-band digits arrive as [`EngineEvent::Dtmf`] events and
+    /// are not sent back; [`MediaEngine::send_dtmf`] sends digits. A bridge the session
+    /// was part of is dissolved; [`MediaEngine::unbridge`] detaches it again, and
+    /// [`MediaEngine::bridge`] replaces the attachment.
+    ///
+    /// Errors: [`Error::UnknownSession`]; [`Error::RingFull`] if the lane's command ring
+    /// has no room (nothing changed).
+    #[tracing::instrument(level = "debug", skip(self), err(Display))]
+    pub fn attach_audio(&self, id: SessionId) -> Result<()> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let rec = inner.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
+        if rec.app {
+            return Ok(());
+        }
+        let old = rec.peer.filter(|p| *p != id);
+        let need = 1 + usize::from(old.is_some());
+        if !Self::has_room(&mut inner.lanes[id.lane()], need) {
+            return Err(Error::RingFull { ring: "commands" });
+        }
+        if let Some(old) = old {
+            inner.sessions.get_mut(&old).expect("peer record").peer = None;
+            self.route(inner, old, None)?;
+        }
+        let route = Route {
+            dst_slot: id.slot,
+            dst_codec: inner.sessions[&id].params.tx.codec,
+            relay_ok: false,
+            dst_needs_audio: true,
+            app: true,
+        };
+        Self::send_route(
+            inner,
+            id,
+            PlannedRoute {
+                route: Some(route),
+                resampler: None,
+            },
+        )?;
+        let rec = inner.sessions.get_mut(&id).expect("checked");
+        rec.peer = None;
+        rec.app = true;
+        Ok(())
     }
 
     /// Puts the process's anonymous memory, where sessions' state lives, on transparent
@@ -850,6 +924,7 @@ impl MediaEngine {
                 dialog,
                 params,
                 peer: None,
+                app: false,
                 round_trip_ms: None,
                 peer_loss: None,
             },
@@ -946,6 +1021,7 @@ impl MediaEngine {
             dst_codec: p.dst_codec,
             relay_ok: p.relay_ok,
             dst_needs_audio: inner.sessions[&t].params.dsp.aec.is_some(),
+            app: false,
         });
         let resampler = match plan {
             Some(p) => p.resampler()?,
@@ -1026,20 +1102,25 @@ impl MediaEngine {
             self.route(inner, old, None)?;
         }
         Self::send_bridge(inner, routes)?;
-        inner.sessions.get_mut(&a).expect("checked").peer = Some(b);
-        inner.sessions.get_mut(&b).expect("checked").peer = Some(a);
+        for (s, peer) in [(a, b), (b, a)] {
+            let rec = inner.sessions.get_mut(&s).expect("checked");
+            rec.peer = Some(peer);
+            rec.app = false;
+        }
         Ok(())
     }
 
-    /// Dissolves the bridge `id` is part of (both directions). No-op if not bridged.
+    /// Dissolves the bridge `id` is part of (both directions), or detaches it from the
+    /// application audio handle ([`MediaEngine::attach_audio`]). No-op if neither.
     pub fn unbridge(&self, id: SessionId) -> Result<()> {
         let mut g = self.lock();
         let inner = &mut *g;
-        let peer = inner
-            .sessions
-            .get(&id)
-            .ok_or(Error::UnknownSession(id))?
-            .peer;
+        let rec = inner.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
+        let peer = rec.peer;
+        if rec.app {
+            self.route(inner, id, None)?;
+            inner.sessions.get_mut(&id).expect("checked").app = false;
+        }
         if let Some(p) = peer {
             self.route(inner, id, None)?;
             inner.sessions.get_mut(&id).expect("checked").peer = None;

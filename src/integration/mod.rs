@@ -3,8 +3,11 @@
 //! rtp-core drives a lane through two handles: an [`IngressHandle`] to push received RTP
 //! packets in and an [`EgressHandle`] to pop packets to send. Both are non-blocking, both
 //! are single-threaded (`Send`, not `Clone`): one transport thread per lane owns them.
+//! An endpoint application (IVR, recorder) reads and writes the audio of sessions it
+//! attached through the lane's [`AudioHandle`] (see [`audio`]).
 
 use crate::rtp::RtpHeader;
+pub mod audio;
 pub mod pipeline;
 pub mod policer;
 pub mod rtcp;
@@ -15,6 +18,7 @@ use crate::runtime::msg::{Arrival, EgressSlot};
 use crate::runtime::slab::Token;
 use crate::types::SessionId;
 use crate::Error;
+pub use audio::{AudioHandle, ReceivedAudio};
 use policer::{IngressLimit, Policer};
 
 /// Pushes received RTP packets into one lane. Owned by one transport thread.

@@ -15,8 +15,8 @@ use rtrb::{Consumer, Producer, RingBuffer};
 
 use super::live::LiveTable;
 use super::msg::{
-    Arrival, Bundle, Downstream, DtmfSource, EgressSlot, FrameSlot, LaneEvent, Op, PacketSlot,
-    PlayRange, ToDecode,
+    AppFrame, AppFrameSlot, Arrival, Bundle, Downstream, DtmfSource, EgressSlot, FrameSlot,
+    LaneEvent, Op, PacketSlot, PlayRange, ToDecode,
 };
 use super::prefetch;
 use super::slab::{Slab, Token};
@@ -96,6 +96,47 @@ pub struct LaneConfig {
     pub command_capacity: usize,
     /// Events buffered per producing stage.
     pub event_capacity: usize,
+    /// Application frame slots, each way (the lane's [`AudioParts`]).
+    pub app_frame_slots: usize,
+}
+
+/// Frames an application may queue ahead for one attached session (160 ms at 20 ms).
+pub const APP_QUEUE_FRAMES: usize = 8;
+
+/// The frames an application wrote for one session, waiting for the session's frame
+/// periods (decode stage; one per session slot, touched only for attached sessions).
+#[derive(Debug, Default)]
+struct AppQueue {
+    /// Generation of the session in the slot (set when it is created), to refuse frames
+    /// written for an earlier session of the slot.
+    generation: u32,
+    head: u8,
+    len: u8,
+    frames: [Option<Token>; APP_QUEUE_FRAMES],
+}
+
+impl AppQueue {
+    /// Appends a frame; gives it back when the queue is full.
+    fn push(&mut self, t: Token) -> Result<(), Token> {
+        if usize::from(self.len) == APP_QUEUE_FRAMES {
+            return Err(t);
+        }
+        let at = (usize::from(self.head) + usize::from(self.len)) % APP_QUEUE_FRAMES;
+        self.frames[at] = Some(t);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The oldest frame.
+    fn pop(&mut self) -> Option<Token> {
+        if self.len == 0 {
+            return None;
+        }
+        let t = self.frames[usize::from(self.head)].take();
+        self.head = ((usize::from(self.head) + 1) % APP_QUEUE_FRAMES) as u8;
+        self.len -= 1;
+        t
+    }
 }
 
 impl LaneConfig {
@@ -692,6 +733,12 @@ pub struct DecodeStage {
     /// Few packet slots are free: jitter buffers hold at most `slot_share` packets, so
     /// sessions with a backlog give slots back before the others' packets are refused.
     slots_low: bool,
+    /// Frames applications wrote for attached sessions, the ring they come on and the
+    /// ring their slots go back on.
+    app_queues: Box<[AppQueue]>,
+    app_in: Consumer<Token>,
+    app_in_return: Producer<Token>,
+    app_in_slab: Arc<Slab<AppFrameSlot>>,
     shared: Arc<Shared>,
 }
 
@@ -700,7 +747,7 @@ impl DecodeStage {
     /// before each, so everything pushed before a range is applied first); returns messages
     /// handled. Called on the real-time thread.
     pub fn run(&mut self) -> usize {
-        let mut n = self.drain_input();
+        let mut n = self.drain_input() + self.drain_app_in();
         while let Ok(r) = self.plays.pop() {
             n += 1 + self.drain_input();
             self.play_ns = r.at_ns;
@@ -836,11 +883,14 @@ impl DecodeStage {
                     arrival_ns,
                 } => self.insert(slot, pkt, ts, marker, new_stream, arrival_ns),
                 ToDecode::Dtmf { slot, event, begin } => {
+                    // An attached session's digits are for the application (engine
+                    // events), not to be sent back to the peer that pressed them.
                     let route = self
                         .sessions
                         .get(slot as usize)
                         .and_then(|p| p.as_ref())
-                        .and_then(|p| p.route);
+                        .and_then(|p| p.route)
+                        .filter(|r| !r.app);
                     if let Some(r) = route {
                         if self.out.slots() > self.reserve {
                             let _ = self.out.push(Downstream::Dtmf {
@@ -878,6 +928,107 @@ impl DecodeStage {
         n
     }
 
+    /// Takes the frames applications wrote into their sessions' queues; returns how many.
+    /// A frame for a session that is gone, not attached, or of another length than the
+    /// session's frames is counted and its slot goes straight back.
+    fn drain_app_in(&mut self) -> usize {
+        let mut n = 0;
+        while let Ok(t) = self.app_in.pop() {
+            n += 1;
+            let (session, samples) = self.app_in_slab.with(&t, |a| (a.session, a.samples));
+            let id = SessionId::from_u64(session);
+            let slot = id.slot() as usize;
+            let part = self.sessions.get(slot).and_then(|p| p.as_ref());
+            let live = id.lane() == usize::from(self.shared.lane)
+                && part.is_some()
+                && self.app_queues[slot].generation == id.generation();
+            let Some(part) = part.filter(|_| live) else {
+                self.shared.counters.app_frames_unknown.inc();
+                release_token(&mut self.app_in_return, &self.shared.counters, t);
+                continue;
+            };
+            let fits = part.route.is_some_and(|r| r.app) && samples == part.frame_samples;
+            let refused = if fits {
+                self.app_queues[slot].push(t).err()
+            } else {
+                Some(t)
+            };
+            if let Some(t) = refused {
+                self.shared.counters.app_in_dropped.inc();
+                release_token(&mut self.app_in_return, &self.shared.counters, t);
+            }
+        }
+        n
+    }
+
+    /// Gives every frame queued for `slot` back to the application unplayed.
+    fn clear_app_queue(&mut self, slot: usize) {
+        while let Some(t) = self.app_queues[slot].pop() {
+            release_token(&mut self.app_in_return, &self.shared.counters, t);
+        }
+    }
+
+    /// An attached session's frame period on its send side: the application's next frame
+    /// goes to its encoder (its echo canceller's reference on the way), or, when the
+    /// application has none, nothing is sent (counted, and the next frame sent starts a
+    /// talkspurt).
+    fn play_app_in(&mut self, slot: u32, frame_samples: usize) {
+        let sc = &self.shared.sessions[slot as usize].counters;
+        let Some(t) = self.app_queues[slot as usize].pop() else {
+            self.shared.counters.app_underruns.inc();
+            self.push_missing(slot, slot);
+            return;
+        };
+        let Some(mut frame) = self
+            .spare_frame
+            .take()
+            .or_else(|| self.frame_free.pop().ok())
+        else {
+            sc.slab_exhausted.inc();
+            release_token(&mut self.app_in_return, &self.shared.counters, t);
+            self.push_missing(slot, slot);
+            return;
+        };
+        let played_ns = self.play_ns;
+        let frames = &self.frames;
+        let copied = self.app_in_slab.with(&t, |a| {
+            // Re-checked: an update may have changed the frame since it was queued.
+            a.samples == frame_samples
+                && frames.with_mut(&mut frame, |f| {
+                    let (Some(dst), Some(src)) =
+                        (f.pcm.get_mut(..frame_samples), a.pcm.get(..frame_samples))
+                    else {
+                        return false;
+                    };
+                    dst.copy_from_slice(src);
+                    f.samples = frame_samples;
+                    f.payload_len = 0;
+                    f.relay = false;
+                    f.marker = false;
+                    f.silence = false;
+                    f.src_ts = 0;
+                    f.played_ns = played_ns;
+                    f.app = AppFrame::FromApp;
+                    true
+                })
+        });
+        release_token(&mut self.app_in_return, &self.shared.counters, t);
+        if !copied {
+            self.shared.counters.app_in_dropped.inc();
+            self.spare_frame = Some(frame);
+            self.push_missing(slot, slot);
+            return;
+        }
+        let msg = Downstream::Frame {
+            src: slot,
+            dst: slot,
+            frame,
+        };
+        if self.out.push(msg).is_err() {
+            self.shared.counters.internal_ring_full.inc_shared();
+        }
+    }
+
     fn push_missing(&mut self, src: u32, dst: u32) {
         if self.out.slots() > self.reserve {
             let _ = self.out.push(Downstream::Missing { src, dst });
@@ -894,6 +1045,9 @@ impl DecodeStage {
         match b.op {
             Op::Create => {
                 b.decode = std::mem::replace(&mut self.sessions[slot], b.decode.take());
+                if let Some(q) = self.app_queues.get_mut(slot) {
+                    q.generation = b.id.generation();
+                }
             }
             Op::Update => {
                 if let Some(mut new) = b.decode.take() {
@@ -930,6 +1084,15 @@ impl DecodeStage {
             // Invariant broken on purpose: the control plane asked for a drill of the
             // lane-failure policy (MediaEngine::inject_lane_fault).
             Op::Fault => panic!("lane {}: injected fault", self.shared.lane),
+        }
+        drop(release);
+        // Frames written for a session that is gone or no longer attached go back.
+        let attached = self.sessions[slot]
+            .as_ref()
+            .and_then(|p| p.route)
+            .is_some_and(|r| r.app);
+        if !attached && self.app_queues.get(slot).is_some_and(|q| q.len > 0) {
+            self.clear_app_queue(slot);
         }
         if self.header_spans[0].1 == 0 {
             if let Some((play, insert)) = header_spans(&self.sessions, slot) {
@@ -1008,18 +1171,30 @@ impl DecodeStage {
     }
 
     fn play(&mut self, slot: u32) {
+        let Some(part) = self.sessions[slot as usize].as_ref() else {
+            return;
+        };
+        if part.route.is_some_and(|r| r.app) {
+            // The send side of a session attached to an application first: its frame
+            // reaches the session's echo canceller as the reference before the capture.
+            let frame_samples = part.frame_samples;
+            self.play_app_in(slot, frame_samples);
+        }
         let Some(part) = self.sessions[slot as usize].as_mut() else {
             return;
         };
         let sc = &self.shared.sessions[slot as usize].counters;
         let route = part.route;
+        // Who is told when this period has no frame: a bridged peer's encoder. (An
+        // attached session's own send side was served above.)
+        let sink = route.filter(|r| !r.app);
         let Some(mut frame) = self
             .spare_frame
             .take()
             .or_else(|| self.frame_free.pop().ok())
         else {
             sc.slab_exhausted.inc();
-            if let Some(r) = route {
+            if let Some(r) = sink {
                 self.push_missing(slot, r.dst_slot);
             }
             return;
@@ -1086,6 +1261,11 @@ impl DecodeStage {
             f.played_ns = played_ns;
             f.relay = false;
             f.silence = false;
+            f.app = if route.is_some_and(|r| r.app) {
+                AppFrame::ToApp
+            } else {
+                AppFrame::No
+            };
             rep
         });
         sc.jb_target_ms
@@ -1096,7 +1276,7 @@ impl DecodeStage {
             drop(release);
             sc.frames_missing.inc();
             self.spare_frame = Some(frame);
-            if let Some(r) = route {
+            if let Some(r) = sink {
                 self.push_missing(slot, r.dst_slot);
             }
             return;
@@ -1378,7 +1558,22 @@ impl DspStage {
             match &mut msg {
                 Downstream::Frame { src, dst, frame } => {
                     let (src, dst) = (*src as usize, *dst as usize);
-                    let (relay, samples) = self.frames.with(frame, |f| (f.relay, f.samples));
+                    let (relay, samples, app) =
+                        self.frames.with(frame, |f| (f.relay, f.samples, f.app));
+                    if app == AppFrame::FromApp {
+                        // What an application wrote for `dst` to send: no receive
+                        // processing; it is the reference of `dst`'s echo canceller.
+                        self.work.flush_prefetch();
+                        if let Some(d) = self.sessions.get_mut(dst).and_then(|d| d.as_mut()) {
+                            if d.chain.wants_reference() {
+                                self.frames.with_mut(frame, |f| {
+                                    d.chain.push_reference(&f.pcm[..f.samples])
+                                });
+                            }
+                        }
+                        push_cmd(&mut self.out, &self.shared.counters, msg);
+                        continue;
+                    }
                     // A frame that runs no echo canceller issues none of the next one's
                     // state in steps (`DspChain::prefetch`): ask for what is queued now, a
                     // frame ahead. (A chain runs its canceller on every frame it processes,
@@ -1438,6 +1633,13 @@ impl DspStage {
                             }
                         });
                         self.shared.sc(src as u32).frames_processed.inc();
+                    }
+                    // An attached session's digits are for the application (engine
+                    // events), never sent back to the peer that played them; nor is its
+                    // received audio its own canceller's reference.
+                    if app == AppFrame::ToApp {
+                        push_cmd(&mut self.out, &self.shared.counters, msg);
+                        continue;
                     }
                     for &(event, begin) in &digits {
                         let fwd = Downstream::Dtmf {
@@ -1532,6 +1734,10 @@ pub struct EncodeStage {
     egress: Producer<Token>,
     egress_slab: Arc<Slab<EgressSlot>>,
     spare: Option<Token>,
+    /// Received frames of attached sessions, on to the application, and their slots.
+    app_out: Producer<Token>,
+    app_out_free: Consumer<Token>,
+    app_out_slab: Arc<Slab<AppFrameSlot>>,
     retire: Producer<Box<Bundle>>,
     events: Producer<LaneEvent>,
     shared: Arc<Shared>,
@@ -1546,7 +1752,11 @@ impl EncodeStage {
             self.prefetch_next();
             match msg {
                 Downstream::Frame { dst, frame, .. } => {
-                    self.encode(dst, Some(&frame));
+                    if self.frames.with(&frame, |f| f.app == AppFrame::ToApp) {
+                        self.deliver_to_app(dst, &frame);
+                    } else {
+                        self.encode(dst, Some(&frame));
+                    }
                     release_token(&mut self.frame_return, &self.shared.counters, frame);
                 }
                 Downstream::Missing { dst, .. } => {
@@ -1688,6 +1898,34 @@ impl EncodeStage {
         let seq = b.seq;
         push_cmd(&mut self.retire, counters, b);
         self.shared.acked.store(seq, Ordering::Release);
+    }
+
+    /// Copies a received frame of attached session `dst` into an application frame slot
+    /// and queues it for the application; counted and dropped when it holds every slot.
+    fn deliver_to_app(&mut self, dst: u32, frame: &Token) {
+        let Some(part) = self.sessions[dst as usize].as_ref() else {
+            return;
+        };
+        let session = SessionId::from_parts(self.shared.lane, dst, part.generation).to_u64();
+        let Ok(mut t) = self.app_out_free.pop() else {
+            self.shared.counters.app_out_dropped.inc();
+            return;
+        };
+        let slab = &self.app_out_slab;
+        self.frames.with(frame, |f| {
+            slab.with_mut(&mut t, |a| {
+                let n = f.samples.min(a.pcm.len()).min(f.pcm.len());
+                a.pcm[..n].copy_from_slice(&f.pcm[..n]);
+                a.samples = n;
+                a.session = session;
+                a.src_ts = f.src_ts;
+                a.played_ns = f.played_ns;
+            })
+        });
+        // Cannot fail: the ring holds every application frame slot.
+        if self.app_out.push(t).is_err() {
+            self.shared.counters.internal_ring_full.inc_shared();
+        }
     }
 
     /// RFC 4733 §2.5.1.2: while session `dst` sends an event, its packets replace the
@@ -1969,13 +2207,31 @@ pub struct EgressParts {
     pub slab: Arc<Slab<EgressSlot>>,
 }
 
+/// An application's ends of a lane's audio rings (`integration::AudioHandle`).
+pub struct AudioParts {
+    /// Received frames of attached sessions, from the encode stage.
+    pub to_app: Consumer<Token>,
+    /// Their slots, back to the encode stage.
+    pub to_app_free: Producer<Token>,
+    /// Storage of frames to the application.
+    pub to_app_slab: Arc<Slab<AppFrameSlot>>,
+    /// Frames to send, to the decode stage.
+    pub from_app: Producer<Token>,
+    /// Their slots, back from the decode stage.
+    pub from_app_free: Consumer<Token>,
+    /// Storage of frames from the application.
+    pub from_app_slab: Arc<Slab<AppFrameSlot>>,
+    /// Shared state.
+    pub shared: Arc<Shared>,
+}
+
 fn none_table<T>(n: usize) -> Box<[Option<T>]> {
     (0..n).map(|_| None).collect()
 }
 
 /// Builds a lane and the ends of its rings. Control plane: allocates everything the lane
 /// will ever use.
-pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts) {
+pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts, AudioParts) {
     let shared = Arc::new(Shared::new(cfg.lane, cfg.sessions));
     let max_packet = cfg.max_packet_bytes();
     let (mut packets, pkt_tokens) = Slab::new(cfg.packet_slots, |_| PacketSlot::new(max_packet));
@@ -2027,6 +2283,23 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
         let _ = eg_free_tx.push(t);
     }
     let (eg_tx, eg_rx) = RingBuffer::new(cfg.egress_slots);
+    // Application frames, each way: slots start free on the ring toward their producer.
+    let app_slots = cfg.app_frame_slots;
+    let (to_app_slab, to_app_tokens) =
+        Slab::new(app_slots, |_| AppFrameSlot::new(cfg.max_frame_samples));
+    let (from_app_slab, from_app_tokens) =
+        Slab::new(app_slots, |_| AppFrameSlot::new(cfg.max_frame_samples));
+    let (to_app_slab, from_app_slab) = (Arc::new(to_app_slab), Arc::new(from_app_slab));
+    let (to_app_tx, to_app_rx) = RingBuffer::new(app_slots);
+    let (mut to_app_free_tx, to_app_free_rx) = RingBuffer::new(app_slots);
+    for t in to_app_tokens {
+        let _ = to_app_free_tx.push(t);
+    }
+    let (from_app_tx, from_app_rx) = RingBuffer::new(app_slots);
+    let (mut from_app_free_tx, from_app_free_rx) = RingBuffer::new(app_slots);
+    for t in from_app_tokens {
+        let _ = from_app_free_tx.push(t);
+    }
 
     // Packet slots kept free for the packets arriving between two drains (an eighth: with
     // the default 8 per session + 256, two ticks' worth of every session's packets at
@@ -2077,6 +2350,10 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
             slot_share,
             slot_reserve: slot_reserve as u64,
             slots_low: false,
+            app_queues: (0..cfg.sessions).map(|_| AppQueue::default()).collect(),
+            app_in: from_app_rx,
+            app_in_return: from_app_free_tx,
+            app_in_slab: from_app_slab.clone(),
             shared: shared.clone(),
         },
         dsp: DspStage {
@@ -2100,6 +2377,9 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
             egress: eg_tx,
             egress_slab: egress_slab.clone(),
             spare: None,
+            app_out: to_app_tx,
+            app_out_free: to_app_free_rx,
+            app_out_slab: to_app_slab.clone(),
             retire: retire_tx,
             events: ev_e_tx,
             shared: shared.clone(),
@@ -2110,6 +2390,15 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
         commands: cmd_tx,
         retire: retire_rx,
         events: [ev_j_rx, ev_e_rx, ev_d_rx],
+        shared: shared.clone(),
+    };
+    let audio = AudioParts {
+        to_app: to_app_rx,
+        to_app_free: to_app_free_tx,
+        to_app_slab,
+        from_app: from_app_tx,
+        from_app_free: from_app_free_rx,
+        from_app_slab,
         shared: shared.clone(),
     };
     let ingress = IngressParts {
@@ -2124,7 +2413,7 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts)
         free: eg_free_tx,
         slab: egress_slab,
     };
-    (lane, control, ingress, egress)
+    (lane, control, ingress, egress, audio)
 }
 
 #[cfg(test)]

@@ -70,6 +70,53 @@ pub struct FrameSlot {
     /// When this frame's audio left the jitter buffer: the start of the tick that played
     /// it, on the lane's clock (latency measurement).
     pub played_ns: u64,
+    /// Where the frame comes from or goes when a session is attached to the lane's
+    /// application audio handle instead of a bridged peer.
+    pub app: AppFrame,
+}
+
+/// A frame's part in an application's audio (`MediaEngine::attach_audio`): both kinds
+/// travel with `src == dst ==` the attached session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppFrame {
+    /// A bridged (or echo) session's frame: processed on `src`, encoded by `dst`.
+    #[default]
+    No,
+    /// Audio received on the session, processed by its chain, then handed to the
+    /// application (the encode stage copies it into an application frame slot).
+    ToApp,
+    /// Audio the application wrote for the session to send: no receive processing; the
+    /// session's echo canceller takes it as its reference; then encoded and sent.
+    FromApp,
+}
+
+/// One frame of PCM between a lane and an application's audio handle (either way).
+#[derive(Debug)]
+pub struct AppFrameSlot {
+    /// The session (`SessionId::to_u64`).
+    pub session: u64,
+    /// Valid samples (all channels, interleaved).
+    pub samples: usize,
+    /// Samples.
+    pub pcm: Box<[i16]>,
+    /// Receive RTP timestamp of the audio (frames to the application).
+    pub src_ts: u32,
+    /// Start of the tick that played the audio out of the jitter buffer, lane clock
+    /// (frames to the application).
+    pub played_ns: u64,
+}
+
+impl AppFrameSlot {
+    /// An empty slot for frames of up to `max_samples`. Control plane.
+    pub fn new(max_samples: usize) -> Self {
+        AppFrameSlot {
+            session: 0,
+            samples: 0,
+            pcm: touched(max_samples),
+            src_ts: 0,
+            played_ns: 0,
+        }
+    }
 }
 
 impl FrameSlot {
@@ -85,6 +132,7 @@ impl FrameSlot {
             silence: false,
             src_ts: 0,
             played_ns: 0,
+            app: AppFrame::No,
         }
     }
 }

@@ -253,6 +253,23 @@ counter_block! {
         slot_share_drops,
         /// Commands applied (creates, updates, destroys, bridges).
         commands_applied,
+        // The application audio handle's (`integration::audio`). Lane totals, not per
+        // session: a session's counter block is exactly five cache lines, the hot-state
+        // budget's (2 KiB per session) last whole line.
+        /// Frame periods in which a session attached to the application audio handle had
+        /// no application frame to send, so sent nothing (decode stage).
+        app_underruns,
+        /// Application frames dropped by the lane: the session's queue was full (the
+        /// application writes ahead of real time), the frame's length was not the
+        /// session's frame, or the session was not attached (decode stage).
+        app_in_dropped,
+        /// Application frames whose session id names no session of this lane by the time
+        /// the lane took them (destroyed meanwhile): returned unused (decode stage).
+        app_frames_unknown,
+        /// Received frames of attached sessions not handed to the application because
+        /// every application frame slot was taken (it does not read in time; encode
+        /// stage).
+        app_out_dropped,
     }
 }
 

@@ -299,6 +299,10 @@ pub struct Route {
     /// The destination's echo canceller takes this audio as its reference: a relayed
     /// frame must still carry it decoded (no undecoded relay).
     pub dst_needs_audio: bool,
+    /// The session is attached to its lane's application audio handle
+    /// (`MediaEngine::attach_audio`): `dst_slot` is its own slot, its received audio goes
+    /// to the application and what the application writes for it is what it sends.
+    pub app: bool,
 }
 
 /// Marks a [`DecodePart`] as present, in its first bytes.

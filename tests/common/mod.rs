@@ -135,3 +135,38 @@ pub fn opus_tone_packet(enc: &mut opus::Encoder, k: usize, amplitude: f64) -> Ve
     payload.truncate(n);
     payload
 }
+
+/// Deterministic speech-like noise: a low-passed xorshift sequence with a syllable envelope.
+pub fn babble(n: usize, seed: u32) -> Vec<i16> {
+    let mut s = seed.max(1);
+    let mut lp = 0.0f32;
+    (0..n)
+        .map(|i| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            let w = (s as f32 / u32::MAX as f32) - 0.5;
+            lp = 0.85 * lp + 0.15 * w;
+            let env =
+                (0.5 + 0.5 * (i as f32 * 2.0 * std::f32::consts::PI * 4.0 / 8000.0).sin()).max(0.1);
+            (lp * 40_000.0 * env) as i16
+        })
+        .collect()
+}
+
+/// The echo a line returns in one frame (`echo.len()` samples) of what it has played
+/// (`played`, its timeline): the echo of its last frame's audio and earlier, through
+/// `path`'s taps (delay in samples, gain).
+pub fn line_echo(played: &[i16], path: &[(usize, f32)], echo: &mut [i16]) {
+    let base = played.len() as isize - echo.len() as isize;
+    for (i, x) in echo.iter_mut().enumerate() {
+        let mut v = 0.0f32;
+        for &(d, g) in path {
+            let t = base + i as isize - d as isize;
+            if t >= 0 {
+                v += g * f32::from(played[t as usize]);
+            }
+        }
+        *x = v as i16;
+    }
+}

@@ -1,0 +1,501 @@
+//! Endpoint applications (IVR, recorder): sessions attached to their lane's audio handle
+//! (`MediaEngine::attach_audio`) instead of a bridged peer.
+
+mod common;
+
+use common::{babble, drain, line_echo, rtp, started_virtual_engine, tone_fit, ulaw_frame};
+use media_core::codec::audio::g711;
+use media_core::codec::audio::telephone_event::EventPayload;
+use media_core::processing::audio::aec::AecConfig;
+use media_core::runtime::lane::APP_QUEUE_FRAMES;
+use media_core::runtime::msg::DtmfSource;
+use media_core::{
+    AudioHandle, ClockMode, CodecSpec, DialogId, EngineConfig, EngineEvent, Error, MediaEngine,
+    MediaSessionParams, PayloadType, Ptime, SessionId,
+};
+
+fn pcmu() -> MediaSessionParams {
+    MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20)
+}
+
+/// Every frame the handle holds now, as (session, samples).
+fn read_all(audio: &mut AudioHandle) -> Vec<(SessionId, Vec<i16>)> {
+    let mut v = Vec::new();
+    while let Some(f) = audio.read() {
+        let mut pcm = vec![0i16; f.len()];
+        assert_eq!(f.copy_to(&mut pcm), Some(f.len()));
+        v.push((f.session(), pcm));
+    }
+    v
+}
+
+/// 20 ms at 8 kHz of a 1 kHz tone, continuing from frame `k`.
+fn tone_frame(k: usize, amplitude: f64) -> Vec<i16> {
+    (0..160)
+        .map(|i| {
+            let t = (k * 160 + i) as f64 / 8000.0;
+            ((2.0 * std::f64::consts::PI * 1000.0 * t).sin() * amplitude) as i16
+        })
+        .collect()
+}
+
+#[test]
+fn a_recorder_reads_exactly_what_the_session_received() {
+    let e = started_virtual_engine(4);
+    let s = e.create_media_session(DialogId(1), pcmu()).unwrap();
+    e.attach_audio(s.id).unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut audio = e.take_audio_handle(0).unwrap();
+    assert!(e.take_audio_handle(0).is_none(), "taken once");
+    let mut pkt = Vec::new();
+    let mut got = Vec::new();
+    for k in 0..50u16 {
+        rtp(
+            0,
+            k,
+            160 * u32::from(k),
+            9,
+            k == 0,
+            &ulaw_frame(k.into()),
+            &mut pkt,
+        );
+        ing.push(s.id, &pkt).unwrap();
+        e.step(2).unwrap();
+        got.extend(read_all(&mut audio));
+    }
+    e.step(10).unwrap();
+    got.extend(read_all(&mut audio));
+    assert!(got.iter().all(|(id, pcm)| *id == s.id && pcm.len() == 160));
+    // The frames, in order, are the packets' decoded audio bit for bit (no loss, no
+    // processing), once the jitter buffer has started playing.
+    let first = got
+        .iter()
+        .position(|(_, pcm)| pcm.iter().any(|&x| x != 0))
+        .expect("audio reached the application");
+    let mut expected = [0i16; 160];
+    for (k, (_, pcm)) in got[first..].iter().enumerate() {
+        if k >= 50 {
+            break;
+        }
+        g711::ulaw_decode(&ulaw_frame(k), &mut expected);
+        assert_eq!(pcm[..], expected[..], "frame {k}");
+    }
+    assert!(got.len() - first >= 45, "{} frames read", got.len() - first);
+    // An attached session nobody writes for sends nothing, and counts it.
+    assert!(drain(&mut eg).is_empty());
+    assert_eq!(e.session_stats(s.id).unwrap().no_sink, 0);
+    let lane = e.lane_stats(0).unwrap();
+    assert!(lane.app_underruns >= 50, "{lane:?}");
+    assert_eq!((lane.app_in_dropped, lane.app_out_dropped), (0, 0));
+}
+
+#[test]
+fn an_ivr_sends_what_the_application_writes_and_nothing_in_its_gaps() {
+    let e = started_virtual_engine(4);
+    let s = e.create_media_session(DialogId(1), pcmu()).unwrap();
+    e.attach_audio(s.id).unwrap();
+    let (_ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut audio = e.take_audio_handle(0).unwrap();
+    let mut sent: Vec<media_core::rtp::RtpHeader> = Vec::new();
+    let mut written = Vec::new();
+    let mut heard = Vec::new();
+    for k in 0..60usize {
+        // Frames 30..35: the application has nothing (a prompt still loading).
+        if !(30..35).contains(&k) {
+            let f = tone_frame(k, 8000.0);
+            audio.write(s.id, &f).unwrap();
+            written.push(f);
+        }
+        e.step(2).unwrap();
+        for p in drain(&mut eg) {
+            assert_eq!(p.session, s.id);
+            let mut f = [0i16; 160];
+            g711::ulaw_decode(p.payload(), &mut f);
+            heard.push(f);
+            sent.push(p.header);
+        }
+    }
+    assert_eq!(sent.len(), 55, "one packet per frame written");
+    // Bit for bit the written frames, G.711-encoded.
+    let mut codes = [0u8; 160];
+    let mut expected = [0i16; 160];
+    for (w, h) in written.iter().zip(&heard) {
+        g711::ulaw_encode(w, &mut codes);
+        g711::ulaw_decode(&codes, &mut expected);
+        assert_eq!(h[..], expected[..]);
+    }
+    let (snr, _) = tone_fit(&heard.concat()[..160 * 30], 1000.0, 8000.0);
+    assert!(snr > 30.0, "tone SNR {snr:.1} dB");
+    // Sequence numbers run on; the timestamp jumps over the gap, which starts a new
+    // talkspurt (marker), as does the first packet.
+    for w in sent.windows(2) {
+        assert_eq!(w[1].sequence, w[0].sequence.wrapping_add(1));
+    }
+    assert!(sent[0].marker && sent[30].marker);
+    assert!(sent
+        .iter()
+        .enumerate()
+        .all(|(i, h)| h.marker == (i == 0 || i == 30)));
+    assert_eq!(sent[30].timestamp.wrapping_sub(sent[29].timestamp), 6 * 160);
+    assert_eq!(e.lane_stats(0).unwrap().app_underruns, 5);
+    assert_eq!(e.session_stats(s.id).unwrap().tx_packets, 55);
+}
+
+#[test]
+fn an_echo_application_returns_an_opus_callers_audio() {
+    let e = started_virtual_engine(4);
+    let s = e
+        .create_media_session(
+            DialogId(1),
+            MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20),
+        )
+        .unwrap();
+    e.attach_audio(s.id).unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut audio = e.take_audio_handle(0).unwrap();
+    let mut enc =
+        opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    let mut dec = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
+    let mut pkt = Vec::new();
+    let mut back = Vec::new();
+    for k in 0..100usize {
+        let payload = common::opus_tone_packet(&mut enc, k, 8000.0);
+        rtp(111, k as u16, 960 * k as u32, 3, k == 0, &payload, &mut pkt);
+        ing.push(s.id, &pkt).unwrap();
+        e.step(2).unwrap();
+        // The application plays back what it hears (48 kHz frames of 20 ms).
+        for (id, pcm) in read_all(&mut audio) {
+            assert_eq!((id, pcm.len()), (s.id, 960));
+            audio.write(id, &pcm).unwrap();
+        }
+        for p in drain(&mut eg) {
+            assert_eq!(p.header.payload_type, 111);
+            let mut f = [0i16; 960];
+            let n = dec.decode(p.payload(), &mut f, false).unwrap();
+            back.extend_from_slice(&f[..n]);
+        }
+    }
+    // The caller hears its tone (550 Hz: 0.0576 rad per sample at 48 kHz) come back.
+    let tail = &back[back.len() - 960 * 30..];
+    let (snr, amp) = tone_fit(
+        tail,
+        0.0576 * 48_000.0 / (2.0 * std::f64::consts::PI),
+        48_000.0,
+    );
+    eprintln!("echoed Opus tone: SNR {snr:.1} dB, amplitude {amp:.0}");
+    assert!(
+        snr > 15.0 && amp > 4000.0,
+        "SNR {snr:.1} dB, amplitude {amp:.0}"
+    );
+}
+
+#[test]
+fn bad_application_frames_get_typed_errors_or_counted_drops() {
+    let e = MediaEngine::new(EngineConfig {
+        clock: ClockMode::Virtual,
+        sessions_per_lane: 4,
+        app_frame_slots_per_lane: Some(16),
+        ..Default::default()
+    })
+    .unwrap();
+    e.start().unwrap();
+    let s = e.create_media_session(DialogId(1), pcmu()).unwrap();
+    let (a, b) = e
+        .create_call((DialogId(2), pcmu()), (DialogId(3), pcmu()))
+        .unwrap();
+    e.attach_audio(s.id).unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut audio = e.take_audio_handle(0).unwrap();
+    assert_eq!((audio.capacity(), audio.free_write_slots()), (16, 16));
+    let frame = tone_frame(0, 1000.0);
+    // Typed refusals: too long, unknown or stale ids, another lane's.
+    assert_eq!(
+        audio.write(s.id, &vec![0; audio.max_frame_samples() + 1]),
+        Err(Error::FrameTooLarge {
+            limit: audio.max_frame_samples(),
+            actual: audio.max_frame_samples() + 1
+        })
+    );
+    let stale = SessionId::from_parts(0, s.id.slot(), s.id.generation() + 1);
+    let other_lane = SessionId::from_parts(1, s.id.slot(), s.id.generation());
+    for id in [stale, other_lane] {
+        assert_eq!(audio.write(id, &frame), Err(Error::UnknownSession(id)));
+    }
+    // Counted on the lane: a frame of the wrong length, one for a bridged session, and
+    // those beyond the session's queue.
+    audio.write(s.id, &frame[..100]).unwrap();
+    audio.write(a.id, &frame).unwrap();
+    for _ in 0..APP_QUEUE_FRAMES + 3 {
+        audio.write(s.id, &frame).unwrap();
+    }
+    // Every slot taken (none drained yet): the ring is full.
+    assert_eq!(audio.free_write_slots(), 16 - 1 - 1 - APP_QUEUE_FRAMES - 3);
+    while audio.free_write_slots() > 0 {
+        audio.write(s.id, &frame).unwrap();
+    }
+    assert_eq!(
+        audio.write(s.id, &frame),
+        Err(Error::RingFull { ring: "audio" })
+    );
+    e.step(1).unwrap();
+    let st = e.session_stats(s.id).unwrap();
+    // Dropped: 6 of S's 15 frames beyond its queue, S's frame of the wrong length, A's.
+    let lane = e.lane_stats(0).unwrap();
+    assert_eq!(
+        lane.app_in_dropped as usize,
+        16 - APP_QUEUE_FRAMES,
+        "{lane:?}"
+    );
+    // The queue's slots stay taken until played; the rest came back.
+    let queued = APP_QUEUE_FRAMES - st.tx_packets as usize;
+    assert_eq!(audio.free_write_slots(), 16 - queued);
+
+    // An application that does not read: received frames beyond the slots are counted.
+    // Meanwhile the bridged call next to it relays undisturbed.
+    let mut pkt = Vec::new();
+    let mut relayed = 0;
+    for k in 0..40u16 {
+        rtp(
+            0,
+            k,
+            160 * u32::from(k),
+            5,
+            k == 0,
+            &ulaw_frame(k.into()),
+            &mut pkt,
+        );
+        ing.push(s.id, &pkt).unwrap();
+        ing.push(a.id, &pkt).unwrap();
+        e.step(2).unwrap();
+        relayed += drain(&mut eg).iter().filter(|p| p.session == b.id).count();
+    }
+    assert!(relayed >= 35, "{relayed} packets relayed to B");
+    let st = e.session_stats(s.id).unwrap();
+    let lane = e.lane_stats(0).unwrap();
+    assert!(lane.app_out_dropped >= 10, "{lane:?}");
+    assert_eq!(audio.pending(), 16);
+    // Reading frees them: frames flow again.
+    assert_eq!(read_all(&mut audio).len(), 16);
+    e.step(2).unwrap();
+    assert_eq!(audio.pending(), 1);
+    // The application sent its queue, one frame per period, and nothing after it.
+    assert_eq!(st.tx_packets as usize, APP_QUEUE_FRAMES);
+    assert_eq!(audio.free_write_slots(), 16);
+    assert_eq!(e.lane_stats(0).unwrap().internal_ring_full, 0);
+}
+
+#[test]
+fn attaching_bridging_and_destroying_give_every_frame_slot_back() {
+    let e = started_virtual_engine(4);
+    let (a, b) = e
+        .create_call((DialogId(1), pcmu()), (DialogId(2), pcmu()))
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut audio = e.take_audio_handle(0).unwrap();
+    let cap = audio.capacity();
+    let frame = tone_frame(0, 1000.0);
+    let mut pkt = Vec::new();
+    let mut seq = 0u16;
+    let mut push = |ing: &mut media_core::IngressHandle, id| {
+        seq += 1;
+        rtp(
+            0,
+            seq,
+            160 * u32::from(seq),
+            7,
+            false,
+            &ulaw_frame(seq.into()),
+            &mut pkt,
+        );
+        let _ = ing.push(id, &pkt);
+    };
+    // Attaching A dissolves its bridge: B no longer sends A's audio.
+    e.attach_audio(a.id).unwrap();
+    for _ in 0..20 {
+        push(&mut ing, a.id);
+        audio.write(a.id, &frame).unwrap();
+        e.step(2).unwrap();
+        assert!(drain(&mut eg).iter().all(|p| p.session == a.id));
+        drop(read_all(&mut audio));
+    }
+    assert!(e.session_stats(b.id).unwrap().tx_packets == 0);
+    // Frames queued, then a bridge replaces the attachment: they come back unsent.
+    for _ in 0..4 {
+        audio.write(a.id, &frame).unwrap();
+    }
+    e.bridge(a.id, b.id).unwrap();
+    let before = e.session_stats(a.id).unwrap().tx_packets;
+    for _ in 0..10 {
+        push(&mut ing, a.id);
+        e.step(2).unwrap();
+        drain(&mut eg);
+    }
+    assert_eq!(
+        audio.pending(),
+        0,
+        "a bridged session's audio goes to its peer"
+    );
+    assert!(e.session_stats(b.id).unwrap().tx_packets > 0);
+    assert_eq!(e.session_stats(a.id).unwrap().tx_packets, before);
+    assert_eq!(audio.free_write_slots(), cap);
+    // Attached again, frames queued and read frames in hand, then destroyed.
+    e.attach_audio(a.id).unwrap();
+    e.attach_audio(a.id).unwrap(); // twice: no change
+    for _ in 0..6 {
+        push(&mut ing, a.id);
+        e.step(2).unwrap();
+    }
+    assert!(audio.pending() > 0);
+    for _ in 0..5 {
+        audio.write(a.id, &frame).unwrap();
+    }
+    e.unbridge(a.id).unwrap(); // detaches
+    for _ in 0..3 {
+        audio.write(a.id, &frame).unwrap(); // counted: no longer attached
+    }
+    e.step(2).unwrap();
+    assert_eq!(audio.free_write_slots(), cap);
+    // Written when a bridge or detach was already on its way: the 4 before the bridge,
+    // the 5 before the detach and the 3 after it.
+    assert_eq!(e.lane_stats(0).unwrap().app_in_dropped, 12);
+    e.attach_audio(a.id).unwrap();
+    for _ in 0..5 {
+        audio.write(a.id, &frame).unwrap();
+    }
+    e.destroy_media_session(a.id).unwrap();
+    e.destroy_media_session(b.id).unwrap();
+    assert_eq!(audio.write(a.id, &frame), Err(Error::UnknownSession(a.id)));
+    e.step(4).unwrap();
+    drop(read_all(&mut audio));
+    assert_eq!(audio.free_write_slots(), cap);
+    assert_eq!(audio.pending(), 0);
+    assert_eq!(e.lane_stats(0).unwrap().app_frames_unknown, 5);
+    assert_eq!(e.free_session_slots(), 4);
+    assert_eq!(e.lane_stats(0).unwrap().internal_ring_full, 0);
+    for id in [a.id, b.id] {
+        assert_eq!(e.attach_audio(id), Err(Error::UnknownSession(id)));
+    }
+}
+
+#[test]
+fn an_attached_sessions_digits_are_events_and_not_sent_back() {
+    let e = started_virtual_engine(4);
+    let mut p = pcmu();
+    p.telephone_event_pt = PayloadType::new(101);
+    p.telephone_event_send_pt = PayloadType::new(101);
+    p.dsp.dtmf = Some(Default::default());
+    let s = e.create_media_session(DialogId(1), p).unwrap();
+    e.attach_audio(s.id).unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut audio = e.take_audio_handle(0).unwrap();
+    let mut pkt = Vec::new();
+    let mut ev = [0u8; 4];
+    let silence = [0xFFu8; 160];
+    let mut out = Vec::new();
+    for k in 0..40u16 {
+        let ts = 160 * u32::from(k);
+        if (10..16).contains(&k) {
+            // Digit 5 for 120 ms over RFC 4733, the end sent three times.
+            let end = k >= 15;
+            EventPayload {
+                event: 5,
+                end,
+                volume: 10,
+                duration: 160 * (k - 9),
+            }
+            .write(&mut ev);
+            rtp(101, k, 1600, 4, k == 10, &ev, &mut pkt);
+            for _ in 0..if end { 3 } else { 1 } {
+                ing.push(s.id, &pkt).unwrap();
+            }
+        } else {
+            rtp(0, k, ts, 4, k == 0, &silence, &mut pkt);
+            ing.push(s.id, &pkt).unwrap();
+        }
+        // The application answers with silence.
+        audio.write(s.id, &[0i16; 160]).unwrap();
+        e.step(2).unwrap();
+        drop(read_all(&mut audio));
+        out.extend(drain(&mut eg));
+    }
+    let digits: Vec<_> = e
+        .events()
+        .filter_map(|ev| match ev {
+            EngineEvent::Dtmf {
+                session,
+                digit,
+                source: DtmfSource::Rfc4733,
+                ended_ms: Some(_),
+            } => Some((session, digit)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(digits, vec![(s.id, '5')]);
+    assert!(
+        out.iter().all(|p| p.header.payload_type == 0),
+        "no telephone-event sent back to the caller"
+    );
+    assert_eq!(out.len(), 40);
+}
+
+/// The application plays a prompt; the caller's line echoes it (10 ms, -10 dB, a short
+/// dispersion). The session's canceller takes what the application sent as its
+/// reference, so what the application reads is the caller's line with the echo removed.
+#[test]
+fn an_attached_sessions_canceller_removes_the_echo_of_the_prompt() {
+    let reduction = |aec: bool| {
+        let e = started_virtual_engine(4);
+        let mut p = pcmu();
+        p.dsp.aec = aec.then(|| AecConfig {
+            tail_ms: 64,
+            ..Default::default()
+        });
+        let s = e.create_media_session(DialogId(1), p).unwrap();
+        e.attach_audio(s.id).unwrap();
+        let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+        let mut audio = e.take_audio_handle(0).unwrap();
+        let prompt = babble(8000 * 6, 11);
+        let echo_path = [(80usize, 0.32f32), (88, 0.12), (102, -0.08)];
+        let mut line: Vec<i16> = Vec::new(); // what the caller's line has played
+        let (mut echo_in, mut echo_out) = (0.0f64, 0.0f64);
+        let (mut pkt, mut payload) = (Vec::new(), [0u8; 160]);
+        let frames = prompt.len() / 160;
+        for k in 0..frames {
+            audio.write(s.id, &prompt[k * 160..(k + 1) * 160]).unwrap();
+            let mut echo = [0i16; 160];
+            line_echo(&line, &echo_path, &mut echo);
+            g711::ulaw_encode(&echo, &mut payload);
+            rtp(0, k as u16, 160 * k as u32, 6, k == 0, &payload, &mut pkt);
+            ing.push(s.id, &pkt).unwrap();
+            e.step(2).unwrap();
+            for p in drain(&mut eg) {
+                let mut f = [0i16; 160];
+                g711::ulaw_decode(p.payload(), &mut f);
+                line.extend_from_slice(&f);
+            }
+            for (_, pcm) in read_all(&mut audio) {
+                if k >= frames - 50 {
+                    echo_out += pcm.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
+                }
+            }
+            if k >= frames - 50 {
+                echo_in += echo.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
+            }
+        }
+        (
+            10.0 * (echo_in / echo_out.max(1.0)).log10(),
+            e.session_quality(s.id).unwrap().echo_erle_db,
+        )
+    };
+    let (with, erle) = reduction(true);
+    let (without, none) = reduction(false);
+    eprintln!("prompt echo reduced {with:.1} dB (reported ERLE {erle:?}), {without:.1} dB without");
+    assert!(with >= 30.0, "echo reduced {with:.1} dB with the canceller");
+    assert!(without.abs() < 3.0, "{without:.1} dB without");
+    assert_eq!(none, None);
+    let erle = erle.expect("the canceller reports its ERLE");
+    assert!(
+        (erle - with).abs() < 5.0,
+        "reported {erle:.1} dB, measured {with:.1}"
+    );
+}

@@ -2,9 +2,9 @@
 //! regression test. Each minimized input runs through the target's own harness (the files
 //! of fuzz/src/ are included here, so the code path is the target's), plus, where the
 //! harness now steers around a known bug so fuzzing can go deeper, a test that reaches the
-//! bug directly. A test of a bug not fixed yet would be `#[ignore = "bug: ..."]`; both bugs
-//! found so far are fixed (min/max delay bounds ordered or refused; an offer without a
-//! voice codec is a disabled stream, port 0).
+//! bug directly. A test of a bug not fixed yet would be `#[ignore = "bug: ..."]`; every
+//! bug found so far is fixed (min/max delay bounds ordered or refused; an offer without a
+//! voice codec is a disabled stream, port 0; the held level's sum saturates).
 
 // Each harness file includes the small input reader (fuzz/src/input.rs) itself, so every
 // one compiles on its own, here and in the fuzz crate.
@@ -158,4 +158,40 @@ const INGRESS_OPUS_60_MS: &[u8] =
 #[test]
 fn ingress_target_bridges_every_codec_pair_at_60_ms() {
     ingress::run(INGRESS_OPUS_60_MS);
+}
+
+/// Found by the jitter target (session 23, with debug assertions): packets of absurd
+/// durations (the buffer takes the caller's) made `AdaptiveBuffer::held_ts` overflow its
+/// `u32` sum (a panic with overflow checks, a wrapped level without). The sum saturates.
+const JITTER_HELD_TS_OVERFLOW: &[u8] =
+    b"\x08\xd9\x71\x71\x71\x71\x1a\x1a\x08\x82\x82\x72\x82\x74\xff\xff\xf7\xff\xff\xff\xff\x2f\
+      \xff\xff\xff\xff\xff\xff\x00\x00\xff\xff\xff\x00\x82\x82\x82\x82\x82\x82\x82\x82\x82\x82\
+      \x01\xfd\x1a";
+
+#[test]
+fn jitter_target_held_level_of_absurd_durations_saturates() {
+    jitter::run(JITTER_HELD_TS_OVERFLOW);
+}
+
+/// Found by the ingress target (session 23): a repeated RFC 4733 packet counted in
+/// `rx_duplicates` (session 22 counts event and SID copies there too) broke the harness's
+/// law that audio fates are at most `rx_packets`. The engine was right and the harness
+/// out of date (the property test had been updated); it now checks the laws of
+/// `engine_counters_add_up`.
+const INGRESS_DUPLICATE_EVENT_PACKET: &[u8] =
+    b"\x16\xb3\xb3\xfe\xff\xff\xb3\xb3\xa9\xb3\xb3\x01\x01\x01\x01\x01\x01\x01\x01\x0a\x01\x01\
+      \x01\x01\x01\xb3\xb3\xb3\xb3\xb3\xa9\xb3\xb3\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\
+      \x01\x01\x01\x01\x30\x03\x00\x00\x00\x00\x00\x00\x72\x72\x30\xa8\x49\x49\x49\xa8\xa8\xa8\
+      \xa8\xa8\xa8\xa8\xa8\x8c\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\x01\
+      \x01\x01\x01\x01\x01\x01\x30\x03\x00\x00\x00\x00\x00\x00\x72\x72\x30\xa8\xa8\xa8\xa8\xa8\
+      \xa8\xa8\xa8\xa8\x8c\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\
+      \xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xff\
+      \xff\xff\xff\xff\xff\xff\xff\x17\xff\xb3\xb3\xa9\xb3\xb3\x01\x01\x01\xa8\xa8\xa8\xa8\xa8\
+      \xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\
+      \xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\xa8\x01\x01\
+      \x01\x01\x01\xb3\xb3\x01\x01\xa8\xa8\xa8\xa8\xa8\x01";
+
+#[test]
+fn ingress_target_counts_a_duplicate_event_packet_as_a_duplicate() {
+    ingress::run(INGRESS_DUPLICATE_EVENT_PACKET);
 }

@@ -339,9 +339,11 @@ fn drain(egress: &mut media_core::EgressHandle, legs: &[Leg]) {
 ///   once: malformed, unknown session, or one of a session's `rx_packets` (audio),
 ///   `rx_unsupported_pt`, `rx_dtmf_packets`, `rx_cn_packets`;
 /// - a session counts no more than was pushed to it;
-/// - an audio packet has at most one fate: `rx_duplicates`, `jb_duplicates`,
+/// - an audio packet has at most one fate after sequence tracking: `jb_duplicates`,
 ///   `rx_empty_payloads`, `rx_late`, `jb_overflows`, `rx_undecodable`, or decoded
 ///   (`packets_decoded`); the rest are held, were flushed by a resync or relayed undecoded;
+///   sequence tracking's `rx_duplicates` are audio, event or SID copies, so with them the
+///   fates are at most the session's audio, event and SID packets;
 /// - at most one frame per tick per session, and no internal ring ever overflows.
 fn check(engine: &MediaEngine, legs: &[Leg], tally: &Tally) {
     let lane = engine.lane_stats(0).expect("lane 0");
@@ -365,8 +367,7 @@ fn check(engine: &MediaEngine, legs: &[Leg], tally: &Tally) {
             leg.pushed_ok
         );
         classified += mine;
-        let fates = s.rx_duplicates
-            + s.jb_duplicates
+        let fates = s.jb_duplicates
             + s.rx_empty_payloads
             + s.rx_late
             + s.jb_overflows
@@ -377,6 +378,15 @@ fn check(engine: &MediaEngine, legs: &[Leg], tally: &Tally) {
             "session {:?}: {fates} packet fates for {} packets: {s:?}",
             leg.id,
             s.rx_packets
+        );
+        // The sequence tracking's duplicates are audio, RFC 4733 event or RFC 3389 SID
+        // copies (they share the sequence space).
+        let seen = s.rx_packets + s.rx_dtmf_packets + s.rx_cn_packets;
+        assert!(
+            s.rx_duplicates + fates <= seen,
+            "session {:?}: {} duplicates and {fates} fates for {seen} packets: {s:?}",
+            leg.id,
+            s.rx_duplicates
         );
         let frames = s.frames_decoded + s.frames_relayed + s.frames_missing + s.slab_exhausted;
         assert!(

@@ -502,7 +502,8 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
     /// Audio actually held ahead of the decode point, in timestamp units: the sum of the
     /// buffered packets' durations (gaps not counted, unlike [`AdaptiveBuffer::buffered_ts`]).
     /// This is the level the delay is controlled by: with reordering the newest packet can be
-    /// far ahead while the ones due next are still missing.
+    /// far ahead while the ones due next are still missing. Saturates at `u32::MAX` (the
+    /// durations are the caller's: absurd ones must not overflow).
     pub fn held_ts(&self) -> u32 {
         bits(self.occ)
             .filter(|&i| {
@@ -512,8 +513,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                     .wrapping_sub(self.next_ts) as i32)
                     > 0
             })
-            .map(|i| self.slots[i].dur)
-            .sum()
+            .fold(0u32, |sum, i| sum.saturating_add(self.slots[i].dur))
     }
 
     fn store(&mut self, ts: u32, dur: u32, first: bool, item: T) {

@@ -359,6 +359,13 @@ fn attaching_bridging_and_destroying_give_every_frame_slot_back() {
     // the 5 before the detach and the 3 after it.
     assert_eq!(e.lane_stats(0).unwrap().app_in_dropped, 12);
     e.attach_audio(a.id).unwrap();
+    // Frames in the session's queue (taken in by a tick) and frames still in the ring when
+    // it is destroyed: both come back.
+    for _ in 0..5 {
+        audio.write(a.id, &frame).unwrap();
+    }
+    e.step(1).unwrap();
+    assert!(audio.free_write_slots() < cap, "frames queued");
     for _ in 0..5 {
         audio.write(a.id, &frame).unwrap();
     }

@@ -424,15 +424,19 @@ proptest! {
         prop_assert_eq!(lane.internal_ring_full, 0);
     }
 
-    /// Slots are conserved in the engine: after any sequence of creates, destroys, pushes
-    /// and ticks, destroying what is left returns every session slot, packet slot, egress
-    /// slot and frame slot (free + in use = capacity, with nothing in use).
+    /// Slots are conserved in the engine: after any sequence of creates, destroys, pushes,
+    /// attachments to the application audio handle, bridges, application frames (of any
+    /// length, read or left unread) and ticks, destroying what is left returns every
+    /// session slot, packet slot, egress slot, frame slot and application frame slot
+    /// (free + in use = capacity, with nothing in use).
     #[test]
     fn engine_slots_are_conserved(
-        ops in proptest::collection::vec((0u8..4, 0usize..SESSIONS, 0u8..3), 1..60),
+        ops in proptest::collection::vec((0u8..7, 0usize..SESSIONS, 0u8..3), 1..60),
     ) {
         let e = engine();
         let (mut ing, mut eg) = e.take_rtp_handles(0).expect("handles");
+        let mut audio = e.take_audio_handle(0).expect("audio handle");
+        let app_slots = audio.capacity();
         let packet_slots = ing.free_slots();
         e.step(2).expect("step");
         let frame_slots = e.lane_stats(0).expect("lane").frame_slots_free;
@@ -441,6 +445,7 @@ proptest! {
         let mut dialog = 0u64;
         let mut seq = 0u16;
         let mut pkt = vec![0xFFu8; 12 + 160];
+        let pkt_pcm = [300i16; 320];
         for (kind, at, codec) in ops {
             match (kind, live[at]) {
                 (0, None) => {
@@ -452,6 +457,25 @@ proptest! {
                 (0, Some(id)) | (1, Some(id)) => {
                     e.destroy_media_session(id).expect("destroy");
                     live[at] = None;
+                }
+                (4, Some(id)) => {
+                    // Attached to the application, or bridged to the next live session.
+                    if codec == 0 {
+                        e.attach_audio(id).expect("attach");
+                    } else if let Some(other) = live.iter().flatten().find(|o| **o != id) {
+                        e.bridge(id, *other).expect("same lane, same ptime");
+                    }
+                }
+                (5, Some(id)) => {
+                    // Application frames: a G.711 or G.722 frame, or one of a wrong length.
+                    let n = [160usize, 320, 77][usize::from(codec)];
+                    for _ in 0..3 {
+                        let _ = audio.write(id, &pkt_pcm[..n]);
+                    }
+                }
+                (6, _) => {
+                    // The application reads what is there (or leaves it, other times).
+                    while audio.read().is_some() {}
                 }
                 (2, Some(id)) => {
                     // A few packets, so jitter buffers hold slots when it is destroyed.
@@ -480,8 +504,11 @@ proptest! {
         for _ in 0..3 {
             e.step(2).expect("step");
             drain(&mut eg);
+            while audio.read().is_some() {}
         }
         prop_assert_eq!(e.free_session_slots(), SESSIONS, "session slots");
+        prop_assert_eq!(audio.free_write_slots(), app_slots, "application frame slots, written");
+        prop_assert_eq!(audio.pending(), 0, "application frame slots, read");
         prop_assert_eq!(ing.free_slots(), packet_slots, "packet slots");
         prop_assert_eq!(eg.free_slots(), eg.capacity(), "egress slots");
         prop_assert_eq!(e.lane_stats(0).expect("lane").frame_slots_free, frame_slots, "frame slots");

@@ -4,9 +4,11 @@
 //! each with RFC 4733 telephone-event on PT 101 and, at 8 kHz, RFC 3389 comfort noise
 //! on PT 13). The input is read as a script of operations: push a packet (well formed
 //! with fuzzed fields, or raw garbage) to one of the sessions or to a dead session id,
-//! step the clock, re-INVITE a session, send a digit. After every step the counters must
-//! add up (see [`check`]); at the end every session is destroyed and every slot of every
-//! slab must be back.
+//! step the clock, re-INVITE a session, send a digit, attach a session to the lane's
+//! application audio handle (or bridge it back), write application frames of any length
+//! and content for any id. After every step the counters must add up (see [`check`]) and
+//! the application reads what the lane handed it; at the end every session is destroyed
+//! and every slot of every slab must be back.
 
 #[path = "input.rs"]
 mod input;
@@ -14,8 +16,8 @@ mod input;
 use input::Input;
 use media_core::rtp::{write_header, RtpHeader};
 use media_core::{
-    ClockMode, CodecSpec, DialogId, EngineConfig, MediaEngine, MediaSessionParams, PayloadType,
-    Ptime, SessionId,
+    ClockMode, CodecSpec, DialogId, EngineConfig, Error, MediaEngine, MediaSessionParams,
+    PayloadType, Ptime, SessionId,
 };
 
 const SESSIONS_PER_LANE: usize = 24;
@@ -87,6 +89,7 @@ pub fn run(data: &[u8]) {
     .expect("engine config is valid");
     engine.start().expect("virtual engine starts");
     let (mut ingress, mut egress) = engine.take_rtp_handles(0).expect("lane 0 handles");
+    let mut audio = engine.take_audio_handle(0).expect("lane 0 audio handle");
     let packet_slots = ingress.free_slots();
 
     let codecs = [
@@ -96,6 +99,8 @@ pub fn run(data: &[u8]) {
         CodecSpec::OPUS,
     ];
     let mut legs: Vec<Leg> = Vec::new();
+    // Each leg's call partner, to bridge it back after an attachment.
+    let mut peers: Vec<SessionId> = Vec::new();
     let mut dialog = 1u64;
     for (i, &a) in codecs.iter().enumerate() {
         for &b in &codecs[i..] {
@@ -114,6 +119,7 @@ pub fn run(data: &[u8]) {
                 .expect("every codec pair can be bridged");
             dialog += 2;
             for (h, p) in [(ha, pa), (hb, pb)] {
+                peers.push(if h.id == ha.id { hb.id } else { ha.id });
                 legs.push(Leg {
                     id: h.id,
                     params: p,
@@ -139,6 +145,7 @@ pub fn run(data: &[u8]) {
     check(&engine, &legs, &tally);
 
     let mut pkt = vec![0u8; 12 + 1400];
+    let mut pcm = vec![0i16; 3000];
     let mut now_ns = 1_000_000_000u64;
     let mut ops = 0;
     while !inp.is_empty() && ops < MAX_OPS {
@@ -150,7 +157,47 @@ pub fn run(data: &[u8]) {
                 tally.ticks += ticks;
                 now_ns += ticks * TICK_NS;
                 drain(&mut egress, &legs);
+                read_app(&mut audio, &legs, inp.bool());
                 check(&engine, &legs, &tally);
+            }
+            6 => {
+                // Attach a leg to the application (its call partner then hears nothing
+                // from it), or bridge it back to its partner.
+                let i = inp.below(legs.len());
+                let r = if inp.bool() {
+                    engine.attach_audio(legs[i].id)
+                } else {
+                    engine.bridge(legs[i].id, peers[i])
+                };
+                // A re-INVITE may have given the legs different ptimes.
+                assert!(
+                    matches!(
+                        r,
+                        Ok(()) | Err(Error::BridgeMismatch { .. } | Error::RingFull { .. })
+                    ),
+                    "{r:?}"
+                );
+            }
+            7 => {
+                // Application frames: any length (up to past the slot), any content, for
+                // a leg or a dead id; refused with a typed error or counted by the lane.
+                let target = inp.below(legs.len() + ghosts.len());
+                let id = legs
+                    .get(target)
+                    .map_or_else(|| ghosts[target - legs.len()], |l| l.id);
+                let n = match inp.u8() % 4 {
+                    0 => inp.below(3000),
+                    1 => 160,
+                    2 => 320,
+                    _ => 960,
+                };
+                let fill = inp.u16() as i16;
+                let n = n.min(pcm.len());
+                pcm[..n].fill(fill);
+                let r = audio.write(id, &pcm[..n]);
+                if n > audio.max_frame_samples() {
+                    assert!(r.is_err(), "a frame past the slot is refused");
+                }
             }
             3 => {
                 // Raw bytes: mostly not RTP at all.
@@ -243,8 +290,16 @@ pub fn run(data: &[u8]) {
     }
     engine.step(5).expect("step");
     drain(&mut egress, &legs);
+    read_app(&mut audio, &legs, true);
     engine.step(5).expect("step");
     drain(&mut egress, &legs);
+    read_app(&mut audio, &legs, true);
+    assert_eq!(
+        audio.free_write_slots(),
+        audio.capacity(),
+        "application frame slots written conserved"
+    );
+    assert_eq!(audio.pending(), 0, "application frame slots read conserved");
     assert_eq!(
         engine.free_session_slots(),
         SESSIONS_PER_LANE,
@@ -308,6 +363,30 @@ fn push(
             }
         }
         Err(_) => tally.pushed_err += 1,
+    }
+}
+
+/// The application reads every frame the lane handed it (or, when `all` is false, leaves
+/// them, so the lane runs out of slots): each names a leg and is one frame of its codec.
+fn read_app(audio: &mut media_core::AudioHandle, legs: &[Leg], all: bool) {
+    if !all {
+        return;
+    }
+    while let Some(f) = audio.read() {
+        let id = f.session();
+        let leg = legs
+            .iter()
+            .find(|l| l.id == id)
+            .expect("application frame for a session that exists");
+        let rate = match leg.params.tx.codec.info().clock_rate_hz {
+            8000 if leg.params.tx == CodecSpec::G722 => 16_000,
+            r => r,
+        };
+        assert_eq!(
+            f.len(),
+            (rate / 1000 * leg.params.ptime.ms()) as usize,
+            "one frame of {id:?}'s codec"
+        );
     }
 }
 

@@ -47,9 +47,13 @@ impl AudioHandle {
         self.max_samples
     }
 
-    /// The next frame of received audio of an attached session, if any. Its slot returns
-    /// to the lane when the [`ReceivedAudio`] is dropped: read promptly, or the lane counts
-    /// the frames it had no slot for in the lane's `app_out_dropped`.
+    /// The next frame of received audio of an attached session, if any: one per frame
+    /// period in which the session had audio to play (received, concealed or comfort
+    /// noise); a period with none (before its first packet, after an outage longer than
+    /// concealment covers) hands over no frame, so place frames in time by
+    /// [`ReceivedAudio::played_ns`]. Its slot returns to the lane when the
+    /// [`ReceivedAudio`] is dropped: read promptly, or the lane counts the frames it had no
+    /// slot for in the lane's `app_out_dropped`.
     pub fn read(&mut self) -> Option<ReceivedAudio<'_>> {
         let token = self.parts.to_app.pop().ok()?;
         Some(ReceivedAudio {

@@ -14,6 +14,10 @@
 //! - **Transport**: per lane, an [`IngressHandle`] pushes received RTP in and an
 //!   [`EgressHandle`] pops RTP to send; both are non-blocking, and a full ring is a typed
 //!   error plus a counted drop.
+//! - **Applications**: a session is bridged to another on its lane (a gateway call), or
+//!   attached ([`MediaEngine::attach_audio`]) to its lane's [`AudioHandle`], through which
+//!   an endpoint application (IVR, recorder) reads the session's received audio and writes
+//!   the audio it sends, with the same non-blocking slot hand-off.
 //!
 //! # Example
 //! A PCMU leg bridged to a PCMA leg, driven by the virtual clock:

@@ -139,6 +139,12 @@ fn an_ivr_sends_what_the_application_writes_and_nothing_in_its_gaps() {
     assert_eq!(sent[30].timestamp.wrapping_sub(sent[29].timestamp), 6 * 160);
     assert_eq!(e.lane_stats(0).unwrap().app_underruns, 5);
     assert_eq!(e.session_stats(s.id).unwrap().tx_packets, 55);
+    // unbridge detaches too: the next frame is dropped, nothing more is sent.
+    e.unbridge(s.id).unwrap();
+    audio.write(s.id, &tone_frame(60, 8000.0)).unwrap();
+    e.step(4).unwrap();
+    assert!(drain(&mut eg).is_empty());
+    assert_eq!(e.lane_stats(0).unwrap().app_in_dropped, 1);
 }
 
 #[test]
@@ -349,7 +355,8 @@ fn attaching_bridging_and_destroying_give_every_frame_slot_back() {
     for _ in 0..5 {
         audio.write(a.id, &frame).unwrap();
     }
-    e.unbridge(a.id).unwrap(); // detaches
+    e.detach_audio(a.id).unwrap();
+    e.detach_audio(a.id).unwrap(); // twice: no change
     for _ in 0..3 {
         audio.write(a.id, &frame).unwrap(); // counted: no longer attached
     }

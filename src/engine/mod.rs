@@ -430,8 +430,9 @@ impl MediaEngine {
     /// codec rate (8 kHz for G.711, 16 kHz for G.722, 48 kHz for Opus) of exactly one
     /// ptime. Its RFC 4733 and in-band digits arrive as [`EngineEvent::Dtmf`] events and
     /// are not sent back; [`MediaEngine::send_dtmf`] sends digits. A bridge the session
-    /// was part of is dissolved; [`MediaEngine::unbridge`] detaches it again, and
-    /// [`MediaEngine::bridge`] replaces the attachment.
+    /// was part of is dissolved; [`MediaEngine::detach_audio`] (or
+    /// [`MediaEngine::unbridge`]) detaches it again, and [`MediaEngine::bridge`] replaces
+    /// the attachment.
     ///
     /// Errors: [`Error::UnknownSession`]; [`Error::RingFull`] if the lane's command ring
     /// has no room (nothing changed).
@@ -470,6 +471,24 @@ impl MediaEngine {
         let rec = inner.sessions.get_mut(&id).expect("checked");
         rec.peer = None;
         rec.app = true;
+        Ok(())
+    }
+
+    /// Detaches a session from the application audio handle: from its next frame period
+    /// its received audio goes nowhere and it sends nothing, until it is bridged or
+    /// attached again; frames the application had queued for it come back unsent. No-op
+    /// if it is not attached (a bridge is left as it is: [`MediaEngine::unbridge`]).
+    ///
+    /// Errors: [`Error::UnknownSession`]; [`Error::RingFull`] if the lane's command ring
+    /// has no room (nothing changed).
+    pub fn detach_audio(&self, id: SessionId) -> Result<()> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let rec = inner.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
+        if rec.app {
+            self.route(inner, id, None)?;
+            inner.sessions.get_mut(&id).expect("checked").app = false;
+        }
         Ok(())
     }
 

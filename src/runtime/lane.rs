@@ -2425,6 +2425,38 @@ mod tests {
     use crate::types::Ptime;
 
     #[test]
+    fn an_application_queue_keeps_order_refuses_when_full_and_wraps() {
+        let (_slab, tokens) = Slab::new(4 * APP_QUEUE_FRAMES, |_| 0u8);
+        let mut tokens = tokens.into_iter();
+        let mut q = AppQueue::default();
+        let mut expect = std::collections::VecDeque::new();
+        for round in 0..3 {
+            // Fill (the last refused and handed back), then take half: the ring wraps.
+            for _ in 0..APP_QUEUE_FRAMES {
+                let t = tokens.next().unwrap();
+                let i = t.index();
+                if q.push(t).is_ok() {
+                    expect.push_back(i);
+                }
+            }
+            let extra = tokens.next().unwrap();
+            let i = extra.index();
+            assert_eq!(
+                q.push(extra).map_err(|t| t.index()),
+                Err(i),
+                "round {round}"
+            );
+            for _ in 0..APP_QUEUE_FRAMES / 2 {
+                assert_eq!(q.pop().map(|t| t.index()), expect.pop_front());
+            }
+        }
+        while let Some(t) = q.pop() {
+            assert_eq!(Some(t.index()), expect.pop_front());
+        }
+        assert!(expect.is_empty() && q.len == 0 && q.pop().is_none());
+    }
+
+    #[test]
     fn header_spans_lie_in_the_entry_and_cover_what_a_frame_reads_first() {
         let params = MediaSessionParams::new(CodecSpec::PCMU, Ptime::from_ms(20).unwrap());
         let parts = SessionParts::<Token>::build(&params, 1, 0, JitterConfig::default(), 1, 0, 0);

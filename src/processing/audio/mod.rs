@@ -159,6 +159,11 @@ struct Reference {
     pos: usize,
     /// Samples in the last push (what the next frame will most likely read back).
     last: usize,
+    /// Samples pushed since the last read (at most the ring's length): a read takes these
+    /// and counts the rest of its frame as silence, so a period in which nothing was sent
+    /// (the peer had nothing to play, an application underran, the route went away) is
+    /// silence to the canceller, not the last frame sent read again.
+    fresh: usize,
 }
 
 impl Reference {
@@ -167,6 +172,7 @@ impl Reference {
             ring: vec![0; len.max(1)].into_boxed_slice(),
             pos: 0,
             last: 0,
+            fresh: 0,
         }
     }
 
@@ -187,6 +193,7 @@ impl Reference {
         self.ring[b].copy_from_slice(&x[first..]);
         self.pos = (self.pos + x.len()) % n;
         self.last = x.len();
+        self.fresh = (self.fresh + x.len()).min(n);
     }
 
     /// Where the newest `k` samples (at most the ring's length) lie.
@@ -212,14 +219,18 @@ impl Reference {
         crate::runtime::prefetch::slice(&self.ring[b]);
     }
 
-    /// Writes the newest `out.len()` samples (zeros where nothing was sent).
-    fn latest(&self, out: &mut [i16]) {
-        let k = out.len().min(self.ring.len());
+    /// Writes the newest `out.len()` samples of what was sent, where nothing sent since
+    /// the last read counts as silence: the samples pushed since then, newest last, after
+    /// zeros for the rest; then starts a new read period.
+    fn take_latest(&mut self, out: &mut [i16]) {
+        let k = out.len().min(self.fresh);
+        let pad = out.len() - k;
+        out[..pad].fill(0);
         let (a, b) = self.newest(k);
         let first = a.len();
-        out[..first].copy_from_slice(&self.ring[a]);
-        out[first..k].copy_from_slice(&self.ring[b]);
-        out[k..].fill(0);
+        out[pad..pad + first].copy_from_slice(&self.ring[a]);
+        out[pad + first..].copy_from_slice(&self.ring[b]);
+        self.fresh = 0;
     }
 }
 
@@ -545,9 +556,9 @@ impl Voice {
         scratch: &mut DspScratch,
         events: &mut impl FnMut(DspEvent),
     ) {
-        if let (Some(aec), Some(r)) = (self.aec.as_mut(), self.reference.as_ref()) {
+        if let (Some(aec), Some(r)) = (self.aec.as_mut(), self.reference.as_mut()) {
             let n = frame.len().min(self.ref_frame.len());
-            r.latest(&mut self.ref_frame[..n]);
+            r.take_latest(&mut self.ref_frame[..n]);
             if let Some(work) = aec.work_in(&mut scratch.aec) {
                 aec.process_with(
                     &mut frame[..n],
@@ -647,9 +658,11 @@ mod tests {
     }
 
     /// The echo reference ring against a plain history: whatever lengths are pushed and
-    /// read, `latest` gives the newest samples in order, zeros before any was pushed.
+    /// read, a read gives the newest samples pushed since the previous read, in order, with
+    /// zeros before them for the part of its frame nothing was pushed for (and zeros before
+    /// anything was pushed); a read with no push since is all zeros.
     #[test]
-    fn the_reference_ring_gives_the_newest_samples_in_order() {
+    fn the_reference_ring_gives_what_was_sent_since_the_last_read() {
         let n = 37;
         let mut ring = Reference::new(n);
         let mut history = vec![0i16; n];
@@ -664,15 +677,6 @@ mod tests {
                 .collect();
             ring.push(&chunk);
             history.extend_from_slice(&chunk);
-            for k in [0, 1, 5, 20, n - 1, n] {
-                let mut out = vec![-1i16; k];
-                ring.latest(&mut out);
-                assert_eq!(
-                    out,
-                    history[history.len() - k..],
-                    "step {step}, {k} samples"
-                );
-            }
             // The prefetch covers the samples a frame as long as this chunk reads back: at
             // least their bytes' worth of lines, at most one more per piece of the ring.
             let mut t = Trickle::new();
@@ -680,11 +684,23 @@ mod tests {
             let bytes = 2 * len.min(n);
             assert!(t.pending() >= bytes.div_ceil(64), "step {step}");
             assert!(t.pending() <= bytes.div_ceil(64) + 2, "step {step}");
-            // Asked for more than the ring holds: its n newest, then zeros.
-            let mut out = vec![-1i16; n + 3];
-            ring.latest(&mut out);
-            assert_eq!(out[..n], history[history.len() - n..]);
-            assert_eq!(out[n..], [0, 0, 0]);
+            let k = [0, 1, 5, 20, n - 1, n, n + 3][step % 7];
+            let fresh = len.min(n).min(k);
+            let mut out = vec![-1i16; k];
+            ring.take_latest(&mut out);
+            assert!(
+                out[..k - fresh].iter().all(|&x| x == 0),
+                "step {step}, {k} samples"
+            );
+            assert_eq!(
+                out[k - fresh..],
+                history[history.len() - fresh..],
+                "step {step}"
+            );
+            // Nothing pushed since: silence.
+            let mut again = vec![-1i16; k];
+            ring.take_latest(&mut again);
+            assert!(again.iter().all(|&x| x == 0), "step {step}: read twice");
         }
     }
 

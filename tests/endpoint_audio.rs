@@ -569,3 +569,152 @@ fn an_application_that_stops_writing_leaves_the_callers_voice_intact() {
     );
     assert!(e.lane_stats(0).unwrap().app_underruns >= 100);
 }
+
+/// A caller holds a key on leg A of a call (RFC 4733 begin, no end yet) while the gateway
+/// attaches leg B to an IVR: B's sender, which was forwarding the digit, gets its end and
+/// goes on to send what the application writes, instead of telephone-event forever (which
+/// it did before: found in review). When the source, A, is attached instead, B is left
+/// with no source and sends nothing.
+#[test]
+fn a_digit_held_across_an_attachment_ends_at_the_peer() {
+    for attach_destination in [true, false] {
+        let e = started_virtual_engine(4);
+        let mut p = pcmu();
+        p.telephone_event_pt = PayloadType::new(101);
+        p.telephone_event_send_pt = PayloadType::new(101);
+        let (a, b) = e
+            .create_call((DialogId(1), p.clone()), (DialogId(2), p))
+            .unwrap();
+        let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+        let mut audio = e.take_audio_handle(0).unwrap();
+        let (mut pkt, mut ev) = (Vec::new(), [0u8; 4]);
+        let mut after = Vec::new();
+        for k in 0..60u16 {
+            if k < 10 {
+                rtp(
+                    0,
+                    k,
+                    160 * u32::from(k),
+                    3,
+                    k == 0,
+                    &ulaw_frame(k.into()),
+                    &mut pkt,
+                );
+            } else {
+                // Digit 5 held from 200 ms on: begin packets, never an end.
+                EventPayload {
+                    event: 5,
+                    end: false,
+                    volume: 10,
+                    duration: 160 * (k - 9),
+                }
+                .write(&mut ev);
+                rtp(101, k, 1600, 3, k == 10, &ev, &mut pkt);
+            }
+            ing.push(a.id, &pkt).unwrap();
+            if k == 25 {
+                let held = drain(&mut eg);
+                assert!(
+                    held.iter()
+                        .any(|p| p.session == b.id && p.header.payload_type == 101),
+                    "B forwards the held digit"
+                );
+                e.attach_audio(if attach_destination { b.id } else { a.id })
+                    .unwrap();
+            }
+            if k >= 25 && attach_destination {
+                audio.write(b.id, &tone_frame(k.into(), 3000.0)).unwrap();
+            }
+            e.step(2).unwrap();
+            drop(read_all(&mut audio));
+            if k > 25 {
+                after.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
+            }
+        }
+        let events: Vec<_> = after
+            .iter()
+            .filter(|p| p.header.payload_type == 101)
+            .map(|p| EventPayload::parse(p.payload()).unwrap())
+            .collect();
+        let audio_after = after.iter().filter(|p| p.header.payload_type == 0).count();
+        if attach_destination {
+            // B ends the digit (end bit set; RFC 4733 sends the end three times), then
+            // sends what the application writes.
+            assert!(
+                !events.is_empty() && events.len() <= 6 && events.last().unwrap().end,
+                "B's events after its attachment: {events:?}"
+            );
+            assert!(
+                audio_after >= 25,
+                "B sends the application's frames: {audio_after}"
+            );
+        } else {
+            // B has no source any more: it sends nothing (its peer times the digit out).
+            assert!(
+                events.len() <= 1,
+                "B's events after A's attachment: {events:?}"
+            );
+            assert_eq!(audio_after, 0);
+        }
+    }
+}
+
+/// The same with the digit detected in A's audio (in-band, forwarded to B as RFC 4733):
+/// held across B's attachment, B's sender still gets its end.
+#[test]
+fn an_in_band_digit_held_across_an_attachment_ends_at_the_peer() {
+    use media_core::processing::audio::dtmf_detector::{Digit, DtmfGenerator, DtmfGeneratorConfig};
+    let e = started_virtual_engine(4);
+    let mut pa = pcmu();
+    pa.dsp.dtmf = Some(Default::default());
+    let mut pb = pcmu();
+    pb.telephone_event_send_pt = PayloadType::new(101);
+    let (a, b) = e.create_call((DialogId(1), pa), (DialogId(2), pb)).unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut audio = e.take_audio_handle(0).unwrap();
+    let mut generator = DtmfGenerator::new(DtmfGeneratorConfig::default()).unwrap();
+    generator.start(Digit::from_char('8').unwrap(), -10.0, 5_000);
+    let (mut pkt, mut pcm, mut payload) = (Vec::new(), [0i16; 160], [0u8; 160]);
+    let mut before = 0;
+    let mut after = Vec::new();
+    for k in 0..80u16 {
+        // Digit 8 held for the whole run (5 s of tone).
+        generator.fill(&mut pcm);
+        g711::ulaw_encode(&pcm, &mut payload);
+        rtp(0, k, 160 * u32::from(k), 3, k == 0, &payload, &mut pkt);
+        ing.push(a.id, &pkt).unwrap();
+        if k == 30 {
+            e.attach_audio(b.id).unwrap();
+        }
+        if k >= 30 {
+            audio.write(b.id, &tone_frame(k.into(), 3000.0)).unwrap();
+        }
+        e.step(2).unwrap();
+        drop(read_all(&mut audio));
+        for p in drain(&mut eg).into_iter().filter(|p| p.session == b.id) {
+            if k <= 30 {
+                before += usize::from(p.header.payload_type == 101);
+            } else {
+                after.push(p);
+            }
+        }
+    }
+    assert!(
+        before > 5,
+        "B forwarded the held digit as RFC 4733 ({before} packets)"
+    );
+    let events: Vec<_> = after
+        .iter()
+        .filter(|p| p.header.payload_type == 101)
+        .map(|p| EventPayload::parse(p.payload()).unwrap())
+        .collect();
+    assert!(
+        !events.is_empty() && events.len() <= 6 && events.last().unwrap().end,
+        "B's events after its attachment: {events:?}"
+    );
+    let audio_after = after.iter().filter(|p| p.header.payload_type == 0).count();
+    assert!(
+        audio_after >= 40,
+        "B sends the application's frames: {audio_after}"
+    );
+}

@@ -739,7 +739,33 @@ pub struct DecodeStage {
     app_in: Consumer<Token>,
     app_in_return: Producer<Token>,
     app_in_slab: Arc<Slab<AppFrameSlot>>,
+    /// Per source slot: the RFC 4733 digit forwarded to a peer's sender that has begun and
+    /// not ended (destination slot, event), to end it when the route changes or the source
+    /// goes, before the peer sends it forever.
+    open_digits: Box<[Option<(u32, u8)>]>,
     shared: Arc<Shared>,
+}
+
+/// Ends at `dst` a forwarded digit its source will no longer end (route changed, chain
+/// or session replaced or gone): a `Downstream::Dtmf` end, when the ring has room beyond
+/// `reserve` (else counted: the peer's sender then ends it only with its next digit).
+fn end_open_digit(
+    out: &mut Producer<Downstream>,
+    counters: &LaneCounters,
+    reserve: usize,
+    open: &mut Option<(u32, u8)>,
+) {
+    if let Some((dst, event)) = open.take() {
+        if out.slots() > reserve {
+            let _ = out.push(Downstream::Dtmf {
+                dst,
+                event,
+                begin: false,
+            });
+        } else {
+            counters.stage_backlog_drops.inc_shared();
+        }
+    }
 }
 
 impl DecodeStage {
@@ -898,6 +924,9 @@ impl DecodeStage {
                                 event,
                                 begin,
                             });
+                            if let Some(open) = self.open_digits.get_mut(slot as usize) {
+                                *open = begin.then_some((r.dst_slot, event));
+                            }
                         } else {
                             self.shared.counters.stage_backlog_drops.inc_shared();
                         }
@@ -1086,6 +1115,13 @@ impl DecodeStage {
             Op::Fault => panic!("lane {}: injected fault", self.shared.lane),
         }
         drop(release);
+        if matches!(b.op, Op::Create | Op::Update | Op::Destroy | Op::Route) {
+            // A digit forwarded from this session that will now never see its end (the
+            // route changed, the receiver was replaced, the session went) ends here.
+            if let Some(open) = self.open_digits.get_mut(slot) {
+                end_open_digit(&mut self.out, &self.shared.counters, self.reserve, open);
+            }
+        }
         // Frames written for a session that is gone or no longer attached go back.
         let attached = self.sessions[slot]
             .as_ref()
@@ -1488,6 +1524,9 @@ pub struct DspStage {
     /// Sessions whose chain takes an echo reference (kept as commands swap chains in and
     /// out): with none, the stage prefetches no reference writes.
     reference_chains: usize,
+    /// Per source slot: an in-band digit forwarded as RFC 4733 that has begun and not
+    /// ended (destination slot, event), as the decode stage's `open_digits`.
+    open_digits: Box<[Option<(u32, u8)>]>,
 }
 
 /// Where in its input ring (0: the frame after the one being processed) the DSP stage
@@ -1650,6 +1689,8 @@ impl DspStage {
                         // Keep the last slot for the frame itself (checked by the loop).
                         if self.out.slots() < 2 || self.out.push(fwd).is_err() {
                             self.shared.counters.internal_ring_full.inc_shared();
+                        } else if let Some(open) = self.open_digits.get_mut(src) {
+                            *open = begin.then_some((dst as u32, event));
                         }
                     }
                     // What goes to `dst`'s peer is the echo reference of `dst`'s canceller
@@ -1668,6 +1709,14 @@ impl DspStage {
                 Downstream::Cmd(b) => {
                     self.work.flush_prefetch();
                     let slot = b.id.slot as usize;
+                    if matches!(b.op, Op::Create | Op::Update | Op::Destroy | Op::Route) {
+                        // An in-band digit forwarded from this session that its (replaced
+                        // or departing) detector or route will never end ends here, keeping
+                        // the last slot for the command itself.
+                        if let Some(open) = self.open_digits.get_mut(slot) {
+                            end_open_digit(&mut self.out, &self.shared.counters, 1, open);
+                        }
+                    }
                     let wants_reference =
                         |p: &Option<DspPart>| p.as_ref().is_some_and(|p| p.chain.wants_reference());
                     let before = self.sessions.get(slot).is_some_and(wants_reference);
@@ -2354,6 +2403,7 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts,
             app_in: from_app_rx,
             app_in_return: from_app_free_tx,
             app_in_slab: from_app_slab.clone(),
+            open_digits: vec![None; cfg.sessions].into_boxed_slice(),
             shared: shared.clone(),
         },
         dsp: DspStage {
@@ -2367,6 +2417,7 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts,
             events: ev_d_tx,
             shared: shared.clone(),
             reference_chains: 0,
+            open_digits: vec![None; cfg.sessions].into_boxed_slice(),
         },
         encode: EncodeStage {
             sessions: none_table(cfg.sessions),

@@ -34,6 +34,11 @@ pub enum Error {
         /// The offered size.
         actual: usize,
     },
+    /// An application wrote audio for a session that is not attached to the application
+    /// audio handle. Recover: `MediaEngine::attach_audio` it first (a bridged session's
+    /// audio comes from its peer).
+    #[error("session {0} is not attached to the application audio handle")]
+    NotAttached(SessionId),
     /// An application audio frame is longer than the lane's frame slots.
     /// Recover: write one ptime of audio at the session's codec rate; raise
     /// `max_frame_samples` if it is legitimate.

@@ -139,12 +139,14 @@ fn an_ivr_sends_what_the_application_writes_and_nothing_in_its_gaps() {
     assert_eq!(sent[30].timestamp.wrapping_sub(sent[29].timestamp), 6 * 160);
     assert_eq!(e.lane_stats(0).unwrap().app_underruns, 5);
     assert_eq!(e.session_stats(s.id).unwrap().tx_packets, 55);
-    // unbridge detaches too: the next frame is dropped, nothing more is sent.
+    // unbridge detaches too: frames are refused, nothing more is sent.
     e.unbridge(s.id).unwrap();
-    audio.write(s.id, &tone_frame(60, 8000.0)).unwrap();
+    assert_eq!(
+        audio.write(s.id, &tone_frame(60, 8000.0)),
+        Err(Error::NotAttached(s.id))
+    );
     e.step(4).unwrap();
     assert!(drain(&mut eg).is_empty());
-    assert_eq!(e.lane_stats(0).unwrap().app_in_dropped, 1);
 }
 
 #[test]
@@ -227,15 +229,16 @@ fn bad_application_frames_get_typed_errors_or_counted_drops() {
     for id in [stale, other_lane] {
         assert_eq!(audio.write(id, &frame), Err(Error::UnknownSession(id)));
     }
-    // Counted on the lane: a frame of the wrong length, one for a bridged session, and
-    // those beyond the session's queue.
+    // A bridged session's audio comes from its peer.
+    assert_eq!(audio.write(a.id, &frame), Err(Error::NotAttached(a.id)));
+    // Counted on the lane: a frame of the wrong length, and those beyond the session's
+    // queue.
     audio.write(s.id, &frame[..100]).unwrap();
-    audio.write(a.id, &frame).unwrap();
     for _ in 0..APP_QUEUE_FRAMES + 3 {
         audio.write(s.id, &frame).unwrap();
     }
     // Every slot taken (none drained yet): the ring is full.
-    assert_eq!(audio.free_write_slots(), 16 - 1 - 1 - APP_QUEUE_FRAMES - 3);
+    assert_eq!(audio.free_write_slots(), 16 - 1 - APP_QUEUE_FRAMES - 3);
     while audio.free_write_slots() > 0 {
         audio.write(s.id, &frame).unwrap();
     }
@@ -245,7 +248,7 @@ fn bad_application_frames_get_typed_errors_or_counted_drops() {
     );
     e.step(1).unwrap();
     let st = e.session_stats(s.id).unwrap();
-    // Dropped: 6 of S's 15 frames beyond its queue, S's frame of the wrong length, A's.
+    // Dropped: 7 of S's 15 frames beyond its queue, and its frame of the wrong length.
     let lane = e.lane_stats(0).unwrap();
     assert_eq!(
         lane.app_in_dropped as usize,
@@ -357,14 +360,12 @@ fn attaching_bridging_and_destroying_give_every_frame_slot_back() {
     }
     e.detach_audio(a.id).unwrap();
     e.detach_audio(a.id).unwrap(); // twice: no change
-    for _ in 0..3 {
-        audio.write(a.id, &frame).unwrap(); // counted: no longer attached
-    }
+    assert_eq!(audio.write(a.id, &frame), Err(Error::NotAttached(a.id)));
     e.step(2).unwrap();
     assert_eq!(audio.free_write_slots(), cap);
-    // Written when a bridge or detach was already on its way: the 4 before the bridge,
-    // the 5 before the detach and the 3 after it.
-    assert_eq!(e.lane_stats(0).unwrap().app_in_dropped, 12);
+    // Written while attached, taken by the lane after the bridge or detach: the 4 before
+    // the bridge and the 5 before the detach.
+    assert_eq!(e.lane_stats(0).unwrap().app_in_dropped, 9);
     e.attach_audio(a.id).unwrap();
     // Frames in the session's queue (taken in by a tick) and frames still in the ring when
     // it is destroyed: both come back.
@@ -717,4 +718,42 @@ fn an_in_band_digit_held_across_an_attachment_ends_at_the_peer() {
         audio_after >= 40,
         "B sends the application's frames: {audio_after}"
     );
+}
+
+/// On real lane threads, split across four (the decode stage takes application frames as
+/// they come, while the attaching route waits for the jitter stage's next tick): frames
+/// written as soon as `attach_audio` returns are the session's, not dropped.
+#[test]
+fn frames_written_right_after_attaching_are_sent_on_real_threads() {
+    for topology in [media_core::Topology::Split, media_core::Topology::Fused] {
+        let e = MediaEngine::new(EngineConfig {
+            topology,
+            sessions_per_lane: 4,
+            raise_priority: false,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut audio = e.take_audio_handle(0).unwrap();
+        let (_ing, mut eg) = e.take_rtp_handles(0).unwrap();
+        e.start().unwrap();
+        let mut sent = 0;
+        for round in 0..5u64 {
+            let s = e.create_media_session(DialogId(round + 1), pcmu()).unwrap();
+            e.attach_audio(s.id).unwrap();
+            for k in 0..4 {
+                audio.write(s.id, &tone_frame(k, 3000.0)).unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            sent += drain(&mut eg).iter().filter(|p| p.session == s.id).count();
+            e.destroy_media_session(s.id).unwrap();
+        }
+        let lane = e.lane_stats(0).unwrap();
+        e.stop().unwrap();
+        assert_eq!(
+            lane.app_in_dropped + lane.app_frames_unknown,
+            0,
+            "{topology:?}: {lane:?}"
+        );
+        assert_eq!(sent, 20, "{topology:?}: every frame written was sent");
+    }
 }

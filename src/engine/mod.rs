@@ -318,6 +318,7 @@ impl Inner {
         });
         for id in lost {
             self.lanes[i].ctl.shared.live.clear(id.slot);
+            self.lanes[i].ctl.shared.attached.clear(id.slot);
             if let Some(rec) = self.sessions.remove(&id) {
                 self.dialogs.remove(&rec.dialog);
             }
@@ -453,6 +454,12 @@ impl MediaEngine {
             inner.sessions.get_mut(&old).expect("peer record").peer = None;
             self.route(inner, old, None)?;
         }
+        // Before the route: frames written once this returns are the session's.
+        inner.lanes[id.lane()]
+            .ctl
+            .shared
+            .attached
+            .set(id.slot, id.generation);
         let route = Route {
             dst_slot: id.slot,
             dst_codec: inner.sessions[&id].params.tx.codec,
@@ -486,10 +493,19 @@ impl MediaEngine {
         let inner = &mut *g;
         let rec = inner.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
         if rec.app {
+            Self::detach_locked(inner, id);
             self.route(inner, id, None)?;
-            inner.sessions.get_mut(&id).expect("checked").app = false;
         }
         Ok(())
+    }
+
+    /// Forgets `id`'s attachment to the application audio handle (before the route that
+    /// ends it is sent: from here the handle refuses its frames).
+    fn detach_locked(inner: &mut Inner, id: SessionId) {
+        inner.lanes[id.lane()].ctl.shared.attached.clear(id.slot);
+        if let Some(rec) = inner.sessions.get_mut(&id) {
+            rec.app = false;
+        }
     }
 
     /// Puts the process's anonymous memory, where sessions' state lives, on transparent
@@ -1120,11 +1136,14 @@ impl MediaEngine {
             inner.sessions.get_mut(&old).expect("peer record").peer = None;
             self.route(inner, old, None)?;
         }
+        for s in [a, b] {
+            if inner.sessions[&s].app {
+                Self::detach_locked(inner, s);
+            }
+        }
         Self::send_bridge(inner, routes)?;
         for (s, peer) in [(a, b), (b, a)] {
-            let rec = inner.sessions.get_mut(&s).expect("checked");
-            rec.peer = Some(peer);
-            rec.app = false;
+            inner.sessions.get_mut(&s).expect("checked").peer = Some(peer);
         }
         Ok(())
     }
@@ -1137,8 +1156,8 @@ impl MediaEngine {
         let rec = inner.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
         let peer = rec.peer;
         if rec.app {
+            Self::detach_locked(inner, id);
             self.route(inner, id, None)?;
-            inner.sessions.get_mut(&id).expect("checked").app = false;
         }
         if let Some(p) = peer {
             self.route(inner, id, None)?;
@@ -1180,6 +1199,7 @@ impl MediaEngine {
         Self::send(ls, b)?;
         // From here the transport's pushes for this id are refused before taking a slot.
         ls.ctl.shared.live.clear(id.slot);
+        ls.ctl.shared.attached.clear(id.slot);
         ls.live -= 1;
         let rec = inner.sessions.remove(&id).expect("checked");
         inner.dialogs.remove(&rec.dialog);

@@ -74,11 +74,13 @@ impl AudioHandle {
     /// frame ahead of the session's period.
     ///
     /// Errors: [`Error::FrameTooLarge`] beyond [`AudioHandle::max_frame_samples`];
-    /// [`Error::UnknownSession`] if `session` is not live on this lane; [`Error::RingFull`]
+    /// [`Error::UnknownSession`] if `session` is not live on this lane;
+    /// [`Error::NotAttached`] if it is not attached
+    /// ([`MediaEngine::attach_audio`](crate::MediaEngine::attach_audio)); [`Error::RingFull`]
     /// if every frame slot is taken (the application writes far ahead, or the lane is
-    /// stalled). A frame that is not the session's length, or for a session that is not
-    /// attached, or beyond its queue, is dropped by the lane and counted in the lane's
-    /// `app_in_dropped`.
+    /// stalled). A frame that is not the session's length, or beyond its queue, or one the
+    /// lane takes after the session was detached, is dropped by the lane and counted in the
+    /// lane's `app_in_dropped`.
     pub fn write(&mut self, session: SessionId, pcm: &[i16]) -> Result<(), Error> {
         if pcm.len() > self.max_samples {
             return Err(Error::FrameTooLarge {
@@ -91,6 +93,13 @@ impl AudioHandle {
             || !p.shared.live.is_live(session.slot(), session.generation())
         {
             return Err(Error::UnknownSession(session));
+        }
+        if !p
+            .shared
+            .attached
+            .is_live(session.slot(), session.generation())
+        {
+            return Err(Error::NotAttached(session));
         }
         let Ok(mut t) = p.from_app_free.pop() else {
             return Err(Error::RingFull { ring: "audio" });

@@ -186,6 +186,12 @@ pub struct Shared {
     /// The live session of each slot, as the control plane set it: the ingress handle
     /// refuses packets for any other id before they take a slot.
     pub live: LiveTable,
+    /// The session of each slot attached to the application audio handle, as the control
+    /// plane set it (before it sends the route, so frames the application writes as soon
+    /// as `attach_audio` returns are kept even where a stage thread takes them before the
+    /// route arrives; cleared before a detaching route is sent). The audio handle refuses
+    /// frames for any other id; the decode stage keeps frames for an attached id.
+    pub attached: LiveTable,
 }
 
 impl Shared {
@@ -201,6 +207,7 @@ impl Shared {
             sessions: (0..sessions).map(|_| SessionCell::default()).collect(),
             echo_erle: (0..sessions).map(|_| AtomicU32::new(NO_ERLE)).collect(),
             live: LiveTable::new(sessions),
+            attached: LiveTable::new(sessions),
         }
     }
 
@@ -967,16 +974,25 @@ impl DecodeStage {
             let (session, samples) = self.app_in_slab.with(&t, |a| (a.session, a.samples));
             let id = SessionId::from_u64(session);
             let slot = id.slot() as usize;
-            let part = self.sessions.get(slot).and_then(|p| p.as_ref());
-            let live = id.lane() == usize::from(self.shared.lane)
-                && part.is_some()
-                && self.app_queues[slot].generation == id.generation();
-            let Some(part) = part.filter(|_| live) else {
-                self.shared.counters.app_frames_unknown.inc();
-                release_token(&mut self.app_in_return, &self.shared.counters, t);
-                continue;
+            let here = id.lane() == usize::from(self.shared.lane) && slot < self.sessions.len();
+            // Attached as the control plane has it (its create or route may still be on
+            // the way to this stage, on real threads).
+            let flagged = here && self.shared.attached.is_live(id.slot(), id.generation());
+            let fits = match self.sessions.get(slot).and_then(|p| p.as_ref()) {
+                Some(part) if here && self.app_queues[slot].generation == id.generation() => {
+                    (flagged || part.route.is_some_and(|r| r.app)) && samples == part.frame_samples
+                }
+                // Not created here yet: kept for it (its length is checked when it plays).
+                None if flagged => {
+                    self.app_queues[slot].generation = id.generation();
+                    true
+                }
+                _ => {
+                    self.shared.counters.app_frames_unknown.inc();
+                    release_token(&mut self.app_in_return, &self.shared.counters, t);
+                    continue;
+                }
             };
-            let fits = part.route.is_some_and(|r| r.app) && samples == part.frame_samples;
             let refused = if fits {
                 self.app_queues[slot].push(t).err()
             } else {
@@ -1122,11 +1138,15 @@ impl DecodeStage {
                 end_open_digit(&mut self.out, &self.shared.counters, self.reserve, open);
             }
         }
-        // Frames written for a session that is gone or no longer attached go back.
-        let attached = self.sessions[slot]
-            .as_ref()
-            .and_then(|p| p.route)
-            .is_some_and(|r| r.app);
+        // Frames written for a session that is gone or no longer attached go back (kept
+        // while the control plane has it attached and its route is on the way).
+        let attached = self.sessions[slot].as_ref().is_some_and(|p| {
+            p.route.is_some_and(|r| r.app)
+                || self
+                    .shared
+                    .attached
+                    .is_live(slot as u32, self.app_queues[slot].generation)
+        });
         if !attached && self.app_queues.get(slot).is_some_and(|q| q.len > 0) {
             self.clear_app_queue(slot);
         }

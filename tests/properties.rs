@@ -459,11 +459,17 @@ proptest! {
                     live[at] = None;
                 }
                 (4, Some(id)) => {
-                    // Attached to the application, or bridged to the next live session.
-                    if codec == 0 {
-                        e.attach_audio(id).expect("attach");
-                    } else if let Some(other) = live.iter().flatten().find(|o| **o != id) {
-                        e.bridge(id, *other).expect("same lane, same ptime");
+                    // Attached to the application, bridged to the next live session, or
+                    // detached / unbridged.
+                    match codec {
+                        0 => e.attach_audio(id).expect("attach"),
+                        1 => {
+                            if let Some(other) = live.iter().flatten().find(|o| **o != id) {
+                                e.bridge(id, *other).expect("same lane, same ptime");
+                            }
+                        }
+                        _ if seq % 2 == 0 => e.detach_audio(id).expect("detach"),
+                        _ => e.unbridge(id).expect("unbridge"),
                     }
                 }
                 (5, Some(id)) => {

@@ -66,11 +66,14 @@ pub struct EngineConfig {
     /// Egress packet slots per lane; `None` = 4 per session + 256.
     pub egress_slots_per_lane: Option<usize>,
     /// Application frame slots per lane, each way (the lane's [`AudioHandle`], for
-    /// sessions attached with [`MediaEngine::attach_audio`]); `None` = 64. An attached
-    /// session holds up to two frames to the application in flight and up to
-    /// [`APP_QUEUE_FRAMES`](crate::runtime::lane::APP_QUEUE_FRAMES) written ahead: size
-    /// this at about 4 per attached session for an application that writes one frame
-    /// ahead.
+    /// sessions attached with [`MediaEngine::attach_audio`]); `None` = 64. Frames the
+    /// application has not read yet hold their slots (a reader that falls behind takes
+    /// them all, and the lane then counts the frames it cannot hand over), and each
+    /// session holds up to [`APP_QUEUE_FRAMES`](crate::runtime::lane::APP_QUEUE_FRAMES)
+    /// written ahead: size this at about 4 per attached session for an application that
+    /// reads every period and writes one frame ahead. An attached session also uses two
+    /// frame slots per period instead of one (`frame_slots_per_lane`: the split topology's
+    /// default holds one per session).
     pub app_frame_slots_per_lane: Option<usize>,
     /// Per-session ingress rate limit, applied by the lane's ingress handle before a packet
     /// takes a slot, so one flooding peer cannot take the slots of the lane's other
@@ -427,10 +430,16 @@ impl MediaEngine {
     /// its next frame period its received audio, after its voice processing (`dsp`), is
     /// read with [`AudioHandle::read`], and what the application writes for it with
     /// [`AudioHandle::write`] is encoded and sent, one frame per period (its echo
-    /// canceller, if any, takes that as its reference). Frames are PCM at the session's
-    /// codec rate (8 kHz for G.711, 16 kHz for G.722, 48 kHz for Opus) of exactly one
-    /// ptime. Its RFC 4733 and in-band digits arrive as [`EngineEvent::Dtmf`] events and
-    /// are not sent back; [`MediaEngine::send_dtmf`] sends digits. A bridge the session
+    /// canceller, if any, takes that as its reference). Frames are one ptime of PCM at the
+    /// session's rate: [`MediaSessionParams::frame_samples`] samples at
+    /// [`MediaSessionParams::sample_rate`] (8 kHz for G.711, 16 kHz for G.722, Opus's
+    /// configured rate, 48 kHz by default). A period the application has no frame for
+    /// sends nothing (write silence to keep the stream, and NAT bindings, alive), and
+    /// `MediaSessionParams::dtx` does not apply (no detector runs on what the
+    /// application sends). A re-INVITE that changes the codec or ptime drops the frames
+    /// queued for the old one. Its RFC 4733 and in-band digits arrive as
+    /// [`EngineEvent::Dtmf`] events and are not sent back; [`MediaEngine::send_dtmf`]
+    /// sends digits. A bridge the session
     /// was part of is dissolved; [`MediaEngine::detach_audio`] (or
     /// [`MediaEngine::unbridge`]) detaches it again, and [`MediaEngine::bridge`] replaces
     /// the attachment.

@@ -68,7 +68,8 @@ impl AudioHandle {
     }
 
     /// Queues one frame for attached session `session` to send: exactly one ptime of PCM
-    /// at the session's codec rate (interleaved if stereo). The lane sends the frames it
+    /// at the session's rate ([`MediaSessionParams::frame_samples`](crate::MediaSessionParams::frame_samples)
+    /// samples). The lane sends the frames it
     /// holds for a session one per frame period, in order, and holds up to
     /// [`APP_QUEUE_FRAMES`](crate::runtime::lane::APP_QUEUE_FRAMES); write about one
     /// frame ahead of the session's period.
@@ -143,7 +144,7 @@ impl ReceivedAudio<'_> {
         self.with(|a| SessionId::from_u64(a.session))
     }
 
-    /// Samples in the frame (one ptime at the session's codec rate, all channels).
+    /// Samples in the frame (one ptime at the session's rate).
     pub fn len(&self) -> usize {
         self.with(|a| a.samples)
     }

@@ -112,6 +112,9 @@ struct AppQueue {
     generation: u32,
     head: u8,
     len: u8,
+    /// The application has written for the session since it was attached: from then on a
+    /// period without a frame is an underrun (a listen-only recorder never counts one).
+    started: bool,
     frames: [Option<Token>; APP_QUEUE_FRAMES],
 }
 
@@ -124,6 +127,7 @@ impl AppQueue {
         let at = (usize::from(self.head) + usize::from(self.len)) % APP_QUEUE_FRAMES;
         self.frames[at] = Some(t);
         self.len += 1;
+        self.started = true;
         Ok(())
     }
 
@@ -1006,11 +1010,14 @@ impl DecodeStage {
         n
     }
 
-    /// Gives every frame queued for `slot` back to the application unplayed.
+    /// Gives every frame queued for `slot` back to the application unplayed, counting them
+    /// in `app_in_dropped`, and forgets that it ever wrote.
     fn clear_app_queue(&mut self, slot: usize) {
         while let Some(t) = self.app_queues[slot].pop() {
+            self.shared.counters.app_in_dropped.inc();
             release_token(&mut self.app_in_return, &self.shared.counters, t);
         }
+        self.app_queues[slot].started = false;
     }
 
     /// An attached session's frame period on its send side: the application's next frame
@@ -1020,7 +1027,9 @@ impl DecodeStage {
     fn play_app_in(&mut self, slot: u32, frame_samples: usize) {
         let sc = &self.shared.sessions[slot as usize].counters;
         let Some(t) = self.app_queues[slot as usize].pop() else {
-            self.shared.counters.app_underruns.inc();
+            if self.app_queues[slot as usize].started {
+                self.shared.counters.app_underruns.inc();
+            }
             self.push_missing(slot, slot);
             return;
         };
@@ -1084,6 +1093,7 @@ impl DecodeStage {
 
     fn apply(&mut self, mut b: Box<Bundle>) {
         let slot = b.id.slot as usize;
+        let mut reframed = false;
         let pkt_return = &mut self.pkt_return;
         let counters = &self.shared.counters;
         let mut release = releaser(pkt_return, counters);
@@ -1097,6 +1107,12 @@ impl DecodeStage {
             Op::Update => {
                 if let Some(mut new) = b.decode.take() {
                     if let Some(cur) = self.sessions[slot].as_mut() {
+                        // Frames an application wrote for the old codec or ptime are not
+                        // this session's any more.
+                        let codec =
+                            |p: &DecodePart<Token>| p.decoders.first().map(|(_, d)| d.codec());
+                        reframed =
+                            new.frame_samples != cur.frame_samples || codec(&new) != codec(cur);
                         new.route = cur.route;
                         cur.receive.reset(&mut release);
                         b.decode = Some(std::mem::replace(cur, new));
@@ -1147,8 +1163,13 @@ impl DecodeStage {
                     .attached
                     .is_live(slot as u32, self.app_queues[slot].generation)
         });
-        if !attached && self.app_queues.get(slot).is_some_and(|q| q.len > 0) {
+        if (!attached || reframed) && self.app_queues.get(slot).is_some_and(|q| q.len > 0) {
             self.clear_app_queue(slot);
+        }
+        if !attached {
+            if let Some(q) = self.app_queues.get_mut(slot) {
+                q.started = false;
+            }
         }
         if self.header_spans[0].1 == 0 {
             if let Some((play, insert)) = header_spans(&self.sessions, slot) {

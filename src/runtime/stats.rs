@@ -257,11 +257,13 @@ counter_block! {
         // session: a session's counter block is exactly five cache lines, the hot-state
         // budget's (2 KiB per session) last whole line.
         /// Frame periods in which a session attached to the application audio handle had
-        /// no application frame to send, so sent nothing (decode stage).
+        /// no application frame to send, so sent nothing, once the application had
+        /// written for it (a listen-only application counts none; decode stage).
         app_underruns,
         /// Application frames dropped by the lane: the session's queue was full (the
         /// application writes ahead of real time), the frame's length was not the
-        /// session's frame, or the session was not attached (decode stage).
+        /// session's frame, the session was detached or bridged, or a re-INVITE changed
+        /// its codec or ptime with frames queued (decode stage).
         app_in_dropped,
         /// Application frames whose session id names no session of this lane by the time
         /// the lane took them (destroyed meanwhile): returned unused (decode stage).

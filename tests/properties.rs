@@ -468,7 +468,7 @@ proptest! {
                                 e.bridge(id, *other).expect("same lane, same ptime");
                             }
                         }
-                        _ if seq % 2 == 0 => e.detach_audio(id).expect("detach"),
+                        _ if seq.is_multiple_of(2) => e.detach_audio(id).expect("detach"),
                         _ => e.unbridge(id).expect("unbridge"),
                     }
                 }

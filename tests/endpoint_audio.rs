@@ -18,6 +18,19 @@ fn pcmu() -> MediaSessionParams {
     MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20)
 }
 
+/// RTP packet `k` of a PCMU stream (frame `k` of the common test signal).
+fn ulaw_packet(k: u16, ssrc: u32, pkt: &mut Vec<u8>) {
+    rtp(
+        0,
+        k,
+        160 * u32::from(k),
+        ssrc,
+        k == 0,
+        &ulaw_frame(k.into()),
+        pkt,
+    );
+}
+
 /// Every frame the handle holds now, as (session, samples).
 fn read_all(audio: &mut AudioHandle) -> Vec<(SessionId, Vec<i16>)> {
     let mut v = Vec::new();
@@ -50,15 +63,7 @@ fn a_recorder_reads_exactly_what_the_session_received() {
     let mut pkt = Vec::new();
     let mut got = Vec::new();
     for k in 0..50u16 {
-        rtp(
-            0,
-            k,
-            160 * u32::from(k),
-            9,
-            k == 0,
-            &ulaw_frame(k.into()),
-            &mut pkt,
-        );
+        ulaw_packet(k, 9, &mut pkt);
         ing.push(s.id, &pkt).unwrap();
         e.step(2).unwrap();
         got.extend(read_all(&mut audio));
@@ -265,15 +270,7 @@ fn bad_application_frames_get_typed_errors_or_counted_drops() {
     let mut pkt = Vec::new();
     let mut relayed = 0;
     for k in 0..40u16 {
-        rtp(
-            0,
-            k,
-            160 * u32::from(k),
-            5,
-            k == 0,
-            &ulaw_frame(k.into()),
-            &mut pkt,
-        );
+        ulaw_packet(k, 5, &mut pkt);
         ing.push(s.id, &pkt).unwrap();
         ing.push(a.id, &pkt).unwrap();
         e.step(2).unwrap();
@@ -593,15 +590,7 @@ fn a_digit_held_across_an_attachment_ends_at_the_peer() {
         let mut after = Vec::new();
         for k in 0..60u16 {
             if k < 10 {
-                rtp(
-                    0,
-                    k,
-                    160 * u32::from(k),
-                    3,
-                    k == 0,
-                    &ulaw_frame(k.into()),
-                    &mut pkt,
-                );
+                ulaw_packet(k, 3, &mut pkt);
             } else {
                 // Digit 5 held from 200 ms on: begin packets, never an end.
                 EventPayload {

@@ -757,6 +757,13 @@ pub struct DecodeStage {
     shared: Arc<Shared>,
 }
 
+/// A frame slot to fill: the one a period that produced nothing left (`spare`), else a
+/// free one.
+#[inline]
+fn take_frame(spare: &mut Option<Token>, free: &mut Consumer<Token>) -> Option<Token> {
+    spare.take().or_else(|| free.pop().ok())
+}
+
 /// Ends at `dst` a forwarded digit its source will no longer end (route changed, chain
 /// or session replaced or gone): a `Downstream::Dtmf` end, when the ring has room beyond
 /// `reserve` (else counted: the peer's sender then ends it only with its next digit).
@@ -1033,11 +1040,7 @@ impl DecodeStage {
             self.push_missing(slot, slot);
             return;
         };
-        let Some(mut frame) = self
-            .spare_frame
-            .take()
-            .or_else(|| self.frame_free.pop().ok())
-        else {
+        let Some(mut frame) = take_frame(&mut self.spare_frame, &mut self.frame_free) else {
             sc.slab_exhausted.inc();
             release_token(&mut self.app_in_return, &self.shared.counters, t);
             self.push_missing(slot, slot);
@@ -1265,11 +1268,7 @@ impl DecodeStage {
         // Who is told when this period has no frame: a bridged peer's encoder. (An
         // attached session's own send side was served above.)
         let sink = route.filter(|r| !r.app);
-        let Some(mut frame) = self
-            .spare_frame
-            .take()
-            .or_else(|| self.frame_free.pop().ok())
-        else {
+        let Some(mut frame) = take_frame(&mut self.spare_frame, &mut self.frame_free) else {
             sc.slab_exhausted.inc();
             if let Some(r) = sink {
                 self.push_missing(slot, r.dst_slot);

@@ -4,7 +4,8 @@
 //! harness now steers around a known bug so fuzzing can go deeper, a test that reaches the
 //! bug directly. A test of a bug not fixed yet would be `#[ignore = "bug: ..."]`; every
 //! bug found so far is fixed (min/max delay bounds ordered or refused; an offer without a
-//! voice codec is a disabled stream, port 0; the held level's sum saturates).
+//! voice codec is a disabled stream, port 0; the held level's sum saturates; the rate
+//! limit's arrival time saturates).
 
 // Each harness file includes the small input reader (fuzz/src/input.rs) itself, so every
 // one compiles on its own, here and in the fuzz crate.
@@ -194,4 +195,27 @@ const INGRESS_DUPLICATE_EVENT_PACKET: &[u8] =
 #[test]
 fn ingress_target_counts_a_duplicate_event_packet_as_a_duplicate() {
     ingress::run(INGRESS_DUPLICATE_EVENT_PACKET);
+}
+
+/// Found by the ingress target (session 23, with debug assertions): an arrival time near
+/// the end of the `u64` range (`IngressHandle::push_at`) overflowed the rate limit's
+/// theoretical arrival time (`Policer::admit`: a panic with overflow checks, a wrapped
+/// time without). It saturates, and a clock that goes back restarts the limit.
+const INGRESS_ARRIVAL_TIME_AT_THE_END_OF_THE_RANGE: &[u8] =
+    b"\x00\x00\x00\x00\x00\x23\x00\x00\x00\x00\x00\x00\x00\x00\x05\x02\x02\x02\x02\x02\x02\x02\
+      \x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\xd3\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x3c\
+      \x9a\xca\x01\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\
+      \x02\x02\x02\x02\x02\x02\x5b\x02\x02\x02\x02\x02\x02\xfd\xfd\xfd\xfd\x02\x02\x02\x02\x02\
+      \x02\x02\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x3a\x00\x00\x00\x00\x00\x00\x00\x00\x00\
+      \x00\x00\x00\x00\x02\x02\x02\xd3\xfe\xfe\x06\xfd\xfd\xfd\xbd\xfd\x9d\x9d\x9d\x9d\x9d\x9d\
+      \x7c\x4e\x00\x00\x69\x9d\x9d\x9d\x9d\x9d\x9d\x9d\x9d\x9d\x9d\x9d\x9d\x9d\x9d\x9d\xff\xff\
+      \xff\xff\x9d\x00\x00\x00\x00\x00\x05\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\
+      \x02\x02\x02\x02\xd3\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x3c\x9a\xca\x01\x02\x02\x02\
+      \x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\
+      \x5b\x02\x02\x02\x02\x02\x02\xfd\xfd\xfd\xfd\x02\x02\x02\xff\xff\xff\xff\xff\xff\xff\xff\
+      \xff\xff\x02\x02";
+
+#[test]
+fn ingress_target_survives_arrival_times_at_the_end_of_the_range() {
+    ingress::run(INGRESS_ARRIVAL_TIME_AT_THE_END_OF_THE_RANGE);
 }

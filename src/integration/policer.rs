@@ -49,6 +49,10 @@ impl IngressLimit {
     }
 }
 
+/// How far an arrival may fall behind the last one let through (beyond the burst) before
+/// the limit takes it for a clock that went back and restarts from it.
+const CLOCK_BACK_NS: u64 = 1_000_000_000;
+
 /// One session slot's state.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cell {
@@ -102,18 +106,34 @@ impl Policer {
         let Some(c) = self.cells.get_mut(session.slot() as usize) else {
             return true;
         };
-        if c.generation != session.generation() || c.tat_ns == 0 {
+        // Let through, the theoretical time runs at most a burst and an interval ahead of
+        // an arrival; further ahead, the arrival clock went back (a transport's clock
+        // reset, or absurd times): start again from it rather than refuse the session
+        // until the clock catches up (forever, from a time near the end of the range).
+        let horizon = self
+            .tolerance_ns
+            .saturating_add(self.interval_ns)
+            .saturating_add(CLOCK_BACK_NS);
+        if c.generation != session.generation()
+            || c.tat_ns == 0
+            || c.tat_ns > arrival_ns.saturating_add(horizon)
+        {
+            let refused = if c.generation == session.generation() {
+                c.refused
+            } else {
+                0
+            };
             *c = Cell {
                 tat_ns: arrival_ns,
                 generation: session.generation(),
-                refused: 0,
+                refused,
             };
         }
         if c.tat_ns > arrival_ns.saturating_add(self.tolerance_ns) {
             c.refused = c.refused.saturating_add(1);
             return false;
         }
-        c.tat_ns = c.tat_ns.max(arrival_ns) + self.interval_ns;
+        c.tat_ns = c.tat_ns.max(arrival_ns).saturating_add(self.interval_ns);
         true
     }
 
@@ -161,6 +181,33 @@ mod tests {
         // A quiet second refills the burst.
         let t1 = t0 + 1_600 * MS;
         assert_eq!((0..20).filter(|_| p.admit(s, t1)).count(), 8);
+    }
+
+    /// Arrival times at the end of the range do not overflow (found by the ingress fuzz
+    /// target with debug assertions), and a clock that goes back restarts the limit
+    /// instead of refusing the session until it catches up.
+    #[test]
+    fn absurd_or_backward_arrival_times_neither_overflow_nor_lock_a_session_out() {
+        let mut p = Policer::new(2, Some(IngressLimit::default()));
+        let s = id(0, 1);
+        for t in [u64::MAX, u64::MAX - 1, u64::MAX] {
+            let _ = p.admit(s, t);
+        }
+        // Back to an ordinary clock: a stream at its rate passes again at once.
+        for k in 0..100u64 {
+            assert!(p.admit(s, 1_000 * MS + k * 20 * MS), "packet {k}");
+        }
+        // A clock that steps back 2 s mid-stream: the stream goes on.
+        for k in 0..100u64 {
+            assert!(
+                p.admit(s, 500 * MS + k * 20 * MS),
+                "after the step, packet {k}"
+            );
+        }
+        // And the limit still holds: a burst at one instant passes its 64 only.
+        let t = 9_000 * MS;
+        let passed = (0..200).filter(|_| p.admit(s, t)).count();
+        assert_eq!(passed, 64);
     }
 
     #[test]

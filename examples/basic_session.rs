@@ -12,18 +12,13 @@ use media_core::{
     Topology,
 };
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "common/args.rs"]
+mod args;
+use args::arg;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let calls = arg("--calls", 50) as usize;
-    let seconds = arg("--seconds", 3);
+    let calls = arg("--calls", 50u64) as usize;
+    let seconds = arg("--seconds", 3u64);
     let split = std::env::args().any(|a| a == "--split");
     let topology = if split {
         Topology::Split

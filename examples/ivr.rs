@@ -28,14 +28,9 @@ use media_core::{
     PayloadType, Ptime, SessionId,
 };
 
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "common/args.rs"]
+mod args;
+use args::arg;
 
 /// The caller's side of one call: its codec, its speech, the digits it keys, and what it
 /// heard from the IVR.

@@ -1166,13 +1166,9 @@ impl DecodeStage {
                     .attached
                     .is_live(slot as u32, self.app_queues[slot].generation)
         });
-        if (!attached || reframed) && self.app_queues.get(slot).is_some_and(|q| q.len > 0) {
+        // (A session still attached keeps `started` unless its queue is cleared.)
+        if !attached || (reframed && self.app_queues[slot].len > 0) {
             self.clear_app_queue(slot);
-        }
-        if !attached {
-            if let Some(q) = self.app_queues.get_mut(slot) {
-                q.started = false;
-            }
         }
         if self.header_spans[0].1 == 0 {
             if let Some((play, insert)) = header_spans(&self.sessions, slot) {
@@ -1569,6 +1565,22 @@ pub struct DspStage {
     open_digits: Box<[Option<(u32, u8)>]>,
 }
 
+/// Gives the audio in `frame`, which session `dst` sends, to `dst`'s echo canceller as its
+/// reference (if it has one).
+#[inline]
+fn feed_reference(
+    sessions: &mut [Option<DspPart>],
+    frames: &Slab<FrameSlot>,
+    dst: usize,
+    frame: &mut Token,
+) {
+    if let Some(d) = sessions.get_mut(dst).and_then(|d| d.as_mut()) {
+        if d.chain.wants_reference() {
+            frames.with_mut(frame, |f| d.chain.push_reference(&f.pcm[..f.samples]));
+        }
+    }
+}
+
 /// Where in its input ring (0: the frame after the one being processed) the DSP stage
 /// prefetches a session's chain box and the frame's counter, and where the components'
 /// buffers (see [`DspStage::prefetch_ahead`]). One frame deeper (2 and 1, or 3 and 2)
@@ -1643,13 +1655,7 @@ impl DspStage {
                         // What an application wrote for `dst` to send: no receive
                         // processing; it is the reference of `dst`'s echo canceller.
                         self.work.flush_prefetch();
-                        if let Some(d) = self.sessions.get_mut(dst).and_then(|d| d.as_mut()) {
-                            if d.chain.wants_reference() {
-                                self.frames.with_mut(frame, |f| {
-                                    d.chain.push_reference(&f.pcm[..f.samples])
-                                });
-                            }
-                        }
+                        feed_reference(&mut self.sessions, &self.frames, dst, frame);
                         push_cmd(&mut self.out, &self.shared.counters, msg);
                         continue;
                     }
@@ -1736,12 +1742,7 @@ impl DspStage {
                     // What goes to `dst`'s peer is the echo reference of `dst`'s canceller
                     // (decoded audio: relays to a session with an echo canceller are
                     // decoded, see `DecodeStage::play`).
-                    if let Some(d) = self.sessions.get_mut(dst).and_then(|d| d.as_mut()) {
-                        if d.chain.wants_reference() {
-                            self.frames
-                                .with_mut(frame, |f| d.chain.push_reference(&f.pcm[..f.samples]));
-                        }
-                    }
+                    feed_reference(&mut self.sessions, &self.frames, dst, frame);
                 }
                 Downstream::Missing { .. } | Downstream::Dtmf { .. } => {
                     self.work.flush_prefetch();
@@ -2314,6 +2315,17 @@ pub struct AudioParts {
     pub shared: Arc<Shared>,
 }
 
+/// A ring holding exactly `tokens`, all of a slab's slots, queued on it: where a slab's
+/// free slots start.
+fn free_ring(tokens: Vec<Token>) -> (Producer<Token>, Consumer<Token>) {
+    let (mut tx, rx) = RingBuffer::new(tokens.len());
+    for t in tokens {
+        // Cannot fail: the ring holds exactly the slab's slots.
+        let _ = tx.push(t);
+    }
+    (tx, rx)
+}
+
 fn none_table<T>(n: usize) -> Box<[Option<T>]> {
     (0..n).map(|_| None).collect()
 }
@@ -2342,15 +2354,9 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts,
     let (ev_e_tx, ev_e_rx) = RingBuffer::new(cfg.event_capacity);
     let (ev_d_tx, ev_d_rx) = RingBuffer::new(cfg.event_capacity);
     let (ing_tx, ing_rx) = RingBuffer::new(cfg.packet_slots);
-    let (rel_j_tx, rel_j_rx) = RingBuffer::new(cfg.packet_slots);
-    let (rel_d_tx, rel_d_rx) = RingBuffer::new(cfg.packet_slots);
-    let free_from_jitter = rel_j_rx;
     // All packet slots start free, on the jitter release ring.
-    let mut rel_j_tx = rel_j_tx;
-    for t in pkt_tokens {
-        // Cannot fail: the ring holds exactly packet_slots.
-        let _ = rel_j_tx.push(t);
-    }
+    let (rel_j_tx, free_from_jitter) = free_ring(pkt_tokens);
+    let (rel_d_tx, rel_d_rx) = RingBuffer::new(cfg.packet_slots);
     // Packets and commands: bounded by the packet tokens and the command capacity, so a
     // push never fails.
     let (jd_tx, jd_rx) = RingBuffer::new(cfg.packet_slots + cmd + 16);
@@ -2361,16 +2367,8 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts,
     let down_reserve = cfg.frame_slots + cmd;
     let (dp_tx, dp_rx) = RingBuffer::new(down_reserve + 4 * cfg.sessions + 64);
     let (pe_tx, pe_rx) = RingBuffer::new(down_reserve + 4 * cfg.sessions + 64);
-    let (fr_tx, fr_rx) = RingBuffer::new(cfg.frame_slots);
-    let mut fr_tx = fr_tx;
-    for t in frame_tokens {
-        let _ = fr_tx.push(t);
-    }
-    let (eg_free_tx, eg_free_rx) = RingBuffer::new(cfg.egress_slots);
-    let mut eg_free_tx = eg_free_tx;
-    for t in egress_tokens {
-        let _ = eg_free_tx.push(t);
-    }
+    let (fr_tx, fr_rx) = free_ring(frame_tokens);
+    let (eg_free_tx, eg_free_rx) = free_ring(egress_tokens);
     let (eg_tx, eg_rx) = RingBuffer::new(cfg.egress_slots);
     // Application frames, each way: slots start free on the ring toward their producer.
     let app_slots = cfg.app_frame_slots;
@@ -2380,15 +2378,9 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts,
         Slab::new(app_slots, |_| AppFrameSlot::new(cfg.max_frame_samples));
     let (to_app_slab, from_app_slab) = (Arc::new(to_app_slab), Arc::new(from_app_slab));
     let (to_app_tx, to_app_rx) = RingBuffer::new(app_slots);
-    let (mut to_app_free_tx, to_app_free_rx) = RingBuffer::new(app_slots);
-    for t in to_app_tokens {
-        let _ = to_app_free_tx.push(t);
-    }
+    let (to_app_free_tx, to_app_free_rx) = free_ring(to_app_tokens);
     let (from_app_tx, from_app_rx) = RingBuffer::new(app_slots);
-    let (mut from_app_free_tx, from_app_free_rx) = RingBuffer::new(app_slots);
-    for t in from_app_tokens {
-        let _ = from_app_free_tx.push(t);
-    }
+    let (from_app_free_tx, from_app_free_rx) = free_ring(from_app_tokens);
 
     // Packet slots kept free for the packets arriving between two drains (an eighth: with
     // the default 8 per session + 256, two ticks' worth of every session's packets at

@@ -2354,23 +2354,23 @@ mod tests {
         cap.iter().map(|&v| f32::from(v)).collect()
     }
 
-    fn canceller(rate: u32, tail_ms: u32, residual_suppression: bool) -> EchoCanceller {
-        EchoCanceller::new(AecConfig {
+    fn config(rate: u32, tail_ms: u32, residual_suppression: bool) -> AecConfig {
+        AecConfig {
             sample_rate_hz: rate,
             tail_ms,
             residual_suppression,
-        })
-        .expect("valid configuration")
+        }
+    }
+
+    fn canceller(rate: u32, tail_ms: u32, residual_suppression: bool) -> EchoCanceller {
+        EchoCanceller::new(config(rate, tail_ms, residual_suppression))
+            .expect("valid configuration")
     }
 
     /// A canceller for 20 ms frames, as a session at 20 ms ptime builds it: 20 ms blocks
     /// (at 48 kHz, for tails over 96 ms only).
     fn canceller_20(rate: u32, tail_ms: u32, residual_suppression: bool) -> EchoCanceller {
-        let config = AecConfig {
-            sample_rate_hz: rate,
-            tail_ms,
-            residual_suppression,
-        };
+        let config = config(rate, tail_ms, residual_suppression);
         EchoCanceller::with_frame(config, rate as usize / 50).expect("valid configuration")
     }
 
@@ -2384,11 +2384,7 @@ mod tests {
     /// A canceller in 20 ms blocks whatever [`block_for`] would pick (at 48 kHz, tails of
     /// 96 ms and less take 10 ms blocks in a session).
     fn canceller_20_blocks(rate: u32, tail_ms: u32, residual_suppression: bool) -> EchoCanceller {
-        let config = AecConfig {
-            sample_rate_hz: rate,
-            tail_ms,
-            residual_suppression,
-        };
+        let config = config(rate, tail_ms, residual_suppression);
         EchoCanceller::with_block(config, rate as usize / 50).expect("valid configuration")
     }
 

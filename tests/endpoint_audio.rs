@@ -573,7 +573,8 @@ fn an_application_that_stops_writing_leaves_the_callers_voice_intact() {
 /// attaches leg B to an IVR: B's sender, which was forwarding the digit, gets its end and
 /// goes on to send what the application writes, instead of telephone-event forever (which
 /// it did before: found in review). When the source, A, is attached instead, B is left
-/// with no source and sends nothing.
+/// with no source: it still sends the digit's end (its own frame periods go on without a
+/// source; before, it never did and its peer had to time the digit out), then nothing.
 #[test]
 fn a_digit_held_across_an_attachment_ends_at_the_peer() {
     for attach_destination in [true, false] {
@@ -640,9 +641,11 @@ fn a_digit_held_across_an_attachment_ends_at_the_peer() {
                 "B sends the application's frames: {audio_after}"
             );
         } else {
-            // B has no source any more: it sends nothing (its peer times the digit out).
+            // B has no source any more: it ends the digit (the end three times, RFC 4733
+            // §2.5.1.4), then sends nothing.
+            let ends = events.iter().filter(|p| p.end).count();
             assert!(
-                events.len() <= 1,
+                ends == 3 && events.len() <= 6 && events.last().unwrap().end,
                 "B's events after A's attachment: {events:?}"
             );
             assert_eq!(audio_after, 0);

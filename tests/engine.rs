@@ -1803,6 +1803,81 @@ fn send_dtmf_sends_rfc4733_events_in_place_of_audio_then_resumes_audio() {
     );
 }
 
+/// A session with no peer and no application (created, not bridged yet, or left by an
+/// unbridge) still keeps its send side's time: a digit asked for goes out in the next
+/// frame periods, not when the session is bridged some time later (before, it waited for
+/// a source to drive its sender), and the first audio after the bridge is a new talkspurt
+/// whose timestamp counts the periods that passed.
+#[test]
+fn send_dtmf_on_a_session_with_no_peer_goes_out_at_once() {
+    use media_core::codec::audio::telephone_event::EventPayload;
+    let e = virtual_engine(8);
+    let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+    pa.telephone_event_send_pt = media_core::PayloadType::new(101);
+    let a = e.create_media_session(DialogId(1), pa).unwrap();
+    let b = e
+        .create_media_session(
+            DialogId(2),
+            MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    e.step(10).unwrap();
+    e.send_dtmf(a.id, '7', 100).unwrap();
+    // 200 ms, nobody talking and nothing bridged.
+    e.step(40).unwrap();
+    let out: Vec<_> = drain(&mut eg)
+        .into_iter()
+        .filter(|p| p.session == a.id)
+        .collect();
+    let events: Vec<_> = out
+        .iter()
+        .map(|p| (p.header, EventPayload::parse(p.payload()).unwrap()))
+        .collect();
+    assert!(
+        out.iter().all(|p| p.header.payload_type == 101),
+        "no audio without a source"
+    );
+    // 100 ms at 20 ms intervals, then the end three times.
+    assert!(events.len() >= 7, "{} event packets", events.len());
+    assert!(events.iter().all(|(_, p)| p.event == 7));
+    assert_eq!(events.iter().filter(|(_, p)| p.end).count(), 3);
+    let event_ts = events[0].0.timestamp;
+    let last_seq = events.last().unwrap().0.sequence;
+    // Bridged 1 s later: B talks, A sends its audio as a new talkspurt, its timestamp
+    // 1 s and more beyond the digit's (time went on while A had nothing to send).
+    e.step(100).unwrap();
+    e.bridge(a.id, b.id).unwrap();
+    let mut pkt = Vec::new();
+    let mut audio = Vec::new();
+    for k in 0..10usize {
+        rtp(
+            0,
+            k as u16,
+            160 * k as u32,
+            5,
+            k == 0,
+            &ulaw_frame(k),
+            &mut pkt,
+        );
+        ing.push(b.id, &pkt).unwrap();
+        e.step(4).unwrap();
+        audio.extend(drain(&mut eg).into_iter().filter(|p| p.session == a.id));
+    }
+    let first = audio
+        .first()
+        .expect("A sends B's audio once bridged")
+        .header;
+    assert_eq!(first.payload_type, 0);
+    assert!(first.marker);
+    assert_eq!(first.sequence, last_seq.wrapping_add(1));
+    let elapsed = first.timestamp.wrapping_sub(event_ts);
+    assert!(
+        (8_000..16_000).contains(&elapsed),
+        "timestamp advanced {elapsed} units"
+    );
+}
+
 #[test]
 fn rfc4733_digits_arriving_on_one_leg_leave_the_other_as_rfc4733() {
     use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender, EventPayload};

@@ -541,6 +541,10 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
         let mut handles: Vec<_> = (0..2).map(|l| e.take_rtp_handles(l).unwrap()).collect();
         let mut audio: Vec<_> = (0..2).map(|l| e.take_audio_handle(l).unwrap()).collect();
         let mut calls = make_calls(&e, 80, 0, true); // 160 sessions
+                                                     // One more (PCMU to PCMA, telephone-event both ways), parked now and then below;
+                                                     // last in the list, which the churn renews from the front.
+        let parked = make_calls(&e, 1, 90_000, true)[0];
+        calls.push(parked);
         let apps = make_app_sessions(&e, 50_000, true);
         let mut app_frames = 0;
         let mut pkt = Vec::with_capacity(2048);
@@ -549,6 +553,7 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
         let mut sent = 0;
         let mut measured = (0, 0);
         let mut dialog = 10_000;
+        let mut parked_before = 0;
         for k in 0..600usize {
             traffic_round(&calls, k, &mut handles, &mut pkt, &mut held, &mut stalled);
             app_frames += app_round(&apps, k, &mut handles, &mut audio, &mut pkt, false);
@@ -562,6 +567,22 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
                 for &(a, _) in calls.iter().step_by(9) {
                     let _ = e.send_dtmf(a, '7', 120);
                 }
+                // A call parked (unbridged) for 0.6 s, as a gateway holds legs between
+                // transfers: its legs keep receiving with no sink, and a digit sent on
+                // one goes out with no source to drive its sender (its own frame periods).
+                let (a, _) = parked;
+                e.unbridge(a).unwrap();
+                e.send_dtmf(a, '3', 120).unwrap();
+                parked_before = e.session_stats(a).unwrap().tx_dtmf_packets;
+            }
+            if k > 100 && k % 50 == 40 {
+                let (a, b) = parked;
+                let sent_parked = e.session_stats(a).unwrap().tx_dtmf_packets - parked_before;
+                assert!(
+                    sent_parked >= 7,
+                    "a parked leg sent its digit ({sent_parked})"
+                );
+                e.bridge(a, b).unwrap();
             }
             if k > 100 && k % 50 == 30 {
                 // Quality adaptation applied on the lanes: jitter bounds everywhere, Opus

@@ -491,7 +491,7 @@ impl MediaEngine {
     }
 
     /// Detaches a session from the application audio handle: from its next frame period
-    /// its received audio goes nowhere and it sends nothing, until it is bridged or
+    /// its received audio goes nowhere and it sends no audio, until it is bridged or
     /// attached again; frames the application had queued for it come back unsent. No-op
     /// if it is not attached (a bridge is left as it is: [`MediaEngine::unbridge`]).
     ///
@@ -1159,6 +1159,13 @@ impl MediaEngine {
 
     /// Dissolves the bridge `id` is part of (both directions), or detaches it from the
     /// application audio handle ([`MediaEngine::attach_audio`]). No-op if neither.
+    ///
+    /// A session with no peer and no application (so too one created and not yet bridged)
+    /// keeps receiving, with its audio counted as `no_sink`, and sends no audio; its send
+    /// side's frame periods go on all the same, so a digit sent on it
+    /// ([`MediaEngine::send_dtmf`]), or one its former peer was forwarding, goes out (or
+    /// ends) at once, and the audio it sends when bridged again starts a new talkspurt whose
+    /// RTP timestamp counts the time that passed (RFC 3550 §5.1).
     pub fn unbridge(&self, id: SessionId) -> Result<()> {
         let mut g = self.lock();
         let inner = &mut *g;

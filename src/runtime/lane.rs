@@ -1261,13 +1261,20 @@ impl DecodeStage {
         };
         let sc = &self.shared.sessions[slot as usize].counters;
         let route = part.route;
-        // Who is told when this period has no frame: a bridged peer's encoder. (An
-        // attached session's own send side was served above.)
-        let sink = route.filter(|r| !r.app);
+        // Whose send side this period passes for when it brings no frame: a bridged peer's.
+        // A session with no route is nobody's destination (bridges are symmetric), so its
+        // own send side passes the period with nothing to send (its timeline advances and
+        // an RFC 4733 digit asked for, or one whose forwarder went away, still goes out).
+        // An attached session's own send side was served above.
+        let sink = match route {
+            Some(r) if r.app => None,
+            Some(r) => Some(r.dst_slot),
+            None => Some(slot),
+        };
         let Some(mut frame) = take_frame(&mut self.spare_frame, &mut self.frame_free) else {
             sc.slab_exhausted.inc();
-            if let Some(r) = sink {
-                self.push_missing(slot, r.dst_slot);
+            if let Some(dst) = sink {
+                self.push_missing(slot, dst);
             }
             return;
         };
@@ -1348,8 +1355,8 @@ impl DecodeStage {
             drop(release);
             sc.frames_missing.inc();
             self.spare_frame = Some(frame);
-            if let Some(r) = sink {
-                self.push_missing(slot, r.dst_slot);
+            if let Some(dst) = sink {
+                self.push_missing(slot, dst);
             }
             return;
         }
@@ -1366,7 +1373,9 @@ impl DecodeStage {
             if let Some(t) = rep.relay {
                 release(t);
             }
+            drop(release);
             self.spare_frame = Some(frame);
+            self.push_missing(slot, slot);
             return;
         };
         if let Some(t) = rep.relay {

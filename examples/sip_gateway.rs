@@ -65,7 +65,7 @@ const USAGE: &str = "usage: sip_gateway --listen ADDR --route USER=ADDR [--route
 [--media-ip IP] [--rtp-ports LO-HI] [--codecs pcmu,pcma,g722,opus] [--seconds S (0 = until \
 Ctrl-C)] [--stats-interval S] [--lanes N] [--max-calls N] [--jitter-min-ms MS] [--jitter-max-ms MS] \
 [--packet-slots-per-session N] [--opus-bitrate BPS] \
-[--opus-loss-percent P] [--vad] [--dtx] \
+[--opus-loss-percent P] [--vad] [--dtx] [--keepalive-ms MS (default 5000, 0 = off)] \
 [--reinvite-b S:CODEC] [--lane-cores C,..] [--io-cores C,..] [--fifo] [-v]";
 
 struct Args {
@@ -84,6 +84,9 @@ struct Args {
     /// DTX toward every peer that negotiated comfort noise (RFC 3389), driven by the
     /// other leg's VAD (on with it).
     dtx: bool,
+    /// RTP keepalive toward each phone after this long without a packet to send
+    /// (`MediaSessionParams::keepalive_ms`; 0: off).
+    keepalive_ms: u32,
     jitter_min_ms: Option<u32>,
     jitter_max_ms: Option<u32>,
     /// Ingress packet slots per session (`EngineConfig::packet_slots_per_lane`).
@@ -198,6 +201,10 @@ fn parse_args() -> Result<Args, BoxError> {
         max_calls: opt("--max-calls")?.map_or(Ok(1000), str::parse)?,
         vad: has("--vad"),
         dtx: has("--dtx"),
+        keepalive_ms: opt("--keepalive-ms")?
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or(5000),
         jitter_min_ms: opt("--jitter-min-ms")?.map(str::parse).transpose()?,
         jitter_max_ms: opt("--jitter-max-ms")?.map(str::parse).transpose()?,
         packet_slots_per_session: opt("--packet-slots-per-session")?
@@ -633,10 +640,11 @@ impl Gateway {
         }
     }
 
-    /// `--vad` / `--dtx` on a leg's session, at creation and on every re-INVITE (an
-    /// update replaces the whole parameter set). DTX goes only toward a peer that
-    /// negotiated comfort noise, and never on Opus (its own DTX is `usedtx`).
+    /// `--vad` / `--dtx` / `--keepalive-ms` on a leg's session, at creation and on every
+    /// re-INVITE (an update replaces the whole parameter set). DTX goes only toward a peer
+    /// that negotiated comfort noise, and never on Opus (its own DTX is `usedtx`).
     fn voice_settings(&self, p: &mut MediaSessionParams) {
+        p.keepalive_ms = self.args.keepalive_ms;
         if self.args.vad || self.args.dtx {
             p.dsp.vad = Some(Default::default());
         }

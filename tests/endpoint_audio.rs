@@ -155,6 +155,66 @@ fn an_ivr_sends_what_the_application_writes_and_nothing_in_its_gaps() {
     assert!(drain(&mut eg).is_empty());
 }
 
+/// With `keepalive_ms`, an application that stops writing leaves its session sending a
+/// frame of encoded silence every keepalive period (a G.722 session here), so the caller's
+/// phone does not time the call out; the application's frames resume the stream.
+#[test]
+fn an_application_that_stops_writing_leaves_keepalives() {
+    let e = started_virtual_engine(4);
+    let mut p = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
+    p.keepalive_ms = 300;
+    let s = e.create_media_session(DialogId(1), p).unwrap();
+    e.attach_audio(s.id).unwrap();
+    let (_ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut audio = e.take_audio_handle(0).unwrap();
+    let mut sent = Vec::new();
+    let tone: Vec<i16> = (0..320)
+        .map(|i| ((i as f64 * 0.3).sin() * 6000.0) as i16)
+        .collect();
+    for k in 0..150usize {
+        // 1 s of prompt, 1.9 s with nothing written, then 0.1 s more.
+        if !(50..145).contains(&k) {
+            audio.write(s.id, &tone).unwrap();
+        }
+        e.step(2).unwrap();
+        drop(read_all(&mut audio));
+        sent.extend(drain(&mut eg));
+    }
+    // 50 + 5 frames written; in the 95 periods without, a keepalive every 15 (300 ms).
+    let keepalives = e.lane_stats(0).unwrap().keepalives_sent;
+    assert_eq!(keepalives, 6);
+    assert_eq!(sent.len(), 55 + 6);
+    for w in sent.windows(2) {
+        assert_eq!(w[1].header.sequence, w[0].header.sequence.wrapping_add(1));
+        let dt = w[1].header.timestamp.wrapping_sub(w[0].header.timestamp);
+        // G.722's RTP clock runs at 8 kHz (RFC 3551 §4.5.2): 160 per 20 ms.
+        assert!(
+            dt == 160 || dt == 15 * 160 || w[1].header.marker,
+            "step {dt}"
+        );
+    }
+    // The far end decodes the stream in order: each keepalive is (next to) silence, at
+    // least 30 dB below the prompt, once the codec's filters have let go of the prompt's
+    // last samples (the first 5 ms of the first keepalive).
+    let mut dec = media_core::codec::AnyDecoder::new(media_core::codec::Codec::G722);
+    let mut pcm = vec![0i16; 320];
+    let mut peaks = Vec::new();
+    for w in sent.windows(2) {
+        let n = dec.decode(w[1].payload(), &mut pcm).unwrap();
+        let peak = pcm[n / 4..n]
+            .iter()
+            .map(|x| x.unsigned_abs())
+            .max()
+            .unwrap();
+        if w[1].header.timestamp.wrapping_sub(w[0].header.timestamp) == 15 * 160 {
+            assert!(w[1].header.marker && w[1].header.payload_type == 9);
+            peaks.push(peak);
+        }
+    }
+    assert_eq!(peaks.len(), 6);
+    assert!(peaks.iter().all(|&p| p < 190), "keepalive peaks {peaks:?}");
+}
+
 #[test]
 fn an_echo_application_returns_an_opus_callers_audio() {
     let e = started_virtual_engine(4);

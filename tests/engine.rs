@@ -1878,6 +1878,104 @@ fn send_dtmf_on_a_session_with_no_peer_goes_out_at_once() {
     );
 }
 
+/// RTP keepalive (`keepalive_ms`): a leg whose source goes quiet (its bridged peer stops
+/// sending; then the call is parked) sends a packet every second, a frame of encoded
+/// silence or, with comfort noise negotiated, a SID frame; audio from the peer again
+/// resumes the stream as before. Sequence numbers stay contiguous and timestamps follow
+/// the clock. Off (the default), nothing is sent in the silence.
+#[test]
+fn a_leg_whose_source_is_silent_sends_keepalives() {
+    for (keepalive_ms, cn) in [(1000, false), (1000, true), (0, false)] {
+        let e = virtual_engine(8);
+        let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+        pa.keepalive_ms = keepalive_ms;
+        if cn {
+            pa.comfort_noise_send_pt = media_core::PayloadType::new(13);
+        }
+        let (a, b) = e
+            .create_call(
+                (DialogId(1), pa),
+                (
+                    DialogId(2),
+                    MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+                ),
+            )
+            .unwrap();
+        let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+        let mut pkt = Vec::new();
+        let mut out = Vec::new();
+        // B talks for 1 s, is silent (sends nothing) for 4.5 s, talks for 1 s; then the
+        // call is parked for 2 s.
+        for k in 0..425usize {
+            let talking = k < 50 || (275..325).contains(&k);
+            if talking {
+                rtp(
+                    0,
+                    k as u16,
+                    160 * k as u32,
+                    5,
+                    k == 275,
+                    &ulaw_frame(k),
+                    &mut pkt,
+                );
+                ing.push(b.id, &pkt).unwrap();
+            }
+            if k == 325 {
+                e.unbridge(a.id).unwrap();
+            }
+            e.step(2).unwrap();
+            out.extend(drain(&mut eg).into_iter().filter(|p| p.session == a.id));
+        }
+        for w in out.windows(2) {
+            assert_eq!(w[1].header.sequence, w[0].header.sequence.wrapping_add(1));
+            // Timestamps track the 20 ms periods, sent or not.
+            let dt = w[1].header.timestamp.wrapping_sub(w[0].header.timestamp);
+            // With keepalives, never more than a second apart.
+            let max = if keepalive_ms == 0 { u32::MAX } else { 8000 };
+            assert!(dt % 160 == 0 && (160..=max).contains(&dt), "step {dt}");
+        }
+        // Keepalives: the packets a second of timestamps after the one before.
+        let keepalives: Vec<_> = out
+            .windows(2)
+            .filter(|w| w[1].header.timestamp.wrapping_sub(w[0].header.timestamp) == 8000)
+            .map(|w| &w[1])
+            .collect();
+        let st = e.lane_stats(0).unwrap();
+        let sent = out.len();
+        if keepalive_ms == 0 {
+            assert!(keepalives.is_empty(), "{} 1 s gaps", keepalives.len());
+            assert_eq!(st.keepalives_sent, 0);
+            assert!(sent >= 95, "{sent} packets");
+            continue;
+        }
+        // About 4 in the 4.5 s silence (after the jitter buffer's concealment ends) and 2
+        // while parked, each marked.
+        assert!(
+            (5..=7).contains(&keepalives.len()),
+            "cn {cn}: {} keepalives",
+            keepalives.len()
+        );
+        assert_eq!(st.keepalives_sent as usize, keepalives.len());
+        for k in &keepalives {
+            assert!(k.header.marker);
+            if cn {
+                assert_eq!((k.header.payload_type, k.payload()), (13, &[127u8][..]));
+            } else {
+                assert_eq!(
+                    (k.header.payload_type, k.payload()),
+                    (0, &[0xFFu8; 160][..])
+                );
+            }
+        }
+        // The audio before and after the silence all went out as well.
+        assert!(sent - keepalives.len() >= 95, "{sent} packets");
+        assert_eq!(
+            e.session_stats(a.id).unwrap().tx_cn_packets as usize,
+            if cn { keepalives.len() } else { 0 }
+        );
+    }
+}
+
 #[test]
 fn rfc4733_digits_arriving_on_one_leg_leave_the_other_as_rfc4733() {
     use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender, EventPayload};

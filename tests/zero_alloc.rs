@@ -540,10 +540,26 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
         e.start().unwrap();
         let mut handles: Vec<_> = (0..2).map(|l| e.take_rtp_handles(l).unwrap()).collect();
         let mut audio: Vec<_> = (0..2).map(|l| e.take_audio_handle(l).unwrap()).collect();
-        let mut calls = make_calls(&e, 80, 0, true); // 160 sessions
-                                                     // One more (PCMU to PCMA, telephone-event both ways), parked now and then below;
-                                                     // last in the list, which the churn renews from the front.
-        let parked = make_calls(&e, 1, 90_000, true)[0];
+        // 160 sessions.
+        let mut calls = make_calls(&e, 80, 0, true);
+        // One more, parked now and then below (last in the list, which the churn renews
+        // from the front): PCMU with telephone-event to PCMA with comfort noise, both
+        // sending keepalives after 200 ms without a packet (encoded silence and SID
+        // frames).
+        let parked = {
+            let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+            pa.telephone_event_send_pt = media_core::PayloadType::new(101);
+            pa.keepalive_ms = 200;
+            let mut pb = MediaSessionParams::new(CodecSpec::PCMA, Ptime::MS_20)
+                .with_rx(CodecSpec::PCMA)
+                .with_rx(CodecSpec::PCMU);
+            pb.comfort_noise_send_pt = media_core::PayloadType::new(13);
+            pb.keepalive_ms = 200;
+            let (a, b) = e
+                .create_call((DialogId(90_000), pa), (DialogId(90_001), pb))
+                .unwrap();
+            (a.id, b.id)
+        };
         calls.push(parked);
         let apps = make_app_sessions(&e, 50_000, true);
         let mut app_frames = 0;
@@ -627,6 +643,13 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
             sent += drain_all(&mut handles);
         }
         let after = counts();
+        let keepalives: u64 = (0..2)
+            .map(|l| e.lane_stats(l).unwrap().keepalives_sent)
+            .sum();
+        assert!(
+            keepalives >= 10,
+            "{topology:?}: the parked legs sent keepalives ({keepalives})"
+        );
         assert!(
             sent > 60_000,
             "{topology:?}: traffic flowed ({sent} packets)"

@@ -69,6 +69,9 @@ fn params(codec: CodecSpec, ptime: Ptime) -> MediaSessionParams {
     }
     p.telephone_event_pt = PayloadType::new(TELEPHONE_EVENT_PT);
     p.telephone_event_send_pt = PayloadType::new(TELEPHONE_EVENT_PT);
+    // Keepalives after 100 ms without a packet (SIDs on the PCMA legs, encoded silence on
+    // the others): parked, detached and starved legs send them.
+    p.keepalive_ms = 100;
     p
 }
 
@@ -404,8 +407,10 @@ fn drain(egress: &mut media_core::EgressHandle, legs: &[Leg]) {
         let h = p.header();
         let leg = legs.iter().find(|l| l.id == id).expect("checked");
         let pt = h.payload_type;
+        // Audio, RFC 4733 events, and RFC 3389 SIDs (DTX, keepalives) where negotiated.
+        let cn = leg.params.comfort_noise_send_pt.map(|p| p.get());
         assert!(
-            pt == leg.params.tx.payload_type.get() || pt == TELEPHONE_EVENT_PT,
+            pt == leg.params.tx.payload_type.get() || pt == TELEPHONE_EVENT_PT || Some(pt) == cn,
             "session {id:?} sent PT {pt}, negotiated {}",
             leg.params.tx.payload_type.get()
         );

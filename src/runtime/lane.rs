@@ -1840,6 +1840,8 @@ pub struct EncodeStage {
     retire: Producer<Box<Bundle>>,
     events: Producer<LaneEvent>,
     shared: Arc<Shared>,
+    /// A frame of silence, the longest a session has: encoded as a keepalive.
+    silence: Box<[i16]>,
 }
 
 impl EncodeStage {
@@ -1868,7 +1870,7 @@ impl EncodeStage {
                     if tone {
                         // A forwarded digit plays in-band even without audio.
                         self.encode(dst, None);
-                    } else if !self.dtmf_in_place_of_audio(dst) {
+                    } else if !self.dtmf_in_place_of_audio(dst) && !self.keepalive(dst) {
                         if let Some(part) = self.sessions[dst as usize].as_mut() {
                             part.skip_frame();
                             // Audio resumes as a new talkspurt (RFC 3551 §4.1).
@@ -2060,6 +2062,70 @@ impl EncodeStage {
         true
     }
 
+    /// Sends a keepalive for `dst` when one is due in this frame period with nothing to
+    /// send ([`MediaSessionParams::keepalive_ms`](crate::MediaSessionParams)): an RFC 3389
+    /// SID frame at -127 dBov, or a frame of encoded silence. True when one went out.
+    fn keepalive(&mut self, dst: u32) -> bool {
+        let Some(part) = self.sessions[dst as usize].as_mut() else {
+            return false;
+        };
+        if !part.keepalive_due() {
+            return false;
+        }
+        let sc = &self.shared.sessions[dst as usize].counters;
+        let Some(mut et) = self.spare.take().or_else(|| self.egress_free.pop().ok()) else {
+            sc.tx_egress_full.inc();
+            return false;
+        };
+        let silence = &self.silence;
+        let lane = self.shared.lane;
+        let sent = self.egress_slab.with_mut(&mut et, |e| {
+            let body = &mut e.bytes[RTP_HEADER_LEN..];
+            let (n, pt) = match part.keepalive_cn_pt {
+                Some(pt) => {
+                    let sid = CnPayload {
+                        level_dbov: 127,
+                        reflection: ArrayVec::new(),
+                    };
+                    (sid.write(body), pt)
+                }
+                None => {
+                    let pcm = silence.get(..part.frame_samples)?;
+                    (part.encoder.encode(pcm, body).ok()?, part.payload_type)
+                }
+            };
+            if n == 0 {
+                return None;
+            }
+            // After the silence before it: the start of a talkspurt (RFC 3551 §4.1).
+            let h = part.next_header_as(pt, true);
+            write_header(&h, &mut e.bytes).ok()?;
+            e.header = h;
+            e.src_ts = 0;
+            e.played_ns = 0;
+            e.len = RTP_HEADER_LEN + n;
+            e.session = SessionId::from_parts(lane, dst, part.generation);
+            Some(n)
+        });
+        let Some(n) = sent else {
+            sc.codec_errors.inc();
+            self.spare = Some(et);
+            return false;
+        };
+        sc.tx_packets.inc();
+        sc.tx_payload_bytes.add(n as u64);
+        if part.keepalive_cn_pt.is_some() {
+            sc.tx_cn_packets.inc();
+        }
+        // What follows (audio, or more silence) is a new talkspurt again.
+        part.marker_next = true;
+        self.shared.counters.keepalives_sent.inc();
+        if self.egress.push(et).is_err() {
+            self.shared.counters.internal_ring_full.inc_shared();
+        }
+        true
+    }
+
     /// Writes the next RFC 4733 packet of `part`'s event into `et` (the sender is active;
     /// false when it had nothing to send, leaving `et` unused):
     /// event timestamp and marker from the sender, the session's sequence, SSRC and
@@ -2097,10 +2163,12 @@ impl EncodeStage {
             sc.tx_dtmf_packets.inc();
             true
         });
+        part.skip_frame();
         if written {
             part.sequence = part.sequence.wrapping_add(1);
+            // A packet went out: the stream is alive (see `keepalive_due`).
+            part.idle_frames = 0;
         }
-        part.skip_frame();
         if part.dtmf.is_idle() {
             // Audio after the event starts a new talkspurt.
             part.marker_next = true;
@@ -2475,6 +2543,7 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts,
             retire: retire_tx,
             events: ev_e_tx,
             shared: shared.clone(),
+            silence: vec![0; cfg.max_frame_samples].into_boxed_slice(),
         },
     };
     shared.counters.frame_slots_free.set(cfg.frame_slots as u64);

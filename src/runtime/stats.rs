@@ -253,6 +253,10 @@ counter_block! {
         slot_share_drops,
         /// Commands applied (creates, updates, destroys, bridges).
         commands_applied,
+        /// RTP keepalives sent (`MediaSessionParams::keepalive_ms`): packets of silence or
+        /// comfort noise for sessions whose audio had no source for that long (encode
+        /// stage; counted in the session's `tx_packets` too).
+        keepalives_sent,
         // The application audio handle's (`integration::audio`). Lane totals, not per
         // session: a session's counter block is exactly five cache lines, the hot-state
         // budget's (2 KiB per session) last whole line.

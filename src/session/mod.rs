@@ -62,6 +62,18 @@ pub struct MediaSessionParams {
     /// Needs `comfort_noise_send_pt`; not for Opus, which has its own DTX
     /// (`opus.dtx`). Off by default.
     pub dtx: bool,
+    /// RTP keepalive, ms (0: off, the default). When this session has sent no packet for
+    /// this long because the audio it sends has no source (a bridged peer that sends
+    /// nothing: on hold, muted or in silence suppression without comfort noise; an
+    /// application that stopped writing; a parked call), it sends one packet on its stream
+    /// and starts counting again: an RFC 3389 SID frame at -127 dBov (silence) when
+    /// `comfort_noise_send_pt` is negotiated, else one frame of the send codec's encoded
+    /// silence (RFC 6263 describes both), with the stream's next sequence number and
+    /// timestamp. It keeps a far end's media timeout from ending the call (many phones and
+    /// SBCs hang up after some seconds without RTP) and NAT bindings open. Rounded to whole
+    /// frame periods (at least one); DTX's own SID refreshes and RFC 4733 events are
+    /// packets sent, so they keep the stream alive by themselves.
+    pub keepalive_ms: u32,
     /// Voice processing applied to audio received on this session.
     pub dsp: DspConfig,
     /// Opus encoder settings when `tx` is Opus (from the negotiated fmtp, or defaults).
@@ -169,6 +181,7 @@ impl MediaSessionParams {
             comfort_noise_pt: None,
             comfort_noise_send_pt: None,
             dtx: false,
+            keepalive_ms: 0,
             dsp: DspConfig::default(),
             opus: OpusSettings::default(),
         }
@@ -414,6 +427,14 @@ pub struct EncodePart {
     pub dtx_avg: u16,
     /// Frames since the last SID (in a silence), or silent frames so far (before one).
     pub dtx_since_sid: u16,
+    /// Frame periods without a packet after which a keepalive goes out
+    /// ([`MediaSessionParams::keepalive_ms`]); 0: never.
+    pub keepalive_frames: u16,
+    /// Frame periods since the last packet sent (saturating).
+    pub idle_frames: u16,
+    /// Keepalives go out as RFC 3389 SID frames with this payload type (comfort noise
+    /// negotiated for sending), else as a frame of encoded silence.
+    pub keepalive_cn_pt: Option<PayloadType>,
 }
 
 /// What [`EncodePart::dtx_frame`] decided for one frame.
@@ -508,6 +529,7 @@ impl EncodePart {
     #[inline]
     pub fn next_header_as(&mut self, pt: PayloadType, marker: bool) -> crate::rtp::RtpHeader {
         let pending = std::mem::take(&mut self.marker_next);
+        self.idle_frames = 0;
         let h = crate::rtp::RtpHeader {
             marker: marker || pending,
             payload_type: pt.get(),
@@ -525,6 +547,14 @@ impl EncodePart {
     #[inline]
     pub fn skip_frame(&mut self) {
         self.timestamp = self.timestamp.wrapping_add(self.timestamp_step);
+        self.idle_frames = self.idle_frames.saturating_add(1);
+    }
+
+    /// True when this frame period, which has nothing to send, should send a keepalive
+    /// instead ([`MediaSessionParams::keepalive_ms`]).
+    #[inline]
+    pub fn keepalive_due(&self) -> bool {
+        self.keepalive_frames != 0 && self.idle_frames.saturating_add(1) >= self.keepalive_frames
     }
 }
 
@@ -648,6 +678,12 @@ impl<T> SessionParts<T> {
                 dtx_level: 127,
                 dtx_avg: 127 * 16,
                 dtx_since_sid: 0,
+                keepalive_frames: match params.keepalive_ms {
+                    0 => 0,
+                    ms => ms.div_ceil(params.ptime.ms()).clamp(1, u32::from(u16::MAX)) as u16,
+                },
+                idle_frames: 0,
+                keepalive_cn_pt: params.comfort_noise_send_pt,
             },
         }
     }

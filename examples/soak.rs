@@ -5,7 +5,7 @@
 //! cargo run --release --example soak -- --seconds S [--calls N] [--lanes L] [--json]
 //!     [--capacity C] [--load F] [--churn R] [--updates R] [--malformed-pct P]
 //!     [--ssrc-changes R] [--burst-every S] [--report-every S] [--rss-slope-max K]
-//!     [--no-fifo] [--seed N]
+//!     [--routes R] [--no-fifo] [--seed N]
 //! ```
 //!
 //! # What runs
@@ -32,6 +32,15 @@
 //! - **Control thread**: `--updates` times per second (default 5) calls
 //!   `update_media_session` on a random live session: new jitter-buffer bounds or a new DSP
 //!   gain (a non-zero gain turns a relay into decode + encode).
+//! - **Route thread**: `--routes` times per second (default 2) changes a random live
+//!   call's routing, as a gateway parking, transferring and playing prompts does: a bridged
+//!   call is parked (`unbridge`, then an RFC 4733 digit sent on leg A with no source to
+//!   drive its sender) or has leg A attached to the application audio handle
+//!   (`attach_audio`, leaving B with no source); a parked call has A attached; an attached
+//!   one is bridged again. The traffic thread is the application too: it owns every lane's
+//!   `AudioHandle`, writes one frame of a tone per 20 ms for each attached session and
+//!   reads every frame the lanes hand it. A write racing a route change or a destroy gets
+//!   a typed error (`NotAttached`, `UnknownSession`), counted.
 //!
 //! # Load
 //! `--calls` defaults to `--load` (0.7) x the capacity of the mix, where the mix capacity is
@@ -49,8 +58,11 @@
 //!   back do). A skipped tick, a longer stall, or overrun ticks the events do not account
 //!   for are never forgiven;
 //! - nothing lost: after destroying every call and letting the lanes idle, free session
-//!   slots, each lane's `frame_slots_free`, each ingress handle's free packet slots and
-//!   each egress handle's free slots are back at their values before the first call;
+//!   slots, each lane's `frame_slots_free`, each ingress handle's free packet slots, each
+//!   egress handle's free slots and each audio handle's free write slots are back at their
+//!   values before the first call, and no audio frame is left to read;
+//! - the attached sessions carried audio both ways (frames written and read), when any
+//!   call was attached;
 //! - the lanes counted every refused push (`ingress_full`, `ingress_too_large` equal to the
 //!   typed errors the pushes returned);
 //! - resident memory (VmRSS, sampled every 0.5 s) grows by at most `--rss-slope-max` KiB per
@@ -85,8 +97,8 @@ use media_core::rtp::{write_header, RtpHeader};
 use media_core::runtime::clock::{monotonic_ns, sleep_until_ns};
 use media_core::runtime::stats::{HistogramSnapshot, LaneStats, SessionStats};
 use media_core::{
-    CodecSpec, DialogId, EgressHandle, EngineConfig, EngineEvent, Error, IngressHandle,
-    MediaEngine, MediaSessionParams, Ptime, SessionId,
+    AudioHandle, CodecSpec, DialogId, EgressHandle, EngineConfig, EngineEvent, Error,
+    IngressHandle, MediaEngine, MediaSessionParams, PayloadType, Ptime, SessionId,
 };
 
 const PTIME: Ptime = Ptime::MS_20;
@@ -188,6 +200,7 @@ struct Opts {
     load: f64,
     churn: f64,
     updates: f64,
+    routes: f64,
     malformed: f64,
     ssrc_changes: f64,
     burst_every_s: f64,
@@ -216,6 +229,8 @@ const USAGE: &str = "usage: soak --seconds S [--calls N] [--lanes L] [--json] [o
   --load           fraction of the mix capacity to run (default 0.7)
   --churn          sessions created per second, as many destroyed (default 50)
   --updates        update_media_session calls per second (default 5)
+  --routes         calls parked, attached to the application or bridged again per second
+                   (default 2)
   --malformed-pct  percent of packets replaced by malformed ones (default 1)
   --ssrc-changes   streams switching SSRC per second (default 4)
   --burst-every    seconds between ring-full bursts (default 5; 0 = none)
@@ -241,6 +256,7 @@ fn parse_args() -> Result<Opts, String> {
         load: 0.7,
         churn: 50.0,
         updates: 5.0,
+        routes: 2.0,
         malformed: 0.01,
         ssrc_changes: 4.0,
         burst_every_s: 5.0,
@@ -294,6 +310,7 @@ fn parse_args() -> Result<Opts, String> {
             "--load" => o.load = num(v)?,
             "--churn" => o.churn = num(v)?,
             "--updates" => o.updates = num(v)?,
+            "--routes" => o.routes = num(v)?,
             "--malformed-pct" => o.malformed = num(v)? / 100.0,
             "--ssrc-changes" => o.ssrc_changes = num(v)?,
             "--burst-every" => o.burst_every_s = num(v)?,
@@ -441,6 +458,20 @@ struct Counters {
     destroy_refused: AtomicU64,
     updates_ok: AtomicU64,
     updates_refused: AtomicU64,
+    parked: AtomicU64,
+    attached: AtomicU64,
+    rebridged: AtomicU64,
+    /// Route changes refused with a typed error (a full command ring).
+    routes_refused: AtomicU64,
+    /// Digits sent on parked legs, and those refused (typed: a full command ring).
+    parked_digits: AtomicU64,
+    parked_digits_refused: AtomicU64,
+    app_written: AtomicU64,
+    /// Writes refused with a typed error: `RingFull` (no free write slot) or a race with a
+    /// route change or destroy (`NotAttached`, `UnknownSession`).
+    app_write_full: AtomicU64,
+    app_write_raced: AtomicU64,
+    app_read: AtomicU64,
     unexpected_errors: AtomicU64,
 }
 
@@ -458,11 +489,26 @@ struct Call {
     a: SessionId,
     b: SessionId,
     kind: usize,
+    route: Routing,
+}
+
+/// Where a call's audio goes (changed by the route thread).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Routing {
+    /// A and B bridged (as created).
+    Bridged,
+    /// Unbridged: both legs receive with no sink and send no audio.
+    Parked,
+    /// Leg A attached to the application (the traffic thread); B has no source.
+    Attached,
 }
 
 enum TrafficCmd {
     Add(Call),
     Remove(Call),
+    /// Write `samples`-sample frames for this session from now on.
+    Attach(SessionId, usize),
+    Detach(SessionId),
 }
 
 struct Shared {
@@ -518,7 +564,13 @@ fn add_stats(t: &mut SessionStats, s: &SessionStats) {
 }
 
 fn params(spec: CodecSpec) -> MediaSessionParams {
-    MediaSessionParams::new(spec, PTIME)
+    let mut p = MediaSessionParams::new(spec, PTIME);
+    // Digits can be sent on any leg (the route thread sends one on each call it parks).
+    p.telephone_event_pt = PayloadType::new(101);
+    p.telephone_event_send_pt = PayloadType::new(101);
+    // A parked leg, and B while A is attached, keep their streams alive.
+    p.keepalive_ms = 1000;
+    p
 }
 
 fn pick_kind(rng: &mut Rng) -> usize {
@@ -636,6 +688,12 @@ impl Stream {
 struct Traffic {
     sh: Arc<Shared>,
     io: Vec<(IngressHandle, EgressHandle)>,
+    /// Every lane's application audio handle, and the sessions attached to them with
+    /// their frame lengths.
+    audio: Vec<AudioHandle>,
+    attached: Vec<(SessionId, usize)>,
+    /// A tone long enough for the longest frame (48 kHz, 20 ms).
+    tone: Vec<i16>,
     payloads: Payloads,
     streams: Vec<Stream>,
     rng: Rng,
@@ -764,6 +822,33 @@ impl Traffic {
         }
     }
 
+    /// The application's 20 ms: one frame of the tone for every attached session.
+    fn write_app_frames(&mut self) {
+        let c = &self.sh.c;
+        for &(id, samples) in &self.attached {
+            let Some(audio) = self.audio.get_mut(id.lane()) else {
+                continue;
+            };
+            match audio.write(id, &self.tone[..samples.min(self.tone.len())]) {
+                Ok(()) => add(&c.app_written, 1),
+                Err(Error::RingFull { .. }) => add(&c.app_write_full, 1),
+                Err(Error::NotAttached(_) | Error::UnknownSession(_)) => add(&c.app_write_raced, 1),
+                Err(e) => self.sh.unexpected("AudioHandle::write", &e),
+            }
+        }
+    }
+
+    /// Reads (and drops) every frame the lanes handed the application.
+    fn read_app_frames(&mut self) {
+        let mut read = 0;
+        for audio in &mut self.audio {
+            while let Some(f) = audio.read() {
+                read += u64::from(!f.is_empty());
+            }
+        }
+        add(&self.sh.c.app_read, read);
+    }
+
     fn run(mut self, ssrc_changes_per_s: f64, burst_every_s: f64) -> Self {
         let t0 = monotonic_ns() + SLOT_NS;
         let ssrc_every = if ssrc_changes_per_s > 0.0 {
@@ -796,7 +881,10 @@ impl Traffic {
                         }
                         TrafficCmd::Remove(call) => {
                             self.streams.retain(|s| s.id != call.a && s.id != call.b);
+                            self.attached.retain(|(s, _)| *s != call.a && *s != call.b);
                         }
+                        TrafficCmd::Attach(id, samples) => self.attached.push((id, samples)),
+                        TrafficCmd::Detach(id) => self.attached.retain(|(s, _)| *s != id),
                     }
                 }
             }
@@ -817,6 +905,9 @@ impl Traffic {
             if n % burst_every == burst_every - 1 {
                 self.burst(now);
             }
+            if phase == 0 {
+                self.write_app_frames();
+            }
             let mut popped = 0;
             for (_, eg) in self.io.iter_mut() {
                 while let Some(p) = eg.pop() {
@@ -824,6 +915,7 @@ impl Traffic {
                 }
             }
             add(&self.sh.c.popped, popped);
+            self.read_app_frames();
             n += 1;
         }
         self
@@ -848,6 +940,7 @@ fn create_call(sh: &Shared, kind: usize, dialog: &mut u64) -> Option<Call> {
                 a: a.id,
                 b: b.id,
                 kind,
+                route: Routing::Bridged,
             })
         }
         Err(e) if is_expected(&e) => {
@@ -1009,6 +1102,77 @@ fn update_thread(sh: Arc<Shared>, per_s: f64, seed: u64, prewarm: u64) {
     }
 }
 
+/// Changes a random live call's routing (see [`Routing`]), `prewarm` times as fast as the
+/// lanes take the commands, then paced at `per_s` until stopped. The change is made, and
+/// the traffic thread told, under the live-call table's lock: the churn thread takes a call
+/// out of the table before destroying it, so no call is routed after its destroy and the
+/// traffic thread hears of an attachment before the call's removal.
+fn route_thread(sh: Arc<Shared>, per_s: f64, seed: u64, prewarm: u64) {
+    let mut rng = Rng::new(seed ^ 0x0A7AC4);
+    let period = if per_s > 0.0 {
+        (1e9 / per_s) as u64
+    } else {
+        u64::MAX / 4
+    };
+    let mut t0 = monotonic_ns();
+    let mut n = 1;
+    let mut k = 0;
+    while !sh.stop.load(Ordering::Relaxed) {
+        k += 1;
+        if k == prewarm + 1 {
+            sh.prewarm_left.fetch_sub(1, Ordering::SeqCst);
+            t0 = monotonic_ns();
+        }
+        if k > prewarm {
+            if per_s <= 0.0 {
+                return;
+            }
+            sleep_until_ns(t0 + n * period);
+            n += 1;
+        }
+        let mut live = sh.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.is_empty() {
+            drop(live);
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        let i = rng.below(live.len() as u64) as usize;
+        let call = live[i];
+        let e = &sh.engine;
+        let (next, r) = match call.route {
+            Routing::Bridged if rng.chance(0.5) => (Routing::Parked, e.unbridge(call.a)),
+            Routing::Bridged | Routing::Parked => (Routing::Attached, e.attach_audio(call.a)),
+            Routing::Attached => (Routing::Bridged, e.bridge(call.a, call.b)),
+        };
+        match r {
+            Ok(()) => {
+                live[i].route = next;
+                let (counter, cmd) = match next {
+                    Routing::Parked => (&sh.c.parked, None),
+                    Routing::Attached => {
+                        let samples = params(MIX[call.kind].legs[0]).frame_samples();
+                        (&sh.c.attached, Some(TrafficCmd::Attach(call.a, samples)))
+                    }
+                    Routing::Bridged => (&sh.c.rebridged, Some(TrafficCmd::Detach(call.a))),
+                };
+                add(counter, 1);
+                if let Some(cmd) = cmd {
+                    sh.inbox.lock().unwrap_or_else(|p| p.into_inner()).push(cmd);
+                }
+                if next == Routing::Parked {
+                    match e.send_dtmf(call.a, '5', 100) {
+                        Ok(()) => add(&sh.c.parked_digits, 1),
+                        Err(e) if is_expected(&e) => add(&sh.c.parked_digits_refused, 1),
+                        Err(e) => sh.unexpected("send_dtmf", &e),
+                    }
+                }
+            }
+            Err(e) if is_expected(&e) => add(&sh.c.routes_refused, 1),
+            Err(e) => sh.unexpected("routing", &e),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Reports
 // ---------------------------------------------------------------------------------------
@@ -1063,6 +1227,11 @@ fn sum_lanes(engine: &MediaEngine, lanes: usize) -> LaneStats {
             t.events_dropped += s.events_dropped;
             t.frame_slots_free += s.frame_slots_free;
             t.commands_applied += s.commands_applied;
+            t.app_underruns += s.app_underruns;
+            t.app_in_dropped += s.app_in_dropped;
+            t.app_frames_unknown += s.app_frames_unknown;
+            t.app_out_dropped += s.app_out_dropped;
+            t.keepalives_sent += s.keepalives_sent;
         }
     }
     t
@@ -1202,6 +1371,14 @@ fn run(o: &Opts) -> Result<bool, String> {
     let io: Vec<_> = (0..o.lanes)
         .map(|l| engine.take_rtp_handles(l).expect("handles of a new lane"))
         .collect();
+    let audio: Vec<AudioHandle> = (0..o.lanes)
+        .map(|l| {
+            engine
+                .take_audio_handle(l)
+                .expect("audio handle of a new lane")
+        })
+        .collect();
+    let audio_free0: Vec<usize> = audio.iter().map(|a| a.free_write_slots()).collect();
     let ingress_free0: Vec<usize> = io.iter().map(|(i, _)| i.free_slots()).collect();
     let egress_cap: Vec<usize> = io.iter().map(|(_, e)| e.capacity()).collect();
     let io_max_packet = io
@@ -1247,7 +1424,7 @@ fn run(o: &Opts) -> Result<bool, String> {
         totals: Mutex::new(SessionStats::default()),
         errors: Mutex::new(Vec::new()),
         update_log: Mutex::new(Vec::new()),
-        prewarm_left: AtomicU64::new(2),
+        prewarm_left: AtomicU64::new(3),
         c: Counters::default(),
     });
 
@@ -1274,6 +1451,11 @@ fn run(o: &Opts) -> Result<bool, String> {
     let mut traffic = Traffic {
         sh: sh.clone(),
         io,
+        audio,
+        attached: Vec::with_capacity(calls + 16),
+        tone: (0..960)
+            .map(|i| ((f64::from(i) * 0.0575).sin() * 6000.0) as i16)
+            .collect(),
         payloads,
         streams: Vec::with_capacity(2 * calls + 64),
         rng: Rng::new(o.seed ^ 0x7AFF1C),
@@ -1303,8 +1485,9 @@ fn run(o: &Opts) -> Result<bool, String> {
     // before resident memory is judged. No traffic flows meanwhile.
     let prewarm_churn = if o.churn > 0.0 { 2 * calls as u64 } else { 0 };
     let prewarm_updates = if o.updates > 0.0 { 200 } else { 0 };
-    let (s1, s2) = (sh.clone(), sh.clone());
-    let (churn, updates, seed) = (o.churn, o.updates, o.seed);
+    let prewarm_routes = if o.routes > 0.0 { 100 } else { 0 };
+    let (s1, s2, s3) = (sh.clone(), sh.clone(), sh.clone());
+    let (churn, updates, routes, seed) = (o.churn, o.updates, o.routes, o.seed);
     let churn_h = std::thread::Builder::new()
         .name("soak-churn".into())
         .spawn(move || churn_thread(s1, churn, seed, dialog, prewarm_churn))
@@ -1313,6 +1496,10 @@ fn run(o: &Opts) -> Result<bool, String> {
         .name("soak-control".into())
         .spawn(move || update_thread(s2, updates, seed, prewarm_updates))
         .map_err(|e| format!("spawning the control thread: {e}"))?;
+    let route_h = std::thread::Builder::new()
+        .name("soak-routes".into())
+        .spawn(move || route_thread(s3, routes, seed, prewarm_routes))
+        .map_err(|e| format!("spawning the route thread: {e}"))?;
     let pw = Instant::now();
     while sh.prewarm_left.load(Ordering::SeqCst) > 0 {
         if pw.elapsed() > Duration::from_secs(120) {
@@ -1327,7 +1514,7 @@ fn run(o: &Opts) -> Result<bool, String> {
     }
     let created_pw = get(&sh.c.calls_created);
     out.line(&format!(
-        "  pre-warm: {prewarm_churn} churn iterations and {prewarm_updates} updates in {:.2} s; RSS {} KiB",
+        "  pre-warm: {prewarm_churn} churn iterations, {prewarm_updates} updates and {prewarm_routes} route changes in {:.2} s; RSS {} KiB",
         pw.elapsed().as_secs_f64(),
         rss_kib().unwrap_or(0)
     ));
@@ -1449,7 +1636,9 @@ fn run(o: &Opts) -> Result<bool, String> {
             None
         }
     };
-    thread_panics += u64::from(churn_h.join().is_err()) + u64::from(update_h.join().is_err());
+    thread_panics += u64::from(churn_h.join().is_err())
+        + u64::from(update_h.join().is_err())
+        + u64::from(route_h.join().is_err());
     let Some(mut traffic) = traffic else {
         return Err("the traffic thread panicked".into());
     };
@@ -1487,6 +1676,11 @@ fn run(o: &Opts) -> Result<bool, String> {
         .collect();
     let ingress_free1: Vec<usize> = traffic.io.iter().map(|(i, _)| i.free_slots()).collect();
     let egress_free1: Vec<usize> = traffic.io.iter().map(|(_, e)| e.free_slots()).collect();
+    // Frames the lanes handed over after the traffic stopped (their sessions' last
+    // periods) are read, as an application would, before its slots are counted.
+    traffic.read_app_frames();
+    let audio_free1: Vec<usize> = traffic.audio.iter().map(|a| a.free_write_slots()).collect();
+    let audio_pending: usize = traffic.audio.iter().map(|a| a.pending()).sum();
     for e in engine.events() {
         if let EngineEvent::DeadlineOverrun {
             lane,
@@ -1518,7 +1712,9 @@ fn run(o: &Opts) -> Result<bool, String> {
         && sessions_left == 0
         && frame_free1 == frame_free0
         && ingress_free1 == ingress_free0
-        && egress_free1 == egress_cap;
+        && egress_free1 == egress_cap
+        && audio_free1 == audio_free0
+        && audio_pending == 0;
     let refused = get(&sh.c.push_ring_full);
     let too_large = get(&sh.c.push_too_large);
     let rate_limited = get(&sh.c.push_rate_limited);
@@ -1552,6 +1748,11 @@ fn run(o: &Opts) -> Result<bool, String> {
     }
     if !counted_ok {
         fails.push("refused pushes not all counted by the lanes".to_string());
+    }
+    let app_ok =
+        get(&sh.c.attached) == 0 || (get(&sh.c.app_written) > 0 && get(&sh.c.app_read) > 0);
+    if !app_ok {
+        fails.push("calls were attached but the application's audio did not flow".to_string());
     }
     if !rss_ok {
         fails.push(format!(
@@ -1616,6 +1817,27 @@ fn run(o: &Opts) -> Result<bool, String> {
         get(&c.burst_max_push_ns) as f64 / 1e3,
         get(&c.max_push_ns) as f64 / 1e3
     ));
+    out.line(&format!(
+        "routes: {} parked ({} digits sent on them, {} refused), {} attached, {} bridged again, {} refused (typed); application audio: {} frames written, {} refused with no free slot, {} raced a route change or destroy (typed), {} read; lanes: underruns {}, written frames dropped {}, for unknown sessions {}, frames for the application dropped {}",
+        get(&c.parked),
+        get(&c.parked_digits),
+        get(&c.parked_digits_refused),
+        get(&c.attached),
+        get(&c.rebridged),
+        get(&c.routes_refused),
+        get(&c.app_written),
+        get(&c.app_write_full),
+        get(&c.app_write_raced),
+        get(&c.app_read),
+        final_lanes.app_underruns,
+        final_lanes.app_in_dropped,
+        final_lanes.app_frames_unknown,
+        final_lanes.app_out_dropped
+    ));
+    out.line(&format!(
+        "keepalives sent (legs with nothing to send for 1 s): {}",
+        final_lanes.keepalives_sent
+    ));
     let ld: Vec<String> = lane_drops(&final_lanes)
         .iter()
         .map(|(k, v)| format!("{k} {v}"))
@@ -1658,7 +1880,7 @@ fn run(o: &Opts) -> Result<bool, String> {
         .collect();
     out.line(&format!("  VmRSS KiB every 5 s: {}", series.join(", ")));
     out.line(&format!(
-        "slots after destroying everything: session slots free {free_slots1} (start {free_slots0}), sessions left {sessions_left}, frame_slots_free {frame_free1:?} (start {frame_free0:?}), ingress packet slots free {ingress_free1:?} (start {ingress_free0:?}), egress slots free {egress_free1:?} (of {egress_cap:?}): {}",
+        "slots after destroying everything: session slots free {free_slots1} (start {free_slots0}), sessions left {sessions_left}, frame_slots_free {frame_free1:?} (start {frame_free0:?}), ingress packet slots free {ingress_free1:?} (start {ingress_free0:?}), egress slots free {egress_free1:?} (of {egress_cap:?}), audio write slots free {audio_free1:?} (start {audio_free0:?}), audio frames unread {audio_pending}: {}",
         if slots_ok { "nothing lost" } else { "LOST" }
     ));
     let errs = sh.errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -1762,6 +1984,17 @@ fn run(o: &Opts) -> Result<bool, String> {
             get(&c.bursts),
             get(&c.pushed),
             get(&c.popped)
+        );
+        let _ = write!(
+            j,
+            ",\"routes\":{{\"parked\":{},\"attached\":{},\"rebridged\":{},\"refused\":{}}},\"app_audio\":{{\"written\":{},\"read\":{},\"underruns\":{}}}",
+            get(&c.parked),
+            get(&c.attached),
+            get(&c.rebridged),
+            get(&c.routes_refused),
+            get(&c.app_written),
+            get(&c.app_read),
+            final_lanes.app_underruns
         );
         let _ = write!(j, ",\"panics\":{panics},\"unexpected_errors\":{unexpected}");
         j.push('}');

@@ -1307,6 +1307,94 @@ fn a_refused_call_leaves_no_leg_and_frees_its_dialogs() {
     assert_eq!(e.session_count(), 0);
 }
 
+/// `unbridge` on real lane threads with one command slot left: refused as a whole
+/// (`RingFull`) or done as a whole, never half. Before, it sent the first leg's route, then
+/// failed on the second's: the engine took the call for unbridged while the lane kept
+/// routing B's audio to A (A went on sending B's audio, and a retried `unbridge` was a
+/// no-op).
+#[test]
+fn unbridge_with_a_full_command_ring_is_all_or_nothing() {
+    use media_core::quality::monitor::QualityAdjustment;
+    let e = MediaEngine::new(EngineConfig {
+        sessions_per_lane: 4,
+        command_capacity: 4,
+        raise_priority: false,
+        ..Default::default()
+    })
+    .unwrap();
+    e.start().unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut refused = 0;
+    for round in 0..10u64 {
+        let (a, b) = e
+            .create_call(
+                (
+                    DialogId(2 * round),
+                    MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+                ),
+                (
+                    DialogId(2 * round + 1),
+                    MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+                ),
+            )
+            .unwrap();
+        e.flush(std::time::Duration::from_secs(2)).unwrap();
+        // Three commands queued at once: one slot of four left (the lane takes commands
+        // at its next 10 ms tick).
+        for _ in 0..3 {
+            e.adjust_quality(QualityAdjustment::JitterBounds {
+                session: a.id.to_u64(),
+                min_delay_ms: 20,
+                max_delay_ms: 300,
+            })
+            .unwrap();
+        }
+        match e.unbridge(a.id) {
+            Ok(()) => {}
+            Err(err) => {
+                assert_eq!(err, Error::RingFull { ring: "commands" });
+                refused += 1;
+                e.flush(std::time::Duration::from_secs(2)).unwrap();
+                e.unbridge(a.id).unwrap();
+            }
+        }
+        e.flush(std::time::Duration::from_secs(2)).unwrap();
+        while eg.pop().is_some() {}
+        // Unbridged both ways: what either leg receives goes nowhere.
+        let mut pkt = Vec::new();
+        for k in 0..8u16 {
+            for (id, ssrc) in [(a.id, 1), (b.id, 2)] {
+                rtp(
+                    0,
+                    k,
+                    160 * u32::from(k),
+                    ssrc,
+                    k == 0,
+                    &ulaw_frame(k.into()),
+                    &mut pkt,
+                );
+                ing.push(id, &pkt).unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let sent: Vec<_> = drain(&mut eg);
+        assert!(
+            sent.is_empty(),
+            "round {round}: {} packets sent by {:?} after the unbridge",
+            sent.len(),
+            sent.first().map(|p| p.session)
+        );
+        e.destroy_media_session(a.id).unwrap();
+        e.destroy_media_session(b.id).unwrap();
+        e.flush(std::time::Duration::from_secs(2)).unwrap();
+    }
+    // The refusal is what this checks: the lane ticks every 10 ms, the four commands take
+    // microseconds, so nearly every round meets a ring with one slot.
+    assert!(refused > 0, "no unbridge met a full ring");
+    e.stop().unwrap();
+}
+
 /// `create_call` against other control-plane callers filling the same small command ring:
 /// every call is whole or absent, whatever the interleaving (session 15's soak once ended
 /// with half a call after a refused rollback).
@@ -1972,6 +2060,89 @@ fn a_leg_whose_source_is_silent_sends_keepalives() {
         assert_eq!(
             e.session_stats(a.id).unwrap().tx_cn_packets as usize,
             if cn { keepalives.len() } else { 0 }
+        );
+    }
+}
+
+/// An undecoded G.722 relay across a gap in the source's stream (1 s with no packets:
+/// DTX without comfort noise, a hold), with and without keepalives: the far end's decoder
+/// follows the source's encoder, so nothing the destination's own encoder makes may enter
+/// the stream. Keepalives are empty payloads (encoded silence decoded there as a decaying
+/// echo of the tone: its first 5 ms at the tone's level), and the jitter buffer's frame at
+/// the restart is held back, not encoded (it decoded there at +12 dB over the tone, 22,887
+/// RMS against 5,658, before). The tone comes back at its level.
+#[test]
+fn an_undecoded_g722_relay_sends_nothing_of_its_own_encoders_across_a_gap() {
+    use media_core::codec::audio::g722::{G722Decoder, G722Encoder, G722Mode};
+    for keepalive_ms in [200, 0] {
+        let e = virtual_engine(4);
+        let mut pb = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
+        pb.keepalive_ms = keepalive_ms;
+        let (a, b) = e
+            .create_call(
+                (
+                    DialogId(1),
+                    MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20),
+                ),
+                (DialogId(2), pb),
+            )
+            .unwrap();
+        let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+        let tone16 = |n: usize| {
+            ((n as f64 * 2.0 * std::f64::consts::PI * 1000.0 / 16000.0).sin() * 8000.0) as i16
+        };
+        let mut enc = G722Encoder::new(G722Mode::Rate64k);
+        let (mut pkt, mut out, mut sent) = (Vec::new(), Vec::new(), Vec::new());
+        for k in 0..150usize {
+            // A's phone: 1 s of tone, 1 s of nothing, 1 s of tone.
+            if !(50..100).contains(&k) {
+                let pcm: Vec<i16> = (0..320).map(|i| tone16(k * 320 + i)).collect();
+                let mut payload = vec![0u8; 160];
+                enc.encode(&pcm, &mut payload);
+                rtp(9, k as u16, 160 * k as u32, 3, k == 100, &payload, &mut pkt);
+                ing.push(a.id, &pkt).unwrap();
+                sent.push(payload);
+            }
+            e.step(2).unwrap();
+            out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
+        }
+        // Every payload B sent is one A's phone sent, or empty (a keepalive).
+        let (audio, keepalives): (Vec<_>, Vec<_>) =
+            out.iter().partition(|p| !p.payload().is_empty());
+        assert!(
+            audio
+                .iter()
+                .all(|p| sent.iter().any(|s| s[..] == p.payload()[..])),
+            "keepalive {keepalive_ms}: B sent audio of its own encoder's"
+        );
+        assert!(audio.len() >= 90, "{} relayed", audio.len());
+        assert_eq!(
+            keepalives.len() as u64,
+            e.lane_stats(0).unwrap().keepalives_sent
+        );
+        if keepalive_ms > 0 {
+            assert!(keepalives.len() >= 4, "{} keepalives", keepalives.len());
+            assert!(keepalives
+                .iter()
+                .all(|k| k.header.payload_type == 9 && k.header.marker));
+        }
+        // The far end decodes every packet in order: the tone resumes at its level.
+        let mut dec = G722Decoder::new(G722Mode::Rate64k);
+        let mut pcm = vec![0i16; 320];
+        let rms: Vec<f64> = audio
+            .iter()
+            .map(|p| {
+                let n = dec.decode(p.payload(), &mut pcm);
+                (pcm[..n].iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / n as f64).sqrt()
+            })
+            .collect();
+        let steady = rms[30];
+        let resumed = &rms[rms.len() - 48..rms.len() - 40];
+        assert!(
+            resumed
+                .iter()
+                .all(|&r| (20.0 * (r / steady).log10()).abs() < 1.0),
+            "keepalive {keepalive_ms}: resumed {resumed:?} against {steady}"
         );
     }
 }

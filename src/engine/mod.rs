@@ -502,6 +502,10 @@ impl MediaEngine {
         let inner = &mut *g;
         let rec = inner.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
         if rec.app {
+            // Room first: the lane must not stay attached while the record says detached.
+            if !Self::has_room(&mut inner.lanes[id.lane()], 1) {
+                return Err(Error::RingFull { ring: "commands" });
+            }
             Self::detach_locked(inner, id);
             self.route(inner, id, None)?;
         }
@@ -1166,11 +1170,19 @@ impl MediaEngine {
     /// ([`MediaEngine::send_dtmf`]), or one its former peer was forwarding, goes out (or
     /// ends) at once, and the audio it sends when bridged again starts a new talkspurt whose
     /// RTP timestamp counts the time that passed (RFC 3550 §5.1).
+    ///
+    /// Errors: [`Error::UnknownSession`]; [`Error::RingFull`] if the lane's command ring
+    /// has no room for both routes (nothing changed: a bridge half dissolved would leave
+    /// the peer still sending its audio to `id`).
     pub fn unbridge(&self, id: SessionId) -> Result<()> {
         let mut g = self.lock();
         let inner = &mut *g;
         let rec = inner.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
         let peer = rec.peer;
+        let need = usize::from(rec.app) + peer.map_or(0, |p| 1 + usize::from(p != id));
+        if !Self::has_room(&mut inner.lanes[id.lane()], need) {
+            return Err(Error::RingFull { ring: "commands" });
+        }
         if rec.app {
             Self::detach_locked(inner, id);
             self.route(inner, id, None)?;
@@ -1210,12 +1222,14 @@ impl MediaEngine {
             }
         }
         let ls = &mut inner.lanes[id.lane()];
+        // Before the destroy (room was checked, so it is sent): an application frame that
+        // reached the lane after it would otherwise be kept for the slot's next session.
+        ls.ctl.shared.attached.clear(id.slot);
         ls.next_seq += 1;
         let b = Bundle::new(ls.next_seq, Op::Destroy, id);
         Self::send(ls, b)?;
         // From here the transport's pushes for this id are refused before taking a slot.
         ls.ctl.shared.live.clear(id.slot);
-        ls.ctl.shared.attached.clear(id.slot);
         ls.live -= 1;
         let rec = inner.sessions.remove(&id).expect("checked");
         inner.dialogs.remove(&rec.dialog);

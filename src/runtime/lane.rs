@@ -1061,6 +1061,7 @@ impl DecodeStage {
                     f.samples = frame_samples;
                     f.payload_len = 0;
                     f.relay = false;
+                    f.undecoded_stream = false;
                     f.marker = false;
                     f.silence = false;
                     f.src_ts = 0;
@@ -1097,6 +1098,7 @@ impl DecodeStage {
     fn apply(&mut self, mut b: Box<Bundle>) {
         let slot = b.id.slot as usize;
         let mut reframed = false;
+        let mut stale_app = false;
         let pkt_return = &mut self.pkt_return;
         let counters = &self.shared.counters;
         let mut release = releaser(pkt_return, counters);
@@ -1104,6 +1106,9 @@ impl DecodeStage {
             Op::Create => {
                 b.decode = std::mem::replace(&mut self.sessions[slot], b.decode.take());
                 if let Some(q) = self.app_queues.get_mut(slot) {
+                    // Frames queued under another generation are an earlier session's
+                    // (written as it was being destroyed): never this one's to send.
+                    stale_app = q.generation != b.id.generation() && q.len > 0;
                     q.generation = b.id.generation();
                 }
             }
@@ -1150,6 +1155,9 @@ impl DecodeStage {
             Op::Fault => panic!("lane {}: injected fault", self.shared.lane),
         }
         drop(release);
+        if stale_app {
+            self.clear_app_queue(slot);
+        }
         if matches!(b.op, Op::Create | Op::Update | Op::Destroy | Op::Route) {
             // A digit forwarded from this session that will now never see its end (the
             // route changed, the receiver was replaced, the session went) ends here.
@@ -1339,6 +1347,7 @@ impl DecodeStage {
             f.src_ts = rep.src_ts;
             f.played_ns = played_ns;
             f.relay = false;
+            f.undecoded_stream = undecoded_relay;
             f.silence = false;
             f.app = if route.is_some_and(|r| r.app) {
                 AppFrame::ToApp
@@ -2064,7 +2073,8 @@ impl EncodeStage {
 
     /// Sends a keepalive for `dst` when one is due in this frame period with nothing to
     /// send ([`MediaSessionParams::keepalive_ms`](crate::MediaSessionParams)): an RFC 3389
-    /// SID frame at -127 dBov, or a frame of encoded silence. True when one went out.
+    /// SID frame at -127 dBov, a frame of encoded silence, or (a G.722 or Opus stream
+    /// relayed undecoded) an empty payload. True when one went out.
     fn keepalive(&mut self, dst: u32) -> bool {
         let Some(part) = self.sessions[dst as usize].as_mut() else {
             return false;
@@ -2089,12 +2099,26 @@ impl EncodeStage {
                     };
                     (sid.write(body), pt)
                 }
+                // The far end decodes this stream with the source's encoder state: silence
+                // from this session's (idle) encoder would play there as a decaying echo
+                // of the last sound (a G.722 relay: the first 5 ms at the tone's level),
+                // and the source's next packet would decode off its state. An empty
+                // payload keeps the stream alive and touches no decoder.
+                None if part.relayed
+                    && matches!(part.encoder.codec(), Codec::G722 | Codec::Opus) =>
+                {
+                    (0, part.payload_type)
+                }
                 None => {
                     let pcm = silence.get(..part.frame_samples)?;
-                    (part.encoder.encode(pcm, body).ok()?, part.payload_type)
+                    let n = part.encoder.encode(pcm, body).ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    (n, part.payload_type)
                 }
             };
-            if n == 0 {
+            if n == 0 && pt != part.payload_type {
                 return None;
             }
             // After the silence before it: the start of a talkspurt (RFC 3551 §4.1).
@@ -2116,6 +2140,9 @@ impl EncodeStage {
         sc.tx_payload_bytes.add(n as u64);
         if part.keepalive_cn_pt.is_some() {
             sc.tx_cn_packets.inc();
+            // The level the far end now plays: DTX's next silence sends its own SID at
+            // once (a level step), not after the refresh interval.
+            part.dtx_level = 127;
         }
         // What follows (audio, or more silence) is a new talkspurt again.
         part.marker_next = true;
@@ -2217,6 +2244,9 @@ impl EncodeStage {
         };
         let lane = self.shared.lane;
         let egress_slab = &self.egress_slab;
+        // Set when a frame of PCM is held back from a stream the far end decodes with the
+        // source's encoder state (below).
+        let mut held = false;
         let mut write = |f: Option<&FrameSlot>| {
             egress_slab.with_mut(&mut et, |e| {
                 let body = &mut e.bytes[RTP_HEADER_LEN..];
@@ -2240,19 +2270,39 @@ impl EncodeStage {
                         let n = sid.write(body);
                         (Some(n).filter(|&n| n > 0)?, false)
                     }
-                    (Some(pcm), f) => (
-                        part.encoder.encode(pcm, body).ok()?,
-                        f.is_some_and(|f| f.marker),
-                    ),
+                    (Some(pcm), f) => {
+                        part.relayed = false;
+                        (
+                            part.encoder.encode(pcm, body).ok()?,
+                            f.is_some_and(|f| f.marker),
+                        )
+                    }
                     (None, Some(f)) if f.relay => {
                         let dst = body.get_mut(..f.payload_len)?;
                         dst.copy_from_slice(&f.payload[..f.payload_len]);
+                        part.relayed = true;
                         (f.payload_len, f.marker)
                     }
-                    (None, Some(f)) => (
-                        part.encoder.encode(&f.pcm[..f.samples], body).ok()?,
-                        f.marker,
-                    ),
+                    // PCM in a G.722 or Opus stream relayed undecoded (the jitter buffer's
+                    // frame at a restart after a gap): this encoder's state is not the one
+                    // the far end's decoder follows, and its frame would decode there as a
+                    // burst (+12 dB over the source's level, measured). Nothing is sent;
+                    // the far end conceals, as for any gap of a relayed stream.
+                    (None, Some(f))
+                        if part.relayed
+                            && f.undecoded_stream
+                            && matches!(part.encoder.codec(), Codec::G722 | Codec::Opus) =>
+                    {
+                        held = true;
+                        return None;
+                    }
+                    (None, Some(f)) => {
+                        part.relayed = false;
+                        (
+                            part.encoder.encode(&f.pcm[..f.samples], body).ok()?,
+                            f.marker,
+                        )
+                    }
                     (None, None) => return None,
                 };
                 let (src_ts, played_ns) = f.map_or((0, 0), |f| (f.src_ts, f.played_ns));
@@ -2286,7 +2336,12 @@ impl EncodeStage {
                 }
             }
             None => {
-                sc.codec_errors.inc();
+                if held {
+                    // Audio resumes as a new talkspurt.
+                    part.marker_next = true;
+                } else {
+                    sc.codec_errors.inc();
+                }
                 part.skip_frame();
                 self.spare = Some(et);
             }

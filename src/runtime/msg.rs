@@ -60,6 +60,11 @@ pub struct FrameSlot {
     pub payload_len: usize,
     /// The frame carries an encoded payload to relay instead of PCM.
     pub relay: bool,
+    /// The frame's stream goes to its destination undecoded (a G.722 or Opus relay): the
+    /// far end's decoder follows the source's encoder, so PCM in such a frame (one the
+    /// jitter buffer made at a restart, a concealed one) is not to be encoded by the
+    /// destination's encoder once that has been relaying (see `EncodePart::relayed`).
+    pub undecoded_stream: bool,
     /// First frame of a talkspurt or (re)started stream.
     pub marker: bool,
     /// The source leg's voice-activity detector found no speech in it (DTX may send a
@@ -128,6 +133,7 @@ impl FrameSlot {
             payload: touched(max_payload_bytes),
             payload_len: 0,
             relay: false,
+            undecoded_stream: false,
             marker: false,
             silence: false,
             src_ts: 0,

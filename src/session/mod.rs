@@ -68,8 +68,10 @@ pub struct MediaSessionParams {
     /// application that stopped writing; a parked call), it sends one packet on its stream
     /// and starts counting again: an RFC 3389 SID frame at -127 dBov (silence) when
     /// `comfort_noise_send_pt` is negotiated, else one frame of the send codec's encoded
-    /// silence (RFC 6263 describes both), with the stream's next sequence number and
-    /// timestamp. It keeps a far end's media timeout from ending the call (many phones and
+    /// silence, with the stream's next sequence number and timestamp; a G.722 or Opus
+    /// stream relayed undecoded sends an empty payload instead (12 bytes: the far end's
+    /// decoder follows the source's encoder state, and silence from this session's
+    /// encoder would decode there as a decaying echo of the last sound). It keeps a far end's media timeout from ending the call (many phones and
     /// SBCs hang up after some seconds without RTP) and NAT bindings open. Rounded to whole
     /// frame periods (at least one); DTX's own SID refreshes and RFC 4733 events are
     /// packets sent, so they keep the stream alive by themselves.
@@ -435,6 +437,9 @@ pub struct EncodePart {
     /// Keepalives go out as RFC 3389 SID frames with this payload type (comfort noise
     /// negotiated for sending), else as a frame of encoded silence.
     pub keepalive_cn_pt: Option<PayloadType>,
+    /// The last audio packet sent carried a relayed payload: the far end's decoder follows
+    /// the source's encoder, not this session's.
+    pub relayed: bool,
 }
 
 /// What [`EncodePart::dtx_frame`] decided for one frame.
@@ -684,6 +689,7 @@ impl<T> SessionParts<T> {
                 },
                 idle_frames: 0,
                 keepalive_cn_pt: params.comfort_noise_send_pt,
+                relayed: false,
             },
         }
     }

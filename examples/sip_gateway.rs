@@ -54,7 +54,7 @@ use media_core::codec::negotiation::{
     NegotiatedMedia,
 };
 use media_core::engine::{EngineEvent, EngineQuality, QualityMonitor};
-use media_core::quality::monitor::QualityEvent;
+use media_core::quality::monitor::{QualityEvent, QualityThresholds};
 use media_core::{DialogId, EngineConfig, MediaEngine, MediaSessionParams, SessionId};
 use media_io::{LaneIo, LegCounters, NewLeg, SendPts};
 use rsip::prelude::*;
@@ -66,6 +66,7 @@ const USAGE: &str = "usage: sip_gateway --listen ADDR --route USER=ADDR [--route
 Ctrl-C)] [--stats-interval S] [--lanes N] [--max-calls N] [--jitter-min-ms MS] [--jitter-max-ms MS] \
 [--packet-slots-per-session N] [--opus-bitrate BPS] \
 [--opus-loss-percent P] [--vad] [--dtx] [--keepalive-ms MS (default 5000, 0 = off)] \
+[--media-timeout-ms MS (default 30000, 0 = off)] \
 [--reinvite-b S:CODEC] [--lane-cores C,..] [--io-cores C,..] [--fifo] [-v]";
 
 struct Args {
@@ -87,6 +88,9 @@ struct Args {
     /// RTP keepalive toward each phone after this long without a packet to send
     /// (`MediaSessionParams::keepalive_ms`; 0: off).
     keepalive_ms: u32,
+    /// A call whose leg (not on hold) receives no RTP for this long is hung up
+    /// (`QualityThresholds::media_timeout_ms`; 0: off).
+    media_timeout_ms: u32,
     jitter_min_ms: Option<u32>,
     jitter_max_ms: Option<u32>,
     /// Ingress packet slots per session (`EngineConfig::packet_slots_per_lane`).
@@ -205,6 +209,10 @@ fn parse_args() -> Result<Args, BoxError> {
             .map(str::parse)
             .transpose()?
             .unwrap_or(5000),
+        media_timeout_ms: opt("--media-timeout-ms")?
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or(30_000),
         jitter_min_ms: opt("--jitter-min-ms")?.map(str::parse).transpose()?,
         jitter_max_ms: opt("--jitter-max-ms")?.map(str::parse).transpose()?,
         packet_slots_per_session: opt("--packet-slots-per-session")?
@@ -419,6 +427,9 @@ struct Totals {
     /// Quality alerts on legs on hold (we asked the peer not to send): expected, not
     /// counted as failures.
     alerts_on_hold: u64,
+    /// Calls hung up because a leg that should receive media got none for the monitor's
+    /// media timeout (`QualityEvent::MediaTimeout`).
+    media_timeouts: u64,
 }
 
 struct Gateway {
@@ -1851,13 +1862,18 @@ impl Gateway {
     }
 
     /// A quality alert: a warning, unless its leg is on hold (we told the peer not to
-    /// send, so a receive stream that stops is expected, RFC 3264 §8.4).
+    /// send, so a receive stream that stops is expected, RFC 3264 §8.4). A media timeout
+    /// on a leg that should receive ends the call (BYE to both phones): its media is dead
+    /// (a phone gone without a BYE, a NAT binding lost, one-way audio), and a call left up
+    /// holds its ports and sessions.
     fn on_quality_event(&mut self, ev: QualityEvent) {
         let session = match ev {
             QualityEvent::MosLow { session, .. }
             | QualityEvent::MosRecovered { session, .. }
             | QualityEvent::LossHigh { session, .. }
-            | QualityEvent::LossRecovered { session, .. } => Some(SessionId::from_u64(session)),
+            | QualityEvent::LossRecovered { session, .. }
+            | QualityEvent::MediaTimeout { session, .. }
+            | QualityEvent::MediaResumed { session, .. } => Some(SessionId::from_u64(session)),
             _ => None,
         };
         let leg = session.and_then(|id| {
@@ -1877,6 +1893,14 @@ impl Gateway {
                     side.name(),
                     dir.attribute()
                 );
+            }
+            Some((n, side, _)) if matches!(ev, QualityEvent::MediaTimeout { .. }) => {
+                self.totals.media_timeouts += 1;
+                log::warn!(
+                    "call {n}: leg {}: no media: {ev:?}; hanging up",
+                    side.name()
+                );
+                self.hang_up(n, None);
             }
             Some((n, side, _)) => {
                 self.totals.alerts += 1;
@@ -2032,7 +2056,10 @@ fn main() -> Result<(), BoxError> {
         totals: Totals::default(),
         started: Instant::now(),
     };
-    let mut monitor = QualityMonitor::default();
+    let mut monitor = QualityMonitor::new(QualityThresholds {
+        media_timeout_ms: gw.args.media_timeout_ms,
+        ..Default::default()
+    });
     // The STATS lines' interval reports (their own marks, whatever the poll's cadence).
     let mut reporter = QualityMonitor::default();
     let mut next_stats = Instant::now() + stats_interval;
@@ -2144,7 +2171,7 @@ fn main() -> Result<(), BoxError> {
         }
     }
     println!(
-        "GATEWAY TOTALS calls attempted {} completed {} failed {} rejected-488 {} cancelled {} re-INVITEs {} DTMF digits {} | quality alerts {} (on held legs {}) | deadline overruns {} ticks skipped {} longest tick {:.1} ms drops {} (after session end {}, no packet slot or over the rate limit {}, stage backlog {}, other {}) | uptime {:.1} s",
+        "GATEWAY TOTALS calls attempted {} completed {} failed {} rejected-488 {} cancelled {} re-INVITEs {} DTMF digits {} | quality alerts {} (on held legs {}) | calls ended by a media timeout {} | deadline overruns {} ticks skipped {} longest tick {:.1} ms drops {} (after session end {}, no packet slot or over the rate limit {}, stage backlog {}, other {}) | uptime {:.1} s",
         gw.totals.attempted,
         gw.totals.completed,
         gw.totals.failed,
@@ -2154,6 +2181,7 @@ fn main() -> Result<(), BoxError> {
         gw.totals.dtmf,
         gw.totals.alerts,
         gw.totals.alerts_on_hold,
+        gw.totals.media_timeouts,
         overruns.max(gw.totals.overruns),
         skipped,
         max_tick_ns as f64 / 1e6,

@@ -725,3 +725,112 @@ fn duplicate_and_reordered_event_and_sid_packets_are_counted() {
     let sb = e.session_stats(b).unwrap();
     assert_eq!((sb.rx_duplicates, sb.rx_reordered), (0, 0), "{sb:?}");
 }
+
+/// Media timeout: with the monitor polled every second, a leg whose peer stops sending
+/// raises one `MediaTimeout` 30 s later (the other leg, still receiving, none), and one
+/// `MediaResumed` when packets come again; a leg that never receives anything (one-way
+/// audio) times out 30 s after it was first polled; a peer in silence suppression that
+/// sends only comfort-noise SIDs is alive; with `media_timeout_ms: 0`, nothing.
+#[test]
+fn a_stream_that_stops_or_never_starts_raises_one_media_timeout() {
+    for timeout_ms in [30_000u32, 0] {
+        let e = engine();
+        let mut pb = pcmu();
+        pb.comfort_noise_pt = media_core::PayloadType::new(13);
+        let (a, b) = e
+            .create_call((DialogId(1), pcmu()), (DialogId(2), pb))
+            .unwrap();
+        let c = e.create_media_session(DialogId(3), pcmu()).unwrap();
+        let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+        let mut monitor = QualityMonitor::new(QualityThresholds {
+            lane_load_high: f64::INFINITY,
+            media_timeout_ms: timeout_ms,
+            ..Default::default()
+        });
+        // (second polled, event)
+        let mut events = Vec::new();
+        let mut pkt = Vec::new();
+        for second in 0..60u32 {
+            for f in 0..50u32 {
+                let k = second * 50 + f;
+                // A's peer talks for 10 s, is gone for 40 s, then talks again.
+                if !(10..50).contains(&second) {
+                    rtp(
+                        0,
+                        k as u16,
+                        160 * k,
+                        7,
+                        false,
+                        &ulaw_frame(k as usize),
+                        &mut pkt,
+                    );
+                    ing.push(a.id, &pkt).unwrap();
+                }
+                // B's peer talks for 2 s, then sends only a SID every 200 ms (DTX).
+                if second < 2 {
+                    rtp(
+                        0,
+                        k as u16,
+                        160 * k,
+                        8,
+                        false,
+                        &ulaw_frame(k as usize),
+                        &mut pkt,
+                    );
+                    ing.push(b.id, &pkt).unwrap();
+                } else if f % 10 == 0 {
+                    rtp(13, k as u16, 160 * k, 8, false, &[60], &mut pkt);
+                    ing.push(b.id, &pkt).unwrap();
+                }
+                e.step(2).unwrap();
+                drop(drain(&mut eg));
+            }
+            events.extend(monitor.poll(&e).into_iter().map(|ev| (second, ev)));
+        }
+        let media: Vec<_> = events
+            .iter()
+            .filter(|(_, ev)| {
+                matches!(
+                    ev,
+                    QualityEvent::MediaTimeout { .. } | QualityEvent::MediaResumed { .. }
+                )
+            })
+            .collect();
+        if timeout_ms == 0 {
+            assert!(media.is_empty(), "{media:?}");
+            continue;
+        }
+        let (ida, idc) = (a.id.to_u64(), c.id.to_u64());
+        // A: its last packet in second 9's poll; 30 s later, at second 39's poll, timed
+        // out (30,000 ms of lane time); back at second 50's poll, after 40 s.
+        // C: never a packet; first polled at second 0, timed out at second 30's.
+        assert_eq!(
+            media,
+            [
+                &(
+                    30,
+                    QualityEvent::MediaTimeout {
+                        session: idc,
+                        silent_ms: 30_000
+                    }
+                ),
+                &(
+                    39,
+                    QualityEvent::MediaTimeout {
+                        session: ida,
+                        silent_ms: 30_000
+                    }
+                ),
+                &(
+                    50,
+                    QualityEvent::MediaResumed {
+                        session: ida,
+                        silent_ms: 41_000
+                    }
+                ),
+            ],
+            "B (SIDs only) must stay alive"
+        );
+        let _ = b;
+    }
+}

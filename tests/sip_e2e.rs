@@ -12,7 +12,8 @@
 //! `sip-tester`) with the scenarios in `scripts/sipp/`: SIPp fails a call on any message
 //! the scenario does not expect (and checks SDP directions and codecs with `ereg`), and the
 //! tests read the gateway's log and per-call summary for what happened to the media. They
-//! print SKIP and pass where `sipp` is not installed. All tests here hold one lock, so
+//! install it from Debian when run as root with apt-get, and print SKIP and pass where
+//! `sipp` is not installed and cannot be. All tests here hold one lock, so
 //! `--test-threads` does not matter: calls in parallel on a small machine would measure
 //! the machine.
 
@@ -123,13 +124,40 @@ fn gateway_binary() -> PathBuf {
     .clone()
 }
 
+/// SIPp is installed, or was just installed from Debian (`sip-tester`) where the tests run
+/// as root with apt-get, as `scripts/sip_call.sh` installs baresip. Tried once per run.
 fn have_sipp() -> bool {
-    Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+    static HAVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAVE.get_or_init(|| {
+        let present = || {
+            Command::new("sipp")
+                .arg("-v")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok()
+        };
+        if present() {
+            return true;
+        }
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        if root {
+            println!("installing sip-tester (SIPp) ...");
+            let _ = Command::new("sh")
+                .args([
+                    "-c",
+                    "apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+                     apt-get install -y -qq --no-install-recommends sip-tester",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        present()
+    })
 }
 
 /// A base port with `count` free UDP ports above it on loopback (checked by binding them;
@@ -270,7 +298,7 @@ fn wait_ok(child: &mut Child, limit: Duration) -> bool {
 /// Gateway between SIPp as B (`uas`, answering on its own port) and SIPp as A (`uac`,
 /// calling `b` through the gateway), one call; `uac_args` are extra SIPp arguments. Each
 /// SIPp gets 30 s (`-timeout`) and the whole run stays well under 60 s.
-fn sipp_call(name: &str, uas: &str, uac: &str, uac_args: &[&str]) -> Option<Run> {
+fn sipp_call(name: &str, uas: &str, uac: &str, uac_args: &[&str], gw_args: &[&str]) -> Option<Run> {
     if !have_sipp() {
         println!("SKIP: sipp (Debian package sip-tester) is not installed");
         return None;
@@ -291,6 +319,7 @@ fn sipp_call(name: &str, uas: &str, uac: &str, uac_args: &[&str]) -> Option<Run>
         .args(["--route", &format!("b=127.0.0.1:{b_sip}")])
         .args(["--rtp-ports", &format!("{gw_rtp}-{}", gw_rtp + 19)])
         .args(["--stats-interval", "60"])
+        .args(gw_args)
         .stdout(gw_out)
         .stderr(gw_log)
         .spawn()
@@ -385,7 +414,7 @@ fn assert_nothing_left(run: &Run) {
 #[ignore = "needs sipp; run cargo test --release --test sip_e2e -- --ignored"]
 fn a_cancel_while_b_rings_is_passed_on_and_releases_everything() {
     let _one_at_a_time = serial();
-    let Some(run) = sipp_call("cancel", "cancel_uas.xml", "cancel_uac.xml", &[]) else {
+    let Some(run) = sipp_call("cancel", "cancel_uas.xml", "cancel_uac.xml", &[], &[]) else {
         return;
     };
     assert!(
@@ -428,7 +457,7 @@ fn a_cancel_while_b_rings_is_passed_on_and_releases_everything() {
 #[ignore = "needs sipp; run cargo test --release --test sip_e2e -- --ignored"]
 fn hold_from_a_is_passed_on_to_b_and_audio_flows_both_ways_after_resume() {
     let _one_at_a_time = serial();
-    let Some(run) = sipp_call("hold", "hold_uas.xml", "hold_uac.xml", &[]) else {
+    let Some(run) = sipp_call("hold", "hold_uas.xml", "hold_uac.xml", &[], &[]) else {
         return;
     };
     assert!(
@@ -496,7 +525,13 @@ fn hold_from_a_is_passed_on_to_b_and_audio_flows_both_ways_after_resume() {
 #[ignore = "needs sipp; run cargo test --release --test sip_e2e -- --ignored"]
 fn a_codec_change_by_b_reinvite_is_absorbed_by_transcoding() {
     let _one_at_a_time = serial();
-    let Some(run) = sipp_call("codec", "codec_uas.xml", "call_uac.xml", &["-d", "6000"]) else {
+    let Some(run) = sipp_call(
+        "codec",
+        "codec_uas.xml",
+        "call_uac.xml",
+        &["-d", "6000"],
+        &[],
+    ) else {
         return;
     };
     assert!(run.uac_ok, "A's call failed\n{}", run.context());
@@ -531,6 +566,51 @@ fn a_codec_change_by_b_reinvite_is_absorbed_by_transcoding() {
     assert_eq!(
         run.number(&["GATEWAY TOTALS"], "quality alerts "),
         0,
+        "{}",
+        run.context()
+    );
+    assert_nothing_left(&run);
+}
+
+/// B answers and its media never arrives (a phone that died after answering, a NAT that
+/// drops its packets): with `--media-timeout-ms 3000`, the engine's quality monitor reports
+/// B's session without media 3 s in, and the gateway hangs the call up, BYE to both phones
+/// (each scenario waits for it and fails without it), and releases everything. A's
+/// session, which receives, does not time out.
+#[test]
+#[ignore = "needs sipp; run cargo test --release --test sip_e2e -- --ignored"]
+fn a_leg_without_media_is_hung_up_after_the_media_timeout() {
+    let _one_at_a_time = serial();
+    let Some(run) = sipp_call(
+        "timeout",
+        "silent_uas.xml",
+        "hung_up_uac.xml",
+        &[],
+        &["--media-timeout-ms", "3000"],
+    ) else {
+        return;
+    };
+    assert!(run.uac_ok, "A got no BYE\n{}", run.context());
+    assert!(run.uas_ok, "B got no BYE\n{}", run.context());
+    assert!(
+        run.gw_log.contains("leg B: no media: MediaTimeout"),
+        "{}",
+        run.context()
+    );
+    assert!(
+        !run.gw_log.contains("leg A: no media"),
+        "A received media: {}",
+        run.context()
+    );
+    assert_eq!(
+        run.number(&["GATEWAY TOTALS"], "calls ended by a media timeout "),
+        1,
+        "{}",
+        run.context()
+    );
+    assert_eq!(
+        run.number(&["GATEWAY TOTALS"], "completed "),
+        1,
         "{}",
         run.context()
     );

@@ -287,6 +287,48 @@ pub struct QualityMonitor {
     /// Where the last [`QualityMonitor::report`] left each session and lane.
     report_sessions: HashMap<u64, QualitySnapshot>,
     report_lanes: HashMap<usize, LaneMark>,
+    /// Per session, what the media timeout watches (see [`MediaWatch`]).
+    media: HashMap<u64, MediaWatch>,
+}
+
+/// A session's packet arrivals as [`QualityMonitor::poll`] last saw them.
+#[derive(Debug, Clone, Copy)]
+struct MediaWatch {
+    /// `QualitySnapshot::packets_arrived` then.
+    arrived: u64,
+    /// The lane tick of the first poll that saw that count (the first poll of the session:
+    /// when it was first seen).
+    since_tick: u64,
+    /// A [`QualityEvent::MediaTimeout`] was raised and no packet has come since.
+    timed_out: bool,
+}
+
+impl MediaWatch {
+    /// Takes the session's arrivals at lane tick `tick`; pushes a timeout or resumption.
+    fn update(
+        &mut self,
+        session: u64,
+        arrived: u64,
+        tick: u64,
+        timeout_ms: u32,
+        events: &mut Vec<QualityEvent>,
+    ) {
+        let silent_ms = tick.saturating_sub(self.since_tick) * u64::from(Ptime::TICK_MS);
+        if arrived != self.arrived {
+            // (A count that went back is a new stream's: packets came all the same.)
+            if self.timed_out {
+                events.push(QualityEvent::MediaResumed { session, silent_ms });
+            }
+            *self = MediaWatch {
+                arrived,
+                since_tick: tick,
+                timed_out: false,
+            };
+        } else if timeout_ms > 0 && !self.timed_out && silent_ms >= u64::from(timeout_ms) {
+            self.timed_out = true;
+            events.push(QualityEvent::MediaTimeout { session, silent_ms });
+        }
+    }
 }
 
 /// A lane's figures at the last [`QualityMonitor::report`].
@@ -360,21 +402,46 @@ impl QualityMonitor {
     fn forget_ended(&mut self, ids: &[SessionId]) {
         let live: std::collections::HashSet<u64> = ids.iter().map(|i| i.to_u64()).collect();
         self.flags.retain(|k, _| live.contains(k));
+        self.media.retain(|k, _| live.contains(k));
     }
 
     /// Evaluates every session and lane; returns the threshold crossings since the last poll.
     /// A session's MOS and loss are judged over the packets since its last judgement, once
     /// they number [`QualityThresholds::window_packets`] (10 s of 20 ms packets by default),
     /// so the events follow the call's recent quality rather than its average since it
-    /// began.
+    /// began. A session given no RTP packet for [`QualityThresholds::media_timeout_ms`]
+    /// by its lane's clock (since the last poll that saw one, or since the first poll that
+    /// saw the session) raises [`QualityEvent::MediaTimeout`], and
+    /// [`QualityEvent::MediaResumed`] at the first poll that sees packets again.
     pub fn poll(&mut self, engine: &MediaEngine) -> Vec<QualityEvent> {
         let mut events = Vec::new();
         let ids = engine.session_ids();
         self.forget_ended(&ids);
+        // Each lane's clock, once per poll (its ticks: real or virtual time alike).
+        let ticks: Vec<u64> = (0..engine.config().lanes)
+            .map(|l| engine.lane_stats(l).map_or(0, |s| s.ticks))
+            .collect();
         for id in ids {
             if let Ok(q) = engine.session_quality(id) {
-                let f = self.flags.entry(id.to_u64()).or_default();
-                evaluate(&self.thresholds, id.to_u64(), &q, f, &mut events);
+                let session = id.to_u64();
+                let f = self.flags.entry(session).or_default();
+                evaluate(&self.thresholds, session, &q, f, &mut events);
+                let tick = ticks.get(id.lane()).copied().unwrap_or(0);
+                let arrived = q.packets_arrived;
+                self.media
+                    .entry(session)
+                    .or_insert(MediaWatch {
+                        arrived,
+                        since_tick: tick,
+                        timed_out: false,
+                    })
+                    .update(
+                        session,
+                        arrived,
+                        tick,
+                        self.thresholds.media_timeout_ms,
+                        &mut events,
+                    );
             }
         }
         for (lane, load, judged) in lane_windows(engine, &mut self.lane_events) {

@@ -14,6 +14,11 @@ use crate::runtime::stats::SessionStats;
 pub struct QualitySnapshot {
     /// Packets received (RFC 3550 A.3, duplicates included).
     pub packets_received: u64,
+    /// Every RTP packet the session was given: audio (`packets_received`), RFC 4733
+    /// events, RFC 3389 SIDs and payload types it did not negotiate. What a media timeout
+    /// ([`QualityThresholds::media_timeout_ms`]) watches: a peer in silence suppression
+    /// sends SIDs only, one holding a key events only.
+    pub packets_arrived: u64,
     /// Packets expected from the sequence range.
     pub packets_expected: u64,
     /// Packets lost in the network (cumulative, RFC 3550).
@@ -89,6 +94,10 @@ impl QualitySnapshot {
         let r = r_factor(&input);
         QualitySnapshot {
             packets_received: s.rx_packets,
+            packets_arrived: s.rx_packets
+                + s.rx_dtmf_packets
+                + s.rx_cn_packets
+                + s.rx_unsupported_pt,
             packets_expected: expected,
             packets_lost: lost,
             loss_percent,
@@ -149,6 +158,7 @@ impl QualitySnapshot {
         let r = r_factor(&input);
         Some(QualitySnapshot {
             packets_received: received,
+            packets_arrived: self.packets_arrived.saturating_sub(earlier.packets_arrived),
             packets_expected: expected,
             packets_lost: lost,
             loss_percent: pct(lost),
@@ -220,6 +230,17 @@ pub struct QualityThresholds {
     /// (5 expected) reaches the default 3% (16 lost) about once a day (Poisson tail
     /// 7·10⁻⁵ per window); 250 would cross it three times an hour.
     pub window_packets: u64,
+    /// A session that has been given no RTP packet at all for this long (ms; judged by its
+    /// lane's clock, at each poll) raises [`QualityEvent::MediaTimeout`], once, and
+    /// [`QualityEvent::MediaResumed`] when packets come again. 0: off. Default 30,000: a
+    /// stream that stops mid-call (a dead or unplugged phone, a NAT binding gone, a route
+    /// change) or never starts (one-way audio: the peer's packets go elsewhere) is the
+    /// commonest fault a gateway operator chases, and a call left up without media holds
+    /// its resources and bills on; 30 s is longer than any silence a working peer leaves
+    /// (comfort noise refreshes, RFC 6263 keepalives, RTCP aside). A leg the signalling put
+    /// on hold with nothing to receive (`sendonly`, `inactive`) times out as well: the
+    /// caller knows which legs those are.
+    pub media_timeout_ms: u32,
 }
 
 impl Default for QualityThresholds {
@@ -231,6 +252,7 @@ impl Default for QualityThresholds {
             loss_recovered_percent: 1.0,
             lane_load_high: 0.7,
             window_packets: 500,
+            media_timeout_ms: 30_000,
         }
     }
 }
@@ -266,6 +288,22 @@ pub enum QualityEvent {
         session: u64,
         /// Effective loss, percent.
         loss_percent: f64,
+    },
+    /// The session has been given no RTP packet for `media_timeout_ms` (or since it was
+    /// first polled, if it never had one): its stream stopped, or never reached us.
+    MediaTimeout {
+        /// Session.
+        session: u64,
+        /// How long it has had none, ms (at least `media_timeout_ms`; the poll's interval
+        /// is the resolution).
+        silent_ms: u64,
+    },
+    /// Packets reach a session that had timed out again.
+    MediaResumed {
+        /// Session.
+        session: u64,
+        /// How long it had none, ms (to the poll that saw packets again).
+        silent_ms: u64,
     },
     /// A lane's p99 tick time exceeds `lane_load_high` of its budget.
     LaneNearDeadline {

@@ -435,6 +435,10 @@ struct Totals {
 struct Gateway {
     args: Args,
     engine: Arc<MediaEngine>,
+    /// Calls whose hold state changed since the last quality poll: their legs' media
+    /// timeouts start over (a hold's silence does not count, and a leg that never resumes
+    /// is still reported).
+    hold_changed: Vec<u64>,
     ios: Vec<LaneIo>,
     sock: UdpSocket,
     contact: String,
@@ -1498,6 +1502,9 @@ impl Gateway {
         self.engine.update_media_session(id, params)?;
         let peer = peer_addr(Some(&offer), self.args.media_ip)?;
         self.ios[id.lane()].update(id, peer, media.direction.sends(), SendPts::of(&media));
+        if prev.direction != media.direction {
+            self.hold_changed.push(n);
+        }
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
         let leg = match side {
             Side::A => &mut call.a,
@@ -1672,6 +1679,9 @@ impl Gateway {
         self.engine.update_media_session(id, params)?;
         let peer = peer_addr(Some(&ans), self.args.media_ip)?;
         self.ios[id.lane()].update(id, peer, media.direction.sends(), SendPts::of(&media));
+        if prev.direction != media.direction {
+            self.hold_changed.push(n);
+        }
         self.totals.reinvites += 1;
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
         let leg = match side {
@@ -1885,7 +1895,28 @@ impl Gateway {
             };
             Some((n, side, leg.media.as_ref().map(|m| m.direction)))
         });
+        // A call on hold from either side (a leg not sendrecv) may carry no media at all
+        // (a holder without music on hold sends nothing on its sendonly leg): its
+        // timeouts are expected.
+        let held_call = |n: u64| {
+            self.calls.get(&n).is_some_and(|c| {
+                [&c.a, &c.b].iter().any(|l| {
+                    l.media
+                        .as_ref()
+                        .is_some_and(|m| m.direction != Direction::SendRecv)
+                })
+            })
+        };
         match leg {
+            Some((n, side, _))
+                if matches!(ev, QualityEvent::MediaTimeout { .. }) && held_call(n) =>
+            {
+                self.totals.alerts_on_hold += 1;
+                log::info!(
+                    "call {n}: on hold: leg {} without media expected: {ev:?}",
+                    side.name()
+                );
+            }
             Some((n, side, Some(dir))) if !dir.receives() => {
                 self.totals.alerts_on_hold += 1;
                 log::info!(
@@ -1905,6 +1936,14 @@ impl Gateway {
             Some((n, side, _)) => {
                 self.totals.alerts += 1;
                 log::warn!("call {n}: leg {}: quality alert: {ev:?}", side.name());
+            }
+            // The other leg of a call a timeout just ended (both legs timed out in one poll).
+            None if matches!(
+                ev,
+                QualityEvent::MediaTimeout { .. } | QualityEvent::MediaResumed { .. }
+            ) =>
+            {
+                log::debug!("media event for a call already ended: {ev:?}");
             }
             None => {
                 self.totals.alerts += 1;
@@ -2054,6 +2093,7 @@ fn main() -> Result<(), BoxError> {
         next_call: 1,
         rng: seed,
         totals: Totals::default(),
+        hold_changed: Vec::new(),
         started: Instant::now(),
     };
     let mut monitor = QualityMonitor::new(QualityThresholds {
@@ -2097,6 +2137,13 @@ fn main() -> Result<(), BoxError> {
         if now >= next_monitor {
             next_monitor = now + Duration::from_secs(1);
             let t = Instant::now();
+            for n in std::mem::take(&mut gw.hold_changed) {
+                if let Some(c) = gw.calls.get(&n) {
+                    for id in [c.a.session, c.b.session].into_iter().flatten() {
+                        monitor.restart_media_timeout(id);
+                    }
+                }
+            }
             for ev in monitor.poll(&engine) {
                 gw.on_quality_event(ev);
             }

@@ -2147,6 +2147,59 @@ fn an_undecoded_g722_relay_sends_nothing_of_its_own_encoders_across_a_gap() {
     }
 }
 
+/// A G.722 relay whose source switches to 40 ms packets mid-call (a session at 20 ms):
+/// the packets no longer match the frame, so the jitter buffer decodes them and the
+/// destination's encoder makes the stream from there. It goes on sending every frame
+/// period (in review, holding back PCM from an undecoded stream silenced the destination
+/// for the rest of the call in this case).
+#[test]
+fn a_relayed_g722_stream_that_changes_packet_size_keeps_flowing() {
+    use media_core::codec::audio::g722::{G722Encoder, G722Mode};
+    let e = virtual_engine(4);
+    let (a, b) = e
+        .create_call(
+            (
+                DialogId(1),
+                MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20),
+            ),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut enc = G722Encoder::new(G722Mode::Rate64k);
+    let (mut pkt, mut late) = (Vec::new(), 0);
+    let (mut seq, mut ts) = (0u16, 0u32);
+    for k in 0..150usize {
+        // 1 s of 20 ms packets, then 40 ms packets (one every other period).
+        let ms = if k < 50 { 20 } else { 40 };
+        if k < 50 || k % 2 == 0 {
+            let n = 16 * ms;
+            let pcm: Vec<i16> = (0..n)
+                .map(|i| ((((k * 320 + i) as f64) * 0.39).sin() * 6000.0) as i16)
+                .collect();
+            let mut payload = vec![0u8; n / 2];
+            enc.encode(&pcm, &mut payload);
+            rtp(9, seq, ts, 3, k == 0, &payload, &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(8 * ms as u32);
+        }
+        e.step(2).unwrap();
+        let sent = drain(&mut eg)
+            .into_iter()
+            .filter(|p| p.session == b.id && !p.payload().is_empty())
+            .count();
+        if k >= 70 {
+            late += sent;
+        }
+    }
+    // 80 frame periods after the switch has settled: audio in (nearly) all of them.
+    assert!(late >= 76, "B sent {late} packets in 80 periods");
+}
+
 #[test]
 fn rfc4733_digits_arriving_on_one_leg_leave_the_other_as_rfc4733() {
     use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender, EventPayload};

@@ -834,3 +834,43 @@ fn a_stream_that_stops_or_never_starts_raises_one_media_timeout() {
         let _ = b;
     }
 }
+
+/// `restart_media_timeout` (for a leg coming off hold): the silence before it does not
+/// count, and a stream that stays silent after it times out again.
+#[test]
+fn a_restarted_media_timeout_counts_from_the_restart_and_fires_again() {
+    let e = engine();
+    let s = e.create_media_session(DialogId(1), pcmu()).unwrap();
+    let mut monitor = QualityMonitor::new(QualityThresholds {
+        lane_load_high: f64::INFINITY,
+        media_timeout_ms: 10_000,
+        ..Default::default()
+    });
+    let mut events = Vec::new();
+    for second in 0..40u32 {
+        if second == 15 {
+            // Off hold: start over (its timeout at 10 s was raised already).
+            monitor.restart_media_timeout(s.id);
+        }
+        e.step(100).unwrap();
+        events.extend(
+            monitor
+                .poll(&e)
+                .into_iter()
+                .filter(|ev| matches!(ev, QualityEvent::MediaTimeout { .. }))
+                .map(|ev| (second, ev)),
+        );
+    }
+    let id = s.id.to_u64();
+    let at = |second, silent_ms| {
+        (
+            second,
+            QualityEvent::MediaTimeout {
+                session: id,
+                silent_ms,
+            },
+        )
+    };
+    // First polled at second 0; after the restart, first polled again at second 15.
+    assert_eq!(events, [at(10, 10_000), at(25, 10_000),]);
+}

@@ -405,6 +405,15 @@ impl QualityMonitor {
         self.media.retain(|k, _| live.contains(k));
     }
 
+    /// Starts `session`'s media timeout over, as if it had just been created: the next
+    /// poll takes its clock from there, and a timeout already raised is forgotten (so it
+    /// can be raised again). For the signalling layer when a leg comes off hold, where its
+    /// stream was allowed to stop: the hold's silence must not count toward the timeout,
+    /// and a stream that never resumes must still be reported.
+    pub fn restart_media_timeout(&mut self, session: SessionId) {
+        self.media.remove(&session.to_u64());
+    }
+
     /// Evaluates every session and lane; returns the threshold crossings since the last poll.
     /// A session's MOS and loss are judged over the packets since its last judgement, once
     /// they number [`QualityThresholds::window_packets`] (10 s of 20 ms packets by default),
@@ -417,9 +426,14 @@ impl QualityMonitor {
         let mut events = Vec::new();
         let ids = engine.session_ids();
         self.forget_ended(&ids);
-        // Each lane's clock, once per poll (its ticks: real or virtual time alike).
+        // Each lane's clock, once per poll (its ticks, real or virtual time alike, and the
+        // ticks it skipped when it fell too far behind: time passed in them too).
         let ticks: Vec<u64> = (0..engine.config().lanes)
-            .map(|l| engine.lane_stats(l).map_or(0, |s| s.ticks))
+            .map(|l| {
+                engine
+                    .lane_stats(l)
+                    .map_or(0, |s| s.ticks + s.ticks_skipped)
+            })
             .collect();
         for id in ids {
             if let Ok(q) = engine.session_quality(id) {

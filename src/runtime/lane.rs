@@ -1968,6 +1968,9 @@ impl EncodeStage {
                         new.timestamp = cur.timestamp;
                         new.generation = cur.generation;
                         new.marker_next = true;
+                        // The far end's decoder still follows whoever made the last
+                        // packet (the source, if it was relayed) while the codec stays.
+                        new.relayed = cur.relayed && new.encoder.codec() == cur.encoder.codec();
                         b.encode = Some(std::mem::replace(cur, new));
                     } else {
                         // Nothing to update (already gone): retire it unused, never
@@ -2283,14 +2286,19 @@ impl EncodeStage {
                         part.relayed = true;
                         (f.payload_len, f.marker)
                     }
-                    // PCM in a G.722 or Opus stream relayed undecoded (the jitter buffer's
-                    // frame at a restart after a gap): this encoder's state is not the one
-                    // the far end's decoder follows, and its frame would decode there as a
-                    // burst (+12 dB over the source's level, measured). Nothing is sent;
-                    // the far end conceals, as for any gap of a relayed stream.
+                    // The first frame of a talkspurt, as PCM, in a G.722 or Opus stream
+                    // relayed undecoded (the jitter buffer's frame at a restart after a
+                    // gap), while the far end's decoder follows the source's encoder: this
+                    // encoder's frame would decode there as a burst (+12 dB over the
+                    // source's level, measured), and the relayed packets after it resume
+                    // the source's state. Nothing is sent; the far end conceals, as for
+                    // any gap of a relayed stream. Only that frame: PCM that goes on (a
+                    // stream whose packets stopped matching the frame, comfort noise) is
+                    // encoded, this encoder then making the stream.
                     (None, Some(f))
                         if part.relayed
                             && f.undecoded_stream
+                            && f.marker
                             && matches!(part.encoder.codec(), Codec::G722 | Codec::Opus) =>
                     {
                         held = true;

@@ -832,7 +832,7 @@ impl PcmPlc {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn find_pitch_avx2(&self) -> usize {
-        self.find_pitch_portable()
+        self.find_pitch_with::<true>()
     }
 
     /// The pitch search over the frozen history, with every lag's window energy written
@@ -866,10 +866,16 @@ impl PcmPlc {
         }
     }
 
-    /// The body of [`Self::find_pitch`], built into both of its versions (the search's
-    /// methods, not closures, so that they are inlined into the AVX2 version too).
-    #[inline(always)]
+    /// [`Self::find_pitch`] without AVX2.
     fn find_pitch_portable(&self) -> usize {
+        self.find_pitch_with::<false>()
+    }
+
+    /// The body of [`Self::find_pitch`], built into both of its versions (the search's
+    /// methods, not closures, so that they are inlined into the AVX2 version too), its
+    /// correlations by [`dot_avx2`] when `AVX2` (only ever from an AVX2 build).
+    #[inline(always)]
+    fn find_pitch_with<const AVX2: bool>(&self) -> usize {
         // On the stack: nothing per session.
         let mut energies = [0f32; MAX_PITCH_SPAN + 1];
         let search = self.pitch_search(&mut energies);
@@ -878,14 +884,14 @@ impl PcmPlc {
         let mut best = 0;
         let mut best_score = f32::NEG_INFINITY;
         for j in (0..=span).step_by(step) {
-            let s = search.score(j);
+            let s = search.score::<AVX2>(j);
             // `>=`: on a tie prefer the shorter lag, as App. I does.
             if s >= best_score {
                 best_score = s;
                 best = j;
             }
         }
-        let (fine, fine_score) = search.refine(best, step - 1);
+        let (fine, fine_score) = search.refine::<AVX2>(best, step - 1);
         let mut lag = self.pitch_max - fine;
         // A period whose length is not a whole number of samples correlates about as well at
         // twice (or three times) its length, and the search above may land on the multiple.
@@ -896,7 +902,7 @@ impl PcmPlc {
                 if short < self.pitch_min {
                     continue;
                 }
-                let (j, s) = search.refine(self.pitch_max - short, 1);
+                let (j, s) = search.refine::<AVX2>(self.pitch_max - short, 1);
                 if s >= SUBMULTIPLE_SCORE * fine_score {
                     lag = self.pitch_max - j;
                     break;
@@ -1130,23 +1136,34 @@ struct PitchSearch<'a> {
 }
 
 impl PitchSearch<'_> {
-    /// Normalised correlation at lag index `j` (`j < energies.len()`).
+    /// Normalised correlation at lag index `j` (`j < energies.len()`); with `AVX2` its dot
+    /// product by [`dot_avx2`], called only from code built with AVX2.
     #[inline(always)]
-    fn score(&self, j: usize) -> f32 {
+    fn score<const AVX2: bool>(&self, j: usize) -> f32 {
         let start = self.base + j;
-        let corr = dot(&self.src[start..start + self.target.len()], self.target);
+        let x = &self.src[start..start + self.target.len()];
+        #[cfg(target_arch = "x86_64")]
+        let corr = if AVX2 {
+            // SAFETY: `AVX2` is true only in `find_pitch_avx2`'s build (and the tests'
+            // AVX2 builds), whose callers have checked that the CPU runs AVX2.
+            unsafe { dot_avx2(x, self.target) }
+        } else {
+            dot(x, self.target)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let corr = dot(x, self.target);
         corr / self.energies[j].max(self.min_power).sqrt()
     }
 
     /// The best lag index within `radius` of `centre` (the first on a tie) and its score.
     #[inline(always)]
-    fn refine(&self, centre: usize, radius: usize) -> (usize, f32) {
+    fn refine<const AVX2: bool>(&self, centre: usize, radius: usize) -> (usize, f32) {
         let lo = centre.saturating_sub(radius);
         let hi = (centre + radius).min(self.energies.len() - 1);
         let mut fine = lo;
         let mut fine_score = f32::NEG_INFINITY;
         for j in lo..=hi {
-            let s = self.score(j);
+            let s = self.score::<AVX2>(j);
             if s > fine_score {
                 fine_score = s;
                 fine = j;
@@ -1169,6 +1186,46 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     let mut sum: f32 = acc.iter().sum();
     for (x, y) in a8.remainder().iter().zip(b8.remainder()) {
+        sum += x * y;
+    }
+    sum
+}
+
+/// [`dot`] with AVX2 intrinsics: the same eight lanes, each a multiply then an add (no
+/// fused multiply-add), summed in the same order, so the same bits. Written out because
+/// the compiler's vectorisation of `dot` inside the AVX2 build came and went with
+/// unrelated changes elsewhere in the crate (2.9 M against 10.8 M instructions for the
+/// same searches in two builds of the same source; PERF.md, session 24).
+///
+/// # Safety
+/// The CPU must run AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::{
+        _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+    let n = a.len().min(b.len());
+    let whole = n - n % 8;
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i < whole {
+        // SAFETY: `i + 8 <= whole <= n`, within both slices; unaligned loads.
+        let (x, y) = unsafe {
+            (
+                _mm256_loadu_ps(a.as_ptr().add(i)),
+                _mm256_loadu_ps(b.as_ptr().add(i)),
+            )
+        };
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(x, y));
+        i += 8;
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds eight floats; unaligned store.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+    let mut sum: f32 = lanes.iter().sum();
+    for (x, y) in a[whole..n].iter().zip(&b[whole..n]) {
         sum += x * y;
     }
     sum
@@ -1590,15 +1647,19 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2")]
         unsafe fn all_pitch_scores_avx2(&self) -> Vec<f32> {
-            self.all_pitch_scores_portable()
+            self.all_pitch_scores_with::<true>()
+        }
+
+        fn all_pitch_scores_portable(&self) -> Vec<f32> {
+            self.all_pitch_scores_with::<false>()
         }
 
         #[inline(always)]
-        fn all_pitch_scores_portable(&self) -> Vec<f32> {
+        fn all_pitch_scores_with<const AVX2: bool>(&self) -> Vec<f32> {
             let mut energies = [0f32; MAX_PITCH_SPAN + 1];
             let search = self.pitch_search(&mut energies);
             (0..search.energies.len())
-                .map(|j| search.score(j))
+                .map(|j| search.score::<AVX2>(j))
                 .collect()
         }
     }

@@ -561,6 +561,36 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
             (a.id, b.id)
         };
         calls.push(parked);
+        // Two more parked with it: a G.722 relay (its keepalives empty payloads: the far
+        // end's decoder follows the source's encoder) and Opus to G.722 (encoded silence
+        // from both encoders).
+        let parked_wide: Vec<(SessionId, SessionId)> = [
+            (CodecSpec::G722, CodecSpec::G722),
+            (CodecSpec::OPUS, CodecSpec::G722),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (ca, cb))| {
+            let leg = |c| {
+                let mut p = MediaSessionParams::new(c, Ptime::MS_20);
+                p.keepalive_ms = 200;
+                p
+            };
+            let d = 90_010 + 2 * i as u64;
+            let (a, b) = e
+                .create_call((DialogId(d), leg(ca)), (DialogId(d + 1), leg(cb)))
+                .unwrap();
+            for (id, c) in [(a.id, ca), (b.id, cb)] {
+                if c == CodecSpec::OPUS {
+                    OPUS_LEGS.with(|g| g.borrow_mut().insert(id));
+                } else {
+                    G722_LEGS.with(|g| g.borrow_mut().insert(id));
+                }
+            }
+            (a.id, b.id)
+        })
+        .collect();
+        calls.extend(&parked_wide);
         let apps = make_app_sessions(&e, 50_000, true);
         let mut app_frames = 0;
         let mut pkt = Vec::with_capacity(2048);
@@ -588,6 +618,9 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
                 // one goes out with no source to drive its sender (its own frame periods).
                 let (a, _) = parked;
                 e.unbridge(a).unwrap();
+                for &(a, _) in &parked_wide {
+                    e.unbridge(a).unwrap();
+                }
                 e.send_dtmf(a, '3', 120).unwrap();
                 parked_before = e.session_stats(a).unwrap().tx_dtmf_packets;
             }
@@ -598,6 +631,9 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
                     sent_parked >= 7,
                     "a parked leg sent its digit ({sent_parked})"
                 );
+                for &(a, b) in &parked_wide {
+                    e.bridge(a, b).unwrap();
+                }
                 e.bridge(a, b).unwrap();
             }
             if k > 100 && k % 50 == 30 {
@@ -646,8 +682,11 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
         let keepalives: u64 = (0..2)
             .map(|l| e.lane_stats(l).unwrap().keepalives_sent)
             .sum();
+        println!("{topology:?}: {keepalives} keepalives");
+        // Three calls, six legs, about two keepalives each per 0.6 s park, nine parks
+        // (169 here in both topologies).
         assert!(
-            keepalives >= 10,
+            keepalives >= 100,
             "{topology:?}: the parked legs sent keepalives ({keepalives})"
         );
         assert!(

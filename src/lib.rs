@@ -17,7 +17,12 @@
 //! - **Applications**: a session is bridged to another on its lane (a gateway call), or
 //!   attached ([`MediaEngine::attach_audio`]) to its lane's [`AudioHandle`], through which
 //!   an endpoint application (IVR, recorder) reads the session's received audio and writes
-//!   the audio it sends, with the same non-blocking slot hand-off.
+//!   the audio it sends, with the same non-blocking slot hand-off. A session with neither
+//!   (not yet bridged, or parked) still keeps its send side's time: digits go out, and with
+//!   [`MediaSessionParams::keepalive_ms`] so do RTP keepalives when it has nothing to send.
+//! - **Operators**: [`engine::QualityMonitor`] turns the sessions' counters into events
+//!   (MOS and loss with hysteresis, a lane near its deadline, a stream that stops or never
+//!   starts: [`quality::monitor::QualityEvent::MediaTimeout`]) and adaptation suggestions.
 //!
 //! # Example
 //! A PCMU leg bridged to a PCMA leg, driven by the virtual clock:

@@ -2926,3 +2926,69 @@ fn invalid_engine_configs_and_session_requests_are_typed_errors() {
     assert!(matches!(rt.step(1), Err(Error::InvalidConfig(_))));
     rt.stop().unwrap();
 }
+
+/// An undecoded G.722 relay whose source goes into silence with RFC 3389 comfort noise
+/// (SIDs every 200 ms for 3 s): once the jitter buffer has gone idle it plays comfort noise,
+/// which the destination's encoder made before and the far end, whose decoder follows the
+/// source's encoder, decoded as a burst of 22,674 RMS against the tone's 5,657 (and +3.5 dB
+/// over five frames when the tone came back). Now nothing of the destination's own encoder
+/// enters the stream, and the far end hears nothing above the tone's level.
+#[test]
+fn an_undecoded_g722_relay_through_comfort_noise_sends_no_burst() {
+    use media_core::codec::audio::g722::{G722Decoder, G722Encoder, G722Mode};
+    let e = virtual_engine(4);
+    let mut pa = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
+    pa.comfort_noise_pt = media_core::PayloadType::new(13);
+    let (a, b) = e
+        .create_call(
+            (DialogId(1), pa),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let tone16 = |n: usize| {
+        ((n as f64 * 2.0 * std::f64::consts::PI * 1000.0 / 16000.0).sin() * 8000.0) as i16
+    };
+    let mut enc = G722Encoder::new(G722Mode::Rate64k);
+    let (mut pkt, mut out, mut sent) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..250usize {
+        if !(50..200).contains(&k) {
+            let pcm: Vec<i16> = (0..320).map(|i| tone16(k * 320 + i)).collect();
+            let mut payload = vec![0u8; 160];
+            enc.encode(&pcm, &mut payload);
+            rtp(9, k as u16, 160 * k as u32, 3, k == 200, &payload, &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+            sent.push(payload);
+        } else if k % 10 == 0 {
+            // A SID: background at -70 dBov.
+            rtp(13, k as u16, 160 * k as u32, 3, false, &[70], &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+        }
+        e.step(2).unwrap();
+        out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
+    }
+    assert!(out.len() >= 95, "{} packets", out.len());
+    assert!(
+        out.iter()
+            .all(|p| sent.iter().any(|s| s[..] == p.payload()[..])),
+        "B sent audio of its own encoder's"
+    );
+    let mut dec = G722Decoder::new(G722Mode::Rate64k);
+    let mut pcm = vec![0i16; 320];
+    let rms: Vec<f64> = out
+        .iter()
+        .map(|p| {
+            let n = dec.decode(p.payload(), &mut pcm);
+            (pcm[..n].iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / n as f64).sqrt()
+        })
+        .collect();
+    let steady = rms[30];
+    assert!(
+        rms.iter().all(|&r| r < steady * 1.12),
+        "peak frame {:.0} against the tone's {steady:.0}",
+        rms.iter().cloned().fold(0.0, f64::max)
+    );
+}

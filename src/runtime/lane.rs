@@ -1347,7 +1347,10 @@ impl DecodeStage {
             f.src_ts = rep.src_ts;
             f.played_ns = played_ns;
             f.relay = false;
-            f.undecoded_stream = undecoded_relay;
+            // PCM the destination's encoder must not make for a stream it relays undecoded:
+            // a talkspurt's first frame (the buffer's restart) and a frame with no packet
+            // decoded into it (comfort noise once the buffer went idle, concealment).
+            f.undecoded_stream = undecoded_relay && (rep.marker || rep.decoded == 0);
             f.silence = false;
             f.app = if route.is_some_and(|r| r.app) {
                 AppFrame::ToApp
@@ -2286,19 +2289,20 @@ impl EncodeStage {
                         part.relayed = true;
                         (f.payload_len, f.marker)
                     }
-                    // The first frame of a talkspurt, as PCM, in a G.722 or Opus stream
-                    // relayed undecoded (the jitter buffer's frame at a restart after a
-                    // gap), while the far end's decoder follows the source's encoder: this
-                    // encoder's frame would decode there as a burst (+12 dB over the
-                    // source's level, measured), and the relayed packets after it resume
-                    // the source's state. Nothing is sent; the far end conceals, as for
-                    // any gap of a relayed stream. Only that frame: PCM that goes on (a
-                    // stream whose packets stopped matching the frame, comfort noise) is
-                    // encoded, this encoder then making the stream.
+                    // PCM in a G.722 or Opus stream relayed undecoded, of the kinds `play`
+                    // marks (a talkspurt's first frame: the jitter buffer's restart after a
+                    // gap; comfort noise or concealment, no packet in it), while the far
+                    // end's decoder follows the source's encoder: this encoder's frame
+                    // would decode there as a burst (+12 dB over the source's level at a
+                    // restart and where comfort noise began, measured), and leave that
+                    // decoder off the source's state when the relayed packets resume.
+                    // Nothing is sent; the far end conceals or plays its own comfort noise,
+                    // as through any gap of a relayed stream. Decoded audio that goes on as
+                    // PCM (a source whose packets stopped matching the frame) is encoded,
+                    // this encoder then making the stream.
                     (None, Some(f))
                         if part.relayed
                             && f.undecoded_stream
-                            && f.marker
                             && matches!(part.encoder.codec(), Codec::G722 | Codec::Opus) =>
                     {
                         held = true;

@@ -60,10 +60,11 @@ pub struct FrameSlot {
     pub payload_len: usize,
     /// The frame carries an encoded payload to relay instead of PCM.
     pub relay: bool,
-    /// The frame's stream goes to its destination undecoded (a G.722 or Opus relay): the
-    /// far end's decoder follows the source's encoder, so PCM in such a frame (one the
-    /// jitter buffer made at a restart, a concealed one) is not to be encoded by the
-    /// destination's encoder once that has been relaying (see `EncodePart::relayed`).
+    /// The frame's stream goes to its destination undecoded (a G.722 or Opus relay) and
+    /// its PCM is a talkspurt's first frame or has no packet decoded into it (comfort
+    /// noise, concealment): the far end's decoder follows the source's encoder, so the
+    /// destination's encoder, once it has been relaying (`EncodePart::relayed`), does not
+    /// encode it.
     pub undecoded_stream: bool,
     /// First frame of a talkspurt or (re)started stream.
     pub marker: bool,

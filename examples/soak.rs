@@ -980,13 +980,12 @@ fn destroy_call(sh: &Shared, call: Call) {
     add(&sh.c.calls_destroyed, 1);
 }
 
-/// Destroys a random call and creates one, `prewarm` times as fast as the lanes take the
-/// commands, then paced at `sessions_per_s` until stopped.
-fn churn_thread(sh: Arc<Shared>, sessions_per_s: f64, seed: u64, mut dialog: u64, prewarm: u64) {
-    let mut rng = Rng::new(seed ^ 0xC0FFEE);
-    // One iteration destroys one call (2 sessions) and creates one (2 sessions).
-    let period = if sessions_per_s > 0.0 {
-        (2e9 / sessions_per_s) as u64
+/// Runs `work` until the run stops: `prewarm` times as fast as the lanes take the commands
+/// (the pre-warm; counted down in `prewarm_left` when done), then `per_s` times a second on
+/// absolute deadlines, or no more when `per_s` is 0. The control threads' common loop.
+fn paced(sh: &Shared, per_s: f64, prewarm: u64, mut work: impl FnMut()) {
+    let period = if per_s > 0.0 {
+        (1e9 / per_s) as u64
     } else {
         u64::MAX / 4
     };
@@ -1000,12 +999,22 @@ fn churn_thread(sh: Arc<Shared>, sessions_per_s: f64, seed: u64, mut dialog: u64
             t0 = monotonic_ns();
         }
         if k > prewarm {
-            if sessions_per_s <= 0.0 {
+            if per_s <= 0.0 {
                 return;
             }
             sleep_until_ns(t0 + n * period);
             n += 1;
         }
+        work();
+    }
+}
+
+/// Destroys a random call and creates one, `prewarm` times as fast as the lanes take the
+/// commands, then paced at `sessions_per_s` until stopped.
+fn churn_thread(sh: Arc<Shared>, sessions_per_s: f64, seed: u64, mut dialog: u64, prewarm: u64) {
+    let mut rng = Rng::new(seed ^ 0xC0FFEE);
+    // One iteration destroys one call (2 sessions) and creates one (2 sessions).
+    paced(&sh, sessions_per_s / 2.0, prewarm, || {
         let victim = {
             let mut live = sh.live.lock().unwrap_or_else(|p| p.into_inner());
             if live.is_empty() {
@@ -1029,38 +1038,18 @@ fn churn_thread(sh: Arc<Shared>, sessions_per_s: f64, seed: u64, mut dialog: u64
                 .unwrap_or_else(|p| p.into_inner())
                 .push(TrafficCmd::Add(call));
         }
-    }
+    });
 }
 
 /// Updates a random live session, `prewarm` times as fast as the lanes take the commands,
 /// then paced at `per_s` until stopped.
 fn update_thread(sh: Arc<Shared>, per_s: f64, seed: u64, prewarm: u64) {
     let mut rng = Rng::new(seed ^ 0xBADC0DE);
-    let period = if per_s > 0.0 {
-        (1e9 / per_s) as u64
-    } else {
-        u64::MAX / 4
-    };
-    let mut t0 = monotonic_ns();
-    let mut n = 1;
-    let mut k = 0;
-    while !sh.stop.load(Ordering::Relaxed) {
-        k += 1;
-        if k == prewarm + 1 {
-            sh.prewarm_left.fetch_sub(1, Ordering::SeqCst);
-            t0 = monotonic_ns();
-        }
-        if k > prewarm {
-            if per_s <= 0.0 {
-                return;
-            }
-            sleep_until_ns(t0 + n * period);
-            n += 1;
-        }
+    paced(&sh, per_s, prewarm, || {
         let pick = {
             let live = sh.live.lock().unwrap_or_else(|p| p.into_inner());
             if live.is_empty() {
-                continue;
+                return;
             }
             live[rng.below(live.len() as u64) as usize]
         };
@@ -1100,7 +1089,7 @@ fn update_thread(sh: Arc<Shared>, per_s: f64, seed: u64, prewarm: u64) {
             Err(e) if is_expected(&e) => add(&sh.c.updates_refused, 1),
             Err(e) => sh.unexpected("update_media_session", &e),
         }
-    }
+    });
 }
 
 /// Changes a random live call's routing (see [`Routing`]), `prewarm` times as fast as the
@@ -1110,32 +1099,12 @@ fn update_thread(sh: Arc<Shared>, per_s: f64, seed: u64, prewarm: u64) {
 /// traffic thread hears of an attachment before the call's removal.
 fn route_thread(sh: Arc<Shared>, per_s: f64, seed: u64, prewarm: u64) {
     let mut rng = Rng::new(seed ^ 0x0A7AC4);
-    let period = if per_s > 0.0 {
-        (1e9 / per_s) as u64
-    } else {
-        u64::MAX / 4
-    };
-    let mut t0 = monotonic_ns();
-    let mut n = 1;
-    let mut k = 0;
-    while !sh.stop.load(Ordering::Relaxed) {
-        k += 1;
-        if k == prewarm + 1 {
-            sh.prewarm_left.fetch_sub(1, Ordering::SeqCst);
-            t0 = monotonic_ns();
-        }
-        if k > prewarm {
-            if per_s <= 0.0 {
-                return;
-            }
-            sleep_until_ns(t0 + n * period);
-            n += 1;
-        }
+    paced(&sh, per_s, prewarm, || {
         let mut live = sh.live.lock().unwrap_or_else(|p| p.into_inner());
         if live.is_empty() {
             drop(live);
             std::thread::sleep(Duration::from_millis(1));
-            continue;
+            return;
         }
         let i = rng.below(live.len() as u64) as usize;
         let call = live[i];
@@ -1171,7 +1140,7 @@ fn route_thread(sh: Arc<Shared>, per_s: f64, seed: u64, prewarm: u64) {
             Err(e) if is_expected(&e) => add(&sh.c.routes_refused, 1),
             Err(e) => sh.unexpected("routing", &e),
         }
-    }
+    });
 }
 
 // ---------------------------------------------------------------------------------------

@@ -456,9 +456,7 @@ impl MediaEngine {
         }
         let old = rec.peer.filter(|p| *p != id);
         let need = 1 + usize::from(old.is_some());
-        if !Self::has_room(&mut inner.lanes[id.lane()], need) {
-            return Err(Error::RingFull { ring: "commands" });
-        }
+        Self::check_room(&mut inner.lanes[id.lane()], need)?;
         if let Some(old) = old {
             inner.sessions.get_mut(&old).expect("peer record").peer = None;
             self.route(inner, old, None)?;
@@ -503,9 +501,7 @@ impl MediaEngine {
         let rec = inner.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
         if rec.app {
             // Room first: the lane must not stay attached while the record says detached.
-            if !Self::has_room(&mut inner.lanes[id.lane()], 1) {
-                return Err(Error::RingFull { ring: "commands" });
-            }
+            Self::check_room(&mut inner.lanes[id.lane()], 1)?;
             Self::detach_locked(inner, id);
             self.route(inner, id, None)?;
         }
@@ -692,9 +688,11 @@ impl MediaEngine {
             .map(|(i, _)| i)
     }
 
-    /// True if `need` more commands fit. A lane that is not running on threads (virtual
-    /// clock, or stopped) applies its queued commands here to make room.
-    fn has_room(ls: &mut LaneState, need: usize) -> bool {
+    /// `Ok` if `need` more commands fit, else [`Error::RingFull`] (checked before an
+    /// operation sends any of its commands, so a refused one changes nothing). A lane that
+    /// is not running on threads (virtual clock, or stopped) applies its queued commands
+    /// here to make room.
+    fn check_room(ls: &mut LaneState, need: usize) -> Result<()> {
         let cap = ls.ctl.commands.buffer().capacity();
         if ls.outstanding + need > cap {
             if let LaneRun::Idle(lane) = &mut ls.run {
@@ -705,7 +703,11 @@ impl MediaEngine {
             // call happened to collect (found by the soak test: destroys refused for 5 s).
             Self::collect_retired(ls);
         }
-        ls.outstanding + need <= cap
+        if ls.outstanding + need <= cap {
+            Ok(())
+        } else {
+            Err(Error::RingFull { ring: "commands" })
+        }
     }
 
     fn collect_retired(ls: &mut LaneState) {
@@ -720,9 +722,7 @@ impl MediaEngine {
     }
 
     fn send(ls: &mut LaneState, bundle: Box<Bundle>) -> Result<()> {
-        if !Self::has_room(ls, 1) {
-            return Err(Error::RingFull { ring: "commands" });
-        }
+        Self::check_room(ls, 1)?;
         match ls.ctl.commands.push(bundle) {
             Ok(()) => {
                 ls.outstanding += 1;
@@ -846,9 +846,7 @@ impl MediaEngine {
         let lane = Self::least_loaded(&inner.lanes, 2).ok_or(Error::CapacityExhausted {
             capacity: self.config.lanes * self.config.sessions_per_lane,
         })?;
-        if !Self::has_room(&mut inner.lanes[lane], 4) {
-            return Err(Error::RingFull { ring: "commands" });
-        }
+        Self::check_room(&mut inner.lanes[lane], 4)?;
         let ha = self.create_locked(inner, a.0, a.1, Placement::Lane(lane))?;
         let hb = match self.create_locked(inner, b.0, b.1, Placement::Lane(lane)) {
             Ok(h) => h,
@@ -934,9 +932,7 @@ impl MediaEngine {
         };
         let r1 = xorshift(&mut inner.rng);
         let ls = &mut inner.lanes[lane];
-        if !Self::has_room(ls, 1) {
-            return Err(Error::RingFull { ring: "commands" });
-        }
+        Self::check_room(ls, 1)?;
         // Invariant: the filter above chose a lane with a free slot.
         let slot = ls.free_slots.pop().expect("lane has a free slot");
         let generation = (ls.generations[slot as usize] + 1) & 0xFF_FFFF;
@@ -1007,9 +1003,7 @@ impl MediaEngine {
         // another rate) are planned first, with the new parameters in place, and queued
         // only if all of them fit; a refusal leaves the record as it was.
         let need = 1 + peer.map_or(0, |p| 1 + usize::from(p != id));
-        if !Self::has_room(&mut inner.lanes[id.lane()], need) {
-            return Err(Error::RingFull { ring: "commands" });
-        }
+        Self::check_room(&mut inner.lanes[id.lane()], need)?;
         let parts =
             SessionParts::build(&params, id.generation, id.slot, self.config.jitter, 0, 0, 0);
         // Invariant: checked above.
@@ -1142,9 +1136,7 @@ impl MediaEngine {
             olds[1] = None;
         }
         let need = olds.iter().flatten().count() + routes.len();
-        if !Self::has_room(&mut inner.lanes[a.lane()], need) {
-            return Err(Error::RingFull { ring: "commands" });
-        }
+        Self::check_room(&mut inner.lanes[a.lane()], need)?;
         for old in olds.into_iter().flatten() {
             inner.sessions.get_mut(&old).expect("peer record").peer = None;
             self.route(inner, old, None)?;
@@ -1180,9 +1172,7 @@ impl MediaEngine {
         let rec = inner.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
         let peer = rec.peer;
         let need = usize::from(rec.app) + peer.map_or(0, |p| 1 + usize::from(p != id));
-        if !Self::has_room(&mut inner.lanes[id.lane()], need) {
-            return Err(Error::RingFull { ring: "commands" });
-        }
+        Self::check_room(&mut inner.lanes[id.lane()], need)?;
         if rec.app {
             Self::detach_locked(inner, id);
             self.route(inner, id, None)?;
@@ -1212,9 +1202,7 @@ impl MediaEngine {
         let rec = inner.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
         let peer = rec.peer.filter(|p| *p != id);
         let ls = &mut inner.lanes[id.lane()];
-        if !Self::has_room(ls, 1 + usize::from(peer.is_some())) {
-            return Err(Error::RingFull { ring: "commands" });
-        }
+        Self::check_room(ls, 1 + usize::from(peer.is_some()))?;
         if let Some(p) = peer {
             self.route(inner, p, None)?;
             if let Some(r) = inner.sessions.get_mut(&p) {

@@ -304,6 +304,15 @@ struct MediaWatch {
 }
 
 impl MediaWatch {
+    /// Packets `arrived` so far, seen at lane tick `tick`.
+    fn new(arrived: u64, tick: u64) -> Self {
+        MediaWatch {
+            arrived,
+            since_tick: tick,
+            timed_out: false,
+        }
+    }
+
     /// Takes the session's arrivals at lane tick `tick`; pushes a timeout or resumption.
     fn update(
         &mut self,
@@ -319,11 +328,7 @@ impl MediaWatch {
             if self.timed_out {
                 events.push(QualityEvent::MediaResumed { session, silent_ms });
             }
-            *self = MediaWatch {
-                arrived,
-                since_tick: tick,
-                timed_out: false,
-            };
+            *self = MediaWatch::new(arrived, tick);
         } else if timeout_ms > 0 && !self.timed_out && silent_ms >= u64::from(timeout_ms) {
             self.timed_out = true;
             events.push(QualityEvent::MediaTimeout { session, silent_ms });
@@ -444,11 +449,7 @@ impl QualityMonitor {
                 let arrived = q.packets_arrived;
                 self.media
                     .entry(session)
-                    .or_insert(MediaWatch {
-                        arrived,
-                        since_tick: tick,
-                        timed_out: false,
-                    })
+                    .or_insert(MediaWatch::new(arrived, tick))
                     .update(
                         session,
                         arrived,

@@ -2103,7 +2103,7 @@ impl EncodeStage {
                         level_dbov: 127,
                         reflection: ArrayVec::new(),
                     };
-                    (sid.write(body), pt)
+                    (Some(sid.write(body)).filter(|&n| n > 0)?, pt)
                 }
                 // The far end decodes this stream with the source's encoder state: silence
                 // from this session's (idle) encoder would play there as a decaying echo
@@ -2117,16 +2117,10 @@ impl EncodeStage {
                 }
                 None => {
                     let pcm = silence.get(..part.frame_samples)?;
-                    let n = part.encoder.encode(pcm, body).ok()?;
-                    if n == 0 {
-                        return None;
-                    }
+                    let n = part.encoder.encode(pcm, body).ok().filter(|&n| n > 0)?;
                     (n, part.payload_type)
                 }
             };
-            if n == 0 && pt != part.payload_type {
-                return None;
-            }
             // After the silence before it: the start of a talkspurt (RFC 3551 §4.1).
             let h = part.next_header_as(pt, true);
             write_header(&h, &mut e.bytes).ok()?;
@@ -2299,12 +2293,9 @@ impl EncodeStage {
                     // Nothing is sent; the far end conceals or plays its own comfort noise,
                     // as through any gap of a relayed stream. Decoded audio that goes on as
                     // PCM (a source whose packets stopped matching the frame) is encoded,
-                    // this encoder then making the stream.
-                    (None, Some(f))
-                        if part.relayed
-                            && f.undecoded_stream
-                            && matches!(part.encoder.codec(), Codec::G722 | Codec::Opus) =>
-                    {
+                    // this encoder then making the stream. (`play` marks only streams it
+                    // relays undecoded, to a destination sending their codec.)
+                    (None, Some(f)) if part.relayed && f.undecoded_stream => {
                         held = true;
                         return None;
                     }

@@ -2064,6 +2064,69 @@ fn a_leg_whose_source_is_silent_sends_keepalives() {
     }
 }
 
+/// Leg A's phone into an undecoded G.722 relay A → B (`pb` B's parameters) on a virtual
+/// engine: a 1 kHz tone in frames `0..frames` except `silence`, through which it sends
+/// nothing or, with `sid_every`, an RFC 3389 SID (-70 dBov) every that many frames; its
+/// first packet after the silence is marked. Returns the engine, what B sent, and the
+/// payloads A's phone sent.
+fn g722_relay_across_silence(
+    pb: MediaSessionParams,
+    frames: usize,
+    silence: std::ops::Range<usize>,
+    sid_every: Option<usize>,
+) -> (MediaEngine, Vec<common::Out>, Vec<Vec<u8>>) {
+    use media_core::codec::audio::g722::{G722Encoder, G722Mode};
+    let e = virtual_engine(4);
+    let mut pa = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
+    pa.comfort_noise_pt = media_core::PayloadType::new(13);
+    let (a, b) = e.create_call((DialogId(1), pa), (DialogId(2), pb)).unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let tone16 = |n: usize| {
+        ((n as f64 * 2.0 * std::f64::consts::PI * 1000.0 / 16000.0).sin() * 8000.0) as i16
+    };
+    let mut enc = G722Encoder::new(G722Mode::Rate64k);
+    let (mut pkt, mut out, mut sent) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..frames {
+        if !silence.contains(&k) {
+            let pcm: Vec<i16> = (0..320).map(|i| tone16(k * 320 + i)).collect();
+            let mut payload = vec![0u8; 160];
+            enc.encode(&pcm, &mut payload);
+            rtp(
+                9,
+                k as u16,
+                160 * k as u32,
+                3,
+                k == silence.end,
+                &payload,
+                &mut pkt,
+            );
+            ing.push(a.id, &pkt).unwrap();
+            sent.push(payload);
+        } else if sid_every.is_some_and(|n| k % n == 0) {
+            rtp(13, k as u16, 160 * k as u32, 3, false, &[70], &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+        }
+        e.step(2).unwrap();
+        out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
+    }
+    (e, out, sent)
+}
+
+/// The RMS of each of `packets` (G.722, none empty) decoded in order, as the far end hears
+/// them.
+fn g722_decoded_rms<'a>(packets: impl IntoIterator<Item = &'a common::Out>) -> Vec<f64> {
+    use media_core::codec::audio::g722::{G722Decoder, G722Mode};
+    let mut dec = G722Decoder::new(G722Mode::Rate64k);
+    let mut pcm = vec![0i16; 320];
+    packets
+        .into_iter()
+        .map(|p| {
+            let n = dec.decode(p.payload(), &mut pcm);
+            (pcm[..n].iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / n as f64).sqrt()
+        })
+        .collect()
+}
+
 /// An undecoded G.722 relay across a gap in the source's stream (1 s with no packets:
 /// DTX without comfort noise, a hold), with and without keepalives: the far end's decoder
 /// follows the source's encoder, so nothing the destination's own encoder makes may enter
@@ -2073,39 +2136,11 @@ fn a_leg_whose_source_is_silent_sends_keepalives() {
 /// RMS against 5,658, before). The tone comes back at its level.
 #[test]
 fn an_undecoded_g722_relay_sends_nothing_of_its_own_encoders_across_a_gap() {
-    use media_core::codec::audio::g722::{G722Decoder, G722Encoder, G722Mode};
     for keepalive_ms in [200, 0] {
-        let e = virtual_engine(4);
         let mut pb = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
         pb.keepalive_ms = keepalive_ms;
-        let (a, b) = e
-            .create_call(
-                (
-                    DialogId(1),
-                    MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20),
-                ),
-                (DialogId(2), pb),
-            )
-            .unwrap();
-        let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
-        let tone16 = |n: usize| {
-            ((n as f64 * 2.0 * std::f64::consts::PI * 1000.0 / 16000.0).sin() * 8000.0) as i16
-        };
-        let mut enc = G722Encoder::new(G722Mode::Rate64k);
-        let (mut pkt, mut out, mut sent) = (Vec::new(), Vec::new(), Vec::new());
-        for k in 0..150usize {
-            // A's phone: 1 s of tone, 1 s of nothing, 1 s of tone.
-            if !(50..100).contains(&k) {
-                let pcm: Vec<i16> = (0..320).map(|i| tone16(k * 320 + i)).collect();
-                let mut payload = vec![0u8; 160];
-                enc.encode(&pcm, &mut payload);
-                rtp(9, k as u16, 160 * k as u32, 3, k == 100, &payload, &mut pkt);
-                ing.push(a.id, &pkt).unwrap();
-                sent.push(payload);
-            }
-            e.step(2).unwrap();
-            out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
-        }
+        // A's phone: 1 s of tone, 1 s of nothing, 1 s of tone.
+        let (e, out, sent) = g722_relay_across_silence(pb, 150, 50..100, None);
         // Every payload B sent is one A's phone sent, or empty (a keepalive).
         let (audio, keepalives): (Vec<_>, Vec<_>) =
             out.iter().partition(|p| !p.payload().is_empty());
@@ -2127,15 +2162,7 @@ fn an_undecoded_g722_relay_sends_nothing_of_its_own_encoders_across_a_gap() {
                 .all(|k| k.header.payload_type == 9 && k.header.marker));
         }
         // The far end decodes every packet in order: the tone resumes at its level.
-        let mut dec = G722Decoder::new(G722Mode::Rate64k);
-        let mut pcm = vec![0i16; 320];
-        let rms: Vec<f64> = audio
-            .iter()
-            .map(|p| {
-                let n = dec.decode(p.payload(), &mut pcm);
-                (pcm[..n].iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / n as f64).sqrt()
-            })
-            .collect();
+        let rms = g722_decoded_rms(audio);
         let steady = rms[30];
         let resumed = &rms[rms.len() - 48..rms.len() - 40];
         assert!(
@@ -2145,6 +2172,31 @@ fn an_undecoded_g722_relay_sends_nothing_of_its_own_encoders_across_a_gap() {
             "keepalive {keepalive_ms}: resumed {resumed:?} against {steady}"
         );
     }
+}
+
+/// An undecoded G.722 relay whose source goes into silence with RFC 3389 comfort noise
+/// (SIDs every 200 ms for 3 s): once the jitter buffer has gone idle it plays comfort noise,
+/// which the destination's encoder made before and the far end, whose decoder follows the
+/// source's encoder, decoded as a burst of 22,674 RMS against the tone's 5,657 (and +3.5 dB
+/// over five frames when the tone came back). Now nothing of the destination's own encoder
+/// enters the stream, and the far end hears nothing above the tone's level.
+#[test]
+fn an_undecoded_g722_relay_through_comfort_noise_sends_no_burst() {
+    let pb = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
+    let (_e, out, sent) = g722_relay_across_silence(pb, 250, 50..200, Some(10));
+    assert!(out.len() >= 95, "{} packets", out.len());
+    assert!(
+        out.iter()
+            .all(|p| sent.iter().any(|s| s[..] == p.payload()[..])),
+        "B sent audio of its own encoder's"
+    );
+    let rms = g722_decoded_rms(&out);
+    let steady = rms[30];
+    assert!(
+        rms.iter().all(|&r| r < steady * 1.12),
+        "peak frame {:.0} against the tone's {steady:.0}",
+        rms.iter().cloned().fold(0.0, f64::max)
+    );
 }
 
 /// A G.722 relay whose source switches to 40 ms packets mid-call (a session at 20 ms):
@@ -2925,70 +2977,4 @@ fn invalid_engine_configs_and_session_requests_are_typed_errors() {
     rt.start().unwrap();
     assert!(matches!(rt.step(1), Err(Error::InvalidConfig(_))));
     rt.stop().unwrap();
-}
-
-/// An undecoded G.722 relay whose source goes into silence with RFC 3389 comfort noise
-/// (SIDs every 200 ms for 3 s): once the jitter buffer has gone idle it plays comfort noise,
-/// which the destination's encoder made before and the far end, whose decoder follows the
-/// source's encoder, decoded as a burst of 22,674 RMS against the tone's 5,657 (and +3.5 dB
-/// over five frames when the tone came back). Now nothing of the destination's own encoder
-/// enters the stream, and the far end hears nothing above the tone's level.
-#[test]
-fn an_undecoded_g722_relay_through_comfort_noise_sends_no_burst() {
-    use media_core::codec::audio::g722::{G722Decoder, G722Encoder, G722Mode};
-    let e = virtual_engine(4);
-    let mut pa = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
-    pa.comfort_noise_pt = media_core::PayloadType::new(13);
-    let (a, b) = e
-        .create_call(
-            (DialogId(1), pa),
-            (
-                DialogId(2),
-                MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20),
-            ),
-        )
-        .unwrap();
-    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
-    let tone16 = |n: usize| {
-        ((n as f64 * 2.0 * std::f64::consts::PI * 1000.0 / 16000.0).sin() * 8000.0) as i16
-    };
-    let mut enc = G722Encoder::new(G722Mode::Rate64k);
-    let (mut pkt, mut out, mut sent) = (Vec::new(), Vec::new(), Vec::new());
-    for k in 0..250usize {
-        if !(50..200).contains(&k) {
-            let pcm: Vec<i16> = (0..320).map(|i| tone16(k * 320 + i)).collect();
-            let mut payload = vec![0u8; 160];
-            enc.encode(&pcm, &mut payload);
-            rtp(9, k as u16, 160 * k as u32, 3, k == 200, &payload, &mut pkt);
-            ing.push(a.id, &pkt).unwrap();
-            sent.push(payload);
-        } else if k % 10 == 0 {
-            // A SID: background at -70 dBov.
-            rtp(13, k as u16, 160 * k as u32, 3, false, &[70], &mut pkt);
-            ing.push(a.id, &pkt).unwrap();
-        }
-        e.step(2).unwrap();
-        out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
-    }
-    assert!(out.len() >= 95, "{} packets", out.len());
-    assert!(
-        out.iter()
-            .all(|p| sent.iter().any(|s| s[..] == p.payload()[..])),
-        "B sent audio of its own encoder's"
-    );
-    let mut dec = G722Decoder::new(G722Mode::Rate64k);
-    let mut pcm = vec![0i16; 320];
-    let rms: Vec<f64> = out
-        .iter()
-        .map(|p| {
-            let n = dec.decode(p.payload(), &mut pcm);
-            (pcm[..n].iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / n as f64).sqrt()
-        })
-        .collect();
-    let steady = rms[30];
-    assert!(
-        rms.iter().all(|&r| r < steady * 1.12),
-        "peak frame {:.0} against the tone's {steady:.0}",
-        rms.iter().cloned().fold(0.0, f64::max)
-    );
 }

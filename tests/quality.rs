@@ -753,31 +753,19 @@ fn a_stream_that_stops_or_never_starts_raises_one_media_timeout() {
         for second in 0..60u32 {
             for f in 0..50u32 {
                 let k = second * 50 + f;
+                // Frame `k` of a peer's speech, on its stream `ssrc`, into session `id`.
+                let mut talk = |id, ssrc| {
+                    let frame = ulaw_frame(k as usize);
+                    rtp(0, k as u16, 160 * k, ssrc, false, &frame, &mut pkt);
+                    ing.push(id, &pkt).unwrap();
+                };
                 // A's peer talks for 10 s, is gone for 40 s, then talks again.
                 if !(10..50).contains(&second) {
-                    rtp(
-                        0,
-                        k as u16,
-                        160 * k,
-                        7,
-                        false,
-                        &ulaw_frame(k as usize),
-                        &mut pkt,
-                    );
-                    ing.push(a.id, &pkt).unwrap();
+                    talk(a.id, 7);
                 }
                 // B's peer talks for 2 s, then sends only a SID every 200 ms (DTX).
                 if second < 2 {
-                    rtp(
-                        0,
-                        k as u16,
-                        160 * k,
-                        8,
-                        false,
-                        &ulaw_frame(k as usize),
-                        &mut pkt,
-                    );
-                    ing.push(b.id, &pkt).unwrap();
+                    talk(b.id, 8);
                 } else if f % 10 == 0 {
                     rtp(13, k as u16, 160 * k, 8, false, &[60], &mut pkt);
                     ing.push(b.id, &pkt).unwrap();

@@ -2067,13 +2067,17 @@ fn a_leg_whose_source_is_silent_sends_keepalives() {
 /// Leg A's phone into an undecoded G.722 relay A → B (`pb` B's parameters) on a virtual
 /// engine: a 1 kHz tone in frames `0..frames` except `silence`, through which it sends
 /// nothing or, with `sid_every`, an RFC 3389 SID (-70 dBov) every that many frames; its
-/// first packet after the silence is marked. Returns the engine, what B sent, and the
+/// first packet after the silence is marked. At the frames in `talk_sids` a SID follows
+/// the audio packet (with its timestamp: a sender that takes it back at once), and the
+/// packets of the frames in `lost` are lost. Returns the engine, what B sent, and the
 /// payloads A's phone sent.
 fn g722_relay_across_silence(
     pb: MediaSessionParams,
     frames: usize,
     silence: std::ops::Range<usize>,
     sid_every: Option<usize>,
+    talk_sids: &[usize],
+    lost: &[usize],
 ) -> (MediaEngine, Vec<common::Out>, Vec<Vec<u8>>) {
     use media_core::codec::audio::g722::{G722Encoder, G722Mode};
     let e = virtual_engine(4);
@@ -2087,7 +2091,10 @@ fn g722_relay_across_silence(
     let mut enc = G722Encoder::new(G722Mode::Rate64k);
     let (mut pkt, mut out, mut sent) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..frames {
-        if !silence.contains(&k) {
+        if lost.contains(&k) {
+            let pcm: Vec<i16> = (0..320).map(|i| tone16(k * 320 + i)).collect();
+            enc.encode(&pcm, &mut [0u8; 160]);
+        } else if !silence.contains(&k) {
             let pcm: Vec<i16> = (0..320).map(|i| tone16(k * 320 + i)).collect();
             let mut payload = vec![0u8; 160];
             enc.encode(&pcm, &mut payload);
@@ -2102,6 +2109,10 @@ fn g722_relay_across_silence(
             );
             ing.push(a.id, &pkt).unwrap();
             sent.push(payload);
+            if talk_sids.contains(&k) {
+                rtp(13, k as u16, 160 * k as u32, 3, false, &[60], &mut pkt);
+                ing.push(a.id, &pkt).unwrap();
+            }
         } else if sid_every.is_some_and(|n| k % n == 0) {
             rtp(13, k as u16, 160 * k as u32, 3, false, &[70], &mut pkt);
             ing.push(a.id, &pkt).unwrap();
@@ -2140,7 +2151,7 @@ fn an_undecoded_g722_relay_sends_nothing_of_its_own_encoders_across_a_gap() {
         let mut pb = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
         pb.keepalive_ms = keepalive_ms;
         // A's phone: 1 s of tone, 1 s of nothing, 1 s of tone.
-        let (e, out, sent) = g722_relay_across_silence(pb, 150, 50..100, None);
+        let (e, out, sent) = g722_relay_across_silence(pb, 150, 50..100, None, &[], &[]);
         // Every payload B sent is one A's phone sent, or empty (a keepalive).
         let (audio, keepalives): (Vec<_>, Vec<_>) =
             out.iter().partition(|p| !p.payload().is_empty());
@@ -2183,7 +2194,7 @@ fn an_undecoded_g722_relay_sends_nothing_of_its_own_encoders_across_a_gap() {
 #[test]
 fn an_undecoded_g722_relay_through_comfort_noise_sends_no_burst() {
     let pb = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
-    let (_e, out, sent) = g722_relay_across_silence(pb, 250, 50..200, Some(10));
+    let (_e, out, sent) = g722_relay_across_silence(pb, 250, 50..200, Some(10), &[], &[]);
     assert!(out.len() >= 95, "{} packets", out.len());
     assert!(
         out.iter()
@@ -2197,6 +2208,55 @@ fn an_undecoded_g722_relay_through_comfort_noise_sends_no_burst() {
         "peak frame {:.0} against the tone's {steady:.0}",
         rms.iter().cloned().fold(0.0, f64::max)
     );
+}
+
+/// The same relay through comfort noise to a destination that negotiated comfort noise
+/// (payload type 19 there): each of the source's SIDs goes on to the far end as sent, with
+/// B's payload type and on B's timeline (sequence numbers unbroken, timestamps a SID period
+/// apart), so the far end's comfort noise follows the source's instead of silence; nothing
+/// of B's own encoder enters the stream, and the tone's return is marked. Without comfort
+/// noise negotiated on B (the test above), no SID goes out.
+#[test]
+fn an_undecoded_g722_relay_forwards_the_sources_sids_where_comfort_noise_was_negotiated() {
+    let mut pb = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
+    pb.comfort_noise_send_pt = media_core::PayloadType::new(19);
+    // A SID inside the first talkspurt, taken back by the audio after it, goes nowhere,
+    // nor at a loss after that.
+    let (e, out, sent) = g722_relay_across_silence(pb, 250, 50..200, Some(10), &[20], &[30]);
+    let (sids, audio): (Vec<_>, Vec<_>) = out.iter().partition(|p| p.header.payload_type == 19);
+    // A's phone sent 15 SIDs (frames 50, 60, .., 190).
+    assert_eq!(sids.len(), 15, "{} SIDs forwarded", sids.len());
+    assert!(sids.iter().all(|p| p.payload() == [70] && !p.header.marker));
+    // A SID period apart on B's timeline; the first one waited for the audio still in
+    // the jitter buffer (its delay, two frames here), the others met a gap.
+    let gaps: Vec<u32> = sids
+        .windows(2)
+        .map(|w| w[1].header.timestamp.wrapping_sub(w[0].header.timestamp))
+        .collect();
+    assert!(
+        gaps[1..].iter().all(|&g| g == 1600) && (1120..=1600).contains(&gaps[0]),
+        "{gaps:?}"
+    );
+    assert_eq!(e.session_stats(out[0].session).unwrap().tx_cn_packets, 15);
+    assert!(audio.len() >= 95, "{} relayed", audio.len());
+    assert!(
+        audio
+            .iter()
+            .all(|p| p.header.payload_type == 9 && sent.iter().any(|s| s[..] == p.payload()[..])),
+        "B sent audio of its own encoder's"
+    );
+    assert!(out
+        .windows(2)
+        .all(|w| w[1].header.sequence == w[0].header.sequence.wrapping_add(1)));
+    // The first packet after the last SID is the tone's return, marked.
+    let after = out
+        .iter()
+        .position(|p| p.header.payload_type == 9 && p.header.timestamp > sids[14].header.timestamp)
+        .unwrap();
+    assert!(out[after].header.marker);
+    let rms = g722_decoded_rms(audio);
+    let steady = rms[30];
+    assert!(rms.iter().all(|&r| r < steady * 1.12));
 }
 
 /// A G.722 relay whose source switches to 40 ms packets mid-call (a session at 20 ms):

@@ -97,6 +97,9 @@ thread_local! {
     /// SID frame, then nothing (past the jitter buffer's 2 s idle timeout), then audio
     /// again; the lane plays comfort noise through the silence.
     static CN_DTX_LEGS: std::cell::RefCell<std::collections::HashSet<SessionId>> = Default::default();
+    /// A legs of undecoded G.722 relays with comfort noise negotiated both ways, whose
+    /// sender goes silent like `CN_DTX_LEGS`: B forwards A's SIDs.
+    static SID_RELAY_LEGS: std::cell::RefCell<std::collections::HashSet<SessionId>> = Default::default();
     /// Legs that receive Opus (PT 111).
     static OPUS_LEGS: std::cell::RefCell<std::collections::HashSet<SessionId>> = Default::default();
     /// 50 frames of a tone as Opus packets (48 kHz, 20 ms), encoded once.
@@ -152,8 +155,13 @@ fn make_calls(
                     (CodecSpec::OPUS, CodecSpec::OPUS),
                 ];
                 let (pa, pb) = PAIRS[(i / 13) % PAIRS.len()];
+                let sid_relay = pa == pb && pa.codec == media_core::codec::Codec::G722;
                 let leg = |spec: CodecSpec| {
-                    let p = MediaSessionParams::new(spec, Ptime::MS_20);
+                    let mut p = MediaSessionParams::new(spec, Ptime::MS_20);
+                    if sid_relay {
+                        p.comfort_noise_pt = media_core::PayloadType::new(13);
+                        p.comfort_noise_send_pt = media_core::PayloadType::new(13);
+                    }
                     if spec.codec == media_core::codec::Codec::Pcma {
                         // The generator sends PCMU or PCMA by slot parity.
                         p.with_rx(spec).with_rx(CodecSpec::PCMU)
@@ -174,6 +182,9 @@ fn make_calls(
                         }
                         _ => {}
                     }
+                }
+                if sid_relay {
+                    SID_RELAY_LEGS.with(|g| g.borrow_mut().insert(ha.id));
                 }
                 return (ha.id, hb.id);
             }
@@ -381,7 +392,10 @@ fn traffic_round(
                 continue;
             }
             let ing = &mut handles[s.lane()].0;
-            if (60..190).contains(&(k % 200)) && CN_DTX_LEGS.with(|g| g.borrow().contains(&s)) {
+            if (60..190).contains(&(k % 200))
+                && (CN_DTX_LEGS.with(|g| g.borrow().contains(&s))
+                    || SID_RELAY_LEGS.with(|g| g.borrow().contains(&s)))
+            {
                 if k % 200 == 60 {
                     // The SID that starts the silence (level 50 dBov, one coefficient).
                     side(ing, pkt, s, 13, false, &[50, 120]);
@@ -525,6 +539,16 @@ fn drain_all(handles: &mut [(IngressHandle, EgressHandle)]) -> usize {
     n
 }
 
+/// SIDs the B legs of `SID_RELAY_LEGS` calls sent (forwarded from A: no DTX or
+/// keepalives there).
+fn forwarded_sids(e: &MediaEngine, calls: &[(SessionId, SessionId)]) -> u64 {
+    calls
+        .iter()
+        .filter(|(a, _)| SID_RELAY_LEGS.with(|g| g.borrow().contains(a)))
+        .map(|&(_, b)| e.session_stats(b).unwrap().tx_cn_packets)
+        .sum()
+}
+
 #[test]
 fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -598,6 +622,7 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
         let mut stalled = Vec::with_capacity(1024);
         let mut sent = 0;
         let mut measured = (0, 0);
+        let mut forwarded_before = 0;
         let mut dialog = 10_000;
         let mut parked_before = 0;
         for k in 0..600usize {
@@ -605,6 +630,7 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
             app_frames += app_round(&apps, k, &mut handles, &mut audio, &mut pkt, false);
             if k == 100 {
                 measured = counts();
+                forwarded_before = forwarded_sids(&e, &calls);
             }
             // Control-plane churn during the measured window (allocates on this thread,
             // outside the marked region).
@@ -771,6 +797,9 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
             total.tx_cn_packets > 0 && total.frames_dtx > 0,
             "DTX: SID frames sent and silent frames skipped"
         );
+        let forwarded = forwarded_sids(&e, &calls) - forwarded_before;
+        println!("{topology:?}: {forwarded} SIDs forwarded by undecoded G.722 relays");
+        assert!(forwarded > 0, "SIDs forwarded by undecoded G.722 relays");
     }
 }
 

@@ -592,13 +592,15 @@ impl JitterStage {
                         let mut reflection = [0i8; 10];
                         let order = c.reflection.len().min(reflection.len());
                         reflection[..order].copy_from_slice(&c.reflection[..order]);
-                        (c.rms(), reflection, order as u8)
+                        (c.level_dbov, c.rms(), reflection, order as u8)
                     })
                 });
                 self.release(tok);
-                if let Some((rms, reflection, order)) = sid {
+                if let Some((level_dbov, rms, reflection, order)) = sid {
                     let msg = ToDecode::ComfortNoise {
                         slot,
+                        ts,
+                        level_dbov,
                         rms,
                         reflection,
                         order,
@@ -707,6 +709,10 @@ impl JitterStage {
 /// (or relays the payload when nothing had to change it).
 pub struct DecodeStage {
     sessions: Box<[Option<DecodePart<Token>>]>,
+    /// Per slot: the newest RFC 3389 SID the session received and its RTP timestamp, while
+    /// `DecodePart::sid_pending` (cold: touched only when one arrives and when a stream
+    /// relayed undecoded forwards it).
+    sids: Box<[(CnPayload, u32)]>,
     /// Per slot: 0 when empty, else `ptime_ticks << 4 | phase` (as in the jitter stage).
     sched: Box<[u8]>,
     input: Consumer<ToDecode>,
@@ -952,21 +958,29 @@ impl DecodeStage {
                 }
                 ToDecode::ComfortNoise {
                     slot,
+                    ts,
+                    level_dbov,
                     rms,
                     reflection,
                     order,
                 } => {
-                    if let Some(p) = self
-                        .sessions
-                        .get_mut(slot as usize)
-                        .and_then(|p| p.as_mut())
-                    {
+                    if let (Some(Some(p)), Some(fwd)) = (
+                        self.sessions.get_mut(slot as usize),
+                        self.sids.get_mut(slot as usize),
+                    ) {
                         let mut k = [0f32; 10];
                         let n = usize::from(order).min(k.len());
                         for (k, &q) in k.iter_mut().zip(&reflection[..n]) {
                             *k = f32::from(q.max(-127)) / 128.0;
                         }
                         p.receive.set_comfort_noise(rms, &k[..n]);
+                        // Kept for forwarding, should the stream be relayed undecoded
+                        // (`play`); the newest replaces one not yet forwarded.
+                        fwd.0.level_dbov = level_dbov;
+                        fwd.0.reflection.clear();
+                        let _ = fwd.0.reflection.try_extend_from_slice(&reflection[..n]);
+                        fwd.1 = ts;
+                        p.sid_pending = true;
                     }
                 }
                 ToDecode::Cmd(b) => self.apply(b),
@@ -1062,6 +1076,7 @@ impl DecodeStage {
                     f.payload_len = 0;
                     f.relay = false;
                     f.undecoded_stream = false;
+                    f.sid = false;
                     f.marker = false;
                     f.silence = false;
                     f.src_ts = 0;
@@ -1320,8 +1335,9 @@ impl DecodeStage {
         };
         let relay_allowed = route.is_some_and(|r| r.relay_ok) && part.dsp_passthrough;
         let stretch = &mut self.stretch;
+        let sids = &self.sids;
         let played_ns = self.play_ns;
-        let rep = self.frames.with_mut(&mut frame, |f| {
+        let (rep, sid) = self.frames.with_mut(&mut frame, |f| {
             let step = if undecoded_relay {
                 part.receive.relay_frame(frame_samples, &mut release)
             } else {
@@ -1351,18 +1367,52 @@ impl DecodeStage {
             // a talkspurt's first frame (the buffer's restart) and a frame with no packet
             // decoded into it (comfort noise once the buffer went idle, concealment).
             f.undecoded_stream = undecoded_relay && (rep.marker || rep.decoded == 0);
+            // The source's newest SID, not yet forwarded, goes with the first frame period
+            // without a packet (a gap, or comfort noise once the buffer went idle) of a
+            // stream relayed undecoded once the source's silence has begun: the frame is
+            // at or after the SID's timestamp, or nothing is buffered (the audio the
+            // buffer held when it came played first; a gap's timeline stands still). It
+            // is for a destination that negotiated comfort noise, to send as is (its own
+            // encoder may not make that frame; see `EncodeStage::encode`); in a gap the
+            // frame carries only the SID. Audio of the source's at or after its timestamp,
+            // or a talkspurt's restart, makes one still waiting stale: dropped.
+            f.sid = false;
+            if undecoded_relay && part.sid_pending {
+                let (cn, sid_ts) = sids
+                    .get(slot as usize)
+                    .map_or((None, 0), |c| (Some(&c.0), c.1));
+                let reached = rep.src_ts.wrapping_sub(sid_ts) as i32 >= 0;
+                if rep.marker || (rep.relay.is_some() && reached) {
+                    part.sid_pending = false;
+                } else if rep.decoded == 0
+                    && rep.relay.is_none()
+                    && (reached || part.receive.buffer.is_empty())
+                {
+                    let n = cn.map_or(0, |c| c.write(&mut f.payload));
+                    f.payload_len = n;
+                    f.sid = n > 0;
+                    part.sid_pending = false;
+                    if !rep.produced {
+                        f.samples = 0;
+                    }
+                }
+            }
             f.silence = false;
             f.app = if route.is_some_and(|r| r.app) {
                 AppFrame::ToApp
             } else {
                 AppFrame::No
             };
-            rep
+            (rep, f.sid)
         });
         sc.jb_target_ms
             .set(u64::from(part.receive.buffer.delay().target_ms()));
         sc.jb_level_ms.set(u64::from(part.receive.level_ms()));
-        if !rep.produced {
+        // A frame period with no audio that carries only a SID to forward.
+        let sid_only = sid && !rep.produced;
+        if sid_only {
+            sc.frames_missing.inc();
+        } else if !rep.produced {
             // Ends the borrow of the packet return ring before `push_missing`.
             drop(release);
             sc.frames_missing.inc();
@@ -1429,7 +1479,7 @@ impl DecodeStage {
             } else {
                 sc.frames_decoded.inc();
             }
-        } else {
+        } else if !sid_only {
             sc.frames_decoded.inc();
         }
         let msg = Downstream::Frame {
@@ -1670,8 +1720,9 @@ impl DspStage {
             match &mut msg {
                 Downstream::Frame { src, dst, frame } => {
                     let (src, dst) = (*src as usize, *dst as usize);
-                    let (relay, samples, app) =
-                        self.frames.with(frame, |f| (f.relay, f.samples, f.app));
+                    let (relay, samples, app) = self
+                        .frames
+                        .with(frame, |f| (f.relay || f.sid, f.samples, f.app));
                     if app == AppFrame::FromApp {
                         // What an application wrote for `dst` to send: no receive
                         // processing; it is the reference of `dst`'s echo canceller.
@@ -1694,7 +1745,7 @@ impl DspStage {
                         self.work.flush_prefetch();
                     }
                     if relay && samples == 0 {
-                        // An undecoded relay: no audio to process or to give an echo
+                        // An undecoded relay (or a SID it forwards in a gap): no audio to process or to give an echo
                         // canceller as its reference, so neither session's DSP state nor
                         // its counters are touched (three cache lines per frame at
                         // thousands of sessions; the decode stage counted it relayed).
@@ -2097,7 +2148,7 @@ impl EncodeStage {
         let lane = self.shared.lane;
         let sent = self.egress_slab.with_mut(&mut et, |e| {
             let body = &mut e.bytes[RTP_HEADER_LEN..];
-            let (n, pt) = match part.keepalive_cn_pt {
+            let (n, pt) = match part.cn_send_pt {
                 Some(pt) => {
                     let sid = CnPayload {
                         level_dbov: 127,
@@ -2138,7 +2189,7 @@ impl EncodeStage {
         };
         sc.tx_packets.inc();
         sc.tx_payload_bytes.add(n as u64);
-        if part.keepalive_cn_pt.is_some() {
+        if part.cn_send_pt.is_some() {
             sc.tx_cn_packets.inc();
             // The level the far end now plays: DTX's next silence sends its own SID at
             // once (a level step), not after the refresh interval.
@@ -2247,6 +2298,8 @@ impl EncodeStage {
         // Set when a frame of PCM is held back from a stream the far end decodes with the
         // source's encoder state (below).
         let mut held = false;
+        // Set when the frame's SID from the source is forwarded (`FrameSlot::sid`).
+        let mut forwarded = false;
         let mut write = |f: Option<&FrameSlot>| {
             egress_slab.with_mut(&mut et, |e| {
                 let body = &mut e.bytes[RTP_HEADER_LEN..];
@@ -2295,7 +2348,24 @@ impl EncodeStage {
                     // PCM (a source whose packets stopped matching the frame) is encoded,
                     // this encoder then making the stream. (`play` marks only streams it
                     // relays undecoded, to a destination sending their codec.)
+                    // The source's SID where its comfort noise begins, forwarded as is
+                    // (the far end's comfort noise then follows the source's) when
+                    // this session negotiated comfort noise; without it, held like the
+                    // rest below.
+                    (None, Some(f)) if part.relayed && f.sid && part.cn_send_pt.is_some() => {
+                        let n = f.payload_len;
+                        body.get_mut(..n)?.copy_from_slice(f.payload.get(..n)?);
+                        sid = part.cn_send_pt;
+                        forwarded = true;
+                        (n, false)
+                    }
                     (None, Some(f)) if part.relayed && f.undecoded_stream => {
+                        held = true;
+                        return None;
+                    }
+                    // Only a SID in a frame period without audio, for a destination that
+                    // does not forward it: nothing this period.
+                    (None, Some(f)) if f.samples == 0 => {
                         held = true;
                         return None;
                     }
@@ -2310,6 +2380,13 @@ impl EncodeStage {
                 };
                 let (src_ts, played_ns) = f.map_or((0, 0), |f| (f.src_ts, f.played_ns));
                 let h = match sid {
+                    // A forwarded SID leaves a talkspurt's marker to the audio after it.
+                    Some(pt) if forwarded => {
+                        let audio_marker = std::mem::take(&mut part.marker_next);
+                        let h = part.next_header_as(pt, false);
+                        part.marker_next = audio_marker;
+                        h
+                    }
                     Some(pt) => part.next_header_as(pt, false),
                     None => part.next_header(marker || resumed),
                 };
@@ -2543,6 +2620,9 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts,
         },
         decode: DecodeStage {
             sessions: none_table(cfg.sessions),
+            sids: (0..cfg.sessions)
+                .map(|_| (CnPayload::default(), 0))
+                .collect(),
             sched: vec![0; cfg.sessions].into_boxed_slice(),
             input: jd_rx,
             plays: play_rx,

@@ -66,6 +66,12 @@ pub struct FrameSlot {
     /// destination's encoder, once it has been relaying (`EncodePart::relayed`), does not
     /// encode it.
     pub undecoded_stream: bool,
+    /// `payload[..payload_len]` is an RFC 3389 SID frame the source sent (its level byte
+    /// and reflection-coefficient bytes, as received), marked on the first frame of
+    /// comfort noise it begins in a stream relayed undecoded: a destination that relays
+    /// the stream and negotiated comfort noise forwards it, so the far end plays the
+    /// source's background instead of silence.
+    pub sid: bool,
     /// First frame of a talkspurt or (re)started stream.
     pub marker: bool,
     /// The source leg's voice-activity detector found no speech in it (DTX may send a
@@ -135,6 +141,7 @@ impl FrameSlot {
             payload_len: 0,
             relay: false,
             undecoded_stream: false,
+            sid: false,
             marker: false,
             silence: false,
             src_ts: 0,
@@ -305,6 +312,10 @@ pub enum ToDecode {
     ComfortNoise {
         /// Session slot.
         slot: u32,
+        /// Its RTP timestamp: where the sender's silence begins.
+        ts: u32,
+        /// The level byte as received (-dBov, 0..=127), for forwarding.
+        level_dbov: u8,
         /// Signalled noise RMS.
         rms: f32,
         /// Reflection coefficients in Q7 (RFC 3389 §3.2, `round(128 k)`); `order` used.

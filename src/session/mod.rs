@@ -51,7 +51,10 @@ pub struct MediaSessionParams {
     /// answer's number, which may differ from the receive one).
     pub telephone_event_send_pt: Option<PayloadType>,
     /// Payload type to send RFC 3389 comfort noise with, if negotiated (the answer's
-    /// number): used by [`MediaSessionParams::dtx`].
+    /// number): used by [`MediaSessionParams::dtx`], by keepalives, and to forward the
+    /// SIDs of a bridged peer's G.722 or Opus stream this session relays undecoded (the far
+    /// end's comfort noise then follows the source's; without it nothing is sent through
+    /// the source's silence).
     pub comfort_noise_send_pt: Option<PayloadType>,
     /// Discontinuous transmission (RFC 3389): while the voice-activity detector of the
     /// leg whose audio this session sends (its bridged peer's `dsp.vad`) finds silence
@@ -350,6 +353,9 @@ pub struct DecodePart<T> {
     pub phase: u32,
     /// True when this session's DSP chain is the identity (relay allowed from here).
     pub dsp_passthrough: bool,
+    /// An RFC 3389 SID arrived that a stream relayed undecoded has not yet forwarded (the
+    /// decode stage keeps it; see `FrameSlot::sid`).
+    pub sid_pending: bool,
     /// Samples per frame.
     pub frame_samples: usize,
     /// Where decoded audio goes; `None` drops it (counted as no sink).
@@ -434,9 +440,10 @@ pub struct EncodePart {
     pub keepalive_frames: u16,
     /// Frame periods since the last packet sent (saturating).
     pub idle_frames: u16,
-    /// Keepalives go out as RFC 3389 SID frames with this payload type (comfort noise
-    /// negotiated for sending), else as a frame of encoded silence.
-    pub keepalive_cn_pt: Option<PayloadType>,
+    /// Comfort noise negotiated for sending: keepalives go out as RFC 3389 SID frames with
+    /// this payload type (else as a frame of encoded silence), and a stream relayed
+    /// undecoded forwards its source's SIDs with it (`FrameSlot::sid`).
+    pub cn_send_pt: Option<PayloadType>,
     /// The last audio packet sent carried a relayed payload: the far end's decoder follows
     /// the source's encoder, not this session's.
     pub relayed: bool,
@@ -636,6 +643,7 @@ impl<T> SessionParts<T> {
                 frame_samples: frame,
                 route: None,
                 dsp_passthrough: dsp.is_passthrough(),
+                sid_pending: false,
                 ptime_ticks: params.ptime.ticks(),
                 phase: phase % params.ptime.ticks(),
             },
@@ -688,7 +696,7 @@ impl<T> SessionParts<T> {
                     ms => ms.div_ceil(params.ptime.ms()).clamp(1, u32::from(u16::MAX)) as u16,
                 },
                 idle_frames: 0,
-                keepalive_cn_pt: params.comfort_noise_send_pt,
+                cn_send_pt: params.comfort_noise_send_pt,
                 relayed: false,
             },
         }

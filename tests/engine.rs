@@ -2066,7 +2066,8 @@ fn a_leg_whose_source_is_silent_sends_keepalives() {
 
 /// Leg A's phone into an undecoded G.722 relay A → B (`pb` B's parameters) on a virtual
 /// engine: a 1 kHz tone in frames `0..frames` except `silence`, through which it sends
-/// nothing or, with `sid_every`, an RFC 3389 SID (-70 dBov) every that many frames; its
+/// nothing or, with `sid_every`, an RFC 3389 SID (-70 dBov) every that many frames (each
+/// duplicated a frame later); its
 /// first packet after the silence is marked. At the frames in `talk_sids` a SID follows
 /// the audio packet (with its timestamp: a sender that takes it back at once), and the
 /// packets of the frames in `lost` are lost. Returns the engine, what B sent, and the
@@ -2091,6 +2092,8 @@ fn g722_relay_across_silence(
     let mut enc = G722Encoder::new(G722Mode::Rate64k);
     let (mut pkt, mut out, mut sent) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..frames {
+        // Sequence numbers: one per frame, and one more for each talk SID before.
+        let seq = (k + talk_sids.iter().filter(|&&t| t < k).count()) as u16;
         if lost.contains(&k) {
             let pcm: Vec<i16> = (0..320).map(|i| tone16(k * 320 + i)).collect();
             enc.encode(&pcm, &mut [0u8; 160]);
@@ -2100,7 +2103,7 @@ fn g722_relay_across_silence(
             enc.encode(&pcm, &mut payload);
             rtp(
                 9,
-                k as u16,
+                seq,
                 160 * k as u32,
                 3,
                 k == silence.end,
@@ -2110,11 +2113,15 @@ fn g722_relay_across_silence(
             ing.push(a.id, &pkt).unwrap();
             sent.push(payload);
             if talk_sids.contains(&k) {
-                rtp(13, k as u16, 160 * k as u32, 3, false, &[60], &mut pkt);
+                rtp(13, seq + 1, 160 * k as u32, 3, false, &[60], &mut pkt);
                 ing.push(a.id, &pkt).unwrap();
             }
         } else if sid_every.is_some_and(|n| k % n == 0) {
-            rtp(13, k as u16, 160 * k as u32, 3, false, &[70], &mut pkt);
+            rtp(13, seq, 160 * k as u32, 3, false, &[70], &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+        } else if sid_every.is_some_and(|n| k % n == 1) {
+            // The network duplicates each SID, a frame period late.
+            rtp(13, seq - 1, 160 * (k - 1) as u32, 3, false, &[70], &mut pkt);
             ing.push(a.id, &pkt).unwrap();
         }
         e.step(2).unwrap();
@@ -2257,6 +2264,67 @@ fn an_undecoded_g722_relay_forwards_the_sources_sids_where_comfort_noise_was_neg
     let rms = g722_decoded_rms(audio);
     let steady = rms[30];
     assert!(rms.iter().all(|&r| r < steady * 1.12));
+}
+
+/// Keepalives through the source's comfort noise in an undecoded G.722 relay. Where B
+/// forwards the source's SIDs (one a second here, as senders that send only on a level
+/// change do), a keepalive repeats the last one (before, it sent a SID at -127 dBov, and
+/// the far end's comfort noise fell silent until the source's next SID), unmarked, on B's
+/// timeline. Where B does not (no comfort noise negotiated), the frames of comfort noise
+/// that B holds back count as silence for keepalives, as gaps do (before, keepalives
+/// stopped once the jitter buffer played comfort noise: 2 s into the silence).
+#[test]
+fn keepalives_through_a_relayed_comfort_noise_repeat_the_forwarded_sid_or_keep_coming() {
+    for cn in [true, false] {
+        let mut pb = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
+        pb.keepalive_ms = 300;
+        if cn {
+            pb.comfort_noise_send_pt = media_core::PayloadType::new(19);
+        }
+        let (e, out, _) = g722_relay_across_silence(pb, 250, 50..200, Some(50), &[], &[]);
+        let keepalives = e.lane_stats(0).unwrap().keepalives_sent;
+        // B's packets from the last audio before the silence to the first after it.
+        let first = out
+            .iter()
+            .rposition(|p| p.header.timestamp < out[0].header.timestamp.wrapping_add(50 * 160))
+            .unwrap();
+        let last = out
+            .iter()
+            .position(|p| {
+                p.header.marker
+                    && p.header.payload_type == 9
+                    && p.header.timestamp > out[first].header.timestamp
+            })
+            .unwrap();
+        let quiet = &out[first..=last];
+        // Nothing went 300 ms (15 frames) without a packet.
+        let longest = quiet
+            .windows(2)
+            .map(|w| w[1].header.timestamp.wrapping_sub(w[0].header.timestamp) / 160)
+            .max()
+            .unwrap();
+        assert!(longest <= 15, "cn {cn}: {longest} frames without a packet");
+        if cn {
+            let sids: Vec<_> = quiet[1..quiet.len() - 1].iter().collect();
+            assert!(
+                sids.iter().all(|p| p.header.payload_type == 19
+                    && p.payload() == [70]
+                    && !p.header.marker),
+                "cn {cn}: {:?}",
+                sids.iter()
+                    .map(|p| (p.header.payload_type, p.payload().to_vec()))
+                    .collect::<Vec<_>>()
+            );
+            // Three SIDs forwarded (frames 50, 100, 150), the rest keepalives.
+            assert!(
+                keepalives >= 6 && sids.len() as u64 == 3 + keepalives,
+                "{} SIDs, {keepalives} keepalives",
+                sids.len()
+            );
+        } else {
+            assert!(keepalives >= 8, "cn {cn}: {keepalives} keepalives");
+        }
+    }
 }
 
 /// A G.722 relay whose source switches to 40 ms packets mid-call (a session at 20 ms):

@@ -543,11 +543,13 @@ impl JitterStage {
                 self.release(tok);
                 continue;
             };
+            let mut duplicate = false;
             if part.telephone_event_pt == Some(pt) || part.cn_pt == Some(pt) {
                 // Events and SID frames share the stream's sequence numbers: count them
                 // for loss (not for jitter), or every digit would read as lost audio.
                 if part.rx_ssrc == Some(ssrc) || part.rx_ssrc.is_none() {
                     let class = part.stats.on_sequence(seq);
+                    duplicate = class == PacketClass::Duplicate;
                     set_loss_gauges(part, sc, class);
                 }
             }
@@ -600,6 +602,7 @@ impl JitterStage {
                     let msg = ToDecode::ComfortNoise {
                         slot,
                         ts,
+                        duplicate,
                         level_dbov,
                         rms,
                         reflection,
@@ -959,6 +962,7 @@ impl DecodeStage {
                 ToDecode::ComfortNoise {
                     slot,
                     ts,
+                    duplicate,
                     level_dbov,
                     rms,
                     reflection,
@@ -975,12 +979,16 @@ impl DecodeStage {
                         }
                         p.receive.set_comfort_noise(rms, &k[..n]);
                         // Kept for forwarding, should the stream be relayed undecoded
-                        // (`play`); the newest replaces one not yet forwarded.
-                        fwd.0.level_dbov = level_dbov;
-                        fwd.0.reflection.clear();
-                        let _ = fwd.0.reflection.try_extend_from_slice(&reflection[..n]);
-                        fwd.1 = ts;
-                        p.sid_pending = true;
+                        // (`play`): a newer one replaces one not yet forwarded, an older
+                        // one (reordered) does not, and a duplicate (the network's, or a
+                        // sender's retransmission) is not forwarded again.
+                        if !duplicate && (!p.sid_pending || (ts.wrapping_sub(fwd.1) as i32) >= 0) {
+                            fwd.0.level_dbov = level_dbov;
+                            fwd.0.reflection.clear();
+                            let _ = fwd.0.reflection.try_extend_from_slice(&reflection[..n]);
+                            fwd.1 = ts;
+                            p.sid_pending = true;
+                        }
                     }
                 }
                 ToDecode::Cmd(b) => self.apply(b),
@@ -1377,7 +1385,10 @@ impl DecodeStage {
             // frame carries only the SID. Audio of the source's at or after its timestamp,
             // or a talkspurt's restart, makes one still waiting stale: dropped.
             f.sid = false;
-            if undecoded_relay && part.sid_pending {
+            if part.sid_pending && !undecoded_relay {
+                // Not relayed undecoded: a SID is for this session's comfort noise only.
+                part.sid_pending = false;
+            } else if part.sid_pending {
                 let (cn, sid_ts) = sids
                     .get(slot as usize)
                     .map_or((None, 0), |c| (Some(&c.0), c.1));
@@ -1691,7 +1702,7 @@ impl DspStage {
             let Downstream::Frame { src, dst, frame } = msg else {
                 return;
             };
-            if frames.with(frame, |f| f.relay && f.samples == 0) {
+            if frames.with(frame, |f| f.no_audio()) {
                 return;
             }
             if reference_chains > 0 {
@@ -1720,9 +1731,8 @@ impl DspStage {
             match &mut msg {
                 Downstream::Frame { src, dst, frame } => {
                     let (src, dst) = (*src as usize, *dst as usize);
-                    let (relay, samples, app) = self
-                        .frames
-                        .with(frame, |f| (f.relay || f.sid, f.samples, f.app));
+                    let (relay, no_audio, app) =
+                        self.frames.with(frame, |f| (f.relay, f.no_audio(), f.app));
                     if app == AppFrame::FromApp {
                         // What an application wrote for `dst` to send: no receive
                         // processing; it is the reference of `dst`'s echo canceller.
@@ -1744,11 +1754,12 @@ impl DspStage {
                     if !runs_canceller {
                         self.work.flush_prefetch();
                     }
-                    if relay && samples == 0 {
-                        // An undecoded relay (or a SID it forwards in a gap): no audio to process or to give an echo
-                        // canceller as its reference, so neither session's DSP state nor
-                        // its counters are touched (three cache lines per frame at
-                        // thousands of sessions; the decode stage counted it relayed).
+                    if no_audio {
+                        // An undecoded relay (or a SID it forwards in a gap): no audio to
+                        // process or to give an echo canceller as its reference, so neither
+                        // session's DSP state nor its counters are touched (three cache
+                        // lines per frame at thousands of sessions; the decode stage
+                        // counted it relayed, or missing).
                         // (Its part exists: frames travel behind the session's create and
                         // ahead of its destroy in this ring.)
                         push_cmd(&mut self.out, &self.shared.counters, msg);
@@ -1889,6 +1900,9 @@ impl DspStage {
 /// send state, acknowledges commands and retires what the stages removed.
 pub struct EncodeStage {
     sessions: Box<[Option<EncodePart>]>,
+    /// Per slot: the SID last forwarded (`EncodePart::sid_forwarded`), for keepalives to
+    /// repeat (cold: touched only by those).
+    fwd_sids: Box<[ArrayVec<u8, 16>]>,
     input: Consumer<Downstream>,
     frames: Arc<Slab<FrameSlot>>,
     frame_return: Producer<Token>,
@@ -2130,8 +2144,9 @@ impl EncodeStage {
 
     /// Sends a keepalive for `dst` when one is due in this frame period with nothing to
     /// send ([`MediaSessionParams::keepalive_ms`](crate::MediaSessionParams)): an RFC 3389
-    /// SID frame at -127 dBov, a frame of encoded silence, or (a G.722 or Opus stream
-    /// relayed undecoded) an empty payload. True when one went out.
+    /// SID frame at -127 dBov (or, in a stream relayed undecoded whose last packet was a SID
+    /// forwarded from the source, that SID again), a frame of encoded silence, or (a G.722
+    /// or Opus stream relayed undecoded) an empty payload. True when one went out.
     fn keepalive(&mut self, dst: u32) -> bool {
         let Some(part) = self.sessions[dst as usize].as_mut() else {
             return false;
@@ -2146,9 +2161,17 @@ impl EncodeStage {
         };
         let silence = &self.silence;
         let lane = self.shared.lane;
+        // The forwarded SID repeated: the source's comfort noise goes on at its level.
+        let repeat = part.relayed && part.sid_forwarded;
+        let kept = self.fwd_sids.get(dst as usize);
         let sent = self.egress_slab.with_mut(&mut et, |e| {
             let body = &mut e.bytes[RTP_HEADER_LEN..];
             let (n, pt) = match part.cn_send_pt {
+                Some(pt) if repeat => {
+                    let sid = kept.filter(|k| !k.is_empty())?;
+                    body.get_mut(..sid.len())?.copy_from_slice(sid);
+                    (sid.len(), pt)
+                }
                 Some(pt) => {
                     let sid = CnPayload {
                         level_dbov: 127,
@@ -2172,8 +2195,16 @@ impl EncodeStage {
                     (n, part.payload_type)
                 }
             };
-            // After the silence before it: the start of a talkspurt (RFC 3551 §4.1).
-            let h = part.next_header_as(pt, true);
+            // After the silence before it: the start of a talkspurt (RFC 3551 §4.1); a
+            // repeated SID is still the silence (the marker waits for the audio).
+            let h = if repeat {
+                let audio_marker = std::mem::take(&mut part.marker_next);
+                let h = part.next_header_as(pt, false);
+                part.marker_next = audio_marker;
+                h
+            } else {
+                part.next_header_as(pt, true)
+            };
             write_header(&h, &mut e.bytes).ok()?;
             e.header = h;
             e.src_ts = 0;
@@ -2191,9 +2222,11 @@ impl EncodeStage {
         sc.tx_payload_bytes.add(n as u64);
         if part.cn_send_pt.is_some() {
             sc.tx_cn_packets.inc();
-            // The level the far end now plays: DTX's next silence sends its own SID at
-            // once (a level step), not after the refresh interval.
-            part.dtx_level = 127;
+            if !repeat {
+                // The level the far end now plays: DTX's next silence sends its own SID
+                // at once (a level step), not after the refresh interval.
+                part.dtx_level = 127;
+            }
         }
         // What follows (audio, or more silence) is a new talkspurt again.
         part.marker_next = true;
@@ -2300,6 +2333,7 @@ impl EncodeStage {
         let mut held = false;
         // Set when the frame's SID from the source is forwarded (`FrameSlot::sid`).
         let mut forwarded = false;
+        let mut fwd_sid = self.fwd_sids.get_mut(dst as usize);
         let mut write = |f: Option<&FrameSlot>| {
             egress_slab.with_mut(&mut et, |e| {
                 let body = &mut e.bytes[RTP_HEADER_LEN..];
@@ -2354,7 +2388,15 @@ impl EncodeStage {
                     // rest below.
                     (None, Some(f)) if part.relayed && f.sid && part.cn_send_pt.is_some() => {
                         let n = f.payload_len;
-                        body.get_mut(..n)?.copy_from_slice(f.payload.get(..n)?);
+                        let bytes = f.payload.get(..n)?;
+                        body.get_mut(..n)?.copy_from_slice(bytes);
+                        if let Some(kept) = fwd_sid.as_deref_mut() {
+                            kept.clear();
+                            let _ = kept.try_extend_from_slice(bytes);
+                        }
+                        part.sid_forwarded = true;
+                        // Audio after DTX's silence (a route change) is still marked.
+                        part.marker_next |= resumed;
                         sid = part.cn_send_pt;
                         forwarded = true;
                         (n, false)
@@ -2388,7 +2430,10 @@ impl EncodeStage {
                         h
                     }
                     Some(pt) => part.next_header_as(pt, false),
-                    None => part.next_header(marker || resumed),
+                    None => {
+                        part.sid_forwarded = false;
+                        part.next_header(marker || resumed)
+                    }
                 };
                 // Cannot fail: slots are at least header-sized by construction.
                 write_header(&h, &mut e.bytes).ok()?;
@@ -2416,14 +2461,21 @@ impl EncodeStage {
                 }
             }
             None => {
+                self.spare = Some(et);
                 if held {
                     // Audio resumes as a new talkspurt.
                     part.marker_next = true;
+                    // Nothing sent this period, as when no frame came: a keepalive may be
+                    // due (a source in comfort noise that this session does not forward).
+                    if !self.keepalive(dst) {
+                        if let Some(part) = self.sessions[dst as usize].as_mut() {
+                            part.skip_frame();
+                        }
+                    }
                 } else {
                     sc.codec_errors.inc();
+                    part.skip_frame();
                 }
-                part.skip_frame();
-                self.spare = Some(et);
             }
         }
     }
@@ -2668,6 +2720,7 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts,
         },
         encode: EncodeStage {
             sessions: none_table(cfg.sessions),
+            fwd_sids: (0..cfg.sessions).map(|_| ArrayVec::new()).collect(),
             input: pe_rx,
             frames,
             frame_return: fr_tx,

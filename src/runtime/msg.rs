@@ -67,10 +67,11 @@ pub struct FrameSlot {
     /// encode it.
     pub undecoded_stream: bool,
     /// `payload[..payload_len]` is an RFC 3389 SID frame the source sent (its level byte
-    /// and reflection-coefficient bytes, as received), marked on the first frame of
-    /// comfort noise it begins in a stream relayed undecoded: a destination that relays
-    /// the stream and negotiated comfort noise forwards it, so the far end plays the
-    /// source's background instead of silence.
+    /// and up to 10 reflection coefficients: RFC 3389 §3 lets the order be reduced),
+    /// marked on the first frame period without a packet in the silence it begins, in a
+    /// stream relayed undecoded (with no audio, `samples` 0, in a gap of the jitter
+    /// buffer): a destination that relays the stream and negotiated comfort noise forwards
+    /// it, so the far end plays the source's background instead of silence.
     pub sid: bool,
     /// First frame of a talkspurt or (re)started stream.
     pub marker: bool,
@@ -132,6 +133,12 @@ impl AppFrameSlot {
 }
 
 impl FrameSlot {
+    /// The frame carries no audio: an undecoded relay's payload, or only a SID to forward.
+    #[inline]
+    pub fn no_audio(&self) -> bool {
+        (self.relay || self.sid) && self.samples == 0
+    }
+
     /// An empty frame slot. Control plane.
     pub fn new(max_samples: usize, max_payload_bytes: usize) -> Self {
         FrameSlot {
@@ -314,6 +321,8 @@ pub enum ToDecode {
         slot: u32,
         /// Its RTP timestamp: where the sender's silence begins.
         ts: u32,
+        /// Its sequence number was already received (not to be forwarded again).
+        duplicate: bool,
         /// The level byte as received (-dBov, 0..=127), for forwarding.
         level_dbov: u8,
         /// Signalled noise RMS.

@@ -192,7 +192,8 @@ counter_block! {
         rx_cn_packets,
         /// RFC 4733 telephone-event packets sent.
         tx_dtmf_packets,
-        /// RFC 3389 comfort-noise SID frames sent (DTX).
+        /// RFC 3389 comfort-noise SID frames sent: DTX's, keepalives', and those forwarded
+        /// from the source of a stream relayed undecoded.
         tx_cn_packets,
         /// Frames not sent during a silence (DTX).
         frames_dtx,

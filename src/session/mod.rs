@@ -447,6 +447,10 @@ pub struct EncodePart {
     /// The last audio packet sent carried a relayed payload: the far end's decoder follows
     /// the source's encoder, not this session's.
     pub relayed: bool,
+    /// The last packet sent was a SID forwarded from the source of a stream relayed
+    /// undecoded (kept in the encode stage): keepalives repeat it, so the far end's comfort
+    /// noise keeps the source's level rather than dropping to silence.
+    pub sid_forwarded: bool,
 }
 
 /// What [`EncodePart::dtx_frame`] decided for one frame.
@@ -698,6 +702,7 @@ impl<T> SessionParts<T> {
                 idle_frames: 0,
                 cn_send_pt: params.comfort_noise_send_pt,
                 relayed: false,
+                sid_forwarded: false,
             },
         }
     }

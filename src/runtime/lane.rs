@@ -33,7 +33,9 @@ use crate::processing::audio::{DspEvent, DspScratch};
 use crate::quality::rtp_stats::PacketClass;
 use crate::rtp::{write_header, RtpHeader, RtpPacket, RTP_HEADER_LEN};
 use crate::session::receive::{PacketDecoder, RelayStep, StretchPool};
-use crate::session::{DecodePart, DspPart, DtxFrame, EncodePart, JitterPart, MAX_RX_CODECS};
+use crate::session::{
+    DecodePart, DspPart, DtxFrame, EncodePart, JitterPart, Relayed, MAX_RX_CODECS,
+};
 use crate::types::{PayloadType, Ptime, SessionId};
 
 /// Sessions played per chunk in a fused lane before the later stages drain, so frames
@@ -1345,7 +1347,9 @@ impl DecodeStage {
         let stretch = &mut self.stretch;
         let sids = &self.sids;
         let played_ns = self.play_ns;
-        let (rep, sid) = self.frames.with_mut(&mut frame, |f| {
+        // Set when the frame carries a SID to forward (`FrameSlot::sid`).
+        let mut sid = false;
+        let rep = self.frames.with_mut(&mut frame, |f| {
             let step = if undecoded_relay {
                 part.receive.relay_frame(frame_samples, &mut release)
             } else {
@@ -1375,38 +1379,22 @@ impl DecodeStage {
             // a talkspurt's first frame (the buffer's restart) and a frame with no packet
             // decoded into it (comfort noise once the buffer went idle, concealment).
             f.undecoded_stream = undecoded_relay && (rep.marker || rep.decoded == 0);
-            // The source's newest SID, not yet forwarded, goes with the first frame period
-            // without a packet (a gap, or comfort noise once the buffer went idle) of a
-            // stream relayed undecoded once the source's silence has begun: the frame is
-            // at or after the SID's timestamp, or nothing is buffered (the audio the
-            // buffer held when it came played first; a gap's timeline stands still). It
-            // is for a destination that negotiated comfort noise, to send as is (its own
-            // encoder may not make that frame; see `EncodeStage::encode`); in a gap the
-            // frame carries only the SID. Audio of the source's at or after its timestamp,
-            // or a talkspurt's restart, makes one still waiting stale: dropped.
             f.sid = false;
-            if part.sid_pending && !undecoded_relay {
-                // Not relayed undecoded: a SID is for this session's comfort noise only.
-                part.sid_pending = false;
-            } else if part.sid_pending {
-                let (cn, sid_ts) = sids
-                    .get(slot as usize)
-                    .map_or((None, 0), |c| (Some(&c.0), c.1));
-                let reached = rep.src_ts.wrapping_sub(sid_ts) as i32 >= 0;
-                if rep.marker || (rep.relay.is_some() && reached) {
-                    part.sid_pending = false;
-                } else if rep.decoded == 0
-                    && rep.relay.is_none()
-                    && (reached || part.receive.buffer.is_empty())
-                {
-                    let n = cn.map_or(0, |c| c.write(&mut f.payload));
-                    f.payload_len = n;
-                    f.sid = n > 0;
-                    part.sid_pending = false;
-                    if !rep.produced {
-                        f.samples = 0;
-                    }
-                }
+            if part.sid_pending {
+                sid = attach_sid(
+                    &mut part.sid_pending,
+                    part.receive.buffer.is_empty(),
+                    f,
+                    Played {
+                        src_ts: rep.src_ts,
+                        marker: rep.marker,
+                        relayed: rep.relay.is_some(),
+                        decoded: rep.decoded,
+                        produced: rep.produced,
+                    },
+                    undecoded_relay,
+                    sids.get(slot as usize),
+                );
             }
             f.silence = false;
             f.app = if route.is_some_and(|r| r.app) {
@@ -1414,24 +1402,23 @@ impl DecodeStage {
             } else {
                 AppFrame::No
             };
-            (rep, f.sid)
+            rep
         });
         sc.jb_target_ms
             .set(u64::from(part.receive.buffer.delay().target_ms()));
         sc.jb_level_ms.set(u64::from(part.receive.level_ms()));
-        // A frame period with no audio that carries only a SID to forward.
-        let sid_only = sid && !rep.produced;
-        if sid_only {
+        if !rep.produced {
             sc.frames_missing.inc();
-        } else if !rep.produced {
-            // Ends the borrow of the packet return ring before `push_missing`.
-            drop(release);
-            sc.frames_missing.inc();
-            self.spare_frame = Some(frame);
-            if let Some(dst) = sink {
-                self.push_missing(slot, dst);
+            // Unless it carries only a SID to forward.
+            if !sid {
+                // Ends the borrow of the packet return ring before `push_missing`.
+                drop(release);
+                self.spare_frame = Some(frame);
+                if let Some(dst) = sink {
+                    self.push_missing(slot, dst);
+                }
+                return;
             }
-            return;
         }
         sc.packets_decoded.add(u64::from(rep.decoded));
         if rep.concealed > 0 {
@@ -1490,7 +1477,7 @@ impl DecodeStage {
             } else {
                 sc.frames_decoded.inc();
             }
-        } else if !sid_only {
+        } else if rep.produced {
             sc.frames_decoded.inc();
         }
         let msg = Downstream::Frame {
@@ -1502,6 +1489,63 @@ impl DecodeStage {
             self.shared.counters.internal_ring_full.inc_shared();
         }
     }
+}
+
+/// What [`attach_sid`] needs of a frame's `FrameReport` (by value: a reference would keep
+/// the whole report in memory on the common path).
+#[derive(Clone, Copy)]
+struct Played {
+    src_ts: u32,
+    marker: bool,
+    relayed: bool,
+    decoded: u32,
+    produced: bool,
+}
+
+/// With a SID pending (`DecodePart::sid_pending`; `kept`: it and its timestamp; `empty`:
+/// the session's jitter buffer holds nothing), attaches it to frame `f` being played
+/// (report `rep`) and returns true when it goes with this frame, or drops it when it is
+/// stale.
+///
+/// The source's newest SID, not yet forwarded, goes with the first frame period without a
+/// packet (a gap, or comfort noise once the buffer went idle) of a stream relayed undecoded
+/// once the source's silence has begun: the frame is at or after the SID's timestamp, or
+/// nothing is buffered (the audio the buffer held when it came played first; a gap's
+/// timeline stands still). It is for a destination that negotiated comfort noise, to send
+/// as is (its own encoder may not make that frame; see `EncodeStage::encode`); in a gap the
+/// frame carries only the SID (`samples` 0). Audio of the source's at or after its
+/// timestamp, or a talkspurt's restart, makes one still waiting stale; so does a stream
+/// not relayed undecoded (the SID was for this session's own comfort noise only).
+#[cold]
+#[inline(never)]
+fn attach_sid(
+    pending: &mut bool,
+    empty: bool,
+    f: &mut FrameSlot,
+    rep: Played,
+    undecoded_relay: bool,
+    kept: Option<&(CnPayload, u32)>,
+) -> bool {
+    let Some((cn, sid_ts)) = kept.filter(|_| undecoded_relay) else {
+        *pending = false;
+        return false;
+    };
+    let reached = rep.src_ts.wrapping_sub(*sid_ts) as i32 >= 0;
+    if rep.marker || (rep.relayed && reached) {
+        *pending = false;
+        return false;
+    }
+    if rep.decoded != 0 || rep.relayed || !(reached || empty) {
+        return false;
+    }
+    *pending = false;
+    let n = cn.write(&mut f.payload);
+    f.payload_len = n;
+    f.sid = n > 0;
+    if !rep.produced {
+        f.samples = 0;
+    }
+    f.sid
 }
 
 /// `tick % k` for k = 1..=6 (index 0 unused): where `tick` falls in each frame period, so
@@ -1900,7 +1944,7 @@ impl DspStage {
 /// send state, acknowledges commands and retires what the stages removed.
 pub struct EncodeStage {
     sessions: Box<[Option<EncodePart>]>,
-    /// Per slot: the SID last forwarded (`EncodePart::sid_forwarded`), for keepalives to
+    /// Per slot: the SID last forwarded (`Relayed::Sid`), for keepalives to
     /// repeat (cold: touched only by those).
     fwd_sids: Box<[ArrayVec<u8, 16>]>,
     input: Consumer<Downstream>,
@@ -2038,7 +2082,11 @@ impl EncodeStage {
                         new.marker_next = true;
                         // The far end's decoder still follows whoever made the last
                         // packet (the source, if it was relayed) while the codec stays.
-                        new.relayed = cur.relayed && new.encoder.codec() == cur.encoder.codec();
+                        new.relayed = if new.encoder.codec() == cur.encoder.codec() {
+                            cur.relayed
+                        } else {
+                            Relayed::No
+                        };
                         b.encode = Some(std::mem::replace(cur, new));
                     } else {
                         // Nothing to update (already gone): retire it unused, never
@@ -2147,13 +2195,21 @@ impl EncodeStage {
     /// SID frame at -127 dBov (or, in a stream relayed undecoded whose last packet was a SID
     /// forwarded from the source, that SID again), a frame of encoded silence, or (a G.722
     /// or Opus stream relayed undecoded) an empty payload. True when one went out.
+    #[inline]
     fn keepalive(&mut self, dst: u32) -> bool {
+        self.sessions[dst as usize]
+            .as_ref()
+            .is_some_and(|p| p.keepalive_due())
+            && self.send_keepalive(dst)
+    }
+
+    /// [`EncodeStage::keepalive`] once one is due (rare: kept out of the paths that ask).
+    #[cold]
+    #[inline(never)]
+    fn send_keepalive(&mut self, dst: u32) -> bool {
         let Some(part) = self.sessions[dst as usize].as_mut() else {
             return false;
         };
-        if !part.keepalive_due() {
-            return false;
-        }
         let sc = &self.shared.sessions[dst as usize].counters;
         let Some(mut et) = self.spare.take().or_else(|| self.egress_free.pop().ok()) else {
             sc.tx_egress_full.inc();
@@ -2162,7 +2218,7 @@ impl EncodeStage {
         let silence = &self.silence;
         let lane = self.shared.lane;
         // The forwarded SID repeated: the source's comfort noise goes on at its level.
-        let repeat = part.relayed && part.sid_forwarded;
+        let repeat = part.relayed == Relayed::Sid;
         let kept = self.fwd_sids.get(dst as usize);
         let sent = self.egress_slab.with_mut(&mut et, |e| {
             let body = &mut e.bytes[RTP_HEADER_LEN..];
@@ -2184,7 +2240,7 @@ impl EncodeStage {
                 // of the last sound (a G.722 relay: the first 5 ms at the tone's level),
                 // and the source's next packet would decode off its state. An empty
                 // payload keeps the stream alive and touches no decoder.
-                None if part.relayed
+                None if part.relayed.any()
                     && matches!(part.encoder.codec(), Codec::G722 | Codec::Opus) =>
                 {
                     (0, part.payload_type)
@@ -2333,7 +2389,6 @@ impl EncodeStage {
         let mut held = false;
         // Set when the frame's SID from the source is forwarded (`FrameSlot::sid`).
         let mut forwarded = false;
-        let mut fwd_sid = self.fwd_sids.get_mut(dst as usize);
         let mut write = |f: Option<&FrameSlot>| {
             egress_slab.with_mut(&mut et, |e| {
                 let body = &mut e.bytes[RTP_HEADER_LEN..];
@@ -2358,7 +2413,7 @@ impl EncodeStage {
                         (Some(n).filter(|&n| n > 0)?, false)
                     }
                     (Some(pcm), f) => {
-                        part.relayed = false;
+                        part.relayed = Relayed::No;
                         (
                             part.encoder.encode(pcm, body).ok()?,
                             f.is_some_and(|f| f.marker),
@@ -2367,8 +2422,22 @@ impl EncodeStage {
                     (None, Some(f)) if f.relay => {
                         let dst = body.get_mut(..f.payload_len)?;
                         dst.copy_from_slice(&f.payload[..f.payload_len]);
-                        part.relayed = true;
+                        part.relayed = Relayed::Audio;
                         (f.payload_len, f.marker)
+                    }
+                    // The source's SID where its comfort noise begins, forwarded as is
+                    // (the far end's comfort noise then follows the source's) when this
+                    // session negotiated comfort noise; without it, held like the rest
+                    // below. (Kept for keepalives below, out of this closure.)
+                    (None, Some(f)) if part.relayed.any() && f.sid && part.cn_send_pt.is_some() => {
+                        let n = f.payload_len;
+                        body.get_mut(..n)?.copy_from_slice(f.payload.get(..n)?);
+                        part.relayed = Relayed::Sid;
+                        // Audio after DTX's silence (a route change) is still marked.
+                        part.marker_next |= resumed;
+                        sid = part.cn_send_pt;
+                        forwarded = true;
+                        (n, false)
                     }
                     // PCM in a G.722 or Opus stream relayed undecoded, of the kinds `play`
                     // marks (a talkspurt's first frame: the jitter buffer's restart after a
@@ -2382,26 +2451,7 @@ impl EncodeStage {
                     // PCM (a source whose packets stopped matching the frame) is encoded,
                     // this encoder then making the stream. (`play` marks only streams it
                     // relays undecoded, to a destination sending their codec.)
-                    // The source's SID where its comfort noise begins, forwarded as is
-                    // (the far end's comfort noise then follows the source's) when
-                    // this session negotiated comfort noise; without it, held like the
-                    // rest below.
-                    (None, Some(f)) if part.relayed && f.sid && part.cn_send_pt.is_some() => {
-                        let n = f.payload_len;
-                        let bytes = f.payload.get(..n)?;
-                        body.get_mut(..n)?.copy_from_slice(bytes);
-                        if let Some(kept) = fwd_sid.as_deref_mut() {
-                            kept.clear();
-                            let _ = kept.try_extend_from_slice(bytes);
-                        }
-                        part.sid_forwarded = true;
-                        // Audio after DTX's silence (a route change) is still marked.
-                        part.marker_next |= resumed;
-                        sid = part.cn_send_pt;
-                        forwarded = true;
-                        (n, false)
-                    }
-                    (None, Some(f)) if part.relayed && f.undecoded_stream => {
+                    (None, Some(f)) if part.relayed.any() && f.undecoded_stream => {
                         held = true;
                         return None;
                     }
@@ -2412,7 +2462,7 @@ impl EncodeStage {
                         return None;
                     }
                     (None, Some(f)) => {
-                        part.relayed = false;
+                        part.relayed = Relayed::No;
                         (
                             part.encoder.encode(&f.pcm[..f.samples], body).ok()?,
                             f.marker,
@@ -2430,10 +2480,7 @@ impl EncodeStage {
                         h
                     }
                     Some(pt) => part.next_header_as(pt, false),
-                    None => {
-                        part.sid_forwarded = false;
-                        part.next_header(marker || resumed)
-                    }
+                    None => part.next_header(marker || resumed),
                 };
                 // Cannot fail: slots are at least header-sized by construction.
                 write_header(&h, &mut e.bytes).ok()?;
@@ -2455,6 +2502,16 @@ impl EncodeStage {
                 sc.tx_payload_bytes.add(n as u64);
                 if sid.is_some() {
                     sc.tx_cn_packets.inc();
+                }
+                if forwarded {
+                    if let (Some(t), Some(kept)) = (frame, self.fwd_sids.get_mut(dst as usize)) {
+                        self.frames.with(t, |f| {
+                            kept.clear();
+                            let _ = kept.try_extend_from_slice(
+                                f.payload.get(..f.payload_len).unwrap_or_default(),
+                            );
+                        });
+                    }
                 }
                 if self.egress.push(et).is_err() {
                     self.shared.counters.internal_ring_full.inc_shared();

@@ -389,6 +389,27 @@ pub struct DspPart {
     pub resampler: Option<Box<crate::processing::format::resample::Resampler>>,
 }
 
+/// What an encode part's stream last carried, as far as the far end's decoder state goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relayed {
+    /// Audio of this session's encoder (or nothing yet).
+    No,
+    /// A payload relayed from the source.
+    Audio,
+    /// A payload relayed from the source, then a SID forwarded from it (kept in the encode
+    /// stage): keepalives repeat it, so the far end's comfort noise keeps the source's
+    /// level rather than dropping to silence.
+    Sid,
+}
+
+impl Relayed {
+    /// The far end's decoder follows the source's encoder.
+    #[inline]
+    pub fn any(self) -> bool {
+        self != Relayed::No
+    }
+}
+
 /// Encode-stage part: the encoder and the RTP send state media-core owns.
 #[derive(Debug)]
 pub struct EncodePart {
@@ -444,13 +465,10 @@ pub struct EncodePart {
     /// this payload type (else as a frame of encoded silence), and a stream relayed
     /// undecoded forwards its source's SIDs with it (`FrameSlot::sid`).
     pub cn_send_pt: Option<PayloadType>,
-    /// The last audio packet sent carried a relayed payload: the far end's decoder follows
-    /// the source's encoder, not this session's.
-    pub relayed: bool,
-    /// The last packet sent was a SID forwarded from the source of a stream relayed
-    /// undecoded (kept in the encode stage): keepalives repeat it, so the far end's comfort
-    /// noise keeps the source's level rather than dropping to silence.
-    pub sid_forwarded: bool,
+    /// Whether the last audio packet sent carried a relayed payload (the far end's decoder
+    /// then follows the source's encoder, not this session's), and whether a SID
+    /// forwarded from that source came after it.
+    pub relayed: Relayed,
 }
 
 /// What [`EncodePart::dtx_frame`] decided for one frame.
@@ -701,8 +719,7 @@ impl<T> SessionParts<T> {
                 },
                 idle_frames: 0,
                 cn_send_pt: params.comfort_noise_send_pt,
-                relayed: false,
-                sid_forwarded: false,
+                relayed: Relayed::No,
             },
         }
     }

@@ -136,7 +136,7 @@ impl FrameSlot {
     /// The frame carries no audio: an undecoded relay's payload, or only a SID to forward.
     #[inline]
     pub fn no_audio(&self) -> bool {
-        (self.relay || self.sid) && self.samples == 0
+        self.samples == 0 && (self.relay || self.sid)
     }
 
     /// An empty frame slot. Control plane.

@@ -862,3 +862,58 @@ fn a_restarted_media_timeout_counts_from_the_restart_and_fires_again() {
     // First polled at second 0; after the restart, first polled again at second 15.
     assert_eq!(events, [at(10, 10_000), at(25, 10_000),]);
 }
+
+/// Per-session media timeouts (`set_media_timeout`): three silent sessions under a 10 s
+/// threshold, one given 3 s, one none (`Some(0)`), one given 25 s and then the threshold's
+/// back (`None`) at second 12 (by then silent 12 s: raised at once); a session created
+/// after one with its own ended takes the threshold's.
+#[test]
+fn a_session_can_have_a_media_timeout_of_its_own() {
+    let e = engine();
+    let short = e.create_media_session(DialogId(1), pcmu()).unwrap();
+    let off = e.create_media_session(DialogId(2), pcmu()).unwrap();
+    let back = e.create_media_session(DialogId(3), pcmu()).unwrap();
+    let plain = e.create_media_session(DialogId(4), pcmu()).unwrap();
+    let mut monitor = QualityMonitor::new(QualityThresholds {
+        lane_load_high: f64::INFINITY,
+        media_timeout_ms: 10_000,
+        ..Default::default()
+    });
+    monitor.set_media_timeout(short.id, Some(3_000));
+    monitor.set_media_timeout(off.id, Some(0));
+    monitor.set_media_timeout(back.id, Some(25_000));
+    let mut events = Vec::new();
+    for second in 0..40u32 {
+        if second == 12 {
+            monitor.set_media_timeout(back.id, None);
+        }
+        e.step(100).unwrap();
+        events.extend(monitor.poll(&e).into_iter().filter_map(|ev| match ev {
+            QualityEvent::MediaTimeout { session, silent_ms } => Some((second, session, silent_ms)),
+            _ => None,
+        }));
+    }
+    assert_eq!(
+        events,
+        [
+            (3, short.id.to_u64(), 3_000),
+            (10, plain.id.to_u64(), 10_000),
+            (12, back.id.to_u64(), 12_000),
+        ]
+    );
+    // A session given a timeout of its own ends; the next one takes the threshold's.
+    e.destroy_media_session(short.id).unwrap();
+    let _ = monitor.poll(&e);
+    let again = e.create_media_session(DialogId(5), pcmu()).unwrap();
+    let mut later = Vec::new();
+    for second in 0..12u32 {
+        e.step(100).unwrap();
+        later.extend(monitor.poll(&e).into_iter().filter_map(|ev| match ev {
+            QualityEvent::MediaTimeout { session, .. } if session == again.id.to_u64() => {
+                Some(second)
+            }
+            _ => None,
+        }));
+    }
+    assert_eq!(later, [10]);
+}

@@ -289,6 +289,9 @@ pub struct QualityMonitor {
     report_lanes: HashMap<usize, LaneMark>,
     /// Per session, what the media timeout watches (see [`MediaWatch`]).
     media: HashMap<u64, MediaWatch>,
+    /// Per session, a media timeout of its own, ms (0: none), in place of
+    /// [`QualityThresholds::media_timeout_ms`] ([`QualityMonitor::set_media_timeout`]).
+    media_timeouts: HashMap<u64, u32>,
 }
 
 /// A session's packet arrivals as [`QualityMonitor::poll`] last saw them.
@@ -408,6 +411,25 @@ impl QualityMonitor {
         let live: std::collections::HashSet<u64> = ids.iter().map(|i| i.to_u64()).collect();
         self.flags.retain(|k, _| live.contains(k));
         self.media.retain(|k, _| live.contains(k));
+        self.media_timeouts.retain(|k, _| live.contains(k));
+    }
+
+    /// Gives `session` a media timeout of its own, in ms (`Some(0)`: none), or back the
+    /// thresholds' ([`QualityThresholds::media_timeout_ms`]) with `None`. For legs whose
+    /// far end may rightly send nothing for longer than the rest (a trunk playing one-way
+    /// announcements, a conference leg muted by a phone that sends no comfort noise) or
+    /// that must be caught sooner. Taken at the next poll, counted from the last packet
+    /// as before; a timeout already raised stays raised until packets come (or
+    /// [`QualityMonitor::restart_media_timeout`]). Forgotten when the session ends.
+    pub fn set_media_timeout(&mut self, session: SessionId, timeout_ms: Option<u32>) {
+        match timeout_ms {
+            Some(ms) => {
+                self.media_timeouts.insert(session.to_u64(), ms);
+            }
+            None => {
+                self.media_timeouts.remove(&session.to_u64());
+            }
+        }
     }
 
     /// Starts `session`'s media timeout over, as if it had just been created: the next
@@ -424,8 +446,9 @@ impl QualityMonitor {
     /// they number [`QualityThresholds::window_packets`] (10 s of 20 ms packets by default),
     /// so the events follow the call's recent quality rather than its average since it
     /// began. A session given no RTP packet for [`QualityThresholds::media_timeout_ms`]
-    /// by its lane's clock (since the last poll that saw one, or since the first poll that
-    /// saw the session) raises [`QualityEvent::MediaTimeout`], and
+    /// by its lane's clock, or for its own ([`QualityMonitor::set_media_timeout`]), (since
+    /// the last poll that saw one, or since the first poll that saw the session) raises
+    /// [`QualityEvent::MediaTimeout`], and
     /// [`QualityEvent::MediaResumed`] at the first poll that sees packets again.
     pub fn poll(&mut self, engine: &MediaEngine) -> Vec<QualityEvent> {
         let mut events = Vec::new();
@@ -447,16 +470,15 @@ impl QualityMonitor {
                 evaluate(&self.thresholds, session, &q, f, &mut events);
                 let tick = ticks.get(id.lane()).copied().unwrap_or(0);
                 let arrived = q.packets_arrived;
+                let timeout_ms = self
+                    .media_timeouts
+                    .get(&session)
+                    .copied()
+                    .unwrap_or(self.thresholds.media_timeout_ms);
                 self.media
                     .entry(session)
                     .or_insert(MediaWatch::new(arrived, tick))
-                    .update(
-                        session,
-                        arrived,
-                        tick,
-                        self.thresholds.media_timeout_ms,
-                        &mut events,
-                    );
+                    .update(session, arrived, tick, timeout_ms, &mut events);
             }
         }
         for (lane, load, judged) in lane_windows(engine, &mut self.lane_events) {

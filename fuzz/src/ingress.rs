@@ -67,6 +67,12 @@ fn params(codec: CodecSpec, ptime: Ptime) -> MediaSessionParams {
         p.comfort_noise_send_pt = PayloadType::new(CN_PT);
         p.dtx = true;
     }
+    if matches!(codec, CodecSpec::G722 | CodecSpec::OPUS) {
+        // Comfort noise both ways: the G.722-G.722 and Opus-Opus calls relay undecoded and
+        // forward their sources' SIDs (and keepalives repeat them).
+        p.comfort_noise_pt = PayloadType::new(CN_PT);
+        p.comfort_noise_send_pt = PayloadType::new(CN_PT);
+    }
     p.telephone_event_pt = PayloadType::new(TELEPHONE_EVENT_PT);
     p.telephone_event_send_pt = PayloadType::new(TELEPHONE_EVENT_PT);
     // Keepalives after 100 ms without a packet (SIDs on the PCMA legs, encoded silence on

@@ -75,8 +75,9 @@ fn params(codec: CodecSpec, ptime: Ptime) -> MediaSessionParams {
     }
     p.telephone_event_pt = PayloadType::new(TELEPHONE_EVENT_PT);
     p.telephone_event_send_pt = PayloadType::new(TELEPHONE_EVENT_PT);
-    // Keepalives after 100 ms without a packet (SIDs on the PCMA legs, encoded silence on
-    // the others): parked, detached and starved legs send them.
+    // Keepalives after 100 ms without a packet (SIDs on the PCMA, G.722 and Opus legs, or
+    // the SID a relay forwarded; encoded silence on the PCMU legs): parked, detached and
+    // starved legs send them.
     p.keepalive_ms = 100;
     p
 }

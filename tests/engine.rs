@@ -2266,6 +2266,25 @@ fn an_undecoded_g722_relay_forwards_the_sources_sids_where_comfort_noise_was_neg
     assert!(rms.iter().all(|&r| r < steady * 1.12));
 }
 
+/// A G.722 relay whose source starts in RFC 3389 silence (SIDs every 200 ms for 1 s, then
+/// the tone): B had relayed nothing yet, and still forwards every SID (before, none: the
+/// forwarding waited for B to have relayed audio), sends nothing of its own encoder's, and
+/// marks the tone's first packet.
+#[test]
+fn a_relay_that_starts_in_comfort_noise_forwards_the_sids() {
+    let mut pb = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
+    pb.comfort_noise_send_pt = media_core::PayloadType::new(19);
+    let (_e, out, sent) = g722_relay_across_silence(pb, 100, 0..50, Some(10), &[], &[]);
+    let sids: Vec<_> = out.iter().filter(|p| p.header.payload_type == 19).collect();
+    assert_eq!(sids.len(), 5, "{} SIDs forwarded", sids.len());
+    assert!(out
+        .iter()
+        .all(|p| p.header.payload_type == 19 || sent.iter().any(|s| s[..] == p.payload()[..])));
+    let first_audio = out.iter().find(|p| p.header.payload_type == 9).unwrap();
+    assert!(first_audio.header.marker);
+    assert!(out.iter().filter(|p| p.header.payload_type == 9).count() >= 45);
+}
+
 /// Keepalives through the source's comfort noise in an undecoded G.722 relay. Where B
 /// forwards the source's SIDs (one a second here, as senders that send only on a level
 /// change do), a keepalive repeats the last one (before, it sent a SID at -127 dBov, and

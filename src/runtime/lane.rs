@@ -1514,7 +1514,8 @@ struct Played {
 /// timeline stands still). It is for a destination that negotiated comfort noise, to send
 /// as is (its own encoder may not make that frame; see `EncodeStage::encode`); in a gap the
 /// frame carries only the SID (`samples` 0). Audio of the source's at or after its
-/// timestamp, or a talkspurt's restart, makes one still waiting stale; so does a stream
+/// timestamp (relayed or decoded), or a talkspurt's restart, makes one still waiting
+/// stale; so does a stream
 /// not relayed undecoded (the SID was for this session's own comfort noise only).
 #[cold]
 #[inline(never)]
@@ -1531,7 +1532,7 @@ fn attach_sid(
         return false;
     };
     let reached = rep.src_ts.wrapping_sub(*sid_ts) as i32 >= 0;
-    if rep.marker || (rep.relayed && reached) {
+    if rep.marker || ((rep.relayed || rep.decoded > 0) && reached) {
         *pending = false;
         return false;
     }
@@ -2427,9 +2428,12 @@ impl EncodeStage {
                     }
                     // The source's SID where its comfort noise begins, forwarded as is
                     // (the far end's comfort noise then follows the source's) when this
-                    // session negotiated comfort noise; without it, held like the rest
-                    // below. (Kept for keepalives below, out of this closure.)
-                    (None, Some(f)) if part.relayed.any() && f.sid && part.cn_send_pt.is_some() => {
+                    // session negotiated comfort noise, whether or not it relayed the
+                    // source's audio yet (a bridge made in a silence): the comfort noise
+                    // after it is then held back too, not encoded. Without comfort noise
+                    // negotiated, held like the rest below. (Kept for keepalives below,
+                    // out of this closure.)
+                    (None, Some(f)) if f.sid && part.cn_send_pt.is_some() => {
                         let n = f.payload_len;
                         body.get_mut(..n)?.copy_from_slice(f.payload.get(..n)?);
                         part.relayed = Relayed::Sid;

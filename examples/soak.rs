@@ -1349,6 +1349,7 @@ fn run(o: &Opts) -> Result<bool, String> {
         })
         .collect();
     let audio_free0: Vec<usize> = audio.iter().map(|a| a.free_write_slots()).collect();
+    let audio_cap: Vec<usize> = audio.iter().map(|a| a.capacity()).collect();
     let ingress_free0: Vec<usize> = io.iter().map(|(i, _)| i.free_slots()).collect();
     let egress_cap: Vec<usize> = io.iter().map(|(_, e)| e.capacity()).collect();
     let io_max_packet = io
@@ -1650,6 +1651,13 @@ fn run(o: &Opts) -> Result<bool, String> {
     // periods) are read, as an application would, before its slots are counted.
     traffic.read_app_frames();
     let audio_free1: Vec<usize> = traffic.audio.iter().map(|a| a.free_write_slots()).collect();
+    // Every frame read was dropped, so every slot the lanes hand received audio over in
+    // is back with them.
+    let audio_read_free1: Vec<usize> = traffic
+        .audio
+        .iter()
+        .map(|a| a.free_read_slots() + a.pending())
+        .collect();
     for e in engine.events() {
         if let EngineEvent::DeadlineOverrun {
             lane,
@@ -1682,7 +1690,8 @@ fn run(o: &Opts) -> Result<bool, String> {
         && frame_free1 == frame_free0
         && ingress_free1 == ingress_free0
         && egress_free1 == egress_cap
-        && audio_free1 == audio_free0;
+        && audio_free1 == audio_free0
+        && audio_read_free1 == audio_cap;
     let refused = get(&sh.c.push_ring_full);
     let too_large = get(&sh.c.push_too_large);
     let rate_limited = get(&sh.c.push_rate_limited);
@@ -1857,7 +1866,7 @@ fn run(o: &Opts) -> Result<bool, String> {
         .collect();
     out.line(&format!("  VmRSS KiB every 5 s: {}", series.join(", ")));
     out.line(&format!(
-        "slots after destroying everything: session slots free {free_slots1} (start {free_slots0}), sessions left {sessions_left}, frame_slots_free {frame_free1:?} (start {frame_free0:?}), ingress packet slots free {ingress_free1:?} (start {ingress_free0:?}), egress slots free {egress_free1:?} (of {egress_cap:?}), audio write slots free {audio_free1:?} (start {audio_free0:?}): {}",
+        "slots after destroying everything: session slots free {free_slots1} (start {free_slots0}), sessions left {sessions_left}, frame_slots_free {frame_free1:?} (start {frame_free0:?}), ingress packet slots free {ingress_free1:?} (start {ingress_free0:?}), egress slots free {egress_free1:?} (of {egress_cap:?}), audio write slots free {audio_free1:?} (start {audio_free0:?}), audio read slots free or to read {audio_read_free1:?} (of {audio_cap:?}): {}",
         if slots_ok { "nothing lost" } else { "LOST" }
     ));
     let errs = sh.errors.lock().unwrap_or_else(|p| p.into_inner()).clone();

@@ -439,8 +439,13 @@ fn attaching_bridging_and_destroying_give_every_frame_slot_back() {
     e.destroy_media_session(b.id).unwrap();
     assert_eq!(audio.write(a.id, &frame), Err(Error::UnknownSession(a.id)));
     e.step(4).unwrap();
+    // Frames waiting to be read hold their slots; reading gives them back.
+    let queued = audio.pending();
+    assert!(queued > 0);
+    assert_eq!(audio.free_read_slots() + queued, cap);
     drop(read_all(&mut audio));
     assert_eq!(audio.free_write_slots(), cap);
+    assert_eq!(audio.free_read_slots(), cap);
     assert_eq!(audio.pending(), 0);
     assert_eq!(e.lane_stats(0).unwrap().app_frames_unknown, 5);
     assert_eq!(e.free_session_slots(), 4);
@@ -448,6 +453,16 @@ fn attaching_bridging_and_destroying_give_every_frame_slot_back() {
     for id in [a.id, b.id] {
         assert_eq!(e.attach_audio(id), Err(Error::UnknownSession(id)));
     }
+    // The count catches a slot that never comes back: a frame read and leaked.
+    let c = e.create_media_session(DialogId(3), pcmu()).unwrap();
+    e.attach_audio(c.id).unwrap();
+    for _ in 0..6 {
+        push(&mut ing, c.id);
+        e.step(2).unwrap();
+    }
+    std::mem::forget(audio.read().unwrap());
+    drop(read_all(&mut audio));
+    assert_eq!(audio.free_read_slots(), cap - 1);
 }
 
 #[test]

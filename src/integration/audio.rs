@@ -120,6 +120,16 @@ impl AudioHandle {
         self.parts.from_app_free.slots()
     }
 
+    /// Frame slots free for the lane to hand received audio over in right now: those not
+    /// waiting to be read ([`AudioHandle::pending`]) nor held in a [`ReceivedAudio`] nor
+    /// being filled by the lane. With the lane idle and every [`ReceivedAudio`] dropped,
+    /// `free_read_slots() + pending()` is [`AudioHandle::capacity`]: a check that no slot
+    /// was lost.
+    pub fn free_read_slots(&self) -> usize {
+        let ring = &self.parts.to_app_free;
+        ring.buffer().capacity() - ring.slots()
+    }
+
     /// Frame slots each way.
     pub fn capacity(&self) -> usize {
         self.parts.from_app_slab.capacity()

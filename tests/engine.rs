@@ -2071,7 +2071,7 @@ fn a_leg_whose_source_is_silent_sends_keepalives() {
 /// first packet after the silence is marked. At the frames in `talk_sids` a SID follows
 /// the audio packet (with its timestamp: a sender that takes it back at once), and the
 /// packets of the frames in `lost` are lost. Returns the engine, what B sent, and the
-/// payloads A's phone sent.
+/// payloads A's phone sent, and the egress handle.
 fn g722_relay_across_silence(
     pb: MediaSessionParams,
     frames: usize,
@@ -2079,7 +2079,12 @@ fn g722_relay_across_silence(
     sid_every: Option<usize>,
     talk_sids: &[usize],
     lost: &[usize],
-) -> (MediaEngine, Vec<common::Out>, Vec<Vec<u8>>) {
+) -> (
+    MediaEngine,
+    Vec<common::Out>,
+    Vec<Vec<u8>>,
+    media_core::EgressHandle,
+) {
     use media_core::codec::audio::g722::{G722Encoder, G722Mode};
     let e = virtual_engine(4);
     let mut pa = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
@@ -2127,7 +2132,7 @@ fn g722_relay_across_silence(
         e.step(2).unwrap();
         out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
     }
-    (e, out, sent)
+    (e, out, sent, eg)
 }
 
 /// The RMS of each of `packets` (G.722, none empty) decoded in order, as the far end hears
@@ -2158,7 +2163,7 @@ fn an_undecoded_g722_relay_sends_nothing_of_its_own_encoders_across_a_gap() {
         let mut pb = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
         pb.keepalive_ms = keepalive_ms;
         // A's phone: 1 s of tone, 1 s of nothing, 1 s of tone.
-        let (e, out, sent) = g722_relay_across_silence(pb, 150, 50..100, None, &[], &[]);
+        let (e, out, sent, _) = g722_relay_across_silence(pb, 150, 50..100, None, &[], &[]);
         // Every payload B sent is one A's phone sent, or empty (a keepalive).
         let (audio, keepalives): (Vec<_>, Vec<_>) =
             out.iter().partition(|p| !p.payload().is_empty());
@@ -2201,7 +2206,7 @@ fn an_undecoded_g722_relay_sends_nothing_of_its_own_encoders_across_a_gap() {
 #[test]
 fn an_undecoded_g722_relay_through_comfort_noise_sends_no_burst() {
     let pb = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
-    let (_e, out, sent) = g722_relay_across_silence(pb, 250, 50..200, Some(10), &[], &[]);
+    let (_e, out, sent, _) = g722_relay_across_silence(pb, 250, 50..200, Some(10), &[], &[]);
     assert!(out.len() >= 95, "{} packets", out.len());
     assert!(
         out.iter()
@@ -2229,7 +2234,7 @@ fn an_undecoded_g722_relay_forwards_the_sources_sids_where_comfort_noise_was_neg
     pb.comfort_noise_send_pt = media_core::PayloadType::new(19);
     // A SID inside the first talkspurt, taken back by the audio after it, goes nowhere,
     // nor at a loss after that.
-    let (e, out, sent) = g722_relay_across_silence(pb, 250, 50..200, Some(10), &[20], &[30]);
+    let (e, out, sent, _) = g722_relay_across_silence(pb, 250, 50..200, Some(10), &[20], &[30]);
     let (sids, audio): (Vec<_>, Vec<_>) = out.iter().partition(|p| p.header.payload_type == 19);
     // A's phone sent 15 SIDs (frames 50, 60, .., 190).
     assert_eq!(sids.len(), 15, "{} SIDs forwarded", sids.len());
@@ -2274,7 +2279,7 @@ fn an_undecoded_g722_relay_forwards_the_sources_sids_where_comfort_noise_was_neg
 fn a_relay_that_starts_in_comfort_noise_forwards_the_sids() {
     let mut pb = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
     pb.comfort_noise_send_pt = media_core::PayloadType::new(19);
-    let (_e, out, sent) = g722_relay_across_silence(pb, 100, 0..50, Some(10), &[], &[]);
+    let (_e, out, sent, _) = g722_relay_across_silence(pb, 100, 0..50, Some(10), &[], &[]);
     let sids: Vec<_> = out.iter().filter(|p| p.header.payload_type == 19).collect();
     assert_eq!(sids.len(), 5, "{} SIDs forwarded", sids.len());
     assert!(out
@@ -2300,7 +2305,7 @@ fn keepalives_through_a_relayed_comfort_noise_repeat_the_forwarded_sid_or_keep_c
         if cn {
             pb.comfort_noise_send_pt = media_core::PayloadType::new(19);
         }
-        let (e, out, _) = g722_relay_across_silence(pb, 250, 50..200, Some(50), &[], &[]);
+        let (e, out, _, _) = g722_relay_across_silence(pb, 250, 50..200, Some(50), &[], &[]);
         let keepalives = e.lane_stats(0).unwrap().keepalives_sent;
         // B's packets from the last audio before the silence to the first after it.
         let first = out
@@ -2344,6 +2349,36 @@ fn keepalives_through_a_relayed_comfort_noise_repeat_the_forwarded_sid_or_keep_c
             assert!(keepalives >= 8, "cn {cn}: {keepalives} keepalives");
         }
     }
+}
+
+/// B, repeating the SID it forwarded in keepalives, is parked while A is silent: its
+/// keepalives are SIDs of silence again (in review they repeated A's background for as
+/// long as B stayed parked).
+#[test]
+fn a_parked_leg_stops_repeating_its_former_sources_sid() {
+    let mut pb = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
+    pb.keepalive_ms = 300;
+    pb.comfort_noise_send_pt = media_core::PayloadType::new(19);
+    let (e, out, _, mut eg) = g722_relay_across_silence(pb, 120, 50..200, Some(50), &[], &[]);
+    let b = out[0].session;
+    // In A's silence: B's last packets are the SID and a keepalive repeating it.
+    let last: Vec<_> = out[out.len() - 2..]
+        .iter()
+        .map(|p| (p.header.payload_type, p.payload().to_vec()))
+        .collect();
+    assert_eq!(last, [(19, vec![70]), (19, vec![70])]);
+    let a = e.session_ids().into_iter().find(|&id| id != b).unwrap();
+    e.unbridge(a).unwrap();
+    e.step(200).unwrap();
+    let parked: Vec<_> = drain(&mut eg)
+        .into_iter()
+        .filter(|p| p.session == b)
+        .map(|p| (p.header.payload_type, p.payload().to_vec()))
+        .collect();
+    assert!(
+        parked.len() >= 2 && parked.iter().all(|p| *p == (19, vec![127])),
+        "parked: {parked:?}"
+    );
 }
 
 /// A G.722 relay whose source switches to 40 ms packets mid-call (a session at 20 ms):
@@ -2397,6 +2432,74 @@ fn a_relayed_g722_stream_that_changes_packet_size_keeps_flowing() {
     }
     // 80 frame periods after the switch has settled: audio in (nearly) all of them.
     assert!(late >= 76, "B sent {late} packets in 80 periods");
+}
+
+/// The same with comfort noise both ways and the source in 40 ms packets throughout (B's
+/// encoder makes the stream: the packets do not match B's 20 ms frames), silent with a SID
+/// between two 1 s talkspurts: B sends every 20 ms period of both talkspurts as audio. In
+/// review, forwarding the SID here (as if B relayed) dropped the talkspurt's last 20 ms,
+/// which the SID was attached to, and held back the next one's first 40 ms.
+#[test]
+fn a_source_whose_packets_do_not_match_the_frame_keeps_its_talkspurts_whole_around_a_sid() {
+    use media_core::codec::audio::g722::{G722Encoder, G722Mode};
+    let e = virtual_engine(4);
+    let leg = || {
+        let mut p = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
+        p.comfort_noise_pt = media_core::PayloadType::new(13);
+        p.comfort_noise_send_pt = media_core::PayloadType::new(13);
+        p
+    };
+    let (a, b) = e
+        .create_call((DialogId(1), leg()), (DialogId(2), leg()))
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut enc = G722Encoder::new(G722Mode::Rate64k);
+    let mut pkt = Vec::new();
+    let mut seq = 0u16;
+    let (mut audio, mut sids) = (Vec::new(), 0);
+    for k in 0..170usize {
+        let ts = 160 * k as u32;
+        let talk = !(50..100).contains(&k);
+        if talk && k % 2 == 0 {
+            let pcm: Vec<i16> = (0..640)
+                .map(|i| ((((k * 320 + i) as f64) * 0.39).sin() * 6000.0) as i16)
+                .collect();
+            let mut payload = vec![0u8; 320];
+            enc.encode(&pcm, &mut payload);
+            rtp(9, seq, ts, 3, k == 0 || k == 100, &payload, &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+            seq = seq.wrapping_add(1);
+        } else if k == 50 {
+            rtp(13, seq, ts, 3, false, &[60], &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+            seq = seq.wrapping_add(1);
+        }
+        e.step(2).unwrap();
+        for p in drain(&mut eg).into_iter().filter(|p| p.session == b.id) {
+            match p.header.payload_type {
+                9 => audio.push(p.header.timestamp),
+                _ => sids += 1,
+            }
+        }
+    }
+    // Each talkspurt's periods, from B's first audio packet of it to its last, all sent.
+    let first = audio[0];
+    let periods: Vec<u32> = audio.iter().map(|t| t.wrapping_sub(first) / 160).collect();
+    let gap = periods.windows(2).position(|w| w[1] - w[0] > 1).unwrap();
+    let (one, two) = periods.split_at(gap + 1);
+    assert!(one.windows(2).all(|w| w[1] == w[0] + 1) && two.windows(2).all(|w| w[1] == w[0] + 1));
+    assert!(
+        one.len() >= 49 && two.len() >= 69,
+        "talkspurts of {} and {} periods",
+        one.len(),
+        two.len()
+    );
+    // The silence between them: no longer than A's (B conceals the first periods of it).
+    let silence = two[0] - one[one.len() - 1] - 1;
+    assert!(
+        (44..=50).contains(&silence),
+        "{silence} periods of silence; {sids} SIDs"
+    );
 }
 
 #[test]

@@ -53,7 +53,7 @@ struct Tally {
     ticks: u64,
 }
 
-fn params(codec: CodecSpec, ptime: Ptime) -> MediaSessionParams {
+fn params(codec: CodecSpec, ptime: Ptime, wide_cn: bool) -> MediaSessionParams {
     let mut p = MediaSessionParams::new(codec, ptime);
     if matches!(codec, CodecSpec::PCMU | CodecSpec::PCMA) {
         // A sender may switch between the two without signalling.
@@ -67,9 +67,10 @@ fn params(codec: CodecSpec, ptime: Ptime) -> MediaSessionParams {
         p.comfort_noise_send_pt = PayloadType::new(CN_PT);
         p.dtx = true;
     }
-    if matches!(codec, CodecSpec::G722 | CodecSpec::OPUS) {
-        // Comfort noise both ways: the G.722-G.722 and Opus-Opus calls relay undecoded and
-        // forward their sources' SIDs (and keepalives repeat them).
+    if wide_cn && matches!(codec, CodecSpec::G722 | CodecSpec::OPUS) {
+        // Comfort noise both ways (by the input; without it their keepalives are empty
+        // payloads): the G.722-G.722 and Opus-Opus calls relay undecoded and forward their
+        // sources' SIDs (and keepalives repeat them).
         p.comfort_noise_pt = PayloadType::new(CN_PT);
         p.comfort_noise_send_pt = PayloadType::new(CN_PT);
     }
@@ -85,7 +86,10 @@ fn params(codec: CodecSpec, ptime: Ptime) -> MediaSessionParams {
 /// Runs one input. Panics (the finding) when an invariant breaks.
 pub fn run(data: &[u8]) {
     let mut inp = Input::new(data);
-    let small_slab = inp.bool();
+    // One byte of flags (the regression inputs' first byte held only the first).
+    let flags = inp.u8();
+    let small_slab = flags & 1 != 0;
+    let wide_cn = flags & 2 != 0;
     let engine = MediaEngine::new(EngineConfig {
         clock: ClockMode::Virtual,
         sessions_per_lane: SESSIONS_PER_LANE,
@@ -120,7 +124,7 @@ pub fn run(data: &[u8]) {
                 // bridges one ptime: negotiation settles on 20 ms, and so does this harness.
                 ptime = Ptime::MS_20;
             }
-            let (pa, pb) = (params(a, ptime), params(b, ptime));
+            let (pa, pb) = (params(a, ptime, wide_cn), params(b, ptime, wide_cn));
             let (ha, hb) = engine
                 .create_call(
                     (DialogId(dialog), pa.clone()),

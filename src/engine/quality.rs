@@ -612,6 +612,22 @@ mod tests {
     use crate::runtime::stats::TickHistogram;
 
     #[test]
+    fn a_sessions_own_media_timeout_is_forgotten_when_it_ends() {
+        let mut m = QualityMonitor::default();
+        let (ended, live) = (
+            SessionId::from_parts(0, 1, 1),
+            SessionId::from_parts(0, 2, 1),
+        );
+        m.set_media_timeout(ended, Some(3_000));
+        m.set_media_timeout(live, Some(0));
+        m.forget_ended(&[live]);
+        assert_eq!(m.media_timeouts.len(), 1);
+        assert_eq!(m.media_timeouts.get(&live.to_u64()), Some(&0));
+        m.set_media_timeout(live, None);
+        assert!(m.media_timeouts.is_empty());
+    }
+
+    #[test]
     fn a_lane_window_judges_the_recent_ticks_not_the_lanes_life() {
         let h = TickHistogram::default();
         let mut w = LaneWindow::default();

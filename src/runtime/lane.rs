@@ -34,7 +34,7 @@ use crate::quality::rtp_stats::PacketClass;
 use crate::rtp::{write_header, RtpHeader, RtpPacket, RTP_HEADER_LEN};
 use crate::session::receive::{PacketDecoder, RelayStep, StretchPool};
 use crate::session::{
-    DecodePart, DspPart, DtxFrame, EncodePart, JitterPart, Relayed, MAX_RX_CODECS,
+    DecodePart, DspPart, DtxFrame, EncodePart, JitterPart, Relayed, SidState, MAX_RX_CODECS,
 };
 use crate::types::{PayloadType, Ptime, SessionId};
 
@@ -715,7 +715,7 @@ impl JitterStage {
 pub struct DecodeStage {
     sessions: Box<[Option<DecodePart<Token>>]>,
     /// Per slot: the newest RFC 3389 SID the session received and its RTP timestamp, while
-    /// `DecodePart::sid_pending` (cold: touched only when one arrives and when a stream
+    /// `DecodePart::sid` (cold: touched only when one arrives and when a stream
     /// relayed undecoded forwards it).
     sids: Box<[(CnPayload, u32)]>,
     /// Per slot: 0 when empty, else `ptime_ticks << 4 | phase` (as in the jitter stage).
@@ -984,12 +984,18 @@ impl DecodeStage {
                         // (`play`): a newer one replaces one not yet forwarded, an older
                         // one (reordered) does not, and a duplicate (the network's, or a
                         // sender's retransmission) is not forwarded again.
-                        if !duplicate && (!p.sid_pending || (ts.wrapping_sub(fwd.1) as i32) >= 0) {
+                        let newer = ts.wrapping_sub(fwd.1) as i32;
+                        let take = match p.sid {
+                            SidState::None => true,
+                            SidState::Pending => newer >= 0,
+                            SidState::Forwarded => newer > 0,
+                        };
+                        if !duplicate && take {
                             fwd.0.level_dbov = level_dbov;
                             fwd.0.reflection.clear();
                             let _ = fwd.0.reflection.try_extend_from_slice(&reflection[..n]);
                             fwd.1 = ts;
-                            p.sid_pending = true;
+                            p.sid = SidState::Pending;
                         }
                     }
                 }
@@ -1349,6 +1355,8 @@ impl DecodeStage {
         let played_ns = self.play_ns;
         // Set when the frame carries a SID to forward (`FrameSlot::sid`).
         let mut sid = false;
+        // Decoded audio left from the packet before (one longer than the frame) plays first.
+        let leftover = part.sid != SidState::None && part.receive.pending_samples() > 0;
         let rep = self.frames.with_mut(&mut frame, |f| {
             let step = if undecoded_relay {
                 part.receive.relay_frame(frame_samples, &mut release)
@@ -1380,10 +1388,11 @@ impl DecodeStage {
             // decoded into it (comfort noise once the buffer went idle, concealment).
             f.undecoded_stream = undecoded_relay && (rep.marker || rep.decoded == 0);
             f.sid = false;
-            if part.sid_pending {
+            if part.sid != SidState::None {
                 sid = attach_sid(
-                    &mut part.sid_pending,
+                    &mut part.sid,
                     part.receive.buffer.is_empty(),
+                    leftover,
                     f,
                     Played {
                         src_ts: rep.src_ts,
@@ -1502,44 +1511,46 @@ struct Played {
     produced: bool,
 }
 
-/// With a SID pending (`DecodePart::sid_pending`; `kept`: it and its timestamp; `empty`:
-/// the session's jitter buffer holds nothing), attaches it to frame `f` being played
-/// (report `rep`) and returns true when it goes with this frame, or drops it when it is
-/// stale.
+/// With a SID of the source's current silence (`state`: `DecodePart::sid`; `kept`: the
+/// newest and its timestamp; `empty`: the session's jitter buffer holds nothing; `leftover`:
+/// the frame began with decoded audio left from the packet before), attaches the SID to
+/// frame `f` being played (report `rep`) and returns true when it goes with this frame.
 ///
 /// The source's newest SID, not yet forwarded, goes with the first frame period without a
-/// packet (a gap, or comfort noise once the buffer went idle) of a stream relayed undecoded
-/// once the source's silence has begun: the frame is at or after the SID's timestamp, or
-/// nothing is buffered (the audio the buffer held when it came played first; a gap's
-/// timeline stands still). It is for a destination that negotiated comfort noise, to send
-/// as is (its own encoder may not make that frame; see `EncodeStage::encode`); in a gap the
-/// frame carries only the SID (`samples` 0). Audio of the source's at or after its
-/// timestamp (relayed or decoded), or a talkspurt's restart, makes one still waiting
-/// stale; so does a stream
-/// not relayed undecoded (the SID was for this session's own comfort noise only).
+/// packet or decoded audio in it (a gap, or comfort noise once the buffer went idle) of a
+/// stream relayed undecoded once the source's silence has begun: the frame is at or after
+/// the SID's timestamp, or nothing is buffered (the audio the buffer held when it came
+/// played first; a gap's timeline stands still). It is for a destination that negotiated
+/// comfort noise, to send as is (its own encoder may not make that frame; see
+/// `EncodeStage::encode`); in a gap the frame carries only the SID (`samples` 0). Audio of
+/// the source's at or after its timestamp (relayed or decoded), or a talkspurt's restart,
+/// ends the silence: a SID still waiting is stale. On a stream not relayed undecoded the
+/// SIDs were for this session's own comfort noise only.
 #[cold]
 #[inline(never)]
 fn attach_sid(
-    pending: &mut bool,
+    state: &mut SidState,
     empty: bool,
+    leftover: bool,
     f: &mut FrameSlot,
     rep: Played,
     undecoded_relay: bool,
     kept: Option<&(CnPayload, u32)>,
 ) -> bool {
     let Some((cn, sid_ts)) = kept.filter(|_| undecoded_relay) else {
-        *pending = false;
+        *state = SidState::None;
         return false;
     };
     let reached = rep.src_ts.wrapping_sub(*sid_ts) as i32 >= 0;
-    if rep.marker || ((rep.relayed || rep.decoded > 0) && reached) {
-        *pending = false;
+    let audio = rep.relayed || rep.decoded > 0;
+    if rep.marker || (audio && reached) {
+        *state = SidState::None;
         return false;
     }
-    if rep.decoded != 0 || rep.relayed || !(reached || empty) {
+    if *state != SidState::Pending || audio || leftover || !(reached || empty) {
         return false;
     }
-    *pending = false;
+    *state = SidState::Forwarded;
     let n = cn.write(&mut f.payload);
     f.payload_len = n;
     f.sid = n > 0;
@@ -2122,7 +2133,16 @@ impl EncodeStage {
                     let _ = part.encoder.tune_opus(t);
                 }
             }
-            Op::Route | Op::Barrier | Op::Fault => {}
+            Op::Route => {
+                // Whose silence a forwarded SID described is no longer certain (a call
+                // parked or bridged elsewhere): keepalives stop repeating it.
+                if let Some(p) = self.sessions[slot].as_mut() {
+                    if p.relayed == Relayed::Sid {
+                        p.relayed = Relayed::Audio;
+                    }
+                }
+            }
+            Op::Barrier | Op::Fault => {}
         }
         counters.commands_applied.inc();
         let seq = b.seq;
@@ -2428,12 +2448,22 @@ impl EncodeStage {
                     }
                     // The source's SID where its comfort noise begins, forwarded as is
                     // (the far end's comfort noise then follows the source's) when this
-                    // session negotiated comfort noise, whether or not it relayed the
-                    // source's audio yet (a bridge made in a silence): the comfort noise
-                    // after it is then held back too, not encoded. Without comfort noise
+                    // session negotiated comfort noise and the far end's decoder follows
+                    // the source's encoder, or nothing was sent yet (a bridge made in a
+                    // silence): the comfort noise after it is then held back too, not
+                    // encoded. Not where this session's encoder makes the stream (a source
+                    // whose packets do not match the frame: the frames around a silence
+                    // carry decoded speech that must go out). Without comfort noise
                     // negotiated, held like the rest below. (Kept for keepalives below,
                     // out of this closure.)
-                    (None, Some(f)) if f.sid && part.cn_send_pt.is_some() => {
+                    (None, Some(f))
+                        if f.sid
+                            && part.cn_send_pt.is_some()
+                            && matches!(
+                                part.relayed,
+                                Relayed::Audio | Relayed::Sid | Relayed::Never
+                            ) =>
+                    {
                         let n = f.payload_len;
                         body.get_mut(..n)?.copy_from_slice(f.payload.get(..n)?);
                         part.relayed = Relayed::Sid;

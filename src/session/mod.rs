@@ -353,9 +353,9 @@ pub struct DecodePart<T> {
     pub phase: u32,
     /// True when this session's DSP chain is the identity (relay allowed from here).
     pub dsp_passthrough: bool,
-    /// An RFC 3389 SID arrived that a stream relayed undecoded has not yet forwarded (the
-    /// decode stage keeps it; see `FrameSlot::sid`).
-    pub sid_pending: bool,
+    /// The SIDs of the source's current silence, for a stream relayed undecoded to forward
+    /// (the decode stage keeps the newest; see `FrameSlot::sid`).
+    pub sid: SidState,
     /// Samples per frame.
     pub frame_samples: usize,
     /// Where decoded audio goes; `None` drops it (counted as no sink).
@@ -389,24 +389,38 @@ pub struct DspPart {
     pub resampler: Option<Box<crate::processing::format::resample::Resampler>>,
 }
 
+/// Where a decode part stands with the RFC 3389 SIDs its source sends, for forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SidState {
+    /// None since the source's audio last played.
+    None,
+    /// One received, not yet forwarded.
+    Pending,
+    /// One forwarded in this silence: an older one arriving late is not forwarded after it.
+    Forwarded,
+}
+
 /// What an encode part's stream last carried, as far as the far end's decoder state goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Relayed {
-    /// Audio of this session's encoder (or nothing yet).
+    /// Nothing yet.
+    Never,
+    /// Audio of this session's encoder.
     No,
     /// A payload relayed from the source.
     Audio,
-    /// A payload relayed from the source, then a SID forwarded from it (kept in the encode
-    /// stage): keepalives repeat it, so the far end's comfort noise keeps the source's
-    /// level rather than dropping to silence.
+    /// A SID forwarded from the source (kept in the encode stage), after its relayed audio
+    /// or as the first packet: keepalives repeat it, so the far end's comfort noise keeps
+    /// the source's level rather than dropping to silence.
     Sid,
 }
 
 impl Relayed {
-    /// The far end's decoder follows the source's encoder.
+    /// The far end's decoder follows the source's encoder (or, after a SID forwarded
+    /// first, will: nothing of this session's encoder went out).
     #[inline]
     pub fn any(self) -> bool {
-        self != Relayed::No
+        matches!(self, Relayed::Audio | Relayed::Sid)
     }
 }
 
@@ -665,7 +679,7 @@ impl<T> SessionParts<T> {
                 frame_samples: frame,
                 route: None,
                 dsp_passthrough: dsp.is_passthrough(),
-                sid_pending: false,
+                sid: SidState::None,
                 ptime_ticks: params.ptime.ticks(),
                 phase: phase % params.ptime.ticks(),
             },
@@ -719,7 +733,7 @@ impl<T> SessionParts<T> {
                 },
                 idle_frames: 0,
                 cn_send_pt: params.comfort_noise_send_pt,
-                relayed: Relayed::No,
+                relayed: Relayed::Never,
             },
         }
     }

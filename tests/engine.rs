@@ -2351,6 +2351,49 @@ fn keepalives_through_a_relayed_comfort_noise_repeat_the_forwarded_sid_or_keep_c
     }
 }
 
+/// An undecoded G.722 relay whose source's two SIDs of one silence arrive reordered: the
+/// newer (level 70, sent at 1.2 s) first, the older (level 40, sent at 1 s) 200 ms after
+/// it. B forwards the newer only: the older one after it would set the far end's comfort
+/// noise back to a level the source had left.
+#[test]
+fn an_older_sid_arriving_after_a_newer_one_is_not_forwarded() {
+    use media_core::codec::audio::g722::{G722Encoder, G722Mode};
+    let e = virtual_engine(4);
+    let mut pa = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
+    pa.comfort_noise_pt = media_core::PayloadType::new(13);
+    let mut pb = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
+    pb.comfort_noise_send_pt = media_core::PayloadType::new(19);
+    let (a, b) = e.create_call((DialogId(1), pa), (DialogId(2), pb)).unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut enc = G722Encoder::new(G722Mode::Rate64k);
+    let (mut pkt, mut sids) = (Vec::new(), Vec::new());
+    for k in 0..120usize {
+        if k < 50 {
+            let pcm: Vec<i16> = (0..320)
+                .map(|i| ((((k * 320 + i) as f64) * 0.39).sin() * 6000.0) as i16)
+                .collect();
+            let mut payload = vec![0u8; 160];
+            enc.encode(&pcm, &mut payload);
+            rtp(9, k as u16, 160 * k as u32, 3, k == 0, &payload, &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+        } else if k == 60 {
+            rtp(13, 51, 160 * 60, 3, false, &[70], &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+        } else if k == 70 {
+            rtp(13, 50, 160 * 50, 3, false, &[40], &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+        }
+        e.step(2).unwrap();
+        sids.extend(
+            drain(&mut eg)
+                .into_iter()
+                .filter(|p| p.session == b.id && p.header.payload_type == 19)
+                .map(|p| p.payload().to_vec()),
+        );
+    }
+    assert_eq!(sids, [vec![70u8]]);
+}
+
 /// B, repeating the SID it forwarded in keepalives, is parked while A is silent: its
 /// keepalives are SIDs of silence again (in review they repeated A's background for as
 /// long as B stayed parked).

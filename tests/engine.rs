@@ -2394,6 +2394,64 @@ fn an_older_sid_arriving_after_a_newer_one_is_not_forwarded() {
     assert_eq!(sids, [vec![70u8]]);
 }
 
+/// A PCMU relay (A's packets relayed, concealment from their codes) whose source goes
+/// silent for 2 s with a SID every 500 ms. B with comfort noise negotiated forwards the SIDs
+/// and sends nothing else through the silence (before: 100 frames of PCMU comfort noise of
+/// its own, 64 kbit/s of it); B without keeps sending comfort noise, encoded. Either way
+/// the talk on both sides of the silence is relayed as sent.
+#[test]
+fn a_g711_relay_forwards_the_sources_sids_or_encodes_its_comfort_noise() {
+    for cn in [true, false] {
+        let e = virtual_engine(4);
+        let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+        pa.comfort_noise_pt = media_core::PayloadType::new(13);
+        let mut pb = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+        if cn {
+            pb.comfort_noise_send_pt = media_core::PayloadType::new(19);
+        }
+        let (a, b) = e.create_call((DialogId(1), pa), (DialogId(2), pb)).unwrap();
+        let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+        let mut pkt = Vec::new();
+        let (mut audio, mut sids, mut talk) = (0, Vec::new(), Vec::new());
+        for k in 0..200usize {
+            let silent = (50..150).contains(&k);
+            if !silent {
+                let pcm: Vec<i16> = (0..160)
+                    .map(|i| ((((k * 160 + i) as f64) * 0.39).sin() * 6000.0) as i16)
+                    .collect();
+                let mut payload = vec![0u8; 160];
+                media_core::codec::audio::g711::ulaw_encode(&pcm, &mut payload);
+                rtp(0, k as u16, 160 * k as u32, 3, k == 150, &payload, &mut pkt);
+                ing.push(a.id, &pkt).unwrap();
+                talk.push(payload);
+            } else if k % 25 == 0 {
+                rtp(13, k as u16, 160 * k as u32, 3, false, &[70], &mut pkt);
+                ing.push(a.id, &pkt).unwrap();
+            }
+            e.step(2).unwrap();
+            for p in drain(&mut eg).into_iter().filter(|p| p.session == b.id) {
+                match p.header.payload_type {
+                    0 => {
+                        audio += 1;
+                    }
+                    _ => sids.push(p.payload().to_vec()),
+                }
+            }
+        }
+        let st = e.session_stats(a.id).unwrap();
+        if cn {
+            // The four SIDs, and the talk (100 frames, less the buffer's start, plus the
+            // concealment before the first SID's frame).
+            assert_eq!(sids, vec![vec![70u8]; 4], "cn");
+            assert!((95..=106).contains(&audio), "cn: {audio} PCMU packets");
+        } else {
+            assert!(sids.is_empty());
+            assert!(audio >= 195, "no cn: {audio} PCMU packets");
+        }
+        assert!(st.frames_relayed >= 95, "{st:?}");
+    }
+}
+
 /// B, repeating the SID it forwarded in keepalives, is parked while A is silent: its
 /// keepalives are SIDs of silence again (in review they repeated A's background for as
 /// long as B stayed parked).

@@ -15,8 +15,8 @@ use rtrb::{Consumer, Producer, RingBuffer};
 
 use super::live::LiveTable;
 use super::msg::{
-    AppFrame, AppFrameSlot, Arrival, Bundle, Downstream, DtmfSource, EgressSlot, FrameSlot,
-    LaneEvent, Op, PacketSlot, PlayRange, ToDecode,
+    AppFrame, AppFrameSlot, Arrival, Bundle, Downstream, DtmfSource, EgressSlot, FrameSid,
+    FrameSlot, LaneEvent, Op, PacketSlot, PlayRange, ToDecode,
 };
 use super::prefetch;
 use super::slab::{Slab, Token};
@@ -1092,7 +1092,7 @@ impl DecodeStage {
                     f.payload_len = 0;
                     f.relay = false;
                     f.undecoded_stream = false;
-                    f.sid = false;
+                    f.sid = FrameSid::No;
                     f.marker = false;
                     f.silence = false;
                     f.src_ts = 0;
@@ -1387,12 +1387,10 @@ impl DecodeStage {
             // a talkspurt's first frame (the buffer's restart) and a frame with no packet
             // decoded into it (comfort noise once the buffer went idle, concealment).
             f.undecoded_stream = undecoded_relay && (rep.marker || rep.decoded == 0);
-            f.sid = false;
+            f.sid = FrameSid::No;
             if part.sid != SidState::None {
                 sid = attach_sid(
                     &mut part.sid,
-                    part.receive.buffer.is_empty(),
-                    leftover,
                     f,
                     Played {
                         src_ts: rep.src_ts,
@@ -1400,8 +1398,11 @@ impl DecodeStage {
                         relayed: rep.relay.is_some(),
                         decoded: rep.decoded,
                         produced: rep.produced,
+                        empty: part.receive.buffer.is_empty(),
+                        leftover,
                     },
                     undecoded_relay,
+                    lazy_relay,
                     sids.get(slot as usize),
                 );
             }
@@ -1509,35 +1510,39 @@ struct Played {
     relayed: bool,
     decoded: u32,
     produced: bool,
+    /// The session's jitter buffer holds nothing.
+    empty: bool,
+    /// The frame began with decoded audio left from the packet before.
+    leftover: bool,
 }
 
 /// With a SID of the source's current silence (`state`: `DecodePart::sid`; `kept`: the
-/// newest and its timestamp; `empty`: the session's jitter buffer holds nothing; `leftover`:
-/// the frame began with decoded audio left from the packet before), attaches the SID to
-/// frame `f` being played (report `rep`) and returns true when it goes with this frame.
+/// newest and its timestamp), attaches the SID to frame `f` being played (`rep`: what the
+/// play reported) and returns true when it goes with this frame.
 ///
 /// The source's newest SID, not yet forwarded, goes with the first frame period without a
 /// packet or decoded audio in it (a gap, or comfort noise once the buffer went idle) of a
-/// stream relayed undecoded once the source's silence has begun: the frame is at or after
+/// stream relayed (undecoded, or a G.711 relay, whose later frames of comfort noise are then
+/// marked `FrameSid::Silence`) once the source's silence has begun: the frame is at or after
 /// the SID's timestamp, or nothing is buffered (the audio the buffer held when it came
 /// played first; a gap's timeline stands still). It is for a destination that negotiated
 /// comfort noise, to send as is (its own encoder may not make that frame; see
 /// `EncodeStage::encode`); in a gap the frame carries only the SID (`samples` 0). Audio of
 /// the source's at or after its timestamp (relayed or decoded), or a talkspurt's restart,
-/// ends the silence: a SID still waiting is stale. On a stream not relayed undecoded the
-/// SIDs were for this session's own comfort noise only.
+/// ends the silence: a SID still waiting is stale. On a stream not relayed the SIDs were
+/// for this session's own comfort noise only.
 #[cold]
 #[inline(never)]
 fn attach_sid(
     state: &mut SidState,
-    empty: bool,
-    leftover: bool,
     f: &mut FrameSlot,
     rep: Played,
     undecoded_relay: bool,
+    lazy_relay: bool,
     kept: Option<&(CnPayload, u32)>,
 ) -> bool {
-    let Some((cn, sid_ts)) = kept.filter(|_| undecoded_relay) else {
+    // (`undecoded_relay` implies `lazy_relay`; a G.711 relay is lazy, not undecoded.)
+    let Some((cn, sid_ts)) = kept.filter(|_| lazy_relay) else {
         *state = SidState::None;
         return false;
     };
@@ -1547,17 +1552,28 @@ fn attach_sid(
         *state = SidState::None;
         return false;
     }
-    if *state != SidState::Pending || audio || leftover || !(reached || empty) {
+    if *state == SidState::Forwarded {
+        // The signalled silence goes on: a G.711 relay's comfort noise is not sent either
+        // where the SID went out (an undecoded relay's frames are marked already).
+        if !undecoded_relay && !audio {
+            f.sid = FrameSid::Silence;
+        }
+        return false;
+    }
+    if *state != SidState::Pending || audio || rep.leftover || !(reached || rep.empty) {
         return false;
     }
     *state = SidState::Forwarded;
     let n = cn.write(&mut f.payload);
     f.payload_len = n;
-    f.sid = n > 0;
+    if n == 0 {
+        return false;
+    }
+    f.sid = FrameSid::Sid;
     if !rep.produced {
         f.samples = 0;
     }
-    f.sid
+    true
 }
 
 /// `tick % k` for k = 1..=6 (index 0 unused): where `tick` falls in each frame period, so
@@ -2457,7 +2473,7 @@ impl EncodeStage {
                     // negotiated, held like the rest below. (Kept for keepalives below,
                     // out of this closure.)
                     (None, Some(f))
-                        if f.sid
+                        if f.sid == FrameSid::Sid
                             && part.cn_send_pt.is_some()
                             && matches!(
                                 part.relayed,
@@ -2486,6 +2502,14 @@ impl EncodeStage {
                     // this encoder then making the stream. (`play` marks only streams it
                     // relays undecoded, to a destination sending their codec.)
                     (None, Some(f)) if part.relayed.any() && f.undecoded_stream => {
+                        held = true;
+                        return None;
+                    }
+                    // Comfort noise through the source's signalled silence in a G.711
+                    // relay whose SID this session forwarded: the far end plays it.
+                    (None, Some(f))
+                        if part.relayed == Relayed::Sid && f.sid == FrameSid::Silence =>
+                    {
                         held = true;
                         return None;
                     }

@@ -66,13 +66,9 @@ pub struct FrameSlot {
     /// destination's encoder, once it has been relaying (`EncodePart::relayed`), does not
     /// encode it.
     pub undecoded_stream: bool,
-    /// `payload[..payload_len]` is an RFC 3389 SID frame the source sent (its level byte
-    /// and up to 10 reflection coefficients: RFC 3389 §3 lets the order be reduced),
-    /// marked on the first frame period without a packet in the silence it begins, in a
-    /// stream relayed undecoded (with no audio, `samples` 0, in a gap of the jitter
-    /// buffer): a destination that relays the stream and negotiated comfort noise forwards
-    /// it, so the far end plays the source's background instead of silence.
-    pub sid: bool,
+    /// The frame's part in a silence its source signalled with RFC 3389 SIDs, in a stream
+    /// relayed (see [`FrameSid`]).
+    pub sid: FrameSid,
     /// First frame of a talkspurt or (re)started stream.
     pub marker: bool,
     /// The source leg's voice-activity detector found no speech in it (DTX may send a
@@ -86,6 +82,26 @@ pub struct FrameSlot {
     /// Where the frame comes from or goes when a session is attached to the lane's
     /// application audio handle instead of a bridged peer.
     pub app: AppFrame,
+}
+
+/// A frame's part in a silence its source signalled with RFC 3389 SIDs, in a stream relayed
+/// to a destination sending the source's codec: what the destination forwards or holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FrameSid {
+    /// Nothing of the kind.
+    #[default]
+    No,
+    /// `payload[..payload_len]` is a SID the source sent (its level byte and up to 10
+    /// reflection coefficients: RFC 3389 §3 lets the order be reduced), on the first frame
+    /// period without a packet in the silence it begins (with no audio, `samples` 0, in a
+    /// gap of the jitter buffer): a destination that negotiated comfort noise forwards it,
+    /// so the far end plays the source's background instead of silence.
+    Sid,
+    /// Comfort noise played through that silence in a G.711 relay after the SID went with
+    /// an earlier frame: a destination that forwarded it sends nothing (the far end plays
+    /// it from the SID), one that did not encodes it. (An undecoded relay's frames of the
+    /// kind are `undecoded_stream` already.)
+    Silence,
 }
 
 /// A frame's part in an application's audio (`MediaEngine::attach_audio`): both kinds
@@ -136,7 +152,7 @@ impl FrameSlot {
     /// The frame carries no audio: an undecoded relay's payload, or only a SID to forward.
     #[inline]
     pub fn no_audio(&self) -> bool {
-        self.samples == 0 && (self.relay || self.sid)
+        self.samples == 0 && (self.relay || self.sid == FrameSid::Sid)
     }
 
     /// An empty frame slot. Control plane.
@@ -148,7 +164,7 @@ impl FrameSlot {
             payload_len: 0,
             relay: false,
             undecoded_stream: false,
-            sid: false,
+            sid: FrameSid::No,
             marker: false,
             silence: false,
             src_ts: 0,

@@ -14,8 +14,12 @@ leg A as PCMU in real time.
    with the independent implementation, not its absolute level).
 2. *ffmpeg's SID frames, our comfort noise.* ffmpeg encodes the noise into SID frames; leg A
    gets the speech as PCMU with SID frames in place of the noise (one every 200 ms, no audio
-   between, as a DTX sender sends them). What the gateway plays to leg B through the gap
-   must be noise at the level ffmpeg's frames describe, within LEVEL_DB of the noise.
+   between, as a DTX sender sends them). Leg B is PCMA (the gateway transcodes, so its
+   comfort noise is made from ffmpeg's frames): what it plays to leg B through the gap must
+   be noise at the level ffmpeg's frames describe, within LEVEL_DB of the noise.
+3. *ffmpeg's SID frames, relayed.* The same with leg B PCMU too (a relay, comfort noise
+   negotiated both ways): leg B must get ffmpeg's SID frames as sent, in order, and no
+   audio through the gap.
 
 usage: cn_interop.py GATEWAY SPEECH_8K.wav WORKDIR BASEPORT
 Prints one result line per direction; exits non-zero on any failure. Needs numpy,
@@ -59,6 +63,14 @@ def ulaw_decode(u):
     x = (((u & 0x0F) << 3) + 0x84) << exp
     x = x - 0x84
     return np.where(u & 0x80, -x, x).astype(np.int16)
+
+
+def alaw_decode(a):
+    a = (a.astype(np.int32) ^ 0x55) & 0xFF
+    exp = (a >> 4) & 7
+    mant = a & 0x0F
+    x = np.where(exp == 0, (mant << 4) + 8, ((mant << 4) + 0x108) << np.maximum(exp - 1, 0))
+    return np.where(a & 0x80, x, -x).astype(np.int16)
 
 
 def dbfs(x):
@@ -116,18 +128,18 @@ def send_paced(sock, dst, items, t0):
         sock.sendto(dgram, dst)
 
 
-def gateway(gw, port, extra, log):
+def gateway(gw, port, extra, log, b_codec):
     return subprocess.Popen(
         [gw, "--a-listen", f"127.0.0.1:{port}", "--a-codec", "pcmu",
          "--b-listen", f"127.0.0.1:{port + 4}", "--b-peer", f"127.0.0.1:{port + 8}",
-         "--b-codec", "pcmu", "--cn", str(CN_PT), "--seconds", "60"] + extra,
+         "--b-codec", b_codec, "--cn", str(CN_PT), "--seconds", "60"] + extra,
         stdout=log, stderr=subprocess.STDOUT)
 
 
-def run_call(gw, port, items, extra, log_path, tail_s=1.0):
+def run_call(gw, port, items, extra, log_path, tail_s=1.0, b_codec="pcmu"):
     """Runs the gateway, sends `items` to leg A, returns (what leg B received, exit code)."""
     with open(log_path, "w") as log:
-        g = gateway(gw, port, extra, log)
+        g = gateway(gw, port, extra, log, b_codec)
         rx = Receiver(port + 8)
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         tx.bind(("127.0.0.1", port + 12))
@@ -252,10 +264,11 @@ def main():
                                     .tobytes(), marker=i == 0)))
         k += 1
         seq += 1
-    got, rc = run_call(gw, port + 32, items, [], os.path.join(work, "cn_in.gw.log"))
+    got, rc = run_call(gw, port + 32, items, [], os.path.join(work, "cn_in.gw.log"),
+                       b_codec="pcma")
     # What leg B heard, in the order it was sent (the gateway's own timestamps).
-    audio = sorted((p[2], p[3]) for p in got if p[1] == 0)
-    pcm = np.concatenate([ulaw_decode(np.frombuffer(a, np.uint8)) for _, a in audio]) \
+    audio = sorted((p[2], p[3]) for p in got if p[1] == 8)
+    pcm = np.concatenate([alaw_decode(np.frombuffer(a, np.uint8)) for _, a in audio]) \
         if audio else np.zeros(0, np.int16)
     # The gap lies 2.0-6.0 s into the call; judge 2.5-5.5 s (the jitter buffer and the
     # concealment's fade into comfort noise take the first part).
@@ -270,6 +283,18 @@ def main():
                  f"SID frames (levels -{ff_levels[:6]} dBov); leg B heard the gap at "
                  f"{gap_db:.1f} dBFS, {len(pcm) / RATE:.2f} s in all (within {LEVEL_DB:.0f} dB; "
                  f"exit {rc})  " + ("PASS" if ok else "FAIL"))
+
+    # 3. The same SIDs through a relay (leg B PCMU): forwarded as sent, no audio between.
+    got, rc = run_call(gw, port + 48, items, [], os.path.join(work, "cn_relay.gw.log"))
+    sent = [i[1][12:] for i in items if i[1][1] & 0x7F == CN_PT]
+    fwd = [p[3] for p in sorted(got, key=lambda p: p[2]) if p[1] == CN_PT]
+    # Arrival 2.5-5.5 s: inside the gap, past the jitter buffer's last frames of speech.
+    between = sum(1 for p in got if p[1] == 0 and 2.5 <= p[0] <= 5.5)
+    ok = rc == 0 and fwd == sent and between == 0
+    fail |= not ok
+    lines.append(f"cn-relay       leg B got {len(fwd)} of the {len(sent)} SID frames ffmpeg made, "
+                 f"{'as sent' if fwd == sent else 'NOT as sent'}, and {between} audio packets "
+                 f"in 2.5-5.5 s (exit {rc})  " + ("PASS" if ok else "FAIL"))
     for line in lines:
         print(line)
     return 1 if fail else 0

@@ -2291,10 +2291,7 @@ impl EncodeStage {
             // After the silence before it: the start of a talkspurt (RFC 3551 §4.1); a
             // repeated SID is still the silence (the marker waits for the audio).
             let h = if repeat {
-                let audio_marker = std::mem::take(&mut part.marker_next);
-                let h = part.next_header_as(pt, false);
-                part.marker_next = audio_marker;
-                h
+                part.next_header_in_silence(pt)
             } else {
                 part.next_header_as(pt, true)
             };
@@ -2475,10 +2472,7 @@ impl EncodeStage {
                     (None, Some(f))
                         if f.sid == FrameSid::Sid
                             && part.cn_send_pt.is_some()
-                            && matches!(
-                                part.relayed,
-                                Relayed::Audio | Relayed::Sid | Relayed::Never
-                            ) =>
+                            && part.relayed != Relayed::No =>
                     {
                         let n = f.payload_len;
                         body.get_mut(..n)?.copy_from_slice(f.payload.get(..n)?);
@@ -2531,12 +2525,7 @@ impl EncodeStage {
                 let (src_ts, played_ns) = f.map_or((0, 0), |f| (f.src_ts, f.played_ns));
                 let h = match sid {
                     // A forwarded SID leaves a talkspurt's marker to the audio after it.
-                    Some(pt) if forwarded => {
-                        let audio_marker = std::mem::take(&mut part.marker_next);
-                        let h = part.next_header_as(pt, false);
-                        part.marker_next = audio_marker;
-                        h
-                    }
+                    Some(pt) if forwarded => part.next_header_in_silence(pt),
                     Some(pt) => part.next_header_as(pt, false),
                     None => part.next_header(marker || resumed),
                 };

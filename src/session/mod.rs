@@ -590,6 +590,17 @@ impl EncodePart {
         h
     }
 
+    /// [`EncodePart::next_header_as`] for a SID inside a silence this session passes on (one
+    /// forwarded from the source, or a keepalive repeating it): unmarked, and a marker
+    /// pending for the talkspurt after the silence stays pending for its audio.
+    #[inline]
+    pub fn next_header_in_silence(&mut self, pt: PayloadType) -> crate::rtp::RtpHeader {
+        let audio_marker = std::mem::take(&mut self.marker_next);
+        let h = self.next_header_as(pt, false);
+        self.marker_next = audio_marker;
+        h
+    }
+
     /// Advances the timestamp over a frame period that sends nothing (a lost frame), so
     /// the receiver sees the gap (RFC 3550 §5.1: timestamps track sampling time).
     #[inline]

@@ -3329,3 +3329,62 @@ fn invalid_engine_configs_and_session_requests_are_typed_errors() {
     assert!(matches!(rt.step(1), Err(Error::InvalidConfig(_))));
     rt.stop().unwrap();
 }
+
+#[test]
+fn receive_codecs_on_another_rtp_clock_are_refused_and_their_packets_counted() {
+    // An Opus session narrowed to 8 kHz shares G.711's sample rate but not its RTP clock
+    // (48 kHz vs 8 kHz). Accepted, PCMU packets 160 timestamp units apart landed on the
+    // Opus timeline as 3.3 ms steps of 20 ms packets: 42 of 50 late, 45 frames concealed.
+    let e = virtual_engine(4);
+    let mut pa = MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20)
+        .with_rx(CodecSpec::OPUS)
+        .with_rx(CodecSpec::PCMU);
+    pa.opus.sample_rate = media_core::SampleRate::new(8000).unwrap();
+    match e.create_media_session(DialogId(1), pa.clone()) {
+        Err(Error::UnsupportedParameters { codec, reason }) => {
+            assert_eq!(codec, media_core::codec::Codec::Pcmu);
+            assert!(reason.contains("RTP clock"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without PCMU in its receive set the session runs; a PCMU packet is then a counted
+    // unsupported payload type, and the Opus stream around it plays exactly as without it.
+    pa.rx.retain(|c| c.codec == media_core::codec::Codec::Opus);
+    let run = |stray: bool| {
+        let e = virtual_engine(4);
+        let a = e.create_media_session(DialogId(1), pa.clone()).unwrap().id;
+        let b = e
+            .create_media_session(
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            )
+            .unwrap()
+            .id;
+        e.bridge(a, b).unwrap();
+        let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+        let mut enc =
+            opus::Encoder::new(8000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        let mut pkt = Vec::new();
+        let mut out = Vec::new();
+        for k in 0..50usize {
+            if stray && k == 20 {
+                rtp(0, 900, 1234, 3, false, &ulaw_frame(k), &mut pkt);
+                ing.push(a, &pkt).unwrap();
+            }
+            let payload = enc.encode_vec(&signal(160 * k, 160), 400).unwrap();
+            rtp(111, k as u16, 960 * k as u32, 3, false, &payload, &mut pkt);
+            ing.push(a, &pkt).unwrap();
+            e.step(2).unwrap();
+            out.extend(drain(&mut eg).into_iter().map(|p| p.payload().to_vec()));
+        }
+        (out, e.session_stats(a).unwrap())
+    };
+    let (clean, s0) = run(false);
+    let (with_stray, s) = run(true);
+    assert_eq!(s.rx_unsupported_pt, 1);
+    assert_eq!((s.rx_late, s.frames_concealed), (0, 0));
+    assert!(s0.packets_decoded >= 45);
+    assert_eq!(s.packets_decoded, s0.packets_decoded);
+    assert!(clean.len() >= 45);
+    assert_eq!(clean, with_stray);
+}

@@ -839,6 +839,25 @@ fn opus_runs_at_the_lowest_rate_that_keeps_what_the_peer_plays_and_captures() {
     // Playback limited but capture fullband: keep fullband (what it sends is worth decoding).
     let p = params("a=fmtp:111 maxplaybackrate=8000");
     assert_eq!(p.sample_rate(), SampleRate::HZ_48000);
+    // A narrowband peer that also offers PCMU: G.711 shares the 8 kHz audio rate but not
+    // Opus's 48 kHz RTP clock, so only Opus is received on this session (the engine
+    // refuses a receive set on two clocks).
+    let o = offer(&[
+        "m=audio 4000 RTP/AVP 111 0",
+        "a=rtpmap:111 opus/48000/2",
+        "a=fmtp:111 maxplaybackrate=8000;sprop-maxcapturerate=8000",
+        "a=ptime:20",
+    ]);
+    let p =
+        MediaSessionParams::from_negotiated(&answer(&o, &caps(&[Opus, Pcmu])).unwrap()).unwrap();
+    assert_eq!(p.sample_rate(), SampleRate::new(8000).unwrap());
+    assert!(
+        p.rx_codecs()
+            .iter()
+            .all(|c| c.codec == media_core::codec::Codec::Opus),
+        "{:?}",
+        p.rx
+    );
     // 12 kHz (mediumband) is an Opus rate too.
     let p = params("a=fmtp:111 maxplaybackrate=12000;sprop-maxcapturerate=11025");
     assert_eq!(p.sample_rate(), SampleRate::HZ_12000);

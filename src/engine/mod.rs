@@ -796,6 +796,14 @@ impl MediaEngine {
                     reason: "receive and send codecs must share a sample rate",
                 });
             }
+            // The jitter buffer keeps one timeline in the send codec's RTP clock (RFC 7160:
+            // a stream switching clocks has no defined timestamp relation).
+            if c.info().clock_rate_hz != tx.info().clock_rate_hz {
+                return Err(Error::UnsupportedParameters {
+                    codec: c,
+                    reason: "receive and send codecs must share an RTP clock rate",
+                });
+            }
         }
         Ok(())
     }

@@ -2394,6 +2394,54 @@ fn an_older_sid_arriving_after_a_newer_one_is_not_forwarded() {
     assert_eq!(sids, [vec![70u8]]);
 }
 
+/// Two SIDs of one silence reordered while the talkspurt's last packets are still in the
+/// jitter buffer: the newer (level 70) arrives first, the older (level 40) right after it,
+/// both before B can forward either (B forwards a SID at the first frame period without
+/// audio). The pending newer one stays; the older one does not replace it (without the
+/// rule B forwarded `[40]`, a level the source had left).
+#[test]
+fn an_older_sid_does_not_replace_a_newer_one_waiting_to_be_forwarded() {
+    use media_core::codec::audio::g722::{G722Encoder, G722Mode};
+    let e = virtual_engine(4);
+    let mut pa = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
+    pa.comfort_noise_pt = media_core::PayloadType::new(13);
+    let mut pb = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
+    pb.comfort_noise_send_pt = media_core::PayloadType::new(19);
+    let (a, b) = e.create_call((DialogId(1), pa), (DialogId(2), pb)).unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut enc = G722Encoder::new(G722Mode::Rate64k);
+    let (mut pkt, mut sids) = (Vec::new(), Vec::new());
+    let mut audio_after_sids = 0;
+    for k in 0..120usize {
+        if k < 50 {
+            let pcm: Vec<i16> = (0..320)
+                .map(|i| ((((k * 320 + i) as f64) * 0.39).sin() * 6000.0) as i16)
+                .collect();
+            let mut payload = vec![0u8; 160];
+            enc.encode(&pcm, &mut payload);
+            rtp(9, k as u16, 160 * k as u32, 3, k == 0, &payload, &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+        }
+        if k == 49 {
+            rtp(13, 51, 160 * 51, 3, false, &[70], &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+            rtp(13, 50, 160 * 50, 3, false, &[40], &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+        }
+        e.step(2).unwrap();
+        for p in drain(&mut eg).into_iter().filter(|p| p.session == b.id) {
+            if p.header.payload_type == 19 {
+                sids.push(p.payload().to_vec());
+            } else if !sids.is_empty() {
+                audio_after_sids += 1;
+            }
+        }
+    }
+    assert_eq!(sids, [vec![70u8]]);
+    // The SID went out after the talkspurt's last packet, not before it.
+    assert_eq!(audio_after_sids, 0);
+}
+
 /// A PCMU relay (A's packets relayed, concealment from their codes) whose source goes
 /// silent for 2 s with a SID every 500 ms. B with comfort noise negotiated forwards the SIDs
 /// and sends nothing else through the silence (before: 100 frames of PCMU comfort noise of

@@ -100,6 +100,9 @@ thread_local! {
     /// A legs of undecoded G.722 relays with comfort noise negotiated both ways, whose
     /// sender goes silent like `CN_DTX_LEGS`: B forwards A's SIDs.
     static SID_RELAY_LEGS: std::cell::RefCell<std::collections::HashSet<SessionId>> = Default::default();
+    /// The G.711 ones among `SID_RELAY_LEGS`: PCMU relays whose B leg forwards the SIDs
+    /// and then holds its comfort noise (`FrameSid::Silence`).
+    static SID_RELAY_G711_LEGS: std::cell::RefCell<std::collections::HashSet<SessionId>> = Default::default();
     /// Legs that receive Opus (PT 111).
     static OPUS_LEGS: std::cell::RefCell<std::collections::HashSet<SessionId>> = Default::default();
     /// 50 frames of a tone as Opus packets (48 kHz, 20 ms), encoded once.
@@ -287,6 +290,9 @@ fn make_calls(
                 .with_rx(CodecSpec::PCMU)
                 .with_rx(CodecSpec::PCMA);
             b.telephone_event_pt = media_core::PayloadType::new(101);
+            if i % 8 == 1 {
+                b.comfort_noise_send_pt = media_core::PayloadType::new(13);
+            }
             if voice && i % 8 == 7 {
                 // DTX on the leg that sends the voice chain's audio (its VAD decides):
                 // RFC 3389 SID frames through the silences of A's input.
@@ -301,6 +307,12 @@ fn make_calls(
                 // would otherwise cancel A's input as the echo of the same tone.
                 QUIET_LEGS.with(|g| g.borrow_mut().insert(ha.id));
                 QUIET_LATE_LEGS.with(|g| g.borrow_mut().insert(hb.id));
+            }
+            if i % 8 == 1 {
+                // A PCMU relay into a leg that negotiated comfort noise: A's SIDs are
+                // forwarded, then B holds its comfort noise through the silence.
+                SID_RELAY_LEGS.with(|g| g.borrow_mut().insert(ha.id));
+                SID_RELAY_G711_LEGS.with(|g| g.borrow_mut().insert(ha.id));
             }
             if i % 8 == 0 || i % 8 == 5 {
                 // A transcoded and a relayed leg with comfort noise negotiated.
@@ -541,10 +553,17 @@ fn drain_all(handles: &mut [(IngressHandle, EgressHandle)]) -> usize {
 
 /// SIDs the B legs of `SID_RELAY_LEGS` calls sent (forwarded from A: no DTX or
 /// keepalives there).
-fn forwarded_sids(e: &MediaEngine, calls: &[(SessionId, SessionId)]) -> u64 {
+/// (`g711`: of the G.711 relays only, else of all.)
+fn forwarded_sids(e: &MediaEngine, calls: &[(SessionId, SessionId)], g711: bool) -> u64 {
     calls
         .iter()
-        .filter(|(a, _)| SID_RELAY_LEGS.with(|g| g.borrow().contains(a)))
+        .filter(|(a, _)| {
+            if g711 {
+                SID_RELAY_G711_LEGS.with(|g| g.borrow().contains(a))
+            } else {
+                SID_RELAY_LEGS.with(|g| g.borrow().contains(a))
+            }
+        })
         .map(|&(_, b)| e.session_stats(b).unwrap().tx_cn_packets)
         .sum()
 }
@@ -623,6 +642,7 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
         let mut sent = 0;
         let mut measured = (0, 0);
         let mut forwarded_before = 0;
+        let mut forwarded_g711_before = 0;
         let mut dialog = 10_000;
         let mut parked_before = 0;
         for k in 0..600usize {
@@ -630,7 +650,8 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
             app_frames += app_round(&apps, k, &mut handles, &mut audio, &mut pkt, false);
             if k == 100 {
                 measured = counts();
-                forwarded_before = forwarded_sids(&e, &calls);
+                forwarded_before = forwarded_sids(&e, &calls, false);
+                forwarded_g711_before = forwarded_sids(&e, &calls, true);
             }
             // Control-plane churn during the measured window (allocates on this thread,
             // outside the marked region).
@@ -797,9 +818,16 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
             total.tx_cn_packets > 0 && total.frames_dtx > 0,
             "DTX: SID frames sent and silent frames skipped"
         );
-        let forwarded = forwarded_sids(&e, &calls).saturating_sub(forwarded_before);
-        println!("{topology:?}: {forwarded} SIDs forwarded by undecoded G.722 relays");
-        assert!(forwarded > 0, "SIDs forwarded by undecoded G.722 relays");
+        let forwarded = forwarded_sids(&e, &calls, false).saturating_sub(forwarded_before);
+        let forwarded_g711 = forwarded_sids(&e, &calls, true).saturating_sub(forwarded_g711_before);
+        println!(
+            "{topology:?}: {forwarded} SIDs forwarded by relays, {forwarded_g711} by PCMU relays"
+        );
+        assert!(forwarded_g711 > 0, "SIDs forwarded by PCMU relays");
+        assert!(
+            forwarded > forwarded_g711,
+            "SIDs forwarded by undecoded G.722 relays"
+        );
     }
 }
 

@@ -90,10 +90,17 @@ fn static_payload_types_without_rtpmap_resolve_to_pcmu_pcma_and_g722() {
     );
     let media = answer(&o, &caps(&[G722, Pcma, Pcmu])).unwrap();
     assert_eq!(media.send.pt, 0);
-    assert_eq!(receive_pts(&media), vec![0, 8, 9, 101]);
-    assert_eq!(media.receive_kind(9), Some(G722));
+    // G.722 is left out of the answer: it samples at 16 kHz, and a PCMU session receives
+    // only codecs on its clock and audio rate.
+    assert_eq!(receive_pts(&media), vec![0, 8, 101]);
+    assert_eq!(media.receive_kind(8), Some(Pcma));
     assert_eq!(media.telephone_event_send, Some(101));
-    // Our answer writes the rtpmaps the offer left out.
+    // With G.722 chosen, our answer writes the rtpmap the offer left out.
+    let mut local = caps(&[G722, Pcma, Pcmu]);
+    local.prefer_local_order = true;
+    let media = answer(&o, &local).unwrap();
+    assert_eq!(receive_pts(&media), vec![9, 101]);
+    assert_eq!(media.receive_kind(9), Some(G722));
     let text = media.to_sdp_answer(5000);
     assert!(text.contains("a=rtpmap:9 G722/8000\r\n"), "{text}");
 }
@@ -181,8 +188,9 @@ fn telephone_event_follows_the_chosen_codecs_clock_rate_and_falls_back_to_8000()
     assert_eq!(media.telephone_event_send, Some(110));
     assert_eq!(media.telephone_event_recv, vec![110]);
     assert_eq!(media.telephone_event_clock_rate_hz, Some(48000));
-    // Exactly one telephone-event in the answer.
-    assert_eq!(receive_pts(&media), vec![111, 0, 110]);
+    // Exactly one telephone-event in the answer, and no PCMU beside Opus (another RTP
+    // clock: the Opus session would not receive it).
+    assert_eq!(receive_pts(&media), vec![111, 110]);
 
     // With PCMU chosen, the 8000 one.
     let media = answer(&all_rates, &caps(&[Pcmu])).unwrap();
@@ -272,7 +280,8 @@ fn reoffer_keeps_the_dynamic_payload_numbers_the_session_already_uses() {
         "a=rtpmap:101 telephone-event/48000",
     ]);
     let media = negotiate_reoffer(&initial, &same, &local).unwrap();
-    assert_eq!(receive_pts(&media), vec![96, 0, 101]);
+    // (PCMU is not answered beside Opus: another RTP clock.)
+    assert_eq!(receive_pts(&media), vec![96, 101]);
 
     // A re-offer (e.g. rebuilt by a B2BUA) moves Opus to 97 and telephone-event to 100:
     // we keep receiving them on 96 and 101, and send on the new numbers.
@@ -284,7 +293,7 @@ fn reoffer_keeps_the_dynamic_payload_numbers_the_session_already_uses() {
     let media = negotiate_reoffer(&initial, &moved, &local).unwrap();
     assert_eq!(media.send.pt, 97);
     assert_eq!(media.telephone_event_send, Some(100));
-    assert_eq!(receive_pts(&media), vec![96, 0, 101]);
+    assert_eq!(receive_pts(&media), vec![96, 101]);
     assert_eq!(media.telephone_event_recv, vec![101]);
     assert_eq!(media.receive_kind(96), Some(Opus));
 
@@ -386,7 +395,14 @@ fn answer_keeps_the_offerers_order() {
     let o = offer(&["m=audio 4000 RTP/AVP 8 9 0"]);
     let media = answer(&o, &caps(&[Pcmu, G722, Pcma])).unwrap();
     assert_eq!(media.send_kind(), Some(Pcma));
-    assert_eq!(receive_pts(&media), vec![8, 9, 0]);
+    // G.722 (16 kHz) is not listed beside G.711: a PCMA session does not receive it.
+    assert_eq!(receive_pts(&media), vec![8, 0]);
+    // The offerer's order, whatever ours.
+    let o = offer(&["m=audio 4000 RTP/AVP 0 9 8"]);
+    assert_eq!(
+        receive_pts(&answer(&o, &caps(&[Pcma, G722, Pcmu])).unwrap()),
+        vec![0, 8]
+    );
 }
 
 #[test]
@@ -399,7 +415,8 @@ fn prefer_local_order_answers_in_our_preference_order() {
     local.prefer_local_order = true;
     let media = answer(&o, &local).unwrap();
     assert_eq!(media.send.pt, 111);
-    assert_eq!(receive_pts(&media), vec![111, 0, 9, 8]);
+    // Nothing else beside Opus (48 kHz clock).
+    assert_eq!(receive_pts(&media), vec![111]);
     // The preference field decides, not the list position.
     local
         .codecs
@@ -414,7 +431,8 @@ fn prefer_local_order_answers_in_our_preference_order() {
         .unwrap()
         .preference = 5;
     let media = answer(&o, &local).unwrap();
-    assert_eq!(receive_pts(&media), vec![8, 0, 9, 111]);
+    // PCMA first by preference, then PCMU (G.722 and Opus are not received beside it).
+    assert_eq!(receive_pts(&media), vec![8, 0]);
 }
 
 #[test]
@@ -633,11 +651,9 @@ fn sdp_offer_text_round_trips_through_the_answer_text() {
     let section = media.to_sdp_answer(30000);
     assert_eq!(
         section,
-        "m=audio 30000 RTP/AVP 111 0 8 110\r\n\
+        "m=audio 30000 RTP/AVP 111 110\r\n\
          a=rtpmap:111 opus/48000/2\r\n\
          a=fmtp:111 minptime=10;useinbandfec=1\r\n\
-         a=rtpmap:0 PCMU/8000\r\n\
-         a=rtpmap:8 PCMA/8000\r\n\
          a=rtpmap:110 telephone-event/48000\r\n\
          a=fmtp:110 0-15\r\n\
          a=ptime:20\r\n\
@@ -676,7 +692,7 @@ fn sdp_offer_text_round_trips_through_the_answer_text() {
     assert_eq!(ours.telephone_event_recv, vec![110]);
     assert_eq!(
         ours.receive.iter().map(|r| r.pt).collect::<Vec<_>>(),
-        vec![111, 0, 8, 110]
+        vec![111, 110]
     );
     assert_eq!(ours.ptime_ms, 20);
 

@@ -1069,9 +1069,22 @@ fn companion<'a>(
     })
 }
 
+/// Whether voice codecs `a` and `b` can share one received stream: the same RTP clock
+/// and the same audio rate (G.722 samples at 16 kHz on an 8 kHz clock; Opus, the only
+/// codec on a 48 kHz clock, at the rate its session chooses).
+fn same_stream_rate(a: &RtpMap, b: &RtpMap) -> bool {
+    let audio_rate = |e: &RtpMap| match e.kind() {
+        Some(CodecKind::G722) => 16_000,
+        _ => e.clock_rate_hz,
+    };
+    a.clock_rate_hz == b.clock_rate_hz && audio_rate(a) == audio_rate(b)
+}
+
 /// Answers an offer (RFC 3264 §6.1). Voice codecs we support are answered on the
 /// offerer's payload types (static 0/8/9 and dynamic 96–127 alike), in the offerer's
-/// order unless [`LocalCapabilities::prefer_local_order`]; the first is sent. Comfort
+/// order unless [`LocalCapabilities::prefer_local_order`]; the first is sent, and only
+/// those on its RTP clock and audio rate are listed with it (what its session receives:
+/// PCMU with PCMA, never G.722 or Opus beside G.711). Comfort
 /// noise and telephone-event are added at the sent codec's clock rate (telephone-event
 /// falls back to 8000). The answer echoes the offerer's spelling of each encoding name.
 ///
@@ -1102,6 +1115,11 @@ pub fn answer(
             supported: local.supported_encodings(),
         });
     };
+    // Listed in the answer is what we receive: the offerer may switch to any of them
+    // without signalling (RFC 3264 §6.1). A session receives only codecs on the sent
+    // codec's RTP clock and audio rate (one timeline, one frame size), so only those are
+    // listed; a peer sending another would be heard as nothing.
+    common.retain(|&(_, entry, _)| same_stream_rate(entry, chosen));
 
     let mut receive: Vec<RtpMap> = common
         .iter()

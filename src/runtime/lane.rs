@@ -1357,8 +1357,6 @@ impl DecodeStage {
         let mut sid = false;
         // Decoded audio left from the packet before (one longer than the frame) plays first.
         let leftover = part.sid != SidState::None && part.receive.pending_samples() > 0;
-        // Set when the frame's packet was taken undecoded (no audio in the frame).
-        let mut no_audio = false;
         let rep = self.frames.with_mut(&mut frame, |f| {
             let step = if undecoded_relay {
                 part.receive.relay_frame(frame_samples, &mut release)
@@ -1380,8 +1378,7 @@ impl DecodeStage {
                     frame_samples,
                 ),
             };
-            no_audio = rep.undecoded || samples == 0;
-            f.samples = if no_audio { 0 } else { samples };
+            f.samples = if rep.undecoded { 0 } else { samples };
             f.marker = rep.marker;
             f.src_ts = rep.src_ts;
             f.played_ns = played_ns;
@@ -1474,19 +1471,21 @@ impl DecodeStage {
                         }
                     })
                 });
-            if !relayed && no_audio {
-                // Fed to the concealer as codes, or taken by an undecoded relay, but not
-                // relayable after all (a payload larger than the frame slot's, or a packet
-                // of another receive codec; neither passes ingress and session creation
-                // today): decode it now, and the destination's encoder sends it.
+            if !relayed && rep.undecoded {
+                // Fed to the concealer as codes but not relayable after all (a payload
+                // larger than the frame slot's): decode it now.
                 self.frames.with_mut(&mut frame, |f| {
                     let pcm = &mut f.pcm[..frame_samples];
                     let n = decode.decode(&t, pcm).min(frame_samples);
                     pcm[n..].fill(0);
                     f.samples = frame_samples;
-                    f.undecoded_stream = false;
                 });
             }
+            // (A packet an undecoded relay took that is not relayable after all stays
+            // unplayed, as a gap: its decoder never saw the relayed stream, so its audio
+            // would reach the far end as a burst. Unreachable: every receive codec of a
+            // G.722 or Opus session is that codec, and ingress refuses payloads larger
+            // than a frame slot's.)
             release(t);
             if relayed {
                 sc.frames_relayed.inc();

@@ -52,9 +52,12 @@ pub struct MediaSessionParams {
     pub telephone_event_send_pt: Option<PayloadType>,
     /// Payload type to send RFC 3389 comfort noise with, if negotiated (the answer's
     /// number): used by [`MediaSessionParams::dtx`], by keepalives, and to forward the
-    /// SIDs of a bridged peer's G.722 or Opus stream this session relays undecoded (the far
-    /// end's comfort noise then follows the source's; without it nothing is sent through
-    /// the source's silence).
+    /// SIDs of a bridged peer's stream this session relays (the far end's comfort noise
+    /// then follows the source's). Through the source's signalled silence a relay that has
+    /// it sends those SIDs and nothing else; without it, a G.722 or Opus stream relayed
+    /// undecoded sends nothing there and a G.711 relay sends its own comfort noise,
+    /// encoded. (A far end that negotiates comfort noise but does not play it hears
+    /// silence: do not offer it such a peer.)
     pub comfort_noise_send_pt: Option<PayloadType>,
     /// Discontinuous transmission (RFC 3389): while the voice-activity detector of the
     /// leg whose audio this session sends (its bridged peer's `dsp.vad`) finds silence

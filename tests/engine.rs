@@ -3436,3 +3436,59 @@ fn receive_codecs_on_another_rtp_clock_are_refused_and_their_packets_counted() {
     assert!(clean.len() >= 45);
     assert_eq!(clean, with_stray);
 }
+
+/// A re-INVITE from PCMU to Opus on a stream that goes on (same SSRC, sequence numbers
+/// continuing, timestamps now at 48 kHz), every packet on time: the interarrival jitter
+/// stays near 0 in the new units. Before, the statistics kept PCMU's 8 kHz clock: 960
+/// timestamp units a packet against 160 of arrival time read as 800 units of jitter each
+/// packet, on top of the timestamps' jump at the change (rx_jitter_ts 2,067 after 50
+/// packets).
+#[test]
+fn a_codec_changing_reinvite_measures_jitter_on_the_new_codecs_clock() {
+    let e = virtual_engine(4);
+    let (a, _b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMU);
+    let (mut ing, _eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    let at = |k: usize| 1 + k as u64 * 20_000_000;
+    for k in 0..50usize {
+        rtp(
+            0,
+            k as u16,
+            160 * k as u32,
+            3,
+            false,
+            &ulaw_frame(k),
+            &mut pkt,
+        );
+        ing.push_at(a, &pkt, at(k)).unwrap();
+        e.step(2).unwrap();
+    }
+    assert!(e.session_stats(a).unwrap().rx_jitter_ts <= 1);
+    e.update_media_session(a, MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20))
+        .unwrap();
+    e.step(1).unwrap();
+    let mut enc =
+        opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    for k in 50..100usize {
+        let pcm = vec![0i16; 960];
+        let payload = enc.encode_vec(&pcm, 400).unwrap();
+        rtp(
+            111,
+            k as u16,
+            500_000 + 960 * (k - 50) as u32,
+            3,
+            false,
+            &payload,
+            &mut pkt,
+        );
+        ing.push_at(a, &pkt, at(k)).unwrap();
+        e.step(2).unwrap();
+    }
+    let s = e.session_stats(a).unwrap();
+    assert_eq!(s.rx_packets, 100);
+    assert!(
+        s.rx_jitter_ts <= 6,
+        "jitter {} (48 kHz units)",
+        s.rx_jitter_ts
+    );
+}

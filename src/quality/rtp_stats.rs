@@ -204,9 +204,28 @@ impl RtpReceiveStats {
         s
     }
 
-    /// The RTP clock rate given at construction.
+    /// The RTP clock rate given at construction (or by [`Self::set_clock_rate`]).
     pub const fn clock_rate_hz(&self) -> u32 {
         self.clock_rate_hz
+    }
+
+    /// The source goes on at another RTP clock (a re-INVITE changed its codec, e.g.
+    /// PCMU to Opus): the jitter estimate is carried over in the new timestamp units and
+    /// the next packet starts a new transit reference (the timestamps before and after do
+    /// not compare); the sequence counters go on. No effect at the same rate.
+    ///
+    /// Called on the real-time thread: no allocation, no panic.
+    pub fn set_clock_rate(&mut self, clock_rate_hz: u32) {
+        if clock_rate_hz == self.clock_rate_hz {
+            return;
+        }
+        self.jitter_q8 = match self.clock_rate_hz {
+            0 => 0,
+            old => (u128::from(self.jitter_q8) * u128::from(clock_rate_hz) / u128::from(old))
+                .min(u128::from(u64::MAX)) as u64,
+        };
+        self.clock_rate_hz = clock_rate_hz;
+        self.has_transit = false;
     }
 
     /// Accounts one received RTP packet: its sequence number, RTP timestamp, and arrival
@@ -773,6 +792,49 @@ mod tests {
             stats.jitter_ms()
         );
         assert!((79..=80).contains(&stats.jitter_ts()));
+    }
+
+    #[test]
+    fn a_clock_change_keeps_the_jitter_in_the_new_units_and_compares_no_timestamps_across_it() {
+        // 10 ms of jitter at 8 kHz, then the source goes on at 48 kHz (a re-INVITE from
+        // PCMU to Opus), its timestamps restarting elsewhere, arrivals on time.
+        let mut stats = RtpReceiveStats::new(8000);
+        for i in 0..500u32 {
+            let late_ns = if i % 2 == 1 { 10_000_000 } else { 0 };
+            stats.on_packet(i as u16, i * 160, u64::from(i) * NS_20MS + late_ns);
+        }
+        let before_ms = stats.jitter_ms();
+        let expected_before = stats.expected();
+        stats.set_clock_rate(48_000);
+        assert_eq!(stats.clock_rate_hz(), 48_000);
+        assert!(
+            (stats.jitter_ms() - before_ms).abs() < 1e-9,
+            "same time, new units"
+        );
+        assert!((479..=480).contains(&stats.jitter_ts()));
+        let base = 7_777_777u32;
+        for i in 500..520u32 {
+            let k = i - 500;
+            stats.on_packet(i as u16, base + k * 960, u64::from(i) * NS_20MS);
+        }
+        // On-time packets only decay it: no jump from comparing 8 kHz and 48 kHz
+        // timestamps (one would add ~46 M units), nor from counting 48 kHz steps on the
+        // 8 kHz clock (800 units a packet).
+        let decayed = 480.0 * (15.0f64 / 16.0).powi(19);
+        assert!(
+            (f64::from(stats.jitter_ts()) - decayed).abs() < 2.0,
+            "{} vs {decayed}",
+            stats.jitter_ts()
+        );
+        assert_eq!(
+            stats.expected(),
+            expected_before + 20,
+            "the sequence goes on"
+        );
+        // The same rate again changes nothing.
+        let j = stats.jitter_ts();
+        stats.set_clock_rate(48_000);
+        assert_eq!(stats.jitter_ts(), j);
     }
 
     #[test]

@@ -423,10 +423,13 @@ impl JitterStage {
             Op::Update => {
                 if let Some(mut new) = b.jitter.take() {
                     if let Some(cur) = self.sessions[slot].as_mut() {
-                        // Keep the stream identity and its statistics across a re-INVITE.
+                        // Keep the stream identity and its statistics across a re-INVITE
+                        // (at the new codec's RTP clock: jitter in its units).
                         new.rx_ssrc = cur.rx_ssrc;
                         new.generation = cur.generation;
+                        let clock = new.stats.clock_rate_hz();
                         std::mem::swap(&mut new.stats, &mut cur.stats);
+                        new.stats.set_clock_rate(clock);
                         b.jitter = Some(std::mem::replace(cur, new));
                     } else {
                         // Nothing to update (already gone): retire it unused, never

@@ -3492,3 +3492,44 @@ fn a_codec_changing_reinvite_measures_jitter_on_the_new_codecs_clock() {
         s.rx_jitter_ts
     );
 }
+
+/// Loss counted over a session's streams survives a re-INVITE: an SSRC change (a new
+/// source, its own statistics) and then an update. Before, the update kept only the
+/// current stream's statistics, so the earlier stream's expected and lost packets vanished
+/// from the session's counters (41 expected and 2 lost became 21 and 0).
+#[test]
+fn loss_counted_before_an_ssrc_change_survives_a_reinvite() {
+    let e = virtual_engine(4);
+    let (a, _b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMU);
+    let (mut ing, _eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    for k in 0..40usize {
+        // SSRC 3 for 20 packets (2 of them lost), then SSRC 4.
+        let (ssrc, seq) = if k < 20 { (3, k) } else { (4, 1000 + k) };
+        if k == 5 || k == 9 {
+            e.step(2).unwrap();
+            continue;
+        }
+        rtp(
+            0,
+            seq as u16,
+            160 * k as u32,
+            ssrc,
+            false,
+            &ulaw_frame(k),
+            &mut pkt,
+        );
+        ing.push(a, &pkt).unwrap();
+        e.step(2).unwrap();
+    }
+    let before = e.session_stats(a).unwrap();
+    assert_eq!((before.rx_expected, before.rx_lost), (40, 2));
+    e.update_media_session(a, MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20))
+        .unwrap();
+    e.step(1).unwrap();
+    rtp(0, 1040, 160 * 40, 4, false, &ulaw_frame(40), &mut pkt);
+    ing.push(a, &pkt).unwrap();
+    e.step(2).unwrap();
+    let after = e.session_stats(a).unwrap();
+    assert_eq!((after.rx_expected, after.rx_lost), (41, 2));
+}

@@ -427,6 +427,7 @@ impl JitterStage {
                         // (at the new codec's RTP clock: jitter in its units).
                         new.rx_ssrc = cur.rx_ssrc;
                         new.generation = cur.generation;
+                        new.earlier_streams = cur.earlier_streams;
                         let clock = new.stats.clock_rate_hz();
                         std::mem::swap(&mut new.stats, &mut cur.stats);
                         new.stats.set_clock_rate(clock);

@@ -135,7 +135,19 @@ impl DelayManager {
         self.last_ts = ts;
         let media_ms = self.ts_offset as f64 * 1000.0 / f64::from(self.cfg.clock_rate_hz);
         let wall_ms = arrival_ns.wrapping_sub(a0) as i64 as f64 / 1e6;
-        let rel = wall_ms - media_ms;
+        let mut rel = wall_ms - media_ms;
+        let mut fresh = fresh;
+        if !fresh && rel - self.min_rel_ms > f64::from(self.cfg.max_delay_ms) + REANCHOR_ABOVE_MS {
+            // Far beyond any delay worth buffering for: not jitter but a timeline that
+            // stood still while the wall clock went on (a sender's pause or hold whose
+            // timestamps did not advance). Measure from here, or the running minimum
+            // (rising 0.02 ms per ms of audio) would hold the target at its maximum for
+            // minutes.
+            self.reference = Some((arrival_ns, ts));
+            self.ts_offset = 0;
+            rel = 0.0;
+            fresh = true;
+        }
         self.min_rel_ms = if fresh {
             rel
         } else {
@@ -167,11 +179,19 @@ impl DelayManager {
         }
     }
 
-    /// Forgets the timing reference (new stream) but keeps the learned distribution.
+    /// Forgets the timing reference (new stream, or a talkspurt after the buffer went idle
+    /// or dry: the sender's timestamps need not have followed the wall clock through its
+    /// pause) but keeps the learned distribution.
     pub fn reanchor(&mut self) {
         self.reference = None;
         self.packets = self.packets.min(8);
         self.ts_offset = 0;
+    }
+
+    /// Starts over from the initial delay (a timeline that moved back: the late packets
+    /// that showed it read as jitter, which would hold the target up), keeping the bounds.
+    pub fn restart(&mut self) {
+        *self = DelayManager::new(self.cfg);
     }
 
     /// Current target delay, ms.
@@ -263,6 +283,17 @@ enum State {
     Playing,
 }
 
+/// A packet's relative delay this far (ms) above the largest target
+/// (`JitterConfig::max_delay_ms`) starts the delay measurement over (see
+/// [`DelayManager::update`]).
+const REANCHOR_ABOVE_MS: f64 = 1000.0;
+
+/// Packets that keep arriving late for this long (ms of arrival time) mean the stream's
+/// timeline moved back, not that a burst came after a stall (whose late packets arrive
+/// together): the buffer follows the new timeline. Not scaled by the target delay, which
+/// the late packets themselves raise (their timestamps read as delay).
+const LATE_RUN_MS: u16 = 300;
+
 /// Packet slots [`AdaptiveBuffer::header_range`] covers (16 bytes each for a slab token: one
 /// line).
 const HEADER_SLOTS: usize = 4;
@@ -284,6 +315,9 @@ pub struct AdaptiveBuffer<T, const N: usize = 32> {
     /// Bit i set: the packet in slot i starts a talkspurt or stream.
     first: u64,
     state: State,
+    /// Arrival (ms, wrapping; 0: none) of the first of the late packets arriving in a row
+    /// (in what was padding).
+    late_since_ms: u16,
     next_ts: u32,
     waited_ts: u32,
     empty_run_ts: u32,
@@ -360,6 +394,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                 item: None,
             }),
             state: State::Idle,
+            late_since_ms: 0,
             next_ts: 0,
             waited_ts: 0,
             empty_run_ts: 0,
@@ -609,6 +644,21 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         self.next_ts = ts;
         self.waited_ts = 0;
         self.empty_run_ts = 0;
+        self.late_since_ms = 0;
+    }
+
+    /// Notes a late packet arriving at `arrival_ns` (0: unknown); true when late packets
+    /// have kept arriving for longer than [`LATE_RUN_MS`].
+    fn late_for_too_long(&mut self, arrival_ns: u64) -> bool {
+        if arrival_ns == 0 {
+            return false;
+        }
+        let now = ((arrival_ns / 1_000_000) as u16).max(1);
+        if self.late_since_ms == 0 {
+            self.late_since_ms = now;
+            return false;
+        }
+        now.wrapping_sub(self.late_since_ms) > LATE_RUN_MS
     }
 
     /// Inserts a packet of `dur_ts` timestamp units. `marker` is the RTP marker bit
@@ -628,6 +678,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             State::Idle => {
                 // New talkspurt or first packet: adapt delay here, where it is inaudible.
                 self.flush(release);
+                self.delay.reanchor();
                 self.anchor(ts);
             }
             State::Prebuffer | State::Playing => {
@@ -646,8 +697,13 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                     let behind = d.unsigned_abs();
                     // Talkspurt start after the buffer ran dry: re-anchor instead of
                     // discarding it as late (the sender's silence was shorter than ours).
-                    if behind > self.late_window_ts || (marker && dry) {
+                    // Likewise when late packets keep coming: the timeline moved back.
+                    let moved_back = self.late_for_too_long(arrival_ns);
+                    if behind > self.late_window_ts || (marker && dry) || moved_back {
                         self.flush(release);
+                        if moved_back {
+                            self.delay.restart();
+                        }
                         self.delay.reanchor();
                         self.restart_settling();
                         self.anchor(ts);
@@ -668,6 +724,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                 } else if marker && dry {
                     // A new talkspurt after the buffer ran dry (silence, DTX): apply the
                     // current target delay here, where re-timing is inaudible.
+                    self.delay.reanchor();
                     self.anchor(ts);
                 } else if dry {
                     // The buffer ran dry and we concealed `empty_run_ts` while the timeline
@@ -710,6 +767,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         let first = marker || self.state == State::Prebuffer && self.occ == 0;
         self.store(ts, dur_ts, first, item);
         self.empty_run_ts = 0;
+        self.late_since_ms = 0;
         outcome
     }
 
@@ -1060,6 +1118,109 @@ mod tests {
             matches!(b.next(160), Next::Decode { .. }),
             "the late packet plays"
         );
+    }
+
+    /// Drives `b` in real time, one 20 ms frame period per entry of `packets` (the packet
+    /// that arrives in it, if any: timestamp and marker), each arriving on time; returns
+    /// the late count and the packets played after period `from`.
+    fn run_periods(b: &mut B, packets: &[Option<(u32, bool)>], from: usize) -> (usize, usize) {
+        let (mut late, mut played) = (0, 0);
+        for (k, p) in packets.iter().enumerate() {
+            if let Some((ts, marker)) = *p {
+                let at = 1 + k as u64 * 20_000_000;
+                match b.insert(ts, 160, marker, at, ts, &mut |_| {}) {
+                    Insert::Late(_) if k >= from => late += 1,
+                    _ => {}
+                }
+            }
+            if let Next::Decode { .. } = b.next(160) {
+                if k >= from {
+                    played += 1;
+                }
+            }
+        }
+        (late, played)
+    }
+
+    /// A sender on hold for 3 s whose timestamps stood still meanwhile (they resume one
+    /// packet on, not 3 s on), with and without a marker on the first packet after it:
+    /// the pause is no jitter. Before, the delay manager measured the resumed packets
+    /// against the old timeline (3 s of extra relative delay, its running minimum rising
+    /// 0.4 ms a packet), and the target sat at its maximum, 500 ms, for minutes.
+    #[test]
+    fn a_pause_whose_timestamps_stood_still_does_not_raise_the_target() {
+        for marker in [true, false] {
+            let mut b = B::new(JitterConfig::default());
+            let mut packets: Vec<Option<(u32, bool)>> =
+                (0..100u32).map(|k| Some((160 * k, k == 0))).collect();
+            packets.extend((0..150).map(|_| None));
+            packets.extend((0..200u32).map(|k| Some((160 * (100 + k), marker && k == 0))));
+            let (late, played) = run_periods(&mut b, &packets, 250);
+            assert_eq!(late, 0, "marker {marker}");
+            assert!(played >= 190, "marker {marker}: {played} played");
+            assert!(
+                b.delay().target_ms() <= 60,
+                "marker {marker}: target {} ms",
+                b.delay().target_ms()
+            );
+        }
+    }
+
+    /// A stream whose timestamps step 1 s back mid-call, same SSRC and sequence, no
+    /// marker (an SBC or media server switching what it sends on one stream), every packet
+    /// on time afterwards: the buffer follows the new timeline. Before, each packet was 1 s
+    /// behind the playout point, inside the 3 s late window, and was dropped as late; the
+    /// buffer, dry, moved its playout point on as fast as the packets came, so all were
+    /// late for as long as the stream lasted.
+    #[test]
+    fn a_stream_that_steps_back_in_time_is_followed_not_dropped_as_late() {
+        for back_ms in [600u32, 1000, 2500] {
+            let mut b = B::new(JitterConfig::default());
+            let back = back_ms * 8;
+            let packets: Vec<Option<(u32, bool)>> = (0..400u32)
+                .map(|k| {
+                    let ts = if k < 100 { 160 * k } else { 160 * k - back };
+                    Some((ts, k == 0))
+                })
+                .collect();
+            let (late, played) = run_periods(&mut b, &packets, 100);
+            // The switch costs a few packets (those that arrive before the buffer gives
+            // up on the old timeline), not the rest of the call.
+            assert!(late <= 20, "{back_ms} ms back: {late} late");
+            assert!(played >= 270, "{back_ms} ms back: {played} played of 300");
+        }
+    }
+
+    /// Packets arriving in a burst after a stall, the oldest of them past their time: they
+    /// are late and skipped (the buffer returns to its target), and the burst does not
+    /// restart the stream (which would play the whole backlog late).
+    #[test]
+    fn a_burst_after_a_stall_drops_what_is_past_its_time_and_keeps_the_rest() {
+        let mut b = B::new(JitterConfig::default());
+        let mut late = 0;
+        for k in 0..100u32 {
+            b.insert(
+                160 * k,
+                160,
+                k == 0,
+                1 + u64::from(k) * 20_000_000,
+                k,
+                &mut |_| {},
+            );
+            b.next(160);
+        }
+        // 1 s without packets (50 periods), then the 50 held back at once.
+        for _ in 0..50 {
+            b.next(160);
+        }
+        let at = 1 + 150 * 20_000_000;
+        for k in 100..150u32 {
+            if let Insert::Late(_) = b.insert(160 * k, 160, false, at, k, &mut |_| {}) {
+                late += 1;
+            }
+        }
+        assert!(late >= 40, "{late} late of 50");
+        assert!(b.held_ts() <= 160 * 10, "{} ts held", b.held_ts());
     }
 
     #[test]

@@ -3533,3 +3533,139 @@ fn loss_counted_before_an_ssrc_change_survives_a_reinvite() {
     let after = e.session_stats(a).unwrap();
     assert_eq!((after.rx_expected, after.rx_lost), (41, 2));
 }
+
+/// A digit whose end packets are lost, held across `stop` and `start`: its lost-end
+/// timeout (200 ms) still ends it after the restart. Before, the lane's clock restarted at
+/// 0 while the digit's last packet was stamped with the time before the stop, so the end
+/// came only once the lane had run as long again (here 3 s).
+#[test]
+fn a_digit_held_across_a_restart_still_times_out() {
+    use media_core::codec::audio::telephone_event::EventPayload;
+    let e = realtime(Topology::Fused);
+    e.start().unwrap();
+    let (a, _b) = e
+        .create_call(
+            (DialogId(1), pcmu_with_telephone_event()),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let (mut ing, _eg) = e.take_rtp_handles(a.lane()).unwrap();
+    let mut pkt = Vec::new();
+    let mut payload = [0u8; 4];
+    for k in 0..3u16 {
+        let ev = EventPayload {
+            event: 5,
+            end: false,
+            volume: 10,
+            duration: 160 * (k + 1),
+        };
+        ev.write(&mut payload);
+        rtp(101, k, 8000, 7, k == 0, &payload, &mut pkt);
+        ing.push(a.id, &pkt).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    e.stop().unwrap();
+    e.start().unwrap();
+    let restarted = std::time::Instant::now();
+    let mut ended = None;
+    while ended.is_none() && restarted.elapsed() < Duration::from_millis(1500) {
+        while let Some(ev) = e.poll_event() {
+            if let EngineEvent::Dtmf {
+                digit,
+                ended_ms: Some(_),
+                ..
+            } = ev
+            {
+                ended = Some((digit, restarted.elapsed()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (digit, after) = ended.expect("the digit's end within 1.5 s of the restart");
+    assert_eq!(digit, '5');
+    println!("ended {after:?} after the restart");
+    e.stop().unwrap();
+}
+
+/// `flush` with a lane that fails meanwhile (a drill: `inject_lane_fault` right after a
+/// call was created on it): it returns once the failure is reported instead of waiting out
+/// its timeout for acknowledgements that will never come, and the lane's own reports come
+/// first (each session's start before its stop). Before, flush waited the whole 5 s and
+/// returned `AckTimeout` with no `LaneFailed`, and the failure's `SessionStopped` could
+/// precede the lane's `SessionStarted`.
+#[test]
+fn flush_reports_a_lane_that_failed_and_keeps_its_events_in_order() {
+    for topology in [Topology::Fused, Topology::Split] {
+        let e = realtime(topology);
+        e.start().unwrap();
+        let (a, b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMA);
+        e.inject_lane_fault(a.lane()).unwrap();
+        // The lane has failed by the time anything is collected.
+        std::thread::sleep(Duration::from_millis(300));
+        let t = std::time::Instant::now();
+        e.flush(Duration::from_secs(5)).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        let events: Vec<EngineEvent> = e.events().collect();
+        let at = |want: &EngineEvent| events.iter().position(|ev| ev == want);
+        assert!(
+            events
+                .iter()
+                .any(|ev| matches!(ev, EngineEvent::LaneFailed { .. })),
+            "{topology:?}: {events:?}"
+        );
+        for s in [a, b] {
+            let stopped = at(&EngineEvent::SessionStopped(s)).expect("stopped");
+            if let Some(started) = at(&EngineEvent::SessionStarted(s)) {
+                assert!(started < stopped, "{topology:?}: {events:?}");
+            }
+        }
+        e.stop().unwrap();
+    }
+}
+
+/// A re-INVITE with the session's own parameters (a session-timer refresh, RFC 4028, every
+/// few minutes on many trunks) changes nothing: the relayed audio goes on packet for
+/// packet. Before, every update rebuilt the session: its buffered packets were dropped
+/// and its playout restarted (the relayed stream differed from the plain run's), its
+/// codecs and echo canceller started over and a digit in flight lost its end.
+#[test]
+fn a_reinvite_with_the_same_parameters_leaves_the_call_untouched() {
+    let run = |refresh: bool| {
+        let e = virtual_engine(4);
+        let (a, b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMU);
+        let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+        let mut pkt = Vec::new();
+        let mut out = Vec::new();
+        for k in 0..40usize {
+            rtp(
+                0,
+                k as u16,
+                160 * k as u32,
+                3,
+                k == 0,
+                &ulaw_frame(k),
+                &mut pkt,
+            );
+            ing.push(a, &pkt).unwrap();
+            if refresh && k == 20 {
+                e.update_media_session(a, MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20))
+                    .unwrap();
+            }
+            e.step(2).unwrap();
+            out.extend(
+                drain(&mut eg)
+                    .into_iter()
+                    .filter(|p| p.session == b)
+                    .map(|p| p.payload().to_vec()),
+            );
+        }
+        out
+    };
+    let plain = run(false);
+    assert!(plain.len() >= 36);
+    assert_eq!(run(true), plain);
+}

@@ -301,6 +301,11 @@ impl Inner {
             // the control thread.
             drop(r.join());
         }
+        // What the lane reported before it stopped comes first (a session's
+        // `SessionStarted` before its `SessionStopped`), and its retired bundles are taken
+        // before its slots are written off.
+        MediaEngine::collect(&mut self.lanes[i], &mut self.events);
+        let ls = &mut self.lanes[i];
         ls.live = 0;
         ls.free_slots.clear();
         let mut lost: Vec<SessionId> = self
@@ -875,10 +880,16 @@ impl MediaEngine {
     /// its creation. The call's room covers it: a refused bridge sends nothing before it
     /// refuses, so the two destroys take the two route commands' room.
     fn roll_back(&self, inner: &mut Inner, id: SessionId) {
-        if let Err(e) = self.destroy_locked(inner, id) {
-            // Invariant: the room was checked and held; reaching here is a bug.
-            debug_assert!(false, "rollback of a half-made call failed: {e}");
-            tracing::error!(session = %id, error = %e, "rollback of a half-made call failed");
+        match self.destroy_locked(inner, id) {
+            Ok(()) => {}
+            // Its lane failed meanwhile (found while making the other leg): the failure
+            // took the session with it and reported it.
+            Err(Error::UnknownSession(_)) if !inner.sessions.contains_key(&id) => {}
+            Err(e) => {
+                // Invariant: the room was checked and held; reaching here is a bug.
+                debug_assert!(false, "rollback of a half-made call failed: {e}");
+                tracing::error!(session = %id, error = %e, "rollback of a half-made call failed");
+            }
         }
     }
 
@@ -986,8 +997,14 @@ impl MediaEngine {
         Ok(MediaSessionHandle { id, dialog })
     }
 
-    /// Replaces a session's codecs, ptime or processing (a re-INVITE). Receive buffer
-    /// contents, SSRC and sequence numbering continue. Bridged peers are re-routed.
+    /// Replaces a session's codecs, ptime or processing (a re-INVITE). The receive
+    /// stream's SSRC, statistics and loss counts, and the send stream's SSRC, sequence
+    /// numbers and timestamps, continue; the receive side starts a new playout (packets
+    /// buffered for the old parameters are dropped), the codecs and voice processing start
+    /// afresh, and jitter bounds set by quality adaptation give way to the parameters'.
+    /// Bridged peers are re-routed. Parameters equal to the session's current ones change
+    /// nothing (a session-timer refresh or a re-INVITE that only changes direction): the
+    /// call goes on untouched, its echo canceller converged, its digit in flight.
     #[tracing::instrument(level = "debug", skip_all, err(Display),
         fields(session = ?id, codec = ?params.tx.codec))]
     pub fn update_media_session(&self, id: SessionId, params: MediaSessionParams) -> Result<()> {
@@ -995,6 +1012,9 @@ impl MediaEngine {
         let mut g = self.lock();
         let inner = &mut *g;
         let rec = inner.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
+        if rec.params == params {
+            return Ok(());
+        }
         if let Some(peer) = rec.peer.filter(|p| *p != id) {
             let pp = &inner.sessions[&peer].params;
             if pp.ptime != params.ptime {
@@ -1257,22 +1277,23 @@ impl MediaEngine {
     }
 
     /// Waits until every lane has applied every command queued so far, at most `timeout`
-    /// per call (virtual clock: applies them immediately). Then frees retired state.
+    /// per call (virtual clock: applies them immediately). Then frees retired state. A
+    /// lane that failed meanwhile is reported (`LaneFailed`) and not waited for.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             let mut g = self.lock();
             let inner = &mut *g;
-            let mut pending = None;
-            for (i, ls) in inner.lanes.iter_mut().enumerate() {
+            for ls in inner.lanes.iter_mut() {
                 if let LaneRun::Idle(lane) = &mut ls.run {
                     lane.drain();
                 }
-                Self::collect(ls, &mut inner.events);
-                if ls.outstanding > 0 && matches!(ls.run, LaneRun::Threads(_)) {
-                    pending = Some(i);
-                }
             }
+            inner.collect_all();
+            let pending = inner
+                .lanes
+                .iter()
+                .position(|ls| ls.outstanding > 0 && matches!(ls.run, LaneRun::Threads(_)));
             let Some(lane) = pending else { return Ok(()) };
             drop(g);
             if Instant::now() >= deadline {

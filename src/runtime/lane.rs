@@ -2423,6 +2423,8 @@ impl EncodeStage {
         let Some(mut et) = self.spare.take().or_else(|| self.egress_free.pop().ok()) else {
             sc.tx_egress_full.inc();
             part.skip_frame();
+            // The first audio after a DTX silence keeps its marker for the next packet.
+            part.marker_next |= resumed;
             return;
         };
         let lane = self.shared.lane;
@@ -2588,6 +2590,7 @@ impl EncodeStage {
                 } else {
                     sc.codec_errors.inc();
                     part.skip_frame();
+                    part.marker_next |= resumed;
                 }
             }
         }

@@ -216,7 +216,9 @@ impl EgressSlot {
 pub enum Op {
     /// Install a new session in `slot` (every part present).
     Create,
-    /// Swap in the present parts, keeping receive buffer contents and RTP send state.
+    /// Swap in the present parts, keeping the receive stream's identity and statistics
+    /// and the RTP send state (the receive buffer is emptied: its packets may be of the old
+    /// codec).
     Update,
     /// Remove the session; each stage moves its part into the bundle.
     Destroy,

@@ -131,7 +131,10 @@ fn tick_loop(shared: &Shared, mut f: impl FnMut(u64, u64, Option<(u64, u64)>)) {
     const MAX_BEHIND: u64 = 10;
     let period = u64::from(Ptime::TICK_MS) * 1_000_000;
     let mut anchor = monotonic_ns() + period;
-    let mut tick: u64 = 0;
+    // The lane's time goes on across a stop and start (its timers, such as an RFC 4733
+    // digit's lost-end timeout, count in it): from the ticks run and skipped so far.
+    let c = &shared.counters;
+    let mut tick: u64 = c.ticks.get() + c.ticks_skipped.get();
     let mut n: u64 = 0;
     while !shared.stop.load(Ordering::Acquire) {
         let deadline = anchor + n * period;

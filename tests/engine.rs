@@ -3669,3 +3669,60 @@ fn a_reinvite_with_the_same_parameters_leaves_the_call_untouched() {
     assert!(plain.len() >= 36);
     assert_eq!(run(true), plain);
 }
+
+/// An Opus leg whose peer asked for DTX (`usedtx=1`), fed 3 s of digital silence between
+/// two stretches of tone from a PCMU leg: through the silence it sends only libopus's
+/// periodic frames (one per 400 ms), not a 1-2 byte packet every 20 ms, and marks the
+/// tone's return. Before, all 150 frames of the silence went out.
+#[test]
+fn an_opus_leg_with_dtx_sends_nothing_through_silence_but_its_periodic_frames() {
+    let e = virtual_engine(4);
+    let mut pb = MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20);
+    pb.opus.dtx = true;
+    let (a, b) = e
+        .create_call(
+            (
+                DialogId(1),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+            (DialogId(2), pb),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    let mut out = Vec::new();
+    for k in 0..300usize {
+        let payload = if (100..250).contains(&k) {
+            vec![0xFF; 160]
+        } else {
+            ulaw_frame(k)
+        };
+        rtp(0, k as u16, 160 * k as u32, 3, false, &payload, &mut pkt);
+        ing.push(a.id, &pkt).unwrap();
+        e.step(2).unwrap();
+        out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
+    }
+    let silence = (160 * 105 * 6) as u32..(160 * 250 * 6) as u32;
+    let in_silence: Vec<_> = out
+        .iter()
+        .filter(|p| silence.contains(&p.header.timestamp))
+        .collect();
+    assert!(
+        in_silence.len() <= 12,
+        "{} packets through 2.9 s of silence",
+        in_silence.len()
+    );
+    assert!(in_silence.iter().all(|p| p.payload().len() > 2));
+    assert!(e.session_stats(b.id).unwrap().frames_dtx >= 100);
+    // The tone's first packet after the silence is marked; the sequence has no gap.
+    let back = out
+        .iter()
+        .find(|p| p.header.timestamp >= silence.end && p.payload().len() > 2)
+        .unwrap();
+    assert!(back.header.marker);
+    assert!(out
+        .windows(2)
+        .all(|w| w[1].header.sequence == w[0].header.sequence.wrapping_add(1)));
+    // 150 frames of tone (less the jitter buffer's start), and the silence's few.
+    assert!((140..=170).contains(&out.len()), "{}", out.len());
+}

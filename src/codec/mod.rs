@@ -302,6 +302,8 @@ pub struct OpusDecoderState {
 #[derive(Debug)]
 pub struct OpusEncoderState {
     encoder: opus::Encoder,
+    /// DTX on (`OpusSettings::dtx`, the peer's `usedtx=1`).
+    dtx: bool,
     /// Interleaved stereo input (two copies of each mono sample), sized for 60 ms.
     stereo: Option<Box<[i16]>>,
 }
@@ -438,6 +440,14 @@ pub enum AnyEncoder {
 }
 
 impl AnyEncoder {
+    /// Whether an encoded frame of `len` bytes is one DTX leaves unsent: libopus with DTX
+    /// on encodes a silent frame that "does not need to be transmitted" in 1 or 2 bytes
+    /// (RFC 7587 §3.1.3; it sends a real frame every 400 ms of silence on its own).
+    #[inline]
+    pub fn is_untransmitted_dtx(&self, len: usize) -> bool {
+        matches!(self, AnyEncoder::Opus(s) if s.dtx && len <= 2)
+    }
+
     /// Builds an encoder. Control plane.
     pub fn new(codec: Codec) -> Self {
         match codec {
@@ -467,7 +477,11 @@ impl AnyEncoder {
             let frame_60ms = settings.rate_or_default().samples_in(Ptime::MS_60);
             vec![0i16; 2 * frame_60ms].into_boxed_slice()
         });
-        AnyEncoder::Opus(Box::new(OpusEncoderState { encoder: e, stereo }))
+        AnyEncoder::Opus(Box::new(OpusEncoderState {
+            encoder: e,
+            dtx: settings.dtx,
+            stereo,
+        }))
     }
 
     /// Applies `tune` to an Opus encoder (libopus CTLs: no allocation, no lock); returns

@@ -2434,6 +2434,8 @@ impl EncodeStage {
         let mut held = false;
         // Set when the frame's SID from the source is forwarded (`FrameSlot::sid`).
         let mut forwarded = false;
+        // Set when Opus DTX left the frame unsent.
+        let mut opus_dtx = false;
         let mut write = |f: Option<&FrameSlot>| {
             egress_slab.with_mut(&mut et, |e| {
                 let body = &mut e.bytes[RTP_HEADER_LEN..];
@@ -2526,10 +2528,14 @@ impl EncodeStage {
                     }
                     (None, Some(f)) => {
                         part.relayed = Relayed::No;
-                        (
-                            part.encoder.encode(&f.pcm[..f.samples], body).ok()?,
-                            f.marker,
-                        )
+                        let n = part.encoder.encode(&f.pcm[..f.samples], body).ok()?;
+                        if part.encoder.is_untransmitted_dtx(n) {
+                            // Opus DTX: not sent; the audio after it starts a talkspurt.
+                            opus_dtx = true;
+                            held = true;
+                            return None;
+                        }
+                        (n, f.marker)
                     }
                     (None, None) => return None,
                 };
@@ -2578,6 +2584,9 @@ impl EncodeStage {
             None => {
                 self.spare = Some(et);
                 if held {
+                    if opus_dtx {
+                        sc.frames_dtx.inc();
+                    }
                     // Audio resumes as a new talkspurt.
                     part.marker_next = true;
                     // Nothing sent this period, as when no frame came: a keepalive may be

@@ -3726,3 +3726,50 @@ fn an_opus_leg_with_dtx_sends_nothing_through_silence_but_its_periodic_frames() 
     // 150 frames of tone (less the jitter buffer's start), and the silence's few.
     assert!((140..=170).contains(&out.len()), "{}", out.len());
 }
+
+/// A re-INVITE that changes something else (here the jitter bounds) while a digit is going
+/// out as RFC 4733: the digit finishes with its three end packets. Before, the update
+/// replaced the sender mid-digit and no end packet went out (the far end held the key
+/// until its own timeout).
+#[test]
+fn a_digit_being_sent_finishes_across_a_reinvite() {
+    use media_core::codec::audio::telephone_event::EventPayload;
+    let e = virtual_engine(4);
+    let params = || {
+        let mut p = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+        p.telephone_event_send_pt = media_core::PayloadType::new(101);
+        p
+    };
+    let (a, _b) = e
+        .create_call(
+            (DialogId(1), params()),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (_ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    e.send_dtmf(a.id, '5', 200).unwrap();
+    let mut events = Vec::new();
+    for k in 0..30 {
+        if k == 4 {
+            let mut p = params();
+            p.jitter = Some(JitterConfig {
+                min_delay_ms: 40,
+                ..Default::default()
+            });
+            e.update_media_session(a.id, p).unwrap();
+        }
+        e.step(2).unwrap();
+        events.extend(
+            drain(&mut eg)
+                .into_iter()
+                .filter(|p| p.session == a.id && p.header.payload_type == 101)
+                .map(|p| EventPayload::parse(p.payload()).unwrap()),
+        );
+    }
+    let ends: Vec<_> = events.iter().filter(|ev| ev.end).collect();
+    assert_eq!(ends.len(), 3, "{events:?}");
+    assert!(ends.iter().all(|ev| ev.event == 5 && ev.duration == 1600));
+}

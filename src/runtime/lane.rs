@@ -2124,6 +2124,25 @@ impl EncodeStage {
                         } else {
                             Relayed::No
                         };
+                        // A digit going out finishes (its end packets, or the rest of its
+                        // tone) where the new parameters send it the same way: the far
+                        // end would otherwise hold the key until its own timeout.
+                        if !cur.dtmf.is_idle()
+                            && new.dtmf_pt == cur.dtmf_pt
+                            && new.ts_per_ms == cur.ts_per_ms
+                            && new.dtmf.interval_ts() == cur.dtmf.interval_ts()
+                        {
+                            std::mem::swap(&mut new.dtmf, &mut cur.dtmf);
+                        }
+                        if cur.tone_on
+                            && cur.tones.is_some()
+                            && new.tones.is_some()
+                            && new.frame_samples == cur.frame_samples
+                            && new.encoder.codec() == cur.encoder.codec()
+                        {
+                            std::mem::swap(&mut new.tones, &mut cur.tones);
+                            new.tone_on = true;
+                        }
                         b.encode = Some(std::mem::replace(cur, new));
                     } else {
                         // Nothing to update (already gone): retire it unused, never

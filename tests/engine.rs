@@ -3510,12 +3510,13 @@ fn loss_counted_before_an_ssrc_change_survives_a_reinvite() {
             e.step(2).unwrap();
             continue;
         }
+        // (The new source's first packet starts its stream: marker.)
         rtp(
             0,
             seq as u16,
             160 * k as u32,
             ssrc,
-            false,
+            k == 20,
             &ulaw_frame(k),
             &mut pkt,
         );
@@ -3772,4 +3773,80 @@ fn a_digit_being_sent_finishes_across_a_reinvite() {
     let ends: Vec<_> = events.iter().filter(|ev| ev.end).collect();
     assert_eq!(ends.len(), 3, "{events:?}");
     assert!(ends.iter().all(|ev| ev.event == 5 && ev.duration == 1600));
+}
+
+/// Two sources on one session, interleaved (forked early media: two 183s sending to one
+/// port; or an old and a new source overlapping at a transfer), neither marking its
+/// packets: the session keeps the first and drops the other's (counted), instead of
+/// restarting its buffer on every packet. Before: 99 resyncs in 100 packets and nothing
+/// played. A source that takes over cleanly (the old one stops) costs one packet without
+/// a marker, none with one.
+#[test]
+fn a_second_source_interleaved_with_the_first_does_not_restart_the_stream() {
+    let e = virtual_engine(4);
+    let (a, b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMU);
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut pkt = Vec::new();
+    let mut out = 0;
+    for k in 0..50usize {
+        rtp(
+            0,
+            k as u16,
+            160 * k as u32,
+            3,
+            false,
+            &ulaw_frame(k),
+            &mut pkt,
+        );
+        ing.push(a, &pkt).unwrap();
+        rtp(
+            0,
+            7000 + k as u16,
+            90_000 + 160 * k as u32,
+            9,
+            false,
+            &ulaw_frame(k + 7),
+            &mut pkt,
+        );
+        ing.push(a, &pkt).unwrap();
+        e.step(2).unwrap();
+        out += drain(&mut eg)
+            .into_iter()
+            .filter(|p| p.session == b)
+            .count();
+    }
+    let s = e.session_stats(a).unwrap();
+    assert_eq!(s.rx_resyncs, 0, "{s:?}");
+    assert_eq!(e.lane_stats(0).unwrap().foreign_ssrc_drops, 50);
+    assert!(out >= 45, "{out} frames sent on");
+    assert_eq!(s.rx_packets, 50);
+
+    // Clean hand-overs: a new source alone, first without a marker, then with one.
+    for (marker, dropped) in [(false, 1u64), (true, 0)] {
+        let e = virtual_engine(4);
+        let (a, _b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMU);
+        let (mut ing, _eg) = e.take_rtp_handles(0).unwrap();
+        for k in 0..60usize {
+            let (ssrc, seq) = if k < 30 { (3, k) } else { (4, 5000 + k) };
+            rtp(
+                0,
+                seq as u16,
+                160 * k as u32,
+                ssrc,
+                marker && k == 30,
+                &ulaw_frame(k),
+                &mut pkt,
+            );
+            ing.push(a, &pkt).unwrap();
+            e.step(2).unwrap();
+        }
+        let s = e.session_stats(a).unwrap();
+        assert_eq!(s.rx_resyncs, 1, "marker {marker}");
+        assert_eq!(
+            e.lane_stats(0).unwrap().foreign_ssrc_drops,
+            dropped,
+            "marker {marker}"
+        );
+        assert_eq!(s.rx_packets, 60 - dropped, "marker {marker}");
+    }
 }

@@ -344,8 +344,8 @@ proptest! {
     /// ingress ring each tick). The exact identity the code defines:
     /// `pushes = ingress_full + ingress_too_large + ingress_rate_limited + ingress_unknown`
     /// (refused at the handle) `+ malformed +
-    /// unknown_session + Σ sessions (rx_packets + rx_unsupported_pt + rx_dtmf_packets +
-    /// rx_cn_packets)` (each accepted packet classified once). Within `rx_packets` the
+    /// unknown_session + foreign_ssrc_drops + Σ sessions (rx_packets + rx_unsupported_pt +
+    /// rx_dtmf_packets + rx_cn_packets)` (each accepted packet classified once). Within `rx_packets` the
     /// fates are exclusive but not all counted (packets flushed by a resync, still held,
     /// or relayed undecoded have no counter), so the per-session law is an
     /// inequality: `jb_duplicates + rx_empty_payloads + rx_late + jb_overflows +
@@ -404,7 +404,7 @@ proptest! {
                 + lane.ingress_unknown,
             refused
         );
-        let mut classified = lane.malformed + lane.unknown_session;
+        let mut classified = lane.malformed + lane.unknown_session + lane.foreign_ssrc_drops;
         for id in &ids[..4] {
             let s = e.session_stats(*id).expect("live");
             classified += s.rx_packets + s.rx_unsupported_pt + s.rx_dtmf_packets + s.rx_cn_packets;

@@ -444,7 +444,7 @@ impl JitterStage {
         }
         self.sched[slot] = self.sessions[slot]
             .as_ref()
-            .map(|p| sched_entry(p.ptime_ticks, p.phase))
+            .map(|p| sched_entry(u32::from(p.ptime_ticks), u32::from(p.phase)))
             .unwrap_or(0);
         push_cmd(&mut self.out, &self.shared.counters, ToDecode::Cmd(b));
     }
@@ -625,17 +625,38 @@ impl JitterStage {
                 self.release(tok);
                 continue;
             }
+            let new_stream = part.rx_ssrc.is_some_and(|s| s != ssrc);
+            if new_stream {
+                // Another source on this session. It takes over when its packet starts a
+                // stream (marker) or when two of its packets come in a row; until then its
+                // packets are dropped, so two sources interleaved (forked early media, an
+                // old and a new source overlapping at a transfer) do not restart the
+                // buffer on every packet.
+                let takes_over = marker || (part.ssrc_candidate == ssrc && part.candidate_run > 0);
+                if !takes_over {
+                    if part.ssrc_candidate != ssrc {
+                        part.ssrc_candidate = ssrc;
+                        part.candidate_run = 0;
+                    }
+                    part.candidate_run = part.candidate_run.saturating_add(1);
+                    self.shared.counters.foreign_ssrc_drops.inc_shared();
+                    self.release(tok);
+                    continue;
+                }
+                // A new stream (RFC 3550 §8.2): its sequence and timestamp spaces are
+                // unrelated.
+                sc.rx_resyncs.inc();
+                part.start_stream();
+                part.rx_ssrc = Some(ssrc);
+                part.candidate_run = 0;
+            } else if part.rx_ssrc.is_none() {
+                part.rx_ssrc = Some(ssrc);
+            } else {
+                // The current source goes on: another's run is broken.
+                part.candidate_run = 0;
+            }
             sc.rx_packets.inc();
             sc.rx_payload_bytes.add(len as u64);
-            let new_stream = part.rx_ssrc.is_some_and(|s| s != ssrc);
-            if part.rx_ssrc != Some(ssrc) {
-                if new_stream {
-                    // A new stream (RFC 3550 §8.2): its sequence and timestamp spaces are unrelated.
-                    sc.rx_resyncs.inc();
-                    part.start_stream();
-                }
-                part.rx_ssrc = Some(ssrc);
-            }
             let class = part.stats.on_packet(seq, ts, arrival_ns);
             set_loss_gauges(part, sc, class);
             sc.rx_jitter_ts.set(u64::from(part.stats.jitter_ts()));
@@ -1221,7 +1242,7 @@ impl DecodeStage {
         }
         self.sched[slot] = self.sessions[slot]
             .as_ref()
-            .map(|p| sched_entry(p.ptime_ticks, p.phase))
+            .map(|p| sched_entry(u32::from(p.ptime_ticks), u32::from(p.phase)))
             .unwrap_or(0);
         push_cmd(&mut self.out, &self.shared.counters, Downstream::Cmd(b));
     }

@@ -237,6 +237,11 @@ counter_block! {
         /// Packets for an unknown id that reach the lane anyway (pushed while the session
         /// was being created or destroyed) are counted in `unknown_session`.
         ingress_unknown,
+        /// Audio packets of a second source (another SSRC) on a session, dropped until
+        /// that source took over (two of its packets in a row, or one with the marker
+        /// bit): forked early media, or two sources overlapping at a transfer (jitter
+        /// stage).
+        foreign_ssrc_drops,
         /// Internal ring pushes that failed (a sizing bug if ever non-zero).
         internal_ring_full,
         /// Concealment messages not sent because a downstream stage was backed up.

@@ -265,9 +265,12 @@ pub struct JitterPart {
     /// Generation of the session this part belongs to.
     pub generation: u32,
     /// Frame period in lane ticks.
-    pub ptime_ticks: u32,
+    pub ptime_ticks: u16,
     /// Which tick within the period this session plays on (spreads load).
-    pub phase: u32,
+    pub phase: u16,
+    /// Packets of another source (`ssrc_candidate`) that came in a row since the current
+    /// source's last: it takes over at two, or at one with the marker bit.
+    pub candidate_run: u8,
     /// Telephone-event clock rate (the audio codec's RTP clock), Hz.
     pub dtmf_clock_hz: u32,
     /// RFC 4733 receiver (deduplication, end detection, lost-end timeout).
@@ -277,6 +280,9 @@ pub struct JitterPart {
     pub earlier_streams: (u64, u64),
     /// RFC 3550 receive statistics of the current stream.
     pub stats: RtpReceiveStats,
+    /// The other source seen on the session (see `candidate_run`; out of the per-packet
+    /// lines: read only for another source's packets).
+    pub ssrc_candidate: u32,
 }
 
 impl JitterPart {
@@ -668,9 +674,11 @@ impl<T> SessionParts<T> {
                 telephone_event_pt: params.telephone_event_pt.map(|p| p.get()),
                 cn_pt: params.comfort_noise_pt.map(|p| p.get()),
                 rx_ssrc: None,
+                ssrc_candidate: 0,
+                candidate_run: 0,
                 stats: RtpReceiveStats::signalled(tx.info().clock_rate_hz),
-                ptime_ticks: params.ptime.ticks(),
-                phase: phase % params.ptime.ticks(),
+                ptime_ticks: params.ptime.ticks() as u16,
+                phase: (phase % params.ptime.ticks()) as u16,
                 // RFC 4733 §2.5.2.2: a digit whose packets stop is ended after a timeout;
                 // senders update every 50 ms, so 200 ms is four updates lost.
                 // Boxed: touched only by telephone-event packets, so it stays out of the

@@ -1242,7 +1242,7 @@ impl DecodeStage {
         }
         self.sched[slot] = self.sessions[slot]
             .as_ref()
-            .map(|p| sched_entry(u32::from(p.ptime_ticks), u32::from(p.phase)))
+            .map(|p| sched_entry(p.ptime_ticks, p.phase))
             .unwrap_or(0);
         push_cmd(&mut self.out, &self.shared.counters, Downstream::Cmd(b));
     }

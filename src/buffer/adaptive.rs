@@ -1179,7 +1179,11 @@ mod tests {
             let back = back_ms * 8;
             let packets: Vec<Option<(u32, bool)>> = (0..400u32)
                 .map(|k| {
-                    let ts = if k < 100 { 160 * k } else { 160 * k - back };
+                    let ts = if k < 100 {
+                        160 * k
+                    } else {
+                        (160 * k).wrapping_sub(back)
+                    };
                     Some((ts, k == 0))
                 })
                 .collect();

@@ -821,12 +821,34 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                 self.wait_left_ts -= dur;
                 return Next::Empty { dur_ts: dur };
             }
-            let next_ahead = bits(self.occ)
-                .map(|i| self.slots[i].ts.wrapping_sub(at))
-                .filter(|&d| (d as i32) > 0)
-                .min();
-            let dur = match next_ahead {
-                Some(d) => d.min(want_ts.max(1)),
+            let ahead = bits(self.occ)
+                .map(|i| (self.slots[i].ts.wrapping_sub(at), i))
+                .filter(|&(d, _)| (d as i32) > 0)
+                .min_by_key(|&(d, _)| d);
+            if let Some((d, i)) = ahead {
+                // The next packet starts a stream (marker) further ahead than the buffer's
+                // delay explains, while packets were still coming: not a talkspurt after a
+                // silence (the buffer would have run dry) but the stream jumping forward
+                // (a source switched on the same SSRC). Go to it rather than concealing
+                // the whole jump frame by frame.
+                if self.first & (1 << i) != 0
+                    && d > self.target_ts().saturating_add(want_ts.saturating_mul(2))
+                {
+                    let (ts, dur) = (self.slots[i].ts, self.slots[i].dur);
+                    if let Some(item) = self.take(i) {
+                        self.next_ts = ts.wrapping_add(dur);
+                        self.empty_run_ts = 0;
+                        return Next::Decode {
+                            item,
+                            ts,
+                            dur_ts: dur,
+                            first: true,
+                        };
+                    }
+                }
+            }
+            let dur = match ahead {
+                Some((d, _)) => d.min(want_ts.max(1)),
                 None => want_ts,
             };
             self.next_ts = at.wrapping_add(dur);
@@ -1192,6 +1214,39 @@ mod tests {
             // up on the old timeline), not the rest of the call.
             assert!(late <= 20, "{back_ms} ms back: {late} late");
             assert!(played >= 270, "{back_ms} ms back: {played} played of 300");
+        }
+    }
+
+    /// A stream that jumps 0.5-1.5 s ahead mid-call with the marker bit, same SSRC, while
+    /// its packets were coming (a source switched): the buffer goes to the new packets.
+    /// Before, it concealed the jump frame by frame (14 frames at 500 ms ahead) and
+    /// played what came after it that much later.
+    #[test]
+    fn a_marked_jump_ahead_while_packets_flow_is_followed_not_concealed() {
+        for ahead_ms in [500u32, 1000, 1500] {
+            let mut b = B::new(JitterConfig::default());
+            let (mut concealed, mut played) = (0, 0);
+            for k in 0..300u32 {
+                let ts = if k < 100 {
+                    160 * k
+                } else {
+                    160 * k + ahead_ms * 8
+                };
+                let at = 1 + u64::from(k) * 20_000_000;
+                b.insert(ts, 160, k == 0 || k == 100, at, ts, &mut |_| {});
+                match b.next(160) {
+                    Next::Conceal { .. } if k >= 100 => concealed += 1,
+                    Next::Decode { .. } if k >= 100 => played += 1,
+                    _ => {}
+                }
+            }
+            assert!(concealed <= 2, "{ahead_ms} ms ahead: {concealed} concealed");
+            assert!(played >= 195, "{ahead_ms} ms ahead: {played} played of 200");
+            assert!(
+                b.held_ts() <= 160 * 8,
+                "{ahead_ms} ms ahead: {} ts held",
+                b.held_ts()
+            );
         }
     }
 

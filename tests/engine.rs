@@ -3752,7 +3752,7 @@ fn a_digit_being_sent_finishes_across_a_reinvite() {
         .unwrap();
     let (_ing, mut eg) = e.take_rtp_handles(0).unwrap();
     e.send_dtmf(a.id, '5', 200).unwrap();
-    let mut events = Vec::new();
+    let (mut events, mut sent) = (Vec::new(), 0u64);
     for k in 0..30 {
         if k == 4 {
             let mut p = params();
@@ -3763,16 +3763,25 @@ fn a_digit_being_sent_finishes_across_a_reinvite() {
             e.update_media_session(a.id, p).unwrap();
         }
         e.step(2).unwrap();
+        let out: Vec<_> = drain(&mut eg)
+            .into_iter()
+            .filter(|p| p.session == a.id)
+            .collect();
+        sent += out.len() as u64;
         events.extend(
-            drain(&mut eg)
-                .into_iter()
-                .filter(|p| p.session == a.id && p.header.payload_type == 101)
+            out.iter()
+                .filter(|p| p.header.payload_type == 101)
                 .map(|p| EventPayload::parse(p.payload()).unwrap()),
         );
     }
     let ends: Vec<_> = events.iter().filter(|ev| ev.end).collect();
     assert_eq!(ends.len(), 3, "{events:?}");
     assert!(ends.iter().all(|ev| ev.event == 5 && ev.duration == 1600));
+    // The event packets count as packets sent (an RTCP sender report's count); before,
+    // only `tx_dtmf_packets` counted them.
+    let s = e.session_stats(a.id).unwrap();
+    assert_eq!(s.tx_packets, sent);
+    assert!(s.tx_dtmf_packets >= 10 && s.tx_payload_bytes >= 4 * s.tx_dtmf_packets);
 }
 
 /// Two sources on one session, interleaved (forked early media: two 183s sending to one

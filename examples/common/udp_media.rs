@@ -426,7 +426,15 @@ impl Io {
             };
             let h = p.header();
             leg.tx_ssrc = Some(h.ssrc);
-            leg.last_tx = Some((h.timestamp, Instant::now()));
+            // The sender report's RTP time is extrapolated from the newest timestamp sent:
+            // RFC 4733 packets repeat their event's start timestamp for as long as the
+            // digit lasts, so they must not move its wall-clock reference.
+            if leg
+                .last_tx
+                .is_none_or(|(ts, _)| (h.timestamp.wrapping_sub(ts) as i32) > 0)
+            {
+                leg.last_tx = Some((h.timestamp, Instant::now()));
+            }
             let sock = &leg.rtp;
             match p.with_bytes(|b| sock.send_to(b, peer)) {
                 Ok(n) => {

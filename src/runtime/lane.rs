@@ -2411,6 +2411,9 @@ impl EncodeStage {
             e.len = RTP_HEADER_LEN + ev.payload_len;
             e.session = SessionId::from_parts(lane, dst, part.generation);
             sc.tx_dtmf_packets.inc();
+            // RTP packets of the stream like any other (an RTCP sender report counts them).
+            sc.tx_packets.inc();
+            sc.tx_payload_bytes.add(ev.payload_len as u64);
             true
         });
         part.skip_frame();

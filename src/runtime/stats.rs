@@ -157,9 +157,10 @@ counter_block! {
         /// Frames run through the session's DSP chain (undecoded relays pass the DSP stage
         /// untouched and count in `frames_relayed` only).
         frames_processed,
-        /// RTP packets produced for sending.
+        /// RTP packets produced for sending: audio, SID frames, keepalives and RFC 4733
+        /// events (what an RTCP sender report counts).
         tx_packets,
-        /// Payload bytes produced for sending.
+        /// Payload bytes produced for sending (of the same packets).
         tx_payload_bytes,
         /// Encoder failures (encode stage).
         codec_errors,

@@ -288,11 +288,14 @@ enum State {
 /// [`DelayManager::update`]).
 const REANCHOR_ABOVE_MS: f64 = 1000.0;
 
-/// Packets that keep arriving late for this long (ms of arrival time) mean the stream's
-/// timeline moved back, not that a burst came after a stall (whose late packets arrive
-/// together): the buffer follows the new timeline. Not scaled by the target delay, which
-/// the late packets themselves raise (their timestamps read as delay).
-const LATE_RUN_MS: u16 = 300;
+/// Late packets in a row (none stored or played between them) whose lateness has not
+/// shrunk over the last half of this many mean the stream's timeline moved back: the
+/// buffer follows the new timeline. A backlog after a stall arrives ever less late as it
+/// catches up (it is left to drain, its packets dropped as late until it has). The window
+/// slides: while the buffer runs dry its playout point stands still for up to the target
+/// delay (which the late packets themselves raise, reading as delay), so even a timeline
+/// that moved back looks less late for a while before its lateness settles.
+const LATE_RUN_PACKETS: u8 = 16;
 
 /// Packet slots [`AdaptiveBuffer::header_range`] covers (16 bytes each for a slab token: one
 /// line).
@@ -315,9 +318,10 @@ pub struct AdaptiveBuffer<T, const N: usize = 32> {
     /// Bit i set: the packet in slot i starts a talkspurt or stream.
     first: u64,
     state: State,
-    /// Arrival (ms, wrapping; 0: none) of the first of the late packets arriving in a row
-    /// (in what was padding).
-    late_since_ms: u16,
+    /// Late packets in a row (see [`LATE_RUN_PACKETS`]; in what was padding).
+    late_run: u8,
+    /// How late the one halfway through [`LATE_RUN_PACKETS`] was, ms.
+    late_mid_ms: u16,
     next_ts: u32,
     waited_ts: u32,
     empty_run_ts: u32,
@@ -394,7 +398,8 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                 item: None,
             }),
             state: State::Idle,
-            late_since_ms: 0,
+            late_run: 0,
+            late_mid_ms: 0,
             next_ts: 0,
             waited_ts: 0,
             empty_run_ts: 0,
@@ -644,21 +649,30 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         self.next_ts = ts;
         self.waited_ts = 0;
         self.empty_run_ts = 0;
-        self.late_since_ms = 0;
+        self.late_run = 0;
     }
 
-    /// Notes a late packet arriving at `arrival_ns` (0: unknown); true when late packets
-    /// have kept arriving for longer than [`LATE_RUN_MS`].
-    fn late_for_too_long(&mut self, arrival_ns: u64) -> bool {
-        if arrival_ns == 0 {
+    /// Notes a late packet, `behind_ts` behind the playout point; true once
+    /// [`LATE_RUN_PACKETS`] have come in a row and the latest is no less late than the
+    /// one half a window back (within a packet and 10 ms): the timeline moved back.
+    fn late_run_moved_back(&mut self, behind_ts: u32) -> bool {
+        let per_ms = self.ts_per_ms().max(1);
+        let behind_ms = (behind_ts / per_ms).min(u32::from(u16::MAX)) as u16;
+        self.late_run = self.late_run.saturating_add(1);
+        if self.late_run == LATE_RUN_PACKETS / 2 {
+            self.late_mid_ms = behind_ms;
+        }
+        if self.late_run < LATE_RUN_PACKETS {
             return false;
         }
-        let now = ((arrival_ns / 1_000_000) as u16).max(1);
-        if self.late_since_ms == 0 {
-            self.late_since_ms = now;
-            return false;
+        let slack_ms = (self.packet_ts / per_ms + 10).min(1000) as u16;
+        if behind_ms.saturating_add(slack_ms) >= self.late_mid_ms {
+            return true;
         }
-        now.wrapping_sub(self.late_since_ms) > LATE_RUN_MS
+        // Still catching up: slide the window half on.
+        self.late_run = LATE_RUN_PACKETS / 2;
+        self.late_mid_ms = behind_ms;
+        false
     }
 
     /// Inserts a packet of `dur_ts` timestamp units. `marker` is the RTP marker bit
@@ -698,7 +712,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                     // Talkspurt start after the buffer ran dry: re-anchor instead of
                     // discarding it as late (the sender's silence was shorter than ours).
                     // Likewise when late packets keep coming: the timeline moved back.
-                    let moved_back = self.late_for_too_long(arrival_ns);
+                    let moved_back = self.late_run_moved_back(behind);
                     if behind > self.late_window_ts || (marker && dry) || moved_back {
                         self.flush(release);
                         if moved_back {
@@ -767,7 +781,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         let first = marker || self.state == State::Prebuffer && self.occ == 0;
         self.store(ts, dur_ts, first, item);
         self.empty_run_ts = 0;
-        self.late_since_ms = 0;
+        self.late_run = 0;
         outcome
     }
 
@@ -801,6 +815,8 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             if let Some(item) = self.take(i) {
                 self.next_ts = at.wrapping_add(dur);
                 self.empty_run_ts = 0;
+                // Audio plays: late packets before it were not a timeline that moved.
+                self.late_run = 0;
                 return Next::Decode {
                     item,
                     ts: at,
@@ -831,8 +847,13 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                 // silence (the buffer would have run dry) but the stream jumping forward
                 // (a source switched on the same SSRC). Go to it rather than concealing
                 // the whole jump frame by frame.
+                // (Beyond what it holds, too: above target after a burst, a short pause
+                // between talkspurts is shortened by time-scaling, not skipped whole.)
                 if self.first & (1 << i) != 0
-                    && d > self.target_ts().saturating_add(want_ts.saturating_mul(2))
+                    && d > self
+                        .target_ts()
+                        .max(self.held_ts())
+                        .saturating_add(want_ts.saturating_mul(2))
                 {
                     let (ts, dur) = (self.slots[i].ts, self.slots[i].dur);
                     if let Some(item) = self.take(i) {
@@ -1210,10 +1231,11 @@ mod tests {
                 })
                 .collect();
             let (late, played) = run_periods(&mut b, &packets, 100);
-            // The switch costs a few packets (those that arrive before the buffer gives
-            // up on the old timeline), not the rest of the call.
-            assert!(late <= 20, "{back_ms} ms back: {late} late");
-            assert!(played >= 270, "{back_ms} ms back: {played} played of 300");
+            // The switch costs some packets (those that arrive before the buffer gives
+            // up on the old timeline: their lateness must have settled), not the rest of
+            // the call.
+            assert!(late <= 48, "{back_ms} ms back: {late} late");
+            assert!(played >= 245, "{back_ms} ms back: {played} played of 300");
         }
     }
 
@@ -1248,6 +1270,63 @@ mod tests {
                 b.held_ts()
             );
         }
+    }
+
+    /// A 1 s stall whose backlog then drains at twice real time (two packets a period until
+    /// it has caught up), arrival times real: the packets past their time are dropped as
+    /// late and the buffer catches up; the run of late packets, arriving ever less late,
+    /// does not restart the stream (which would re-anchor on a stale packet and add its
+    /// lateness to the call's delay). A first, time-based version of the step-back rule
+    /// restarted it here.
+    #[test]
+    fn a_backlog_draining_after_a_stall_is_not_taken_for_a_timeline_that_moved_back() {
+        for per_period in [2u32, 4] {
+            let mut b = B::new(JitterConfig::default());
+            let (mut resynced, mut late, mut sent) = (0, 0, 0u32);
+            for k in 0..400u32 {
+                let at = 1 + u64::from(k) * 20_000_000;
+                // Packets 0..100 on time; none during periods 100..150; then the backlog.
+                let due = if k < 100 {
+                    k + 1
+                } else if k < 150 {
+                    100
+                } else {
+                    (100 + (k - 149) * per_period).min(k + 1)
+                };
+                while sent < due {
+                    match b.insert(160 * sent, 160, sent == 0, at, sent, &mut |_| {}) {
+                        Insert::Resynced => resynced += 1,
+                        Insert::Late(_) => late += 1,
+                        _ => {}
+                    }
+                    sent += 1;
+                }
+                b.next(160);
+            }
+            assert_eq!(resynced, 0, "{per_period} a period");
+            assert!(late >= 20, "{per_period} a period: {late} late");
+        }
+    }
+
+    /// A 1.8 s pause (short of going idle) whose timestamps stood still, no marker after
+    /// it: the relative delay jumps 1.8 s, past the largest target by more than 1 s, and
+    /// the delay measurement starts over there instead of holding the target at its
+    /// maximum. (The buffer, dry, takes the pause for a stall and skips ahead of the
+    /// resumed packets; they are late until the step-back rule follows them, 16 packets.)
+    #[test]
+    fn a_pause_short_of_idle_whose_timestamps_stood_still_does_not_raise_the_target() {
+        let mut b = B::new(JitterConfig::default());
+        let mut packets: Vec<Option<(u32, bool)>> =
+            (0..100u32).map(|k| Some((160 * k, k == 0))).collect();
+        packets.extend((0..90).map(|_| None));
+        packets.extend((0..200u32).map(|k| Some((160 * (100 + k), false))));
+        let (_, played) = run_periods(&mut b, &packets, 190);
+        assert!(played >= 175, "{played} played");
+        assert!(
+            b.delay().target_ms() <= 60,
+            "target {} ms",
+            b.delay().target_ms()
+        );
     }
 
     /// Packets arriving in a burst after a stall, the oldest of them past their time: they

@@ -1004,7 +1004,8 @@ impl MediaEngine {
     /// afresh, and jitter bounds set by quality adaptation give way to the parameters'.
     /// Bridged peers are re-routed. Parameters equal to the session's current ones change
     /// nothing (a session-timer refresh or a re-INVITE that only changes direction): the
-    /// call goes on untouched, its echo canceller converged, its digit in flight.
+    /// call goes on untouched, its echo canceller converged, its digit in flight, and
+    /// jitter bounds set by quality adaptation stay.
     #[tracing::instrument(level = "debug", skip_all, err(Display),
         fields(session = ?id, codec = ?params.tx.codec))]
     pub fn update_media_session(&self, id: SessionId, params: MediaSessionParams) -> Result<()> {

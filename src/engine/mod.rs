@@ -580,7 +580,29 @@ impl MediaEngine {
                 let LaneRun::Idle(lane) = std::mem::replace(&mut ls.run, LaneRun::Gone) else {
                     continue;
                 };
-                ls.run = LaneRun::Threads(thread::start(*lane, self.config.topology, plan)?);
+                match thread::start(*lane, self.config.topology, plan) {
+                    Ok(r) => ls.run = LaneRun::Threads(r),
+                    Err(e) => {
+                        // All or none: the lanes started so far stop and come back idle;
+                        // this one's state went with its threads (it is reported failed,
+                        // its sessions stopped, by `collect_all`).
+                        for ls in &mut g.lanes[..i] {
+                            ls.ctl.shared.stop.store(true, Ordering::Release);
+                        }
+                        for ls in &mut g.lanes[..i] {
+                            if let LaneRun::Threads(r) =
+                                std::mem::replace(&mut ls.run, LaneRun::Gone)
+                            {
+                                ls.run = match r.join() {
+                                    Some(lane) => LaneRun::Idle(Box::new(lane)),
+                                    None => LaneRun::Gone,
+                                };
+                            }
+                        }
+                        g.collect_all();
+                        return Err(e);
+                    }
+                }
             }
         }
         g.running = true;

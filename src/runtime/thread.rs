@@ -222,8 +222,34 @@ fn spawn<T: Send + 'static>(
         .map_err(|_| crate::Error::Spawn("thread spawn failed"))
 }
 
-/// Starts a lane's threads. Control plane.
+/// Marks a lane whose threads could not all be started as failed: its stop flag and
+/// every stage's done flag are set, so the stages already started drain and exit instead
+/// of waiting for an upstream that never ran, and the control plane reports the lane's
+/// failure (its state went with the threads, or was dropped here).
+fn abandon(shared: &super::lane::Shared) {
+    shared.stop.store(true, Ordering::Release);
+    for d in &shared.stage_done {
+        d.store(true, Ordering::Release);
+    }
+    shared.failed.store(true, Ordering::Release);
+}
+
+/// Starts a lane's threads. Control plane. On [`crate::Error::Spawn`] the lane is marked
+/// failed (see `abandon`).
 pub fn start(lane: Lane, topology: Topology, plan: ThreadPlan) -> Result<Running, crate::Error> {
+    let shared = lane.shared().clone();
+    let r = start_threads(lane, topology, plan);
+    if r.is_err() {
+        abandon(&shared);
+    }
+    r
+}
+
+fn start_threads(
+    lane: Lane,
+    topology: Topology,
+    plan: ThreadPlan,
+) -> Result<Running, crate::Error> {
     let id = plan.lane;
     match topology {
         Topology::Fused => {

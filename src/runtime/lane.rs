@@ -1490,6 +1490,7 @@ impl DecodeStage {
                                 dst.copy_from_slice(pl);
                                 f.payload_len = pl.len();
                                 f.relay = true;
+                                f.relay_codec = route.dst_codec;
                                 true
                             }
                             None => false,
@@ -2508,6 +2509,17 @@ impl EncodeStage {
                             part.encoder.encode(pcm, body).ok()?,
                             f.is_some_and(|f| f.marker),
                         )
+                    }
+                    // A relayed payload of another codec, or PCM of another frame size: the
+                    // frame was made for this session's parameters before a re-INVITE
+                    // changed them (its update reached the lane ahead of the route that
+                    // follows it). Not sent; the next frame starts a talkspurt.
+                    (None, Some(f))
+                        if (f.relay && f.relay_codec != part.encoder.codec())
+                            || (!f.relay && f.samples != 0 && f.samples != part.frame_samples) =>
+                    {
+                        held = true;
+                        return None;
                     }
                     (None, Some(f)) if f.relay => {
                         let dst = body.get_mut(..f.payload_len)?;

@@ -2,6 +2,7 @@
 //! the command bundle.
 
 use super::slab::Token;
+use crate::codec::Codec;
 use crate::processing::format::resample::Resampler;
 use crate::rtp::RtpHeader;
 use crate::session::{DecodePart, DspPart, EncodePart, JitterPart, Route};
@@ -60,6 +61,10 @@ pub struct FrameSlot {
     pub payload_len: usize,
     /// The frame carries an encoded payload to relay instead of PCM.
     pub relay: bool,
+    /// The codec of that payload (the encode stage relays it only to a session sending
+    /// that codec: a re-INVITE may have changed the destination's since the route was
+    /// read).
+    pub relay_codec: Codec,
     /// The frame's stream goes to its destination undecoded (a G.722 or Opus relay) and
     /// its PCM is a talkspurt's first frame or has no packet decoded into it (comfort
     /// noise, concealment): the far end's decoder follows the source's encoder, so the
@@ -163,6 +168,7 @@ impl FrameSlot {
             payload: touched(max_payload_bytes),
             payload_len: 0,
             relay: false,
+            relay_codec: Codec::Pcmu,
             undecoded_stream: false,
             sid: FrameSid::No,
             marker: false,

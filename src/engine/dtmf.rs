@@ -7,11 +7,12 @@ use crate::types::SessionId;
 
 impl MediaEngine {
     /// Sends DTMF `digit` ('0'-'9', '*', '#', 'A'-'D') on session `id` as RFC 4733
-    /// telephone events lasting `duration_ms`: a marked first packet, duration updates every
-    /// packet interval, the end packet three times (§2.5.1.4), long events segmented; the
-    /// event packets replace the session's audio while they last. Through the command queue
-    /// (never blocks); a digit asked for while one is still being sent is refused on the
-    /// lane and counted (`tx_dtmf_refused`).
+    /// telephone events lasting `duration_ms` (taken within 40 ms to 60 s): a marked first
+    /// packet, duration updates every packet interval, the end packet three times
+    /// (§2.5.1.4), long events segmented; the event packets replace the session's audio
+    /// while they last. Through the command queue (never blocks). A digit asked for while
+    /// one is being sent waits for its end packets and follows it (one waits; a third is
+    /// refused on the lane and counted, `tx_dtmf_refused`).
     ///
     /// Errors: [`Error::UnknownSession`]; [`Error::UnsupportedParameters`] when the session
     /// negotiated no telephone-event payload type to send with

@@ -432,7 +432,8 @@ fn drain(egress: &mut media_core::EgressHandle, legs: &[Leg]) {
 /// ingress ring completely each tick):
 /// - every push is refused (`ingress_full` + `ingress_too_large` +
 ///   `ingress_rate_limited` + `ingress_unknown`) or accepted, and every accepted packet is classified exactly
-///   once: malformed, unknown session, or one of a session's `rx_packets` (audio),
+///   once: malformed, unknown session, a second source's packet dropped before it took
+///   over (`foreign_ssrc_drops`), or one of a session's `rx_packets` (audio),
 ///   `rx_unsupported_pt`, `rx_dtmf_packets`, `rx_cn_packets`;
 /// - a session counts no more than was pushed to it;
 /// - an audio packet has at most one fate after sequence tracking: `jb_duplicates`,
@@ -452,7 +453,8 @@ fn check(engine: &MediaEngine, legs: &[Leg], tally: &Tally) {
         tally.pushed_err,
         "refused pushes are counted"
     );
-    let mut classified = lane.malformed + lane.unknown_session;
+    // (A second source's packets dropped until it takes over count once, lane-wide.)
+    let mut classified = lane.malformed + lane.unknown_session + lane.foreign_ssrc_drops;
     for leg in legs {
         let s = engine.session_stats(leg.id).expect("live session");
         let mine = s.rx_packets + s.rx_unsupported_pt + s.rx_dtmf_packets + s.rx_cn_packets;

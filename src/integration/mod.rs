@@ -215,10 +215,12 @@ impl EgressHandle {
         self.parts.egress.slots()
     }
 
-    /// Free egress slots (available to the lane's encoder).
+    /// Free egress slots (available to the lane's encoder): those in the free ring, and
+    /// the one the encoder may keep unused for its next packet.
     pub fn free_slots(&self) -> usize {
         // Items in the free ring = its capacity (the slot count) minus its free space.
         self.parts.slab.capacity() - self.parts.free.slots()
+            + self.parts.shared.counters.egress_spare.get() as usize
     }
 
     /// Total egress slots.

@@ -793,6 +793,23 @@ pub struct DecodeStage {
     shared: Arc<Shared>,
 }
 
+/// An egress slot for the next packet: the one the encode stage kept from a period that
+/// sent nothing (`spare`), else a free one.
+#[inline]
+fn take_egress(
+    spare: &mut Option<Token>,
+    free: &mut Consumer<Token>,
+    shared: &Shared,
+) -> Option<Token> {
+    match spare.take() {
+        Some(t) => {
+            shared.counters.egress_spare.set(0);
+            Some(t)
+        }
+        None => free.pop().ok(),
+    }
+}
+
 /// A frame slot to fill: the one a period that produced nothing left (`spare`), else a
 /// free one.
 #[inline]
@@ -2254,7 +2271,7 @@ impl EncodeStage {
             return false;
         };
         let sc = &self.shared.sessions[dst as usize].counters;
-        let Some(mut et) = self.spare.take().or_else(|| self.egress_free.pop().ok()) else {
+        let Some(mut et) = take_egress(&mut self.spare, &mut self.egress_free, &self.shared) else {
             sc.tx_egress_full.inc();
             part.skip_frame();
             return true;
@@ -2272,7 +2289,9 @@ impl EncodeStage {
                 self.shared.counters.internal_ring_full.inc_shared();
             }
         } else {
+            // Kept for the next packet (counted free: `EgressHandle::free_slots`).
             self.spare = Some(et);
+            self.shared.counters.egress_spare.set(1);
         }
         true
     }
@@ -2298,7 +2317,7 @@ impl EncodeStage {
             return false;
         };
         let sc = &self.shared.sessions[dst as usize].counters;
-        let Some(mut et) = self.spare.take().or_else(|| self.egress_free.pop().ok()) else {
+        let Some(mut et) = take_egress(&mut self.spare, &mut self.egress_free, &self.shared) else {
             sc.tx_egress_full.inc();
             return false;
         };
@@ -2355,7 +2374,9 @@ impl EncodeStage {
         });
         let Some(n) = sent else {
             sc.codec_errors.inc();
+            // Kept for the next packet (counted free: `EgressHandle::free_slots`).
             self.spare = Some(et);
+            self.shared.counters.egress_spare.set(1);
             return false;
         };
         sc.tx_packets.inc();
@@ -2464,7 +2485,7 @@ impl EncodeStage {
                 }
             }
         }
-        let Some(mut et) = self.spare.take().or_else(|| self.egress_free.pop().ok()) else {
+        let Some(mut et) = take_egress(&mut self.spare, &mut self.egress_free, &self.shared) else {
             sc.tx_egress_full.inc();
             part.skip_frame();
             // The first audio after a DTX silence keeps its marker for the next packet.
@@ -2637,7 +2658,9 @@ impl EncodeStage {
                 }
             }
             None => {
+                // Kept for the next packet (counted free: `EgressHandle::free_slots`).
                 self.spare = Some(et);
+                self.shared.counters.egress_spare.set(1);
                 if held {
                     if opus_dtx {
                         sc.frames_dtx.inc();
@@ -2739,6 +2762,8 @@ pub struct EgressParts {
     pub free: Producer<Token>,
     /// Packet storage.
     pub slab: Arc<Slab<EgressSlot>>,
+    /// The lane's shared state (the encode stage's kept slot, `egress_spare`).
+    pub shared: Arc<Shared>,
 }
 
 /// An application's ends of a lane's audio rings (`integration::AudioHandle`).
@@ -2933,17 +2958,18 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts,
         from_app_slab,
         shared: shared.clone(),
     };
+    let egress = EgressParts {
+        egress: eg_rx,
+        free: eg_free_tx,
+        slab: egress_slab,
+        shared: shared.clone(),
+    };
     let ingress = IngressParts {
         ingress: ing_tx,
         free_from_jitter,
         free_from_decode: rel_d_rx,
         slab: packets,
         shared,
-    };
-    let egress = EgressParts {
-        egress: eg_rx,
-        free: eg_free_tx,
-        slab: egress_slab,
     };
     (lane, control, ingress, egress, audio)
 }

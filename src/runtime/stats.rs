@@ -251,6 +251,10 @@ counter_block! {
         events_dropped,
         /// Frame slab slots currently free (gauge).
         frame_slots_free,
+        /// Egress slots the encode stage keeps, unused, for its next packet (a period that
+        /// sent nothing left it): 0 or 1 (gauge; free, as `EgressHandle::free_slots`
+        /// counts it).
+        egress_spare,
         /// Ingress packet slots free, as the transport's ingress handle last saw them
         /// (gauge, refreshed every 16 pushes and on every refusal for want of a slot).
         packet_slots_free,

@@ -40,6 +40,9 @@ use media_core::{
 #[path = "common/args.rs"]
 mod args;
 use args::arg;
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::thread_cpu_ns;
 
 /// The caller's side of one call: its codec, its speech, the digits it keys, and what it
 /// heard from the IVR.
@@ -387,18 +390,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("a caller's digits, the prompt or the echo cancellation failed".into());
     }
     Ok(())
-}
-
-/// This thread's CPU time, ns.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is supported on
-    // every Linux this crate targets.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn write_rtp(pkt: &mut [u8], pt: u8, seq: u16, ts: u32, marker: bool, ssrc: u32) {

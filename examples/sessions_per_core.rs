@@ -113,8 +113,12 @@
 //! frames; relay: a 160-byte copy each way). baseline calls per core = 20 ms / cost per
 //! call per 20 ms; `ratio` = pipeline calls per core / baseline calls per core.
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "common/sched.rs"]
 mod sched;
+
+use cpu::thread_cpu_ns;
 
 use sched::set_fifo;
 use std::collections::BTreeSet;
@@ -1332,18 +1336,6 @@ impl Drops {
     fn total(&self) -> u64 {
         self.fields().iter().map(|(_, v)| v).sum()
     }
-}
-
-/// CPU time consumed by the calling thread, ns (not advanced while it is preempted).
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is supported on
-    // every Linux this crate targets.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 // ---------------------------------------------------------------------------------------

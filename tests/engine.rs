@@ -2351,12 +2351,10 @@ fn keepalives_through_a_relayed_comfort_noise_repeat_the_forwarded_sid_or_keep_c
     }
 }
 
-/// An undecoded G.722 relay whose source's two SIDs of one silence arrive reordered: the
-/// newer (level 70, sent at 1.2 s) first, the older (level 40, sent at 1 s) 200 ms after
-/// it. B forwards the newer only: the older one after it would set the far end's comfort
-/// noise back to a level the source had left.
-#[test]
-fn an_older_sid_arriving_after_a_newer_one_is_not_forwarded() {
+/// A G.722 relay (A with comfort noise, B sending it on PT 19) whose source sends a tone
+/// for 1 s (50 frames) and then, in frame period `k` of each entry of `sids`, a SID
+/// `(k, sequence, timestamp, level)`; B's packets, in order, over 120 periods.
+fn g722_relay_with_sids(sids: &[(usize, u16, u32, u8)]) -> Vec<common::Out> {
     use media_core::codec::audio::g722::{G722Encoder, G722Mode};
     let e = virtual_engine(4);
     let mut pa = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
@@ -2366,7 +2364,7 @@ fn an_older_sid_arriving_after_a_newer_one_is_not_forwarded() {
     let (a, b) = e.create_call((DialogId(1), pa), (DialogId(2), pb)).unwrap();
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
     let mut enc = G722Encoder::new(G722Mode::Rate64k);
-    let (mut pkt, mut sids) = (Vec::new(), Vec::new());
+    let (mut pkt, mut out) = (Vec::new(), Vec::new());
     for k in 0..120usize {
         if k < 50 {
             let pcm: Vec<i16> = (0..320)
@@ -2376,21 +2374,29 @@ fn an_older_sid_arriving_after_a_newer_one_is_not_forwarded() {
             enc.encode(&pcm, &mut payload);
             rtp(9, k as u16, 160 * k as u32, 3, k == 0, &payload, &mut pkt);
             ing.push(a.id, &pkt).unwrap();
-        } else if k == 60 {
-            rtp(13, 51, 160 * 60, 3, false, &[70], &mut pkt);
-            ing.push(a.id, &pkt).unwrap();
-        } else if k == 70 {
-            rtp(13, 50, 160 * 50, 3, false, &[40], &mut pkt);
+        }
+        for &(_, seq, ts, level) in sids.iter().filter(|s| s.0 == k) {
+            rtp(13, seq, ts, 3, false, &[level], &mut pkt);
             ing.push(a.id, &pkt).unwrap();
         }
         e.step(2).unwrap();
-        sids.extend(
-            drain(&mut eg)
-                .into_iter()
-                .filter(|p| p.session == b.id && p.header.payload_type == 19)
-                .map(|p| p.payload().to_vec()),
-        );
+        out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
     }
+    out
+}
+
+/// An undecoded G.722 relay whose source's two SIDs of one silence arrive reordered: the
+/// newer (level 70, sent at 1.2 s) first, the older (level 40, sent at 1 s) 200 ms after
+/// it. B forwards the newer only: the older one after it would set the far end's comfort
+/// noise back to a level the source had left.
+#[test]
+fn an_older_sid_arriving_after_a_newer_one_is_not_forwarded() {
+    let out = g722_relay_with_sids(&[(60, 51, 160 * 60, 70), (70, 50, 160 * 50, 40)]);
+    let sids: Vec<_> = out
+        .iter()
+        .filter(|p| p.header.payload_type == 19)
+        .map(|p| p.payload().to_vec())
+        .collect();
     assert_eq!(sids, [vec![70u8]]);
 }
 
@@ -2401,44 +2407,21 @@ fn an_older_sid_arriving_after_a_newer_one_is_not_forwarded() {
 /// rule B forwarded `[40]`, a level the source had left).
 #[test]
 fn an_older_sid_does_not_replace_a_newer_one_waiting_to_be_forwarded() {
-    use media_core::codec::audio::g722::{G722Encoder, G722Mode};
-    let e = virtual_engine(4);
-    let mut pa = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
-    pa.comfort_noise_pt = media_core::PayloadType::new(13);
-    let mut pb = MediaSessionParams::new(CodecSpec::G722, Ptime::MS_20);
-    pb.comfort_noise_send_pt = media_core::PayloadType::new(19);
-    let (a, b) = e.create_call((DialogId(1), pa), (DialogId(2), pb)).unwrap();
-    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
-    let mut enc = G722Encoder::new(G722Mode::Rate64k);
-    let (mut pkt, mut sids) = (Vec::new(), Vec::new());
-    let mut audio_after_sids = 0;
-    for k in 0..120usize {
-        if k < 50 {
-            let pcm: Vec<i16> = (0..320)
-                .map(|i| ((((k * 320 + i) as f64) * 0.39).sin() * 6000.0) as i16)
-                .collect();
-            let mut payload = vec![0u8; 160];
-            enc.encode(&pcm, &mut payload);
-            rtp(9, k as u16, 160 * k as u32, 3, k == 0, &payload, &mut pkt);
-            ing.push(a.id, &pkt).unwrap();
-        }
-        if k == 49 {
-            rtp(13, 51, 160 * 51, 3, false, &[70], &mut pkt);
-            ing.push(a.id, &pkt).unwrap();
-            rtp(13, 50, 160 * 50, 3, false, &[40], &mut pkt);
-            ing.push(a.id, &pkt).unwrap();
-        }
-        e.step(2).unwrap();
-        for p in drain(&mut eg).into_iter().filter(|p| p.session == b.id) {
-            if p.header.payload_type == 19 {
-                sids.push(p.payload().to_vec());
-            } else if !sids.is_empty() {
-                audio_after_sids += 1;
-            }
-        }
-    }
+    let out = g722_relay_with_sids(&[(49, 51, 160 * 51, 70), (49, 50, 160 * 50, 40)]);
+    let first_sid = out.iter().position(|p| p.header.payload_type == 19);
+    let sids: Vec<_> = out
+        .iter()
+        .filter(|p| p.header.payload_type == 19)
+        .map(|p| p.payload().to_vec())
+        .collect();
     assert_eq!(sids, [vec![70u8]]);
     // The SID went out after the talkspurt's last packet, not before it.
+    let audio_after_sids = first_sid.map_or(0, |i| {
+        out[i..]
+            .iter()
+            .filter(|p| p.header.payload_type != 19)
+            .count()
+    });
     assert_eq!(audio_after_sids, 0);
 }
 

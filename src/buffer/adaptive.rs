@@ -1185,6 +1185,16 @@ mod tests {
         (late, played)
     }
 
+    /// 100 packets on time, `pause` frame periods without any, then 200 packets whose
+    /// timestamps go on where they stopped (the first marked if `marker`).
+    fn stream_paused(pause: usize, marker: bool) -> Vec<Option<(u32, bool)>> {
+        let mut packets: Vec<Option<(u32, bool)>> =
+            (0..100u32).map(|k| Some((160 * k, k == 0))).collect();
+        packets.extend((0..pause).map(|_| None));
+        packets.extend((0..200u32).map(|k| Some((160 * (100 + k), marker && k == 0))));
+        packets
+    }
+
     /// A sender on hold for 3 s whose timestamps stood still meanwhile (they resume one
     /// packet on, not 3 s on), with and without a marker on the first packet after it:
     /// the pause is no jitter. Before, the delay manager measured the resumed packets
@@ -1194,11 +1204,7 @@ mod tests {
     fn a_pause_whose_timestamps_stood_still_does_not_raise_the_target() {
         for marker in [true, false] {
             let mut b = B::new(JitterConfig::default());
-            let mut packets: Vec<Option<(u32, bool)>> =
-                (0..100u32).map(|k| Some((160 * k, k == 0))).collect();
-            packets.extend((0..150).map(|_| None));
-            packets.extend((0..200u32).map(|k| Some((160 * (100 + k), marker && k == 0))));
-            let (late, played) = run_periods(&mut b, &packets, 250);
+            let (late, played) = run_periods(&mut b, &stream_paused(150, marker), 250);
             assert_eq!(late, 0, "marker {marker}");
             assert!(played >= 190, "marker {marker}: {played} played");
             assert!(
@@ -1316,11 +1322,7 @@ mod tests {
     #[test]
     fn a_pause_short_of_idle_whose_timestamps_stood_still_does_not_raise_the_target() {
         let mut b = B::new(JitterConfig::default());
-        let mut packets: Vec<Option<(u32, bool)>> =
-            (0..100u32).map(|k| Some((160 * k, k == 0))).collect();
-        packets.extend((0..90).map(|_| None));
-        packets.extend((0..200u32).map(|k| Some((160 * (100 + k), false))));
-        let (_, played) = run_periods(&mut b, &packets, 190);
+        let (_, played) = run_periods(&mut b, &stream_paused(90, false), 190);
         assert!(played >= 175, "{played} played");
         assert!(
             b.delay().target_ms() <= 60,

@@ -586,19 +586,7 @@ impl MediaEngine {
                         // All or none: the lanes started so far stop and come back idle;
                         // this one's state went with its threads (it is reported failed,
                         // its sessions stopped, by `collect_all`).
-                        for ls in &mut g.lanes[..i] {
-                            ls.ctl.shared.stop.store(true, Ordering::Release);
-                        }
-                        for ls in &mut g.lanes[..i] {
-                            if let LaneRun::Threads(r) =
-                                std::mem::replace(&mut ls.run, LaneRun::Gone)
-                            {
-                                ls.run = match r.join() {
-                                    Some(lane) => LaneRun::Idle(Box::new(lane)),
-                                    None => LaneRun::Gone,
-                                };
-                            }
-                        }
+                        Self::stop_lanes(&mut g.lanes[..i]);
                         g.collect_all();
                         return Err(e);
                     }
@@ -618,16 +606,25 @@ impl MediaEngine {
         if !g.running {
             return Err(Error::EngineNotRunning);
         }
-        for ls in g.lanes.iter_mut() {
+        Self::stop_lanes(&mut g.lanes);
+        g.running = false;
+        let inner = &mut *g;
+        inner.collect_all();
+        Ok(())
+    }
+
+    /// Stops `lanes`: each thread-run lane applies its queued commands, drains and exits,
+    /// and its state comes back idle (a panicked one, which gives nothing back, is gone and
+    /// reported by `collect_all`); an idle (virtual-clock) lane is drained in place.
+    fn stop_lanes(lanes: &mut [LaneState]) {
+        for ls in lanes.iter_mut() {
             ls.ctl.shared.stop.store(true, Ordering::Release);
         }
-        for ls in g.lanes.iter_mut() {
+        for ls in lanes.iter_mut() {
             if let LaneRun::Threads(_) = ls.run {
                 let LaneRun::Threads(r) = std::mem::replace(&mut ls.run, LaneRun::Gone) else {
                     unreachable!()
                 };
-                // A panicked lane (join gives nothing back) is reported by
-                // `collect_all` below.
                 ls.run = match r.join() {
                     Some(lane) => LaneRun::Idle(Box::new(lane)),
                     None => LaneRun::Gone,
@@ -636,10 +633,6 @@ impl MediaEngine {
                 lane.drain();
             }
         }
-        g.running = false;
-        let inner = &mut *g;
-        inner.collect_all();
-        Ok(())
     }
 
     /// True between `start` and `stop`.

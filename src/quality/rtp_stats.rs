@@ -777,15 +777,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn jitter_converges_to_the_mean_deviation_of_alternating_delay() {
-        // Arrivals alternate 0 / +10 ms around the nominal time: |D| = 80 units on every
-        // packet, so J converges to 80 (10 ms at 8 kHz).
-        let mut stats = RtpReceiveStats::new(8000);
-        for i in 0..500u32 {
+    /// Packets 0..n of an 8 kHz stream, 20 ms apart, arriving alternately on time and
+    /// 10 ms late: |D| = 80 units on every packet.
+    fn feed_alternating_delay(stats: &mut RtpReceiveStats, n: u32) {
+        for i in 0..n {
             let late_ns = if i % 2 == 1 { 10_000_000 } else { 0 };
             stats.on_packet(i as u16, i * 160, u64::from(i) * NS_20MS + late_ns);
         }
+    }
+
+    #[test]
+    fn jitter_converges_to_the_mean_deviation_of_alternating_delay() {
+        // J converges to 80 (10 ms at 8 kHz).
+        let mut stats = RtpReceiveStats::new(8000);
+        feed_alternating_delay(&mut stats, 500);
         assert!(
             (stats.jitter_ms() - 10.0).abs() < 0.01,
             "{}",
@@ -799,10 +804,7 @@ mod tests {
         // 10 ms of jitter at 8 kHz, then the source goes on at 48 kHz (a re-INVITE from
         // PCMU to Opus), its timestamps restarting elsewhere, arrivals on time.
         let mut stats = RtpReceiveStats::new(8000);
-        for i in 0..500u32 {
-            let late_ns = if i % 2 == 1 { 10_000_000 } else { 0 };
-            stats.on_packet(i as u16, i * 160, u64::from(i) * NS_20MS + late_ns);
-        }
+        feed_alternating_delay(&mut stats, 500);
         let before_ms = stats.jitter_ms();
         let expected_before = stats.expected();
         stats.set_clock_rate(48_000);

@@ -810,6 +810,14 @@ fn take_egress(
     }
 }
 
+/// Keeps egress slot `et`, unused, for the encode stage's next packet (`spare`); it counts
+/// as free (`EgressHandle::free_slots`).
+#[inline]
+fn keep_egress(spare: &mut Option<Token>, shared: &Shared, et: Token) {
+    *spare = Some(et);
+    shared.counters.egress_spare.set(1);
+}
+
 /// A frame slot to fill: the one a period that produced nothing left (`spare`), else a
 /// free one.
 #[inline]
@@ -2289,9 +2297,7 @@ impl EncodeStage {
                 self.shared.counters.internal_ring_full.inc_shared();
             }
         } else {
-            // Kept for the next packet (counted free: `EgressHandle::free_slots`).
-            self.spare = Some(et);
-            self.shared.counters.egress_spare.set(1);
+            keep_egress(&mut self.spare, &self.shared, et);
         }
         true
     }
@@ -2374,9 +2380,7 @@ impl EncodeStage {
         });
         let Some(n) = sent else {
             sc.codec_errors.inc();
-            // Kept for the next packet (counted free: `EgressHandle::free_slots`).
-            self.spare = Some(et);
-            self.shared.counters.egress_spare.set(1);
+            keep_egress(&mut self.spare, &self.shared, et);
             return false;
         };
         sc.tx_packets.inc();
@@ -2658,9 +2662,7 @@ impl EncodeStage {
                 }
             }
             None => {
-                // Kept for the next packet (counted free: `EgressHandle::free_slots`).
-                self.spare = Some(et);
-                self.shared.counters.egress_spare.set(1);
+                keep_egress(&mut self.spare, &self.shared, et);
                 if held {
                     if opus_dtx {
                         sc.frames_dtx.inc();

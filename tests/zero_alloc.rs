@@ -429,6 +429,12 @@ fn traffic_round(
             if k.is_multiple_of(17) {
                 let _ = as_transport(|| ing.push_at(s, pkt, now_ns + 1_000_000));
             }
+            if k % 10 == 3 && s.slot() % 7 == 1 {
+                // A second source's packet interleaved with the session's (forked early
+                // media): dropped and counted until it would take over.
+                pkt[8..12].copy_from_slice(&(s.slot() + 5000).to_be_bytes());
+                let _ = as_transport(|| ing.push_at(s, pkt, now_ns));
+            }
             if k.is_multiple_of(25) {
                 // An RFC 4733 event packet, routed out of the audio path.
                 side(ing, pkt, s, 101, true, &[1, 0x8a, 0, 160]);
@@ -822,6 +828,10 @@ fn virtual_clock_lanes_do_not_allocate_in_steady_state() {
             "transcode and relay paths"
         );
         assert!(total.frames_concealed > 0, "concealment path");
+        let foreign: u64 = (0..2)
+            .map(|l| e.lane_stats(l).unwrap().foreign_ssrc_drops)
+            .sum();
+        assert!(foreign > 0, "a second source's packets dropped");
         assert!(total.samples_accelerated > 0, "time compression path");
         assert!(
             total.rx_duplicates > 0

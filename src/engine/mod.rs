@@ -1470,4 +1470,70 @@ mod tests {
         assert!(refused > 0, "no update met a full ring");
         e.stop().unwrap();
     }
+
+    /// A lane whose threads cannot be started fails `start()` all or none: the lanes
+    /// started before it are stopped and come back idle with their sessions, the engine
+    /// is not running, and the lane that failed is reported (`LaneFailed`, its sessions
+    /// stopped). The next `start()` runs the lanes that are left.
+    #[test]
+    fn a_start_that_cannot_spawn_a_lane_starts_none() {
+        let e = MediaEngine::new(EngineConfig {
+            lanes: 2,
+            sessions_per_lane: 8,
+            raise_priority: false,
+            ..Default::default()
+        })
+        .unwrap();
+        e.start().unwrap();
+        let params = || MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+        let a = e
+            .create_media_session_at(DialogId(1), params(), Placement::Lane(0))
+            .unwrap();
+        let b = e
+            .create_media_session_at(DialogId(2), params(), Placement::Lane(1))
+            .unwrap();
+        e.stop().unwrap();
+        while e.poll_event().is_some() {}
+
+        // Lane 0's thread starts; lane 1's spawn fails.
+        crate::runtime::thread::spawn_fault::fail_nth(2);
+        assert!(matches!(e.start(), Err(Error::Spawn(_))));
+        assert!(!e.is_running());
+        {
+            let g = e.lock();
+            assert!(
+                matches!(g.lanes[0].run, LaneRun::Idle(_)),
+                "lane 0 was left running"
+            );
+            assert!(matches!(g.lanes[1].run, LaneRun::Gone));
+            assert!(g.sessions.contains_key(&a.id));
+            assert!(!g.sessions.contains_key(&b.id));
+        }
+        let events: Vec<_> = e.events().collect();
+        assert!(
+            events.iter().any(|ev| matches!(
+                ev,
+                EngineEvent::LaneFailed {
+                    lane: 1,
+                    sessions_lost: 1
+                }
+            )),
+            "{events:?}"
+        );
+        assert!(
+            events.contains(&EngineEvent::SessionStopped(b.id)),
+            "{events:?}"
+        );
+        assert!(
+            !events.contains(&EngineEvent::SessionStopped(a.id)),
+            "{events:?}"
+        );
+
+        // What is left starts, keeps its session and takes new ones on lane 0 only.
+        e.start().unwrap();
+        assert_eq!(e.session_count(), 1);
+        let c = e.create_media_session(DialogId(3), params()).unwrap();
+        assert_eq!(c.id.lane(), 0);
+        e.stop().unwrap();
+    }
 }

@@ -209,6 +209,10 @@ fn spawn<T: Send + 'static>(
     stage: usize,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>, crate::Error> {
+    #[cfg(test)]
+    if spawn_fault::take() {
+        return Err(crate::Error::Spawn("thread spawn failed (injected)"));
+    }
     let guard = FailGuard {
         shared: shared.clone(),
         stage,
@@ -220,6 +224,34 @@ fn spawn<T: Send + 'static>(
             f()
         })
         .map_err(|_| crate::Error::Spawn("thread spawn failed"))
+}
+
+/// Test-only fault injection: the calling (control) thread's `n`th lane-thread spawn from
+/// now fails, as an exhausted thread limit would.
+#[cfg(test)]
+pub(crate) mod spawn_fault {
+    use std::cell::Cell;
+
+    thread_local!(static COUNTDOWN: Cell<Option<u32>> = const { Cell::new(None) });
+
+    /// The `n`th spawn (1-based) on this thread fails; the others succeed.
+    pub(crate) fn fail_nth(n: u32) {
+        COUNTDOWN.with(|c| c.set(n.checked_sub(1)));
+    }
+
+    pub(super) fn take() -> bool {
+        COUNTDOWN.with(|c| match c.get() {
+            Some(0) => {
+                c.set(None);
+                true
+            }
+            Some(k) => {
+                c.set(Some(k - 1));
+                false
+            }
+            None => false,
+        })
+    }
 }
 
 /// Marks a lane whose threads could not all be started as failed: its stop flag and

@@ -226,34 +226,6 @@ fn spawn<T: Send + 'static>(
         .map_err(|_| crate::Error::Spawn("thread spawn failed"))
 }
 
-/// Test-only fault injection: the calling (control) thread's `n`th lane-thread spawn from
-/// now fails, as an exhausted thread limit would.
-#[cfg(test)]
-pub(crate) mod spawn_fault {
-    use std::cell::Cell;
-
-    thread_local!(static COUNTDOWN: Cell<Option<u32>> = const { Cell::new(None) });
-
-    /// The `n`th spawn (1-based) on this thread fails; the others succeed.
-    pub(crate) fn fail_nth(n: u32) {
-        COUNTDOWN.with(|c| c.set(n.checked_sub(1)));
-    }
-
-    pub(super) fn take() -> bool {
-        COUNTDOWN.with(|c| match c.get() {
-            Some(0) => {
-                c.set(None);
-                true
-            }
-            Some(k) => {
-                c.set(Some(k - 1));
-                false
-            }
-            None => false,
-        })
-    }
-}
-
 /// Marks a lane whose threads could not all be started as failed: its stop flag and
 /// every stage's done flag are set, so the stages already started drain and exit instead
 /// of waiting for an upstream that never ran, and the control plane reports the lane's
@@ -387,5 +359,33 @@ impl Running {
                 })
             }
         }
+    }
+}
+
+/// Test-only fault injection: the calling (control) thread's `n`th lane-thread spawn from
+/// now fails, as an exhausted thread limit would.
+#[cfg(test)]
+pub(crate) mod spawn_fault {
+    use std::cell::Cell;
+
+    thread_local!(static COUNTDOWN: Cell<Option<u32>> = const { Cell::new(None) });
+
+    /// The `n`th spawn (1-based) on this thread fails; the others succeed.
+    pub(crate) fn fail_nth(n: u32) {
+        COUNTDOWN.with(|c| c.set(n.checked_sub(1)));
+    }
+
+    pub(super) fn take() -> bool {
+        COUNTDOWN.with(|c| match c.get() {
+            Some(0) => {
+                c.set(None);
+                true
+            }
+            Some(k) => {
+                c.set(Some(k - 1));
+                false
+            }
+            None => false,
+        })
     }
 }

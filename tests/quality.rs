@@ -721,6 +721,17 @@ fn duplicate_and_reordered_event_and_sid_packets_are_counted() {
     assert_eq!((q.packets_expected, q.packets_lost), (120, 0), "{q:?}");
     assert_eq!(q.duplicates, 1, "{q:?}");
     assert_eq!(q.reordered, 1, "{q:?}");
+    // The RTCP report block built from the session's counts reads no loss either: the
+    // event and SID packets were expected (they share the sequence space), so they count
+    // as received too.
+    use media_core::integration::rtcp::{NtpTime, ReceiveCounts, ReceptionState};
+    let counts = ReceiveCounts::from_session_stats(&stats, 119);
+    let block = ReceptionState::default().report_block(100, &counts, NtpTime(0));
+    assert_eq!(
+        (block.cumulative_lost, block.fraction_lost),
+        (0, 0),
+        "{counts:?} {stats:?}"
+    );
     // B's stream, all audio in order, has neither.
     let sb = e.session_stats(b).unwrap();
     assert_eq!((sb.rx_duplicates, sb.rx_reordered), (0, 0), "{sb:?}");

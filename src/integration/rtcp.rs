@@ -876,12 +876,17 @@ pub struct ReceiveCounts {
 impl ReceiveCounts {
     /// The counts of a media-core session. [`SessionStats`] does not carry the extended
     /// highest sequence number, so the transport passes the one it tracked itself.
+    ///
+    /// `received` is taken as `rx_expected - rx_lost`, both from the session's RFC 3550
+    /// sequence tracking, which counts every packet of the stream: audio, keepalives,
+    /// RFC 4733 events and RFC 3389 SIDs alike. (`rx_packets` counts audio and
+    /// keepalives only, and packets still on probation, so with it every event or SID
+    /// packet would read as lost.) `rx_lost` is clamped at zero, so duplicates never make
+    /// the cumulative loss negative here.
     pub fn from_session_stats(s: &SessionStats, highest_seq_ext: u32) -> Self {
         ReceiveCounts {
             expected: s.rx_expected,
-            // Zero-length keepalives are counted in rx_packets but carry a sequence
-            // number like any other packet, so they count as received here too.
-            received: s.rx_packets,
+            received: s.rx_expected.saturating_sub(s.rx_lost),
             highest_seq_ext,
             jitter_ts: s.rx_jitter_ts.min(u64::from(u32::MAX)) as u32,
         }

@@ -2682,6 +2682,126 @@ fn rfc4733_digits_arriving_on_one_leg_leave_the_other_as_rfc4733() {
     assert!(out.last().is_some_and(|p| p.header.payload_type == 8));
 }
 
+/// Digits sent by `tx` on A's stream (events only while a key is down, silence
+/// otherwise), minus the event packets `lost` refuses, bridged to B (PCMA, with
+/// telephone-event 96 when `b_events`): what B sent, over `rounds` 20 ms rounds. `script`
+/// starts digits at given rounds.
+fn forward_digits(
+    b_events: bool,
+    rounds: u32,
+    script: &[(u32, char, u32)],
+    lost: impl Fn(&media_core::codec::audio::telephone_event::EventPayload) -> bool,
+) -> Vec<Out> {
+    use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender, EventPayload};
+    let e = virtual_engine(8);
+    let pa = pcmu_with_telephone_event();
+    let mut pb = MediaSessionParams::new(CodecSpec::PCMA, Ptime::MS_20);
+    if b_events {
+        pb.telephone_event_send_pt = media_core::PayloadType::new(96);
+    }
+    let (a, b) = e.create_call((DialogId(1), pa), (DialogId(2), pb)).unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut tx = DtmfSender::new(160).unwrap();
+    let (mut pkt, mut buf, mut out, mut seq) = (Vec::new(), [0u8; 4], Vec::new(), 0u16);
+    for k in 0..rounds {
+        let ts = 160 * k;
+        for &(at, d, duration_ts) in script {
+            if at == k {
+                tx.start(digit_to_event(d).unwrap(), 10, Some(duration_ts))
+                    .unwrap();
+            }
+        }
+        let send = match tx.poll(ts, &mut buf) {
+            Some(h) => {
+                rtp(101, seq, h.timestamp, 3, h.marker, &buf, &mut pkt);
+                !lost(&EventPayload::parse(&buf).unwrap())
+            }
+            None => {
+                rtp(0, seq, ts, 3, k == 0, &[0xFFu8; 160], &mut pkt);
+                true
+            }
+        };
+        seq = seq.wrapping_add(1);
+        if send {
+            ing.push(a.id, &pkt).unwrap();
+        }
+        e.step(2).unwrap();
+        out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
+    }
+    out
+}
+
+/// B's RFC 4733 events, in order: (marker, event, end, duration).
+fn events_sent(out: &[Out]) -> Vec<(bool, u8, bool, u16)> {
+    use media_core::codec::audio::telephone_event::EventPayload;
+    out.iter()
+        .filter(|p| p.header.payload_type == 96)
+        .map(|p| {
+            let e = EventPayload::parse(p.payload()).unwrap();
+            (p.header.marker, e.event, e.end, e.duration)
+        })
+        .collect()
+}
+
+/// A digit whose three end packets are all lost ends on A by the RFC 4733 timeout; its
+/// end is forwarded like one that arrived, so B's peer gets the digit's three end packets
+/// and the next digit whole. In review, B went on sending the first digit, refused the
+/// second (counted) and ended the first only with the second's end.
+#[test]
+fn a_digit_whose_end_packets_are_lost_ends_on_the_bridged_leg_too() {
+    // '9' for 200 ms, its end packets lost; '2' for 120 ms, 600 ms later.
+    let out = forward_digits(true, 100, &[(15, '9', 1600), (45, '2', 960)], |p| {
+        p.event == 9 && p.end
+    });
+    let events = events_sent(&out);
+    let nine: Vec<_> = events.iter().filter(|e| e.1 == 9).collect();
+    let two: Vec<_> = events.iter().filter(|e| e.1 == 2).collect();
+    assert_eq!(nine.iter().filter(|e| e.2).count(), 3, "{events:?}");
+    // It lasts on B until A's timeout ended it (200 ms after its last packet).
+    assert!(
+        nine.iter().all(|e| e.3 <= 1600 + 1600 + 2 * 160),
+        "{events:?}"
+    );
+    assert!(two.first().is_some_and(|e| e.0), "{events:?}");
+    assert_eq!(two.iter().filter(|e| e.2).count(), 3, "{events:?}");
+    assert!(two.iter().any(|e| e.2 && e.3 >= 960), "{events:?}");
+}
+
+/// A digit seen only by its end packets (every other packet of it lost) is forwarded as
+/// long as it was received (120 ms): as RFC 4733 events, and in-band toward a peer without
+/// telephone-event, long enough for a Q.24 detector. In review, the begin and end
+/// forwarded together made a 20 ms event and a 3 ms tone.
+#[test]
+fn a_digit_seen_only_by_its_end_packets_is_forwarded_as_long_as_it_was_received() {
+    use media_core::processing::audio::dtmf_detector::{
+        DtmfDetector, DtmfDetectorConfig, DtmfEvent,
+    };
+    let script = [(10, '2', 960), (30, 'D', 960)];
+    let out = forward_digits(true, 60, &script, |p| !p.end);
+    let events = events_sent(&out);
+    for event in [2, 15] {
+        let ends: Vec<_> = events.iter().filter(|e| e.1 == event && e.2).collect();
+        assert_eq!(ends.len(), 3, "{events:?}");
+        assert!(ends.iter().all(|e| e.3 >= 960), "{events:?}");
+    }
+    let out = forward_digits(false, 60, &script, |p| !p.end);
+    let mut heard = Vec::new();
+    for p in &out {
+        assert_eq!(p.header.payload_type, 8, "audio only toward B");
+        let mut f = [0i16; 160];
+        g711::alaw_decode(p.payload(), &mut f);
+        heard.extend_from_slice(&f);
+    }
+    let mut det = DtmfDetector::new(DtmfDetectorConfig::default()).unwrap();
+    let mut found = String::new();
+    det.process(&heard, |ev| {
+        if let DtmfEvent::Began { digit, .. } = ev {
+            found.push(digit.to_char());
+        }
+    });
+    assert_eq!(found, "2D");
+}
+
 #[test]
 fn rfc4733_digits_toward_a_leg_without_telephone_event_are_played_in_band() {
     use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender};

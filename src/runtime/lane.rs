@@ -311,6 +311,20 @@ fn set_loss_gauges(part: &mut JitterPart, sc: &SessionCounters, class: PacketCla
     sc.rx_lost.set(part.lost());
 }
 
+/// Q.24's shortest digit a receiver must accept (40 ms): a forwarded digit is sent no
+/// shorter, whatever arrived of it.
+const MIN_FORWARDED_DIGIT_MS: u32 = 40;
+
+/// The duration, ms, an end report carries on to the bridged leg (0 for a begin).
+fn forwarded_duration_ms(d: &DtmfEvent, clock_khz: u32) -> u16 {
+    match *d {
+        DtmfEvent::Ended { duration_ts, .. } => {
+            (duration_ts / clock_khz.max(1)).min(u32::from(u16::MAX)) as u16
+        }
+        DtmfEvent::Began { .. } => 0,
+    }
+}
+
 fn push_event(events: &mut Producer<LaneEvent>, counters: &LaneCounters, ev: LaneEvent) {
     if events.push(ev).is_err() {
         counters.events_dropped.inc_shared();
@@ -401,6 +415,20 @@ impl JitterStage {
                     &self.shared.counters,
                     dtmf_event(id, d, clock_khz),
                 );
+                // The bridged leg's digit ends too, as when an end packet arrives: its
+                // sender was started without a duration and would otherwise go on
+                // sending the digit (and refuse the next one) until the next end.
+                if let Some(event) = digit_to_event(d.digit()) {
+                    let fwd = ToDecode::Dtmf {
+                        slot: slot as u32,
+                        event,
+                        begin: false,
+                        duration_ms: forwarded_duration_ms(&d, clock_khz),
+                    };
+                    if self.out.push(fwd).is_err() {
+                        self.shared.counters.internal_ring_full.inc_shared();
+                    }
+                }
             }
             pending |= part.dtmf.next_timeout_ms().is_some();
         }
@@ -577,10 +605,13 @@ impl JitterStage {
                         for d in dtmf.on_packet(at, marker && offset == 0, &ev, now_ms) {
                             push_event(events, counters, dtmf_event(id, d, clock_khz));
                             // On to the bridged leg (the decode stage knows the route).
+                            // (The report's own digit: an end of the digit before,
+                            // whose end packets were lost, can come with this packet.)
                             let fwd = ToDecode::Dtmf {
                                 slot,
-                                event: ev.event,
+                                event: digit_to_event(d.digit()).unwrap_or(ev.event),
                                 begin: matches!(d, DtmfEvent::Began { .. }),
+                                duration_ms: forwarded_duration_ms(&d, clock_khz),
                             };
                             if out.push(fwd).is_err() {
                                 counters.internal_ring_full.inc_shared();
@@ -840,6 +871,7 @@ fn end_open_digit(
                 dst,
                 event,
                 begin: false,
+                duration_ms: 0,
             });
         } else {
             counters.stage_backlog_drops.inc_shared();
@@ -987,7 +1019,12 @@ impl DecodeStage {
                     new_stream,
                     arrival_ns,
                 } => self.insert(slot, pkt, ts, marker, new_stream, arrival_ns),
-                ToDecode::Dtmf { slot, event, begin } => {
+                ToDecode::Dtmf {
+                    slot,
+                    event,
+                    begin,
+                    duration_ms,
+                } => {
                     // An attached session's digits are for the application (engine
                     // events), not to be sent back to the peer that pressed them.
                     let route = self
@@ -1002,6 +1039,7 @@ impl DecodeStage {
                                 dst: r.dst_slot,
                                 event,
                                 begin,
+                                duration_ms,
                             });
                             if let Some(open) = self.open_digits.get_mut(slot as usize) {
                                 *open = begin.then_some((r.dst_slot, event));
@@ -1942,6 +1980,7 @@ impl DspStage {
                             dst: dst as u32,
                             event,
                             begin,
+                            duration_ms: 0,
                         };
                         // Keep the last slot for the frame itself (checked by the loop).
                         if self.out.slots() < 2 || self.out.push(fwd).is_err() {
@@ -2083,7 +2122,15 @@ impl EncodeStage {
                         }
                     }
                 }
-                Downstream::Dtmf { dst, event, begin } => {
+                Downstream::Dtmf {
+                    dst,
+                    event,
+                    begin,
+                    duration_ms,
+                } => {
+                    // A forwarded digit lasts as long as it was received, and never less
+                    // than Q.24's shortest accepted digit.
+                    let min_ms = u32::from(duration_ms).max(MIN_FORWARDED_DIGIT_MS);
                     if let Some(part) = self.sessions[dst as usize].as_mut() {
                         if let (Some(t), Some(d)) =
                             (part.tones.as_mut(), Digit::from_event_code(event))
@@ -2094,7 +2141,7 @@ impl EncodeStage {
                                 t.generator.start(d, -10.0, 10_000);
                                 part.tone_on = true;
                             } else {
-                                t.generator.stop();
+                                t.generator.stop_no_shorter_than(min_ms);
                                 part.tone_on = t.generator.is_active();
                             }
                         }
@@ -2109,7 +2156,8 @@ impl EncodeStage {
                                         .inc();
                                 }
                             } else {
-                                part.dtmf.stop();
+                                part.dtmf
+                                    .stop_no_shorter_than(min_ms.saturating_mul(part.ts_per_ms));
                             }
                         }
                     }

@@ -337,6 +337,9 @@ pub enum ToDecode {
         event: u8,
         /// True when it began, false when it ended.
         begin: bool,
+        /// On an end: the digit's duration as received, ms (0: not known); the
+        /// forwarded digit lasts at least this long.
+        duration_ms: u16,
     },
     /// An RFC 3389 SID frame on session `slot`: the comfort-noise level (RMS, sample
     /// units) and spectrum for the silence that follows.
@@ -415,6 +418,9 @@ pub enum Downstream {
         event: u8,
         /// True when it began, false when it ended.
         begin: bool,
+        /// On an end: the digit's duration as received, ms (0: not known); the
+        /// forwarded digit lasts at least this long.
+        duration_ms: u16,
     },
     /// A command.
     Cmd(Box<Bundle>),

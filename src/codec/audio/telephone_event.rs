@@ -328,6 +328,9 @@ struct Transmission {
     stop_requested: bool,
     /// Event-relative end, fixed at the first poll after `stop`.
     stop_at: Option<u64>,
+    /// The least event-relative end `stop` asked for (a forwarded digit's received
+    /// duration); 0: none.
+    min_end: u64,
     /// RTP timestamp of the event start, set by the first poll.
     start_ts: Option<u32>,
     /// Event-relative start of the current segment (a multiple of 0xFFFF).
@@ -409,6 +412,7 @@ impl DtmfSender {
             requested_ts: duration_ts.map(u64::from),
             stop_requested: stopped,
             stop_at: None,
+            min_end: 0,
             start_ts: None,
             segment_offset: 0,
             reported: 0,
@@ -423,14 +427,30 @@ impl DtmfSender {
     ///
     /// Called on the real-time thread; never allocates or panics.
     pub fn stop(&mut self) {
+        self.stop_no_shorter_than(0);
+    }
+
+    /// [`DtmfSender::stop`], with the event lasting at least `min_duration_ts` from its
+    /// start: a forwarded digit whose end arrives with (or soon after) its begin, e.g. a
+    /// source seen only by its end packets, goes out as long as it was received rather
+    /// than one interval (too short for a Q.24 receiver). With 0, exactly `stop`.
+    ///
+    /// Called on the real-time thread; never allocates or panics.
+    pub fn stop_no_shorter_than(&mut self, min_duration_ts: u32) {
         if let Some(q) = &mut self.pending {
-            // The queued event's key went up: it will be sent as a short event.
-            q.stopped = true;
+            // The queued event's key went up: it will be sent as a short event, or as
+            // one of the given length.
+            if min_duration_ts > 0 && q.duration_ts.is_none() {
+                q.duration_ts = Some(min_duration_ts);
+            } else {
+                q.stopped = true;
+            }
             return;
         }
         if let Some(tx) = &mut self.tx {
             if tx.stop_at.is_none() {
                 tx.stop_requested = true;
+                tx.min_end = tx.min_end.max(u64::from(min_duration_ts));
             }
         }
     }
@@ -497,7 +517,7 @@ impl DtmfSender {
         if tx.stop_requested && tx.stop_at.is_none() {
             // The key went up before this interval: the event lasted until now, but never
             // less than what was already reported, and never an empty (segment) end.
-            let mut end = since_start.max(tx.reported);
+            let mut end = since_start.max(tx.reported).max(tx.min_end);
             if end <= tx.segment_offset {
                 end = tx.segment_offset + interval;
             }

@@ -1278,6 +1278,14 @@ impl DtmfGenerator {
         self.total = u64::from(duration_ms) * u64::from(self.sample_rate_hz) / 1000;
     }
 
+    /// [`DtmfGenerator::stop`], with the tone lasting at least `min_ms` from its start
+    /// (ramps included): a forwarded digit whose end came with its begin still plays
+    /// long enough to be detected.
+    pub fn stop_no_shorter_than(&mut self, min_ms: u32) {
+        let min = u64::from(min_ms) * u64::from(self.sample_rate_hz) / 1000;
+        self.total = self.total.min((self.elapsed + self.ramp_samples).max(min));
+    }
+
     /// Ends the tone early, through its ramp out.
     ///
     /// Called on the real-time thread; never allocates.

@@ -88,6 +88,80 @@ fn in_band_dtmf_in_received_audio_becomes_engine_events() {
     }
 }
 
+/// A phone in "in-band and RFC 4733" mode sends each digit both ways: events, and the
+/// tone left in its audio. With in-band detection on, each digit is reported once, from
+/// its events (in review, every digit came twice, once per source, and the in-band copy
+/// was forwarded to the bridged leg too).
+#[test]
+fn a_digit_sent_both_as_events_and_in_band_is_reported_once() {
+    use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender};
+    let e = engine();
+    let mut pa = with_dsp(DspConfig {
+        dtmf: Some(Default::default()),
+        ..Default::default()
+    });
+    pa.telephone_event_pt = PayloadType::new(101);
+    let (a, _b) = e
+        .create_call(
+            (DialogId(1), pa),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut generator = DtmfGenerator::new(DtmfGeneratorConfig::default()).unwrap();
+    let mut tx = DtmfSender::new(160).unwrap();
+    let digits = "4#7";
+    let (mut pkt, mut pcm, mut payload, mut ev) = (Vec::new(), [0i16; 160], [0u8; 160], [0u8; 4]);
+    let mut queue = digits.chars();
+    let (mut pause, mut seq) = (5, 0u16);
+    for k in 0..80u32 {
+        // 100 ms digits separated by 100 ms pauses, as tones and as events.
+        if !generator.fill(&mut pcm) {
+            if pause > 0 {
+                pause -= 1;
+            } else if let Some(d) = queue.next() {
+                generator.start(Digit::from_char(d).unwrap(), -10.0, 100);
+                tx.start(digit_to_event(d).unwrap(), 10, Some(800)).unwrap();
+                pause = 5;
+                generator.fill(&mut pcm);
+            }
+        }
+        g711::ulaw_encode(&pcm, &mut payload);
+        rtp(0, seq, 160 * k, 3, k == 0, &payload, &mut pkt);
+        ing.push(a.id, &pkt).unwrap();
+        seq = seq.wrapping_add(1);
+        if let Some(h) = tx.poll(160 * k, &mut ev) {
+            rtp(101, seq, h.timestamp, 3, h.marker, &ev, &mut pkt);
+            ing.push(a.id, &pkt).unwrap();
+            seq = seq.wrapping_add(1);
+        }
+        e.step(2).unwrap();
+        drain(&mut eg);
+    }
+    let (mut began, mut ended) = (String::new(), 0);
+    while let Some(ev) = e.poll_event() {
+        if let EngineEvent::Dtmf {
+            session,
+            digit,
+            source,
+            ended_ms,
+        } = ev
+        {
+            assert_eq!(session, a.id);
+            assert_eq!(source, DtmfSource::Rfc4733, "{digit} {ended_ms:?}");
+            match ended_ms {
+                None => began.push(digit),
+                Some(_) => ended += 1,
+            }
+        }
+    }
+    assert_eq!(began, digits);
+    assert_eq!(ended, 3);
+}
+
 /// Leg B's line echoes what B is sent (10 ms after the frame it arrived in, -10 dB, a
 /// short dispersion); B's echo
 /// canceller must remove it from what B sends on to A. Returns the echo power reduction (dB)

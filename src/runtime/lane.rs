@@ -1939,11 +1939,24 @@ impl DspStage {
                         let shared = &self.shared;
                         let id = SessionId::from_parts(shared.lane, src as u32, part.generation);
                         let digits = &mut digits;
+                        let open = &mut part.inband_digit_open;
                         let mut emit = |e: DspEvent| {
                             if let DspEvent::Digit { digit, ended_ms } = e {
+                                // A peer that sends RFC 4733 events is heard through them:
+                                // its digits are not reported (or forwarded) again from the
+                                // tones many such phones leave in the audio. A digit begun
+                                // in-band before the first event still gets its end.
+                                let begin = ended_ms.is_none();
+                                if begin && shared.sc(src as u32).rx_dtmf_packets.get() > 0 {
+                                    return;
+                                }
+                                if !begin && !std::mem::replace(open, false) {
+                                    return;
+                                }
+                                *open = begin;
                                 // In-band digits go on to the bridged leg as RFC 4733.
                                 if let Some(event) = digit_to_event(digit) {
-                                    let _ = digits.try_push((event, ended_ms.is_none()));
+                                    let _ = digits.try_push((event, begin));
                                 }
                             }
                             push_event(events, &shared.counters, dsp_event(id, e));

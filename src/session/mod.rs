@@ -403,6 +403,9 @@ pub struct DspPart {
     /// Converts this session's decoded audio to the bridged peer's sample rate (set with
     /// the route; `None` when the rates match).
     pub resampler: Option<Box<crate::processing::format::resample::Resampler>>,
+    /// An in-band digit was reported begun and not yet ended (so its end is reported
+    /// even after in-band reports stopped; see the DSP stage).
+    pub inband_digit_open: bool,
 }
 
 /// Where a decode part stands with the RFC 3389 SIDs its source sends, for forwarding.
@@ -716,6 +719,7 @@ impl<T> SessionParts<T> {
                 generation,
                 chain: dsp,
                 resampler: None,
+                inband_digit_open: false,
             },
             encode: EncodePart {
                 generation,

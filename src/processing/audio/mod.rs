@@ -86,7 +86,9 @@ pub struct DspConfig {
     pub rx_gain_db: f32,
     /// Echo canceller.
     pub aec: Option<aec::AecConfig>,
-    /// In-band DTMF detection (digits become engine events).
+    /// In-band DTMF detection (digits become engine events). On a session that has
+    /// received RFC 4733 events, digits are reported from those only: the tones such a
+    /// peer may leave in its audio are not reported (or forwarded) a second time.
     pub dtmf: Option<dtmf_detector::DtmfDetectorConfig>,
     /// Noise suppression.
     pub ns: Option<ns::NsConfig>,

@@ -833,6 +833,42 @@ fn the_engine_answers_an_offer_and_runs_the_session_through_the_session_core_tra
     }
 }
 
+/// An Opus offer asking for 60 ms packets, answered by an engine whose frame slots hold
+/// 40 ms at 48 kHz (the default): the answer says 40 ms and the session it implies is
+/// created. In review, 60 ms was answered and the session then refused
+/// (`PayloadTooLarge`) after the answer had gone out. An engine with room answers 60 ms.
+#[test]
+fn a_ptime_the_engine_cannot_hold_is_answered_with_the_longest_that_fits() {
+    use media_core::integration::session_core::{MediaCapabilityProvider, MediaSessionProvider};
+    use media_core::{ClockMode, DialogId, EngineConfig, MediaEngine, Ptime};
+    let o = offer(&[
+        "m=audio 4000 RTP/AVP 111",
+        "a=rtpmap:111 opus/48000/2",
+        "a=ptime:60",
+    ]);
+    for (max_frame_samples, want) in [(1920, Ptime::MS_40), (2880, Ptime::MS_60)] {
+        let e = MediaEngine::new(EngineConfig {
+            clock: ClockMode::Virtual,
+            sessions_per_lane: 4,
+            max_frame_samples,
+            ..Default::default()
+        })
+        .unwrap();
+        e.start().unwrap();
+        let (media, params) = e.negotiate_media(&o).unwrap();
+        assert_eq!(params.ptime, want);
+        assert_eq!(media.ptime_ms, want.ms());
+        assert!(
+            media
+                .to_sdp_answer(5000)
+                .contains(&format!("a=ptime:{}", want.ms())),
+            "{}",
+            media.to_sdp_answer(5000)
+        );
+        e.create_session(DialogId(1), params).unwrap();
+    }
+}
+
 #[test]
 fn opus_runs_at_the_lowest_rate_that_keeps_what_the_peer_plays_and_captures() {
     use media_core::{MediaSessionParams, SampleRate};

@@ -752,7 +752,7 @@ impl MediaEngine {
         }
     }
 
-    fn check_params(&self, p: &MediaSessionParams) -> Result<()> {
+    pub(crate) fn check_params(&self, p: &MediaSessionParams) -> Result<()> {
         let tx = p.tx.codec;
         let rate = p.sample_rate();
         if tx == Codec::Opus && !OpusSettings::is_opus_rate(rate) {

@@ -5,9 +5,10 @@
 
 use crate::codec::negotiation::{answer, LocalCapabilities, MediaOffer, NegotiatedMedia};
 use crate::codec::registry::CodecRegistry;
+use crate::codec::Codec;
 use crate::engine::{MediaEngine, MediaSessionHandle};
 use crate::session::MediaSessionParams;
-use crate::types::{DialogId, SessionId};
+use crate::types::{DialogId, Ptime, SessionId};
 use crate::Error;
 
 /// What media this side supports, and offer/answer over it (RFC 3264).
@@ -50,8 +51,24 @@ impl MediaCapabilityProvider for MediaEngine {
         &self,
         offer: &MediaOffer,
     ) -> Result<(NegotiatedMedia, MediaSessionParams), Error> {
-        let media = answer(offer, &self.audio_capabilities())?;
-        let params = MediaSessionParams::from_negotiated(&media)?;
+        let mut media = answer(offer, &self.audio_capabilities())?;
+        let mut params = MediaSessionParams::from_negotiated(&media)?;
+        // The ptime is a preference (RFC 4566 §6): one whose frames or packets the engine's
+        // slots cannot hold (an Opus `a=ptime:60` at 48 kHz beside the default 40 ms frame
+        // slots) is answered with the longest one that fits, rather than answered as it is
+        // and refused when the session is created.
+        while let Err(Error::PayloadTooLarge { .. }) = self.check_params(&params) {
+            let shorter = [Ptime::MS_40, Ptime::MS_30, Ptime::MS_20, Ptime::MS_10]
+                .into_iter()
+                .filter(|p| params.tx.codec != Codec::Opus || *p != Ptime::MS_30)
+                .find(|p| p.ms() < params.ptime.ms());
+            match shorter {
+                Some(p) => params.ptime = p,
+                None => break,
+            }
+        }
+        self.check_params(&params)?;
+        media.ptime_ms = params.ptime.ms();
         Ok((media, params))
     }
 }

@@ -558,6 +558,47 @@ fn direction_is_answered_per_rfc_3264() {
     }
 }
 
+/// Secure transports are refused, typed (media-core sends plain RTP; in review an
+/// `RTP/SAVP` offer with `a=crypto` was answered `RTP/SAVP` without keys), and of several
+/// audio sections the one that can carry the call is read: the first enabled plain-RTP
+/// one (in review, the first section whatever its port or profile).
+#[test]
+fn secure_transports_are_refused_and_the_usable_audio_section_is_read() {
+    for proto in ["RTP/SAVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVPF"] {
+        let o = offer(&[
+            &format!("m=audio 4000 {proto} 0"),
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz",
+        ]);
+        assert_eq!(
+            answer(&o, &caps(&[Pcmu])).unwrap_err(),
+            NegotiationError::UnsupportedTransport(proto.to_string())
+        );
+    }
+    for proto in ["RTP/AVP", "RTP/AVPF"] {
+        assert!(answer(
+            &offer(&[&format!("m=audio 4000 {proto} 0")]),
+            &caps(&[Pcmu])
+        )
+        .is_ok());
+    }
+    // A disabled section, then SRTP, then plain RTP: the plain one is answered.
+    let o = offer(&[
+        "m=audio 0 RTP/AVP 0",
+        "m=audio 4000 RTP/SAVP 8",
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz",
+        "m=audio 4002 RTP/AVP 0 8",
+    ]);
+    assert_eq!((o.port, o.protocol.as_str()), (4002, "RTP/AVP"));
+    let m = answer(&o, &caps(&[Pcmu, Pcma])).unwrap();
+    assert_eq!(m.send.pt, 0);
+    // With none usable, the first section is read and refused as before.
+    let o = offer(&["m=audio 0 RTP/AVP 0", "m=audio 0 RTP/AVP 8"]);
+    assert_eq!(
+        answer(&o, &caps(&[Pcmu])).unwrap_err(),
+        NegotiationError::MediaDisabled
+    );
+}
+
 #[test]
 fn disabled_streams_and_malformed_sdp_are_errors_not_panics() {
     assert_eq!(

@@ -431,6 +431,13 @@ pub enum NegotiationError {
     /// Recover: answer it with port 0 too, or tear the media session down.
     #[error("audio stream disabled (port 0)")]
     MediaDisabled,
+    /// The audio section's transport is not plain RTP (`RTP/AVP` or `RTP/AVPF`): e.g.
+    /// `RTP/SAVP` with `a=crypto`, or DTLS-SRTP. media-core sends and receives plain RTP
+    /// only; answering such an offer as if it were would give the peer an answer without
+    /// keys (a failed call) or SRTP read as audio (noise). Recover: SIP 488 Not
+    /// Acceptable Here, or answer the section with port 0.
+    #[error("transport {0} not supported (plain RTP only: RTP/AVP, RTP/AVPF)")]
+    UnsupportedTransport(String),
     /// No voice codec is on both sides. For [`answer`]: `offered` is the offer and
     /// `supported` our capabilities; for [`process_answer`]: `offered` is our offer and
     /// `supported` what the answer lists. Recover: SIP 488 Not Acceptable Here (with
@@ -470,11 +477,20 @@ pub struct MediaOffer {
     pub direction: Direction,
 }
 
+/// Plain RTP profiles (RFC 3551 AVP, RFC 4585 AVPF), whatever their case; not the secure
+/// ones (SAVP, SAVPF, UDP/TLS/RTP/SAVPF).
+fn is_plain_rtp(protocol: &str) -> bool {
+    protocol.eq_ignore_ascii_case("RTP/AVP") || protocol.eq_ignore_ascii_case("RTP/AVPF")
+}
+
 impl MediaOffer {
-    /// Reads the first `m=audio` section of SDP text. The text may be a whole session
-    /// description or just an `m=audio` section (its lines are then parsed under a
-    /// placeholder session header). Lines may end in CRLF or LF; surrounding whitespace
-    /// is ignored.
+    /// Reads the `m=audio` section of SDP text that media-core can answer: the first one
+    /// enabled (port other than 0) on plain RTP (`RTP/AVP`, `RTP/AVPF`), else the first
+    /// one (which [`answer`] then refuses, typed). So an offer of SRTP with a plain RTP
+    /// alternative after it, or a disabled stream before a live one, is answered on the
+    /// section that can carry the call. The text may be a whole session description or
+    /// just an `m=audio` section (its lines are then parsed under a placeholder session
+    /// header). Lines may end in CRLF or LF; surrounding whitespace is ignored.
     ///
     /// Errors: [`NegotiationError::InvalidSdp`], [`NegotiationError::NoAudioMedia`].
     pub fn from_sdp(text: &str) -> Result<Self, NegotiationError> {
@@ -489,10 +505,15 @@ impl MediaOffer {
         }
         let session = SessionDescription::unmarshal(&mut Cursor::new(normalized.as_bytes()))
             .map_err(|e| NegotiationError::InvalidSdp(e.to_string()))?;
-        let media = session
-            .media_descriptions
-            .iter()
-            .find(|m| m.media_name.media == "audio")
+        let audio = || {
+            session
+                .media_descriptions
+                .iter()
+                .filter(|m| m.media_name.media == "audio")
+        };
+        let media = audio()
+            .find(|m| m.media_name.port.value != 0 && is_plain_rtp(&m.media_name.protos.join("/")))
+            .or_else(|| audio().next())
             .ok_or(NegotiationError::NoAudioMedia)?;
         Self::from_media_description(media, Some(&session))
     }
@@ -1089,6 +1110,7 @@ fn same_stream_rate(a: &RtpMap, b: &RtpMap) -> bool {
 /// falls back to 8000). The answer echoes the offerer's spelling of each encoding name.
 ///
 /// Errors: [`NegotiationError::MediaDisabled`] for port 0,
+/// [`NegotiationError::UnsupportedTransport`] for a transport other than plain RTP,
 /// [`NegotiationError::NoCommonCodec`] when no voice codec is shared.
 pub fn answer(
     offer: &MediaOffer,
@@ -1096,6 +1118,11 @@ pub fn answer(
 ) -> Result<NegotiatedMedia, NegotiationError> {
     if offer.port == 0 {
         return Err(NegotiationError::MediaDisabled);
+    }
+    if !is_plain_rtp(&offer.protocol) {
+        return Err(NegotiationError::UnsupportedTransport(
+            offer.protocol.clone(),
+        ));
     }
     let mut common: Vec<(usize, &RtpMap, &LocalCodec)> = offer
         .codecs

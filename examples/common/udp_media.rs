@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use media_core::integration::rtcp::{
     self, round_trip_ms, Compound, NtpTime, ReceiveCounts, ReceptionState, Report, RtcpPacket,
-    SenderInfo,
+    SenderInfo, SourceTracker,
 };
 use media_core::rtp::RtpPacket;
 use media_core::{EgressHandle, IngressHandle, MediaEngine, SessionId};
@@ -142,40 +142,6 @@ impl LaneIo {
     }
 }
 
-/// RFC 3550 Appendix A.1 extended sequence tracking of the stream we receive, kept by the
-/// transport because media-core's `SessionStats` does not publish it.
-#[derive(Debug, Default, Clone, Copy)]
-struct SeqTracker {
-    ssrc: Option<u32>,
-    max_seq: u16,
-    cycles: u32,
-}
-
-impl SeqTracker {
-    fn on_packet(&mut self, ssrc: u32, seq: u16) {
-        if self.ssrc != Some(ssrc) {
-            *self = SeqTracker {
-                ssrc: Some(ssrc),
-                max_seq: seq,
-                cycles: 0,
-            };
-            return;
-        }
-        let delta = seq.wrapping_sub(self.max_seq);
-        // In order (with a permissible gap, A.1's MAX_DROPOUT): advance, counting wraps.
-        if delta != 0 && delta < 3000 {
-            if seq < self.max_seq {
-                self.cycles = self.cycles.wrapping_add(1 << 16);
-            }
-            self.max_seq = seq;
-        }
-    }
-
-    fn extended(&self) -> u32 {
-        self.cycles | u32::from(self.max_seq)
-    }
-}
-
 struct Leg {
     cfg: LegConfig,
     rtp: UdpSocket,
@@ -183,7 +149,7 @@ struct Leg {
     peer: Option<SocketAddr>,
     rtcp_peer: Option<SocketAddr>,
     counters: Arc<LegCounters>,
-    rx: SeqTracker,
+    rx: SourceTracker,
     reception: ReceptionState,
     /// SSRC media-core sends with on this leg (from the first packet popped).
     tx_ssrc: Option<u32>,
@@ -214,7 +180,7 @@ impl Leg {
             rtp,
             rtcp,
             counters: Arc::new(LegCounters::default()),
-            rx: SeqTracker::default(),
+            rx: SourceTracker::default(),
             reception: ReceptionState::new(),
             tx_ssrc: None,
             tx_packets: 0,
@@ -311,7 +277,8 @@ impl Io {
                     leg.rtcp_peer = Some(r);
                 }
             }
-            leg.rx.on_packet(pkt.ssrc(), pkt.sequence());
+            leg.rx
+                .on_packet(pkt.ssrc(), pkt.sequence(), pkt.timestamp(), pkt.marker());
             leg.counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
             match self.ingress.push(leg.cfg.session, d) {
                 Ok(()) => {
@@ -362,7 +329,7 @@ impl Io {
         for p in c.packets() {
             let blocks = match p {
                 RtcpPacket::SenderReport(sr) => {
-                    if Some(sr.ssrc) == leg.rx.ssrc {
+                    if Some(sr.ssrc) == leg.rx.ssrc() {
                         leg.reception.on_sender_report(&sr.info, now);
                     }
                     sr.blocks
@@ -462,9 +429,9 @@ impl Io {
             return;
         };
         let session = leg.cfg.session;
-        let block = match (leg.rx.ssrc, self.engine.session_stats(session)) {
+        let block = match (leg.rx.ssrc(), self.engine.session_stats(session)) {
             (Some(src), Ok(stats)) => {
-                let counts = ReceiveCounts::from_session_stats(&stats, leg.rx.extended());
+                let counts = ReceiveCounts::from_session_stats(&stats, leg.rx.highest_seq_ext());
                 Some(leg.reception.report_block(src, &counts, now_ntp))
             }
             _ => None,

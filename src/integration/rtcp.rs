@@ -26,6 +26,7 @@
 
 #![deny(missing_docs)]
 
+use crate::quality::rtp_stats::RtpReceiveStats;
 use crate::quality::xr::{self, VoipMetrics};
 use crate::runtime::stats::SessionStats;
 
@@ -893,6 +894,57 @@ impl ReceiveCounts {
     }
 }
 
+/// The source a report block is about, tracked by the transport from the RTP packets it
+/// hands the engine: its SSRC and RFC 3550 Appendix A.1 extended highest sequence number
+/// (probation, `bad_seq` resync on a sequence restart, cycles), which
+/// [`SessionStats`] does not publish. Like the lane, another SSRC takes over only with a
+/// marker or with two of its packets in a row, so a second source interleaved with the
+/// first (forked early media, two sources overlapping at a transfer) does not flip the
+/// report's SSRC and sequence between them.
+#[derive(Debug, Clone)]
+pub struct SourceTracker {
+    ssrc: Option<u32>,
+    candidate: Option<u32>,
+    stats: RtpReceiveStats,
+}
+
+impl Default for SourceTracker {
+    fn default() -> Self {
+        Self {
+            ssrc: None,
+            candidate: None,
+            // The clock only scales jitter, which this tracker does not report.
+            stats: RtpReceiveStats::new(8000),
+        }
+    }
+}
+
+impl SourceTracker {
+    /// Accounts one received RTP packet.
+    pub fn on_packet(&mut self, ssrc: u32, seq: u16, ts: u32, marker: bool) {
+        if self.ssrc.is_some_and(|s| s != ssrc) {
+            if !marker && self.candidate != Some(ssrc) {
+                self.candidate = Some(ssrc);
+                return;
+            }
+            self.stats = RtpReceiveStats::new(8000);
+        }
+        self.ssrc = Some(ssrc);
+        self.candidate = None;
+        let _ = self.stats.on_packet(seq, ts, 0);
+    }
+
+    /// The source followed, once a packet arrived.
+    pub fn ssrc(&self) -> Option<u32> {
+        self.ssrc
+    }
+
+    /// Its extended highest sequence number (0 until the source is valid).
+    pub fn highest_seq_ext(&self) -> u32 {
+        self.stats.highest_seq_ext()
+    }
+}
+
 /// Per-source receiver state behind report blocks: the counts at the previous report
 /// (for the interval's fraction lost, Appendix A.3) and the last SR heard (LSR, DLSR).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -1006,6 +1058,33 @@ mod tests {
         assert_eq!(t.0 >> 32, NTP_UNIX_OFFSET_S);
         assert_eq!(t.0 as u32, 0x8000_0000);
         assert_eq!(t.middle32() & 0xFFFF, 0x8000);
+    }
+
+    #[test]
+    fn a_source_tracker_follows_a_restart_and_ignores_an_interleaved_source() {
+        let mut t = SourceTracker::default();
+        for s in [100u16, 101, 102, 40000, 40001, 40002] {
+            t.on_packet(7, s, 0, false);
+        }
+        assert_eq!(t.highest_seq_ext() & 0xFFFF, 40002, "A.1 bad_seq resync");
+        // A second source interleaved packet by packet never takes over.
+        for s in 0..20u16 {
+            t.on_packet(9, 500 + s, 0, false);
+            t.on_packet(7, 40003 + s, 0, false);
+        }
+        assert_eq!((t.ssrc(), t.highest_seq_ext() & 0xFFFF), (Some(7), 40022));
+        // Two in a row take over (a new source), as does a marker.
+        t.on_packet(9, 600, 0, false);
+        t.on_packet(9, 601, 0, false);
+        assert_eq!(t.ssrc(), Some(9));
+        t.on_packet(11, 5, 0, true);
+        assert_eq!(t.ssrc(), Some(11));
+        // Wraps count cycles.
+        let mut t = SourceTracker::default();
+        for s in (65530..=65535u16).chain(0..5) {
+            t.on_packet(1, s, 0, false);
+        }
+        assert_eq!(t.highest_seq_ext(), 0x1_0004);
     }
 
     #[test]

@@ -2743,6 +2743,95 @@ fn events_sent(out: &[Out]) -> Vec<(bool, u8, bool, u16)> {
         .collect()
 }
 
+/// RFC 4733 events follow the source the session follows: a second source's events are
+/// dropped (counted), and when a new source takes over, the old source's digit in
+/// progress ends and the new source's first digit is heard even where its timestamps lie
+/// just behind the old digit's. In review, the foreign source's digit was reported and
+/// the new source's first digit dropped as a late packet of the old one.
+#[test]
+fn rfc4733_events_follow_the_source_the_session_follows() {
+    use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender};
+    let e = virtual_engine(4);
+    let (a, _b) = e
+        .create_call(
+            (DialogId(1), pcmu_with_telephone_event()),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let (mut old, mut foreign, mut new) = (
+        DtmfSender::new(160).unwrap(),
+        DtmfSender::new(160).unwrap(),
+        DtmfSender::new(160).unwrap(),
+    );
+    let (mut pkt, mut buf) = (Vec::new(), [0u8; 4]);
+    let mut digits = Vec::new();
+    for k in 0..70u32 {
+        // Source 3 until round 30 (a '5' held from round 20, never ended), then source 4
+        // (its clock 1600 units behind 3's), which presses '7' at round 40. Source 9 sends
+        // a '1' in between, interleaved with source 3.
+        let (ssrc, seq, ts, tx) = if k < 30 {
+            (3, k as u16, 160 * k, &mut old)
+        } else {
+            (4, 9000 + k as u16, 160 * (k - 30) + 1600, &mut new)
+        };
+        match k {
+            20 => tx.start(digit_to_event('5').unwrap(), 10, None).unwrap(),
+            40 => tx
+                .start(digit_to_event('7').unwrap(), 10, Some(960))
+                .unwrap(),
+            _ => {}
+        }
+        match tx.poll(ts, &mut buf) {
+            Some(h) => rtp(101, seq, h.timestamp, ssrc, h.marker, &buf, &mut pkt),
+            None => rtp(0, seq, ts, ssrc, k == 30, &ulaw_frame(k as usize), &mut pkt),
+        }
+        ing.push(a.id, &pkt).unwrap();
+        if (5..15).contains(&k) {
+            if k == 5 {
+                foreign
+                    .start(digit_to_event('1').unwrap(), 10, Some(800))
+                    .unwrap();
+            }
+            if let Some(h) = foreign.poll(50_000 + 160 * k, &mut buf) {
+                rtp(
+                    101,
+                    700 + k as u16,
+                    h.timestamp,
+                    9,
+                    h.marker,
+                    &buf,
+                    &mut pkt,
+                );
+                ing.push(a.id, &pkt).unwrap();
+            }
+        }
+        e.step(2).unwrap();
+        drain(&mut eg);
+        while let Some(ev) = e.poll_event() {
+            if let EngineEvent::Dtmf {
+                digit, ended_ms, ..
+            } = ev
+            {
+                digits.push((k, digit, ended_ms.is_some()));
+            }
+        }
+    }
+    let seen: Vec<(char, bool)> = digits.iter().map(|&(_, d, end)| (d, end)).collect();
+    assert_eq!(
+        seen,
+        [('5', false), ('5', true), ('7', false), ('7', true)],
+        "{digits:?}"
+    );
+    // The held '5' ended when source 4 took over, not 200 ms later.
+    assert_eq!(digits[1].0, 30, "{digits:?}");
+    let drops = e.lane_stats(0).unwrap().foreign_ssrc_drops;
+    assert_eq!(drops, 7, "the foreign digit's 7 packets");
+}
+
 /// A digit whose three end packets are all lost ends on A by the RFC 4733 timeout; its
 /// end is forwarded like one that arrived, so B's peer gets the digit's three end packets
 /// and the next digit whole. In review, B went on sending the first digit, refused the

@@ -311,6 +311,34 @@ fn set_loss_gauges(part: &mut JitterPart, sc: &SessionCounters, class: PacketCla
     sc.rx_lost.set(part.lost());
 }
 
+/// Reports the end of a received digit that no end packet reported (RFC 4733 timeout, or
+/// its source replaced): the engine event, and the end forwarded to the bridged leg as
+/// when an end packet arrives (its sender was started without a duration and would
+/// otherwise go on sending the digit, and refuse the next one, until the next end).
+fn report_digit_end(
+    events: &mut Producer<LaneEvent>,
+    out: &mut Producer<ToDecode>,
+    shared: &Shared,
+    slot: u32,
+    part: &JitterPart,
+    d: DtmfEvent,
+) {
+    let id = SessionId::from_parts(shared.lane, slot, part.generation);
+    let clock_khz = (part.dtmf_clock_hz / 1000).max(1);
+    push_event(events, &shared.counters, dtmf_event(id, d, clock_khz));
+    if let Some(event) = digit_to_event(d.digit()) {
+        let fwd = ToDecode::Dtmf {
+            slot,
+            event,
+            begin: false,
+            duration_ms: forwarded_duration_ms(&d, clock_khz),
+        };
+        if out.push(fwd).is_err() {
+            shared.counters.internal_ring_full.inc_shared();
+        }
+    }
+}
+
 /// Q.24's shortest digit a receiver must accept (40 ms): a forwarded digit is sent no
 /// shorter, whatever arrived of it.
 const MIN_FORWARDED_DIGIT_MS: u32 = 40;
@@ -408,27 +436,14 @@ impl JitterStage {
                 continue;
             };
             if let Some(d) = part.dtmf.poll(now_ms) {
-                let id = SessionId::from_parts(self.shared.lane, slot as u32, part.generation);
-                let clock_khz = (part.dtmf_clock_hz / 1000).max(1);
-                push_event(
+                report_digit_end(
                     &mut self.events,
-                    &self.shared.counters,
-                    dtmf_event(id, d, clock_khz),
+                    &mut self.out,
+                    &self.shared,
+                    slot as u32,
+                    part,
+                    d,
                 );
-                // The bridged leg's digit ends too, as when an end packet arrives: its
-                // sender was started without a duration and would otherwise go on
-                // sending the digit (and refuse the next one) until the next end.
-                if let Some(event) = digit_to_event(d.digit()) {
-                    let fwd = ToDecode::Dtmf {
-                        slot: slot as u32,
-                        event,
-                        begin: false,
-                        duration_ms: forwarded_duration_ms(&d, clock_khz),
-                    };
-                    if self.out.push(fwd).is_err() {
-                        self.shared.counters.internal_ring_full.inc_shared();
-                    }
-                }
             }
             pending |= part.dtmf.next_timeout_ms().is_some();
         }
@@ -579,13 +594,19 @@ impl JitterStage {
             };
             let mut duplicate = false;
             if part.telephone_event_pt == Some(pt) || part.cn_pt == Some(pt) {
+                // Events and SID frames of a source other than the one followed (forked
+                // early media; an old source overlapping a new one) are dropped like its
+                // audio: one source's digits and comfort noise, not two interleaved.
+                if part.rx_ssrc.is_some_and(|s| s != ssrc) {
+                    self.shared.counters.foreign_ssrc_drops.inc_shared();
+                    self.release(tok);
+                    continue;
+                }
                 // Events and SID frames share the stream's sequence numbers: count them
                 // for loss (not for jitter), or every digit would read as lost audio.
-                if part.rx_ssrc == Some(ssrc) || part.rx_ssrc.is_none() {
-                    let class = part.stats.on_sequence(seq);
-                    duplicate = class == PacketClass::Duplicate;
-                    set_loss_gauges(part, sc, class);
-                }
+                let class = part.stats.on_sequence(seq);
+                duplicate = class == PacketClass::Duplicate;
+                set_loss_gauges(part, sc, class);
             }
             if part.telephone_event_pt == Some(pt) {
                 // RFC 4733 events are routed to DTMF handling, never into the audio buffer.
@@ -679,6 +700,11 @@ impl JitterStage {
                 sc.rx_resyncs.inc();
                 part.start_stream();
                 part.rx_ssrc = Some(ssrc);
+                // The old source's digit in progress ends; the new source's events start
+                // afresh (its first digit is never taken for a late one of the old).
+                if let Some(d) = part.dtmf.finish() {
+                    report_digit_end(&mut self.events, &mut self.out, &self.shared, slot, part, d);
+                }
                 part.candidate_run = 0;
             } else if part.rx_ssrc.is_none() {
                 part.rx_ssrc = Some(ssrc);

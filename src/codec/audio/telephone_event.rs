@@ -872,6 +872,16 @@ impl DtmfReceiver {
         self.stats
     }
 
+    /// Ends the digit in progress, if any (its end report, `Superseded`), and forgets
+    /// it: a new source (SSRC change) starts with no event, so its first digit is never
+    /// taken for a late packet of the old source's. Counters are kept.
+    ///
+    /// Called on the real-time thread; never allocates or panics.
+    pub fn finish(&mut self) -> Option<DtmfEvent> {
+        let cur = self.current.take()?;
+        (!cur.ended).then(|| cur.end_report(EndReason::Superseded))
+    }
+
     /// Forgets the event in progress without reporting its end (SSRC change, session
     /// re-keyed). Counters are kept.
     pub fn reset(&mut self) {

@@ -2195,8 +2195,9 @@ impl EncodeStage {
                                         .inc();
                                 }
                             } else {
+                                // Only this digit: not one of the API's queued beside it.
                                 part.dtmf
-                                    .stop_no_shorter_than(min_ms.saturating_mul(part.ts_per_ms));
+                                    .stop_event(event, min_ms.saturating_mul(part.ts_per_ms));
                             }
                         }
                     }

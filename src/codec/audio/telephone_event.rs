@@ -437,7 +437,22 @@ impl DtmfSender {
     ///
     /// Called on the real-time thread; never allocates or panics.
     pub fn stop_no_shorter_than(&mut self, min_duration_ts: u32) {
-        if let Some(q) = &mut self.pending {
+        self.stop_matching(None, min_duration_ts);
+    }
+
+    /// [`DtmfSender::stop_no_shorter_than`] for the event `event` only: a forwarded
+    /// digit's end stops that digit, never another one sent or queued beside it (a digit
+    /// of the API waiting behind a fixed-length one). No effect when neither the queued
+    /// nor the current event is `event`.
+    ///
+    /// Called on the real-time thread; never allocates or panics.
+    pub fn stop_event(&mut self, event: u8, min_duration_ts: u32) {
+        self.stop_matching(Some(event), min_duration_ts);
+    }
+
+    fn stop_matching(&mut self, event: Option<u8>, min_duration_ts: u32) {
+        let matches = |e: u8| event.is_none_or(|want| want == e);
+        if let Some(q) = self.pending.as_mut().filter(|q| matches(q.event)) {
             // The queued event's key went up: it will be sent as a short event, or as
             // one of the given length.
             if min_duration_ts > 0 && q.duration_ts.is_none() {
@@ -447,7 +462,7 @@ impl DtmfSender {
             }
             return;
         }
-        if let Some(tx) = &mut self.tx {
+        if let Some(tx) = self.tx.as_mut().filter(|tx| matches(tx.event)) {
             if tx.stop_at.is_none() {
                 tx.stop_requested = true;
                 tx.min_end = tx.min_end.max(u64::from(min_duration_ts));
@@ -964,6 +979,53 @@ mod tests {
         let v = send_all(&mut tx, 0, 160);
         assert_eq!(v.len(), 3);
         assert!(v.iter().all(|(_, p)| p.end && p.duration == 160));
+    }
+
+    #[test]
+    fn a_stop_with_a_least_duration_lasts_that_long_and_stops_only_its_event() {
+        // Stopped before the first poll but received as 120 ms: 960 units, not 160.
+        let mut tx = DtmfSender::new(160).unwrap();
+        tx.start(2, 10, None).unwrap();
+        tx.stop_event(2, 960);
+        let v = send_all(&mut tx, 0, 160);
+        let ends: Vec<_> = v.iter().filter(|(_, p)| p.end).collect();
+        assert_eq!(ends.len(), 3);
+        assert!(ends.iter().all(|(_, p)| p.duration == 960), "{v:?}");
+        // Already longer than asked: ends where it stands.
+        let mut tx = DtmfSender::new(160).unwrap();
+        tx.start(3, 10, None).unwrap();
+        for k in 0..10 {
+            tx.poll(160 * k, &mut [0u8; 4]).unwrap();
+        }
+        tx.stop_no_shorter_than(320);
+        let v = send_all(&mut tx, 1600, 160);
+        assert!(v.iter().all(|(_, p)| p.end && p.duration == 1600), "{v:?}");
+        // Another event's end stops nothing: the API's queued digit keeps its length.
+        let mut tx = DtmfSender::new(160).unwrap();
+        tx.start(1, 10, Some(800)).unwrap();
+        tx.start(4, 10, Some(800)).unwrap();
+        tx.stop_event(9, 0);
+        let v = send_all(&mut tx, 0, 160);
+        let ends: Vec<_> = v
+            .iter()
+            .filter(|(_, p)| p.end)
+            .map(|(_, p)| (p.event, p.duration))
+            .collect();
+        assert_eq!(
+            ends,
+            [(1, 800), (1, 800), (1, 800), (4, 800), (4, 800), (4, 800)]
+        );
+        // A queued digit stopped with a least duration is sent that long.
+        let mut tx = DtmfSender::new(160).unwrap();
+        tx.start(1, 10, Some(160)).unwrap();
+        tx.start(4, 10, None).unwrap();
+        tx.stop_event(4, 640);
+        let v = send_all(&mut tx, 0, 160);
+        assert!(
+            v.iter()
+                .any(|(_, p)| p.event == 4 && p.end && p.duration == 640),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -322,6 +322,9 @@ pub enum AnyDecoder {
     Opus(Box<OpusDecoderState>),
 }
 
+/// libopus's concealment unit (2.5 ms) at its highest rate, 48 kHz.
+const MAX_OPUS_QUANTUM: usize = 120;
+
 impl AnyDecoder {
     /// Builds a decoder at the codec's own rate (Opus: 48 kHz). Control plane.
     pub fn new(codec: Codec) -> Self {
@@ -398,7 +401,18 @@ impl AnyDecoder {
                 };
                 match done {
                     Ok(k) if k == n => {
-                        out[n..].fill(0);
+                        // A part of a 2.5 ms unit left (after a time-stretch the buffer's
+                        // count is no longer whole units): one more unit of concealment,
+                        // of which the part is kept, rather than a run of digital silence
+                        // (a click, which the generic PLC's history would then keep).
+                        let rest = out.len() - n;
+                        if rest > 0 {
+                            let mut unit = [0i16; MAX_OPUS_QUANTUM];
+                            match d.decode(&[], &mut unit[..quantum.min(MAX_OPUS_QUANTUM)], false) {
+                                Ok(k) if k >= rest => out[n..].copy_from_slice(&unit[..rest]),
+                                _ => out[n..].fill(0),
+                            }
+                        }
                         true
                     }
                     _ => false,
@@ -648,6 +662,15 @@ mod tests {
             assert!(level_db.abs() < 1.5, "{rate} Hz: level {level_db:.2} dB");
             // Concealment works in whole 2.5 ms units of this rate.
             assert!(dec.conceal(None, &mut out));
+            // A request that is not whole units (after a time-stretch) is concealed
+            // through its end: no run of digital silence after the last whole unit.
+            let mut odd = vec![1i16; out.len() + out.len() / 8 / 2 + 3];
+            assert!(dec.conceal(None, &mut odd));
+            let tail = &odd[odd.len() - odd.len() % (rate as usize / 400)..];
+            assert!(
+                !tail.is_empty() && tail.iter().any(|&x| x != 0),
+                "{rate} Hz"
+            );
         }
     }
 

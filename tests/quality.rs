@@ -230,7 +230,7 @@ fn opus_adaptation_follows_the_loss_the_peer_reports_for_what_we_send() {
     e.set_peer_loss(a.id, 1_400, 10_000).unwrap();
     assert_eq!(
         opus_for_a(&monitor.suggest_quality_adjustments(&e)),
-        Some((12_000.max(negotiated.bitrate_bps / 2), true, 30))
+        Some((20_000.min(negotiated.bitrate_bps), true, 30))
     );
     // Peer reports for a leg that sends PCMU change nothing there.
     e.set_peer_loss(b.id, 1_000, 500).unwrap();

@@ -405,17 +405,21 @@ pub const RESTORE_CLEAN_PACKETS: u64 = 500;
 /// costs about half of 5 and keeps speech quality close (its SILK low-complexity modes).
 pub const SHED_COMPLEXITY: i32 = 2;
 
-/// Bitrate floor while FEC is on: below ~16 kbit/s libopus has no room for LBRR at
-/// wideband.
-const FEC_MIN_BITRATE_BPS: i32 = 16_000;
+/// Bitrate floor of the heavy-loss halving while FEC is on: at 48 kHz libopus leaves LBRR
+/// out below about 20 kbit/s at 15-30% expected loss (measured in the codec tests: a lost
+/// frame recovered at 22 dB SNR at 20 kbit/s, not at all at 16 or 12).
+const FEC_MIN_BITRATE_BPS: i32 = 20_000;
 
 /// Loss-driven Opus adaptation for one sender, with hysteresis: `lost`/`expected` are the
 /// cumulative counters of the stream it *receives* on the same path (RFC 3550; a peer's
 /// RTCP receiver report says the same of the stream it sends, when the transport has one),
 /// so the interval since the last pass is what counts. At >= 2% loss over >= 50 packets:
-/// FEC on, expected loss rounded up to 5% steps (at most 30%), bitrate at least 16 kbit/s
-/// (room for LBRR); at >= 15% the bitrate is halved (heavy loss is usually congestion, and
-/// FEC alone does not help a full link), not below 12 kbit/s. Raised at once, lowered only
+/// FEC on, expected loss rounded up to 5% steps (at most 30%), at the negotiated bitrate;
+/// at >= 15% the bitrate is halved (heavy loss is usually congestion, and FEC alone does
+/// not help a full link), but not below 20 kbit/s, where libopus still has room for LBRR
+/// (at 12 or 16 kbit/s it leaves FEC out just when the loss is heaviest). Never above the
+/// negotiated bitrate, which holds the peer's `maxaveragebitrate` (RFC 7587 §6.1: the
+/// most it wants to receive). Raised at once, lowered only
 /// when the step would fall by 10 points, and the negotiated settings come back below 0.5%.
 /// Counters that go backwards (a new SSRC's, or the counts of another source) start the
 /// interval over from their new values instead of waiting until they pass the old ones.
@@ -440,10 +444,12 @@ pub fn suggest_opus(
     let loss = 100.0 * d_lost as f64 / d_expected as f64;
     let step = (((loss / 5.0).ceil() * 5.0) as i32).clamp(5, 30);
     let settings = |percent: i32| {
-        let mut bitrate = negotiated.bitrate_bps.max(FEC_MIN_BITRATE_BPS);
-        if loss >= 15.0 {
-            bitrate = (negotiated.bitrate_bps / 2).max(12_000);
-        }
+        let cap = negotiated.bitrate_bps;
+        let bitrate = if loss >= 15.0 {
+            (cap / 2).max(FEC_MIN_BITRATE_BPS).min(cap)
+        } else {
+            cap
+        };
         QualityAdjustment::OpusEncoder {
             session,
             bitrate_bps: bitrate,
@@ -632,7 +638,7 @@ mod tests {
             out,
             [QualityAdjustment::OpusEncoder {
                 session: 7,
-                bitrate_bps: neg.bitrate_bps.max(FEC_MIN_BITRATE_BPS),
+                bitrate_bps: neg.bitrate_bps,
                 inband_fec: true,
                 packet_loss_percent: 10,
             }]
@@ -673,13 +679,40 @@ mod tests {
         assert_eq!(step(400, 20, &mut f), enc(24_000, true, 15));
         // 8% -> step 10: only 5 below 15, kept.
         assert_eq!(step(500, 28, &mut f), None);
-        // 20%: congestion, bitrate halved.
-        assert_eq!(step(600, 48, &mut f), enc(12_000, true, 20));
+        // 20%: congestion, bitrate lowered, but not below where FEC still fits.
+        assert_eq!(step(600, 48, &mut f), enc(FEC_MIN_BITRATE_BPS, true, 20));
         // 3% -> step 5: 15 below, lowered.
         assert_eq!(step(700, 51, &mut f), enc(24_000, true, 5));
         // Clean: the negotiated settings come back.
         assert_eq!(step(800, 51, &mut f), enc(24_000, false, 0));
         assert_eq!(f.opus_loss_percent, None);
+    }
+
+    /// A peer's `maxaveragebitrate` below the FEC floor is never exceeded (RFC 7587 §6.1),
+    /// at moderate or heavy loss. In review, 10 kbit/s became 16 and 12.
+    #[test]
+    fn opus_loss_adaptation_never_exceeds_the_negotiated_bitrate() {
+        let neg = crate::codec::OpusSettings {
+            bitrate_bps: 10_000,
+            ..Default::default()
+        };
+        for lost in [5, 25] {
+            let mut f = SessionFlags::default();
+            let mut out = Vec::new();
+            suggest_opus(7, 100, 0, &mut f, &neg, &mut out);
+            suggest_opus(7, 200, lost, &mut f, &neg, &mut out);
+            assert!(
+                matches!(
+                    out[..],
+                    [QualityAdjustment::OpusEncoder {
+                        bitrate_bps: 10_000,
+                        inband_fec: true,
+                        ..
+                    }]
+                ),
+                "{lost}% lost: {out:?}"
+            );
+        }
     }
 
     #[test]

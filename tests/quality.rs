@@ -196,6 +196,40 @@ fn the_round_trip_time_enters_the_mos_and_bad_values_are_not_kept() {
     ));
 }
 
+/// A re-INVITE builds the encoder afresh with the negotiated settings, so what loss
+/// adaptation had set is gone: at the same loss the monitor suggests it again. In review,
+/// its flags survived the update and nothing was suggested while the loss went on.
+#[test]
+fn opus_adaptation_is_suggested_again_after_an_update_rebuilt_the_encoder() {
+    let e = engine();
+    let (a, _b, _) = opus_call(&e);
+    let mut monitor = monitor_without_lane_load();
+    let opus_for_a = |adj: &[QualityAdjustment]| opus_settings_for(adj, a.id);
+    e.set_peer_loss(a.id, 1_000, 0).unwrap();
+    assert_eq!(opus_for_a(&monitor.suggest_quality_adjustments(&e)), None);
+    e.set_peer_loss(a.id, 1_100, 10).unwrap();
+    let adj = monitor.suggest_quality_adjustments(&e);
+    assert_eq!(opus_for_a(&adj), Some((24_000, true, 10)));
+    for x in adj {
+        e.adjust_quality(x).unwrap();
+    }
+    // The same loss goes on: nothing new while the encoder keeps the adjustment.
+    e.set_peer_loss(a.id, 1_200, 20).unwrap();
+    assert_eq!(opus_for_a(&monitor.suggest_quality_adjustments(&e)), None);
+    // A re-INVITE (another ptime) rebuilds the encoder; the loss goes on.
+    let mut p = MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_40);
+    p.opus.inband_fec = false;
+    p.opus.packet_loss_percent = 0;
+    // The bridge's other leg sends 20 ms: move it too, as a re-INVITE of the call would.
+    e.unbridge(a.id).unwrap();
+    e.update_media_session(a.id, p).unwrap();
+    e.set_peer_loss(a.id, 1_300, 30).unwrap();
+    assert_eq!(
+        opus_for_a(&monitor.suggest_quality_adjustments(&e)),
+        Some((24_000, true, 10))
+    );
+}
+
 #[test]
 fn opus_adaptation_follows_the_loss_the_peer_reports_for_what_we_send() {
     let e = engine();

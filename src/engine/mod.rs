@@ -244,6 +244,9 @@ struct SessionRecord {
     round_trip_ms: Option<f64>,
     /// Peer-reported (packets expected, packets lost) of the stream this session sends.
     peer_loss: Option<(u64, u64)>,
+    /// Updates applied (each builds the session's encoder afresh from its parameters,
+    /// undoing quality adjustments: the monitor re-applies them).
+    updates: u32,
 }
 
 enum LaneRun {
@@ -1005,6 +1008,7 @@ impl MediaEngine {
                 app: false,
                 round_trip_ms: None,
                 peer_loss: None,
+                updates: 0,
             },
         );
         inner.dialogs.insert(dialog, id);
@@ -1075,6 +1079,8 @@ impl MediaEngine {
             inner.sessions.get_mut(&id).expect("record exists").params = old;
             return Err(e);
         }
+        let rec = inner.sessions.get_mut(&id).expect("record exists");
+        rec.updates = rec.updates.wrapping_add(1);
         match routes {
             Some(routes) => Self::send_bridge(inner, routes),
             None => Ok(()),

@@ -167,10 +167,14 @@ impl MediaEngine {
     fn opus_sender(
         &self,
         id: SessionId,
-    ) -> Option<(crate::codec::OpusSettings, Option<(u64, u64)>)> {
+    ) -> Option<(crate::codec::OpusSettings, Option<(u64, u64)>, u32)> {
         let g = self.lock();
         let rec = g.sessions.get(&id)?;
-        (rec.params.tx.codec == Codec::Opus).then_some((rec.params.opus, rec.peer_loss))
+        (rec.params.tx.codec == Codec::Opus).then_some((
+            rec.params.opus,
+            rec.peer_loss,
+            rec.updates,
+        ))
     }
 
     /// Every live session's id (control plane; allocates).
@@ -581,9 +585,16 @@ impl QualityMonitor {
             };
             let f = self.flags.entry(id.to_u64()).or_default();
             suggest(id.to_u64(), &q, f, j.min_delay_ms, j.max_delay_ms, &mut out);
-            let Some((opus, peer)) = engine.opus_sender(id) else {
+            let Some((opus, peer, updates)) = engine.opus_sender(id) else {
                 continue;
             };
+            if f.updates_seen != updates {
+                // A re-INVITE built the encoder afresh with the negotiated settings: what
+                // was adjusted is undone, and is suggested again if still called for.
+                f.updates_seen = updates;
+                f.opus_loss_percent = None;
+                f.complexity_lowered = false;
+            }
             let (expected, lost) = peer.unwrap_or((q.packets_expected, q.packets_lost));
             if f.loss_from_peer != peer.is_some() {
                 // The first receiver report: its counters count from another base than

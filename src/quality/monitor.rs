@@ -374,6 +374,9 @@ pub struct SessionFlags {
     pub opus_loss_percent: Option<i32>,
     /// The Opus complexity was lowered for lane load.
     pub complexity_lowered: bool,
+    /// The session's update count when its Opus flags were last valid: an update
+    /// rebuilds the encoder with the negotiated settings, so the flags start over.
+    pub updates_seen: u32,
     /// Where the events' current interval began: the snapshot of their last judgement
     /// (`None`: the session's start).
     pub judged: Option<QualitySnapshot>,

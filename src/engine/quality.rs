@@ -115,6 +115,16 @@ impl EngineQuality {
     }
 }
 
+/// What the quality monitor needs of an Opus sender.
+struct OpusSender {
+    /// Its negotiated encoder settings.
+    negotiated: crate::codec::OpusSettings,
+    /// Peer-reported (packets expected, packets lost) of its stream.
+    peer_loss: Option<(u64, u64)>,
+    /// Updates applied to the session (each rebuilds its encoder).
+    updates: u32,
+}
+
 impl MediaEngine {
     /// A session's receive quality now: loss, jitter, concealment, jitter buffer and an
     /// E-model MOS. Reads counters without stopping the lane.
@@ -164,17 +174,14 @@ impl MediaEngine {
 
     /// For a session that sends Opus: its negotiated Opus settings and the peer-reported
     /// loss counters, if any.
-    fn opus_sender(
-        &self,
-        id: SessionId,
-    ) -> Option<(crate::codec::OpusSettings, Option<(u64, u64)>, u32)> {
+    fn opus_sender(&self, id: SessionId) -> Option<OpusSender> {
         let g = self.lock();
         let rec = g.sessions.get(&id)?;
-        (rec.params.tx.codec == Codec::Opus).then_some((
-            rec.params.opus,
-            rec.peer_loss,
-            rec.updates,
-        ))
+        (rec.params.tx.codec == Codec::Opus).then_some(OpusSender {
+            negotiated: rec.params.opus,
+            peer_loss: rec.peer_loss,
+            updates: rec.updates,
+        })
     }
 
     /// Every live session's id (control plane; allocates).
@@ -585,7 +592,12 @@ impl QualityMonitor {
             };
             let f = self.flags.entry(id.to_u64()).or_default();
             suggest(id.to_u64(), &q, f, j.min_delay_ms, j.max_delay_ms, &mut out);
-            let Some((opus, peer, updates)) = engine.opus_sender(id) else {
+            let Some(OpusSender {
+                negotiated: opus,
+                peer_loss: peer,
+                updates,
+            }) = engine.opus_sender(id)
+            else {
                 continue;
             };
             if f.updates_seen != updates {

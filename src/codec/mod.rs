@@ -282,10 +282,12 @@ fn opus_encoder(s: OpusSettings) -> Result<opus::Encoder, opus::Error> {
         opus::Channels::Mono
     };
     let mut e = opus::Encoder::new(s.rate_or_default().hz(), channels, opus::Application::Voip)?;
-    e.set_bitrate(opus::Bitrate::Bits(s.bitrate_bps))?;
-    e.set_complexity(s.complexity)?;
+    // Clamped to what libopus takes, so an out-of-range value never fails the build and
+    // sends the session to an encoder of another rate or channel count.
+    e.set_bitrate(opus::Bitrate::Bits(s.bitrate_bps.clamp(500, 512_000)))?;
+    e.set_complexity(s.complexity.clamp(0, 10))?;
     e.set_inband_fec(s.inband_fec)?;
-    e.set_packet_loss_perc(s.packet_loss_percent)?;
+    e.set_packet_loss_perc(s.packet_loss_percent.clamp(0, 100))?;
     e.set_dtx(s.dtx)?;
     e.set_vbr(s.vbr)?;
     Ok(e)
@@ -616,6 +618,23 @@ mod tests {
         let mut g = AnyEncoder::new(Codec::Pcmu);
         assert!(!g.tune_opus(OpusTune::default()));
         assert_eq!(g.opus_state(), None);
+    }
+
+    /// Out-of-range settings are clamped at build too, keeping the session's rate and
+    /// channels: in review they fell back to the 48 kHz mono defaults, and a 16 kHz
+    /// session's every frame then failed to encode.
+    #[test]
+    fn an_opus_encoder_built_with_out_of_range_settings_keeps_its_rate() {
+        let mut e = AnyEncoder::opus(OpusSettings {
+            sample_rate: SampleRate::HZ_16000,
+            complexity: 11,
+            packet_loss_percent: 150,
+            bitrate_bps: 0,
+            ..OpusSettings::default()
+        });
+        let mut out = [0u8; 400];
+        assert!(e.encode(&[100i16; 320], &mut out).is_ok());
+        assert_eq!(e.opus_state(), Some((500, true, 100, 10)));
     }
 
     /// 20 ms frames of a 440 Hz tone at `rate_hz`, -12 dBFS.

@@ -1641,6 +1641,36 @@ fn opus_relay_engine() -> MediaEngine {
     e
 }
 
+/// An Opus payload whose TOC byte sizes it but that libopus refuses (code 1: two equal
+/// frames in an odd number of bytes) is counted undecodable, not decoded, and plays as
+/// concealment; the stream around it decodes on. In review it counted as decoded.
+#[test]
+fn an_opus_payload_the_decoder_refuses_is_counted_undecodable() {
+    let e = virtual_engine(4);
+    let (a, _b) = call(&e, 1, CodecSpec::OPUS, CodecSpec::PCMU);
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut enc = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    let mut pkt = Vec::new();
+    let corrupt = [20usize, 35, 50];
+    for k in 0..60usize {
+        let payload = if corrupt.contains(&k) {
+            // Config 14 (hybrid fullband 10 ms), code 1: two frames, 20 ms by the TOC,
+            // but 3 bytes after it cannot split into two equal frames.
+            vec![0x71, 0xAA, 0xBB, 0xCC]
+        } else {
+            common::opus_tone_packet(&mut enc, k, 8000.0)
+        };
+        rtp(111, k as u16, 960 * k as u32, 7, k == 0, &payload, &mut pkt);
+        ing.push(a, &pkt).unwrap();
+        e.step(2).unwrap();
+        drain(&mut eg);
+    }
+    let s = e.session_stats(a).unwrap();
+    assert_eq!(s.rx_undecodable, 3, "{s:?}");
+    assert!(s.packets_decoded >= 52 && s.packets_decoded <= 57, "{s:?}");
+    assert!(s.frames_concealed >= 3, "{s:?}");
+}
+
 #[test]
 fn opus_relay_passes_payloads_through_undecoded_and_leaves_losses_to_the_far_end() {
     let e = opus_relay_engine();

@@ -1462,6 +1462,7 @@ impl DecodeStage {
             } else {
                 None
             },
+            failed: 0,
         };
         let relay_allowed = route.is_some_and(|r| r.relay_ok) && part.dsp_passthrough;
         let stretch = &mut self.stretch;
@@ -1531,6 +1532,9 @@ impl DecodeStage {
         sc.jb_target_ms
             .set(u64::from(part.receive.buffer.delay().target_ms()));
         sc.jb_level_ms.set(u64::from(part.receive.level_ms()));
+        if decode.failed > 0 {
+            sc.rx_undecodable.add(u64::from(decode.failed));
+        }
         if !rep.produced {
             sc.frames_missing.inc();
             // Unless it carries only a SID to forward.
@@ -1544,7 +1548,9 @@ impl DecodeStage {
                 return;
             }
         }
-        sc.packets_decoded.add(u64::from(rep.decoded));
+        // (A packet the decoder refused is counted undecodable, not decoded.)
+        sc.packets_decoded
+            .add(u64::from(rep.decoded.saturating_sub(decode.failed)));
         if rep.concealed > 0 {
             sc.frames_concealed.inc();
             sc.samples_concealed.add(u64::from(rep.concealed));
@@ -1770,6 +1776,9 @@ struct SlabDecoder<'a> {
     /// The codec the destination sends, when nothing but the relay needs this stream's
     /// audio: only packets of that codec may stay undecoded (they are then relayed).
     relay_to: Option<Codec>,
+    /// Packets the decoder refused (a corrupt payload that passed the sizing): counted in
+    /// `rx_undecodable` once the frame is made.
+    failed: u32,
 }
 
 impl PacketDecoder<Token> for SlabDecoder<'_> {
@@ -1792,10 +1801,14 @@ impl PacketDecoder<Token> for SlabDecoder<'_> {
 
     fn decode(&mut self, t: &Token, out: &mut [i16]) -> usize {
         let decoders = &mut *self.decoders;
+        let failed = &mut self.failed;
         self.packets.with(t, |p| {
             let pt = p.payload_type;
             match decoders.iter_mut().find(|(q, _)| *q == pt) {
-                Some((_, d)) => d.decode(p.payload(), out).unwrap_or(0),
+                Some((_, d)) => d.decode(p.payload(), out).unwrap_or_else(|_| {
+                    *failed += 1;
+                    0
+                }),
                 None => 0,
             }
         })

@@ -185,7 +185,8 @@ counter_block! {
         jb_duplicates,
         /// Times the jitter buffer re-anchored on a timestamp jump (decode stage).
         jb_resyncs,
-        /// Packets whose payload the decoder could not size (decode stage).
+        /// Packets whose payload the decoder could not size or decode (decode stage): a
+        /// corrupt payload plays as concealment for its length.
         rx_undecodable,
         /// RFC 4733 telephone-event packets received (routed to DTMF handling).
         rx_dtmf_packets,

@@ -335,7 +335,10 @@ impl<T> ReceiveChannel<T> {
             guard += 1;
             let space = self.sync.len() - self.sync_len;
             let need_ts = self.samples_to_ts(want - self.sync_len).max(1);
-            match self.buffer.next(need_ts) {
+            let next = self.buffer.next(need_ts);
+            // A gap the timeline skips (not a wait where it stands still).
+            let gap = matches!(next, Next::Conceal { .. });
+            match next {
                 Next::Wait => return false,
                 Next::Decode {
                     item,
@@ -376,8 +379,11 @@ impl<T> ReceiveChannel<T> {
                     let dst = &mut self.sync[self.sync_len..self.sync_len + n];
                     // The codec's own concealment first (Opus: PLC, or FEC from the packet
                     // after the gap when it is already here); its output continues the
-                    // stream, so it feeds the generic PLC's history like real audio.
-                    if decode.conceal(self.buffer.peek_next(), dst) {
+                    // stream, so it feeds the generic PLC's history like real audio. FEC
+                    // only for a gap the timeline skips: where it stands still (settling,
+                    // `Empty`) the audio FEC rebuilds was played or is still to come.
+                    let fec_from = if gap { self.buffer.peek_next() } else { None };
+                    if decode.conceal(fec_from, dst) {
                         self.plc.good_frame(dst);
                         self.codec_conceal_run += n;
                     } else {
@@ -1100,5 +1106,61 @@ mod tests {
         let step = &frames[at(11) + 1..at(12)];
         assert!(step.len() >= 3, "a step of at least 60 ms, got {step:?}");
         assert!(step.iter().all(|f| f.0.is_none() && f.1 < 184), "{step:?}");
+    }
+
+    /// A codec with its own concealment (as Opus) that records which packet each FEC
+    /// request would rebuild from; packets 10-14 are quiet (a pause).
+    #[derive(Default)]
+    struct FecDecoder {
+        decoded: Vec<u32>,
+        fec_from: Vec<u32>,
+    }
+
+    impl PacketDecoder<u32> for FecDecoder {
+        fn decode(&mut self, item: &u32, out: &mut [i16]) -> usize {
+            self.decoded.push(*item);
+            out[..160].fill(if (10..=14).contains(item) { 0 } else { 3000 });
+            160
+        }
+
+        fn conceal(&mut self, next: Option<&u32>, out: &mut [i16]) -> bool {
+            if let Some(&k) = next {
+                self.fec_from.push(k);
+            }
+            out.fill(0);
+            true
+        }
+    }
+
+    /// FEC rebuilds the audio of a gap the timeline skips, never where it stands still:
+    /// while the start-up delay step lengthens a pause (the buffer settles, `Empty`) the
+    /// packets after it are all there, and FEC from the next one would rebuild audio that
+    /// already played. In review, the settling wait decoded that FEC.
+    #[test]
+    fn fec_is_not_decoded_while_the_timeline_stands_still() {
+        let mut c = chan();
+        let mut pool = StretchPool::new(120);
+        let mut out = [0i16; 160];
+        let mut d = FecDecoder::default();
+        // Packet 3 comes 100 ms late: the buffer decides to grow, in the pause of 10-14.
+        let arrival_ms = |k: u32| f64::from(20 * k) + if k == 3 { 105.0 } else { 5.0 };
+        let mut settled = false;
+        for tick in 0..60u32 {
+            for k in 0..40u32 {
+                let at = arrival_ms(k);
+                if at > f64::from(20 * tick) - 20.0 && at <= f64::from(20 * tick) {
+                    let ns = (at * 1e6) as u64 + 1;
+                    let _ = c.insert(160 * k, 160, k == 0, ns, k, &mut drop);
+                }
+            }
+            let before = d.decoded.len();
+            let r = c.get_frame(&mut out, &mut pool, false, false, &mut d, &mut drop);
+            settled |= r.produced && d.decoded.len() == before && tick > 12;
+        }
+        assert!(settled, "the step was taken");
+        let want: Vec<u32> = (0..40).filter(|&k| k != 3).collect();
+        assert_eq!(d.decoded, want);
+        // Only the gap left by packet 3 may be rebuilt from FEC (from packet 4).
+        assert!(d.fec_from.iter().all(|&k| k == 4), "{:?}", d.fec_from);
     }
 }

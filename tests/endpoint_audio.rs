@@ -155,6 +155,49 @@ fn an_ivr_sends_what_the_application_writes_and_nothing_in_its_gaps() {
     assert!(drain(&mut eg).is_empty());
 }
 
+/// An IVR flushing its prompt on barge-in detaches and attaches again at once: the
+/// frames it wrote before (still in the ring, or already queued at the lane) come back
+/// unsent, counted, and only what it writes after the new attachment is sent. In review
+/// the old prompt's frames played first, both ways.
+#[test]
+fn frames_written_before_a_detach_never_play_after_the_next_attach() {
+    for queued in [false, true] {
+        let e = started_virtual_engine(4);
+        let s = e.create_media_session(DialogId(1), pcmu()).unwrap();
+        e.attach_audio(s.id).unwrap();
+        let (_ing, mut eg) = e.take_rtp_handles(0).unwrap();
+        let mut audio = e.take_audio_handle(0).unwrap();
+        for k in 0..4 {
+            audio.write(s.id, &tone_frame(k, 8000.0)).unwrap();
+        }
+        if queued {
+            // The lane takes them into the session's queue (and sends the first).
+            e.step(1).unwrap();
+        }
+        let sent_before = drain(&mut eg).len();
+        let dropped_before = e.lane_stats(0).unwrap().app_in_dropped;
+        e.detach_audio(s.id).unwrap();
+        e.attach_audio(s.id).unwrap();
+        // The new prompt: silence-coded frames (all 0xFF on the wire).
+        for _ in 0..2 {
+            audio.write(s.id, &[0i16; 160]).unwrap();
+        }
+        e.step(10).unwrap();
+        let out = drain(&mut eg);
+        assert_eq!(
+            out.len(),
+            2,
+            "queued {queued}: only the new frames are sent"
+        );
+        assert!(
+            out.iter().all(|p| p.payload().iter().all(|&b| b == 0xFF)),
+            "queued {queued}: an old frame was sent"
+        );
+        let dropped = e.lane_stats(0).unwrap().app_in_dropped - dropped_before;
+        assert_eq!(dropped as usize + sent_before, 4, "queued {queued}");
+    }
+}
+
 /// With `keepalive_ms`, an application that stops writing leaves its session sending a
 /// frame of encoded silence every keepalive period (a G.722 session here), so the caller's
 /// phone does not time the call out; the application's frames resume the stream.

@@ -247,6 +247,9 @@ struct SessionRecord {
     /// Updates applied (each builds the session's encoder afresh from its parameters,
     /// undoing quality adjustments: the monitor re-applies them).
     updates: u32,
+    /// Attachments to the application audio handle so far (mod 128): each tags the frames
+    /// written for it, so those of an earlier one never play in a later one.
+    attach_epoch: u8,
 }
 
 enum LaneRun {
@@ -469,18 +472,26 @@ impl MediaEngine {
             inner.sessions.get_mut(&old).expect("peer record").peer = None;
             self.route(inner, old, None)?;
         }
+        // A new attachment: frames written for an earlier one (a detach and attach in
+        // quick succession, as an IVR flushing a prompt) are not this one's.
+        let epoch = {
+            let rec = inner.sessions.get_mut(&id).expect("checked");
+            rec.attach_epoch = rec.attach_epoch.wrapping_add(1) & 0x7F;
+            rec.attach_epoch
+        };
         // Before the route: frames written once this returns are the session's.
         inner.lanes[id.lane()]
             .ctl
             .shared
             .attached
-            .set(id.slot, id.generation);
+            .set_with_epoch(id.slot, id.generation, epoch);
         let route = Route {
             dst_slot: id.slot,
             dst_codec: inner.sessions[&id].params.tx.codec,
             relay_ok: false,
             dst_needs_audio: true,
             app: true,
+            epoch,
         };
         Self::send_route(
             inner,
@@ -1009,6 +1020,7 @@ impl MediaEngine {
                 round_trip_ms: None,
                 peer_loss: None,
                 updates: 0,
+                attach_epoch: 0,
             },
         );
         inner.dialogs.insert(dialog, id);
@@ -1114,6 +1126,7 @@ impl MediaEngine {
             relay_ok: p.relay_ok,
             dst_needs_audio: inner.sessions[&t].params.dsp.aec.is_some(),
             app: false,
+            epoch: 0,
         });
         let resampler = match plan {
             Some(p) => p.resampler()?,

@@ -95,19 +95,20 @@ impl AudioHandle {
         {
             return Err(Error::UnknownSession(session));
         }
-        if !p
+        let Some(epoch) = p
             .shared
             .attached
-            .is_live(session.slot(), session.generation())
-        {
+            .live_epoch(session.slot(), session.generation())
+        else {
             return Err(Error::NotAttached(session));
-        }
+        };
         let Ok(mut t) = p.from_app_free.pop() else {
             return Err(Error::RingFull { ring: "audio" });
         };
         p.from_app_slab.with_mut(&mut t, |a| {
             a.session = session.to_u64();
             a.samples = pcm.len();
+            a.epoch = epoch;
             a.pcm[..pcm.len()].copy_from_slice(pcm);
         });
         // Cannot fail: the ring holds every slot.

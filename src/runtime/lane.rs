@@ -112,6 +112,9 @@ struct AppQueue {
     /// Generation of the session in the slot (set when it is created), to refuse frames
     /// written for an earlier session of the slot.
     generation: u32,
+    /// The attachment its frames were written for (`Route::epoch`): a frame of another
+    /// one empties the queue of the older frames first.
+    epoch: u8,
     head: u8,
     len: u8,
     /// The application has written for the session since it was attached: from then on a
@@ -1126,16 +1129,20 @@ impl DecodeStage {
         let mut n = 0;
         while let Ok(t) = self.app_in.pop() {
             n += 1;
-            let (session, samples) = self.app_in_slab.with(&t, |a| (a.session, a.samples));
+            let (session, samples, epoch) = self
+                .app_in_slab
+                .with(&t, |a| (a.session, a.samples, a.epoch));
             let id = SessionId::from_u64(session);
             let slot = id.slot() as usize;
             let here = id.lane() == usize::from(self.shared.lane) && slot < self.sessions.len();
-            // Attached as the control plane has it (its create or route may still be on
-            // the way to this stage, on real threads).
-            let flagged = here && self.shared.attached.is_live(id.slot(), id.generation());
+            // Written for the attachment the control plane has now (its create or route may
+            // still be on the way to this stage, on real threads), not an earlier one.
+            let flagged =
+                here && self.shared.attached.live_epoch(id.slot(), id.generation()) == Some(epoch);
             let fits = match self.sessions.get(slot).and_then(|p| p.as_ref()) {
                 Some(part) if here && self.app_queues[slot].generation == id.generation() => {
-                    (flagged || part.route.is_some_and(|r| r.app)) && samples == part.frame_samples
+                    (flagged || part.route.is_some_and(|r| r.app && r.epoch == epoch))
+                        && samples == part.frame_samples
                 }
                 // Not created here yet: kept for it (its length is checked when it plays).
                 None if flagged => {
@@ -1148,6 +1155,11 @@ impl DecodeStage {
                     continue;
                 }
             };
+            if fits && self.app_queues[slot].epoch != epoch {
+                // The first frame of a new attachment: the last one's frames go back.
+                self.clear_app_queue(slot);
+                self.app_queues[slot].epoch = epoch;
+            }
             let refused = if fits {
                 self.app_queues[slot].push(t).err()
             } else {
@@ -1312,12 +1324,10 @@ impl DecodeStage {
         }
         // Frames written for a session that is gone or no longer attached go back (kept
         // while the control plane has it attached and its route is on the way).
+        let q = &self.app_queues[slot];
         let attached = self.sessions[slot].as_ref().is_some_and(|p| {
-            p.route.is_some_and(|r| r.app)
-                || self
-                    .shared
-                    .attached
-                    .is_live(slot as u32, self.app_queues[slot].generation)
+            p.route.is_some_and(|r| r.app && r.epoch == q.epoch)
+                || self.shared.attached.live_epoch(slot as u32, q.generation) == Some(q.epoch)
         });
         // (A session still attached keeps `started` unless its queue is cleared.)
         if !attached || (reframed && self.app_queues[slot].len > 0) {

@@ -24,6 +24,12 @@ use super::sync::{AtomicU32, Ordering};
 /// Marks an entry as holding a session (generations are 24 bits).
 const LIVE: u32 = 1 << 31;
 
+/// Bits 24..31 of an entry: an epoch the control plane may tag it with (the application
+/// audio table's attachment count, so frames written for an earlier attachment of the
+/// same session are told apart). `is_live` ignores them.
+const EPOCH_SHIFT: u32 = 24;
+const EPOCH_MASK: u32 = 0x7F << EPOCH_SHIFT;
+
 /// The live session of each slot of one lane.
 #[derive(Debug)]
 pub struct LiveTable {
@@ -45,6 +51,24 @@ impl LiveTable {
         }
     }
 
+    /// Records that `slot` holds the session of `generation`, tagged with `epoch` (its low
+    /// 7 bits). Control plane.
+    pub fn set_with_epoch(&self, slot: u32, generation: u32, epoch: u8) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            let tag = (u32::from(epoch) << EPOCH_SHIFT) & EPOCH_MASK;
+            s.store(LIVE | tag | (generation & 0xFF_FFFF), Ordering::Release);
+        }
+    }
+
+    /// The epoch `slot` is tagged with when it holds the session of `generation`; `None`
+    /// otherwise. Real-time safe: one load.
+    #[inline]
+    pub fn live_epoch(&self, slot: u32, generation: u32) -> Option<u8> {
+        let v = self.slots.get(slot as usize)?.load(Ordering::Acquire);
+        (v & !EPOCH_MASK == LIVE | (generation & 0xFF_FFFF))
+            .then_some(((v & EPOCH_MASK) >> EPOCH_SHIFT) as u8)
+    }
+
     /// Records that `slot` holds no session. Control plane.
     pub fn clear(&self, slot: u32) {
         if let Some(s) = self.slots.get(slot as usize) {
@@ -55,9 +79,9 @@ impl LiveTable {
     /// True when `slot` holds the session of `generation`. Real-time safe: one load.
     #[inline]
     pub fn is_live(&self, slot: u32, generation: u32) -> bool {
-        self.slots
-            .get(slot as usize)
-            .is_some_and(|s| s.load(Ordering::Acquire) == LIVE | (generation & 0xFF_FFFF))
+        self.slots.get(slot as usize).is_some_and(|s| {
+            s.load(Ordering::Acquire) & !EPOCH_MASK == LIVE | (generation & 0xFF_FFFF)
+        })
     }
 }
 
@@ -82,5 +106,14 @@ mod tests {
         // Out of range: ignored, never live.
         t.set(4, 1);
         assert!(!t.is_live(4, 1));
+        // An epoch tags an entry without changing who is live.
+        t.set_with_epoch(2, 0xFF_FFFF, 200);
+        assert!(t.is_live(2, 0xFF_FFFF));
+        assert_eq!(t.live_epoch(2, 0xFF_FFFF), Some(200 & 0x7F));
+        assert_eq!(t.live_epoch(2, 5), None);
+        t.set(2, 5);
+        assert_eq!(t.live_epoch(2, 5), Some(0));
+        t.clear(2);
+        assert_eq!(t.live_epoch(2, 5), None);
     }
 }

@@ -131,6 +131,9 @@ pub struct AppFrameSlot {
     pub session: u64,
     /// Valid samples (all channels, interleaved).
     pub samples: usize,
+    /// The attachment of the session it was written for (frames to the lane): the
+    /// application table's epoch when it was written.
+    pub epoch: u8,
     /// Samples.
     pub pcm: Box<[i16]>,
     /// Receive RTP timestamp of the audio (frames to the application).
@@ -146,6 +149,7 @@ impl AppFrameSlot {
         AppFrameSlot {
             session: 0,
             samples: 0,
+            epoch: 0,
             pcm: touched(max_samples),
             src_ts: 0,
             played_ns: 0,

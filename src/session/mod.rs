@@ -337,6 +337,9 @@ pub struct Route {
     /// (`MediaEngine::attach_audio`): `dst_slot` is its own slot, its received audio goes
     /// to the application and what the application writes for it is what it sends.
     pub app: bool,
+    /// With `app`: which attachment of the session this is (the engine counts them), so
+    /// frames written for an earlier one are not sent for this one. 0 otherwise.
+    pub epoch: u8,
 }
 
 /// Marks a [`DecodePart`] as present, in its first bytes.

@@ -49,10 +49,6 @@ impl IngressLimit {
     }
 }
 
-/// How far an arrival may fall behind the last one let through (beyond the burst) before
-/// the limit takes it for a clock that went back and restarts from it.
-const CLOCK_BACK_NS: u64 = 1_000_000_000;
-
 /// One session slot's state.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cell {
@@ -106,14 +102,13 @@ impl Policer {
         let Some(c) = self.cells.get_mut(session.slot() as usize) else {
             return true;
         };
-        // Let through, the theoretical time runs at most a burst and an interval ahead of
-        // an arrival; further ahead, the arrival clock went back (a transport's clock
-        // reset, or absurd times): start again from it rather than refuse the session
-        // until the clock catches up (forever, from a time near the end of the range).
-        let horizon = self
-            .tolerance_ns
-            .saturating_add(self.interval_ns)
-            .saturating_add(CLOCK_BACK_NS);
+        // While arrivals never go back, the theoretical time runs at most a burst and an
+        // interval ahead of an arrival; further ahead, the arrival clock went back (a
+        // transport's clock reset or step, or absurd times): start again from it rather
+        // than refuse the session until the clock catches up (forever, from a time near
+        // the end of the range; for the step's length, from a small one). A restart
+        // grants at most one burst.
+        let horizon = self.tolerance_ns.saturating_add(self.interval_ns);
         if c.generation != session.generation()
             || c.tat_ns == 0
             || c.tat_ns > arrival_ns.saturating_add(horizon)
@@ -208,6 +203,18 @@ mod tests {
         let t = 9_000 * MS;
         let passed = (0..200).filter(|_| p.admit(s, t)).count();
         assert_eq!(passed, 64);
+        // A step back shorter than a second (in review, every packet until the clock had
+        // caught up was refused: 18 of a 20 ms stream for a 500 ms step).
+        let mut p = Policer::new(2, Some(IngressLimit::default()));
+        let t0 = 1_000 * MS;
+        for k in 0..500u64 {
+            assert!(p.admit(s, t0 + k * 20 * MS), "packet {k}");
+        }
+        let back = t0 + 500 * 20 * MS - 500 * MS;
+        for k in 0..50u64 {
+            assert!(p.admit(s, back + k * 20 * MS), "after the step, packet {k}");
+        }
+        assert_eq!(p.refused(s), 0);
     }
 
     #[test]

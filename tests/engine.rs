@@ -2773,13 +2773,14 @@ fn events_sent(out: &[Out]) -> Vec<(bool, u8, bool, u16)> {
         .collect()
 }
 
-/// RFC 4733 events follow the source the session follows: a second source's events are
-/// dropped (counted), and when a new source takes over, the old source's digit in
-/// progress ends and the new source's first digit is heard even where its timestamps lie
-/// just behind the old digit's. In review, the foreign source's digit was reported and
-/// the new source's first digit dropped as a late packet of the old one.
+/// RFC 4733 events follow one source at a time. A source that starts an event (marker)
+/// takes them over: a gateway that sends DTMF under an SSRC of its own, or a new source
+/// after a transfer, whose first digit is heard even where its timestamps lie just behind
+/// the old digit's; the digit in progress of the source it replaces ends at once. Another
+/// source's packets that start nothing (a stray retransmission, forked early media) are
+/// dropped, counted. And when a new audio source takes over, the old one's digit ends.
 #[test]
-fn rfc4733_events_follow_the_source_the_session_follows() {
+fn rfc4733_events_follow_one_source_at_a_time() {
     use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender};
     let e = virtual_engine(4);
     let (a, _b) = e
@@ -2792,7 +2793,7 @@ fn rfc4733_events_follow_the_source_the_session_follows() {
         )
         .unwrap();
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
-    let (mut old, mut foreign, mut new) = (
+    let (mut old, mut separate, mut new) = (
         DtmfSender::new(160).unwrap(),
         DtmfSender::new(160).unwrap(),
         DtmfSender::new(160).unwrap(),
@@ -2800,9 +2801,9 @@ fn rfc4733_events_follow_the_source_the_session_follows() {
     let (mut pkt, mut buf) = (Vec::new(), [0u8; 4]);
     let mut digits = Vec::new();
     for k in 0..70u32 {
-        // Source 3 until round 30 (a '5' held from round 20, never ended), then source 4
-        // (its clock 1600 units behind 3's), which presses '7' at round 40. Source 9 sends
-        // a '1' in between, interleaved with source 3.
+        // Audio source 3 until round 30, then source 4 (its clock 1600 units behind 3's).
+        // Source 9 sends only events: a '1' from round 5. Source 3 presses '5' at round
+        // 20 and holds it; source 4 presses '7' at round 40.
         let (ssrc, seq, ts, tx) = if k < 30 {
             (3, k as u16, 160 * k, &mut old)
         } else {
@@ -2822,11 +2823,11 @@ fn rfc4733_events_follow_the_source_the_session_follows() {
         ing.push(a.id, &pkt).unwrap();
         if (5..15).contains(&k) {
             if k == 5 {
-                foreign
+                separate
                     .start(digit_to_event('1').unwrap(), 10, Some(800))
                     .unwrap();
             }
-            if let Some(h) = foreign.poll(50_000 + 160 * k, &mut buf) {
+            if let Some(h) = separate.poll(50_000 + 160 * k, &mut buf) {
                 rtp(
                     101,
                     700 + k as u16,
@@ -2838,6 +2839,10 @@ fn rfc4733_events_follow_the_source_the_session_follows() {
                 );
                 ing.push(a.id, &pkt).unwrap();
             }
+        }
+        if k == 25 {
+            // A stray copy of source 9's last packet, while source 3's '5' is held.
+            ing.push(a.id, &pkt_from_9_end()).unwrap();
         }
         e.step(2).unwrap();
         drain(&mut eg);
@@ -2853,13 +2858,39 @@ fn rfc4733_events_follow_the_source_the_session_follows() {
     let seen: Vec<(char, bool)> = digits.iter().map(|&(_, d, end)| (d, end)).collect();
     assert_eq!(
         seen,
-        [('5', false), ('5', true), ('7', false), ('7', true)],
+        [
+            ('1', false),
+            ('1', true),
+            ('5', false),
+            ('5', true),
+            ('7', false),
+            ('7', true)
+        ],
         "{digits:?}"
     );
-    // The held '5' ended when source 4 took over, not 200 ms later.
-    assert_eq!(digits[1].0, 30, "{digits:?}");
-    let drops = e.lane_stats(0).unwrap().foreign_ssrc_drops;
-    assert_eq!(drops, 7, "the foreign digit's 7 packets");
+    // The held '5' ended when source 4's audio took over, not 200 ms later.
+    assert_eq!(digits[3].0, 30, "{digits:?}");
+    assert_eq!(
+        e.lane_stats(0).unwrap().foreign_ssrc_drops,
+        1,
+        "the stray copy"
+    );
+}
+
+/// Source 9's final '1' packet (event 1, end, 800 units), as `rfc4733_events_follow_one_
+/// source_at_a_time` sends it.
+fn pkt_from_9_end() -> Vec<u8> {
+    let mut pkt = Vec::new();
+    rtp(
+        101,
+        711,
+        50_000 + 160 * 5,
+        9,
+        false,
+        &[1, 0x80 | 10, 0x03, 0x20],
+        &mut pkt,
+    );
+    pkt
 }
 
 /// A digit whose three end packets are all lost ends on A by the RFC 4733 timeout; its

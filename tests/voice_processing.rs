@@ -160,6 +160,41 @@ fn a_digit_sent_both_as_events_and_in_band_is_reported_once() {
     }
     assert_eq!(began, digits);
     assert_eq!(ended, 3);
+
+    // A re-INVITE drops telephone-event (a transfer to a phone that signals in-band
+    // only): in-band digits are reported again. In review the events received before it
+    // kept in-band detection silent for the rest of the call.
+    e.update_media_session(
+        a.id,
+        with_dsp(DspConfig {
+            dtmf: Some(Default::default()),
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    generator.start(Digit::from_char('9').unwrap(), -10.0, 100);
+    for k in 80..100u32 {
+        pcm.fill(0);
+        generator.fill(&mut pcm);
+        g711::ulaw_encode(&pcm, &mut payload);
+        rtp(0, seq, 160 * k, 3, false, &payload, &mut pkt);
+        ing.push(a.id, &pkt).unwrap();
+        seq = seq.wrapping_add(1);
+        e.step(2).unwrap();
+        drain(&mut eg);
+    }
+    let after: Vec<_> = std::iter::from_fn(|| e.poll_event())
+        .filter_map(|ev| match ev {
+            EngineEvent::Dtmf {
+                digit,
+                source,
+                ended_ms: None,
+                ..
+            } => Some((digit, source)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(after, [('9', DtmfSource::InBand)]);
 }
 
 /// Leg B's line echoes what B is sent (10 ms after the frame it arrived in, -10 dB, a

@@ -1064,8 +1064,22 @@ impl MediaEngine {
         // only if all of them fit; a refusal leaves the record as it was.
         let need = 1 + peer.map_or(0, |p| 1 + usize::from(p != id));
         Self::check_room(&mut inner.lanes[id.lane()], need)?;
-        let parts =
-            SessionParts::build(&params, id.generation, id.slot, self.config.jitter, 0, 0, 0);
+        // RFC 7160 §4.1: a send clock rate change (PCMU's 8 kHz to Opus's 48 kHz) starts a
+        // new RTP stream, its SSRC, sequence and timestamp random (RFC 3550 §5.1), so the
+        // peer's jitter and loss figures never mix the two clocks. Unless the SSRC was
+        // given (`tx_ssrc`): the stream then continues.
+        let clock = |p: &MediaSessionParams| p.tx.codec.info().clock_rate_hz;
+        let new_stream = clock(&rec.params) != clock(&params) && params.tx_ssrc.is_none();
+        let r = xorshift(&mut inner.rng);
+        let parts = SessionParts::build(
+            &params,
+            id.generation,
+            id.slot,
+            self.config.jitter,
+            r as u32,
+            (r >> 32) as u16,
+            (r >> 40) as u32 ^ (r as u32).rotate_left(7),
+        );
         // Invariant: checked above.
         let old = std::mem::replace(
             &mut inner.sessions.get_mut(&id).expect("record exists").params,
@@ -1082,6 +1096,7 @@ impl MediaEngine {
         let ls = &mut inner.lanes[id.lane()];
         ls.next_seq += 1;
         let mut b = Bundle::new(ls.next_seq, Op::Update, id);
+        b.new_stream = new_stream;
         b.jitter = Some(parts.jitter);
         b.decode = Some(parts.decode);
         b.dsp = Some(parts.dsp);

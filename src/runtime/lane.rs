@@ -597,19 +597,30 @@ impl JitterStage {
             };
             let mut duplicate = false;
             if part.telephone_event_pt == Some(pt) || part.cn_pt == Some(pt) {
-                // Events and SID frames of a source other than the one followed (forked
-                // early media; an old source overlapping a new one) are dropped like its
-                // audio: one source's digits and comfort noise, not two interleaved.
-                if part.rx_ssrc.is_some_and(|s| s != ssrc) {
+                // Events and SID frames share the stream's sequence numbers: count them
+                // for loss (not for jitter), or every digit would read as lost audio.
+                if part.rx_ssrc == Some(ssrc) || part.rx_ssrc.is_none() {
+                    let class = part.stats.on_sequence(seq);
+                    duplicate = class == PacketClass::Duplicate;
+                    set_loss_gauges(part, sc, class);
+                }
+            }
+            if part.telephone_event_pt == Some(pt) && part.dtmf_ssrc != Some(ssrc) {
+                // Events of a source other than the one whose events are followed: it takes
+                // over when it starts an event (a new source after a transfer, a gateway
+                // sending DTMF under its own SSRC), ending the digit in progress and
+                // starting the receiver afresh (its first digit is never taken for a late
+                // one of the old source's); otherwise (forked early media, an old source
+                // overlapping a new one) its packets are dropped, counted.
+                if part.dtmf_ssrc.is_some() && !marker {
                     self.shared.counters.foreign_ssrc_drops.inc_shared();
                     self.release(tok);
                     continue;
                 }
-                // Events and SID frames share the stream's sequence numbers: count them
-                // for loss (not for jitter), or every digit would read as lost audio.
-                let class = part.stats.on_sequence(seq);
-                duplicate = class == PacketClass::Duplicate;
-                set_loss_gauges(part, sc, class);
+                if let Some(d) = part.dtmf.finish() {
+                    report_digit_end(&mut self.events, &mut self.out, &self.shared, slot, part, d);
+                }
+                part.dtmf_ssrc = Some(ssrc);
             }
             if part.telephone_event_pt == Some(pt) {
                 // RFC 4733 events are routed to DTMF handling, never into the audio buffer.
@@ -708,6 +719,7 @@ impl JitterStage {
                 if let Some(d) = part.dtmf.finish() {
                     report_digit_end(&mut self.events, &mut self.out, &self.shared, slot, part, d);
                 }
+                part.dtmf_ssrc = Some(ssrc);
                 part.candidate_run = 0;
             } else if part.rx_ssrc.is_none() {
                 part.rx_ssrc = Some(ssrc);
@@ -1989,6 +2001,8 @@ impl DspStage {
                         let id = SessionId::from_parts(shared.lane, src as u32, part.generation);
                         let digits = &mut digits;
                         let open = &mut part.inband_digit_open;
+                        let (events_negotiated, events_base) =
+                            (part.events_negotiated, part.events_base);
                         let mut emit = |e: DspEvent| {
                             if let DspEvent::Digit { digit, ended_ms } = e {
                                 // A peer that sends RFC 4733 events is heard through them:
@@ -1996,7 +2010,10 @@ impl DspStage {
                                 // tones many such phones leave in the audio. A digit begun
                                 // in-band before the first event still gets its end.
                                 let begin = ended_ms.is_none();
-                                if begin && shared.sc(src as u32).rx_dtmf_packets.get() > 0 {
+                                if begin
+                                    && events_negotiated
+                                    && shared.sc(src as u32).rx_dtmf_packets.get() > events_base
+                                {
                                     return;
                                 }
                                 if !begin && !std::mem::replace(open, false) {
@@ -2082,6 +2099,8 @@ impl DspStage {
                                 if let Some(cur) = self.sessions[slot].as_mut() {
                                     // The route (and its converter) outlives a re-INVITE.
                                     std::mem::swap(&mut new.resampler, &mut cur.resampler);
+                                    new.events_base =
+                                        self.shared.sc(slot as u32).rx_dtmf_packets.get();
                                     b.dsp = Some(std::mem::replace(cur, new));
                                 } else {
                                     // Nothing to update (already gone): retire it unused, never
@@ -2269,10 +2288,13 @@ impl EncodeStage {
                 if let Some(mut new) = b.encode.take() {
                     if let Some(cur) = self.sessions[slot].as_mut() {
                         // RTP send state continues across a codec change (RFC 3550 §5.1:
-                        // sequence numbers stay contiguous; same SSRC).
-                        new.ssrc = cur.ssrc;
-                        new.sequence = cur.sequence;
-                        new.timestamp = cur.timestamp;
+                        // sequence numbers stay contiguous; same SSRC), unless the send
+                        // clock changed (a new stream, as built: RFC 7160 §4.1).
+                        if !b.new_stream {
+                            new.ssrc = cur.ssrc;
+                            new.sequence = cur.sequence;
+                            new.timestamp = cur.timestamp;
+                        }
                         new.generation = cur.generation;
                         new.marker_next = true;
                         // The far end's decoder still follows whoever made the last

@@ -293,6 +293,10 @@ pub struct Bundle {
     /// For [`Op::Route`]: the sample-rate converter towards the new destination (in), the
     /// previous one (out, retired).
     pub resampler: Option<Box<Resampler>>,
+    /// For [`Op::Update`]: the encode part starts a new RTP stream (its own SSRC, sequence
+    /// and timestamp, as built) instead of continuing the session's: the send clock rate
+    /// changed (RFC 7160 §4.1).
+    pub new_stream: bool,
 }
 
 impl Bundle {
@@ -310,6 +314,7 @@ impl Bundle {
             tune: None,
             dtmf: None,
             resampler: None,
+            new_stream: false,
         })
     }
 }

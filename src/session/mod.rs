@@ -283,6 +283,11 @@ pub struct JitterPart {
     /// The other source seen on the session (see `candidate_run`; out of the per-packet
     /// lines: read only for another source's packets).
     pub ssrc_candidate: u32,
+    /// The source whose RFC 4733 events the session follows (`None` until the first):
+    /// the audio's, or a source that sends only events (gateways that send DTMF under an
+    /// SSRC of its own). Another source's event takes over only when it starts an event
+    /// (marker); its other packets are dropped, so two sources' events never interleave.
+    pub dtmf_ssrc: Option<u32>,
 }
 
 impl JitterPart {
@@ -409,6 +414,13 @@ pub struct DspPart {
     /// An in-band digit was reported begun and not yet ended (so its end is reported
     /// even after in-band reports stopped; see the DSP stage).
     pub inband_digit_open: bool,
+    /// RFC 4733 telephone-event is negotiated for receive: once the peer sends events
+    /// (beyond `events_base`), in-band digits are not reported a second time.
+    pub events_negotiated: bool,
+    /// The session's `rx_dtmf_packets` when these parameters took effect (0 at create;
+    /// the DSP stage sets it on an update), so events before a re-INVITE (another peer
+    /// after a transfer) do not silence in-band detection after it.
+    pub events_base: u64,
 }
 
 /// Where a decode part stands with the RFC 3389 SIDs its source sends, for forwarding.
@@ -681,6 +693,7 @@ impl<T> SessionParts<T> {
                 cn_pt: params.comfort_noise_pt.map(|p| p.get()),
                 rx_ssrc: None,
                 ssrc_candidate: 0,
+                dtmf_ssrc: None,
                 candidate_run: 0,
                 stats: RtpReceiveStats::signalled(tx.info().clock_rate_hz),
                 ptime_ticks: params.ptime.ticks() as u16,
@@ -723,6 +736,8 @@ impl<T> SessionParts<T> {
                 chain: dsp,
                 resampler: None,
                 inband_digit_open: false,
+                events_negotiated: params.telephone_event_pt.is_some(),
+                events_base: 0,
             },
             encode: EncodePart {
                 generation,

@@ -279,6 +279,7 @@ fn main() -> Result<(), BoxError> {
             peer,
             clock_rate_hz: codec.codec.info().clock_rate_hz,
             latch_pts,
+            event_pt: args.dtmf.map(|p| p.get()),
             cname: format!("rtp_gateway-{}@{listen}", std::process::id()),
             ssrc: Some(ssrc),
         }

@@ -50,6 +50,8 @@ pub struct LegConfig {
     pub clock_rate_hz: u32,
     /// Payload types a first packet must carry to be latched on as the peer.
     pub latch_pts: Vec<u8>,
+    /// The RFC 4733 telephone-event payload type received, if negotiated.
+    pub event_pt: Option<u8>,
     /// Our RTCP CNAME.
     pub cname: String,
     /// The SSRC media-core was told to send with (`MediaSessionParams::tx_ssrc`), so RTCP
@@ -277,8 +279,10 @@ impl Io {
                     leg.rtcp_peer = Some(r);
                 }
             }
+            // (An audio packet's marker starts a stream; an event's starts an event.)
+            let starts_audio = pkt.marker() && Some(pkt.payload_type()) != leg.cfg.event_pt;
             leg.rx
-                .on_packet(pkt.ssrc(), pkt.sequence(), pkt.timestamp(), pkt.marker());
+                .on_packet(pkt.ssrc(), pkt.sequence(), pkt.timestamp(), starts_audio);
             leg.counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
             match self.ingress.push(leg.cfg.session, d) {
                 Ok(()) => {

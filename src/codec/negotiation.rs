@@ -486,9 +486,11 @@ fn is_plain_rtp(protocol: &str) -> bool {
 impl MediaOffer {
     /// Reads the `m=audio` section of SDP text that media-core can answer: the first one
     /// enabled (port other than 0) on plain RTP (`RTP/AVP`, `RTP/AVPF`), else the first
-    /// one (which [`answer`] then refuses, typed). So an offer of SRTP with a plain RTP
-    /// alternative after it, or a disabled stream before a live one, is answered on the
-    /// section that can carry the call. The text may be a whole session description or
+    /// one (which [`answer`] then refuses, typed). So of an offer of SRTP with a plain RTP
+    /// alternative after it, or a disabled stream before a live one, the section that can
+    /// carry the call is read. ([`NegotiatedMedia::to_sdp_answer`] writes one `m=audio`
+    /// line: RFC 3264 §6 wants one per offered section, so with several the caller answers
+    /// the others with port 0, in order around this one.) The text may be a whole session description or
     /// just an `m=audio` section (its lines are then parsed under a placeholder session
     /// header). Lines may end in CRLF or LF; surrounding whitespace is ignored.
     ///

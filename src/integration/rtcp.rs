@@ -897,10 +897,10 @@ impl ReceiveCounts {
 /// The source a report block is about, tracked by the transport from the RTP packets it
 /// hands the engine: its SSRC and RFC 3550 Appendix A.1 extended highest sequence number
 /// (probation, `bad_seq` resync on a sequence restart, cycles), which
-/// [`SessionStats`] does not publish. Like the lane, another SSRC takes over only with a
-/// marker or with two of its packets in a row, so a second source interleaved with the
-/// first (forked early media, two sources overlapping at a transfer) does not flip the
-/// report's SSRC and sequence between them.
+/// [`SessionStats`] does not publish. Like the lane, another SSRC takes over only with an
+/// audio packet that starts a stream (marker) or with two of its packets in a row, so a
+/// second source interleaved with the first (forked early media, two sources overlapping
+/// at a transfer) does not flip the report's SSRC and sequence between them.
 #[derive(Debug, Clone)]
 pub struct SourceTracker {
     ssrc: Option<u32>,
@@ -920,10 +920,12 @@ impl Default for SourceTracker {
 }
 
 impl SourceTracker {
-    /// Accounts one received RTP packet.
-    pub fn on_packet(&mut self, ssrc: u32, seq: u16, ts: u32, marker: bool) {
+    /// Accounts one received RTP packet; `starts_audio`: it is an audio packet with the
+    /// marker bit (not an RFC 4733 event's first packet, whose marker starts an event, not
+    /// a stream: the lane does not follow a source for it).
+    pub fn on_packet(&mut self, ssrc: u32, seq: u16, ts: u32, starts_audio: bool) {
         if self.ssrc.is_some_and(|s| s != ssrc) {
-            if !marker && self.candidate != Some(ssrc) {
+            if !starts_audio && self.candidate != Some(ssrc) {
                 self.candidate = Some(ssrc);
                 return;
             }

@@ -9,7 +9,8 @@
 //! handle refuses such packets before they take a slot.
 //!
 //! One `AtomicU32` per slot: `LIVE | generation` while the control plane has a session
-//! there, 0 otherwise. Only the control plane stores (when a create is sent and when a
+//! there (bits 24-30 may carry an epoch: the application audio table's attachment count),
+//! 0 otherwise. Only the control plane stores (when a create is sent and when a
 //! destroy is sent, or the lane fails); the transport loads. Nothing is handed over
 //! through it, so a stale load costs at most one packet's fate: a packet pushed while a
 //! create is being sent may be refused as if it had come before the session existed, and

@@ -241,8 +241,9 @@ counter_block! {
         ingress_unknown,
         /// Audio packets of a second source (another SSRC) on a session, dropped until
         /// that source took over (two of its packets in a row, or one with the marker
-        /// bit): forked early media, or two sources overlapping at a transfer (jitter
-        /// stage).
+        /// bit): forked early media, or two sources overlapping at a transfer; and RFC
+        /// 4733 event packets of a source other than the one whose events are followed
+        /// that start no event (jitter stage).
         foreign_ssrc_drops,
         /// Internal ring pushes that failed (a sizing bug if ever non-zero).
         internal_ring_full,

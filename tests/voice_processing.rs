@@ -197,6 +197,87 @@ fn a_digit_sent_both_as_events_and_in_band_is_reported_once() {
     assert_eq!(after, [('9', DtmfSource::InBand)]);
 }
 
+/// An Opus call relayed between sessions at different Opus rates (A 48 kHz, B 8 kHz with
+/// an echo canceller): B's canceller takes what B is sent as its reference at B's rate,
+/// and removes the echo of B's line. In review, the relayed frames' 48 kHz audio went to
+/// the 8 kHz canceller unconverted (the last 3 ms of each frame read as 20 ms), and the
+/// echo stayed.
+#[test]
+fn an_opus_relay_across_opus_rates_feeds_the_echo_canceller_at_its_rate() {
+    use media_core::codec::OpusSettings;
+    use media_core::SampleRate;
+    let e = engine();
+    let mut pb = MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20);
+    pb.opus = OpusSettings {
+        sample_rate: SampleRate::HZ_8000,
+        ..OpusSettings::default()
+    };
+    pb.dsp.aec = Some(AecConfig {
+        tail_ms: 64,
+        ..Default::default()
+    });
+    let (a, b) = e
+        .create_call(
+            (
+                DialogId(1),
+                MediaSessionParams::new(CodecSpec::OPUS, Ptime::MS_20),
+            ),
+            (DialogId(2), pb),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut enc_a =
+        opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    let mut enc_line =
+        opus::Encoder::new(8000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    enc_line.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
+    let mut dec_line = opus::Decoder::new(8000, opus::Channels::Mono).unwrap();
+    let talk = babble(48000 * 6, 7);
+    let mut to_b: Vec<i16> = Vec::new();
+    let (mut pkt, mut payload) = (Vec::new(), vec![0u8; 400]);
+    let echo_path = [(80usize, 0.32f32), (88, 0.12), (102, -0.08)];
+    let frames = talk.len() / 960;
+    for k in 0..frames {
+        let n = enc_a
+            .encode(&talk[k * 960..(k + 1) * 960], &mut payload)
+            .unwrap();
+        rtp(
+            111,
+            k as u16,
+            960 * k as u32,
+            1,
+            k == 0,
+            &payload[..n],
+            &mut pkt,
+        );
+        ing.push(a.id, &pkt).unwrap();
+        // B's line: the echo of what it was sent, coded at 8 kHz.
+        let mut echo = [0i16; 160];
+        line_echo(&to_b, &echo_path, &mut echo);
+        let n = enc_line.encode(&echo, &mut payload).unwrap();
+        rtp(
+            111,
+            k as u16,
+            960 * k as u32,
+            2,
+            k == 0,
+            &payload[..n],
+            &mut pkt,
+        );
+        ing.push(b.id, &pkt).unwrap();
+        e.step(2).unwrap();
+        for p in drain(&mut eg) {
+            if p.session == b.id {
+                let mut f = [0i16; 160];
+                let got = dec_line.decode(p.payload(), &mut f, false).unwrap_or(0);
+                to_b.extend_from_slice(&f[..got]);
+            }
+        }
+    }
+    let erle = e.session_quality(b.id).unwrap().echo_erle_db;
+    assert!(erle.is_some_and(|d| d > 6.0), "ERLE {erle:?}");
+}
+
 /// Leg B's line echoes what B is sent (10 ms after the frame it arrived in, -10 dB, a
 /// short dispersion); B's echo
 /// canceller must remove it from what B sends on to A. Returns the echo power reduction (dB)

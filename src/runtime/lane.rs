@@ -2043,6 +2043,16 @@ impl DspStage {
                                     f.pcm[..n].copy_from_slice(&scratch[..n]);
                                     f.samples = n;
                                 }
+                            } else if let (true, Some(r)) = (f.samples > 0, part.resampler.as_mut())
+                            {
+                                // A relayed payload decoded all the same (the peer's echo
+                                // canceller takes it as its reference; Opus relays between
+                                // sessions at different Opus rates): its PCM goes to the
+                                // peer's rate too, or the reference would be 48 kHz audio
+                                // read as 8 kHz.
+                                let n = r.process(&f.pcm[..f.samples], scratch).min(f.pcm.len());
+                                f.pcm[..n].copy_from_slice(&scratch[..n]);
+                                f.samples = n;
                             }
                         });
                         self.shared.sc(src as u32).frames_processed.inc();

@@ -3746,6 +3746,67 @@ fn a_codec_changing_reinvite_measures_jitter_on_the_new_codecs_clock() {
     );
 }
 
+/// A re-INVITE that changes the send clock (PCMU's 8 kHz to Opus's 48 kHz) starts a new
+/// RTP stream: another SSRC, its own sequence and timestamp (RFC 7160 §4.1), so the peer
+/// never reads the two clocks as one stream. One on the same clock (PCMU to PCMA)
+/// continues the stream, as does one whose SSRC was given (`tx_ssrc`).
+#[test]
+fn a_send_clock_change_starts_a_new_rtp_stream() {
+    for (to, given, same_stream) in [
+        (CodecSpec::OPUS, false, false),
+        (CodecSpec::PCMA, false, true),
+        (CodecSpec::OPUS, true, true),
+    ] {
+        let e = virtual_engine(4);
+        let mut pb = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+        pb.tx_ssrc = given.then_some(0x1234_5678);
+        let (a, b) = e
+            .create_call(
+                (
+                    DialogId(1),
+                    MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+                ),
+                (DialogId(2), pb.clone()),
+            )
+            .unwrap();
+        let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+        let mut pkt = Vec::new();
+        let mut out = Vec::new();
+        for k in 0..40usize {
+            if k == 20 {
+                let mut p = MediaSessionParams::new(to, Ptime::MS_20);
+                p.tx_ssrc = pb.tx_ssrc;
+                e.update_media_session(b.id, p).unwrap();
+            }
+            rtp(
+                0,
+                k as u16,
+                160 * k as u32,
+                3,
+                k == 0,
+                &ulaw_frame(k),
+                &mut pkt,
+            );
+            ing.push(a.id, &pkt).unwrap();
+            e.step(2).unwrap();
+            out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
+        }
+        let first = out.first().unwrap().header;
+        let last = out.last().unwrap().header;
+        assert_ne!(first.payload_type, last.payload_type, "{to:?}: updated");
+        assert_eq!(
+            first.ssrc == last.ssrc,
+            same_stream,
+            "{to:?} (SSRC given: {given})"
+        );
+        if same_stream {
+            for w in out.windows(2) {
+                assert_eq!(w[1].header.sequence, w[0].header.sequence.wrapping_add(1));
+            }
+        }
+    }
+}
+
 /// Loss counted over a session's streams survives a re-INVITE: an SSRC change (a new
 /// source, its own statistics) and then an update. Before, the update kept only the
 /// current stream's statistics, so the earlier stream's expected and lost packets vanished

@@ -50,12 +50,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use media_core::codec::negotiation::{
-    answer, negotiate_reoffer, process_answer, CodecKind, Direction, LocalCapabilities, MediaOffer,
-    NegotiatedMedia,
+    answer, answer_sections, negotiate_reoffer, process_answer, CodecKind, Direction,
+    LocalCapabilities, MediaOffer, NegotiatedMedia,
 };
 use media_core::engine::{EngineEvent, EngineQuality, QualityMonitor};
 use media_core::quality::monitor::{QualityEvent, QualityThresholds};
-use media_core::{DialogId, EngineConfig, MediaEngine, MediaSessionParams, SessionId};
+use media_core::{
+    Codec, DialogId, EngineConfig, MediaEngine, MediaSessionParams, Ptime, SessionId,
+};
 use media_io::{LaneIo, LegCounters, NewLeg, SendPts};
 use rsip::prelude::*;
 
@@ -501,6 +503,29 @@ impl Gateway {
     }
 
     fn sdp(&self, media_lines: sdp::description::media::MediaDescription, version: u64) -> String {
+        self.sdp_sections(vec![media_lines], version)
+    }
+
+    /// An answer to the offer in `offer_sdp`: `answered` (our audio section) where the
+    /// offer's `section` was, every other offered section rejected with port 0 (RFC 3264
+    /// §6: one `m=` line per offered one, in order).
+    fn answer_sdp(
+        &self,
+        offer_sdp: &str,
+        section: usize,
+        answered: sdp::description::media::MediaDescription,
+        version: u64,
+    ) -> String {
+        let sections = answer_sections(offer_sdp, section, answered.clone())
+            .unwrap_or_else(|_| vec![answered]);
+        self.sdp_sections(sections, version)
+    }
+
+    fn sdp_sections(
+        &self,
+        media_lines: Vec<sdp::description::media::MediaDescription>,
+        version: u64,
+    ) -> String {
         use sdp::description::common::{Address, ConnectionInformation};
         use sdp::description::session::{Origin, TimeDescription, Timing};
         let ip = self.args.media_ip.to_string();
@@ -536,7 +561,7 @@ impl Gateway {
                 },
                 repeat_times: Vec::new(),
             }],
-            media_descriptions: vec![media_lines],
+            media_descriptions: media_lines,
             ..Default::default()
         };
         sd.marshal()
@@ -802,7 +827,7 @@ impl Gateway {
             }
         };
         let local = caps(&self.args.codecs, 20);
-        let a_media = match answer(&offer, &local) {
+        let mut a_media = match answer(&offer, &local) {
             Ok(m) => m,
             Err(e) => {
                 self.totals.failed += 1;
@@ -812,11 +837,18 @@ impl Gateway {
                 return Ok(());
             }
         };
-        if let Err(e) = MediaSessionParams::from_negotiated(&a_media) {
-            self.totals.failed += 1;
-            self.totals.rejected_488 += 1;
-            self.reject(&req, src, 488, &e.to_string());
-            return Ok(());
+        // What the engine can run, the ptime fitted to its slots (an Opus `a=ptime:60` at
+        // 48 kHz is answered 40 ms), checked now rather than when B has already answered.
+        match MediaSessionParams::from_negotiated(&a_media)
+            .and_then(|mut p| self.engine.fit_ptime(&mut p).map(|()| p))
+        {
+            Ok(p) => a_media.ptime_ms = p.ptime.ms(),
+            Err(e) => {
+                self.totals.failed += 1;
+                self.totals.rejected_488 += 1;
+                self.reject(&req, src, 488, &e.to_string());
+                return Ok(());
+            }
         }
         if self.calls.len() >= self.args.max_calls {
             self.totals.failed += 1;
@@ -1152,12 +1184,27 @@ impl Gateway {
         let b_answer = MediaOffer::from_sdp(&text)?;
         let b_offer = call.b.offer.as_ref().ok_or("no offer to B")?;
         let b_media = process_answer(b_offer, &b_answer)?;
-        let a_media = call.a.media.clone().ok_or("no A media")?;
+        let mut a_media = call.a.media.clone().ok_or("no A media")?;
+        let mut b_media = b_media;
         let a_offer = call.a.offer.clone();
         let mut pa = MediaSessionParams::from_negotiated(&a_media)?;
         let mut pb = MediaSessionParams::from_negotiated(&b_media)?;
-        // Bridged sessions share one ptime (no repacketisation): B receives ours.
-        pb.ptime = pa.ptime;
+        // Bridged sessions share one ptime (no repacketisation): the shorter of the two
+        // legs' (each fitted to the engine's slots), and never 30 ms beside Opus (RFC 6716
+        // has no 30 ms packets). Both answers and both legs' records say it, so a later
+        // re-INVITE keeps it.
+        self.engine.fit_ptime(&mut pa)?;
+        self.engine.fit_ptime(&mut pb)?;
+        let mut ptime = pa.ptime.min(pb.ptime);
+        if ptime == Ptime::MS_30 && (pa.tx.codec == Codec::Opus || pb.tx.codec == Codec::Opus) {
+            ptime = Ptime::MS_20;
+        }
+        (pa.ptime, pb.ptime) = (ptime, ptime);
+        a_media.ptime_ms = ptime.ms();
+        b_media.ptime_ms = ptime.ms();
+        if let Some(c) = self.calls.get_mut(&n) {
+            c.a.media = Some(a_media.clone());
+        }
         self.opus_overrides(&mut pa, &a_media);
         self.opus_overrides(&mut pb, &b_media);
         self.voice_settings(&mut pa);
@@ -1209,7 +1256,9 @@ impl Gateway {
         let port = call.a.rtp_port;
         let req = call.a_invite.clone();
         let src = call.a_src;
-        let sdp = self.sdp(a_media.to_media_description(port), 1);
+        let offer_text = body_text(&req.body).unwrap_or_default();
+        let section = a_offer.as_ref().map_or(0, |o| o.section);
+        let sdp = self.answer_sdp(&offer_text, section, a_media.to_media_description(port), 1);
         let ok = self.response(&req, 200, Some(&tag), vec![], Some(sdp));
         self.send(&ok, src);
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
@@ -1465,7 +1514,15 @@ impl Gateway {
             self.send(&r, src);
             return Ok(());
         };
-        let offer = MediaOffer::from_sdp(&text)?;
+        let offer = match MediaOffer::from_sdp(&text) {
+            Ok(o) => o,
+            Err(e) => {
+                let r = self.response(&req, 400, None, vec![], None);
+                log::warn!("call {n}: re-INVITE from {}: bad SDP: {e}", side.name());
+                self.send(&r, src);
+                return Ok(());
+            }
+        };
         let prev = leg.media.clone().ok_or("no media")?;
         let id = leg.session.ok_or("no session")?;
         // The peer's order wins in a re-offer, so a codec change it asks for is taken.
@@ -1473,10 +1530,18 @@ impl Gateway {
         local.prefer_local_order = false;
         let result = negotiate_reoffer(&prev, &offer, &local)
             .map_err(BoxError::from)
-            .and_then(|m| {
+            .and_then(|mut m| {
                 let mut p = MediaSessionParams::from_negotiated(&m)?;
+                // The call's ptime stays (bridged legs share one), and the answer says it.
                 p.ptime = MediaSessionParams::from_negotiated(&prev)?.ptime;
+                m.ptime_ms = p.ptime.ms();
+                self.opus_overrides(&mut p, &m);
                 self.voice_settings(&mut p);
+                // What the engine cannot run is refused here, before anything changed.
+                self.engine.fit_ptime(&mut p)?;
+                if p.ptime.ms() != m.ptime_ms {
+                    return Err("the re-offer's codec cannot run at the call's ptime".into());
+                }
                 Ok((m, p))
             });
         let (media, params) = match result {
@@ -1499,8 +1564,24 @@ impl Gateway {
             }
         };
         let t = Instant::now();
-        self.engine.update_media_session(id, params)?;
-        let peer = peer_addr(Some(&offer), self.args.media_ip)?;
+        let applied = peer_addr(Some(&offer), self.args.media_ip)
+            .and_then(|peer| Ok((peer, self.engine.update_media_session(id, params)?)));
+        let peer = match applied {
+            Ok((peer, ())) => peer,
+            Err(e) => {
+                // Answered whatever happened (a re-INVITE left unanswered is retransmitted
+                // until the peer ends the dialog); the call goes on as it was.
+                log::warn!("call {n}: re-INVITE from {} refused: {e}", side.name());
+                let w = rsip::headers::Warning::new(format!(
+                    "399 {} \"{}\"",
+                    self.args.listen,
+                    e.to_string().replace('"', "'")
+                ));
+                let r = self.response(&req, 488, None, vec![w.into()], None);
+                self.send(&r, src);
+                return Ok(());
+            }
+        };
         self.ios[id.lane()].update(id, peer, media.direction.sends(), SendPts::of(&media));
         if prev.direction != media.direction {
             self.hold_changed.push(n);
@@ -1529,9 +1610,10 @@ impl Gateway {
         let forward = (prev.direction != media.direction)
             .then(|| Direction::from_flags(offer.direction.sends(), offer.direction.receives()));
         leg.sdp_version += 1;
+        let section = offer.section;
         leg.offer = Some(offer);
         let (port, version, tag) = (leg.rtp_port, leg.sdp_version, leg.local_tag.clone());
-        let sdp = self.sdp(media.to_media_description(port), version);
+        let sdp = self.answer_sdp(&text, section, media.to_media_description(port), version);
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
         let leg = match side {
             Side::A => &mut call.a,

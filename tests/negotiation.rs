@@ -599,6 +599,62 @@ fn secure_transports_are_refused_and_the_usable_audio_section_is_read() {
     );
 }
 
+/// An answer has one `m=` line per offered section, in order (RFC 3264 §6): the audio
+/// section media-core answers where it was offered, the others rejected with port 0.
+#[test]
+fn an_answer_has_one_section_per_offered_section() {
+    use media_core::codec::negotiation::answer_sections;
+    let text = [
+        "v=0",
+        "o=- 1 1 IN IP4 10.0.0.1",
+        "s=-",
+        "c=IN IP4 10.0.0.1",
+        "t=0 0",
+        "m=audio 4000 RTP/SAVP 0",
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz",
+        "m=audio 4002 RTP/AVP 0 8",
+        "m=video 4004 RTP/AVP 96",
+        "a=rtpmap:96 H264/90000",
+        "",
+    ]
+    .join("\r\n");
+    let o = MediaOffer::from_sdp(&text).unwrap();
+    assert_eq!(o.section, 1);
+    let m = answer(&o, &caps(&[Pcmu])).unwrap();
+    let sections = answer_sections(&text, o.section, m.to_media_description(5000)).unwrap();
+    let lines: Vec<String> = sections
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} {} {}",
+                s.media_name.media,
+                s.media_name.port.value,
+                s.media_name.protos.join("/"),
+                s.media_name.formats.join(" ")
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "audio 0 RTP/SAVP 0",
+            "audio 5000 RTP/AVP 0",
+            "video 0 RTP/AVP 96"
+        ]
+    );
+    // The rejected sections carry nothing else (no crypto, no rtpmap).
+    assert!(sections[0].attributes.is_empty() && sections[2].attributes.is_empty());
+    // A lone section: the answer alone.
+    let o = offer(&["m=audio 4000 RTP/AVP 0"]);
+    let m = answer(&o, &caps(&[Pcmu])).unwrap();
+    let one = answer_sections(
+        "m=audio 4000 RTP/AVP 0",
+        o.section,
+        m.to_media_description(5000),
+    );
+    assert_eq!(one.unwrap().len(), 1);
+}
+
 #[test]
 fn disabled_streams_and_malformed_sdp_are_errors_not_panics() {
     assert_eq!(

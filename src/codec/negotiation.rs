@@ -475,6 +475,10 @@ pub struct MediaOffer {
     pub maxptime_ms: Option<u32>,
     /// The writer's direction (media level, else session level, else sendrecv).
     pub direction: Direction,
+    /// Which `m=` section of the description this is (0 for the first, counting every
+    /// media type): an answer has one `m=` line per offered section, in order (RFC 3264
+    /// §6), the others rejected with port 0 ([`answer_sections`]).
+    pub section: usize,
 }
 
 /// Plain RTP profiles (RFC 3551 AVP, RFC 4585 AVPF), whatever their case; not the secure
@@ -488,36 +492,31 @@ impl MediaOffer {
     /// enabled (port other than 0) on plain RTP (`RTP/AVP`, `RTP/AVPF`), else the first
     /// one (which [`answer`] then refuses, typed). So of an offer of SRTP with a plain RTP
     /// alternative after it, or a disabled stream before a live one, the section that can
-    /// carry the call is read. ([`NegotiatedMedia::to_sdp_answer`] writes one `m=audio`
-    /// line: RFC 3264 §6 wants one per offered section, so with several the caller answers
-    /// the others with port 0, in order around this one.) The text may be a whole session description or
-    /// just an `m=audio` section (its lines are then parsed under a placeholder session
-    /// header). Lines may end in CRLF or LF; surrounding whitespace is ignored.
+    /// carry the call is read; which one it was is kept in [`MediaOffer::section`], for
+    /// an answer with one `m=` line per offered section ([`answer_sections`], RFC 3264
+    /// §6). The text may be a whole session description or just an `m=audio` section (its
+    /// lines are then parsed under a placeholder session header). Lines may end in CRLF or
+    /// LF; surrounding whitespace is ignored.
     ///
     /// Errors: [`NegotiationError::InvalidSdp`], [`NegotiationError::NoAudioMedia`].
     pub fn from_sdp(text: &str) -> Result<Self, NegotiationError> {
-        let mut normalized = String::with_capacity(text.len() + 64);
-        let bare_media = text.trim_start().starts_with("m=");
-        if bare_media {
-            normalized.push_str("v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n");
-        }
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            normalized.push_str(line);
-            normalized.push_str("\r\n");
-        }
-        let session = SessionDescription::unmarshal(&mut Cursor::new(normalized.as_bytes()))
-            .map_err(|e| NegotiationError::InvalidSdp(e.to_string()))?;
+        let session = parse_sdp(text)?;
         let audio = || {
             session
                 .media_descriptions
                 .iter()
-                .filter(|m| m.media_name.media == "audio")
+                .enumerate()
+                .filter(|(_, m)| m.media_name.media == "audio")
         };
-        let media = audio()
-            .find(|m| m.media_name.port.value != 0 && is_plain_rtp(&m.media_name.protos.join("/")))
+        let (section, media) = audio()
+            .find(|(_, m)| {
+                m.media_name.port.value != 0 && is_plain_rtp(&m.media_name.protos.join("/"))
+            })
             .or_else(|| audio().next())
             .ok_or(NegotiationError::NoAudioMedia)?;
-        Self::from_media_description(media, Some(&session))
+        let mut offer = Self::from_media_description(media, Some(&session))?;
+        offer.section = section;
+        Ok(offer)
     }
 
     /// Reads one media description parsed by the `sdp` crate; `session` supplies the
@@ -592,6 +591,7 @@ impl MediaOffer {
             ptime_ms: attr("ptime").find_map(parse_ms),
             maxptime_ms: attr("maxptime").find_map(parse_ms),
             direction,
+            section: 0,
         })
     }
 
@@ -651,6 +651,64 @@ fn parse_ms(value: &str) -> Option<u32> {
             .filter(|v| v.is_finite() && *v >= 1.0 && *v <= 1000.0)
             .map(|v| v.round() as u32)
     })
+}
+
+/// Parses SDP text as [`MediaOffer::from_sdp`] reads it (a bare `m=` section under a
+/// placeholder session header; CRLF or LF; whitespace trimmed).
+fn parse_sdp(text: &str) -> Result<SessionDescription, NegotiationError> {
+    let mut normalized = String::with_capacity(text.len() + 64);
+    if text.trim_start().starts_with("m=") {
+        normalized.push_str("v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n");
+    }
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        normalized.push_str(line);
+        normalized.push_str("\r\n");
+    }
+    SessionDescription::unmarshal(&mut Cursor::new(normalized.as_bytes()))
+        .map_err(|e| NegotiationError::InvalidSdp(e.to_string()))
+}
+
+/// The `m=` sections of an answer to the offer in `offer_sdp` (RFC 3264 §6: one per
+/// offered section, in order): `answered` (the audio section media-core answers, e.g.
+/// [`NegotiatedMedia::to_media_description`]) at the offer's [`MediaOffer::section`],
+/// every other section rejected (port 0, its media, transport and formats as offered,
+/// nothing else). An offer of audio and video, or of SRTP with a plain RTP alternative,
+/// is then answered line for line.
+///
+/// Errors: [`NegotiationError::InvalidSdp`].
+pub fn answer_sections(
+    offer_sdp: &str,
+    section: usize,
+    answered: MediaDescription,
+) -> Result<Vec<MediaDescription>, NegotiationError> {
+    let session = parse_sdp(offer_sdp)?;
+    let mut answered = Some(answered);
+    let mut out: Vec<MediaDescription> = session
+        .media_descriptions
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match answered.take_if(|_| i == section) {
+            Some(a) => a,
+            None => MediaDescription {
+                media_name: MediaName {
+                    media: m.media_name.media.clone(),
+                    port: RangedPort {
+                        value: 0,
+                        range: None,
+                    },
+                    protos: m.media_name.protos.clone(),
+                    formats: m.media_name.formats.clone(),
+                },
+                ..Default::default()
+            },
+        })
+        .collect();
+    // An offer with no such section (a bare one that did not parse as the caller's):
+    // the answered section alone.
+    if let Some(a) = answered {
+        out = vec![a];
+    }
+    Ok(out)
 }
 
 fn media_description(
@@ -983,6 +1041,7 @@ impl LocalCapabilities {
             ptime_ms: Some(ptime),
             maxptime_ms: SUPPORTED_PTIMES_MS.last().copied(),
             direction: self.direction,
+            section: 0,
         }
     }
 }

@@ -53,11 +53,25 @@ impl MediaCapabilityProvider for MediaEngine {
     ) -> Result<(NegotiatedMedia, MediaSessionParams), Error> {
         let mut media = answer(offer, &self.audio_capabilities())?;
         let mut params = MediaSessionParams::from_negotiated(&media)?;
-        // The ptime is a preference (RFC 4566 §6): one whose frames or packets the engine's
-        // slots cannot hold (an Opus `a=ptime:60` at 48 kHz beside the default 40 ms frame
-        // slots) is answered with the longest one that fits, rather than answered as it is
-        // and refused when the session is created.
-        while let Err(Error::PayloadTooLarge { .. }) = self.check_params(&params) {
+        self.fit_ptime(&mut params)?;
+        media.ptime_ms = params.ptime.ms();
+        Ok((media, params))
+    }
+}
+
+impl MediaEngine {
+    /// Fits `params` to what this engine runs: the ptime is a preference (RFC 4566 §6), so
+    /// one whose frames or packets the engine's slots cannot hold (an Opus `a=ptime:60` at
+    /// 48 kHz beside the default 40 ms frame slots) becomes the longest one that fits,
+    /// rather than being answered as it is and refused when the session is created. Then
+    /// checks them as `create_media_session` would. Write the ptime it leaves into the
+    /// answer. Control plane.
+    ///
+    /// Errors: as [`MediaEngine::create_media_session`]'s parameter checks
+    /// ([`Error::UnsupportedParameters`], [`Error::PayloadTooLarge`] when even 10 ms does
+    /// not fit).
+    pub fn fit_ptime(&self, params: &mut MediaSessionParams) -> Result<(), Error> {
+        while let Err(Error::PayloadTooLarge { .. }) = self.check_params(params) {
             let shorter = [Ptime::MS_40, Ptime::MS_30, Ptime::MS_20, Ptime::MS_10]
                 .into_iter()
                 .filter(|p| params.tx.codec != Codec::Opus || *p != Ptime::MS_30)
@@ -67,9 +81,7 @@ impl MediaCapabilityProvider for MediaEngine {
                 None => break,
             }
         }
-        self.check_params(&params)?;
-        media.ptime_ms = params.ptime.ms();
-        Ok((media, params))
+        self.check_params(params)
     }
 }
 

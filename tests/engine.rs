@@ -2877,6 +2877,85 @@ fn rfc4733_events_follow_one_source_at_a_time() {
     );
 }
 
+/// A digit is reported once however its source and the session change under it: a new
+/// source that presses a key before its audio takes over keeps that digit (in review its
+/// audio's takeover ended it and the next update began it again), and a re-INVITE during
+/// a digit (PCMU to PCMA, events unchanged) keeps it too (in review the receiver was
+/// rebuilt: the digit never ended and began a second time).
+#[test]
+fn a_digit_is_reported_once_across_its_own_audio_taking_over_and_a_reinvite() {
+    use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender};
+    for reinvite in [false, true] {
+        let e = virtual_engine(4);
+        let (a, _b) = e
+            .create_call(
+                (DialogId(1), pcmu_with_telephone_event()),
+                (
+                    DialogId(2),
+                    MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+                ),
+            )
+            .unwrap();
+        let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+        let mut tx = DtmfSender::new(160).unwrap();
+        let (mut pkt, mut buf) = (Vec::new(), [0u8; 4]);
+        let mut digits = Vec::new();
+        for k in 0..40u32 {
+            // Source 3's audio until round 10; then source 4, which starts a '7' (400 ms)
+            // with its events at round 10 and its audio (marked) at round 13, audio and
+            // events both from then on. With `reinvite`, the session goes to PCMA (events
+            // as before) at round 15.
+            let ssrc = if k < 10 { 3 } else { 4 };
+            if k == 10 {
+                tx.start(digit_to_event('7').unwrap(), 10, Some(3200))
+                    .unwrap();
+            }
+            if reinvite && k == 15 {
+                let mut p = MediaSessionParams::new(CodecSpec::PCMA, Ptime::MS_20);
+                p.telephone_event_pt = media_core::PayloadType::new(101);
+                p.rx.push(CodecSpec::PCMU);
+                e.update_media_session(a.id, p).unwrap();
+            }
+            let ts = 160 * k;
+            if let Some(h) = tx.poll(ts, &mut buf) {
+                rtp(
+                    101,
+                    (2 * k) as u16,
+                    h.timestamp,
+                    ssrc,
+                    h.marker,
+                    &buf,
+                    &mut pkt,
+                );
+                ing.push(a.id, &pkt).unwrap();
+            }
+            if !(10..13).contains(&k) {
+                rtp(
+                    0,
+                    (2 * k + 1) as u16,
+                    ts,
+                    ssrc,
+                    k == 13,
+                    &ulaw_frame(k as usize),
+                    &mut pkt,
+                );
+                ing.push(a.id, &pkt).unwrap();
+            }
+            e.step(2).unwrap();
+            drain(&mut eg);
+            while let Some(ev) = e.poll_event() {
+                if let EngineEvent::Dtmf {
+                    digit, ended_ms, ..
+                } = ev
+                {
+                    digits.push((digit, ended_ms.is_some()));
+                }
+            }
+        }
+        assert_eq!(digits, [('7', false), ('7', true)], "re-INVITE: {reinvite}");
+    }
+}
+
 /// Source 9's final '1' packet (event 1, end, 800 units), as `rfc4733_events_follow_one_
 /// source_at_a_time` sends it.
 fn pkt_from_9_end() -> Vec<u8> {

@@ -280,9 +280,14 @@ impl Io {
                 }
             }
             // (An audio packet's marker starts a stream; an event's starts an event.)
-            let starts_audio = pkt.marker() && Some(pkt.payload_type()) != leg.cfg.event_pt;
-            leg.rx
-                .on_packet(pkt.ssrc(), pkt.sequence(), pkt.timestamp(), starts_audio);
+            let audio = Some(pkt.payload_type()) != leg.cfg.event_pt;
+            leg.rx.on_packet(
+                pkt.ssrc(),
+                pkt.sequence(),
+                pkt.timestamp(),
+                audio,
+                pkt.marker(),
+            );
             leg.counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
             match self.ingress.push(leg.cfg.session, d) {
                 Ok(()) => {

@@ -1029,8 +1029,11 @@ impl MediaEngine {
     }
 
     /// Replaces a session's codecs, ptime or processing (a re-INVITE). The receive
-    /// stream's SSRC, statistics and loss counts, and the send stream's SSRC, sequence
-    /// numbers and timestamps, continue; the receive side starts a new playout (packets
+    /// stream's SSRC, statistics and loss counts continue, as does a digit being received
+    /// where events come the same way; the send stream's SSRC, sequence numbers and
+    /// timestamps continue too, unless the send clock rate changes (PCMU to Opus) and no
+    /// `tx_ssrc` was given: a new stream then starts, its own SSRC, sequence and
+    /// timestamp (RFC 7160 §4.1). The receive side starts a new playout (packets
     /// buffered for the old parameters are dropped), the codecs and voice processing start
     /// afresh, and jitter bounds set by quality adaptation give way to the parameters'.
     /// Bridged peers are re-routed. Parameters equal to the session's current ones change

@@ -920,12 +920,16 @@ impl Default for SourceTracker {
 }
 
 impl SourceTracker {
-    /// Accounts one received RTP packet; `starts_audio`: it is an audio packet with the
-    /// marker bit (not an RFC 4733 event's first packet, whose marker starts an event, not
-    /// a stream: the lane does not follow a source for it).
-    pub fn on_packet(&mut self, ssrc: u32, seq: u16, ts: u32, starts_audio: bool) {
+    /// Accounts one received RTP packet: `audio` when it is not an RFC 4733 event (whose
+    /// marker starts an event, not a stream: the lane's audio never follows a source for
+    /// its events, so another source's events neither take over nor count towards it),
+    /// `marker` its marker bit.
+    pub fn on_packet(&mut self, ssrc: u32, seq: u16, ts: u32, audio: bool, marker: bool) {
         if self.ssrc.is_some_and(|s| s != ssrc) {
-            if !starts_audio && self.candidate != Some(ssrc) {
+            if !audio {
+                return;
+            }
+            if !marker && self.candidate != Some(ssrc) {
                 self.candidate = Some(ssrc);
                 return;
             }
@@ -1066,25 +1070,30 @@ mod tests {
     fn a_source_tracker_follows_a_restart_and_ignores_an_interleaved_source() {
         let mut t = SourceTracker::default();
         for s in [100u16, 101, 102, 40000, 40001, 40002] {
-            t.on_packet(7, s, 0, false);
+            t.on_packet(7, s, 0, true, false);
         }
         assert_eq!(t.highest_seq_ext() & 0xFFFF, 40002, "A.1 bad_seq resync");
         // A second source interleaved packet by packet never takes over.
         for s in 0..20u16 {
-            t.on_packet(9, 500 + s, 0, false);
-            t.on_packet(7, 40003 + s, 0, false);
+            t.on_packet(9, 500 + s, 0, true, false);
+            t.on_packet(7, 40003 + s, 0, true, false);
         }
         assert_eq!((t.ssrc(), t.highest_seq_ext() & 0xFFFF), (Some(7), 40022));
         // Two in a row take over (a new source), as does a marker.
-        t.on_packet(9, 600, 0, false);
-        t.on_packet(9, 601, 0, false);
+        t.on_packet(9, 600, 0, true, false);
+        t.on_packet(9, 601, 0, true, false);
         assert_eq!(t.ssrc(), Some(9));
-        t.on_packet(11, 5, 0, true);
+        t.on_packet(11, 5, 0, true, true);
+        assert_eq!(t.ssrc(), Some(11));
+        // Another source's events never take over, marker or not, nor count towards it.
+        for s in 0..4u16 {
+            t.on_packet(12, 100 + s, 0, false, s == 0);
+        }
         assert_eq!(t.ssrc(), Some(11));
         // Wraps count cycles.
         let mut t = SourceTracker::default();
         for s in (65530..=65535u16).chain(0..5) {
-            t.on_packet(1, s, 0, false);
+            t.on_packet(1, s, 0, true, false);
         }
         assert_eq!(t.highest_seq_ext(), 0x1_0004);
     }

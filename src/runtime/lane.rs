@@ -477,6 +477,25 @@ impl JitterStage {
                         let clock = new.stats.clock_rate_hz();
                         std::mem::swap(&mut new.stats, &mut cur.stats);
                         new.stats.set_clock_rate(clock);
+                        // A digit held across the re-INVITE: where events still come the
+                        // same way (payload type and clock), the receiver and the source
+                        // it follows go on (one begin, one end); else the digit ends here
+                        // (reported and forwarded) rather than never.
+                        if new.telephone_event_pt == cur.telephone_event_pt
+                            && new.dtmf_clock_hz == cur.dtmf_clock_hz
+                        {
+                            std::mem::swap(&mut new.dtmf, &mut cur.dtmf);
+                            new.dtmf_ssrc = cur.dtmf_ssrc;
+                        } else if let Some(d) = cur.dtmf.finish() {
+                            report_digit_end(
+                                &mut self.events,
+                                &mut self.out,
+                                &self.shared,
+                                slot as u32,
+                                cur,
+                                d,
+                            );
+                        }
                         b.jitter = Some(std::mem::replace(cur, new));
                     } else {
                         // Nothing to update (already gone): retire it unused, never
@@ -715,11 +734,22 @@ impl JitterStage {
                 part.start_stream();
                 part.rx_ssrc = Some(ssrc);
                 // The old source's digit in progress ends; the new source's events start
-                // afresh (its first digit is never taken for a late one of the old).
-                if let Some(d) = part.dtmf.finish() {
-                    report_digit_end(&mut self.events, &mut self.out, &self.shared, slot, part, d);
+                // afresh (its first digit is never taken for a late one of the old). Not
+                // when its events are already followed (it pressed a key before its audio
+                // took over: that digit goes on).
+                if part.dtmf_ssrc != Some(ssrc) {
+                    if let Some(d) = part.dtmf.finish() {
+                        report_digit_end(
+                            &mut self.events,
+                            &mut self.out,
+                            &self.shared,
+                            slot,
+                            part,
+                            d,
+                        );
+                    }
+                    part.dtmf_ssrc = Some(ssrc);
                 }
-                part.dtmf_ssrc = Some(ssrc);
                 part.candidate_run = 0;
             } else if part.rx_ssrc.is_none() {
                 part.rx_ssrc = Some(ssrc);

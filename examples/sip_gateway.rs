@@ -527,6 +527,11 @@ impl Gateway {
         version: u64,
     ) -> String {
         use sdp::description::common::{Address, ConnectionInformation};
+        let leg_port = media_lines
+            .iter()
+            .map(|m| m.media_name.port.value.max(0) as u64)
+            .find(|&p| p != 0)
+            .unwrap_or(0);
         use sdp::description::session::{Origin, TimeDescription, Timing};
         let ip = self.args.media_ip.to_string();
         let addr_type = if self.args.media_ip.is_ipv4() {
@@ -538,7 +543,9 @@ impl Gateway {
             version: 0,
             origin: Origin {
                 username: "media-core".into(),
-                session_id: self.started.elapsed().as_nanos() as u64 ^ 0x5bd1e995,
+                // RFC 3264 §8: one session id for all of a leg's descriptions (its RTP
+                // port, unique among live legs), the version bumped by the caller.
+                session_id: ((u64::from(std::process::id()) << 16) | leg_port) ^ 0x5bd1e995,
                 session_version: version,
                 network_type: "IN".into(),
                 address_type: addr_type.into(),

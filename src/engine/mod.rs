@@ -698,7 +698,10 @@ impl MediaEngine {
         for ring in ls.ctl.events.iter_mut() {
             while let Ok(e) = ring.pop() {
                 if events.len() >= 65_536 {
+                    // Nobody polls: the oldest goes, counted (the counter takes several
+                    // writers).
                     events.pop_front();
+                    ls.ctl.shared.counters.events_dropped.inc_shared();
                 }
                 events.push_back(e);
             }

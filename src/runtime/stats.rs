@@ -249,7 +249,8 @@ counter_block! {
         internal_ring_full,
         /// Concealment messages not sent because a downstream stage was backed up.
         stage_backlog_drops,
-        /// Events dropped because the event ring was full.
+        /// Events dropped because the event ring was full, or because the control plane
+        /// already held 65,536 events nobody had polled (the oldest went).
         events_dropped,
         /// Frame slab slots currently free (gauge).
         frame_slots_free,

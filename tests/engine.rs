@@ -1846,6 +1846,74 @@ fn rfc4733_digits_reach_the_control_plane_once_each_even_when_end_packets_are_lo
     assert!(s.rx_dtmf_packets >= 10);
 }
 
+/// Two digits sent back to back on a 10 ms ptime: the second starts 40 ms (Q.24) after
+/// the first ends, with audio in between, in one sequence space. In review the end
+/// packets alone left 20 ms, and a regenerating gateway may merge the two.
+#[test]
+fn digits_sent_back_to_back_leave_40_ms_between_them() {
+    use media_core::codec::audio::telephone_event::EventPayload;
+    let e = virtual_engine(8);
+    let mut pa = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_10);
+    pa.telephone_event_send_pt = media_core::PayloadType::new(101);
+    let (a, b) = e
+        .create_call(
+            (DialogId(1), pa),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_10),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let (mut pkt, mut out) = (Vec::new(), Vec::new());
+    for k in 0..80usize {
+        rtp(
+            0,
+            k as u16,
+            80 * k as u32,
+            5,
+            k == 0,
+            &ulaw_frame(k)[..80],
+            &mut pkt,
+        );
+        ing.push(b.id, &pkt).unwrap();
+        if k == 10 {
+            e.send_dtmf(a.id, '5', 100).unwrap();
+            e.send_dtmf(a.id, '5', 100).unwrap();
+        }
+        e.step(1).unwrap();
+        out.extend(drain(&mut eg).into_iter().filter(|p| p.session == a.id));
+    }
+    let starts: Vec<(usize, u32)> = out
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.header.payload_type == 101 && p.header.marker)
+        .map(|(i, p)| (i, p.header.timestamp))
+        .collect();
+    assert_eq!(starts.len(), 2, "two digits");
+    let end = starts[0].1 + 800;
+    assert!(
+        starts[1].1 >= end + 320,
+        "{} units between",
+        starts[1].1 - end
+    );
+    assert!(
+        out[starts[0].0..starts[1].0]
+            .iter()
+            .any(|p| p.header.payload_type == 0),
+        "audio in the gap"
+    );
+    for w in out.windows(2) {
+        assert_eq!(w[1].header.sequence, w[0].header.sequence.wrapping_add(1));
+    }
+    let ends = out
+        .iter()
+        .filter(|p| p.header.payload_type == 101)
+        .filter(|p| EventPayload::parse(p.payload()).unwrap().end)
+        .count();
+    assert_eq!(ends, 6);
+}
+
 #[test]
 fn send_dtmf_sends_rfc4733_events_in_place_of_audio_then_resumes_audio() {
     use media_core::codec::audio::telephone_event::EventPayload;

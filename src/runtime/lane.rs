@@ -2448,7 +2448,8 @@ impl EncodeStage {
         let Some(part) = self.sessions[dst as usize].as_mut() else {
             return false;
         };
-        let Some(pt) = part.dtmf_pt.filter(|_| !part.dtmf.is_idle()) else {
+        let media_ts = part.timestamp;
+        let Some(pt) = part.dtmf_pt.filter(|_| part.dtmf.active_at(media_ts)) else {
             return false;
         };
         let sc = &self.shared.sessions[dst as usize].counters;
@@ -2621,7 +2622,7 @@ impl EncodeStage {
             // A packet went out: the stream is alive (see `keepalive_due`).
             part.idle_frames = 0;
         }
-        if part.dtmf.is_idle() {
+        if !part.dtmf.is_sending() {
             // Audio after the event starts a new talkspurt.
             part.marker_next = true;
         }
@@ -2634,10 +2635,10 @@ impl EncodeStage {
     /// the frame's place.
     fn encode(&mut self, dst: u32, frame: Option<&Token>) {
         // `dtmf_pt` first: sessions without telephone-event never touch the boxed sender.
-        if self.sessions[dst as usize]
-            .as_ref()
-            .is_some_and(|p| p.dtmf_pt.is_some() && !p.dtmf.is_idle())
-        {
+        if self.sessions[dst as usize].as_mut().is_some_and(|p| {
+            let media_ts = p.timestamp;
+            p.dtmf_pt.is_some() && p.dtmf.active_at(media_ts)
+        }) {
             self.dtmf_in_place_of_audio(dst);
             return;
         }

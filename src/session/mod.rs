@@ -751,9 +751,11 @@ impl<T> SessionParts<T> {
                 marker_next: true,
                 dtmf_pt: params.telephone_event_send_pt,
                 // Invariant: a frame's timestamp step is never zero (ptime >= 10 ms).
+                // Q.24's 40 ms between digits sent back to back.
                 dtmf: Box::new(
                     DtmfSender::new(tx.timestamp_step(params.ptime).max(1))
-                        .expect("non-zero packet interval"),
+                        .expect("non-zero packet interval")
+                        .with_min_gap(40 * (tx.info().clock_rate_hz / 1000).max(1)),
                 ),
                 ts_per_ms: (tx.info().clock_rate_hz / 1000).max(1),
                 tones: match params.telephone_event_send_pt {

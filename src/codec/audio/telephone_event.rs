@@ -305,6 +305,12 @@ pub struct DtmfSender {
     /// typed quickly (a phone leaves ~60 ms between keys, less than the end packets'
     /// three intervals) are queued rather than refused.
     pending: Option<Queued>,
+    /// The least gap between one event's end and the next's start, timestamp units
+    /// ([`DtmfSender::with_min_gap`]); 0: the next starts right after the end packets.
+    min_gap_ts: u32,
+    /// A queued event whose turn came while the gap after the last one was still open,
+    /// and the timestamp it may start at: audio goes out meanwhile.
+    waiting: Option<(Queued, u32)>,
 }
 
 /// An event waiting for the current one to finish.
@@ -360,7 +366,18 @@ impl DtmfSender {
             interval_ts,
             tx: None,
             pending: None,
+            min_gap_ts: 0,
+            waiting: None,
         })
+    }
+
+    /// Leaves at least `gap_ts` timestamp units between one event's end and the next
+    /// queued one's start (Q.24 wants 40 ms between digits; the three end packets alone
+    /// leave two intervals: 20 ms at a 10 ms ptime). Audio goes out in the gap: drive the
+    /// sender with [`DtmfSender::active_at`]. Control plane.
+    pub fn with_min_gap(mut self, gap_ts: u32) -> Self {
+        self.min_gap_ts = gap_ts;
+        self
     }
 
     /// The packet interval in timestamp units.
@@ -391,6 +408,19 @@ impl DtmfSender {
             // The current event is ending (or has a fixed length): queue this one.
             let ending = tx.stop_requested || tx.stop_at.is_some() || tx.requested_ts.is_some();
             if !ending || self.pending.is_some() {
+                return Err(EventError::Busy);
+            }
+            self.pending = Some(Queued {
+                event,
+                volume,
+                duration_ts,
+                stopped: false,
+            });
+            return Ok(());
+        }
+        if self.waiting.is_some() {
+            // One waits for its gap: this one comes after it.
+            if self.pending.is_some() {
                 return Err(EventError::Busy);
             }
             self.pending = Some(Queued {
@@ -452,7 +482,15 @@ impl DtmfSender {
 
     fn stop_matching(&mut self, event: Option<u8>, min_duration_ts: u32) {
         let matches = |e: u8| event.is_none_or(|want| want == e);
-        if let Some(q) = self.pending.as_mut().filter(|q| matches(q.event)) {
+        let queued = match self.pending.as_mut().filter(|q| matches(q.event)) {
+            Some(q) => Some(q),
+            None => self
+                .waiting
+                .as_mut()
+                .map(|(q, _)| q)
+                .filter(|q| matches(q.event)),
+        };
+        if let Some(q) = queued {
             // The queued event's key went up: it will be sent as a short event, or as
             // one of the given length.
             if min_duration_ts > 0 && q.duration_ts.is_none() {
@@ -475,11 +513,35 @@ impl DtmfSender {
     pub fn reset(&mut self) {
         self.tx = None;
         self.pending = None;
+        self.waiting = None;
     }
 
-    /// No event is being sent: `start` will be accepted and `poll` returns `None`.
+    /// Nothing to send: no event being sent, none waiting for its gap or queued.
     pub fn is_idle(&self) -> bool {
-        self.tx.is_none()
+        self.tx.is_none() && self.waiting.is_none() && self.pending.is_none()
+    }
+
+    /// An event is being sent: its packets take the audio's place (`poll` each interval).
+    pub fn is_sending(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// [`DtmfSender::is_sending`] for the interval whose audio would carry `media_ts`,
+    /// starting the event that waits for its gap once `media_ts` reached its time (RFC
+    /// 3550 timestamp order). Call it each interval, before `poll`; when false, send
+    /// audio.
+    ///
+    /// Called on the real-time thread; never allocates or panics.
+    pub fn active_at(&mut self, media_ts: u32) -> bool {
+        if self.tx.is_none() {
+            if let Some((q, at)) = self.waiting {
+                if media_ts.wrapping_sub(at) < 0x8000_0000 {
+                    self.waiting = None;
+                    self.begin(q.event, q.volume, q.duration_ts, q.stopped);
+                }
+            }
+        }
+        self.tx.is_some()
     }
 
     /// Produces the packet for the interval whose audio would carry `media_ts`, writing
@@ -509,11 +571,16 @@ impl DtmfSender {
             rep.remaining = rep.remaining.saturating_sub(1);
             if rep.remaining == 0 {
                 let event_over = rep.payload.end;
+                let end = rep.timestamp.wrapping_add(u32::from(rep.payload.duration));
                 tx.repeat = None;
                 if event_over {
                     self.tx = None;
                     if let Some(q) = self.pending.take() {
-                        self.begin(q.event, q.volume, q.duration_ts, q.stopped);
+                        if self.min_gap_ts == 0 {
+                            self.begin(q.event, q.volume, q.duration_ts, q.stopped);
+                        } else {
+                            self.waiting = Some((q, end.wrapping_add(self.min_gap_ts)));
+                        }
                     }
                 }
             }
@@ -1026,6 +1093,38 @@ mod tests {
                 .any(|(_, p)| p.event == 4 && p.end && p.duration == 640),
             "{v:?}"
         );
+    }
+
+    /// Two digits typed back to back at a 10 ms ptime: the end packets alone leave 20 ms
+    /// between them; with a 40 ms least gap the second starts 40 ms after the first ends,
+    /// audio (no poll) in between. Without a gap the old timing holds.
+    #[test]
+    fn back_to_back_digits_leave_the_least_gap_between_them() {
+        for (gap, want) in [(320u32, 320u32), (0, 160)] {
+            let mut tx = DtmfSender::new(80).unwrap().with_min_gap(gap);
+            tx.start(5, 10, Some(800)).unwrap();
+            tx.start(7, 10, Some(800)).unwrap();
+            let mut starts = vec![];
+            let mut audio = 0;
+            let mut buf = [0u8; 4];
+            for k in 0..60u32 {
+                let ts = 1000 + 80 * k;
+                if tx.active_at(ts) {
+                    if let Some(p) = tx.poll(ts, &mut buf) {
+                        if p.marker {
+                            starts.push(p.timestamp);
+                        }
+                    }
+                } else if !tx.is_idle() {
+                    audio += 1;
+                }
+            }
+            assert_eq!(starts.len(), 2, "gap {gap}");
+            // The first ends at its start + 800.
+            assert_eq!(starts[1] - (starts[0] + 800), want, "gap {gap}");
+            assert_eq!(audio > 0, gap > 0, "audio in the gap: {audio}");
+            assert!(tx.is_idle());
+        }
     }
 
     #[test]

@@ -2955,15 +2955,15 @@ fn a_digit_is_reported_once_across_its_own_audio_taking_over_and_a_reinvite() {
     use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender};
     for reinvite in [false, true] {
         let e = virtual_engine(4);
-        let (a, _b) = e
+        let mut pb = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+        pb.telephone_event_send_pt = media_core::PayloadType::new(96);
+        let (a, b) = e
             .create_call(
                 (DialogId(1), pcmu_with_telephone_event()),
-                (
-                    DialogId(2),
-                    MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
-                ),
+                (DialogId(2), pb),
             )
             .unwrap();
+        let mut ends_on_b = Vec::new();
         let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
         let mut tx = DtmfSender::new(160).unwrap();
         let (mut pkt, mut buf) = (Vec::new(), [0u8; 4]);
@@ -3010,7 +3010,16 @@ fn a_digit_is_reported_once_across_its_own_audio_taking_over_and_a_reinvite() {
                 ing.push(a.id, &pkt).unwrap();
             }
             e.step(2).unwrap();
-            drain(&mut eg);
+            for p in drain(&mut eg) {
+                if p.session == b.id && p.header.payload_type == 96 {
+                    let ev =
+                        media_core::codec::audio::telephone_event::EventPayload::parse(p.payload())
+                            .unwrap();
+                    if ev.end {
+                        ends_on_b.push(ev.duration);
+                    }
+                }
+            }
             while let Some(ev) = e.poll_event() {
                 if let EngineEvent::Dtmf {
                     digit, ended_ms, ..
@@ -3021,6 +3030,13 @@ fn a_digit_is_reported_once_across_its_own_audio_taking_over_and_a_reinvite() {
             }
         }
         assert_eq!(digits, [('7', false), ('7', true)], "re-INVITE: {reinvite}");
+        // B's peer gets the digit whole too: its three end packets, 400 ms long (in
+        // review, the re-INVITE ended B's copy after 40 ms).
+        assert_eq!(ends_on_b.len(), 3, "re-INVITE: {reinvite}: {ends_on_b:?}");
+        assert!(
+            ends_on_b.iter().all(|&d| d >= 3200),
+            "re-INVITE: {reinvite}: {ends_on_b:?}"
+        );
     }
 }
 

@@ -88,11 +88,11 @@ fn send(
     }
 }
 
-/// The report's bands, as `EngineQuality::mos_histogram` documents them.
-fn band(mos: f64) -> usize {
-    [2.6, 3.1, 3.6, 4.0]
+/// The report's bands, as `EngineQuality::mos_histogram` documents them (G.109 R edges).
+fn band(r: f64) -> usize {
+    [50.0, 60.0, 70.0, 80.0, 90.0]
         .iter()
-        .filter(|&&edge| mos >= edge)
+        .filter(|&&edge| r >= edge)
         .count()
 }
 
@@ -123,6 +123,10 @@ fn the_quality_report_counts_every_session_and_bands_it_by_its_mos() {
     assert!(lane.drops >= 1, "the malformed packet is a drop: {lane:?}");
     assert!(lane.tick_p99_ns > 0 && lane.load > 0.0, "{lane:?}");
 
+    let r: Vec<f64> = ids
+        .iter()
+        .map(|&id| e.session_quality(id).unwrap().r_factor)
+        .collect();
     let mos: Vec<f64> = ids
         .iter()
         .map(|&id| e.session_quality(id).unwrap().mos)
@@ -134,10 +138,10 @@ fn the_quality_report_counts_every_session_and_bands_it_by_its_mos() {
         lossy.loss_percent
     );
     // 20% loss costs G.711 with concealment far more than a band (G.107: Bpl 25.1).
-    assert!(band(mos[2]) + 2 <= band(mos[0]), "{mos:?}");
-    let mut expected = [0usize; 5];
-    for &m in &mos {
-        expected[band(m)] += 1;
+    assert!(band(r[2]) + 2 <= band(r[0]), "{r:?}");
+    let mut expected = [0usize; 6];
+    for &x in &r {
+        expected[band(x)] += 1;
     }
     assert_eq!(report.mos_histogram, expected, "{mos:?}");
     let mean = mos.iter().sum::<f64>() / 4.0;
@@ -442,7 +446,7 @@ fn clean_call(e: &MediaEngine) -> CleanCall {
     // SSRC 100 (A) and 101 (B).
     send(e, &mut ing, &mut eg, &[a.id, b.id], 0, 3000, |_, _| false);
     let first = monitor.report(e);
-    assert_eq!(first.mos_histogram, [0, 0, 0, 0, 2], "{first:?}");
+    assert_eq!(first.mos_histogram, [0, 0, 0, 0, 0, 2], "{first:?}");
     CleanCall {
         a: a.id,
         b: b.id,
@@ -480,22 +484,23 @@ fn the_monitors_report_gives_each_interval_its_own_figures() {
     let a_now = e.session_quality(a).unwrap();
     let b_now = e.session_quality(b).unwrap();
     let second = monitor.report(&e);
-    // Over its life A lost 2.9% and still rates "very satisfied"; over these 10 s, 20%.
+    // Over its life A lost 2.9% and rates "satisfied" (G.109: R 80-90); over these 10 s,
+    // 20%.
     let whole = e.quality_report();
-    assert_eq!(whole.mos_histogram, [0, 0, 0, 0, 2], "{whole:?}");
+    assert_eq!(whole.mos_histogram, [0, 0, 0, 0, 1, 1], "{whole:?}");
     assert!(
-        band(a_now.mos) == 4 && a_now.loss_percent < 3.0,
+        band(a_now.r_factor) == 4 && a_now.loss_percent < 3.0,
         "{a_now:?}"
     );
     assert!(
-        second.mos_histogram[..2].iter().sum::<usize>() == 1 && second.mos_histogram[4] == 1,
+        second.mos_histogram[..2].iter().sum::<usize>() == 1 && second.mos_histogram[5] == 1,
         "{second:?}"
     );
     // The interval's MOS is what `since` makes of the snapshots at the two reports.
     let a_interval = a_now.since(&a_first).unwrap();
     let b_interval = b_now.since(&b_first).unwrap();
     assert!(
-        band(a_interval.mos) <= 1 && (18.0..=22.0).contains(&a_interval.loss_percent),
+        band(a_interval.r_factor) <= 1 && (18.0..=22.0).contains(&a_interval.loss_percent),
         "{a_interval:?}"
     );
     let mean = (a_interval.mos + b_interval.mos) / 2.0;
@@ -508,7 +513,7 @@ fn the_monitors_report_gives_each_interval_its_own_figures() {
     // the whole-life report still holds the drop.
     send(&e, &mut ing, &mut eg, &ids, 3500, 250, |_, _| false);
     let third = monitor.report(&e);
-    assert_eq!(third.mos_histogram, [0, 0, 0, 0, 2], "{third:?}");
+    assert_eq!(third.mos_histogram, [0, 0, 0, 0, 0, 2], "{third:?}");
     assert_eq!(
         (third.lanes[0].drops, third.lanes[0].deadline_overruns),
         (0, 0)
@@ -517,7 +522,7 @@ fn the_monitors_report_gives_each_interval_its_own_figures() {
 
     // No traffic since: nothing played, so no session is banded; an ended call leaves.
     let idle = monitor.report(&e);
-    assert_eq!((idle.sessions, idle.mos_histogram), (2, [0; 5]), "{idle:?}");
+    assert_eq!((idle.sessions, idle.mos_histogram), (2, [0; 6]), "{idle:?}");
     assert_eq!(idle.mean_mos, 0.0);
     // A call created since counts from its start.
     e.destroy_media_session(b).unwrap();
@@ -528,7 +533,7 @@ fn the_monitors_report_gives_each_interval_its_own_figures() {
     let after = monitor.report(&e);
     assert_eq!(
         (after.sessions, after.mos_histogram),
-        (3, [0, 0, 0, 0, 2]),
+        (3, [0, 0, 0, 0, 0, 2]),
         "{after:?}"
     );
 }
@@ -582,7 +587,7 @@ fn a_restarted_stream_adds_to_the_sessions_counts() {
     // The monitor's interval report bands A by the new stream's 20% loss.
     let second = monitor.report(&e);
     assert!(
-        second.mos_histogram[..2].iter().sum::<usize>() == 1 && second.mos_histogram[4] == 1,
+        second.mos_histogram[..2].iter().sum::<usize>() == 1 && second.mos_histogram[5] == 1,
         "{second:?}"
     );
     // Then the sender jumps its sequence numbers (RFC 3550 A.1 restarts the statistics

@@ -33,7 +33,13 @@ type QualityGauge = (
 );
 
 /// Lane counters that are gauges (a current value), not monotonic counters.
-const LANE_GAUGES: &[&str] = &["max_tick_ns", "last_tick_ns", "frame_slots_free"];
+const LANE_GAUGES: &[&str] = &[
+    "max_tick_ns",
+    "last_tick_ns",
+    "frame_slots_free",
+    "egress_spare",
+    "packet_slots_free",
+];
 /// Session counters that are gauges.
 const SESSION_GAUGES: &[&str] = &[
     "rx_expected",
@@ -204,6 +210,11 @@ impl MediaEngine {
         for (name, help, get) in quality {
             family(out, name, "gauge", help);
             for (labels, _, q) in &rows {
+                // No packet yet: nothing to rate (a MOS of a clean call would be exported
+                // for a call whose media never came).
+                if q.packets_expected == 0 && name != "media_core_session_concealment_ratio" {
+                    continue;
+                }
                 let _ = writeln!(out, "{name}{{{labels}}} {}", get(q));
             }
         }
@@ -293,8 +304,28 @@ mod tests {
         assert!(full.contains(&format!(
             "media_core_session_rx_packets_total{{{labels}}} 0"
         )));
-        assert!(full.contains(&format!("media_core_session_mos{{{labels}}}")));
+        // No packet yet: no MOS to export (it would read as a clean call).
+        assert!(!full.contains(&format!("media_core_session_mos{{{labels}}}")));
         assert!(full.contains("# TYPE media_core_session_jb_target_ms gauge"));
+        // Gauges that go down are not exported as counters.
+        for g in ["egress_spare", "packet_slots_free"] {
+            assert!(
+                full.contains(&format!("# TYPE media_core_lane_{g} gauge")),
+                "{g}"
+            );
+        }
+        let (mut ing, _eg) = e.take_rtp_handles(a.lane()).unwrap();
+        for k in 0..5u16 {
+            let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+            pkt[2..4].copy_from_slice(&k.to_be_bytes());
+            pkt[4..8].copy_from_slice(&(160 * u32::from(k)).to_be_bytes());
+            pkt.extend([0xFFu8; 160]);
+            ing.push(a.id, &pkt).unwrap();
+            e.step(2).unwrap();
+        }
+        let full = e.render_prometheus(PrometheusOptions { per_session: true });
+        check_format(&full);
+        assert!(full.contains(&format!("media_core_session_mos{{{labels}}}")));
         e.stop().unwrap();
     }
 }

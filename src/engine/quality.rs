@@ -40,13 +40,17 @@ pub struct EngineQuality {
     pub lanes: Vec<LaneQuality>,
     /// Live sessions.
     pub sessions: usize,
-    /// Sessions by MOS: `< 2.6`, `2.6–3.1`, `3.1–3.6`, `3.6–4.0`, `≥ 4.0` (ITU-T G.107
-    /// user-satisfaction bands: nearly all / many / some dissatisfied, satisfied, very satisfied).
-    /// Each session's MOS over the report's span: its whole life so far from
+    /// Sessions by the ITU-T G.109 / G.107 Annex B user-satisfaction category of their R
+    /// factor: `< 50` not recommended, `50–60` nearly all users dissatisfied, `60–70`
+    /// many, `70–80` some, `80–90` satisfied, `≥ 90` very satisfied (MOS `< 2.58`,
+    /// `2.58–3.10`, `3.10–3.60`, `3.60–4.03`, `4.03–4.34`, `≥ 4.34`). Each session's
+    /// figures over the report's span: its whole life so far from
     /// [`MediaEngine::quality_report`], the interval since the previous report from
-    /// [`QualityMonitor::report`].
-    pub mos_histogram: [usize; 5],
-    /// Mean MOS over sessions that have played audio.
+    /// [`QualityMonitor::report`]. Sessions that played no audio, or received no packet,
+    /// in the span are left out (nothing to rate: a call whose media stopped plays
+    /// concealment, which would rate as a clean call).
+    pub mos_histogram: [usize; 6],
+    /// Mean MOS over the sessions banded.
     pub mean_mos: f64,
 }
 
@@ -84,25 +88,22 @@ impl LaneQuality {
     }
 }
 
-/// A session's [`EngineQuality::mos_histogram`] band.
-fn mos_band(mos: f64) -> usize {
-    match mos {
-        m if m < 2.6 => 0,
-        m if m < 3.1 => 1,
-        m if m < 3.6 => 2,
-        m if m < 4.0 => 3,
-        _ => 4,
-    }
+/// A session's [`EngineQuality::mos_histogram`] band, from its R factor (G.109 edges).
+fn mos_band(r: f64) -> usize {
+    [50.0, 60.0, 70.0, 80.0, 90.0]
+        .iter()
+        .filter(|&&edge| r >= edge)
+        .count()
 }
 
 impl EngineQuality {
     /// The report from the lanes' figures and the sessions' snapshots (those that played
-    /// no audio are left out of the bands and the mean).
+    /// no audio or received no packet are left out of the bands and the mean).
     fn new(lanes: Vec<LaneQuality>, sessions: impl Iterator<Item = QualitySnapshot>) -> Self {
-        let mut hist = [0usize; 5];
+        let mut hist = [0usize; 6];
         let (mut sum, mut n) = (0.0, 0usize);
-        for q in sessions.filter(|q| q.frames_played > 0) {
-            hist[mos_band(q.mos)] += 1;
+        for q in sessions.filter(|q| q.frames_played > 0 && q.packets_expected > 0) {
+            hist[mos_band(q.r_factor)] += 1;
             sum += q.mos;
             n += 1;
         }
@@ -633,6 +634,35 @@ impl QualityMonitor {
 mod tests {
     use super::*;
     use crate::runtime::stats::TickHistogram;
+
+    /// Bands follow G.109's R edges (a clean G.711 call at R 92.9 is "very satisfied",
+    /// one at 2.9% loss, R 83, "satisfied": the old MOS edges called both the top band),
+    /// and a session that received no packet in the span is not banded (its concealment
+    /// would rate as a clean call).
+    #[test]
+    fn sessions_are_banded_by_g109_r_and_only_when_packets_came() {
+        let q = |r_factor: f64, expected: u64| QualitySnapshot {
+            r_factor,
+            mos: crate::quality::emodel::mos_from_r(r_factor),
+            packets_expected: expected,
+            frames_played: 100,
+            ..Default::default()
+        };
+        let report = EngineQuality::new(
+            Vec::new(),
+            [
+                q(92.9, 50),
+                q(83.0, 50),
+                q(75.0, 50),
+                q(65.0, 50),
+                q(55.0, 50),
+                q(40.0, 50),
+                q(92.9, 0),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(report.mos_histogram, [1, 1, 1, 1, 1, 1]);
+    }
 
     #[test]
     fn a_sessions_own_media_timeout_is_forgotten_when_it_ends() {

@@ -486,6 +486,7 @@ impl JitterStage {
                         {
                             std::mem::swap(&mut new.dtmf, &mut cur.dtmf);
                             new.dtmf_ssrc = cur.dtmf_ssrc;
+                            b.digit_kept = true;
                         } else if let Some(d) = cur.dtmf.finish() {
                             report_digit_end(
                                 &mut self.events,
@@ -1357,7 +1358,25 @@ impl DecodeStage {
         if stale_app {
             self.clear_app_queue(slot);
         }
-        if matches!(b.op, Op::Create | Op::Update | Op::Destroy | Op::Route) {
+        // Not when the receiver went on across an update, nor when a route is refreshed
+        // towards the same session (the update's bridge routes): the digit's own end
+        // comes.
+        let kept = match b.op {
+            Op::Update => b.digit_kept,
+            Op::Route => {
+                let dst = self.sessions[slot]
+                    .as_ref()
+                    .and_then(|p| p.route)
+                    .map(|r| r.dst_slot);
+                self.open_digits
+                    .get(slot)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|(open_dst, _)| Some(open_dst) == dst)
+            }
+            _ => false,
+        };
+        if matches!(b.op, Op::Create | Op::Update | Op::Destroy | Op::Route) && !kept {
             // A digit forwarded from this session that will now never see its end (the
             // route changed, the receiver was replaced, the session went) ends here.
             if let Some(open) = self.open_digits.get_mut(slot) {

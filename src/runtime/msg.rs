@@ -297,6 +297,10 @@ pub struct Bundle {
     /// and timestamp, as built) instead of continuing the session's: the send clock rate
     /// changed (RFC 7160 §4.1).
     pub new_stream: bool,
+    /// For [`Op::Update`], set by the jitter stage: the RFC 4733 receiver went on across
+    /// the update (events come the same way), so a digit being received and forwarded
+    /// goes on too: the decode stage leaves it open for its own end.
+    pub digit_kept: bool,
 }
 
 impl Bundle {
@@ -315,6 +319,7 @@ impl Bundle {
             dtmf: None,
             resampler: None,
             new_stream: false,
+            digit_kept: false,
         })
     }
 }

@@ -481,30 +481,53 @@ impl DtmfSender {
     }
 
     fn stop_matching(&mut self, event: Option<u8>, min_duration_ts: u32) {
-        let matches = |e: u8| event.is_none_or(|want| want == e);
-        let queued = match self.pending.as_mut().filter(|q| matches(q.event)) {
-            Some(q) => Some(q),
-            None => self
-                .waiting
+        let Some(event) = event else {
+            // `stop`: the newest event (the queued one's key went up, else the current's).
+            if let Some(q) = self
+                .pending
                 .as_mut()
-                .map(|(q, _)| q)
-                .filter(|q| matches(q.event)),
-        };
-        if let Some(q) = queued {
-            // The queued event's key went up: it will be sent as a short event, or as
-            // one of the given length.
-            if min_duration_ts > 0 && q.duration_ts.is_none() {
-                q.duration_ts = Some(min_duration_ts);
-            } else {
-                q.stopped = true;
+                .or(self.waiting.as_mut().map(|(q, _)| q))
+            {
+                Self::stop_queued(q, min_duration_ts);
+            } else if let Some(tx) = self.tx.as_mut() {
+                Self::stop_current(tx, min_duration_ts);
             }
             return;
+        };
+        // `stop_event`: the open-ended event of that code (a forwarded digit, started
+        // until its end), oldest first; never one of fixed length beside it (the API's),
+        // which ends on its own.
+        if let Some(tx) = self.tx.as_mut().filter(|tx| {
+            tx.event == event
+                && tx.requested_ts.is_none()
+                && !tx.stop_requested
+                && tx.stop_at.is_none()
+        }) {
+            Self::stop_current(tx, min_duration_ts);
+            return;
         }
-        if let Some(tx) = self.tx.as_mut().filter(|tx| matches(tx.event)) {
-            if tx.stop_at.is_none() {
-                tx.stop_requested = true;
-                tx.min_end = tx.min_end.max(u64::from(min_duration_ts));
-            }
+        let open = |q: &&mut Queued| q.event == event && q.duration_ts.is_none() && !q.stopped;
+        if let Some(q) = self.waiting.as_mut().map(|(q, _)| q).filter(open) {
+            Self::stop_queued(q, min_duration_ts);
+        } else if let Some(q) = self.pending.as_mut().filter(open) {
+            Self::stop_queued(q, min_duration_ts);
+        }
+    }
+
+    /// A queued event's key went up: it will be sent as a short event, or as one of the
+    /// given length.
+    fn stop_queued(q: &mut Queued, min_duration_ts: u32) {
+        if min_duration_ts > 0 && q.duration_ts.is_none() {
+            q.duration_ts = Some(min_duration_ts);
+        } else {
+            q.stopped = true;
+        }
+    }
+
+    fn stop_current(tx: &mut Transmission, min_duration_ts: u32) {
+        if tx.stop_at.is_none() {
+            tx.stop_requested = true;
+            tx.min_end = tx.min_end.max(u64::from(min_duration_ts));
         }
     }
 
@@ -1098,6 +1121,48 @@ mod tests {
     /// Two digits typed back to back at a 10 ms ptime: the end packets alone leave 20 ms
     /// between them; with a 40 ms least gap the second starts 40 ms after the first ends,
     /// audio (no poll) in between. Without a gap the old timing holds.
+    /// The review's case: a forwarded '5' (open-ended) waits behind an API digit while
+    /// the API queues a '5' of its own; the forwarded end stops the forwarded '5', and the
+    /// API's plays its full length. Before, the end marked the API's stopped and the
+    /// forwarded one was sent for ever.
+    #[test]
+    fn a_forwarded_end_stops_the_open_ended_digit_not_the_apis() {
+        let mut tx = DtmfSender::new(80).unwrap().with_min_gap(320);
+        tx.start(3, 10, Some(800)).unwrap();
+        tx.start(5, 10, None).unwrap();
+        let mut buf = [0u8; 4];
+        let mut ts = 0u32;
+        let mut step = |tx: &mut DtmfSender, ts: &mut u32| {
+            let out = if tx.active_at(*ts) {
+                tx.poll(*ts, &mut buf)
+                    .map(|p| (p.timestamp, EventPayload::parse(&buf).unwrap()))
+            } else {
+                None
+            };
+            *ts += 80;
+            out
+        };
+        // Until '3' is over and the forwarded '5' waits for its gap.
+        while tx.is_sending() {
+            step(&mut tx, &mut ts);
+        }
+        tx.start(5, 10, Some(800)).unwrap();
+        tx.stop_event(5, 800);
+        let mut ends = vec![];
+        for _ in 0..5_000 {
+            if let Some((_, p)) = step(&mut tx, &mut ts) {
+                if p.end {
+                    ends.push((p.event, p.duration));
+                }
+            }
+        }
+        assert!(tx.is_idle(), "a digit is still being sent");
+        assert_eq!(
+            ends,
+            [(5, 800), (5, 800), (5, 800), (5, 800), (5, 800), (5, 800)]
+        );
+    }
+
     #[test]
     fn back_to_back_digits_leave_the_least_gap_between_them() {
         for (gap, want) in [(320u32, 320u32), (0, 160)] {

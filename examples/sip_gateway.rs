@@ -448,6 +448,10 @@ struct Gateway {
     by_call_id: HashMap<String, (u64, Side)>,
     by_session: HashMap<SessionId, (u64, Side)>,
     free_ports: Vec<u16>,
+    /// The SDP session id (`o=`) of the leg on each RTP port, from `sdp_sessions`.
+    sdp_ids: HashMap<u16, u64>,
+    /// SDP sessions started so far.
+    sdp_sessions: u64,
     next_call: u64,
     rng: u64,
     totals: Totals,
@@ -529,7 +533,7 @@ impl Gateway {
         use sdp::description::common::{Address, ConnectionInformation};
         let leg_port = media_lines
             .iter()
-            .map(|m| m.media_name.port.value.max(0) as u64)
+            .map(|m| m.media_name.port.value.clamp(0, 65_535) as u16)
             .find(|&p| p != 0)
             .unwrap_or(0);
         use sdp::description::session::{Origin, TimeDescription, Timing};
@@ -543,9 +547,11 @@ impl Gateway {
             version: 0,
             origin: Origin {
                 username: "media-core".into(),
-                // RFC 3264 §8: one session id for all of a leg's descriptions (its RTP
-                // port, unique among live legs), the version bumped by the caller.
-                session_id: ((u64::from(std::process::id()) << 16) | leg_port) ^ 0x5bd1e995,
+                // RFC 3264 §8: one session id for all of a leg's descriptions (given
+                // when its port was), the version bumped by the caller.
+                session_id: (u64::from(std::process::id()) << 32)
+                    ^ self.sdp_ids.get(&leg_port).copied().unwrap_or(0)
+                    ^ 0x5bd1e995,
                 session_version: version,
                 network_type: "IN".into(),
                 address_type: addr_type.into(),
@@ -706,6 +712,10 @@ impl Gateway {
             let rtp = UdpSocket::bind((self.args.media_ip, p));
             let rtcp = UdpSocket::bind((self.args.media_ip, p + 1));
             if let (Ok(r), Ok(c)) = (rtp, rtcp) {
+                // A new leg on this port: a new SDP session id (RFC 4566 §5.2), kept for
+                // all of its descriptions.
+                self.sdp_sessions += 1;
+                self.sdp_ids.insert(p, self.sdp_sessions);
                 return Some((p, r, c));
             }
             // Busy (another program): try it again later.
@@ -1757,11 +1767,13 @@ impl Gateway {
         };
         let text = body_text(&resp.body).ok_or("no SDP in re-INVITE answer")?;
         let ans = MediaOffer::from_sdp(&text)?;
-        let media = process_answer(&offer, &ans)?;
+        let mut media = process_answer(&offer, &ans)?;
         let id = leg.session.ok_or("no session on the leg")?;
         let prev = leg.media.clone().ok_or("no media on the leg")?;
         let mut params = MediaSessionParams::from_negotiated(&media)?;
+        // The call's ptime stays (bridged legs share one), and the leg's record says it.
         params.ptime = MediaSessionParams::from_negotiated(&prev)?.ptime;
+        media.ptime_ms = params.ptime.ms();
         self.opus_overrides(&mut params, &media);
         self.voice_settings(&mut params);
         let t = Instant::now();
@@ -2179,6 +2191,8 @@ fn main() -> Result<(), BoxError> {
         by_call_id: HashMap::new(),
         by_session: HashMap::new(),
         free_ports,
+        sdp_ids: HashMap::new(),
+        sdp_sessions: 0,
         next_call: 1,
         rng: seed,
         totals: Totals::default(),

@@ -250,7 +250,8 @@ counter_block! {
         /// Concealment messages not sent because a downstream stage was backed up.
         stage_backlog_drops,
         /// Events dropped because the event ring was full, or because the control plane
-        /// already held 65,536 events nobody had polled (the oldest went).
+        /// already held 65,536 events nobody had polled (the oldest went, counted on the
+        /// lane whose events were being taken in, whichever lane it came from).
         events_dropped,
         /// Frame slab slots currently free (gauge).
         frame_slots_free,

@@ -4,7 +4,8 @@
 //! [`sdp`] crate description), gets back a [`NegotiatedMedia`] saying which payload type
 //! to send with, which payload types to accept inbound, the packet time and the Opus
 //! encoder settings, and writes the answer's `m=audio` section with
-//! [`NegotiatedMedia::to_sdp_answer`].
+//! [`NegotiatedMedia::to_sdp_answer`] (with [`answer_sections`], one `m=` line per offered
+//! section, the others rejected). [`answer`] refuses transports other than plain RTP.
 //!
 //! - Answerer side: [`MediaOffer::from_sdp`] then [`answer`] (or [`negotiate_reoffer`]
 //!   for a re-INVITE of a running session).

@@ -11,8 +11,9 @@ impl MediaEngine {
     /// packet, duration updates every packet interval, the end packet three times
     /// (§2.5.1.4), long events segmented; the event packets replace the session's audio
     /// while they last. Through the command queue (never blocks). A digit asked for while
-    /// one is being sent waits for its end packets and follows it (one waits; a third is
-    /// refused on the lane and counted, `tx_dtmf_refused`).
+    /// one is being sent waits for its end packets and follows it 40 ms later (ITU-T Q.24),
+    /// audio sent in the gap (one waits; a third is refused on the lane and counted,
+    /// `tx_dtmf_refused`).
     ///
     /// Errors: [`Error::UnknownSession`]; [`Error::UnsupportedParameters`] when the session
     /// negotiated no telephone-event payload type to send with

@@ -20,8 +20,8 @@ use super::MediaEngine;
 /// What [`MediaEngine::render_prometheus`] includes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PrometheusOptions {
-    /// Add every live session's counters and quality (MOS, loss, jitter, and the echo
-    /// canceller's ERLE where one runs).
+    /// Add every live session's counters and quality (MOS, R, loss, jitter once a packet
+    /// came; the concealment ratio; the echo canceller's ERLE where one runs).
     pub per_session: bool,
 }
 

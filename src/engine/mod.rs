@@ -453,7 +453,9 @@ impl MediaEngine {
     /// sends digits. A bridge the session
     /// was part of is dissolved; [`MediaEngine::detach_audio`] (or
     /// [`MediaEngine::unbridge`]) detaches it again, and [`MediaEngine::bridge`] replaces
-    /// the attachment.
+    /// the attachment. Each attachment is new: frames written for an earlier one (a detach
+    /// and attach to flush a prompt) never play in it; they come back counted
+    /// (`app_in_dropped`).
     ///
     /// Errors: [`Error::UnknownSession`]; [`Error::RingFull`] if the lane's command ring
     /// has no room (nothing changed).

@@ -512,7 +512,8 @@ impl QualityMonitor {
     /// load over the ticks in between, and the deadline overruns and drops in it; per
     /// session its loss, concealment and MOS over the packets in between
     /// ([`QualitySnapshot::since`]), banded as [`EngineQuality::mos_histogram`] says. A
-    /// session that played nothing in the interval is left out of the bands and the mean;
+    /// session that played nothing, or received no packet, in the interval is left out of
+    /// the bands and the mean;
     /// one whose counters started over (a new stream) counts from its new start.
     ///
     /// What an operator's dashboard wants every few seconds: [`MediaEngine::quality_report`]

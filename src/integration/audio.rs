@@ -80,8 +80,9 @@ impl AudioHandle {
     /// ([`MediaEngine::attach_audio`](crate::MediaEngine::attach_audio)); [`Error::RingFull`]
     /// if every frame slot is taken (the application writes far ahead, or the lane is
     /// stalled). A frame that is not the session's length, or beyond its queue, or one the
-    /// lane takes after the session was detached, is dropped by the lane and counted in the
-    /// lane's `app_in_dropped`.
+    /// lane takes after the session was detached, or one written for an earlier
+    /// attachment of the session (each attach has its epoch), is dropped by the lane and
+    /// counted in the lane's `app_in_dropped`.
     pub fn write(&mut self, session: SessionId, pcm: &[i16]) -> Result<(), Error> {
         if pcm.len() > self.max_samples {
             return Err(Error::FrameTooLarge {

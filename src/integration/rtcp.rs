@@ -20,6 +20,9 @@
 //!   block: fraction lost over the interval (Appendix A.3), cumulative lost, extended
 //!   highest sequence number, interarrival jitter, LSR and DLSR.
 //! - [`round_trip`] computes RTT = A − LSR − DLSR (§6.4.1) from a received report block.
+//! - [`SourceTracker`] follows, on the transport's side, the source a report block is
+//!   about and its extended highest sequence number (which [`SessionStats`] does not
+//!   carry).
 //!
 //! Times are NTP timestamps ([`NtpTime`], 32.32 fixed point seconds since 1900); LSR, DLSR
 //! and the round trip use the middle 32 bits (16.16 seconds).
@@ -876,7 +879,8 @@ pub struct ReceiveCounts {
 
 impl ReceiveCounts {
     /// The counts of a media-core session. [`SessionStats`] does not carry the extended
-    /// highest sequence number, so the transport passes the one it tracked itself.
+    /// highest sequence number, so the transport passes the one it tracked itself
+    /// ([`SourceTracker::highest_seq_ext`]).
     ///
     /// `received` is taken as `rx_expected - rx_lost`, both from the session's RFC 3550
     /// sequence tracking, which counts every packet of the stream: audio, keepalives,

@@ -17,10 +17,13 @@ pub trait MediaCapabilityProvider {
     fn audio_capabilities(&self) -> LocalCapabilities;
 
     /// Answers a remote offer: the negotiated media (to write the SDP answer from) and the
-    /// session parameters it implies (to create the dialog's media session with).
+    /// session parameters it implies (to create the dialog's media session with). The
+    /// ptime is fitted to the engine ([`MediaEngine::fit_ptime`]) and the media carries
+    /// the fitted one.
     ///
-    /// Errors: [`Error::Negotiation`] (no common codec: both lists are named; port 0),
-    /// [`Error::UnsupportedParameters`] when the result cannot be run.
+    /// Errors: [`Error::Negotiation`] (no common codec: both lists are named; port 0; a
+    /// transport other than plain RTP), [`Error::UnsupportedParameters`] when the result
+    /// cannot be run, [`Error::PayloadTooLarge`] when even 10 ms does not fit.
     fn negotiate_media(
         &self,
         offer: &MediaOffer,
@@ -36,7 +39,9 @@ pub trait MediaSessionProvider {
         dialog: DialogId,
         params: MediaSessionParams,
     ) -> Result<MediaSessionHandle, Error>;
-    /// Applies renegotiated parameters (codec, ptime, processing) to a live session.
+    /// Applies renegotiated parameters (codec, ptime, processing) to a live session. A send
+    /// clock change without `tx_ssrc` starts a new RTP stream (RFC 7160 §4.1; see
+    /// [`MediaEngine::update_media_session`]).
     fn update_session(&self, id: SessionId, params: MediaSessionParams) -> Result<(), Error>;
     /// Ends the session; its resources return to the lane once it retires.
     fn destroy_session(&self, id: SessionId) -> Result<(), Error>;

@@ -4,8 +4,10 @@
 //! caller-owned buffers):
 //!
 //! - [`EventPayload`]: the 4-byte payload of RFC 4733 §2.3, parsed and written.
-//! - [`DtmfSender`]: what the encode stage calls once per packet interval while a digit
-//!   is being sent. It decides marker, timestamp, duration, end bit, the three copies of
+//! - [`DtmfSender`]: what the encode stage asks each packet interval
+//!   ([`DtmfSender::active_at`], then `poll` while a digit is being sent; audio otherwise,
+//!   including the gap it keeps between digits). It decides marker, timestamp, duration,
+//!   end bit, the three copies of
 //!   the final packet and the segmentation of long events; the caller owns sequence
 //!   numbers, SSRC and the socket.
 //! - [`DtmfReceiver`]: turns received event packets (with their retransmissions, losses
@@ -294,9 +296,10 @@ pub struct EventPacket {
 ///    packet reporting 0xFFFF without the E bit (also sent three times), and the next
 ///    segment starts at the previous timestamp + 0xFFFF, without the marker (§2.5.1.3).
 ///
-/// Then `poll` returns `None` and [`DtmfSender::is_idle`] is true. The gap between two
-/// digits is the caller's: RFC 4733 receivers, and the tones they regenerate (ITU-T
-/// Q.24), need a pause of about 40 ms or more between events.
+/// Then `poll` returns `None` and [`DtmfSender::is_idle`] is true (unless another digit is
+/// queued). RFC 4733 receivers, and the tones they regenerate (ITU-T Q.24), need a pause of
+/// about 40 ms or more between events: [`DtmfSender::with_min_gap`] keeps one before a
+/// queued digit (the engine's sessions set 40 ms), otherwise the gap is the caller's.
 #[derive(Debug, Clone)]
 pub struct DtmfSender {
     interval_ts: u32,
@@ -389,7 +392,8 @@ impl DtmfSender {
     /// `volume` -dBm0 (0..=63; 10 is typical) for `duration_ts` timestamp units, or
     /// until [`DtmfSender::stop`] when `None`. The event starts at the next `poll`, or,
     /// when the current event is ending (stopped, or of fixed length), right after its
-    /// end packets: one event waits so quickly typed digits are not lost.
+    /// end packets and the least gap ([`DtmfSender::with_min_gap`]): one event waits so
+    /// quickly typed digits are not lost.
     ///
     /// Called on the real-time thread; never allocates or panics.
     pub fn start(
@@ -568,7 +572,8 @@ impl DtmfSender {
     }
 
     /// Produces the packet for the interval whose audio would carry `media_ts`, writing
-    /// its payload into `out`, or returns `None` when idle. See the type's docs for the
+    /// its payload into `out`, or returns `None` when no event is being sent (idle, or one
+    /// waiting for its gap: see [`DtmfSender::active_at`]). See the type's docs for the
     /// sequence. When `out` is shorter than [`EventPayload::LEN`], nothing is written,
     /// the state does not advance and `None` is returned.
     ///

@@ -86,9 +86,11 @@ pub struct DspConfig {
     pub rx_gain_db: f32,
     /// Echo canceller.
     pub aec: Option<aec::AecConfig>,
-    /// In-band DTMF detection (digits become engine events). On a session that has
-    /// received RFC 4733 events, digits are reported from those only: the tones such a
-    /// peer may leave in its audio are not reported (or forwarded) a second time.
+    /// In-band DTMF detection (digits become engine events). On a session that negotiated
+    /// telephone-event and has received RFC 4733 events since its current parameters took
+    /// effect, digits are reported from those only: the tones such a peer may leave in its
+    /// audio are not reported (or forwarded) a second time. A re-INVITE that drops
+    /// telephone-event, or brings another peer, hears in-band digits again.
     pub dtmf: Option<dtmf_detector::DtmfDetectorConfig>,
     /// Noise suppression.
     pub ns: Option<ns::NsConfig>,

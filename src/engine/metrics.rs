@@ -135,6 +135,11 @@ impl MediaEngine {
             }
             let _ = writeln!(
                 out,
+                "media_core_lane_tick_seconds_sum{{lane=\"{lane}\"}} {}",
+                h.sum() as f64 * 1e-9
+            );
+            let _ = writeln!(
+                out,
                 "media_core_lane_tick_seconds_count{{lane=\"{lane}\"}} {}",
                 h.count()
             );
@@ -256,6 +261,7 @@ mod tests {
             let name = series.split('{').next().unwrap();
             let family = name
                 .strip_suffix("_count")
+                .or_else(|| name.strip_suffix("_sum"))
                 .filter(|f| declared.contains(*f))
                 .unwrap_or(name);
             assert!(declared.contains(family), "{name} has no TYPE line");
@@ -292,6 +298,13 @@ mod tests {
         assert!(lean.contains("# TYPE media_core_lane_frame_slots_free gauge"));
         assert!(lean.contains("media_core_lane_ticks_total{lane=\"1\"}"));
         assert!(lean.contains("media_core_lane_tick_seconds{lane=\"0\",quantile=\"0.99\"}"));
+        // A summary has its sum (a mean tick time is sum / count), and it is not zero once
+        // ticks ran.
+        let sum_line = lean
+            .lines()
+            .find(|l| l.starts_with("media_core_lane_tick_seconds_sum{lane=\"0\"}"))
+            .expect("the summary's _sum");
+        assert!(sum_line.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap() > 0.0);
         assert!(!lean.contains("media_core_session_rx_packets_total"));
 
         let full = e.render_prometheus(PrometheusOptions { per_session: true });

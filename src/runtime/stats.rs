@@ -348,12 +348,15 @@ const BUCKETS: usize = SUB * 42;
 #[derive(Debug)]
 pub struct TickHistogram {
     buckets: Box<[Counter]>,
+    /// The values recorded, summed (a Prometheus summary's `_sum`).
+    sum: Counter,
 }
 
 impl Default for TickHistogram {
     fn default() -> Self {
         TickHistogram {
             buckets: (0..BUCKETS).map(|_| Counter::new()).collect(),
+            sum: Counter::new(),
         }
     }
 }
@@ -383,12 +386,14 @@ impl TickHistogram {
     #[inline]
     pub fn record(&self, ns: u64) {
         self.buckets[bucket_of(ns)].inc();
+        self.sum.add(ns);
     }
 
     /// Copies the bucket counts (each read atomic).
     pub fn snapshot(&self) -> HistogramSnapshot {
         HistogramSnapshot {
             counts: self.buckets.iter().map(|c| c.get()).collect(),
+            sum: self.sum.get(),
         }
     }
 }
@@ -397,12 +402,18 @@ impl TickHistogram {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistogramSnapshot {
     counts: Vec<u64>,
+    sum: u64,
 }
 
 impl HistogramSnapshot {
     /// Values recorded.
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
+    }
+
+    /// The values recorded, summed (exact, unlike the quantiles).
+    pub fn sum(&self) -> u64 {
+        self.sum
     }
 
     /// The value at quantile `q` (0.0..=1.0), as the upper edge of its bucket (so an
@@ -441,6 +452,7 @@ impl HistogramSnapshot {
                 .zip(&earlier.counts)
                 .map(|(a, b)| a.saturating_sub(*b))
                 .collect(),
+            sum: self.sum.saturating_sub(earlier.sum),
         }
     }
 }
@@ -448,6 +460,19 @@ impl HistogramSnapshot {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_histogram_sums_exactly_what_it_recorded_and_its_difference_does_too() {
+        let h = TickHistogram::default();
+        for v in [1_000u64, 2_500, 3_333_333] {
+            h.record(v);
+        }
+        let a = h.snapshot();
+        assert_eq!((a.count(), a.sum()), (3, 3_336_833));
+        h.record(7);
+        let b = h.snapshot();
+        assert_eq!((b.since(&a).count(), b.since(&a).sum()), (1, 7));
+    }
 
     #[test]
     fn histogram_buckets_are_monotonic_and_within_six_percent() {

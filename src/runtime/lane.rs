@@ -2085,20 +2085,15 @@ impl DspStage {
                                 {
                                     g.store(erle.to_bits(), Ordering::Relaxed);
                                 }
-                                if let Some(r) = part.resampler.as_mut() {
-                                    // To the peer's rate (e.g. G.722 16 kHz -> PCMU 8 kHz).
-                                    let n =
-                                        r.process(&f.pcm[..f.samples], scratch).min(f.pcm.len());
-                                    f.pcm[..n].copy_from_slice(&scratch[..n]);
-                                    f.samples = n;
-                                }
-                            } else if let (true, Some(r)) = (f.samples > 0, part.resampler.as_mut())
+                            }
+                            // To the peer's rate (e.g. G.722 16 kHz -> PCMU 8 kHz); also a
+                            // relayed payload decoded all the same (the peer's echo
+                            // canceller takes it as its reference; Opus relays between
+                            // sessions at different Opus rates), or the reference would be
+                            // 48 kHz audio read as 8 kHz.
+                            if let (true, Some(r)) =
+                                (!f.relay || f.samples > 0, part.resampler.as_mut())
                             {
-                                // A relayed payload decoded all the same (the peer's echo
-                                // canceller takes it as its reference; Opus relays between
-                                // sessions at different Opus rates): its PCM goes to the
-                                // peer's rate too, or the reference would be 48 kHz audio
-                                // read as 8 kHz.
                                 let n = r.process(&f.pcm[..f.samples], scratch).min(f.pcm.len());
                                 f.pcm[..n].copy_from_slice(&scratch[..n]);
                                 f.samples = n;

@@ -80,9 +80,7 @@ impl LiveTable {
     /// True when `slot` holds the session of `generation`. Real-time safe: one load.
     #[inline]
     pub fn is_live(&self, slot: u32, generation: u32) -> bool {
-        self.slots.get(slot as usize).is_some_and(|s| {
-            s.load(Ordering::Acquire) & !EPOCH_MASK == LIVE | (generation & 0xFF_FFFF)
-        })
+        self.live_epoch(slot, generation).is_some()
     }
 }
 

@@ -408,23 +408,16 @@ impl DtmfSender {
         if duration_ts == Some(0) {
             return Err(EventError::ZeroDuration);
         }
-        if let Some(tx) = &self.tx {
-            // The current event is ending (or has a fixed length): queue this one.
-            let ending = tx.stop_requested || tx.stop_at.is_some() || tx.requested_ts.is_some();
-            if !ending || self.pending.is_some() {
-                return Err(EventError::Busy);
+        // Behind an event being sent, queued when that one is ending (or has a fixed
+        // length); behind one waiting for its gap, always.
+        let may_queue = match &self.tx {
+            Some(tx) => {
+                Some(tx.stop_requested || tx.stop_at.is_some() || tx.requested_ts.is_some())
             }
-            self.pending = Some(Queued {
-                event,
-                volume,
-                duration_ts,
-                stopped: false,
-            });
-            return Ok(());
-        }
-        if self.waiting.is_some() {
-            // One waits for its gap: this one comes after it.
-            if self.pending.is_some() {
+            None => self.waiting.is_some().then_some(true),
+        };
+        if let Some(may_queue) = may_queue {
+            if !may_queue || self.pending.is_some() {
                 return Err(EventError::Busy);
             }
             self.pending = Some(Queued {

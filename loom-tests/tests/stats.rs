@@ -342,3 +342,60 @@ fn gen1_snapshot_never_shows_gen2_counts_exhaustive() {
     });
     assert!(seen.contains(&Some((100, 0))), "{seen:?}");
 }
+
+/// State kept beside the counter block and guarded by its sequence (a slot's `LossCell`:
+/// zeroed in `begin_generation_with`, read in `read_with`) follows the same rule: a
+/// generation-2 read never returns generation-1 state, a generation-1 read racing
+/// `begin_generation_with(2)` never returns the zeroing or generation-2 state, and one
+/// reader's generation-2 reads never go backwards. One word stands for the cell (its words
+/// are written and read alike, one relaxed access each).
+///
+/// Writer: `begin_generation_with(1, w = 7)`, `w = 100`, `begin_generation_with(2, w = 0)`,
+/// `w = 1`. Reader: `read_with(1)`, then `read_with(2)` twice.
+#[test]
+fn state_beside_the_block_follows_its_generation() {
+    type Seen = (Option<u64>, Option<u64>, Option<u64>);
+    let (seen, _) = outcomes(|| -> Seen {
+        let cell = Arc::new(SessionCell::default());
+        let word = Arc::new(AtomicU64::new(0));
+        let reader = {
+            let (cell, word) = (cell.clone(), word.clone());
+            thread::spawn(move || {
+                let load = || word.load(Ordering::Relaxed);
+                let g1 = cell.read_with(1, load);
+                let a = cell.read_with(2, load);
+                let b = cell.read_with(2, load);
+                assert!(
+                    matches!(g1, None | Some(7) | Some(100)),
+                    "gen 1 read {g1:?}"
+                );
+                for v in [a, b].into_iter().flatten() {
+                    assert!(v <= 1, "gen-1 state under gen 2: {v}");
+                }
+                if let (Some(a), Some(b)) = (a, b) {
+                    assert!(b >= a, "went backwards: {a} then {b}");
+                }
+                (g1, a, b)
+            })
+        };
+        cell.begin_generation_with(1, || word.store(7, Ordering::Relaxed));
+        word.store(100, Ordering::Relaxed);
+        cell.begin_generation_with(2, || word.store(0, Ordering::Relaxed));
+        word.store(1, Ordering::Relaxed);
+        let seen = reader.join().unwrap();
+        assert_eq!(cell.read_with(2, || word.load(Ordering::Relaxed)), Some(1));
+        assert_eq!(cell.read_with(1, || 0), None);
+        seen
+    });
+    // Loom explored the races: a gen-1 read of the gen-1 state, gen-2 reads before and
+    // after its write, and reads that found another generation.
+    assert!(seen.iter().any(|s| s.0 == Some(100)), "{seen:?}");
+    assert!(
+        seen.iter().any(|s| s.1 == Some(0) && s.2 == Some(1)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|s| s.0.is_none() && s.1.is_none()),
+        "{seen:?}"
+    );
+}

@@ -7,6 +7,7 @@ use crate::quality::monitor::{
     evaluate, suggest, suggest_complexity, suggest_opus, QualityAdjustment, QualityEvent,
     QualitySnapshot, QualityThresholds, SessionFlags,
 };
+use crate::quality::rtp_stats::LOSS_WINDOW;
 use crate::runtime::msg::{Bundle, Op, Tune};
 use crate::runtime::stats::HistogramSnapshot;
 use crate::types::{Ptime, SessionId};
@@ -130,17 +131,19 @@ impl MediaEngine {
     /// A session's receive quality now: loss, jitter, concealment, jitter buffer and an
     /// E-model MOS. Reads counters without stopping the lane.
     pub fn session_quality(&self, id: SessionId) -> Result<QualitySnapshot> {
-        let (codec, ptime, rtt, erle) = {
+        let (codec, ptime, rtt, erle, pattern) = {
             let g = self.lock();
             let rec = g.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
             let rx = rec.params.rx_codecs();
             let codec = rx.first().map(|c| c.codec).unwrap_or(rec.params.tx.codec);
             // Read while the id is live, so the slot is still this session's.
-            let erle = g.lanes[id.lane()].ctl.shared.echo_erle_db(id.slot);
-            (codec, rec.params.ptime, rec.round_trip_ms, erle)
+            let shared = &g.lanes[id.lane()].ctl.shared;
+            let erle = shared.echo_erle_db(id.slot);
+            let pattern = shared.loss_pattern(id.slot, id.generation);
+            (codec, rec.params.ptime, rec.round_trip_ms, erle, pattern)
         };
         let stats = self.session_stats(id)?;
-        Ok(QualitySnapshot {
+        let q = QualitySnapshot {
             echo_erle_db: erle.map(f64::from),
             ..QualitySnapshot::from_stats(
                 &stats,
@@ -149,6 +152,13 @@ impl MediaEngine {
                 ptime.ms(),
                 rtt,
             )
+        };
+        Ok(match pattern {
+            Some(p) => q.with_loss_pattern(
+                &p.snapshot(stats.rx_expected, u64::from(LOSS_WINDOW)),
+                ptime.ms(),
+            ),
+            None => q,
         })
     }
 

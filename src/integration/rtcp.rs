@@ -886,8 +886,9 @@ impl ReceiveCounts {
     /// sequence tracking, which counts every packet of the stream: audio, keepalives,
     /// RFC 4733 events and RFC 3389 SIDs alike. (`rx_packets` counts audio and
     /// keepalives only, and packets still on probation, so with it every event or SID
-    /// packet would read as lost.) `rx_lost` is clamped at zero, so duplicates never make
-    /// the cumulative loss negative here.
+    /// packet would read as lost.) `rx_lost` counts the sequence numbers never received,
+    /// so duplicates neither hide losses nor make the cumulative loss negative here (A.3
+    /// would count a copy as received).
     pub fn from_session_stats(s: &SessionStats, highest_seq_ext: u32) -> Self {
         ReceiveCounts {
             expected: s.rx_expected,

@@ -6,7 +6,10 @@
 //! reading quality never stalls a lane.
 
 use super::emodel::{mos_from_r, r_factor, CodecKind, EModelInput};
-use super::xr::{rate_from_fraction, JitterBufferKind, PlcKind, RxConfig, VoipMetrics};
+use super::xr::{
+    rate_from_fraction, JitterBufferKind, LossPatternSnapshot, PlcKind, RxConfig, VoipMetrics,
+    DEFAULT_GMIN,
+};
 use crate::runtime::stats::SessionStats;
 
 /// Quality of one session's receive direction at one moment.
@@ -51,6 +54,16 @@ pub struct QualitySnapshot {
     pub one_way_delay_ms: f64,
     /// Loss as the listener experiences it (network loss + late discards), percent.
     pub effective_loss_percent: f64,
+    /// The receive stream's loss pattern: RFC 3611 §4.7.2 burst and gap counts and the
+    /// runs of consecutive losses, classified as sequence numbers fall 64 packets behind
+    /// the newest (so the newest 1.28 s of a 20 ms stream are not in it yet). Network loss
+    /// only: late discards are found after that window, by the jitter buffer. Default
+    /// (empty) until [`Self::with_loss_pattern`].
+    pub loss_pattern: LossPatternSnapshot,
+    /// The E-model's burst ratio BurstR (G.107 §3.5) from `loss_pattern`: 1 for random
+    /// loss, above 1 when losses come in bursts (which impair more than the same number
+    /// spread out), below 1 when they are more spread out than random.
+    pub burst_ratio: f64,
     /// ITU-T G.107 transmission rating.
     pub r_factor: f64,
     /// MOS-CQE estimate from R (G.107 Annex B).
@@ -93,6 +106,8 @@ impl QualitySnapshot {
         let input = EModelInput::for_codec(codec, effective_loss_percent, 1.0, one_way);
         let r = r_factor(&input);
         QualitySnapshot {
+            loss_pattern: LossPatternSnapshot::default(),
+            burst_ratio: 1.0,
             packets_received: s.rx_packets,
             packets_arrived: s.rx_packets
                 + s.rx_dtmf_packets
@@ -126,9 +141,10 @@ impl QualitySnapshot {
 
     /// The same session over the interval since `earlier` (an earlier snapshot of it):
     /// packet, loss, late-discard and frame counts are the interval's, and so are the loss
-    /// percentages, the concealment ratio, R and the MOS (from the interval's effective
-    /// loss and this snapshot's delay); jitter, jitter buffer, round trip and echo ERLE
-    /// are this snapshot's. `None` when a counter went backwards (not the same stream's counts).
+    /// percentages, the concealment ratio, the burst ratio, R and the MOS (from the
+    /// interval's effective loss and loss runs and this snapshot's delay); jitter, jitter
+    /// buffer, round trip, echo ERLE and the loss pattern's burst/gap counts are this
+    /// snapshot's. `None` when a counter went backwards (not the same stream's counts).
     pub fn since(&self, earlier: &QualitySnapshot) -> Option<QualitySnapshot> {
         let d = |now: u64, then: u64| now.checked_sub(then);
         let expected = d(self.packets_expected, earlier.packets_expected)?;
@@ -149,14 +165,19 @@ impl QualitySnapshot {
             }
         };
         let effective_loss_percent = pct(lost + late);
+        let burst_ratio = self
+            .loss_pattern
+            .burst_ratio_since(&earlier.loss_pattern)
+            .unwrap_or(self.burst_ratio);
         let input = EModelInput::for_codec(
             self.codec,
             effective_loss_percent,
-            1.0,
+            burst_ratio,
             self.one_way_delay_ms,
         );
         let r = r_factor(&input);
         Some(QualitySnapshot {
+            burst_ratio,
             packets_received: received,
             packets_arrived: self.packets_arrived.saturating_sub(earlier.packets_arrived),
             packets_expected: expected,
@@ -179,10 +200,32 @@ impl QualitySnapshot {
         })
     }
 
-    /// The values of an RTCP XR VoIP Metrics block (RFC 3611 §4.7) for this snapshot.
-    /// Burst/gap fields are left for the transport's RFC 3611 tracker (zero here).
+    /// The snapshot with the stream's loss pattern: its burst/gap counts (durations in
+    /// packets of `ptime_ms`), and R and the MOS rated with its burst ratio.
+    pub fn with_loss_pattern(self, pattern: &LossPatternSnapshot, ptime_ms: u32) -> Self {
+        let mut loss_pattern = *pattern;
+        loss_pattern.burst_gap.packet_duration_ms = ptime_ms.min(u32::from(u16::MAX)) as u16;
+        let burst_ratio = pattern.burst_ratio();
+        let r = r_factor(&EModelInput::for_codec(
+            self.codec,
+            self.effective_loss_percent,
+            burst_ratio,
+            self.one_way_delay_ms,
+        ));
+        QualitySnapshot {
+            loss_pattern,
+            burst_ratio,
+            r_factor: r,
+            mos: mos_from_r(r),
+            ..self
+        }
+    }
+
+    /// The values of an RTCP XR VoIP Metrics block (RFC 3611 §4.7) for this snapshot. The
+    /// burst/gap fields come from the loss pattern (zero without one).
     pub fn voip_metrics(&self, jb_max_ms: u16) -> VoipMetrics {
         let expected = self.packets_expected.max(1) as f64;
+        let bg = &self.loss_pattern.burst_gap;
         VoipMetrics {
             loss_rate: rate_from_fraction(self.packets_lost as f64 / expected),
             discard_rate: rate_from_fraction(self.late_discards as f64 / expected),
@@ -203,6 +246,12 @@ impl QualitySnapshot {
             jb_nominal_ms: self.jb_target_ms.min(65535) as u16,
             jb_maximum_ms: self.jb_current_ms.max(self.jb_target_ms).min(65535) as u16,
             jb_abs_max_ms: jb_max_ms,
+            burst_density: bg.burst_density(),
+            gap_density: bg.gap_density(),
+            burst_duration_ms: bg.burst_duration_ms(),
+            gap_duration_ms: bg.gap_duration_ms(),
+            // A snapshot without a pattern keeps the block's default Gmin.
+            gmin: if bg.gmin == 0 { DEFAULT_GMIN } else { bg.gmin },
             ..VoipMetrics::default()
         }
     }

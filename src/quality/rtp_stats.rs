@@ -31,6 +31,13 @@
 //!   the highest one. A.1 accepts packets at most `MAX_MISORDER - 1` = 99 behind, so the
 //!   window covers every packet A.1 counts; a packet that was seen there is a
 //!   [`PacketClass::Duplicate`], one that was not is [`PacketClass::Reordered`].
+//! - The loss pattern: a position still unreceived when the highest sequence number is
+//!   [`LOSS_WINDOW`] (64) ahead of it is lost, and a [`LossObserver`] given to
+//!   [`RtpReceiveStats::on_packet_observed`] learns of it then, in order and in runs
+//!   (the input of RFC 3611 burst/gap metrics and of G.107's burst ratio). The check is
+//!   one mask test per in-order packet; the observer is called only for losses.
+//! - [`RtpReceiveStats::distinct_lost`] counts the sequence numbers never received:
+//!   A.3's loss with the current stream's duplicates added back.
 //! - Jitter skips duplicates (a copy of an old packet would read as a large transit
 //!   change) and packets A.1 ignores; after a resync the transit reference starts afresh
 //!   so the sender's new timestamp base does not read as one huge jitter sample.
@@ -52,6 +59,63 @@ const RTP_SEQ_MOD: u32 = 1 << 16;
 const NO_BAD_SEQ: u32 = RTP_SEQ_MOD + 1;
 /// Bits in the duplicate-detection window (`u128`).
 const SEEN_WINDOW: u16 = 128;
+
+/// How far behind the highest sequence number a position is classified for the loss
+/// pattern ([`LossObserver`]): one not received by then is taken as lost. 64 packets
+/// (1.28 s of 20 ms packets) is longer than any jitter buffer holds a packet, so a
+/// packet later than that was lost to the listener anyway, and short enough that the
+/// pattern follows the call closely.
+pub const LOSS_WINDOW: u16 = 64;
+
+/// Learns which sequence positions of a stream were lost, in order, as they leave the
+/// reorder window ([`LOSS_WINDOW`] packets behind the highest sequence number): the input
+/// of burst and gap metrics (RFC 3611 §4.7.2) and of the E-model's burst ratio (G.107
+/// BurstR), which the loss count alone cannot give. Fed by
+/// [`RtpReceiveStats::on_packet_observed`] on the real-time thread: implementations must
+/// not allocate, block or panic.
+pub trait LossObserver {
+    /// `n` consecutive positions of the current stream, the first at `first` (0: the
+    /// stream's first expected packet), were not received by the time they left the
+    /// window. Positions come in increasing order; those between were received.
+    fn lost(&mut self, first: u64, n: u64);
+    /// The current stream ended (an RFC 3550 A.1 restart, or a reset for a new SSRC) after
+    /// `expected` positions, every one not reported lost received. The next stream's
+    /// positions count from 0 again.
+    fn stream_end(&mut self, expected: u64);
+}
+
+/// No observer: [`RtpReceiveStats::on_packet`].
+impl LossObserver for () {
+    fn lost(&mut self, _first: u64, _n: u64) {}
+    fn stream_end(&mut self, _expected: u64) {}
+}
+
+/// Lost positions gathered into runs of consecutive ones for a [`LossObserver`].
+struct Runs<'a, O: ?Sized> {
+    loss: &'a mut O,
+    /// The open run: first position and length.
+    run: Option<(u64, u64)>,
+}
+
+impl<O: LossObserver + ?Sized> Runs<'_, O> {
+    /// `n` lost positions from `at` (after every position pushed before).
+    fn push(&mut self, at: u64, n: u64) {
+        match &mut self.run {
+            Some((first, len)) if first.saturating_add(*len) == at => *len = len.saturating_add(n),
+            _ => {
+                self.flush();
+                self.run = Some((at, n));
+            }
+        }
+    }
+
+    /// Reports the open run.
+    fn flush(&mut self) {
+        if let Some((first, n)) = self.run.take() {
+            self.loss.lost(first, n);
+        }
+    }
+}
 /// Transit times are kept modulo 2^32 RTP timestamp units (the timestamp's own modulus)
 /// in 1/16 units, i.e. modulo 2^36.
 const TRANSIT_BITS: u32 = 36;
@@ -152,6 +216,10 @@ pub struct RtpReceiveStats {
     // --- Sequence jumps, duplicates and reports only ---
     /// A.1 `bad_seq`: last "bad" sequence number + 1, or [`NO_BAD_SEQ`].
     bad_seq: u32,
+    /// Duplicates of the current stream (since the last A.1 (re)start): what
+    /// [`Self::distinct_lost`] adds back to A.3's loss. `u32` (saturating) in the padding
+    /// beside `bad_seq`, so the statistics stay 112 bytes.
+    stream_duplicates: u32,
     /// A.3 `expected_prior`.
     expected_prior: u64,
     /// A.3 `received_prior`.
@@ -189,6 +257,7 @@ impl RtpReceiveStats {
             duplicates: 0,
             reordered: 0,
             resyncs: 0,
+            stream_duplicates: 0,
             validate: true,
         }
     }
@@ -234,26 +303,21 @@ impl RtpReceiveStats {
     ///
     /// Called on the real-time thread: `O(1)`, no allocation, no panic for any input.
     pub fn on_packet(&mut self, seq: u16, rtp_ts: u32, arrival_ns: u64) -> PacketClass {
-        if !self.started {
-            // A.1: "init_seq(s, seq); s->max_seq = seq - 1; s->probation = MIN_SEQUENTIAL;"
-            self.started = true;
-            self.init_seq(seq);
-            if !self.validate {
-                self.probation = 0;
-                self.received = 1;
-                self.update_jitter(JitterStep::Reference, rtp_ts, arrival_ns);
-                return PacketClass::InOrder;
-            }
-            self.max_seq = seq.wrapping_sub(1);
-            self.probation = MIN_SEQUENTIAL;
-        }
-        let (class, step) = self.update_seq(seq);
-        match class {
-            PacketClass::Duplicate => self.duplicates = self.duplicates.saturating_add(1),
-            PacketClass::Reordered => self.reordered = self.reordered.saturating_add(1),
-            PacketClass::Resync => self.resyncs = self.resyncs.saturating_add(1),
-            PacketClass::InOrder | PacketClass::Probation => {}
-        }
+        self.on_packet_observed(seq, rtp_ts, arrival_ns, &mut ())
+    }
+
+    /// [`Self::on_packet`], telling `loss` which sequence positions of the stream left the
+    /// reorder window unreceived (see [`LossObserver`]). `loss` is called only when a
+    /// position leaves unreceived, at a stream's start and at its end, so an observer
+    /// whose state is out of the per-packet cache lines costs nothing on a clean stream.
+    pub fn on_packet_observed<O: LossObserver + ?Sized>(
+        &mut self,
+        seq: u16,
+        rtp_ts: u32,
+        arrival_ns: u64,
+        loss: &mut O,
+    ) -> PacketClass {
+        let (class, step) = self.sequence(seq, loss);
         self.update_jitter(step, rtp_ts, arrival_ns);
         class
     }
@@ -263,24 +327,16 @@ impl RtpReceiveStats {
     /// read as loss) without feeding the interarrival jitter, whose RTP timestamps an
     /// event repeats. Called on the real-time thread: `O(1)`, no allocation, no panic.
     pub fn on_sequence(&mut self, seq: u16) -> PacketClass {
-        if !self.started {
-            self.started = true;
-            self.init_seq(seq);
-            if !self.validate {
-                self.probation = 0;
-                self.received = 1;
-                return PacketClass::InOrder;
-            }
-            self.max_seq = seq.wrapping_sub(1);
-            self.probation = MIN_SEQUENTIAL;
-        }
-        let (class, step) = self.update_seq(seq);
-        match class {
-            PacketClass::Duplicate => self.duplicates = self.duplicates.saturating_add(1),
-            PacketClass::Reordered => self.reordered = self.reordered.saturating_add(1),
-            PacketClass::Resync => self.resyncs = self.resyncs.saturating_add(1),
-            PacketClass::InOrder | PacketClass::Probation => {}
-        }
+        self.on_sequence_observed(seq, &mut ())
+    }
+
+    /// [`Self::on_sequence`] with a [`LossObserver`], as [`Self::on_packet_observed`].
+    pub fn on_sequence_observed<O: LossObserver + ?Sized>(
+        &mut self,
+        seq: u16,
+        loss: &mut O,
+    ) -> PacketClass {
+        let (class, step) = self.sequence(seq, loss);
         if step == JitterStep::Reference {
             // The stream restarted here: the next audio packet's transit is the new
             // reference (its timestamps may start anywhere), not a sample against the old
@@ -288,6 +344,38 @@ impl RtpReceiveStats {
             self.has_transit = false;
         }
         class
+    }
+
+    /// A.1 for one packet's sequence number: the first packet of a source, then
+    /// `update_seq()`, and the class counters.
+    fn sequence<O: LossObserver + ?Sized>(
+        &mut self,
+        seq: u16,
+        loss: &mut O,
+    ) -> (PacketClass, JitterStep) {
+        if !self.started {
+            // A.1: "init_seq(s, seq); s->max_seq = seq - 1; s->probation = MIN_SEQUENTIAL;"
+            self.started = true;
+            self.init_seq(seq);
+            if !self.validate {
+                self.probation = 0;
+                self.received = 1;
+                return (PacketClass::InOrder, JitterStep::Reference);
+            }
+            self.max_seq = seq.wrapping_sub(1);
+            self.probation = MIN_SEQUENTIAL;
+        }
+        let (class, step) = self.update_seq(seq, loss);
+        match class {
+            PacketClass::Duplicate => {
+                self.duplicates = self.duplicates.saturating_add(1);
+                self.stream_duplicates = self.stream_duplicates.saturating_add(1);
+            }
+            PacketClass::Reordered => self.reordered = self.reordered.saturating_add(1),
+            PacketClass::Resync => self.resyncs = self.resyncs.saturating_add(1),
+            PacketClass::InOrder | PacketClass::Probation => {}
+        }
+        (class, step)
     }
 
     /// RFC 3550 A.1 `init_seq()`: the statistics restart with `seq` as base.
@@ -301,10 +389,15 @@ impl RtpReceiveStats {
         self.expected_prior = 0;
         // Not in A.1: the window restarts too (only this packet seen so far).
         self.seen = 1;
+        self.stream_duplicates = 0;
     }
 
-    /// RFC 3550 A.1 `update_seq()`, plus the duplicate window.
-    fn update_seq(&mut self, seq: u16) -> (PacketClass, JitterStep) {
+    /// RFC 3550 A.1 `update_seq()`, plus the duplicate window and the loss observer.
+    fn update_seq<O: LossObserver + ?Sized>(
+        &mut self,
+        seq: u16,
+        loss: &mut O,
+    ) -> (PacketClass, JitterStep) {
         let udelta = seq.wrapping_sub(self.max_seq);
         if self.probation > 0 {
             // A.1: the source is not valid until MIN_SEQUENTIAL packets in sequence.
@@ -336,17 +429,28 @@ impl RtpReceiveStats {
                 self.cycles = self.cycles.saturating_add(u64::from(RTP_SEQ_MOD));
             }
             self.max_seq = seq;
+            let before = self.seen;
             self.seen = if udelta >= SEEN_WINDOW {
                 1
             } else {
-                (self.seen << udelta) | 1
+                (before << udelta) | 1
             };
+            // The positions that left the loss window: all received on a clean stream.
+            let leaving = if udelta > LOSS_WINDOW {
+                0
+            } else {
+                ((1u128 << udelta) - 1) << (LOSS_WINDOW - udelta)
+            };
+            if udelta > LOSS_WINDOW || before & leaving != leaving {
+                self.classify_leaving(before, udelta, loss);
+            }
             (PacketClass::InOrder, JitterStep::Sample)
         } else if u32::from(udelta) <= RTP_SEQ_MOD - u32::from(MAX_MISORDER) {
             // A.1: the sequence number made a very large jump.
             if u32::from(seq) == self.bad_seq {
                 // A.1: two sequential packets; assume the other side restarted without
                 // telling us, so just re-sync (treat this packet as the first one).
+                self.end_stream(loss);
                 self.init_seq(seq);
                 self.received = self.received.saturating_add(1);
                 // The packet that set `bad_seq` was received too.
@@ -372,6 +476,67 @@ impl RtpReceiveStats {
                 (PacketClass::Reordered, JitterStep::Sample)
             }
         }
+    }
+
+    /// The stream position (0: its first expected packet) of the packet `behind` the
+    /// highest sequence number, if it is one of the stream's (not before its start).
+    fn position(&self, behind: u64) -> Option<u64> {
+        self.extended_max()
+            .checked_sub(behind)?
+            .checked_sub(u64::from(self.base_seq))
+    }
+
+    /// The highest sequence number advanced by `udelta` from a window that was `before`:
+    /// the positions that crossed [`LOSS_WINDOW`] unreceived, oldest first, in runs. Off
+    /// the per-packet path: a clean stream comes here only for its first
+    /// [`LOSS_WINDOW`] packets (whose leaving positions precede the stream).
+    #[cold]
+    fn classify_leaving<O: LossObserver + ?Sized>(
+        &mut self,
+        before: u128,
+        udelta: u16,
+        loss: &mut O,
+    ) {
+        let w = u64::from(LOSS_WINDOW);
+        let d = u64::from(udelta);
+        let mut runs = Runs { loss, run: None };
+        // Old positions q in [max(0, w - d), w): now q + d behind, oldest (largest q) first.
+        for q in (w.saturating_sub(d)..w).rev() {
+            if before & (1u128 << q) == 0 {
+                if let Some(at) = self.position(q + d) {
+                    runs.push(at, 1);
+                }
+            }
+        }
+        // The gap's positions that went past the window at once (d - 1 down to w behind,
+        // oldest first): never received.
+        if d > w {
+            let base = u64::from(self.base_seq);
+            let newest = self.extended_max().saturating_sub(w);
+            let oldest = self.extended_max().saturating_sub(d - 1).max(base);
+            if oldest <= newest {
+                runs.push(oldest - base, newest - oldest + 1);
+            }
+        }
+        runs.flush();
+    }
+
+    /// The current stream ends (A.1 restart, or [`Self::reset_observed`]): every position
+    /// still in the loss window is classified, then `loss` learns the stream's length.
+    fn end_stream<O: LossObserver + ?Sized>(&mut self, loss: &mut O) {
+        if !self.is_valid() {
+            return;
+        }
+        let mut runs = Runs { loss, run: None };
+        for q in (0..u64::from(LOSS_WINDOW)).rev() {
+            if self.seen & (1u128 << q) == 0 {
+                if let Some(at) = self.position(q) {
+                    runs.push(at, 1);
+                }
+            }
+        }
+        runs.flush();
+        runs.loss.stream_end(self.expected());
     }
 
     /// RFC 3550 A.8 interarrival jitter, in fixed point.
@@ -446,6 +611,18 @@ impl RtpReceiveStats {
         self.cumulative_lost().clamp(-0x80_0000, 0x7f_ffff) as i32
     }
 
+    /// Packets of the current stream never received: A.3's cumulative loss with the
+    /// duplicates the window caught added back (A.3 counts a duplicate as received, so 3%
+    /// loss beside 3% duplicates reads 0 there). Never negative: a packet from before the
+    /// stream's first, arriving late, counts as received but was not expected.
+    pub fn distinct_lost(&self) -> u64 {
+        u64::try_from(
+            self.cumulative_lost()
+                .saturating_add(i64::from(self.stream_duplicates)),
+        )
+        .unwrap_or(0)
+    }
+
     /// RFC 3550 A.3 fraction lost since the previous call (or since the source became
     /// valid), in 8-bit fixed point (lost × 256 / expected, 0 when nothing was lost or
     /// duplicates outnumber losses), then starts a new interval. This is the report
@@ -508,6 +685,13 @@ impl RtpReceiveStats {
             return 0;
         }
         self.extended_max() as u32 // wraps like the 32-bit report field
+    }
+
+    /// [`Self::reset`], first ending the stream for `loss` (its positions still in the
+    /// loss window are classified).
+    pub fn reset_observed<O: LossObserver + ?Sized>(&mut self, loss: &mut O) {
+        self.end_stream(loss);
+        self.reset();
     }
 
     /// Forgets everything, as if newly constructed with the same clock rate (e.g. when
@@ -910,5 +1094,209 @@ mod tests {
                 assert!(stats.expected() <= u64::from(u32::MAX) * 2);
             }
         }
+    }
+
+    /// What a [`LossObserver`] was told.
+    #[derive(Debug, Default)]
+    struct Told {
+        lost: Vec<(u64, u64)>,
+        ends: Vec<u64>,
+    }
+
+    impl LossObserver for Told {
+        fn lost(&mut self, first: u64, n: u64) {
+            assert!(n > 0);
+            if let Some(&(f, k)) = self.lost.last().filter(|r| r.0 != u64::MAX) {
+                // In order; a run may go on in the next call (the caller joins them).
+                assert!(f + k <= first, "runs out of order: {f}+{k} then {first}");
+            }
+            self.lost.push((first, n));
+        }
+        fn stream_end(&mut self, expected: u64) {
+            self.ends.push(expected);
+            self.lost.push((u64::MAX, 0)); // a marker: positions restart
+        }
+    }
+
+    #[test]
+    fn a_loss_is_reported_when_it_falls_out_of_the_window_and_a_clean_stream_reports_none() {
+        let mut s = RtpReceiveStats::signalled(8000);
+        let mut told = Told::default();
+        let w = u64::from(LOSS_WINDOW);
+        for k in 0..300u16 {
+            if k != 10 {
+                s.on_packet_observed(k, 0, 0, &mut told);
+            }
+            let expect: &[(u64, u64)] = if u64::from(k) >= 10 + w {
+                &[(10, 1)]
+            } else {
+                &[]
+            };
+            assert_eq!(told.lost, expect, "after {k}");
+        }
+        // A packet reordered inside the window is never reported.
+        let mut s = RtpReceiveStats::signalled(8000);
+        let mut told = Told::default();
+        for k in (0..300u16).map(|k| {
+            if k % 7 == 3 {
+                k + 2
+            } else if k % 7 == 5 {
+                k - 2
+            } else {
+                k
+            }
+        }) {
+            s.on_packet_observed(k, 0, 0, &mut told);
+        }
+        s.reset_observed(&mut told);
+        assert_eq!(told.lost, [(u64::MAX, 0)]);
+        assert_eq!(told.ends, [300]);
+    }
+
+    #[test]
+    fn a_jump_reports_the_window_and_the_gap_as_runs_and_a_restart_ends_the_stream() {
+        let mut s = RtpReceiveStats::signalled(8000);
+        let mut told = Told::default();
+        // Start near the wrap: 65500, then 65501..=65530 with 65520..=65522 lost.
+        let start = 65_500u16;
+        for k in 0..31u16 {
+            if !(20..=22).contains(&k) {
+                s.on_packet_observed(start.wrapping_add(k), 0, 0, &mut told);
+            }
+        }
+        assert!(told.lost.is_empty());
+        // A jump of 200 (across the wrap): positions 31..=199 never came. Positions
+        // 20..=22 leave the window with it, then the gap up to 64 behind the new highest.
+        s.on_packet_observed(start.wrapping_add(230), 0, 0, &mut told);
+        assert_eq!(told.lost, [(20, 3), (31, 230 - 64 - 31 + 1)]);
+        // The rest of the gap is reported at the restart, with the stream's length.
+        for k in [40_000u16, 40_001] {
+            s.on_packet_observed(k, 0, 0, &mut told);
+        }
+        assert_eq!(
+            told.lost,
+            [(20, 3), (31, 136), (167, 63), (u64::MAX, 0)],
+            "the gap's last 63 positions, then the end"
+        );
+        assert_eq!(told.ends, [231]);
+        // The new stream counts from 0 at 40,001 (the packet that confirmed the restart;
+        // A.1 does not count the one before): 40,002 is its position 1.
+        for k in [40_003u16, 40_200] {
+            s.on_packet_observed(k, 0, 0, &mut told);
+        }
+        assert_eq!(told.lost[4..], [(1, 1), (3, 199 - 64 - 3 + 1)]);
+    }
+
+    #[test]
+    fn a_source_on_probation_reports_no_position_before_it_was_valid() {
+        let mut s = RtpReceiveStats::new(8000);
+        let mut told = Told::default();
+        for k in (1000..1200u16).filter(|k| *k != 1100) {
+            s.on_packet_observed(k, 0, 0, &mut told);
+        }
+        s.reset_observed(&mut told);
+        // Probation took 1000; 1001 is position 0, so 1100 is position 99.
+        assert_eq!(told.lost, [(99, 1), (u64::MAX, 0)]);
+        assert_eq!(told.ends, [199]);
+        // Resetting again ends nothing (no valid stream).
+        s.reset_observed(&mut told);
+        assert_eq!(told.ends, [199]);
+    }
+
+    /// Against a direct model: a position is lost when it has not arrived by the time the
+    /// highest sequence number is [`LOSS_WINDOW`] ahead of it (or the stream ends).
+    #[test]
+    fn classification_matches_a_model_under_loss_bursts_reordering_and_duplicates() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..40 {
+            let n = 3000u64;
+            let start = (next() % 65_536) as u16;
+            // (arrival key, position): position 0 first; others lost at 3% with bursts,
+            // delayed by 0..=90 positions now and then, duplicated at 2%.
+            let mut arrivals = vec![(0u64, 0u64)];
+            let mut burst = 0;
+            for p in 1..n {
+                let r = next();
+                if burst > 0 || r % 100 < 3 {
+                    if burst == 0 && r % 3 == 0 {
+                        burst = 1 + (r >> 8) % if round % 2 == 0 { 4 } else { 120 };
+                    }
+                    burst = burst.saturating_sub(1);
+                    continue;
+                }
+                let delay = if (r >> 16) % 10 == 0 {
+                    (r >> 24) % 91
+                } else {
+                    0
+                };
+                arrivals.push((4 * (p + delay) + 1, p));
+                if (r >> 32) % 50 == 0 {
+                    arrivals.push((4 * (p + delay) + 3, p));
+                }
+            }
+            arrivals.sort();
+            let mut s = RtpReceiveStats::signalled(8000);
+            let mut told = Told::default();
+            let mut arrived = vec![false; n as usize];
+            let mut model = vec![false; n as usize]; // lost
+            let mut max = 0u64;
+            let w = u64::from(LOSS_WINDOW);
+            for &(_, p) in &arrivals {
+                s.on_packet_observed(start.wrapping_add(p as u16), 0, 0, &mut told);
+                if p > max {
+                    for q in (max + 1).saturating_sub(w)..(p + 1).saturating_sub(w) {
+                        model[q as usize] = !arrived[q as usize];
+                    }
+                    max = p;
+                }
+                arrived[p as usize] = true;
+            }
+            for q in (max + 1).saturating_sub(w)..=max {
+                model[q as usize] = !arrived[q as usize];
+            }
+            s.reset_observed(&mut told);
+            assert_eq!(told.ends, [max + 1]);
+            let mut reported = vec![false; n as usize];
+            for &(f, k) in told.lost.iter().filter(|r| r.0 != u64::MAX) {
+                for q in f..f + k {
+                    assert!(!reported[q as usize], "position {q} reported twice");
+                    reported[q as usize] = true;
+                }
+            }
+            assert_eq!(
+                reported[..=max as usize],
+                model[..=max as usize],
+                "round {round}"
+            );
+        }
+    }
+
+    #[test]
+    fn distinct_loss_is_not_offset_by_duplicates() {
+        let mut s = RtpReceiveStats::signalled(8000);
+        // 100 packets, 3 lost and 3 others sent twice.
+        for k in 0..100u16 {
+            if [10, 40, 70].contains(&k) {
+                continue;
+            }
+            s.on_packet(k, 0, 0);
+            if [20, 50, 80].contains(&k) {
+                s.on_packet(k, 0, 0);
+            }
+        }
+        assert_eq!(s.cumulative_lost(), 0, "RFC 3550 A.3 counts the copies");
+        assert_eq!(s.distinct_lost(), 3);
+        // A restart starts the count over, duplicates too.
+        s.on_packet(30_000, 0, 0);
+        s.on_packet(30_001, 0, 0);
+        s.on_packet(30_001, 0, 0);
+        s.on_packet(30_003, 0, 0);
+        assert_eq!((s.cumulative_lost(), s.distinct_lost()), (0, 1));
     }
 }

@@ -580,6 +580,27 @@ impl BurstGapTracker {
         self.pending_received = 0;
     }
 
+    /// Accounts `n` received packets in a row: [`Self::on_packet`] with
+    /// [`PacketFate::Received`] `n` times, in `O(1)`.
+    pub fn on_received_run(&mut self, n: u64) {
+        self.done.received = self.done.received.saturating_add(n);
+        self.pending_received = self.pending_received.saturating_add(n);
+    }
+
+    /// Accounts `n` lost packets in a row: [`Self::on_packet`] with [`PacketFate::Lost`]
+    /// `n` times, in `O(1)` (after the first, each follows a loss with no received packet
+    /// between, so it joins the same episode).
+    pub fn on_lost_run(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.on_packet(PacketFate::Lost);
+        let more = n - 1;
+        self.done.lost = self.done.lost.saturating_add(more);
+        self.episode_losses = self.episode_losses.saturating_add(more);
+        self.episode_packets = self.episode_packets.saturating_add(more);
+    }
+
     /// Classifies the open episode: one loss is an isolated gap loss, more is a burst.
     fn close_episode(&mut self) {
         match self.episode_losses {
@@ -624,6 +645,187 @@ impl BurstGapTracker {
     pub fn reset(&mut self) {
         *self = Self::new(self.done.gmin, self.done.packet_duration_ms);
     }
+}
+
+/// Words of a [`LossPattern`] as the lanes publish it ([`LossPattern::to_words`]).
+pub const LOSS_PATTERN_WORDS: usize = 16;
+
+/// A receive stream's loss pattern, fed by sequence tracking
+/// ([`crate::quality::rtp_stats::LossObserver`]) as positions leave its reorder window:
+/// the RFC 3611 §4.7.2 burst/gap classification ([`BurstGapTracker`], Gmin 16) and the
+/// number of loss runs (maximal sequences of consecutive lost packets), from which the
+/// E-model's burst ratio follows ([`LossPatternSnapshot::burst_ratio`]).
+///
+/// Fixed-size and `Copy`; every operation is `O(1)`, allocation-free and panic-free. A
+/// lane keeps it as [`LOSS_PATTERN_WORDS`] atomic words ([`Self::to_words`],
+/// [`Self::from_words`]) written only when a loss is classified or a stream ends, so a
+/// clean stream never touches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LossPattern {
+    tracker: BurstGapTracker,
+    /// Position in the current stream of the first packet not yet accounted.
+    next: u64,
+    /// Positions of the streams before the current one.
+    earlier: u64,
+    /// Runs of consecutive lost packets.
+    loss_runs: u64,
+    /// The last position accounted was lost.
+    prev_lost: bool,
+}
+
+impl LossPattern {
+    /// An empty pattern (Gmin 16).
+    pub const fn new() -> Self {
+        LossPattern {
+            tracker: BurstGapTracker::new(DEFAULT_GMIN, 20),
+            next: 0,
+            earlier: 0,
+            loss_runs: 0,
+            prev_lost: false,
+        }
+    }
+
+    /// The pattern as words for atomic publication; [`Self::from_words`] restores it
+    /// exactly (all zeros is [`Self::new`]).
+    pub fn to_words(&self) -> [u64; LOSS_PATTERN_WORDS] {
+        let t = &self.tracker;
+        let d = &t.done;
+        [
+            d.received,
+            d.lost,
+            d.discarded,
+            d.bursts,
+            d.burst_packets,
+            d.burst_losses,
+            d.gaps,
+            d.gap_packets,
+            d.gap_losses,
+            t.pending_received,
+            t.episode_losses,
+            t.episode_packets,
+            self.next,
+            self.earlier,
+            self.loss_runs,
+            u64::from(t.in_gap) | u64::from(self.prev_lost) << 1,
+        ]
+    }
+
+    /// The pattern [`Self::to_words`] wrote.
+    pub fn from_words(w: &[u64; LOSS_PATTERN_WORDS]) -> Self {
+        let mut p = Self::new();
+        let t = &mut p.tracker;
+        let d = &mut t.done;
+        d.received = w[0];
+        d.lost = w[1];
+        d.discarded = w[2];
+        d.bursts = w[3];
+        d.burst_packets = w[4];
+        d.burst_losses = w[5];
+        d.gaps = w[6];
+        d.gap_packets = w[7];
+        d.gap_losses = w[8];
+        t.pending_received = w[9];
+        t.episode_losses = w[10];
+        t.episode_packets = w[11];
+        t.in_gap = w[15] & 1 != 0;
+        p.next = w[12];
+        p.earlier = w[13];
+        p.loss_runs = w[14];
+        p.prev_lost = w[15] & 2 != 0;
+        p
+    }
+
+    /// The pattern as of a moment when the receive side had counted `expected` packets
+    /// over all its streams (RFC 3550 A.3 each, summed: a session's `rx_expected`): the
+    /// current stream's positions more than `window` behind its newest that were not
+    /// reported lost are counted received (the newest `window` are not classified yet,
+    /// as on the lane). Does not change the pattern.
+    pub fn snapshot(&self, expected: u64, window: u64) -> LossPatternSnapshot {
+        let classified = expected.saturating_sub(self.earlier).saturating_sub(window);
+        let mut t = self.tracker;
+        t.on_received_run(classified.saturating_sub(self.next));
+        LossPatternSnapshot {
+            burst_gap: t.snapshot(),
+            loss_runs: self.loss_runs,
+        }
+    }
+}
+
+impl crate::quality::rtp_stats::LossObserver for LossPattern {
+    fn lost(&mut self, first: u64, n: u64) {
+        if n == 0 || first < self.next {
+            // Positions come in order; one already accounted is never counted twice.
+            return;
+        }
+        let received = first - self.next;
+        if received > 0 {
+            self.tracker.on_received_run(received);
+            self.prev_lost = false;
+        }
+        if !self.prev_lost {
+            self.loss_runs = self.loss_runs.saturating_add(1);
+        }
+        self.tracker.on_lost_run(n);
+        self.prev_lost = true;
+        self.next = first.saturating_add(n);
+    }
+
+    fn stream_end(&mut self, expected: u64) {
+        self.tracker
+            .on_received_run(expected.saturating_sub(self.next));
+        self.earlier = self.earlier.saturating_add(expected.max(self.next));
+        self.next = 0;
+        // The next stream's first loss starts a run of its own.
+        self.prev_lost = false;
+    }
+}
+
+/// A [`LossPattern`] classified up to some moment: the RFC 3611 burst/gap counts and the
+/// loss runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LossPatternSnapshot {
+    /// RFC 3611 §4.7.2 counts (lost packets only: late discards are not in the pattern).
+    pub burst_gap: BurstGapSnapshot,
+    /// Runs of consecutive lost packets.
+    pub loss_runs: u64,
+}
+
+impl LossPatternSnapshot {
+    /// The E-model's burst ratio (ITU-T G.107 §3.5, G.113 Appendix I): the mean length of
+    /// the observed loss runs over the mean length random loss at the same rate would
+    /// give, `(lost / runs) · (1 − lost / packets)`, which for a two-state Markov loss
+    /// process is G.107's `1 / (p + q)`. 1 with no loss (random loss, the E-model's
+    /// default); below 1 when losses are more spread out than random ones.
+    pub fn burst_ratio(&self) -> f64 {
+        burst_ratio(
+            self.burst_gap.lost,
+            self.loss_runs,
+            self.burst_gap.expected(),
+        )
+    }
+
+    /// The pattern over the interval since `earlier` (a snapshot of the same stream): its
+    /// packet, loss and run counts are the differences (the burst/gap counts are this
+    /// snapshot's). `None` when a count went backwards.
+    pub fn burst_ratio_since(&self, earlier: &LossPatternSnapshot) -> Option<f64> {
+        Some(burst_ratio(
+            self.burst_gap.lost.checked_sub(earlier.burst_gap.lost)?,
+            self.loss_runs.checked_sub(earlier.loss_runs)?,
+            self.burst_gap
+                .expected()
+                .checked_sub(earlier.burst_gap.expected())?,
+        ))
+    }
+}
+
+/// `(lost / runs) · (1 − lost / packets)`, 1 where undefined.
+fn burst_ratio(lost: u64, runs: u64, packets: u64) -> f64 {
+    if lost == 0 || runs == 0 || packets == 0 || lost >= packets {
+        // No loss: random by convention. All lost: no run structure to judge.
+        return 1.0;
+    }
+    let lost = lost as f64;
+    lost / runs as f64 * (1.0 - lost / packets as f64)
 }
 
 #[cfg(test)]
@@ -975,5 +1177,131 @@ mod tests {
                 assert!(17 * s.gap_losses <= s.gap_packets + 16);
             }
         }
+    }
+
+    /// A two-state (Gilbert) loss process: loses the next packet with probability
+    /// `p` after a received one and keeps losing with `1 - q`.
+    fn gilbert(n: usize, p: f64, q: f64, seed: u64) -> Vec<PacketFate> {
+        let mut x = seed;
+        let mut uniform = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut lost = false;
+        (0..n)
+            .map(|_| {
+                lost = if lost { uniform() >= q } else { uniform() < p };
+                if lost {
+                    L
+                } else {
+                    R
+                }
+            })
+            .collect()
+    }
+
+    /// Feeds `fates` to a pattern as sequence tracking would: lost runs by position, the
+    /// stream's end after `fates.len()` positions.
+    fn pattern_of(fates: &[PacketFate]) -> LossPattern {
+        use crate::quality::rtp_stats::LossObserver;
+        let mut p = LossPattern::new();
+        let mut i = 0;
+        while i < fates.len() {
+            if fates[i] == L {
+                let n = fates[i..].iter().take_while(|f| **f == L).count();
+                // Split some runs over two calls, as two packets' arrivals would.
+                if n > 1 && i % 2 == 0 {
+                    p.lost(i as u64, 1);
+                    p.lost(i as u64 + 1, n as u64 - 1);
+                } else {
+                    p.lost(i as u64, n as u64);
+                }
+                i += n;
+            } else {
+                i += 1;
+            }
+        }
+        p.stream_end(fates.len() as u64);
+        p
+    }
+
+    #[test]
+    fn a_loss_pattern_classifies_as_the_tracker_does_packet_by_packet() {
+        for (p, q, seed) in [
+            (0.01, 0.9, 1),
+            (0.05, 0.3, 2),
+            (0.2, 0.5, 3),
+            (0.001, 0.05, 4),
+        ] {
+            let fates = gilbert(20_000, p, q, seed);
+            let mut t = BurstGapTracker::default();
+            fates.iter().for_each(|f| t.on_packet(*f));
+            let pattern = pattern_of(&fates);
+            let snap = pattern.snapshot(fates.len() as u64, 0);
+            assert_eq!(snap.burst_gap, t.snapshot(), "p {p} q {q}");
+            let runs = fates.windows(2).filter(|w| w[0] == R && w[1] == L).count()
+                + usize::from(fates[0] == L);
+            assert_eq!(snap.loss_runs, runs as u64);
+            // Published as words and read back, it is the same pattern.
+            assert_eq!(LossPattern::from_words(&pattern.to_words()), pattern);
+        }
+        assert_eq!(
+            LossPattern::from_words(&[0; LOSS_PATTERN_WORDS]),
+            LossPattern::new()
+        );
+    }
+
+    #[test]
+    fn the_burst_ratio_estimates_the_gilbert_model_and_is_one_for_random_loss() {
+        // G.107's BurstR = 1 / (p + q) for a two-state Markov loss process.
+        for (p, q) in [(0.02, 0.25), (0.01, 0.5), (0.05, 0.2), (0.03, 0.97)] {
+            let fates = gilbert(400_000, p, q, 7);
+            let r = pattern_of(&fates).snapshot(400_000, 0).burst_ratio();
+            let want = 1.0 / (p + q);
+            assert!((r - want).abs() < 0.08 * want, "p {p} q {q}: {r} vs {want}");
+        }
+        // Independent loss (q = 1 - p) is random: 1.
+        let fates = gilbert(400_000, 0.05, 0.95, 8);
+        let r = pattern_of(&fates).snapshot(400_000, 0).burst_ratio();
+        assert!((r - 1.0).abs() < 0.03, "{r}");
+        // No loss, or nothing but loss: 1 by convention.
+        assert_eq!(LossPatternSnapshot::default().burst_ratio(), 1.0);
+        assert_eq!(pattern_of(&[L; 10]).snapshot(10, 0).burst_ratio(), 1.0);
+    }
+
+    #[test]
+    fn a_snapshot_counts_classified_positions_as_received_and_leaves_the_window_out() {
+        use crate::quality::rtp_stats::LossObserver;
+        let mut p = LossPattern::new();
+        p.lost(100, 3);
+        // 500 expected, 64 of them still in the window: 436 classified, 3 lost.
+        let s = p.snapshot(500, 64);
+        assert_eq!((s.burst_gap.expected(), s.burst_gap.lost), (436, 3));
+        assert_eq!((s.burst_gap.bursts, s.loss_runs), (1, 1));
+        // Less expected than already accounted (counters read before the pattern).
+        assert_eq!(p.snapshot(50, 64).burst_gap.expected(), 103);
+        // A second stream: positions count from 0 again after the first's 700.
+        p.stream_end(700);
+        p.lost(10, 1);
+        let s = p.snapshot(700 + 200, 64);
+        assert_eq!((s.burst_gap.expected(), s.burst_gap.lost), (700 + 136, 4));
+        assert_eq!(s.loss_runs, 2);
+        // Interval burst ratio: one run of 3 in 436, then one loss in the next 400.
+        let a = LossPattern::new().snapshot(0, 0);
+        let mut q = LossPattern::new();
+        q.lost(100, 3);
+        let early = q.snapshot(436, 0);
+        q.lost(600, 1);
+        let late = q.snapshot(836, 0);
+        let whole = late.burst_ratio_since(&a).unwrap();
+        assert!(
+            (whole - 4.0 / 2.0 * (1.0 - 4.0 / 836.0)).abs() < 1e-12,
+            "{whole}"
+        );
+        let second = late.burst_ratio_since(&early).unwrap();
+        assert!((second - (1.0 - 1.0 / 400.0)).abs() < 1e-12, "{second}");
+        assert_eq!(early.burst_ratio_since(&late), None);
     }
 }

@@ -20,7 +20,7 @@ use super::msg::{
 };
 use super::prefetch;
 use super::slab::{Slab, Token};
-use super::stats::{LaneCounters, SessionCell, SessionCounters, TickHistogram};
+use super::stats::{LaneCounters, LossCell, SessionCell, SessionCounters, TickHistogram};
 use super::sync::{Arc, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::buffer::adaptive::Insert;
 use crate::codec::audio::comfort_noise::{analyze, CnPayload};
@@ -30,7 +30,8 @@ use crate::codec::{AnyDecoder, Codec};
 use crate::processing::audio::dtmf_detector::Digit;
 use crate::processing::audio::plc::PcmPlc;
 use crate::processing::audio::{DspEvent, DspScratch};
-use crate::quality::rtp_stats::PacketClass;
+use crate::quality::rtp_stats::{LossObserver, PacketClass};
+use crate::quality::xr::{LossPattern, LOSS_PATTERN_WORDS};
 use crate::rtp::{write_header, RtpHeader, RtpPacket, RTP_HEADER_LEN};
 use crate::session::receive::{PacketDecoder, RelayStep, StretchPool};
 use crate::session::{
@@ -192,6 +193,9 @@ pub struct Shared {
     /// by the control plane: one independent value, no protocol. Outside the counter
     /// blocks so sessions without a canceller never touch it.
     pub echo_erle: Box<[AtomicU32]>,
+    /// Per slot: the receive stream's loss pattern (see [`LossCell`]), guarded by the
+    /// slot's [`SessionCell`] sequence.
+    pub loss: Box<[LossCell]>,
     /// The live session of each slot, as the control plane set it: the ingress handle
     /// refuses packets for any other id before they take a slot.
     pub live: LiveTable,
@@ -215,6 +219,7 @@ impl Shared {
             tick_ns: TickHistogram::default(),
             sessions: (0..sessions).map(|_| SessionCell::default()).collect(),
             echo_erle: (0..sessions).map(|_| AtomicU32::new(NO_ERLE)).collect(),
+            loss: (0..sessions).map(|_| LossCell::default()).collect(),
             live: LiveTable::new(sessions),
             attached: LiveTable::new(sessions),
         }
@@ -234,6 +239,16 @@ impl Shared {
     #[inline]
     fn sc(&self, slot: u32) -> &SessionCounters {
         &self.sessions[slot as usize].counters
+    }
+
+    /// The receive loss pattern of the session `generation` of `slot` (`None` once the
+    /// slot is another's). Control plane.
+    pub fn loss_pattern(&self, slot: u32, generation: u32) -> Option<LossPattern> {
+        let cell = self.loss.get(slot as usize)?;
+        self.sessions
+            .get(slot as usize)?
+            .read_with(generation, || cell.load())
+            .map(|w| LossPattern::from_words(&w))
     }
 
     /// The ERLE of `slot`'s echo canceller over its last whole second of far-end
@@ -289,6 +304,25 @@ fn dtmf_event(session: SessionId, d: DtmfEvent, clock_khz: u32) -> LaneEvent {
             DtmfEvent::Ended { duration_ts, .. } => Some(duration_ts / clock_khz),
             _ => None,
         },
+    }
+}
+
+/// The jitter stage's [`LossObserver`] for a session: its slot's [`LossCell`], loaded,
+/// updated and stored back on each call (calls come only when a loss leaves the sequence
+/// window or a stream ends, never for a clean packet).
+struct CellLoss<'a>(&'a LossCell);
+
+impl LossObserver for CellLoss<'_> {
+    fn lost(&mut self, first: u64, n: u64) {
+        let mut p = LossPattern::from_words(&self.0.load());
+        p.lost(first, n);
+        self.0.store(&p.to_words());
+    }
+
+    fn stream_end(&mut self, expected: u64) {
+        let mut p = LossPattern::from_words(&self.0.load());
+        p.stream_end(expected);
+        self.0.store(&p.to_words());
     }
 }
 
@@ -463,7 +497,10 @@ impl JitterStage {
         let slot = b.id.slot as usize;
         match b.op {
             Op::Create => {
-                self.shared.sessions[slot].begin_generation(b.id.generation);
+                let loss = &self.shared.loss[slot];
+                self.shared.sessions[slot].begin_generation_with(b.id.generation, || {
+                    loss.store(&[0; LOSS_PATTERN_WORDS])
+                });
                 b.jitter = std::mem::replace(&mut self.sessions[slot], b.jitter.take());
             }
             Op::Update => {
@@ -620,7 +657,9 @@ impl JitterStage {
                 // Events and SID frames share the stream's sequence numbers: count them
                 // for loss (not for jitter), or every digit would read as lost audio.
                 if part.rx_ssrc == Some(ssrc) || part.rx_ssrc.is_none() {
-                    let class = part.stats.on_sequence(seq);
+                    let class = part
+                        .stats
+                        .on_sequence_observed(seq, &mut CellLoss(&self.shared.loss[slot as usize]));
                     duplicate = class == PacketClass::Duplicate;
                     set_loss_gauges(part, sc, class);
                 }
@@ -732,7 +771,7 @@ impl JitterStage {
                 // A new stream (RFC 3550 §8.2): its sequence and timestamp spaces are
                 // unrelated.
                 sc.rx_resyncs.inc();
-                part.start_stream();
+                part.start_stream(&mut CellLoss(&self.shared.loss[slot as usize]));
                 part.rx_ssrc = Some(ssrc);
                 // The old source's digit in progress ends; the new source's events start
                 // afresh (its first digit is never taken for a late one of the old). Not
@@ -760,7 +799,12 @@ impl JitterStage {
             }
             sc.rx_packets.inc();
             sc.rx_payload_bytes.add(len as u64);
-            let class = part.stats.on_packet(seq, ts, arrival_ns);
+            let class = part.stats.on_packet_observed(
+                seq,
+                ts,
+                arrival_ns,
+                &mut CellLoss(&self.shared.loss[slot as usize]),
+            );
             set_loss_gauges(part, sc, class);
             sc.rx_jitter_ts.set(u64::from(part.stats.jitter_ts()));
             if class == PacketClass::Duplicate {

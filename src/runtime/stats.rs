@@ -13,6 +13,7 @@
 //! sees another session's counts under its id. `loom-tests/tests/stats.rs` models it.
 
 use super::sync::{fence, AtomicU64, Ordering};
+use crate::quality::xr::LOSS_PATTERN_WORDS;
 
 /// A single-writer monotonic counter.
 #[derive(Debug, Default)]
@@ -121,7 +122,8 @@ counter_block! {
         rx_payload_bytes,
         /// Packets expected from the extended sequence range (RFC 3550 A.3); gauge.
         rx_expected,
-        /// Cumulative packets lost (RFC 3550 A.3, clamped at 0); gauge.
+        /// Packets lost: sequence numbers of the session's streams never received (RFC 3550
+        /// A.3's count, except that a duplicate does not offset a loss); gauge.
         rx_lost,
         /// RFC 3550 interarrival jitter in timestamp units; gauge.
         rx_jitter_ts,
@@ -309,10 +311,18 @@ impl SessionCell {
     /// `2 * generation`. Called by the installing stage, when no other stage writes this
     /// block (slots are only reused after the previous session fully retired).
     pub fn begin_generation(&self, generation: u32) {
+        self.begin_generation_with(generation, || {});
+    }
+
+    /// [`Self::begin_generation`], running `also` where the counters are zeroed: for state
+    /// of the slot kept outside this block (its [`LossCell`]) that [`Self::read_with`]
+    /// guards with the same sequence.
+    pub fn begin_generation_with(&self, generation: u32, also: impl FnOnce()) {
         let s = self.seq.load(Ordering::Relaxed);
         self.seq.store(s | 1, Ordering::Relaxed);
         fence(Ordering::Release);
         self.counters.zero();
+        also();
         self.seq
             .store(u64::from(generation) << 1, Ordering::Release);
     }
@@ -325,15 +335,46 @@ impl SessionCell {
 
     /// Returns the counters if they still belong to `generation`.
     pub fn snapshot(&self, generation: u32) -> Option<SessionStats> {
+        self.read_with(generation, || self.counters.snapshot())
+    }
+
+    /// Runs `read` (relaxed loads of this slot's counters, or of state
+    /// [`Self::begin_generation_with`] zeroes with them) and returns what it read if the
+    /// slot belonged to `generation` throughout.
+    pub fn read_with<R>(&self, generation: u32, read: impl FnOnce() -> R) -> Option<R> {
         let want = u64::from(generation) << 1;
         let s1 = self.seq.load(Ordering::Acquire);
         if s1 != want {
             return None;
         }
-        let snap = self.counters.snapshot();
+        let value = read();
         fence(Ordering::Acquire);
         let s2 = self.seq.load(Ordering::Relaxed);
-        (s2 == want).then_some(snap)
+        (s2 == want).then_some(value)
+    }
+}
+
+/// A session slot's receive loss pattern ([`crate::quality::xr::LossPattern`]) as
+/// [`LOSS_PATTERN_WORDS`] single-writer words: the jitter stage stores it when a loss is
+/// classified or a stream ends (never per packet, so it is not per-session hot state) and
+/// zeroes it in [`SessionCell::begin_generation_with`]; the control plane reads it under
+/// that cell's sequence ([`SessionCell::read_with`]).
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+pub struct LossCell([AtomicU64; LOSS_PATTERN_WORDS]);
+
+impl LossCell {
+    /// The words (each read is atomic; the set is not a transaction: read under the
+    /// session cell's sequence).
+    pub fn load(&self) -> [u64; LOSS_PATTERN_WORDS] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    }
+
+    /// Overwrites the words. Single writer (the jitter stage). Real-time safe.
+    pub fn store(&self, words: &[u64; LOSS_PATTERN_WORDS]) {
+        for (cell, &w) in self.0.iter().zip(words) {
+            cell.store(w, Ordering::Relaxed);
+        }
     }
 }
 

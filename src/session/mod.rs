@@ -297,18 +297,18 @@ impl JitterPart {
         self.earlier_streams.0 + self.stats.expected()
     }
 
-    /// Packets lost over the session's streams (each stream's cumulative loss, clamped
-    /// at 0).
+    /// Packets lost over the session's streams: each stream's sequence numbers never
+    /// received ([`RtpReceiveStats::distinct_lost`]: duplicates do not offset losses).
     #[inline]
     pub fn lost(&self) -> u64 {
-        self.earlier_streams.1 + self.stats.cumulative_lost().max(0) as u64
+        self.earlier_streams.1 + self.stats.distinct_lost()
     }
 
     /// A new stream starts (SSRC change): the current one's counts join the earlier ones
-    /// and the statistics start over.
-    pub fn start_stream(&mut self) {
+    /// and the statistics start over; `loss` classifies the old stream's last positions.
+    pub fn start_stream(&mut self, loss: &mut impl crate::quality::rtp_stats::LossObserver) {
         self.earlier_streams = (self.expected(), self.lost());
-        self.stats.reset();
+        self.stats.reset_observed(loss);
     }
 }
 

@@ -187,7 +187,7 @@ impl MediaEngine {
                 let _ = writeln!(out, "{name}{{{labels}}} {v}");
             }
         }
-        let quality: [QualityGauge; 5] = [
+        let quality: [QualityGauge; 6] = [
             (
                 "media_core_session_mos",
                 "E-model (ITU-T G.107) MOS estimate.",
@@ -198,8 +198,13 @@ impl MediaEngine {
             }),
             (
                 "media_core_session_loss_ratio",
-                "Packets lost over packets expected (RFC 3550).",
+                "Packets never received over packets expected (RFC 3550 sequence numbers).",
                 |q| q.loss_percent / 100.0,
+            ),
+            (
+                "media_core_session_loss_burst_ratio",
+                "E-model burst ratio of the loss (G.107 BurstR: 1 random, above 1 bursty).",
+                |q| q.burst_ratio,
             ),
             (
                 "media_core_session_jitter_seconds",
@@ -339,6 +344,10 @@ mod tests {
         let full = e.render_prometheus(PrometheusOptions { per_session: true });
         check_format(&full);
         assert!(full.contains(&format!("media_core_session_mos{{{labels}}}")));
+        // A clean stream's loss is random by convention: burst ratio 1.
+        assert!(full.contains(&format!(
+            "media_core_session_loss_burst_ratio{{{labels}}} 1\n"
+        )));
         e.stop().unwrap();
     }
 }

@@ -64,7 +64,7 @@ pub struct PipelineResult {
     pub jitter_ms: f64,
     /// Network loss, percent of packets sent.
     pub loss_percent: f64,
-    /// E-model MOS from effective loss and the mean playout delay.
+    /// E-model MOS from effective loss, its burst ratio and the mean playout delay.
     pub mos_estimate: f64,
     /// Leg A's counters at the end.
     pub stats: SessionStats,
@@ -467,7 +467,9 @@ pub fn run(input: &[i16], cfg: &PipelineConfig) -> Result<PipelineResult, Error>
     r.mos_estimate = mos_from_r(r_factor(&EModelInput::for_codec(
         kind,
         eff,
-        1.0,
+        // The burstiness of the loss the session classified (its last 64 packets are not
+        // in it yet; 1 with none).
+        q.burst_ratio,
         r.mean_playout_delay_ms(),
     )));
     let _ = rate;

@@ -2135,12 +2135,20 @@ impl DspStage {
                             // canceller takes it as its reference; Opus relays between
                             // sessions at different Opus rates), or the reference would be
                             // 48 kHz audio read as 8 kHz.
-                            if let (true, Some(r)) =
-                                (!f.relay || f.samples > 0, part.resampler.as_mut())
-                            {
-                                let n = r.process(&f.pcm[..f.samples], scratch).min(f.pcm.len());
-                                f.pcm[..n].copy_from_slice(&scratch[..n]);
-                                f.samples = n;
+                            if let Some(r) = part.resampler.as_mut() {
+                                if !f.relay || f.samples > 0 {
+                                    let n =
+                                        r.process(&f.pcm[..f.samples], scratch).min(f.pcm.len());
+                                    f.pcm[..n].copy_from_slice(&scratch[..n]);
+                                    f.samples = n;
+                                } else {
+                                    // A payload relayed undecoded: the audio stream breaks
+                                    // here, so the next decoded frame (a loss concealed
+                                    // between relayed ones) starts afresh instead of after
+                                    // audio from before the relay (a burst of stale speech
+                                    // the filter's length long).
+                                    r.reset();
+                                }
                             }
                         });
                         self.shared.sc(src as u32).frames_processed.inc();

@@ -161,6 +161,8 @@ struct Polyphase {
     filled: usize,
     /// Phase of the next output; its window starts at history index 0.
     phase: usize,
+    /// Input was taken since the last reset (a reset of a fresh state is skipped).
+    used: bool,
 }
 
 /// The quantised polyphase rows.
@@ -276,7 +278,9 @@ impl Resampler {
     }
 
     /// Forgets all history, as if newly built: the next call starts a new stream.
-    /// Called on the real-time thread; allocates nothing.
+    /// Called on the real-time thread; allocates nothing, and costs a flag test when
+    /// nothing was converted since the last reset (a caller may call it for every frame
+    /// that bypasses the conversion).
     pub fn reset(&mut self) {
         if let Engine::Polyphase(p) = &mut self.engine {
             p.reset();
@@ -345,12 +349,16 @@ impl Polyphase {
             stride,
             filled: 0,
             phase: 0,
+            used: true,
         };
         poly.reset();
         poly
     }
 
     fn reset(&mut self) {
+        if !std::mem::replace(&mut self.used, false) {
+            return;
+        }
         self.history.fill(0);
         // The first output's window ends at the first input sample: `taps - 1` zeros of
         // history before it.
@@ -383,6 +391,7 @@ impl Polyphase {
     /// Converts at most `stride - filled` frames; returns output frames written.
     fn process_chunk(&mut self, ch: usize, chunk: &[i16], out: &mut [i16]) -> usize {
         let n_in = chunk.len() / ch;
+        self.used = true;
         let (stride, filled) = (self.stride, self.filled);
         for (c, buf) in self.history.chunks_exact_mut(stride).enumerate() {
             let dst = &mut buf[filled..filled + n_in];
@@ -753,6 +762,35 @@ mod tests {
         let (up, down) = ((to / g) as usize, (from / g) as usize);
         let (filter, delay) = design(from, to, up, down);
         (filter, delay, up, down)
+    }
+
+    /// After a reset the next frame converts as on a new resampler (nothing of the audio
+    /// before it leaks in), however many resets came between, at every rate pair.
+    #[test]
+    fn a_reset_forgets_the_audio_before_it_once_or_repeated() {
+        for (from, to) in all_pairs() {
+            let frame = (from / 50) as usize;
+            let tone = |k: usize| {
+                (0..frame)
+                    .map(|i| ((((k * frame + i) as f64) * 0.3).sin() * 12_000.0) as i16)
+                    .collect::<Vec<_>>()
+            };
+            let mut fresh = Resampler::new(from, to, 1, frame).unwrap();
+            let mut want = vec![0i16; fresh.max_output_len()];
+            let n = fresh.process(&tone(7), &mut want);
+            let mut used = Resampler::new(from, to, 1, frame).unwrap();
+            let mut out = vec![0i16; used.max_output_len()];
+            for k in 0..3 {
+                used.process(&tone(k), &mut out);
+            }
+            for resets in 1..=3 {
+                for _ in 0..resets {
+                    used.reset();
+                }
+                let m = used.process(&tone(7), &mut out);
+                assert_eq!((m, &out[..m]), (n, &want[..n]), "{from} -> {to}, {resets} resets");
+            }
+        }
     }
 
     #[test]

@@ -501,6 +501,12 @@ fn bursty_loss_rates_lower_than_spread_loss_and_duplicates_do_not_hide_loss() {
     assert_eq!((dup.packets_lost, dup.duplicates), (91, 91), "{dup:?}");
     assert!((2.9..=3.1).contains(&dup.loss_percent), "{dup:?}");
     assert!(dup.mos < clean.mos - 0.3, "{dup:?} {clean:?}");
+    // The RTCP report block follows RFC 3550 A.3, where each copy counts as received.
+    use media_core::integration::rtcp::{NtpTime, ReceiveCounts, ReceptionState};
+    let stats = e.session_stats(c.id).unwrap();
+    let counts = ReceiveCounts::from_session_stats(&stats, 2999);
+    let block = ReceptionState::default().report_block(102, &counts, NtpTime(0));
+    assert_eq!(block.cumulative_lost, 0, "{counts:?}");
 }
 
 /// A PCMU call (legs A and B, on the lane's RTP handles) after a minute of clean audio
@@ -840,13 +846,14 @@ fn duplicate_and_reordered_event_and_sid_packets_are_counted() {
     assert_eq!(q.reordered, 1, "{q:?}");
     // The RTCP report block built from the session's counts reads no loss either: the
     // event and SID packets were expected (they share the sequence space), so they count
-    // as received too.
+    // as received too; the copy counts as received as well (RFC 3550 A.3), so the
+    // cumulative loss is -1.
     use media_core::integration::rtcp::{NtpTime, ReceiveCounts, ReceptionState};
     let counts = ReceiveCounts::from_session_stats(&stats, 119);
     let block = ReceptionState::default().report_block(100, &counts, NtpTime(0));
     assert_eq!(
         (block.cumulative_lost, block.fraction_lost),
-        (0, 0),
+        (-1, 0),
         "{counts:?} {stats:?}"
     );
     // B's stream, all audio in order, has neither.

@@ -399,3 +399,43 @@ fn state_beside_the_block_follows_its_generation() {
         "{seen:?}"
     );
 }
+
+/// `SeqWords` (a slot's `LossCell`, here two words) is read whole: a reader racing the
+/// writer's stores gets one store's words or none, never a word of each, and a second read
+/// never returns an older store than the first.
+///
+/// Writer: `store([1, 1])`, `store([2, 2])`. Reader: `load(2)` twice.
+#[test]
+fn seq_words_are_read_whole() {
+    use media_core::runtime::stats::SeqWords;
+    let (seen, _) = outcomes(|| {
+        let cell = Arc::new(SeqWords::<2>::default());
+        let reader = {
+            let cell = cell.clone();
+            thread::spawn(move || {
+                let a = cell.load(2);
+                let b = cell.load(2);
+                for w in [a, b].into_iter().flatten() {
+                    assert_eq!(w[0], w[1], "torn read: {w:?}");
+                }
+                if let (Some(a), Some(b)) = (a, b) {
+                    assert!(b[0] >= a[0], "went backwards: {a:?} then {b:?}");
+                }
+                (a.map(|w| w[0]), b.map(|w| w[0]))
+            })
+        };
+        cell.store(&[1, 1]);
+        cell.store(&[2, 2]);
+        let seen = reader.join().unwrap();
+        assert_eq!(cell.load(1), Some([2, 2]));
+        seen
+    });
+    // Loom explored reads of each store, and reads that gave up while one was under way.
+    for v in [0, 1, 2] {
+        assert!(seen.iter().any(|s| s.0 == Some(v)), "{seen:?}");
+    }
+    assert!(
+        seen.iter().any(|s| s.0.is_none() || s.1.is_none()),
+        "{seen:?}"
+    );
+}

@@ -131,6 +131,9 @@ impl MediaEngine {
     /// A session's receive quality now: loss, jitter, concealment, jitter buffer and an
     /// E-model MOS. Reads counters without stopping the lane.
     pub fn session_quality(&self, id: SessionId) -> Result<QualitySnapshot> {
+        // The counters before the loss pattern: the pattern is then at least as new, and a
+        // loss it classified since is not counted received (its snapshot clamps).
+        let stats = self.session_stats(id)?;
         let (codec, ptime, rtt, erle, pattern) = {
             let g = self.lock();
             let rec = g.sessions.get(&id).ok_or(Error::UnknownSession(id))?;
@@ -142,7 +145,6 @@ impl MediaEngine {
             let pattern = shared.loss_pattern(id.slot, id.generation);
             (codec, rec.params.ptime, rec.round_trip_ms, erle, pattern)
         };
-        let stats = self.session_stats(id)?;
         let q = QualitySnapshot {
             echo_erle_db: erle.map(f64::from),
             ..QualitySnapshot::from_stats(

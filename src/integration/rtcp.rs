@@ -886,13 +886,19 @@ impl ReceiveCounts {
     /// sequence tracking, which counts every packet of the stream: audio, keepalives,
     /// RFC 4733 events and RFC 3389 SIDs alike. (`rx_packets` counts audio and
     /// keepalives only, and packets still on probation, so with it every event or SID
-    /// packet would read as lost.) `rx_lost` counts the sequence numbers never received,
-    /// so duplicates neither hide losses nor make the cumulative loss negative here (A.3
-    /// would count a copy as received).
+    /// packet would read as lost.) `rx_lost` counts the sequence numbers never received;
+    /// A.3, which the report's loss fields follow (RFC 3550 §6.4.1), counts duplicates as
+    /// received too, so the duplicates sequence tracking caught (`rx_duplicates`) are
+    /// added back: with more copies than losses the cumulative loss is negative, as
+    /// §6.4.1 allows. (The engine's own quality figures use the losses without that
+    /// offset.)
     pub fn from_session_stats(s: &SessionStats, highest_seq_ext: u32) -> Self {
         ReceiveCounts {
             expected: s.rx_expected,
-            received: s.rx_expected.saturating_sub(s.rx_lost),
+            received: s
+                .rx_expected
+                .saturating_sub(s.rx_lost)
+                .saturating_add(s.rx_duplicates),
             highest_seq_ext,
             jitter_ts: s.rx_jitter_ts.min(u64::from(u32::MAX)) as u32,
         }

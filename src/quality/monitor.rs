@@ -12,8 +12,9 @@ use super::xr::{
 };
 use crate::runtime::stats::SessionStats;
 
-/// Quality of one session's receive direction at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// Quality of one session's receive direction at one moment. The default is a session
+/// that received nothing: zero counts, burst ratio 1 (random loss), R and MOS 0.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QualitySnapshot {
     /// Packets received (RFC 3550 A.3, duplicates included).
     pub packets_received: u64,
@@ -24,7 +25,8 @@ pub struct QualitySnapshot {
     pub packets_arrived: u64,
     /// Packets expected from the sequence range.
     pub packets_expected: u64,
-    /// Packets lost in the network (cumulative, RFC 3550).
+    /// Packets lost in the network: sequence numbers never received (RFC 3550 A.3's
+    /// count without the offset a duplicate would give it).
     pub packets_lost: u64,
     /// Network loss, percent of expected.
     pub loss_percent: f64,
@@ -76,6 +78,36 @@ pub struct QualitySnapshot {
     /// it). `None` when the session cancels no echo, or before its canceller has measured
     /// a second. Not part of the E-model figures.
     pub echo_erle_db: Option<f64>,
+}
+
+impl Default for QualitySnapshot {
+    fn default() -> Self {
+        QualitySnapshot {
+            packets_received: 0,
+            packets_arrived: 0,
+            packets_expected: 0,
+            packets_lost: 0,
+            loss_percent: 0.0,
+            late_discards: 0,
+            duplicates: 0,
+            reordered: 0,
+            jitter_ms: 0.0,
+            frames_played: 0,
+            frames_concealed: 0,
+            concealment_ratio: 0.0,
+            jb_current_ms: 0,
+            jb_target_ms: 0,
+            round_trip_ms: None,
+            one_way_delay_ms: 0.0,
+            effective_loss_percent: 0.0,
+            loss_pattern: LossPatternSnapshot::default(),
+            burst_ratio: 1.0,
+            r_factor: 0.0,
+            mos: 0.0,
+            codec: CodecKind::default(),
+            echo_erle_db: None,
+        }
+    }
 }
 
 impl QualitySnapshot {
@@ -152,7 +184,8 @@ impl QualitySnapshot {
         let played = d(self.frames_played, earlier.frames_played)?;
         let concealed = d(self.frames_concealed, earlier.frames_concealed)?;
         let late = d(self.late_discards, earlier.late_discards)?;
-        // RFC 3550's cumulative loss can fall (duplicates count as received): clamped.
+        // The loss can fall (a packet long late fills its hole, after the earlier
+        // snapshot counted it lost): clamped.
         let lost = self
             .packets_lost
             .saturating_sub(earlier.packets_lost)
@@ -222,7 +255,10 @@ impl QualitySnapshot {
     }
 
     /// The values of an RTCP XR VoIP Metrics block (RFC 3611 §4.7) for this snapshot. The
-    /// burst/gap fields come from the loss pattern (zero without one).
+    /// burst/gap fields come from the loss pattern (zero without one): network loss only
+    /// (§4.7.2 counts discards too; late discards are found after the pattern's window)
+    /// and up to its 64-packet window behind the newest, where the loss and discard rates
+    /// count everything.
     pub fn voip_metrics(&self, jb_max_ms: u16) -> VoipMetrics {
         let expected = self.packets_expected.max(1) as f64;
         let bg = &self.loss_pattern.burst_gap;

@@ -35,7 +35,8 @@
 //!   [`LOSS_WINDOW`] (64) ahead of it is lost, and a [`LossObserver`] given to
 //!   [`RtpReceiveStats::on_packet_observed`] learns of it then, in order and in runs
 //!   (the input of RFC 3611 burst/gap metrics and of G.107's burst ratio). The check is
-//!   one mask test per in-order packet; the observer is called only for losses.
+//!   one mask test per in-order packet; the observer is called only for losses and at a
+//!   stream's end.
 //! - [`RtpReceiveStats::distinct_lost`] counts the sequence numbers never received:
 //!   A.3's loss with the current stream's duplicates added back.
 //! - Jitter skips duplicates (a copy of an old packet would read as a large transit
@@ -308,7 +309,7 @@ impl RtpReceiveStats {
 
     /// [`Self::on_packet`], telling `loss` which sequence positions of the stream left the
     /// reorder window unreceived (see [`LossObserver`]). `loss` is called only when a
-    /// position leaves unreceived, at a stream's start and at its end, so an observer
+    /// position leaves unreceived and when a stream ends (an A.1 restart), so an observer
     /// whose state is out of the per-packet cache lines costs nothing on a clean stream.
     pub fn on_packet_observed<O: LossObserver + ?Sized>(
         &mut self,
@@ -441,7 +442,10 @@ impl RtpReceiveStats {
             } else {
                 ((1u128 << udelta) - 1) << (LOSS_WINDOW - udelta)
             };
-            if udelta > LOSS_WINDOW || before & leaving != leaving {
+            // (In a stream's first packets the positions leaving precede it: no loss.)
+            if (udelta > LOSS_WINDOW || before & leaving != leaving)
+                && self.extended_max() >= u64::from(self.base_seq) + u64::from(LOSS_WINDOW)
+            {
                 self.classify_leaving(before, udelta, loss);
             }
             (PacketClass::InOrder, JitterStep::Sample)
@@ -488,8 +492,7 @@ impl RtpReceiveStats {
 
     /// The highest sequence number advanced by `udelta` from a window that was `before`:
     /// the positions that crossed [`LOSS_WINDOW`] unreceived, oldest first, in runs. Off
-    /// the per-packet path: a clean stream comes here only for its first
-    /// [`LOSS_WINDOW`] packets (whose leaving positions precede the stream).
+    /// the per-packet path: a clean stream never comes here.
     #[cold]
     fn classify_leaving<O: LossObserver + ?Sized>(
         &mut self,

@@ -743,10 +743,12 @@ impl LossPattern {
     pub fn snapshot(&self, expected: u64, window: u64) -> LossPatternSnapshot {
         let classified = expected.saturating_sub(self.earlier).saturating_sub(window);
         let mut t = self.tracker;
-        t.on_received_run(classified.saturating_sub(self.next));
+        let received = classified.saturating_sub(self.next);
+        t.on_received_run(received);
         LossPatternSnapshot {
             burst_gap: t.snapshot(),
             loss_runs: self.loss_runs,
+            in_run: self.prev_lost && received == 0,
         }
     }
 }
@@ -786,8 +788,10 @@ impl crate::quality::rtp_stats::LossObserver for LossPattern {
 pub struct LossPatternSnapshot {
     /// RFC 3611 §4.7.2 counts (lost packets only: late discards are not in the pattern).
     pub burst_gap: BurstGapSnapshot,
-    /// Runs of consecutive lost packets.
+    /// Runs of consecutive lost packets (each counted where it starts).
     pub loss_runs: u64,
+    /// The last packet classified was lost: a run may go on past this snapshot.
+    pub in_run: bool,
 }
 
 impl LossPatternSnapshot {
@@ -804,13 +808,17 @@ impl LossPatternSnapshot {
         )
     }
 
-    /// The pattern over the interval since `earlier` (a snapshot of the same stream): its
-    /// packet, loss and run counts are the differences (the burst/gap counts are this
-    /// snapshot's). `None` when a count went backwards.
+    /// [`Self::burst_ratio`] over the interval since `earlier` (a snapshot of the same
+    /// stream), from the differences of the packet, loss and run counts. A run open at
+    /// `earlier` is taken to go on into the interval (its losses there are one more run),
+    /// so the tail of an outage that straddles the two reads as the burst it is, not as
+    /// losses without a run. `None` when a count went backwards.
     pub fn burst_ratio_since(&self, earlier: &LossPatternSnapshot) -> Option<f64> {
+        let lost = self.burst_gap.lost.checked_sub(earlier.burst_gap.lost)?;
+        let started = self.loss_runs.checked_sub(earlier.loss_runs)?;
         Some(burst_ratio(
-            self.burst_gap.lost.checked_sub(earlier.burst_gap.lost)?,
-            self.loss_runs.checked_sub(earlier.loss_runs)?,
+            lost,
+            started + u64::from(earlier.in_run && lost > 0),
             self.burst_gap
                 .expected()
                 .checked_sub(earlier.burst_gap.expected())?,
@@ -1303,5 +1311,21 @@ mod tests {
         let second = late.burst_ratio_since(&early).unwrap();
         assert!((second - (1.0 - 1.0 / 400.0)).abs() < 1e-12, "{second}");
         assert_eq!(early.burst_ratio_since(&late), None);
+        // A 200-packet outage whose last 33 losses fall after a snapshot: the interval's
+        // losses are a run of 33 and two isolated ones, three runs.
+        let mut o = LossPattern::new();
+        o.lost(1000, 167);
+        let mid = o.snapshot(1167, 0);
+        assert!(mid.in_run);
+        o.lost(1167, 33);
+        o.lost(1400, 1);
+        o.lost(1600, 1);
+        let after = o.snapshot(1667, 0);
+        assert!(!after.in_run);
+        let tail = after.burst_ratio_since(&mid).unwrap();
+        assert!(
+            (tail - 35.0 / 3.0 * (1.0 - 35.0 / 500.0)).abs() < 1e-12,
+            "{tail}"
+        );
     }
 }

@@ -245,9 +245,11 @@ impl Shared {
     /// slot is another's). Control plane.
     pub fn loss_pattern(&self, slot: u32, generation: u32) -> Option<LossPattern> {
         let cell = self.loss.get(slot as usize)?;
+        // A store takes a few dozen nanoseconds and comes at most once a packet: a reader
+        // that meets one a thousand times running is not going to see the cell settle.
         self.sessions
             .get(slot as usize)?
-            .read_with(generation, || cell.load())
+            .read_with(generation, || cell.load(1000))?
             .map(|w| LossPattern::from_words(&w))
     }
 
@@ -314,14 +316,19 @@ struct CellLoss<'a>(&'a LossCell);
 
 impl LossObserver for CellLoss<'_> {
     fn lost(&mut self, first: u64, n: u64) {
-        let mut p = LossPattern::from_words(&self.0.load());
-        p.lost(first, n);
-        self.0.store(&p.to_words());
+        self.update(|p| p.lost(first, n));
     }
 
     fn stream_end(&mut self, expected: u64) {
-        let mut p = LossPattern::from_words(&self.0.load());
-        p.stream_end(expected);
+        self.update(|p| p.stream_end(expected));
+    }
+}
+
+impl CellLoss<'_> {
+    fn update(&self, f: impl FnOnce(&mut LossPattern)) {
+        // The stage is the cell's one writer: nothing stores meanwhile, the first try reads.
+        let mut p = LossPattern::from_words(&self.0.load(1).unwrap_or_default());
+        f(&mut p);
         self.0.store(&p.to_words());
     }
 }

@@ -354,29 +354,64 @@ impl SessionCell {
     }
 }
 
-/// A session slot's receive loss pattern ([`crate::quality::xr::LossPattern`]) as
-/// [`LOSS_PATTERN_WORDS`] single-writer words: the jitter stage stores it when a loss is
-/// classified or a stream ends (never per packet, so it is not per-session hot state) and
-/// zeroes it in [`SessionCell::begin_generation_with`]; the control plane reads it under
-/// that cell's sequence ([`SessionCell::read_with`]).
-#[derive(Debug, Default)]
+/// `N` words with one writer, published as a whole: a version word odd while the writer
+/// stores (a seqlock), so a reader never takes half of one store and half of another.
+/// `loom-tests/tests/stats.rs` models it.
+#[derive(Debug)]
 #[repr(C, align(64))]
-pub struct LossCell([AtomicU64; LOSS_PATTERN_WORDS]);
+pub struct SeqWords<const N: usize> {
+    version: AtomicU64,
+    words: [AtomicU64; N],
+}
 
-impl LossCell {
-    /// The words (each read is atomic; the set is not a transaction: read under the
-    /// session cell's sequence).
-    pub fn load(&self) -> [u64; LOSS_PATTERN_WORDS] {
-        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
-    }
-
-    /// Overwrites the words. Single writer (the jitter stage). Real-time safe.
-    pub fn store(&self, words: &[u64; LOSS_PATTERN_WORDS]) {
-        for (cell, &w) in self.0.iter().zip(words) {
-            cell.store(w, Ordering::Relaxed);
+impl<const N: usize> Default for SeqWords<N> {
+    fn default() -> Self {
+        SeqWords {
+            version: AtomicU64::new(0),
+            words: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
+
+impl<const N: usize> SeqWords<N> {
+    /// Overwrites the words. Single writer. Real-time safe: stores only.
+    pub fn store(&self, words: &[u64; N]) {
+        let v = self.version.load(Ordering::Relaxed);
+        self.version.store(v.wrapping_add(1) | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (cell, &w) in self.words.iter().zip(words) {
+            cell.store(w, Ordering::Relaxed);
+        }
+        self.version
+            .store((v | 1).wrapping_add(1), Ordering::Release);
+    }
+
+    /// The words of one whole store (or the initial zeros); `None` if the writer was
+    /// storing on each of `tries` attempts.
+    pub fn load(&self, tries: usize) -> Option<[u64; N]> {
+        for _ in 0..tries {
+            let v1 = self.version.load(Ordering::Acquire);
+            if v1 & 1 == 1 {
+                super::sync::spin_loop();
+                continue;
+            }
+            let words = std::array::from_fn(|i| self.words[i].load(Ordering::Relaxed));
+            fence(Ordering::Acquire);
+            if self.version.load(Ordering::Relaxed) == v1 {
+                return Some(words);
+            }
+            super::sync::spin_loop();
+        }
+        None
+    }
+}
+
+/// A session slot's receive loss pattern ([`crate::quality::xr::LossPattern`]): the
+/// jitter stage stores it when a loss is classified or a stream ends (never per packet, so
+/// it is not per-session hot state) and zeroes it in [`SessionCell::begin_generation_with`];
+/// the control plane reads it whole ([`SeqWords::load`]) under that cell's sequence
+/// ([`SessionCell::read_with`]), which tells it the slot's session.
+pub type LossCell = SeqWords<LOSS_PATTERN_WORDS>;
 
 /// Sub-buckets per power of two in [`TickHistogram`] (relative precision 1/16 ≈ 6%).
 const SUB: usize = 16;

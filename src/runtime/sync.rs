@@ -13,6 +13,15 @@ pub use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 #[cfg(not(loom))]
 pub use std::sync::Arc;
 
+/// A spin-wait hint; under loom a yield, so a model's spinning reader lets the writer on.
+#[inline]
+pub fn spin_loop() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+}
+
 /// An `UnsafeCell` with a closure API that loom can instrument.
 #[derive(Debug)]
 pub struct Cell<T>(

@@ -788,7 +788,11 @@ mod tests {
                     used.reset();
                 }
                 let m = used.process(&tone(7), &mut out);
-                assert_eq!((m, &out[..m]), (n, &want[..n]), "{from} -> {to}, {resets} resets");
+                assert_eq!(
+                    (m, &out[..m]),
+                    (n, &want[..n]),
+                    "{from} -> {to}, {resets} resets"
+                );
             }
         }
     }

@@ -24,6 +24,8 @@
 //! Prints both legs' statistics every `--stats-interval` seconds and a summary on exit
 //! (Ctrl-C or after `--seconds`). The UDP/RTP/RTCP I/O lives in `common/udp_media.rs`.
 
+#[path = "common/rtcp_leg.rs"]
+mod rtcp_leg;
 #[path = "common/udp_media.rs"]
 mod udp_media;
 

@@ -39,6 +39,8 @@
 
 #[path = "sip/media_io.rs"]
 mod media_io;
+#[path = "common/rtcp_leg.rs"]
+mod rtcp_leg;
 #[path = "common/sched.rs"]
 mod sched;
 
@@ -1259,6 +1261,9 @@ impl Gateway {
                     peer,
                     send: media.direction.sends(),
                     pts: SendPts::of(media),
+                    clock_rate_hz: media.send.clock_rate_hz,
+                    event_pt: media.telephone_event_recv.first().copied(),
+                    cname: format!("media-core-gw-{n}@{}", self.args.media_ip),
                     counters: leg.counters.clone(),
                 });
             }
@@ -1456,7 +1461,7 @@ impl Gateway {
             let c = &leg.counters;
             let g = LegCounters::get;
             println!(
-                "  leg {} {}: rx {} pkts, tx {} pkts | MOS {} | loss {:.2}% ({} lost, {} late) | jitter {:.1} ms | concealed {}/{} frames | jb {} ms | DTMF seen: {} (sent {} pkts, refused {}) | drops: ingress {} not-rtp {} held {} send-err {} | tx-unnegotiated-pt {} | rtcp in {}",
+                "  leg {} {}: rx {} pkts, tx {} pkts | MOS {} | loss {:.2}% ({} lost, {} late) | jitter {:.1} ms | concealed {}/{} frames | jb {} ms | DTMF seen: {} (sent {} pkts, refused {}) | drops: ingress {} not-rtp {} held {} send-err {} | tx-unnegotiated-pt {} | rtcp in {} out {} bad {} | peer reports {} | latched {}",
                 side.name(),
                 codec(leg),
                 g(&c.rtp_in),
@@ -1482,6 +1487,22 @@ impl Gateway {
                 g(&c.send_errors),
                 g(&c.tx_bad_pt),
                 g(&c.rtcp_in),
+                g(&c.rtcp_out),
+                g(&c.rtcp_bad),
+                if g(&c.rtcp_in) == 0 {
+                    "none".to_string()
+                } else {
+                    format!(
+                        "{:.1}% lost (cumulative {}), rtt {}",
+                        g(&c.peer_fraction_lost) as f64 / 2.56,
+                        g(&c.peer_cumulative_lost),
+                        match g(&c.rtt_us) {
+                            0 => "n/a".to_string(),
+                            us => format!("{:.1} ms", us as f64 / 1000.0),
+                        }
+                    )
+                },
+                g(&c.latched),
             );
             if let Some(m) = &leg.media {
                 println!(
@@ -1599,7 +1620,14 @@ impl Gateway {
                 return Ok(());
             }
         };
-        self.ios[id.lane()].update(id, peer, media.direction.sends(), SendPts::of(&media));
+        self.ios[id.lane()].update(
+            id,
+            peer,
+            media.direction.sends(),
+            SendPts::of(&media),
+            media.send.clock_rate_hz,
+            media.telephone_event_recv.first().copied(),
+        );
         if prev.direction != media.direction {
             self.hold_changed.push(n);
         }
@@ -1779,7 +1807,14 @@ impl Gateway {
         let t = Instant::now();
         self.engine.update_media_session(id, params)?;
         let peer = peer_addr(Some(&ans), self.args.media_ip)?;
-        self.ios[id.lane()].update(id, peer, media.direction.sends(), SendPts::of(&media));
+        self.ios[id.lane()].update(
+            id,
+            peer,
+            media.direction.sends(),
+            SendPts::of(&media),
+            media.send.clock_rate_hz,
+            media.telephone_event_recv.first().copied(),
+        );
         if prev.direction != media.direction {
             self.hold_changed.push(n);
         }
@@ -2148,7 +2183,13 @@ fn main() -> Result<(), BoxError> {
             .io_cores
             .get(lane % args.io_cores.len().max(1))
             .copied();
-        ios.push(LaneIo::spawn(ingress, egress, core)?);
+        ios.push(LaneIo::spawn(
+            engine.clone(),
+            ingress,
+            egress,
+            core,
+            Duration::from_secs(5),
+        )?);
     }
     engine.start()?;
     if args.fifo {

@@ -186,6 +186,14 @@ grep -E "connected:|re-INVITE|switched|DTMF '|CALL SUMMARY|^  leg |GATEWAY TOTAL
 [ $BRC = 0 ] || fail "baresip B exited $BRC"
 [ $GRC = 0 ] || fail "gateway exited $GRC"
 grep -q "CALL SUMMARY" "$W/gw.out" || fail "gateway printed no call summary (call not connected?)"
+# RTCP both ways on both legs (baresip reports every few seconds), none refused: baresip
+# also sends reduced-size RTCP (RFC 5506: a lone APP, a lone BYE).
+for L in A B; do
+  R=$(grep -E "^  leg $L [^:]*: rx" "$W/gw.out" | head -1 | sed -n 's/.*rtcp in \([0-9]*\) out \([0-9]*\) bad \([0-9]*\).*/\1 \2 \3/p')
+  set -- $R
+  { [ "${1:-0}" -ge 1 ] && [ "${2:-0}" -ge 1 ] && [ "${3:-1}" = 0 ]; } \
+    || fail "leg $L RTCP: in ${1:-?} out ${2:-?} bad ${3:-?} (want in >= 1, out >= 1, bad 0)"
+done
 grep -q "Set audio encoder: $(logname "$ACODEC")" "$W/a.log" || fail "A did not send $ACODEC"
 grep -q "Set audio encoder: $(logname "$BCODEC")" "$W/b.log" || fail "B did not send $BCODEC"
 if [ "$ACODEC" = "$BCODEC" ]; then MODE=pass-through; else MODE=transcoding; fi

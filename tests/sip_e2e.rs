@@ -616,3 +616,52 @@ fn a_leg_without_media_is_hung_up_after_the_media_timeout() {
     );
     assert_nothing_left(&run);
 }
+
+/// B's SDP names a port its RTP does not come from (a phone behind a NAT): the gateway
+/// latches leg B on to the RTP's source once B's first packet arrives (symmetric RTP) and
+/// sends there; A's SDP is right, so leg A never latches. Both legs send RTCP reports.
+#[test]
+#[ignore = "needs sipp; run cargo test --release --test sip_e2e -- --ignored"]
+fn a_leg_whose_sdp_address_is_not_its_source_is_latched_on_to_its_rtp() {
+    let _one_at_a_time = serial();
+    let Some(run) = sipp_call(
+        "latch",
+        "latch_uas.xml",
+        "call_uac.xml",
+        &["-d", "7000"],
+        &[],
+    ) else {
+        return;
+    };
+    assert!(run.uac_ok, "A's call failed\n{}", run.context());
+    assert!(run.uas_ok, "B's call failed\n{}", run.context());
+    assert!(
+        run.gw_log.contains("latched on 127.0.0.1:"),
+        "{}",
+        run.context()
+    );
+    assert_eq!(
+        run.number(&["  leg B PCMU"], "latched "),
+        1,
+        "{}",
+        run.context()
+    );
+    assert_eq!(
+        run.number(&["  leg A PCMU"], "latched "),
+        0,
+        "{}",
+        run.context()
+    );
+    for leg in ["  leg A PCMU", "  leg B PCMU"] {
+        assert_eq!(run.number(&[leg], "send-err "), 0, "{}", run.context());
+        // 7 s of call, a report every 5 s (the BYE goes after the summary).
+        assert!(
+            run.number(&[leg], " out ") >= 1,
+            "{leg}: no RTCP sent\n{}",
+            run.context()
+        );
+    }
+    // After the latch every packet toward B went to its real port: audio flowed both ways.
+    run.assert_last_period_flows(100, "after the latch");
+    assert_nothing_left(&run);
+}

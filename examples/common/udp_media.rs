@@ -28,10 +28,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use media_core::integration::rtcp::{
-    self, round_trip_ms, Compound, NtpTime, ReceiveCounts, ReceptionState, Report, RtcpPacket,
-    SenderInfo, SourceTracker,
-};
+use crate::rtcp_leg::RtcpLeg;
+use media_core::integration::rtcp;
 use media_core::rtp::RtpPacket;
 use media_core::{EgressHandle, IngressHandle, MediaEngine, SessionId};
 
@@ -151,15 +149,7 @@ struct Leg {
     peer: Option<SocketAddr>,
     rtcp_peer: Option<SocketAddr>,
     counters: Arc<LegCounters>,
-    rx: SourceTracker,
-    reception: ReceptionState,
-    /// SSRC media-core sends with on this leg (from the first packet popped).
-    tx_ssrc: Option<u32>,
-    tx_packets: u32,
-    tx_octets: u32,
-    sent_since_report: bool,
-    /// Last RTP timestamp sent and when, to place the SR's RTP timestamp (§6.4.1).
-    last_tx: Option<(u32, Instant)>,
+    report: RtcpLeg,
     next_report: Instant,
 }
 
@@ -175,6 +165,13 @@ impl Leg {
             p.set_port(p.port().wrapping_add(1));
             p
         });
+        let report = RtcpLeg::new(
+            cfg.session,
+            cfg.ssrc,
+            cfg.clock_rate_hz,
+            cfg.event_pt,
+            cfg.cname.clone(),
+        );
         Ok(Leg {
             peer: cfg.peer,
             rtcp_peer,
@@ -182,23 +179,9 @@ impl Leg {
             rtp,
             rtcp,
             counters: Arc::new(LegCounters::default()),
-            rx: SourceTracker::default(),
-            reception: ReceptionState::new(),
-            tx_ssrc: None,
-            tx_packets: 0,
-            tx_octets: 0,
-            sent_since_report: false,
-            last_tx: None,
+            report,
             next_report: Instant::now(),
         })
-    }
-
-    /// Our SSRC for RTCP: the one media-core sends with, or one derived from the session
-    /// before the first packet went out.
-    fn ssrc(&self) -> u32 {
-        self.tx_ssrc
-            .or(self.cfg.ssrc)
-            .unwrap_or(self.cfg.session.to_u64() as u32 ^ 0x5EED_0000)
     }
 }
 
@@ -279,15 +262,7 @@ impl Io {
                     leg.rtcp_peer = Some(r);
                 }
             }
-            // (An audio packet's marker starts a stream; an event's starts an event.)
-            let audio = Some(pkt.payload_type()) != leg.cfg.event_pt;
-            leg.rx.on_packet(
-                pkt.ssrc(),
-                pkt.sequence(),
-                pkt.timestamp(),
-                audio,
-                pkt.marker(),
-            );
+            leg.report.on_rtp_in(&pkt);
             leg.counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
             match self.ingress.push(leg.cfg.session, d) {
                 Ok(()) => {
@@ -320,10 +295,9 @@ impl Io {
     }
 
     fn on_rtcp(&mut self, i: usize, d: &[u8], from: SocketAddr) {
-        let now = NtpTime::now();
         let leg = &mut self.legs[i];
-        let c = match Compound::parse(d) {
-            Ok(c) => c,
+        let got = match leg.report.on_rtcp(&self.engine, d) {
+            Ok(got) => got,
             Err(e) => {
                 leg.counters.rtcp_bad.fetch_add(1, Ordering::Relaxed);
                 log::debug!("leg {}: bad RTCP from {from}: {e}", leg.cfg.name);
@@ -334,58 +308,27 @@ impl Io {
         if leg.rtcp_peer.is_none() {
             leg.rtcp_peer = Some(from);
         }
-        let ours = leg.ssrc();
-        for p in c.packets() {
-            let blocks = match p {
-                RtcpPacket::SenderReport(sr) => {
-                    if Some(sr.ssrc) == leg.rx.ssrc() {
-                        leg.reception.on_sender_report(&sr.info, now);
-                    }
-                    sr.blocks
-                }
-                RtcpPacket::ReceiverReport(rr) => rr.blocks,
-                RtcpPacket::Bye(_) => {
-                    log::info!("leg {}: BYE from {from}", leg.cfg.name);
-                    continue;
-                }
-                RtcpPacket::Xr(x) => {
-                    if let Some((_, m)) = x.voip_metrics() {
-                        log::debug!("leg {}: peer XR VoIP metrics {m:?}", leg.cfg.name);
-                    }
-                    continue;
-                }
-                _ => continue,
-            };
-            let Some(b) = blocks.about(ours) else {
-                continue;
-            };
-            let c = &leg.counters;
-            c.peer_fraction_lost
-                .store(u64::from(b.fraction_lost), Ordering::Relaxed);
-            c.peer_cumulative_lost
-                .store(b.cumulative_lost.max(0) as u64, Ordering::Relaxed);
-            // Opus adaptation (QualityMonitor) follows the loss our packets meet.
-            let _ = self.engine.set_peer_loss(
-                leg.cfg.session,
-                u64::from(b.highest_seq_ext),
-                b.cumulative_lost.max(0) as u64,
-            );
-            let rtt = round_trip_ms(now, b.lsr, b.dlsr);
-            log::info!(
-                "leg {}: peer reports {:.1}% lost (cumulative {}), jitter {} ts, rtt {}",
-                leg.cfg.name,
-                b.fraction_lost_f64() * 100.0,
-                b.cumulative_lost,
-                b.jitter,
-                rtt.map_or("n/a".to_string(), |r| format!("{r:.1} ms"))
-            );
-            if let Some(rtt) = rtt {
-                c.rtt_us.store((rtt * 1000.0) as u64, Ordering::Relaxed);
-                if let Err(e) = self.engine.set_round_trip(leg.cfg.session, rtt) {
-                    log::warn!("leg {}: set_round_trip: {e}", leg.cfg.name);
-                }
-            }
+        if got.bye {
+            log::info!("leg {}: BYE from {from}", leg.cfg.name);
         }
+        let Some(b) = got.report else {
+            return;
+        };
+        let c = &leg.counters;
+        c.peer_fraction_lost
+            .store(u64::from(b.fraction_lost), Ordering::Relaxed);
+        c.peer_cumulative_lost
+            .store(b.cumulative_lost.max(0) as u64, Ordering::Relaxed);
+        if let Some(rtt) = b.rtt_ms {
+            c.rtt_us.store((rtt * 1000.0) as u64, Ordering::Relaxed);
+        }
+        log::info!(
+            "leg {}: peer reports {:.1}% lost (cumulative {}), rtt {}",
+            leg.cfg.name,
+            f64::from(b.fraction_lost) / 2.56,
+            b.cumulative_lost,
+            b.rtt_ms.map_or("n/a".to_string(), |r| format!("{r:.1} ms"))
+        );
     }
 
     fn send_egress(&mut self) -> bool {
@@ -401,22 +344,10 @@ impl Io {
                 continue;
             };
             let h = p.header();
-            leg.tx_ssrc = Some(h.ssrc);
-            // The sender report's RTP time is extrapolated from the newest timestamp sent:
-            // RFC 4733 packets repeat their event's start timestamp for as long as the
-            // digit lasts, so they must not move its wall-clock reference.
-            if leg
-                .last_tx
-                .is_none_or(|(ts, _)| (h.timestamp.wrapping_sub(ts) as i32) > 0)
-            {
-                leg.last_tx = Some((h.timestamp, Instant::now()));
-            }
             let sock = &leg.rtp;
             match p.with_bytes(|b| sock.send_to(b, peer)) {
                 Ok(n) => {
-                    leg.tx_packets = leg.tx_packets.wrapping_add(1);
-                    leg.tx_octets = leg.tx_octets.wrapping_add(n.saturating_sub(12) as u32);
-                    leg.sent_since_report = true;
+                    leg.report.on_rtp_out(&h, n);
                     leg.counters.rtp_out.fetch_add(1, Ordering::Relaxed);
                     leg.counters
                         .bytes_out
@@ -432,60 +363,16 @@ impl Io {
     }
 
     fn send_report(&mut self, i: usize, bye: bool) {
-        let now_ntp = NtpTime::now();
         let leg = &mut self.legs[i];
         let Some(to) = leg.rtcp_peer else {
             return;
         };
-        let session = leg.cfg.session;
-        let block = match (leg.rx.ssrc(), self.engine.session_stats(session)) {
-            (Some(src), Ok(stats)) => {
-                let counts = ReceiveCounts::from_session_stats(&stats, leg.rx.highest_seq_ext());
-                Some(leg.reception.report_block(src, &counts, now_ntp))
-            }
-            _ => None,
-        };
-        let voip_metrics =
-            self.engine.session_quality(session).ok().map(|q| {
-                q.voip_metrics(self.engine.config().jitter.max_delay_ms.min(65535) as u16)
-            });
-        let sender = match (leg.sent_since_report, leg.last_tx) {
-            (true, Some((ts, at))) => {
-                // The RTP timestamp corresponding to "now" (§6.4.1), extrapolated from the
-                // last packet sent.
-                let elapsed = at.elapsed().as_secs_f64() * f64::from(leg.cfg.clock_rate_hz);
-                Some(SenderInfo {
-                    ntp: now_ntp,
-                    rtp_timestamp: ts.wrapping_add(elapsed as u32),
-                    packet_count: leg.tx_packets,
-                    octet_count: leg.tx_octets,
-                })
-            }
-            _ => None,
-        };
-        leg.sent_since_report = false;
-        let ssrc = leg.ssrc();
         let mut out = [0u8; 512];
-        let report = Report {
-            ssrc,
-            sender,
-            block,
-            cname: leg.cfg.cname.as_bytes(),
-            voip_metrics,
+        let Some(n) = leg.report.write_report(&self.engine, bye, &mut out) else {
+            log::warn!("leg {}: RTCP report did not fit", leg.cfg.name);
+            return;
         };
-        let n = match rtcp::write_report(&mut out, &report) {
-            Ok(n) => n,
-            Err(e) => {
-                log::warn!("leg {}: building RTCP: {e}", leg.cfg.name);
-                return;
-            }
-        };
-        let mut w = rtcp::CompoundWriter::new(&mut out[n..]);
-        if bye && w.bye(ssrc).is_err() {
-            log::warn!("leg {}: no room for BYE", leg.cfg.name);
-        }
-        let total = n + w.finish();
-        match leg.rtcp.send_to(&out[..total], to) {
+        match leg.rtcp.send_to(&out[..n], to) {
             Ok(_) => {
                 leg.counters.rtcp_out.fetch_add(1, Ordering::Relaxed);
             }

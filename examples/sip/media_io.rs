@@ -3,8 +3,19 @@
 //! is fixed when its thread starts. The per-packet logic is the same: received RTP ->
 //! [`IngressHandle::push`], [`EgressHandle::pop`] -> `send_to` the leg's peer.
 //!
-//! RTCP (RTP port + 1, RFC 3550 §11) is received and counted so peers get no ICMP errors,
-//! but not interpreted here: call quality comes from media-core's own receive statistics.
+//! RTCP (RTP port + 1, RFC 3550 §11, or on the RTP port, RFC 5761) goes both ways
+//! (`common/rtcp_leg.rs`): each leg sends an SR or RR with a report block, SDES CNAME and
+//! an RFC 3611 VoIP Metrics block every few seconds (and a BYE when it is removed), and the
+//! peer's reports give the round-trip time (into the session's E-model MOS) and the loss
+//! our packets meet (into Opus adaptation).
+//!
+//! Symmetric RTP (RFC 4961; a phone behind a NAT): the first RTP packet a leg receives
+//! (after it is added, or after a re-INVITE) from an address other than the one its SDP
+//! gave makes that address the leg's peer, and RTCP goes to its port + 1 (or to where the
+//! peer's RTCP comes from). The SDP of a phone behind a NAT names its private address,
+//! where nothing it sends to us can be answered. Later packets from other addresses are
+//! pushed but change nothing (counted in `foreign_src`).
+//!
 //! A leg whose SDP direction says we must not send (hold: `recvonly`/`inactive` answer)
 //! has its egress packets discarded (RFC 3264 §5.1) and counted.
 //!
@@ -19,16 +30,19 @@
 //! datagram per socket per 20 ms); a production transport would share sockets or use
 //! io_uring.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use crate::rtcp_leg::RtcpLeg;
+use media_core::integration::rtcp;
 use media_core::rtp::RtpPacket;
-use media_core::{EgressHandle, IngressHandle, SessionId};
+use media_core::{EgressHandle, IngressHandle, MediaEngine, SessionId};
 
 /// Counters of one leg, written by its I/O thread, read by the control plane.
 #[derive(Debug, Default)]
@@ -51,8 +65,20 @@ pub struct LegCounters {
     /// (neither its voice codec nor telephone-event): a codec switch that did not reach
     /// the encoder shows here.
     pub tx_bad_pt: AtomicU64,
-    /// RTCP datagrams received.
+    /// RTCP compound packets received and valid.
     pub rtcp_in: AtomicU64,
+    /// RTCP datagrams the parser rejected.
+    pub rtcp_bad: AtomicU64,
+    /// RTCP compound packets sent.
+    pub rtcp_out: AtomicU64,
+    /// Times the leg's peer was latched on to the source of its RTP (symmetric RTP).
+    pub latched: AtomicU64,
+    /// The last round-trip time from the peer's reports, µs (0: none yet).
+    pub rtt_us: AtomicU64,
+    /// The peer's last reported fraction lost of our stream, × 256.
+    pub peer_fraction_lost: AtomicU64,
+    /// The peer's last reported cumulative loss of our stream (RFC 3550 A.3, at least 0).
+    pub peer_cumulative_lost: AtomicU64,
 }
 
 impl LegCounters {
@@ -105,8 +131,50 @@ pub struct NewLeg {
     pub send: bool,
     /// Payload types we may send on this leg.
     pub pts: SendPts,
+    /// RTP clock rate of what we send, Hz (the sender report's RTP time).
+    pub clock_rate_hz: u32,
+    /// telephone-event's payload type received, if negotiated.
+    pub event_pt: Option<u8>,
+    /// Our RTCP CNAME.
+    pub cname: String,
     /// Counters shared with the control plane.
     pub counters: Arc<LegCounters>,
+}
+
+/// A leg on the I/O thread.
+struct Leg {
+    new: NewLeg,
+    rtcp_peer: SocketAddr,
+    /// The peer was latched on to its RTP's source since the SDP last named it.
+    latched: bool,
+    /// RTCP was received from the peer since the SDP last named it (its address is kept).
+    rtcp_heard: bool,
+    report: RtcpLeg,
+}
+
+impl Leg {
+    fn new(new: NewLeg) -> Leg {
+        let report = RtcpLeg::new(
+            new.session,
+            None,
+            new.clock_rate_hz,
+            new.event_pt,
+            new.cname.clone(),
+        );
+        Leg {
+            rtcp_peer: rtcp_port_of(new.peer),
+            new,
+            latched: false,
+            rtcp_heard: false,
+            report,
+        }
+    }
+}
+
+/// RFC 3550 §11: RTCP on the RTP port + 1.
+fn rtcp_port_of(mut rtp: SocketAddr) -> SocketAddr {
+    rtp.set_port(rtp.port().wrapping_add(1));
+    rtp
 }
 
 enum Cmd {
@@ -117,6 +185,8 @@ enum Cmd {
         peer: SocketAddr,
         send: bool,
         pts: SendPts,
+        clock_rate_hz: u32,
+        event_pt: Option<u8>,
     },
 }
 
@@ -130,15 +200,21 @@ pub struct LaneIo {
 impl LaneIo {
     /// Starts the thread around a lane's transport handles.
     /// `core`: pin the thread there (like the lane's `EngineConfig::cores`), else unpinned.
+    /// `report_interval`: how often each leg sends RTCP (RFC 3550 §6.2: 5 s).
     pub fn spawn(
+        engine: Arc<MediaEngine>,
         ingress: IngressHandle,
         egress: EgressHandle,
         core: Option<usize>,
+        report_interval: Duration,
     ) -> std::io::Result<LaneIo> {
         // The control plane talks to the thread through an SPSC ring, like it does to lanes.
         let (tx, rx) = rtrb::RingBuffer::new(CMD_CAPACITY);
         let stop = Arc::new(AtomicBool::new(false));
         let mut io = Io {
+            engine,
+            report_interval,
+            reports: VecDeque::new(),
             ingress,
             egress,
             legs: HashMap::new(),
@@ -179,13 +255,24 @@ impl LaneIo {
         self.command(Cmd::Remove(session));
     }
 
-    /// Changes a leg's peer, whether we send and on which payload types (re-INVITE).
-    pub fn update(&mut self, session: SessionId, peer: SocketAddr, send: bool, pts: SendPts) {
+    /// Changes a leg's peer, whether we send, on which payload types and at which RTP
+    /// clock, and the telephone-event type it receives (re-INVITE).
+    pub fn update(
+        &mut self,
+        session: SessionId,
+        peer: SocketAddr,
+        send: bool,
+        pts: SendPts,
+        clock_rate_hz: u32,
+        event_pt: Option<u8>,
+    ) {
         self.command(Cmd::Update {
             session,
             peer,
             send,
             pts,
+            clock_rate_hz,
+            event_pt,
         });
     }
 
@@ -251,9 +338,14 @@ impl Drop for Epoll {
 }
 
 struct Io {
+    engine: Arc<MediaEngine>,
+    report_interval: Duration,
+    /// Legs by when their next report is due (every leg has the same interval, so a leg
+    /// added or reported goes to the back and the front is always the next due).
+    reports: VecDeque<(Instant, SessionId)>,
     ingress: IngressHandle,
     egress: EgressHandle,
-    legs: HashMap<SessionId, NewLeg>,
+    legs: HashMap<SessionId, Leg>,
     epoll: Epoll,
     cmds: rtrb::Consumer<Cmd>,
     stop: Arc<AtomicBool>,
@@ -283,8 +375,73 @@ impl Io {
                 self.receive(id, token & RTCP_FLAG != 0, &mut buf);
             }
             self.send_egress();
+            self.due_reports();
         }
         self.send_egress();
+        let ids: Vec<SessionId> = self.legs.keys().copied().collect();
+        for id in ids {
+            self.send_report(id, true);
+        }
+    }
+
+    /// Sends the reports that are due.
+    fn due_reports(&mut self) {
+        let now = Instant::now();
+        while let Some(&(due, id)) = self.reports.front() {
+            if due > now {
+                break;
+            }
+            self.reports.pop_front();
+            if self.legs.contains_key(&id) {
+                self.send_report(id, false);
+                self.reports.push_back((now + self.report_interval, id));
+            }
+        }
+    }
+
+    fn send_report(&mut self, id: SessionId, bye: bool) {
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        let mut out = [0u8; 512];
+        let Some(n) = leg.report.write_report(&self.engine, bye, &mut out) else {
+            log::warn!("media I/O: RTCP report did not fit");
+            return;
+        };
+        if leg.new.rtcp.send_to(&out[..n], leg.rtcp_peer).is_ok() {
+            leg.new.counters.rtcp_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_rtcp(&mut self, id: SessionId, d: &[u8], from: SocketAddr) {
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        let c = &leg.new.counters;
+        let got = match leg.report.on_rtcp(&self.engine, d) {
+            Ok(got) => got,
+            Err(e) => {
+                c.rtcp_bad.fetch_add(1, Ordering::Relaxed);
+                log::debug!("RTCP from {from}: {e}");
+                return;
+            }
+        };
+        c.rtcp_in.fetch_add(1, Ordering::Relaxed);
+        if !leg.rtcp_heard && from.ip() == leg.new.peer.ip() {
+            // Its RTCP's own source (a NAT maps it apart from the RTP's): reports go back
+            // there.
+            leg.rtcp_heard = true;
+            leg.rtcp_peer = from;
+        }
+        if let Some(b) = got.report {
+            c.peer_fraction_lost
+                .store(u64::from(b.fraction_lost), Ordering::Relaxed);
+            c.peer_cumulative_lost
+                .store(b.cumulative_lost.max(0) as u64, Ordering::Relaxed);
+            if let Some(rtt) = b.rtt_ms {
+                c.rtt_us.store((rtt * 1000.0) as u64, Ordering::Relaxed);
+            }
+        }
     }
 
     fn commands(&mut self) {
@@ -307,10 +464,14 @@ impl Io {
                         log::warn!("media I/O: epoll: {e}");
                         continue;
                     }
-                    self.legs.insert(id, *leg);
+                    self.legs.insert(id, Leg::new(*leg));
+                    self.reports
+                        .push_back((Instant::now() + self.report_interval, id));
                 }
                 Cmd::Remove(id) => {
-                    // Dropping the sockets closes them, which takes them out of the set.
+                    // RFC 3550 §6.6: a BYE, then dropping the sockets closes them, which
+                    // takes them out of the set.
+                    self.send_report(id, true);
                     self.legs.remove(&id);
                 }
                 Cmd::Update {
@@ -318,11 +479,20 @@ impl Io {
                     peer,
                     send,
                     pts,
+                    clock_rate_hz,
+                    event_pt,
                 } => {
                     if let Some(l) = self.legs.get_mut(&session) {
-                        l.peer = peer;
-                        l.send = send;
-                        l.pts = pts;
+                        if l.new.peer != peer {
+                            // A new address from the SDP: latching starts over from it.
+                            l.new.peer = peer;
+                            l.rtcp_peer = rtcp_port_of(peer);
+                            l.latched = false;
+                            l.rtcp_heard = false;
+                        }
+                        l.new.send = send;
+                        l.new.pts = pts;
+                        l.report.renegotiated(clock_rate_hz, event_pt);
                     }
                 }
             }
@@ -330,38 +500,58 @@ impl Io {
     }
 
     fn receive(&mut self, id: SessionId, rtcp: bool, buf: &mut [u8]) {
-        let Some(leg) = self.legs.get(&id) else {
+        let Some(leg) = self.legs.get_mut(&id) else {
             return;
         };
         // One datagram per readiness report (see the module docs): epoll reports the
         // socket again while more wait.
-        if rtcp {
-            if leg.rtcp.recv_from(buf).is_ok() {
-                leg.counters.rtcp_in.fetch_add(1, Ordering::Relaxed);
-            }
-            return;
-        }
-        let (n, from) = match leg.rtp.recv_from(buf) {
+        let sock = if rtcp { &leg.new.rtcp } else { &leg.new.rtp };
+        let (n, from) = match sock.recv_from(buf) {
             Ok(r) => r,
             Err(e) => {
                 // EAGAIN (another reader won) or ICMP port unreachable: not fatal.
                 if e.kind() != ErrorKind::WouldBlock {
-                    log::debug!("RTP recv: {e}");
+                    log::debug!("RTP/RTCP recv: {e}");
                 }
                 return;
             }
         };
         let d = &buf[..n];
-        if RtpPacket::parse(d).is_err() {
-            leg.counters.not_rtp.fetch_add(1, Ordering::Relaxed);
+        if rtcp || rtcp::is_rtcp(d) {
+            // RTCP on its port, or multiplexed on the RTP port (RFC 5761 §4).
+            self.on_rtcp(id, d, from);
             return;
         }
-        if from != leg.peer {
-            leg.counters.foreign_src.fetch_add(1, Ordering::Relaxed);
+        let Ok(pkt) = RtpPacket::parse(d) else {
+            leg.new.counters.not_rtp.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if from != leg.new.peer {
+            if leg.latched {
+                leg.new.counters.foreign_src.fetch_add(1, Ordering::Relaxed);
+            } else {
+                // Symmetric RTP (see the module docs): the peer is where its RTP comes
+                // from.
+                log::info!(
+                    "media: leg {id} latched on {from} (SDP said {})",
+                    leg.new.peer
+                );
+                leg.new.peer = from;
+                if !leg.rtcp_heard {
+                    leg.rtcp_peer = rtcp_port_of(from);
+                }
+                leg.new.counters.latched.fetch_add(1, Ordering::Relaxed);
+            }
         }
+        leg.latched = true;
+        leg.report.on_rtp_in(&pkt);
         match self.ingress.push(id, d) {
-            Ok(()) => leg.counters.rtp_in.fetch_add(1, Ordering::Relaxed),
-            Err(_) => leg.counters.ingress_drops.fetch_add(1, Ordering::Relaxed),
+            Ok(()) => leg.new.counters.rtp_in.fetch_add(1, Ordering::Relaxed),
+            Err(_) => leg
+                .new
+                .counters
+                .ingress_drops
+                .fetch_add(1, Ordering::Relaxed),
         };
     }
 
@@ -369,23 +559,29 @@ impl Io {
         let mut any = false;
         while let Some(p) = self.egress.pop() {
             any = true;
-            let Some(leg) = self.legs.get(&p.session()) else {
+            let Some(leg) = self.legs.get_mut(&p.session()) else {
                 continue;
             };
-            if !leg.send {
-                leg.counters.held_drops.fetch_add(1, Ordering::Relaxed);
+            let c = &leg.new.counters;
+            if !leg.new.send {
+                c.held_drops.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let sock = &leg.rtp;
+            let (sock, peer, pts) = (&leg.new.rtp, leg.new.peer, leg.new.pts);
             match p.with_bytes(|b| {
                 // RFC 3550 §5.1: PT is the low 7 bits of the second byte.
-                if b.len() > 1 && !leg.pts.allows(b[1] & 0x7f) {
-                    leg.counters.tx_bad_pt.fetch_add(1, Ordering::Relaxed);
+                if b.len() > 1 && !pts.allows(b[1] & 0x7f) {
+                    c.tx_bad_pt.fetch_add(1, Ordering::Relaxed);
                 }
-                sock.send_to(b, leg.peer)
+                sock.send_to(b, peer)
             }) {
-                Ok(_) => leg.counters.rtp_out.fetch_add(1, Ordering::Relaxed),
-                Err(_) => leg.counters.send_errors.fetch_add(1, Ordering::Relaxed),
+                Ok(n) => {
+                    c.rtp_out.fetch_add(1, Ordering::Relaxed);
+                    leg.report.on_rtp_out(&p.header(), n);
+                }
+                Err(_) => {
+                    c.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
             };
         }
         any

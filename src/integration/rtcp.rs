@@ -446,8 +446,21 @@ impl<'a> Compound<'a> {
     /// Checks `datagram` as a compound RTCP packet (RFC 3550 §6.1, Appendix A.2) and the
     /// body of every SR, RR, SDES, BYE and XR in it. Never panics, never allocates.
     pub fn parse(datagram: &'a [u8]) -> Result<Self, RtcpError> {
+        Self::check(datagram, true)
+    }
+
+    /// [`Self::parse`] with RFC 5506 §3.4.2's validity checks: a reduced-size
+    /// (non-compound) RTCP packet may start with any packet type (a lone BYE, APP or
+    /// feedback packet), everything else is checked as for a compound one. A receiver
+    /// takes both kinds this way; baresip, offering `a=rtcp-rsize`, sends a lone APP at
+    /// the start of a call and a lone BYE at its end.
+    pub fn parse_reduced_size(datagram: &'a [u8]) -> Result<Self, RtcpError> {
+        Self::check(datagram, false)
+    }
+
+    fn check(datagram: &'a [u8], report_first: bool) -> Result<Self, RtcpError> {
         let mut rest = datagram;
-        let mut first = true;
+        let mut first = report_first;
         if datagram.is_empty() {
             return Err(RtcpError::TooShort {
                 expected: 4,
@@ -1297,6 +1310,50 @@ mod tests {
         };
         assert_eq!(b.ssrcs().collect::<Vec<_>>(), [5]);
         assert_eq!(b.reason, Some(&b"bye"[..]));
+    }
+
+    /// RFC 5506 reduced-size RTCP (a lone BYE or APP, as baresip sends them) is taken by
+    /// `parse_reduced_size` and refused by the compound check; the other checks stay.
+    #[test]
+    fn reduced_size_rtcp_starts_with_any_packet_type() {
+        #[rustfmt::skip]
+        let bye = [0x81, 203, 0, 1, 0, 0, 0, 9];
+        #[rustfmt::skip]
+        let app = [0x80, 204, 0, 2, 0, 0, 0, 9, b'P', b'I', b'N', b'G'];
+        for d in [&bye[..], &app[..]] {
+            assert_eq!(
+                Compound::parse(d),
+                Err(RtcpError::NotReportFirst { packet_type: d[1] })
+            );
+            let c = Compound::parse_reduced_size(d).unwrap();
+            assert_eq!(c.packets().count(), 1);
+        }
+        let RtcpPacket::Bye(b) = Compound::parse_reduced_size(&bye)
+            .unwrap()
+            .packets()
+            .next()
+            .unwrap()
+        else {
+            panic!("BYE")
+        };
+        assert_eq!(b.ssrcs().collect::<Vec<_>>(), [9]);
+        // Still checked: version, lengths, padding only on the last packet.
+        let mut v1 = bye;
+        v1[0] = 0x41;
+        assert!(Compound::parse_reduced_size(&v1).is_err());
+        assert!(Compound::parse_reduced_size(&bye[..6]).is_err());
+        let mut padded_first = [0u8; 20];
+        padded_first[..8].copy_from_slice(&bye);
+        padded_first[0] |= 0x20; // padding bit on a packet that is not the last
+        padded_first[8..].copy_from_slice(&app);
+        assert!(Compound::parse_reduced_size(&padded_first).is_err());
+        // A compound one is taken as well.
+        let mut rr = [0u8; 32];
+        let n = CompoundWriter::new(&mut rr)
+            .receiver_report(1, &[block()])
+            .map(|_| 32)
+            .unwrap();
+        assert!(Compound::parse_reduced_size(&rr[..n]).is_ok());
     }
 
     #[test]

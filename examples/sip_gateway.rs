@@ -22,6 +22,12 @@
 //! - Handles INVITE/100/180/200/ACK/BYE/CANCEL (with UDP retransmission of INVITE, 2xx and
 //!   BYE, RFC 3261 §17), OPTIONS, and re-INVITE from either side (hold with
 //!   `a=sendonly`/`inactive`, codec change) through [`MediaEngine::update_media_session`].
+//!   An INVITE without SDP (delayed offer, RFC 3261 §13.2.1) is offered to B with every
+//!   codec we run and to A in our 2xx (B's codec first), A's ACK bringing the answer; a
+//!   re-INVITE without SDP (a session-timer refresh) gets the leg's media as it is offered
+//!   in the 2xx, its ACK the answer.
+//! - Media (`sip/media_io.rs`): RTCP reports both ways (the peer's RTT enters the MOS, its
+//!   loss reports Opus adaptation) and symmetric RTP for phones behind a NAT.
 //!   `--reinvite-b S:CODEC` makes the gateway itself re-INVITE leg B to CODEC S seconds
 //!   into each call (to measure the switch). A hold or resume (direction change) is passed
 //!   on to the other phone by a re-INVITE of ours (A `sendonly` -> `sendonly` toward B);
@@ -363,6 +369,9 @@ struct Leg {
     /// A re-INVITE we sent on this leg and await the answer to: its CSeq, our offer and
     /// its Via branch (a non-2xx ACK reuses it, RFC 3261 §17.1.1.3).
     reinvite: Option<(u32, MediaOffer, String)>,
+    /// Our offer in the 2xx to the peer's re-INVITE without one (a session refresh, RFC
+    /// 4028): its answer comes in the ACK (RFC 3261 §14.2).
+    ack_offer: Option<MediaOffer>,
     /// Counters at the start of the call's current media period (since the last
     /// offer/answer on either leg), so a hold or codec change can be checked per period.
     period: Period,
@@ -414,6 +423,10 @@ struct Call {
     /// `--reinvite-b` was done (or is not due in this call).
     reinvite_done: bool,
     done_at: Option<Instant>,
+    /// A sent its INVITE without an offer (RFC 3261 §13.2.1 delayed offer): our offer,
+    /// sent in the 2xx, whose answer A's ACK brings (the sessions are made then), and B's
+    /// media address.
+    a_offered: Option<(MediaOffer, SocketAddr)>,
 }
 
 #[derive(Default)]
@@ -760,14 +773,42 @@ impl Gateway {
                 self.on_new_invite(req, src)
             }
             (rsip::Method::Invite, Some((n, side))) => self.on_reinvite(n, side, req, src),
-            (rsip::Method::Ack, Some((n, Side::A))) => {
-                if let Some(c) = self.calls.get_mut(&n) {
-                    c.a.retx.retain(|r| r.what != "200/INVITE");
-                    if c.state == State::AwaitAck {
-                        c.state = State::Established;
-                        log::info!("call {n}: established (ACK from A)");
+            (rsip::Method::Ack, Some((n, side))) => {
+                let Some(c) = self.calls.get_mut(&n) else {
+                    return Ok(());
+                };
+                let leg = match side {
+                    Side::A => &mut c.a,
+                    Side::B => &mut c.b,
+                };
+                if let Some(offer) = leg.ack_offer.take() {
+                    // The answer to the offer in our 2xx to its offer-less re-INVITE.
+                    let applied = body_text(&req.body)
+                        .ok_or_else(|| BoxError::from("no SDP answer"))
+                        .and_then(|t| {
+                            self.apply_answer(n, side, &offer, &t, "the answer in its ACK")
+                        });
+                    if let Err(e) = applied {
+                        log::warn!("call {n}: ACK from {}: {e}", side.name());
+                    }
+                    return Ok(());
+                }
+                if side == Side::B {
+                    return Ok(());
+                }
+                c.a.retx.retain(|r| r.what != "200/INVITE");
+                if c.state != State::AwaitAck {
+                    return Ok(());
+                }
+                c.state = State::Established;
+                if c.a_offered.is_some() {
+                    if let Err(e) = self.on_ack_answer(n, &req) {
+                        log::warn!("call {n}: A's answer in its ACK: {e}; hanging up");
+                        self.hang_up(n, None);
+                        return Ok(());
                     }
                 }
+                log::info!("call {n}: established (ACK from A)");
                 Ok(())
             }
             (rsip::Method::Ack, _) => Ok(()),
@@ -822,27 +863,21 @@ impl Gateway {
         self.send(&r, src);
     }
 
-    fn on_new_invite(&mut self, req: rsip::Request, src: SocketAddr) -> Result<(), BoxError> {
-        self.totals.attempted += 1;
-        let trying = self.response(&req, 100, None, vec![], None);
-        self.send(&trying, src);
-        let user = req.uri.user().unwrap_or_default().to_string();
-        let Some(&dest) = self.args.routes.get(&user) else {
-            self.totals.failed += 1;
-            self.reject(&req, src, 404, &format!("no --route for user {user:?}"));
-            return Ok(());
-        };
-        let Some(sdp_text) = body_text(&req.body) else {
-            self.totals.failed += 1;
-            self.reject(&req, src, 488, "an offer in the INVITE is required");
-            return Ok(());
-        };
-        let offer = match MediaOffer::from_sdp(&sdp_text) {
+    /// Parses and answers A's offer (fitted to the engine's slots); on failure rejects
+    /// the INVITE (400 bad SDP, 488 nothing in common or nothing the engine runs) and
+    /// returns `None`.
+    fn answer_a(
+        &mut self,
+        req: &rsip::Request,
+        src: SocketAddr,
+        sdp_text: &str,
+    ) -> Option<(MediaOffer, NegotiatedMedia)> {
+        let offer = match MediaOffer::from_sdp(sdp_text) {
             Ok(o) => o,
             Err(e) => {
                 self.totals.failed += 1;
-                self.reject(&req, src, 400, &format!("bad SDP: {e}"));
-                return Ok(());
+                self.reject(req, src, 400, &format!("bad SDP: {e}"));
+                return None;
             }
         };
         let local = caps(&self.args.codecs, 20);
@@ -852,8 +887,8 @@ impl Gateway {
                 self.totals.failed += 1;
                 self.totals.rejected_488 += 1;
                 log::warn!("INVITE from {src} rejected: {e}");
-                self.reject(&req, src, 488, &e.to_string());
-                return Ok(());
+                self.reject(req, src, 488, &e.to_string());
+                return None;
             }
         };
         // What the engine can run, the ptime fitted to its slots (an Opus `a=ptime:60` at
@@ -865,10 +900,43 @@ impl Gateway {
             Err(e) => {
                 self.totals.failed += 1;
                 self.totals.rejected_488 += 1;
-                self.reject(&req, src, 488, &e.to_string());
-                return Ok(());
+                self.reject(req, src, 488, &e.to_string());
+                return None;
             }
         }
+        Some((offer, a_media))
+    }
+
+    /// Our codecs, `first` (if we run it) ahead of the others.
+    fn codecs_preferring(&self, first: Option<CodecKind>) -> Vec<CodecKind> {
+        let mut kinds: Vec<CodecKind> = first.into_iter().collect();
+        for k in &self.args.codecs {
+            if !kinds.contains(k) {
+                kinds.push(*k);
+            }
+        }
+        kinds
+    }
+
+    fn on_new_invite(&mut self, req: rsip::Request, src: SocketAddr) -> Result<(), BoxError> {
+        self.totals.attempted += 1;
+        let trying = self.response(&req, 100, None, vec![], None);
+        self.send(&trying, src);
+        let user = req.uri.user().unwrap_or_default().to_string();
+        let Some(&dest) = self.args.routes.get(&user) else {
+            self.totals.failed += 1;
+            self.reject(&req, src, 404, &format!("no --route for user {user:?}"));
+            return Ok(());
+        };
+        // No body: a delayed offer (RFC 3261 §13.2.1). B gets our offer of every codec we
+        // run; A gets one in our 2xx, B's codec first, and answers it in its ACK.
+        let (offer, a_media) = match body_text(&req.body) {
+            None => (None, None),
+            Some(sdp_text) => match self.answer_a(&req, src, &sdp_text) {
+                Some((offer, media)) => (Some(offer), Some(media)),
+                None => return Ok(()),
+            },
+        };
         if self.calls.len() >= self.args.max_calls {
             self.totals.failed += 1;
             self.reject(&req, src, 503, "gateway at --max-calls");
@@ -887,16 +955,9 @@ impl Gateway {
         };
 
         // Our offer to B: A's codec first (relay when B takes it), then our preference.
-        let mut kinds = Vec::new();
-        if let Some(k) = a_media.send_kind() {
-            kinds.push(k);
-        }
-        for k in &self.args.codecs {
-            if !kinds.contains(k) {
-                kinds.push(*k);
-            }
-        }
-        let b_offer = caps(&kinds, a_media.ptime_ms).create_offer(b_port, None);
+        let kinds = self.codecs_preferring(a_media.as_ref().and_then(|m| m.send_kind()));
+        let ptime_ms = a_media.as_ref().map_or(20, |m| m.ptime_ms);
+        let b_offer = caps(&kinds, ptime_ms).create_offer(b_port, None);
         let b_sdp = self.sdp(b_offer.to_media_description(), 1);
 
         let n = self.next_call;
@@ -937,14 +998,15 @@ impl Gateway {
             local_cseq: 0,
             rtp_port: a_port,
             sockets: Some((a_rtp, a_rtcp)),
-            offer: Some(offer),
-            media: Some(a_media),
+            offer,
+            media: a_media,
             session: None,
             counters: Arc::default(),
             sdp_version: 1,
             dtmf: String::new(),
             retx: Vec::new(),
             reinvite: None,
+            ack_offer: None,
             period: Period::start(&LegCounters::default()),
         };
         let b = Leg {
@@ -965,6 +1027,7 @@ impl Gateway {
             dtmf: String::new(),
             retx: vec![Retx::new("INVITE", b_invite.to_string(), dest)],
             reinvite: None,
+            ack_offer: None,
             period: Period::start(&LegCounters::default()),
         };
         self.send(&b_invite.to_string(), dest);
@@ -979,7 +1042,7 @@ impl Gateway {
                     .map(|c| c.encoding())
                     .collect::<Vec<_>>()
                     .join(", "))
-                .unwrap_or_default()
+                .unwrap_or_else(|| "none: a delayed offer".into())
         );
         self.by_call_id.insert(a.call_id.clone(), (n, Side::A));
         self.by_call_id.insert(b_call_id, (n, Side::B));
@@ -996,6 +1059,7 @@ impl Gateway {
                 b_invite,
                 reinvite_done: false,
                 done_at: None,
+                a_offered: None,
             },
         );
         Ok(())
@@ -1196,16 +1260,106 @@ impl Gateway {
         }
     }
 
-    /// B answered: negotiate B's leg, create and bridge both sessions, answer A.
+    /// B answered: negotiate B's leg, create and bridge both sessions, answer A (or, for
+    /// a delayed offer, offer to A).
     fn connect(&mut self, n: u64, resp: &rsip::Response) -> Result<(), BoxError> {
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
         let text = body_text(&resp.body).ok_or("B's 200 OK has no SDP answer")?;
         let b_answer = MediaOffer::from_sdp(&text)?;
         let b_offer = call.b.offer.as_ref().ok_or("no offer to B")?;
         let b_media = process_answer(b_offer, &b_answer)?;
-        let mut a_media = call.a.media.clone().ok_or("no A media")?;
-        let mut b_media = b_media;
+        let b_peer = peer_addr(Some(&b_answer), self.args.media_ip)?;
+        let Some(a_media) = call.a.media.clone() else {
+            return self.offer_to_a(n, b_media, b_peer);
+        };
         let a_offer = call.a.offer.clone();
+        let a_peer = peer_addr(a_offer.as_ref(), self.args.media_ip)?;
+        let a_media = self.bridge(n, a_media, a_peer, b_media, b_peer)?;
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        call.state = State::AwaitAck;
+        call.answered = Some(Instant::now());
+        let port = call.a.rtp_port;
+        let offer_text = body_text(&call.a_invite.body).unwrap_or_default();
+        let section = a_offer.as_ref().map_or(0, |o| o.section);
+        let sdp = self.answer_sdp(&offer_text, section, a_media.to_media_description(port), 1);
+        self.final_ok_to_a(n, sdp)
+    }
+
+    /// Sends A the 2xx to its INVITE with `sdp`, retransmitted until A's ACK.
+    fn final_ok_to_a(&mut self, n: u64, sdp: String) -> Result<(), BoxError> {
+        let call = self.calls.get(&n).ok_or("call vanished")?;
+        let tag = call.a.local_tag.clone();
+        let req = call.a_invite.clone();
+        let src = call.a_src;
+        let ok = self.response(&req, 200, Some(&tag), vec![], Some(sdp));
+        self.send(&ok, src);
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        call.a_final = Some(ok.clone());
+        call.a.retx.push(Retx::new("200/INVITE", ok, src));
+        Ok(())
+    }
+
+    /// A delayed offer (A's INVITE had none): B has answered; our offer goes to A in the
+    /// 2xx, B's codec first (relay when A takes it) at the call's ptime. The sessions are
+    /// made when A's ACK brings the answer ([`Self::on_ack_answer`]).
+    fn offer_to_a(
+        &mut self,
+        n: u64,
+        b_media: NegotiatedMedia,
+        b_peer: SocketAddr,
+    ) -> Result<(), BoxError> {
+        let mut pb = MediaSessionParams::from_negotiated(&b_media)?;
+        self.engine.fit_ptime(&mut pb)?;
+        let kinds = self.codecs_preferring(b_media.send_kind());
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        let offer = caps(&kinds, pb.ptime.ms()).create_offer(call.a.rtp_port, None);
+        log::info!(
+            "call {n}: B answered {}; offering A [{}] in the 2xx (delayed offer)",
+            describe(&b_media),
+            offer
+                .codecs
+                .iter()
+                .map(|c| c.encoding())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let sdp_body = offer.to_media_description();
+        call.b.media = Some(b_media);
+        call.a_offered = Some((offer, b_peer));
+        call.state = State::AwaitAck;
+        call.answered = Some(Instant::now());
+        let sdp = self.sdp(sdp_body, 1);
+        self.final_ok_to_a(n, sdp)
+    }
+
+    /// A's ACK to a 2xx that carried our offer: its answer completes the negotiation and
+    /// the call's sessions are made and bridged. An ACK without an acceptable answer ends
+    /// the call (RFC 3261 §13.3.1.4: the dialog is up, so a BYE each way).
+    fn on_ack_answer(&mut self, n: u64, req: &rsip::Request) -> Result<(), BoxError> {
+        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+        let Some((offer, b_peer)) = call.a_offered.take() else {
+            return Ok(());
+        };
+        let b_media = call.b.media.clone().ok_or("no media on leg B")?;
+        let text = body_text(&req.body).ok_or("A's ACK has no SDP answer")?;
+        let answer = MediaOffer::from_sdp(&text)?;
+        let a_media = process_answer(&offer, &answer)?;
+        let a_peer = peer_addr(Some(&answer), self.args.media_ip)?;
+        call.a.offer = Some(answer);
+        self.bridge(n, a_media, a_peer, b_media, b_peer)?;
+        Ok(())
+    }
+
+    /// Makes and bridges the call's two sessions and hands their sockets to the media I/O
+    /// thread; returns A's media at the call's ptime.
+    fn bridge(
+        &mut self,
+        n: u64,
+        mut a_media: NegotiatedMedia,
+        a_peer: SocketAddr,
+        mut b_media: NegotiatedMedia,
+        b_peer: SocketAddr,
+    ) -> Result<NegotiatedMedia, BoxError> {
         let mut pa = MediaSessionParams::from_negotiated(&a_media)?;
         let mut pb = MediaSessionParams::from_negotiated(&b_media)?;
         // Bridged sessions share one ptime (no repacketisation): the shorter of the two
@@ -1221,15 +1375,10 @@ impl Gateway {
         (pa.ptime, pb.ptime) = (ptime, ptime);
         a_media.ptime_ms = ptime.ms();
         b_media.ptime_ms = ptime.ms();
-        if let Some(c) = self.calls.get_mut(&n) {
-            c.a.media = Some(a_media.clone());
-        }
         self.opus_overrides(&mut pa, &a_media);
         self.opus_overrides(&mut pb, &b_media);
         self.voice_settings(&mut pa);
         self.voice_settings(&mut pb);
-        let a_peer = peer_addr(a_offer.as_ref(), self.args.media_ip)?;
-        let b_peer = peer_addr(Some(&b_answer), self.args.media_ip)?;
         let (ha, hb) = self.engine.create_call(
             (DialogId(2 * n), pa.clone()),
             (DialogId(2 * n + 1), pb.clone()),
@@ -1268,25 +1417,11 @@ impl Gateway {
                 });
             }
         }
+        call.a.media = Some(a_media.clone());
         call.b.media = Some(b_media);
         self.by_session.insert(ha.id, (n, Side::A));
         self.by_session.insert(hb.id, (n, Side::B));
-        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
-        call.state = State::AwaitAck;
-        call.answered = Some(Instant::now());
-        let tag = call.a.local_tag.clone();
-        let port = call.a.rtp_port;
-        let req = call.a_invite.clone();
-        let src = call.a_src;
-        let offer_text = body_text(&req.body).unwrap_or_default();
-        let section = a_offer.as_ref().map_or(0, |o| o.section);
-        let sdp = self.answer_sdp(&offer_text, section, a_media.to_media_description(port), 1);
-        let ok = self.response(&req, 200, Some(&tag), vec![], Some(sdp));
-        self.send(&ok, src);
-        let call = self.calls.get_mut(&n).ok_or("call vanished")?;
-        call.a_final = Some(ok.clone());
-        call.a.retx.push(Retx::new("200/INVITE", ok, src));
-        Ok(())
+        Ok(a_media)
     }
 
     fn on_cancel(&mut self, n: u64) {
@@ -1548,7 +1683,29 @@ impl Gateway {
             Side::B => &mut call.b,
         };
         let Some(text) = body_text(&req.body) else {
-            let r = self.response(&req, 488, None, vec![], None);
+            // No offer (a session refresh, RFC 4028, or a peer asking for ours): our offer
+            // is the leg's media as it is, in the 2xx; the ACK brings the answer (RFC 3261
+            // §14.2). A 488 here made refreshing phones end the call when its session
+            // timer ran out.
+            let prev = leg.media.clone().ok_or("no media on the leg")?;
+            let kind = prev.send_kind().ok_or("leg has no voice codec")?;
+            let mut local = caps(&[kind], prev.ptime_ms);
+            local.direction = prev.direction;
+            let offer = local.create_offer(leg.rtp_port, Some(&prev));
+            leg.sdp_version += 1;
+            let (version, tag) = (leg.sdp_version, leg.local_tag.clone());
+            let sdp = self.sdp(offer.to_media_description(), version);
+            let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+            let leg = match side {
+                Side::A => &mut call.a,
+                Side::B => &mut call.b,
+            };
+            leg.ack_offer = Some(offer);
+            log::info!(
+                "call {n}: re-INVITE from {} without an offer: offering its media as it is",
+                side.name()
+            );
+            let r = self.response(&req, 200, Some(&tag), vec![], Some(sdp));
             self.send(&r, src);
             return Ok(());
         };
@@ -1788,14 +1945,29 @@ impl Gateway {
             );
             return Ok(());
         }
+        let text = body_text(&resp.body).ok_or("no SDP in re-INVITE answer")?;
+        self.apply_answer(n, side, &offer, &text, "our re-INVITE")?;
+        self.totals.reinvites += 1;
+        Ok(())
+    }
+
+    /// The answer `text` to our `offer` on `side` (in the 2xx to our re-INVITE, or in the
+    /// ACK to our 2xx to an offer-less re-INVITE): the leg's session and I/O follow it.
+    fn apply_answer(
+        &mut self,
+        n: u64,
+        side: Side,
+        offer: &MediaOffer,
+        text: &str,
+        how: &str,
+    ) -> Result<(), BoxError> {
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
         let leg = match side {
             Side::A => &mut call.a,
             Side::B => &mut call.b,
         };
-        let text = body_text(&resp.body).ok_or("no SDP in re-INVITE answer")?;
-        let ans = MediaOffer::from_sdp(&text)?;
-        let mut media = process_answer(&offer, &ans)?;
+        let ans = MediaOffer::from_sdp(text)?;
+        let mut media = process_answer(offer, &ans)?;
         let id = leg.session.ok_or("no session on the leg")?;
         let prev = leg.media.clone().ok_or("no media on the leg")?;
         let mut params = MediaSessionParams::from_negotiated(&media)?;
@@ -1818,14 +1990,13 @@ impl Gateway {
         if prev.direction != media.direction {
             self.hold_changed.push(n);
         }
-        self.totals.reinvites += 1;
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
         let leg = match side {
             Side::A => &mut call.a,
             Side::B => &mut call.b,
         };
         let what = format!(
-            "leg {} switched by our re-INVITE: {} -> {}, our direction {} -> {}",
+            "leg {} switched by {how}: {} -> {}, our direction {} -> {}",
             side.name(),
             describe(&prev),
             describe(&media),

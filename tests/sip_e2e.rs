@@ -665,3 +665,76 @@ fn a_leg_whose_sdp_address_is_not_its_source_is_latched_on_to_its_rtp() {
     run.assert_last_period_flows(100, "after the latch");
     assert_nothing_left(&run);
 }
+
+/// A calls with a delayed offer (an INVITE without SDP, RFC 3261 §13.2.1): the gateway
+/// offers B every codec it runs, offers A in its 2xx with B's answered codec first though
+/// the gateway prefers another (SIPp checks), takes A's answer from the ACK and bridges the
+/// call then, relaying; audio flows both ways.
+#[test]
+#[ignore = "needs sipp; run cargo test --release --test sip_e2e -- --ignored"]
+fn a_delayed_offer_is_offered_in_the_2xx_and_answered_in_the_ack() {
+    let _one_at_a_time = serial();
+    let Some(run) = sipp_call(
+        "delayed",
+        "answer_uas.xml",
+        "delayed_uac.xml",
+        &["-d", "5000"],
+        // G.722 preferred: B's PCMU must still come first in the offer to A.
+        &["--codecs", "g722,pcmu"],
+    ) else {
+        return;
+    };
+    assert!(
+        run.uac_ok,
+        "A: no offer with PCMU first in the 2xx\n{}",
+        run.context()
+    );
+    assert!(run.uas_ok, "B's call failed\n{}", run.context());
+    assert!(
+        run.gw_log.contains("A offers [none: a delayed offer]"),
+        "{}",
+        run.context()
+    );
+    assert!(run.gw_log.contains("(delayed offer)"), "{}", run.context());
+    assert!(
+        run.gw_out
+            .contains("A PCMU/8000 (PT 0) <-> B PCMU/8000 (PT 0) (pass-through)"),
+        "{}",
+        run.context()
+    );
+    run.assert_last_period_flows(100, "after the ACK's answer");
+    assert_nothing_left(&run);
+}
+
+/// A refreshes the session with a re-INVITE without SDP (RFC 4028 session timers): the
+/// gateway answers 200 with an offer of the call's media as it is (SIPp checks PCMU),
+/// takes A's answer from the ACK, and audio goes on both ways. (It answered 488, and a
+/// refreshing phone ends the call when its session timer runs out.)
+#[test]
+#[ignore = "needs sipp; run cargo test --release --test sip_e2e -- --ignored"]
+fn a_reinvite_without_an_offer_is_offered_the_media_as_it_is() {
+    let _one_at_a_time = serial();
+    let Some(run) = sipp_call("refresh", "answer_uas.xml", "refresh_uac.xml", &[], &[]) else {
+        return;
+    };
+    assert!(
+        run.uac_ok,
+        "A: no 200 with an offer to its refresh\n{}",
+        run.context()
+    );
+    assert!(run.uas_ok, "B's call failed\n{}", run.context());
+    assert!(
+        run.gw_log
+            .contains("re-INVITE from A without an offer: offering its media as it is"),
+        "{}",
+        run.context()
+    );
+    assert!(
+        run.gw_log.contains("switched by the answer in its ACK"),
+        "{}",
+        run.context()
+    );
+    // The last period starts at the ACK's answer: 2 s, 100 packets each way.
+    run.assert_last_period_flows(60, "after the refresh");
+    assert_nothing_left(&run);
+}

@@ -442,7 +442,7 @@ impl RtpReceiveStats {
             // (The next in sequence, by far the commonest, moves one: bit 63, in the low
             // word.)
             let clean = match udelta {
-                1 => (before as u64) >> (LOSS_WINDOW - 1) == 1,
+                1 => ((before as u64) >> (LOSS_WINDOW - 1)) & 1 == 1,
                 d if d <= LOSS_WINDOW => {
                     let leaving = ((1u128 << d) - 1) << (LOSS_WINDOW - d);
                     before & leaving == leaving

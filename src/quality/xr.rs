@@ -812,13 +812,17 @@ impl LossPatternSnapshot {
     /// stream), from the differences of the packet, loss and run counts. A run open at
     /// `earlier` is taken to go on into the interval (its losses there are one more run),
     /// so the tail of an outage that straddles the two reads as the burst it is, not as
-    /// losses without a run. `None` when a count went backwards.
+    /// losses without a run: exact when no run starts in the interval, one run too many
+    /// (never more runs than losses) when that run in fact ended at `earlier` and others
+    /// start after. `None` when a count went backwards.
     pub fn burst_ratio_since(&self, earlier: &LossPatternSnapshot) -> Option<f64> {
         let lost = self.burst_gap.lost.checked_sub(earlier.burst_gap.lost)?;
         let started = self.loss_runs.checked_sub(earlier.loss_runs)?;
+        // (At most one run per loss: a run open at `earlier` that ended right there
+        // would otherwise count in an interval whose losses all start runs of their own.)
         Some(burst_ratio(
             lost,
-            started + u64::from(earlier.in_run && lost > 0),
+            (started + u64::from(earlier.in_run && lost > 0)).min(lost),
             self.burst_gap
                 .expected()
                 .checked_sub(earlier.burst_gap.expected())?,
@@ -1327,5 +1331,13 @@ mod tests {
             (tail - 35.0 / 3.0 * (1.0 - 35.0 / 500.0)).abs() < 1e-12,
             "{tail}"
         );
+        // A run open at a snapshot that ended right there, then one isolated loss: never
+        // more runs than losses (a mean run shorter than one packet).
+        let mut e = LossPattern::new();
+        e.lost(1000, 167);
+        let at_end = e.snapshot(1167, 0);
+        e.lost(1400, 1);
+        let one = e.snapshot(1500, 0).burst_ratio_since(&at_end).unwrap();
+        assert!((one - (1.0 - 1.0 / 333.0)).abs() < 1e-12, "{one}");
     }
 }

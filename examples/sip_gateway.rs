@@ -66,7 +66,7 @@ use media_core::quality::monitor::{QualityEvent, QualityThresholds};
 use media_core::{
     Codec, DialogId, EngineConfig, MediaEngine, MediaSessionParams, Ptime, SessionId,
 };
-use media_io::{LaneIo, LegCounters, NewLeg, SendPts};
+use media_io::{LaneIo, LegCounters, LegQuality, LegUpdate, NewLeg, SendPts};
 use rsip::prelude::*;
 
 type BoxError = Box<dyn std::error::Error>;
@@ -1397,9 +1397,10 @@ impl Gateway {
             b_media.telephone_event_send
         );
         let io = &mut self.ios[ha.lane()];
-        for (leg, id, peer, media) in [
-            (&mut call.a, ha.id, a_peer, &a_media),
-            (&mut call.b, hb.id, b_peer, &b_media),
+        let (a_signal, b_signal) = (call.a_src.ip(), call.b.dest.ip());
+        for (leg, id, peer, media, params, signal) in [
+            (&mut call.a, ha.id, a_peer, &a_media, &pa, a_signal),
+            (&mut call.b, hb.id, b_peer, &b_media, &pb, b_signal),
         ] {
             leg.period = Period::start(&leg.counters);
             if let Some((rtp, rtcp)) = leg.sockets.take() {
@@ -1412,6 +1413,9 @@ impl Gateway {
                     pts: SendPts::of(media),
                     clock_rate_hz: media.send.clock_rate_hz,
                     event_pt: media.telephone_event_recv.first().copied(),
+                    recv_pts: recv_pts(media),
+                    signal_ip: Some(signal),
+                    quality: leg_quality(params),
                     cname: format!("media-core-gw-{n}@{}", self.args.media_ip),
                     counters: leg.counters.clone(),
                 });
@@ -1596,7 +1600,7 @@ impl Gateway {
             let c = &leg.counters;
             let g = LegCounters::get;
             println!(
-                "  leg {} {}: rx {} pkts, tx {} pkts | MOS {} | loss {:.2}% ({} lost, {} late) | jitter {:.1} ms | concealed {}/{} frames | jb {} ms | DTMF seen: {} (sent {} pkts, refused {}) | drops: ingress {} not-rtp {} held {} send-err {} | tx-unnegotiated-pt {} | rtcp in {} out {} bad {} | peer reports {} | latched {}",
+                "  leg {} {}: rx {} pkts, tx {} pkts | MOS {} | loss {:.2}% ({} lost, {} late) | jitter {:.1} ms | concealed {}/{} frames | jb {} ms | DTMF seen: {} (sent {} pkts, refused {}) | drops: ingress {} not-rtp {} foreign-src {} held {} send-err {} | tx-unnegotiated-pt {} | rtcp in {} out {} bad {} foreign {} | peer reports {} | latched {}",
                 side.name(),
                 codec(leg),
                 g(&c.rtp_in),
@@ -1618,12 +1622,14 @@ impl Gateway {
                 st.tx_dtmf_refused,
                 g(&c.ingress_drops),
                 g(&c.not_rtp),
+                g(&c.foreign_src),
                 g(&c.held_drops),
                 g(&c.send_errors),
                 g(&c.tx_bad_pt),
                 g(&c.rtcp_in),
                 g(&c.rtcp_out),
                 g(&c.rtcp_bad),
+                g(&c.rtcp_foreign),
                 if g(&c.rtcp_in) == 0 {
                     "none".to_string()
                 } else {
@@ -1759,6 +1765,7 @@ impl Gateway {
             }
         };
         let t = Instant::now();
+        let quality = leg_quality(&params);
         let applied = peer_addr(Some(&offer), self.args.media_ip)
             .and_then(|peer| Ok((peer, self.engine.update_media_session(id, params)?)));
         let peer = match applied {
@@ -1777,14 +1784,7 @@ impl Gateway {
                 return Ok(());
             }
         };
-        self.ios[id.lane()].update(
-            id,
-            peer,
-            media.direction.sends(),
-            SendPts::of(&media),
-            media.send.clock_rate_hz,
-            media.telephone_event_recv.first().copied(),
-        );
+        self.ios[id.lane()].update(leg_update(id, peer, &media, quality));
         if prev.direction != media.direction {
             self.hold_changed.push(n);
         }
@@ -1977,16 +1977,10 @@ impl Gateway {
         self.opus_overrides(&mut params, &media);
         self.voice_settings(&mut params);
         let t = Instant::now();
+        let quality = leg_quality(&params);
         self.engine.update_media_session(id, params)?;
         let peer = peer_addr(Some(&ans), self.args.media_ip)?;
-        self.ios[id.lane()].update(
-            id,
-            peer,
-            media.direction.sends(),
-            SendPts::of(&media),
-            media.send.clock_rate_hz,
-            media.telephone_event_recv.first().copied(),
-        );
+        self.ios[id.lane()].update(leg_update(id, peer, &media, quality));
         if prev.direction != media.direction {
             self.hold_changed.push(n);
         }
@@ -2296,6 +2290,48 @@ impl Gateway {
 }
 
 /// Where the peer of an SDP wants RTP: its `c=` address (else `fallback`) and `m=` port.
+/// The payload types `media` receives (voice, telephone-event, comfort noise): those that
+/// may latch its leg's peer (`sip/media_io.rs`).
+fn recv_pts(media: &NegotiatedMedia) -> Vec<u8> {
+    let mut pts: Vec<u8> = media.receive.iter().map(|r| r.pt).collect();
+    pts.extend(media.telephone_event_recv.iter().copied());
+    pts.extend(media.cn);
+    pts.push(13); // RFC 3389 comfort noise's static type
+    pts
+}
+
+/// What a leg with `params` receives, for its XR block's E-model figures.
+fn leg_quality(params: &MediaSessionParams) -> LegQuality {
+    let codec = params
+        .rx_codecs()
+        .first()
+        .map_or(params.tx.codec, |c| c.codec);
+    LegQuality {
+        codec,
+        clock_rate_hz: codec.info().clock_rate_hz,
+        ptime_ms: params.ptime.ms(),
+    }
+}
+
+/// The media I/O's update for a leg after an offer/answer.
+fn leg_update(
+    id: SessionId,
+    peer: SocketAddr,
+    media: &NegotiatedMedia,
+    quality: LegQuality,
+) -> LegUpdate {
+    LegUpdate {
+        session: id,
+        peer,
+        send: media.direction.sends(),
+        pts: SendPts::of(media),
+        clock_rate_hz: media.send.clock_rate_hz,
+        event_pt: media.telephone_event_recv.first().copied(),
+        recv_pts: recv_pts(media),
+        quality,
+    }
+}
+
 fn peer_addr(offer: Option<&MediaOffer>, fallback: IpAddr) -> Result<SocketAddr, BoxError> {
     let o = offer.ok_or("no SDP")?;
     let ip = match &o.connection_address {
@@ -2355,11 +2391,11 @@ fn main() -> Result<(), BoxError> {
             .get(lane % args.io_cores.len().max(1))
             .copied();
         ios.push(LaneIo::spawn(
-            engine.clone(),
             ingress,
             egress,
             core,
             Duration::from_secs(5),
+            engine.config().jitter.max_delay_ms.min(65535) as u16,
         )?);
     }
     engine.start()?;
@@ -2444,6 +2480,16 @@ fn main() -> Result<(), BoxError> {
             }
         }
         gw.sock.set_nonblocking(false)?;
+        // What the peers' RTCP said (round trip: the MOS; loss of our streams: Opus
+        // adaptation), from the media I/O threads, which do not take the engine's lock.
+        for io in &mut gw.ios {
+            io.take_feedback(|f| {
+                if let Some(rtt) = f.rtt_ms {
+                    let _ = engine.set_round_trip(f.session, rtt);
+                }
+                let _ = engine.set_peer_loss(f.session, f.peer_loss.0, f.peer_loss.1);
+            });
+        }
         while let Some(ev) = engine.poll_event() {
             gw.on_engine_event(ev);
         }

@@ -501,6 +501,24 @@ fn bursty_loss_rates_lower_than_spread_loss_and_duplicates_do_not_hide_loss() {
     assert_eq!((dup.packets_lost, dup.duplicates), (91, 91), "{dup:?}");
     assert!((2.9..=3.1).contains(&dup.loss_percent), "{dup:?}");
     assert!(dup.mos < clean.mos - 0.3, "{dup:?} {clean:?}");
+    // The transport reads the same figures through its ingress handle, without the
+    // engine's lock: the counters, and the loss pattern that gives the XR block's.
+    assert_eq!(
+        ing.session_stats(b.id),
+        Some(e.session_stats(b.id).unwrap())
+    );
+    let st = e.session_stats(b.id).unwrap();
+    let p = ing.loss_pattern(b.id).unwrap().snapshot(st.rx_expected, 64);
+    assert_eq!(p.burst_gap.bursts, bursty.loss_pattern.burst_gap.bursts);
+    assert_eq!(p.loss_runs, 29);
+    let other_lane = media_core::SessionId::from_parts(1, b.id.slot(), b.id.generation());
+    assert_eq!(ing.session_stats(other_lane), None);
+    e.destroy_media_session(d.id).unwrap();
+    e.step(2).unwrap();
+    assert_eq!(
+        (ing.session_stats(d.id), ing.loss_pattern(d.id)),
+        (None, None)
+    );
     // The RTCP report block follows RFC 3550 A.3, where each copy counts as received.
     use media_core::integration::rtcp::{NtpTime, ReceiveCounts, ReceptionState};
     let stats = e.session_stats(c.id).unwrap();

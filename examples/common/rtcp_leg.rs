@@ -7,12 +7,16 @@
 //! - sent RTP -> [`RtcpLeg::on_rtp_out`]: the sender report's packet and octet counts,
 //!   per SSRC (they start again when the engine starts a new one, RFC 7160 / RFC 3550
 //!   §6.4.1), and the RTP time of the newest timestamp;
-//! - received RTCP -> [`RtcpLeg::on_rtcp`]: the round-trip time (§6.4.1) fed to
-//!   [`MediaEngine::set_round_trip`] and the loss the peer reports for our stream fed to
-//!   [`MediaEngine::set_peer_loss`] (Opus adaptation follows it);
+//! - received RTCP (compound or reduced-size, RFC 5506) -> [`RtcpLeg::on_rtcp`]: the
+//!   round-trip time (§6.4.1) and the loss the peer reports for our stream, which the
+//!   caller feeds to `MediaEngine::set_round_trip` and `MediaEngine::set_peer_loss` (Opus
+//!   adaptation follows it);
 //! - [`RtcpLeg::write_report`]: an SR (or RR when nothing was sent since the last report)
-//!   with a report block, SDES CNAME and an RFC 3611 VoIP Metrics block, and a BYE at the
-//!   end.
+//!   with a report block from the session's counters, SDES CNAME and an RFC 3611 VoIP
+//!   Metrics block, and a BYE at the end.
+//!
+//! It never touches the engine itself: where the counters come from (the engine, or the
+//! lane's ingress handle without the engine's lock) is the caller's choice.
 
 #![allow(dead_code)] // each example uses a different part of this module
 
@@ -22,8 +26,10 @@ use media_core::integration::rtcp::{
     self, round_trip_ms, Compound, NtpTime, ReceiveCounts, ReceptionState, Report, RtcpPacket,
     SenderInfo, SourceTracker,
 };
+use media_core::quality::xr::VoipMetrics;
+use media_core::quality::SessionStats;
 use media_core::rtp::{RtpHeader, RtpPacket};
-use media_core::{MediaEngine, SessionId};
+use media_core::SessionId;
 
 /// What a peer's report block said about the stream we send.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,6 +38,9 @@ pub struct PeerReport {
     pub fraction_lost: u8,
     /// Cumulative packets lost (RFC 3550 A.3; negative with duplicates).
     pub cumulative_lost: i32,
+    /// The extended highest sequence number the peer received (for
+    /// `MediaEngine::set_peer_loss`: it grows by the packets expected).
+    pub highest_seq_ext: u32,
     /// Round-trip time from LSR/DLSR, ms (`None` before the peer heard an SR of ours).
     pub rtt_ms: Option<f64>,
 }
@@ -63,6 +72,9 @@ pub struct RtcpLeg {
     last_tx: Option<(u32, Instant)>,
     /// RTP clock rate of what this leg sends, Hz.
     clock_rate_hz: u32,
+    /// A re-INVITE's new send clock, taken when the engine's packets at it start (they
+    /// come under a new SSRC, RFC 7160): until then the SR's RTP time is the old clock's.
+    pending_clock_hz: Option<u32>,
     /// The RFC 4733 telephone-event payload type received, if negotiated.
     event_pt: Option<u8>,
     cname: String,
@@ -89,6 +101,7 @@ impl RtcpLeg {
             sent_since_report: false,
             last_tx: None,
             clock_rate_hz,
+            pending_clock_hz: None,
             event_pt,
             cname,
         }
@@ -96,8 +109,15 @@ impl RtcpLeg {
 
     /// A re-INVITE changed what the leg sends or receives.
     pub fn renegotiated(&mut self, clock_rate_hz: u32, event_pt: Option<u8>) {
-        self.clock_rate_hz = clock_rate_hz;
         self.event_pt = event_pt;
+        if clock_rate_hz == self.clock_rate_hz {
+            self.pending_clock_hz = None;
+        } else if self.configured_ssrc.is_some() {
+            // The engine keeps a configured SSRC: no new source marks the switch.
+            self.clock_rate_hz = clock_rate_hz;
+        } else {
+            self.pending_clock_hz = Some(clock_rate_hz);
+        }
     }
 
     /// Our SSRC for RTCP: the one media-core sends with, or one derived from the session
@@ -127,6 +147,9 @@ impl RtcpLeg {
             // A new source (the engine starts one when the send clock changes, RFC 7160):
             // its sender report counts and RTP time start afresh (RFC 3550 §6.4.1).
             self.tx_ssrc = Some(h.ssrc);
+            if let Some(hz) = self.pending_clock_hz.take() {
+                self.clock_rate_hz = hz;
+            }
             self.tx_packets = 0;
             self.tx_octets = 0;
             self.last_tx = None;
@@ -145,9 +168,9 @@ impl RtcpLeg {
         self.sent_since_report = true;
     }
 
-    /// A received RTCP compound packet: the sender report's time for our next report
-    /// block, and what the peer's report block about our stream says (fed to `engine`).
-    pub fn on_rtcp(&mut self, engine: &MediaEngine, d: &[u8]) -> Result<RtcpIn, rtcp::RtcpError> {
+    /// A received RTCP packet (compound or reduced-size): the sender report's time for
+    /// our next report block, and what the peer's report block about our stream says.
+    pub fn on_rtcp(&mut self, d: &[u8]) -> Result<RtcpIn, rtcp::RtcpError> {
         let now = NtpTime::now();
         // Compound or reduced-size (RFC 5506): a lone APP or BYE is a valid packet too.
         let c = Compound::parse_reduced_size(d)?;
@@ -171,45 +194,34 @@ impl RtcpLeg {
             let Some(b) = blocks.about(ours) else {
                 continue;
             };
-            // Opus adaptation (QualityMonitor) follows the loss our packets meet.
-            let _ = engine.set_peer_loss(
-                self.session,
-                u64::from(b.highest_seq_ext),
-                b.cumulative_lost.max(0) as u64,
-            );
-            let rtt_ms = round_trip_ms(now, b.lsr, b.dlsr);
-            if let Some(rtt) = rtt_ms {
-                let _ = engine.set_round_trip(self.session, rtt);
-            }
             got.report = Some(PeerReport {
                 fraction_lost: b.fraction_lost,
                 cumulative_lost: b.cumulative_lost,
-                rtt_ms,
+                highest_seq_ext: b.highest_seq_ext,
+                rtt_ms: round_trip_ms(now, b.lsr, b.dlsr),
             });
         }
         Ok(got)
     }
 
-    /// Writes this leg's report into `out` (SR or RR, report block, CNAME, VoIP Metrics,
-    /// and a BYE if `bye`); returns its length, `None` if it did not fit.
+    /// Writes this leg's report into `out` (SR or RR, a report block from the session's
+    /// counters `stats` if it has a source, CNAME, `voip_metrics` if given, and a BYE if
+    /// `bye`); returns its length, `None` if it did not fit.
     pub fn write_report(
         &mut self,
-        engine: &MediaEngine,
+        stats: Option<&SessionStats>,
+        voip_metrics: Option<VoipMetrics>,
         bye: bool,
         out: &mut [u8],
     ) -> Option<usize> {
         let now_ntp = NtpTime::now();
-        let block = match (self.rx.ssrc(), engine.session_stats(self.session)) {
-            (Some(src), Ok(stats)) => {
-                let counts = ReceiveCounts::from_session_stats(&stats, self.rx.highest_seq_ext());
+        let block = match (self.rx.ssrc(), stats) {
+            (Some(src), Some(stats)) => {
+                let counts = ReceiveCounts::from_session_stats(stats, self.rx.highest_seq_ext());
                 Some(self.reception.report_block(src, &counts, now_ntp))
             }
             _ => None,
         };
-        let voip_metrics = engine
-            .session_quality(self.session)
-            .ok()
-            .map(|q| q.voip_metrics(engine.config().jitter.max_delay_ms.min(65535) as u16));
         let sender = match (self.sent_since_report, self.last_tx) {
             (true, Some((ts, at))) => {
                 // The RTP timestamp corresponding to "now" (§6.4.1), extrapolated from the

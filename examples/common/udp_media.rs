@@ -7,8 +7,9 @@
 //!   counted drop); RTCP arriving on the RTP port is recognised (RFC 5761 §4) and handled
 //!   as RTCP; datagrams that are neither are counted and dropped;
 //! - [`EgressHandle::pop`] -> `send_to` the leg's peer;
-//! - received RTCP SR/RR -> round-trip time (RFC 3550 §6.4.1) fed to
-//!   [`MediaEngine::set_round_trip`], the peer's loss report logged;
+//! - received RTCP (compound or reduced-size, RFC 5506) -> round-trip time (RFC 3550
+//!   §6.4.1) fed to [`MediaEngine::set_round_trip`], the loss the peer reports for our
+//!   stream to [`MediaEngine::set_peer_loss`] (and logged);
 //! - every report interval, an SR (or RR when nothing was sent) with a report block, SDES
 //!   CNAME and an RFC 3611 VoIP Metrics block per leg; a BYE at shutdown.
 //!
@@ -296,7 +297,7 @@ impl Io {
 
     fn on_rtcp(&mut self, i: usize, d: &[u8], from: SocketAddr) {
         let leg = &mut self.legs[i];
-        let got = match leg.report.on_rtcp(&self.engine, d) {
+        let got = match leg.report.on_rtcp(d) {
             Ok(got) => got,
             Err(e) => {
                 leg.counters.rtcp_bad.fetch_add(1, Ordering::Relaxed);
@@ -314,6 +315,17 @@ impl Io {
         let Some(b) = got.report else {
             return;
         };
+        // Opus adaptation (QualityMonitor) follows the loss our packets meet; the round
+        // trip enters the session's E-model.
+        let session = leg.cfg.session;
+        let _ = self.engine.set_peer_loss(
+            session,
+            u64::from(b.highest_seq_ext),
+            b.cumulative_lost.max(0) as u64,
+        );
+        if let Some(rtt) = b.rtt_ms {
+            let _ = self.engine.set_round_trip(session, rtt);
+        }
         let c = &leg.counters;
         c.peer_fraction_lost
             .store(u64::from(b.fraction_lost), Ordering::Relaxed);
@@ -368,7 +380,15 @@ impl Io {
             return;
         };
         let mut out = [0u8; 512];
-        let Some(n) = leg.report.write_report(&self.engine, bye, &mut out) else {
+        let session = leg.cfg.session;
+        let stats = self.engine.session_stats(session).ok();
+        let jb_max_ms = self.engine.config().jitter.max_delay_ms.min(65535) as u16;
+        let voip = self
+            .engine
+            .session_quality(session)
+            .ok()
+            .map(|q| q.voip_metrics(jb_max_ms));
+        let Some(n) = leg.report.write_report(stats.as_ref(), voip, bye, &mut out) else {
             log::warn!("leg {}: RTCP report did not fit", leg.cfg.name);
             return;
         };

@@ -3,18 +3,25 @@
 //! is fixed when its thread starts. The per-packet logic is the same: received RTP ->
 //! [`IngressHandle::push`], [`EgressHandle::pop`] -> `send_to` the leg's peer.
 //!
-//! RTCP (RTP port + 1, RFC 3550 §11, or on the RTP port, RFC 5761) goes both ways
-//! (`common/rtcp_leg.rs`): each leg sends an SR or RR with a report block, SDES CNAME and
-//! an RFC 3611 VoIP Metrics block every few seconds (and a BYE when it is removed), and the
-//! peer's reports give the round-trip time (into the session's E-model MOS) and the loss
-//! our packets meet (into Opus adaptation).
+//! RTCP (received on RTP port + 1, RFC 3550 §11, or multiplexed on the RTP port, RFC
+//! 5761; sent from port + 1) goes both ways (`common/rtcp_leg.rs`): each leg sends an SR or
+//! RR with a report block, SDES CNAME and an RFC 3611 VoIP Metrics block about every 5 s
+//! (randomised 0.5–1.5×, RFC 3550 §6.3.1, so legs set up together do not report together)
+//! and a BYE when it is removed. The counters come from the lane's ingress handle, not the
+//! engine (whose lock the control plane holds while it builds a session: this thread must
+//! not wait on it); the peer's round-trip time and its loss reports go back to the control
+//! plane through a ring ([`LaneIo::take_feedback`]), which feeds them to the engine (the
+//! MOS, Opus adaptation). RTCP is taken only from the peer's address.
 //!
-//! Symmetric RTP (RFC 4961; a phone behind a NAT): the first RTP packet a leg receives
-//! (after it is added, or after a re-INVITE) from an address other than the one its SDP
-//! gave makes that address the leg's peer, and RTCP goes to its port + 1 (or to where the
-//! peer's RTCP comes from). The SDP of a phone behind a NAT names its private address,
-//! where nothing it sends to us can be answered. Later packets from other addresses are
-//! pushed but change nothing (counted in `foreign_src`).
+//! Symmetric RTP (RFC 4961; a phone behind a NAT): until a leg has heard its peer, an RTP
+//! packet of a payload type negotiated for it, from the IP its SDP or its SIP signalling
+//! came from but another address, makes that address the leg's peer (RTCP then goes to its
+//! port + 1, or to where the peer's RTCP comes from). The SDP of a phone behind a NAT
+//! names its private address, where nothing it sends to us can be answered. Once the leg
+//! has heard its peer, packets from any other address are dropped (counted in
+//! `foreign_src`), so a stranger spraying RTP at the port range can neither take over a
+//! leg nor speak into a call. A re-INVITE that names a new address starts this over; one
+//! that repeats the old one (a refresh, a hold) keeps the latched peer.
 //!
 //! A leg whose SDP direction says we must not send (hold: `recvonly`/`inactive` answer)
 //! has its egress packets discarded (RFC 3264 §5.1) and counted.
@@ -32,7 +39,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,8 +48,11 @@ use std::time::{Duration, Instant};
 
 use crate::rtcp_leg::RtcpLeg;
 use media_core::integration::rtcp;
+use media_core::quality::emodel::CodecKind;
+use media_core::quality::monitor::QualitySnapshot;
+use media_core::quality::rtp_stats::LOSS_WINDOW;
 use media_core::rtp::RtpPacket;
-use media_core::{EgressHandle, IngressHandle, MediaEngine, SessionId};
+use media_core::{Codec, EgressHandle, IngressHandle, SessionId};
 
 /// Counters of one leg, written by its I/O thread, read by the control plane.
 #[derive(Debug, Default)]
@@ -51,7 +61,9 @@ pub struct LegCounters {
     pub rtp_in: AtomicU64,
     /// RTP packets sent.
     pub rtp_out: AtomicU64,
-    /// RTP packets received from an address other than the leg's peer (still pushed).
+    /// RTP packets received from an address other than the leg's peer (or, before it was
+    /// heard, from neither its SDP's nor its signalling's IP, or of a payload type not
+    /// negotiated): dropped.
     pub foreign_src: AtomicU64,
     /// Datagrams on the RTP port that were not RTP.
     pub not_rtp: AtomicU64,
@@ -73,6 +85,8 @@ pub struct LegCounters {
     pub rtcp_out: AtomicU64,
     /// Times the leg's peer was latched on to the source of its RTP (symmetric RTP).
     pub latched: AtomicU64,
+    /// RTCP datagrams from an address other than the peer's, dropped.
+    pub rtcp_foreign: AtomicU64,
     /// The last round-trip time from the peer's reports, µs (0: none yet).
     pub rtt_us: AtomicU64,
     /// The peer's last reported fraction lost of our stream, × 256.
@@ -135,15 +149,52 @@ pub struct NewLeg {
     pub clock_rate_hz: u32,
     /// telephone-event's payload type received, if negotiated.
     pub event_pt: Option<u8>,
+    /// Payload types negotiated for receiving (voice, telephone-event, comfort noise):
+    /// only these latch the leg.
+    pub recv_pts: Vec<u8>,
+    /// The IP the leg's SIP signalling came from (or went to): a phone behind a NAT sends
+    /// its RTP from it.
+    pub signal_ip: Option<IpAddr>,
+    /// What the leg receives, for the VoIP Metrics block's E-model figures.
+    pub quality: LegQuality,
     /// Our RTCP CNAME.
     pub cname: String,
     /// Counters shared with the control plane.
     pub counters: Arc<LegCounters>,
 }
 
+/// What a leg receives, as the E-model rates it.
+#[derive(Debug, Clone, Copy)]
+pub struct LegQuality {
+    /// The codec received.
+    pub codec: Codec,
+    /// Its RTP clock rate, Hz.
+    pub clock_rate_hz: u32,
+    /// The call's ptime, ms.
+    pub ptime_ms: u32,
+}
+
+/// What a peer's RTCP said, for the control plane to give the engine
+/// ([`LaneIo::take_feedback`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Feedback {
+    /// The leg's session.
+    pub session: SessionId,
+    /// Round-trip time, ms (`MediaEngine::set_round_trip`), if the report had one.
+    pub rtt_ms: Option<f64>,
+    /// The peer's extended highest sequence number received and cumulative loss of our
+    /// stream (`MediaEngine::set_peer_loss`).
+    pub peer_loss: (u64, u64),
+}
+
 /// A leg on the I/O thread.
 struct Leg {
     new: NewLeg,
+    /// The peer's RTP address as its SDP gave it (`new.peer` is where we send: this, or
+    /// the address latched on).
+    sdp_peer: SocketAddr,
+    /// The last round-trip time the peer's reports gave, ms.
+    rtt_ms: Option<f64>,
     rtcp_peer: SocketAddr,
     /// The peer was latched on to its RTP's source since the SDP last named it.
     latched: bool,
@@ -162,6 +213,8 @@ impl Leg {
             new.cname.clone(),
         );
         Leg {
+            sdp_peer: new.peer,
+            rtt_ms: None,
             rtcp_peer: rtcp_port_of(new.peer),
             new,
             latched: false,
@@ -180,19 +233,33 @@ fn rtcp_port_of(mut rtp: SocketAddr) -> SocketAddr {
 enum Cmd {
     Add(Box<NewLeg>),
     Remove(SessionId),
-    Update {
-        session: SessionId,
-        peer: SocketAddr,
-        send: bool,
-        pts: SendPts,
-        clock_rate_hz: u32,
-        event_pt: Option<u8>,
-    },
+    Update(Box<LegUpdate>),
+}
+
+/// What a re-INVITE changed on a leg ([`LaneIo::update`]).
+pub struct LegUpdate {
+    /// The leg's session.
+    pub session: SessionId,
+    /// The peer's RTP address from its SDP.
+    pub peer: SocketAddr,
+    /// Whether we send on this leg (SDP direction).
+    pub send: bool,
+    /// Payload types we may send on this leg.
+    pub pts: SendPts,
+    /// RTP clock rate of what we send, Hz.
+    pub clock_rate_hz: u32,
+    /// telephone-event's payload type received, if negotiated.
+    pub event_pt: Option<u8>,
+    /// Payload types negotiated for receiving.
+    pub recv_pts: Vec<u8>,
+    /// What the leg receives.
+    pub quality: LegQuality,
 }
 
 /// The I/O thread of one lane.
 pub struct LaneIo {
     tx: rtrb::Producer<Cmd>,
+    feedback: rtrb::Consumer<Feedback>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -200,19 +267,23 @@ pub struct LaneIo {
 impl LaneIo {
     /// Starts the thread around a lane's transport handles.
     /// `core`: pin the thread there (like the lane's `EngineConfig::cores`), else unpinned.
-    /// `report_interval`: how often each leg sends RTCP (RFC 3550 §6.2: 5 s).
+    /// `report_interval`: how often each leg sends RTCP on average (RFC 3550 §6.2: 5 s);
+    /// `jb_max_ms`: the engine's largest jitter-buffer delay (the VoIP Metrics block's).
     pub fn spawn(
-        engine: Arc<MediaEngine>,
         ingress: IngressHandle,
         egress: EgressHandle,
         core: Option<usize>,
         report_interval: Duration,
+        jb_max_ms: u16,
     ) -> std::io::Result<LaneIo> {
         // The control plane talks to the thread through an SPSC ring, like it does to lanes.
         let (tx, rx) = rtrb::RingBuffer::new(CMD_CAPACITY);
+        let (feedback_tx, feedback) = rtrb::RingBuffer::new(FEEDBACK_CAPACITY);
         let stop = Arc::new(AtomicBool::new(false));
         let mut io = Io {
-            engine,
+            feedback: feedback_tx,
+            jb_max_ms,
+            rng: 0x9E37_79B9_7F4A_7C15 ^ ingress.lane() as u64,
             report_interval,
             reports: VecDeque::new(),
             ingress,
@@ -234,6 +305,7 @@ impl LaneIo {
             })?;
         Ok(LaneIo {
             tx,
+            feedback,
             stop,
             thread: Some(thread),
         })
@@ -255,25 +327,17 @@ impl LaneIo {
         self.command(Cmd::Remove(session));
     }
 
-    /// Changes a leg's peer, whether we send, on which payload types and at which RTP
-    /// clock, and the telephone-event type it receives (re-INVITE).
-    pub fn update(
-        &mut self,
-        session: SessionId,
-        peer: SocketAddr,
-        send: bool,
-        pts: SendPts,
-        clock_rate_hz: u32,
-        event_pt: Option<u8>,
-    ) {
-        self.command(Cmd::Update {
-            session,
-            peer,
-            send,
-            pts,
-            clock_rate_hz,
-            event_pt,
-        });
+    /// Applies a re-INVITE's outcome to a leg (takes effect within ~1 ms).
+    pub fn update(&mut self, update: LegUpdate) {
+        self.command(Cmd::Update(Box::new(update)));
+    }
+
+    /// Hands `apply` what the peers' RTCP reports said since the last call (round trip,
+    /// loss of our streams), for the engine.
+    pub fn take_feedback(&mut self, mut apply: impl FnMut(Feedback)) {
+        while let Ok(f) = self.feedback.pop() {
+            apply(f);
+        }
     }
 
     /// Stops the thread and waits for it.
@@ -338,7 +402,11 @@ impl Drop for Epoll {
 }
 
 struct Io {
-    engine: Arc<MediaEngine>,
+    /// Peer reports for the control plane.
+    feedback: rtrb::Producer<Feedback>,
+    jb_max_ms: u16,
+    /// xorshift state for the report intervals' randomisation.
+    rng: u64,
     report_interval: Duration,
     /// Legs by when their next report is due (every leg has the same interval, so a leg
     /// added or reported goes to the back and the front is always the next due).
@@ -354,6 +422,10 @@ struct Io {
 const MAX_DATAGRAM: usize = 2048;
 /// Leg commands in flight to one I/O thread (it drains them every millisecond).
 const CMD_CAPACITY: usize = 8192;
+/// Peer reports in flight to the control plane (it drains them every 10 ms or sooner).
+const FEEDBACK_CAPACITY: usize = 4096;
+/// Reports one pass of the loop sends at most (the rest go on the next pass, 1 ms on).
+const REPORTS_PER_PASS: usize = 32;
 
 impl Io {
     fn run(&mut self) {
@@ -384,27 +456,68 @@ impl Io {
         }
     }
 
-    /// Sends the reports that are due.
+    /// The next report interval: the configured one times a uniform 0.5–1.5 (RFC 3550
+    /// §6.3.1), so legs set up together spread out.
+    fn next_interval(&mut self) -> Duration {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let f = 0.5 + (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+        self.report_interval.mul_f64(f)
+    }
+
+    /// Sends the reports that are due, at most [`REPORTS_PER_PASS`].
     fn due_reports(&mut self) {
         let now = Instant::now();
-        while let Some(&(due, id)) = self.reports.front() {
+        for _ in 0..REPORTS_PER_PASS {
+            let Some(&(due, id)) = self.reports.front() else {
+                break;
+            };
             if due > now {
                 break;
             }
             self.reports.pop_front();
             if self.legs.contains_key(&id) {
                 self.send_report(id, false);
-                self.reports.push_back((now + self.report_interval, id));
+                self.schedule(now, id);
             }
         }
+    }
+
+    /// Queues `id`'s next report one randomised interval after `now`, in due order
+    /// (intervals differ, so not always at the back).
+    fn schedule(&mut self, now: Instant, id: SessionId) {
+        let due = now + self.next_interval();
+        let at = self.reports.partition_point(|&(d, _)| d <= due);
+        self.reports.insert(at, (due, id));
     }
 
     fn send_report(&mut self, id: SessionId, bye: bool) {
         let Some(leg) = self.legs.get_mut(&id) else {
             return;
         };
+        // From the lane's counters through the ingress handle: no engine lock here.
+        let stats = self.ingress.session_stats(id);
+        let voip = stats.as_ref().map(|st| {
+            let q = leg.new.quality;
+            let snap = QualitySnapshot::from_stats(
+                st,
+                CodecKind::of(q.codec),
+                q.clock_rate_hz,
+                q.ptime_ms,
+                leg.rtt_ms,
+            );
+            let snap = match self.ingress.loss_pattern(id) {
+                Some(p) => snap.with_loss_pattern(
+                    &p.snapshot(st.rx_expected, u64::from(LOSS_WINDOW)),
+                    q.ptime_ms,
+                ),
+                None => snap,
+            };
+            snap.voip_metrics(self.jb_max_ms)
+        });
         let mut out = [0u8; 512];
-        let Some(n) = leg.report.write_report(&self.engine, bye, &mut out) else {
+        let Some(n) = leg.report.write_report(stats.as_ref(), voip, bye, &mut out) else {
             log::warn!("media I/O: RTCP report did not fit");
             return;
         };
@@ -418,7 +531,18 @@ impl Io {
             return;
         };
         let c = &leg.new.counters;
-        let got = match leg.report.on_rtcp(&self.engine, d) {
+        // Only the peer reports on the call (a spoofed report would steer Opus and the
+        // MOS): from its RTP's IP once heard, else from its SDP's or signalling's.
+        let known = if leg.latched {
+            from.ip() == leg.new.peer.ip()
+        } else {
+            from.ip() == leg.sdp_peer.ip() || Some(from.ip()) == leg.new.signal_ip
+        };
+        if !known {
+            c.rtcp_foreign.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let got = match leg.report.on_rtcp(d) {
             Ok(got) => got,
             Err(e) => {
                 c.rtcp_bad.fetch_add(1, Ordering::Relaxed);
@@ -427,7 +551,7 @@ impl Io {
             }
         };
         c.rtcp_in.fetch_add(1, Ordering::Relaxed);
-        if !leg.rtcp_heard && from.ip() == leg.new.peer.ip() {
+        if !leg.rtcp_heard {
             // Its RTCP's own source (a NAT maps it apart from the RTP's): reports go back
             // there.
             leg.rtcp_heard = true;
@@ -440,7 +564,18 @@ impl Io {
                 .store(b.cumulative_lost.max(0) as u64, Ordering::Relaxed);
             if let Some(rtt) = b.rtt_ms {
                 c.rtt_us.store((rtt * 1000.0) as u64, Ordering::Relaxed);
+                leg.rtt_ms = Some(rtt);
             }
+            let f = Feedback {
+                session: id,
+                rtt_ms: b.rtt_ms,
+                peer_loss: (
+                    u64::from(b.highest_seq_ext),
+                    b.cumulative_lost.max(0) as u64,
+                ),
+            };
+            // A full ring (the control plane stalled) loses a report; the next one follows.
+            let _ = self.feedback.push(f);
         }
     }
 
@@ -465,8 +600,7 @@ impl Io {
                         continue;
                     }
                     self.legs.insert(id, Leg::new(*leg));
-                    self.reports
-                        .push_back((Instant::now() + self.report_interval, id));
+                    self.schedule(Instant::now(), id);
                 }
                 Cmd::Remove(id) => {
                     // RFC 3550 §6.6: a BYE, then dropping the sockets closes them, which
@@ -474,25 +608,23 @@ impl Io {
                     self.send_report(id, true);
                     self.legs.remove(&id);
                 }
-                Cmd::Update {
-                    session,
-                    peer,
-                    send,
-                    pts,
-                    clock_rate_hz,
-                    event_pt,
-                } => {
-                    if let Some(l) = self.legs.get_mut(&session) {
-                        if l.new.peer != peer {
+                Cmd::Update(u) => {
+                    if let Some(l) = self.legs.get_mut(&u.session) {
+                        if l.sdp_peer != u.peer {
                             // A new address from the SDP: latching starts over from it.
-                            l.new.peer = peer;
-                            l.rtcp_peer = rtcp_port_of(peer);
+                            // (One repeated, as a refresh or a hold does, keeps the peer
+                            // latched on.)
+                            l.sdp_peer = u.peer;
+                            l.new.peer = u.peer;
+                            l.rtcp_peer = rtcp_port_of(u.peer);
                             l.latched = false;
                             l.rtcp_heard = false;
                         }
-                        l.new.send = send;
-                        l.new.pts = pts;
-                        l.report.renegotiated(clock_rate_hz, event_pt);
+                        l.new.send = u.send;
+                        l.new.pts = u.pts;
+                        l.new.recv_pts = u.recv_pts;
+                        l.new.quality = u.quality;
+                        l.report.renegotiated(u.clock_rate_hz, u.event_pt);
                     }
                 }
             }
@@ -527,21 +659,24 @@ impl Io {
             return;
         };
         if from != leg.new.peer {
-            if leg.latched {
+            // Symmetric RTP (see the module docs): before the peer was heard, its RTP
+            // comes from its SDP's or its signalling's IP with a negotiated payload type.
+            let latch = !leg.latched
+                && (from.ip() == leg.sdp_peer.ip() || Some(from.ip()) == leg.new.signal_ip)
+                && leg.new.recv_pts.contains(&pkt.payload_type());
+            if !latch {
                 leg.new.counters.foreign_src.fetch_add(1, Ordering::Relaxed);
-            } else {
-                // Symmetric RTP (see the module docs): the peer is where its RTP comes
-                // from.
-                log::info!(
-                    "media: leg {id} latched on {from} (SDP said {})",
-                    leg.new.peer
-                );
-                leg.new.peer = from;
-                if !leg.rtcp_heard {
-                    leg.rtcp_peer = rtcp_port_of(from);
-                }
-                leg.new.counters.latched.fetch_add(1, Ordering::Relaxed);
+                return;
             }
+            log::info!(
+                "media: leg {id} latched on {from} (SDP said {})",
+                leg.sdp_peer
+            );
+            leg.new.peer = from;
+            if !leg.rtcp_heard {
+                leg.rtcp_peer = rtcp_port_of(from);
+            }
+            leg.new.counters.latched.fetch_add(1, Ordering::Relaxed);
         }
         leg.latched = true;
         leg.report.on_rtp_in(&pkt);

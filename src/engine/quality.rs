@@ -57,11 +57,7 @@ pub struct EngineQuality {
 
 /// The E-model impairment class (ITU-T G.113) of a codec.
 pub(crate) fn codec_kind(c: Codec) -> CodecKind {
-    match c {
-        Codec::Pcmu | Codec::Pcma => CodecKind::G711Plc,
-        Codec::G722 => CodecKind::G722,
-        Codec::Opus => CodecKind::Opus,
-    }
+    CodecKind::of(c)
 }
 
 /// Packets or frames a lane dropped, all causes ([`LaneQuality::drops`]).

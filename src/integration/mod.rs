@@ -60,6 +60,34 @@ impl IngressHandle {
         self.lane as usize
     }
 
+    /// The counters of session `id` of this lane, read as
+    /// [`crate::MediaEngine::session_stats`] does but without the engine's lock: the
+    /// transport builds its RTCP report blocks from them on its own thread, which must not
+    /// wait while the control plane creates a session. `None` if `id` is not live on this
+    /// lane (destroyed, never created, another lane's). Lock-free, allocation-free.
+    pub fn session_stats(&self, id: SessionId) -> Option<crate::runtime::stats::SessionStats> {
+        let shared = &self.parts.shared;
+        if id.lane() != self.lane() || !shared.live.is_live(id.slot, id.generation) {
+            return None;
+        }
+        shared
+            .sessions
+            .get(id.slot as usize)?
+            .snapshot(id.generation)
+    }
+
+    /// The receive loss pattern of session `id` of this lane (see
+    /// [`crate::quality::monitor::QualitySnapshot::loss_pattern`]), without the engine's
+    /// lock; `None` if `id` is not live on this lane. Lock-free; it may retry while the
+    /// lane stores the pattern (a few dozen nanoseconds, at most once a packet).
+    pub fn loss_pattern(&self, id: SessionId) -> Option<crate::quality::xr::LossPattern> {
+        let shared = &self.parts.shared;
+        if id.lane() != self.lane() || !shared.live.is_live(id.slot, id.generation) {
+            return None;
+        }
+        shared.loss_pattern(id.slot, id.generation)
+    }
+
     /// Largest packet (RTP header included) a slot holds.
     pub fn max_packet_bytes(&self) -> usize {
         self.parts.slab.with_capacity_hint()

@@ -136,6 +136,19 @@ pub struct EModelInput {
     pub one_way_delay_ms: f64,
 }
 
+impl CodecKind {
+    /// The impairment class of a media-core codec (G.711 is rated with concealment, as
+    /// the engine conceals its losses).
+    pub fn of(codec: crate::codec::Codec) -> CodecKind {
+        use crate::codec::Codec;
+        match codec {
+            Codec::Pcmu | Codec::Pcma => CodecKind::G711Plc,
+            Codec::G722 => CodecKind::G722,
+            Codec::Opus => CodecKind::Opus,
+        }
+    }
+}
+
 impl Default for EModelInput {
     /// G.107 defaults: Ie 0, Bpl 1, Ppl 0 %, BurstR 1, no delay; R ≈ 93.2.
     fn default() -> Self {

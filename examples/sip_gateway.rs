@@ -26,13 +26,14 @@
 //!   codec we run and to A in our 2xx (B's codec first), A's ACK bringing the answer; a
 //!   re-INVITE without SDP (a session-timer refresh) gets the leg's media as it is offered
 //!   in the 2xx, its ACK the answer.
-//! - Media (`sip/media_io.rs`): RTCP reports both ways (the peer's RTT enters the MOS, its
-//!   loss reports Opus adaptation) and symmetric RTP for phones behind a NAT.
 //!   `--reinvite-b S:CODEC` makes the gateway itself re-INVITE leg B to CODEC S seconds
 //!   into each call (to measure the switch). A hold or resume (direction change) is passed
 //!   on to the other phone by a re-INVITE of ours (A `sendonly` -> `sendonly` toward B);
 //!   a codec change stays on its leg (the engine transcodes). Each offer/answer ends a
-//!   "media period" whose per-leg packet counts are logged, so a hold can be checked.
+//!   "media period" whose per-leg packet counts are logged, so a hold can be checked. A
+//!   re-INVITE while an offer of ours is open on the leg gets 491 (glare).
+//! - Media (`sip/media_io.rs`): RTCP reports both ways (the peer's RTT enters the MOS, its
+//!   loss reports Opus adaptation) and symmetric RTP for phones behind a NAT.
 //! - `--fifo` starts the lane and media I/O threads under SCHED_FIFO (top real-time
 //!   priority), `--lane-cores`/`--io-cores` pin them: SIPp or a build sharing the machine
 //!   then cannot delay a tick.
@@ -358,7 +359,9 @@ struct Leg {
     local_cseq: u32,
     rtp_port: u16,
     sockets: Option<(UdpSocket, UdpSocket)>,
-    /// Our offer (leg B), to read B's answer against.
+    /// Leg B: our offer, to read B's answer against. Leg A: A's offer (its answer to ours
+    /// after a delayed offer), and on either leg the peer's last offer after a re-INVITE
+    /// of its own.
     offer: Option<MediaOffer>,
     media: Option<NegotiatedMedia>,
     session: Option<SessionId>,
@@ -370,8 +373,12 @@ struct Leg {
     /// its Via branch (a non-2xx ACK reuses it, RFC 3261 §17.1.1.3).
     reinvite: Option<(u32, MediaOffer, String)>,
     /// Our offer in the 2xx to the peer's re-INVITE without one (a session refresh, RFC
-    /// 4028): its answer comes in the ACK (RFC 3261 §14.2).
-    ack_offer: Option<MediaOffer>,
+    /// 4028), with that re-INVITE's CSeq and the 2xx (for a retransmitted INVITE): the
+    /// answer comes in the ACK of that CSeq (RFC 3261 §14.2).
+    ack_offer: Option<(u32, MediaOffer, String)>,
+    /// The IP the peer's SIP comes from (A's INVITE, B's 2xx): a phone behind a NAT sends
+    /// its RTP from it.
+    signal_ip: Option<IpAddr>,
     /// Counters at the start of the call's current media period (since the last
     /// offer/answer on either leg), so a hold or codec change can be checked per period.
     period: Period,
@@ -781,8 +788,13 @@ impl Gateway {
                     Side::A => &mut c.a,
                     Side::B => &mut c.b,
                 };
-                if let Some(offer) = leg.ack_offer.take() {
+                let cseq = req.cseq_header()?.typed()?.seq;
+                if leg.ack_offer.as_ref().is_some_and(|(c, _, _)| *c == cseq) {
                     // The answer to the offer in our 2xx to its offer-less re-INVITE.
+                    leg.retx.retain(|r| r.what != "200/re-INVITE");
+                    let Some((_, offer, _)) = leg.ack_offer.take() else {
+                        return Ok(());
+                    };
                     let applied = body_text(&req.body)
                         .ok_or_else(|| BoxError::from("no SDP answer"))
                         .and_then(|t| {
@@ -803,7 +815,9 @@ impl Gateway {
                 c.state = State::Established;
                 if c.a_offered.is_some() {
                     if let Err(e) = self.on_ack_answer(n, &req) {
+                        // The dialog is up, its media never was: a failed call.
                         log::warn!("call {n}: A's answer in its ACK: {e}; hanging up");
+                        self.totals.failed += 1;
                         self.hang_up(n, None);
                         return Ok(());
                     }
@@ -1007,6 +1021,7 @@ impl Gateway {
             retx: Vec::new(),
             reinvite: None,
             ack_offer: None,
+            signal_ip: Some(src.ip()),
             period: Period::start(&LegCounters::default()),
         };
         let b = Leg {
@@ -1028,6 +1043,7 @@ impl Gateway {
             retx: vec![Retx::new("INVITE", b_invite.to_string(), dest)],
             reinvite: None,
             ack_offer: None,
+            signal_ip: None,
             period: Period::start(&LegCounters::default()),
         };
         self.send(&b_invite.to_string(), dest);
@@ -1141,9 +1157,14 @@ impl Gateway {
         &mut self,
         n: u64,
         resp: rsip::Response,
-        _src: SocketAddr,
+        src: SocketAddr,
     ) -> Result<(), BoxError> {
         let code = resp.status_code.code();
+        if (200..300).contains(&code) {
+            if let Some(c) = self.calls.get_mut(&n) {
+                c.b.signal_ip = Some(src.ip());
+            }
+        }
         let Some(call) = self.calls.get(&n) else {
             return Ok(());
         };
@@ -1397,7 +1418,7 @@ impl Gateway {
             b_media.telephone_event_send
         );
         let io = &mut self.ios[ha.lane()];
-        let (a_signal, b_signal) = (call.a_src.ip(), call.b.dest.ip());
+        let (a_signal, b_signal) = (call.a.signal_ip, call.b.signal_ip);
         for (leg, id, peer, media, params, signal) in [
             (&mut call.a, ha.id, a_peer, &a_media, &pa, a_signal),
             (&mut call.b, hb.id, b_peer, &b_media, &pb, b_signal),
@@ -1414,7 +1435,7 @@ impl Gateway {
                     clock_rate_hz: media.send.clock_rate_hz,
                     event_pt: media.telephone_event_recv.first().copied(),
                     recv_pts: recv_pts(media),
-                    signal_ip: Some(signal),
+                    signal_ip: signal,
                     quality: leg_quality(params),
                     cname: format!("media-core-gw-{n}@{}", self.args.media_ip),
                     counters: leg.counters.clone(),
@@ -1533,12 +1554,15 @@ impl Gateway {
             return;
         }
         let state = call.state;
+        let bridged = call.a.session.is_some();
         for side in [Side::A, Side::B] {
             if Some(side) != from && matches!(state, State::Established | State::AwaitAck) {
                 self.send_bye(n, side);
             }
         }
-        if matches!(state, State::Established | State::AwaitAck) {
+        // Completed: answered, and its media was bridged (a delayed offer's call whose ACK
+        // never brought a usable answer never was).
+        if matches!(state, State::Established | State::AwaitAck) && bridged {
             self.totals.completed += 1;
             self.summary(n);
         }
@@ -1681,6 +1705,26 @@ impl Gateway {
             self.send(&r, src);
             return Ok(());
         }
+        let cseq = req.cseq_header()?.typed()?.seq;
+        let delayed = call.a_offered.is_some();
+        let leg = match side {
+            Side::A => &mut call.a,
+            Side::B => &mut call.b,
+        };
+        if let Some((_, _, ok)) = leg.ack_offer.as_ref().filter(|(c, _, _)| *c == cseq) {
+            // A retransmission of the offer-less re-INVITE answered with our offer.
+            let ok = ok.clone();
+            self.send(&ok, src);
+            return Ok(());
+        }
+        if delayed || leg.session.is_none() || leg.reinvite.is_some() || leg.ack_offer.is_some() {
+            // An offer/answer of ours is still open on the leg (our re-INVITE, our offer
+            // awaiting its ACK, or the call's first offer in a delayed-offer 2xx): glare
+            // (RFC 3261 §14.2), try again later.
+            let r = self.response(&req, 491, None, vec![], None);
+            self.send(&r, src);
+            return Ok(());
+        }
         self.totals.reinvites += 1;
         let codecs = self.args.codecs.clone();
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
@@ -1701,18 +1745,20 @@ impl Gateway {
             leg.sdp_version += 1;
             let (version, tag) = (leg.sdp_version, leg.local_tag.clone());
             let sdp = self.sdp(offer.to_media_description(), version);
-            let call = self.calls.get_mut(&n).ok_or("call vanished")?;
-            let leg = match side {
-                Side::A => &mut call.a,
-                Side::B => &mut call.b,
-            };
-            leg.ack_offer = Some(offer);
             log::info!(
                 "call {n}: re-INVITE from {} without an offer: offering its media as it is",
                 side.name()
             );
             let r = self.response(&req, 200, Some(&tag), vec![], Some(sdp));
             self.send(&r, src);
+            let call = self.calls.get_mut(&n).ok_or("call vanished")?;
+            let leg = match side {
+                Side::A => &mut call.a,
+                Side::B => &mut call.b,
+            };
+            // Retransmitted until the ACK (RFC 3261 §13.3.1.4).
+            leg.retx.push(Retx::new("200/re-INVITE", r.clone(), src));
+            leg.ack_offer = Some((cseq, offer, r));
             return Ok(());
         };
         let offer = match MediaOffer::from_sdp(&text) {
@@ -1853,8 +1899,8 @@ impl Gateway {
             Side::A => &mut call.a,
             Side::B => &mut call.b,
         };
-        if leg.reinvite.is_some() {
-            return Err("a re-INVITE on this leg is still pending".into());
+        if leg.reinvite.is_some() || leg.ack_offer.is_some() {
+            return Err("an offer on this leg is still open".into());
         }
         let prev = leg.media.clone().ok_or("no media on the leg")?;
         let kind = kind.or(prev.send_kind()).ok_or("leg has no voice codec")?;
@@ -2289,7 +2335,6 @@ impl Gateway {
     }
 }
 
-/// Where the peer of an SDP wants RTP: its `c=` address (else `fallback`) and `m=` port.
 /// The payload types `media` receives (voice, telephone-event, comfort noise): those that
 /// may latch its leg's peer (`sip/media_io.rs`).
 fn recv_pts(media: &NegotiatedMedia) -> Vec<u8> {
@@ -2332,6 +2377,7 @@ fn leg_update(
     }
 }
 
+/// Where the peer of an SDP wants RTP: its `c=` address (else `fallback`) and `m=` port.
 fn peer_addr(offer: Option<&MediaOffer>, fallback: IpAddr) -> Result<SocketAddr, BoxError> {
     let o = offer.ok_or("no SDP")?;
     let ip = match &o.connection_address {

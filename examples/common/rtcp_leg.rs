@@ -72,20 +72,22 @@ pub struct RtcpLeg {
     last_tx: Option<(u32, Instant)>,
     /// RTP clock rate of what this leg sends, Hz.
     clock_rate_hz: u32,
-    /// A re-INVITE's new send clock, taken when the engine's packets at it start (they
-    /// come under a new SSRC, RFC 7160): until then the SR's RTP time is the old clock's.
-    pending_clock_hz: Option<u32>,
+    /// The RTP clock of each voice payload type sent (the current one and the one before
+    /// a re-INVITE): the SR's RTP time follows the clock of the packets actually sent,
+    /// whichever side of a codec change the lane is on.
+    clocks: [Option<(u8, u32)>; 2],
     /// The RFC 4733 telephone-event payload type received, if negotiated.
     event_pt: Option<u8>,
     cname: String,
 }
 
 impl RtcpLeg {
-    /// A leg for `session`, sending at `clock_rate_hz` (with `ssrc` if media-core was told
-    /// one), receiving telephone-event on `event_pt`.
+    /// A leg for `session`, sending payload type `voice_pt` (if known) at `clock_rate_hz`
+    /// (with `ssrc` if media-core was told one), receiving telephone-event on `event_pt`.
     pub fn new(
         session: SessionId,
         ssrc: Option<u32>,
+        voice_pt: Option<u8>,
         clock_rate_hz: u32,
         event_pt: Option<u8>,
         cname: String,
@@ -101,23 +103,21 @@ impl RtcpLeg {
             sent_since_report: false,
             last_tx: None,
             clock_rate_hz,
-            pending_clock_hz: None,
+            clocks: [voice_pt.map(|pt| (pt, clock_rate_hz)), None],
             event_pt,
             cname,
         }
     }
 
-    /// A re-INVITE changed what the leg sends or receives.
-    pub fn renegotiated(&mut self, clock_rate_hz: u32, event_pt: Option<u8>) {
+    /// A re-INVITE changed what the leg sends (voice payload type `voice_pt` at
+    /// `clock_rate_hz`) or receives (telephone-event on `event_pt`). The SR's clock follows
+    /// when the packets sent carry `voice_pt` (the lane switches at its next tick).
+    pub fn renegotiated(&mut self, voice_pt: u8, clock_rate_hz: u32, event_pt: Option<u8>) {
         self.event_pt = event_pt;
-        if clock_rate_hz == self.clock_rate_hz {
-            self.pending_clock_hz = None;
-        } else if self.configured_ssrc.is_some() {
-            // The engine keeps a configured SSRC: no new source marks the switch.
-            self.clock_rate_hz = clock_rate_hz;
-        } else {
-            self.pending_clock_hz = Some(clock_rate_hz);
+        if self.clocks[0].is_some_and(|(pt, _)| pt != voice_pt) {
+            self.clocks[1] = self.clocks[0];
         }
+        self.clocks[0] = Some((voice_pt, clock_rate_hz));
     }
 
     /// Our SSRC for RTCP: the one media-core sends with, or one derived from the session
@@ -147,12 +147,17 @@ impl RtcpLeg {
             // A new source (the engine starts one when the send clock changes, RFC 7160):
             // its sender report counts and RTP time start afresh (RFC 3550 §6.4.1).
             self.tx_ssrc = Some(h.ssrc);
-            if let Some(hz) = self.pending_clock_hz.take() {
-                self.clock_rate_hz = hz;
-            }
             self.tx_packets = 0;
             self.tx_octets = 0;
             self.last_tx = None;
+        }
+        if let Some((_, hz)) = self
+            .clocks
+            .iter()
+            .flatten()
+            .find(|(pt, _)| *pt == h.payload_type)
+        {
+            self.clock_rate_hz = *hz;
         }
         // The sender report's RTP time is extrapolated from the newest timestamp sent:
         // RFC 4733 packets repeat their event's start timestamp for as long as the digit

@@ -169,6 +169,7 @@ impl Leg {
         let report = RtcpLeg::new(
             cfg.session,
             cfg.ssrc,
+            None,
             cfg.clock_rate_hz,
             cfg.event_pt,
             cfg.cname.clone(),

@@ -11,17 +11,20 @@
 //! engine (whose lock the control plane holds while it builds a session: this thread must
 //! not wait on it); the peer's round-trip time and its loss reports go back to the control
 //! plane through a ring ([`LaneIo::take_feedback`]), which feeds them to the engine (the
-//! MOS, Opus adaptation). RTCP is taken only from the peer's address.
+//! MOS, Opus adaptation). RTCP is taken only from the peer's IP.
 //!
-//! Symmetric RTP (RFC 4961; a phone behind a NAT): until a leg has heard its peer, an RTP
-//! packet of a payload type negotiated for it, from the IP its SDP or its SIP signalling
-//! came from but another address, makes that address the leg's peer (RTCP then goes to its
-//! port + 1, or to where the peer's RTCP comes from). The SDP of a phone behind a NAT
-//! names its private address, where nothing it sends to us can be answered. Once the leg
-//! has heard its peer, packets from any other address are dropped (counted in
+//! Symmetric RTP (RFC 4961; a phone behind a NAT): an RTP packet of a payload type
+//! negotiated for the leg, from the IP its SDP or its SIP signalling came from but another
+//! address, makes that address the leg's peer (RTCP then goes to its port + 1, or to where
+//! the peer's RTCP comes from) when the leg has not heard its peer yet, or has not for a
+//! second (a NAT binding that changed during a hold); a packet from the very address the
+//! SDP gave always does. The SDP of a phone behind a NAT names its private address, where
+//! nothing it sends to us can be answered. Other packets are dropped (counted in
 //! `foreign_src`), so a stranger spraying RTP at the port range can neither take over a
-//! leg nor speak into a call. A re-INVITE that names a new address starts this over; one
-//! that repeats the old one (a refresh, a hold) keeps the latched peer.
+//! talking leg nor speak into a call. A re-INVITE that names a new address starts this
+//! over; one that repeats the old one (a refresh, a hold) keeps the latched peer. A leg's
+//! sockets are emptied when its call is bridged (what a peer sent before, or a previous
+//! call's late packets on a reused port, neither plays nor latches).
 //!
 //! A leg whose SDP direction says we must not send (hold: `recvonly`/`inactive` answer)
 //! has its egress packets discarded (RFC 3264 §5.1) and counted.
@@ -196,8 +199,11 @@ struct Leg {
     /// The last round-trip time the peer's reports gave, ms.
     rtt_ms: Option<f64>,
     rtcp_peer: SocketAddr,
-    /// The peer was latched on to its RTP's source since the SDP last named it.
+    /// The peer's RTP has been heard (from the SDP's address or one latched on) since the
+    /// SDP last named it.
     latched: bool,
+    /// When the peer's RTP was last heard.
+    last_heard: Instant,
     /// RTCP was received from the peer since the SDP last named it (its address is kept).
     rtcp_heard: bool,
     report: RtcpLeg,
@@ -208,6 +214,7 @@ impl Leg {
         let report = RtcpLeg::new(
             new.session,
             None,
+            Some(new.pts.voice),
             new.clock_rate_hz,
             new.event_pt,
             new.cname.clone(),
@@ -218,6 +225,7 @@ impl Leg {
             rtcp_peer: rtcp_port_of(new.peer),
             new,
             latched: false,
+            last_heard: Instant::now(),
             rtcp_heard: false,
             report,
         }
@@ -426,6 +434,9 @@ const CMD_CAPACITY: usize = 8192;
 const FEEDBACK_CAPACITY: usize = 4096;
 /// Reports one pass of the loop sends at most (the rest go on the next pass, 1 ms on).
 const REPORTS_PER_PASS: usize = 32;
+/// A leg whose peer has not been heard this long may latch on to another source
+/// (see the module docs).
+const RELATCH_AFTER: Duration = Duration::from_secs(1);
 
 impl Io {
     fn run(&mut self) {
@@ -589,6 +600,16 @@ impl Io {
                         log::warn!("media I/O: cannot make sockets non-blocking");
                         continue;
                     }
+                    // What waited on the sockets (the peer's media before the call was
+                    // bridged, a previous call's late packets) is not this call's.
+                    let mut scratch = [0u8; MAX_DATAGRAM];
+                    for sock in [&leg.rtp, &leg.rtcp] {
+                        for _ in 0..10_000 {
+                            if sock.recv_from(&mut scratch).is_err() {
+                                break;
+                            }
+                        }
+                    }
                     let id = leg.session;
                     let token = id.to_u64() & !(0xFFFF << 48);
                     if let Err(e) = self
@@ -624,7 +645,8 @@ impl Io {
                         l.new.pts = u.pts;
                         l.new.recv_pts = u.recv_pts;
                         l.new.quality = u.quality;
-                        l.report.renegotiated(u.clock_rate_hz, u.event_pt);
+                        l.report
+                            .renegotiated(u.pts.voice, u.clock_rate_hz, u.event_pt);
                     }
                 }
             }
@@ -658,12 +680,16 @@ impl Io {
             leg.new.counters.not_rtp.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        let now = Instant::now();
         if from != leg.new.peer {
-            // Symmetric RTP (see the module docs): before the peer was heard, its RTP
-            // comes from its SDP's or its signalling's IP with a negotiated payload type.
-            let latch = !leg.latched
-                && (from.ip() == leg.sdp_peer.ip() || Some(from.ip()) == leg.new.signal_ip)
-                && leg.new.recv_pts.contains(&pkt.payload_type());
+            // Symmetric RTP (see the module docs): the SDP's own address, or, while the
+            // peer is unheard, its RTP from its SDP's or its signalling's IP with a
+            // negotiated payload type.
+            let unheard = !leg.latched || now.duration_since(leg.last_heard) >= RELATCH_AFTER;
+            let latch = from == leg.sdp_peer
+                || unheard
+                    && (from.ip() == leg.sdp_peer.ip() || Some(from.ip()) == leg.new.signal_ip)
+                    && leg.new.recv_pts.contains(&pkt.payload_type());
             if !latch {
                 leg.new.counters.foreign_src.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -679,6 +705,7 @@ impl Io {
             leg.new.counters.latched.fetch_add(1, Ordering::Relaxed);
         }
         leg.latched = true;
+        leg.last_heard = now;
         leg.report.on_rtp_in(&pkt);
         match self.ingress.push(id, d) {
             Ok(()) => leg.new.counters.rtp_in.fetch_add(1, Ordering::Relaxed),

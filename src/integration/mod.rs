@@ -60,8 +60,9 @@ impl IngressHandle {
         self.lane as usize
     }
 
-    /// The counters of session `id` of this lane, read as
-    /// [`crate::MediaEngine::session_stats`] does but without the engine's lock: the
+    /// The counters of session `id` of this lane, as [`crate::MediaEngine::session_stats`]
+    /// reads them (but `None`, not zeros, before the lane has installed a session just
+    /// created) and without the engine's lock: the
     /// transport builds its RTCP report blocks from them on its own thread, which must not
     /// wait while the control plane creates a session. `None` if `id` is not live on this
     /// lane (destroyed, never created, another lane's). Lock-free, allocation-free.

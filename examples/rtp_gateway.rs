@@ -188,7 +188,7 @@ fn print_leg(engine: &MediaEngine, l: &LegView<'_>, digits: &str) {
     let c = l.io;
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let q = engine.session_quality(l.id).unwrap_or_default();
-    let rtt_us = get(&c.rtt_us);
+    let rtt_us = get(&c.peer.rtt_us);
     let st = engine.session_stats(l.id).unwrap_or_default();
     println!(
         "  leg {} ({:?}): in {} pkts ({} B), out {} pkts ({} B) | rx loss {:.2}% ({} lost, {} late), jitter {:.1} ms, concealed {}/{} frames, jb {} ms, tsm -{}/+{} samples, MOS {} | rtt {} | peer says lost {:.1}% | drops: not-rtp {} ingress {} no-peer {} rtcp in/bad/out {}/{}/{}{}",
@@ -218,7 +218,7 @@ fn print_leg(engine: &MediaEngine, l: &LegView<'_>, digits: &str) {
         } else {
             format!("{:.1} ms", rtt_us as f64 / 1000.0)
         },
-        get(&c.peer_fraction_lost) as f64 * 100.0 / 256.0,
+        get(&c.peer.fraction_lost) as f64 * 100.0 / 256.0,
         get(&c.not_rtp),
         get(&c.ingress_drops),
         get(&c.no_peer_drops),

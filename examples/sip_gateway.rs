@@ -67,7 +67,7 @@ use media_core::quality::monitor::{QualityEvent, QualityThresholds};
 use media_core::{
     Codec, DialogId, EngineConfig, MediaEngine, MediaSessionParams, Ptime, SessionId,
 };
-use media_io::{LaneIo, LegCounters, LegQuality, LegUpdate, NewLeg, SendPts};
+use media_io::{LaneIo, LegCounters, LegMedia, LegQuality, NewLeg, SendPts};
 use rsip::prelude::*;
 
 type BoxError = Box<dyn std::error::Error>;
@@ -1429,14 +1429,8 @@ impl Gateway {
                     session: id,
                     rtp,
                     rtcp,
-                    peer,
-                    send: media.direction.sends(),
-                    pts: SendPts::of(media),
-                    clock_rate_hz: media.send.clock_rate_hz,
-                    event_pt: media.telephone_event_recv.first().copied(),
-                    recv_pts: recv_pts(media),
+                    media: leg_media(peer, media, leg_quality(params)),
                     signal_ip: signal,
-                    quality: leg_quality(params),
                     cname: format!("media-core-gw-{n}@{}", self.args.media_ip),
                     counters: leg.counters.clone(),
                 });
@@ -1659,9 +1653,9 @@ impl Gateway {
                 } else {
                     format!(
                         "{:.1}% lost (cumulative {}), rtt {}",
-                        g(&c.peer_fraction_lost) as f64 / 2.56,
-                        g(&c.peer_cumulative_lost),
-                        match g(&c.rtt_us) {
+                        g(&c.peer.fraction_lost) as f64 / 2.56,
+                        g(&c.peer.cumulative_lost),
+                        match g(&c.peer.rtt_us) {
                             0 => "n/a".to_string(),
                             us => format!("{:.1} ms", us as f64 / 1000.0),
                         }
@@ -1830,7 +1824,7 @@ impl Gateway {
                 return Ok(());
             }
         };
-        self.ios[id.lane()].update(leg_update(id, peer, &media, quality));
+        self.ios[id.lane()].update(id, leg_media(peer, &media, quality));
         if prev.direction != media.direction {
             self.hold_changed.push(n);
         }
@@ -2026,7 +2020,7 @@ impl Gateway {
         let quality = leg_quality(&params);
         self.engine.update_media_session(id, params)?;
         let peer = peer_addr(Some(&ans), self.args.media_ip)?;
-        self.ios[id.lane()].update(leg_update(id, peer, &media, quality));
+        self.ios[id.lane()].update(id, leg_media(peer, &media, quality));
         if prev.direction != media.direction {
             self.hold_changed.push(n);
         }
@@ -2358,15 +2352,9 @@ fn leg_quality(params: &MediaSessionParams) -> LegQuality {
     }
 }
 
-/// The media I/O's update for a leg after an offer/answer.
-fn leg_update(
-    id: SessionId,
-    peer: SocketAddr,
-    media: &NegotiatedMedia,
-    quality: LegQuality,
-) -> LegUpdate {
-    LegUpdate {
-        session: id,
+/// What the media I/O needs of a leg's offer/answer.
+fn leg_media(peer: SocketAddr, media: &NegotiatedMedia, quality: LegQuality) -> LegMedia {
+    LegMedia {
         peer,
         send: media.direction.sends(),
         pts: SendPts::of(media),

@@ -88,6 +88,17 @@ fn send(
     }
 }
 
+/// Two PCMU calls (legs A-B and C-D, dialogs 1-4) on lane 0.
+fn two_pcmu_calls(e: &MediaEngine) -> [SessionId; 4] {
+    let (a, b) = e
+        .create_call((DialogId(1), pcmu()), (DialogId(2), pcmu()))
+        .unwrap();
+    let (c, d) = e
+        .create_call((DialogId(3), pcmu()), (DialogId(4), pcmu()))
+        .unwrap();
+    [a.id, b.id, c.id, d.id]
+}
+
 /// The report's bands, as `EngineQuality::mos_histogram` documents them (G.109 R edges).
 fn band(r: f64) -> usize {
     [50.0, 60.0, 70.0, 80.0, 90.0]
@@ -99,20 +110,15 @@ fn band(r: f64) -> usize {
 #[test]
 fn the_quality_report_counts_every_session_and_bands_it_by_its_mos() {
     let e = engine();
-    let (a, b) = e
-        .create_call((DialogId(1), pcmu()), (DialogId(2), pcmu()))
-        .unwrap();
-    let (c, d) = e
-        .create_call((DialogId(3), pcmu()), (DialogId(4), pcmu()))
-        .unwrap();
+    let [a, b, c, d] = two_pcmu_calls(&e);
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
-    let ids = [a.id, b.id, c.id, d.id];
+    let ids = [a, b, c, d];
     // Session c receives with one packet in five lost, the others clean.
     send(&e, &mut ing, &mut eg, &ids, 0, 250, |i, k| {
         i == 2 && k % 5 == 2
     });
     // A malformed packet, refused or dropped on the lane: either way a counted drop.
-    let _ = ing.push(a.id, &[0x80, 0]);
+    let _ = ing.push(a, &[0x80, 0]);
     e.step(2).unwrap();
 
     let report = e.quality_report();
@@ -131,7 +137,7 @@ fn the_quality_report_counts_every_session_and_bands_it_by_its_mos() {
         .iter()
         .map(|&id| e.session_quality(id).unwrap().mos)
         .collect();
-    let lossy = e.session_quality(c.id).unwrap();
+    let lossy = e.session_quality(c).unwrap();
     assert!(
         (18.0..=22.0).contains(&lossy.loss_percent),
         "{}",
@@ -148,7 +154,7 @@ fn the_quality_report_counts_every_session_and_bands_it_by_its_mos() {
     assert!((report.mean_mos - mean).abs() < 1e-9, "{report:?}");
 
     // An ended session leaves the report.
-    e.destroy_media_session(d.id).unwrap();
+    e.destroy_media_session(d).unwrap();
     e.step(2).unwrap();
     let report = e.quality_report();
     assert_eq!(report.sessions, 3);
@@ -431,22 +437,17 @@ fn loss_and_mos_events_follow_the_call_now_not_its_average() {
 #[test]
 fn bursty_loss_rates_lower_than_spread_loss_and_duplicates_do_not_hide_loss() {
     let e = engine();
-    let (a, b) = e
-        .create_call((DialogId(1), pcmu()), (DialogId(2), pcmu()))
-        .unwrap();
-    let (c, d) = e
-        .create_call((DialogId(3), pcmu()), (DialogId(4), pcmu()))
-        .unwrap();
+    let [a, b, c, d] = two_pcmu_calls(&e);
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
     // A loses one packet in 25; B four in a row in every 100 (4% both); C one in 33 and
     // gets another one in 33 twice; D is clean. A minute of 20 ms packets.
     let mut pkt = Vec::new();
     for k in 0..3000usize {
         let sends = [
-            (a.id, k % 25 != 3, false),
-            (b.id, !(40..44).contains(&(k % 100)), false),
-            (c.id, k % 33 != 5, k % 33 == 20),
-            (d.id, true, false),
+            (a, k % 25 != 3, false),
+            (b, !(40..44).contains(&(k % 100)), false),
+            (c, k % 33 != 5, k % 33 == 20),
+            (d, true, false),
         ];
         for (i, &(id, sent, twice)) in sends.iter().enumerate() {
             rtp(
@@ -466,7 +467,7 @@ fn bursty_loss_rates_lower_than_spread_loss_and_duplicates_do_not_hide_loss() {
         drain(&mut eg);
     }
     let q = |id| e.session_quality(id).unwrap();
-    let (spread, bursty, dup, clean) = (q(a.id), q(b.id), q(c.id), q(d.id));
+    let (spread, bursty, dup, clean) = (q(a), q(b), q(c), q(d));
     for s in [&spread, &bursty] {
         assert!((3.9..=4.1).contains(&s.loss_percent), "{s:?}");
     }
@@ -503,25 +504,19 @@ fn bursty_loss_rates_lower_than_spread_loss_and_duplicates_do_not_hide_loss() {
     assert!(dup.mos < clean.mos - 0.3, "{dup:?} {clean:?}");
     // The transport reads the same figures through its ingress handle, without the
     // engine's lock: the counters, and the loss pattern that gives the XR block's.
-    assert_eq!(
-        ing.session_stats(b.id),
-        Some(e.session_stats(b.id).unwrap())
-    );
-    let st = e.session_stats(b.id).unwrap();
-    let p = ing.loss_pattern(b.id).unwrap().snapshot(st.rx_expected, 64);
+    assert_eq!(ing.session_stats(b), Some(e.session_stats(b).unwrap()));
+    let st = e.session_stats(b).unwrap();
+    let p = ing.loss_pattern(b).unwrap().snapshot(st.rx_expected, 64);
     assert_eq!(p.burst_gap.bursts, bursty.loss_pattern.burst_gap.bursts);
     assert_eq!(p.loss_runs, 29);
-    let other_lane = media_core::SessionId::from_parts(1, b.id.slot(), b.id.generation());
+    let other_lane = media_core::SessionId::from_parts(1, b.slot(), b.generation());
     assert_eq!(ing.session_stats(other_lane), None);
-    e.destroy_media_session(d.id).unwrap();
+    e.destroy_media_session(d).unwrap();
     e.step(2).unwrap();
-    assert_eq!(
-        (ing.session_stats(d.id), ing.loss_pattern(d.id)),
-        (None, None)
-    );
+    assert_eq!((ing.session_stats(d), ing.loss_pattern(d)), (None, None));
     // The RTCP report block follows RFC 3550 A.3, where each copy counts as received.
     use media_core::integration::rtcp::{NtpTime, ReceiveCounts, ReceptionState};
-    let stats = e.session_stats(c.id).unwrap();
+    let stats = e.session_stats(c).unwrap();
     let counts = ReceiveCounts::from_session_stats(&stats, 2999);
     let block = ReceptionState::default().report_block(102, &counts, NtpTime(0));
     assert_eq!(block.cumulative_lost, 0, "{counts:?}");

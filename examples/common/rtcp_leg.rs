@@ -20,6 +20,7 @@
 
 #![allow(dead_code)] // each example uses a different part of this module
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use media_core::integration::rtcp::{
@@ -43,6 +44,30 @@ pub struct PeerReport {
     pub highest_seq_ext: u32,
     /// Round-trip time from LSR/DLSR, ms (`None` before the peer heard an SR of ours).
     pub rtt_ms: Option<f64>,
+}
+
+/// The last report a peer gave about our stream, as counters the control plane reads.
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    /// The last round-trip time, µs (0: none yet).
+    pub rtt_us: AtomicU64,
+    /// The last fraction lost of our stream, × 256.
+    pub fraction_lost: AtomicU64,
+    /// The last cumulative loss of our stream (RFC 3550 A.3, at least 0).
+    pub cumulative_lost: AtomicU64,
+}
+
+impl PeerCounters {
+    /// Keeps `r`'s figures (a round trip only if it had one).
+    pub fn record(&self, r: &PeerReport) {
+        self.fraction_lost
+            .store(u64::from(r.fraction_lost), Ordering::Relaxed);
+        self.cumulative_lost
+            .store(r.cumulative_lost.max(0) as u64, Ordering::Relaxed);
+        if let Some(rtt) = r.rtt_ms {
+            self.rtt_us.store((rtt * 1000.0) as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What one received RTCP compound packet gave.

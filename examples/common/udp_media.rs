@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::rtcp_leg::RtcpLeg;
+use crate::rtcp_leg::{PeerCounters, RtcpLeg};
 use media_core::integration::rtcp;
 use media_core::rtp::RtpPacket;
 use media_core::{EgressHandle, IngressHandle, MediaEngine, SessionId};
@@ -83,12 +83,8 @@ pub struct LegCounters {
     pub rtcp_bad: AtomicU64,
     /// RTCP compound packets sent.
     pub rtcp_out: AtomicU64,
-    /// Last round-trip time measured, µs (0 = none yet).
-    pub rtt_us: AtomicU64,
-    /// The peer's last reported fraction lost of our stream, × 256.
-    pub peer_fraction_lost: AtomicU64,
-    /// The peer's last reported cumulative loss of our stream.
-    pub peer_cumulative_lost: AtomicU64,
+    /// What the peer's last report said of our stream.
+    pub peer: PeerCounters,
 }
 
 /// The running I/O thread of one lane.
@@ -327,14 +323,7 @@ impl Io {
         if let Some(rtt) = b.rtt_ms {
             let _ = self.engine.set_round_trip(session, rtt);
         }
-        let c = &leg.counters;
-        c.peer_fraction_lost
-            .store(u64::from(b.fraction_lost), Ordering::Relaxed);
-        c.peer_cumulative_lost
-            .store(b.cumulative_lost.max(0) as u64, Ordering::Relaxed);
-        if let Some(rtt) = b.rtt_ms {
-            c.rtt_us.store((rtt * 1000.0) as u64, Ordering::Relaxed);
-        }
+        leg.counters.peer.record(&b);
         log::info!(
             "leg {}: peer reports {:.1}% lost (cumulative {}), rtt {}",
             leg.cfg.name,

@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::rtcp_leg::RtcpLeg;
+use crate::rtcp_leg::{PeerCounters, RtcpLeg};
 use media_core::integration::rtcp;
 use media_core::quality::emodel::CodecKind;
 use media_core::quality::monitor::QualitySnapshot;
@@ -90,12 +90,8 @@ pub struct LegCounters {
     pub latched: AtomicU64,
     /// RTCP datagrams from an address other than the peer's, dropped.
     pub rtcp_foreign: AtomicU64,
-    /// The last round-trip time from the peer's reports, µs (0: none yet).
-    pub rtt_us: AtomicU64,
-    /// The peer's last reported fraction lost of our stream, × 256.
-    pub peer_fraction_lost: AtomicU64,
-    /// The peer's last reported cumulative loss of our stream (RFC 3550 A.3, at least 0).
-    pub peer_cumulative_lost: AtomicU64,
+    /// What the peer's last report said of our stream.
+    pub peer: PeerCounters,
 }
 
 impl LegCounters {
@@ -142,6 +138,21 @@ pub struct NewLeg {
     pub rtp: UdpSocket,
     /// RTCP socket (RTP port + 1).
     pub rtcp: UdpSocket,
+    /// What the offer/answer set up.
+    pub media: LegMedia,
+    /// The IP the leg's SIP signalling came from (or went to): a phone behind a NAT sends
+    /// its RTP from it.
+    pub signal_ip: Option<IpAddr>,
+    /// Our RTCP CNAME.
+    pub cname: String,
+    /// Counters shared with the control plane.
+    pub counters: Arc<LegCounters>,
+}
+
+/// What an offer/answer set up on a leg (when the call is bridged, and again after each
+/// re-INVITE: [`LaneIo::update`]).
+#[derive(Debug, Clone)]
+pub struct LegMedia {
     /// The peer's RTP address from its SDP.
     pub peer: SocketAddr,
     /// Whether we send on this leg (SDP direction).
@@ -155,15 +166,8 @@ pub struct NewLeg {
     /// Payload types negotiated for receiving (voice, telephone-event, comfort noise):
     /// only these latch the leg.
     pub recv_pts: Vec<u8>,
-    /// The IP the leg's SIP signalling came from (or went to): a phone behind a NAT sends
-    /// its RTP from it.
-    pub signal_ip: Option<IpAddr>,
     /// What the leg receives, for the VoIP Metrics block's E-model figures.
     pub quality: LegQuality,
-    /// Our RTCP CNAME.
-    pub cname: String,
-    /// Counters shared with the control plane.
-    pub counters: Arc<LegCounters>,
 }
 
 /// What a leg receives, as the E-model rates it.
@@ -193,7 +197,7 @@ pub struct Feedback {
 /// A leg on the I/O thread.
 struct Leg {
     new: NewLeg,
-    /// The peer's RTP address as its SDP gave it (`new.peer` is where we send: this, or
+    /// The peer's RTP address as its SDP gave it (`new.media.peer` is where we send: this,
     /// the address latched on).
     sdp_peer: SocketAddr,
     /// The last round-trip time the peer's reports gave, ms.
@@ -214,15 +218,15 @@ impl Leg {
         let report = RtcpLeg::new(
             new.session,
             None,
-            Some(new.pts.voice),
-            new.clock_rate_hz,
-            new.event_pt,
+            Some(new.media.pts.voice),
+            new.media.clock_rate_hz,
+            new.media.event_pt,
             new.cname.clone(),
         );
         Leg {
-            sdp_peer: new.peer,
+            sdp_peer: new.media.peer,
             rtt_ms: None,
-            rtcp_peer: rtcp_port_of(new.peer),
+            rtcp_peer: rtcp_port_of(new.media.peer),
             new,
             latched: false,
             last_heard: Instant::now(),
@@ -241,27 +245,7 @@ fn rtcp_port_of(mut rtp: SocketAddr) -> SocketAddr {
 enum Cmd {
     Add(Box<NewLeg>),
     Remove(SessionId),
-    Update(Box<LegUpdate>),
-}
-
-/// What a re-INVITE changed on a leg ([`LaneIo::update`]).
-pub struct LegUpdate {
-    /// The leg's session.
-    pub session: SessionId,
-    /// The peer's RTP address from its SDP.
-    pub peer: SocketAddr,
-    /// Whether we send on this leg (SDP direction).
-    pub send: bool,
-    /// Payload types we may send on this leg.
-    pub pts: SendPts,
-    /// RTP clock rate of what we send, Hz.
-    pub clock_rate_hz: u32,
-    /// telephone-event's payload type received, if negotiated.
-    pub event_pt: Option<u8>,
-    /// Payload types negotiated for receiving.
-    pub recv_pts: Vec<u8>,
-    /// What the leg receives.
-    pub quality: LegQuality,
+    Update(SessionId, Box<LegMedia>),
 }
 
 /// The I/O thread of one lane.
@@ -335,9 +319,9 @@ impl LaneIo {
         self.command(Cmd::Remove(session));
     }
 
-    /// Applies a re-INVITE's outcome to a leg (takes effect within ~1 ms).
-    pub fn update(&mut self, update: LegUpdate) {
-        self.command(Cmd::Update(Box::new(update)));
+    /// Applies a re-INVITE's outcome to `session`'s leg (takes effect within ~1 ms).
+    pub fn update(&mut self, session: SessionId, media: LegMedia) {
+        self.command(Cmd::Update(session, Box::new(media)));
     }
 
     /// Hands `apply` what the peers' RTCP reports said since the last call (round trip,
@@ -510,7 +494,7 @@ impl Io {
         // From the lane's counters through the ingress handle: no engine lock here.
         let stats = self.ingress.session_stats(id);
         let voip = stats.as_ref().map(|st| {
-            let q = leg.new.quality;
+            let q = leg.new.media.quality;
             let snap = QualitySnapshot::from_stats(
                 st,
                 CodecKind::of(q.codec),
@@ -545,7 +529,7 @@ impl Io {
         // Only the peer reports on the call (a spoofed report would steer Opus and the
         // MOS): from its RTP's IP once heard, else from its SDP's or signalling's.
         let known = if leg.latched {
-            from.ip() == leg.new.peer.ip()
+            from.ip() == leg.new.media.peer.ip()
         } else {
             from.ip() == leg.sdp_peer.ip() || Some(from.ip()) == leg.new.signal_ip
         };
@@ -569,14 +553,8 @@ impl Io {
             leg.rtcp_peer = from;
         }
         if let Some(b) = got.report {
-            c.peer_fraction_lost
-                .store(u64::from(b.fraction_lost), Ordering::Relaxed);
-            c.peer_cumulative_lost
-                .store(b.cumulative_lost.max(0) as u64, Ordering::Relaxed);
-            if let Some(rtt) = b.rtt_ms {
-                c.rtt_us.store((rtt * 1000.0) as u64, Ordering::Relaxed);
-                leg.rtt_ms = Some(rtt);
-            }
+            c.peer.record(&b);
+            leg.rtt_ms = b.rtt_ms.or(leg.rtt_ms);
             let f = Feedback {
                 session: id,
                 rtt_ms: b.rtt_ms,
@@ -629,24 +607,25 @@ impl Io {
                     self.send_report(id, true);
                     self.legs.remove(&id);
                 }
-                Cmd::Update(u) => {
-                    if let Some(l) = self.legs.get_mut(&u.session) {
-                        if l.sdp_peer != u.peer {
-                            // A new address from the SDP: latching starts over from it.
-                            // (One repeated, as a refresh or a hold does, keeps the peer
-                            // latched on.)
+                Cmd::Update(session, u) => {
+                    if let Some(l) = self.legs.get_mut(&session) {
+                        // Where we send: a new address from the SDP (latching starts over
+                        // from it), or, when it repeats the old one (a refresh, a hold),
+                        // the address latched on.
+                        let send_to = if l.sdp_peer != u.peer {
                             l.sdp_peer = u.peer;
-                            l.new.peer = u.peer;
                             l.rtcp_peer = rtcp_port_of(u.peer);
                             l.latched = false;
                             l.rtcp_heard = false;
-                        }
-                        l.new.send = u.send;
-                        l.new.pts = u.pts;
-                        l.new.recv_pts = u.recv_pts;
-                        l.new.quality = u.quality;
+                            u.peer
+                        } else {
+                            l.new.media.peer
+                        };
+                        l.new.media = *u;
+                        l.new.media.peer = send_to;
+                        let m = &l.new.media;
                         l.report
-                            .renegotiated(u.pts.voice, u.clock_rate_hz, u.event_pt);
+                            .renegotiated(m.pts.voice, m.clock_rate_hz, m.event_pt);
                     }
                 }
             }
@@ -681,7 +660,7 @@ impl Io {
             return;
         };
         let now = Instant::now();
-        if from != leg.new.peer {
+        if from != leg.new.media.peer {
             // Symmetric RTP (see the module docs): the SDP's own address, or, while the
             // peer is unheard, its RTP from its SDP's or its signalling's IP with a
             // negotiated payload type.
@@ -689,7 +668,7 @@ impl Io {
             let latch = from == leg.sdp_peer
                 || unheard
                     && (from.ip() == leg.sdp_peer.ip() || Some(from.ip()) == leg.new.signal_ip)
-                    && leg.new.recv_pts.contains(&pkt.payload_type());
+                    && leg.new.media.recv_pts.contains(&pkt.payload_type());
             if !latch {
                 leg.new.counters.foreign_src.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -698,7 +677,7 @@ impl Io {
                 "media: leg {id} latched on {from} (SDP said {})",
                 leg.sdp_peer
             );
-            leg.new.peer = from;
+            leg.new.media.peer = from;
             if !leg.rtcp_heard {
                 leg.rtcp_peer = rtcp_port_of(from);
             }
@@ -725,11 +704,11 @@ impl Io {
                 continue;
             };
             let c = &leg.new.counters;
-            if !leg.new.send {
+            if !leg.new.media.send {
                 c.held_drops.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let (sock, peer, pts) = (&leg.new.rtp, leg.new.peer, leg.new.pts);
+            let (sock, peer, pts) = (&leg.new.rtp, leg.new.media.peer, leg.new.media.pts);
             match p.with_bytes(|b| {
                 // RFC 3550 §5.1: PT is the low 7 bits of the second byte.
                 if b.len() > 1 && !pts.allows(b[1] & 0x7f) {

@@ -77,6 +77,8 @@ pub struct RtcpIn {
     pub report: Option<PeerReport>,
     /// A BYE was in it.
     pub bye: bool,
+    /// The peer's RFC 3611 VoIP Metrics block about the stream we send, if it sent one.
+    pub voip_metrics: Option<VoipMetrics>,
 }
 
 /// RTCP state of one leg (one media-core session).
@@ -217,6 +219,14 @@ impl RtcpLeg {
                 RtcpPacket::ReceiverReport(rr) => rr.blocks,
                 RtcpPacket::Bye(_) => {
                     got.bye = true;
+                    continue;
+                }
+                RtcpPacket::Xr(x) => {
+                    got.voip_metrics = x
+                        .voip_metrics()
+                        .filter(|(about, _)| *about == ours)
+                        .map(|(_, m)| m)
+                        .or(got.voip_metrics);
                     continue;
                 }
                 _ => continue,

@@ -309,6 +309,9 @@ impl Io {
         if got.bye {
             log::info!("leg {}: BYE from {from}", leg.cfg.name);
         }
+        if let Some(m) = got.voip_metrics {
+            log::debug!("leg {}: peer XR VoIP metrics {m:?}", leg.cfg.name);
+        }
         let Some(b) = got.report else {
             return;
         };

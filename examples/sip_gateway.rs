@@ -379,6 +379,10 @@ struct Leg {
     /// The IP the peer's SIP comes from (A's INVITE, B's 2xx): a phone behind a NAT sends
     /// its RTP from it.
     signal_ip: Option<IpAddr>,
+    /// The peer's last offer as sent (A's INVITE, a re-INVITE's): its `m=` lines shape
+    /// every SDP of ours on the leg (RFC 3264 §8: a new offer keeps each one, those we do
+    /// not take with port 0). `None` when our own offer set them (leg B, a delayed offer).
+    peer_sdp: Option<String>,
     /// Counters at the start of the call's current media period (since the last
     /// offer/answer on either leg), so a hold or codec change can be checked per period.
     period: Period,
@@ -1022,6 +1026,7 @@ impl Gateway {
             reinvite: None,
             ack_offer: None,
             signal_ip: Some(src.ip()),
+            peer_sdp: body_text(&req.body),
             period: Period::start(&LegCounters::default()),
         };
         let b = Leg {
@@ -1044,6 +1049,7 @@ impl Gateway {
             reinvite: None,
             ack_offer: None,
             signal_ip: None,
+            peer_sdp: None,
             period: Period::start(&LegCounters::default()),
         };
         self.send(&b_invite.to_string(), dest);
@@ -1738,7 +1744,14 @@ impl Gateway {
             let offer = local.create_offer(leg.rtp_port, Some(&prev));
             leg.sdp_version += 1;
             let (version, tag) = (leg.sdp_version, leg.local_tag.clone());
-            let sdp = self.sdp(offer.to_media_description(), version);
+            let shape = leg.peer_sdp.clone();
+            let section = leg.offer.as_ref().map_or(0, |o| o.section);
+            let ours = offer.to_media_description();
+            let sdp = match shape {
+                // Every m= line the session has had, ours in its place (RFC 3264 §8).
+                Some(text) => self.answer_sdp(&text, section, ours, version),
+                None => self.sdp(ours, version),
+            };
             log::info!(
                 "call {n}: re-INVITE from {} without an offer: offering its media as it is",
                 side.name()
@@ -1854,6 +1867,7 @@ impl Gateway {
         leg.sdp_version += 1;
         let section = offer.section;
         leg.offer = Some(offer);
+        leg.peer_sdp = Some(text.clone());
         let (port, version, tag) = (leg.rtp_port, leg.sdp_version, leg.local_tag.clone());
         let sdp = self.answer_sdp(&text, section, media.to_media_description(port), version);
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;

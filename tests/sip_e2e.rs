@@ -707,7 +707,8 @@ fn a_delayed_offer_is_offered_in_the_2xx_and_answered_in_the_ack() {
 }
 
 /// A refreshes the session with a re-INVITE without SDP (RFC 4028 session timers): the
-/// gateway answers 200 with an offer of the call's media as it is (SIPp checks PCMU),
+/// gateway answers 200 with an offer of the call's media as it is (SIPp checks PCMU, and
+/// the video line A offered and the gateway refused, still there with port 0),
 /// takes A's answer from the ACK, and audio goes on both ways. (It answered 488, and a
 /// refreshing phone ends the call when its session timer runs out.)
 #[test]

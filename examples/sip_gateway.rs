@@ -551,6 +551,21 @@ impl Gateway {
         self.sdp_sections(sections, version)
     }
 
+    /// An offer of ours on a leg: `ours` where the audio was, with every other `m=` line
+    /// the session has had (`shape`: the peer's last offer and its audio section) kept
+    /// with port 0 (RFC 3264 §8: a new offer keeps each line).
+    fn offer_sdp(
+        &self,
+        shape: Option<(String, usize)>,
+        ours: sdp::description::media::MediaDescription,
+        version: u64,
+    ) -> String {
+        match shape {
+            Some((text, section)) => self.answer_sdp(&text, section, ours, version),
+            None => self.sdp(ours, version),
+        }
+    }
+
     fn sdp_sections(
         &self,
         media_lines: Vec<sdp::description::media::MediaDescription>,
@@ -809,7 +824,9 @@ impl Gateway {
                     }
                     return Ok(());
                 }
-                if side == Side::B {
+                // Leg A's other ACKs are the 2xx's to its INVITE (its CSeq) and those of
+                // non-2xx answers to its re-INVITEs (a 491), which end nothing here.
+                if side == Side::B || cseq != c.a_invite.cseq_header()?.typed()?.seq {
                     return Ok(());
                 }
                 c.a.retx.retain(|r| r.what != "200/INVITE");
@@ -821,7 +838,6 @@ impl Gateway {
                     if let Err(e) = self.on_ack_answer(n, &req) {
                         // The dialog is up, its media never was: a failed call.
                         log::warn!("call {n}: A's answer in its ACK: {e}; hanging up");
-                        self.totals.failed += 1;
                         self.hang_up(n, None);
                         return Ok(());
                     }
@@ -1560,16 +1576,26 @@ impl Gateway {
                 self.send_bye(n, side);
             }
         }
-        // Completed: answered, and its media was bridged (a delayed offer's call whose ACK
-        // never brought a usable answer never was).
-        if matches!(state, State::Established | State::AwaitAck) && bridged {
-            self.totals.completed += 1;
-            self.summary(n);
+        // Completed: answered, and its media was bridged. A delayed offer's call that ends
+        // before A's ACK brought a usable answer (a bad answer, no ACK, a BYE first) was
+        // answered but never carried media: failed.
+        if matches!(state, State::Established | State::AwaitAck) {
+            if bridged {
+                self.totals.completed += 1;
+                self.summary(n);
+            } else {
+                self.totals.failed += 1;
+            }
         }
         if let Some(call) = self.calls.get_mut(&n) {
             call.state = State::Done;
             call.done_at = Some(Instant::now());
-            call.a.retx.retain(|r| r.what == "BYE");
+            // Nothing but our BYEs goes on, on either leg; no offer of ours stays open.
+            for leg in [&mut call.a, &mut call.b] {
+                leg.retx.retain(|r| r.what == "BYE");
+                leg.ack_offer = None;
+                leg.reinvite = None;
+            }
         }
         self.release_media(n);
     }
@@ -1744,14 +1770,8 @@ impl Gateway {
             let offer = local.create_offer(leg.rtp_port, Some(&prev));
             leg.sdp_version += 1;
             let (version, tag) = (leg.sdp_version, leg.local_tag.clone());
-            let shape = leg.peer_sdp.clone();
-            let section = leg.offer.as_ref().map_or(0, |o| o.section);
-            let ours = offer.to_media_description();
-            let sdp = match shape {
-                // Every m= line the session has had, ours in its place (RFC 3264 §8).
-                Some(text) => self.answer_sdp(&text, section, ours, version),
-                None => self.sdp(ours, version),
-            };
+            let shape = leg_shape(leg);
+            let sdp = self.offer_sdp(shape, offer.to_media_description(), version);
             log::info!(
                 "call {n}: re-INVITE from {} without an offer: offering its media as it is",
                 side.name()
@@ -1926,7 +1946,8 @@ impl Gateway {
             leg.dest,
             leg.sdp_version,
         );
-        let sdp = self.sdp(offer.to_media_description(), version);
+        let shape = leg_shape(leg);
+        let sdp = self.offer_sdp(shape, offer.to_media_description(), version);
         let r = self.request(
             rsip::Method::Invite,
             &target,
@@ -2206,6 +2227,15 @@ impl Gateway {
                     self.release_media(n);
                 }
                 ("200/INVITE", Some(State::AwaitAck)) => self.hang_up(n, None),
+                ("200/re-INVITE", Some(_)) => {
+                    // Our offer in a 2xx never got its ACK: the session's state is unknown
+                    // to both sides (RFC 3261 §13.3.1.4: end the dialog).
+                    log::warn!(
+                        "call {n}: no ACK from {} to our offer in a 2xx; hanging up",
+                        side.name()
+                    );
+                    self.hang_up(n, None);
+                }
                 ("INVITE", Some(_)) => {
                     // Our re-INVITE went unanswered: the leg keeps its media; allow another.
                     if let Some(c) = self.calls.get_mut(&n) {
@@ -2341,6 +2371,12 @@ impl Gateway {
             lanes.join("; ")
         );
     }
+}
+
+/// The peer's last offer and its audio section, which shape our offers on `leg`.
+fn leg_shape(leg: &Leg) -> Option<(String, usize)> {
+    let section = leg.offer.as_ref().map_or(0, |o| o.section);
+    leg.peer_sdp.clone().map(|t| (t, section))
 }
 
 /// The payload types `media` receives (voice, telephone-event, comfort noise): those that

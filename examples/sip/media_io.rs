@@ -678,6 +678,10 @@ impl Io {
                 leg.sdp_peer
             );
             leg.new.media.peer = from;
+            if leg.latched {
+                // A source switch (a NAT binding renewed): its RTCP moved with it.
+                leg.rtcp_heard = false;
+            }
             if !leg.rtcp_heard {
                 leg.rtcp_peer = rtcp_port_of(from);
             }

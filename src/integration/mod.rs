@@ -61,11 +61,11 @@ impl IngressHandle {
     }
 
     /// The counters of session `id` of this lane, as [`crate::MediaEngine::session_stats`]
-    /// reads them (but `None`, not zeros, before the lane has installed a session just
-    /// created) and without the engine's lock: the
-    /// transport builds its RTCP report blocks from them on its own thread, which must not
-    /// wait while the control plane creates a session. `None` if `id` is not live on this
-    /// lane (destroyed, never created, another lane's). Lock-free, allocation-free.
+    /// reads them, but without the engine's lock: the transport builds its RTCP report
+    /// blocks from them on its own thread, which must not wait while the control plane
+    /// creates a session. `None` if `id` is not live on this lane (destroyed, never
+    /// created, another lane's), and, where the engine gives zeros, before the lane has
+    /// installed a session just created. Lock-free, allocation-free.
     pub fn session_stats(&self, id: SessionId) -> Option<crate::runtime::stats::SessionStats> {
         let shared = &self.parts.shared;
         if id.lane() != self.lane() || !shared.live.is_live(id.slot, id.generation) {

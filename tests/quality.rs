@@ -67,19 +67,32 @@ fn send(
     n: usize,
     lost: impl Fn(usize, usize) -> bool,
 ) {
+    send_copies(e, ing, eg, sessions, k0, n, |i, k| usize::from(!lost(i, k)));
+}
+
+/// [`send`], each frame sent `copies(index, k)` times (0: lost, 2: duplicated).
+fn send_copies(
+    e: &MediaEngine,
+    ing: &mut IngressHandle,
+    eg: &mut EgressHandle,
+    sessions: &[SessionId],
+    k0: usize,
+    n: usize,
+    copies: impl Fn(usize, usize) -> usize,
+) {
     let mut pkt = Vec::new();
     for k in k0..k0 + n {
         for (i, &id) in sessions.iter().enumerate() {
-            if !lost(i, k) {
-                rtp(
-                    0,
-                    k as u16,
-                    160 * k as u32,
-                    100 + i as u32,
-                    k == 0,
-                    &ulaw_frame(k),
-                    &mut pkt,
-                );
+            rtp(
+                0,
+                k as u16,
+                160 * k as u32,
+                100 + i as u32,
+                k == 0,
+                &ulaw_frame(k),
+                &mut pkt,
+            );
+            for _ in 0..copies(i, k) {
                 ing.push(id, &pkt).unwrap();
             }
         }
@@ -441,31 +454,20 @@ fn bursty_loss_rates_lower_than_spread_loss_and_duplicates_do_not_hide_loss() {
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
     // A loses one packet in 25; B four in a row in every 100 (4% both); C one in 33 and
     // gets another one in 33 twice; D is clean. A minute of 20 ms packets.
-    let mut pkt = Vec::new();
-    for k in 0..3000usize {
-        let sends = [
-            (a, k % 25 != 3, false),
-            (b, !(40..44).contains(&(k % 100)), false),
-            (c, k % 33 != 5, k % 33 == 20),
-            (d, true, false),
-        ];
-        for (i, &(id, sent, twice)) in sends.iter().enumerate() {
-            rtp(
-                0,
-                k as u16,
-                160 * k as u32,
-                100 + i as u32,
-                k == 0,
-                &ulaw_frame(k),
-                &mut pkt,
-            );
-            for _ in 0..usize::from(sent) + usize::from(sent && twice) {
-                ing.push(id, &pkt).unwrap();
-            }
-        }
-        e.step(2).unwrap();
-        drain(&mut eg);
-    }
+    send_copies(
+        &e,
+        &mut ing,
+        &mut eg,
+        &[a, b, c, d],
+        0,
+        3000,
+        |i, k| match i {
+            0 => usize::from(k % 25 != 3),
+            1 => usize::from(!(40..44).contains(&(k % 100))),
+            2 => usize::from(k % 33 != 5) + usize::from(k % 33 == 20),
+            _ => 1,
+        },
+    );
     let q = |id| e.session_quality(id).unwrap();
     let (spread, bursty, dup, clean) = (q(a), q(b), q(c), q(d));
     for s in [&spread, &bursty] {

@@ -379,6 +379,10 @@ struct Leg {
     /// The IP the peer's SIP comes from (A's INVITE, B's 2xx): a phone behind a NAT sends
     /// its RTP from it.
     signal_ip: Option<IpAddr>,
+    /// A hold or resume to pass on to this leg's peer (a re-INVITE offering that
+    /// direction) once no offer is open on the leg, not before the instant: it met one of
+    /// ours still open, or the peer's 491 (RFC 3261 §14.1: try again 2.1–4 s later).
+    deferred: Option<(Direction, Instant)>,
     /// The peer's last offer as sent (A's INVITE, a re-INVITE's): its `m=` lines shape
     /// every SDP of ours on the leg (RFC 3264 §8: a new offer keeps each one, those we do
     /// not take with port 0). `None` when our own offer set them (leg B, a delayed offer).
@@ -1043,6 +1047,7 @@ impl Gateway {
             ack_offer: None,
             signal_ip: Some(src.ip()),
             peer_sdp: body_text(&req.body),
+            deferred: None,
             period: Period::start(&LegCounters::default()),
         };
         let b = Leg {
@@ -1066,6 +1071,7 @@ impl Gateway {
             ack_offer: None,
             signal_ip: None,
             peer_sdp: None,
+            deferred: None,
             period: Period::start(&LegCounters::default()),
         };
         self.send(&b_invite.to_string(), dest);
@@ -1900,15 +1906,36 @@ impl Gateway {
         self.send(&r, src);
         self.new_period(n, &what);
         if let Some(dir) = forward {
-            let other = side.other();
-            if let Err(e) = self.send_reinvite(n, other, None, dir) {
-                log::warn!(
-                    "call {n}: passing the hold/resume on to {}: {e}",
-                    other.name()
-                );
-            }
+            self.pass_on_direction(n, side.other(), dir);
         }
         Ok(())
+    }
+
+    /// Passes a hold or resume on to `side`'s peer: a re-INVITE offering `dir` now, or,
+    /// while an offer is open on that leg, as soon as none is (`Leg::deferred`).
+    fn pass_on_direction(&mut self, n: u64, side: Side, dir: Direction) {
+        let Some(call) = self.calls.get_mut(&n) else {
+            return;
+        };
+        let leg = match side {
+            Side::A => &mut call.a,
+            Side::B => &mut call.b,
+        };
+        if leg.reinvite.is_some() || leg.ack_offer.is_some() {
+            log::info!(
+                "call {n}: hold/resume for {} waits for the offer open on its leg",
+                side.name()
+            );
+            leg.deferred = Some((dir, Instant::now()));
+            return;
+        }
+        leg.deferred = None;
+        if let Err(e) = self.send_reinvite(n, side, None, dir) {
+            log::warn!(
+                "call {n}: passing the hold/resume on to {}: {e}",
+                side.name()
+            );
+        }
     }
 
     /// Sends a re-INVITE on `side`'s dialog: our offer on the leg's port with only `kind`
@@ -2018,6 +2045,22 @@ impl Gateway {
                 side.name(),
                 resp.status_code
             );
+            if code == 491 {
+                // Glare: the peer had an offer of its own open. A hold or resume is tried
+                // again 2.1-4 s on (RFC 3261 §14.1; we own neither Call-ID, so 2.1 s plus
+                // whatever the dialog's number gives, up to 4 s).
+                let wait = Duration::from_millis(2100 + n % 1900);
+                if let Some(call) = self.calls.get_mut(&n) {
+                    let leg = match side {
+                        Side::A => &mut call.a,
+                        Side::B => &mut call.b,
+                    };
+                    let prev = leg.media.as_ref().map(|m| m.send_kind());
+                    if offer.codecs.first().map(|c| c.kind()) == prev {
+                        leg.deferred = Some((offer.direction, Instant::now() + wait));
+                    }
+                }
+            }
             return Ok(());
         }
         let text = body_text(&resp.body).ok_or("no SDP in re-INVITE answer")?;
@@ -2163,6 +2206,7 @@ impl Gateway {
         let mut timed_out = Vec::new();
         let mut remove = Vec::new();
         let mut reinvites = Vec::new();
+        let mut deferred = Vec::new();
         for (n, c) in &mut self.calls {
             for (side, leg) in [(Side::A, &mut c.a), (Side::B, &mut c.b)] {
                 for r in &mut leg.retx {
@@ -2182,6 +2226,15 @@ impl Gateway {
             if c.done_at.is_some_and(|t| now >= t + Duration::from_secs(8)) {
                 remove.push(*n);
             }
+            if c.state == State::Established {
+                for (side, leg) in [(Side::A, &c.a), (Side::B, &c.b)] {
+                    if let Some((dir, at)) = leg.deferred {
+                        if now >= at && leg.reinvite.is_none() && leg.ack_offer.is_none() {
+                            deferred.push((*n, side, dir));
+                        }
+                    }
+                }
+            }
             if let Some((at, _)) = self.args.reinvite_b {
                 let due = c
                     .answered
@@ -2194,6 +2247,9 @@ impl Gateway {
         }
         for (text, to) in resend {
             self.send(&text, to);
+        }
+        for (n, side, dir) in deferred {
+            self.pass_on_direction(n, side, dir);
         }
         if let Some((_, kind)) = self.args.reinvite_b {
             for n in reinvites {

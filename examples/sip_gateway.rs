@@ -381,8 +381,10 @@ struct Leg {
     signal_ip: Option<IpAddr>,
     /// A hold or resume to pass on to this leg's peer (a re-INVITE offering that
     /// direction) once no offer is open on the leg, not before the instant: it met one of
-    /// ours still open, or the peer's 491 (RFC 3261 §14.1: try again 2.1–4 s later).
+    /// ours still open, or the peer's 491 (RFC 3261 §14.1: try again later).
     deferred: Option<(Direction, Instant)>,
+    /// 491s our re-INVITEs met in a row on this leg (three end the retries).
+    glare_tries: u8,
     /// The peer's last offer as sent (A's INVITE, a re-INVITE's): its `m=` lines shape
     /// every SDP of ours on the leg (RFC 3264 §8: a new offer keeps each one, those we do
     /// not take with port 0). `None` when our own offer set them (leg B, a delayed offer).
@@ -1048,6 +1050,7 @@ impl Gateway {
             signal_ip: Some(src.ip()),
             peer_sdp: body_text(&req.body),
             deferred: None,
+            glare_tries: 0,
             period: Period::start(&LegCounters::default()),
         };
         let b = Leg {
@@ -1072,6 +1075,7 @@ impl Gateway {
             signal_ip: None,
             peer_sdp: None,
             deferred: None,
+            glare_tries: 0,
             period: Period::start(&LegCounters::default()),
         };
         self.send(&b_invite.to_string(), dest);
@@ -1601,6 +1605,7 @@ impl Gateway {
                 leg.retx.retain(|r| r.what == "BYE");
                 leg.ack_offer = None;
                 leg.reinvite = None;
+                leg.deferred = None;
             }
         }
         self.release_media(n);
@@ -1917,16 +1922,25 @@ impl Gateway {
         let Some(call) = self.calls.get_mut(&n) else {
             return;
         };
+        if call.state != State::Established {
+            return;
+        }
         let leg = match side {
             Side::A => &mut call.a,
             Side::B => &mut call.b,
         };
-        if leg.reinvite.is_some() || leg.ack_offer.is_some() {
+        let now = Instant::now();
+        if leg.reinvite.is_some()
+            || leg.ack_offer.is_some()
+            || leg.deferred.is_some_and(|d| d.1 > now)
+        {
             log::info!(
                 "call {n}: hold/resume for {} waits for the offer open on its leg",
                 side.name()
             );
-            leg.deferred = Some((dir, Instant::now()));
+            // The newest direction, not before a 491's wait already running.
+            let at = leg.deferred.map_or(now, |d| d.1.max(now));
+            leg.deferred = Some((dir, at));
             return;
         }
         leg.deferred = None;
@@ -2047,21 +2061,41 @@ impl Gateway {
             );
             if code == 491 {
                 // Glare: the peer had an offer of its own open. A hold or resume is tried
-                // again 2.1-4 s on (RFC 3261 §14.1; we own neither Call-ID, so 2.1 s plus
-                // whatever the dialog's number gives, up to 4 s).
-                let wait = Duration::from_millis(2100 + n % 1900);
+                // again later (RFC 3261 §14.1: 2.1-4 s on leg B, whose Call-ID we made,
+                // 0-2 s on leg A; spread by the call's number), three times at most; a
+                // newer direction waiting meanwhile goes instead.
+                let spread = n % 1900;
+                let wait = Duration::from_millis(match side {
+                    Side::B => 2100 + spread,
+                    Side::A => spread,
+                });
                 if let Some(call) = self.calls.get_mut(&n) {
                     let leg = match side {
                         Side::A => &mut call.a,
                         Side::B => &mut call.b,
                     };
                     let prev = leg.media.as_ref().map(|m| m.send_kind());
-                    if offer.codecs.first().map(|c| c.kind()) == prev {
-                        leg.deferred = Some((offer.direction, Instant::now() + wait));
+                    leg.glare_tries = leg.glare_tries.saturating_add(1);
+                    if leg.glare_tries > 3 {
+                        log::warn!(
+                            "call {n}: {} refused our re-INVITE three times; giving up",
+                            side.name()
+                        );
+                        leg.deferred = None;
+                        leg.glare_tries = 0;
+                    } else if offer.codecs.first().map(|c| c.kind()) == prev {
+                        let dir = leg.deferred.map_or(offer.direction, |d| d.0);
+                        leg.deferred = Some((dir, Instant::now() + wait));
                     }
                 }
             }
             return Ok(());
+        }
+        if let Some(call) = self.calls.get_mut(&n) {
+            match side {
+                Side::A => call.a.glare_tries = 0,
+                Side::B => call.b.glare_tries = 0,
+            }
         }
         let text = body_text(&resp.body).ok_or("no SDP in re-INVITE answer")?;
         self.apply_answer(n, side, &offer, &text, "our re-INVITE")?;
@@ -2248,9 +2282,6 @@ impl Gateway {
         for (text, to) in resend {
             self.send(&text, to);
         }
-        for (n, side, dir) in deferred {
-            self.pass_on_direction(n, side, dir);
-        }
         if let Some((_, kind)) = self.args.reinvite_b {
             for n in reinvites {
                 let dir = self
@@ -2303,6 +2334,10 @@ impl Gateway {
                 }
                 _ => {}
             }
+        }
+        // Last: a call the timeouts above ended gets no deferred re-INVITE.
+        for (n, side, dir) in deferred {
+            self.pass_on_direction(n, side, dir);
         }
         for n in remove {
             if let Some(c) = self.calls.remove(&n) {

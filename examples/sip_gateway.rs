@@ -446,6 +446,24 @@ struct Call {
     a_offered: Option<(MediaOffer, SocketAddr)>,
 }
 
+impl Call {
+    /// The call's leg on `side`.
+    fn leg(&self, side: Side) -> &Leg {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    /// The call's leg on `side`, to change.
+    fn leg_mut(&mut self, side: Side) -> &mut Leg {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Totals {
     attempted: u64,
@@ -809,10 +827,7 @@ impl Gateway {
                 let Some(c) = self.calls.get_mut(&n) else {
                     return Ok(());
                 };
-                let leg = match side {
-                    Side::A => &mut c.a,
-                    Side::B => &mut c.b,
-                };
+                let leg = c.leg_mut(side);
                 let cseq = req.cseq_header()?.typed()?.seq;
                 if leg.ack_offer.as_ref().is_some_and(|(c, _, _)| *c == cseq) {
                     // The answer to the offer in our 2xx to its offer-less re-INVITE.
@@ -1123,10 +1138,7 @@ impl Gateway {
         let Some(call) = self.calls.get_mut(&n) else {
             return Ok(());
         };
-        let leg = match side {
-            Side::A => &mut call.a,
-            Side::B => &mut call.b,
-        };
+        let leg = call.leg_mut(side);
         // Any response stops retransmitting the request it answers.
         let what: &'static str = match cseq.method {
             rsip::Method::Invite => "INVITE",
@@ -1162,10 +1174,7 @@ impl Gateway {
         let Some(c) = self.calls.get(&n) else {
             return Ok(None);
         };
-        let leg = match side {
-            Side::A => &c.a,
-            Side::B => &c.b,
-        };
+        let leg = c.leg(side);
         let to = resp.to_header()?.value().to_string();
         let cseq = resp.cseq_header()?.typed()?.seq;
         let (uri, branch) = non2xx.unwrap_or_else(|| (leg.target.clone(), None));
@@ -1533,10 +1542,7 @@ impl Gateway {
         let Some(call) = self.calls.get_mut(&n) else {
             return;
         };
-        let leg = match side {
-            Side::A => &mut call.a,
-            Side::B => &mut call.b,
-        };
+        let leg = call.leg_mut(side);
         leg.local_cseq += 1;
         let (target, from, to, cid, cseq, dest) = (
             leg.target.clone(),
@@ -1560,10 +1566,7 @@ impl Gateway {
                 let text = r.to_string();
                 self.send(&text, dest);
                 if let Some(call) = self.calls.get_mut(&n) {
-                    let leg = match side {
-                        Side::A => &mut call.a,
-                        Side::B => &mut call.b,
-                    };
+                    let leg = call.leg_mut(side);
                     leg.retx.push(Retx::new("BYE", text, dest));
                 }
             }
@@ -1744,10 +1747,7 @@ impl Gateway {
         }
         let cseq = req.cseq_header()?.typed()?.seq;
         let delayed = call.a_offered.is_some();
-        let leg = match side {
-            Side::A => &mut call.a,
-            Side::B => &mut call.b,
-        };
+        let leg = call.leg_mut(side);
         if let Some((_, _, ok)) = leg.ack_offer.as_ref().filter(|(c, _, _)| *c == cseq) {
             // A retransmission of the offer-less re-INVITE answered with our offer.
             let ok = ok.clone();
@@ -1765,10 +1765,7 @@ impl Gateway {
         self.totals.reinvites += 1;
         let codecs = self.args.codecs.clone();
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
-        let leg = match side {
-            Side::A => &mut call.a,
-            Side::B => &mut call.b,
-        };
+        let leg = call.leg_mut(side);
         let Some(text) = body_text(&req.body) else {
             // No offer (a session refresh, RFC 4028, or a peer asking for ours): our offer
             // is the leg's media as it is, in the 2xx; the ACK brings the answer (RFC 3261
@@ -1790,10 +1787,7 @@ impl Gateway {
             let r = self.response(&req, 200, Some(&tag), vec![], Some(sdp));
             self.send(&r, src);
             let call = self.calls.get_mut(&n).ok_or("call vanished")?;
-            let leg = match side {
-                Side::A => &mut call.a,
-                Side::B => &mut call.b,
-            };
+            let leg = call.leg_mut(side);
             // Retransmitted until the ACK (RFC 3261 §13.3.1.4).
             leg.retx.push(Retx::new("200/re-INVITE", r.clone(), src));
             leg.ack_offer = Some((cseq, offer, r));
@@ -1873,10 +1867,7 @@ impl Gateway {
             self.hold_changed.push(n);
         }
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
-        let leg = match side {
-            Side::A => &mut call.a,
-            Side::B => &mut call.b,
-        };
+        let leg = call.leg_mut(side);
         let what = format!(
             "re-INVITE from {}: {} -> {}, our direction {} -> {}",
             side.name(),
@@ -1902,10 +1893,7 @@ impl Gateway {
         let (port, version, tag) = (leg.rtp_port, leg.sdp_version, leg.local_tag.clone());
         let sdp = self.answer_sdp(&text, section, media.to_media_description(port), version);
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
-        let leg = match side {
-            Side::A => &mut call.a,
-            Side::B => &mut call.b,
-        };
+        let leg = call.leg_mut(side);
         leg.media = Some(media);
         let r = self.response(&req, 200, Some(&tag), vec![], Some(sdp));
         self.send(&r, src);
@@ -1925,10 +1913,7 @@ impl Gateway {
         if call.state != State::Established {
             return;
         }
-        let leg = match side {
-            Side::A => &mut call.a,
-            Side::B => &mut call.b,
-        };
+        let leg = call.leg_mut(side);
         let now = Instant::now();
         if leg.reinvite.is_some()
             || leg.ack_offer.is_some()
@@ -1964,10 +1949,7 @@ impl Gateway {
         direction: Direction,
     ) -> Result<(), BoxError> {
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
-        let leg = match side {
-            Side::A => &mut call.a,
-            Side::B => &mut call.b,
-        };
+        let leg = call.leg_mut(side);
         if leg.reinvite.is_some() || leg.ack_offer.is_some() {
             return Err("an offer on this leg is still open".into());
         }
@@ -2013,10 +1995,7 @@ impl Gateway {
         let text = r.to_string();
         self.send(&text, dest);
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
-        let leg = match side {
-            Side::A => &mut call.a,
-            Side::B => &mut call.b,
-        };
+        let leg = call.leg_mut(side);
         leg.reinvite = Some((cseq, offer, branch));
         leg.retx.push(Retx::new("INVITE", text, dest));
         Ok(())
@@ -2035,10 +2014,7 @@ impl Gateway {
             return Ok(());
         }
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
-        let leg = match side {
-            Side::A => &mut call.a,
-            Side::B => &mut call.b,
-        };
+        let leg = call.leg_mut(side);
         let pending = match &leg.reinvite {
             Some((want, _, _)) if *want == seq => leg.reinvite.take(),
             _ => None,
@@ -2070,10 +2046,7 @@ impl Gateway {
                     Side::A => spread,
                 });
                 if let Some(call) = self.calls.get_mut(&n) {
-                    let leg = match side {
-                        Side::A => &mut call.a,
-                        Side::B => &mut call.b,
-                    };
+                    let leg = call.leg_mut(side);
                     let prev = leg.media.as_ref().map(|m| m.send_kind());
                     leg.glare_tries = leg.glare_tries.saturating_add(1);
                     if leg.glare_tries > 3 {
@@ -2092,10 +2065,7 @@ impl Gateway {
             return Ok(());
         }
         if let Some(call) = self.calls.get_mut(&n) {
-            match side {
-                Side::A => call.a.glare_tries = 0,
-                Side::B => call.b.glare_tries = 0,
-            }
+            call.leg_mut(side).glare_tries = 0;
         }
         let text = body_text(&resp.body).ok_or("no SDP in re-INVITE answer")?;
         self.apply_answer(n, side, &offer, &text, "our re-INVITE")?;
@@ -2114,10 +2084,7 @@ impl Gateway {
         how: &str,
     ) -> Result<(), BoxError> {
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
-        let leg = match side {
-            Side::A => &mut call.a,
-            Side::B => &mut call.b,
-        };
+        let leg = call.leg_mut(side);
         let ans = MediaOffer::from_sdp(text)?;
         let mut media = process_answer(offer, &ans)?;
         let id = leg.session.ok_or("no session on the leg")?;
@@ -2137,10 +2104,7 @@ impl Gateway {
             self.hold_changed.push(n);
         }
         let call = self.calls.get_mut(&n).ok_or("call vanished")?;
-        let leg = match side {
-            Side::A => &mut call.a,
-            Side::B => &mut call.b,
-        };
+        let leg = call.leg_mut(side);
         let what = format!(
             "leg {} switched by {how}: {} -> {}, our direction {} -> {}",
             side.name(),
@@ -2191,17 +2155,11 @@ impl Gateway {
                         log::info!(
                             "call {n}: leg {}: DTMF '{digit}' ({source:?}, {ms} ms), relayed to leg {}",
                             side.name(),
-                            match side {
-                                Side::A => "B",
-                                Side::B => "A",
-                            }
+                            side.other().name()
                         );
                         self.totals.dtmf += 1;
                         if let Some(c) = self.calls.get_mut(&n) {
-                            match side {
-                                Side::A => c.a.dtmf.push(digit),
-                                Side::B => c.b.dtmf.push(digit),
-                            }
+                            c.leg_mut(side).dtmf.push(digit);
                         }
                     }
                 }
@@ -2326,10 +2284,7 @@ impl Gateway {
                 ("INVITE", Some(_)) => {
                     // Our re-INVITE went unanswered: the leg keeps its media; allow another.
                     if let Some(c) = self.calls.get_mut(&n) {
-                        match side {
-                            Side::A => c.a.reinvite = None,
-                            Side::B => c.b.reinvite = None,
-                        }
+                        c.leg_mut(side).reinvite = None;
                     }
                 }
                 _ => {}
@@ -2365,10 +2320,7 @@ impl Gateway {
         let leg = session.and_then(|id| {
             let &(n, side) = self.by_session.get(&id)?;
             let c = self.calls.get(&n)?;
-            let leg = match side {
-                Side::A => &c.a,
-                Side::B => &c.b,
-            };
+            let leg = c.leg(side);
             Some((n, side, leg.media.as_ref().map(|m| m.direction)))
         });
         // A call on hold from either side (a leg not sendrecv) may carry no media at all

@@ -67,11 +67,7 @@ impl IngressHandle {
     /// created, another lane's), and, where the engine gives zeros, before the lane has
     /// installed a session just created. Lock-free, allocation-free.
     pub fn session_stats(&self, id: SessionId) -> Option<crate::runtime::stats::SessionStats> {
-        let shared = &self.parts.shared;
-        if id.lane() != self.lane() || !shared.live.is_live(id.slot, id.generation) {
-            return None;
-        }
-        shared
+        self.live_shared(id)?
             .sessions
             .get(id.slot as usize)?
             .snapshot(id.generation)
@@ -82,11 +78,13 @@ impl IngressHandle {
     /// lock; `None` if `id` is not live on this lane. Lock-free; it may retry while the
     /// lane stores the pattern (a few dozen nanoseconds, at most once a packet).
     pub fn loss_pattern(&self, id: SessionId) -> Option<crate::quality::xr::LossPattern> {
-        let shared = &self.parts.shared;
-        if id.lane() != self.lane() || !shared.live.is_live(id.slot, id.generation) {
-            return None;
-        }
-        shared.loss_pattern(id.slot, id.generation)
+        self.live_shared(id)?.loss_pattern(id.slot, id.generation)
+    }
+
+    /// The lane's shared state if `id` is a session live on it.
+    fn live_shared(&self, id: SessionId) -> Option<&crate::runtime::lane::Shared> {
+        let shared = &*self.parts.shared;
+        (id.lane() == self.lane() && shared.live.is_live(id.slot, id.generation)).then_some(shared)
     }
 
     /// Largest packet (RTP header included) a slot holds.

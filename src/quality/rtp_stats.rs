@@ -508,14 +508,8 @@ impl RtpReceiveStats {
         let w = u64::from(LOSS_WINDOW);
         let d = u64::from(udelta);
         let mut runs = Runs { loss, run: None };
-        // Old positions q in [max(0, w - d), w): now q + d behind, oldest (largest q) first.
-        for q in (w.saturating_sub(d)..w).rev() {
-            if before & (1u128 << q) == 0 {
-                if let Some(at) = self.position(q + d) {
-                    runs.push(at, 1);
-                }
-            }
-        }
+        // Old positions q in [max(0, w - d), w): now q + d behind.
+        self.push_unreceived(before, w.saturating_sub(d)..w, d, &mut runs);
         // The gap's positions that went past the window at once (d - 1 down to w behind,
         // oldest first): never received.
         if d > w {
@@ -536,15 +530,28 @@ impl RtpReceiveStats {
             return;
         }
         let mut runs = Runs { loss, run: None };
-        for q in (0..u64::from(LOSS_WINDOW)).rev() {
-            if self.seen & (1u128 << q) == 0 {
-                if let Some(at) = self.position(q) {
+        self.push_unreceived(self.seen, 0..u64::from(LOSS_WINDOW), 0, &mut runs);
+        runs.flush();
+        runs.loss.stream_end(self.expected());
+    }
+
+    /// Pushes to `runs` the positions of window `bits` whose bit `q` (for `q` in `qs`) is
+    /// clear, each `q + shift` behind the highest sequence number, oldest (largest `q`)
+    /// first; those before the stream's start are not its.
+    fn push_unreceived<O: LossObserver + ?Sized>(
+        &self,
+        bits: u128,
+        qs: std::ops::Range<u64>,
+        shift: u64,
+        runs: &mut Runs<'_, O>,
+    ) {
+        for q in qs.rev() {
+            if bits & (1u128 << q) == 0 {
+                if let Some(at) = self.position(q + shift) {
                     runs.push(at, 1);
                 }
             }
         }
-        runs.flush();
-        runs.loss.stream_end(self.expected());
     }
 
     /// RFC 3550 A.8 interarrival jitter, in fixed point.

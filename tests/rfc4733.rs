@@ -341,6 +341,78 @@ fn receiver_joins_long_event_segments_even_without_their_closing_packets() {
     }
 }
 
+/// A long digit whose packets stop for longer than the timeout and then go on (a network
+/// outage mid-digit), the gap inside a segment or across a segment boundary (the first
+/// packets of the next segment lost too): the timeout ends it, and what follows is the
+/// same digit going on, not a second press. Before, its next segment began it again, so
+/// one '*' read as "**".
+#[test]
+fn receiver_reports_a_long_digit_that_timed_out_and_went_on_once() {
+    let mut tx = DtmfSender::new(INTERVAL).unwrap();
+    tx.start(10, 10, Some(200_000)).unwrap();
+    let packets = drain(&mut tx, 5);
+    let first_of_segment_2 = packets
+        .iter()
+        .position(|(h, _)| h.timestamp == 5 + 0xFFFF)
+        .expect("a second segment");
+    for gap_from in [100, first_of_segment_2 - 10] {
+        let mut rx = DtmfReceiver::new(200);
+        let mut events = Vec::new();
+        // 20 packets (400 ms) lost; the clock goes on.
+        for (i, (h, p)) in packets.iter().enumerate() {
+            let now = i as u64 * 20;
+            events.extend(rx.poll(now));
+            if (gap_from..gap_from + 20).contains(&i) {
+                continue;
+            }
+            events.extend(rx.on_packet(h.timestamp, h.marker, p, now));
+        }
+        events.extend(rx.poll(packets.len() as u64 * 20 + 1_000));
+        assert_eq!(
+            began(&events),
+            "*",
+            "gap from packet {gap_from}: {events:?}"
+        );
+        assert_eq!(
+            ended(&events),
+            "*",
+            "gap from packet {gap_from}: {events:?}"
+        );
+        assert!(
+            matches!(
+                events[1],
+                DtmfEvent::Ended {
+                    reason: EndReason::TimedOut,
+                    ..
+                }
+            ),
+            "gap from packet {gap_from}: {events:?}"
+        );
+        assert_eq!(rx.active_digit(), None);
+        assert_eq!(rx.next_timeout_ms(), None);
+    }
+}
+
+/// A short digit whose end packets were all lost, timed out, then the same key pressed
+/// again with its first packet lost, its timestamp where a long digit's next segment
+/// would start: a second digit, not the first going on.
+#[test]
+fn receiver_takes_a_short_timed_out_digit_for_ended_when_the_key_comes_again() {
+    let mut rx = DtmfReceiver::new(200);
+    let mut events = Vec::new();
+    let mut now = 0;
+    for (h, p) in event_packets(5, 1_000).iter().filter(|(_, p)| !p.end) {
+        events.extend(rx.on_packet(h.timestamp, h.marker, p, now));
+        now += 20;
+    }
+    events.extend(rx.poll(now + 8_000));
+    for (h, p) in event_packets(5, 1_000 + 0xFFF0).iter().skip(1) {
+        events.extend(rx.on_packet(h.timestamp, h.marker, p, now + 8_000));
+    }
+    assert_eq!(began(&events), "55", "{events:?}");
+    assert_eq!(ended(&events), "55", "{events:?}");
+}
+
 #[test]
 fn receiver_follows_a_duration_that_wraps_past_0xffff_on_one_timestamp() {
     // A sender that does not segment: same timestamp, duration counting mod 2^16.

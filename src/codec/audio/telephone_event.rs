@@ -812,7 +812,12 @@ struct Incoming {
     /// Duration of completed segments and 16-bit wraps.
     base: u64,
     last_duration: u16,
-    ended: bool,
+    /// The sender's end packet was seen: later packets of the segment are repeats.
+    end_bit: bool,
+    /// The digit's end was reported (end packet, timeout or the next event): never
+    /// again, even if a digit that timed out goes on (its updates or next segment come
+    /// after a gap longer than the timeout).
+    reported: bool,
     last_packet_ms: u64,
 }
 
@@ -822,12 +827,26 @@ impl Incoming {
         u32::try_from(total).unwrap_or(u32::MAX)
     }
 
-    fn end_report(&self, reason: EndReason) -> DtmfEvent {
-        DtmfEvent::Ended {
+    /// The digit's end report, the first time only.
+    fn end_report(&mut self, reason: EndReason) -> Option<DtmfEvent> {
+        if self.reported {
+            return None;
+        }
+        self.reported = true;
+        Some(DtmfEvent::Ended {
             digit: self.digit,
             ts: self.start_ts,
             duration_ts: self.duration_ts(),
             reason,
+        })
+    }
+
+    /// The sender's end packet: the end report, unless the digit's end was already
+    /// reported.
+    fn end_bit(&mut self, out: &mut DtmfEvents) {
+        self.end_bit = true;
+        if let Some(ev) = self.end_report(EndReason::EndBit) {
+            out.push(ev);
         }
     }
 }
@@ -868,8 +887,9 @@ impl DtmfReceiver {
         if let Some(cur) = &mut self.current {
             let delta = ts.wrapping_sub(cur.segment_ts);
             if delta == 0 && cur.event == payload.event {
-                // The current segment: an update, a retransmission or an end packet.
-                if cur.ended {
+                // The current segment: an update, a retransmission or an end packet
+                // (an update after the digit timed out is followed, unreported).
+                if cur.end_bit {
                     self.stats.duplicates += 1;
                     return out;
                 }
@@ -891,12 +911,16 @@ impl DtmfReceiver {
                     return out;
                 }
                 if payload.end {
-                    cur.ended = true;
-                    out.push(cur.end_report(EndReason::EndBit));
+                    cur.end_bit(&mut out);
                 }
                 return out;
             }
-            if !cur.ended
+            // (A digit that timed out may go on in a next segment: not a new digit, as
+            // long as its segment had run at least half its length. A shorter digit whose
+            // end packets were lost is not taken to go on there: that would be a press
+            // of the same key whose marker packet was lost.)
+            if !cur.end_bit
+                && (!cur.reported || cur.last_duration >= 0x8000)
                 && cur.event == payload.event
                 && !marker
                 && (MIN_SEGMENT_STEP_TS..=0xFFFF).contains(&delta)
@@ -909,8 +933,7 @@ impl DtmfReceiver {
                 cur.last_duration = payload.duration;
                 cur.last_packet_ms = now_ms;
                 if payload.end {
-                    cur.ended = true;
-                    out.push(cur.end_report(EndReason::EndBit));
+                    cur.end_bit(&mut out);
                 }
                 return out;
             }
@@ -922,24 +945,25 @@ impl DtmfReceiver {
             }
             // A new timestamp: a new event (RFC 4733 §2.2.1), even if the previous one
             // never showed its end.
-            if !cur.ended {
-                out.push(cur.end_report(EndReason::Superseded));
+            if let Some(ev) = cur.end_report(EndReason::Superseded) {
+                out.push(ev);
             }
         }
 
-        let new = Incoming {
+        let mut new = Incoming {
             event: payload.event,
             digit,
             start_ts: ts,
             segment_ts: ts,
             base: 0,
             last_duration: payload.duration,
-            ended: payload.end,
+            end_bit: false,
+            reported: false,
             last_packet_ms: now_ms,
         };
         out.push(DtmfEvent::Began { digit, ts });
         if payload.end {
-            out.push(new.end_report(EndReason::EndBit));
+            new.end_bit(&mut out);
         }
         self.current = Some(new);
         out
@@ -951,23 +975,22 @@ impl DtmfReceiver {
     /// Called on the real-time thread; never allocates or panics.
     pub fn poll(&mut self, now_ms: u64) -> Option<DtmfEvent> {
         let cur = self.current.as_mut()?;
-        if cur.ended || now_ms.saturating_sub(cur.last_packet_ms) < self.timeout_ms {
+        if cur.reported || now_ms.saturating_sub(cur.last_packet_ms) < self.timeout_ms {
             return None;
         }
-        cur.ended = true;
-        Some(cur.end_report(EndReason::TimedOut))
+        cur.end_report(EndReason::TimedOut)
     }
 
     /// When `poll` will next have something to report, if a digit is in progress.
     pub fn next_timeout_ms(&self) -> Option<u64> {
         self.current
-            .filter(|c| !c.ended)
+            .filter(|c| !c.reported)
             .map(|c| c.last_packet_ms.saturating_add(self.timeout_ms))
     }
 
     /// The digit currently held down (began, not yet ended).
     pub fn active_digit(&self) -> Option<char> {
-        self.current.filter(|c| !c.ended).map(|c| c.digit)
+        self.current.filter(|c| !c.reported).map(|c| c.digit)
     }
 
     /// Counters since construction.
@@ -981,8 +1004,7 @@ impl DtmfReceiver {
     ///
     /// Called on the real-time thread; never allocates or panics.
     pub fn finish(&mut self) -> Option<DtmfEvent> {
-        let cur = self.current.take()?;
-        (!cur.ended).then(|| cur.end_report(EndReason::Superseded))
+        self.current.take()?.end_report(EndReason::Superseded)
     }
 
     /// Forgets the event in progress without reporting its end (SSRC change, session

@@ -3042,6 +3042,99 @@ fn a_digit_is_reported_once_across_its_own_audio_taking_over_and_a_reinvite() {
 
 /// Source 9's final '1' packet (event 1, end, 800 units), as `rfc4733_events_follow_one_
 /// source_at_a_time` sends it.
+/// A source that sends only RFC 4733 events (a gateway sending DTMF under an SSRC of its
+/// own) takes the events over even when its marker packet was lost: at its second update
+/// in a row. Before, only the marker packet could, so the whole digit was dropped. A stray
+/// end packet of yet another source, even three copies back to back, starts nothing.
+#[test]
+fn an_events_only_source_whose_marker_packet_was_lost_is_heard() {
+    use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender};
+    let e = virtual_engine(4);
+    let (a, _b) = e
+        .create_call(
+            (DialogId(1), pcmu_with_telephone_event()),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let (mut audio, mut separate) = (DtmfSender::new(160).unwrap(), DtmfSender::new(160).unwrap());
+    let (mut pkt, mut buf) = (Vec::new(), [0u8; 4]);
+    let mut digits = Vec::new();
+    for k in 0..60u32 {
+        // Source 3 (audio) presses '5' at round 2; source 9 (events only) '1' at round 20,
+        // its first packet lost; source 8's end packet thrice at round 40.
+        if k == 2 {
+            audio
+                .start(digit_to_event('5').unwrap(), 10, Some(800))
+                .unwrap();
+        }
+        match audio.poll(160 * k, &mut buf) {
+            Some(h) => rtp(101, k as u16, h.timestamp, 3, h.marker, &buf, &mut pkt),
+            None => rtp(
+                0,
+                k as u16,
+                160 * k,
+                3,
+                k == 0,
+                &ulaw_frame(k as usize),
+                &mut pkt,
+            ),
+        }
+        ing.push(a.id, &pkt).unwrap();
+        if k == 20 {
+            separate
+                .start(digit_to_event('1').unwrap(), 10, Some(800))
+                .unwrap();
+        }
+        if let Some(h) = separate.poll(70_000 + 160 * k, &mut buf) {
+            if !h.marker {
+                rtp(101, 500 + k as u16, h.timestamp, 9, false, &buf, &mut pkt);
+                ing.push(a.id, &pkt).unwrap();
+            }
+        }
+        if k == 40 {
+            for _ in 0..3 {
+                rtp(
+                    101,
+                    900,
+                    90_000,
+                    8,
+                    false,
+                    &[4, 0x80 | 10, 0x03, 0x20],
+                    &mut pkt,
+                );
+                ing.push(a.id, &pkt).unwrap();
+            }
+        }
+        e.step(2).unwrap();
+        drain(&mut eg);
+        while let Some(ev) = e.poll_event() {
+            if let EngineEvent::Dtmf {
+                digit, ended_ms, ..
+            } = ev
+            {
+                digits.push((k, digit, ended_ms.is_some()));
+            }
+        }
+    }
+    let seen: Vec<(char, bool)> = digits.iter().map(|&(_, d, end)| (d, end)).collect();
+    assert_eq!(
+        seen,
+        [('5', false), ('5', true), ('1', false), ('1', true)],
+        "{digits:?}"
+    );
+    // '1' began with source 9's second packet (its first update).
+    assert_eq!(digits[2].0, 22, "{digits:?}");
+    assert_eq!(
+        e.lane_stats(0).unwrap().foreign_ssrc_drops,
+        4,
+        "source 9's first update and source 8's three end packets"
+    );
+}
+
 fn pkt_from_9_end() -> Vec<u8> {
     let mut pkt = Vec::new();
     rtp(

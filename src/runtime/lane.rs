@@ -530,6 +530,7 @@ impl JitterStage {
                         {
                             std::mem::swap(&mut new.dtmf, &mut cur.dtmf);
                             new.dtmf_ssrc = cur.dtmf_ssrc;
+                            new.dtmf_candidate = cur.dtmf_candidate;
                             b.digit_kept = true;
                         } else if let Some(d) = cur.dtmf.finish() {
                             report_digit_end(
@@ -674,19 +675,28 @@ impl JitterStage {
             if part.telephone_event_pt == Some(pt) && part.dtmf_ssrc != Some(ssrc) {
                 // Events of a source other than the one whose events are followed: it takes
                 // over when it starts an event (a new source after a transfer, a gateway
-                // sending DTMF under its own SSRC), ending the digit in progress and
-                // starting the receiver afresh (its first digit is never taken for a late
-                // one of the old source's); otherwise (forked early media, an old source
-                // overlapping a new one) its packets are dropped, counted.
-                if part.dtmf_ssrc.is_some() && !marker {
-                    self.shared.counters.foreign_ssrc_drops.inc_shared();
-                    self.release(tok);
-                    continue;
+                // sending DTMF under its own SSRC; see `events_take_over`), ending the
+                // digit in progress and starting the receiver afresh (its first digit is
+                // never taken for a late one of the old source's); otherwise (forked early
+                // media, an old source overlapping a new one) its packets are dropped,
+                // counted.
+                if part.dtmf_ssrc.is_some() {
+                    let end = self.packets.with(&tok, |p| {
+                        EventPayload::parse(p.payload()).is_ok_and(|e| e.end)
+                    });
+                    if !part.events_take_over(ssrc, marker, end) {
+                        self.shared.counters.foreign_ssrc_drops.inc_shared();
+                        self.release(tok);
+                        continue;
+                    }
                 }
                 if let Some(d) = part.dtmf.finish() {
                     report_digit_end(&mut self.events, &mut self.out, &self.shared, slot, part, d);
                 }
-                part.dtmf_ssrc = Some(ssrc);
+                part.follow_events_of(ssrc);
+            } else if part.telephone_event_pt == Some(pt) {
+                // The followed source's event: another's run is broken.
+                part.dtmf_candidate = ssrc;
             }
             if part.telephone_event_pt == Some(pt) {
                 // RFC 4733 events are routed to DTMF handling, never into the audio buffer.
@@ -795,7 +805,7 @@ impl JitterStage {
                             d,
                         );
                     }
-                    part.dtmf_ssrc = Some(ssrc);
+                    part.follow_events_of(ssrc);
                 }
                 part.candidate_run = 0;
             } else if part.rx_ssrc.is_none() {

@@ -285,9 +285,13 @@ pub struct JitterPart {
     pub ssrc_candidate: u32,
     /// The source whose RFC 4733 events the session follows (`None` until the first):
     /// the audio's, or a source that sends only events (gateways that send DTMF under an
-    /// SSRC of its own). Another source's event takes over only when it starts an event
-    /// (marker); its other packets are dropped, so two sources' events never interleave.
+    /// SSRC of its own). Another source's events take over when one starts an event
+    /// (marker), or when two of its updates come in a row (its marker packet was lost);
+    /// its other packets are dropped, so two sources' events never interleave.
     pub dtmf_ssrc: Option<u32>,
+    /// The source whose event update was the last event packet, if not `dtmf_ssrc`'s;
+    /// equal to `dtmf_ssrc` when there is none (see [`JitterPart::follow_events_of`]).
+    pub dtmf_candidate: u32,
 }
 
 impl JitterPart {
@@ -309,6 +313,32 @@ impl JitterPart {
     pub fn start_stream(&mut self, loss: &mut impl crate::quality::rtp_stats::LossObserver) {
         self.earlier_streams = (self.expected(), self.lost());
         self.stats.reset_observed(loss);
+    }
+
+    /// The session's RFC 4733 events are `ssrc`'s from now on (no other source's update
+    /// pending).
+    pub fn follow_events_of(&mut self, ssrc: u32) {
+        self.dtmf_ssrc = Some(ssrc);
+        self.dtmf_candidate = ssrc;
+    }
+
+    /// Another source's RFC 4733 packet (not `dtmf_ssrc`'s, which is `Some`): whether its
+    /// events take over now. They do when it starts an event (`marker`), or when it
+    /// follows an update (not an `end` packet) of the same source's with no packet of the
+    /// followed source's events between: a new source whose marker packet was lost (a
+    /// gateway sending events under an SSRC of its own). The packets of two sources
+    /// sending at once (forked early media) interleave, and a stray end packet or its
+    /// repeats, back to back, start nothing.
+    pub fn events_take_over(&mut self, ssrc: u32, marker: bool, end: bool) -> bool {
+        if marker || self.dtmf_candidate == ssrc {
+            return true;
+        }
+        self.dtmf_candidate = if end {
+            self.dtmf_ssrc.unwrap_or(ssrc)
+        } else {
+            ssrc
+        };
+        false
     }
 }
 
@@ -694,6 +724,7 @@ impl<T> SessionParts<T> {
                 rx_ssrc: None,
                 ssrc_candidate: 0,
                 dtmf_ssrc: None,
+                dtmf_candidate: 0,
                 candidate_run: 0,
                 stats: RtpReceiveStats::signalled(tx.info().clock_rate_hz),
                 ptime_ticks: params.ptime.ticks() as u16,

@@ -299,6 +299,20 @@ fn wait_ok(child: &mut Child, limit: Duration) -> bool {
 /// calling `b` through the gateway), one call; `uac_args` are extra SIPp arguments. Each
 /// SIPp gets 30 s (`-timeout`) and the whole run stays well under 60 s.
 fn sipp_call(name: &str, uas: &str, uac: &str, uac_args: &[&str], gw_args: &[&str]) -> Option<Run> {
+    sipp_call_beside(name, uas, uac, uac_args, gw_args, |_| ()).map(|(run, ())| run)
+}
+
+/// [`sipp_call`], with `beside(first RTP port of the gateway's block)` called once the
+/// gateway runs, before the call; what it returns (something running beside the call) is
+/// handed back with the run.
+fn sipp_call_beside<S>(
+    name: &str,
+    uas: &str,
+    uac: &str,
+    uac_args: &[&str],
+    gw_args: &[&str],
+    beside: impl FnOnce(u16) -> S,
+) -> Option<(Run, S)> {
     if !have_sipp() {
         println!("SKIP: sipp (Debian package sip-tester) is not installed");
         return None;
@@ -324,6 +338,7 @@ fn sipp_call(name: &str, uas: &str, uac: &str, uac_args: &[&str], gw_args: &[&st
         .stderr(gw_log)
         .spawn()
         .expect("start sip_gateway");
+    let beside = beside(gw_rtp);
     let sipp = |scenario: &str, role_args: Vec<String>, log: &str| {
         let out = std::fs::File::create(dir.join(log)).expect("sipp log");
         Command::new("timeout")
@@ -392,7 +407,7 @@ fn sipp_call(name: &str, uas: &str, uac: &str, uac_args: &[&str], gw_args: &[&st
     let _ = std::io::stdout().flush();
     println!("{}", run.gw_out);
     let _ = std::fs::remove_dir_all(&dir);
-    Some(run)
+    Some((run, beside))
 }
 
 /// The gateway ended with no call, media session or RTP port left over.
@@ -737,5 +752,111 @@ fn a_reinvite_without_an_offer_is_offered_the_media_as_it_is() {
     );
     // The last period starts at the ACK's answer: 2 s, 100 packets each way.
     run.assert_last_period_flows(60, "after the refresh");
+    assert_nothing_left(&run);
+}
+
+/// A stranger on another address (127.0.0.2) spraying the gateway's whole RTP port block
+/// with PCMU and RTCP BYEs every 20 ms, from before the call until after it.
+struct Stranger {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl Stranger {
+    fn start(gw_rtp: u16) -> Stranger {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let sock = std::net::UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+            sock.set_nonblocking(true).expect("nonblocking");
+            let mut rtp = vec![0x80u8, 0, 0, 0, 0, 0, 0, 0, 0x5E, 0xED, 0xBE, 0xEF];
+            rtp.extend([0x55u8; 160]);
+            let bye = [0x81u8, 203, 0, 1, 0x5E, 0xED, 0xBE, 0xEF];
+            let (mut sent, mut received, mut seq) = (0u64, 0u64, 0u16);
+            let mut buf = [0u8; 2048];
+            while !flag.load(Ordering::Relaxed) {
+                seq = seq.wrapping_add(1);
+                rtp[2..4].copy_from_slice(&seq.to_be_bytes());
+                rtp[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+                for port in gw_rtp..gw_rtp + 20 {
+                    for d in [&rtp[..], &bye[..]] {
+                        if sock.send_to(d, ("127.0.0.1", port)).is_ok() {
+                            sent += 1;
+                        }
+                    }
+                }
+                while sock.recv_from(&mut buf).is_ok() {
+                    received += 1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (sent, received)
+        });
+        Stranger { stop, thread }
+    }
+
+    /// Stops it: (datagrams sent, datagrams it received back).
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("stranger thread")
+    }
+}
+
+/// A stranger on another IP sprays RTP and RTCP BYEs at the gateway's whole RTP port block
+/// through a call whose B is behind a NAT (its SDP port is not its RTP's) and silent for
+/// the first 1.5 s, while its leg has heard nobody and would latch on to a source from
+/// B's IP: the stranger takes over neither leg (no latch on it, nothing sent to it), its
+/// packets are dropped and counted on both legs, its BYEs end nothing, B's leg latches on
+/// to B's RTP when it comes, and audio flows both ways to the real phones.
+#[test]
+#[ignore = "needs sipp; run cargo test --release --test sip_e2e -- --ignored"]
+fn a_stranger_spraying_the_rtp_ports_takes_over_nothing() {
+    let _one_at_a_time = serial();
+    let Some((run, stranger)) = sipp_call_beside(
+        "stranger",
+        "slow_latch_uas.xml",
+        "call_uac.xml",
+        &["-d", "7000"],
+        &[],
+        Stranger::start,
+    ) else {
+        return;
+    };
+    let (sent, received) = stranger.stop();
+    assert!(run.uac_ok, "A's call failed\n{}", run.context());
+    assert!(run.uas_ok, "B's call failed\n{}", run.context());
+    assert!(sent > 1000, "the stranger sent only {sent}");
+    assert_eq!(
+        received,
+        0,
+        "the gateway sent to the stranger\n{}",
+        run.context()
+    );
+    assert!(
+        !run.gw_log.contains("latched on 127.0.0.2"),
+        "{}",
+        run.context()
+    );
+    assert!(
+        run.gw_log.contains("latched on 127.0.0.1:"),
+        "B's RTP not latched on to\n{}",
+        run.context()
+    );
+    for (leg, latched) in [("  leg A PCMU", 0), ("  leg B PCMU", 1)] {
+        assert_eq!(run.number(&[leg], "latched "), latched, "{}", run.context());
+        assert!(
+            run.number(&[leg], "foreign-src ") >= 100,
+            "{leg}: the stranger's RTP not dropped as foreign\n{}",
+            run.context()
+        );
+        assert!(
+            run.number(&[leg], " foreign ") >= 100,
+            "{leg}: the stranger's RTCP not dropped as foreign\n{}",
+            run.context()
+        );
+        assert_eq!(run.number(&[leg], "send-err "), 0, "{}", run.context());
+    }
+    run.assert_last_period_flows(200, "with a stranger spraying the ports");
     assert_nothing_left(&run);
 }

@@ -3135,6 +3135,95 @@ fn an_events_only_source_whose_marker_packet_was_lost_is_heard() {
     );
 }
 
+/// Both peers of a call flood RFC 4733 packets, each packing 320 digit events that begin
+/// and end (1,280 bytes), in one tick: each packet yields at most a few reports, and the
+/// reports use only the ring headroom beyond what packets and commands have reserved, so
+/// another call's audio queued behind the flood all reaches its jitter buffer. Before,
+/// the ~77,000 reports filled the ring to the decode stage: the audio behind them was
+/// dropped, and a command arriving then was lost.
+#[test]
+fn a_flood_of_packed_rfc4733_events_costs_no_other_packet() {
+    let e = virtual_engine(4);
+    let (a, b) = e
+        .create_call(
+            (DialogId(1), pcmu_with_telephone_event()),
+            (DialogId(2), pcmu_with_telephone_event()),
+        )
+        .unwrap();
+    let (c, d) = e
+        .create_call(
+            (
+                DialogId(3),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+            (
+                DialogId(4),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut flood = Vec::new();
+    for i in 0..320u32 {
+        flood.extend([(i % 16) as u8, 0x80 | 10, 0, 1]);
+    }
+    let mut pkt = Vec::new();
+    for id in [a.id, b.id] {
+        for k in 0..60u16 {
+            rtp(101, k, 1_000 * u32::from(k), 3, true, &flood, &mut pkt);
+            ing.push(id, &pkt).unwrap();
+        }
+    }
+    for k in 0..20u16 {
+        rtp(
+            0,
+            k,
+            160 * u32::from(k),
+            5,
+            k == 0,
+            &ulaw_frame(k as usize),
+            &mut pkt,
+        );
+        ing.push(c.id, &pkt).unwrap();
+    }
+    e.step(1).unwrap();
+    drain(&mut eg);
+    let lane = e.lane_stats(0).unwrap();
+    assert_eq!(lane.internal_ring_full, 0, "{lane:?}");
+    assert!(
+        lane.stage_backlog_drops > 0,
+        "the flood was not cut: {lane:?}"
+    );
+    let mut digits = 0;
+    while let Some(ev) = e.poll_event() {
+        if matches!(ev, EngineEvent::Dtmf { .. }) {
+            digits += 1;
+        }
+    }
+    assert!(
+        digits <= 2 * 60 * 16,
+        "{digits} digit reports from 120 packets"
+    );
+    // C's audio, all of it buffered, plays out to D.
+    for k in 20..40u16 {
+        rtp(
+            0,
+            k,
+            160 * u32::from(k),
+            5,
+            false,
+            &ulaw_frame(k as usize),
+            &mut pkt,
+        );
+        ing.push(c.id, &pkt).unwrap();
+        e.step(2).unwrap();
+    }
+    let to_d = drain(&mut eg).iter().filter(|p| p.session == d.id).count();
+    assert!(to_d >= 18, "D got {to_d} packets");
+    let st = e.session_stats(c.id).unwrap();
+    assert_eq!((st.rx_packets, st.rx_lost), (40, 0), "{st:?}");
+}
+
 fn pkt_from_9_end() -> Vec<u8> {
     let mut pkt = Vec::new();
     rtp(

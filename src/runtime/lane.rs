@@ -362,6 +362,7 @@ fn set_loss_gauges(part: &mut JitterPart, sc: &SessionCounters, class: PacketCla
 fn report_digit_end(
     events: &mut Producer<LaneEvent>,
     out: &mut Producer<ToDecode>,
+    reserve: usize,
     shared: &Shared,
     slot: u32,
     part: &JitterPart,
@@ -377,11 +378,30 @@ fn report_digit_end(
             begin: false,
             duration_ms: forwarded_duration_ms(&d, clock_khz),
         };
-        if out.push(fwd).is_err() {
-            shared.counters.internal_ring_full.inc_shared();
-        }
+        push_tokenless(out, reserve, &shared.counters, fwd);
     }
 }
+
+/// Pushes a message that holds no packet slot (a digit, a SID's level) on to the decode
+/// stage, only while the ring keeps `reserve` free for the packets and commands whose room
+/// is reserved (every packet slot and the command capacity): a peer flooding events or
+/// SIDs can then fill only the ring's own headroom, never cost a command. Else counted.
+fn push_tokenless(
+    out: &mut Producer<ToDecode>,
+    reserve: usize,
+    counters: &LaneCounters,
+    msg: ToDecode,
+) {
+    if out.slots() <= reserve || out.push(msg).is_err() {
+        counters.stage_backlog_drops.inc_shared();
+    }
+}
+
+/// Events of one RFC 4733 payload looked at, at most (RFC 4733 §2.5.1.5: a packet
+/// carries a few events, e.g. the end of one and the start of the next); the rest of an
+/// absurd payload (a 1,280-byte one packs 320) is ignored, so one packet cannot turn into
+/// hundreds of reports.
+const MAX_PACKED_EVENTS: usize = 8;
 
 /// Q.24's shortest digit a receiver must accept (40 ms): a forwarded digit is sent no
 /// shorter, whatever arrived of it.
@@ -431,6 +451,8 @@ pub struct JitterStage {
     packets: Arc<Slab<PacketSlot>>,
     released: Producer<Token>,
     out: Producer<ToDecode>,
+    /// Room in `out` kept for packets and commands (see [`push_tokenless`]).
+    reserve: usize,
     plays: Producer<PlayRange>,
     events: Producer<LaneEvent>,
     /// Some session has a telephone-event digit in progress whose end may time out.
@@ -483,6 +505,7 @@ impl JitterStage {
                 report_digit_end(
                     &mut self.events,
                     &mut self.out,
+                    self.reserve,
                     &self.shared,
                     slot as u32,
                     part,
@@ -536,6 +559,7 @@ impl JitterStage {
                             report_digit_end(
                                 &mut self.events,
                                 &mut self.out,
+                                self.reserve,
                                 &self.shared,
                                 slot as u32,
                                 cur,
@@ -691,7 +715,15 @@ impl JitterStage {
                     }
                 }
                 if let Some(d) = part.dtmf.finish() {
-                    report_digit_end(&mut self.events, &mut self.out, &self.shared, slot, part, d);
+                    report_digit_end(
+                        &mut self.events,
+                        &mut self.out,
+                        self.reserve,
+                        &self.shared,
+                        slot,
+                        part,
+                        d,
+                    );
                 }
                 part.follow_events_of(ssrc);
             } else if part.telephone_event_pt == Some(pt) {
@@ -710,8 +742,9 @@ impl JitterStage {
                 let dtmf = &mut part.dtmf;
                 self.dtmf_pending = true;
                 let out = &mut self.out;
+                let reserve = self.reserve;
                 self.packets.with(&tok, |p| {
-                    for (offset, ev) in EventPayload::packed(p.payload()) {
+                    for (offset, ev) in EventPayload::packed(p.payload()).take(MAX_PACKED_EVENTS) {
                         let at = ts.wrapping_add(offset);
                         for d in dtmf.on_packet(at, marker && offset == 0, &ev, now_ms) {
                             push_event(events, counters, dtmf_event(id, d, clock_khz));
@@ -724,9 +757,7 @@ impl JitterStage {
                                 begin: matches!(d, DtmfEvent::Began { .. }),
                                 duration_ms: forwarded_duration_ms(&d, clock_khz),
                             };
-                            if out.push(fwd).is_err() {
-                                counters.internal_ring_full.inc_shared();
-                            }
+                            push_tokenless(out, reserve, counters, fwd);
                         }
                     }
                 });
@@ -756,9 +787,7 @@ impl JitterStage {
                         reflection,
                         order,
                     };
-                    if self.out.push(msg).is_err() {
-                        self.shared.counters.internal_ring_full.inc_shared();
-                    }
+                    push_tokenless(&mut self.out, self.reserve, &self.shared.counters, msg);
                 }
                 continue;
             }
@@ -799,6 +828,7 @@ impl JitterStage {
                         report_digit_end(
                             &mut self.events,
                             &mut self.out,
+                            self.reserve,
                             &self.shared,
                             slot,
                             part,
@@ -3086,8 +3116,9 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts,
     let (rel_j_tx, free_from_jitter) = free_ring(pkt_tokens);
     let (rel_d_tx, rel_d_rx) = RingBuffer::new(cfg.packet_slots);
     // Packets and commands: bounded by the packet tokens and the command capacity, so a
-    // push never fails.
-    let (jd_tx, jd_rx) = RingBuffer::new(cfg.packet_slots + cmd + 16);
+    // push never fails. Digits and SIDs (no token) use only the headroom beyond them.
+    let jd_reserve = cfg.packet_slots + cmd;
+    let (jd_tx, jd_rx) = RingBuffer::new(jd_reserve + cfg.sessions + 64);
     // Play ranges: one per chunk of sessions per tick; room for several ticks of backlog.
     let (play_tx, play_rx) = RingBuffer::new(8 * (cfg.sessions / FUSED_CHUNK + 2) + 64);
     // Frames (bounded by frame tokens), commands, and up to four ticks of "nothing this
@@ -3129,6 +3160,7 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts,
             packets: packets.clone(),
             released: rel_j_tx,
             out: jd_tx,
+            reserve: jd_reserve,
             plays: play_tx,
             events: ev_j_tx,
             dtmf_pending: false,

@@ -249,7 +249,9 @@ counter_block! {
         foreign_ssrc_drops,
         /// Internal ring pushes that failed (a sizing bug if ever non-zero).
         internal_ring_full,
-        /// Concealment messages not sent because a downstream stage was backed up.
+        /// Messages that hold no slab slot (concealment notices, digit reports, SID
+        /// levels) not sent because a downstream stage was backed up or a peer flooded
+        /// them: only the ring's headroom beyond the packets' and commands' is theirs.
         stage_backlog_drops,
         /// Events dropped because the event ring was full, or because the control plane
         /// already held 65,536 events nobody had polled (the oldest went, counted on the

@@ -3224,6 +3224,69 @@ fn a_flood_of_packed_rfc4733_events_costs_no_other_packet() {
     assert_eq!((st.rx_packets, st.rx_lost), (40, 0), "{st:?}");
 }
 
+/// An update that gives a send SSRC (`tx_ssrc`) sends with it from then on, its sequence
+/// and timestamp going on; one that gives none keeps the SSRC the session sends with.
+/// Before, an update built the send part with a random SSRC and the lane then kept the
+/// old one, so a given SSRC was ignored (and the record said otherwise).
+#[test]
+fn an_update_that_gives_a_send_ssrc_sends_with_it() {
+    let e = virtual_engine(2);
+    let mut p = MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20);
+    p.tx_ssrc = Some(0xA);
+    let (a, b) = e
+        .create_call(
+            (DialogId(1), p.clone()),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let (mut pkt, mut k) = (Vec::new(), 0u16);
+    // B's peer talks for 200 ms: what A sends meanwhile, (SSRC, sequence).
+    let mut sent = |e: &MediaEngine| {
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            rtp(
+                0,
+                k,
+                160 * u32::from(k),
+                5,
+                k == 0,
+                &ulaw_frame(k as usize),
+                &mut pkt,
+            );
+            ing.push(b.id, &pkt).unwrap();
+            k += 1;
+            e.step(2).unwrap();
+            out.extend(
+                drain(&mut eg)
+                    .into_iter()
+                    .filter(|o| o.session == a.id)
+                    .map(|o| (o.header.ssrc, o.header.sequence)),
+            );
+        }
+        assert!(out.len() >= 5, "{out:?}");
+        out
+    };
+    let first = sent(&e);
+    assert!(first.iter().all(|&(s, _)| s == 0xA), "{first:?}");
+    let mut q = p.clone();
+    q.tx = CodecSpec::PCMA;
+    q.tx_ssrc = Some(0xB);
+    e.update_media_session(a.id, q.clone()).unwrap();
+    let second = sent(&e);
+    assert!(second.iter().all(|&(s, _)| s == 0xB), "{second:?}");
+    let last = first.last().unwrap().1;
+    assert_eq!(second[0].1, last.wrapping_add(1), "the sequence goes on");
+    q.tx = CodecSpec::PCMU;
+    q.tx_ssrc = None;
+    e.update_media_session(a.id, q).unwrap();
+    let third = sent(&e);
+    assert!(third.iter().all(|&(s, _)| s == 0xB), "{third:?}");
+}
+
 fn pkt_from_9_end() -> Vec<u8> {
     let mut pkt = Vec::new();
     rtp(

@@ -1038,7 +1038,8 @@ impl MediaEngine {
     /// where events come the same way; the send stream's SSRC, sequence numbers and
     /// timestamps continue too, unless the send clock rate changes (PCMU to Opus) and no
     /// `tx_ssrc` was given: a new stream then starts, its own SSRC, sequence and
-    /// timestamp (RFC 7160 §4.1). The receive side starts a new playout (packets
+    /// timestamp (RFC 7160 §4.1). A `tx_ssrc` given is the SSRC sent from then on (the
+    /// sequence and timestamp continue). The receive side starts a new playout (packets
     /// buffered for the old parameters are dropped), the codecs and voice processing start
     /// afresh, and jitter bounds set by quality adaptation give way to the parameters'.
     /// Bridged peers are re-routed. Parameters equal to the session's current ones change
@@ -1084,10 +1085,11 @@ impl MediaEngine {
             id.generation,
             id.slot,
             self.config.jitter,
-            r as u32,
+            params.tx_ssrc.unwrap_or(r as u32),
             (r >> 32) as u16,
             (r >> 40) as u32 ^ (r as u32).rotate_left(7),
         );
+        let ssrc_given = params.tx_ssrc.is_some();
         // Invariant: checked above.
         let old = std::mem::replace(
             &mut inner.sessions.get_mut(&id).expect("record exists").params,
@@ -1105,6 +1107,7 @@ impl MediaEngine {
         ls.next_seq += 1;
         let mut b = Bundle::new(ls.next_seq, Op::Update, id);
         b.new_stream = new_stream;
+        b.ssrc_given = ssrc_given;
         b.jitter = Some(parts.jitter);
         b.decode = Some(parts.decode);
         b.dsp = Some(parts.dsp);

@@ -2442,9 +2442,12 @@ impl EncodeStage {
                     if let Some(cur) = self.sessions[slot].as_mut() {
                         // RTP send state continues across a codec change (RFC 3550 §5.1:
                         // sequence numbers stay contiguous; same SSRC), unless the send
-                        // clock changed (a new stream, as built: RFC 7160 §4.1).
+                        // clock changed (a new stream, as built: RFC 7160 §4.1). An SSRC
+                        // the update gave is the one sent from now on.
                         if !b.new_stream {
-                            new.ssrc = cur.ssrc;
+                            if !b.ssrc_given {
+                                new.ssrc = cur.ssrc;
+                            }
                             new.sequence = cur.sequence;
                             new.timestamp = cur.timestamp;
                         }

@@ -297,6 +297,9 @@ pub struct Bundle {
     /// and timestamp, as built) instead of continuing the session's: the send clock rate
     /// changed (RFC 7160 §4.1).
     pub new_stream: bool,
+    /// For [`Op::Update`]: the SSRC was given (`tx_ssrc`), so the encode part sends with
+    /// the one it was built with even where the stream continues (sequence, timestamp).
+    pub ssrc_given: bool,
     /// For [`Op::Update`], set by the jitter stage: the RFC 4733 receiver went on across
     /// the update (events come the same way), so a digit being received and forwarded
     /// goes on too: the decode stage leaves it open for its own end.
@@ -319,6 +322,7 @@ impl Bundle {
             dtmf: None,
             resampler: None,
             new_stream: false,
+            ssrc_given: false,
             digit_kept: false,
         })
     }

@@ -199,6 +199,11 @@ impl DelayManager {
         self.target_ms
     }
 
+    /// Highest target delay (`JitterConfig::max_delay_ms`, or as `set_bounds` set it), ms.
+    pub fn max_ms(&self) -> u32 {
+        self.cfg.max_delay_ms
+    }
+
     /// Relative delay of the most recent packet above the running minimum, ms.
     pub fn last_jitter_ms(&self) -> f64 {
         self.last_jitter_ms
@@ -635,8 +640,11 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         // packet's relative delay plus that is the playout point's.
         let slack_ms = f64::from(ts.wrapping_sub(self.next_ts) as i32) / per_ms;
         // No margin: the slack counts from the decode point, so it is short of the real
-        // one by the wait for the next frame tick (half a packet on average).
-        let short_ms = f64::from(self.peak_jitter_ms) - (jitter + slack_ms);
+        // one by the wait for the next frame tick (half a packet on average). Never past
+        // the highest delay allowed: one packet delayed a second is not followed there.
+        let delay_ms = jitter + slack_ms;
+        let short_ms = (f64::from(self.peak_jitter_ms) - delay_ms)
+            .min(f64::from(self.delay.max_ms()) - delay_ms);
         let step = self.packet_ts.max(1);
         if short_ms * per_ms > f64::from(step) {
             let frames = (short_ms * per_ms / f64::from(step)).ceil() as u32;
@@ -1452,6 +1460,53 @@ mod tests {
         assert_eq!(out[..at - gap].iter().filter(|p| p.is_none()).count(), 1);
         let after: Vec<u32> = out[at..].iter().map_while(|&p| p).collect();
         assert_eq!(after, (12..60).collect::<Vec<_>>());
+    }
+
+    /// One packet of the first second 900 ms late (past the 300 ms highest delay, short of
+    /// restarting the delay measurement), then one 90 ms late: the start-up step, taken at
+    /// that one, is no more than the highest delay allows. Before, it was the whole 900 ms
+    /// (a 43-frame gap, the buffer overflowing while it waited, then seconds of sped-up
+    /// speech to come back down).
+    #[test]
+    fn the_start_up_step_never_goes_past_the_highest_delay() {
+        // (Room for 300 ms and the packets that come meanwhile, as the lane's buffers.)
+        let mut b = AdaptiveBuffer::<u32, 32>::new(JitterConfig {
+            max_delay_ms: 300,
+            ..cfg()
+        });
+        let delay_ms = |k: u32| match k {
+            5 => 905.0,
+            60 => 95.0,
+            _ => 5.0,
+        };
+        let mut arrivals: Vec<(f64, u32)> = (0..100u32)
+            .map(|k| (f64::from(k) * 20.0 + delay_ms(k), k))
+            .collect();
+        arrivals.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let (mut out, mut released, mut next) = (Vec::new(), 0, 0);
+        for tick in 0..140u32 {
+            let now = f64::from(tick) * 20.0;
+            while next < arrivals.len() && arrivals[next].0 <= now {
+                let (at, k) = arrivals[next];
+                let ns = (at * 1e6) as u64 + 1;
+                b.insert(160 * k, 160, k == 0, ns, k, &mut |_| released += 1);
+                next += 1;
+            }
+            out.push(match b.next(160) {
+                Next::Decode { item, .. } => Some(item),
+                _ => None,
+            });
+        }
+        assert_eq!(released, 0, "the buffer overflowed while it waited");
+        let at = out
+            .iter()
+            .position(|&p| p == Some(60))
+            .expect("packet 60 plays");
+        let gap = out[..at].iter().rev().take_while(|p| p.is_none()).count();
+        assert!(
+            (5..=15).contains(&gap),
+            "a step of at most 300 ms, got {gap} frames"
+        );
     }
 
     #[test]

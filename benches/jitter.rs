@@ -95,7 +95,7 @@ impl Stream {
                 .insert((k * 160) as u32, 160, false, arrival, k as u32, &mut |t| {
                     black_box(t);
                 }) {
-                Insert::Stored | Insert::Resynced | Insert::Overflowed => {}
+                Insert::Stored | Insert::Resynced | Insert::Overflowed(_) => {}
                 Insert::Late(t) => {
                     counts.late += 1;
                     black_box(t);

@@ -152,7 +152,7 @@ fn drive_channel(ops: &[RxOp], relay_preferred: bool) {
                         l.end(t);
                         l.handed_back += 1;
                     }
-                    Insert::Stored | Insert::Resynced | Insert::Overflowed => {}
+                    Insert::Stored | Insert::Resynced | Insert::Overflowed(_) => {}
                 }
             }
             RxOp::Frame => {

@@ -306,7 +306,7 @@ fn run_channel(inp: &mut Input) {
                         l.end(t, "handed back by insert");
                         l.returned += 1;
                     }
-                    Insert::Stored | Insert::Resynced | Insert::Overflowed => {}
+                    Insert::Stored | Insert::Resynced | Insert::Overflowed(_) => {}
                 }
             }
         }
@@ -382,7 +382,7 @@ fn run_buffer(inp: &mut Input) {
                         l.end(t, "handed back by insert");
                         l.returned += 1;
                     }
-                    Insert::Stored | Insert::Resynced | Insert::Overflowed => {}
+                    Insert::Stored | Insert::Resynced | Insert::Overflowed(_) => {}
                 }
             }
         }

@@ -231,9 +231,10 @@ pub enum Insert<T> {
     /// Stored after the stream was resynchronised (timestamp jump, restart); older items
     /// went to the release callback.
     Resynced,
-    /// Stored, but the buffer was full: the oldest packet was dropped (to release) and its
-    /// audio will be skipped.
-    Overflowed,
+    /// The buffer was full: this many of the oldest packets were dropped (to release), the
+    /// new one among them when it was the oldest (a reordered packet), and their audio
+    /// will be skipped; the new one stored otherwise.
+    Overflowed(u32),
 }
 
 /// What the caller should do to produce more audio.
@@ -771,20 +772,34 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         };
         // Full (or at a lowered cap, possibly beyond it): drop the oldest packets; their
         // audio is skipped.
+        let mut dropped = 0;
         while self.len() >= usize::from(self.cap).min(N) {
             let oldest =
                 bits(self.occ).min_by_key(|&i| self.slots[i].ts.wrapping_sub(self.next_ts) as i32);
             let Some(i) = oldest else { break };
             let (ets, edur) = (self.slots[i].ts, self.slots[i].dur);
+            let d = ts.wrapping_sub(self.next_ts) as i32;
+            if d < ets.wrapping_sub(self.next_ts) as i32 {
+                // The new packet is older still (reordered: the audio due next): its audio
+                // is the one skipped. (Dropping a held one instead would leave it behind
+                // the playout point, lost as well.)
+                if d >= 0 {
+                    self.next_ts = ts.wrapping_add(dur_ts);
+                }
+                release(item);
+                self.late_run = 0;
+                return Insert::Overflowed(dropped + 1);
+            }
             if let Some(item) = self.take(i) {
                 if (ets.wrapping_sub(self.next_ts) as i32) >= 0 {
                     self.next_ts = ets.wrapping_add(edur);
                 }
                 release(item);
+                dropped += 1;
             }
-            if matches!(outcome, Insert::Stored) {
-                outcome = Insert::Overflowed;
-            }
+        }
+        if dropped > 0 && matches!(outcome, Insert::Stored) {
+            outcome = Insert::Overflowed(dropped);
         }
         let first = marker || self.state == State::Prebuffer && self.occ == 0;
         self.store(ts, dur_ts, first, item);
@@ -1058,6 +1073,34 @@ mod tests {
         assert!(matches!(b.next(160), Next::Decode { item: 1, .. }));
     }
 
+    /// A full buffer waiting for the packet due next (reordered), which then comes: that
+    /// one packet's audio is skipped, the held ones play. Before, the oldest held packet
+    /// was dropped and the playout point moved past it, so the late one, stored behind it,
+    /// was lost as well: two packets for one.
+    #[test]
+    fn a_reordered_packet_into_a_full_buffer_costs_one_packet_not_two() {
+        let mut b = AdaptiveBuffer::<u32, 4>::new(cfg());
+        let mut released = vec![];
+        b.insert(0, 160, true, 0, 0, &mut |i| released.push(i));
+        for k in 2..5u32 {
+            b.insert(160 * k, 160, false, 0, k, &mut |i| released.push(i));
+        }
+        assert!(matches!(b.next(160), Next::Decode { item: 0, .. }));
+        b.insert(160 * 5, 160, false, 0, 5, &mut |i| released.push(i));
+        assert_eq!(b.len(), 4);
+        // Packet 1 comes last, into a full buffer.
+        let out = b.insert(160, 160, false, 0, 1, &mut |i| released.push(i));
+        assert_eq!(out, Insert::Overflowed(1));
+        assert_eq!(released, vec![1]);
+        let played: Vec<u32> = (0..4)
+            .filter_map(|_| match b.next(160) {
+                Next::Decode { item, .. } => Some(item),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(played, vec![2, 3, 4, 5]);
+    }
+
     #[test]
     fn a_lowered_cap_keeps_the_newest_packets_and_lifting_it_holds_more_again() {
         let mut b = B::new(cfg());
@@ -1070,7 +1113,7 @@ mod tests {
         // Lowered to 4: the next insert drops the seven oldest (10 + 1 held would be 11).
         b.set_cap(4);
         let out = b.insert(1600, 160, false, 0, 10, &mut |i| released.push(i));
-        assert_eq!(out, Insert::Overflowed);
+        assert_eq!(out, Insert::Overflowed(7), "each packet dropped counted");
         assert_eq!(released, (0..7).collect::<Vec<_>>());
         assert_eq!(b.len(), 4);
         // Their audio is skipped: playout goes on from the oldest kept.

@@ -1552,10 +1552,10 @@ impl DecodeStage {
                 release(t);
             }
             Insert::Resynced => sc.jb_resyncs.inc(),
-            Insert::Overflowed => {
-                sc.jb_overflows.inc();
+            Insert::Overflowed(n) => {
+                sc.jb_overflows.add(u64::from(n));
                 if low {
-                    counters.slot_share_drops.inc();
+                    counters.slot_share_drops.add(u64::from(n));
                 }
             }
         }

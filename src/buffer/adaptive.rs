@@ -697,6 +697,8 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
     ) -> Insert<T> {
         let dur_ms = f64::from(dur_ts) * 1000.0 / f64::from(self.clock_rate.max(1));
         let mut outcome = Insert::Stored;
+        // The packet starts the playout (see below), though others are held.
+        let mut starts = false;
         match self.state {
             State::Idle => {
                 // New talkspurt or first packet: adapt delay here, where it is inaudible.
@@ -716,7 +718,18 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                     self.empty_run_ts -= skip;
                 }
                 let d = ts.wrapping_sub(self.next_ts) as i32;
-                if d < 0 {
+                if d < 0
+                    && self.state == State::Prebuffer
+                    && d.unsigned_abs() <= dur_ts.max(self.packet_ts).saturating_mul(3)
+                {
+                    // Nothing of this playout has played yet and the packet lies just
+                    // before the first held (at most three packets): the first packets
+                    // came reordered. The playout starts at this one rather than losing
+                    // it. (An older one, a late packet of the talkspurt before, is late.)
+                    self.next_ts = ts;
+                    self.first = 0;
+                    starts = true;
+                } else if d < 0 {
                     let behind = d.unsigned_abs();
                     // Talkspurt start after the buffer ran dry: re-anchor instead of
                     // discarding it as late (the sender's silence was shorter than ours).
@@ -801,7 +814,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         if dropped > 0 && matches!(outcome, Insert::Stored) {
             outcome = Insert::Overflowed(dropped);
         }
-        let first = marker || self.state == State::Prebuffer && self.occ == 0;
+        let first = marker || starts || self.state == State::Prebuffer && self.occ == 0;
         self.store(ts, dur_ts, first, item);
         self.empty_run_ts = 0;
         self.late_run = 0;
@@ -1099,6 +1112,42 @@ mod tests {
             })
             .collect();
         assert_eq!(played, vec![2, 3, 4, 5]);
+    }
+
+    /// A talkspurt's first two packets arrive swapped, the marked one second: it starts
+    /// the playout and both play, the marker forwarded once. Before, the buffer had
+    /// anchored on the first to arrive, and the marked one was dropped as late though
+    /// nothing had played.
+    #[test]
+    fn a_talkspurt_whose_first_packets_come_swapped_plays_both() {
+        for marked_first in [true, false] {
+            let mut b = B::new(cfg());
+            assert_eq!(
+                b.insert(160, 160, false, 1, 1, &mut no_release),
+                Insert::Stored
+            );
+            assert_eq!(
+                b.insert(0, 160, marked_first, 2, 0, &mut no_release),
+                Insert::Stored,
+                "marker {marked_first}"
+            );
+            b.insert(320, 160, false, 3, 2, &mut no_release);
+            let mut played = vec![];
+            for _ in 0..6 {
+                if let Next::Decode { item, first, .. } = b.next(160) {
+                    played.push((item, first));
+                }
+            }
+            assert_eq!(played, vec![(0, true), (1, false), (2, false)]);
+        }
+        // A late packet of an earlier talkspurt, marked, a second before this one's
+        // start: late, not a new start.
+        let mut b = B::new(cfg());
+        b.insert(80_000, 160, true, 1, 1, &mut no_release);
+        assert_eq!(
+            b.insert(72_000, 160, true, 2, 0, &mut no_release),
+            Insert::Late(0)
+        );
     }
 
     #[test]

@@ -634,11 +634,29 @@ impl<T> ReceiveChannel<T> {
             Some(_) => return RelayStep::Decode,
             None => {
                 // Missing: let the timeline pass the gap (Conceal/Empty), as concealment would.
-                if let Next::Decode { item, .. } = self.buffer.next(frame_ts) {
-                    // Unreachable (no continuing packet); never lose it.
+                if let Next::Decode {
+                    item,
+                    ts,
+                    first,
+                    dur_ts,
+                } = self.buffer.next(frame_ts)
+                {
+                    // The stream jumped ahead (a marked packet well past the missing audio,
+                    // a source switched on the same SSRC): the buffer went to it. Relay it,
+                    // its marker with it; one of another duration (a ptime change at the
+                    // jump) cannot go out as this frame and is dropped, counted stale.
+                    if dur_ts == frame_ts {
+                        rep.produced = true;
+                        rep.marker = first;
+                        rep.src_ts = ts;
+                        rep.relay = Some(item);
+                        self.concealing = false;
+                        return RelayStep::Relay(rep);
+                    }
                     release(item);
+                    rep.stale = 1;
                 }
-                rep.stale = self.buffer.drop_stale(release) as u32;
+                rep.stale += self.buffer.drop_stale(release) as u32;
                 self.concealing = true;
                 return RelayStep::Gap(rep);
             }
@@ -945,6 +963,48 @@ mod tests {
             }
             assert!(relayed >= 50, "{relayed} relayed");
         }
+    }
+
+    /// A relayed stream that jumps 1 s ahead with the marker bit while packets flow (a
+    /// source switched on one SSRC): the marked packet the buffer goes to is relayed, its
+    /// marker with it. Before, `relay_frame` took it from the buffer and released it
+    /// (lost, counted nowhere), and the far end never saw the marker.
+    #[test]
+    fn a_relayed_stream_that_jumps_ahead_relays_the_marked_packet() {
+        let mut c = chan();
+        let mut pool = StretchPool::new(120);
+        let mut out = [0i16; 160];
+        let mut d = CodesDecoder { decoded: 0, fed: 0 };
+        let mut relayed = vec![];
+        for k in 0..160u32 {
+            let ts = if k < 100 { 160 * k } else { 160 * k + 8_000 };
+            c.insert(
+                ts,
+                160,
+                k == 0 || k == 100,
+                1 + u64::from(k) * 20_000_000,
+                k,
+                &mut |_| {},
+            );
+            match c.relay_frame(160, &mut |_| {}) {
+                RelayStep::Relay(r) => relayed.push((r.relay.unwrap(), r.marker)),
+                RelayStep::Gap(_) => {}
+                RelayStep::Decode => {
+                    let r = c.get_frame(&mut out, &mut pool, true, true, &mut d, &mut |_| {});
+                    if let Some(item) = r.relay {
+                        relayed.push((item, r.marker));
+                    }
+                }
+            }
+        }
+        let marked: Vec<u32> = relayed.iter().filter(|r| r.1).map(|r| r.0).collect();
+        assert!(marked.ends_with(&[100]), "{relayed:?}");
+        let after: Vec<u32> = relayed.iter().map(|r| r.0).filter(|&k| k >= 100).collect();
+        assert_eq!(
+            after[..50],
+            (100..150).collect::<Vec<_>>()[..],
+            "{relayed:?}"
+        );
     }
 
     /// "Decodes" packet k as 160 samples of loud white noise (nothing periodic to splice).

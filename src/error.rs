@@ -15,6 +15,15 @@ pub enum Error {
     /// Recover: drop whatever referred to it; re-create the session if the dialog lives on.
     #[error("unknown session {0}")]
     UnknownSession(SessionId),
+    /// The session's lane has stopped (a thread of it panicked): nothing can be sent to
+    /// it. Its sessions are gone; the engine reports each (`SessionStopped`, after
+    /// `LaneFailed`) when events are next polled. Recover: end the calls it carried; new
+    /// sessions go to the other lanes.
+    #[error("lane {lane} has failed: its sessions are gone")]
+    LaneFailed {
+        /// The lane.
+        lane: u16,
+    },
     /// The dialog already has a live session. Recover: update or destroy that one.
     #[error("{0} already has a media session")]
     DuplicateDialog(DialogId),

@@ -3684,6 +3684,41 @@ fn a_panicking_lane_fails_alone(topology: Topology) {
     e.stop().unwrap();
 }
 
+/// Commands for a session of a lane that has failed, before anyone polled the engine's
+/// events, are refused (`LaneFailed`), and the session is then reported stopped like the
+/// lane's others. Before, a destroy was answered `Ok`, its command queued for a lane that
+/// no longer reads them, and its record removed: it never got its `SessionStopped` (a
+/// caller waiting for that to free the RTP port waited forever).
+#[test]
+fn commands_for_a_failed_lane_are_refused_and_its_sessions_reported_stopped() {
+    let e = realtime(Topology::Fused);
+    e.start().unwrap();
+    let calls: Vec<(SessionId, SessionId)> = (0..4)
+        .map(|i| call(&e, 100 + 2 * i, CodecSpec::PCMU, CodecSpec::PCMA))
+        .collect();
+    let (a, b) = *calls.iter().find(|(a, _)| a.lane() == 0).unwrap();
+    e.inject_lane_fault(0).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        e.destroy_media_session(a),
+        Err(Error::LaneFailed { lane: 0 })
+    );
+    assert_eq!(
+        e.update_media_session(b, MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20)),
+        Err(Error::LaneFailed { lane: 0 })
+    );
+    let stopped: Vec<SessionId> = e
+        .events()
+        .filter_map(|ev| match ev {
+            EngineEvent::SessionStopped(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert!(stopped.contains(&a) && stopped.contains(&b), "{stopped:?}");
+    assert_eq!(e.destroy_media_session(a), Err(Error::UnknownSession(a)));
+    e.stop().unwrap();
+}
+
 #[test]
 fn a_panicking_lane_fails_alone_and_loudly_fused() {
     a_panicking_lane_fails_alone(Topology::Fused);

@@ -727,11 +727,19 @@ impl MediaEngine {
             .map(|(i, _)| i)
     }
 
-    /// `Ok` if `need` more commands fit, else [`Error::RingFull`] (checked before an
-    /// operation sends any of its commands, so a refused one changes nothing). A lane that
+    /// `Ok` if `need` more commands fit, else [`Error::RingFull`], or [`Error::LaneFailed`]
+    /// for a lane that has failed (checked before an operation sends any of its commands,
+    /// so a refused one changes nothing). A lane that
     /// is not running on threads (virtual clock, or stopped) applies its queued commands
     /// here to make room.
     fn check_room(ls: &mut LaneState, need: usize) -> Result<()> {
+        if ls.ctl.shared.failed.load(Ordering::Acquire) {
+            // Nobody reads its commands any more: refused, not queued and lost (a destroy
+            // answered `Ok` whose session then never got its `SessionStopped`).
+            return Err(Error::LaneFailed {
+                lane: ls.ctl.shared.lane,
+            });
+        }
         let cap = ls.ctl.commands.buffer().capacity();
         if ls.outstanding + need > cap {
             if let LaneRun::Idle(lane) = &mut ls.run {

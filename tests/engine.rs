@@ -706,6 +706,34 @@ fn flooding_peers_are_rate_limited_and_the_other_sessions_on_the_lane_lose_nothi
     e.stop().unwrap();
 }
 
+/// An id built by hand whose generation has bits past the 24 a session id carries is no
+/// session's: refused as unknown. Before, the lane took it for the session sharing its
+/// low bits while the policer, keyed on the whole generation, took it for a new session:
+/// alternating the two forms reset the rate limit's bucket on every packet.
+#[test]
+fn an_id_with_generation_bits_past_24_is_unknown() {
+    let e = virtual_engine(2);
+    let (a, _b) = e
+        .create_call(
+            (
+                DialogId(1),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, _eg) = e.take_rtp_handles(0).unwrap();
+    let a = a.id;
+    let forged = SessionId::from_parts(a.lane() as u16, a.slot(), a.generation() | 1 << 24);
+    let mut pkt = Vec::new();
+    rtp(0, 1, 160, 7, true, &ulaw_frame(0), &mut pkt);
+    assert_eq!(ing.push(forged, &pkt), Err(Error::UnknownSession(forged)));
+    assert_eq!(ing.push(a, &pkt), Ok(()));
+}
+
 #[test]
 fn an_unusable_ingress_limit_is_refused_and_none_turns_it_off() {
     for limit in [

@@ -62,12 +62,17 @@ impl LiveTable {
     }
 
     /// The epoch `slot` is tagged with when it holds the session of `generation`; `None`
-    /// otherwise. Real-time safe: one load.
+    /// otherwise, and for a generation past 24 bits, which no session has (an id built by
+    /// hand with high bits set is not taken for the session whose low bits it shares:
+    /// the ingress policer, which keys on the whole generation, would take it for a new
+    /// session and grant it a fresh burst). Real-time safe: one load.
     #[inline]
     pub fn live_epoch(&self, slot: u32, generation: u32) -> Option<u8> {
+        if generation > 0xFF_FFFF {
+            return None;
+        }
         let v = self.slots.get(slot as usize)?.load(Ordering::Acquire);
-        (v & !EPOCH_MASK == LIVE | (generation & 0xFF_FFFF))
-            .then_some(((v & EPOCH_MASK) >> EPOCH_SHIFT) as u8)
+        (v & !EPOCH_MASK == LIVE | generation).then_some(((v & EPOCH_MASK) >> EPOCH_SHIFT) as u8)
     }
 
     /// Records that `slot` holds no session. Control plane.
@@ -87,6 +92,15 @@ impl LiveTable {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generation_past_24_bits_is_never_live() {
+        let t = LiveTable::new(4);
+        t.set(1, 5);
+        assert!(t.is_live(1, 5));
+        assert!(!t.is_live(1, 5 | 1 << 24));
+        assert!(!t.is_live(1, 5 | 1 << 31));
+    }
 
     #[test]
     fn only_the_recorded_generation_of_a_slot_is_live() {

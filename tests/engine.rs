@@ -734,6 +734,82 @@ fn an_id_with_generation_bits_past_24_is_unknown() {
     assert_eq!(ing.push(a, &pkt), Ok(()));
 }
 
+/// A peer sending 120 ms G.711 packets (960 bytes) has every sample of each played: the
+/// far leg gets 6 × 20 ms of its audio per packet. Packets longer than
+/// 120 ms (160 ms, 1,280 bytes) are refused whole, counted undecodable. Before, the
+/// decode buffer had room for 60 ms packets: a 120 ms one was cut to 105 ms while the
+/// timeline moved 120, 15 ms of every packet vanishing uncounted.
+#[test]
+fn long_g711_packets_play_whole_and_longer_ones_are_refused_counted() {
+    for (ms, played) in [(120u32, true), (160, false)] {
+        let e = virtual_engine(2);
+        let (a, b) = e
+            .create_call(
+                (
+                    DialogId(1),
+                    MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+                ),
+                (
+                    DialogId(2),
+                    MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+                ),
+            )
+            .unwrap();
+        let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+        let n = 8 * ms as usize;
+        let (mut pkt, mut out) = (Vec::new(), Vec::new());
+        // A 1 kHz tone at -10 dBFS, 8 packets.
+        let ulaw: Vec<u8> = (0..8 * n)
+            .map(|i| {
+                let x = (f64::from(i as u32) * std::f64::consts::TAU / 8.0 + 0.4).sin() * 10_000.0;
+                g711::ulaw_encode_sample(x as i16)
+            })
+            .collect();
+        for k in 0..8usize {
+            let ts = (k * n) as u32;
+            rtp(
+                0,
+                k as u16,
+                ts,
+                3,
+                k == 0,
+                &ulaw[k * n..(k + 1) * n],
+                &mut pkt,
+            );
+            ing.push(a.id, &pkt).unwrap();
+            e.step(u64::from(ms / 10)).unwrap();
+            out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
+        }
+        e.step(40).unwrap();
+        out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
+        let st = e.session_stats(a.id).unwrap();
+        if played {
+            assert_eq!(st.rx_undecodable, 0, "{ms} ms: {st:?}");
+            assert_eq!(st.packets_decoded, 8, "{ms} ms: {st:?}");
+            // Concealed: only the 100 ms after the last packet (before, also 15 ms of
+            // every packet: 1,600 samples).
+            assert!(st.samples_concealed <= 800, "{ms} ms: {st:?}");
+            // Every sample of the 8 packets went out loud (after the start-up wait).
+            let loud = out
+                .iter()
+                .filter(|p| {
+                    p.payload()
+                        .iter()
+                        .filter(|&&c| c != 0xFF && c != 0x7F)
+                        .count()
+                        > 150
+                })
+                .count();
+            assert!(
+                loud >= 8 * ms as usize / 20 - 1,
+                "{ms} ms: {loud} loud frames"
+            );
+        } else {
+            assert_eq!(st.rx_undecodable, 8, "{ms} ms: {st:?}");
+        }
+    }
+}
+
 #[test]
 fn an_unusable_ingress_limit_is_refused_and_none_turns_it_off() {
     for limit in [

@@ -1527,7 +1527,7 @@ impl DecodeStage {
                 .map(|d| d.samples_in(p.payload()))
                 .unwrap_or(0)
         });
-        if samples == 0 {
+        if samples == 0 || !part.receive.takes_packet_of(samples) {
             sc.rx_undecodable.inc();
             release(pkt);
             return;

@@ -188,7 +188,8 @@ counter_block! {
         /// Times the jitter buffer re-anchored on a timestamp jump (decode stage).
         jb_resyncs,
         /// Packets whose payload the decoder could not size or decode (decode stage): a
-        /// corrupt payload plays as concealment for its length.
+        /// corrupt payload plays as concealment for its length. Also packets longer than
+        /// the session takes (120 ms), dropped whole: their gap is concealed.
         rx_undecodable,
         /// RFC 4733 telephone-event packets received (routed to DTMF handling).
         rx_dtmf_packets,

@@ -753,7 +753,9 @@ impl<T> SessionParts<T> {
                     },
                     frame_samples: frame,
                     sample_rate_hz: rate.hz(),
-                    max_packet_samples: rate.samples_in(Ptime::MS_60),
+                    // 120 ms: the longest Opus packet (RFC 7587 §4.2), and as long as
+                    // G.711 and G.722 senders go; longer packets are refused, counted.
+                    max_packet_samples: 2 * rate.samples_in(Ptime::MS_60),
                 }),
                 frame_samples: frame,
                 route: None,

@@ -285,6 +285,16 @@ impl<T> ReceiveChannel<T> {
         self.clock_rate_hz
     }
 
+    /// Whether a packet of `samples` fits the channel: at most the longest packet it was
+    /// built for (`ReceiveConfig::max_packet_samples`; the decode buffer has room for
+    /// that much beyond a frame). A longer one would be cut short while the timeline
+    /// moved its whole length. Derived from the buffer's size, so it costs no field.
+    #[inline]
+    pub fn takes_packet_of(&self, samples: usize) -> bool {
+        let ms = (self.plc.sample_rate_hz() / 1000) as usize;
+        samples <= self.sync.len() - self.frame.max(self.min_stretch) - 15 * ms
+    }
+
     /// Inserts a packet carrying `samples` of audio. Real-time safe.
     pub fn insert(
         &mut self,

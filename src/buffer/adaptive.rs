@@ -81,11 +81,21 @@ pub struct DelayManager {
     ts_offset: i64,
     last_ts: u32,
     min_rel_ms: f64,
-    packets: u64,
+    /// Packets measured (only whether 8 have been is read; a `u32` beside `early_run`).
+    packets: u32,
     target_ms: u32,
+    /// Packets in a row far earlier than any before (see [`EARLY_RUN`]; in padding).
+    early_run: u8,
     last_jitter_ms: f64,
     cfg: JitterConfig,
 }
+
+/// A packet arriving more than the highest delay earlier than the fastest before it (a
+/// stray packet whose timestamp lies a second ahead) is not measured: it would drag the
+/// running minimum down by that much, and every later packet would read as delayed by it
+/// (the target pinned at its maximum for the 25 s the minimum takes to creep back). This
+/// many in a row are the stream's timeline jumping ahead: measured from there.
+const EARLY_RUN: u8 = 3;
 
 impl DelayManager {
     /// A fresh estimator.
@@ -106,6 +116,7 @@ impl DelayManager {
             target_ms: cfg
                 .initial_delay_ms
                 .clamp(cfg.min_delay_ms, cfg.max_delay_ms),
+            early_run: 0,
             last_jitter_ms: 0.0,
             cfg,
         }
@@ -137,12 +148,27 @@ impl DelayManager {
         let wall_ms = arrival_ns.wrapping_sub(a0) as i64 as f64 / 1e6;
         let mut rel = wall_ms - media_ms;
         let mut fresh = fresh;
-        if !fresh && rel - self.min_rel_ms > f64::from(self.cfg.max_delay_ms) + REANCHOR_ABOVE_MS {
+        let early = !fresh && self.min_rel_ms - rel > f64::from(self.cfg.max_delay_ms);
+        self.early_run = if early {
+            self.early_run.saturating_add(1)
+        } else {
+            0
+        };
+        if early && self.early_run < EARLY_RUN {
+            // (The timestamp offset above follows it, so the next packet measures from
+            // the right place.)
+            self.last_jitter_ms = 0.0;
+            return;
+        }
+        if early
+            || !fresh
+                && rel - self.min_rel_ms > f64::from(self.cfg.max_delay_ms) + REANCHOR_ABOVE_MS
+        {
             // Far beyond any delay worth buffering for: not jitter but a timeline that
             // stood still while the wall clock went on (a sender's pause or hold whose
-            // timestamps did not advance). Measure from here, or the running minimum
-            // (rising 0.02 ms per ms of audio) would hold the target at its maximum for
-            // minutes.
+            // timestamps did not advance), or one that jumped ahead. Measure from here, or
+            // the running minimum (rising 0.02 ms per ms of audio) would hold the target at
+            // its maximum for minutes.
             self.reference = Some((arrival_ns, ts));
             self.ts_offset = 0;
             rel = 0.0;
@@ -153,7 +179,7 @@ impl DelayManager {
         } else {
             rel.min(self.min_rel_ms + 0.02 * dur_ms.max(0.0))
         };
-        self.packets += 1;
+        self.packets = self.packets.saturating_add(1);
         let jitter = (rel - self.min_rel_ms).max(0.0);
         self.last_jitter_ms = jitter;
         let b = ((jitter / BUCKET_MS) as usize).min(BUCKETS - 1);
@@ -1482,6 +1508,27 @@ mod tests {
             "target {}",
             d.target_ms()
         );
+    }
+
+    /// One stray packet whose timestamp lies 1 s ahead, no marker, in a steady stream: the
+    /// target stays low. Before, it dragged the running minimum down 1 s and every later
+    /// packet read as 1 s of jitter: the target went to its maximum for half a minute.
+    /// Three in a row are a timeline that jumped ahead, measured from there.
+    #[test]
+    fn a_stray_packet_far_ahead_does_not_pin_the_target() {
+        let mut d = DelayManager::new(JitterConfig::default());
+        for k in 0..600u64 {
+            let ts = if k == 100 { 160 * k + 8_000 } else { 160 * k };
+            d.update(ts as u32, 1 + k * 20_000_000, 20.0);
+        }
+        assert!(d.target_ms() <= 60, "target {}", d.target_ms());
+        // A timeline 1 s ahead from packet 700 on.
+        for k in 600..1200u64 {
+            let ts = if k < 700 { 160 * k } else { 160 * k + 8_000 };
+            d.update(ts as u32, 1 + k * 20_000_000, 20.0);
+        }
+        assert!(d.target_ms() <= 60, "target {}", d.target_ms());
+        assert!(d.last_jitter_ms() < 1.0, "{}", d.last_jitter_ms());
     }
 
     #[test]

@@ -589,13 +589,16 @@ impl MediaEngine {
                     on_start: self.config.on_thread_start,
                 };
                 let ls = &mut g.lanes[i];
+                // Only a lane that is idle here starts: one that is gone (failed, or whose
+                // start failed) keeps its stop flags set, so a thread of it still winding
+                // down (a stage spawned before a sibling's spawn failed) sees them and ends.
+                let LaneRun::Idle(lane) = std::mem::replace(&mut ls.run, LaneRun::Gone) else {
+                    continue;
+                };
                 ls.ctl.shared.stop.store(false, Ordering::Release);
                 for d in &ls.ctl.shared.stage_done {
                     d.store(false, Ordering::Release);
                 }
-                let LaneRun::Idle(lane) = std::mem::replace(&mut ls.run, LaneRun::Gone) else {
-                    continue;
-                };
                 match thread::start(*lane, self.config.topology, plan) {
                     Ok(r) => ls.run = LaneRun::Threads(r),
                     Err(e) => {

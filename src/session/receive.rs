@@ -830,7 +830,12 @@ impl<T> ReceiveChannel<T> {
         let f = frame_ts as f32;
         if self.level_avg > target + f + ms10 && level > target + f {
             (Adapt::Shorten, self.level_avg > target + 2.0 * f + ms10)
-        } else if self.level_avg + f / 2.0 < target && level < target && !self.buffer.is_empty() {
+        } else if self.level_avg + f / 2.0 < target
+            && level < target
+            && level >= self.samples_to_ts(self.min_stretch) as f32
+        {
+            // (Only with the 30 ms a stretch works on at hand: with less, the rest would
+            // be concealment in mid-speech, counted as loss, no packet lost.)
             (Adapt::Lengthen, true)
         } else {
             (Adapt::Hold, false)
@@ -1015,6 +1020,47 @@ mod tests {
             (100..150).collect::<Vec<_>>()[..],
             "{relayed:?}"
         );
+    }
+
+    /// The target rises above what the buffer holds (quality adaptation raised the lowest
+    /// delay) while packets come one a frame, on time: nothing is concealed, as nothing was
+    /// lost. Before, a lengthening with one 20 ms packet held asked for 30 ms, decoded the
+    /// 20 and concealed 10 in mid-speech, frame after frame, counted as loss.
+    #[test]
+    fn a_target_above_one_packet_held_conceals_nothing_in_speech() {
+        // Started at a 20 ms delay: each packet is the only one held when its frame plays.
+        let mut c = ReceiveChannel::new(ReceiveConfig {
+            jitter: JitterConfig {
+                initial_delay_ms: 20,
+                min_delay_ms: 20,
+                ..Default::default()
+            },
+            frame_samples: 160,
+            sample_rate_hz: 8000,
+            max_packet_samples: 480,
+        });
+        let mut pool = StretchPool::new(120);
+        let mut out = [0i16; 160];
+        let mut d = CodesDecoder { decoded: 0, fed: 0 };
+        let mut concealed = 0;
+        for k in 0..200u32 {
+            if k == 50 {
+                c.buffer.delay_mut().set_bounds(80, 500);
+            }
+            c.insert(
+                160 * k,
+                160,
+                k == 0,
+                1 + u64::from(k) * 20_000_000,
+                k,
+                &mut |_| {},
+            );
+            let r = c.get_frame(&mut out, &mut pool, false, false, &mut d, &mut |_| {});
+            if k >= 50 {
+                concealed += r.concealed;
+            }
+        }
+        assert_eq!(concealed, 0);
     }
 
     /// "Decodes" packet k as 160 samples of loud white noise (nothing periodic to splice).

@@ -427,7 +427,10 @@ fn slope(points: &[(f64, f64)]) -> Option<f64> {
 fn is_expected(e: &Error) -> bool {
     matches!(
         e,
-        Error::RingFull { .. } | Error::UnknownSession(_) | Error::CapacityExhausted { .. }
+        Error::RingFull { .. }
+            | Error::UnknownSession(_)
+            | Error::CapacityExhausted { .. }
+            | Error::LaneFailed { .. }
     )
 }
 

@@ -3391,6 +3391,78 @@ fn an_update_that_gives_a_send_ssrc_sends_with_it() {
     assert!(third.iter().all(|&(s, _)| s == 0xB), "{third:?}");
 }
 
+/// A transfer: source 3 holds '5' when source 4's audio takes over (marker), and goes on
+/// sending its held digit's updates for a while. '5' ends at the takeover and is never
+/// begun again: an old source's updates of a digit begun long ago do not take the events
+/// back (in review, two of them in a row did, and '5' began a second time).
+#[test]
+fn an_old_source_still_holding_a_key_after_a_transfer_does_not_take_the_events_back() {
+    use media_core::codec::audio::telephone_event::{digit_to_event, DtmfSender};
+    let e = virtual_engine(4);
+    let (a, _b) = e
+        .create_call(
+            (DialogId(1), pcmu_with_telephone_event()),
+            (
+                DialogId(2),
+                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
+            ),
+        )
+        .unwrap();
+    let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
+    let mut old = DtmfSender::new(160).unwrap();
+    let (mut pkt, mut buf) = (Vec::new(), [0u8; 4]);
+    let mut digits = Vec::new();
+    for k in 0..60u32 {
+        if k == 10 {
+            old.start(digit_to_event('5').unwrap(), 10, None).unwrap();
+        }
+        // Source 3 until round 30 (its digit's updates on until round 45); source 4's
+        // audio from round 30.
+        if k < 45 {
+            if let Some(h) = old.poll(160 * k, &mut buf) {
+                rtp(101, k as u16, h.timestamp, 3, h.marker, &buf, &mut pkt);
+                ing.push(a.id, &pkt).unwrap();
+            } else if k < 30 {
+                rtp(
+                    0,
+                    k as u16,
+                    160 * k,
+                    3,
+                    k == 0,
+                    &ulaw_frame(k as usize),
+                    &mut pkt,
+                );
+                ing.push(a.id, &pkt).unwrap();
+            }
+        }
+        if k >= 30 {
+            rtp(
+                0,
+                5000 + k as u16,
+                80_000 + 160 * k,
+                4,
+                k == 30,
+                &ulaw_frame(k as usize),
+                &mut pkt,
+            );
+            ing.push(a.id, &pkt).unwrap();
+        }
+        e.step(2).unwrap();
+        drain(&mut eg);
+        while let Some(ev) = e.poll_event() {
+            if let EngineEvent::Dtmf {
+                digit, ended_ms, ..
+            } = ev
+            {
+                digits.push((k, digit, ended_ms.is_some()));
+            }
+        }
+    }
+    let seen: Vec<(char, bool)> = digits.iter().map(|&(_, d, end)| (d, end)).collect();
+    assert_eq!(seen, [('5', false), ('5', true)], "{digits:?}");
+    assert_eq!(digits[1].0, 30, "{digits:?}");
+}
+
 fn pkt_from_9_end() -> Vec<u8> {
     let mut pkt = Vec::new();
     rtp(

@@ -753,7 +753,6 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                     // came reordered. The playout starts at this one rather than losing
                     // it. (An older one, a late packet of the talkspurt before, is late.)
                     self.next_ts = ts;
-                    self.first = 0;
                     starts = true;
                 } else if d < 0 {
                     let behind = d.unsigned_abs();
@@ -812,33 +811,48 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         // Full (or at a lowered cap, possibly beyond it): drop the oldest packets; their
         // audio is skipped.
         let mut dropped = 0;
-        while self.len() >= usize::from(self.cap).min(N) {
+        let mut item = Some(item);
+        let limit = usize::from(self.cap).min(N);
+        // Down to one under the limit while the new packet is to be stored, to the limit
+        // once it is dropped itself.
+        while self.len() + usize::from(item.is_some()) > limit {
             let oldest =
                 bits(self.occ).min_by_key(|&i| self.slots[i].ts.wrapping_sub(self.next_ts) as i32);
             let Some(i) = oldest else { break };
             let (ets, edur) = (self.slots[i].ts, self.slots[i].dur);
             let d = ts.wrapping_sub(self.next_ts) as i32;
-            if d < ets.wrapping_sub(self.next_ts) as i32 {
+            if item.is_some() && d < ets.wrapping_sub(self.next_ts) as i32 {
                 // The new packet is older still (reordered: the audio due next): its audio
                 // is the one skipped. (Dropping a held one instead would leave it behind
                 // the playout point, lost as well.)
                 if d >= 0 {
                     self.next_ts = ts.wrapping_add(dur_ts);
                 }
-                release(item);
-                self.late_run = 0;
-                return Insert::Overflowed(dropped + 1);
+                if let Some(new) = item.take() {
+                    release(new);
+                }
+                dropped += 1;
+                continue;
             }
-            if let Some(item) = self.take(i) {
+            if let Some(old) = self.take(i) {
                 if (ets.wrapping_sub(self.next_ts) as i32) >= 0 {
                     self.next_ts = ets.wrapping_add(edur);
                 }
-                release(item);
+                release(old);
                 dropped += 1;
             }
         }
+        let Some(item) = item else {
+            self.late_run = 0;
+            return Insert::Overflowed(dropped);
+        };
         if dropped > 0 && matches!(outcome, Insert::Stored) {
             outcome = Insert::Overflowed(dropped);
+        }
+        if starts {
+            // The playout starts at this packet (see above): the talkspurt's first bit
+            // moves to it.
+            self.first = 0;
         }
         let first = marker || starts || self.state == State::Prebuffer && self.occ == 0;
         self.store(ts, dur_ts, first, item);
@@ -1174,6 +1188,45 @@ mod tests {
             b.insert(72_000, 160, true, 2, 0, &mut no_release),
             Insert::Late(0)
         );
+    }
+
+    /// The packet due next arriving into a buffer above a lowered cap: it is dropped and
+    /// the buffer still sheds down to the cap (in review the first version returned
+    /// early, still over it); a talkspurt's reordered first packet dropped that way leaves
+    /// the first flag where it was.
+    #[test]
+    fn a_reordered_packet_above_a_lowered_cap_still_sheds_to_the_cap() {
+        let mut b = B::new(cfg());
+        let mut released = vec![];
+        b.insert(0, 160, true, 0, 0, &mut |i| released.push(i));
+        for k in 2..12u32 {
+            b.insert(160 * k, 160, false, 0, k, &mut |i| released.push(i));
+        }
+        assert!(matches!(b.next(160), Next::Decode { item: 0, .. }));
+        b.set_cap(4);
+        let out = b.insert(160, 160, false, 0, 1, &mut |i| released.push(i));
+        assert_eq!(out, Insert::Overflowed(7));
+        assert_eq!(released, (1..8).collect::<Vec<_>>());
+        assert_eq!(b.len(), 4);
+        assert!(matches!(b.next(160), Next::Decode { item: 8, .. }));
+
+        let mut b = B::new(cfg());
+        b.insert(160, 160, true, 1, 1, &mut no_release);
+        b.insert(320, 160, false, 2, 2, &mut no_release);
+        b.set_cap(2);
+        released.clear();
+        let out = b.insert(0, 160, false, 3, 0, &mut |i| released.push(i));
+        assert_eq!(
+            (out, released.as_slice()),
+            (Insert::Overflowed(1), &[0][..])
+        );
+        let first: Vec<(u32, bool)> = (0..8)
+            .filter_map(|_| match b.next(160) {
+                Next::Decode { item, first, .. } => Some((item, first)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(first, vec![(1, true), (2, false)]);
     }
 
     #[test]

@@ -18,7 +18,8 @@ impl MediaEngine {
     /// Errors: [`Error::UnknownSession`]; [`Error::UnsupportedParameters`] when the session
     /// negotiated no telephone-event payload type to send with
     /// (`MediaSessionParams::telephone_event_send_pt`) or `digit` is not a DTMF digit;
-    /// [`Error::RingFull`] when the lane's command ring is full.
+    /// [`Error::RingFull`] when the lane's command ring is full; [`Error::LaneFailed`] when
+    /// its lane has failed.
     pub fn send_dtmf(&self, id: SessionId, digit: char, duration_ms: u32) -> Result<()> {
         let mut g = self.lock();
         let rec = g.sessions.get(&id).ok_or(Error::UnknownSession(id))?;

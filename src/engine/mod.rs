@@ -458,7 +458,7 @@ impl MediaEngine {
     /// (`app_in_dropped`).
     ///
     /// Errors: [`Error::UnknownSession`]; [`Error::RingFull`] if the lane's command ring
-    /// has no room (nothing changed).
+    /// has no room (nothing changed); [`Error::LaneFailed`] if its lane has failed.
     #[tracing::instrument(level = "debug", skip(self), err(Display))]
     pub fn attach_audio(&self, id: SessionId) -> Result<()> {
         let mut g = self.lock();
@@ -515,7 +515,7 @@ impl MediaEngine {
     /// if it is not attached (a bridge is left as it is: [`MediaEngine::unbridge`]).
     ///
     /// Errors: [`Error::UnknownSession`]; [`Error::RingFull`] if the lane's command ring
-    /// has no room (nothing changed).
+    /// has no room (nothing changed); [`Error::LaneFailed`] if its lane has failed.
     pub fn detach_audio(&self, id: SessionId) -> Result<()> {
         let mut g = self.lock();
         let inner = &mut *g;
@@ -930,6 +930,9 @@ impl MediaEngine {
             // Its lane failed meanwhile (found while making the other leg): the failure
             // took the session with it and reported it.
             Err(Error::UnknownSession(_)) if !inner.sessions.contains_key(&id) => {}
+            // Its lane failed meanwhile, not yet reported: the session stays on record, so
+            // the failure's report (when events are next polled) stops it.
+            Err(Error::LaneFailed { .. }) => {}
             Err(e) => {
                 // Invariant: the room was checked and held; reaching here is a bug.
                 debug_assert!(false, "rollback of a half-made call failed: {e}");
@@ -1263,8 +1266,8 @@ impl MediaEngine {
     /// ends) at once, and the audio it sends when bridged again starts a new talkspurt whose
     /// RTP timestamp counts the time that passed (RFC 3550 §5.1).
     ///
-    /// Errors: [`Error::UnknownSession`]; [`Error::RingFull`] if the lane's command ring
-    /// has no room for both routes (nothing changed: a bridge half dissolved would leave
+    /// Errors: [`Error::UnknownSession`]; [`Error::LaneFailed`] if its lane has failed;
+    /// [`Error::RingFull`] if the lane's command ring has no room for both routes (nothing changed: a bridge half dissolved would leave
     /// the peer still sending its audio to `id`).
     pub fn unbridge(&self, id: SessionId) -> Result<()> {
         let mut g = self.lock();

@@ -705,10 +705,14 @@ impl JitterStage {
                 // media, an old source overlapping a new one) its packets are dropped,
                 // counted.
                 if part.dtmf_ssrc.is_some() {
-                    let end = self.packets.with(&tok, |p| {
-                        EventPayload::parse(p.payload()).is_ok_and(|e| e.end)
+                    // An update of an event begun at most 200 ms ago (not an end packet).
+                    let young_ms = 200 * (part.dtmf_clock_hz / 1000).max(1);
+                    let young = self.packets.with(&tok, |p| {
+                        EventPayload::parse(p.payload())
+                            .is_ok_and(|e| !e.end && u32::from(e.duration) <= young_ms)
                     });
-                    if !part.events_take_over(ssrc, marker, end) {
+                    let idle = part.dtmf.active_digit().is_none();
+                    if !part.events_take_over(ssrc, marker, young && idle) {
                         self.shared.counters.foreign_ssrc_drops.inc_shared();
                         self.release(tok);
                         continue;
@@ -2462,8 +2466,11 @@ impl EncodeStage {
                         };
                         // A digit going out finishes (its end packets, or the rest of its
                         // tone) where the new parameters send it the same way: the far
-                        // end would otherwise hold the key until its own timeout.
+                        // end would otherwise hold the key until its own timeout. Not
+                        // across an SSRC change: the new stream's packets of it would
+                        // carry no marker, the old stream's end never come.
                         if !cur.dtmf.is_idle()
+                            && new.ssrc == cur.ssrc
                             && new.dtmf_pt == cur.dtmf_pt
                             && new.ts_per_ms == cur.ts_per_ms
                             && new.dtmf.interval_ts() == cur.dtmf.interval_ts()
@@ -3190,8 +3197,9 @@ pub fn build(cfg: &LaneConfig) -> (Lane, LaneControl, IngressParts, EgressParts,
             ahead_next: 0,
             header_spans: [(0, 0); 3],
             insert_spans: [(0, 0); 3],
-            // Fill target (30 ms) + one 60 ms packet + a frame: enough for any session.
-            stretch: StretchPool::new(120),
+            // What a session's decode buffer holds at most (`ReceiveChannel::new`): a fill
+            // target (a frame of up to 60 ms, or 30 ms), one 120 ms packet and 15 ms.
+            stretch: StretchPool::new(195),
             out: dp_tx,
             reserve: down_reserve,
             slot_share,

@@ -323,20 +323,23 @@ impl JitterPart {
     }
 
     /// Another source's RFC 4733 packet (not `dtmf_ssrc`'s, which is `Some`): whether its
-    /// events take over now. They do when it starts an event (`marker`), or when it
-    /// follows an update (not an `end` packet) of the same source's with no packet of the
-    /// followed source's events between: a new source whose marker packet was lost (a
-    /// gateway sending events under an SSRC of its own). The packets of two sources
-    /// sending at once (forked early media) interleave, and a stray end packet or its
+    /// events take over now. They do when it starts an event (`marker`), or at the second
+    /// of two `fresh` packets of it in a row, with no packet of the followed source's
+    /// events between: a new source whose marker packet was lost (a gateway sending
+    /// events under an SSRC of its own). `fresh`: an update (not an end packet) of an
+    /// event begun moments ago, while no digit of the followed source is held. So the
+    /// packets of two sources sending at once (forked early media) interleave, an old
+    /// source still holding a key after a new one took over (a transfer) never takes the
+    /// events back (its digit would begin a second time), and a stray end packet or its
     /// repeats, back to back, start nothing.
-    pub fn events_take_over(&mut self, ssrc: u32, marker: bool, end: bool) -> bool {
-        if marker || self.dtmf_candidate == ssrc {
+    pub fn events_take_over(&mut self, ssrc: u32, marker: bool, fresh: bool) -> bool {
+        if marker || (fresh && self.dtmf_candidate == ssrc) {
             return true;
         }
-        self.dtmf_candidate = if end {
-            self.dtmf_ssrc.unwrap_or(ssrc)
-        } else {
+        self.dtmf_candidate = if fresh {
             ssrc
+        } else {
+            self.dtmf_ssrc.unwrap_or(ssrc)
         };
         false
     }

@@ -617,6 +617,14 @@ impl DtmfSender {
             d if d > i32::MAX as u32 => 0,
             d => u64::from(d),
         };
+        if tx.requested_ts.is_none()
+            && !tx.stop_requested
+            && since_start >= MAX_OPEN_INTERVALS * interval
+        {
+            // An open-ended event (a forwarded digit) whose end never came (lost upstream,
+            // or dropped in a flood): the key goes up by itself, as an in-band tone's does.
+            tx.stop_requested = true;
+        }
         if tx.stop_requested && tx.stop_at.is_none() {
             // The key went up before this interval: the event lasted until now, but never
             // less than what was already reported, and never an empty (segment) end.
@@ -772,6 +780,11 @@ pub struct DtmfReceiverStats {
     pub ignored: u64,
 }
 
+/// An open-ended event ([`DtmfSender::start`] without a duration: a forwarded digit,
+/// sent until its end arrives) ends by itself after this many update intervals (10 s at
+/// 20 ms), so an end lost upstream never holds the far end's key for the rest of the call.
+const MAX_OPEN_INTERVALS: u64 = 500;
+
 /// A long-event segment starts at most this far short of 0xFFFF after the previous one
 /// (senders close segments at 0xFFFF exactly, RFC 4733 §2.5.1.3; this tolerates ones that
 /// stop at the last whole packet interval).
@@ -916,11 +929,12 @@ impl DtmfReceiver {
                 return out;
             }
             // (A digit that timed out may go on in a next segment: not a new digit, as
-            // long as its segment had run at least half its length. A shorter digit whose
+            // long as its segment had run at least half its length, or it was already in
+            // a later segment. A shorter digit whose
             // end packets were lost is not taken to go on there: that would be a press
             // of the same key whose marker packet was lost.)
             if !cur.end_bit
-                && (!cur.reported || cur.last_duration >= 0x8000)
+                && (!cur.reported || cur.last_duration >= 0x8000 || cur.base > 0)
                 && cur.event == payload.event
                 && !marker
                 && (MIN_SEGMENT_STEP_TS..=0xFFFF).contains(&delta)
@@ -1069,6 +1083,25 @@ mod tests {
             assert_eq!(digit_to_event(d), Some(i as u8));
         }
         assert_eq!(event_to_digit(16), None);
+    }
+
+    /// An open-ended event (a forwarded digit) whose stop never comes ends by itself after
+    /// 10 s of 20 ms intervals: its end packets go out and the sender goes idle.
+    #[test]
+    fn an_open_ended_event_whose_stop_never_comes_ends_after_ten_seconds() {
+        let mut tx = DtmfSender::new(160).unwrap();
+        tx.start(5, 10, None).unwrap();
+        let packets = send_all(&mut tx, 0, 160);
+        let last = packets.last().unwrap().1;
+        assert!(last.end);
+        let total: u64 = packets
+            .iter()
+            .filter(|(_, p)| p.end)
+            .map(|(h, p)| u64::from(h.timestamp) + u64::from(p.duration))
+            .max()
+            .unwrap();
+        assert_eq!(total, 500 * 160, "10 s at 8 kHz");
+        assert!(tx.is_idle());
     }
 
     #[test]

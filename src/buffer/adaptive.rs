@@ -913,35 +913,18 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                 self.wait_left_ts -= dur;
                 return Next::Empty { dur_ts: dur };
             }
-            let ahead = bits(self.occ)
-                .map(|i| (self.slots[i].ts.wrapping_sub(at), i))
-                .filter(|&(d, _)| (d as i32) > 0)
-                .min_by_key(|&(d, _)| d);
-            if let Some((d, i)) = ahead {
-                // The next packet starts a stream (marker) further ahead than the buffer's
-                // delay explains, while packets were still coming: not a talkspurt after a
-                // silence (the buffer would have run dry) but the stream jumping forward
-                // (a source switched on the same SSRC). Go to it rather than concealing
-                // the whole jump frame by frame.
-                // (Beyond what it holds, too: above target after a burst, a short pause
-                // between talkspurts is shortened by time-scaling, not skipped whole.)
-                if self.first & (1 << i) != 0
-                    && d > self
-                        .target_ts()
-                        .max(self.held_ts())
-                        .saturating_add(want_ts.saturating_mul(2))
-                {
-                    let (ts, dur) = (self.slots[i].ts, self.slots[i].dur);
-                    if let Some(item) = self.take(i) {
-                        self.next_ts = ts.wrapping_add(dur);
-                        self.empty_run_ts = 0;
-                        return Next::Decode {
-                            item,
-                            ts,
-                            dur_ts: dur,
-                            first: true,
-                        };
-                    }
+            let ahead = self.next_ahead();
+            if let Some(i) = self.jump_ahead(want_ts) {
+                let (ts, dur) = (self.slots[i].ts, self.slots[i].dur);
+                if let Some(item) = self.take(i) {
+                    self.next_ts = ts.wrapping_add(dur);
+                    self.empty_run_ts = 0;
+                    return Next::Decode {
+                        item,
+                        ts,
+                        dur_ts: dur,
+                        first: true,
+                    };
                 }
             }
             let dur = match ahead {
@@ -964,6 +947,40 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             self.state = State::Idle;
         }
         Next::Empty { dur_ts: want_ts }
+    }
+
+    /// The held packet nearest ahead of the decode point: (its distance, its slot).
+    fn next_ahead(&self) -> Option<(u32, usize)> {
+        bits(self.occ)
+            .map(|i| (self.slots[i].ts.wrapping_sub(self.next_ts), i))
+            .filter(|&(d, _)| (d as i32) > 0)
+            .min_by_key(|&(d, _)| d)
+    }
+
+    /// The slot of the packet [`AdaptiveBuffer::next`] jumps to when the audio due now is
+    /// missing: the next packet starts a stream (marker) further ahead than the buffer's
+    /// delay explains, while packets were still coming: not a talkspurt after a silence
+    /// (the buffer would have run dry) but the stream jumping forward (a source switched
+    /// on the same SSRC). It goes there rather than concealing the whole jump frame by
+    /// frame. (Beyond what it holds, too: above target after a burst, a short pause
+    /// between talkspurts is shortened by time-scaling, not skipped whole.)
+    fn jump_ahead(&self, want_ts: u32) -> Option<usize> {
+        let (d, i) = self.next_ahead()?;
+        (self.first & (1 << i) != 0
+            && d > self
+                .target_ts()
+                .max(self.held_ts())
+                .saturating_add(want_ts.saturating_mul(2)))
+        .then_some(i)
+    }
+
+    /// When the audio due now is missing and [`AdaptiveBuffer::next`] would jump ahead to
+    /// a packet that starts a stream (see there), that packet's duration. Real-time safe.
+    pub fn jump_ahead_dur(&self, want_ts: u32) -> Option<u32> {
+        if self.state != State::Playing || self.wait_left_ts > 0 || self.grow_ts > 0 {
+            return None;
+        }
+        self.jump_ahead(want_ts).map(|i| self.slots[i].dur)
     }
 
     /// Releases packets that lie entirely behind the decode point (after a conceal skipped

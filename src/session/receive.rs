@@ -642,6 +642,15 @@ impl<T> ReceiveChannel<T> {
         match self.buffer.continuing_dur() {
             Some(d) if d == frame_ts => {}
             Some(_) => return RelayStep::Decode,
+            // Missing, and the buffer would jump ahead to a packet that is not one frame
+            // (a new source of another ptime): decode it rather than lose it.
+            None if self
+                .buffer
+                .jump_ahead_dur(frame_ts)
+                .is_some_and(|d| d != frame_ts) =>
+            {
+                return RelayStep::Decode;
+            }
             None => {
                 // Missing: let the timeline pass the gap (Conceal/Empty), as concealment would.
                 if let Next::Decode {
@@ -653,8 +662,8 @@ impl<T> ReceiveChannel<T> {
                 {
                     // The stream jumped ahead (a marked packet well past the missing audio,
                     // a source switched on the same SSRC): the buffer went to it. Relay it,
-                    // its marker with it; one of another duration (a ptime change at the
-                    // jump) cannot go out as this frame and is dropped, counted stale.
+                    // its marker with it. (One of another duration was decoded instead,
+                    // above; should one still come, it is dropped, counted stale.)
                     if dur_ts == frame_ts {
                         rep.produced = true;
                         rep.marker = first;
@@ -1061,6 +1070,51 @@ mod tests {
             }
         }
         assert_eq!(concealed, 0);
+    }
+
+    /// The same jump ahead, to a new source sending 40 ms packets into 20 ms frames: the
+    /// marked packet cannot be relayed as one frame, so it is decoded, not lost. (In
+    /// review, `relay_frame` took it from the buffer and dropped it.)
+    #[test]
+    fn a_relayed_stream_that_jumps_ahead_to_another_ptime_decodes_the_marked_packet() {
+        struct Recorder(Vec<u32>);
+        impl PacketDecoder<u32> for Recorder {
+            fn decode(&mut self, item: &u32, out: &mut [i16]) -> usize {
+                self.0.push(*item);
+                let n = if *item >= 100 { 320 } else { 160 };
+                out[..n].fill(*item as i16 * 100);
+                n
+            }
+        }
+        let mut c = chan();
+        let mut pool = StretchPool::new(120);
+        let mut out = [0i16; 160];
+        let mut d = Recorder(vec![]);
+        let mut relayed = vec![];
+        for k in 0..200u32 {
+            let arrival = 1 + u64::from(k) * 20_000_000;
+            if k < 100 {
+                c.insert(160 * k, 160, k == 0, arrival, k, &mut |_| {});
+            } else if k % 2 == 0 {
+                let n = 100 + (k - 100) / 2;
+                let ts = 16_000 + 8_000 + 320 * (n - 100);
+                c.insert(ts, 320, n == 100, arrival, n, &mut |_| {});
+            }
+            match c.relay_frame(160, &mut |_| {}) {
+                RelayStep::Relay(r) => relayed.push(r.relay.unwrap()),
+                RelayStep::Gap(_) => {}
+                RelayStep::Decode => {
+                    let r = c.get_frame(&mut out, &mut pool, true, true, &mut d, &mut |_| {});
+                    relayed.extend(r.relay);
+                }
+            }
+        }
+        assert!(d.0.contains(&100), "decoded {:?}, relayed {relayed:?}", d.0);
+        assert!(
+            d.0.contains(&101) && d.0.contains(&140),
+            "decoded {:?}",
+            d.0
+        );
     }
 
     /// "Decodes" packet k as 160 samples of loud white noise (nothing periodic to splice).

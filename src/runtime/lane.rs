@@ -382,6 +382,25 @@ fn report_digit_end(
     }
 }
 
+/// The session's RFC 4733 events are `ssrc`'s from now on: the digit in progress of the
+/// source followed so far ends (reported, and forwarded to the bridged leg) and the
+/// receiver starts afresh, so the new source's first digit is never taken for a late one
+/// of the old's.
+fn follow_events(
+    events: &mut Producer<LaneEvent>,
+    out: &mut Producer<ToDecode>,
+    reserve: usize,
+    shared: &Shared,
+    slot: u32,
+    part: &mut JitterPart,
+    ssrc: u32,
+) {
+    if let Some(d) = part.dtmf.finish() {
+        report_digit_end(events, out, reserve, shared, slot, part, d);
+    }
+    part.follow_events_of(ssrc);
+}
+
 /// Pushes a message that holds no packet slot (a digit, a SID's level) on to the decode
 /// stage, only while the ring keeps `reserve` free for the packets and commands whose room
 /// is reserved (every packet slot and the command capacity): a peer flooding events or
@@ -718,18 +737,15 @@ impl JitterStage {
                         continue;
                     }
                 }
-                if let Some(d) = part.dtmf.finish() {
-                    report_digit_end(
-                        &mut self.events,
-                        &mut self.out,
-                        self.reserve,
-                        &self.shared,
-                        slot,
-                        part,
-                        d,
-                    );
-                }
-                part.follow_events_of(ssrc);
+                follow_events(
+                    &mut self.events,
+                    &mut self.out,
+                    self.reserve,
+                    &self.shared,
+                    slot,
+                    part,
+                    ssrc,
+                );
             } else if part.telephone_event_pt == Some(pt) {
                 // The followed source's event: another's run is broken.
                 part.dtmf_candidate = ssrc;
@@ -828,18 +844,15 @@ impl JitterStage {
                 // when its events are already followed (it pressed a key before its audio
                 // took over: that digit goes on).
                 if part.dtmf_ssrc != Some(ssrc) {
-                    if let Some(d) = part.dtmf.finish() {
-                        report_digit_end(
-                            &mut self.events,
-                            &mut self.out,
-                            self.reserve,
-                            &self.shared,
-                            slot,
-                            part,
-                            d,
-                        );
-                    }
-                    part.follow_events_of(ssrc);
+                    follow_events(
+                        &mut self.events,
+                        &mut self.out,
+                        self.reserve,
+                        &self.shared,
+                        slot,
+                        part,
+                        ssrc,
+                    );
                 }
                 part.candidate_run = 0;
             } else if part.rx_ssrc.is_none() {

@@ -665,12 +665,7 @@ impl<T> ReceiveChannel<T> {
                     // its marker with it. (One of another duration was decoded instead,
                     // above; should one still come, it is dropped, counted stale.)
                     if dur_ts == frame_ts {
-                        rep.produced = true;
-                        rep.marker = first;
-                        rep.src_ts = ts;
-                        rep.relay = Some(item);
-                        self.concealing = false;
-                        return RelayStep::Relay(rep);
+                        return self.relayed(rep, item, ts, first);
                     }
                     release(item);
                     rep.stale = 1;
@@ -698,14 +693,20 @@ impl<T> ReceiveChannel<T> {
             item, ts, first, ..
         } = self.buffer.next(frame_ts)
         {
-            rep.produced = true;
-            rep.marker = first;
-            rep.src_ts = ts;
-            rep.relay = Some(item);
-            self.concealing = false;
-            return RelayStep::Relay(rep);
+            return self.relayed(rep, item, ts, first);
         }
         RelayStep::Gap(rep)
+    }
+
+    /// `item` (timestamp `ts`, starting a talkspurt if `first`) goes out as this frame,
+    /// undecoded.
+    fn relayed(&mut self, mut rep: FrameReport<T>, item: T, ts: u32, first: bool) -> RelayStep<T> {
+        rep.produced = true;
+        rep.marker = first;
+        rep.src_ts = ts;
+        rep.relay = Some(item);
+        self.concealing = false;
+        RelayStep::Relay(rep)
     }
 
     /// [`STRETCH_INTERVAL_MS`] in samples: the spacing between two time-scale changes.

@@ -810,11 +810,54 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
         };
         // Full (or at a lowered cap, possibly beyond it): drop the oldest packets; their
         // audio is skipped.
+        let limit = usize::from(self.cap).min(N);
+        let mut dropped = 0;
+        let item = if self.len() < limit {
+            item
+        } else {
+            match self.shed(ts, dur_ts, item, limit, release) {
+                (Some(item), n) => {
+                    dropped = n;
+                    item
+                }
+                (None, n) => {
+                    self.late_run = 0;
+                    return Insert::Overflowed(n);
+                }
+            }
+        };
+        if dropped > 0 && matches!(outcome, Insert::Stored) {
+            outcome = Insert::Overflowed(dropped);
+        }
+        if starts {
+            // The playout starts at this packet (see above): the talkspurt's first bit
+            // moves to it.
+            self.first = 0;
+        }
+        let first = marker || starts || self.state == State::Prebuffer && self.occ == 0;
+        self.store(ts, dur_ts, first, item);
+        self.empty_run_ts = 0;
+        self.late_run = 0;
+        outcome
+    }
+
+    /// Drops the oldest packets of a buffer at or over `limit` (the insert's slow path):
+    /// down to one under it while the new packet (`item`, at `ts`) is to be stored, to
+    /// it once the new one is dropped itself, which it is when it is older than every
+    /// packet held (reordered: the audio due next; dropping a held one instead would
+    /// leave it behind the playout point, lost as well). Returns the new packet unless
+    /// dropped, and how many were dropped.
+    #[cold]
+    fn shed(
+        &mut self,
+        ts: u32,
+        dur_ts: u32,
+        item: T,
+        limit: usize,
+        release: &mut impl FnMut(T),
+    ) -> (Option<T>, u32) {
         let mut dropped = 0;
         let mut item = Some(item);
-        let limit = usize::from(self.cap).min(N);
-        // Down to one under the limit while the new packet is to be stored, to the limit
-        // once it is dropped itself.
         while self.len() + usize::from(item.is_some()) > limit {
             let oldest =
                 bits(self.occ).min_by_key(|&i| self.slots[i].ts.wrapping_sub(self.next_ts) as i32);
@@ -822,9 +865,6 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
             let (ets, edur) = (self.slots[i].ts, self.slots[i].dur);
             let d = ts.wrapping_sub(self.next_ts) as i32;
             if item.is_some() && d < ets.wrapping_sub(self.next_ts) as i32 {
-                // The new packet is older still (reordered: the audio due next): its audio
-                // is the one skipped. (Dropping a held one instead would leave it behind
-                // the playout point, lost as well.)
                 if d >= 0 {
                     self.next_ts = ts.wrapping_add(dur_ts);
                 }
@@ -842,23 +882,7 @@ impl<T, const N: usize> AdaptiveBuffer<T, N> {
                 dropped += 1;
             }
         }
-        let Some(item) = item else {
-            self.late_run = 0;
-            return Insert::Overflowed(dropped);
-        };
-        if dropped > 0 && matches!(outcome, Insert::Stored) {
-            outcome = Insert::Overflowed(dropped);
-        }
-        if starts {
-            // The playout starts at this packet (see above): the talkspurt's first bit
-            // moves to it.
-            self.first = 0;
-        }
-        let first = marker || starts || self.state == State::Prebuffer && self.occ == 0;
-        self.store(ts, dur_ts, first, item);
-        self.empty_run_ts = 0;
-        self.late_run = 0;
-        outcome
+        (item, dropped)
     }
 
     /// Says what to do to produce the next `want_ts` of audio (one frame, or what is still

@@ -291,8 +291,8 @@ impl<T> ReceiveChannel<T> {
     /// moved its whole length. Derived from the buffer's size, so it costs no field.
     #[inline]
     pub fn takes_packet_of(&self, samples: usize) -> bool {
-        let ms = (self.plc.sample_rate_hz() / 1000) as usize;
-        samples <= self.sync.len() - self.frame.max(self.min_stretch) - 15 * ms
+        // (15 ms is half `min_stretch`, 30 ms: no division per packet.)
+        samples + self.frame.max(self.min_stretch) + self.min_stretch / 2 <= self.sync.len()
     }
 
     /// Inserts a packet carrying `samples` of audio. Real-time safe.

@@ -3018,14 +3018,7 @@ fn rfc4733_events_follow_one_source_at_a_time() {
         }
         e.step(2).unwrap();
         drain(&mut eg);
-        while let Some(ev) = e.poll_event() {
-            if let EngineEvent::Dtmf {
-                digit, ended_ms, ..
-            } = ev
-            {
-                digits.push((k, digit, ended_ms.is_some()));
-            }
-        }
+        poll_digits(&e, k, &mut digits);
     }
     let seen: Vec<(char, bool)> = digits.iter().map(|&(_, d, end)| (d, end)).collect();
     assert_eq!(
@@ -3215,14 +3208,7 @@ fn an_events_only_source_whose_marker_packet_was_lost_is_heard() {
         }
         e.step(2).unwrap();
         drain(&mut eg);
-        while let Some(ev) = e.poll_event() {
-            if let EngineEvent::Dtmf {
-                digit, ended_ms, ..
-            } = ev
-            {
-                digits.push((k, digit, ended_ms.is_some()));
-            }
-        }
+        poll_digits(&e, k, &mut digits);
     }
     let seen: Vec<(char, bool)> = digits.iter().map(|&(_, d, end)| (d, end)).collect();
     assert_eq!(
@@ -3449,18 +3435,24 @@ fn an_old_source_still_holding_a_key_after_a_transfer_does_not_take_the_events_b
         }
         e.step(2).unwrap();
         drain(&mut eg);
-        while let Some(ev) = e.poll_event() {
-            if let EngineEvent::Dtmf {
-                digit, ended_ms, ..
-            } = ev
-            {
-                digits.push((k, digit, ended_ms.is_some()));
-            }
-        }
+        poll_digits(&e, k, &mut digits);
     }
     let seen: Vec<(char, bool)> = digits.iter().map(|&(_, d, end)| (d, end)).collect();
     assert_eq!(seen, [('5', false), ('5', true)], "{digits:?}");
     assert_eq!(digits[1].0, 30, "{digits:?}");
+}
+
+/// Appends the engine's pending digit events to `digits` as (round `k`, digit, whether
+/// it is the digit's end); other events are dropped.
+fn poll_digits(e: &MediaEngine, k: u32, digits: &mut Vec<(u32, char, bool)>) {
+    while let Some(ev) = e.poll_event() {
+        if let EngineEvent::Dtmf {
+            digit, ended_ms, ..
+        } = ev
+        {
+            digits.push((k, digit, ended_ms.is_some()));
+        }
+    }
 }
 
 fn pkt_from_9_end() -> Vec<u8> {

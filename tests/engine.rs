@@ -713,20 +713,8 @@ fn flooding_peers_are_rate_limited_and_the_other_sessions_on_the_lane_lose_nothi
 #[test]
 fn an_id_with_generation_bits_past_24_is_unknown() {
     let e = virtual_engine(2);
-    let (a, _b) = e
-        .create_call(
-            (
-                DialogId(1),
-                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
-            ),
-            (
-                DialogId(2),
-                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
-            ),
-        )
-        .unwrap();
+    let (a, _b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMU);
     let (mut ing, _eg) = e.take_rtp_handles(0).unwrap();
-    let a = a.id;
     let forged = SessionId::from_parts(a.lane() as u16, a.slot(), a.generation() | 1 << 24);
     let mut pkt = Vec::new();
     rtp(0, 1, 160, 7, true, &ulaw_frame(0), &mut pkt);
@@ -743,18 +731,7 @@ fn an_id_with_generation_bits_past_24_is_unknown() {
 fn long_g711_packets_play_whole_and_longer_ones_are_refused_counted() {
     for (ms, played) in [(120u32, true), (160, false)] {
         let e = virtual_engine(2);
-        let (a, b) = e
-            .create_call(
-                (
-                    DialogId(1),
-                    MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
-                ),
-                (
-                    DialogId(2),
-                    MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
-                ),
-            )
-            .unwrap();
+        let (a, b) = call(&e, 1, CodecSpec::PCMU, CodecSpec::PCMU);
         let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
         let n = 8 * ms as usize;
         let (mut pkt, mut out) = (Vec::new(), Vec::new());
@@ -776,13 +753,13 @@ fn long_g711_packets_play_whole_and_longer_ones_are_refused_counted() {
                 &ulaw[k * n..(k + 1) * n],
                 &mut pkt,
             );
-            ing.push(a.id, &pkt).unwrap();
+            ing.push(a, &pkt).unwrap();
             e.step(u64::from(ms / 10)).unwrap();
-            out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
+            out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b));
         }
         e.step(40).unwrap();
-        out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b.id));
-        let st = e.session_stats(a.id).unwrap();
+        out.extend(drain(&mut eg).into_iter().filter(|p| p.session == b));
+        let st = e.session_stats(a).unwrap();
         if played {
             assert_eq!(st.rx_undecodable, 0, "{ms} ms: {st:?}");
             assert_eq!(st.packets_decoded, 8, "{ms} ms: {st:?}");
@@ -3240,18 +3217,7 @@ fn a_flood_of_packed_rfc4733_events_costs_no_other_packet() {
             (DialogId(2), pcmu_with_telephone_event()),
         )
         .unwrap();
-    let (c, d) = e
-        .create_call(
-            (
-                DialogId(3),
-                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
-            ),
-            (
-                DialogId(4),
-                MediaSessionParams::new(CodecSpec::PCMU, Ptime::MS_20),
-            ),
-        )
-        .unwrap();
+    let (c, d) = call(&e, 3, CodecSpec::PCMU, CodecSpec::PCMU);
     let (mut ing, mut eg) = e.take_rtp_handles(0).unwrap();
     let mut flood = Vec::new();
     for i in 0..320u32 {
@@ -3274,7 +3240,7 @@ fn a_flood_of_packed_rfc4733_events_costs_no_other_packet() {
             &ulaw_frame(k as usize),
             &mut pkt,
         );
-        ing.push(c.id, &pkt).unwrap();
+        ing.push(c, &pkt).unwrap();
     }
     e.step(1).unwrap();
     drain(&mut eg);
@@ -3305,12 +3271,12 @@ fn a_flood_of_packed_rfc4733_events_costs_no_other_packet() {
             &ulaw_frame(k as usize),
             &mut pkt,
         );
-        ing.push(c.id, &pkt).unwrap();
+        ing.push(c, &pkt).unwrap();
         e.step(2).unwrap();
     }
-    let to_d = drain(&mut eg).iter().filter(|p| p.session == d.id).count();
+    let to_d = drain(&mut eg).iter().filter(|p| p.session == d).count();
     assert!(to_d >= 18, "D got {to_d} packets");
-    let st = e.session_stats(c.id).unwrap();
+    let st = e.session_stats(c).unwrap();
     assert_eq!((st.rx_packets, st.rx_lost), (40, 0), "{st:?}");
 }
 

@@ -401,19 +401,22 @@ fn follow_events(
     part.follow_events_of(ssrc);
 }
 
-/// Pushes a message that holds no packet slot (a digit, a SID's level) on to the decode
-/// stage, only while the ring keeps `reserve` free for the packets and commands whose room
-/// is reserved (every packet slot and the command capacity): a peer flooding events or
-/// SIDs can then fill only the ring's own headroom, never cost a command. Else counted.
-fn push_tokenless(
-    out: &mut Producer<ToDecode>,
+/// Pushes a message that holds no slab slot (a digit, a SID's level, a concealment notice)
+/// on to the next stage, only while the ring keeps `reserve` free for the packets or frames
+/// and commands whose room is reserved (every slot and the command capacity): a peer
+/// flooding events or SIDs can then fill only the ring's own headroom, never cost a
+/// command. Else counted (`stage_backlog_drops`); true when pushed.
+fn push_tokenless<T>(
+    out: &mut Producer<T>,
     reserve: usize,
     counters: &LaneCounters,
-    msg: ToDecode,
-) {
-    if out.slots() <= reserve || out.push(msg).is_err() {
+    msg: T,
+) -> bool {
+    let pushed = out.slots() > reserve && out.push(msg).is_ok();
+    if !pushed {
         counters.stage_backlog_drops.inc_shared();
     }
+    pushed
 }
 
 /// Events of one RFC 4733 payload looked at, at most (RFC 4733 §2.5.1.5: a packet
@@ -1046,16 +1049,13 @@ fn end_open_digit(
     open: &mut Option<(u32, u8)>,
 ) {
     if let Some((dst, event)) = open.take() {
-        if out.slots() > reserve {
-            let _ = out.push(Downstream::Dtmf {
-                dst,
-                event,
-                begin: false,
-                duration_ms: 0,
-            });
-        } else {
-            counters.stage_backlog_drops.inc_shared();
-        }
+        let end = Downstream::Dtmf {
+            dst,
+            event,
+            begin: false,
+            duration_ms: 0,
+        };
+        push_tokenless(out, reserve, counters, end);
     }
 }
 
@@ -1214,18 +1214,16 @@ impl DecodeStage {
                         .and_then(|p| p.route)
                         .filter(|r| !r.app);
                     if let Some(r) = route {
-                        if self.out.slots() > self.reserve {
-                            let _ = self.out.push(Downstream::Dtmf {
-                                dst: r.dst_slot,
-                                event,
-                                begin,
-                                duration_ms,
-                            });
+                        let fwd = Downstream::Dtmf {
+                            dst: r.dst_slot,
+                            event,
+                            begin,
+                            duration_ms,
+                        };
+                        if push_tokenless(&mut self.out, self.reserve, &self.shared.counters, fwd) {
                             if let Some(open) = self.open_digits.get_mut(slot as usize) {
                                 *open = begin.then_some((r.dst_slot, event));
                             }
-                        } else {
-                            self.shared.counters.stage_backlog_drops.inc_shared();
                         }
                     }
                 }
@@ -1396,11 +1394,8 @@ impl DecodeStage {
     }
 
     fn push_missing(&mut self, src: u32, dst: u32) {
-        if self.out.slots() > self.reserve {
-            let _ = self.out.push(Downstream::Missing { src, dst });
-        } else {
-            self.shared.counters.stage_backlog_drops.inc_shared();
-        }
+        let msg = Downstream::Missing { src, dst };
+        push_tokenless(&mut self.out, self.reserve, &self.shared.counters, msg);
     }
 
     fn apply(&mut self, mut b: Box<Bundle>) {
